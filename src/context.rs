@@ -1,0 +1,76 @@
+//! Global flags turned, once, into what every command works with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::Connection as _;
+
+use crate::cli::{GlobalArgs, OutputMode, SelectionArgs};
+use crate::selection;
+use crate::tenant::Tenant;
+use crate::db::Connector;
+use crate::error::UsageError;
+use crate::fleet::Stop;
+use crate::migrations::MigrationSet;
+use crate::progress::Progress;
+
+/// Validated configuration shared by all commands.
+pub struct Context {
+    pub connector: Arc<Connector>,
+    pub output: OutputMode,
+    pub quiet: bool,
+    pub stop: Stop,
+    tenant_migrations_dir: Option<PathBuf>,
+}
+
+impl Context {
+    pub fn new(global: &GlobalArgs) -> Result<Self, UsageError> {
+        let base_url = global
+            .base_url
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                UsageError(
+                    "POSTGRES_BASE_URL is not set: set it (or pass --base-url) to the server root, e.g. postgresql://user:password@localhost:5432".into(),
+                )
+            })?;
+        let connector = Connector::new(
+            base_url,
+            global.master_url.as_deref().filter(|s| !s.trim().is_empty()),
+            global.connect_timeout,
+        )?;
+        Ok(Self {
+            connector: Arc::new(connector),
+            output: global.output,
+            quiet: global.quiet,
+            stop: Stop::default(),
+            tenant_migrations_dir: global.tenant_migrations.clone(),
+        })
+    }
+
+    /// The tenant schema: the folder from `--tenant-migrations` if given,
+    /// else the one compiled in.
+    pub async fn tenant_migrations(&self) -> anyhow::Result<Arc<MigrationSet>> {
+        match &self.tenant_migrations_dir {
+            Some(dir) => Ok(Arc::new(
+                MigrationSet::from_dir(dir)
+                    .await
+                    .map_err(|e| UsageError(crate::error::render(&e)))?,
+            )),
+            None => Ok(Arc::new(MigrationSet::embedded_tenant())),
+        }
+    }
+
+    /// Reads the master once and returns the tenants the selection names.
+    pub async fn select(&self, selection: &SelectionArgs) -> anyhow::Result<Vec<Tenant>> {
+        let mut conn = self.connector.connect_master().await?;
+        let tenants = selection::resolve(&mut conn, selection).await;
+        let _ = conn.close().await;
+        tenants
+    }
+
+    /// The progress display for a fleet run.
+    pub fn progress(&self) -> Progress {
+        Progress::new(self.output, self.quiet)
+    }
+}

@@ -1,0 +1,318 @@
+//! The one place that turns configuration and a database name into a
+//! PostgreSQL connection. Nothing else parses URLs or builds connection
+//! strings.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _};
+use url::Url;
+
+use crate::dbname::DbName;
+use crate::error::UsageError;
+
+/// Database used for `CREATE DATABASE` / `DROP DATABASE`, which cannot run
+/// while connected to the database they act on.
+const MAINTENANCE_DB: &str = "postgres";
+
+/// Default master database when `MASTER_DATABASE_URL` is not set.
+pub const DEFAULT_MASTER_DB: &str = "master";
+
+/// Per-session settings applied to every tenant connection. They travel in
+/// the startup packet, so they cost no extra round trip.
+#[derive(Debug, Clone, Default)]
+pub struct SessionLimits {
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+}
+
+/// Owns the server's base connection options and hands out per-database
+/// copies of them.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    base: PgConnectOptions,
+    base_url: Url,
+    master: PgConnectOptions,
+    master_url: Url,
+    master_db: DbName,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    /// Builds the connector from `POSTGRES_BASE_URL` and, if given,
+    /// `MASTER_DATABASE_URL`.
+    pub fn new(
+        base_url: &str,
+        master_url: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<Self, UsageError> {
+        let base_url = parse_url("POSTGRES_BASE_URL", base_url)?;
+        if let Some(db) = url_database(&base_url) {
+            return Err(UsageError(format!(
+                "POSTGRES_BASE_URL names a database ({db:?}); give the server root only, e.g. {}",
+                redact(&with_database(&base_url, ""))
+            )));
+        }
+        let base = options_from(&base_url)?;
+
+        let (master_url, master_db) = match master_url {
+            Some(raw) => {
+                let url = parse_url("MASTER_DATABASE_URL", raw)?;
+                let name = url_database(&url).ok_or_else(|| {
+                    UsageError(format!(
+                        "MASTER_DATABASE_URL ({}) names no database; add it to the path, e.g. /master",
+                        redact(&url)
+                    ))
+                })?;
+                let db = DbName::parse_master(&name).map_err(|err| {
+                    UsageError(format!("MASTER_DATABASE_URL: master {err}"))
+                })?;
+                (url, db)
+            }
+            None => {
+                let db = DbName::parse_master(DEFAULT_MASTER_DB).expect("constant is valid");
+                (with_database(&base_url, db.as_str()), db)
+            }
+        };
+        let master = options_from(&master_url)?.database(master_db.as_str());
+
+        Ok(Self {
+            base,
+            base_url,
+            master,
+            master_url,
+            master_db,
+            connect_timeout,
+        })
+    }
+
+    pub fn master_db(&self) -> &DbName {
+        &self.master_db
+    }
+
+    /// `host:port` of the server, for messages.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.base.get_host(), self.base.get_port())
+    }
+
+    /// Connection options for a tenant database. Refuses the master, so a
+    /// row that names the master can never turn a tenant command on it.
+    pub fn for_tenant(&self, db: &DbName, limits: &SessionLimits) -> anyhow::Result<PgConnectOptions> {
+        anyhow::ensure!(
+            db != &self.master_db,
+            "database {db} is the master database, not a tenant database"
+        );
+        let mut options = self.base.clone().database(db.as_str());
+        let mut settings = Vec::new();
+        if let Some(t) = limits.lock_timeout {
+            settings.push(("lock_timeout", t.as_millis().to_string()));
+        }
+        if let Some(t) = limits.statement_timeout {
+            settings.push(("statement_timeout", t.as_millis().to_string()));
+        }
+        if !settings.is_empty() {
+            options = options.options(settings);
+        }
+        Ok(options)
+    }
+
+    /// Opens a single connection to a tenant database.
+    pub async fn connect_tenant(
+        &self,
+        db: &DbName,
+        limits: &SessionLimits,
+    ) -> anyhow::Result<PgConnection> {
+        let options = self.for_tenant(db, limits)?;
+        self.connect(&options).await.map_err(|err| {
+            if is_missing_database(&err) {
+                err.context(format!(
+                    "the tenant database {db} is missing from the server (dropped by hand?)"
+                ))
+            } else {
+                err
+            }
+        })
+    }
+
+    /// Opens a connection to the master database.
+    pub async fn connect_master(&self) -> anyhow::Result<PgConnection> {
+        self.connect(&self.master).await.map_err(|err| {
+            if is_missing_database(&err) {
+                err.context(format!(
+                    "the master database {} does not exist yet; run `tenantctl master migrate` first",
+                    self.master_db
+                ))
+            } else {
+                err
+            }
+        })
+    }
+
+    /// Opens a connection to the maintenance database of the server that
+    /// holds tenant databases, for creating and dropping them.
+    pub async fn connect_maintenance(&self) -> anyhow::Result<PgConnection> {
+        self.connect(&self.base.clone().database(MAINTENANCE_DB)).await
+    }
+
+    /// Like [`Self::connect_maintenance`], but on the master's server, which
+    /// `MASTER_DATABASE_URL` may put elsewhere.
+    pub async fn connect_master_maintenance(&self) -> anyhow::Result<PgConnection> {
+        self.connect(&self.master.clone().database(MAINTENANCE_DB)).await
+    }
+
+    /// The tenant's URL with credentials, for a child process's environment
+    /// only. Built by setting the URL path, so query parameters and
+    /// percent-encoded credentials survive.
+    pub fn tenant_url(&self, db: &DbName) -> Url {
+        with_database(&self.base_url, db.as_str())
+    }
+
+    /// The tenant's URL with the password replaced, safe to print.
+    pub fn tenant_url_redacted(&self, db: &DbName) -> String {
+        redact(&self.tenant_url(db))
+    }
+
+    /// The master URL with the password replaced, safe to print.
+    pub fn master_url_redacted(&self) -> String {
+        redact(&self.master_url)
+    }
+
+    async fn connect(&self, options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+        let options = options
+            .clone()
+            .application_name("tenantctl")
+            .disable_statement_logging();
+        let target = format!(
+            "connect to database {} on {}:{}",
+            options.get_database().unwrap_or("?"),
+            options.get_host(),
+            options.get_port()
+        );
+        match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
+        {
+            Ok(result) => result.with_context(|| target),
+            Err(_) => Err(anyhow::anyhow!(
+                "{target}: timed out after {} (see --connect-timeout)",
+                humantime::format_duration(self.connect_timeout)
+            )),
+        }
+    }
+}
+
+/// True if the error chain holds PostgreSQL's "database does not exist".
+pub fn is_missing_database(err: &anyhow::Error) -> bool {
+    has_sqlstate(err, "3D000")
+}
+
+/// True if the error chain holds a database error with this SQLSTATE.
+pub fn has_sqlstate(err: &anyhow::Error, code: &str) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|c| c == code)
+    })
+}
+
+fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
+    let invalid = |why: &str| {
+        UsageError(format!(
+            "{var} is not a valid PostgreSQL URL ({why}); expected postgresql://user:password@host:5432"
+        ))
+    };
+    // The url crate's error never echoes its input, so nothing secret leaks.
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(invalid(&format!(
+            "scheme {:?}, expected postgres or postgresql",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host"));
+    }
+    Ok(url)
+}
+
+fn options_from(url: &Url) -> Result<PgConnectOptions, UsageError> {
+    PgConnectOptions::from_str(url.as_str())
+        .map_err(|e| UsageError(format!("{}: {e}", redact(url))))
+}
+
+fn url_database(url: &Url) -> Option<String> {
+    let path = url.path().trim_matches('/');
+    (!path.is_empty())
+        .then(|| percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned())
+}
+
+fn with_database(base: &Url, db: &str) -> Url {
+    let mut url = base.clone();
+    url.set_path(&format!("/{db}"));
+    url
+}
+
+/// The URL with its password replaced by `***`.
+pub fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only fails for URLs that cannot have credentials, which a
+        // postgres URL with a host always can.
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn tenant_url_keeps_query_and_encoded_credentials() {
+        let c = Connector::new("postgres://us%40r:p%2Fss@db.internal:6543/?sslmode=require", None, T)
+            .expect("valid");
+        let db = DbName::parse("tenant_acme").expect("valid");
+        let url = c.tenant_url(&db);
+        assert_eq!(
+            url.as_str(),
+            "postgres://us%40r:p%2Fss@db.internal:6543/tenant_acme?sslmode=require"
+        );
+        assert_eq!(
+            c.tenant_url_redacted(&db),
+            "postgres://us%40r:***@db.internal:6543/tenant_acme?sslmode=require"
+        );
+        let options = c.for_tenant(&db, &SessionLimits::default()).expect("tenant");
+        assert_eq!(options.get_database(), Some("tenant_acme"));
+        assert_eq!(options.get_username(), "us@r");
+    }
+
+    #[test]
+    fn trailing_slash_is_fine_and_database_is_rejected() {
+        assert!(Connector::new("postgresql://u:secret@localhost:5432/", None, T).is_ok());
+        let err = Connector::new("postgresql://u:secret@localhost:5432/app", None, T)
+            .expect_err("names a database");
+        assert!(err.0.contains("names a database"), "{}", err.0);
+        assert!(!err.0.contains("secret"), "{}", err.0);
+    }
+
+    #[test]
+    fn malformed_urls_are_rejected_without_echoing_them() {
+        for bad in ["", "localhost:5432", "mysql://u:secret@h/", "postgres://u:secret@:5432"] {
+            let err = Connector::new(bad, None, T).expect_err(bad);
+            assert!(!err.0.contains("secret"), "{}", err.0);
+        }
+    }
+
+    #[test]
+    fn master_defaults_and_refuses_tenant_use() {
+        let c = Connector::new("postgresql://u:p@localhost", None, T).expect("valid");
+        assert_eq!(c.master_db().as_str(), "master");
+        let master = DbName::parse("master").expect("valid");
+        assert!(c.for_tenant(&master, &SessionLimits::default()).is_err());
+        assert_eq!(c.master_url_redacted(), "postgresql://u:***@localhost/master");
+    }
+}

@@ -1,0 +1,80 @@
+//! The errors code branches on, and the process exit codes they map to.
+
+use std::process::ExitCode;
+
+/// Bad configuration or arguments: exit status 2, like a clap usage error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// How a command ended when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for was done.
+    Success,
+    /// Some tenant failed or was skipped; the report says which.
+    Failed,
+    /// Stopped by Ctrl-C or SIGTERM after finishing what was in flight.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Self::Success => ExitCode::SUCCESS,
+            Self::Failed => ExitCode::from(1),
+            Self::Interrupted => ExitCode::from(130),
+        }
+    }
+}
+
+/// Exit status for an error that ended the command.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if err.chain().any(|c| c.is::<UsageError>()) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The error and its causes on one line, `outer: inner: root`.
+///
+/// Many errors (sqlx's among them) print their source inside their own
+/// message as well as chaining it, so a cause whose text the previous part
+/// already holds is left out. PostgreSQL errors gain their SQLSTATE,
+/// position, detail and hint.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = describe(cause);
+        if parts.last().is_some_and(|prev| prev.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
+    use sqlx::postgres::PgDatabaseError;
+
+    let pg = cause
+        .downcast_ref::<sqlx::Error>()
+        .and_then(sqlx::Error::as_database_error)
+        .and_then(|e| e.try_downcast_ref::<PgDatabaseError>());
+    let Some(pg) = pg else {
+        return cause.to_string();
+    };
+    let mut text = format!("{} (SQLSTATE {}", pg.message(), pg.code());
+    if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position() {
+        text.push_str(&format!(", at character {at}"));
+    }
+    text.push(')');
+    if let Some(detail) = pg.detail() {
+        text.push_str(&format!("; detail: {detail}"));
+    }
+    if let Some(hint) = pg.hint() {
+        text.push_str(&format!("; hint: {hint}"));
+    }
+    text
+}

@@ -1,0 +1,237 @@
+//! Running one operation across many tenants: bounded concurrency, one
+//! report per tenant whatever happened to it, fail-fast and interrupts.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::Outcome;
+use crate::tenant::Tenant;
+
+/// How a fleet run proceeds.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetOptions {
+    pub concurrency: usize,
+    pub fail_fast: bool,
+}
+
+/// What happened to one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One tenant's result. `value` holds what the operation got done even when
+/// it then failed (for example the migrations applied before the one that
+/// broke).
+#[derive(Debug, Clone)]
+pub struct Report<T> {
+    pub tenant: Tenant,
+    pub status: Status,
+    pub value: T,
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+/// What an operation returns for a tenant: its partial or full value, and
+/// whether it succeeded.
+pub type Attempt<T> = (T, anyhow::Result<()>);
+
+/// Turns a plain result into an [`Attempt`].
+pub fn attempt<T: Default>(result: anyhow::Result<T>) -> Attempt<T> {
+    match result {
+        Ok(value) => (value, Ok(())),
+        Err(err) => (T::default(), Err(err)),
+    }
+}
+
+/// Hears about a fleet run as it happens: progress bars, streamed output.
+pub trait Observer<T>: Send + Sync {
+    fn start(&self, _total: usize) {}
+    fn done(&self, _report: &Report<T>) {}
+    fn finish(&self) {}
+}
+
+/// An observer that does nothing (tests, JSON output).
+pub struct Silent;
+impl<T> Observer<T> for Silent {}
+
+/// Set on Ctrl-C or SIGTERM: no new tenant starts once it is set.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Listens for Ctrl-C and SIGTERM. The first lets in-flight tenants
+    /// finish; a second exits at once (the server rolls back whatever
+    /// transaction a dropped connection had open).
+    pub fn listen_for_signals(&self) {
+        let stop = self.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                #[cfg(unix)]
+                let terminate = async {
+                    match term.as_mut() {
+                        Some(t) => t.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let terminate = std::future::pending::<Option<()>>();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate => {}
+                }
+                if stop.is_set() {
+                    std::process::exit(130);
+                }
+                stop.set();
+                eprintln!(
+                    "interrupted: starting no new tenant, finishing those in flight (interrupt again to quit now)"
+                );
+            }
+        });
+    }
+}
+
+/// The reports of a run, in the order the tenants were given.
+#[derive(Debug)]
+pub struct FleetRun<T> {
+    pub reports: Vec<Report<T>>,
+    pub interrupted: bool,
+}
+
+impl<T> FleetRun<T> {
+    pub fn count(&self, status: Status) -> usize {
+        self.reports.iter().filter(|r| r.status == status).count()
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.interrupted {
+            Outcome::Interrupted
+        } else if self.reports.iter().all(|r| r.status == Status::Ok) {
+            Outcome::Success
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
+/// Runs `op` for every tenant, at most `concurrency` at a time, each on a
+/// task of its own so a panic or a slow tenant affects only itself.
+pub async fn run<T, F, Fut>(
+    tenants: Vec<Tenant>,
+    options: FleetOptions,
+    stop: &Stop,
+    observer: &dyn Observer<T>,
+    op: F,
+) -> FleetRun<T>
+where
+    T: Default + Send + 'static,
+    F: Fn(Tenant) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Attempt<T>> + Send + 'static,
+{
+    let total = tenants.len();
+    observer.start(total);
+    let tenants = Arc::new(tenants);
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+
+    for _ in 0..options.concurrency.clamp(1, total.max(1)) {
+        let (tenants, op, next, failed, stop, tx) = (
+            tenants.clone(),
+            op.clone(),
+            next.clone(),
+            failed.clone(),
+            stop.clone(),
+            tx.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(tenant) = tenants.get(index) else {
+                    break;
+                };
+                let skip = if stop.is_set() {
+                    Some("not started: interrupted")
+                } else if options.fail_fast && failed.load(Ordering::SeqCst) {
+                    Some("not started: an earlier tenant failed (--fail-fast)")
+                } else {
+                    None
+                };
+                let report = match skip {
+                    Some(why) => Report {
+                        tenant: tenant.clone(),
+                        status: Status::Skipped,
+                        value: T::default(),
+                        error: Some(why.to_owned()),
+                        duration: Duration::ZERO,
+                    },
+                    None => {
+                        let started = Instant::now();
+                        let (value, result) = match tokio::spawn(op(tenant.clone())).await {
+                            Ok(attempt) => attempt,
+                            Err(join) => (
+                                T::default(),
+                                Err(anyhow::anyhow!("internal error: {join}")),
+                            ),
+                        };
+                        if result.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        Report {
+                            tenant: tenant.clone(),
+                            status: if result.is_ok() { Status::Ok } else { Status::Failed },
+                            value,
+                            error: result.err().map(|e| crate::error::render(&e)),
+                            duration: started.elapsed(),
+                        }
+                    }
+                };
+                if tx.send((index, report)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut slots: Vec<Option<Report<T>>> = std::iter::repeat_with(|| None).take(total).collect();
+    while let Some((index, report)) = rx.recv().await {
+        observer.done(&report);
+        slots[index] = Some(report);
+    }
+    observer.finish();
+    FleetRun {
+        reports: slots.into_iter().flatten().collect(),
+        interrupted: stop.is_set(),
+    }
+}

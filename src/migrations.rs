@@ -1,0 +1,335 @@
+//! Tenant and master schemas: where the migrations come from, what a database
+//! has applied, and applying what is pending under sqlx's migration lock.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sqlx::Executor as _;
+use sqlx::migrate::{Migrate as _, MigrateError, Migration, Migrator};
+use sqlx::postgres::PgConnection;
+
+use crate::db::has_sqlstate;
+
+static TENANT_MIGRATIONS: Migrator = sqlx::migrate!("./tenant-migrations");
+static MASTER_MIGRATIONS: Migrator = sqlx::migrate!("./master-migrations");
+
+/// An ordered set of up-migrations and where it came from.
+#[derive(Debug, Clone)]
+pub struct MigrationSet {
+    migrations: Cow<'static, [Migration]>,
+    origin: String,
+}
+
+impl MigrationSet {
+    /// The tenant schema compiled into this binary.
+    pub fn embedded_tenant() -> Self {
+        Self::embedded(&TENANT_MIGRATIONS, "embedded tenant-migrations")
+    }
+
+    /// The master schema compiled into this binary.
+    pub fn embedded_master() -> Self {
+        Self::embedded(&MASTER_MIGRATIONS, "embedded master-migrations")
+    }
+
+    fn embedded(migrator: &'static Migrator, origin: &str) -> Self {
+        Self {
+            migrations: Cow::Borrowed(&migrator.migrations),
+            origin: origin.to_owned(),
+        }
+    }
+
+    /// Reads migrations from a folder at run time, in sqlx's file layout.
+    pub async fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+        let migrator = Migrator::new(dir)
+            .await
+            .with_context(|| format!("read tenant migrations from {}", dir.display()))?;
+        anyhow::ensure!(
+            migrator.iter().any(|m| !m.migration_type.is_down_migration()),
+            "no migrations found in {}: expected files named <VERSION>_<DESCRIPTION>.sql",
+            dir.display()
+        );
+        Ok(Self {
+            migrations: migrator.migrations,
+            origin: dir.display().to_string(),
+        })
+    }
+
+    /// The up-migrations in version order.
+    pub fn iter(&self) -> impl Iterator<Item = &Migration> {
+        self.migrations
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+    }
+
+    pub fn latest(&self) -> Option<i64> {
+        self.iter().map(|m| m.version).max()
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn get(&self, version: i64) -> Option<&Migration> {
+        self.iter().find(|m| m.version == version)
+    }
+}
+
+/// One row of `_sqlx_migrations`.
+#[derive(Debug, Clone)]
+pub struct AppliedRow {
+    pub version: i64,
+    pub checksum_hex: String,
+    pub success: bool,
+}
+
+/// Something about a database's recorded migrations that stops `migrate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// A migration failed part-way outside a transaction and left its row
+    /// with `success = false`.
+    Dirty { version: i64 },
+    /// An applied migration's file has changed since it was applied.
+    ChecksumMismatch { version: i64, description: String },
+    /// The database has a migration the folder in use does not.
+    Unknown { version: i64 },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dirty { version } => write!(
+                f,
+                "migration {version} failed part-way and is marked dirty; repair the schema by hand, then delete its row from _sqlx_migrations"
+            ),
+            Self::ChecksumMismatch {
+                version,
+                description,
+            } => write!(
+                f,
+                "migration {version} ({description}) was edited after it was applied (checksum mismatch); restore the original file and put the change in a new migration"
+            ),
+            Self::Unknown { version } => write!(
+                f,
+                "migration {version} is applied in the database but missing from the migrations in use; use the folder that has it"
+            ),
+        }
+    }
+}
+
+/// What a database has and would get.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    /// Versions recorded as applied.
+    pub applied: Vec<i64>,
+    /// Versions that `migrate` would apply, in order.
+    pub pending: Vec<i64>,
+    pub problems: Vec<Problem>,
+}
+
+impl Plan {
+    /// Compares recorded rows (`None`: no migrations table yet) with the set.
+    pub fn new(set: &MigrationSet, rows: Option<&[AppliedRow]>) -> Self {
+        let rows = rows.unwrap_or_default();
+        let recorded: BTreeMap<i64, &AppliedRow> = rows.iter().map(|r| (r.version, r)).collect();
+        let mut plan = Self {
+            applied: rows.iter().filter(|r| r.success).map(|r| r.version).collect(),
+            ..Self::default()
+        };
+        for row in rows {
+            if !row.success {
+                plan.problems.push(Problem::Dirty {
+                    version: row.version,
+                });
+            }
+            match set.get(row.version) {
+                None => plan.problems.push(Problem::Unknown {
+                    version: row.version,
+                }),
+                Some(m) if hex(&m.checksum) != row.checksum_hex => {
+                    plan.problems.push(Problem::ChecksumMismatch {
+                        version: m.version,
+                        description: m.description.to_string(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        plan.pending = set
+            .iter()
+            .filter(|m| !recorded.contains_key(&m.version))
+            .map(|m| m.version)
+            .collect();
+        plan
+    }
+
+    /// The first problem as an error, if any.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.problems.first() {
+            Some(problem) => Err(anyhow::anyhow!("{problem}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads `_sqlx_migrations`, or `None` if the database has no such table.
+///
+/// One simple-protocol round trip: this runs once per tenant on every deploy,
+/// usually to find nothing to do.
+pub async fn read_applied(conn: &mut PgConnection) -> anyhow::Result<Option<Vec<AppliedRow>>> {
+    // A plain &str runs through the simple query protocol: no prepare step.
+    // (`sqlx::raw_sql(..).fetch_all` would too, but its future is not Send
+    // for every lifetime, so it cannot run on a spawned task.)
+    let rows = conn
+        .fetch_all(
+            "SELECT version, encode(checksum, 'hex') AS checksum, success \
+             FROM _sqlx_migrations ORDER BY version",
+        )
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            // 42P01 undefined_table: never migrated.
+            if has_sqlstate(&err, "42P01") {
+                return Ok(None);
+            }
+            return Err(err.context("read _sqlx_migrations"));
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            use sqlx::Row as _;
+            Ok(AppliedRow {
+                version: row.try_get("version")?,
+                checksum_hex: row.try_get("checksum")?,
+                success: row.try_get("success")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map(Some)
+        .context("read _sqlx_migrations")
+}
+
+/// Reads the database's migration state and compares it with the set.
+pub async fn plan(conn: &mut PgConnection, set: &MigrationSet) -> anyhow::Result<Plan> {
+    let rows = read_applied(conn).await?;
+    Ok(Plan::new(set, rows.as_deref()))
+}
+
+/// Applies every pending migration, pushing each version onto `applied` as
+/// it commits, so a caller still knows what was done when a later one fails.
+///
+/// An up-to-date database costs one query and takes no lock. Otherwise the
+/// work happens under sqlx's advisory lock, re-reading the state once the
+/// lock is held, so two runners at once never apply a migration twice: the
+/// second waits, then finds nothing pending.
+pub async fn apply(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    applied: &mut Vec<i64>,
+) -> anyhow::Result<()> {
+    if let Some(rows) = read_applied(conn).await? {
+        let plan = Plan::new(set, Some(&rows));
+        plan.check()?;
+        if plan.pending.is_empty() {
+            return Ok(());
+        }
+    }
+
+    conn.lock().await.context("take the migration lock")?;
+    let result = apply_locked(conn, set, applied).await;
+    let unlocked = conn.unlock().await;
+    result?;
+    unlocked.context("release the migration lock")?;
+    Ok(())
+}
+
+async fn apply_locked(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    applied: &mut Vec<i64>,
+) -> anyhow::Result<()> {
+    conn.ensure_migrations_table()
+        .await
+        .context("create _sqlx_migrations")?;
+    let plan = plan(conn, set).await?;
+    plan.check()?;
+    for version in plan.pending {
+        let migration = set.get(version).expect("pending versions come from the set");
+        conn.apply(migration).await.map_err(|err| {
+            let err = match err {
+                // Unwrap so the database error is not printed twice.
+                MigrateError::ExecuteMigration(source, _) | MigrateError::Execute(source) => {
+                    anyhow::Error::new(source)
+                }
+                other => anyhow::Error::new(other),
+            };
+            err.context(format!(
+                "apply migration {}_{}",
+                migration.version, migration.description
+            ))
+        })?;
+        applied.push(version);
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(set: &MigrationSet, version: i64) -> AppliedRow {
+        AppliedRow {
+            version,
+            checksum_hex: hex(&set.get(version).expect("exists").checksum),
+            success: true,
+        }
+    }
+
+    #[test]
+    fn embedded_tenant_schema_has_settings() {
+        let set = MigrationSet::embedded_tenant();
+        assert!(set.iter().count() >= 4);
+        assert!(set.iter().any(|m| m.sql.contains("CREATE TABLE settings")));
+    }
+
+    #[test]
+    fn plan_finds_pending_and_problems() {
+        let set = MigrationSet::embedded_tenant();
+        let versions: Vec<i64> = set.iter().map(|m| m.version).collect();
+
+        let fresh = Plan::new(&set, None);
+        assert_eq!(fresh.pending, versions);
+        assert!(fresh.problems.is_empty());
+
+        let mut rows = vec![row(&set, versions[0]), row(&set, versions[1])];
+        rows[1].checksum_hex = "00".into();
+        rows.push(AppliedRow {
+            version: 1,
+            checksum_hex: "00".into(),
+            success: false,
+        });
+        let plan = Plan::new(&set, Some(&rows));
+        assert_eq!(plan.pending, versions[2..].to_vec());
+        assert_eq!(plan.applied, versions[..2].to_vec());
+        assert!(plan.problems.contains(&Problem::Dirty { version: 1 }));
+        assert!(plan.problems.contains(&Problem::Unknown { version: 1 }));
+        assert!(plan.problems.iter().any(|p| matches!(
+            p,
+            Problem::ChecksumMismatch { version, .. } if *version == versions[1]
+        )));
+    }
+}

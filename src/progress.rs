@@ -1,0 +1,73 @@
+//! Showing a fleet run as it happens, on stderr: a progress bar when stderr
+//! is a terminal, and a line per failed tenant. In `jsonl` mode each tenant's
+//! report also goes to stdout the moment it finishes.
+
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::OutputMode;
+use crate::fleet::{Observer, Report, Status};
+use crate::report::{TenantValue, tenant_json};
+
+pub struct Progress {
+    bar: ProgressBar,
+    quiet: bool,
+    stream_json: bool,
+    failures: AtomicUsize,
+}
+
+impl Progress {
+    pub fn new(output: OutputMode, quiet: bool) -> Self {
+        let target = if quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} tenants  {msg}  {per_sec}  eta {eta}",
+            )
+            .expect("template is valid"),
+        );
+        bar.set_message("0 failed");
+        Self {
+            bar,
+            quiet,
+            stream_json: output == OutputMode::Jsonl,
+            failures: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T: TenantValue> Observer<T> for Progress {
+    fn start(&self, total: usize) {
+        self.bar.set_length(total as u64);
+    }
+
+    fn done(&self, report: &Report<T>) {
+        self.bar.inc(1);
+        if report.status == Status::Failed {
+            let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+            self.bar.set_message(format!("{failures} failed"));
+            if !self.quiet {
+                let line = format!(
+                    "failed: tenant {}: {}",
+                    report.tenant,
+                    report.error.as_deref().unwrap_or("unknown error")
+                );
+                self.bar.suspend(|| eprintln!("{line}"));
+            }
+        }
+        if self.stream_json {
+            let line = serde_json::to_string(&tenant_json(report)).expect("reports serialize");
+            self.bar.suspend(|| println!("{line}"));
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
