@@ -13,7 +13,12 @@ use crate::tenant::TenantStatus;
 /// Database-per-tenant PostgreSQL: create, migrate and inspect every
 /// tenant's database from one server URL and the master's "Company" table.
 #[derive(Debug, Parser)]
-#[command(name = "tenantctl", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "tenantctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -26,13 +31,18 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Server root URL with credentials and no database, e.g.
-    /// postgresql://user:pass@localhost:5432 (query parameters such as
+    /// `postgresql://user:pass@localhost:5432` (query parameters such as
     /// sslmode are kept)
     #[arg(long, env = "POSTGRES_BASE_URL", hide_env_values = true, global = true)]
     pub base_url: Option<String>,
 
     /// Master database URL [default: the base URL with database "master"]
-    #[arg(long, env = "MASTER_DATABASE_URL", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "MASTER_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub master_url: Option<String>,
 
     /// Read tenant migrations from this folder instead of the embedded ones
@@ -111,8 +121,8 @@ pub struct SessionArgs {
 
 /// Parses `500ms`, `5s`, `2m`, `1h`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(raw)
-        .map_err(|e| format!("{e} (use e.g. 500ms, 5s, 2m)"))?;
+    let duration =
+        humantime::parse_duration(raw).map_err(|e| format!("{e} (use e.g. 500ms, 5s, 2m)"))?;
     if duration.is_zero() {
         return Err("must be more than zero".into());
     }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use sqlx::Connection as _;
 
 use crate::cli::{GlobalArgs, OutputMode, SelectionArgs};
-use crate::selection;
-use crate::tenant::Tenant;
 use crate::db::Connector;
 use crate::error::UsageError;
 use crate::fleet::Stop;
 use crate::migrations::MigrationSet;
 use crate::progress::Progress;
+use crate::selection;
+use crate::tenant::Tenant;
 
 /// Validated configuration shared by all commands.
 pub struct Context {
@@ -36,7 +36,10 @@ impl Context {
             })?;
         let connector = Connector::new(
             base_url,
-            global.master_url.as_deref().filter(|s| !s.trim().is_empty()),
+            global
+                .master_url
+                .as_deref()
+                .filter(|s| !s.trim().is_empty()),
             global.connect_timeout,
         )?;
         Ok(Self {

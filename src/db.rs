@@ -66,9 +66,8 @@ impl Connector {
                         redact(&url)
                     ))
                 })?;
-                let db = DbName::parse_master(&name).map_err(|err| {
-                    UsageError(format!("MASTER_DATABASE_URL: master {err}"))
-                })?;
+                let db = DbName::parse_master(&name)
+                    .map_err(|err| UsageError(format!("MASTER_DATABASE_URL: master {err}")))?;
                 (url, db)
             }
             None => {
@@ -99,7 +98,11 @@ impl Connector {
 
     /// Connection options for a tenant database. Refuses the master, so a
     /// row that names the master can never turn a tenant command on it.
-    pub fn for_tenant(&self, db: &DbName, limits: &SessionLimits) -> anyhow::Result<PgConnectOptions> {
+    pub fn for_tenant(
+        &self,
+        db: &DbName,
+        limits: &SessionLimits,
+    ) -> anyhow::Result<PgConnectOptions> {
         anyhow::ensure!(
             db != &self.master_db,
             "database {db} is the master database, not a tenant database"
@@ -153,13 +156,15 @@ impl Connector {
     /// Opens a connection to the maintenance database of the server that
     /// holds tenant databases, for creating and dropping them.
     pub async fn connect_maintenance(&self) -> anyhow::Result<PgConnection> {
-        self.connect(&self.base.clone().database(MAINTENANCE_DB)).await
+        self.connect(&self.base.clone().database(MAINTENANCE_DB))
+            .await
     }
 
     /// Like [`Self::connect_maintenance`], but on the master's server, which
     /// `MASTER_DATABASE_URL` may put elsewhere.
     pub async fn connect_master_maintenance(&self) -> anyhow::Result<PgConnection> {
-        self.connect(&self.master.clone().database(MAINTENANCE_DB)).await
+        self.connect(&self.master.clone().database(MAINTENANCE_DB))
+            .await
     }
 
     /// The tenant's URL with credentials, for a child process's environment
@@ -212,7 +217,7 @@ pub fn has_sqlstate(err: &anyhow::Error, code: &str) -> bool {
         cause
             .downcast_ref::<sqlx::Error>()
             .and_then(|e| e.as_database_error())
-            .and_then(|e| e.code())
+            .and_then(sqlx::error::DatabaseError::code)
             .is_some_and(|c| c == code)
     })
 }
@@ -244,8 +249,11 @@ fn options_from(url: &Url) -> Result<PgConnectOptions, UsageError> {
 
 fn url_database(url: &Url) -> Option<String> {
     let path = url.path().trim_matches('/');
-    (!path.is_empty())
-        .then(|| percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned())
+    (!path.is_empty()).then(|| {
+        percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
 }
 
 fn with_database(base: &Url, db: &str) -> Url {
@@ -273,8 +281,12 @@ mod tests {
 
     #[test]
     fn tenant_url_keeps_query_and_encoded_credentials() {
-        let c = Connector::new("postgres://us%40r:p%2Fss@db.internal:6543/?sslmode=require", None, T)
-            .expect("valid");
+        let c = Connector::new(
+            "postgres://us%40r:p%2Fss@db.internal:6543/?sslmode=require",
+            None,
+            T,
+        )
+        .expect("valid");
         let db = DbName::parse("tenant_acme").expect("valid");
         let url = c.tenant_url(&db);
         assert_eq!(
@@ -285,7 +297,9 @@ mod tests {
             c.tenant_url_redacted(&db),
             "postgres://us%40r:***@db.internal:6543/tenant_acme?sslmode=require"
         );
-        let options = c.for_tenant(&db, &SessionLimits::default()).expect("tenant");
+        let options = c
+            .for_tenant(&db, &SessionLimits::default())
+            .expect("tenant");
         assert_eq!(options.get_database(), Some("tenant_acme"));
         assert_eq!(options.get_username(), "us@r");
     }
@@ -301,7 +315,12 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_rejected_without_echoing_them() {
-        for bad in ["", "localhost:5432", "mysql://u:secret@h/", "postgres://u:secret@:5432"] {
+        for bad in [
+            "",
+            "localhost:5432",
+            "mysql://u:secret@h/",
+            "postgres://u:secret@:5432",
+        ] {
             let err = Connector::new(bad, None, T).expect_err(bad);
             assert!(!err.0.contains("secret"), "{}", err.0);
         }
@@ -313,6 +332,9 @@ mod tests {
         assert_eq!(c.master_db().as_str(), "master");
         let master = DbName::parse("master").expect("valid");
         assert!(c.for_tenant(&master, &SessionLimits::default()).is_err());
-        assert_eq!(c.master_url_redacted(), "postgresql://u:***@localhost/master");
+        assert_eq!(
+            c.master_url_redacted(),
+            "postgresql://u:***@localhost/master"
+        );
     }
 }

@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn accepts_plain_names() {
-        assert_eq!(DbName::parse("tenant_acme_2").map(|d| d.0), Ok("tenant_acme_2".into()));
+        assert_eq!(
+            DbName::parse("tenant_acme_2").map(|d| d.0),
+            Ok("tenant_acme_2".into())
+        );
         assert!(DbName::parse_master("prismaSuperUser").is_ok());
     }
 
@@ -112,7 +115,10 @@ mod tests {
             Err(DbNameError::Reserved("postgres".into()))
         );
         assert!(DbName::parse(&"a".repeat(63)).is_ok());
-        assert!(matches!(DbName::parse(&"a".repeat(64)), Err(DbNameError::TooLong(_))));
+        assert!(matches!(
+            DbName::parse(&"a".repeat(64)),
+            Err(DbNameError::TooLong(_))
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The errors code branches on, and the process exit codes they map to.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 /// Bad configuration or arguments: exit status 2, like a clap usage error.
@@ -30,7 +31,7 @@ impl Outcome {
 
 /// Exit status for an error that ended the command.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    if err.chain().any(|c| c.is::<UsageError>()) {
+    if err.chain().any(<dyn std::error::Error>::is::<UsageError>) {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)
@@ -67,14 +68,14 @@ fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
     };
     let mut text = format!("{} (SQLSTATE {}", pg.message(), pg.code());
     if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position() {
-        text.push_str(&format!(", at character {at}"));
+        let _ = write!(text, ", at character {at}");
     }
     text.push(')');
     if let Some(detail) = pg.detail() {
-        text.push_str(&format!("; detail: {detail}"));
+        let _ = write!(text, "; detail: {detail}");
     }
     if let Some(hint) = pg.hint() {
-        text.push_str(&format!("; hint: {hint}"));
+        let _ = write!(text, "; hint: {hint}");
     }
     text
 }

@@ -199,17 +199,20 @@ where
                         let started = Instant::now();
                         let (value, result) = match tokio::spawn(op(tenant.clone())).await {
                             Ok(attempt) => attempt,
-                            Err(join) => (
-                                T::default(),
-                                Err(anyhow::anyhow!("internal error: {join}")),
-                            ),
+                            Err(join) => {
+                                (T::default(), Err(anyhow::anyhow!("internal error: {join}")))
+                            }
                         };
                         if result.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
                         Report {
                             tenant: tenant.clone(),
-                            status: if result.is_ok() { Status::Ok } else { Status::Failed },
+                            status: if result.is_ok() {
+                                Status::Ok
+                            } else {
+                                Status::Failed
+                            },
                             value,
                             error: result.err().map(|e| crate::error::render(&e)),
                             duration: started.elapsed(),

@@ -51,7 +51,9 @@ pub async fn find(conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<T
 /// Like [`find`], but a missing tenant is an error that says so.
 pub async fn get(conn: &mut PgConnection, key: &str) -> anyhow::Result<Tenant> {
     find(conn, key).await?.ok_or_else(|| {
-        anyhow::anyhow!("unknown tenant {key:?}: no company has that slug or id (see `tenantctl tenant list`)")
+        anyhow::anyhow!(
+            "unknown tenant {key:?}: no company has that slug or id (see `tenantctl tenant list`)"
+        )
     })
 }
 
@@ -136,7 +138,9 @@ fn master_error(err: sqlx::Error) -> anyhow::Error {
 
 fn master_error_any(err: anyhow::Error) -> anyhow::Error {
     if has_sqlstate(&err, "42P01") {
-        err.context("the master database has no \"Company\" table; run `tenantctl master migrate` first")
+        err.context(
+            "the master database has no \"Company\" table; run `tenantctl master migrate` first",
+        )
     } else {
         err.context("query the master database")
     }

@@ -48,7 +48,9 @@ impl MigrationSet {
             .await
             .with_context(|| format!("read tenant migrations from {}", dir.display()))?;
         anyhow::ensure!(
-            migrator.iter().any(|m| !m.migration_type.is_down_migration()),
+            migrator
+                .iter()
+                .any(|m| !m.migration_type.is_down_migration()),
             "no migrations found in {}: expected files named <VERSION>_<DESCRIPTION>.sql",
             dir.display()
         );
@@ -137,7 +139,11 @@ impl Plan {
         let rows = rows.unwrap_or_default();
         let recorded: BTreeMap<i64, &AppliedRow> = rows.iter().map(|r| (r.version, r)).collect();
         let mut plan = Self {
-            applied: rows.iter().filter(|r| r.success).map(|r| r.version).collect(),
+            applied: rows
+                .iter()
+                .filter(|r| r.success)
+                .map(|r| r.version)
+                .collect(),
             ..Self::default()
         };
         for row in rows {
@@ -260,7 +266,9 @@ async fn apply_locked(
     let plan = plan(conn, set).await?;
     plan.check()?;
     for version in plan.pending {
-        let migration = set.get(version).expect("pending versions come from the set");
+        let migration = set
+            .get(version)
+            .expect("pending versions come from the set");
         conn.apply(migration).await.map_err(|err| {
             let err = match err {
                 // Unwrap so the database error is not printed twice.
@@ -281,10 +289,12 @@ async fn apply_locked(
 
 fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]

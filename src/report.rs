@@ -109,7 +109,11 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
                 summary.ok,
                 summary.failed,
                 summary.skipped,
-                if run.interrupted { " (interrupted)" } else { "" }
+                if run.interrupted {
+                    " (interrupted)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -58,7 +58,9 @@ pub async fn resolve(
         let statuses = statuses.unwrap_or(&[TenantStatus::Active]);
         master::list(master_conn, Some(statuses)).await?
     } else if args.tenants.is_empty() {
-        return Err(UsageError("name one or more tenants (slug or id), or pass --all".into()).into());
+        return Err(
+            UsageError("name one or more tenants (slug or id), or pass --all".into()).into(),
+        );
     } else {
         let everyone = master::list(master_conn, None).await?;
         let mut picked: Vec<Tenant> = Vec::with_capacity(args.tenants.len());

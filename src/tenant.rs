@@ -160,7 +160,15 @@ mod tests {
         for good in ["acme", "a", "9lives", "green-city-2", &"a".repeat(40)] {
             assert!(Slug::parse(good).is_ok(), "{good:?}");
         }
-        for bad in ["", "Acme", "-acme", "acme corp", "acme'", "a_b", &"a".repeat(41)] {
+        for bad in [
+            "",
+            "Acme",
+            "-acme",
+            "acme corp",
+            "acme'",
+            "a_b",
+            &"a".repeat(41),
+        ] {
             assert!(Slug::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -57,7 +57,11 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .transpose()
         .map_err(|e| UsageError(format!("--db-name: {e}")))?;
     if requested_db.as_ref() == Some(ctx.connector.master_db()) {
-        return Err(UsageError(format!("--db-name: {} is the master database", ctx.connector.master_db())).into());
+        return Err(UsageError(format!(
+            "--db-name: {} is the master database",
+            ctx.connector.master_db()
+        ))
+        .into());
     }
     let migrations = ctx.tenant_migrations().await?;
 
@@ -74,11 +78,17 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 None => free_db_name(&mut master_conn, &mut server, &slug).await?,
             };
             let name = args.name.as_deref().unwrap_or(slug.as_str());
-            (master::insert(&mut master_conn, &slug, name, &db).await?, false)
+            (
+                master::insert(&mut master_conn, &slug, name, &db).await?,
+                false,
+            )
         }
     };
     if resumed && !ctx.quiet {
-        eprintln!("tenant {tenant} was left in {}; finishing its provisioning", tenant.status);
+        eprintln!(
+            "tenant {tenant} was left in {}; finishing its provisioning",
+            tenant.status
+        );
     }
 
     let limits = SessionLimits {
@@ -86,7 +96,15 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         statement_timeout: args.session.statement_timeout,
     };
     let mut applied = Vec::new();
-    let provisioned = provision(ctx, &mut server, &tenant, &migrations, &limits, &mut applied).await;
+    let provisioned = provision(
+        ctx,
+        &mut server,
+        &tenant,
+        &migrations,
+        &limits,
+        &mut applied,
+    )
+    .await;
     let _ = server.close().await;
     if let Err(err) = provisioned {
         // Best effort: the error being reported matters more than this one.
@@ -115,7 +133,11 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             created.id,
             created.db_name,
             applied.len(),
-            if applied.is_empty() { String::new() } else { format!(": {}", join(&applied)) }
+            if applied.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", join(&applied))
+            }
         ),
         OutputMode::Json | OutputMode::Jsonl => print_json(&created),
     }
@@ -154,7 +176,10 @@ async fn ensure_free(
     db: &DbName,
 ) -> anyhow::Result<()> {
     if let Some(owner) = master::find_by_db(master_conn, db).await? {
-        anyhow::bail!("database {db} already belongs to tenant {}; pick another --db-name", owner.slug);
+        anyhow::bail!(
+            "database {db} already belongs to tenant {}; pick another --db-name",
+            owner.slug
+        );
     }
     anyhow::ensure!(
         !databases::exists(server, db).await?,

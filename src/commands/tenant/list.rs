@@ -42,7 +42,9 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             name: &t.name,
             db_name: &t.db_name_raw,
             status: &t.status,
-            created_at: t.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created_at: t
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         })
         .collect();
     match ctx.output {

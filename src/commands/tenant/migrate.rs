@@ -55,7 +55,11 @@ impl TenantValue for Migrated {
             None => ("applied", &self.applied),
         };
         vec![if versions.is_empty() {
-            if self.pending.is_some() { "none pending".into() } else { "0".into() }
+            if self.pending.is_some() {
+                "none pending".into()
+            } else {
+                "0".into()
+            }
         } else {
             format!("{label} {}: {}", versions.len(), join(versions))
         }]
@@ -75,14 +79,29 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         concurrency: usize::from(args.fleet.concurrency),
         fail_fast: args.fleet.fail_fast,
     };
-    let run = fleet::run(tenants, options, &ctx.stop, &ctx.progress(), move |tenant| {
-        let (connector, migrations, limits) = (connector.clone(), migrations.clone(), limits.clone());
-        async move {
-            let mut migrated = Migrated::default();
-            let result = migrate_one(&connector, &tenant, &migrations, &limits, dry_run, &mut migrated).await;
-            (migrated, result)
-        }
-    })
+    let run = fleet::run(
+        tenants,
+        options,
+        &ctx.stop,
+        &ctx.progress(),
+        move |tenant| {
+            let (connector, migrations, limits) =
+                (connector.clone(), migrations.clone(), limits.clone());
+            async move {
+                let mut migrated = Migrated::default();
+                let result = migrate_one(
+                    &connector,
+                    &tenant,
+                    &migrations,
+                    &limits,
+                    dry_run,
+                    &mut migrated,
+                )
+                .await;
+                (migrated, result)
+            }
+        },
+    )
     .await;
     print_fleet(&run, ctx.output);
     Ok(run.outcome())

@@ -120,7 +120,8 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 out.add_row([
                     s.key.clone(),
                     s.value.to_string(),
-                    s.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    s.updated_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 ]);
             }
             println!("{out}");
@@ -136,7 +137,9 @@ async fn open(ctx: &Context, key: &str) -> anyhow::Result<(Tenant, PgConnection)
     let tenant = tenant?;
     let conn = async {
         let db = tenant.db_name()?;
-        ctx.connector.connect_tenant(db, &SessionLimits::default()).await
+        ctx.connector
+            .connect_tenant(db, &SessionLimits::default())
+            .await
     }
     .await
     .with_context(|| format!("tenant {tenant}"))?;
@@ -144,7 +147,11 @@ async fn open(ctx: &Context, key: &str) -> anyhow::Result<(Tenant, PgConnection)
 }
 
 /// Upserts one setting.
-pub async fn write(conn: &mut PgConnection, key: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+pub async fn write(
+    conn: &mut PgConnection,
+    key: &str,
+    value: &serde_json::Value,
+) -> anyhow::Result<()> {
     sqlx::query(
         r#"INSERT INTO settings (key, value, "updatedAt") VALUES ($1, $2, now())
            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "updatedAt" = now()"#,
@@ -177,7 +184,9 @@ async fn read(conn: &mut PgConnection, key: Option<&str>) -> anyhow::Result<Vec<
 
 fn settings_error(err: anyhow::Error, tenant: &Tenant) -> anyhow::Error {
     let err = if has_sqlstate(&err, "42P01") {
-        err.context("the tenant database has no settings table; run `tenantctl tenant migrate` for it")
+        err.context(
+            "the tenant database has no settings table; run `tenantctl tenant migrate` for it",
+        )
     } else {
         err
     };

@@ -47,7 +47,7 @@ impl TenantValue for TenantState {
 
     fn cells(&self) -> Vec<String> {
         vec![
-            self.latest.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            self.latest.map_or_else(|| "-".into(), |v| v.to_string()),
             self.pending.to_string(),
         ]
     }
@@ -61,32 +61,46 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         concurrency: usize::from(args.fleet.concurrency),
         fail_fast: args.fleet.fail_fast,
     };
-    let run = fleet::run(tenants, options, &ctx.stop, &ctx.progress(), move |tenant| {
-        let (connector, migrations) = (connector.clone(), migrations.clone());
-        async move {
-            let mut state = TenantState::default();
-            let result = async {
-                let db = tenant.db_name()?;
-                let mut conn = match connector.connect_tenant(db, &SessionLimits::default()).await {
-                    Ok(conn) => conn,
-                    Err(err) if is_missing_database(&err) => {
-                        state.problems.push(StatusProblem::DatabaseMissing);
-                        anyhow::bail!("database {db} is missing");
-                    }
-                    Err(err) => return Err(err),
-                };
-                let plan = migrations::plan(&mut conn, &migrations).await;
-                let _ = conn.close().await;
-                let plan = plan?;
-                state.latest = plan.applied.iter().copied().max();
-                state.pending = plan.pending.len();
-                state.problems = plan.problems.iter().cloned().map(StatusProblem::Migration).collect();
-                plan.check()
+    let run = fleet::run(
+        tenants,
+        options,
+        &ctx.stop,
+        &ctx.progress(),
+        move |tenant| {
+            let (connector, migrations) = (connector.clone(), migrations.clone());
+            async move {
+                let mut state = TenantState::default();
+                let result = async {
+                    let db = tenant.db_name()?;
+                    let mut conn = match connector
+                        .connect_tenant(db, &SessionLimits::default())
+                        .await
+                    {
+                        Ok(conn) => conn,
+                        Err(err) if is_missing_database(&err) => {
+                            state.problems.push(StatusProblem::DatabaseMissing);
+                            anyhow::bail!("database {db} is missing");
+                        }
+                        Err(err) => return Err(err),
+                    };
+                    let plan = migrations::plan(&mut conn, &migrations).await;
+                    let _ = conn.close().await;
+                    let plan = plan?;
+                    state.latest = plan.applied.iter().copied().max();
+                    state.pending = plan.pending.len();
+                    state.problems = plan
+                        .problems
+                        .iter()
+                        .cloned()
+                        .map(StatusProblem::Migration)
+                        .collect();
+                    plan.check()
+                }
+                .await;
+                (state, result)
             }
-            .await;
-            (state, result)
-        }
-    })
+        },
+    )
     .await;
     print_fleet(&run, ctx.output);
     Ok(run.outcome())

@@ -1,0 +1,39 @@
+# tenantctl recipes. Without POSTGRES_BASE_URL, `test`, `demo` and `bench`
+# run inside a throwaway PostgreSQL cluster from pg_virtualenv.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+default:
+    @just --list
+
+# Build and run the integration tests (throwaway cluster unless POSTGRES_BASE_URL is set)
+test *ARGS:
+    cargo build --tests --quiet
+    if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/run-tests.sh {{ARGS}}; else pg_virtualenv -t scripts/run-tests.sh {{ARGS}}; fi
+
+# master migrate, three tenants, migrate --all, a setting, list
+demo:
+    cargo build --quiet
+    if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/demo.sh; else pg_virtualenv -t scripts/demo.sh; fi
+
+# Rerunnable benchmark against sqlx-cli, psql and pgbench floors (N=100 by default)
+bench *ARGS:
+    cargo build --release --quiet
+    pg_virtualenv -t python3 scripts/bench.py {{ARGS}}
+
+# What CI runs: formatting, lints with warnings denied, tests
+ci: fmt-check clippy test
+
+fmt-check:
+    cargo fmt --all -- --check
+
+clippy:
+    cargo clippy --all-targets --quiet -- -D warnings
+
+# Add a tenant migration (needs sqlx-cli: cargo install sqlx-cli --no-default-features --features postgres,rustls)
+new-migration NAME:
+    sqlx migrate add --source tenant-migrations {{NAME}}
+
+# Add a master migration
+new-master-migration NAME:
+    sqlx migrate add --source master-migrations {{NAME}}

@@ -1,0 +1,103 @@
+//! The library used directly, the way the commands use it.
+
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use tenantctl::db::{Connector, SessionLimits};
+use tenantctl::dbname::DbName;
+use tenantctl::migrations::{self, MigrationSet, Problem};
+
+use crate::support::{TestEnv, block_on};
+
+#[test]
+fn apply_reports_partial_progress_and_plan_sees_problems() {
+    let env = TestEnv::new();
+    let db = format!("lib_{}", env.token);
+    env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
+    let connector = Connector::new(
+        &env.base_url,
+        Some(&env.master_url()),
+        Duration::from_secs(5),
+    )
+    .expect("connector");
+    let name = DbName::parse(&db).expect("valid");
+    let broken = env.fixture("broken");
+    block_on(async {
+        let set = MigrationSet::from_dir(&broken).await.expect("fixture");
+        let mut conn = connector
+            .connect_tenant(&name, &SessionLimits::default())
+            .await
+            .expect("connect");
+
+        let plan = migrations::plan(&mut conn, &set).await.expect("plan");
+        assert_eq!(plan.pending, [20_250_101_000_001, 20_250_101_000_002]);
+
+        let mut applied = Vec::new();
+        let err = migrations::apply(&mut conn, &set, &mut applied)
+            .await
+            .expect_err("second migration fails");
+        assert_eq!(
+            applied,
+            [20_250_101_000_001],
+            "the first one stays applied and is reported"
+        );
+        let text = tenantctl::error::render(&err);
+        assert!(
+            text.contains("table_that_does_not_exist") && text.contains("42P01"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("does not exist").count(),
+            1,
+            "no message printed twice: {text}"
+        );
+
+        // Tamper with the recorded checksum: plan reports it, apply refuses.
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00'")
+            .execute(&mut conn)
+            .await
+            .expect("tamper");
+        let plan = migrations::plan(&mut conn, &set).await.expect("plan");
+        assert!(matches!(
+            plan.problems.as_slice(),
+            [Problem::ChecksumMismatch {
+                version: 20_250_101_000_001,
+                ..
+            }]
+        ));
+        let mut applied = Vec::new();
+        assert!(
+            migrations::apply(&mut conn, &set, &mut applied)
+                .await
+                .is_err()
+        );
+        assert!(applied.is_empty());
+        let _ = conn.close().await;
+    });
+}
+
+#[test]
+fn connector_refuses_master_and_names_missing_database() {
+    let env = TestEnv::new();
+    let connector = Connector::new(
+        &env.base_url,
+        Some(&env.master_url()),
+        Duration::from_secs(5),
+    )
+    .expect("connector");
+    let master = DbName::parse(&env.master).expect("valid");
+    assert!(
+        connector
+            .for_tenant(&master, &SessionLimits::default())
+            .is_err()
+    );
+    let missing = DbName::parse(&format!("missing_{}", env.token)).expect("valid");
+    let err = block_on(connector.connect_tenant(&missing, &SessionLimits::default()))
+        .expect_err("missing");
+    let text = tenantctl::error::render(&err);
+    assert!(
+        text.contains("missing from the server") && text.contains(missing.as_str()),
+        "{text}"
+    );
+    assert!(tenantctl::db::is_missing_database(&err));
+}

@@ -1,0 +1,13 @@
+//! Integration tests against a real PostgreSQL server (see support/).
+
+#![allow(
+    clippy::pedantic,
+    reason = "tests favour directness over the pedantic lints"
+)]
+
+mod support;
+
+mod bad_input;
+mod basics;
+mod failures;
+mod library;
