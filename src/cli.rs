@@ -29,6 +29,7 @@ pub struct Cli {
 
 /// Flags every command accepts.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Server root URL with credentials and no database, e.g.
     /// `postgresql://user:pass@localhost:5432` (query parameters such as

@@ -71,10 +71,10 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
             "summary": summary,
             "interrupted": run.interrupted,
         })),
-        OutputMode::Jsonl => print_json(&serde_json::json!({
-            "summary": summary,
-            "interrupted": run.interrupted,
-        })),
+        OutputMode::Jsonl => println!(
+            "{}",
+            serde_json::json!({"summary": summary, "interrupted": run.interrupted})
+        ),
         OutputMode::Table => {
             let any_error = run.reports.iter().any(|r| r.error.is_some());
             let mut headers = vec!["tenant", "db name", "result"];

@@ -10,4 +10,5 @@ mod support;
 mod bad_input;
 mod basics;
 mod failures;
+mod fleet;
 mod library;

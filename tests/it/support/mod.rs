@@ -215,6 +215,22 @@ impl TestEnv {
         }
     }
 
+    /// `master migrate`, then each tenant created with the migrations in
+    /// `dir`; returns the slugs in the order given.
+    pub fn tenants_with(&self, dir: &Path, names: &[&str]) -> Vec<String> {
+        self.run(&["master", "migrate"]).ok();
+        let dir = dir.to_str().expect("utf-8 path");
+        names
+            .iter()
+            .map(|name| {
+                let slug = self.slug(name);
+                self.run(&["tenant", "create", &slug, "--tenant-migrations", dir])
+                    .ok();
+                slug
+            })
+            .collect()
+    }
+
     /// Copies a fixture migration folder into this test's scratch space.
     pub fn fixture(&self, name: &str) -> PathBuf {
         let from = Path::new(env!("CARGO_MANIFEST_DIR"))
