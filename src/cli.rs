@@ -81,6 +81,14 @@ pub struct SelectionArgs {
     #[arg(value_name = "SLUG|ID", conflicts_with = "all")]
     pub tenants: Vec<String>,
 
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// The flag part of a selection, for commands whose positional arguments
+/// carry more than tenant names.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
     /// Every tenant (with status active unless --status says otherwise)
     #[arg(long)]
     pub all: bool,

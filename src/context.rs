@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sqlx::Connection as _;
 
-use crate::cli::{GlobalArgs, OutputMode, SelectionArgs};
+use crate::cli::{FilterArgs, GlobalArgs, OutputMode, SelectionArgs};
 use crate::db::Connector;
 use crate::error::UsageError;
 use crate::fleet::Stop;
@@ -66,8 +66,18 @@ impl Context {
 
     /// Reads the master once and returns the tenants the selection names.
     pub async fn select(&self, selection: &SelectionArgs) -> anyhow::Result<Vec<Tenant>> {
+        self.select_names(&selection.tenants, &selection.filter)
+            .await
+    }
+
+    /// [`Self::select`] for commands that parse tenant names themselves.
+    pub async fn select_names(
+        &self,
+        names: &[String],
+        filter: &FilterArgs,
+    ) -> anyhow::Result<Vec<Tenant>> {
         let mut conn = self.connector.connect_master().await?;
-        let tenants = selection::resolve(&mut conn, selection).await;
+        let tenants = selection::resolve(&mut conn, names, filter).await;
         let _ = conn.close().await;
         tenants
     }

@@ -96,17 +96,23 @@ impl Connector {
         format!("{}:{}", self.base.get_host(), self.base.get_port())
     }
 
-    /// Connection options for a tenant database. Refuses the master, so a
-    /// row that names the master can never turn a tenant command on it.
+    /// Refuses the master database, so a row that names the master can
+    /// never turn a tenant command (or `drop`) on it.
+    pub fn check_tenant_db(&self, db: &DbName) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            db != &self.master_db,
+            "database {db} is the master database, not a tenant database"
+        );
+        Ok(())
+    }
+
+    /// Connection options for a tenant database.
     pub fn for_tenant(
         &self,
         db: &DbName,
         limits: &SessionLimits,
     ) -> anyhow::Result<PgConnectOptions> {
-        anyhow::ensure!(
-            db != &self.master_db,
-            "database {db} is the master database, not a tenant database"
-        );
+        self.check_tenant_db(db)?;
         let mut options = self.base.clone().database(db.as_str());
         let mut settings = Vec::new();
         if let Some(t) = limits.lock_timeout {
@@ -172,6 +178,19 @@ impl Connector {
     /// percent-encoded credentials survive.
     pub fn tenant_url(&self, db: &DbName) -> Url {
         with_database(&self.base_url, db.as_str())
+    }
+
+    /// The tenant's URL without its password, and the password, for tools
+    /// (psql) that should get the password through their environment.
+    pub fn tenant_url_split(&self, db: &DbName) -> (Url, Option<String>) {
+        let mut url = self.tenant_url(db);
+        let password = url.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        let _ = url.set_password(None);
+        (url, password)
     }
 
     /// The tenant's URL with the password replaced, safe to print.

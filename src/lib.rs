@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod confirm;
 pub mod context;
 pub mod databases;
 pub mod db;

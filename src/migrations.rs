@@ -8,9 +8,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
-use sqlx::Executor as _;
 use sqlx::migrate::{Migrate as _, MigrateError, Migration, Migrator};
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
 use crate::db::has_sqlstate;
 
@@ -284,6 +284,70 @@ async fn apply_locked(
         })?;
         applied.push(version);
     }
+    Ok(())
+}
+
+/// Records every migration up to `to` as applied without running it, for a
+/// database whose schema another tool created. Checksums are the files'
+/// own, as sqlx would record them, so later runs validate cleanly. Refuses
+/// if any of those versions is already recorded with another checksum or as
+/// failed; a version already recorded identically is left alone.
+pub async fn baseline(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    to: i64,
+    recorded: &mut Vec<i64>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        set.get(to).is_some(),
+        "version {to} is not one of the migrations in use ({})",
+        set.origin()
+    );
+    conn.lock().await.context("take the migration lock")?;
+    let result = baseline_locked(conn, set, to, recorded).await;
+    let unlocked = conn.unlock().await;
+    result?;
+    unlocked.context("release the migration lock")?;
+    Ok(())
+}
+
+async fn baseline_locked(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    to: i64,
+    recorded: &mut Vec<i64>,
+) -> anyhow::Result<()> {
+    conn.ensure_migrations_table()
+        .await
+        .context("create _sqlx_migrations")?;
+    let rows = read_applied(conn).await?.unwrap_or_default();
+    let existing: BTreeMap<i64, &AppliedRow> = rows.iter().map(|r| (r.version, r)).collect();
+    let mut to_record = Vec::new();
+    for migration in set.iter().filter(|m| m.version <= to) {
+        match existing.get(&migration.version) {
+            Some(row) if row.success && row.checksum_hex == hex(&migration.checksum) => {}
+            Some(_) => anyhow::bail!(
+                "migration {} is already recorded differently (another checksum, or failed); refusing to baseline",
+                migration.version
+            ),
+            None => to_record.push(migration),
+        }
+    }
+    let mut tx = conn.begin().await.context("begin")?;
+    for migration in &to_record {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES ($1, $2, TRUE, $3, 0)",
+        )
+        .bind(migration.version)
+        .bind(&*migration.description)
+        .bind(&*migration.checksum)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("record migration {}", migration.version))?;
+    }
+    tx.commit().await.context("commit")?;
+    recorded.extend(to_record.iter().map(|m| m.version));
     Ok(())
 }
 

@@ -42,6 +42,13 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Runs `f` with the bar hidden, for printing around it.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+}
+
 impl<T: TenantValue> Observer<T> for Progress {
     fn start(&self, total: usize) {
         self.bar.set_length(total as u64);

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use sqlx::postgres::PgConnection;
 
-use crate::cli::SelectionArgs;
+use crate::cli::FilterArgs;
 use crate::error::UsageError;
 use crate::master;
 use crate::tenant::{Tenant, TenantStatus};
@@ -44,10 +44,12 @@ impl Shard {
     }
 }
 
-/// Reads the master once and returns the selected tenants, ordered by slug.
+/// Reads the master once and returns the selected tenants: with `--all`
+/// ordered by slug, otherwise in the order named.
 pub async fn resolve(
     master_conn: &mut PgConnection,
-    args: &SelectionArgs,
+    names: &[String],
+    args: &FilterArgs,
 ) -> anyhow::Result<Vec<Tenant>> {
     let statuses = if args.status.is_empty() {
         None
@@ -57,14 +59,14 @@ pub async fn resolve(
     let mut tenants = if args.all {
         let statuses = statuses.unwrap_or(&[TenantStatus::Active]);
         master::list(master_conn, Some(statuses)).await?
-    } else if args.tenants.is_empty() {
+    } else if names.is_empty() {
         return Err(
             UsageError("name one or more tenants (slug or id), or pass --all".into()).into(),
         );
     } else {
         let everyone = master::list(master_conn, None).await?;
-        let mut picked: Vec<Tenant> = Vec::with_capacity(args.tenants.len());
-        for key in &args.tenants {
+        let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
+        for key in names {
             let found = everyone
                 .iter()
                 .find(|t| &t.slug == key)

@@ -1,5 +1,6 @@
 //! One module per command; parents only dispatch.
 
+pub mod doctor;
 pub mod master;
 pub mod tenant;
 
@@ -16,11 +17,15 @@ pub enum Command {
     /// Tenants and their databases
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Compare the server with the master: orphans, missing databases,
+    /// stuck and outdated tenants (read-only)
+    Doctor(doctor::DoctorArgs),
 }
 
 pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::Master(cmd) => master::run(cmd, ctx).await,
         Command::Tenant(cmd) => tenant::run(cmd, ctx).await,
+        Command::Doctor(args) => doctor::run(args, ctx).await,
     }
 }

@@ -1,10 +1,16 @@
 //! `tenantctl tenant ...`.
 
+pub mod baseline;
 pub mod create;
+pub mod drop;
+pub mod exec;
 pub mod list;
 pub mod migrate;
+pub mod psql;
 pub mod settings;
+pub mod sql;
 pub mod status;
+pub mod url;
 
 use clap::Subcommand;
 
@@ -21,9 +27,21 @@ pub enum TenantCommand {
     Migrate(migrate::MigrateArgs),
     /// Show each tenant's migration state and problems, changing nothing
     Status(status::StatusArgs),
-    /// Read and write a tenant's settings table
+    /// Read and write tenants' settings tables
     #[command(subcommand)]
     Settings(settings::SettingsCommand),
+    /// Run a program once per tenant with DATABASE_URL set to its database
+    Exec(exec::ExecArgs),
+    /// Run SQL in one transaction per tenant
+    Sql(sql::SqlArgs),
+    /// Print a tenant's connection URL (password redacted)
+    Url(url::UrlArgs),
+    /// Open psql on a tenant's database
+    Psql(psql::PsqlArgs),
+    /// Drop a tenant's database and delete (or mark) its company
+    Drop(drop::DropArgs),
+    /// Record migrations up to a version as applied without running them
+    Baseline(baseline::BaselineArgs),
 }
 
 pub async fn run(command: TenantCommand, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -33,5 +51,11 @@ pub async fn run(command: TenantCommand, ctx: &Context) -> anyhow::Result<Outcom
         TenantCommand::Migrate(args) => migrate::run(args, ctx).await,
         TenantCommand::Status(args) => status::run(args, ctx).await,
         TenantCommand::Settings(cmd) => settings::run(cmd, ctx).await,
+        TenantCommand::Exec(args) => exec::run(args, ctx).await,
+        TenantCommand::Sql(args) => sql::run(args, ctx).await,
+        TenantCommand::Url(args) => url::run(args, ctx).await,
+        TenantCommand::Psql(args) => psql::run(args, ctx).await,
+        TenantCommand::Drop(args) => drop::run(args, ctx).await,
+        TenantCommand::Baseline(args) => baseline::run(args, ctx).await,
     }
 }

@@ -8,20 +8,24 @@ use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 
-use crate::cli::OutputMode;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::cli::{FilterArgs, FleetArgs, OutputMode};
 use crate::context::Context;
 use crate::db::{SessionLimits, has_sqlstate};
-use crate::error::Outcome;
+use crate::error::{Outcome, UsageError};
+use crate::fleet::{self, FleetOptions, FleetRun, attempt};
 use crate::master;
-use crate::report::{print_json, table};
+use crate::report::{TenantValue, print_fleet, print_json, table};
 use crate::tenant::Tenant;
 
 #[derive(Debug, Subcommand)]
 pub enum SettingsCommand {
-    /// Set a setting; the value is stored as JSON if it parses as JSON, else
-    /// as a JSON string
+    /// Set a setting in one or more tenants; the value is stored as JSON if
+    /// it parses as JSON, else as a JSON string
     Set(SetArgs),
-    /// Print one setting's value as JSON
+    /// Print a setting's value as JSON (a table for several tenants)
     Get(GetArgs),
     /// List every setting of a tenant
     List(ListArgs),
@@ -29,19 +33,28 @@ pub enum SettingsCommand {
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
-    /// Tenant slug or id
-    #[arg(value_name = "SLUG|ID")]
-    pub tenant: String,
-    pub key: String,
-    pub value: String,
+    /// Tenants (slug or id, or --all), then the key, then the value
+    #[arg(value_name = "SLUG|ID... KEY VALUE", num_args = 2.., required = true)]
+    pub words: Vec<String>,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Tenant slug or id
-    #[arg(value_name = "SLUG|ID")]
-    pub tenant: String,
-    pub key: String,
+    /// Tenants (slug or id, or --all), then the key
+    #[arg(value_name = "SLUG|ID... KEY", num_args = 1.., required = true)]
+    pub words: Vec<String>,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +71,28 @@ struct Setting {
     updated_at: DateTime<Utc>,
 }
 
+/// A setting's value in one tenant, for fleet reports.
+#[derive(Debug, Default, Serialize)]
+pub struct SettingValue {
+    pub key: String,
+    pub value: Option<serde_json::Value>,
+}
+
+impl TenantValue for SettingValue {
+    fn headers() -> Vec<&'static str> {
+        vec!["key", "value"]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.key.clone(),
+            self.value
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+        ]
+    }
+}
+
 pub async fn run(command: SettingsCommand, ctx: &Context) -> anyhow::Result<Outcome> {
     match command {
         SettingsCommand::Set(args) => set(args, ctx).await,
@@ -71,42 +106,135 @@ pub fn parse_value(raw: &str) -> serde_json::Value {
     serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
 }
 
-async fn set(args: SetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    anyhow::ensure!(!args.key.is_empty(), "a setting key cannot be empty");
-    let value = parse_value(&args.value);
-    let (tenant, mut conn) = open(ctx, &args.tenant).await?;
-    let result = write(&mut conn, &args.key, &value).await;
-    let _ = conn.close().await;
-    result.map_err(|e| settings_error(e, &tenant))?;
-    match ctx.output {
-        OutputMode::Table => println!("tenant {}: {} = {value}", tenant.slug, args.key),
-        OutputMode::Json | OutputMode::Jsonl => print_json(&serde_json::json!({
-            "slug": tenant.slug, "key": args.key, "value": value,
-        })),
+/// Splits `[tenant...] <trailing...>`, checking the tenant part against
+/// `--all`.
+fn split_words<'a>(
+    words: &'a [String],
+    trailing: usize,
+    filter: &FilterArgs,
+) -> Result<(&'a [String], &'a [String]), UsageError> {
+    let (tenants, rest) = words.split_at(words.len().saturating_sub(trailing));
+    if filter.all && !tenants.is_empty() {
+        return Err(UsageError(format!(
+            "name tenants or pass --all, not both (got {})",
+            tenants.join(" ")
+        )));
     }
-    Ok(Outcome::Success)
+    Ok((tenants, rest))
+}
+
+async fn set(args: SetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    let (names, rest) = split_words(&args.words, 2, &args.filter)?;
+    let (key, value) = (rest[0].clone(), parse_value(&rest[1]));
+    if key.is_empty() {
+        return Err(UsageError("a setting key cannot be empty".into()).into());
+    }
+    let tenants = ctx.select_names(names, &args.filter).await?;
+    let run = on_each(ctx, tenants, &args.fleet, move |mut conn| {
+        let (key, value) = (key.clone(), value.clone());
+        async move {
+            let written = write(&mut conn, &key, &value).await;
+            let _ = conn.close().await;
+            written.map_err(settings_error)?;
+            Ok(SettingValue {
+                key,
+                value: Some(value),
+            })
+        }
+    })
+    .await;
+    print_fleet(&run, ctx.output);
+    Ok(run.outcome())
 }
 
 async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (tenant, mut conn) = open(ctx, &args.tenant).await?;
-    let result = read(&mut conn, Some(&args.key)).await;
-    let _ = conn.close().await;
-    let setting = result
-        .map_err(|e| settings_error(e, &tenant))?
-        .pop()
-        .ok_or_else(|| anyhow::anyhow!("tenant {}: no setting {:?}", tenant.slug, args.key))?;
-    match ctx.output {
-        OutputMode::Table => println!("{}", setting.value),
-        OutputMode::Json | OutputMode::Jsonl => print_json(&setting.value),
+    let (names, rest) = split_words(&args.words, 1, &args.filter)?;
+    let key = rest[0].clone();
+    let single = names.len() == 1 && !args.filter.all;
+    let tenants = ctx.select_names(names, &args.filter).await?;
+    let run = on_each(ctx, tenants, &args.fleet, move |mut conn| {
+        let key = key.clone();
+        async move {
+            let read = read(&mut conn, Some(&key)).await;
+            let _ = conn.close().await;
+            let setting = read
+                .map_err(settings_error)?
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("no setting {key:?}"))?;
+            Ok(SettingValue {
+                key,
+                value: Some(setting.value),
+            })
+        }
+    })
+    .await;
+    match (&run.reports[..], single) {
+        // One tenant named: just the value, or the error.
+        ([report], true) => {
+            if let Some(error) = &report.error {
+                anyhow::bail!("tenant {}: {error}", report.tenant);
+            }
+            let value = report.value.value.clone().unwrap_or_default();
+            match ctx.output {
+                OutputMode::Table => println!("{value}"),
+                OutputMode::Json | OutputMode::Jsonl => print_json(&value),
+            }
+            Ok(Outcome::Success)
+        }
+        _ => {
+            print_fleet(&run, ctx.output);
+            Ok(run.outcome())
+        }
     }
-    Ok(Outcome::Success)
+}
+
+/// Runs `op` on a connection to each tenant, on the fleet machinery.
+async fn on_each<F, Fut>(
+    ctx: &Context,
+    tenants: Vec<Tenant>,
+    fleet_args: &FleetArgs,
+    op: F,
+) -> FleetRun<SettingValue>
+where
+    F: Fn(PgConnection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<SettingValue>> + Send + 'static,
+{
+    let connector = ctx.connector.clone();
+    let op = Arc::new(op);
+    let options = FleetOptions {
+        concurrency: usize::from(fleet_args.concurrency),
+        fail_fast: fleet_args.fail_fast,
+    };
+    fleet::run(
+        tenants,
+        options,
+        &ctx.stop,
+        &ctx.progress(),
+        move |tenant| {
+            let (connector, op) = (connector.clone(), op.clone());
+            async move {
+                attempt(
+                    async {
+                        let conn = connector
+                            .connect_tenant(tenant.db_name()?, &SessionLimits::default())
+                            .await?;
+                        op(conn).await
+                    }
+                    .await,
+                )
+            }
+        },
+    )
+    .await
 }
 
 async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (tenant, mut conn) = open(ctx, &args.tenant).await?;
     let result = read(&mut conn, None).await;
     let _ = conn.close().await;
-    let settings = result.map_err(|e| settings_error(e, &tenant))?;
+    let settings = result
+        .map_err(settings_error)
+        .with_context(|| format!("tenant {tenant}"))?;
     match ctx.output {
         OutputMode::Json => print_json(&settings),
         OutputMode::Jsonl => {
@@ -182,13 +310,12 @@ async fn read(conn: &mut PgConnection, key: Option<&str>) -> anyhow::Result<Vec<
         .collect())
 }
 
-fn settings_error(err: anyhow::Error, tenant: &Tenant) -> anyhow::Error {
-    let err = if has_sqlstate(&err, "42P01") {
+fn settings_error(err: anyhow::Error) -> anyhow::Error {
+    if has_sqlstate(&err, "42P01") {
         err.context(
             "the tenant database has no settings table; run `tenantctl tenant migrate` for it",
         )
     } else {
         err
-    };
-    err.context(format!("tenant {tenant}"))
+    }
 }

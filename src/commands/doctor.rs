@@ -1,0 +1,216 @@
+//! `tenantctl doctor`: compare the server with the master, read-only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use clap::Args;
+use serde::Serialize;
+use sqlx::Connection as _;
+
+use crate::cli::{FleetArgs, OutputMode};
+use crate::context::Context;
+use crate::databases;
+use crate::db::SessionLimits;
+use crate::error::Outcome;
+use crate::fleet::{self, FleetOptions, Silent, Status};
+use crate::master;
+use crate::migrations::{self, Plan};
+use crate::report::{print_json, table};
+use crate::tenant::{DB_PREFIX, Tenant, TenantStatus};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// Something out of order between the server and the master.
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    /// `orphan_database`, `missing_database`, `invalid_db_name`, `stuck`,
+    /// `behind`, `migration_problem` or `unreachable`.
+    pub kind: &'static str,
+    pub slug: Option<String>,
+    pub db_name: String,
+    pub detail: String,
+}
+
+pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    let migrations = ctx.tenant_migrations().await?;
+    let mut master_conn = ctx.connector.connect_master().await?;
+    let companies = master::list(&mut master_conn, None).await;
+    let _ = master_conn.close().await;
+    let companies = companies?;
+    let mut server = ctx.connector.connect_maintenance().await?;
+    let on_server = databases::list(&mut server).await;
+    let _ = server.close().await;
+    let on_server: BTreeSet<String> = on_server?.into_iter().collect();
+
+    let (mut findings, to_check) = compare(ctx, &companies, &on_server);
+    findings.extend(check_migrations(ctx, to_check, &args, migrations).await);
+    print(ctx, &companies, &findings);
+    Ok(if findings.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// Findings from the master and the server's database list alone, and the
+/// tenants whose databases are there to look into.
+fn compare(
+    ctx: &Context,
+    companies: &[Tenant],
+    on_server: &BTreeSet<String>,
+) -> (Vec<Finding>, Vec<Tenant>) {
+    let mut findings = Vec::new();
+    let named: BTreeSet<&str> = companies.iter().map(|c| c.db_name_raw.as_str()).collect();
+    for db in on_server {
+        if db.starts_with(DB_PREFIX)
+            && !named.contains(db.as_str())
+            && db != ctx.connector.master_db().as_str()
+        {
+            findings.push(Finding {
+                kind: "orphan_database",
+                slug: None,
+                db_name: db.clone(),
+                detail: "looks like a tenant database, but no company names it".into(),
+            });
+        }
+    }
+    let mut to_check = Vec::new();
+    for company in companies {
+        let finding = |kind, detail: String| Finding {
+            kind,
+            slug: Some(company.slug.clone()),
+            db_name: company.db_name_raw.clone(),
+            detail,
+        };
+        if company.has_status(TenantStatus::Provisioning)
+            || company.has_status(TenantStatus::Failed)
+        {
+            findings.push(finding(
+                "stuck",
+                format!(
+                    "status {}; `tenantctl tenant create {}` finishes it",
+                    company.status, company.slug
+                ),
+            ));
+        }
+        if company.has_status(TenantStatus::Dropped) {
+            continue;
+        }
+        match &company.db {
+            Err(err) => findings.push(finding("invalid_db_name", err.to_string())),
+            Ok(db) if !on_server.contains(db.as_str()) => findings.push(finding(
+                "missing_database",
+                "the company's database is not on the server".into(),
+            )),
+            Ok(_) => to_check.push(company.clone()),
+        }
+    }
+    (findings, to_check)
+}
+
+/// How far behind each existing tenant database is, and what is wrong with
+/// its recorded migrations.
+async fn check_migrations(
+    ctx: &Context,
+    to_check: Vec<Tenant>,
+    args: &DoctorArgs,
+    migrations: std::sync::Arc<crate::migrations::MigrationSet>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let connector = ctx.connector.clone();
+    let options = FleetOptions {
+        concurrency: usize::from(args.fleet.concurrency),
+        fail_fast: false,
+    };
+    let checked = fleet::run(to_check, options, &ctx.stop, &Silent, move |tenant| {
+        let (connector, migrations) = (connector.clone(), migrations.clone());
+        async move {
+            fleet::attempt(
+                async {
+                    let mut conn = connector
+                        .connect_tenant(tenant.db_name()?, &SessionLimits::default())
+                        .await?;
+                    let plan = migrations::plan(&mut conn, &migrations).await;
+                    let _ = conn.close().await;
+                    plan
+                }
+                .await,
+            )
+        }
+    })
+    .await;
+    for report in &checked.reports {
+        let finding = |kind, detail: String| Finding {
+            kind,
+            slug: Some(report.tenant.slug.clone()),
+            db_name: report.tenant.db_name_raw.clone(),
+            detail,
+        };
+        let plan: &Plan = &report.value;
+        if report.status != Status::Ok {
+            findings.push(finding(
+                "unreachable",
+                report.error.clone().unwrap_or_default(),
+            ));
+            continue;
+        }
+        if !plan.pending.is_empty() {
+            findings.push(finding(
+                "behind",
+                format!(
+                    "{} migration(s) pending, latest applied {}",
+                    plan.pending.len(),
+                    plan.applied
+                        .iter()
+                        .max()
+                        .map_or_else(|| "none".into(), ToString::to_string)
+                ),
+            ));
+        }
+        for problem in &plan.problems {
+            findings.push(finding("migration_problem", problem.to_string()));
+        }
+    }
+    findings
+}
+
+fn print(ctx: &Context, companies: &[Tenant], findings: &[Finding]) {
+    let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in findings {
+        *summary.entry(f.kind).or_default() += 1;
+    }
+    match ctx.output {
+        OutputMode::Json | OutputMode::Jsonl => print_json(&serde_json::json!({
+            "tenants": companies.len(),
+            "findings": findings,
+            "summary": summary,
+        })),
+        OutputMode::Table => {
+            if findings.is_empty() {
+                println!(
+                    "no problems: {} companies, every database present and up to date",
+                    companies.len()
+                );
+            } else {
+                let mut out = table(["problem", "tenant", "database", "detail"]);
+                for f in findings {
+                    out.add_row([
+                        f.kind.to_owned(),
+                        f.slug.clone().unwrap_or_default(),
+                        f.db_name.escape_debug().to_string(),
+                        f.detail.clone(),
+                    ]);
+                }
+                println!("{out}");
+                println!(
+                    "{} problem(s) across {} companies",
+                    findings.len(),
+                    companies.len()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! `tenantctl tenant psql <slug|id> [-- psql args]`: psql connected to the
+//! tenant, with the password in its environment rather than its arguments.
+
+use anyhow::Context as _;
+use clap::Args;
+use sqlx::Connection as _;
+
+use crate::context::Context;
+use crate::error::Outcome;
+use crate::master;
+
+#[derive(Debug, Args)]
+pub struct PsqlArgs {
+    /// Tenant slug or id
+    #[arg(value_name = "SLUG|ID")]
+    pub tenant: String,
+
+    /// More arguments for psql, after `--`
+    #[arg(last = true, value_name = "PSQL_ARGS")]
+    pub psql_args: Vec<String>,
+}
+
+pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    let mut conn = ctx.connector.connect_master().await?;
+    let tenant = master::get(&mut conn, &args.tenant).await;
+    let _ = conn.close().await;
+    let tenant = tenant?;
+    let db = tenant.db_name()?;
+    ctx.connector.check_tenant_db(db)?;
+    let (url, password) = ctx.connector.tenant_url_split(db);
+
+    let mut psql = std::process::Command::new("psql");
+    psql.arg(url.as_str()).args(&args.psql_args);
+    if let Some(password) = password {
+        psql.env("PGPASSWORD", password);
+    }
+    let status = psql
+        .status()
+        .context("run psql (is the PostgreSQL client installed and on PATH?)")?;
+    Ok(if status.success() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}

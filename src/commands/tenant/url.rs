@@ -1,0 +1,42 @@
+//! `tenantctl tenant url <slug|id> [--show-password]`.
+
+use clap::Args;
+use sqlx::Connection as _;
+
+use crate::cli::OutputMode;
+use crate::context::Context;
+use crate::error::Outcome;
+use crate::master;
+use crate::report::print_json;
+
+#[derive(Debug, Args)]
+pub struct UrlArgs {
+    /// Tenant slug or id
+    #[arg(value_name = "SLUG|ID")]
+    pub tenant: String,
+
+    /// Print the password instead of ***
+    #[arg(long)]
+    pub show_password: bool,
+}
+
+pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    let mut conn = ctx.connector.connect_master().await?;
+    let tenant = master::get(&mut conn, &args.tenant).await;
+    let _ = conn.close().await;
+    let tenant = tenant?;
+    let db = tenant.db_name()?;
+    ctx.connector.check_tenant_db(db)?;
+    let url = if args.show_password {
+        ctx.connector.tenant_url(db).to_string()
+    } else {
+        ctx.connector.tenant_url_redacted(db)
+    };
+    match ctx.output {
+        OutputMode::Table => println!("{url}"),
+        OutputMode::Json | OutputMode::Jsonl => print_json(&serde_json::json!({
+            "slug": tenant.slug, "db_name": db.as_str(), "url": url,
+        })),
+    }
+    Ok(Outcome::Success)
+}
