@@ -239,6 +239,11 @@ fn help_matches_snapshot() {
         &["tenant", "--help"],
         &["tenant", "create", "--help"],
         &["tenant", "migrate", "--help"],
+        &["tenant", "exec", "--help"],
+        &["tenant", "sql", "--help"],
+        &["tenant", "settings", "set", "--help"],
+        &["tenant", "drop", "--help"],
+        &["doctor", "--help"],
     ] {
         let run = env.run_with(args, |c| {
             c.env("COLUMNS", "100");

@@ -12,3 +12,4 @@ mod basics;
 mod failures;
 mod fleet;
 mod library;
+mod toolbox;

@@ -1,0 +1,567 @@
+//! The operator's toolbox: exec, sql, settings across tenants, url, psql,
+//! drop, baseline and doctor.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{TestEnv, base_password};
+
+fn find<'a>(report: &'a serde_json::Value, slug: &str) -> &'a serde_json::Value {
+    report["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["slug"] == slug)
+        .unwrap_or_else(|| panic!("{slug} not in {report}"))
+}
+
+#[test]
+fn exec_gives_each_child_its_database_url_in_the_environment_only() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b"]);
+    let script = r#"tr '\0' ' ' < /proc/$$/cmdline; echo; psql "$DATABASE_URL" -Atc 'select current_database()'; echo "$TENANT_SLUG|$TENANT_DB_NAME|$TENANT_ID"; echo to-stderr >&2"#;
+    let run = env
+        .run(&[
+            "tenant", "exec", "--all", "--output", "json", "--", "sh", "-c", script,
+        ])
+        .ok();
+    let report = run.json();
+    for (name, slug) in ["a", "b"].iter().zip(&slugs) {
+        let tenant = find(&report, slug);
+        let stdout = tenant["stdout"].as_str().expect("stdout");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines[1],
+            env.db(name),
+            "psql reached the tenant's own database: {stdout}"
+        );
+        assert_eq!(
+            lines[2],
+            format!(
+                "{slug}|{}|{}",
+                env.db(name),
+                tenant["id"].as_str().expect("id")
+            )
+        );
+        assert_eq!(tenant["stderr"], "to-stderr\n");
+        assert_eq!(tenant["exit_code"], 0);
+        if let Some(password) = base_password() {
+            assert!(
+                !lines[0].contains(&password),
+                "password in the child's argv: {}",
+                lines[0]
+            );
+        }
+    }
+    if let Some(password) = base_password() {
+        assert!(!run.all().contains(&password));
+    }
+
+    // Table mode streams each child's lines prefixed with its slug.
+    let run = env
+        .run(&[
+            "tenant",
+            "exec",
+            &slugs[0],
+            "--concurrency",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2",
+        ])
+        .ok();
+    assert!(
+        run.stdout.contains(&format!("{} | hello", slugs[0])),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(&format!("{} | oops", slugs[0])),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn exec_failure_and_timeout_fail_only_their_tenant() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b"]);
+    let script = format!(r#"test "$TENANT_SLUG" != "{}""#, slugs[1]);
+    let run = env.run(&[
+        "tenant", "exec", "--all", "--output", "json", "--", "sh", "-c", &script,
+    ]);
+    assert_eq!(run.code, 1);
+    let report = run.json();
+    assert_eq!(
+        report["summary"],
+        serde_json::json!({"ok": 1, "failed": 1, "skipped": 0})
+    );
+    assert_eq!(find(&report, &slugs[1])["exit_code"], 1);
+    assert_eq!(find(&report, &slugs[0])["status"], "ok");
+
+    let started = Instant::now();
+    let run = env.run(&[
+        "tenant",
+        "exec",
+        &slugs[0],
+        "--timeout",
+        "300ms",
+        "--output",
+        "json",
+        "--",
+        "sleep",
+        "5",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the child was not killed in time"
+    );
+    let error = run.json()["tenants"][0]["error"]
+        .as_str()
+        .expect("error")
+        .to_owned();
+    assert!(error.contains("timed out"), "{error}");
+}
+
+#[test]
+fn sql_dry_run_changes_nothing_and_errors_roll_back_one_tenant() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b"]);
+    let insert = "INSERT INTO items VALUES (1, 'one'); INSERT INTO items VALUES (2, 'two')";
+
+    let report = env
+        .run(&[
+            "tenant",
+            "sql",
+            "--all",
+            "--dry-run",
+            "-c",
+            insert,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(find(&report, &slugs[0])["rows_affected"], 2);
+    assert_eq!(find(&report, &slugs[0])["rolled_back"], true);
+    for name in ["a", "b"] {
+        assert_eq!(
+            env.query(&env.db(name), "SELECT count(*)::text FROM items"),
+            ["0"]
+        );
+    }
+
+    // Several tenants and no terminal: refused without --yes, nothing changes.
+    let run = env.run(&["tenant", "sql", "--all", "-c", insert]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    assert_eq!(
+        env.query(&env.db("a"), "SELECT count(*)::text FROM items"),
+        ["0"]
+    );
+
+    // b already has row 2: its second statement fails and its first is undone.
+    env.exec(&env.db("b"), "INSERT INTO items VALUES (2, 'existing')");
+    let run = env.run(&[
+        "tenant", "sql", "--all", "--yes", "-c", insert, "--output", "json",
+    ]);
+    assert_eq!(run.code, 1);
+    let report = run.json();
+    let b = find(&report, &slugs[1]);
+    let error = b["error"].as_str().expect("error");
+    assert!(
+        error.contains("duplicate key") && error.contains("23505"),
+        "{error}"
+    );
+    assert_eq!(
+        env.query(
+            &env.db("b"),
+            "SELECT string_agg(label, ',' ORDER BY id) FROM items"
+        ),
+        ["existing"]
+    );
+    assert_eq!(
+        env.query(
+            &env.db("a"),
+            "SELECT string_agg(label, ',' ORDER BY id) FROM items"
+        ),
+        ["one,two"]
+    );
+
+    // A SQL error reports the server's message and position.
+    let run = env.run(&[
+        "tenant",
+        "sql",
+        &slugs[0],
+        "-c",
+        "SELECT nope FROM items",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 1);
+    let error = run.json()["tenants"][0]["error"]
+        .as_str()
+        .expect("error")
+        .to_owned();
+    assert!(
+        error.contains(r#"column "nope" does not exist"#) && error.contains("at character 8"),
+        "{error}"
+    );
+}
+
+#[test]
+fn sql_rows_come_back_in_one_table_with_a_tenant_column() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b"]);
+    let query = "SELECT current_database() AS db, NULL::text AS nothing";
+    let run = env
+        .run(&["tenant", "sql", "--all", "--yes", "-c", query])
+        .ok();
+    let header = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("tenant") && l.contains("db"))
+        .expect("header");
+    assert!(header.find("tenant") < header.find("nothing"), "{header}");
+    for (name, slug) in ["a", "b"].iter().zip(&slugs) {
+        assert!(
+            run.stdout.lines().any(|l| l.contains(slug.as_str())
+                && l.contains(&env.db(name))
+                && l.contains("NULL")),
+            "{}",
+            run.stdout
+        );
+    }
+    let file = env.workdir.path().join("q.sql");
+    std::fs::write(&file, query).expect("write");
+    let report = env
+        .run(&[
+            "tenant",
+            "sql",
+            &slugs[1],
+            "-f",
+            file.to_str().expect("utf-8"),
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        report["tenants"][0]["columns"],
+        serde_json::json!(["db", "nothing"])
+    );
+    assert_eq!(
+        report["tenants"][0]["rows"],
+        serde_json::json!([[env.db("b"), null]])
+    );
+}
+
+#[test]
+fn settings_across_tenants_url_and_psql() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b", "c"]);
+    let report = env
+        .run(&[
+            "tenant",
+            "settings",
+            "set",
+            "--all",
+            "plan",
+            r#"{"tier":"pro"}"#,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(report["summary"]["ok"], 3);
+    env.run(&[
+        "tenant", "settings", "set", &slugs[0], &slugs[1], "theme", "dark",
+    ])
+    .ok();
+    let got = env.run(&[
+        "tenant", "settings", "get", "--all", "theme", "--output", "json",
+    ]);
+    assert_eq!(got.code, 1, "c has no theme");
+    let got = got.json();
+    assert_eq!(find(&got, &slugs[1])["value"], "dark");
+    assert_eq!(find(&got, &slugs[2])["status"], "failed");
+    let table = env
+        .run(&["tenant", "settings", "get", &slugs[0], &slugs[1], "plan"])
+        .ok();
+    assert!(
+        table.stdout.contains(&slugs[1]) && table.stdout.contains(r#"{"tier":"pro"}"#),
+        "{}",
+        table.stdout
+    );
+    let bad = env.run(&["tenant", "settings", "set", "--all", &slugs[0], "k", "v"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+
+    let url = env.run(&["tenant", "url", &slugs[0]]).ok();
+    assert!(
+        url.stdout.trim().ends_with(&format!("/{}", env.db("a"))),
+        "{}",
+        url.stdout
+    );
+    if let Some(password) = base_password() {
+        assert!(
+            !url.stdout.contains(&password) && url.stdout.contains("***"),
+            "{}",
+            url.stdout
+        );
+        let shown = env
+            .run(&["tenant", "url", &slugs[0], "--show-password"])
+            .ok();
+        assert!(shown.stdout.contains(&password));
+    }
+
+    let psql = env
+        .run(&[
+            "tenant",
+            "psql",
+            &slugs[2],
+            "--",
+            "-Atc",
+            "select current_database()",
+        ])
+        .ok();
+    assert_eq!(psql.stdout.trim(), env.db("c"));
+}
+
+#[test]
+fn drop_asks_keeps_or_deletes_the_row_and_never_touches_the_master() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b", "evil"]);
+
+    let run = env.run(&["tenant", "drop", &slugs[0]]);
+    assert_eq!(run.code, 2, "no terminal and no --yes: {}", run.stderr);
+    assert!(env.database_exists(&env.db("a")));
+
+    env.run(&["tenant", "drop", &slugs[0], "--yes"]).ok();
+    assert!(!env.database_exists(&env.db("a")));
+    let count = |slug: &str| {
+        env.query(
+            &env.master,
+            &format!(r#"SELECT status FROM "Company" WHERE slug = '{slug}'"#),
+        )
+    };
+    assert!(count(&slugs[0]).is_empty(), "row deleted");
+
+    // Sessions open on the database do not stop the drop.
+    crate::support::block_on(async {
+        let _open = env.connect(&env.db("b")).await;
+        env.run(&["tenant", "drop", &slugs[1], "--yes", "--keep-row"])
+            .ok();
+    });
+    assert!(!env.database_exists(&env.db("b")));
+    assert_eq!(count(&slugs[1]), ["dropped"]);
+
+    // A row naming the master is refused; so is a database no row names.
+    env.exec(
+        &env.master,
+        &format!(
+            r#"UPDATE "Company" SET "dbName" = '{}' WHERE slug = '{}'"#,
+            env.master, slugs[2]
+        ),
+    );
+    let run = env.run(&["tenant", "drop", &slugs[2], "--yes"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("master"), "{}", run.stderr);
+    assert!(env.database_exists(&env.master));
+    let stranger = format!("tenant_stranger_{}", env.token);
+    env.exec("postgres", &format!("CREATE DATABASE \"{stranger}\""));
+    let run = env.run(&["tenant", "drop", &stranger, "--yes"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("unknown tenant"), "{}", run.stderr);
+    assert!(env.database_exists(&stranger));
+}
+
+#[test]
+fn baseline_adopts_a_database_then_migrate_applies_only_later_migrations() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    env.run(&["master", "migrate"]).ok();
+    // A database whose schema another tool created.
+    let legacy = format!("legacy_{}", env.token);
+    env.exec("postgres", &format!("CREATE DATABASE \"{legacy}\""));
+    env.exec(
+        &legacy,
+        "CREATE TABLE items (id bigint PRIMARY KEY, label text NOT NULL);
+         CREATE TABLE settings (key text PRIMARY KEY, value jsonb NOT NULL, \"updatedAt\" timestamptz NOT NULL DEFAULT now());",
+    );
+    let slug = env.slug("legacy");
+    env.exec(
+        &env.master,
+        &format!(r#"INSERT INTO "Company" VALUES ('legacy-id', '{slug}', 'Legacy', '{legacy}', 'active', now(), now())"#),
+    );
+    std::fs::write(
+        dir.join("20250101000003_more.sql"),
+        "CREATE TABLE more (id int);",
+    )
+    .expect("write");
+    let dir = dir.to_str().expect("utf-8");
+
+    let bad = env.run(&[
+        "tenant",
+        "baseline",
+        &slug,
+        "--to",
+        "42",
+        "--tenant-migrations",
+        dir,
+    ]);
+    assert_eq!(bad.code, 2);
+    let report = env
+        .run(&[
+            "tenant",
+            "baseline",
+            &slug,
+            "--to",
+            "20250101000002",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            dir,
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        report["tenants"][0]["recorded"],
+        serde_json::json!([20_250_101_000_001_i64, 20_250_101_000_002_i64])
+    );
+    let report = env
+        .run(&[
+            "tenant",
+            "migrate",
+            &slug,
+            "--output",
+            "json",
+            "--tenant-migrations",
+            dir,
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        report["tenants"][0]["applied"],
+        serde_json::json!([20_250_101_000_003_i64])
+    );
+    // sqlx itself would agree: the recorded checksums match the files.
+    let status = env
+        .run(&[
+            "tenant",
+            "status",
+            &slug,
+            "--output",
+            "json",
+            "--tenant-migrations",
+            dir,
+        ])
+        .ok()
+        .json();
+    assert_eq!(status["tenants"][0]["problems"], serde_json::json!([]));
+
+    // Recorded differently: refused, nothing added.
+    env.exec(
+        &legacy,
+        "UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 20250101000001",
+    );
+    let run = env.run(&[
+        "tenant",
+        "baseline",
+        &slug,
+        "--to",
+        "20250101000003",
+        "--output",
+        "json",
+        "--tenant-migrations",
+        dir,
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.json()["tenants"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("recorded differently"))
+    );
+}
+
+#[test]
+fn doctor_reports_each_problem_kind() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    env.tenants_with(&dir, &["fine", "gone", "stuck", "drift", "bad"]);
+    std::fs::write(
+        dir.join("20250101000003_more.sql"),
+        "CREATE TABLE more (id int);",
+    )
+    .expect("write");
+    let orphan = format!("tenant_orphan_{}", env.token);
+    env.exec("postgres", &format!("CREATE DATABASE \"{orphan}\""));
+    env.exec("postgres", &format!("DROP DATABASE \"{}\"", env.db("gone")));
+    env.exec(
+        &env.master,
+        &format!(
+            r#"UPDATE "Company" SET status = 'failed' WHERE slug = '{}'"#,
+            env.slug("stuck")
+        ),
+    );
+    env.exec(
+        &env.db("drift"),
+        "UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 20250101000001",
+    );
+    env.exec(
+        &env.master,
+        &format!(
+            r#"UPDATE "Company" SET "dbName" = 'Bad Name' WHERE slug = '{}'"#,
+            env.slug("bad")
+        ),
+    );
+
+    let run = env.run(&[
+        "doctor",
+        "--output",
+        "json",
+        "--tenant-migrations",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(run.code, 1);
+    let report = run.json();
+    let findings: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| {
+            f["db_name"]
+                .as_str()
+                .is_some_and(|d| d.contains(&env.token))
+                || f["slug"].as_str().is_some_and(|s| s.contains(&env.token))
+        })
+        .map(|f| {
+            (
+                f["kind"].as_str().expect("kind").to_owned(),
+                f["db_name"].as_str().expect("db").to_owned(),
+            )
+        })
+        .collect();
+    let has = |kind: &str, db: &str| findings.iter().any(|(k, d)| k == kind && d == db);
+    assert!(has("orphan_database", &orphan), "{findings:?}");
+    assert!(has("missing_database", &env.db("gone")), "{findings:?}");
+    assert!(has("stuck", &env.db("stuck")), "{findings:?}");
+    assert!(has("migration_problem", &env.db("drift")), "{findings:?}");
+    assert!(has("invalid_db_name", "Bad Name"), "{findings:?}");
+    assert!(has("behind", &env.db("fine")), "{findings:?}");
+    assert!(
+        !findings
+            .iter()
+            .any(|(k, d)| d == &env.db("fine") && k != "behind"),
+        "{findings:?}"
+    );
+    // Read-only: the orphan is still there, nothing was migrated.
+    assert!(env.database_exists(&orphan));
+    assert_eq!(env.applied(&env.db("fine")).len(), 2);
+}
