@@ -19,7 +19,7 @@ fn exec_gives_each_child_its_database_url_in_the_environment_only() {
     let env = TestEnv::new();
     let dir = env.fixture("two-step");
     let slugs = env.tenants_with(&dir, &["a", "b"]);
-    let script = r#"tr '\0' ' ' < /proc/$$/cmdline; echo; psql "$DATABASE_URL" -Atc 'select current_database()'; echo "$TENANT_SLUG|$TENANT_DB_NAME|$TENANT_ID"; echo to-stderr >&2"#;
+    let script = r#"tr '\0' ' ' < /proc/$$/cmdline; echo; psql "$DATABASE_URL" -Atc 'select current_database()'; echo "$TENANT_SLUG|$TENANT_DB_NAME|$TENANT_ID|${POSTGRES_BASE_URL:-unset}"; echo to-stderr >&2"#;
     let run = env
         .run(&[
             "tenant", "exec", "--all", "--output", "json", "--", "sh", "-c", script,
@@ -38,10 +38,11 @@ fn exec_gives_each_child_its_database_url_in_the_environment_only() {
         assert_eq!(
             lines[2],
             format!(
-                "{slug}|{}|{}",
+                "{slug}|{}|{}|unset",
                 env.db(name),
                 tenant["id"].as_str().expect("id")
-            )
+            ),
+            "tenant variables set; the server root's URL not passed on"
         );
         assert_eq!(tenant["stderr"], "to-stderr\n");
         assert_eq!(tenant["exit_code"], 0);

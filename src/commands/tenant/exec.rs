@@ -136,8 +136,11 @@ async fn run_child(
     let mut child = tokio::process::Command::new(program);
     // The URL, password included, goes into the child's environment only:
     // never its arguments, which any user can read from /proc.
+    // The child sees its own tenant only: not the server root or the master.
     child
         .args(program_args)
+        .env_remove("POSTGRES_BASE_URL")
+        .env_remove("MASTER_DATABASE_URL")
         .env("DATABASE_URL", connector.tenant_url(db).as_str())
         .env("TENANT_ID", &tenant.id)
         .env("TENANT_SLUG", &tenant.slug)

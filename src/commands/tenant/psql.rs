@@ -1,7 +1,6 @@
 //! `tenantctl tenant psql <slug|id> [-- psql args]`: psql connected to the
 //! tenant, with the password in its environment rather than its arguments.
 
-use anyhow::Context as _;
 use clap::Args;
 use sqlx::Connection as _;
 
@@ -34,12 +33,25 @@ pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     if let Some(password) = password {
         psql.env("PGPASSWORD", password);
     }
-    let status = psql
-        .status()
-        .context("run psql (is the PostgreSQL client installed and on PATH?)")?;
-    Ok(if status.success() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    // Become psql rather than wait for it: Ctrl-C then cancels psql's query
+    // as the user expects, instead of also reaching tenantctl's handler.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let err = psql.exec();
+        Err(anyhow::Error::new(err)
+            .context("run psql (is the PostgreSQL client installed and on PATH?)"))
+    }
+    #[cfg(not(unix))]
+    {
+        use anyhow::Context as _;
+        let status = psql
+            .status()
+            .context("run psql (is the PostgreSQL client installed and on PATH?)")?;
+        Ok(if status.success() {
+            Outcome::Success
+        } else {
+            Outcome::Failed
+        })
+    }
 }
