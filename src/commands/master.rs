@@ -40,9 +40,14 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
 
     let mut conn = connector.connect_master().await?;
     let mut applied = Vec::new();
-    migrations::apply(&mut conn, &MigrationSet::embedded_master(), &mut applied)
-        .await
-        .with_context(|| format!("migrate the master database {db}"))?;
+    migrations::apply(
+        &mut conn,
+        db,
+        &MigrationSet::embedded_master(),
+        &mut applied,
+    )
+    .await
+    .with_context(|| format!("migrate the master database {db}"))?;
     let _ = conn.close().await;
 
     let result = Migrated {

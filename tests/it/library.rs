@@ -33,7 +33,7 @@ fn apply_reports_partial_progress_and_plan_sees_problems() {
         assert_eq!(plan.pending, [20_250_101_000_001, 20_250_101_000_002]);
 
         let mut applied = Vec::new();
-        let err = migrations::apply(&mut conn, &set, &mut applied)
+        let err = migrations::apply(&mut conn, &name, &set, &mut applied)
             .await
             .expect_err("second migration fails");
         assert_eq!(
@@ -67,7 +67,7 @@ fn apply_reports_partial_progress_and_plan_sees_problems() {
         ));
         let mut applied = Vec::new();
         assert!(
-            migrations::apply(&mut conn, &set, &mut applied)
+            migrations::apply(&mut conn, &name, &set, &mut applied)
                 .await
                 .is_err()
         );
@@ -100,4 +100,59 @@ fn connector_refuses_master_and_names_missing_database() {
         "{text}"
     );
     assert!(tenantctl::db::is_missing_database(&err));
+}
+
+#[test]
+fn migration_lock_is_the_one_sqlx_cli_takes() {
+    use sqlx::migrate::Migrate as _;
+
+    let env = TestEnv::new();
+    let db = format!("lock_{}", env.token);
+    env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
+    let connector = Connector::new(
+        &env.base_url,
+        Some(&env.master_url()),
+        Duration::from_secs(5),
+    )
+    .expect("connector");
+    let name = DbName::parse(&db).expect("valid");
+    let dir = env.fixture("two-step");
+    block_on(async {
+        let set = MigrationSet::from_dir(&dir).await.expect("fixture");
+        // sqlx's own lock, as `sqlx migrate run` takes it.
+        let mut holder = env.connect(&db).await;
+        holder.lock().await.expect("sqlx lock");
+
+        let mut conn = connector
+            .connect_tenant(&name, &SessionLimits::default())
+            .await
+            .expect("connect");
+        let mut applied = Vec::new();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(700),
+            migrations::apply(&mut conn, &name, &set, &mut applied),
+        )
+        .await;
+        assert!(
+            waited.is_err(),
+            "apply must wait while sqlx-cli holds the lock"
+        );
+        assert!(applied.is_empty());
+        drop(conn);
+
+        holder.unlock().await.expect("sqlx unlock");
+        let mut conn = connector
+            .connect_tenant(&name, &SessionLimits::default())
+            .await
+            .expect("connect");
+        migrations::apply(&mut conn, &name, &set, &mut applied)
+            .await
+            .expect("apply");
+        assert_eq!(applied, [20_250_101_000_001, 20_250_101_000_002]);
+        // The rows are what sqlx writes: `sqlx migrate run` would find nothing to do.
+        let plan = migrations::plan(&mut conn, &set).await.expect("plan");
+        assert!(plan.pending.is_empty() && plan.problems.is_empty());
+        let _ = conn.close().await;
+        let _ = holder.close().await;
+    });
 }

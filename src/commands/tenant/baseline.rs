@@ -78,9 +78,14 @@ pub async fn run(args: BaselineArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     let mut conn = connector
                         .connect_tenant(db, &SessionLimits::default())
                         .await?;
-                    let result =
-                        migrations::baseline(&mut conn, &migrations, to, &mut baselined.recorded)
-                            .await;
+                    let result = migrations::baseline(
+                        &mut conn,
+                        db,
+                        &migrations,
+                        to,
+                        &mut baselined.recorded,
+                    )
+                    .await;
                     let _ = conn.close().await;
                     result
                 }

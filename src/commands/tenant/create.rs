@@ -222,7 +222,7 @@ async fn provision(
     let db = tenant.db_name()?;
     databases::create_if_missing(server, db).await?;
     let mut conn = ctx.connector.connect_tenant(db, limits).await?;
-    let result = migrations::apply(&mut conn, migrations, applied).await;
+    let result = migrations::apply(&mut conn, db, migrations, applied).await;
     let _ = conn.close().await;
     result
 }

@@ -127,7 +127,7 @@ pub async fn migrate_one(
             Err(err) => Err(err),
         }
     } else {
-        migrations::apply(&mut conn, migrations, &mut migrated.applied).await
+        migrations::apply(&mut conn, db, migrations, &mut migrated.applied).await
     };
     let _ = conn.close().await;
     result
