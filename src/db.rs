@@ -176,26 +176,27 @@ impl Connector {
     /// The tenant's URL with credentials, for a child process's environment
     /// only. Built by setting the URL path, so query parameters and
     /// percent-encoded credentials survive.
-    pub fn tenant_url(&self, db: &DbName) -> Url {
-        with_database(&self.base_url, db.as_str())
+    pub fn tenant_url(&self, db: &DbName) -> anyhow::Result<Url> {
+        self.check_tenant_db(db)?;
+        Ok(with_database(&self.base_url, db.as_str()))
     }
 
     /// The tenant's URL without its password, and the password, for tools
     /// (psql) that should get the password through their environment.
-    pub fn tenant_url_split(&self, db: &DbName) -> (Url, Option<String>) {
-        let mut url = self.tenant_url(db);
+    pub fn tenant_url_split(&self, db: &DbName) -> anyhow::Result<(Url, Option<String>)> {
+        let mut url = self.tenant_url(db)?;
         let password = url.password().map(|p| {
             percent_encoding::percent_decode_str(p)
                 .decode_utf8_lossy()
                 .into_owned()
         });
         let _ = url.set_password(None);
-        (url, password)
+        Ok((url, password))
     }
 
     /// The tenant's URL with the password replaced, safe to print.
-    pub fn tenant_url_redacted(&self, db: &DbName) -> String {
-        redact(&self.tenant_url(db))
+    pub fn tenant_url_redacted(&self, db: &DbName) -> anyhow::Result<String> {
+        Ok(redact(&self.tenant_url(db)?))
     }
 
     /// The master URL with the password replaced, safe to print.
@@ -258,6 +259,48 @@ fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("no host"));
     }
+    normalize(url).map_err(invalid)
+}
+
+/// Moves the `password`, `user` and `dbname` query parameters that libpq
+/// and sqlx accept into the URL's own parts, so that redaction (which hides
+/// the userinfo password) and the "names a database" check (which reads
+/// the path) see them, and a tenant URL cannot be sent elsewhere by a
+/// `dbname` left in its query.
+fn normalize(mut url: Url) -> Result<Url, &'static str> {
+    let mut kept = Vec::new();
+    let (mut password, mut user, mut dbname) = (None, None, None);
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "password" => password = Some(value.into_owned()),
+            "user" => user = Some(value.into_owned()),
+            "dbname" => dbname = Some(value.into_owned()),
+            _ => kept.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    if password.is_none() && user.is_none() && dbname.is_none() {
+        return Ok(url);
+    }
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    if let Some(user) = user {
+        url.set_username(&user)
+            .map_err(|()| "cannot set the user")?;
+    }
+    if let Some(password) = password {
+        url.set_password(Some(&password))
+            .map_err(|()| "cannot set the password")?;
+    }
+    if let Some(dbname) = dbname {
+        if url.path().trim_matches('/').is_empty() {
+            url.set_path(&format!("/{dbname}"));
+        } else {
+            return Err("both a path and a dbname parameter name a database");
+        }
+    }
     Ok(url)
 }
 
@@ -307,13 +350,13 @@ mod tests {
         )
         .expect("valid");
         let db = DbName::parse("tenant_acme").expect("valid");
-        let url = c.tenant_url(&db);
+        let url = c.tenant_url(&db).expect("tenant");
         assert_eq!(
             url.as_str(),
             "postgres://us%40r:p%2Fss@db.internal:6543/tenant_acme?sslmode=require"
         );
         assert_eq!(
-            c.tenant_url_redacted(&db),
+            c.tenant_url_redacted(&db).expect("tenant"),
             "postgres://us%40r:***@db.internal:6543/tenant_acme?sslmode=require"
         );
         let options = c
@@ -346,11 +389,43 @@ mod tests {
     }
 
     #[test]
+    fn query_parameters_cannot_carry_secrets_or_databases_past_the_checks() {
+        let err = Connector::new("postgresql://u@h:1/?password=s3cret&dbname=app", None, T)
+            .expect_err("dbname names a database");
+        assert!(err.0.contains("names a database"), "{}", err.0);
+        assert!(!err.0.contains("s3cret"), "{}", err.0);
+
+        let c = Connector::new(
+            "postgresql://h:1/?user=bob&password=s3cret&sslmode=require",
+            None,
+            T,
+        )
+        .expect("valid");
+        let db = DbName::parse("tenant_a").expect("valid");
+        assert_eq!(
+            c.tenant_url_redacted(&db).expect("tenant"),
+            "postgresql://bob:***@h:1/tenant_a?sslmode=require"
+        );
+        let (url, password) = c.tenant_url_split(&db).expect("tenant");
+        assert_eq!(password.as_deref(), Some("s3cret"));
+        assert!(!url.as_str().contains("s3cret"));
+
+        let c = Connector::new(
+            "postgresql://u:p@h:1",
+            Some("postgresql://u:p@h:1/?dbname=main"),
+            T,
+        )
+        .expect("valid");
+        assert_eq!(c.master_db().as_str(), "main");
+    }
+
+    #[test]
     fn master_defaults_and_refuses_tenant_use() {
         let c = Connector::new("postgresql://u:p@localhost", None, T).expect("valid");
         assert_eq!(c.master_db().as_str(), "master");
         let master = DbName::parse("master").expect("valid");
         assert!(c.for_tenant(&master, &SessionLimits::default()).is_err());
+        assert!(c.tenant_url(&master).is_err());
         assert_eq!(
             c.master_url_redacted(),
             "postgresql://u:***@localhost/master"

@@ -18,6 +18,7 @@ pub mod migrations;
 pub mod progress;
 pub mod report;
 pub mod selection;
+pub mod sqltext;
 pub mod tenant;
 
 use std::process::ExitCode;

@@ -333,10 +333,22 @@ pub fn lock_id(db: &DbName) -> i64 {
 /// Waits for the database's migration lock. The key is a number computed
 /// above, so it is written into the statement: one simple-protocol round
 /// trip instead of a prepare and an execute.
+///
+/// `--lock-timeout` and `--statement-timeout` are for migrations blocked by
+/// application traffic, not for another deploy holding this lock: while
+/// waiting for it both are lifted, then reset to the session's values.
 async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
-    conn.execute(format!("SELECT pg_advisory_lock({})", lock_id(db)).as_str())
-        .await
-        .context("take the migration lock")?;
+    conn.execute(
+        format!(
+            "SET lock_timeout = 0; SET statement_timeout = 0; \
+             SELECT pg_advisory_lock({}); \
+             RESET lock_timeout; RESET statement_timeout",
+            lock_id(db)
+        )
+        .as_str(),
+    )
+    .await
+    .context("take the migration lock")?;
     Ok(())
 }
 

@@ -352,12 +352,16 @@ fn two_runs_at_once_never_apply_a_migration_twice() {
         "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(1);",
     );
     let dir = dir.to_str().expect("utf-8");
+    // A lock timeout shorter than the other run's migration: it is for
+    // migrations blocked by traffic, never for waiting on the other deploy.
     let args = [
         "tenant",
         "migrate",
         "--all",
         "--output",
         "json",
+        "--lock-timeout",
+        "200ms",
         "--tenant-migrations",
         dir,
     ];

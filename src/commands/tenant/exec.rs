@@ -141,7 +141,7 @@ async fn run_child(
         .args(program_args)
         .env_remove("POSTGRES_BASE_URL")
         .env_remove("MASTER_DATABASE_URL")
-        .env("DATABASE_URL", connector.tenant_url(db).as_str())
+        .env("DATABASE_URL", connector.tenant_url(db)?.as_str())
         .env("TENANT_ID", &tenant.id)
         .env("TENANT_SLUG", &tenant.slug)
         .env("TENANT_DB_NAME", db.as_str())

@@ -25,8 +25,7 @@ pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let _ = conn.close().await;
     let tenant = tenant?;
     let db = tenant.db_name()?;
-    ctx.connector.check_tenant_db(db)?;
-    let (url, password) = ctx.connector.tenant_url_split(db);
+    let (url, password) = ctx.connector.tenant_url_split(db)?;
 
     let mut psql = std::process::Command::new("psql");
     psql.arg(url.as_str()).args(&args.psql_args);

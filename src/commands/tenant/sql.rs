@@ -17,6 +17,7 @@ use crate::db::SessionLimits;
 use crate::error::{Outcome, UsageError};
 use crate::fleet::{self, FleetOptions, Status};
 use crate::report::{TenantValue, print_fleet, table};
+use crate::sqltext::transaction_control;
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
@@ -83,6 +84,12 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     };
     if sql.trim().is_empty() {
         return Err(UsageError("the SQL is empty".into()).into());
+    }
+    if let Some(keyword) = transaction_control(&sql) {
+        return Err(UsageError(format!(
+            "the SQL contains {keyword}: tenant sql runs it in a transaction of its own (committed, or rolled back with --dry-run), so leave transaction control out"
+        ))
+        .into());
     }
     let tenants = ctx.select(&args.selection).await?;
     if tenants.len() > 1 && !args.dry_run {
@@ -192,6 +199,12 @@ async fn run_in_transaction(
             }
         }
     }
+    // Fails if the script ended our transaction after all (the check above
+    // reads SQL's lexical rules, not the server's), so that is never
+    // reported as success.
+    tx.execute("SAVEPOINT tenantctl_still_in_transaction")
+        .await
+        .context("the SQL ended the transaction it was run in")?;
     if dry_run {
         tx.rollback().await.context("roll back")?;
         result.rolled_back = true;

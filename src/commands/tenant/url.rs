@@ -26,11 +26,10 @@ pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let _ = conn.close().await;
     let tenant = tenant?;
     let db = tenant.db_name()?;
-    ctx.connector.check_tenant_db(db)?;
     let url = if args.show_password {
-        ctx.connector.tenant_url(db).to_string()
+        ctx.connector.tenant_url(db)?.to_string()
     } else {
-        ctx.connector.tenant_url_redacted(db)
+        ctx.connector.tenant_url_redacted(db)?
     };
     match ctx.output {
         OutputMode::Table => println!("{url}"),

@@ -1,0 +1,888 @@
+#!/usr/bin/env python3
+"""Benchmark `tenantctl` against sqlx-cli, a psql floor and a pgbench floor.
+
+Run it inside a throwaway cluster (`just bench`, which is
+`cargo build --release && pg_virtualenv -t python3 scripts/bench.py [ARGS]`).
+It reads the connection from PGHOST/PGPORT/PGUSER/PGPASSWORD, builds the
+tenantctl URLs from them (percent-encoded; the password is never printed) and
+owns the databases `bench_master` and `bench_<i>`: it drops them at the start
+and at the end.
+
+What is measured, with N tenants (`--n`, default 100), concurrency C
+(`--concurrency`, default 4) and R repetitions (`--reps`, default 3); every
+number reported is the median of the R wall-clock times of the whole command
+(process start to exit, so start-up cost counts, as it does in a deploy):
+
+1. Fresh databases: each repetition of each scenario starts from N empty
+   databases (dropped and recreated, not timed, followed by a CHECKPOINT so
+   one scenario's writes are not flushed during the next one's timing).
+   a. `tenantctl tenant migrate --all --concurrency C`
+   b. sqlx-cli sequential: `sqlx migrate run` once per tenant, one at a time
+   c. sqlx-cli parallel: the same, C processes at once (like `xargs -P C`)
+   d. psql floor: C long-lived psql sessions, tenants split round-robin;
+      for each tenant the session does `\\c <db>`, creates a
+      `_sqlx_migrations` table of sqlx's shape, and for each migration file
+      runs `BEGIN; \\i <file>; INSERT INTO _sqlx_migrations (...); COMMIT;`
+      with the checksum sqlx would record (SHA-384 of the file). So the floor
+      does the same DDL and the same bookkeeping write in the same number of
+      transactions, but none of sqlx's extras: no advisory lock, no reading
+      of the applied list, no follow-up UPDATE of execution_time, and one
+      process per worker instead of one per tenant. Its databases pass the
+      same check as sqlx's (below).
+   After every timed fresh run (untimed) one psql session checks that every
+   tenant has exactly the expected versions with sqlx's checksums.
+2. Up-to-date databases (the everyday deploy, nothing pending): all tenants
+   are migrated once by tenantctl (not timed), then
+   a. `tenantctl tenant migrate --all --concurrency C` (must apply nothing)
+   b. `tenantctl tenant status --all --concurrency C` (read-only)
+   c. sqlx-cli sequential (must find nothing pending: it reads the
+      `_sqlx_migrations` tenantctl wrote, so this also checks compatibility)
+   d. sqlx-cli parallel, C at once
+   e. connection floor: `pgbench -C -n -c C -j C -t ceil(N/C)` with a script
+      of `SELECT 1;` against one tenant database: a new connection (TLS
+      negotiated as PGSSLMODE says, as for the others) plus one trivial
+      query, C*ceil(N/C) times. Its ms/tenant is per connection made.
+3. Peak RSS of tenantctl (max over all its runs), and of the other tools
+   per process for comparison. Linux's ru_maxrss for a child includes the
+   parent's memory it was spawned from, so see run() for how it is measured.
+
+Every tenantctl run must exit 0 with `summary.ok == N`, `failed == 0`,
+`skipped == 0` (and apply all / no migrations as expected); every sqlx-cli,
+psql and pgbench run must exit 0, so a broken run is never timed as a fast one.
+
+Ratios: "x floor" is ms/tenant divided by the floor's ms/tenant (psql floor
+for fresh, pgbench -C floor for up-to-date; 1.0x = as fast as the floor).
+"vs sqlx seq/par" is the sqlx-cli median divided by tenantctl's median
+(above 1 = tenantctl is faster). The machine this was written on has 2 cores
+and is shared, so scenarios are interleaved within each repetition (and the
+order rotated per repetition) so that noise spreads over all of them.
+
+`--scale 100,1000` additionally times the up-to-date `tenantctl tenant
+migrate --all` at each size (R reps, median) and prints ms/tenant per size and
+the growth ratio last/first (1.0 = linear). Off by default because creating
+1000 databases takes a while and about 7.5 MB of disk each.
+
+Output: a table on stdout, progress on stderr, the same numbers as JSON in
+bench/out/<timestamp>.json. Standard library only (Python 3.11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime
+import getpass
+import hashlib
+import json
+import math
+import os
+import pathlib
+import re
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MASTER_DB = "bench_master"
+TENANT_DB_RE = r"^bench_[0-9]+$"
+RSS_POLL_SECONDS = 0.002
+SQLX_INSTALL = "cargo install sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls --locked"
+# Variables that would change what the tools do behind our back.
+SCRUBBED_ENV = ("DATABASE_URL", "TENANT_MIGRATIONS_DIR", "POSTGRES_BASE_URL", "MASTER_DATABASE_URL")
+
+
+# --------------------------------------------------------------------------
+# small helpers
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A setup step or a timed run failed; the message is already redacted."""
+
+
+def db(i: int) -> str:
+    return f"bench_{i}"
+
+
+@dataclasses.dataclass
+class Proc:
+    """One finished child process."""
+
+    cmd: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+    maxrss_kib: int
+    cpu_seconds: float  # user + system time of the process
+
+
+@dataclasses.dataclass
+class Sample:
+    """One timed repetition of a scenario."""
+
+    seconds: float
+    maxrss_kib: int  # max over the processes of this repetition
+    cpu_seconds: float  # summed over the processes of this repetition (client side only)
+
+
+@dataclasses.dataclass
+class Migration:
+    version: int
+    description: str
+    path: pathlib.Path
+    checksum: str  # hex SHA-384 of the file, as sqlx records it
+
+
+def load_migrations(folder: pathlib.Path) -> list[Migration]:
+    out = []
+    for path in sorted(folder.glob("*.sql")):
+        version, _, rest = path.stem.partition("_")
+        if not version.isdigit():
+            continue
+        if rest.endswith(".up") or rest.endswith(".down"):
+            raise SystemExit(f"bench.py: reversible migrations are not supported: {path.name}")
+        out.append(
+            Migration(int(version), rest.replace("_", " "), path, hashlib.sha384(path.read_bytes()).hexdigest())
+        )
+    out.sort(key=lambda m: m.version)
+    if not out:
+        raise SystemExit(f"bench.py: no migrations in {folder}")
+    return out
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+
+@dataclasses.dataclass
+class Config:
+    n: int
+    c: int
+    reps: int
+    tenantctl: str
+    sqlx: str
+    psql: str
+    pgbench: str
+    migrations_dir: pathlib.Path
+    migrations: list[Migration]
+    scratch: pathlib.Path
+    env: dict[str, str]
+    admin_db: str
+    secrets: list[str]  # strings to redact from anything printed
+    url_prefix: str  # postgresql://user:pass@host:port
+    url_query: str  # "" or "?host=/socket/dir"
+
+    def url(self, database: str | None = None) -> str:
+        path = f"/{database}" if database else ""
+        return f"{self.url_prefix}{path}{self.url_query}"
+
+    def redact(self, text: str) -> str:
+        for s in self.secrets:
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+
+def find_tool(name: str, extra: list[pathlib.Path] = ()) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for p in extra:
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    return None
+
+
+def make_config(args: argparse.Namespace) -> Config:
+    cargo_home = pathlib.Path(os.environ.get("CARGO_HOME", pathlib.Path.home() / ".cargo"))
+    sqlx = args.sqlx or find_tool("sqlx", [cargo_home / "bin" / "sqlx"])
+    if not sqlx or not os.access(sqlx, os.X_OK):
+        raise SystemExit(f"bench.py: sqlx-cli not found; install it with: {SQLX_INSTALL}")
+    tenantctl = pathlib.Path(args.tenantctl)
+    if not tenantctl.is_absolute():
+        tenantctl = ROOT / tenantctl
+    if not os.access(tenantctl, os.X_OK):
+        raise SystemExit(f"bench.py: {tenantctl} not found; run: cargo build --release")
+    psql = find_tool("psql")
+    pgbench = find_tool("pgbench", [pathlib.Path("/usr/bin/pgbench")])
+    if not psql or not pgbench:
+        raise SystemExit("bench.py: psql and pgbench are needed (Debian: apt-get install postgresql-client)")
+
+    user = os.environ.get("PGUSER") or getpass.getuser()
+    password = os.environ.get("PGPASSWORD", "")
+    host = os.environ.get("PGHOST") or "localhost"
+    port = os.environ.get("PGPORT") or "5432"
+    enc_user = urllib.parse.quote(user, safe="")
+    enc_pass = urllib.parse.quote(password, safe="")
+    creds = f"{enc_user}:{enc_pass}@" if password else f"{enc_user}@"
+    query = ""
+    if host.startswith("/"):  # a Unix socket directory goes in the query
+        query = "?host=" + urllib.parse.quote(host, safe="")
+        host = "localhost"
+    elif ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    prefix = f"postgresql://{creds}{host}:{port}"
+
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV and not k.startswith("TENANTCTL_")}
+    cfg_url = prefix + query
+    env["POSTGRES_BASE_URL"] = cfg_url
+    env["MASTER_DATABASE_URL"] = f"{prefix}/{MASTER_DB}{query}"
+    env["NO_COLOR"] = "1"
+
+    admin_db = os.environ.get("PGDATABASE") or "postgres"
+    if admin_db == MASTER_DB or re.match(TENANT_DB_RE, admin_db):
+        admin_db = "postgres"
+
+    migrations_dir = ROOT / "tenant-migrations"
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="tenantctl-bench."))
+    return Config(
+        n=args.n,
+        c=args.concurrency,
+        reps=args.reps,
+        tenantctl=str(tenantctl),
+        sqlx=sqlx,
+        psql=psql,
+        pgbench=pgbench,
+        migrations_dir=migrations_dir,
+        migrations=load_migrations(migrations_dir),
+        scratch=scratch,
+        env=env,
+        admin_db=admin_db,
+        secrets=sorted({password, enc_pass} - {""}, key=len, reverse=True),
+        url_prefix=prefix,
+        url_query=query,
+    )
+
+
+# --------------------------------------------------------------------------
+# running things
+
+
+def _poll_hwm(pid: int, done: threading.Event, peak: list[int]) -> None:
+    """Sample VmHWM (the process's own peak RSS, KiB) until done is set."""
+    path = f"/proc/{pid}/status"
+    while not done.is_set():
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+                        break
+        except (OSError, ValueError):
+            return  # exited (zombie or gone)
+        done.wait(RSS_POLL_SECONDS)
+
+
+def run(cfg: Config, cmd: list[str]) -> Proc:
+    """Run cmd to completion (cwd = scratch dir, so no .env is picked up),
+    timing its wall clock and measuring its peak RSS.
+
+    Peak RSS: on Linux a child's ru_maxrss (wait4) is at least the peak RSS of
+    the memory image it exec'd from, which with vfork/posix_spawn is this
+    Python process. So ru_maxrss is exact only when it exceeds our own peak;
+    otherwise we use the child's VmHWM sampled every 2 ms (a lower bound that
+    can only miss growth in the last 2 ms of its life)."""
+    with tempfile.TemporaryFile(dir=cfg.scratch) as out, tempfile.TemporaryFile(dir=cfg.scratch) as err:
+        done, peak = threading.Event(), [0]
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=cfg.env, cwd=cfg.scratch)
+        poller = threading.Thread(target=_poll_hwm, args=(p.pid, done, peak), daemon=True)
+        poller.start()  # Popen returns after the exec, so this samples the new image
+        _, status, usage = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - t0
+        done.set()
+        poller.join()
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; keep Popen from waiting again
+        # Read after the wait: it only grows, so it covers the moment of the exec even
+        # when other threads grew this process in between.
+        parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        maxrss = usage.ru_maxrss if usage.ru_maxrss > parent_peak else peak[0]
+        out.seek(0)
+        err.seek(0)
+        return Proc(
+            cmd,
+            p.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            seconds,
+            maxrss,
+            usage.ru_utime + usage.ru_stime,
+        )
+
+
+def run_all(cfg: Config, cmds: list[list[str]], parallel: int) -> tuple[float, list[Proc]]:
+    """Run cmds with at most `parallel` at once; returns (wall seconds, procs)."""
+    t0 = time.perf_counter()
+    if parallel <= 1:
+        procs = [run(cfg, c) for c in cmds]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+            procs = list(pool.map(lambda c: run(cfg, c), cmds))
+    return time.perf_counter() - t0, procs
+
+
+def check(cfg: Config, proc: Proc, what: str) -> None:
+    if proc.rc != 0:
+        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
+        raise BenchError(cfg.redact(f"{what} failed (exit {proc.rc}): {shlex.join(proc.cmd)}\n{tail}"))
+
+
+def psql(cfg: Config, sql: str, database: str | None = None) -> str:
+    """Untimed admin SQL through one psql session; returns unaligned tuples."""
+    path = cfg.scratch / "admin.sql"
+    path.write_text("\\set ON_ERROR_STOP on\n" + sql)
+    proc = run(cfg, [cfg.psql, "-X", "-q", "-A", "-t", "-d", database or cfg.admin_db, "-f", str(path)])
+    check(cfg, proc, "psql")
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------
+# databases
+
+
+def drop_bench_databases(cfg: Config, include_master: bool = False) -> None:
+    names = psql(cfg, f"SELECT datname FROM pg_database WHERE datname ~ '{TENANT_DB_RE}' ORDER BY 1;").split()
+    if include_master:
+        names.append(MASTER_DB)
+    if names:
+        psql(cfg, "".join(f"DROP DATABASE IF EXISTS {n} WITH (FORCE);\n" for n in names))
+
+
+def checkpoint(cfg: Config) -> None:
+    try:
+        psql(cfg, "CHECKPOINT;")
+    except BenchError:
+        pass  # not allowed for this role: fine, just noisier
+
+
+def fresh_databases(cfg: Config, n: int) -> None:
+    """Exactly bench_1..bench_n, all empty (untimed). FILE_COPY is much faster
+    than PG15's default WAL_LOG for many small databases."""
+    drop_bench_databases(cfg)
+    psql(cfg, "".join(f"CREATE DATABASE {db(i)} STRATEGY = FILE_COPY;\n" for i in range(1, n + 1)))
+    checkpoint(cfg)
+
+
+def setup_master(cfg: Config) -> None:
+    psql(cfg, f"DROP DATABASE IF EXISTS {MASTER_DB} WITH (FORCE);")
+    check(cfg, run(cfg, [cfg.tenantctl, "master", "migrate", "--quiet"]), "tenantctl master migrate")
+
+
+def register_tenants(cfg: Config, n: int) -> None:
+    psql(
+        cfg,
+        'DELETE FROM "Company";\n'
+        'INSERT INTO "Company" (id, slug, name, "dbName", status, "createdAt", "updatedAt")\n'
+        "SELECT 'id'||i, 'bench-'||i, 'Bench '||i, 'bench_'||i, 'active', now(), now()\n"
+        f"FROM generate_series(1, {n}) i;\n",
+        MASTER_DB,
+    )
+
+
+def verify_migrated(cfg: Config, n: int) -> None:
+    """Every tenant has exactly our migrations, successful, with sqlx's checksums."""
+    expected = ",".join(f"{m.version}:{m.checksum}" for m in cfg.migrations)
+    q = (
+        "SELECT current_database() || ' ' || coalesce(string_agg(version || ':' || encode(checksum, 'hex'), ','"
+        " ORDER BY version) FILTER (WHERE success), '') || ' ' || count(*) FILTER (WHERE NOT success)"
+        " FROM _sqlx_migrations;\n"
+    )
+    script = "".join(f"\\c {db(i)}\n{q}" for i in range(1, n + 1))
+    rows = psql(cfg, script, db(1)).split("\n")
+    got = {}
+    for row in filter(None, rows):
+        name, applied, dirty = row.split(" ")
+        got[name] = (applied, dirty)
+    for i in range(1, n + 1):
+        applied, dirty = got.get(db(i), ("<missing>", "?"))
+        if applied != expected or dirty != "0":
+            raise BenchError(f"{db(i)}: _sqlx_migrations is not what sqlx would record after migrating")
+
+
+# --------------------------------------------------------------------------
+# scenarios: each runs once and returns a Sample (or raises BenchError)
+
+
+def tenantctl_json(cfg: Config, proc: Proc, what: str, n: int) -> dict:
+    check(cfg, proc, what)
+    try:
+        report = json.loads(proc.stdout)
+        s = report["summary"]
+    except (ValueError, KeyError) as e:
+        raise BenchError(f"{what}: unreadable JSON on stdout ({e})") from None
+    if (s.get("ok"), s.get("failed"), s.get("skipped")) != (n, 0, 0) or report.get("interrupted"):
+        raise BenchError(f"{what}: expected ok={n} failed=0 skipped=0, got {s}")
+    if len(report.get("tenants", [])) != n:
+        raise BenchError(f"{what}: {len(report.get('tenants', []))} tenants in the report, expected {n}")
+    return report
+
+
+def tenantctl_migrate(cfg: Config, n: int, expect_applied: int) -> Sample:
+    what = "tenantctl tenant migrate --all"
+    proc = run(
+        cfg,
+        [cfg.tenantctl, "tenant", "migrate", "--all", "--concurrency", str(cfg.c), "--output", "json", "--quiet"],
+    )
+    report = tenantctl_json(cfg, proc, what, n)
+    for t in report["tenants"]:
+        if len(t.get("applied") or []) != expect_applied:
+            raise BenchError(f"{what}: {t.get('db_name')} applied {t.get('applied')}, expected {expect_applied}")
+    return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+
+def tenantctl_status(cfg: Config) -> Sample:
+    what = "tenantctl tenant status --all"
+    proc = run(
+        cfg,
+        [cfg.tenantctl, "tenant", "status", "--all", "--concurrency", str(cfg.c), "--output", "json", "--quiet"],
+    )
+    report = tenantctl_json(cfg, proc, what, cfg.n)
+    for t in report["tenants"]:
+        if t.get("pending") != 0 or t.get("problems"):
+            raise BenchError(f"{what}: {t.get('db_name')} pending={t.get('pending')} problems={t.get('problems')}")
+    return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+
+def sqlx_cmd(cfg: Config, i: int) -> list[str]:
+    return [cfg.sqlx, "migrate", "run", "--source", str(cfg.migrations_dir), "--database-url", cfg.url(db(i))]
+
+
+def sqlx_loop(cfg: Config, parallel: int, expect_applied: bool) -> Sample:
+    seconds, procs = run_all(cfg, [sqlx_cmd(cfg, i) for i in range(1, cfg.n + 1)], parallel)
+    for p in procs:
+        check(cfg, p, "sqlx migrate run")
+        applied = p.stdout.count("Applied ")
+        if applied != (len(cfg.migrations) if expect_applied else 0):
+            raise BenchError(f"sqlx migrate run applied {applied} migrations, expected otherwise")
+    return Sample(seconds, max(p.maxrss_kib for p in procs), sum(p.cpu_seconds for p in procs))
+
+
+def write_psql_floor_scripts(cfg: Config) -> list[tuple[str, pathlib.Path]]:
+    """One script per worker: (first database to connect to, script path)."""
+    create = (
+        "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,"
+        " installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL, checksum BYTEA NOT NULL,"
+        " execution_time BIGINT NOT NULL);\n"
+    )
+    per_tenant = create
+    for m in cfg.migrations:
+        desc = m.description.replace("'", "''")
+        per_tenant += (
+            f"BEGIN;\n\\i '{m.path}'\n"
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)"
+            f" VALUES ({m.version}, '{desc}', TRUE, '\\x{m.checksum}', 0);\nCOMMIT;\n"
+        )
+    workers = []
+    for w in range(cfg.c):
+        tenants = list(range(w + 1, cfg.n + 1, cfg.c))  # round-robin split
+        if not tenants:
+            continue
+        lines = ["\\set ON_ERROR_STOP on\n"]
+        for k, i in enumerate(tenants):
+            if k:  # the first database is the session's initial connection
+                lines.append(f"\\c {db(i)}\n")
+            lines.append(per_tenant)
+        path = cfg.scratch / f"psql-floor-{w}.sql"
+        path.write_text("".join(lines))
+        workers.append((db(tenants[0]), path))
+    return workers
+
+
+def psql_floor(cfg: Config, workers: list[tuple[str, pathlib.Path]]) -> Sample:
+    cmds = [[cfg.psql, "-X", "-q", "-d", first, "-f", str(path)] for first, path in workers]
+    seconds, procs = run_all(cfg, cmds, len(cmds))
+    for p in procs:
+        check(cfg, p, "psql floor")
+    return Sample(seconds, max(p.maxrss_kib for p in procs), sum(p.cpu_seconds for p in procs))
+
+
+def pgbench_connections(cfg: Config) -> int:
+    return cfg.c * math.ceil(cfg.n / cfg.c)
+
+
+def pgbench_floor(cfg: Config) -> Sample:
+    script = cfg.scratch / "select1.sql"
+    script.write_text("SELECT 1;\n")
+    per_client = math.ceil(cfg.n / cfg.c)
+    cmd = [cfg.pgbench, "-C", "-n", "-c", str(cfg.c), "-j", str(cfg.c), "-t", str(per_client), "-f", str(script), db(1)]
+    proc = run(cfg, cmd)
+    check(cfg, proc, "pgbench")
+    m = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
+    if not m or int(m.group(1)) != pgbench_connections(cfg):
+        raise BenchError(f"pgbench did not process {pgbench_connections(cfg)} transactions")
+    return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+
+# --------------------------------------------------------------------------
+# measuring
+
+
+@dataclasses.dataclass
+class Result:
+    key: str
+    group: str  # "fresh" | "up-to-date"
+    label: str
+    units: int  # tenants (or connections for the pgbench floor)
+    samples: list[Sample] = dataclasses.field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(s.seconds for s in self.samples)
+
+    @property
+    def ms_per_unit(self) -> float:
+        return self.median * 1000 / self.units
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(s.cpu_seconds for s in self.samples)
+
+    @property
+    def maxrss_mib(self) -> float:
+        return max(s.maxrss_kib for s in self.samples) / 1024
+
+
+def interleaved(cfg: Config, scenarios: list[tuple[Result, object, object]]) -> None:
+    """R rounds; each round runs every scenario once (order rotated per round),
+    calling its untimed `prepare` first."""
+    k = len(scenarios)
+    for rep in range(cfg.reps):
+        order = scenarios[rep % k :] + scenarios[: rep % k]
+        for result, prepare, timed in order:
+            if prepare:
+                prepare()
+            log(f"rep {rep + 1}/{cfg.reps}: {result.label} ...")
+            sample = timed()
+            result.samples.append(sample)
+            log(f"rep {rep + 1}/{cfg.reps}: {result.label}: {sample.seconds:.3f} s")
+
+
+def bench_fresh(cfg: Config) -> list[Result]:
+    n, c, k = cfg.n, cfg.c, len(cfg.migrations)
+    workers = write_psql_floor_scripts(cfg)
+    r_t = Result("fresh.tenantctl_migrate", "fresh", f"tenantctl tenant migrate --all -c{c}", n)
+    r_seq = Result("fresh.sqlx_sequential", "fresh", "sqlx migrate run, sequential", n)
+    r_par = Result("fresh.sqlx_parallel", "fresh", f"sqlx migrate run, {c} in parallel", n)
+    r_floor = Result("fresh.psql_floor", "fresh", f"psql floor, {len(workers)} sessions", n)
+
+    def prepare():
+        fresh_databases(cfg, n)
+
+    def verified(fn):
+        def go():
+            sample = fn()
+            verify_migrated(cfg, n)  # untimed
+            return sample
+
+        return go
+
+    interleaved(
+        cfg,
+        [
+            (r_t, prepare, verified(lambda: tenantctl_migrate(cfg, n, expect_applied=k))),
+            (r_seq, prepare, verified(lambda: sqlx_loop(cfg, 1, expect_applied=True))),
+            (r_par, prepare, verified(lambda: sqlx_loop(cfg, c, expect_applied=True))),
+            (r_floor, prepare, verified(lambda: psql_floor(cfg, workers))),
+        ],
+    )
+    return [r_t, r_seq, r_par, r_floor]
+
+
+def bench_up_to_date(cfg: Config) -> list[Result]:
+    n, c = cfg.n, cfg.c
+    log(f"up-to-date: {n} fresh databases, migrated once by tenantctl (untimed)")
+    fresh_databases(cfg, n)
+    tenantctl_migrate(cfg, n, expect_applied=len(cfg.migrations))
+    verify_migrated(cfg, n)
+    checkpoint(cfg)
+    per_client = math.ceil(n / c)
+    results = [
+        Result("uptodate.tenantctl_migrate", "up-to-date", f"tenantctl tenant migrate --all -c{c}", n),
+        Result("uptodate.tenantctl_status", "up-to-date", f"tenantctl tenant status --all -c{c}", n),
+        Result("uptodate.sqlx_sequential", "up-to-date", "sqlx migrate run, sequential", n),
+        Result("uptodate.sqlx_parallel", "up-to-date", f"sqlx migrate run, {c} in parallel", n),
+        Result(
+            "uptodate.pgbench_floor",
+            "up-to-date",
+            f"pgbench -C floor, {c}x{per_client} conns",
+            pgbench_connections(cfg),
+        ),
+    ]
+    fns = [
+        lambda: tenantctl_migrate(cfg, n, expect_applied=0),
+        lambda: tenantctl_status(cfg),
+        lambda: sqlx_loop(cfg, 1, expect_applied=False),
+        lambda: sqlx_loop(cfg, c, expect_applied=False),
+        lambda: pgbench_floor(cfg),
+    ]
+    interleaved(cfg, [(r, None, f) for r, f in zip(results, fns)])
+    verify_migrated(cfg, n)  # nothing changed
+    return results
+
+
+def bench_scale(cfg: Config, sizes: list[int]) -> list[Result]:
+    results = []
+    for size in sizes:
+        log(f"scale: {size} tenants, migrated once by tenantctl (untimed)")
+        fresh_databases(cfg, size)
+        register_tenants(cfg, size)
+        tenantctl_migrate(cfg, size, expect_applied=len(cfg.migrations))
+        checkpoint(cfg)
+        r = Result(f"scale.{size}", "scale", f"up-to-date tenantctl migrate --all -c{cfg.c}, N={size}", size)
+        for rep in range(cfg.reps):
+            r.samples.append(tenantctl_migrate(cfg, size, expect_applied=0))
+            log(f"scale N={size} rep {rep + 1}/{cfg.reps}: {r.samples[-1].seconds:.3f} s")
+        results.append(r)
+    return results
+
+
+# --------------------------------------------------------------------------
+# reporting
+
+
+def tool_version(cfg: Config, cmd: list[str]) -> str:
+    try:
+        p = run(cfg, cmd)
+        return (p.stdout.strip() or p.stderr.strip()).splitlines()[0] if p.rc == 0 else f"? (exit {p.rc})"
+    except (OSError, IndexError):
+        return "?"
+
+
+def git_describe() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "" if x is None else f"{x:.2f}x"
+
+
+def summarize(fresh: list[Result], upd: list[Result]) -> list[dict]:
+    """Rows with the ratios filled in, for the table and the JSON."""
+    rows = []
+    for group in (fresh, upd):
+        by_key = {r.key.split(".", 1)[1]: r for r in group}
+        floor = by_key.get("psql_floor") or by_key.get("pgbench_floor")
+        seq, par = by_key["sqlx_sequential"], by_key["sqlx_parallel"]
+        for r in group:
+            is_tenantctl = r.key.split(".", 1)[1].startswith("tenantctl")
+            rows.append(
+                {
+                    "key": r.key,
+                    "group": r.group,
+                    "scenario": r.label,
+                    "samples_s": [round(s.seconds, 4) for s in r.samples],
+                    "median_s": round(r.median, 4),
+                    "ms_per_tenant": round(r.ms_per_unit, 3),
+                    "units": r.units,
+                    "vs_floor": round(r.ms_per_unit / floor.ms_per_unit, 3),
+                    "floor": floor.key,
+                    "speedup_vs_sqlx_sequential": round(seq.median / r.median, 3) if is_tenantctl else None,
+                    "speedup_vs_sqlx_parallel": round(par.median / r.median, 3) if is_tenantctl else None,
+                    "peak_rss_mib": round(r.maxrss_mib, 1),
+                    "client_cpu_s": round(r.cpu_median, 4),
+                }
+            )
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = ["scenario", "median s", "min-max s", "ms/tenant", "x floor", "vs sqlx seq", "vs sqlx par", "RSS MiB", "CPU s"]
+    body = []
+    group = None
+    for r in rows:
+        if r["group"] != group:
+            group = r["group"]
+            body.append([f"-- {group} --"] + [""] * (len(head) - 1))
+        body.append(
+            [
+                "  " + r["scenario"],
+                f"{r['median_s']:.3f}",
+                f"{min(r['samples_s']):.3f}-{max(r['samples_s']):.3f}",
+                f"{r['ms_per_tenant']:.2f}",
+                fmt_ratio(r["vs_floor"]),
+                fmt_ratio(r["speedup_vs_sqlx_sequential"]),
+                fmt_ratio(r["speedup_vs_sqlx_parallel"]),
+                f"{r['peak_rss_mib']:.1f}",
+                f"{r['client_cpu_s']:.2f}",
+            ]
+        )
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+
+    def line(cells):
+        return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
+
+    print(line(head))
+    print(line(["-" * w for w in widths]))
+    for row in body:
+        print(line(row))
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description="Benchmark tenantctl against sqlx-cli, psql and pgbench (run inside pg_virtualenv -t).",
+        epilog="See the docstring at the top of this file for what is measured.",
+    )
+    ap.add_argument("--n", type=int, default=100, help="tenants (default 100)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per scenario; medians are reported (default 3)")
+    ap.add_argument("--concurrency", "-c", type=int, default=4, help="tenants in flight for every tool (default 4)")
+    ap.add_argument(
+        "--scale",
+        default="",
+        help="comma-separated sizes, e.g. 100,1000: also time up-to-date tenantctl migrate at each (default off)",
+    )
+    ap.add_argument("--tenantctl", default="target/release/tenantctl", help="binary (default target/release/tenantctl)")
+    ap.add_argument("--sqlx", default=None, help="sqlx-cli binary (default: sqlx on PATH or ~/.cargo/bin/sqlx)")
+    ap.add_argument("--out-dir", default=str(ROOT / "bench" / "out"), help="where the JSON goes (default bench/out)")
+    args = ap.parse_args(argv)
+    if args.n < 1 or args.reps < 1 or args.concurrency < 1:
+        ap.error("--n, --reps and --concurrency must be at least 1")
+    try:
+        args.scale_sizes = [int(s) for s in args.scale.split(",") if s.strip()]
+    except ValueError:
+        ap.error("--scale takes comma-separated integers, e.g. 100,1000")
+    if any(s < 1 for s in args.scale_sizes) or len(args.scale_sizes) == 1:
+        ap.error("--scale takes at least two positive sizes, e.g. 100,1000")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    cfg = make_config(args)
+    if "PG_CLUSTER_CONF_ROOT" not in os.environ:
+        log("warning: not inside pg_virtualenv; databases bench_master and bench_<i> on this server will be dropped")
+    command_line = shlex.join(["python3", *sys.argv])
+    try:
+        pg_version = psql(cfg, "SHOW server_version;").strip()
+        settings = dict(
+            line.split("|", 1)
+            for line in psql(
+                cfg, "SELECT name, setting FROM pg_settings WHERE name IN ('ssl', 'fsync', 'max_connections');"
+            ).split()
+        )
+        sqlx_version = tool_version(cfg, [cfg.sqlx, "--version"])  # also warms the page cache
+        tenantctl_version = tool_version(cfg, [cfg.tenantctl, "--version"])
+        pgbench_version = tool_version(cfg, [cfg.pgbench, "--version"])
+        log(f"N={cfg.n} C={cfg.c} R={cfg.reps}; PostgreSQL {pg_version}; {sqlx_version}; {tenantctl_version}")
+
+        drop_bench_databases(cfg, include_master=True)
+        setup_master(cfg)
+        register_tenants(cfg, cfg.n)
+
+        fresh = bench_fresh(cfg)
+        upd = bench_up_to_date(cfg)
+        scale = bench_scale(cfg, args.scale_sizes) if args.scale_sizes else []
+    except BenchError as e:
+        log(f"FAILED: {e}")
+        return 1
+    finally:
+        try:
+            log("cleaning up the benchmark databases")
+            drop_bench_databases(cfg, include_master=True)
+        except BenchError as e:
+            log(f"cleanup failed: {e}")
+        shutil.rmtree(cfg.scratch, ignore_errors=True)
+
+    rows = summarize(fresh, upd)
+    tenantctl_rss = max(r.maxrss_mib for r in fresh + upd + scale if "tenantctl" in r.key or r.group == "scale")
+    elapsed = time.perf_counter() - started
+
+    print(f"command:    {command_line}")
+    print(f"N={cfg.n} tenants, C={cfg.c} concurrency, R={cfg.reps} reps (median shown), {len(cfg.migrations)} migrations")
+    print(
+        f"PostgreSQL {pg_version} (ssl={settings.get('ssl')}, fsync={settings.get('fsync')});"
+        f" {sqlx_version}; {tenantctl_version} (git {git_describe()}); {pgbench_version}; {os.cpu_count()} CPUs"
+    )
+    print()
+    print_table(rows)
+    print()
+    print("x floor: ms/tenant over the floor's (fresh: psql floor; up-to-date: pgbench -C floor, per connection).")
+    print("vs sqlx: sqlx-cli median / tenantctl median in the same section (>1 = tenantctl faster).")
+    print("RSS MiB: peak resident set of one process (max over reps); CPU s: user+sys of the client processes.")
+    print(f"tenantctl peak RSS: {tenantctl_rss:.1f} MiB (max over all its runs)")
+    scale_json = None
+    if scale:
+        print()
+        print(f"scale, up-to-date tenantctl tenant migrate --all -c{cfg.c} (median of {cfg.reps}):")
+        for r in scale:
+            print(f"  N={r.units:<6} {r.median:8.3f} s  {r.ms_per_unit:7.2f} ms/tenant  RSS {r.maxrss_mib:.1f} MiB")
+        growth = scale[-1].ms_per_unit / scale[0].ms_per_unit
+        print(f"  growth of ms/tenant N={scale[0].units} -> N={scale[-1].units}: {growth:.2f}x (1.00x = linear)")
+        scale_json = {
+            "sizes": [
+                {
+                    "n": r.units,
+                    "samples_s": [round(s.seconds, 4) for s in r.samples],
+                    "median_s": round(r.median, 4),
+                    "ms_per_tenant": round(r.ms_per_unit, 3),
+                    "peak_rss_mib": round(r.maxrss_mib, 1),
+                }
+                for r in scale
+            ],
+            "growth_ms_per_tenant": round(growth, 3),
+        }
+    print(f"\ntotal wall time: {elapsed:.1f} s")
+
+    out_dir = pathlib.Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "timestamp": stamp.isoformat(timespec="seconds"),
+                "command": command_line,
+                "n": cfg.n,
+                "concurrency": cfg.c,
+                "reps": cfg.reps,
+                "migrations": len(cfg.migrations),
+                "postgres_version": pg_version,
+                "postgres_settings": settings,
+                "sqlx_cli_version": sqlx_version,
+                "tenantctl_version": tenantctl_version,
+                "pgbench_version": pgbench_version,
+                "git": git_describe(),
+                "cpus": os.cpu_count(),
+                "scenarios": rows,
+                "tenantctl_peak_rss_mib": round(tenantctl_rss, 1),
+                "scale": scale_json,
+                "total_wall_s": round(elapsed, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
