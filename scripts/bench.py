@@ -53,7 +53,18 @@ psql and pgbench run must exit 0, so a broken run is never timed as a fast one.
 Ratios: "x floor" is ms/tenant divided by the floor's ms/tenant (psql floor
 for fresh, pgbench -C floor for up-to-date; 1.0x = as fast as the floor).
 "vs sqlx seq/par" is the sqlx-cli median divided by tenantctl's median
-(above 1 = tenantctl is faster). The machine this was written on has 2 cores
+(above 1 = tenantctl is faster). "CPU s" is the user+system time of the
+client processes (from wait4; the server's CPU is not included).
+
+Caveat on the floors: pg_virtualenv uses scram-sha-256 password auth, where
+the *client* computes 4096 HMAC-SHA-256 rounds per connection. libpq 15
+(psql, pgbench) re-keys the HMAC on every round, which with OpenSSL 3 costs
+about 5 ms of CPU per connection here, while sqlx keeps one keyed HMAC and
+needs about 0.5 ms. So with password auth the libpq floors are not strict
+lower bounds for sqlx-based tools, and tenantctl can come in under 1.0x; the
+CPU column shows where the difference goes.
+
+The machine this was written on has 2 cores
 and is shared, so scenarios are interleaved within each repetition (and the
 order rotated per repetition) so that noise spreads over all of them.
 

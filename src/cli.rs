@@ -137,3 +137,21 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     }
     Ok(duration)
 }
+
+impl From<&FleetArgs> for crate::fleet::FleetOptions {
+    fn from(args: &FleetArgs) -> Self {
+        Self {
+            concurrency: usize::from(args.concurrency),
+            fail_fast: args.fail_fast,
+        }
+    }
+}
+
+impl From<&SessionArgs> for crate::db::SessionLimits {
+    fn from(args: &SessionArgs) -> Self {
+        Self {
+            lock_timeout: args.lock_timeout,
+            statement_timeout: args.statement_timeout,
+        }
+    }
+}

@@ -20,6 +20,7 @@ pub struct Context {
     pub output: OutputMode,
     pub quiet: bool,
     pub stop: Stop,
+    listening: std::sync::atomic::AtomicBool,
     tenant_migrations_dir: Option<PathBuf>,
 }
 
@@ -47,6 +48,7 @@ impl Context {
             output: global.output,
             quiet: global.quiet,
             stop: Stop::default(),
+            listening: std::sync::atomic::AtomicBool::new(false),
             tenant_migrations_dir: global.tenant_migrations.clone(),
         })
     }
@@ -62,6 +64,14 @@ impl Context {
             )),
             None => Ok(Arc::new(MigrationSet::embedded_tenant())),
         }
+    }
+
+    /// The one tenant with this slug or id, read from the master.
+    pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
+        let mut conn = self.connector.connect_master().await?;
+        let tenant = crate::master::get(&mut conn, key).await;
+        let _ = conn.close().await;
+        tenant
     }
 
     /// Reads the master once and returns the tenants the selection names.
@@ -80,6 +90,19 @@ impl Context {
         let tenants = selection::resolve(&mut conn, names, filter).await;
         let _ = conn.close().await;
         tenants
+    }
+
+    /// The stop flag, with Ctrl-C and SIGTERM now setting it. Only fleet
+    /// runs listen: elsewhere an interrupt ends the process as usual, which
+    /// for a single database is the right thing (the server rolls back).
+    pub fn interruptible(&self) -> &Stop {
+        if !self
+            .listening
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.stop.listen_for_signals();
+        }
+        &self.stop
     }
 
     /// The progress display for a fleet run.

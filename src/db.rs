@@ -35,7 +35,6 @@ pub struct Connector {
     base: PgConnectOptions,
     base_url: Url,
     master: PgConnectOptions,
-    master_url: Url,
     master_db: DbName,
     connect_timeout: Duration,
 }
@@ -81,7 +80,7 @@ impl Connector {
             base,
             base_url,
             master,
-            master_url,
+
             master_db,
             connect_timeout,
         })
@@ -89,11 +88,6 @@ impl Connector {
 
     pub fn master_db(&self) -> &DbName {
         &self.master_db
-    }
-
-    /// `host:port` of the server, for messages.
-    pub fn server(&self) -> String {
-        format!("{}:{}", self.base.get_host(), self.base.get_port())
     }
 
     /// Refuses the master database, so a row that names the master can
@@ -197,11 +191,6 @@ impl Connector {
     /// The tenant's URL with the password replaced, safe to print.
     pub fn tenant_url_redacted(&self, db: &DbName) -> anyhow::Result<String> {
         Ok(redact(&self.tenant_url(db)?))
-    }
-
-    /// The master URL with the password replaced, safe to print.
-    pub fn master_url_redacted(&self) -> String {
-        redact(&self.master_url)
     }
 
     async fn connect(&self, options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
@@ -426,9 +415,5 @@ mod tests {
         let master = DbName::parse("master").expect("valid");
         assert!(c.for_tenant(&master, &SessionLimits::default()).is_err());
         assert!(c.tenant_url(&master).is_err());
-        assert_eq!(
-            c.master_url_redacted(),
-            "postgresql://u:***@localhost/master"
-        );
     }
 }

@@ -10,8 +10,9 @@ const RESERVED: &[&str] = &["postgres", "template0", "template1"];
 
 /// A database name that is safe to quote into DDL and to put into a URL path.
 ///
-/// Tenant names follow `^[a-z][a-z0-9_]*$`; the master database may also use
-/// uppercase letters (ORM-created masters are often camelCase, for example
+/// Tenant names follow `^[a-z0-9_]{1,63}$` (issue 2's rule for names read
+/// from the master, which other tools may have written: `2024_acme` is
+/// fine once quoted); the master database may also use uppercase letters (ORM-created masters are often camelCase, for example
 /// `prismaSuperUser`). Either way the name holds no quote, space or other
 /// character that could change the meaning of a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,9 +25,7 @@ pub enum DbNameError {
     Empty,
     #[error("database name {0:?} is longer than {MAX_LEN} bytes")]
     TooLong(String),
-    #[error(
-        "database name {0:?} is not a safe identifier (lowercase letters, digits and _, starting with a letter)"
-    )]
+    #[error("database name {0:?} is not a safe identifier (only lowercase letters, digits and _)")]
     Invalid(String),
     #[error("database name {0:?} is reserved by PostgreSQL")]
     Reserved(String),
@@ -44,11 +43,13 @@ impl DbName {
     }
 
     fn check(raw: &str, letter: impl Fn(char) -> bool) -> Result<Self, DbNameError> {
-        let mut chars = raw.chars();
-        let Some(first) = chars.next() else {
+        if raw.is_empty() {
             return Err(DbNameError::Empty);
-        };
-        if !letter(first) || !chars.all(|c| letter(c) || c.is_ascii_digit() || c == '_') {
+        }
+        if !raw
+            .chars()
+            .all(|c| letter(c) || c.is_ascii_digit() || c == '_')
+        {
             return Err(DbNameError::Invalid(raw.to_owned()));
         }
         if raw.len() > MAX_LEN {
@@ -89,6 +90,11 @@ mod tests {
             Ok("tenant_acme_2".into())
         );
         assert!(DbName::parse_master("prismaSuperUser").is_ok());
+        assert!(
+            DbName::parse("2024_acme").is_ok(),
+            "issue 2: [a-z0-9_] only"
+        );
+        assert!(DbName::parse("_acme").is_ok());
     }
 
     #[test]
@@ -96,8 +102,6 @@ mod tests {
         for bad in [
             "x\"; DROP DATABASE master; --",
             "Tenant",
-            "1tenant",
-            "_t",
             "a-b",
             "a b",
             "",

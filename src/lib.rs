@@ -62,6 +62,5 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let ctx = Context::new(&cli.global)?;
-    ctx.stop.listen_for_signals();
     commands::run(cli.command, &ctx).await
 }

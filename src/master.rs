@@ -57,6 +57,17 @@ pub async fn get(conn: &mut PgConnection, key: &str) -> anyhow::Result<Tenant> {
     })
 }
 
+/// The company with this slug (only: `create` must not pick up a company
+/// whose id happens to look like the new slug).
+pub async fn find_by_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<Option<Tenant>> {
+    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE slug = $1"))
+        .bind(slug.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(master_error)?;
+    Ok(row.map(tenant))
+}
+
 /// The company, if any, whose database is `db`.
 pub async fn find_by_db(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<Option<Tenant>> {
     let row: Option<Row> = sqlx::query_as(&format!(r#"{SELECT} WHERE "dbName" = $1"#))

@@ -70,10 +70,6 @@ impl MigrationSet {
             .filter(|m| !m.migration_type.is_down_migration())
     }
 
-    pub fn latest(&self) -> Option<i64> {
-        self.iter().map(|m| m.version).max()
-    }
-
     pub fn origin(&self) -> &str {
         &self.origin
     }

@@ -66,14 +66,17 @@ pub fn tenant_json<T: TenantValue>(report: &Report<T>) -> serde_json::Value {
 pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
     let summary = Summary::of(run);
     match mode {
-        OutputMode::Json => print_json(&serde_json::json!({
-            "tenants": run.reports.iter().map(tenant_json).collect::<Vec<_>>(),
-            "summary": summary,
-            "interrupted": run.interrupted,
-        })),
-        OutputMode::Jsonl => println!(
-            "{}",
-            serde_json::json!({"summary": summary, "interrupted": run.interrupted})
+        OutputMode::Json => print_json(
+            mode,
+            &serde_json::json!({
+                "tenants": run.reports.iter().map(tenant_json).collect::<Vec<_>>(),
+                "summary": summary,
+                "interrupted": run.interrupted,
+            }),
+        ),
+        OutputMode::Jsonl => print_json(
+            mode,
+            &serde_json::json!({"summary": summary, "interrupted": run.interrupted}),
         ),
         OutputMode::Table => {
             let any_error = run.reports.iter().any(|r| r.error.is_some());
@@ -133,12 +136,14 @@ where
     table
 }
 
-/// Prints pretty JSON on stdout.
-pub fn print_json<T: Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("values serialize")
-    );
+/// Prints JSON on stdout: pretty for `json`, one line for `jsonl`.
+pub fn print_json<T: Serialize>(mode: OutputMode, value: &T) {
+    let text = if mode == OutputMode::Jsonl {
+        serde_json::to_string(value)
+    } else {
+        serde_json::to_string_pretty(value)
+    };
+    println!("{}", text.expect("values serialize"));
 }
 
 /// `850ms`, `1.2s`, `3m 05s`.

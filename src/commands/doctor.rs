@@ -6,21 +6,23 @@ use clap::Args;
 use serde::Serialize;
 use sqlx::Connection as _;
 
-use crate::cli::{FleetArgs, OutputMode};
+use crate::cli::OutputMode;
 use crate::context::Context;
 use crate::databases;
 use crate::db::SessionLimits;
+use crate::dbname::DbName;
 use crate::error::Outcome;
 use crate::fleet::{self, FleetOptions, Silent, Status};
 use crate::master;
-use crate::migrations::{self, Plan};
+use crate::migrations::{self, MigrationSet, Plan};
 use crate::report::{print_json, table};
 use crate::tenant::{DB_PREFIX, Tenant, TenantStatus};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    #[command(flatten)]
-    pub fleet: FleetArgs,
+    /// Databases inspected at once, each on its own connection
+    #[arg(long, env = "TENANTCTL_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
 }
 
 /// Something out of order between the server and the master.
@@ -45,7 +47,8 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let _ = server.close().await;
     let on_server: BTreeSet<String> = on_server?.into_iter().collect();
 
-    let (mut findings, to_check) = compare(ctx, &companies, &on_server);
+    let (mut findings, to_check, unnamed) = compare(ctx, &companies, &on_server);
+    findings.extend(find_orphans(ctx, unnamed, &args, &migrations).await);
     findings.extend(check_migrations(ctx, to_check, &args, migrations).await);
     print(ctx, &companies, &findings);
     Ok(if findings.is_empty() {
@@ -55,28 +58,25 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Findings from the master and the server's database list alone, and the
-/// tenants whose databases are there to look into.
+/// Findings from the master and the server's database list alone, the
+/// tenants whose databases are there to look into, and the databases no
+/// company names.
 fn compare(
     ctx: &Context,
     companies: &[Tenant],
     on_server: &BTreeSet<String>,
-) -> (Vec<Finding>, Vec<Tenant>) {
+) -> (Vec<Finding>, Vec<Tenant>, Vec<String>) {
     let mut findings = Vec::new();
     let named: BTreeSet<&str> = companies.iter().map(|c| c.db_name_raw.as_str()).collect();
-    for db in on_server {
-        if db.starts_with(DB_PREFIX)
-            && !named.contains(db.as_str())
-            && db != ctx.connector.master_db().as_str()
-        {
-            findings.push(Finding {
-                kind: "orphan_database",
-                slug: None,
-                db_name: db.clone(),
-                detail: "looks like a tenant database, but no company names it".into(),
-            });
-        }
-    }
+    let unnamed = on_server
+        .iter()
+        .filter(|db| {
+            !named.contains(db.as_str())
+                && db.as_str() != ctx.connector.master_db().as_str()
+                && db.as_str() != "postgres"
+        })
+        .cloned()
+        .collect();
     let mut to_check = Vec::new();
     for company in companies {
         let finding = |kind, detail: String| Finding {
@@ -108,7 +108,58 @@ fn compare(
             Ok(_) => to_check.push(company.clone()),
         }
     }
-    (findings, to_check)
+    (findings, to_check, unnamed)
+}
+
+/// Databases no company names that look like tenant databases: named with
+/// the tenant prefix, or holding migrations from the tenant set (databases
+/// created with `--db-name` and then forgotten). A database we cannot read
+/// is somebody else's, and not reported unless its name has the prefix.
+async fn find_orphans(
+    ctx: &Context,
+    unnamed: Vec<String>,
+    args: &DoctorArgs,
+    migrations: &MigrationSet,
+) -> Vec<Finding> {
+    use futures_util::StreamExt as _;
+
+    let tenant_versions: BTreeSet<i64> = migrations.iter().map(|m| m.version).collect();
+    let checks = unnamed.into_iter().map(|name| {
+        let tenant_versions = &tenant_versions;
+        async move {
+            if name.starts_with(DB_PREFIX) {
+                return Some((name, "named like a tenant database"));
+            }
+            let db = DbName::parse(&name).ok()?;
+            let mut conn = ctx
+                .connector
+                .connect_tenant(&db, &SessionLimits::default())
+                .await
+                .ok()?;
+            let rows = migrations::read_applied(&mut conn).await;
+            let _ = conn.close().await;
+            let has_tenant_migrations = rows
+                .ok()??
+                .iter()
+                .any(|row| tenant_versions.contains(&row.version));
+            has_tenant_migrations.then_some((name, "holds tenant migrations"))
+        }
+    });
+    let mut found: Vec<(String, &str)> = futures_util::stream::iter(checks)
+        .buffer_unordered(usize::from(args.concurrency))
+        .filter_map(|found| async move { found })
+        .collect()
+        .await;
+    found.sort();
+    found
+        .into_iter()
+        .map(|(name, why)| Finding {
+            kind: "orphan_database",
+            slug: None,
+            db_name: name,
+            detail: format!("{why}, but no company names it"),
+        })
+        .collect()
 }
 
 /// How far behind each existing tenant database is, and what is wrong with
@@ -117,12 +168,12 @@ async fn check_migrations(
     ctx: &Context,
     to_check: Vec<Tenant>,
     args: &DoctorArgs,
-    migrations: std::sync::Arc<crate::migrations::MigrationSet>,
+    migrations: std::sync::Arc<MigrationSet>,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     let connector = ctx.connector.clone();
     let options = FleetOptions {
-        concurrency: usize::from(args.fleet.concurrency),
+        concurrency: usize::from(args.concurrency),
         fail_fast: false,
     };
     let checked = fleet::run(to_check, options, &ctx.stop, &Silent, move |tenant| {
@@ -183,11 +234,14 @@ fn print(ctx: &Context, companies: &[Tenant], findings: &[Finding]) {
         *summary.entry(f.kind).or_default() += 1;
     }
     match ctx.output {
-        OutputMode::Json | OutputMode::Jsonl => print_json(&serde_json::json!({
-            "tenants": companies.len(),
-            "findings": findings,
-            "summary": summary,
-        })),
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
+            mode,
+            &serde_json::json!({
+                "tenants": companies.len(),
+                "findings": findings,
+                "summary": summary,
+            }),
+        ),
         OutputMode::Table => {
             if findings.is_empty() {
                 println!(

@@ -70,7 +70,7 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
                 );
             }
         }
-        OutputMode::Json | OutputMode::Jsonl => print_json(&result),
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &result),
     }
     Ok(Outcome::Success)
 }

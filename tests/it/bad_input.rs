@@ -131,6 +131,14 @@ fn invalid_slugs_change_nothing() {
         env.query(&env.master, r#"SELECT count(*)::text FROM "Company""#),
         ["0"]
     );
+    let created = env.query(
+        "postgres",
+        &format!(
+            "SELECT datname::text FROM pg_database WHERE strpos(datname, '{}') > 0 AND datname <> '{}'",
+            env.token, env.master
+        ),
+    );
+    assert!(created.is_empty(), "no database created: {created:?}");
 }
 
 #[test]
@@ -270,5 +278,59 @@ fn no_password_in_any_output_of_a_full_session() {
     assert!(
         !everything.contains(&password),
         "password leaked:\n{everything}"
+    );
+}
+
+#[test]
+fn password_in_a_query_parameter_is_used_and_never_shown() {
+    let Some(password) = base_password() else {
+        return; // trust/peer auth: nothing to leak
+    };
+    let env = TestEnv::new();
+    let mut url = url::Url::parse(&env.base_url).expect("base url");
+    url.set_password(None).expect("strip password");
+    url.query_pairs_mut().append_pair("password", &password);
+    let base = url.to_string();
+    let configure = |c: &mut std::process::Command| {
+        c.env("POSTGRES_BASE_URL", &base)
+            .env_remove("MASTER_DATABASE_URL")
+            .env_remove("PGPASSWORD");
+    };
+    let mut master = url.clone();
+    master.set_path(&format!("/{}", env.master));
+    let master_migrate = env.run_with(
+        &["master", "migrate", "--master-url", master.as_str()],
+        configure,
+    );
+    assert_eq!(master_migrate.code, 0, "{}", master_migrate.stderr);
+    let slug = env.slug("qp");
+    let run = env.run_with(&["tenant", "create", &slug], |c| {
+        configure(c);
+        c.env("MASTER_DATABASE_URL", master.as_str());
+    });
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let shown = env.run_with(&["tenant", "url", &slug], |c| {
+        configure(c);
+        c.env("MASTER_DATABASE_URL", master.as_str());
+    });
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("***") && !shown.all().contains(&password),
+        "{}",
+        shown.all()
+    );
+    assert!(!shown.stdout.contains("password="), "{}", shown.stdout);
+
+    // A database named in the query counts as naming a database.
+    let run = env.run_with(&["tenant", "list"], |c| {
+        let mut with_db = url.clone();
+        with_db.query_pairs_mut().append_pair("dbname", "postgres");
+        c.env("POSTGRES_BASE_URL", with_db.as_str());
+    });
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("names a database") && !run.stderr.contains(&password),
+        "{}",
+        run.stderr
     );
 }

@@ -12,10 +12,14 @@ fn end_to_end_create_list_migrate_settings() {
     assert_eq!(master["created"], true);
     assert_eq!(master["applied"].as_array().map(Vec::len), Some(1));
     // Running it again changes nothing.
-    let again = env
-        .run(&["master", "migrate", "--output", "json"])
-        .ok()
-        .json();
+    let again = env.run(&["master", "migrate", "--output", "jsonl"]).ok();
+    assert_eq!(
+        again.stdout.lines().count(),
+        1,
+        "jsonl is one line: {}",
+        again.stdout
+    );
+    let again: serde_json::Value = serde_json::from_str(&again.stdout).expect("json");
     assert_eq!(again["created"], false);
     assert_eq!(again["applied"], serde_json::json!([]));
 

@@ -259,13 +259,25 @@ fn connect_timeout_names_the_server() {
 
 #[test]
 fn interrupt_finishes_in_flight_tenant_skips_the_rest_and_rerun_completes() {
+    interrupted_run("-INT", "1.5");
+}
+
+#[test]
+fn sigterm_stops_the_same_way() {
+    interrupted_run("-TERM", "1.6");
+}
+
+/// Sends `signal` while the first of three tenants runs a migration that
+/// sleeps `sleep` seconds (distinct per caller, to find it in
+/// pg_stat_activity), then checks the report and that a rerun completes.
+fn interrupted_run(signal: &str, sleep: &str) {
     let env = TestEnv::new();
     let dir = env.fixture("two-step");
     let slugs = env.tenants_with(&dir, &["a", "b", "c"]);
     add_migration(
         &dir,
         "20250101000003_slow.sql",
-        "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(1.5);",
+        &format!("CREATE TABLE slow_marker (id int);\nSELECT pg_sleep({sleep});"),
     );
     let dir = dir.to_str().expect("utf-8");
     let args = [
@@ -290,14 +302,14 @@ fn interrupt_finishes_in_flight_tenant_skips_the_rest_and_rerun_completes() {
     // Wait until the first tenant's migration is running, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(20);
     while env
-        .query("postgres", "SELECT pid::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()")
+        .query("postgres", &format!("SELECT pid::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep({sleep})%' AND pid <> pg_backend_pid()"))
         .is_empty()
     {
         assert!(Instant::now() < deadline, "migration never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(kill.success());

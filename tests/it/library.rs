@@ -156,3 +156,46 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
         let _ = holder.close().await;
     });
 }
+
+#[test]
+fn sqlx_own_migrator_accepts_what_tenantctl_recorded() {
+    let env = TestEnv::new();
+    let db = format!("interop_{}", env.token);
+    env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
+    let connector = Connector::new(
+        &env.base_url,
+        Some(&env.master_url()),
+        Duration::from_secs(5),
+    )
+    .expect("connector");
+    let name = DbName::parse(&db).expect("valid");
+    let dir = env.fixture("two-step");
+    let rows =
+        "SELECT string_agg(version::text || ':' || installed_on::text, ',') FROM _sqlx_migrations";
+    let set = block_on(MigrationSet::from_dir(&dir)).expect("fixture");
+    block_on(async {
+        let mut conn = connector
+            .connect_tenant(&name, &SessionLimits::default())
+            .await
+            .expect("connect");
+        let mut applied = Vec::new();
+        migrations::apply(&mut conn, &name, &set, &mut applied)
+            .await
+            .expect("apply");
+        let _ = conn.close().await;
+    });
+    let before = env.query(&db, rows);
+    // sqlx's Migrator validates every recorded checksum and would apply
+    // anything it thinks is missing.
+    block_on(async {
+        let mut conn = env.connect(&db).await;
+        sqlx::migrate::Migrator::new(dir.as_path())
+            .await
+            .expect("migrator")
+            .run(&mut conn)
+            .await
+            .expect("sqlx accepts the recorded migrations");
+        let _ = conn.close().await;
+    });
+    assert_eq!(before, env.query(&db, rows), "sqlx applied nothing again");
+}

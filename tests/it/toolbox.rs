@@ -102,29 +102,74 @@ fn exec_failure_and_timeout_fail_only_their_tenant() {
     assert_eq!(find(&report, &slugs[1])["exit_code"], 1);
     assert_eq!(find(&report, &slugs[0])["status"], "ok");
 
+    // The shell's own child (the sleep) must die with it, and what was
+    // printed before the kill is kept.
+    let marker = format!("{}.{}", 40 + std::process::id() % 50, env.token.len());
+    let script = format!("echo started; sleep {marker}; echo never");
     let started = Instant::now();
     let run = env.run(&[
         "tenant",
         "exec",
         &slugs[0],
         "--timeout",
-        "300ms",
+        "500ms",
         "--output",
         "json",
         "--",
-        "sleep",
-        "5",
+        "sh",
+        "-c",
+        &script,
     ]);
     assert_eq!(run.code, 1);
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(10),
         "the child was not killed in time"
     );
-    let error = run.json()["tenants"][0]["error"]
-        .as_str()
-        .expect("error")
-        .to_owned();
-    assert!(error.contains("timed out"), "{error}");
+    let tenant = run.json()["tenants"][0].clone();
+    assert!(
+        tenant["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{tenant}"
+    );
+    assert_eq!(tenant["stdout"], "started\n");
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&format!("sleep {marker}")))
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "grandchild survived the timeout: {survivors:?}"
+    );
+}
+
+#[test]
+fn exec_output_never_shows_the_password() {
+    let Some(password) = base_password() else {
+        return; // trust/peer auth: nothing to leak
+    };
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a"]);
+    // A tool that echoes its connection string, as failing ORMs do.
+    let script = r#"echo "connecting to $DATABASE_URL"; echo "failed: $DATABASE_URL" >&2; exit 3"#;
+    for output in ["table", "json"] {
+        let run = env.run(&[
+            "tenant", "exec", &slugs[0], "--output", output, "--", "sh", "-c", script,
+        ]);
+        assert_eq!(run.code, 1);
+        assert!(
+            !run.all().contains(&password),
+            "password leaked:\n{}",
+            run.all()
+        );
+        assert!(
+            run.all().contains(&format!("{}?", env.db("a"))) || run.all().contains(&env.db("a"))
+        );
+        assert!(run.all().contains("***"), "{}", run.all());
+    }
 }
 
 #[test]
@@ -155,6 +200,22 @@ fn sql_dry_run_changes_nothing_and_errors_roll_back_one_tenant() {
             ["0"]
         );
     }
+
+    // Transaction control would end the wrapping transaction (and a dry
+    // run's rollback with it): refused before anything runs.
+    for sneaky in [
+        format!("{insert}; COMMIT"),
+        format!("{insert};\n  end;"),
+        format!("/* ; */ rollback; {insert}"),
+    ] {
+        let run = env.run(&["tenant", "sql", "--all", "--dry-run", "-c", &sneaky]);
+        assert_eq!(run.code, 2, "{sneaky}: {}", run.stderr);
+        assert!(run.stderr.contains("transaction"), "{}", run.stderr);
+    }
+    assert_eq!(
+        env.query(&env.db("a"), "SELECT count(*)::text FROM items"),
+        ["0"]
+    );
 
     // Several tenants and no terminal: refused without --yes, nothing changes.
     let run = env.run(&["tenant", "sql", "--all", "-c", insert]);
@@ -375,12 +436,44 @@ fn drop_asks_keeps_or_deletes_the_row_and_never_touches_the_master() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("master"), "{}", run.stderr);
     assert!(env.database_exists(&env.master));
+    // No command takes a database name to drop: only a company's slug or id,
+    // so a database no company names cannot be reached.
     let stranger = format!("tenant_stranger_{}", env.token);
     env.exec("postgres", &format!("CREATE DATABASE \"{stranger}\""));
     let run = env.run(&["tenant", "drop", &stranger, "--yes"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("unknown tenant"), "{}", run.stderr);
     assert!(env.database_exists(&stranger));
+}
+
+#[test]
+fn drop_changes_nothing_when_the_master_refuses_the_new_status() {
+    let env = TestEnv::new();
+    // An ORM-made master whose status enum has no 'dropped'.
+    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    env.exec(
+        &env.master,
+        r#"CREATE TYPE "CompanyStatus" AS ENUM ('provisioning', 'active', 'failed');
+           CREATE TABLE "Company" (
+             id text PRIMARY KEY, slug text NOT NULL UNIQUE, name text NOT NULL,
+             "dbName" text NOT NULL UNIQUE, status "CompanyStatus" NOT NULL DEFAULT 'provisioning',
+             "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" timestamp(3) NOT NULL);"#,
+    );
+    let slug = env.slug("keep");
+    env.run(&["tenant", "create", &slug]).ok();
+    let run = env.run(&["tenant", "drop", &slug, "--yes", "--keep-row"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        env.database_exists(&env.db("keep")),
+        "database dropped although the row could not be updated"
+    );
+    assert_eq!(
+        env.query(
+            &env.master,
+            &format!(r#"SELECT status::text FROM "Company" WHERE slug = '{slug}'"#)
+        ),
+        ["active"]
+    );
 }
 
 #[test]

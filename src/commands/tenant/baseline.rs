@@ -60,14 +60,11 @@ pub async fn run(args: BaselineArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let tenants = ctx.select(&args.selection).await?;
     let connector = ctx.connector.clone();
     let to = args.to;
-    let options = FleetOptions {
-        concurrency: usize::from(args.fleet.concurrency),
-        fail_fast: args.fleet.fail_fast,
-    };
+    let options = FleetOptions::from(&args.fleet);
     let run = fleet::run(
         tenants,
         options,
-        &ctx.stop,
+        ctx.interruptible(),
         &ctx.progress(),
         move |tenant| {
             let (connector, migrations) = (connector.clone(), migrations.clone());

@@ -67,7 +67,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 
     let mut master_conn = ctx.connector.connect_master().await?;
     let mut server = ctx.connector.connect_maintenance().await?;
-    let (tenant, resumed) = match master::find(&mut master_conn, slug.as_str()).await? {
+    let (tenant, resumed) = match master::find_by_slug(&mut master_conn, &slug).await? {
         Some(existing) => (resume(existing, requested_db.as_ref())?, true),
         None => {
             let db = match requested_db {
@@ -91,10 +91,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         );
     }
 
-    let limits = SessionLimits {
-        lock_timeout: args.session.lock_timeout,
-        statement_timeout: args.session.statement_timeout,
-    };
+    let limits = SessionLimits::from(&args.session);
     let mut applied = Vec::new();
     let provisioned = provision(
         ctx,
@@ -139,7 +136,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 format!(": {}", join(&applied))
             }
         ),
-        OutputMode::Json | OutputMode::Jsonl => print_json(&created),
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &created),
     }
     Ok(Outcome::Success)
 }

@@ -1,6 +1,7 @@
 //! `tenantctl tenant drop <slug|id>`: drop a tenant's database and forget
 //! (or mark) its company.
 
+use anyhow::Context as _;
 use clap::Args;
 use sqlx::Connection as _;
 
@@ -44,15 +45,22 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         args.yes,
     )?;
 
+    // The row changes first, in a transaction committed only once the
+    // database is gone: if the master refuses the change (say its status
+    // type has no 'dropped'), nothing has been dropped yet.
+    let mut tx = master_conn.begin().await?;
+    if args.keep_row {
+        master::set_status(&mut tx, &tenant.id, TenantStatus::Dropped).await?;
+    } else {
+        master::delete(&mut tx, &tenant.id).await?;
+    }
     let mut server = ctx.connector.connect_maintenance().await?;
     let dropped = databases::drop_force(&mut server, &db).await;
     let _ = server.close().await;
     dropped?;
-    if args.keep_row {
-        master::set_status(&mut master_conn, &tenant.id, TenantStatus::Dropped).await?;
-    } else {
-        master::delete(&mut master_conn, &tenant.id).await?;
-    }
+    tx.commit().await.with_context(|| {
+        format!("database {db} was dropped, but recording it in the master failed")
+    })?;
     let _ = master_conn.close().await;
 
     match ctx.output {
@@ -65,10 +73,13 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 ""
             }
         ),
-        OutputMode::Json | OutputMode::Jsonl => print_json(&serde_json::json!({
-            "id": tenant.id, "slug": tenant.slug, "db_name": db.as_str(),
-            "row": if args.keep_row { "kept" } else { "deleted" },
-        })),
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
+            mode,
+            &serde_json::json!({
+                "id": tenant.id, "slug": tenant.slug, "db_name": db.as_str(),
+                "row": if args.keep_row { "kept" } else { "deleted" },
+            }),
+        ),
     }
     Ok(Outcome::Success)
 }

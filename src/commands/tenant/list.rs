@@ -48,7 +48,7 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         })
         .collect();
     match ctx.output {
-        OutputMode::Json => print_json(&rows),
+        OutputMode::Json => print_json(OutputMode::Json, &rows),
         OutputMode::Jsonl => {
             for row in &rows {
                 println!("{}", serde_json::to_string(row).expect("rows serialize"));

@@ -70,19 +70,13 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
     let connector = ctx.connector.clone();
-    let limits = SessionLimits {
-        lock_timeout: args.session.lock_timeout,
-        statement_timeout: args.session.statement_timeout,
-    };
+    let limits = SessionLimits::from(&args.session);
     let dry_run = args.dry_run;
-    let options = FleetOptions {
-        concurrency: usize::from(args.fleet.concurrency),
-        fail_fast: args.fleet.fail_fast,
-    };
+    let options = FleetOptions::from(&args.fleet);
     let run = fleet::run(
         tenants,
         options,
-        &ctx.stop,
+        ctx.interruptible(),
         &ctx.progress(),
         move |tenant| {
             let (connector, migrations, limits) =

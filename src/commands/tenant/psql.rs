@@ -2,11 +2,9 @@
 //! tenant, with the password in its environment rather than its arguments.
 
 use clap::Args;
-use sqlx::Connection as _;
 
 use crate::context::Context;
 use crate::error::Outcome;
-use crate::master;
 
 #[derive(Debug, Args)]
 pub struct PsqlArgs {
@@ -20,10 +18,7 @@ pub struct PsqlArgs {
 }
 
 pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let mut conn = ctx.connector.connect_master().await?;
-    let tenant = master::get(&mut conn, &args.tenant).await;
-    let _ = conn.close().await;
-    let tenant = tenant?;
+    let tenant = ctx.tenant(&args.tenant).await?;
     let db = tenant.db_name()?;
     let (url, password) = ctx.connector.tenant_url_split(db)?;
 

@@ -16,7 +16,6 @@ use crate::context::Context;
 use crate::db::{SessionLimits, has_sqlstate};
 use crate::error::{Outcome, UsageError};
 use crate::fleet::{self, FleetOptions, FleetRun, attempt};
-use crate::master;
 use crate::report::{TenantValue, print_fleet, print_json, table};
 use crate::tenant::Tenant;
 
@@ -177,7 +176,7 @@ async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             let value = report.value.value.clone().unwrap_or_default();
             match ctx.output {
                 OutputMode::Table => println!("{value}"),
-                OutputMode::Json | OutputMode::Jsonl => print_json(&value),
+                mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &value),
             }
             Ok(Outcome::Success)
         }
@@ -201,14 +200,11 @@ where
 {
     let connector = ctx.connector.clone();
     let op = Arc::new(op);
-    let options = FleetOptions {
-        concurrency: usize::from(fleet_args.concurrency),
-        fail_fast: fleet_args.fail_fast,
-    };
+    let options = FleetOptions::from(fleet_args);
     fleet::run(
         tenants,
         options,
-        &ctx.stop,
+        ctx.interruptible(),
         &ctx.progress(),
         move |tenant| {
             let (connector, op) = (connector.clone(), op.clone());
@@ -236,7 +232,7 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .map_err(settings_error)
         .with_context(|| format!("tenant {tenant}"))?;
     match ctx.output {
-        OutputMode::Json => print_json(&settings),
+        OutputMode::Json => print_json(OutputMode::Json, &settings),
         OutputMode::Jsonl => {
             for s in &settings {
                 println!("{}", serde_json::to_string(s).expect("settings serialize"));
@@ -259,10 +255,7 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 }
 
 async fn open(ctx: &Context, key: &str) -> anyhow::Result<(Tenant, PgConnection)> {
-    let mut master_conn = ctx.connector.connect_master().await?;
-    let tenant = master::get(&mut master_conn, key).await;
-    let _ = master_conn.close().await;
-    let tenant = tenant?;
+    let tenant = ctx.tenant(key).await?;
     let conn = async {
         let db = tenant.db_name()?;
         ctx.connector

@@ -100,20 +100,14 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         )?;
     }
     let connector = ctx.connector.clone();
-    let limits = SessionLimits {
-        lock_timeout: args.session.lock_timeout,
-        statement_timeout: args.session.statement_timeout,
-    };
+    let limits = SessionLimits::from(&args.session);
     let dry_run = args.dry_run;
     let sql = std::sync::Arc::new(sql);
-    let options = FleetOptions {
-        concurrency: usize::from(args.fleet.concurrency),
-        fail_fast: args.fleet.fail_fast,
-    };
+    let options = FleetOptions::from(&args.fleet);
     let run = fleet::run(
         tenants,
         options,
-        &ctx.stop,
+        ctx.interruptible(),
         &ctx.progress(),
         move |tenant| {
             let (connector, limits, sql) = (connector.clone(), limits.clone(), sql.clone());

@@ -57,14 +57,11 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
     let connector = ctx.connector.clone();
-    let options = FleetOptions {
-        concurrency: usize::from(args.fleet.concurrency),
-        fail_fast: args.fleet.fail_fast,
-    };
+    let options = FleetOptions::from(&args.fleet);
     let run = fleet::run(
         tenants,
         options,
-        &ctx.stop,
+        ctx.interruptible(),
         &ctx.progress(),
         move |tenant| {
             let (connector, migrations) = (connector.clone(), migrations.clone());

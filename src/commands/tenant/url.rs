@@ -1,12 +1,10 @@
 //! `tenantctl tenant url <slug|id> [--show-password]`.
 
 use clap::Args;
-use sqlx::Connection as _;
 
 use crate::cli::OutputMode;
 use crate::context::Context;
 use crate::error::Outcome;
-use crate::master;
 use crate::report::print_json;
 
 #[derive(Debug, Args)]
@@ -21,10 +19,7 @@ pub struct UrlArgs {
 }
 
 pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let mut conn = ctx.connector.connect_master().await?;
-    let tenant = master::get(&mut conn, &args.tenant).await;
-    let _ = conn.close().await;
-    let tenant = tenant?;
+    let tenant = ctx.tenant(&args.tenant).await?;
     let db = tenant.db_name()?;
     let url = if args.show_password {
         ctx.connector.tenant_url(db)?.to_string()
@@ -33,9 +28,12 @@ pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     };
     match ctx.output {
         OutputMode::Table => println!("{url}"),
-        OutputMode::Json | OutputMode::Jsonl => print_json(&serde_json::json!({
-            "slug": tenant.slug, "db_name": db.as_str(), "url": url,
-        })),
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
+            mode,
+            &serde_json::json!({
+                "slug": tenant.slug, "db_name": db.as_str(), "url": url,
+            }),
+        ),
     }
     Ok(Outcome::Success)
 }
