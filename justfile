@@ -16,9 +16,10 @@ demo:
     cargo build --quiet
     if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/demo.sh; else pg_virtualenv -t scripts/demo.sh; fi
 
-# Rerunnable benchmark against sqlx-cli, psql and pgbench floors (N=100 by default)
+# Rerunnable benchmark against sqlx-cli, psql and pgbench floors (N=100 by default; --scale 100,1000 for growth)
 bench *ARGS:
-    cargo build --release --quiet
+    command -v sqlx >/dev/null || cargo install sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls --locked
+    cargo build --release --quiet --bin tenantctl --example connect_floor
     pg_virtualenv -t python3 scripts/bench.py {{ARGS}}
 
 # What CI runs: formatting, lints with warnings denied, tests

@@ -473,8 +473,9 @@ def sqlx_cmd(cfg: Config, i: int) -> list[str]:
     return [cfg.sqlx, "migrate", "run", "--source", str(cfg.migrations_dir), "--database-url", cfg.url(db(i))]
 
 
-def sqlx_loop(cfg: Config, parallel: int, expect_applied: bool) -> Sample:
-    seconds, procs = run_all(cfg, [sqlx_cmd(cfg, i) for i in range(1, cfg.n + 1)], parallel)
+def sqlx_loop(cfg: Config, parallel: int, expect_applied: bool, n: int | None = None) -> Sample:
+    n = cfg.n if n is None else n
+    seconds, procs = run_all(cfg, [sqlx_cmd(cfg, i) for i in range(1, n + 1)], parallel)
     for p in procs:
         check(cfg, p, "sqlx migrate run")
         applied = p.stdout.count("Applied ")
@@ -524,6 +525,20 @@ def psql_floor(cfg: Config, workers: list[tuple[str, pathlib.Path]]) -> Sample:
 
 def pgbench_connections(cfg: Config) -> int:
     return cfg.c * math.ceil(cfg.n / cfg.c)
+
+
+CONNECT_FLOOR = ROOT / "target" / "release" / "examples" / "connect_floor"
+
+
+def connect_floor(cfg: Config) -> Sample:
+    """examples/connect_floor.rs: each tenant database connected to and
+    closed, nothing else, through tenantctl's own connector and fleet runner
+    at the same concurrency. What `migrate` adds to it is its one query."""
+    if not CONNECT_FLOOR.exists():
+        raise BenchError("missing target/release/examples/connect_floor: cargo build --release --example connect_floor")
+    proc = run(cfg, [str(CONNECT_FLOOR), str(cfg.c)] + [db(i) for i in range(1, cfg.n + 1)])
+    check(cfg, proc, "connect_floor")
+    return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
 
 def pgbench_floor(cfg: Config) -> Sample:
@@ -641,6 +656,7 @@ def bench_up_to_date(cfg: Config) -> list[Result]:
             f"pgbench -C floor, {c}x{per_client} conns",
             pgbench_connections(cfg),
         ),
+        Result("uptodate.connect_floor", "up-to-date", f"sqlx connect+close only, {c} at once", n),
     ]
     fns = [
         lambda: tenantctl_migrate(cfg, n, expect_applied=0),
@@ -648,14 +664,18 @@ def bench_up_to_date(cfg: Config) -> list[Result]:
         lambda: sqlx_loop(cfg, 1, expect_applied=False),
         lambda: sqlx_loop(cfg, c, expect_applied=False),
         lambda: pgbench_floor(cfg),
+        lambda: connect_floor(cfg),
     ]
     interleaved(cfg, [(r, None, f) for r, f in zip(results, fns)])
     verify_migrated(cfg, n)  # nothing changed
     return results
 
 
-def bench_scale(cfg: Config, sizes: list[int]) -> list[Result]:
-    results = []
+def bench_scale(cfg: Config, sizes: list[int]) -> tuple[list[Result], list[Result]]:
+    """Up-to-date tenantctl migrate at each size, and as a reference the same
+    check by sqlx-cli, C at once: growth both share is the server's (more
+    databases to start backends in), growth only tenantctl shows is ours."""
+    results, references = [], []
     for size in sizes:
         log(f"scale: {size} tenants, migrated once by tenantctl (untimed)")
         fresh_databases(cfg, size)
@@ -663,11 +683,17 @@ def bench_scale(cfg: Config, sizes: list[int]) -> list[Result]:
         tenantctl_migrate(cfg, size, expect_applied=len(cfg.migrations))
         checkpoint(cfg)
         r = Result(f"scale.{size}", "scale", f"up-to-date tenantctl migrate --all -c{cfg.c}, N={size}", size)
+        ref = Result(f"scale.sqlx.{size}", "scale", f"up-to-date sqlx migrate run, {cfg.c} in parallel, N={size}", size)
         for rep in range(cfg.reps):
             r.samples.append(tenantctl_migrate(cfg, size, expect_applied=0))
-            log(f"scale N={size} rep {rep + 1}/{cfg.reps}: {r.samples[-1].seconds:.3f} s")
+            ref.samples.append(sqlx_loop(cfg, cfg.c, expect_applied=False, n=size))
+            log(
+                f"scale N={size} rep {rep + 1}/{cfg.reps}: tenantctl {r.samples[-1].seconds:.3f} s,"
+                f" sqlx-cli {ref.samples[-1].seconds:.3f} s"
+            )
         results.append(r)
-    return results
+        references.append(ref)
+    return results, references
 
 
 # --------------------------------------------------------------------------
@@ -818,7 +844,7 @@ def main(argv: list[str]) -> int:
 
         fresh = bench_fresh(cfg)
         upd = bench_up_to_date(cfg)
-        scale = bench_scale(cfg, args.scale_sizes) if args.scale_sizes else []
+        scale, scale_ref = bench_scale(cfg, args.scale_sizes) if args.scale_sizes else ([], [])
     except BenchError as e:
         log(f"FAILED: {e}")
         return 1
@@ -847,14 +873,29 @@ def main(argv: list[str]) -> int:
     print("vs sqlx: sqlx-cli median / tenantctl median in the same section (>1 = tenantctl faster).")
     print("RSS MiB: peak resident set of one process (max over reps); CPU s: user+sys of the client processes.")
     print(f"tenantctl peak RSS: {tenantctl_rss:.1f} MiB (max over all its runs)")
+    by_key = {r.key: r for r in upd}
+    if "uptodate.connect_floor" in by_key:
+        conn_floor = by_key["uptodate.connect_floor"]
+        migrate = by_key["uptodate.tenantctl_migrate"]
+        print(
+            f"up-to-date tenantctl migrate over the in-process connect+close floor: "
+            f"{migrate.ms_per_unit / conn_floor.ms_per_unit:.2f}x "
+            f"({migrate.ms_per_unit:.2f} vs {conn_floor.ms_per_unit:.2f} ms/tenant)"
+        )
     scale_json = None
     if scale:
         print()
         print(f"scale, up-to-date tenantctl tenant migrate --all -c{cfg.c} (median of {cfg.reps}):")
-        for r in scale:
-            print(f"  N={r.units:<6} {r.median:8.3f} s  {r.ms_per_unit:7.2f} ms/tenant  RSS {r.maxrss_mib:.1f} MiB")
+        for r, ref in zip(scale, scale_ref):
+            print(
+                f"  N={r.units:<6} {r.median:8.3f} s  {r.ms_per_unit:7.2f} ms/tenant"
+                f"  client CPU {r.cpu_median * 1000 / r.units:5.2f} ms/tenant  RSS {r.maxrss_mib:.1f} MiB"
+                f"   (sqlx-cli x{cfg.c}: {ref.ms_per_unit:7.2f} ms/tenant)"
+            )
         growth = scale[-1].ms_per_unit / scale[0].ms_per_unit
+        ref_growth = scale_ref[-1].ms_per_unit / scale_ref[0].ms_per_unit
         print(f"  growth of ms/tenant N={scale[0].units} -> N={scale[-1].units}: {growth:.2f}x (1.00x = linear)")
+        print(f"  same growth for sqlx-cli x{cfg.c} (the server's share): {ref_growth:.2f}x")
         scale_json = {
             "sizes": [
                 {
@@ -862,11 +903,14 @@ def main(argv: list[str]) -> int:
                     "samples_s": [round(s.seconds, 4) for s in r.samples],
                     "median_s": round(r.median, 4),
                     "ms_per_tenant": round(r.ms_per_unit, 3),
+                    "client_cpu_ms_per_tenant": round(r.cpu_median * 1000 / r.units, 3),
                     "peak_rss_mib": round(r.maxrss_mib, 1),
                 }
                 for r in scale
             ],
             "growth_ms_per_tenant": round(growth, 3),
+            "sqlx_parallel_ms_per_tenant": [round(r.ms_per_unit, 3) for r in scale_ref],
+            "sqlx_parallel_growth": round(ref_growth, 3),
         }
     print(f"\ntotal wall time: {elapsed:.1f} s")
 

@@ -1,15 +1,6 @@
 //! Migrations that go wrong, and tenants that went wrong underneath us.
 
-use crate::support::TestEnv;
-
-fn find<'a>(report: &'a serde_json::Value, slug: &str) -> &'a serde_json::Value {
-    report["tenants"]
-        .as_array()
-        .expect("tenants")
-        .iter()
-        .find(|t| t["slug"] == slug)
-        .unwrap_or_else(|| panic!("{slug} not in {report}"))
-}
+use crate::support::{TestEnv, find};
 
 #[test]
 fn failing_migration_rolls_back_that_tenant_only() {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{Run, TestEnv, block_on};
+use crate::support::{Run, TestEnv, block_on, find};
 
 fn slugs(report: &serde_json::Value) -> Vec<String> {
     report["tenants"]
@@ -15,15 +15,6 @@ fn slugs(report: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|t| t["slug"].as_str().expect("slug").to_owned())
         .collect()
-}
-
-fn find<'a>(report: &'a serde_json::Value, slug: &str) -> &'a serde_json::Value {
-    report["tenants"]
-        .as_array()
-        .expect("tenants")
-        .iter()
-        .find(|t| t["slug"] == slug)
-        .unwrap_or_else(|| panic!("{slug} not in {report}"))
 }
 
 fn add_migration(dir: &Path, file: &str, sql: &str) {

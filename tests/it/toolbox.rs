@@ -3,16 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{TestEnv, base_password};
-
-fn find<'a>(report: &'a serde_json::Value, slug: &str) -> &'a serde_json::Value {
-    report["tenants"]
-        .as_array()
-        .expect("tenants")
-        .iter()
-        .find(|t| t["slug"] == slug)
-        .unwrap_or_else(|| panic!("{slug} not in {report}"))
-}
+use crate::support::{TestEnv, base_password, find};
 
 #[test]
 fn exec_gives_each_child_its_database_url_in_the_environment_only() {

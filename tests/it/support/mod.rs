@@ -61,6 +61,16 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// The report of the tenant with this slug in a fleet command's JSON.
+pub fn find<'a>(report: &'a serde_json::Value, slug: &str) -> &'a serde_json::Value {
+    report["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["slug"] == slug)
+        .unwrap_or_else(|| panic!("{slug} not in {report}"))
+}
+
 /// Result of running the binary.
 pub struct Run {
     pub code: i32,
