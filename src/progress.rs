@@ -27,10 +27,15 @@ impl Progress {
         };
         let bar = ProgressBar::with_draw_target(Some(0), target);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} tenants  {msg}  {per_sec}  eta {eta}",
-            )
-            .expect("template is valid"),
+            ProgressStyle::with_template("{bar:30} {pos}/{len} tenants  {msg}  {rate}  eta {eta}")
+                .expect("template is valid")
+                // indicatif's own {per_sec} prints four decimals.
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1}/s", state.per_sec());
+                    },
+                ),
         );
         bar.set_message("0 failed");
         Self {
