@@ -255,37 +255,54 @@ fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
 /// and sqlx accept into the URL's own parts, so that redaction (which hides
 /// the userinfo password) and the "names a database" check (which reads
 /// the path) see them, and a tenant URL cannot be sent elsewhere by a
-/// `dbname` left in its query.
+/// `dbname` left in its query. The other parameters are kept exactly as
+/// written, since sqlx and libpq (psql, `exec` children) decode a query
+/// differently (`+` is a space to one, a plus to the other).
 fn normalize(mut url: Url) -> Result<Url, &'static str> {
+    use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+    let Some(query) = url.query().map(str::to_owned) else {
+        return Ok(url);
+    };
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
     let mut kept = Vec::new();
     let (mut password, mut user, mut dbname) = (None, None, None);
-    for (key, value) in url.query_pairs() {
-        match key.as_ref() {
-            "password" => password = Some(value.into_owned()),
-            "user" => user = Some(value.into_owned()),
-            "dbname" => dbname = Some(value.into_owned()),
-            _ => kept.push((key.into_owned(), value.into_owned())),
+    for piece in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+        match decode(key).as_str() {
+            "password" => password = Some(decode(value)),
+            "user" => user = Some(decode(value)),
+            "dbname" => dbname = Some(decode(value)),
+            "sslpassword" => {
+                return Err(
+                    "sslpassword is not accepted in the URL: it would show wherever the URL does",
+                );
+            }
+            _ => kept.push(piece),
         }
     }
     if password.is_none() && user.is_none() && dbname.is_none() {
         return Ok(url);
     }
-    if kept.is_empty() {
-        url.set_query(None);
-    } else {
-        url.query_pairs_mut().clear().extend_pairs(kept);
-    }
+    url.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+    // Encoded here: the url crate leaves `%` alone, so a literal `%41` in a
+    // password would otherwise be read back as `A`.
     if let Some(user) = user {
-        url.set_username(&user)
+        url.set_username(&utf8_percent_encode(&user, NON_ALPHANUMERIC).to_string())
             .map_err(|()| "cannot set the user")?;
     }
     if let Some(password) = password {
-        url.set_password(Some(&password))
-            .map_err(|()| "cannot set the password")?;
+        url.set_password(Some(
+            &utf8_percent_encode(&password, NON_ALPHANUMERIC).to_string(),
+        ))
+        .map_err(|()| "cannot set the password")?;
     }
     if let Some(dbname) = dbname {
         if url.path().trim_matches('/').is_empty() {
-            url.set_path(&format!("/{dbname}"));
+            url.set_path(&format!(
+                "/{}",
+                utf8_percent_encode(&dbname, NON_ALPHANUMERIC)
+            ));
         } else {
             return Err("both a path and a dbname parameter name a database");
         }
@@ -406,6 +423,30 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.master_db().as_str(), "main");
+
+        // A literal `%41` in a password stays `%41`; other parameters are
+        // kept exactly as written.
+        let c = Connector::new(
+            "postgresql://h:1/?options=-c%20search_path%3Dx&password=ab%2541",
+            None,
+            T,
+        )
+        .expect("valid");
+        let (url, password) = c.tenant_url_split(&db).expect("tenant");
+        assert_eq!(password.as_deref(), Some("ab%41"));
+        assert_eq!(url.query(), Some("options=-c%20search_path%3Dx"));
+        let options = c
+            .for_tenant(&db, &SessionLimits::default())
+            .expect("tenant");
+        assert_eq!(options.get_database(), Some("tenant_a"));
+
+        let err =
+            Connector::new("postgresql://h:1/?sslpassword=k3y", None, T).expect_err("refused");
+        assert!(
+            err.0.contains("sslpassword") && !err.0.contains("k3y"),
+            "{}",
+            err.0
+        );
     }
 
     #[test]

@@ -72,17 +72,50 @@ pub trait Observer<T>: Send + Sync {
 pub struct Silent;
 impl<T> Observer<T> for Silent {}
 
-/// Set on Ctrl-C or SIGTERM: no new tenant starts once it is set.
+/// Set on Ctrl-C or SIGTERM: no new tenant starts once it is set. Also
+/// knows the process groups of running children (`tenant exec`), which a
+/// second interrupt kills before exiting: they are in groups of their own,
+/// so the terminal's Ctrl-C never reaches them.
 #[derive(Debug, Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    children: Arc<std::sync::Mutex<Vec<u32>>>,
+}
 
 impl Stop {
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.flag.load(Ordering::SeqCst)
     }
 
     pub fn set(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Records a child's process group, to kill on a second interrupt.
+    pub fn track_child(&self, pgid: u32) {
+        if let Ok(mut children) = self.children.lock() {
+            children.push(pgid);
+        }
+    }
+
+    pub fn untrack_child(&self, pgid: u32) {
+        if let Ok(mut children) = self.children.lock() {
+            children.retain(|&c| c != pgid);
+        }
+    }
+
+    fn kill_children(&self) {
+        #[cfg(unix)]
+        if let Ok(children) = self.children.lock() {
+            for &pgid in children.iter() {
+                if let Ok(pgid) = i32::try_from(pgid) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
     }
 
     /// Listens for Ctrl-C and SIGTERM. The first lets in-flight tenants
@@ -109,6 +142,7 @@ impl Stop {
                     _ = terminate => {}
                 }
                 if stop.is_set() {
+                    stop.kill_children();
                     std::process::exit(130);
                 }
                 stop.set();

@@ -2,6 +2,7 @@
 //! once per tenant with that tenant's `DATABASE_URL` in its environment, the
 //! way the seed's infrastructure runs its ORM's migrate command.
 
+use std::io::IsTerminal as _;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use crate::cli::{FleetArgs, OutputMode, SelectionArgs, parse_duration};
 use crate::context::Context;
 use crate::db::Connector;
 use crate::error::Outcome;
-use crate::fleet;
+use crate::fleet::{self, Stop};
 use crate::progress::Progress;
 use crate::report::{TenantValue, format_duration, print_fleet};
 use crate::tenant::Tenant;
@@ -78,10 +79,14 @@ impl Lines {
 
 pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let tenants = ctx.select(&args.selection).await?;
-    // One tenant at a time and a person watching: give the child the
-    // terminal, so an interactive tool works.
-    let interactive =
-        tenants.len() == 1 && args.fleet.concurrency == 1 && ctx.output == OutputMode::Table;
+    // One tenant at a time and a person at a terminal: give the child the
+    // terminal, so an interactive tool works. Anywhere else (CI with
+    // concurrency 1, output piped) output goes through us, to be redacted.
+    let interactive = tenants.len() == 1
+        && args.fleet.concurrency == 1
+        && ctx.output == OutputMode::Table
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
     let connector = ctx.connector.clone();
     let command = args.command.clone();
     let timeout = args.timeout;
@@ -90,20 +95,28 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         progress: progress.clone(),
         stream: ctx.output == OutputMode::Table,
     };
-    // An interactive child gets Ctrl-C itself; tenantctl must not also
-    // act on it (a second one would exit and orphan the child).
+    // An interactive child gets Ctrl-C itself (psql cancels a query, a REPL
+    // clears its line); tenantctl ignores it meanwhile rather than die and
+    // leave the child on the terminal.
     let stop = if interactive {
+        tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
         &ctx.stop
     } else {
         ctx.interruptible()
     };
+    let tracker = stop.clone();
     let run = fleet::run(
         tenants,
         (&args.fleet).into(),
         stop,
         &*progress,
         move |tenant| {
-            let (connector, command, lines) = (connector.clone(), command.clone(), lines.clone());
+            let (connector, command, lines, tracker) = (
+                connector.clone(),
+                command.clone(),
+                lines.clone(),
+                tracker.clone(),
+            );
             async move {
                 let mut executed = Executed::default();
                 let child = Child {
@@ -111,6 +124,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     timeout,
                     interactive,
                     lines: &lines,
+                    tracker: &tracker,
                 };
                 let result = child.run(&connector, &tenant, &mut executed).await;
                 (executed, result)
@@ -128,6 +142,7 @@ struct Child<'a> {
     timeout: Option<Duration>,
     interactive: bool,
     lines: &'a Lines,
+    tracker: &'a Stop,
 }
 
 impl Child<'_> {
@@ -166,24 +181,21 @@ impl Child<'_> {
             cmd.process_group(0);
         }
         let mut child = cmd.spawn().with_context(|| format!("start {program:?}"))?;
+        let group = child.id().filter(|_| !self.interactive);
+        if let Some(pgid) = group {
+            self.tracker.track_child(pgid);
+        }
+        let (out_text, err_text) = (Kept::default(), Kept::default());
         let readers = [
             child.stdout.take().map(|out| {
-                tokio::spawn(pump(
-                    out,
-                    tenant.slug.clone(),
-                    false,
-                    self.lines.clone(),
-                    secrets.clone(),
-                ))
+                let (lines, secrets, kept) =
+                    (self.lines.clone(), secrets.clone(), out_text.clone());
+                tokio::spawn(pump(out, tenant.slug.clone(), false, lines, secrets, kept))
             }),
             child.stderr.take().map(|err| {
-                tokio::spawn(pump(
-                    err,
-                    tenant.slug.clone(),
-                    true,
-                    self.lines.clone(),
-                    secrets.clone(),
-                ))
+                let (lines, secrets, kept) =
+                    (self.lines.clone(), secrets.clone(), err_text.clone());
+                tokio::spawn(pump(err, tenant.slug.clone(), true, lines, secrets, kept))
             }),
         ];
 
@@ -197,9 +209,12 @@ impl Child<'_> {
             },
             None => Some(child.wait().await),
         };
-        let [out, err] = readers;
-        executed.stdout = collect(out).await;
-        executed.stderr = collect(err).await;
+        if let Some(pgid) = group {
+            self.tracker.untrack_child(pgid);
+        }
+        drain(readers).await;
+        executed.stdout = out_text.take();
+        executed.stderr = err_text.take();
         let Some(status) = status else {
             anyhow::bail!(
                 "{program:?} timed out after {}; killed",
@@ -213,11 +228,12 @@ impl Child<'_> {
     }
 }
 
-/// The tenant's password as it may appear in a child's output: plain and
-/// percent-encoded. Too short a password would blank out ordinary text,
-/// so only passwords of four characters or more are looked for.
+/// The tenant's password as it may appear in a child's output, with what
+/// replaces it. In a URL's userinfo (`:secret@`) it is always replaced;
+/// on its own only from four characters up, since a shorter one would
+/// blank out ordinary text (and is a weak password anyway).
 #[derive(Clone, Default)]
-struct Secrets(Vec<String>);
+struct Secrets(Vec<(String, &'static str)>);
 
 impl Secrets {
     fn of(url: &url::Url) -> Self {
@@ -227,16 +243,44 @@ impl Secrets {
         let plain = percent_encoding::percent_decode_str(encoded)
             .decode_utf8_lossy()
             .into_owned();
-        let mut found: Vec<String> = vec![plain, encoded.to_owned()];
-        found.retain(|s| s.len() >= 4);
+        let mut found = vec![
+            (format!(":{encoded}@"), ":***@"),
+            (format!(":{plain}@"), ":***@"),
+        ];
+        for secret in [plain, encoded.to_owned()] {
+            if secret.len() >= 4 {
+                found.push((secret, "***"));
+            }
+        }
         found.dedup();
         Self(found)
     }
 
     fn redact(&self, line: &str) -> String {
-        self.0.iter().fold(line.to_owned(), |line, secret| {
-            line.replace(secret.as_str(), "***")
+        self.0.iter().fold(line.to_owned(), |line, (secret, mask)| {
+            line.replace(secret.as_str(), mask)
         })
+    }
+}
+
+/// What a reader has kept so far, shared so that it survives the reader
+/// being given up on.
+#[derive(Clone, Default)]
+struct Kept(Arc<std::sync::Mutex<String>>);
+
+impl Kept {
+    fn push_line(&self, line: &str) {
+        if let Ok(mut text) = self.0.lock() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+
+    fn take(&self) -> String {
+        self.0
+            .lock()
+            .map(|mut text| std::mem::take(&mut *text))
+            .unwrap_or_default()
     }
 }
 
@@ -248,10 +292,10 @@ async fn pump(
     to_stderr: bool,
     lines: Lines,
     secrets: Secrets,
-) -> String {
+    kept: Kept,
+) {
     use tokio::io::AsyncBufReadExt as _;
     let mut reader = tokio::io::BufReader::new(stream);
-    let mut kept = String::new();
     let mut buf = Vec::new();
     while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
         if n == 0 {
@@ -259,25 +303,24 @@ async fn pump(
         }
         let line = secrets.redact(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']));
         lines.show(&slug, to_stderr, &line);
-        kept.push_str(&line);
-        kept.push('\n');
+        kept.push_line(&line);
         buf.clear();
     }
-    kept
 }
 
-/// What a reader kept. After a kill, a descendant that left the group could
-/// hold the pipe open for ever, so waiting is bounded.
-async fn collect(reader: Option<tokio::task::JoinHandle<String>>) -> String {
-    let Some(mut reader) = reader else {
-        return String::new();
-    };
-    match tokio::time::timeout(Duration::from_secs(2), &mut reader).await {
-        Ok(Ok(text)) => text,
-        Ok(Err(_)) => String::new(),
-        Err(_) => {
-            reader.abort();
-            String::new()
+/// Waits for both readers to reach the end of their streams, for two
+/// seconds at most after the child is gone: a background process the child
+/// left behind may hold the pipes open for ever. What they read so far is
+/// kept either way.
+async fn drain(readers: [Option<tokio::task::JoinHandle<()>>; 2]) {
+    let mut handles: Vec<_> = readers.into_iter().flatten().collect();
+    let all = futures_util::future::join_all(handles.iter_mut());
+    if tokio::time::timeout(Duration::from_secs(2), all)
+        .await
+        .is_err()
+    {
+        for handle in &handles {
+            handle.abort();
         }
     }
 }
