@@ -186,17 +186,10 @@ fn tenant_database_dropped_by_hand_fails_only_that_tenant() {
 #[test]
 fn orm_created_master_with_enum_status_is_adopted() {
     let env = TestEnv::new();
-    // The shape an ORM leaves: an enum type for status, timestamp(3),
-    // no defaults on id or updatedAt.
-    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    env.orm_master(&["provisioning", "active", "failed", "dropped"]);
     env.exec(
         &env.master,
-        r#"CREATE TYPE "CompanyStatus" AS ENUM ('provisioning', 'active', 'failed', 'dropped');
-           CREATE TABLE "Company" (
-             id text PRIMARY KEY, slug text NOT NULL UNIQUE, name text NOT NULL,
-             "dbName" text NOT NULL UNIQUE, status "CompanyStatus" NOT NULL DEFAULT 'provisioning',
-             "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" timestamp(3) NOT NULL);
-           INSERT INTO "Company" VALUES ('c1', 'legacy', 'Legacy Ltd', 'nowhere', 'active', now(), now());"#,
+        r#"INSERT INTO "Company" VALUES ('c1', 'legacy', 'Legacy Ltd', 'nowhere', 'active', now(), now())"#,
     );
     let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
     assert_eq!(list[0]["slug"], "legacy");
@@ -204,13 +197,7 @@ fn orm_created_master_with_enum_status_is_adopted() {
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("fresh");
     env.run(&["tenant", "create", &slug]).ok();
-    assert_eq!(
-        env.query(
-            &env.master,
-            &format!(r#"SELECT status::text FROM "Company" WHERE slug = '{slug}'"#)
-        ),
-        ["active"]
-    );
+    assert_eq!(env.status_of(&slug), ["active"]);
 }
 
 #[test]

@@ -12,15 +12,7 @@ use crate::support::{TestEnv, block_on};
 #[test]
 fn apply_reports_partial_progress_and_plan_sees_problems() {
     let env = TestEnv::new();
-    let db = format!("lib_{}", env.token);
-    env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
-    let connector = Connector::new(
-        &env.base_url,
-        Some(&env.master_url()),
-        Duration::from_secs(5),
-    )
-    .expect("connector");
-    let name = DbName::parse(&db).expect("valid");
+    let (name, connector) = env.scratch_db("lib");
     let broken = env.fixture("broken");
     block_on(async {
         let set = MigrationSet::from_dir(&broken).await.expect("fixture");
@@ -107,15 +99,8 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
     use sqlx::migrate::Migrate as _;
 
     let env = TestEnv::new();
-    let db = format!("lock_{}", env.token);
-    env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
-    let connector = Connector::new(
-        &env.base_url,
-        Some(&env.master_url()),
-        Duration::from_secs(5),
-    )
-    .expect("connector");
-    let name = DbName::parse(&db).expect("valid");
+    let (name, connector) = env.scratch_db("lock");
+    let db = name.to_string();
     let dir = env.fixture("two-step");
     block_on(async {
         let set = MigrationSet::from_dir(&dir).await.expect("fixture");
@@ -160,15 +145,8 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
 #[test]
 fn sqlx_own_migrator_accepts_what_tenantctl_recorded() {
     let env = TestEnv::new();
-    let db = format!("interop_{}", env.token);
-    env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
-    let connector = Connector::new(
-        &env.base_url,
-        Some(&env.master_url()),
-        Duration::from_secs(5),
-    )
-    .expect("connector");
-    let name = DbName::parse(&db).expect("valid");
+    let (name, connector) = env.scratch_db("interop");
+    let db = name.to_string();
     let dir = env.fixture("two-step");
     let rows =
         "SELECT string_agg(version::text || ':' || installed_on::text, ',') FROM _sqlx_migrations";

@@ -521,15 +521,7 @@ fn drop_asks_keeps_or_deletes_the_row_and_never_touches_the_master() {
 fn drop_changes_nothing_when_the_master_refuses_the_new_status() {
     let env = TestEnv::new();
     // An ORM-made master whose status enum has no 'dropped'.
-    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
-    env.exec(
-        &env.master,
-        r#"CREATE TYPE "CompanyStatus" AS ENUM ('provisioning', 'active', 'failed');
-           CREATE TABLE "Company" (
-             id text PRIMARY KEY, slug text NOT NULL UNIQUE, name text NOT NULL,
-             "dbName" text NOT NULL UNIQUE, status "CompanyStatus" NOT NULL DEFAULT 'provisioning',
-             "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" timestamp(3) NOT NULL);"#,
-    );
+    env.orm_master(&["provisioning", "active", "failed"]);
     let slug = env.slug("keep");
     env.run(&["tenant", "create", &slug]).ok();
     let run = env.run(&["tenant", "drop", &slug, "--yes", "--keep-row"]);
@@ -538,13 +530,7 @@ fn drop_changes_nothing_when_the_master_refuses_the_new_status() {
         env.database_exists(&env.db("keep")),
         "database dropped although the row could not be updated"
     );
-    assert_eq!(
-        env.query(
-            &env.master,
-            &format!(r#"SELECT status::text FROM "Company" WHERE slug = '{slug}'"#)
-        ),
-        ["active"]
-    );
+    assert_eq!(env.status_of(&slug), ["active"]);
 }
 
 #[test]

@@ -241,6 +241,52 @@ impl TestEnv {
             .collect()
     }
 
+    /// Creates an ORM-shaped master by hand: `status` an enum type with these
+    /// values, `timestamp(3)` columns, no defaults on id or updatedAt.
+    pub fn orm_master(&self, statuses: &[&str]) {
+        self.exec("postgres", &format!("CREATE DATABASE \"{}\"", self.master));
+        let values: Vec<String> = statuses.iter().map(|s| format!("'{s}'")).collect();
+        self.exec(
+            &self.master,
+            &format!(
+                r#"CREATE TYPE "CompanyStatus" AS ENUM ({});
+                   CREATE TABLE "Company" (
+                     id text PRIMARY KEY, slug text NOT NULL UNIQUE, name text NOT NULL,
+                     "dbName" text NOT NULL UNIQUE, status "CompanyStatus" NOT NULL DEFAULT 'provisioning',
+                     "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" timestamp(3) NOT NULL);"#,
+                values.join(", ")
+            ),
+        );
+    }
+
+    /// A company's status as the master records it.
+    pub fn status_of(&self, slug: &str) -> Vec<String> {
+        self.query(
+            &self.master,
+            &format!(r#"SELECT status::text FROM "Company" WHERE slug = '{slug}'"#),
+        )
+    }
+
+    /// Creates an empty database named `<prefix>_<token>` and returns the
+    /// name and a connector for this test's server and master.
+    pub fn scratch_db(
+        &self,
+        prefix: &str,
+    ) -> (tenantctl::dbname::DbName, tenantctl::db::Connector) {
+        let db = format!("{prefix}_{}", self.token);
+        self.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
+        let connector = tenantctl::db::Connector::new(
+            &self.base_url,
+            Some(&self.master_url()),
+            std::time::Duration::from_secs(5),
+        )
+        .expect("connector");
+        (
+            tenantctl::dbname::DbName::parse(&db).expect("valid"),
+            connector,
+        )
+    }
+
     /// Copies a fixture migration folder into this test's scratch space.
     pub fn fixture(&self, name: &str) -> PathBuf {
         let from = Path::new(env!("CARGO_MANIFEST_DIR"))
