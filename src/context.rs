@@ -5,12 +5,17 @@ use std::sync::Arc;
 
 use sqlx::Connection as _;
 
-use crate::cli::{FilterArgs, GlobalArgs, OutputMode, SelectionArgs};
+use std::future::Future;
+
+use crate::cli::{FilterArgs, FleetArgs, GlobalArgs, OutputMode, SelectionArgs};
 use crate::db::Connector;
+use crate::error::Outcome;
 use crate::error::UsageError;
 use crate::fleet::Stop;
+use crate::fleet::{self, Attempt, FleetRun};
 use crate::migrations::MigrationSet;
 use crate::progress::Progress;
+use crate::report::{TenantValue, print_fleet};
 use crate::selection;
 use crate::tenant::Tenant;
 
@@ -103,6 +108,35 @@ impl Context {
             self.stop.listen_for_signals();
         }
         &self.stop
+    }
+
+    /// Runs `op` for each tenant with the fleet flags, interruptible and
+    /// with progress on stderr.
+    pub async fn fleet<T, F, Fut>(
+        &self,
+        tenants: Vec<Tenant>,
+        args: &FleetArgs,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: Fn(Tenant) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Attempt<T>> + Send + 'static,
+    {
+        fleet::run(
+            tenants,
+            args.into(),
+            self.interruptible(),
+            &self.progress(),
+            op,
+        )
+        .await
+    }
+
+    /// Prints a fleet run's report and turns it into the exit outcome.
+    pub fn finish<T: TenantValue>(&self, run: &FleetRun<T>) -> Outcome {
+        print_fleet(run, self.output);
+        run.outcome()
     }
 
     /// The progress display for a fleet run.

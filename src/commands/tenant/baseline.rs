@@ -10,9 +10,8 @@ use crate::commands::master::join;
 use crate::context::Context;
 use crate::db::SessionLimits;
 use crate::error::{Outcome, UsageError};
-use crate::fleet::{self, FleetOptions};
 use crate::migrations;
-use crate::report::{TenantValue, print_fleet};
+use crate::report::TenantValue;
 
 #[derive(Debug, Args)]
 pub struct BaselineArgs {
@@ -60,13 +59,8 @@ pub async fn run(args: BaselineArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let tenants = ctx.select(&args.selection).await?;
     let connector = ctx.connector.clone();
     let to = args.to;
-    let options = FleetOptions::from(&args.fleet);
-    let run = fleet::run(
-        tenants,
-        options,
-        ctx.interruptible(),
-        &ctx.progress(),
-        move |tenant| {
+    let run = ctx
+        .fleet(tenants, &args.fleet, move |tenant| {
             let (connector, migrations) = (connector.clone(), migrations.clone());
             async move {
                 let mut baselined = Baselined::default();
@@ -89,9 +83,7 @@ pub async fn run(args: BaselineArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 .await;
                 (baselined, result)
             }
-        },
-    )
-    .await;
-    print_fleet(&run, ctx.output);
-    Ok(run.outcome())
+        })
+        .await;
+    Ok(ctx.finish(&run))
 }

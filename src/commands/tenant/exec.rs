@@ -17,7 +17,7 @@ use crate::db::Connector;
 use crate::error::Outcome;
 use crate::fleet::{self, Stop};
 use crate::progress::Progress;
-use crate::report::{TenantValue, format_duration, print_fleet};
+use crate::report::{TenantValue, format_duration};
 use crate::tenant::Tenant;
 
 #[derive(Debug, Args)]
@@ -132,8 +132,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         },
     )
     .await;
-    print_fleet(&run, ctx.output);
-    Ok(run.outcome())
+    Ok(ctx.finish(&run))
 }
 
 /// How to run the program for each tenant.

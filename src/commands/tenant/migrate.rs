@@ -12,9 +12,8 @@ use crate::commands::master::join;
 use crate::context::Context;
 use crate::db::{Connector, SessionLimits};
 use crate::error::Outcome;
-use crate::fleet::{self, FleetOptions};
 use crate::migrations::{self, MigrationSet};
-use crate::report::{TenantValue, print_fleet};
+use crate::report::TenantValue;
 use crate::tenant::Tenant;
 
 #[derive(Debug, Args)]
@@ -72,13 +71,8 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let connector = ctx.connector.clone();
     let limits = SessionLimits::from(&args.session);
     let dry_run = args.dry_run;
-    let options = FleetOptions::from(&args.fleet);
-    let run = fleet::run(
-        tenants,
-        options,
-        ctx.interruptible(),
-        &ctx.progress(),
-        move |tenant| {
+    let run = ctx
+        .fleet(tenants, &args.fleet, move |tenant| {
             let (connector, migrations, limits) =
                 (connector.clone(), migrations.clone(), limits.clone());
             async move {
@@ -94,11 +88,9 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 .await;
                 (migrated, result)
             }
-        },
-    )
-    .await;
-    print_fleet(&run, ctx.output);
-    Ok(run.outcome())
+        })
+        .await;
+    Ok(ctx.finish(&run))
 }
 
 /// Migrates one tenant on a single connection, closed afterwards.

@@ -15,8 +15,8 @@ use crate::cli::{FilterArgs, FleetArgs, OutputMode};
 use crate::context::Context;
 use crate::db::{SessionLimits, has_sqlstate};
 use crate::error::{Outcome, UsageError};
-use crate::fleet::{self, FleetOptions, FleetRun, attempt};
-use crate::report::{TenantValue, print_fleet, print_json, table};
+use crate::fleet::{FleetRun, attempt};
+use crate::report::{TenantValue, print_json, table};
 use crate::tenant::Tenant;
 
 #[derive(Debug, Subcommand)]
@@ -142,8 +142,7 @@ async fn set(args: SetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         }
     })
     .await;
-    print_fleet(&run, ctx.output);
-    Ok(run.outcome())
+    Ok(ctx.finish(&run))
 }
 
 async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -180,10 +179,7 @@ async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
-        _ => {
-            print_fleet(&run, ctx.output);
-            Ok(run.outcome())
-        }
+        _ => Ok(ctx.finish(&run)),
     }
 }
 
@@ -200,27 +196,20 @@ where
 {
     let connector = ctx.connector.clone();
     let op = Arc::new(op);
-    let options = FleetOptions::from(fleet_args);
-    fleet::run(
-        tenants,
-        options,
-        ctx.interruptible(),
-        &ctx.progress(),
-        move |tenant| {
-            let (connector, op) = (connector.clone(), op.clone());
-            async move {
-                attempt(
-                    async {
-                        let conn = connector
-                            .connect_tenant(tenant.db_name()?, &SessionLimits::default())
-                            .await?;
-                        op(conn).await
-                    }
-                    .await,
-                )
-            }
-        },
-    )
+    ctx.fleet(tenants, fleet_args, move |tenant| {
+        let (connector, op) = (connector.clone(), op.clone());
+        async move {
+            attempt(
+                async {
+                    let conn = connector
+                        .connect_tenant(tenant.db_name()?, &SessionLimits::default())
+                        .await?;
+                    op(conn).await
+                }
+                .await,
+            )
+        }
+    })
     .await
 }
 

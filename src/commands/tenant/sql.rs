@@ -15,8 +15,8 @@ use crate::confirm::confirm;
 use crate::context::Context;
 use crate::db::SessionLimits;
 use crate::error::{Outcome, UsageError};
-use crate::fleet::{self, FleetOptions, Status};
-use crate::report::{TenantValue, print_fleet, table};
+use crate::fleet::Status;
+use crate::report::{TenantValue, table};
 use crate::sqltext::transaction_control;
 
 #[derive(Debug, Args)]
@@ -103,13 +103,8 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let limits = SessionLimits::from(&args.session);
     let dry_run = args.dry_run;
     let sql = std::sync::Arc::new(sql);
-    let options = FleetOptions::from(&args.fleet);
-    let run = fleet::run(
-        tenants,
-        options,
-        ctx.interruptible(),
-        &ctx.progress(),
-        move |tenant| {
+    let run = ctx
+        .fleet(tenants, &args.fleet, move |tenant| {
             let (connector, limits, sql) = (connector.clone(), limits.clone(), sql.clone());
             async move {
                 let mut result = SqlResult::default();
@@ -122,9 +117,8 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 .await;
                 (result, outcome)
             }
-        },
-    )
-    .await;
+        })
+        .await;
 
     if ctx.output == OutputMode::Table {
         // One combined table of every row returned, tenant first.
@@ -148,11 +142,11 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             println!("{out}");
         }
     }
-    print_fleet(&run, ctx.output);
+    let outcome = ctx.finish(&run);
     if dry_run && ctx.output == OutputMode::Table {
         println!("dry run: every transaction was rolled back");
     }
-    Ok(run.outcome())
+    Ok(outcome)
 }
 
 /// Runs the SQL in a transaction and commits it, or rolls it back for a dry

@@ -9,9 +9,8 @@ use crate::cli::{FleetArgs, SelectionArgs};
 use crate::context::Context;
 use crate::db::{SessionLimits, is_missing_database};
 use crate::error::Outcome;
-use crate::fleet::{self, FleetOptions};
 use crate::migrations::{self, Problem};
-use crate::report::{TenantValue, print_fleet};
+use crate::report::TenantValue;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -57,13 +56,8 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
     let connector = ctx.connector.clone();
-    let options = FleetOptions::from(&args.fleet);
-    let run = fleet::run(
-        tenants,
-        options,
-        ctx.interruptible(),
-        &ctx.progress(),
-        move |tenant| {
+    let run = ctx
+        .fleet(tenants, &args.fleet, move |tenant| {
             let (connector, migrations) = (connector.clone(), migrations.clone());
             async move {
                 let mut state = TenantState::default();
@@ -96,9 +90,7 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 .await;
                 (state, result)
             }
-        },
-    )
-    .await;
-    print_fleet(&run, ctx.output);
-    Ok(run.outcome())
+        })
+        .await;
+    Ok(ctx.finish(&run))
 }
