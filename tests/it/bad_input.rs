@@ -145,18 +145,8 @@ fn invalid_slugs_change_nothing() {
 fn unsafe_db_name_in_master_fails_only_that_tenant() {
     let env = TestEnv::new();
     let dir = env.fixture("two-step");
+    env.tenants_with(&dir, &["good", "evil"]);
     let dir = dir.to_str().expect("utf-8 path");
-    env.run(&["master", "migrate"]).ok();
-    for name in ["good", "evil"] {
-        env.run(&[
-            "tenant",
-            "create",
-            &env.slug(name),
-            "--tenant-migrations",
-            dir,
-        ])
-        .ok();
-    }
     let evil = env.slug("evil");
     env.exec(
         &env.master,
@@ -172,15 +162,7 @@ fn unsafe_db_name_in_master_fails_only_that_tenant() {
     )
     .expect("write");
 
-    let run = env.run(&[
-        "tenant",
-        "migrate",
-        "--all",
-        "--output",
-        "json",
-        "--tenant-migrations",
-        dir,
-    ]);
+    let run = env.migrate_all(dir);
     assert_eq!(run.code, 1);
     let report = run.json();
     assert_eq!(report["summary"]["ok"], 1);

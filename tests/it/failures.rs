@@ -6,18 +6,8 @@ use crate::support::{TestEnv, find};
 fn failing_migration_rolls_back_that_tenant_only() {
     let env = TestEnv::new();
     let dir = env.fixture("two-step");
+    env.tenants_with(&dir, &["fine", "clash"]);
     let dir = dir.to_str().expect("utf-8 path");
-    env.run(&["master", "migrate"]).ok();
-    for name in ["fine", "clash"] {
-        env.run(&[
-            "tenant",
-            "create",
-            &env.slug(name),
-            "--tenant-migrations",
-            dir,
-        ])
-        .ok();
-    }
     // Someone created a table by hand in one tenant; the next migration
     // creates a marker table and then collides with it.
     env.exec(&env.db("clash"), "CREATE TABLE audit (id int)");
@@ -27,15 +17,7 @@ fn failing_migration_rolls_back_that_tenant_only() {
     )
     .expect("write migration");
 
-    let run = env.run(&[
-        "tenant",
-        "migrate",
-        "--all",
-        "--output",
-        "json",
-        "--tenant-migrations",
-        dir,
-    ]);
+    let run = env.migrate_all(dir);
     assert_eq!(run.code, 1);
     let report = run.json();
     assert_eq!(report["summary"]["ok"], 1);
@@ -141,18 +123,8 @@ fn edited_migration_is_a_checksum_mismatch_naming_tenant_and_version() {
 fn tenant_database_dropped_by_hand_fails_only_that_tenant() {
     let env = TestEnv::new();
     let dir = env.fixture("two-step");
+    env.tenants_with(&dir, &["kept", "gone"]);
     let dir = dir.to_str().expect("utf-8 path");
-    env.run(&["master", "migrate"]).ok();
-    for name in ["kept", "gone"] {
-        env.run(&[
-            "tenant",
-            "create",
-            &env.slug(name),
-            "--tenant-migrations",
-            dir,
-        ])
-        .ok();
-    }
     env.exec("postgres", &format!("DROP DATABASE \"{}\"", env.db("gone")));
     std::fs::write(
         format!("{dir}/20250101000003_more.sql"),
@@ -160,15 +132,7 @@ fn tenant_database_dropped_by_hand_fails_only_that_tenant() {
     )
     .expect("write");
 
-    let run = env.run(&[
-        "tenant",
-        "migrate",
-        "--all",
-        "--output",
-        "json",
-        "--tenant-migrations",
-        dir,
-    ]);
+    let run = env.migrate_all(dir);
     assert_eq!(run.code, 1);
     let report = run.json();
     let gone = find(&report, &env.slug("gone"));

@@ -287,6 +287,19 @@ impl TestEnv {
         )
     }
 
+    /// `tenant migrate --all --output json` with the migrations in `dir`.
+    pub fn migrate_all(&self, dir: &str) -> Run {
+        self.run(&[
+            "tenant",
+            "migrate",
+            "--all",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            dir,
+        ])
+    }
+
     /// Copies a fixture migration folder into this test's scratch space.
     pub fn fixture(&self, name: &str) -> PathBuf {
         let from = Path::new(env!("CARGO_MANIFEST_DIR"))
