@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::{Run, TestEnv, block_on, find};
@@ -283,13 +282,7 @@ fn interrupted_run(signal: &str, sleep: &str) {
         dir,
     ];
 
-    let child = env
-        .cmd()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = env.spawn(&args);
     // Wait until the first tenant's migration is running, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(20);
     while env
@@ -304,12 +297,7 @@ fn interrupted_run(signal: &str, sleep: &str) {
         .status()
         .expect("kill");
     assert!(kill.success());
-    let output = child.wait_with_output().expect("wait");
-    let run = Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let run = Run::from(child.wait_with_output().expect("wait"));
     assert_eq!(run.code, 130, "{}", run.stderr);
     let report = run.json();
     assert_eq!(report["interrupted"], true);
@@ -368,20 +356,8 @@ fn two_runs_at_once_never_apply_a_migration_twice() {
         "--tenant-migrations",
         dir,
     ];
-    let first = env
-        .cmd()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let second = env
-        .cmd()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let first = env.spawn(&args);
+    let second = env.spawn(&args);
     let mut applied_total = std::collections::BTreeMap::<String, usize>::new();
     for child in [first, second] {
         let out = child.wait_with_output().expect("wait");

@@ -79,7 +79,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Self {
+    pub fn from(output: Output) -> Self {
         Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -209,6 +209,16 @@ impl TestEnv {
 
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd().args(args).output().expect("run tenantctl"))
+    }
+
+    /// Starts the binary with stdout and stderr captured, without waiting.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn tenantctl")
     }
 
     pub fn run_with(&self, args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
