@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
-use tenantctl::db::{Connector, SessionLimits};
+use tenantctl::connect::{Connector, SessionLimits};
 use tenantctl::fleet::{self, FleetOptions, Silent, Stop};
 use tenantctl::tenant::Tenant;
 
@@ -21,11 +21,11 @@ fn main() -> anyhow::Result<()> {
         .map(|db| {
             Tenant::new(
                 db.clone(),
-                db.clone(),
-                db.clone(),
-                db,
-                "active".into(),
-                chrono::Utc::now(),
+                Some(db.clone()),
+                Some(db.clone()),
+                Some(db),
+                Some("active".into()),
+                Some(chrono::Utc::now()),
             )
         })
         .collect();
@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         },
     ));
     let seconds = started.elapsed().as_secs_f64();
-    let ok = run.count(fleet::Status::Ok);
+    let ok = run.count(fleet::Verdict::Ok);
     anyhow::ensure!(ok == total, "{} of {total} connections failed", total - ok);
     println!("{seconds:.4}");
     Ok(())

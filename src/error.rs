@@ -79,3 +79,18 @@ fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// With `--output json`/`jsonl`, a command that fails before it has a
+/// report still prints one JSON object on stdout, so a machine reading it
+/// always gets JSON: `{"error": "...", "kind": "usage" | "failure"}`.
+pub fn print_json_error(mode: crate::output::OutputMode, err: &anyhow::Error, message: &str) {
+    if mode == crate::output::OutputMode::Table {
+        return;
+    }
+    let kind = if err.chain().any(<dyn std::error::Error>::is::<UsageError>) {
+        "usage"
+    } else {
+        "failure"
+    };
+    crate::output::print_json(mode, &serde_json::json!({ "error": message, "kind": kind }));
+}

@@ -21,13 +21,13 @@ pub struct FleetOptions {
 /// What happened to one tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum Verdict {
     Ok,
     Failed,
     Skipped,
 }
 
-impl Status {
+impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -43,7 +43,7 @@ impl Status {
 #[derive(Debug, Clone)]
 pub struct Report<T> {
     pub tenant: Tenant,
-    pub status: Status,
+    pub verdict: Verdict,
     pub value: T,
     pub error: Option<String>,
     pub duration: Duration,
@@ -79,6 +79,7 @@ impl<T> Observer<T> for Silent {}
 #[derive(Debug, Clone, Default)]
 pub struct Stop {
     flag: Arc<AtomicBool>,
+    reason: Arc<std::sync::OnceLock<&'static str>>,
     children: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
@@ -87,8 +88,22 @@ impl Stop {
         self.flag.load(Ordering::SeqCst)
     }
 
+    /// Stops the run because of an interrupt.
     pub fn set(&self) {
+        self.set_because("interrupted");
+    }
+
+    /// Stops the run; `reason` is what skipped tenants report (the first
+    /// reason given wins).
+    pub fn set_because(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
         self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the run was stopped, if it was.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.is_set()
+            .then(|| self.reason.get().copied().unwrap_or("interrupted"))
     }
 
     /// Records a child's process group, to kill on a second interrupt.
@@ -146,8 +161,8 @@ impl Stop {
                     std::process::exit(130);
                 }
                 stop.set();
-                eprintln!(
-                    "interrupted: starting no new tenant, finishing those in flight (interrupt again to quit now)"
+                crate::output::warn(
+                    "interrupted: starting no new tenant, finishing those in flight (interrupt again to quit now)",
                 );
             }
         });
@@ -162,14 +177,14 @@ pub struct FleetRun<T> {
 }
 
 impl<T> FleetRun<T> {
-    pub fn count(&self, status: Status) -> usize {
-        self.reports.iter().filter(|r| r.status == status).count()
+    pub fn count(&self, verdict: Verdict) -> usize {
+        self.reports.iter().filter(|r| r.verdict == verdict).count()
     }
 
     pub fn outcome(&self) -> Outcome {
         if self.interrupted {
             Outcome::Interrupted
-        } else if self.reports.iter().all(|r| r.status == Status::Ok) {
+        } else if self.reports.iter().all(|r| r.verdict == Verdict::Ok) {
             Outcome::Success
         } else {
             Outcome::Failed
@@ -214,19 +229,19 @@ where
                 let Some(tenant) = tenants.get(index) else {
                     break;
                 };
-                let skip = if stop.is_set() {
-                    Some("not started: interrupted")
+                let skip = if let Some(reason) = stop.reason() {
+                    Some(format!("not started: {reason}"))
                 } else if options.fail_fast && failed.load(Ordering::SeqCst) {
-                    Some("not started: an earlier tenant failed (--fail-fast)")
+                    Some("not started: an earlier tenant failed (--fail-fast)".to_owned())
                 } else {
                     None
                 };
                 let report = match skip {
                     Some(why) => Report {
                         tenant: tenant.clone(),
-                        status: Status::Skipped,
+                        verdict: Verdict::Skipped,
                         value: T::default(),
-                        error: Some(why.to_owned()),
+                        error: Some(why),
                         duration: Duration::ZERO,
                     },
                     None => {
@@ -242,10 +257,10 @@ where
                         }
                         Report {
                             tenant: tenant.clone(),
-                            status: if result.is_ok() {
-                                Status::Ok
+                            verdict: if result.is_ok() {
+                                Verdict::Ok
                             } else {
-                                Status::Failed
+                                Verdict::Failed
                             },
                             value,
                             error: result.err().map(|e| crate::error::render(&e)),

@@ -2,21 +2,27 @@
 //!
 //! A master database's `"Company"` table names each tenant's database; every
 //! tenant connection is built at run time from one base URL and that name
-//! (see [`db::Connector`]).
+//! (see [`connect::Connector`]).
+//!
+//! Layout: `cli` parses the command line and hands it to `commands` (one
+//! module per command, mirroring the command tree; `commands::args` holds
+//! the shared flag groups, `commands::context` the validated configuration
+//! and the per-tenant runner). Below them are the domain modules, which take
+//! plain values: `connect` (URLs and connections), `dbname`, `tenant`,
+//! `companies` (the master's table), `selection`, `fleet`, `migrations`,
+//! `ddl`; and `output`, which owns everything printed.
 
 pub mod cli;
 pub mod commands;
-pub mod confirm;
-pub mod context;
-pub mod databases;
-pub mod db;
+pub mod companies;
+pub mod connect;
 pub mod dbname;
+pub mod ddl;
+pub mod envfile;
 pub mod error;
 pub mod fleet;
-pub mod master;
 pub mod migrations;
-pub mod progress;
-pub mod report;
+pub mod output;
 pub mod selection;
 pub mod sqltext;
 pub mod tenant;
@@ -26,17 +32,15 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::cli::Cli;
-use crate::context::Context;
+use crate::commands::context::Context;
 use crate::error::Outcome;
 
 /// The whole program: load `.env`, parse arguments, run, map the result to
 /// an exit status.
 pub fn main() -> ExitCode {
     // A missing .env is normal; a broken one is worth stopping for.
-    if let Err(err) = dotenvy::dotenv()
-        && !err.not_found()
-    {
-        eprintln!("error: .env: {err}");
+    if let Err(message) = envfile::load() {
+        output::warn(format_args!("error: {message}"));
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
@@ -46,14 +50,22 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: start the async runtime: {err}");
+            output::warn(format_args!("error: start the async runtime: {err}"));
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let output_mode = cli.global.output;
+    let result = runtime.block_on(run(cli));
+    if output::stdout_closed() {
+        // Nobody reads what is left to say; the status says it was cut short.
+        return ExitCode::from(output::EXIT_STDOUT_CLOSED);
+    }
+    match result {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
-            eprintln!("error: {}", error::render(&err));
+            let message = error::render(&err);
+            error::print_json_error(output_mode, &err, &message);
+            output::warn(format_args!("error: {message}"));
             error::exit_code(&err)
         }
     }

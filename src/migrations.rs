@@ -14,7 +14,7 @@ use sqlx::{Connection as _, Executor as _};
 
 use std::time::{Duration, Instant};
 
-use crate::db::has_sqlstate;
+use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
 
 static TENANT_MIGRATIONS: Migrator = sqlx::migrate!("./tenant-migrations");
@@ -46,7 +46,11 @@ impl MigrationSet {
     }
 
     /// Reads migrations from a folder at run time, in sqlx's file layout.
+    /// Refuses a folder where two files carry the same version
+    /// (`20240201000001_a.sql` and `020240201000001_b.sql` both read as one
+    /// number): sqlx would apply one of them twice and the other never.
     pub async fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+        check_unique_versions(dir)?;
         let migrator = Migrator::new(dir)
             .await
             .with_context(|| format!("read tenant migrations from {}", dir.display()))?;
@@ -77,6 +81,48 @@ impl MigrationSet {
     fn get(&self, version: i64) -> Option<&Migration> {
         self.iter().find(|m| m.version == version)
     }
+
+    /// Whether a recorded row is one of these migrations, same version and
+    /// same checksum (two schemas may well reuse a version number).
+    pub fn recorded(&self, row: &AppliedRow) -> bool {
+        self.get(row.version)
+            .is_some_and(|m| hex(&m.checksum) == row.checksum_hex)
+    }
+}
+
+/// The files of a migrations folder that share a version with another of
+/// the same kind (up or down), as an error naming both.
+fn check_unique_versions(dir: &Path) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("read tenant migrations from {}", dir.display()))?;
+    let mut seen: BTreeMap<(i64, bool), String> = BTreeMap::new();
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let Some(stem) = name.strip_suffix(".sql") else {
+            continue;
+        };
+        let Some((version, _)) = stem.split_once('_') else {
+            continue;
+        };
+        let Ok(version) = version.parse::<i64>() else {
+            continue;
+        };
+        // sqlx itself only knows the lower-case suffix.
+        let down = std::path::Path::new(stem)
+            .extension()
+            .is_some_and(|ext| ext == "down");
+        if let Some(first) = seen.insert((version, down), name.clone()) {
+            anyhow::bail!(
+                "{}: {first} and {name} both have version {version}; give one of them another version",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One row of `_sqlx_migrations`.
@@ -430,6 +476,42 @@ mod tests {
             checksum_hex: hex(&set.get(version).expect("exists").checksum),
             success: true,
         }
+    }
+
+    #[test]
+    fn embedded_sets_have_one_migration_per_version() {
+        for set in [
+            MigrationSet::embedded_tenant(),
+            MigrationSet::embedded_master(),
+        ] {
+            let versions: Vec<i64> = set.iter().map(|m| m.version).collect();
+            let unique: std::collections::BTreeSet<i64> = versions.iter().copied().collect();
+            assert_eq!(versions.len(), unique.len(), "{}", set.origin());
+        }
+    }
+
+    #[test]
+    fn a_folder_with_two_files_of_one_version_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tenantctl-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (name, sql) in [
+            ("20240201000001_a.sql", "SELECT 1;"),
+            ("020240201000001_b.sql", "SELECT 2;"),
+            ("20240201000002_c.up.sql", "SELECT 3;"),
+            ("20240201000002_c.down.sql", "SELECT 4;"),
+        ] {
+            std::fs::write(dir.join(name), sql).expect("write");
+        }
+        let err = check_unique_versions(&dir).expect_err("duplicate");
+        let text = err.to_string();
+        std::fs::remove_file(dir.join("020240201000001_b.sql")).expect("rm");
+        let ok = check_unique_versions(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            text.contains("20240201000001_a.sql") && text.contains("020240201000001_b.sql"),
+            "{text}"
+        );
+        assert!(ok.is_ok(), "an up/down pair shares its version: {ok:?}");
     }
 
     #[test]

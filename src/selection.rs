@@ -5,10 +5,9 @@ use std::str::FromStr;
 
 use sqlx::postgres::PgConnection;
 
-use crate::cli::FilterArgs;
+use crate::companies;
 use crate::error::UsageError;
-use crate::master;
-use crate::tenant::{Tenant, TenantStatus};
+use crate::tenant::{Lifecycle, Tenant};
 
 /// Part `index` of `count` of the selected tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,58 +36,94 @@ impl Shard {
     /// by its definition, so the split never changes between runs,
     /// machines or versions of this tool.
     pub fn contains(self, id: &str) -> bool {
-        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        hash % u64::from(self.count) == u64::from(self.index)
+        fnv1a(id) % u64::from(self.count) == u64::from(self.index)
     }
+}
+
+/// 64-bit FNV-1a of the id's bytes.
+fn fnv1a(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Which tenants a command acts on, besides the ones named explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Every tenant (in the given lifecycle states, else `active`).
+    pub all: bool,
+    /// Only tenants in one of these states; on its own, every such tenant.
+    pub lifecycles: Vec<Lifecycle>,
+    /// Only this shard of an `all`/`lifecycles` selection.
+    pub shard: Option<Shard>,
 }
 
 /// Reads the master once and returns the selected tenants: with `--all`
 /// ordered by slug, otherwise in the order named.
+///
+/// A shard splits only a selection the master decides (`--all`,
+/// `--status`): tenants named explicitly are always the ones acted on, so a
+/// `TENANTCTL_SHARD` left in a pod's environment cannot silently drop them.
 pub async fn resolve(
     master_conn: &mut PgConnection,
     names: &[String],
-    args: &FilterArgs,
+    filter: &Filter,
 ) -> anyhow::Result<Vec<Tenant>> {
-    let statuses = if args.status.is_empty() {
-        None
-    } else {
-        Some(args.status.as_slice())
-    };
-    let mut tenants = if args.all {
-        let statuses = statuses.unwrap_or(&[TenantStatus::Active]);
-        master::list(master_conn, Some(statuses)).await?
-    } else if names.is_empty() {
-        return Err(
-            UsageError("name one or more tenants (slug or id), or pass --all".into()).into(),
-        );
-    } else {
-        let everyone = master::list(master_conn, None).await?;
-        let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
-        for key in names {
-            let found = everyone
-                .iter()
-                .find(|t| &t.slug == key)
-                .or_else(|| everyone.iter().find(|t| &t.id == key))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "unknown tenant {key:?}: no company has that slug or id (see `tenantctl tenant list`)"
-                    )
-                })?;
-            if !picked.iter().any(|t| t.id == found.id) {
-                picked.push(found.clone());
-            }
+    if !names.is_empty() {
+        if filter.all {
+            return Err(UsageError(format!(
+                "name tenants or pass --all, not both (got {})",
+                names.join(" ")
+            ))
+            .into());
         }
-        if let Some(statuses) = statuses {
-            picked.retain(|t| statuses.iter().any(|s| t.has_status(*s)));
-        }
-        picked
+        return by_name(master_conn, names, &filter.lifecycles).await;
+    }
+    if !filter.all && filter.lifecycles.is_empty() {
+        return Err(UsageError(
+            "name one or more tenants (slug or id), or pass --all or --status".into(),
+        )
+        .into());
+    }
+    let lifecycles = if filter.lifecycles.is_empty() {
+        &[Lifecycle::Active][..]
+    } else {
+        &filter.lifecycles
     };
-    if let Some(shard) = args.shard {
+    let mut tenants = companies::list(master_conn, Some(lifecycles)).await?;
+    if let Some(shard) = filter.shard {
         tenants.retain(|t| shard.contains(&t.id));
     }
     Ok(tenants)
+}
+
+/// The named tenants, each found by slug first, then id.
+async fn by_name(
+    master_conn: &mut PgConnection,
+    names: &[String],
+    lifecycles: &[Lifecycle],
+) -> anyhow::Result<Vec<Tenant>> {
+    let everyone = companies::list(master_conn, None).await?;
+    let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
+    for key in names {
+        let found = everyone
+            .iter()
+            .find(|t| t.slug.as_deref() == Some(key.as_str()))
+            .or_else(|| everyone.iter().find(|t| &t.id == key))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown tenant {:?}: no company has that slug or id (see `tenantctl tenant list`)",
+                    crate::output::shown(key)
+                )
+            })?;
+        if !picked.iter().any(|t| t.id == found.id) {
+            picked.push(found.clone());
+        }
+    }
+    if !lifecycles.is_empty() {
+        picked.retain(|t| lifecycles.iter().any(|s| t.has_status(*s)));
+    }
+    Ok(picked)
 }
 
 #[cfg(test)]
@@ -101,6 +136,20 @@ mod tests {
         for bad in ["4/4", "1/0", "x/2", "1", "-1/2"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    /// FNV-1a's published test vectors, and a split of fixed ids pinned, so
+    /// a wrong or constant hash cannot pass.
+    #[test]
+    fn shard_hash_is_fnv1a() {
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar"), 0x8594_4171_f739_67e8);
+        let in_first: Vec<&str> = ["1", "2", "3", "4", "5", "6", "7", "8"]
+            .into_iter()
+            .filter(|id| Shard { index: 0, count: 2 }.contains(id))
+            .collect();
+        assert_eq!(in_first, ["1", "3", "5", "7"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::dbname::{DbName, DbNameError};
+use crate::dbname::DbName;
 
 /// Longest slug accepted; keeps derived database names well under 63 bytes.
 pub const SLUG_MAX_LEN: usize = 40;
@@ -65,7 +65,7 @@ impl fmt::Display for Slug {
 /// Lifecycle of a company's database as recorded in the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TenantStatus {
+pub enum Lifecycle {
     /// Row inserted, database being created or migrated.
     Provisioning,
     /// Ready for use.
@@ -76,7 +76,7 @@ pub enum TenantStatus {
     Dropped,
 }
 
-impl TenantStatus {
+impl Lifecycle {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provisioning => "provisioning",
@@ -87,7 +87,7 @@ impl TenantStatus {
     }
 }
 
-impl fmt::Display for TenantStatus {
+impl fmt::Display for Lifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -96,29 +96,39 @@ impl fmt::Display for TenantStatus {
 /// One row of the master's `"Company"` table.
 ///
 /// Fields are kept as the master stores them: another tool may have written
-/// the row, so the database name is validated here, once, and a bad one
-/// travels as an error that fails this tenant only.
+/// the row, so any of them but the id may be NULL, and the database name is
+/// validated here, once. A row whose database name is missing or unsafe
+/// still travels, as an error that fails this tenant only.
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: String,
-    pub slug: String,
-    pub name: String,
-    pub db_name_raw: String,
-    pub db: Result<DbName, DbNameError>,
-    pub status: String,
-    pub created_at: DateTime<Utc>,
+    pub slug: Option<String>,
+    pub name: Option<String>,
+    pub db_name_raw: Option<String>,
+    pub db: Result<DbName, String>,
+    pub status: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl Tenant {
     pub fn new(
         id: String,
-        slug: String,
-        name: String,
-        db_name_raw: String,
-        status: String,
-        created_at: DateTime<Utc>,
+        slug: Option<String>,
+        name: Option<String>,
+        db_name_raw: Option<String>,
+        status: Option<String>,
+        created_at: Option<DateTime<Utc>>,
     ) -> Self {
-        let db = DbName::parse(&db_name_raw);
+        let db = match &db_name_raw {
+            Some(raw) => DbName::parse(raw).map_err(|err| {
+                format!(
+                    "company {id}: refusing its \"dbName\" from the master: {err}; fix the row in \"Company\""
+                )
+            }),
+            None => Err(format!(
+                "company {id}: column \"dbName\" is NULL in the master; set it in \"Company\""
+            )),
+        };
         Self {
             id,
             slug,
@@ -132,22 +142,42 @@ impl Tenant {
 
     /// The validated database name, or an error saying why it is refused.
     pub fn db_name(&self) -> anyhow::Result<&DbName> {
-        self.db.as_ref().map_err(|err| {
-            anyhow::anyhow!(
-                "refusing its \"dbName\" from the master: {err}; fix the row in \"Company\""
-            )
-        })
+        self.db.as_ref().map_err(|why| anyhow::anyhow!("{why}"))
     }
 
-    pub fn has_status(&self, status: TenantStatus) -> bool {
-        self.status == status.as_str()
+    /// How an operator names this tenant: its slug, or its id when it has none.
+    pub fn handle(&self) -> &str {
+        self.slug.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The database name as recorded, for display (empty when NULL).
+    pub fn db_label(&self) -> &str {
+        self.db_name_raw.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the recorded status is this lifecycle state. ORMs often
+    /// store the same states in upper case (`ACTIVE`), so case is ignored.
+    pub fn has_status(&self, status: Lifecycle) -> bool {
+        self.status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case(status.as_str()))
+    }
+
+    /// The status as recorded, for display.
+    pub fn status_label(&self) -> &str {
+        self.status.as_deref().unwrap_or("(none)")
     }
 }
 
 impl fmt::Display for Tenant {
-    /// `slug (db_name)`, the way every message names a tenant.
+    /// `slug (db_name)`, the way every message names a tenant, with
+    /// control characters escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.slug, self.db_name_raw.escape_debug())
+        let db = self
+            .db_name_raw
+            .as_deref()
+            .map_or_else(|| "no dbName".to_owned(), crate::output::shown);
+        write!(f, "{} ({db})", crate::output::shown(self.handle()))
     }
 }
 

@@ -6,17 +6,16 @@ use clap::Args;
 use serde::Serialize;
 use sqlx::Connection as _;
 
-use crate::cli::OutputMode;
-use crate::context::Context;
-use crate::databases;
-use crate::db::SessionLimits;
+use crate::commands::context::Context;
+use crate::companies;
+use crate::connect::SessionLimits;
 use crate::dbname::DbName;
+use crate::ddl;
 use crate::error::Outcome;
-use crate::fleet::{self, FleetOptions, Silent, Status};
-use crate::master;
+use crate::fleet::{self, FleetOptions, Silent, Verdict};
 use crate::migrations::{self, MigrationSet, Plan};
-use crate::report::{print_json, table};
-use crate::tenant::{DB_PREFIX, Tenant, TenantStatus};
+use crate::output::{OutputMode, line, print_json, shown, table};
+use crate::tenant::{DB_PREFIX, Lifecycle, Tenant};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -32,19 +31,27 @@ pub struct Finding {
     /// `behind`, `migration_problem` or `unreachable`.
     pub kind: &'static str,
     pub slug: Option<String>,
-    pub db_name: String,
+    pub db_name: Option<String>,
     pub detail: String,
 }
 
 pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let mut master_conn = ctx.connector.connect_master().await?;
-    let companies = master::list(&mut master_conn, None).await;
+    let companies = companies::list(&mut master_conn, None).await;
+    // pg_database is shared by every database of a server: read it through
+    // the master when that is on the tenants' server, rather than connect
+    // to `postgres` (CONNECT on it may well be revoked).
+    let on_server = if ctx.connector.master_on_tenant_server() {
+        ddl::list(&mut master_conn).await
+    } else {
+        let mut server = ctx.connector.connect_maintenance().await?;
+        let listed = ddl::list(&mut server).await;
+        let _ = server.close().await;
+        listed
+    };
     let _ = master_conn.close().await;
     let companies = companies?;
-    let mut server = ctx.connector.connect_maintenance().await?;
-    let on_server = databases::list(&mut server).await;
-    let _ = server.close().await;
     let on_server: BTreeSet<String> = on_server?.into_iter().collect();
 
     let (mut findings, to_check, unnamed) = compare(ctx, &companies, &on_server);
@@ -67,7 +74,10 @@ fn compare(
     on_server: &BTreeSet<String>,
 ) -> (Vec<Finding>, Vec<Tenant>, Vec<String>) {
     let mut findings = Vec::new();
-    let named: BTreeSet<&str> = companies.iter().map(|c| c.db_name_raw.as_str()).collect();
+    let named: BTreeSet<&str> = companies
+        .iter()
+        .filter_map(|c| c.db_name_raw.as_deref())
+        .collect();
     let unnamed = on_server
         .iter()
         .filter(|db| {
@@ -81,26 +91,29 @@ fn compare(
     for company in companies {
         let finding = |kind, detail: String| Finding {
             kind,
-            slug: Some(company.slug.clone()),
+            slug: company.slug.clone(),
             db_name: company.db_name_raw.clone(),
             detail,
         };
-        if company.has_status(TenantStatus::Provisioning)
-            || company.has_status(TenantStatus::Failed)
-        {
+        if company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed) {
             findings.push(finding(
                 "stuck",
                 format!(
                     "status {}; `tenantctl tenant create {}` finishes it",
-                    company.status, company.slug
+                    company.status_label(),
+                    company.handle()
                 ),
             ));
         }
-        if company.has_status(TenantStatus::Dropped) {
+        if company.has_status(Lifecycle::Dropped) {
             continue;
         }
         match &company.db {
-            Err(err) => findings.push(finding("invalid_db_name", err.to_string())),
+            Err(err) => findings.push(finding("invalid_db_name", err.clone())),
+            Ok(db) if ctx.connector.check_tenant_db(db).is_err() => findings.push(finding(
+                "invalid_db_name",
+                "names the master database, which is never a tenant database".into(),
+            )),
             Ok(db) if !on_server.contains(db.as_str()) => findings.push(finding(
                 "missing_database",
                 "the company's database is not on the server".into(),
@@ -112,9 +125,11 @@ fn compare(
 }
 
 /// Databases no company names that look like tenant databases: named with
-/// the tenant prefix, or holding migrations from the tenant set (databases
-/// created with `--db-name` and then forgotten). A database we cannot read
-/// is somebody else's, and not reported unless its name has the prefix.
+/// the tenant prefix, or holding migrations from the tenant set, same
+/// version and checksum (databases created with `--db-name` and then
+/// forgotten). A database we cannot read is somebody else's, and not
+/// reported unless its name has the prefix; one that holds the master's
+/// migrations is another master (a staging copy, say), not a tenant.
 async fn find_orphans(
     ctx: &Context,
     unnamed: Vec<String>,
@@ -123,9 +138,9 @@ async fn find_orphans(
 ) -> Vec<Finding> {
     use futures_util::StreamExt as _;
 
-    let tenant_versions: BTreeSet<i64> = migrations.iter().map(|m| m.version).collect();
+    let master_set = MigrationSet::embedded_master();
     let checks = unnamed.into_iter().map(|name| {
-        let tenant_versions = &tenant_versions;
+        let master_set = &master_set;
         async move {
             if name.starts_with(DB_PREFIX) {
                 return Some((name, "named like a tenant database"));
@@ -138,11 +153,10 @@ async fn find_orphans(
                 .ok()?;
             let rows = migrations::read_applied(&mut conn).await;
             let _ = conn.close().await;
-            let has_tenant_migrations = rows
-                .ok()??
-                .iter()
-                .any(|row| tenant_versions.contains(&row.version));
-            has_tenant_migrations.then_some((name, "holds tenant migrations"))
+            let rows = rows.ok()??;
+            let is_master = rows.iter().any(|row| master_set.recorded(row));
+            let has_tenant_migrations = rows.iter().any(|row| migrations.recorded(row));
+            (has_tenant_migrations && !is_master).then_some((name, "holds tenant migrations"))
         }
     });
     let mut found: Vec<(String, &str)> = futures_util::stream::iter(checks)
@@ -156,7 +170,7 @@ async fn find_orphans(
         .map(|(name, why)| Finding {
             kind: "orphan_database",
             slug: None,
-            db_name: name,
+            db_name: Some(name),
             detail: format!("{why}, but no company names it"),
         })
         .collect()
@@ -196,12 +210,12 @@ async fn check_migrations(
     for report in &checked.reports {
         let finding = |kind, detail: String| Finding {
             kind,
-            slug: Some(report.tenant.slug.clone()),
+            slug: report.tenant.slug.clone(),
             db_name: report.tenant.db_name_raw.clone(),
             detail,
         };
         let plan: &Plan = &report.value;
-        if report.status != Status::Ok {
+        if report.verdict != Verdict::Ok {
             findings.push(finding(
                 "unreachable",
                 report.error.clone().unwrap_or_default(),
@@ -244,26 +258,28 @@ fn print(ctx: &Context, companies: &[Tenant], findings: &[Finding]) {
         ),
         OutputMode::Table => {
             if findings.is_empty() {
-                println!(
+                line(format_args!(
                     "no problems: {} companies, every database present and up to date",
                     companies.len()
-                );
+                ));
             } else {
                 let mut out = table(["problem", "tenant", "database", "detail"]);
                 for f in findings {
                     out.add_row([
                         f.kind.to_owned(),
-                        f.slug.clone().unwrap_or_default(),
-                        f.db_name.escape_debug().to_string(),
-                        f.detail.clone(),
+                        shown(f.slug.as_deref().unwrap_or_default()),
+                        f.db_name
+                            .as_deref()
+                            .map_or_else(|| "NULL".to_owned(), shown),
+                        shown(&f.detail),
                     ]);
                 }
-                println!("{out}");
-                println!(
+                line(out);
+                line(format_args!(
                     "{} problem(s) across {} companies",
                     findings.len(),
                     companies.len()
-                );
+                ));
             }
         }
     }

@@ -5,12 +5,12 @@ use clap::Subcommand;
 use serde::Serialize;
 use sqlx::Connection as _;
 
-use crate::cli::OutputMode;
-use crate::context::Context;
-use crate::databases;
+use crate::commands::context::Context;
+use crate::connect::is_missing_database;
+use crate::ddl;
 use crate::error::Outcome;
 use crate::migrations::{self, MigrationSet};
-use crate::report::print_json;
+use crate::output::{OutputMode, join_versions, line, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum MasterCommand {
@@ -34,11 +34,18 @@ pub async fn run(command: MasterCommand, ctx: &Context) -> anyhow::Result<Outcom
 async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
     let connector = &ctx.connector;
     let db = connector.master_db();
-    let mut server = connector.connect_master_maintenance().await?;
-    let created = databases::create_if_missing(&mut server, db).await?;
-    let _ = server.close().await;
-
-    let mut conn = connector.connect_master().await?;
+    // Straight to the master; the server's maintenance database only when
+    // the master has to be created.
+    let (mut conn, created) = match connector.connect_master().await {
+        Ok(conn) => (conn, false),
+        Err(err) if is_missing_database(&err) => {
+            let mut server = connector.connect_master_maintenance().await?;
+            let created = ddl::create_if_missing(&mut server, db).await;
+            let _ = server.close().await;
+            (connector.connect_master().await?, created?)
+        }
+        Err(err) => return Err(err),
+    };
     let mut applied = Vec::new();
     migrations::apply(
         &mut conn,
@@ -58,27 +65,19 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
     match ctx.output {
         OutputMode::Table => {
             if result.created {
-                println!("created master database {db}");
+                line(format_args!("created master database {db}"));
             }
             if result.applied.is_empty() {
-                println!("master database {db} is up to date");
+                line(format_args!("master database {db} is up to date"));
             } else {
-                println!(
+                line(format_args!(
                     "master database {db}: applied {} migration(s): {}",
                     result.applied.len(),
-                    join(&result.applied)
-                );
+                    join_versions(&result.applied)
+                ));
             }
         }
         mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &result),
     }
     Ok(Outcome::Success)
-}
-
-pub(crate) fn join(versions: &[i64]) -> String {
-    versions
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

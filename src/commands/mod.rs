@@ -1,12 +1,23 @@
 //! One module per command; parents only dispatch.
+//!
+//! Adding a per-tenant command: copy `tenant/settings.rs` or
+//! `tenant/status.rs`. Give it an `Args` struct that flattens the shared
+//! groups from [`args`] (`SelectionArgs`, `FleetArgs`, `SessionArgs`), a
+//! value type implementing `output::report::TenantValue` (its JSON fields
+//! and table columns), and an `async fn run(args, &Context)` that selects
+//! with `ctx.select`, works through `ctx.on_each_tenant` (connect with the
+//! session limits, operate, close, one report per tenant) and ends with
+//! `ctx.finish`. Then add a variant to the parent's enum and its dispatch.
 
+pub mod args;
+pub mod context;
 pub mod doctor;
 pub mod master;
 pub mod tenant;
 
 use clap::Subcommand;
 
-use crate::context::Context;
+use crate::commands::context::Context;
 use crate::error::Outcome;
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::Connection as _;
-use tenantctl::db::{Connector, SessionLimits};
+use tenantctl::connect::{Connector, SessionLimits};
 use tenantctl::dbname::DbName;
 use tenantctl::migrations::{self, MigrationSet, Problem};
 
@@ -91,7 +91,7 @@ fn connector_refuses_master_and_names_missing_database() {
         text.contains("missing from the server") && text.contains(missing.as_str()),
         "{text}"
     );
-    assert!(tenantctl::db::is_missing_database(&err));
+    assert!(tenantctl::connect::is_missing_database(&err));
 }
 
 #[test]

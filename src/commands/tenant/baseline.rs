@@ -3,15 +3,14 @@
 
 use clap::Args;
 use serde::Serialize;
-use sqlx::Connection as _;
 
-use crate::cli::{FleetArgs, SelectionArgs};
-use crate::commands::master::join;
-use crate::context::Context;
-use crate::db::SessionLimits;
+use crate::commands::args::{FleetArgs, SelectionArgs};
+use crate::commands::context::Context;
+use crate::connect::SessionLimits;
 use crate::error::{Outcome, UsageError};
 use crate::migrations;
-use crate::report::TenantValue;
+use crate::output::join_versions;
+use crate::output::report::TenantValue;
 
 #[derive(Debug, Args)]
 pub struct BaselineArgs {
@@ -41,7 +40,7 @@ impl TenantValue for Baselined {
         vec![if self.recorded.is_empty() {
             "0".into()
         } else {
-            format!("{}: {}", self.recorded.len(), join(&self.recorded))
+            format!("{}: {}", self.recorded.len(), join_versions(&self.recorded))
         }]
     }
 }
@@ -57,33 +56,20 @@ pub async fn run(args: BaselineArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .into());
     }
     let tenants = ctx.select(&args.selection).await?;
-    let connector = ctx.connector.clone();
     let to = args.to;
     let run = ctx
-        .fleet(tenants, &args.fleet, move |tenant| {
-            let (connector, migrations) = (connector.clone(), migrations.clone());
-            async move {
-                let mut baselined = Baselined::default();
-                let result = async {
+        .on_each_tenant(
+            tenants,
+            &args.fleet,
+            SessionLimits::default(),
+            move |tenant, conn, baselined: &mut Baselined| {
+                let migrations = migrations.clone();
+                Box::pin(async move {
                     let db = tenant.db_name()?;
-                    let mut conn = connector
-                        .connect_tenant(db, &SessionLimits::default())
-                        .await?;
-                    let result = migrations::baseline(
-                        &mut conn,
-                        db,
-                        &migrations,
-                        to,
-                        &mut baselined.recorded,
-                    )
-                    .await;
-                    let _ = conn.close().await;
-                    result
-                }
-                .await;
-                (baselined, result)
-            }
-        })
+                    migrations::baseline(conn, db, &migrations, to, &mut baselined.recorded).await
+                })
+            },
+        )
         .await;
     Ok(ctx.finish(&run))
 }

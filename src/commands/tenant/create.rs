@@ -8,17 +8,16 @@ use serde::Serialize;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
-use crate::cli::{OutputMode, SessionArgs};
-use crate::commands::master::join;
-use crate::context::Context;
-use crate::databases;
-use crate::db::SessionLimits;
+use crate::commands::args::SessionArgs;
+use crate::commands::context::Context;
+use crate::companies;
+use crate::connect::SessionLimits;
 use crate::dbname::DbName;
+use crate::ddl;
 use crate::error::{Outcome, UsageError};
-use crate::master;
 use crate::migrations::{self, MigrationSet};
-use crate::report::print_json;
-use crate::tenant::{Slug, Tenant, TenantStatus};
+use crate::output::{OutputMode, join_versions, line, print_json, shown, warn};
+use crate::tenant::{Lifecycle, Slug, Tenant};
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -40,12 +39,22 @@ pub struct CreateArgs {
 #[derive(Serialize)]
 struct Created<'a> {
     id: &'a str,
-    slug: &'a str,
-    name: &'a str,
-    db_name: &'a str,
-    status: TenantStatus,
+    slug: Option<&'a str>,
+    name: Option<&'a str>,
+    db_name: Option<&'a str>,
+    status: Lifecycle,
     resumed: bool,
+    /// Another `tenant create` of the same slug ran at the same time and
+    /// did the work; this one waited for it and reports its result.
+    concurrent: bool,
     applied: &'a [i64],
+}
+
+/// How this run came to the company row.
+struct Claimed {
+    tenant: Tenant,
+    resumed: bool,
+    concurrent: bool,
 }
 
 pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -66,99 +75,154 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
 
     let mut master_conn = ctx.connector.connect_master().await?;
-    let mut server = ctx.connector.connect_maintenance().await?;
-    let (tenant, resumed) = match master::find_by_slug(&mut master_conn, &slug).await? {
-        Some(existing) => (resume(existing, requested_db.as_ref())?, true),
-        None => {
-            let db = match requested_db {
-                Some(db) => {
-                    ensure_free(&mut master_conn, &mut server, &db).await?;
-                    db
-                }
-                None => free_db_name(&mut master_conn, &mut server, &slug).await?,
-            };
-            let name = args.name.as_deref().unwrap_or(slug.as_str());
-            (
-                master::insert(&mut master_conn, &slug, name, &db).await?,
-                false,
-            )
-        }
-    };
-    if resumed && !ctx.quiet {
-        eprintln!(
-            "tenant {tenant} was left in {}; finishing its provisioning",
-            tenant.status
-        );
-    }
-
-    let limits = SessionLimits::from(&args.session);
-    let mut applied = Vec::new();
-    let provisioned = provision(
+    // Held until this connection closes: a second `create` of the same slug
+    // waits here for the first to finish, then finds its row.
+    let before = companies::find_by_slug(&mut master_conn, &slug).await?;
+    companies::lock_slug(&mut master_conn, &slug).await?;
+    let claimed = claim(
         ctx,
-        &mut server,
-        &tenant,
-        &migrations,
-        &limits,
-        &mut applied,
+        &mut master_conn,
+        &args,
+        &slug,
+        requested_db,
+        before.is_none(),
     )
-    .await;
+    .await?;
+    let mut applied = Vec::new();
+    if !claimed.concurrent {
+        let limits = SessionLimits::from(&args.session);
+        let provisioned = provision(ctx, &claimed.tenant, &migrations, &limits, &mut applied).await;
+        finish(&mut master_conn, &claimed.tenant, &slug, provisioned).await?;
+    }
+    let _ = master_conn.close().await;
+    print(ctx, &claimed, &applied);
+    Ok(Outcome::Success)
+}
+
+/// Finds or records the company row this run works on.
+async fn claim(
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    args: &CreateArgs,
+    slug: &Slug,
+    requested_db: Option<DbName>,
+    absent_before: bool,
+) -> anyhow::Result<Claimed> {
+    if let Some(existing) = companies::find_by_slug(master_conn, slug).await? {
+        if absent_before && existing.has_status(Lifecycle::Active) {
+            return Ok(Claimed {
+                tenant: existing,
+                resumed: false,
+                concurrent: true,
+            });
+        }
+        anyhow::ensure!(
+            !(absent_before && existing.has_status(Lifecycle::Failed)),
+            "tenant {slug}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {slug}` again to finish"
+        );
+        let tenant = resume(existing, requested_db.as_ref())?;
+        if !ctx.quiet {
+            warn(format_args!(
+                "tenant {tenant} was left in {}; finishing its provisioning",
+                shown(tenant.status_label())
+            ));
+        }
+        return Ok(Claimed {
+            tenant,
+            resumed: true,
+            concurrent: false,
+        });
+    }
+    let mut server = ctx.connector.connect_maintenance().await?;
+    let db = match requested_db {
+        Some(db) => ensure_free(master_conn, &mut server, &db)
+            .await
+            .map(|()| db),
+        None => free_db_name(master_conn, &mut server, slug).await,
+    };
     let _ = server.close().await;
+    let name = args.name.as_deref().unwrap_or(slug.as_str());
+    let tenant = companies::insert(master_conn, slug, name, &db?).await?;
+    Ok(Claimed {
+        tenant,
+        resumed: false,
+        concurrent: false,
+    })
+}
+
+/// Marks the company active, or failed with the provisioning error.
+async fn finish(
+    master_conn: &mut PgConnection,
+    tenant: &Tenant,
+    slug: &Slug,
+    provisioned: anyhow::Result<()>,
+) -> anyhow::Result<()> {
     if let Err(err) = provisioned {
         // Best effort: the error being reported matters more than this one.
-        let _ = master::set_status(&mut master_conn, &tenant.id, TenantStatus::Failed).await;
+        let _ = companies::set_status(master_conn, &tenant.id, Lifecycle::Failed).await;
         return Err(err.context(format!(
             "tenant {tenant}: provisioning failed (status failed); fix the cause and run `tenantctl tenant create {slug}` again to finish"
         )));
     }
-    master::set_status(&mut master_conn, &tenant.id, TenantStatus::Active).await?;
-    let _ = master_conn.close().await;
+    companies::set_status(master_conn, &tenant.id, Lifecycle::Active).await
+}
 
+fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
+    let tenant = &claimed.tenant;
     let created = Created {
         id: &tenant.id,
-        slug: &tenant.slug,
-        name: &tenant.name,
-        db_name: &tenant.db_name_raw,
-        status: TenantStatus::Active,
-        resumed,
-        applied: &applied,
+        slug: tenant.slug.as_deref(),
+        name: tenant.name.as_deref(),
+        db_name: tenant.db_name_raw.as_deref(),
+        status: Lifecycle::Active,
+        resumed: claimed.resumed,
+        concurrent: claimed.concurrent,
+        applied,
     };
     match ctx.output {
-        OutputMode::Table => println!(
-            "{} tenant {} (id {}, database {}): applied {} migration(s){}",
-            if resumed { "finished" } else { "created" },
-            created.slug,
-            created.id,
-            created.db_name,
-            applied.len(),
-            if applied.is_empty() {
-                String::new()
+        OutputMode::Table => {
+            let verb = if claimed.concurrent {
+                "created by a concurrent run:"
+            } else if claimed.resumed {
+                "finished"
             } else {
-                format!(": {}", join(&applied))
-            }
-        ),
+                "created"
+            };
+            line(format_args!(
+                "{verb} tenant {} (id {}, database {}): applied {} migration(s){}",
+                shown(tenant.handle()),
+                shown(&tenant.id),
+                shown(tenant.db_label()),
+                applied.len(),
+                if applied.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", join_versions(applied))
+                }
+            ));
+        }
         mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &created),
     }
-    Ok(Outcome::Success)
 }
 
 /// An existing row may only be picked up again if provisioning never
 /// finished, and with the database it already names.
 fn resume(existing: Tenant, requested_db: Option<&DbName>) -> anyhow::Result<Tenant> {
-    let resumable = existing.has_status(TenantStatus::Provisioning)
-        || existing.has_status(TenantStatus::Failed);
+    let resumable =
+        existing.has_status(Lifecycle::Provisioning) || existing.has_status(Lifecycle::Failed);
     anyhow::ensure!(
         resumable,
         "tenant {} already exists (status {}, id {})",
-        existing.slug,
-        existing.status,
-        existing.id
+        shown(existing.handle()),
+        shown(existing.status_label()),
+        shown(&existing.id)
     );
     if let Some(db) = requested_db {
         anyhow::ensure!(
-            existing.db_name_raw == db.as_str(),
+            existing.db_name_raw.as_deref() == Some(db.as_str()),
             "tenant {} is already recorded with database {}; rerun without --db-name (or with that name) to finish it",
-            existing.slug,
-            existing.db_name_raw
+            shown(existing.handle()),
+            shown(existing.db_label())
         );
     }
     existing.db_name()?;
@@ -172,14 +236,14 @@ async fn ensure_free(
     server: &mut PgConnection,
     db: &DbName,
 ) -> anyhow::Result<()> {
-    if let Some(owner) = master::find_by_db(master_conn, db).await? {
+    if let Some(owner) = companies::find_by_db(master_conn, db).await? {
         anyhow::bail!(
             "database {db} already belongs to tenant {}; pick another --db-name",
-            owner.slug
+            shown(owner.handle())
         );
     }
     anyhow::ensure!(
-        !databases::exists(server, db).await?,
+        !ddl::exists(server, db).await?,
         "database {db} already exists on the server and no company names it; pick another --db-name"
     );
     Ok(())
@@ -199,8 +263,10 @@ async fn free_db_name(
         } else {
             DbName::parse(&format!("{base}_{n}")).context("derive a database name")?
         };
-        if master::find_by_db(master_conn, &candidate).await?.is_none()
-            && !databases::exists(server, &candidate).await?
+        if companies::find_by_db(master_conn, &candidate)
+            .await?
+            .is_none()
+            && !ddl::exists(server, &candidate).await?
         {
             return Ok(candidate);
         }
@@ -210,14 +276,16 @@ async fn free_db_name(
 
 async fn provision(
     ctx: &Context,
-    server: &mut PgConnection,
     tenant: &Tenant,
     migrations: &MigrationSet,
     limits: &SessionLimits,
     applied: &mut Vec<i64>,
 ) -> anyhow::Result<()> {
     let db = tenant.db_name()?;
-    databases::create_if_missing(server, db).await?;
+    let mut server = ctx.connector.connect_maintenance().await?;
+    let created = ddl::create_if_missing(&mut server, db).await;
+    let _ = server.close().await;
+    created?;
     let mut conn = ctx.connector.connect_tenant(db, limits).await?;
     let result = migrations::apply(&mut conn, db, migrations, applied).await;
     let _ = conn.close().await;

@@ -5,14 +5,13 @@ use anyhow::Context as _;
 use clap::Args;
 use sqlx::Connection as _;
 
-use crate::cli::OutputMode;
-use crate::confirm::confirm;
-use crate::context::Context;
-use crate::databases;
+use crate::commands::context::Context;
+use crate::companies;
+use crate::ddl;
 use crate::error::Outcome;
-use crate::master;
-use crate::report::print_json;
-use crate::tenant::TenantStatus;
+use crate::output::confirm::confirm;
+use crate::output::{OutputMode, line, print_json, shown};
+use crate::tenant::Lifecycle;
 
 #[derive(Debug, Args)]
 pub struct DropArgs {
@@ -31,7 +30,7 @@ pub struct DropArgs {
 
 pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let mut master_conn = ctx.connector.connect_master().await?;
-    let tenant = master::get(&mut master_conn, &args.tenant).await?;
+    let tenant = companies::get(&mut master_conn, &args.tenant).await?;
     // Only a database the company row names, that passes validation and is
     // not the master, can get this far.
     let db = tenant.db_name()?.clone();
@@ -39,9 +38,9 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     confirm(
         &format!(
             "drop database {db} of tenant {} and everything in it",
-            tenant.slug
+            shown(tenant.handle())
         ),
-        &tenant.slug,
+        tenant.handle(),
         args.yes,
     )?;
 
@@ -50,12 +49,12 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // type has no 'dropped'), nothing has been dropped yet.
     let mut tx = master_conn.begin().await?;
     if args.keep_row {
-        master::set_status(&mut tx, &tenant.id, TenantStatus::Dropped).await?;
+        companies::set_status(&mut tx, &tenant.id, Lifecycle::Dropped).await?;
     } else {
-        master::delete(&mut tx, &tenant.id).await?;
+        companies::delete(&mut tx, &tenant.id).await?;
     }
     let mut server = ctx.connector.connect_maintenance().await?;
-    let dropped = databases::drop_force(&mut server, &db).await;
+    let dropped = ddl::drop_force(&mut server, &db).await;
     let _ = server.close().await;
     dropped?;
     tx.commit().await.with_context(|| {
@@ -64,15 +63,17 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let _ = master_conn.close().await;
 
     match ctx.output {
-        OutputMode::Table => println!(
-            "dropped tenant {} (database {db}){}",
-            tenant.slug,
-            if args.keep_row {
-                "; row kept with status dropped"
-            } else {
-                ""
-            }
-        ),
+        OutputMode::Table => {
+            line(format_args!(
+                "dropped tenant {} (database {db}){}",
+                shown(tenant.handle()),
+                if args.keep_row {
+                    "; row kept with status dropped"
+                } else {
+                    ""
+                }
+            ));
+        }
         mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
             mode,
             &serde_json::json!({

@@ -11,13 +11,15 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::{FleetArgs, OutputMode, SelectionArgs, parse_duration};
-use crate::context::Context;
-use crate::db::Connector;
+use crate::commands::args::{FleetArgs, SelectionArgs, parse_duration};
+use crate::commands::context::Context;
+use crate::connect::Connector;
 use crate::error::Outcome;
 use crate::fleet::{self, Stop};
-use crate::progress::Progress;
-use crate::report::{TenantValue, format_duration};
+use crate::output::OutputMode;
+use crate::output::format_duration;
+use crate::output::progress::Progress;
+use crate::output::report::TenantValue;
 use crate::tenant::Tenant;
 
 #[derive(Debug, Args)]
@@ -66,13 +68,13 @@ struct Lines {
 impl Lines {
     fn show(&self, slug: &str, to_stderr: bool, line: &str) {
         if self.stream {
-            self.progress.suspend(|| {
-                if to_stderr {
-                    eprintln!("{slug} | {line}");
-                } else {
-                    println!("{slug} | {line}");
-                }
-            });
+            let text = format!("{slug} | {line}");
+            if to_stderr {
+                self.progress.suspend(|| crate::output::warn(text));
+            } else {
+                // Stops the run (no new tenant) once nobody reads stdout.
+                self.progress.data_line(&text);
+            }
         }
     }
 }
@@ -167,7 +169,7 @@ impl Child<'_> {
             .env_remove("MASTER_DATABASE_URL")
             .env("DATABASE_URL", url.as_str())
             .env("TENANT_ID", &tenant.id)
-            .env("TENANT_SLUG", &tenant.slug)
+            .env("TENANT_SLUG", tenant.slug.as_deref().unwrap_or_default())
             .env("TENANT_DB_NAME", db.as_str())
             .kill_on_drop(true);
         if !self.interactive {
@@ -189,12 +191,26 @@ impl Child<'_> {
             child.stdout.take().map(|out| {
                 let (lines, secrets, kept) =
                     (self.lines.clone(), secrets.clone(), out_text.clone());
-                tokio::spawn(pump(out, tenant.slug.clone(), false, lines, secrets, kept))
+                tokio::spawn(pump(
+                    out,
+                    tenant.handle().to_owned(),
+                    false,
+                    lines,
+                    secrets,
+                    kept,
+                ))
             }),
             child.stderr.take().map(|err| {
                 let (lines, secrets, kept) =
                     (self.lines.clone(), secrets.clone(), err_text.clone());
-                tokio::spawn(pump(err, tenant.slug.clone(), true, lines, secrets, kept))
+                tokio::spawn(pump(
+                    err,
+                    tenant.handle().to_owned(),
+                    true,
+                    lines,
+                    secrets,
+                    kept,
+                ))
             }),
         ];
 

@@ -4,71 +4,87 @@ use clap::Args;
 use serde::Serialize;
 use sqlx::Connection as _;
 
-use crate::cli::OutputMode;
-use crate::context::Context;
+use crate::commands::context::Context;
+use crate::companies;
 use crate::error::Outcome;
-use crate::master;
-use crate::report::{print_json, table};
-use crate::tenant::TenantStatus;
+use crate::output::{OutputMode, line, print_json, shown, table, warn};
+use crate::tenant::Lifecycle;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only companies with this status (repeatable)
     #[arg(long, value_enum)]
-    pub status: Vec<TenantStatus>,
+    pub status: Vec<Lifecycle>,
 }
 
 #[derive(Serialize)]
 struct Row<'a> {
     id: &'a str,
-    slug: &'a str,
-    name: &'a str,
-    db_name: &'a str,
-    status: &'a str,
-    created_at: String,
+    slug: Option<&'a str>,
+    name: Option<&'a str>,
+    db_name: Option<&'a str>,
+    status: Option<&'a str>,
+    created_at: Option<String>,
+    /// Why the row cannot be used (its database name missing or unsafe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let mut conn = ctx.connector.connect_master().await?;
     let statuses = (!args.status.is_empty()).then_some(args.status.as_slice());
-    let tenants = master::list(&mut conn, statuses).await?;
+    let tenants = companies::list(&mut conn, statuses).await;
     let _ = conn.close().await;
+    let tenants = tenants?;
 
     let rows: Vec<Row> = tenants
         .iter()
         .map(|t| Row {
             id: &t.id,
-            slug: &t.slug,
-            name: &t.name,
-            db_name: &t.db_name_raw,
-            status: &t.status,
+            slug: t.slug.as_deref(),
+            name: t.name.as_deref(),
+            db_name: t.db_name_raw.as_deref(),
+            status: t.status.as_deref(),
             created_at: t
                 .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            error: t.db.as_ref().err().map(String::as_str),
         })
         .collect();
     match ctx.output {
         OutputMode::Json => print_json(OutputMode::Json, &rows),
         OutputMode::Jsonl => {
             for row in &rows {
-                println!("{}", serde_json::to_string(row).expect("rows serialize"));
+                print_json(OutputMode::Jsonl, row);
             }
         }
         OutputMode::Table => {
             let mut out = table(["id", "slug", "name", "db name", "status", "created"]);
             for r in &rows {
                 out.add_row([
-                    r.id,
-                    r.slug,
-                    r.name,
-                    &r.db_name.escape_debug().to_string(),
-                    r.status,
-                    &r.created_at,
+                    shown(r.id),
+                    shown(r.slug.unwrap_or_default()),
+                    shown(r.name.unwrap_or_default()),
+                    r.db_name.map_or_else(|| "NULL".to_owned(), shown),
+                    shown(r.status.unwrap_or_default()),
+                    r.created_at.clone().unwrap_or_default(),
                 ]);
             }
-            println!("{out}");
-            println!("{} tenant(s)", rows.len());
+            line(out);
+            line(format_args!("{} tenant(s)", rows.len()));
         }
     }
-    Ok(Outcome::Success)
+    // Unusable rows are listed, and said so, without hiding the others.
+    let broken: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
+    for row in &broken {
+        warn(format_args!(
+            "warning: {}",
+            shown(row.error.unwrap_or_default())
+        ));
+    }
+    Ok(if broken.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
 }

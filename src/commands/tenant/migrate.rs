@@ -1,20 +1,16 @@
 //! `tenantctl tenant migrate <slug|id>... | --all`: apply pending tenant
 //! migrations across the selected tenants.
 
-use std::sync::Arc;
-
 use clap::Args;
 use serde::Serialize;
-use sqlx::Connection as _;
 
-use crate::cli::{FleetArgs, SelectionArgs, SessionArgs};
-use crate::commands::master::join;
-use crate::context::Context;
-use crate::db::{Connector, SessionLimits};
+use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
+use crate::commands::context::Context;
+use crate::connect::SessionLimits;
 use crate::error::Outcome;
-use crate::migrations::{self, MigrationSet};
-use crate::report::TenantValue;
-use crate::tenant::Tenant;
+use crate::migrations;
+use crate::output::join_versions;
+use crate::output::report::TenantValue;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -60,7 +56,7 @@ impl TenantValue for Migrated {
                 "0".into()
             }
         } else {
-            format!("{label} {}: {}", versions.len(), join(versions))
+            format!("{label} {}: {}", versions.len(), join_versions(versions))
         }]
     }
 }
@@ -68,53 +64,26 @@ impl TenantValue for Migrated {
 pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
-    let connector = ctx.connector.clone();
-    let limits = SessionLimits::from(&args.session);
     let dry_run = args.dry_run;
     let run = ctx
-        .fleet(tenants, &args.fleet, move |tenant| {
-            let (connector, migrations, limits) =
-                (connector.clone(), migrations.clone(), limits.clone());
-            async move {
-                let mut migrated = Migrated::default();
-                let result = migrate_one(
-                    &connector,
-                    &tenant,
-                    &migrations,
-                    &limits,
-                    dry_run,
-                    &mut migrated,
-                )
-                .await;
-                (migrated, result)
-            }
-        })
+        .on_each_tenant(
+            tenants,
+            &args.fleet,
+            SessionLimits::from(&args.session),
+            move |tenant, conn, migrated: &mut Migrated| {
+                let migrations = migrations.clone();
+                Box::pin(async move {
+                    let db = tenant.db_name()?;
+                    if dry_run {
+                        let plan = migrations::plan(conn, &migrations).await?;
+                        migrated.pending = Some(plan.pending.clone());
+                        plan.check()
+                    } else {
+                        migrations::apply(conn, db, &migrations, &mut migrated.applied).await
+                    }
+                })
+            },
+        )
         .await;
     Ok(ctx.finish(&run))
-}
-
-/// Migrates one tenant on a single connection, closed afterwards.
-pub async fn migrate_one(
-    connector: &Connector,
-    tenant: &Tenant,
-    migrations: &Arc<MigrationSet>,
-    limits: &SessionLimits,
-    dry_run: bool,
-    migrated: &mut Migrated,
-) -> anyhow::Result<()> {
-    let db = tenant.db_name()?;
-    let mut conn = connector.connect_tenant(db, limits).await?;
-    let result = if dry_run {
-        match migrations::plan(&mut conn, migrations).await {
-            Ok(plan) => {
-                migrated.pending = Some(plan.pending.clone());
-                plan.check()
-            }
-            Err(err) => Err(err),
-        }
-    } else {
-        migrations::apply(&mut conn, db, migrations, &mut migrated.applied).await
-    };
-    let _ = conn.close().await;
-    result
 }

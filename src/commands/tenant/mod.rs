@@ -14,7 +14,7 @@ pub mod url;
 
 use clap::Subcommand;
 
-use crate::context::Context;
+use crate::commands::context::Context;
 use crate::error::Outcome;
 
 #[derive(Debug, Subcommand)]

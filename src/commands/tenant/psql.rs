@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::context::Context;
+use crate::commands::context::Context;
 use crate::error::Outcome;
 
 #[derive(Debug, Args)]

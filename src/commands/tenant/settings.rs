@@ -4,19 +4,16 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
-use sqlx::types::Json;
 
-use std::future::Future;
-use std::sync::Arc;
-
-use crate::cli::{FilterArgs, FleetArgs, OutputMode};
-use crate::context::Context;
-use crate::db::{SessionLimits, has_sqlstate};
+use crate::commands::args::{FilterArgs, FleetArgs};
+use crate::commands::context::Context;
+use crate::connect::{SessionLimits, has_sqlstate};
 use crate::error::{Outcome, UsageError};
-use crate::fleet::{FleetRun, attempt};
-use crate::report::{TenantValue, print_json, table};
+use crate::output::report::TenantValue;
+use crate::output::{OutputMode, line, print_json, shown, table};
 use crate::tenant::Tenant;
 
 #[derive(Debug, Subcommand)]
@@ -63,10 +60,13 @@ pub struct ListArgs {
     pub tenant: String,
 }
 
+/// One setting as stored. The value is jsonb's own text, carried as raw
+/// JSON so that numbers keep every digit (`12345678901234567890123` is not
+/// rounded through a float on its way in or out).
 #[derive(Serialize)]
 struct Setting {
     key: String,
-    value: serde_json::Value,
+    value: Box<RawValue>,
     updated_at: DateTime<Utc>,
 }
 
@@ -74,7 +74,7 @@ struct Setting {
 #[derive(Debug, Default, Serialize)]
 pub struct SettingValue {
     pub key: String,
-    pub value: Option<serde_json::Value>,
+    pub value: Option<Box<RawValue>>,
 }
 
 impl TenantValue for SettingValue {
@@ -84,10 +84,10 @@ impl TenantValue for SettingValue {
 
     fn cells(&self) -> Vec<String> {
         vec![
-            self.key.clone(),
+            shown(&self.key),
             self.value
                 .as_ref()
-                .map_or_else(String::new, ToString::to_string),
+                .map_or_else(String::new, |v| shown(v.get())),
         ]
     }
 }
@@ -100,9 +100,15 @@ pub async fn run(command: SettingsCommand, ctx: &Context) -> anyhow::Result<Outc
     }
 }
 
-/// `"42"` is the number 42, `"{\"a\":1}"` an object, `dark` the string "dark".
-pub fn parse_value(raw: &str) -> serde_json::Value {
-    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
+/// The JSON text to store for what the operator typed: the text itself when
+/// it is valid JSON (`42`, `{"a": 1}`, `"quoted"`), so it is stored exactly
+/// as typed, else the text as a JSON string (`dark` becomes `"dark"`).
+pub fn json_text(raw: &str) -> String {
+    if serde_json::from_str::<&RawValue>(raw).is_ok() {
+        raw.to_owned()
+    } else {
+        serde_json::Value::String(raw.to_owned()).to_string()
+    }
 }
 
 /// Splits `[tenant...] <trailing...>`, checking the tenant part against
@@ -124,93 +130,70 @@ fn split_words<'a>(
 
 async fn set(args: SetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (names, rest) = split_words(&args.words, 2, &args.filter)?;
-    let (key, value) = (rest[0].clone(), parse_value(&rest[1]));
+    let (key, value) = (rest[0].clone(), json_text(&rest[1]));
     if key.is_empty() {
         return Err(UsageError("a setting key cannot be empty".into()).into());
     }
     let tenants = ctx.select_names(names, &args.filter).await?;
-    let run = on_each(ctx, tenants, &args.fleet, move |mut conn| {
-        let (key, value) = (key.clone(), value.clone());
-        async move {
-            let written = write(&mut conn, &key, &value).await;
-            let _ = conn.close().await;
-            written.map_err(settings_error)?;
-            Ok(SettingValue {
-                key,
-                value: Some(value),
-            })
-        }
-    })
-    .await;
+    let run = ctx
+        .on_each_tenant(
+            tenants,
+            &args.fleet,
+            SessionLimits::default(),
+            move |_, conn, setting: &mut SettingValue| {
+                let (key, value) = (key.clone(), value.clone());
+                Box::pin(async move {
+                    setting.key.clone_from(&key);
+                    let stored = write(conn, &key, &value).await.map_err(settings_error)?;
+                    setting.value = Some(stored);
+                    Ok(())
+                })
+            },
+        )
+        .await;
     Ok(ctx.finish(&run))
 }
 
 async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (names, rest) = split_words(&args.words, 1, &args.filter)?;
     let key = rest[0].clone();
-    let single = names.len() == 1 && !args.filter.all;
-    let tenants = ctx.select_names(names, &args.filter).await?;
-    let run = on_each(ctx, tenants, &args.fleet, move |mut conn| {
-        let key = key.clone();
-        async move {
-            let read = read(&mut conn, Some(&key)).await;
-            let _ = conn.close().await;
-            let setting = read
-                .map_err(settings_error)?
-                .pop()
-                .ok_or_else(|| anyhow::anyhow!("no setting {key:?}"))?;
-            Ok(SettingValue {
-                key,
-                value: Some(setting.value),
-            })
-        }
-    })
-    .await;
-    match (&run.reports[..], single) {
-        // One tenant named: just the value, or the error.
-        ([report], true) => {
-            if let Some(error) = &report.error {
-                anyhow::bail!("tenant {}: {error}", report.tenant);
-            }
-            let value = report.value.value.clone().unwrap_or_default();
-            match ctx.output {
-                OutputMode::Table => println!("{value}"),
-                mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &value),
-            }
-            Ok(Outcome::Success)
-        }
-        _ => Ok(ctx.finish(&run)),
+    if let [name] = names
+        && !args.filter.all
+    {
+        return get_one(ctx, name, &key).await;
     }
+    let tenants = ctx.select_names(names, &args.filter).await?;
+    let run = ctx
+        .on_each_tenant(
+            tenants,
+            &args.fleet,
+            SessionLimits::default(),
+            move |_, conn, setting: &mut SettingValue| {
+                let key = key.clone();
+                Box::pin(async move {
+                    setting.key.clone_from(&key);
+                    setting.value = Some(read_one(conn, &key).await?);
+                    Ok(())
+                })
+            },
+        )
+        .await;
+    Ok(ctx.finish(&run))
 }
 
-/// Runs `op` on a connection to each tenant, on the fleet machinery.
-async fn on_each<F, Fut>(
-    ctx: &Context,
-    tenants: Vec<Tenant>,
-    fleet_args: &FleetArgs,
-    op: F,
-) -> FleetRun<SettingValue>
-where
-    F: Fn(PgConnection) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<SettingValue>> + Send + 'static,
-{
-    let connector = ctx.connector.clone();
-    let op = Arc::new(op);
-    ctx.fleet(tenants, fleet_args, move |tenant| {
-        let (connector, op) = (connector.clone(), op.clone());
-        async move {
-            attempt(
-                async {
-                    let conn = connector
-                        .connect_tenant(tenant.db_name()?, &SessionLimits::default())
-                        .await?;
-                    op(conn).await
-                }
-                .await,
-            )
+/// One tenant named: just the value, or one error.
+async fn get_one(ctx: &Context, name: &str, key: &str) -> anyhow::Result<Outcome> {
+    let (tenant, mut conn) = open(ctx, name).await?;
+    let value = read_one(&mut conn, key).await;
+    let _ = conn.close().await;
+    let value = value.with_context(|| format!("tenant {tenant}"))?;
+    match ctx.output {
+        OutputMode::Table => {
+            line(value.get());
         }
-    })
-    .await
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &value),
+    }
+    Ok(Outcome::Success)
 }
 
 async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -224,20 +207,20 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         OutputMode::Json => print_json(OutputMode::Json, &settings),
         OutputMode::Jsonl => {
             for s in &settings {
-                println!("{}", serde_json::to_string(s).expect("settings serialize"));
+                print_json(OutputMode::Jsonl, s);
             }
         }
         OutputMode::Table => {
             let mut out = table(["key", "value", "updated"]);
             for s in &settings {
                 out.add_row([
-                    s.key.clone(),
-                    s.value.to_string(),
+                    shown(&s.key),
+                    shown(s.value.get()),
                     s.updated_at
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 ]);
             }
-            println!("{out}");
+            line(out);
         }
     }
     Ok(Outcome::Success)
@@ -256,40 +239,57 @@ async fn open(ctx: &Context, key: &str) -> anyhow::Result<(Tenant, PgConnection)
     Ok((tenant, conn))
 }
 
-/// Upserts one setting.
+/// Upserts one setting from its JSON text; returns the value as stored.
 pub async fn write(
     conn: &mut PgConnection,
     key: &str,
-    value: &serde_json::Value,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        r#"INSERT INTO settings (key, value, "updatedAt") VALUES ($1, $2, now())
-           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "updatedAt" = now()"#,
+    json: &str,
+) -> anyhow::Result<Box<RawValue>> {
+    let (stored,): (String,) = sqlx::query_as(
+        r#"INSERT INTO settings (key, value, "updatedAt") VALUES ($1, $2::jsonb, now())
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "updatedAt" = now()
+           RETURNING value::text"#,
     )
     .bind(key)
-    .bind(Json(value))
-    .execute(conn)
+    .bind(json)
+    .fetch_one(conn)
     .await
     .context("write setting")?;
-    Ok(())
+    raw(stored)
+}
+
+/// The value of one setting, or an error naming the key.
+async fn read_one(conn: &mut PgConnection, key: &str) -> anyhow::Result<Box<RawValue>> {
+    read(conn, Some(key))
+        .await
+        .map_err(settings_error)?
+        .pop()
+        .map(|setting| setting.value)
+        .ok_or_else(|| anyhow::anyhow!("no setting {:?}", shown(key)))
 }
 
 async fn read(conn: &mut PgConnection, key: Option<&str>) -> anyhow::Result<Vec<Setting>> {
-    let rows: Vec<(String, Json<serde_json::Value>, DateTime<Utc>)> = sqlx::query_as(
-        r#"SELECT key, value, "updatedAt" FROM settings WHERE $1::text IS NULL OR key = $1 ORDER BY key"#,
+    let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+        r#"SELECT key, value::text, "updatedAt" FROM settings WHERE $1::text IS NULL OR key = $1 ORDER BY key"#,
     )
     .bind(key)
     .fetch_all(conn)
     .await
     .context("read settings")?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, Json(value), updated_at)| Setting {
-            key,
-            value,
-            updated_at,
+    rows.into_iter()
+        .map(|(key, value, updated_at)| {
+            Ok(Setting {
+                key,
+                value: raw(value)?,
+                updated_at,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// jsonb's text output is always valid JSON.
+fn raw(text: String) -> anyhow::Result<Box<RawValue>> {
+    RawValue::from_string(text).context("read a stored value as JSON")
 }
 
 fn settings_error(err: anyhow::Error) -> anyhow::Error {

@@ -10,13 +10,15 @@ use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{Column as _, Connection as _, Executor as _, Row as _, ValueRef as _};
 
-use crate::cli::{FleetArgs, OutputMode, SelectionArgs, SessionArgs};
-use crate::confirm::confirm;
-use crate::context::Context;
-use crate::db::SessionLimits;
+use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
+use crate::commands::context::Context;
+use crate::connect::SessionLimits;
 use crate::error::{Outcome, UsageError};
-use crate::fleet::Status;
-use crate::report::{TenantValue, table};
+use crate::fleet::Verdict;
+use crate::output::OutputMode;
+use crate::output::confirm::confirm;
+use crate::output::report::TenantValue;
+use crate::output::table;
 use crate::sqltext::transaction_control;
 
 #[derive(Debug, Args)]
@@ -129,22 +131,22 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             .map(|r| r.value.columns.clone());
         if let Some(columns) = columns {
             let mut out = table(std::iter::once("tenant".to_owned()).chain(columns));
-            for report in run.reports.iter().filter(|r| r.status == Status::Ok) {
+            for report in run.reports.iter().filter(|r| r.verdict == Verdict::Ok) {
                 for row in &report.value.rows {
                     out.add_row(
-                        std::iter::once(report.tenant.slug.clone()).chain(
+                        std::iter::once(report.tenant.handle().to_owned()).chain(
                             row.iter()
                                 .map(|v| v.clone().unwrap_or_else(|| "NULL".into())),
                         ),
                     );
                 }
             }
-            println!("{out}");
+            crate::output::line(out);
         }
     }
     let outcome = ctx.finish(&run);
     if dry_run && ctx.output == OutputMode::Table {
-        println!("dry run: every transaction was rolled back");
+        crate::output::line("dry run: every transaction was rolled back");
     }
     Ok(outcome)
 }

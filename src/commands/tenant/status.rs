@@ -1,16 +1,14 @@
 //! `tenantctl tenant status`: each tenant's migration state and problems,
 //! read-only, on the same fleet machinery as `migrate`.
 
-use clap::Args;
-use serde::Serialize;
-use sqlx::Connection as _;
-
-use crate::cli::{FleetArgs, SelectionArgs};
-use crate::context::Context;
-use crate::db::{SessionLimits, is_missing_database};
+use crate::commands::args::{FleetArgs, SelectionArgs};
+use crate::commands::context::Context;
+use crate::connect::{SessionLimits, is_missing_database};
 use crate::error::Outcome;
 use crate::migrations::{self, Problem};
-use crate::report::TenantValue;
+use crate::output::report::TenantValue;
+use clap::Args;
+use serde::Serialize;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -50,33 +48,26 @@ impl TenantValue for TenantState {
             self.pending.to_string(),
         ]
     }
+
+    fn connect_failed(&mut self, err: &anyhow::Error) {
+        if is_missing_database(err) {
+            self.problems.push(StatusProblem::DatabaseMissing);
+        }
+    }
 }
 
 pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
-    let connector = ctx.connector.clone();
     let run = ctx
-        .fleet(tenants, &args.fleet, move |tenant| {
-            let (connector, migrations) = (connector.clone(), migrations.clone());
-            async move {
-                let mut state = TenantState::default();
-                let result = async {
-                    let db = tenant.db_name()?;
-                    let mut conn = match connector
-                        .connect_tenant(db, &SessionLimits::default())
-                        .await
-                    {
-                        Ok(conn) => conn,
-                        Err(err) if is_missing_database(&err) => {
-                            state.problems.push(StatusProblem::DatabaseMissing);
-                            anyhow::bail!("database {db} is missing");
-                        }
-                        Err(err) => return Err(err),
-                    };
-                    let plan = migrations::plan(&mut conn, &migrations).await;
-                    let _ = conn.close().await;
-                    let plan = plan?;
+        .on_each_tenant(
+            tenants,
+            &args.fleet,
+            SessionLimits::default(),
+            move |_, conn, state: &mut TenantState| {
+                let migrations = migrations.clone();
+                Box::pin(async move {
+                    let plan = migrations::plan(conn, &migrations).await?;
                     state.latest = plan.applied.iter().copied().max();
                     state.pending = plan.pending.len();
                     state.problems = plan
@@ -86,11 +77,9 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         .map(StatusProblem::Migration)
                         .collect();
                     plan.check()
-                }
-                .await;
-                (state, result)
-            }
-        })
+                })
+            },
+        )
         .await;
     Ok(ctx.finish(&run))
 }

@@ -2,10 +2,9 @@
 
 use clap::Args;
 
-use crate::cli::OutputMode;
-use crate::context::Context;
+use crate::commands::context::Context;
 use crate::error::Outcome;
-use crate::report::print_json;
+use crate::output::{OutputMode, line, print_json};
 
 #[derive(Debug, Args)]
 pub struct UrlArgs {
@@ -27,7 +26,9 @@ pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ctx.connector.tenant_url_redacted(db)?
     };
     match ctx.output {
-        OutputMode::Table => println!("{url}"),
+        OutputMode::Table => {
+            line(&url);
+        }
         mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
             mode,
             &serde_json::json!({

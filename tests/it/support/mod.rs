@@ -282,10 +282,10 @@ impl TestEnv {
     pub fn scratch_db(
         &self,
         prefix: &str,
-    ) -> (tenantctl::dbname::DbName, tenantctl::db::Connector) {
+    ) -> (tenantctl::dbname::DbName, tenantctl::connect::Connector) {
         let db = format!("{prefix}_{}", self.token);
         self.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
-        let connector = tenantctl::db::Connector::new(
+        let connector = tenantctl::connect::Connector::new(
             &self.base_url,
             Some(&self.master_url()),
             std::time::Duration::from_secs(5),

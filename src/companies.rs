@@ -5,29 +5,47 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 
-use crate::db::has_sqlstate;
+use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
-use crate::tenant::{Slug, Tenant, TenantStatus};
+use crate::tenant::{Lifecycle, Slug, Tenant};
 
-// `status::text` and `::timestamptz` let the same query read a master whose
-// ORM made `status` an enum type and the timestamps `timestamp(3)`.
-const SELECT: &str = r#"SELECT id, slug, name, "dbName", status::text AS status, "createdAt"::timestamptz AS created_at FROM "Company""#;
+// Every column is read as text and may be NULL: `::text` lets the same
+// query read a master whose ORM made `status` an enum type or the id an
+// integer, and one NULL, written by another tool, must fail its own row
+// only, never the whole read.
+const SELECT: &str = r#"SELECT id::text, slug::text, name::text, "dbName"::text, status::text AS status, "createdAt"::timestamptz AS created_at FROM "Company""#;
 
-type Row = (String, String, String, String, String, DateTime<Utc>);
+type Row = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
 
 fn tenant((id, slug, name, db_name, status, created_at): Row) -> Tenant {
-    Tenant::new(id, slug, name, db_name, status, created_at)
+    // The id is the primary key, so never NULL in practice; an empty one
+    // still yields a row that fails on its own.
+    Tenant::new(
+        id.unwrap_or_default(),
+        slug,
+        name,
+        db_name,
+        status,
+        created_at,
+    )
 }
 
 /// Every company, optionally only those with one of the given statuses,
 /// ordered by slug.
 pub async fn list(
     conn: &mut PgConnection,
-    statuses: Option<&[TenantStatus]>,
+    statuses: Option<&[Lifecycle]>,
 ) -> anyhow::Result<Vec<Tenant>> {
     let statuses: Option<Vec<&str>> = statuses.map(|s| s.iter().map(|s| s.as_str()).collect());
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "{SELECT} WHERE $1::text[] IS NULL OR status::text = ANY($1) ORDER BY slug"
+        "{SELECT} WHERE $1::text[] IS NULL OR lower(status::text) = ANY($1) ORDER BY slug, id"
     ))
     .bind(statuses)
     .fetch_all(conn)
@@ -39,7 +57,7 @@ pub async fn list(
 /// The company whose slug or id is `key` (slug wins if both match).
 pub async fn find(conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<Tenant>> {
     let row: Option<Row> = sqlx::query_as(&format!(
-        "{SELECT} WHERE slug = $1 OR id = $1 ORDER BY slug = $1 DESC LIMIT 1"
+        "{SELECT} WHERE slug = $1 OR id::text = $1 ORDER BY slug = $1 DESC NULLS LAST LIMIT 1"
     ))
     .bind(key)
     .fetch_optional(conn)
@@ -76,6 +94,18 @@ pub async fn find_by_db(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<
         .await
         .map_err(master_error)?;
     Ok(row.map(tenant))
+}
+
+/// Takes a session-level advisory lock on this slug in the master, held
+/// until the connection closes, so two `tenant create` runs of one slug
+/// never provision it at once: the second waits, then finds the row.
+pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl create ' || $1, 0))")
+        .bind(slug.as_str())
+        .execute(conn)
+        .await
+        .context("take the master's lock for this slug")?;
+    Ok(())
 }
 
 /// Records a new company in `provisioning`.
@@ -115,13 +145,13 @@ pub async fn insert(
 pub async fn set_status(
     conn: &mut PgConnection,
     id: &str,
-    status: TenantStatus,
+    status: Lifecycle,
 ) -> anyhow::Result<()> {
     // The status is one of our own constants, written as a literal so that it
     // also fits a master whose `status` column is an enum type, which a text
     // bind parameter would not.
     let sql = format!(
-        r#"UPDATE "Company" SET status = '{}', "updatedAt" = now() WHERE id = $1"#,
+        r#"UPDATE "Company" SET status = '{}', "updatedAt" = now() WHERE id::text = $1"#,
         status.as_str()
     );
     sqlx::query(&sql)
@@ -135,7 +165,7 @@ pub async fn set_status(
 
 /// Deletes a company's row.
 pub async fn delete(conn: &mut PgConnection, id: &str) -> anyhow::Result<()> {
-    sqlx::query(r#"DELETE FROM "Company" WHERE id = $1"#)
+    sqlx::query(r#"DELETE FROM "Company" WHERE id::text = $1"#)
         .bind(id)
         .execute(conn)
         .await

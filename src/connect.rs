@@ -2,6 +2,7 @@
 //! PostgreSQL connection. Nothing else parses URLs or builds connection
 //! strings.
 
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,9 +14,10 @@ use url::Url;
 use crate::dbname::DbName;
 use crate::error::UsageError;
 
-/// Database used for `CREATE DATABASE` / `DROP DATABASE`, which cannot run
-/// while connected to the database they act on.
-const MAINTENANCE_DB: &str = "postgres";
+/// Databases tried, in order, for `CREATE DATABASE` / `DROP DATABASE`,
+/// which cannot run while connected to the database they act on. Both exist
+/// on every server; an operator may have revoked CONNECT on either.
+const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
 
 /// Default master database when `MASTER_DATABASE_URL` is not set.
 pub const DEFAULT_MASTER_DB: &str = "master";
@@ -110,10 +112,10 @@ impl Connector {
         let mut options = self.base.clone().database(db.as_str());
         let mut settings = Vec::new();
         if let Some(t) = limits.lock_timeout {
-            settings.push(("lock_timeout", t.as_millis().to_string()));
+            settings.push(("lock_timeout", whole_millis(t)));
         }
         if let Some(t) = limits.statement_timeout {
-            settings.push(("statement_timeout", t.as_millis().to_string()));
+            settings.push(("statement_timeout", whole_millis(t)));
         }
         if !settings.is_empty() {
             options = options.options(settings);
@@ -153,18 +155,44 @@ impl Connector {
         })
     }
 
-    /// Opens a connection to the maintenance database of the server that
-    /// holds tenant databases, for creating and dropping them.
+    /// Opens a connection to a maintenance database of the server that
+    /// holds tenant databases, for creating and dropping them (and only
+    /// for that: an operator may have revoked CONNECT on `postgres`).
     pub async fn connect_maintenance(&self) -> anyhow::Result<PgConnection> {
-        self.connect(&self.base.clone().database(MAINTENANCE_DB))
-            .await
+        self.maintenance_on(&self.base).await
     }
 
     /// Like [`Self::connect_maintenance`], but on the master's server, which
     /// `MASTER_DATABASE_URL` may put elsewhere.
     pub async fn connect_master_maintenance(&self) -> anyhow::Result<PgConnection> {
-        self.connect(&self.master.clone().database(MAINTENANCE_DB))
-            .await
+        self.maintenance_on(&self.master).await
+    }
+
+    /// `postgres`, else `template1`; when both refuse, says what to grant.
+    async fn maintenance_on(&self, server: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+        let mut last = None;
+        for db in MAINTENANCE_DBS {
+            match self.connect(&server.clone().database(db)).await {
+                Ok(conn) => return Ok(conn),
+                // Missing, or CONNECT revoked: try the next one.
+                Err(err) if has_sqlstate(&err, "3D000") || has_sqlstate(&err, "42501") => {
+                    last = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let err = last.unwrap_or_else(|| anyhow::anyhow!("no maintenance database"));
+        Err(err.context(format!(
+            "creating or dropping a database needs a connection to the postgres or template1 database, and {user} may connect to neither; ask an administrator to run GRANT CONNECT ON DATABASE postgres TO \"{user}\"",
+            user = server.get_username()
+        )))
+    }
+
+    /// Whether the master lives on the server that holds the tenant
+    /// databases, so its connection can read that server's catalog.
+    pub fn master_on_tenant_server(&self) -> bool {
+        self.master.get_host() == self.base.get_host()
+            && self.master.get_port() == self.base.get_port()
     }
 
     /// The tenant's URL with credentials, for a child process's environment
@@ -215,6 +243,12 @@ impl Connector {
     }
 }
 
+/// A timeout as PostgreSQL's whole milliseconds, rounded up so that a value
+/// the flags accept never becomes 0, which the server reads as no timeout.
+fn whole_millis(t: Duration) -> String {
+    t.as_micros().div_ceil(1000).to_string()
+}
+
 /// True if the error chain holds PostgreSQL's "database does not exist".
 pub fn is_missing_database(err: &anyhow::Error) -> bool {
     has_sqlstate(err, "3D000")
@@ -238,7 +272,7 @@ fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
         ))
     };
     // The url crate's error never echoes its input, so nothing secret leaks.
-    let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    let url = Url::parse(&encode_userinfo(raw.trim())).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(invalid(&format!(
             "scheme {:?}, expected postgres or postgresql",
@@ -249,6 +283,44 @@ fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
         return Err(invalid("no host"));
     }
     normalize(url).map_err(invalid)
+}
+
+/// Percent-encodes what a URL's userinfo cannot hold literally.
+///
+/// Everything between `://` and the last `@` is the user and password:
+/// people paste passwords with `/`, `?`, `#` or `@` in them unencoded, and a
+/// URL parser would then take the password's tail for the host, path or
+/// query and show it in its errors. Encoding these characters first makes
+/// such a URL mean what its writer meant, and keeps all of the userinfo
+/// where redaction finds it. `%` followed by two hex digits is taken as
+/// already encoded and left alone.
+fn encode_userinfo(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://") else {
+        return raw.to_owned();
+    };
+    let rest = &raw[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return raw.to_owned();
+    };
+    let (userinfo, host_and_after) = (&rest[..at], &rest[at..]);
+    let bytes = userinfo.as_bytes();
+    let mut encoded = String::with_capacity(userinfo.len() + 8);
+    for (i, c) in userinfo.char_indices() {
+        let keep = c.is_ascii_alphanumeric()
+            || "-._~!$&'()*+,;=:".contains(c)
+            || (c == '%'
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        if keep {
+            encoded.push(c);
+        } else {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(encoded, "%{b:02X}");
+            }
+        }
+    }
+    format!("{}{encoded}{host_and_after}", &raw[..scheme_end + 3])
 }
 
 /// Moves the `password`, `user` and `dbname` query parameters that libpq

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use sqlx::Executor as _;
 use sqlx::postgres::PgConnection;
 
-use crate::db::has_sqlstate;
+use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
 
 /// Whether the database exists on the server `conn` is connected to.
@@ -29,8 +29,10 @@ pub async fn create_if_missing(conn: &mut PgConnection, db: &DbName) -> anyhow::
         Ok(_) => Ok(true),
         Err(err) => {
             let err = anyhow::Error::new(err);
-            // 42P04 duplicate_database: another process created it meanwhile.
-            if has_sqlstate(&err, "42P04") {
+            // Another process created it meanwhile: 42P04 duplicate_database,
+            // or, when both got past the catalog check at once, 23505 from
+            // pg_database's unique index.
+            if has_sqlstate(&err, "42P04") || has_sqlstate(&err, "23505") {
                 Ok(false)
             } else {
                 Err(err.context(format!("create database {db}")))

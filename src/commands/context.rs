@@ -1,23 +1,29 @@
-//! Global flags turned, once, into what every command works with.
-
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use sqlx::Connection as _;
+//! Global flags turned, once, into what every command works with, and the
+//! one way a command runs an operation on each selected tenant.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cli::{FilterArgs, FleetArgs, GlobalArgs, OutputMode, SelectionArgs};
-use crate::db::Connector;
-use crate::error::Outcome;
-use crate::error::UsageError;
-use crate::fleet::Stop;
-use crate::fleet::{self, Attempt, FleetRun};
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+
+use crate::commands::args::{FilterArgs, FleetArgs, GlobalArgs, SelectionArgs};
+use crate::connect::{Connector, SessionLimits};
+use crate::error::{Outcome, UsageError};
+use crate::fleet::{self, Attempt, FleetRun, Stop};
 use crate::migrations::MigrationSet;
-use crate::progress::Progress;
-use crate::report::{TenantValue, print_fleet};
-use crate::selection;
+use crate::output::OutputMode;
+use crate::output::progress::Progress;
+use crate::output::report::{TenantValue, print_fleet};
+use crate::selection::{self, Filter};
 use crate::tenant::Tenant;
+
+/// The future an operation on one tenant's connection returns; it borrows
+/// the connection, which [`Context::on_each_tenant`] closes afterwards.
+pub type TenantFuture<'c, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'c>>;
 
 /// Validated configuration shared by all commands.
 pub struct Context {
@@ -25,7 +31,7 @@ pub struct Context {
     pub output: OutputMode,
     pub quiet: bool,
     pub stop: Stop,
-    listening: std::sync::atomic::AtomicBool,
+    listening: AtomicBool,
     tenant_migrations_dir: Option<PathBuf>,
 }
 
@@ -53,7 +59,7 @@ impl Context {
             output: global.output,
             quiet: global.quiet,
             stop: Stop::default(),
-            listening: std::sync::atomic::AtomicBool::new(false),
+            listening: AtomicBool::new(false),
             tenant_migrations_dir: global.tenant_migrations.clone(),
         })
     }
@@ -74,7 +80,7 @@ impl Context {
     /// The one tenant with this slug or id, read from the master.
     pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
         let mut conn = self.connector.connect_master().await?;
-        let tenant = crate::master::get(&mut conn, key).await;
+        let tenant = crate::companies::get(&mut conn, key).await;
         let _ = conn.close().await;
         tenant
     }
@@ -91,27 +97,31 @@ impl Context {
         names: &[String],
         filter: &FilterArgs,
     ) -> anyhow::Result<Vec<Tenant>> {
+        let filter = Filter::from(filter);
         let mut conn = self.connector.connect_master().await?;
-        let tenants = selection::resolve(&mut conn, names, filter).await;
+        let tenants = selection::resolve(&mut conn, names, &filter).await;
         let _ = conn.close().await;
-        tenants
+        let tenants = tenants?;
+        if tenants.is_empty() && !names.is_empty() {
+            // Named tenants filtered away entirely by --status.
+            crate::output::warn("warning: none of the named tenants has the status asked for");
+        }
+        Ok(tenants)
     }
 
     /// The stop flag, with Ctrl-C and SIGTERM now setting it. Only fleet
     /// runs listen: elsewhere an interrupt ends the process as usual, which
     /// for a single database is the right thing (the server rolls back).
     pub fn interruptible(&self) -> &Stop {
-        if !self
-            .listening
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        if !self.listening.swap(true, Ordering::SeqCst) {
             self.stop.listen_for_signals();
         }
         &self.stop
     }
 
     /// Runs `op` for each tenant with the fleet flags, interruptible and
-    /// with progress on stderr.
+    /// with progress on stderr. For operations that do not simply work on
+    /// one connection (`exec`); the rest use [`Self::on_each_tenant`].
     pub async fn fleet<T, F, Fut>(
         &self,
         tenants: Vec<Tenant>,
@@ -133,6 +143,44 @@ impl Context {
         .await
     }
 
+    /// The pattern of every per-tenant command: for each tenant, connect
+    /// with the session limits, run `op` on the connection, close it, and
+    /// report. `op` fills in its value as it goes (`&mut T`), so what it got
+    /// done before failing is still reported.
+    pub async fn on_each_tenant<T, F>(
+        &self,
+        tenants: Vec<Tenant>,
+        args: &FleetArgs,
+        limits: SessionLimits,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> TenantFuture<'c, ()>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let connector = self.connector.clone();
+        let op = Arc::new(op);
+        self.fleet(tenants, args, move |tenant| {
+            let (connector, op, limits) = (connector.clone(), op.clone(), limits.clone());
+            async move {
+                let mut value = T::default();
+                let result = async {
+                    let connected = connector.connect_tenant(tenant.db_name()?, &limits).await;
+                    let mut conn = connected.inspect_err(|err| value.connect_failed(err))?;
+                    let result = op(&tenant, &mut conn, &mut value).await;
+                    let _ = conn.close().await;
+                    result
+                }
+                .await;
+                (value, result)
+            }
+        })
+        .await
+    }
+
     /// Prints a fleet run's report and turns it into the exit outcome.
     pub fn finish<T: TenantValue>(&self, run: &FleetRun<T>) -> Outcome {
         print_fleet(run, self.output);
@@ -141,6 +189,6 @@ impl Context {
 
     /// The progress display for a fleet run.
     pub fn progress(&self) -> Progress {
-        Progress::new(self.output, self.quiet)
+        Progress::new(self.output, self.quiet, self.stop.clone())
     }
 }

@@ -1,13 +1,10 @@
 //! Printing results on stdout: tables for people, JSON for machines. Every
 //! per-tenant command reports in the same shape.
 
-use std::time::Duration;
-
-use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 
-use crate::cli::OutputMode;
-use crate::fleet::{FleetRun, Report, Status};
+use super::{OutputMode, format_duration, line, print_json, shown, table};
+use crate::fleet::{FleetRun, Report, Verdict};
 
 /// The command-specific part of a per-tenant report: extra JSON fields
 /// (through `Serialize`, flattened into the tenant object) and extra table
@@ -15,14 +12,18 @@ use crate::fleet::{FleetRun, Report, Status};
 pub trait TenantValue: Serialize {
     fn headers() -> Vec<&'static str>;
     fn cells(&self) -> Vec<String>;
+
+    /// Told when the tenant's database could not be connected to, for
+    /// commands whose report says why (`status`: the database is missing).
+    fn connect_failed(&mut self, _err: &anyhow::Error) {}
 }
 
 #[derive(Serialize)]
 struct TenantJson<'a, T> {
     id: &'a str,
-    slug: &'a str,
-    db_name: &'a str,
-    status: Status,
+    slug: Option<&'a str>,
+    db_name: Option<&'a str>,
+    status: Verdict,
     #[serde(flatten)]
     value: &'a T,
     error: Option<&'a str>,
@@ -40,9 +41,9 @@ pub struct Summary {
 impl Summary {
     pub fn of<T>(run: &FleetRun<T>) -> Self {
         Self {
-            ok: run.count(Status::Ok),
-            failed: run.count(Status::Failed),
-            skipped: run.count(Status::Skipped),
+            ok: run.count(Verdict::Ok),
+            failed: run.count(Verdict::Failed),
+            skipped: run.count(Verdict::Skipped),
         }
     }
 }
@@ -51,9 +52,9 @@ impl Summary {
 pub fn tenant_json<T: TenantValue>(report: &Report<T>) -> serde_json::Value {
     serde_json::to_value(TenantJson {
         id: &report.tenant.id,
-        slug: &report.tenant.slug,
-        db_name: &report.tenant.db_name_raw,
-        status: report.status,
+        slug: report.tenant.slug.as_deref(),
+        db_name: report.tenant.db_name_raw.as_deref(),
+        status: report.verdict,
         value: &report.value,
         error: report.error.as_deref(),
         duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
@@ -89,25 +90,25 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
             let mut table = table(headers);
             for r in &run.reports {
                 let mut row = vec![
-                    r.tenant.slug.clone(),
-                    r.tenant.db_name_raw.escape_debug().to_string(),
-                    r.status.as_str().to_owned(),
+                    shown(r.tenant.handle()),
+                    shown(r.tenant.db_label()),
+                    r.verdict.as_str().to_owned(),
                 ];
                 row.extend(r.value.cells());
-                row.push(if r.status == Status::Skipped {
+                row.push(if r.verdict == Verdict::Skipped {
                     String::new()
                 } else {
                     format_duration(r.duration)
                 });
                 if any_error {
-                    row.push(r.error.clone().unwrap_or_default());
+                    row.push(shown(r.error.as_deref().unwrap_or_default()));
                 }
                 table.add_row(row);
             }
             if !run.reports.is_empty() {
-                println!("{table}");
+                line(table);
             }
-            println!(
+            line(format!(
                 "{} ok, {} failed, {} skipped{}",
                 summary.ok,
                 summary.failed,
@@ -117,43 +118,7 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
                 } else {
                     ""
                 }
-            );
+            ));
         }
-    }
-}
-
-/// A table with our look and the given header.
-pub fn table<I, S>(headers: I) -> Table
-where
-    I: IntoIterator<Item = S>,
-    S: Into<comfy_table::Cell>,
-{
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(headers);
-    table
-}
-
-/// Prints JSON on stdout: pretty for `json`, one line for `jsonl`.
-pub fn print_json<T: Serialize>(mode: OutputMode, value: &T) {
-    let text = if mode == OutputMode::Jsonl {
-        serde_json::to_string(value)
-    } else {
-        serde_json::to_string_pretty(value)
-    };
-    println!("{}", text.expect("values serialize"));
-}
-
-/// `850ms`, `1.2s`, `3m 05s`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
     }
 }

@@ -7,19 +7,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::OutputMode;
-use crate::fleet::{Observer, Report, Status};
-use crate::report::{TenantValue, tenant_json};
+use super::OutputMode;
+use super::report::{TenantValue, tenant_json};
+use crate::fleet::{Observer, Report, Stop, Verdict};
+
+/// Why a run stops when nobody reads its output any more.
+pub const STDOUT_CLOSED: &str = "stdout was closed";
 
 pub struct Progress {
     bar: ProgressBar,
     quiet: bool,
     stream_json: bool,
     failures: AtomicUsize,
+    stop: Stop,
 }
 
 impl Progress {
-    pub fn new(output: OutputMode, quiet: bool) -> Self {
+    pub fn new(output: OutputMode, quiet: bool, stop: Stop) -> Self {
         let target = if quiet || !std::io::stderr().is_terminal() {
             ProgressDrawTarget::hidden()
         } else {
@@ -43,6 +47,7 @@ impl Progress {
             quiet,
             stream_json: output == OutputMode::Jsonl,
             failures: AtomicUsize::new(0),
+            stop,
         }
     }
 }
@@ -51,6 +56,14 @@ impl Progress {
     /// Runs `f` with the bar hidden, for printing around it.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         self.bar.suspend(f)
+    }
+
+    /// Prints a line of data on stdout; once stdout is closed, stops the
+    /// run from starting more tenants.
+    pub fn data_line(&self, text: &str) {
+        if !self.bar.suspend(|| super::line(text)) {
+            self.stop.set_because(STDOUT_CLOSED);
+        }
     }
 }
 
@@ -61,21 +74,20 @@ impl<T: TenantValue> Observer<T> for Progress {
 
     fn done(&self, report: &Report<T>) {
         self.bar.inc(1);
-        if report.status == Status::Failed {
+        if report.verdict == Verdict::Failed {
             let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
             self.bar.set_message(format!("{failures} failed"));
             if !self.quiet {
                 let line = format!(
                     "failed: tenant {}: {}",
                     report.tenant,
-                    report.error.as_deref().unwrap_or("unknown error")
+                    super::shown(report.error.as_deref().unwrap_or("unknown error"))
                 );
-                self.bar.suspend(|| eprintln!("{line}"));
+                self.bar.suspend(|| super::warn(line));
             }
         }
         if self.stream_json {
-            let line = serde_json::to_string(&tenant_json(report)).expect("reports serialize");
-            self.bar.suspend(|| println!("{line}"));
+            self.data_line(&tenant_json(report).to_string());
         }
     }
 

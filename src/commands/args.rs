@@ -1,0 +1,197 @@
+//! The flag groups commands share, flattened into each command's own
+//! `Args`. They turn into plain domain values (`Filter`, `FleetOptions`,
+//! `SessionLimits`) here, so nothing below `commands` sees clap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::connect::SessionLimits;
+use crate::fleet::FleetOptions;
+use crate::output::OutputMode;
+use crate::selection::{Filter, Shard};
+use crate::tenant::Lifecycle;
+
+/// Flags every command accepts.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Server root URL with credentials and no database, e.g.
+    /// `postgresql://user:pass@localhost:5432` (query parameters such as
+    /// sslmode are kept)
+    #[arg(long, env = "POSTGRES_BASE_URL", hide_env_values = true, global = true)]
+    pub base_url: Option<String>,
+
+    /// Master database URL [default: the base URL with database "master"]
+    #[arg(
+        long,
+        env = "MASTER_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub master_url: Option<String>,
+
+    /// Read tenant migrations from this folder instead of the embedded ones
+    #[arg(long, env = "TENANT_MIGRATIONS_DIR", global = true, value_name = "DIR")]
+    pub tenant_migrations: Option<PathBuf>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputMode::Table, global = true)]
+    pub output: OutputMode,
+
+    /// Give up on a connection attempt after this long
+    #[arg(long, env = "TENANTCTL_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub connect_timeout: Duration,
+
+    /// No progress bar and no per-tenant failure lines on stderr
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// Which tenants a command acts on.
+#[derive(Debug, Clone, Args)]
+pub struct SelectionArgs {
+    /// Tenants by slug or id
+    #[arg(value_name = "SLUG|ID", conflicts_with = "all")]
+    pub tenants: Vec<String>,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// The flag part of a selection, for commands whose positional arguments
+/// carry more than tenant names.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Every tenant (with status active unless --status says otherwise)
+    #[arg(long)]
+    pub all: bool,
+
+    /// Only tenants with this status (repeatable); on its own it selects every
+    /// tenant with it [default with --all: active]
+    #[arg(long, value_enum)]
+    pub status: Vec<Lifecycle>,
+
+    /// Only shard I of N (0-based) of an --all or --status selection: a
+    /// stable split by tenant id, so N jobs cover every tenant exactly once
+    /// (tenants named explicitly are never filtered by it)
+    #[arg(long, env = "TENANTCTL_SHARD", value_name = "I/N")]
+    pub shard: Option<Shard>,
+}
+
+/// How a command runs across several tenants.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// Tenants in flight at once, each on its own connection
+    #[arg(long, env = "TENANTCTL_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+
+    /// After the first failure start no new tenant; the rest are reported skipped
+    #[arg(long)]
+    pub fail_fast: bool,
+}
+
+/// Limits set on each tenant session, so a statement blocked by
+/// application traffic fails its tenant instead of hanging the run.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Give up waiting for a lock after this long (e.g. 500ms, 5s, 2m)
+    #[arg(long, env = "TENANTCTL_LOCK_TIMEOUT", value_parser = parse_server_timeout)]
+    pub lock_timeout: Option<Duration>,
+
+    /// Cancel any statement that runs longer than this (e.g. 30s, 5m)
+    #[arg(long, env = "TENANTCTL_STATEMENT_TIMEOUT", value_parser = parse_server_timeout)]
+    pub statement_timeout: Option<Duration>,
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(raw).map_err(|e| format!("{e} (use e.g. 500ms, 5s, 2m)"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Largest value PostgreSQL accepts for `lock_timeout` and
+/// `statement_timeout`: `INT_MAX` milliseconds, about 24.8 days.
+const MAX_SERVER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// Parses a timeout that is sent to the server, which counts whole
+/// milliseconds and reads 0 as "no timeout": anything under 1 ms (it would
+/// become 0 and wait for ever) or beyond the server's range is refused
+/// here, naming the flag, rather than failing every tenant.
+pub fn parse_server_timeout(raw: &str) -> Result<Duration, String> {
+    let duration = parse_duration(raw)?;
+    if duration < Duration::from_millis(1) {
+        return Err(
+            "must be at least 1ms: PostgreSQL counts whole milliseconds and reads 0 as no timeout"
+                .into(),
+        );
+    }
+    if duration > MAX_SERVER_TIMEOUT {
+        return Err(format!(
+            "must be at most {}ms (about 24 days), PostgreSQL's limit",
+            MAX_SERVER_TIMEOUT.as_millis()
+        ));
+    }
+    Ok(duration)
+}
+
+impl From<&FleetArgs> for FleetOptions {
+    fn from(args: &FleetArgs) -> Self {
+        Self {
+            concurrency: usize::from(args.concurrency),
+            fail_fast: args.fail_fast,
+        }
+    }
+}
+
+impl From<&SessionArgs> for SessionLimits {
+    fn from(args: &SessionArgs) -> Self {
+        Self {
+            lock_timeout: args.lock_timeout,
+            statement_timeout: args.statement_timeout,
+        }
+    }
+}
+
+impl From<&FilterArgs> for Filter {
+    fn from(args: &FilterArgs) -> Self {
+        Self {
+            all: args.all,
+            lifecycles: args.status.clone(),
+            shard: args.shard,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timeouts_stay_within_what_postgres_reads() {
+        for ok in ["1ms", "500ms", "5s", "2m", "24d", "2147483647ms"] {
+            assert!(parse_server_timeout(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "1ns",
+            "500us",
+            "999us",
+            "0s",
+            "25d",
+            "1y",
+            "2147483648ms",
+            "x",
+        ] {
+            assert!(parse_server_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_server_timeout("1500us"),
+            Ok(Duration::from_micros(1500))
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Everything tenantctl shows: data on stdout (tables for people, JSON for
+//! machines), progress, prompts, warnings and errors on stderr.
+//!
+//! Every line of data goes through [`line`], so a reader that goes away
+//! (`tenantctl ... | head -1`) is noticed once, never panics, and stops the
+//! run from starting more tenants (see [`stdout_closed`]).
+
+pub mod confirm;
+pub mod progress;
+pub mod report;
+
+use std::fmt::Display;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+
+/// How results are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputMode {
+    /// A table for people
+    Table,
+    /// One JSON document at the end
+    Json,
+    /// One JSON object per line, each printed as soon as it is known
+    Jsonl,
+}
+
+/// Exit status when stdout was closed before everything was printed: the
+/// shell's own status for a process ended by SIGPIPE.
+pub const EXIT_STDOUT_CLOSED: u8 = 141;
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a write to stdout has failed because nobody reads it any more.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::SeqCst)
+}
+
+/// Writes one line of data to stdout. Returns false, and writes nothing
+/// more from then on, once stdout is closed.
+pub fn line(text: impl Display) -> bool {
+    if stdout_closed() {
+        return false;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    if written.is_err() {
+        STDOUT_CLOSED.store(true, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
+/// Writes one line to stderr; a closed stderr is ignored, never a panic.
+pub fn warn(text: impl Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// Prints JSON on stdout: pretty for `json`, one line for `jsonl`.
+pub fn print_json<T: Serialize + ?Sized>(mode: OutputMode, value: &T) {
+    let text = if mode == OutputMode::Jsonl {
+        serde_json::to_string(value)
+    } else {
+        serde_json::to_string_pretty(value)
+    };
+    match text {
+        Ok(text) => {
+            line(text);
+        }
+        Err(err) => warn(format!("error: cannot encode the result as JSON: {err}")),
+    }
+}
+
+/// A table with our look and the given header.
+pub fn table<I, S>(headers: I) -> Table
+where
+    I: IntoIterator<Item = S>,
+    S: Into<comfy_table::Cell>,
+{
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(headers);
+    table
+}
+
+/// Text from the master or a tenant (a slug, a name, an error) made safe for
+/// a terminal: control characters, which could move the cursor, recolour
+/// the screen or forge a line, are shown escaped (`\n`, `\u{1b}`).
+pub fn shown(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `850ms`, `1.2s`, `3m 05s`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// Migration versions as `1, 2, 3`.
+pub fn join_versions(versions: &[i64]) -> String {
+    versions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(shown("acme"), "acme");
+        assert_eq!(shown("a\nb"), "a\\nb");
+        assert_eq!(shown("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(shown("tab\there\r"), "tab\\there\\r");
+        assert_eq!(shown("Zürich"), "Zürich");
+    }
+
+    #[test]
+    fn durations_and_versions() {
+        assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(format_duration(Duration::from_millis(1250)), "1.2s");
+        assert_eq!(format_duration(Duration::from_secs(185)), "3m 05s");
+        assert_eq!(join_versions(&[1, 20]), "1, 20");
+    }
+}
