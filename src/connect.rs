@@ -522,6 +522,44 @@ mod tests {
     }
 
     #[test]
+    fn reserved_characters_in_a_raw_password_stay_in_the_password() {
+        for (raw, user, password) in [
+            ("postgresql://u:S3cret/Tail@db:5432", "u", "S3cret/Tail"),
+            ("postgresql://u:a?b#c@db:5432/", "u", "a?b#c"),
+            ("postgresql://u:p@ss@w@db", "u", "p@ss@w"),
+            ("postgresql://u:p%2Fss/x@db", "u", "p/ss/x"),
+            ("postgresql://us er:100%pure@db", "us er", "100%pure"),
+            ("postgres://u:[x]{y}|z^@db:1", "u", "[x]{y}|z^"),
+        ] {
+            let c = Connector::new(raw, None, T).unwrap_or_else(|e| panic!("{raw}: {}", e.0));
+            let db = DbName::parse("tenant_a").expect("valid");
+            let options = c.for_tenant(&db, &SessionLimits::default()).expect("tenant");
+            assert_eq!(options.get_host(), "db", "{raw}");
+            assert_eq!(options.get_username(), user, "{raw}");
+            let (_, got) = c.tenant_url_split(&db).expect("tenant");
+            assert_eq!(got.as_deref(), Some(password), "{raw}");
+            let shown = c.tenant_url_redacted(&db).expect("tenant");
+            assert!(!shown.contains("Tail") && !shown.contains("pure"), "{shown}");
+        }
+        // Refusals never show any of what stood before the last `@`.
+        for raw in [
+            "postgresql://u:S3cret/Tail@db:5432/app",
+            "postgresql://u:S3cret?Tail@db:99999",
+            "mysql://u:S3cret#Tail@db",
+        ] {
+            let err = Connector::new(raw, None, T).expect_err(raw);
+            assert!(!err.0.contains("Tail") && !err.0.contains("S3cret"), "{}", err.0);
+        }
+    }
+
+    #[test]
+    fn timeouts_reach_the_server_as_whole_milliseconds_never_zero() {
+        assert_eq!(whole_millis(Duration::from_micros(1500)), "2");
+        assert_eq!(whole_millis(Duration::from_millis(1)), "1");
+        assert_eq!(whole_millis(Duration::from_secs(2)), "2000");
+    }
+
+    #[test]
     fn master_defaults_and_refuses_tenant_use() {
         let c = Connector::new("postgresql://u:p@localhost", None, T).expect("valid");
         assert_eq!(c.master_db().as_str(), "master");

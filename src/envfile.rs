@@ -15,11 +15,10 @@ pub fn load() -> Result<(), String> {
     };
     match dotenvy::from_path(&path) {
         Ok(()) => Ok(()),
-        Err(dotenvy::Error::LineParse(text, index)) => Err(describe_parse_error(
+        Err(dotenvy::Error::LineParse(text, _)) => Err(describe_parse_error(
             &path,
             &std::fs::read_to_string(&path).unwrap_or_default(),
             &text,
-            index,
         )),
         Err(dotenvy::Error::Io(err)) => Err(format!("{}: {}", path.display(), err.kind())),
         Err(_) => Err(format!("{}: cannot be read", path.display())),
@@ -34,13 +33,13 @@ fn find() -> Option<PathBuf> {
 }
 
 /// `.env line 3 (POSTGRES_BASE_URL): cannot be parsed; ...`. `text` is the
-/// part of the file dotenvy was reading (it may span lines when a quote is
-/// left open) and `index` where in it parsing failed.
-fn describe_parse_error(path: &Path, contents: &str, text: &str, index: usize) -> String {
-    let line = contents.find(text).map(|start| {
-        let error_at = start + index.min(text.len());
-        contents[..error_at].matches('\n').count() + 1
-    });
+/// part of the file dotenvy was reading, from the start of the assignment
+/// that failed (it may run to the end of the file when a quote is left
+/// open); the line named is the one that assignment starts on.
+fn describe_parse_error(path: &Path, contents: &str, text: &str) -> String {
+    let line = contents
+        .find(text)
+        .map(|start| contents[..start].matches('\n').count() + 1);
     let variable = variable_name(text);
     let mut message = path.display().to_string();
     if let Some(line) = line {
@@ -82,7 +81,7 @@ mod tests {
     fn names_line_and_variable_but_not_the_value() {
         let contents = "A=1\n# comment\nPOSTGRES_BASE_URL=\"postgresql://u:S3cret@h:5432\n";
         let text = "POSTGRES_BASE_URL=\"postgresql://u:S3cret@h:5432\n";
-        let message = describe_parse_error(Path::new(".env"), contents, text, 10);
+        let message = describe_parse_error(Path::new(".env"), contents, text);
         assert!(
             message.starts_with(".env line 3 (POSTGRES_BASE_URL): "),
             "{message}"

@@ -11,5 +11,6 @@ mod bad_input;
 mod basics;
 mod failures;
 mod fleet;
+mod hardening;
 mod library;
 mod toolbox;

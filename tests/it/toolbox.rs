@@ -428,7 +428,7 @@ fn settings_across_tenants_url_and_psql() {
         .run(&["tenant", "settings", "get", &slugs[0], &slugs[1], "plan"])
         .ok();
     assert!(
-        table.stdout.contains(&slugs[1]) && table.stdout.contains(r#"{"tier":"pro"}"#),
+        table.stdout.contains(&slugs[1]) && table.stdout.contains(r#"{"tier": "pro"}"#),
         "{}",
         table.stdout
     );
