@@ -533,13 +533,18 @@ mod tests {
         ] {
             let c = Connector::new(raw, None, T).unwrap_or_else(|e| panic!("{raw}: {}", e.0));
             let db = DbName::parse("tenant_a").expect("valid");
-            let options = c.for_tenant(&db, &SessionLimits::default()).expect("tenant");
+            let options = c
+                .for_tenant(&db, &SessionLimits::default())
+                .expect("tenant");
             assert_eq!(options.get_host(), "db", "{raw}");
             assert_eq!(options.get_username(), user, "{raw}");
             let (_, got) = c.tenant_url_split(&db).expect("tenant");
             assert_eq!(got.as_deref(), Some(password), "{raw}");
             let shown = c.tenant_url_redacted(&db).expect("tenant");
-            assert!(!shown.contains("Tail") && !shown.contains("pure"), "{shown}");
+            assert!(
+                !shown.contains("Tail") && !shown.contains("pure"),
+                "{shown}"
+            );
         }
         // Refusals never show any of what stood before the last `@`.
         for raw in [
@@ -548,7 +553,11 @@ mod tests {
             "mysql://u:S3cret#Tail@db",
         ] {
             let err = Connector::new(raw, None, T).expect_err(raw);
-            assert!(!err.0.contains("Tail") && !err.0.contains("S3cret"), "{}", err.0);
+            assert!(
+                !err.0.contains("Tail") && !err.0.contains("S3cret"),
+                "{}",
+                err.0
+            );
         }
     }
 

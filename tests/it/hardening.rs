@@ -531,3 +531,59 @@ fn doctor_knows_another_master_from_an_orphan_and_a_row_naming_the_master() {
         "{row}"
     );
 }
+
+/// Runs SQL on a private server as its superuser.
+fn exec_on(server: &crate::support::server::PrivateServer, db: &str, sql: &str) {
+    crate::support::block_on(async {
+        use sqlx::{Connection as _, Executor as _};
+        let mut conn =
+            sqlx::postgres::PgConnection::connect(&format!("{}/{db}", server.base_url()))
+                .await
+                .expect("connect to the private server");
+        conn.execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    });
+}
+
+#[test]
+fn the_postgres_database_is_needed_only_to_create_or_drop_and_template1_stands_in() {
+    let env = TestEnv::new();
+    let server = crate::support::server::PrivateServer::start(&env.token);
+    exec_on(
+        &server,
+        "postgres",
+        "CREATE ROLE app LOGIN CREATEDB PASSWORD 'app-Pw-1'; REVOKE CONNECT ON DATABASE postgres FROM PUBLIC",
+    );
+    let base = server.url_as("app", "app-Pw-1");
+    let as_app = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("MASTER_DATABASE_URL", format!("{base}/master"));
+        })
+    };
+    // CONNECT on postgres revoked: template1 stands in for CREATE DATABASE.
+    as_app(&["master", "migrate"]).ok();
+    as_app(&["tenant", "create", "acme"]).ok();
+    // Commands that create nothing never need either.
+    exec_on(
+        &server,
+        "postgres",
+        "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC",
+    );
+    as_app(&["master", "migrate"]).ok();
+    as_app(&["tenant", "migrate", "--all"]).ok();
+    let run = as_app(&["doctor", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // Creating one now says what to grant, in one line.
+    let run = as_app(&["tenant", "create", "globex"]).code(1);
+    assert!(
+        run.stderr
+            .contains("GRANT CONNECT ON DATABASE postgres TO \"app\""),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(!run.all().contains("app-Pw-1"), "{}", run.all());
+}

@@ -7,6 +7,8 @@
     reason = "each test module uses a different part of the harness"
 )]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
