@@ -364,7 +364,8 @@ async fn record(
 }
 
 /// sqlx's advisory-lock key for a database (`generate_lock_id` in
-/// sqlx-postgres), so tenantctl and sqlx-cli exclude each other. Computed
+/// sqlx-postgres), so two tenantctl runs exclude each other, and so do
+/// tenantctl and sqlx's `Migrator` (sqlx-cli's `migrate run` takes no lock). Computed
 /// here from the name we already know, instead of asking the server for
 /// `current_database()` first as sqlx does.
 pub fn lock_id(db: &DbName) -> i64 {
