@@ -208,71 +208,17 @@ where
 {
     let total = tenants.len();
     observer.start(total);
-    let tenants = Arc::new(tenants);
+    let queue = Arc::new(Queue {
+        tenants,
+        next: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        stop: stop.clone(),
+        fail_fast: options.fail_fast,
+    });
     let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-
     for _ in 0..options.concurrency.clamp(1, total.max(1)) {
-        let (tenants, op, next, failed, stop, tx) = (
-            tenants.clone(),
-            op.clone(),
-            next.clone(),
-            failed.clone(),
-            stop.clone(),
-            tx.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let index = next.fetch_add(1, Ordering::SeqCst);
-                let Some(tenant) = tenants.get(index) else {
-                    break;
-                };
-                let skip = if let Some(reason) = stop.reason() {
-                    Some(format!("not started: {reason}"))
-                } else if options.fail_fast && failed.load(Ordering::SeqCst) {
-                    Some("not started: an earlier tenant failed (--fail-fast)".to_owned())
-                } else {
-                    None
-                };
-                let report = match skip {
-                    Some(why) => Report {
-                        tenant: tenant.clone(),
-                        verdict: Verdict::Skipped,
-                        value: T::default(),
-                        error: Some(why),
-                        duration: Duration::ZERO,
-                    },
-                    None => {
-                        let started = Instant::now();
-                        let (value, result) = match tokio::spawn(op(tenant.clone())).await {
-                            Ok(attempt) => attempt,
-                            Err(join) => {
-                                (T::default(), Err(anyhow::anyhow!("internal error: {join}")))
-                            }
-                        };
-                        if result.is_err() {
-                            failed.store(true, Ordering::SeqCst);
-                        }
-                        Report {
-                            tenant: tenant.clone(),
-                            verdict: if result.is_ok() {
-                                Verdict::Ok
-                            } else {
-                                Verdict::Failed
-                            },
-                            value,
-                            error: result.err().map(|e| crate::error::render(&e)),
-                            duration: started.elapsed(),
-                        }
-                    }
-                };
-                if tx.send((index, report)).is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(work(queue.clone(), op.clone(), tx.clone()));
     }
     drop(tx);
 
@@ -285,5 +231,79 @@ where
     FleetRun {
         reports: slots.into_iter().flatten().collect(),
         interrupted: stop.is_set(),
+    }
+}
+
+/// The tenants of a run, shared by its workers, each taking the next.
+struct Queue {
+    tenants: Vec<Tenant>,
+    next: AtomicUsize,
+    failed: AtomicBool,
+    stop: Stop,
+    fail_fast: bool,
+}
+
+impl Queue {
+    /// Why the next tenant must not start, if it must not.
+    fn skip_reason(&self) -> Option<String> {
+        if let Some(reason) = self.stop.reason() {
+            Some(format!("not started: {reason}"))
+        } else if self.fail_fast && self.failed.load(Ordering::SeqCst) {
+            Some("not started: an earlier tenant failed (--fail-fast)".to_owned())
+        } else {
+            None
+        }
+    }
+}
+
+/// One worker: takes tenants off the queue until it is empty, sending a
+/// report for each, whether it ran, failed, panicked or was skipped.
+async fn work<T, F, Fut>(
+    queue: Arc<Queue>,
+    op: Arc<F>,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, Report<T>)>,
+) where
+    T: Default + Send + 'static,
+    F: Fn(Tenant) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Attempt<T>> + Send + 'static,
+{
+    loop {
+        let index = queue.next.fetch_add(1, Ordering::SeqCst);
+        let Some(tenant) = queue.tenants.get(index) else {
+            break;
+        };
+        let report = if let Some(why) = queue.skip_reason() {
+            Report {
+                tenant: tenant.clone(),
+                verdict: Verdict::Skipped,
+                value: T::default(),
+                error: Some(why),
+                duration: Duration::ZERO,
+            }
+        } else {
+            let started = Instant::now();
+            // A task of its own, so a panic fails this tenant only.
+            let (value, result) = match tokio::spawn(op(tenant.clone())).await {
+                Ok(attempt) => attempt,
+                Err(join) => (T::default(), Err(anyhow::anyhow!("internal error: {join}"))),
+            };
+            if result.is_err() {
+                queue.failed.store(true, Ordering::SeqCst);
+            }
+            Report {
+                tenant: tenant.clone(),
+                verdict: if result.is_ok() {
+                    Verdict::Ok
+                } else {
+                    Verdict::Failed
+                },
+                value,
+                error: result.err().map(|e| crate::error::render(&e)),
+                duration: started.elapsed(),
+            }
+        };
+        if tx.send((index, report)).is_err() {
+            break;
+        }
     }
 }

@@ -184,7 +184,6 @@ async fn check_migrations(
     args: &DoctorArgs,
     migrations: std::sync::Arc<MigrationSet>,
 ) -> Vec<Finding> {
-    let mut findings = Vec::new();
     let connector = ctx.connector.clone();
     let options = FleetOptions {
         concurrency: usize::from(args.concurrency),
@@ -207,37 +206,40 @@ async fn check_migrations(
         }
     })
     .await;
-    for report in &checked.reports {
-        let finding = |kind, detail: String| Finding {
-            kind,
-            slug: report.tenant.slug.clone(),
-            db_name: report.tenant.db_name_raw.clone(),
-            detail,
-        };
-        let plan: &Plan = &report.value;
-        if report.verdict != Verdict::Ok {
-            findings.push(finding(
-                "unreachable",
-                report.error.clone().unwrap_or_default(),
-            ));
-            continue;
-        }
-        if !plan.pending.is_empty() {
-            findings.push(finding(
-                "behind",
-                format!(
-                    "{} migration(s) pending, latest applied {}",
-                    plan.pending.len(),
-                    plan.applied
-                        .iter()
-                        .max()
-                        .map_or_else(|| "none".into(), ToString::to_string)
-                ),
-            ));
-        }
-        for problem in &plan.problems {
-            findings.push(finding("migration_problem", problem.to_string()));
-        }
+    checked.reports.iter().flat_map(findings_of).collect()
+}
+
+/// What one tenant's migration state says is wrong.
+fn findings_of(report: &fleet::Report<Plan>) -> Vec<Finding> {
+    let finding = |kind, detail: String| Finding {
+        kind,
+        slug: report.tenant.slug.clone(),
+        db_name: report.tenant.db_name_raw.clone(),
+        detail,
+    };
+    let plan = &report.value;
+    if report.verdict != Verdict::Ok {
+        return vec![finding(
+            "unreachable",
+            report.error.clone().unwrap_or_default(),
+        )];
+    }
+    let mut findings = Vec::new();
+    if !plan.pending.is_empty() {
+        findings.push(finding(
+            "behind",
+            format!(
+                "{} migration(s) pending, latest applied {}",
+                plan.pending.len(),
+                plan.applied
+                    .iter()
+                    .max()
+                    .map_or_else(|| "none".into(), ToString::to_string)
+            ),
+        ));
+    }
+    for problem in &plan.problems {
+        findings.push(finding("migration_problem", problem.to_string()));
     }
     findings
 }
