@@ -1,19 +1,683 @@
-//! The master database's `"Company"` table: the only record of which tenants
-//! exist and which database each one uses.
+//! The master's companies table: the only record of which tenants exist and
+//! which database each one uses.
+//!
+//! tenantctl reads the table as it finds it. It needs only an id and a
+//! database name; slug, name, status and timestamps are used when the table
+//! has them ([`Layout::load`] looks at the catalog once per run). A tenant's
+//! lifecycle (`provisioning`, `active`, `failed`, `dropped`) lives in the
+//! table's status column when that column can hold it, and otherwise in
+//! tenantctl's own `_tenantctl_lifecycle` table beside it, so an
+//! application's table is never altered behind its back.
+
+use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
+use crate::config::MasterConfig;
 use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
+use crate::error::UsageError;
 use crate::tenant::{Lifecycle, Slug, Tenant};
 
-// Every column is read as text and may be NULL: `::text` lets the same
-// query read a master whose ORM made `status` an enum type or the id an
-// integer, and one NULL, written by another tool, must fail its own row
-// only, never the whole read.
-const SELECT: &str = r#"SELECT id::text, slug::text, name::text, "dbName"::text, status::text AS status, "createdAt"::timestamptz AS created_at FROM "Company""#;
+/// tenantctl's own bookkeeping table, created by `master migrate` beside an
+/// application's companies table that cannot hold tenantctl's states.
+pub const BOOKKEEPING: &str = "_tenantctl_lifecycle";
+
+/// Names tried, in order, for each column the configuration leaves out.
+const DEFAULTS: [(&str, &[&str]); 7] = [
+    ("id", &["id"]),
+    (
+        "db_name",
+        &["dbName", "db_name", "database_name", "database"],
+    ),
+    ("slug", &["slug"]),
+    ("name", &["name"]),
+    ("status", &["status"]),
+    ("created_at", &["createdAt", "created_at"]),
+    ("updated_at", &["updatedAt", "updated_at"]),
+];
+
+/// One column of the companies table, as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// `format_type()`: the type as SQL spells it, quoted where needed.
+    pub sql_type: String,
+    pub not_null: bool,
+    pub has_default: bool,
+    /// `pg_type.typcategory`: `S` string, `D` date/time, `N` numeric, `E` enum, ...
+    pub category: char,
+    /// The labels of an enum type.
+    pub labels: Option<Vec<String>>,
+}
+
+impl Column {
+    fn quoted(&self) -> String {
+        quote(&self.name)
+    }
+}
+
+/// How the master's companies table is laid out and where lifecycles live.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The table as configured, for messages.
+    pub label: String,
+    table_sql: String,
+    bookkeeping_sql: String,
+    pub id: Column,
+    pub db_name: Column,
+    pub slug: Option<Column>,
+    pub name: Option<Column>,
+    pub status: Option<Column>,
+    pub created_at: Option<Column>,
+    pub updated_at: Option<Column>,
+    /// Every column, in table order.
+    pub columns: Vec<Column>,
+    /// Whether `_tenantctl_lifecycle` exists.
+    pub has_bookkeeping: bool,
+    /// The table's value for each lifecycle state, from the configuration.
+    mapped: BTreeMap<Lifecycle, String>,
+}
+
+type CatalogRow = (
+    String,
+    String,
+    bool,
+    bool,
+    String,
+    Option<Vec<String>>,
+    String,
+    bool,
+);
+
+impl Layout {
+    /// Reads the table's columns from the catalog (one query).
+    pub async fn load(conn: &mut PgConnection, config: &MasterConfig) -> anyhow::Result<Self> {
+        let (schema, table) = split_table(&config.table)?;
+        let regclass = match &schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(&table)),
+            None => quote(&table),
+        };
+        let rows: Vec<CatalogRow> = sqlx::query_as(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                    a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', \
+                    t.typcategory::text, \
+                    CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
+                         WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END, \
+                    n.nspname::text, \
+                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($2)) IS NOT NULL \
+             FROM pg_attribute a \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+        )
+        .bind(&regclass)
+        .bind(BOOKKEEPING)
+        .fetch_all(&mut *conn)
+        .await
+        .context("read the master table's columns")?;
+        let Some(first) = rows.first() else {
+            return Err(MissingTable(config.table.clone()).into());
+        };
+        let schema = first.6.clone();
+        let has_bookkeeping = first.7;
+        let columns: Vec<Column> = rows
+            .into_iter()
+            .map(
+                |(name, sql_type, not_null, has_default, category, labels, _, _)| Column {
+                    name,
+                    sql_type,
+                    not_null,
+                    has_default,
+                    category: category.chars().next().unwrap_or('X'),
+                    labels,
+                },
+            )
+            .collect();
+        Self::from_columns(config, &schema, &regclass, columns, has_bookkeeping)
+    }
+
+    fn from_columns(
+        config: &MasterConfig,
+        schema: &str,
+        regclass: &str,
+        columns: Vec<Column>,
+        has_bookkeeping: bool,
+    ) -> anyhow::Result<Self> {
+        let configured = &config.columns;
+        let pick = |key: &str, named: Option<&String>| -> Result<Option<Column>, UsageError> {
+            if let Some(name) = named {
+                return columns
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "tenantctl.toml names column {name:?} for {key}, but the master table {} has no such column",
+                            config.table
+                        ))
+                    });
+            }
+            let candidates = DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(&[][..], |(_, names)| *names);
+            Ok(candidates
+                .iter()
+                .find_map(|want| columns.iter().find(|c| c.name == *want))
+                .cloned())
+        };
+        let required = |key: &str, named: Option<&String>| -> anyhow::Result<Column> {
+            pick(key, named)?.ok_or_else(|| {
+                UsageError(format!(
+                    "the master table {} has no {key} column (looked for {}); name it in tenantctl.toml under [master.columns]",
+                    config.table,
+                    DEFAULTS
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map_or(String::new(), |(_, names)| names.join(", "))
+                ))
+                .into()
+            })
+        };
+        Ok(Self {
+            label: config.table.clone(),
+            table_sql: regclass.to_owned(),
+            bookkeeping_sql: format!("{}.{}", quote(schema), quote(BOOKKEEPING)),
+            id: required("id", configured.id.as_ref())?,
+            db_name: required("db_name", configured.db_name.as_ref())?,
+            slug: pick("slug", configured.slug.as_ref())?,
+            name: pick("name", configured.name.as_ref())?,
+            status: pick("status", configured.status.as_ref())?,
+            created_at: pick("created_at", configured.created_at.as_ref())?
+                .filter(|c| c.category == 'D'),
+            updated_at: pick("updated_at", configured.updated_at.as_ref())?
+                .filter(|c| c.category == 'D'),
+            columns,
+            has_bookkeeping,
+            mapped: config
+                .statuses
+                .iter()
+                .map(|(k, v)| (Lifecycle::from(*k), v.clone()))
+                .collect(),
+        })
+    }
+
+    /// The value the status column takes for a lifecycle state, if it can
+    /// hold it: the configured value, else the state's name (for an enum,
+    /// the label that matches it ignoring case).
+    pub fn status_value(&self, lifecycle: Lifecycle) -> Option<String> {
+        let column = self.status.as_ref()?;
+        let wanted = self
+            .mapped
+            .get(&lifecycle)
+            .cloned()
+            .unwrap_or_else(|| lifecycle.as_str().to_owned());
+        match &column.labels {
+            Some(labels) => labels
+                .iter()
+                .find(|l| **l == wanted)
+                .or_else(|| labels.iter().find(|l| l.eq_ignore_ascii_case(&wanted)))
+                .cloned(),
+            None if column.category == 'S' => Some(wanted),
+            None => None,
+        }
+    }
+
+    /// The lifecycle state a status value stands for.
+    pub fn lifecycle_of(&self, value: &str) -> Option<Lifecycle> {
+        Lifecycle::ALL.into_iter().find(|l| {
+            self.mapped.get(l).map_or_else(
+                || value.eq_ignore_ascii_case(l.as_str()),
+                |m| m == value || m.eq_ignore_ascii_case(value),
+            )
+        })
+    }
+
+    /// Whether the table's status column can record every lifecycle state;
+    /// if not, they are kept in `_tenantctl_lifecycle`.
+    pub fn status_holds_lifecycle(&self) -> bool {
+        Lifecycle::ALL
+            .into_iter()
+            .all(|l| self.status_value(l).is_some())
+    }
+
+    /// Whether lifecycle states are read from (and written to) the
+    /// bookkeeping table.
+    fn uses_bookkeeping(&self) -> bool {
+        !self.status_holds_lifecycle()
+    }
+
+    fn select(&self) -> String {
+        let or_null = |c: &Option<Column>, cast: &str| {
+            c.as_ref().map_or_else(
+                || format!("NULL::{cast}"),
+                |c| format!("c.{}::{cast}", c.quoted()),
+            )
+        };
+        let (lifecycle, join) = if self.uses_bookkeeping() && self.has_bookkeeping {
+            (
+                "l.lifecycle",
+                format!(
+                    " LEFT JOIN {} l ON l.company_id = c.{}::text",
+                    self.bookkeeping_sql,
+                    self.id.quoted()
+                ),
+            )
+        } else {
+            ("NULL::text", String::new())
+        };
+        format!(
+            "SELECT c.{}::text, {}, {}, c.{}::text, {}, {}, {lifecycle} FROM {} c{join}",
+            self.id.quoted(),
+            or_null(&self.slug, "text"),
+            or_null(&self.name, "text"),
+            self.db_name.quoted(),
+            or_null(&self.status, "text"),
+            or_null(&self.created_at, "timestamptz"),
+            self.table_sql,
+        )
+    }
+
+    fn tenant(&self, row: Row) -> Tenant {
+        let (id, slug, name, db_name, status, created_at, own) = row;
+        let mut tenant = Tenant::new(
+            id.unwrap_or_default(),
+            slug,
+            name,
+            db_name,
+            status.clone(),
+            created_at,
+        );
+        // tenantctl's own record wins while it has one (provisioning, failed,
+        // dropped); otherwise the application's status says, through the
+        // mapping, and a table without a status column means active.
+        tenant.lifecycle = match own.as_deref().and_then(Lifecycle::parse) {
+            Some(own) => {
+                tenant.status = Some(own.as_str().to_owned());
+                Some(own)
+            }
+            None => match (&self.status, status.as_deref()) {
+                (None, _) => Some(Lifecycle::Active),
+                (Some(_), Some(value)) => self.lifecycle_of(value),
+                (Some(_), None) => None,
+            },
+        };
+        tenant
+    }
+
+    /// Every company, ordered by slug then id.
+    pub async fn list(&self, conn: &mut PgConnection) -> anyhow::Result<Vec<Tenant>> {
+        let order = self.slug.as_ref().map_or_else(
+            || format!("c.{}", self.id.quoted()),
+            |s| format!("c.{}, c.{}", s.quoted(), self.id.quoted()),
+        );
+        let rows: Vec<Row> = sqlx::query_as(&format!("{} ORDER BY {order}", self.select()))
+            .fetch_all(conn)
+            .await
+            .map_err(|e| self.error(e.into()))?;
+        Ok(rows.into_iter().map(|r| self.tenant(r)).collect())
+    }
+
+    /// The company an operator means by `key`: slug, else id, else database.
+    pub async fn find(&self, conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<Tenant>> {
+        let everyone = self.list(conn).await?;
+        Ok(crate::selection::find_in(&everyone, key).cloned())
+    }
+
+    /// Like [`Self::find`], but a missing tenant is an error that says so.
+    pub async fn get(&self, conn: &mut PgConnection, key: &str) -> anyhow::Result<Tenant> {
+        self.find(conn, key).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown tenant {:?}: no company has that slug, id or database name (see `tenantctl tenant list`)",
+                crate::output::shown(key)
+            )
+        })
+    }
+
+    /// The company `create` would resume: by slug where the table has one,
+    /// else by the database it would get.
+    pub async fn find_for_create(
+        &self,
+        conn: &mut PgConnection,
+        slug: &Slug,
+        db: Option<&DbName>,
+    ) -> anyhow::Result<Option<Tenant>> {
+        let everyone = self.list(conn).await?;
+        Ok(match (&self.slug, db) {
+            (Some(_), _) => everyone
+                .into_iter()
+                .find(|t| t.slug.as_deref() == Some(slug.as_str())),
+            (None, Some(db)) => everyone
+                .into_iter()
+                .find(|t| t.db_name_raw.as_deref() == Some(db.as_str())),
+            (None, None) => None,
+        })
+    }
+
+    /// The company, if any, whose database is `db`.
+    pub async fn find_by_db(
+        &self,
+        conn: &mut PgConnection,
+        db: &DbName,
+    ) -> anyhow::Result<Option<Tenant>> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "{} WHERE c.{}::text = $1",
+            self.select(),
+            self.db_name.quoted()
+        ))
+        .bind(db.as_str())
+        .fetch_all(conn)
+        .await
+        .map_err(|e| self.error(e.into()))?;
+        Ok(rows.into_iter().next().map(|r| self.tenant(r)))
+    }
+
+    /// Records a new company in `provisioning`, filling the columns the
+    /// table requires the way its application would: an id when the column
+    /// has no default (a UUID), timestamps with now, and any other required
+    /// column from `extra` (`--column NAME=VALUE`), refusing to guess.
+    pub async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        new: &NewCompany<'_>,
+    ) -> anyhow::Result<Tenant> {
+        self.check_can_record_lifecycle()?;
+        let values = self.insert_values(new)?;
+        let names: Vec<String> = values.iter().map(|(c, _)| quote(c)).collect();
+        let mut binds = Vec::new();
+        let exprs: Vec<String> = values
+            .iter()
+            .map(|(_, value)| match value {
+                Value::Sql(sql) => sql.clone(),
+                Value::Bind(text, sql_type) => {
+                    binds.push(text.clone());
+                    format!("CAST(${}::text AS {sql_type})", binds.len())
+                }
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} AS c ({}) VALUES ({}) RETURNING c.{}::text",
+            self.table_sql,
+            names.join(", "),
+            exprs.join(", "),
+            self.id.quoted()
+        );
+        let mut tx = conn.begin().await.context("begin")?;
+        let mut query = sqlx::query_as::<_, (String,)>(&sql);
+        for bind in &binds {
+            query = query.bind(bind);
+        }
+        let (id,) = query.fetch_one(&mut *tx).await.map_err(|err| {
+            let err = anyhow::Error::new(err);
+            if has_sqlstate(&err, "23505") {
+                anyhow::anyhow!(
+                    "tenant {} or database {} is already recorded in the master; pick another slug or --db-name",
+                    new.slug,
+                    new.db
+                )
+            } else {
+                self.error(err).context("record the company")
+            }
+        })?;
+        if self.uses_bookkeeping() {
+            self.record_own(&mut tx, &id, Lifecycle::Provisioning, None)
+                .await?;
+        }
+        tx.commit().await.context("commit")?;
+        self.find_by_db(conn, new.db)
+            .await?
+            .context("the new company row is not there after inserting it")
+    }
+
+    /// What `insert` writes into each column it fills.
+    fn insert_values(&self, new: &NewCompany<'_>) -> anyhow::Result<Vec<(String, Value)>> {
+        let mut values: Vec<(String, Value)> = Vec::new();
+        let given = |column: &Column| {
+            new.extra
+                .iter()
+                .find(|(name, _)| *name == column.name)
+                .map(|(_, v)| Value::Bind(v.clone(), column.sql_type.clone()))
+        };
+        let mut missing = Vec::new();
+        for column in &self.columns {
+            let ours = |c: &Option<Column>| c.as_ref().is_some_and(|c| c.name == column.name);
+            let value = if let Some(value) = given(column) {
+                Some(value)
+            } else if column.name == self.db_name.name {
+                Some(Value::Bind(
+                    new.db.as_str().to_owned(),
+                    column.sql_type.clone(),
+                ))
+            } else if ours(&self.slug) {
+                Some(Value::Bind(
+                    new.slug.as_str().to_owned(),
+                    column.sql_type.clone(),
+                ))
+            } else if ours(&self.name) {
+                Some(Value::Bind(new.name.to_owned(), column.sql_type.clone()))
+            } else if ours(&self.status) && !self.uses_bookkeeping() {
+                self.status_value(Lifecycle::Provisioning)
+                    .map(|v| Value::Bind(v, column.sql_type.clone()))
+            } else if column.has_default || !column.not_null {
+                None
+            } else if column.name == self.id.name && matches!(column.category, 'S' | 'U') {
+                Some(Value::Sql(format!(
+                    "CAST(gen_random_uuid() AS {})",
+                    column.sql_type
+                )))
+            } else if column.category == 'D' {
+                Some(Value::Sql(format!("CAST(now() AS {})", column.sql_type)))
+            } else {
+                missing.push(column.name.clone());
+                None
+            };
+            if let Some(value) = value {
+                values.push((column.name.clone(), value));
+            }
+        }
+        if let Some(name) = new
+            .extra
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| !self.columns.iter().any(|c| &c.name == *n))
+        {
+            return Err(UsageError(format!(
+                "--column {name}: the master table {} has no such column",
+                self.label
+            ))
+            .into());
+        }
+        if !missing.is_empty() {
+            return Err(UsageError(format!(
+                "the master table {} requires {} that tenantctl cannot fill; give {} with --column NAME=VALUE",
+                self.label,
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
+            ))
+            .into());
+        }
+        Ok(values)
+    }
+
+    fn check_can_record_lifecycle(&self) -> anyhow::Result<()> {
+        if self.uses_bookkeeping() && !self.has_bookkeeping {
+            return Err(UsageError(format!(
+                "the master table {} cannot hold tenantctl's lifecycle states and tenantctl's own {BOOKKEEPING} table is not there yet; run `tenantctl master migrate` (it adds that table and leaves {} as it is)",
+                self.label, self.label
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Records a company's lifecycle state (and, for `failed`, why).
+    pub async fn set_lifecycle(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        lifecycle: Lifecycle,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        if self.uses_bookkeeping() {
+            self.check_can_record_lifecycle()?;
+            return self.record_own(conn, &tenant.id, lifecycle, error).await;
+        }
+        let (Some(status), Some(value)) = (&self.status, self.status_value(lifecycle)) else {
+            anyhow::bail!("the master table cannot record status {lifecycle}");
+        };
+        let touch = self
+            .updated_at
+            .as_ref()
+            .map(|u| format!(", {} = now()", u.quoted()))
+            .unwrap_or_default();
+        sqlx::query(&format!(
+            "UPDATE {} AS c SET {} = CAST($1::text AS {}){touch} WHERE c.{}::text = $2",
+            self.table_sql,
+            status.quoted(),
+            status.sql_type,
+            self.id.quoted()
+        ))
+        .bind(value)
+        .bind(&tenant.id)
+        .execute(conn)
+        .await
+        .map_err(|e| self.error(e.into()))
+        .with_context(|| format!("set status {lifecycle} on company {}", tenant.id))?;
+        Ok(())
+    }
+
+    /// tenantctl's own record: a row while the state is anything but
+    /// active, none once the application's own status speaks for it.
+    async fn record_own(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+        lifecycle: Lifecycle,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let sql = if lifecycle == Lifecycle::Active {
+            format!("DELETE FROM {} WHERE company_id = $1", self.bookkeeping_sql)
+        } else {
+            format!(
+                "INSERT INTO {} (company_id, lifecycle, last_error, updated_at) VALUES ($1, $2, $3, now()) \
+                 ON CONFLICT (company_id) DO UPDATE SET lifecycle = EXCLUDED.lifecycle, \
+                 last_error = EXCLUDED.last_error, updated_at = now()",
+                self.bookkeeping_sql
+            )
+        };
+        let mut query = sqlx::query(&sql).bind(id);
+        if lifecycle != Lifecycle::Active {
+            query = query.bind(lifecycle.as_str()).bind(error);
+        }
+        query.execute(conn).await.with_context(|| {
+            format!("record status {lifecycle} for company {id} in {BOOKKEEPING}")
+        })?;
+        Ok(())
+    }
+
+    /// Deletes a company's row (and tenantctl's record of it).
+    pub async fn delete(&self, conn: &mut PgConnection, tenant: &Tenant) -> anyhow::Result<()> {
+        if self.has_bookkeeping {
+            sqlx::query(&format!(
+                "DELETE FROM {} WHERE company_id = $1",
+                self.bookkeeping_sql
+            ))
+            .bind(&tenant.id)
+            .execute(&mut *conn)
+            .await
+            .context("forget the company in tenantctl's bookkeeping")?;
+        }
+        sqlx::query(&format!(
+            "DELETE FROM {} AS c WHERE c.{}::text = $1",
+            self.table_sql,
+            self.id.quoted()
+        ))
+        .bind(&tenant.id)
+        .execute(conn)
+        .await
+        .map_err(|e| self.error(e.into()))?;
+        Ok(())
+    }
+
+    /// Creates tenantctl's bookkeeping table if this table needs it.
+    /// Returns whether it was needed.
+    pub async fn ensure_bookkeeping(&mut self, conn: &mut PgConnection) -> anyhow::Result<bool> {
+        if !self.uses_bookkeeping() {
+            return Ok(false);
+        }
+        conn.execute(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (\
+                   company_id text PRIMARY KEY, \
+                   lifecycle  text NOT NULL CHECK (lifecycle IN ('provisioning', 'active', 'failed', 'dropped')), \
+                   last_error text, \
+                   updated_at timestamptz NOT NULL DEFAULT now())",
+                self.bookkeeping_sql
+            )
+            .as_str(),
+        )
+        .await
+        .with_context(|| format!("create tenantctl's {BOOKKEEPING} table"))?;
+        self.has_bookkeeping = true;
+        Ok(true)
+    }
+
+    /// One line per thing `master migrate` found and will use.
+    pub fn describe(&self) -> Vec<String> {
+        let column = |what: &str, c: &Option<Column>| match c {
+            Some(c) => format!("{what}: column {:?} ({})", c.name, c.sql_type),
+            None => format!("{what}: none"),
+        };
+        let mut lines = vec![
+            format!("companies table: {}", self.label),
+            column("id", &Some(self.id.clone())),
+            column("database name", &Some(self.db_name.clone())),
+            column("slug", &self.slug),
+            column("name", &self.name),
+            column("status", &self.status),
+        ];
+        lines.push(if self.uses_bookkeeping() {
+            format!("lifecycle (provisioning, failed, dropped): kept in tenantctl's own {BOOKKEEPING} table")
+        } else {
+            "lifecycle: kept in the status column".to_owned()
+        });
+        lines
+    }
+
+    fn error(&self, err: anyhow::Error) -> anyhow::Error {
+        if has_sqlstate(&err, "42P01") {
+            err.context(format!(
+                "the master database has no {} table; run `tenantctl master migrate` first",
+                self.label
+            ))
+        } else {
+            err.context("query the master database")
+        }
+    }
+}
+
+/// The row `create` records.
+pub struct NewCompany<'a> {
+    pub slug: &'a Slug,
+    pub name: &'a str,
+    pub db: &'a DbName,
+    /// `--column NAME=VALUE` pairs.
+    pub extra: &'a [(String, String)],
+}
+
+enum Value {
+    /// An SQL expression of our own (`now()`, a UUID).
+    Sql(String),
+    /// Text bound as a parameter and cast to the column's type.
+    Bind(String, String),
+}
 
 type Row = (
     Option<String>,
@@ -22,79 +686,15 @@ type Row = (
     Option<String>,
     Option<String>,
     Option<DateTime<Utc>>,
+    Option<String>,
 );
 
-fn tenant((id, slug, name, db_name, status, created_at): Row) -> Tenant {
-    // The id is the primary key, so never NULL in practice; an empty one
-    // still yields a row that fails on its own.
-    Tenant::new(
-        id.unwrap_or_default(),
-        slug,
-        name,
-        db_name,
-        status,
-        created_at,
-    )
-}
-
-/// Every company, optionally only those with one of the given statuses,
-/// ordered by slug.
-pub async fn list(
-    conn: &mut PgConnection,
-    statuses: Option<&[Lifecycle]>,
-) -> anyhow::Result<Vec<Tenant>> {
-    let statuses: Option<Vec<&str>> = statuses.map(|s| s.iter().map(|s| s.as_str()).collect());
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "{SELECT} WHERE $1::text[] IS NULL OR lower(status::text) = ANY($1) ORDER BY slug, id"
-    ))
-    .bind(statuses)
-    .fetch_all(conn)
-    .await
-    .map_err(master_error)?;
-    Ok(rows.into_iter().map(tenant).collect())
-}
-
-/// The company whose slug or id is `key` (slug wins if both match).
-pub async fn find(conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<Tenant>> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "{SELECT} WHERE slug = $1 OR id::text = $1 ORDER BY slug = $1 DESC NULLS LAST LIMIT 1"
-    ))
-    .bind(key)
-    .fetch_optional(conn)
-    .await
-    .map_err(master_error)?;
-    Ok(row.map(tenant))
-}
-
-/// Like [`find`], but a missing tenant is an error that says so.
-pub async fn get(conn: &mut PgConnection, key: &str) -> anyhow::Result<Tenant> {
-    find(conn, key).await?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown tenant {key:?}: no company has that slug or id (see `tenantctl tenant list`)"
-        )
-    })
-}
-
-/// The company with this slug (only: `create` must not pick up a company
-/// whose id happens to look like the new slug).
-pub async fn find_by_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<Option<Tenant>> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE slug = $1"))
-        .bind(slug.as_str())
-        .fetch_optional(conn)
-        .await
-        .map_err(master_error)?;
-    Ok(row.map(tenant))
-}
-
-/// The company, if any, whose database is `db`.
-pub async fn find_by_db(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<Option<Tenant>> {
-    let row: Option<Row> = sqlx::query_as(&format!(r#"{SELECT} WHERE "dbName" = $1"#))
-        .bind(db.as_str())
-        .fetch_optional(conn)
-        .await
-        .map_err(master_error)?;
-    Ok(row.map(tenant))
-}
+/// The companies table is not in the master.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the master database has no table {0}; run `tenantctl master migrate` first, or name the companies table in tenantctl.toml ([master] table = ...)"
+)]
+pub struct MissingTable(pub String);
 
 /// Takes a session-level advisory lock on this slug in the master, held
 /// until the connection closes, so two `tenant create` runs of one slug
@@ -108,81 +708,136 @@ pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<(
     Ok(())
 }
 
-/// Records a new company in `provisioning`.
-pub async fn insert(
-    conn: &mut PgConnection,
-    slug: &Slug,
-    name: &str,
-    db: &DbName,
-) -> anyhow::Result<Tenant> {
-    let row: Row = sqlx::query_as(&format!(
-        r#"WITH new AS (
-             INSERT INTO "Company" (id, slug, name, "dbName", status, "createdAt", "updatedAt")
-             VALUES (gen_random_uuid()::text, $1, $2, $3, 'provisioning', now(), now())
-             RETURNING *)
-           {}"#,
-        SELECT.replace(r#"FROM "Company""#, "FROM new")
-    ))
-    .bind(slug.as_str())
-    .bind(name)
-    .bind(db.as_str())
-    .fetch_one(conn)
-    .await
-    .map_err(|err| {
-        let err = anyhow::Error::new(err);
-        if has_sqlstate(&err, "23505") {
-            anyhow::anyhow!(
-                "tenant {slug} or database {db} is already recorded in the master; pick another slug or --db-name"
-            )
-        } else {
-            master_error_any(err)
+/// An identifier quoted for SQL.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table` or `table`, as configured.
+fn split_table(raw: &str) -> Result<(Option<String>, String), UsageError> {
+    let bad = || UsageError(format!("[master] table {raw:?} is not a table name"));
+    if raw.contains('\0') || raw.trim().is_empty() {
+        return Err(bad());
+    }
+    match raw.split_once('.') {
+        Some((schema, table)) if !schema.is_empty() && !table.is_empty() => {
+            Ok((Some(schema.to_owned()), table.to_owned()))
         }
-    })?;
-    Ok(tenant(row))
+        Some(_) => Err(bad()),
+        None => Ok((None, raw.to_owned())),
+    }
 }
 
-/// Sets a company's status.
-pub async fn set_status(
-    conn: &mut PgConnection,
-    id: &str,
-    status: Lifecycle,
-) -> anyhow::Result<()> {
-    // The status is one of our own constants, written as a literal so that it
-    // also fits a master whose `status` column is an enum type, which a text
-    // bind parameter would not.
-    let sql = format!(
-        r#"UPDATE "Company" SET status = '{}', "updatedAt" = now() WHERE id::text = $1"#,
-        status.as_str()
-    );
-    sqlx::query(&sql)
-        .bind(id)
-        .execute(conn)
-        .await
-        .map_err(master_error)
-        .with_context(|| format!("set status {status} on company {id}"))?;
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
 
-/// Deletes a company's row.
-pub async fn delete(conn: &mut PgConnection, id: &str) -> anyhow::Result<()> {
-    sqlx::query(r#"DELETE FROM "Company" WHERE id::text = $1"#)
-        .bind(id)
-        .execute(conn)
-        .await
-        .map_err(master_error)?;
-    Ok(())
-}
+    fn column(name: &str, sql_type: &str, category: char, not_null: bool, default: bool) -> Column {
+        Column {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            not_null,
+            has_default: default,
+            category,
+            labels: None,
+        }
+    }
 
-fn master_error(err: sqlx::Error) -> anyhow::Error {
-    master_error_any(anyhow::Error::new(err))
-}
+    fn prisma() -> Vec<Column> {
+        let mut status = column("status", "\"CompanyStatus\"", 'E', true, true);
+        status.labels = Some(vec!["ACTIVE".into(), "SUSPENDED".into()]);
+        vec![
+            column("id", "text", 'S', true, false),
+            column("name", "text", 'S', true, false),
+            column("dbName", "text", 'S', true, false),
+            status,
+            column(
+                "createdAt",
+                "timestamp(3) without time zone",
+                'D',
+                true,
+                true,
+            ),
+            column(
+                "updatedAt",
+                "timestamp(3) without time zone",
+                'D',
+                true,
+                false,
+            ),
+        ]
+    }
 
-fn master_error_any(err: anyhow::Error) -> anyhow::Error {
-    if has_sqlstate(&err, "42P01") {
-        err.context(
-            "the master database has no \"Company\" table; run `tenantctl master migrate` first",
+    #[test]
+    fn a_prisma_master_keeps_lifecycle_in_bookkeeping_and_reads_upper_case() {
+        let config = Config::default().master;
+        let layout =
+            Layout::from_columns(&config, "public", "\"Company\"", prisma(), true).expect("layout");
+        assert!(layout.slug.is_none());
+        assert!(!layout.status_holds_lifecycle());
+        assert_eq!(layout.lifecycle_of("ACTIVE"), Some(Lifecycle::Active));
+        assert_eq!(layout.lifecycle_of("SUSPENDED"), None);
+        assert_eq!(
+            layout.status_value(Lifecycle::Active).as_deref(),
+            Some("ACTIVE")
+        );
+        assert_eq!(layout.status_value(Lifecycle::Provisioning), None);
+    }
+
+    #[test]
+    fn insert_fills_what_the_application_would_and_names_the_rest() {
+        let config = Config::default().master;
+        let mut columns = prisma();
+        columns.push(column("plan", "text", 'S', true, false));
+        let layout =
+            Layout::from_columns(&config, "public", "\"Company\"", columns, true).expect("layout");
+        let slug = Slug::parse("acme").expect("slug");
+        let db = DbName::parse("tenant_acme").expect("db");
+        let new = NewCompany {
+            slug: &slug,
+            name: "Acme",
+            db: &db,
+            extra: &[],
+        };
+        let err = layout.insert_values(&new).err().expect("plan is required");
+        assert!(err.to_string().contains("plan"), "{err}");
+        let extra = [("plan".to_owned(), "pro".to_owned())];
+        let new = NewCompany {
+            extra: &extra,
+            ..new
+        };
+        let values = layout.insert_values(&new).expect("values");
+        let names: Vec<&str> = values.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["id", "name", "dbName", "updatedAt", "plan"]);
+    }
+
+    #[test]
+    fn a_configured_table_with_integer_ids_and_a_text_status() {
+        let config = Config::parse(
+            "[master]\ntable = \"app.tenants\"\n[master.statuses]\nactive = \"live\"\nprovisioning = \"new\"\nfailed = \"broken\"\ndropped = \"gone\"\n",
         )
-    } else {
-        err.context("query the master database")
+        .expect("config")
+        .master;
+        let columns = vec![
+            column("id", "bigint", 'N', true, true),
+            column("database_name", "character varying(63)", 'S', true, false),
+            column("status", "text", 'S', false, false),
+        ];
+        let layout = Layout::from_columns(&config, "app", "\"app\".\"tenants\"", columns, false)
+            .expect("layout");
+        assert_eq!(layout.db_name.name, "database_name");
+        assert!(layout.status_holds_lifecycle());
+        assert_eq!(layout.lifecycle_of("LIVE"), Some(Lifecycle::Active));
+        assert_eq!(layout.lifecycle_of("active"), None);
+        assert_eq!(
+            layout.status_value(Lifecycle::Failed).as_deref(),
+            Some("broken")
+        );
+        assert_eq!(
+            split_table("app.tenants").expect("ok").0.as_deref(),
+            Some("app")
+        );
+        assert!(split_table(".x").is_err());
     }
 }

@@ -67,12 +67,12 @@ impl Connector {
                         redact(&url)
                     ))
                 })?;
-                let db = DbName::parse_master(&name)
+                let db = DbName::parse(&name)
                     .map_err(|err| UsageError(format!("MASTER_DATABASE_URL: master {err}")))?;
                 (url, db)
             }
             None => {
-                let db = DbName::parse_master(DEFAULT_MASTER_DB).expect("constant is valid");
+                let db = DbName::parse(DEFAULT_MASTER_DB).expect("constant is valid");
                 (with_database(&base_url, db.as_str()), db)
             }
         };

@@ -10,11 +10,12 @@ const RESERVED: &[&str] = &["postgres", "template0", "template1"];
 
 /// A database name that is safe to quote into DDL and to put into a URL path.
 ///
-/// Tenant names follow `^[a-z0-9_]{1,63}$` (issue 2's rule for names read
-/// from the master, which other tools may have written: `2024_acme` is
-/// fine once quoted); the master database may also use uppercase letters (ORM-created masters are often camelCase, for example
-/// `prismaSuperUser`). Either way the name holds no quote, space or other
-/// character that could change the meaning of a statement.
+/// The names applications really use: ASCII letters of either case, digits,
+/// `_` and `-`, 1 to 63 bytes (`tenant_acme`, `2024_acme`, `blue-sky`,
+/// `GreenCity`). Never a quote, white space, control character, `/`, `%`,
+/// `?`, `#` or NUL, which could change the meaning of a statement or a URL,
+/// and never `postgres` or a template database. The name is always quoted
+/// in DDL, so case and hyphens survive as written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DbName(String);
 
@@ -25,30 +26,21 @@ pub enum DbNameError {
     Empty,
     #[error("database name {0:?} is longer than {MAX_LEN} bytes")]
     TooLong(String),
-    #[error("database name {0:?} is not a safe identifier (only lowercase letters, digits and _)")]
+    #[error("database name {0:?} is not a safe identifier (only ASCII letters, digits, _ and -)")]
     Invalid(String),
     #[error("database name {0:?} is reserved by PostgreSQL")]
     Reserved(String),
 }
 
 impl DbName {
-    /// Validates a tenant database name.
+    /// Validates a database name.
     pub fn parse(raw: &str) -> Result<Self, DbNameError> {
-        Self::check(raw, |c| c.is_ascii_lowercase())
-    }
-
-    /// Validates the master database name, which may contain uppercase letters.
-    pub fn parse_master(raw: &str) -> Result<Self, DbNameError> {
-        Self::check(raw, |c| c.is_ascii_alphabetic())
-    }
-
-    fn check(raw: &str, letter: impl Fn(char) -> bool) -> Result<Self, DbNameError> {
         if raw.is_empty() {
             return Err(DbNameError::Empty);
         }
         if !raw
             .chars()
-            .all(|c| letter(c) || c.is_ascii_digit() || c == '_')
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(DbNameError::Invalid(raw.to_owned()));
         }
@@ -84,41 +76,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_plain_names() {
-        assert_eq!(
-            DbName::parse("tenant_acme_2").map(|d| d.0),
-            Ok("tenant_acme_2".into())
-        );
-        assert!(DbName::parse_master("prismaSuperUser").is_ok());
-        assert!(
-            DbName::parse("2024_acme").is_ok(),
-            "issue 2: [a-z0-9_] only"
-        );
-        assert!(DbName::parse("_acme").is_ok());
+    fn accepts_the_names_applications_use() {
+        for good in [
+            "tenant_acme_2",
+            "2024_acme",
+            "_acme",
+            "blue-sky",
+            "GreenCity",
+            "prismaSuperUser",
+            "db_greencity_20231025",
+            "-",
+            "Postgres",
+        ] {
+            assert_eq!(
+                DbName::parse(good).map(|d| d.0),
+                Ok(good.to_owned()),
+                "{good}"
+            );
+        }
+        assert!(DbName::parse(&"a".repeat(63)).is_ok());
     }
 
     #[test]
     fn rejects_injection_and_odd_names() {
         for bad in [
             "x\"; DROP DATABASE master; --",
-            "Tenant",
-            "a-b",
             "a b",
-            "",
+            "a\tb",
+            "a\nb",
+            "a'b",
+            "a\"b",
+            "a/b",
+            "a%41",
+            "a?b",
+            "a#b",
+            "a\0b",
+            "a.b",
+            "a;b",
             "é",
+            "\u{1b}[2J",
         ] {
-            assert!(DbName::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                matches!(DbName::parse(bad), Err(DbNameError::Invalid(_))),
+                "{bad:?} should be rejected"
+            );
         }
-        assert!(DbName::parse_master("a\"b").is_err());
+        assert_eq!(DbName::parse(""), Err(DbNameError::Empty));
     }
 
     #[test]
     fn rejects_reserved_and_long_names() {
-        assert_eq!(
-            DbName::parse("postgres"),
-            Err(DbNameError::Reserved("postgres".into()))
-        );
-        assert!(DbName::parse(&"a".repeat(63)).is_ok());
+        for reserved in ["postgres", "template0", "template1"] {
+            assert_eq!(
+                DbName::parse(reserved),
+                Err(DbNameError::Reserved(reserved.into()))
+            );
+        }
         assert!(matches!(
             DbName::parse(&"a".repeat(64)),
             Err(DbNameError::TooLong(_))
@@ -127,7 +140,11 @@ mod tests {
 
     #[test]
     fn quotes_as_identifier() {
-        let name = DbName::parse_master("prismaSuperUser").expect("valid");
+        let name = DbName::parse("prismaSuperUser").expect("valid");
         assert_eq!(name.quoted(), "\"prismaSuperUser\"");
+        assert_eq!(
+            DbName::parse("blue-sky").expect("valid").quoted(),
+            "\"blue-sky\""
+        );
     }
 }

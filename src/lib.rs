@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod commands;
 pub mod companies;
+pub mod config;
 pub mod connect;
 pub mod dbname;
 pub mod ddl;

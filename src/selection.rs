@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use sqlx::postgres::PgConnection;
 
-use crate::companies;
+use crate::companies::Layout;
 use crate::error::UsageError;
 use crate::tenant::{Lifecycle, Tenant};
 
@@ -66,6 +66,7 @@ pub struct Filter {
 /// `TENANTCTL_SHARD` left in a pod's environment cannot silently drop them.
 pub async fn resolve(
     master_conn: &mut PgConnection,
+    layout: &Layout,
     names: &[String],
     filter: &Filter,
 ) -> anyhow::Result<Vec<Tenant>> {
@@ -77,7 +78,7 @@ pub async fn resolve(
             ))
             .into());
         }
-        return by_name(master_conn, names, &filter.lifecycles).await;
+        return by_name(master_conn, layout, names, &filter.lifecycles).await;
     }
     if !filter.all && filter.lifecycles.is_empty() {
         return Err(UsageError(
@@ -90,32 +91,73 @@ pub async fn resolve(
     } else {
         &filter.lifecycles
     };
-    let mut tenants = companies::list(master_conn, Some(lifecycles)).await?;
+    let everyone = layout.list(master_conn).await?;
+    let mut tenants: Vec<Tenant> = everyone
+        .iter()
+        .filter(|t| lifecycles.iter().any(|s| t.has_status(*s)))
+        .cloned()
+        .collect();
+    if tenants.is_empty() && !everyone.is_empty() {
+        return Err(nobody_selected(&everyone, lifecycles).into());
+    }
     if let Some(shard) = filter.shard {
         tenants.retain(|t| shard.contains(&t.id));
     }
     Ok(tenants)
 }
 
-/// The named tenants, each found by slug first, then id.
+/// A selection that matches none of the companies there are is a mistake
+/// to report (an ORM's statuses spelled otherwise, a typo), never a run
+/// that "succeeds" by doing nothing.
+fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError {
+    let mut found: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for t in everyone {
+        *found.entry(t.status_label()).or_default() += 1;
+    }
+    let found: Vec<String> = found
+        .into_iter()
+        .map(|(status, n)| format!("{} ({n})", crate::output::shown(status)))
+        .collect();
+    let wanted: Vec<&str> = lifecycles.iter().map(|l| l.as_str()).collect();
+    UsageError(format!(
+        "no tenant has status {}: the master's {} companies have status {}; pick others with --status, or map the master's values in tenantctl.toml",
+        wanted.join(" or "),
+        everyone.len(),
+        found.join(", ")
+    ))
+}
+
+/// The company an operator means by `key`: the one with that slug, else
+/// that id, else that database name (rows without a slug are addressed by
+/// id or database).
+pub fn find_in<'a>(everyone: &'a [Tenant], key: &str) -> Option<&'a Tenant> {
+    everyone
+        .iter()
+        .find(|t| t.slug.as_deref() == Some(key))
+        .or_else(|| everyone.iter().find(|t| t.id == key))
+        .or_else(|| {
+            everyone
+                .iter()
+                .find(|t| t.db_name_raw.as_deref() == Some(key))
+        })
+}
+
+/// The named tenants, each found by slug first, then id, then database.
 async fn by_name(
     master_conn: &mut PgConnection,
+    layout: &Layout,
     names: &[String],
     lifecycles: &[Lifecycle],
 ) -> anyhow::Result<Vec<Tenant>> {
-    let everyone = companies::list(master_conn, None).await?;
+    let everyone = layout.list(master_conn).await?;
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = everyone
-            .iter()
-            .find(|t| t.slug.as_deref() == Some(key.as_str()))
-            .or_else(|| everyone.iter().find(|t| &t.id == key))
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown tenant {:?}: no company has that slug or id (see `tenantctl tenant list`)",
-                    crate::output::shown(key)
-                )
-            })?;
+        let found = find_in(&everyone, key).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown tenant {:?}: no company has that slug, id or database name (see `tenantctl tenant list`)",
+                crate::output::shown(key)
+            )
+        })?;
         if !picked.iter().any(|t| t.id == found.id) {
             picked.push(found.clone());
         }

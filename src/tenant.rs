@@ -63,7 +63,7 @@ impl fmt::Display for Slug {
 }
 
 /// Lifecycle of a company's database as recorded in the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
     /// Row inserted, database being created or migrated.
@@ -77,6 +77,20 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    pub const ALL: [Self; 4] = [
+        Self::Provisioning,
+        Self::Active,
+        Self::Failed,
+        Self::Dropped,
+    ];
+
+    /// The state with this name, ignoring case.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(name))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provisioning => "provisioning",
@@ -106,7 +120,11 @@ pub struct Tenant {
     pub name: Option<String>,
     pub db_name_raw: Option<String>,
     pub db: Result<DbName, String>,
+    /// The status as recorded, for display.
     pub status: Option<String>,
+    /// The lifecycle state that status stands for, if any (an application's
+    /// own states, such as `SUSPENDED`, stand for none).
+    pub lifecycle: Option<Lifecycle>,
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -129,6 +147,7 @@ impl Tenant {
                 "company {id}: column \"dbName\" is NULL in the master; set it in \"Company\""
             )),
         };
+        let lifecycle = status.as_deref().and_then(Lifecycle::parse);
         Self {
             id,
             slug,
@@ -136,6 +155,7 @@ impl Tenant {
             db_name_raw,
             db,
             status,
+            lifecycle,
             created_at,
         }
     }
@@ -155,12 +175,9 @@ impl Tenant {
         self.db_name_raw.as_deref().unwrap_or_default()
     }
 
-    /// Whether the recorded status is this lifecycle state. ORMs often
-    /// store the same states in upper case (`ACTIVE`), so case is ignored.
+    /// Whether the tenant is in this lifecycle state.
     pub fn has_status(&self, status: Lifecycle) -> bool {
-        self.status
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case(status.as_str()))
+        self.lifecycle == Some(status)
     }
 
     /// The status as recorded, for display.

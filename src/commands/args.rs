@@ -32,6 +32,12 @@ pub struct GlobalArgs {
     )]
     pub master_url: Option<String>,
 
+    /// How the master's companies table is laid out, when it is not the
+    /// seed's "Company" [default: tenantctl.toml in the working directory,
+    /// if there is one]
+    #[arg(long, env = "TENANTCTL_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Read tenant migrations from this folder instead of the embedded ones
     #[arg(long, env = "TENANT_MIGRATIONS_DIR", global = true, value_name = "DIR")]
     pub tenant_migrations: Option<PathBuf>,

@@ -11,6 +11,8 @@ use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::commands::args::{FilterArgs, FleetArgs, GlobalArgs, SelectionArgs};
+use crate::companies::Layout;
+use crate::config::Config;
 use crate::connect::{Connector, SessionLimits};
 use crate::error::{Outcome, UsageError};
 use crate::fleet::{self, Attempt, FleetRun, Stop};
@@ -31,6 +33,7 @@ pub struct Context {
     pub output: OutputMode,
     pub quiet: bool,
     pub stop: Stop,
+    pub config: Config,
     listening: AtomicBool,
     tenant_migrations_dir: Option<PathBuf>,
 }
@@ -59,6 +62,7 @@ impl Context {
             output: global.output,
             quiet: global.quiet,
             stop: Stop::default(),
+            config: Config::load(global.config.as_deref())?,
             listening: AtomicBool::new(false),
             tenant_migrations_dir: global.tenant_migrations.clone(),
         })
@@ -77,10 +81,23 @@ impl Context {
         }
     }
 
-    /// The one tenant with this slug or id, read from the master.
-    pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
+    /// A connection to the master and the layout of its companies table.
+    pub async fn master(&self) -> anyhow::Result<(PgConnection, Layout)> {
         let mut conn = self.connector.connect_master().await?;
-        let tenant = crate::companies::get(&mut conn, key).await;
+        match Layout::load(&mut conn, &self.config.master).await {
+            Ok(layout) => Ok((conn, layout)),
+            Err(err) => {
+                let _ = conn.close().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// The one tenant with this slug, id or database name, read from the
+    /// master.
+    pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
+        let (mut conn, layout) = self.master().await?;
+        let tenant = layout.get(&mut conn, key).await;
         let _ = conn.close().await;
         tenant
     }
@@ -98,8 +115,8 @@ impl Context {
         filter: &FilterArgs,
     ) -> anyhow::Result<Vec<Tenant>> {
         let filter = Filter::from(filter);
-        let mut conn = self.connector.connect_master().await?;
-        let tenants = selection::resolve(&mut conn, names, &filter).await;
+        let (mut conn, layout) = self.master().await?;
+        let tenants = selection::resolve(&mut conn, &layout, names, &filter).await;
         let _ = conn.close().await;
         let tenants = tenants?;
         if tenants.is_empty() && !names.is_empty() {

@@ -7,7 +7,6 @@ use serde::Serialize;
 use sqlx::Connection as _;
 
 use crate::commands::context::Context;
-use crate::companies;
 use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
@@ -37,8 +36,8 @@ pub struct Finding {
 
 pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
-    let mut master_conn = ctx.connector.connect_master().await?;
-    let companies = companies::list(&mut master_conn, None).await;
+    let (mut master_conn, layout) = ctx.master().await?;
+    let companies = layout.list(&mut master_conn).await;
     // pg_database is shared by every database of a server: read it through
     // the master when that is on the tenants' server, rather than connect
     // to `postgres` (CONNECT on it may well be revoked).

@@ -4,8 +4,11 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use serde::Serialize;
 use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
 
 use crate::commands::context::Context;
+use crate::companies::{BOOKKEEPING, Layout, MissingTable};
+use crate::config::MasterConfig;
 use crate::connect::is_missing_database;
 use crate::ddl;
 use crate::error::Outcome;
@@ -23,6 +26,13 @@ struct Migrated<'a> {
     database: &'a str,
     created: bool,
     applied: Vec<i64>,
+    /// The companies table was there already and not tenantctl's: nothing
+    /// in it was changed.
+    adopted: bool,
+    /// With `adopted`: what tenantctl found and will use.
+    found: Vec<String>,
+    /// With `adopted`: whether tenantctl's own bookkeeping table was added.
+    bookkeeping_created: bool,
 }
 
 pub async fn run(command: MasterCommand, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -46,28 +56,73 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
         }
         Err(err) => return Err(err),
     };
-    let mut applied = Vec::new();
-    migrations::apply(
-        &mut conn,
-        db,
-        &MigrationSet::embedded_master(),
-        &mut applied,
-    )
-    .await
-    .with_context(|| format!("migrate the master database {db}"))?;
-    let _ = conn.close().await;
-
-    let result = Migrated {
+    let mut result = Migrated {
         database: db.as_str(),
         created,
-        applied,
+        applied: Vec::new(),
+        adopted: false,
+        found: Vec::new(),
+        bookkeeping_created: false,
     };
+    let done = migrate_or_adopt(ctx, &mut conn, &mut result).await;
+    let _ = conn.close().await;
+    done.with_context(|| format!("migrate the master database {db}"))?;
+    print(ctx, &result);
+    Ok(Outcome::Success)
+}
+
+/// On a master without the companies table, creates it (tenantctl's
+/// master migrations); on one whose table tenantctl created, applies what
+/// is pending; on an application's own table, adopts it: changes nothing in
+/// it, adds only tenantctl's bookkeeping where needed.
+async fn migrate_or_adopt(
+    ctx: &Context,
+    conn: &mut PgConnection,
+    result: &mut Migrated<'_>,
+) -> anyhow::Result<()> {
+    let ours = MigrationSet::embedded_master();
+    let db = ctx.connector.master_db();
+    match Layout::load(conn, &ctx.config.master).await {
+        Err(err) if err.is::<MissingTable>() => {
+            if ctx.config.master.table != MasterConfig::default().table {
+                return Err(err);
+            }
+        }
+        Err(err) => return Err(err),
+        Ok(mut layout) => {
+            let recorded = migrations::read_applied(conn).await?.unwrap_or_default();
+            if !recorded.iter().any(|row| ours.recorded(row)) {
+                result.adopted = true;
+                result.bookkeeping_created =
+                    !layout.has_bookkeeping && layout.ensure_bookkeeping(conn).await?;
+                result.found = layout.describe();
+                return Ok(());
+            }
+        }
+    }
+    migrations::apply(conn, db, &ours, &mut result.applied).await
+}
+
+fn print(ctx: &Context, result: &Migrated<'_>) {
+    let db = result.database;
     match ctx.output {
         OutputMode::Table => {
             if result.created {
                 line(format_args!("created master database {db}"));
             }
-            if result.applied.is_empty() {
+            if result.adopted {
+                line(format_args!(
+                    "adopted the existing companies table in {db}, changing nothing in it; found:"
+                ));
+                for found in &result.found {
+                    line(format_args!("  {found}"));
+                }
+                if result.bookkeeping_created {
+                    line(format_args!(
+                        "created tenantctl's own {BOOKKEEPING} table beside it"
+                    ));
+                }
+            } else if result.applied.is_empty() {
                 line(format_args!("master database {db} is up to date"));
             } else {
                 line(format_args!(
@@ -77,7 +132,6 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
                 ));
             }
         }
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &result),
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, result),
     }
-    Ok(Outcome::Success)
 }

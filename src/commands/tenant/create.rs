@@ -10,7 +10,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
-use crate::companies;
+use crate::companies::{self, Layout, NewCompany};
 use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
@@ -32,8 +32,20 @@ pub struct CreateArgs {
     #[arg(long, value_name = "NAME")]
     pub db_name: Option<String>,
 
+    /// A value for a column the master's companies table requires and
+    /// tenantctl cannot fill (repeatable), e.g. --column plan=pro
+    #[arg(long = "column", value_name = "NAME=VALUE", value_parser = parse_column)]
+    pub columns: Vec<(String, String)>,
+
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+fn parse_column(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .ok_or_else(|| "use NAME=VALUE".to_owned())
 }
 
 #[derive(Serialize)]
@@ -74,41 +86,62 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let migrations = ctx.tenant_migrations().await?;
 
-    let mut master_conn = ctx.connector.connect_master().await?;
+    let (mut master_conn, layout) = ctx.master().await?;
+    let key_db = requested_db
+        .clone()
+        .unwrap_or_else(|| slug.default_db_name());
+    let before = layout
+        .find_for_create(&mut master_conn, &slug, Some(&key_db))
+        .await?;
     // Held until this connection closes: a second `create` of the same slug
     // waits here for the first to finish, then finds its row.
-    let before = companies::find_by_slug(&mut master_conn, &slug).await?;
     companies::lock_slug(&mut master_conn, &slug).await?;
-    let claimed = claim(
-        ctx,
-        &mut master_conn,
-        &args,
-        &slug,
-        requested_db,
-        before.is_none(),
-    )
-    .await?;
+    let master = Master {
+        conn: &mut master_conn,
+        layout: &layout,
+    };
+    let claimed = claim(ctx, master, &args, &slug, requested_db, before.is_none()).await?;
     let mut applied = Vec::new();
     if !claimed.concurrent {
         let limits = SessionLimits::from(&args.session);
         let provisioned = provision(ctx, &claimed.tenant, &migrations, &limits, &mut applied).await;
-        finish(&mut master_conn, &claimed.tenant, &slug, provisioned).await?;
+        let master = Master {
+            conn: &mut master_conn,
+            layout: &layout,
+        };
+        finish(master, &claimed.tenant, &slug, provisioned).await?;
     }
     let _ = master_conn.close().await;
     print(ctx, &claimed, &applied);
     Ok(Outcome::Success)
 }
 
+/// The master connection and how its companies table is laid out.
+struct Master<'a> {
+    conn: &'a mut PgConnection,
+    layout: &'a Layout,
+}
+
 /// Finds or records the company row this run works on.
 async fn claim(
     ctx: &Context,
-    master_conn: &mut PgConnection,
+    master: Master<'_>,
     args: &CreateArgs,
     slug: &Slug,
     requested_db: Option<DbName>,
     absent_before: bool,
 ) -> anyhow::Result<Claimed> {
-    if let Some(existing) = companies::find_by_slug(master_conn, slug).await? {
+    let Master {
+        conn: master_conn,
+        layout,
+    } = master;
+    let key_db = requested_db
+        .clone()
+        .unwrap_or_else(|| slug.default_db_name());
+    if let Some(existing) = layout
+        .find_for_create(master_conn, slug, Some(&key_db))
+        .await?
+    {
         if absent_before && existing.has_status(Lifecycle::Active) {
             return Ok(Claimed {
                 tenant: existing,
@@ -135,14 +168,21 @@ async fn claim(
     }
     let mut server = ctx.connector.connect_maintenance().await?;
     let db = match requested_db {
-        Some(db) => ensure_free(master_conn, &mut server, &db)
+        Some(db) => ensure_free(master_conn, layout, &mut server, &db)
             .await
             .map(|()| db),
-        None => free_db_name(master_conn, &mut server, slug).await,
+        None => free_db_name(master_conn, layout, &mut server, slug).await,
     };
     let _ = server.close().await;
     let name = args.name.as_deref().unwrap_or(slug.as_str());
-    let tenant = companies::insert(master_conn, slug, name, &db?).await?;
+    let db = db?;
+    let new = NewCompany {
+        slug,
+        name,
+        db: &db,
+        extra: &args.columns,
+    };
+    let tenant = layout.insert(master_conn, &new).await?;
     Ok(Claimed {
         tenant,
         resumed: false,
@@ -152,19 +192,25 @@ async fn claim(
 
 /// Marks the company active, or failed with the provisioning error.
 async fn finish(
-    master_conn: &mut PgConnection,
+    master: Master<'_>,
     tenant: &Tenant,
     slug: &Slug,
     provisioned: anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    let Master { conn, layout } = master;
     if let Err(err) = provisioned {
         // Best effort: the error being reported matters more than this one.
-        let _ = companies::set_status(master_conn, &tenant.id, Lifecycle::Failed).await;
+        let why = crate::error::render(&err);
+        let _ = layout
+            .set_lifecycle(conn, tenant, Lifecycle::Failed, Some(&why))
+            .await;
         return Err(err.context(format!(
             "tenant {tenant}: provisioning failed (status failed); fix the cause and run `tenantctl tenant create {slug}` again to finish"
         )));
     }
-    companies::set_status(master_conn, &tenant.id, Lifecycle::Active).await
+    layout
+        .set_lifecycle(conn, tenant, Lifecycle::Active, None)
+        .await
 }
 
 fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
@@ -233,10 +279,11 @@ fn resume(existing: Tenant, requested_db: Option<&DbName>) -> anyhow::Result<Ten
 /// the server: adopting a stranger's database would be worse than failing.
 async fn ensure_free(
     master_conn: &mut PgConnection,
+    layout: &Layout,
     server: &mut PgConnection,
     db: &DbName,
 ) -> anyhow::Result<()> {
-    if let Some(owner) = companies::find_by_db(master_conn, db).await? {
+    if let Some(owner) = layout.find_by_db(master_conn, db).await? {
         anyhow::bail!(
             "database {db} already belongs to tenant {}; pick another --db-name",
             shown(owner.handle())
@@ -253,6 +300,7 @@ async fn ensure_free(
 /// that is taken in the master or on the server.
 async fn free_db_name(
     master_conn: &mut PgConnection,
+    layout: &Layout,
     server: &mut PgConnection,
     slug: &Slug,
 ) -> anyhow::Result<DbName> {
@@ -263,9 +311,7 @@ async fn free_db_name(
         } else {
             DbName::parse(&format!("{base}_{n}")).context("derive a database name")?
         };
-        if companies::find_by_db(master_conn, &candidate)
-            .await?
-            .is_none()
+        if layout.find_by_db(master_conn, &candidate).await?.is_none()
             && !ddl::exists(server, &candidate).await?
         {
             return Ok(candidate);

@@ -6,7 +6,6 @@ use clap::Args;
 use sqlx::Connection as _;
 
 use crate::commands::context::Context;
-use crate::companies;
 use crate::ddl;
 use crate::error::Outcome;
 use crate::output::confirm::confirm;
@@ -29,8 +28,8 @@ pub struct DropArgs {
 }
 
 pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let mut master_conn = ctx.connector.connect_master().await?;
-    let tenant = companies::get(&mut master_conn, &args.tenant).await?;
+    let (mut master_conn, layout) = ctx.master().await?;
+    let tenant = layout.get(&mut master_conn, &args.tenant).await?;
     // Only a database the company row names, that passes validation and is
     // not the master, can get this far.
     let db = tenant.db_name()?.clone();
@@ -49,9 +48,11 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // type has no 'dropped'), nothing has been dropped yet.
     let mut tx = master_conn.begin().await?;
     if args.keep_row {
-        companies::set_status(&mut tx, &tenant.id, Lifecycle::Dropped).await?;
+        layout
+            .set_lifecycle(&mut tx, &tenant, Lifecycle::Dropped, None)
+            .await?;
     } else {
-        companies::delete(&mut tx, &tenant.id).await?;
+        layout.delete(&mut tx, &tenant).await?;
     }
     let mut server = ctx.connector.connect_maintenance().await?;
     let dropped = ddl::drop_force(&mut server, &db).await;

@@ -5,7 +5,6 @@ use serde::Serialize;
 use sqlx::Connection as _;
 
 use crate::commands::context::Context;
-use crate::companies;
 use crate::error::Outcome;
 use crate::output::{OutputMode, line, print_json, shown, table, warn};
 use crate::tenant::Lifecycle;
@@ -31,11 +30,13 @@ struct Row<'a> {
 }
 
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let mut conn = ctx.connector.connect_master().await?;
-    let statuses = (!args.status.is_empty()).then_some(args.status.as_slice());
-    let tenants = companies::list(&mut conn, statuses).await;
+    let (mut conn, layout) = ctx.master().await?;
+    let tenants = layout.list(&mut conn).await;
     let _ = conn.close().await;
-    let tenants = tenants?;
+    let mut tenants = tenants?;
+    if !args.status.is_empty() {
+        tenants.retain(|t| args.status.iter().any(|s| t.has_status(*s)));
+    }
 
     let rows: Vec<Row> = tenants
         .iter()
