@@ -465,6 +465,9 @@ impl Layout {
             } else if ours(&self.status) && !self.uses_bookkeeping() {
                 self.status_value(Lifecycle::Provisioning)
                     .map(|v| Value::Bind(v, column.sql_type.clone()))
+            } else if (ours(&self.created_at) || ours(&self.updated_at)) && !column.has_default {
+                // What an ORM fills in, nullable or not.
+                Some(Value::Sql(format!("CAST(now() AS {})", column.sql_type)))
             } else if column.has_default || !column.not_null {
                 None
             } else if column.name == self.id.name && matches!(column.category, 'S' | 'U') {

@@ -31,7 +31,7 @@ impl Outcome {
 
 /// Exit status for an error that ended the command.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    if err.chain().any(<dyn std::error::Error>::is::<UsageError>) {
+    if is_usage(err) {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)
@@ -87,10 +87,13 @@ pub fn print_json_error(mode: crate::output::OutputMode, err: &anyhow::Error, me
     if mode == crate::output::OutputMode::Table {
         return;
     }
-    let kind = if err.chain().any(<dyn std::error::Error>::is::<UsageError>) {
-        "usage"
-    } else {
-        "failure"
-    };
+    let kind = if is_usage(err) { "usage" } else { "failure" };
     crate::output::print_json(mode, &serde_json::json!({ "error": message, "kind": kind }));
+}
+
+/// Whether the error is the operator's to fix in the command line or the
+/// configuration (exit status 2).
+fn is_usage(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| cause.is::<UsageError>() || cause.is::<crate::companies::MissingTable>())
 }

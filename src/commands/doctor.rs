@@ -117,7 +117,10 @@ fn compare(
                 "missing_database",
                 "the company's database is not on the server".into(),
             )),
-            Ok(_) => to_check.push(company.clone()),
+            // Only tenants `migrate --all` would reach can be behind; an
+            // application's own states (SUSPENDED) are its business.
+            Ok(_) if company.has_status(Lifecycle::Active) => to_check.push(company.clone()),
+            Ok(_) => {}
         }
     }
     (findings, to_check, unnamed)
