@@ -12,4 +12,5 @@ mod basics;
 mod failures;
 mod fleet;
 mod library;
+mod sql;
 mod toolbox;
