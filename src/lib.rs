@@ -17,8 +17,8 @@ pub mod master;
 pub mod migrations;
 pub mod progress;
 pub mod report;
+pub mod script;
 pub mod selection;
-pub mod sqltext;
 pub mod tenant;
 
 use std::process::ExitCode;

@@ -2,7 +2,11 @@
 //! result sets come back, and the no-transaction migrations that share its
 //! statement splitting.
 
-use crate::support::{Run, TestEnv, find};
+use sqlx::Connection as _;
+use tenantctl::db::SessionLimits;
+use tenantctl::script::{Script, ScriptRun};
+
+use crate::support::{Run, TestEnv, block_on, find};
 
 /// One tenant (two-step schema) with an empty `marker (x int)` table;
 /// returns its slug and database.
@@ -21,7 +25,7 @@ fn markers(env: &TestEnv, db: &str) -> String {
 
 /// Whether a relation exists, read on a connection of our own.
 fn relation_exists(env: &TestEnv, db: &str, name: &str) -> bool {
-    env.query(db, &format!("SELECT to_regclass('{name}')::text"))[0] != ""
+    !env.query(db, &format!("SELECT to_regclass('{name}')::text"))[0].is_empty()
 }
 
 /// `tenant sql` against a server that cannot be reached: anything but a
@@ -29,7 +33,10 @@ fn relation_exists(env: &TestEnv, db: &str, name: &str) -> bool {
 fn sql_offline(env: &TestEnv, script: &str) -> Run {
     env.run_with(&["tenant", "sql", "acme", "--dry-run", "-c", script], |c| {
         c.env("POSTGRES_BASE_URL", "postgresql://nobody@127.0.0.1:1")
-            .env("MASTER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/master");
+            .env(
+                "MASTER_DATABASE_URL",
+                "postgresql://nobody@127.0.0.1:1/master",
+            );
     })
 }
 
@@ -184,7 +191,14 @@ fn sql_allows_what_only_looks_like_transaction_control() {
     ];
     for (script, rows) in allowed {
         let run = env.run(&[
-            "tenant", "sql", &slug, "--dry-run", "-c", script, "--output", "json",
+            "tenant",
+            "sql",
+            &slug,
+            "--dry-run",
+            "-c",
+            script,
+            "--output",
+            "json",
         ]);
         assert_eq!(run.code, 0, "{script}: {}", run.stderr);
         let report = run.json();
@@ -200,8 +214,11 @@ fn sql_allows_what_only_looks_like_transaction_control() {
     assert!(!relation_exists(&env, &db, "begin"));
     assert_eq!(markers(&env, &db), "0");
     assert!(
-        env.query(&db, "SELECT proname::text FROM pg_proc WHERE proname = 'atomic_f'")
-            .is_empty()
+        env.query(
+            &db,
+            "SELECT proname::text FROM pg_proc WHERE proname = 'atomic_f'"
+        )
+        .is_empty()
     );
 }
 
@@ -230,7 +247,14 @@ fn sql_refuses_copy_to_or_from_the_client_but_not_server_side_copy() {
         "COPY marker FROM PROGRAM 'echo 7'",
     ] {
         let run = env.run(&[
-            "tenant", "sql", &slug, "--dry-run", "-c", script, "--output", "json",
+            "tenant",
+            "sql",
+            &slug,
+            "--dry-run",
+            "-c",
+            script,
+            "--output",
+            "json",
         ]);
         assert_ne!(run.code, 2, "{script}: {}", run.stderr);
         if run.code != 0 {
@@ -256,7 +280,10 @@ fn sql_that_does_not_parse_or_has_no_statements_is_a_usage_error() {
             "SELECT 1;\nSELECT 'unterminated",
             "unterminated quoted string",
         ),
-        ("SELECT $$ never closed", "unterminated dollar-quoted string"),
+        (
+            "SELECT $$ never closed",
+            "unterminated dollar-quoted string",
+        ),
         ("", "no statements"),
         ("   \n\t", "no statements"),
         ("-- only a comment\n/* and another */", "no statements"),
@@ -276,18 +303,16 @@ fn sql_that_does_not_parse_or_has_no_statements_is_a_usage_error() {
         "INSERT INTO marker VALUES (1); SELEC 1",
     ]);
     let line = usage_error(&run);
-    assert!(line.contains(r#"syntax error at or near "SELEC""#), "{line}");
+    assert!(
+        line.contains(r#"syntax error at or near "SELEC""#),
+        "{line}"
+    );
     assert_eq!(markers(&env, &db), "0");
 
     let file = env.workdir.path().join("empty.sql");
     std::fs::write(&file, "-- nothing to see\n").expect("write");
-    let line = usage_error(&env.run(&[
-        "tenant",
-        "sql",
-        &slug,
-        "-f",
-        file.to_str().expect("utf-8"),
-    ]));
+    let line =
+        usage_error(&env.run(&["tenant", "sql", &slug, "-f", file.to_str().expect("utf-8")]));
     assert!(line.contains("no statements"), "{line}");
 }
 
@@ -363,6 +388,91 @@ fn sql_procedures_and_do_blocks_cannot_end_the_transaction() {
 }
 
 #[test]
+fn the_second_wall_catches_a_script_that_ends_its_transaction() {
+    // The parser check stops these before they reach a tenant; run them
+    // through the library as if it had not, and the check of the server's
+    // own state after the script must catch each one.
+    let env = TestEnv::new();
+    let (name, connector) = env.scratch_db("wall");
+    let db = name.as_str().to_owned();
+    env.exec(&db, "CREATE TABLE marker (x int)");
+    block_on(async {
+        for (sql, dry_run) in [
+            (
+                "INSERT INTO marker VALUES (1); COMMIT; BEGIN; SELECT 1",
+                true,
+            ),
+            ("INSERT INTO marker VALUES (2); COMMIT", true),
+            (
+                "INSERT INTO marker VALUES (3); ROLLBACK; BEGIN; INSERT INTO marker VALUES (30)",
+                false,
+            ),
+            (
+                "INSERT INTO marker VALUES (4); COMMIT AND CHAIN; INSERT INTO marker VALUES (40)",
+                false,
+            ),
+        ] {
+            let script = Script::parse(sql).expect("parses");
+            assert!(script.check_single_transaction().is_err(), "{sql}");
+            let mut conn = connector
+                .connect_tenant(&name, &SessionLimits::default())
+                .await
+                .expect("connect");
+            let mut run = ScriptRun::default();
+            let err = script
+                .run_in_transaction(&mut conn, dry_run, &mut run)
+                .await
+                .expect_err(sql);
+            assert_eq!(
+                tenantctl::error::render(&err),
+                "the script ended its transaction; changes may have been committed",
+                "{sql}"
+            );
+            assert!(run.transaction_ended && !run.rolled_back, "{sql}");
+            let _ = conn.close().await;
+        }
+
+        // A script that leaves the transaction alone passes the wall.
+        let mut conn = connector
+            .connect_tenant(&name, &SessionLimits::default())
+            .await
+            .expect("connect");
+        let mut run = ScriptRun::default();
+        Script::parse("INSERT INTO marker VALUES (5)")
+            .expect("parses")
+            .run_in_transaction(&mut conn, false, &mut run)
+            .await
+            .expect("runs");
+        assert!(!run.transaction_ended && !run.rolled_back);
+
+        // A statement that returned no rows and no longer prepares (its table
+        // is gone) keeps unknown columns; the transaction is unharmed.
+        let mut run = ScriptRun::default();
+        Script::parse(
+            "CREATE TABLE gone (a int); SELECT a FROM gone; DROP TABLE gone; SELECT 1 AS still",
+        )
+        .expect("parses")
+        .run_in_transaction(&mut conn, true, &mut run)
+        .await
+        .expect("runs");
+        assert!(run.rolled_back);
+        let columns: Vec<Vec<String>> = run.result_sets.iter().map(|s| s.columns.clone()).collect();
+        assert_eq!(columns, [vec![], vec![], vec![], vec!["still".to_owned()]]);
+        let _ = conn.close().await;
+    });
+    // The scripts committed 1, 2 and 4 themselves, and rolled 3 back; what
+    // followed their own transaction control (30, 40) tenantctl did not
+    // commit.
+    assert_eq!(
+        env.query(
+            &db,
+            "SELECT string_agg(x::text, ',' ORDER BY x) FROM marker"
+        ),
+        ["1,2,4,5"]
+    );
+}
+
+#[test]
 fn sql_result_sets_keep_their_own_columns() {
     let env = TestEnv::new();
     let dir = env.fixture("two-step");
@@ -382,7 +492,14 @@ fn sql_result_sets_keep_their_own_columns() {
 
     let report = env
         .run(&[
-            "tenant", "sql", "--all", "--dry-run", "-c", script, "--output", "json",
+            "tenant",
+            "sql",
+            "--all",
+            "--dry-run",
+            "-c",
+            script,
+            "--output",
+            "json",
         ])
         .ok()
         .json();
@@ -542,7 +659,11 @@ fn sql_rows_come_back_with_a_tenant_column() {
     let run = env
         .run(&["tenant", "sql", "--all", "--yes", "-c", query])
         .ok();
-    assert!(has_line(&run.stdout, &["tenant", "db", "nothing"]), "{}", run.stdout);
+    assert!(
+        has_line(&run.stdout, &["tenant", "db", "nothing"]),
+        "{}",
+        run.stdout
+    );
     for (name, slug) in ["a", "b"].iter().zip(&slugs) {
         assert!(
             has_line(&run.stdout, &[slug, &env.db(name), "NULL"]),
