@@ -24,8 +24,8 @@ pub mod error;
 pub mod fleet;
 pub mod migrations;
 pub mod output;
+pub mod script;
 pub mod selection;
-pub mod sqltext;
 pub mod tenant;
 
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
+use crate::script::Script;
 
 static TENANT_MIGRATIONS: Migrator = sqlx::migrate!("./tenant-migrations");
 static MASTER_MIGRATIONS: Migrator = sqlx::migrate!("./master-migrations");
@@ -330,10 +331,20 @@ async fn apply_locked(
 /// migration's transaction. sqlx updates the time in a second transaction
 /// afterwards: one more commit, and WAL flush, per migration for a figure
 /// only `sqlx migrate info` shows.
+///
+/// A `-- no-transaction` migration is split with PostgreSQL's grammar and
+/// sent one statement at a time: sent whole, the server would run it as one
+/// implicit transaction block, where `CREATE INDEX CONCURRENTLY` and the
+/// like refuse to run.
 async fn apply_one(conn: &mut PgConnection, migration: &Migration) -> anyhow::Result<()> {
     let started = Instant::now();
     if migration.no_tx {
-        conn.execute(&*migration.sql).await?;
+        let script = Script::parse(&*migration.sql).context("split into statements")?;
+        for statement in script.statements() {
+            conn.execute(statement.text())
+                .await
+                .with_context(|| statement.label())?;
+        }
         record(conn, migration, started.elapsed()).await
     } else {
         let mut tx = conn.begin().await?;

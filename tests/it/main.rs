@@ -14,4 +14,5 @@ mod failures;
 mod fleet;
 mod hardening;
 mod library;
+mod sql;
 mod toolbox;

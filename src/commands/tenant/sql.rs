@@ -1,25 +1,23 @@
 //! `tenantctl tenant sql <selection> (-f FILE | -c SQL) [--dry-run]`: run SQL
-//! in one transaction per tenant.
+//! in one transaction per tenant. Parsing, the refusals and the run itself
+//! are in [`crate::script`]; this is the command around them.
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
 use clap::Args;
-use futures_util::TryStreamExt as _;
-use serde::Serialize;
-use sqlx::postgres::PgConnection;
-use sqlx::{Column as _, Connection as _, Executor as _, Row as _, ValueRef as _};
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
 use crate::connect::SessionLimits;
 use crate::error::{Outcome, UsageError};
-use crate::fleet::Verdict;
-use crate::output::OutputMode;
+use crate::fleet::{FleetRun, Verdict};
 use crate::output::confirm::confirm;
 use crate::output::report::TenantValue;
-use crate::output::table;
-use crate::sqltext::transaction_control;
+use crate::output::{OutputMode, line, shown, table};
+use crate::script::{Script, ScriptRun};
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
@@ -36,7 +34,14 @@ pub struct SqlArgs {
     pub file: Option<PathBuf>,
 
     /// The SQL to run
-    #[arg(short = 'c', long, value_name = "SQL", conflicts_with = "file")]
+    // Hyphen values allowed: a script may well start with a `--` comment.
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "SQL",
+        conflicts_with = "file",
+        allow_hyphen_values = true
+    )]
     pub command: Option<String>,
 
     /// Run it, report what it did, then roll back
@@ -54,26 +59,13 @@ pub struct SqlArgs {
     pub session: SessionArgs,
 }
 
-/// What the SQL did in one tenant. Values are PostgreSQL's text form.
-#[derive(Debug, Default, Serialize)]
-pub struct SqlResult {
-    pub rows_affected: u64,
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Option<String>>>,
-    pub rolled_back: bool,
-}
-
-impl TenantValue for SqlResult {
+impl TenantValue for ScriptRun {
     fn headers() -> Vec<&'static str> {
         vec!["rows"]
     }
 
     fn cells(&self) -> Vec<String> {
-        vec![if self.columns.is_empty() {
-            format!("{} affected", self.rows_affected)
-        } else {
-            format!("{} returned", self.rows.len())
-        }]
+        vec![rows_summary(self)]
     }
 }
 
@@ -84,15 +76,13 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         (None, Some(sql)) => sql.clone(),
         (None, None) => return Err(UsageError("give the SQL with -c or -f".into()).into()),
     };
-    if sql.trim().is_empty() {
-        return Err(UsageError("the SQL is empty".into()).into());
-    }
-    if let Some(keyword) = transaction_control(&sql) {
-        return Err(UsageError(format!(
-            "the SQL contains {keyword}: tenant sql runs it in a transaction of its own (committed, or rolled back with --dry-run), so leave transaction control out"
-        ))
-        .into());
-    }
+    // Refused before any connection: a script that does not parse, has no
+    // statements, or would end, reshape or stream outside our transaction.
+    let script = Script::parse(sql).map_err(|e| UsageError(e.to_string()))?;
+    script
+        .check_single_transaction()
+        .map_err(|e| UsageError(e.to_string()))?;
+
     let tenants = ctx.select(&args.selection).await?;
     if tenants.len() > 1 && !args.dry_run {
         confirm(
@@ -101,105 +91,160 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             args.yes,
         )?;
     }
-    let connector = ctx.connector.clone();
-    let limits = SessionLimits::from(&args.session);
     let dry_run = args.dry_run;
-    let sql = std::sync::Arc::new(sql);
+    let script = Arc::new(script);
     let run = ctx
-        .fleet(tenants, &args.fleet, move |tenant| {
-            let (connector, limits, sql) = (connector.clone(), limits.clone(), sql.clone());
-            async move {
-                let mut result = SqlResult::default();
-                let outcome = async {
-                    let mut conn = connector.connect_tenant(tenant.db_name()?, &limits).await?;
-                    let ran = run_in_transaction(&mut conn, &sql, dry_run, &mut result).await;
-                    let _ = conn.close().await;
-                    ran
-                }
-                .await;
-                (result, outcome)
+        .on_each_tenant(tenants, &args.fleet, SessionLimits::from(&args.session), {
+            let script = script.clone();
+            move |_, conn, result: &mut ScriptRun| {
+                let script = script.clone();
+                Box::pin(async move { script.run_in_transaction(conn, dry_run, result).await })
             }
         })
         .await;
 
     if ctx.output == OutputMode::Table {
-        // One combined table of every row returned, tenant first.
-        let columns = run
-            .reports
-            .iter()
-            .find(|r| !r.value.columns.is_empty())
-            .map(|r| r.value.columns.clone());
-        if let Some(columns) = columns {
-            let mut out = table(std::iter::once("tenant".to_owned()).chain(columns));
-            for report in run.reports.iter().filter(|r| r.verdict == Verdict::Ok) {
-                for row in &report.value.rows {
-                    out.add_row(
-                        std::iter::once(report.tenant.handle().to_owned()).chain(
-                            row.iter()
-                                .map(|v| v.clone().unwrap_or_else(|| "NULL".into())),
-                        ),
-                    );
-                }
-            }
-            crate::output::line(out);
-        }
+        print_result_sets(&run, &script);
     }
     let outcome = ctx.finish(&run);
     if dry_run && ctx.output == OutputMode::Table {
-        crate::output::line("dry run: every transaction was rolled back");
+        line(dry_run_note(run.reports.iter().map(|r| &r.value)));
     }
     Ok(outcome)
 }
 
-/// Runs the SQL in a transaction and commits it, or rolls it back for a dry
-/// run. On an error the transaction is rolled back when dropped.
-async fn run_in_transaction(
-    conn: &mut PgConnection,
-    sql: &str,
-    dry_run: bool,
-    result: &mut SqlResult,
-) -> anyhow::Result<()> {
-    let mut tx = conn.begin().await.context("begin")?;
-    {
-        // The simple query protocol: several statements in one string are
-        // fine, and every value comes back as text.
-        let mut stream = tx.fetch_many(sql);
-        while let Some(step) = stream.try_next().await? {
-            match step {
-                sqlx::Either::Left(done) => result.rows_affected += done.rows_affected(),
-                sqlx::Either::Right(row) => {
-                    if result.columns.is_empty() {
-                        result.columns =
-                            row.columns().iter().map(|c| c.name().to_owned()).collect();
-                    }
-                    let values = (0..row.len())
-                        .map(|i| {
-                            let raw = row.try_get_raw(i)?;
-                            if raw.is_null() {
-                                Ok(None)
-                            } else {
-                                raw.as_str()
-                                    .map(|s| Some(s.to_owned()))
-                                    .map_err(sqlx::Error::Decode)
-                            }
-                        })
-                        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-                    result.rows.push(values);
-                }
-            }
+/// One table per statement and shape of result (tenants whose schemas
+/// differ get a table each), with the tenant first; rows from tenants that
+/// succeeded only. Statements that return no rows get none.
+fn print_result_sets(run: &FleetRun<ScriptRun>, script: &Script) {
+    type Shape<'a> = (usize, &'a [String]);
+    let mut shapes: Vec<(Shape<'_>, Vec<Vec<String>>)> = Vec::new();
+    for report in run.reports.iter().filter(|r| r.verdict == Verdict::Ok) {
+        for set in report
+            .value
+            .result_sets
+            .iter()
+            .filter(|s| !s.columns.is_empty())
+        {
+            let shape = (set.statement, set.columns.as_slice());
+            let index = shapes
+                .iter()
+                .position(|(s, _)| *s == shape)
+                .unwrap_or_else(|| {
+                    shapes.push((shape, Vec::new()));
+                    shapes.len() - 1
+                });
+            shapes[index].1.extend(set.rows.iter().map(|row| {
+                std::iter::once(shown(report.tenant.handle()))
+                    .chain(
+                        row.iter()
+                            .map(|v| v.as_deref().map_or_else(|| "NULL".into(), shown)),
+                    )
+                    .collect()
+            }));
         }
     }
-    // Fails if the script ended our transaction after all (the check above
-    // reads SQL's lexical rules, not the server's), so that is never
-    // reported as success.
-    tx.execute("SAVEPOINT tenantctl_still_in_transaction")
-        .await
-        .context("the SQL ended the transaction it was run in")?;
-    if dry_run {
-        tx.rollback().await.context("roll back")?;
-        result.rolled_back = true;
-    } else {
-        tx.commit().await.context("commit")?;
+    // Stable: within a statement, shapes stay in the order first seen.
+    shapes.sort_by_key(|((statement, _), _)| *statement);
+    let captions = script.statements().len() > 1;
+    for ((statement, columns), rows) in shapes {
+        if captions {
+            let snippet = script
+                .statement(statement)
+                .map(crate::script::Statement::snippet)
+                .unwrap_or_default();
+            line(format_args!("statement {statement}: {}", shown(&snippet)));
+        }
+        let mut out = table(std::iter::once("tenant").chain(columns.iter().map(String::as_str)));
+        for row in rows {
+            out.add_row(row);
+        }
+        line(out);
     }
-    Ok(())
+}
+
+/// The last line of a dry run. It says "rolled back" only if no tenant's
+/// script ended the transaction it ran in: there, changes may have been
+/// committed.
+fn dry_run_note<'a>(values: impl Iterator<Item = &'a ScriptRun>) -> String {
+    match values.filter(|v| v.transaction_ended).count() {
+        0 => "dry run: every transaction was rolled back".to_owned(),
+        n => format!(
+            "dry run: in {n} tenant{} the script ended its transaction; changes may have been committed there",
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// `1 returned`, `3 affected`, `2 returned, 3 affected`: rows returned by
+/// statements with columns, rows affected by the others.
+fn rows_summary(run: &ScriptRun) -> String {
+    let (mut returned, mut affected, mut any_rows) = (0usize, 0u64, false);
+    for set in &run.result_sets {
+        if set.columns.is_empty() {
+            affected += set.rows_affected;
+        } else {
+            any_rows = true;
+            returned += set.rows.len();
+        }
+    }
+    let mut text = String::new();
+    if any_rows {
+        let _ = write!(text, "{returned} returned");
+    }
+    if affected > 0 || !any_rows {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        let _ = write!(text, "{affected} affected");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::ResultSet;
+
+    #[test]
+    fn rows_summary_counts_returned_and_affected_apart() {
+        let set = |columns: &[&str], rows: usize, affected: u64| ResultSet {
+            statement: 1,
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            rows: vec![vec![]; rows],
+            rows_affected: affected,
+        };
+        let run = |sets: Vec<ResultSet>| ScriptRun {
+            result_sets: sets,
+            ..ScriptRun::default()
+        };
+        assert_eq!(rows_summary(&run(vec![])), "0 affected");
+        assert_eq!(rows_summary(&run(vec![set(&[], 0, 3)])), "3 affected");
+        assert_eq!(rows_summary(&run(vec![set(&["a"], 2, 2)])), "2 returned");
+        assert_eq!(
+            rows_summary(&run(vec![set(&["a"], 0, 0), set(&[], 0, 4)])),
+            "0 returned, 4 affected"
+        );
+    }
+
+    #[test]
+    fn dry_run_note_never_claims_a_rollback_the_wall_did_not_see() {
+        let fine = ScriptRun {
+            rolled_back: true,
+            ..ScriptRun::default()
+        };
+        let ended = ScriptRun {
+            transaction_ended: true,
+            ..ScriptRun::default()
+        };
+        assert_eq!(
+            dry_run_note([&fine, &fine].into_iter()),
+            "dry run: every transaction was rolled back"
+        );
+        let note = dry_run_note([&fine, &ended].into_iter());
+        assert!(
+            !note.contains("rolled back") && note.contains("in 1 tenant the script ended"),
+            "{note}"
+        );
+    }
 }
