@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions as _, Connection as _};
+use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 use url::Url;
 
 use crate::dbname::DbName;
@@ -22,8 +22,10 @@ const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
 /// Default master database when `MASTER_DATABASE_URL` is not set.
 pub const DEFAULT_MASTER_DB: &str = "master";
 
-/// Per-session settings applied to every tenant connection. They travel in
-/// the startup packet, so they cost no extra round trip.
+/// Per-session settings applied to every tenant connection, with `SET`
+/// right after connecting (one round trip, only when there are any). Not
+/// in the startup packet's `options`: PgBouncer refuses that parameter, and
+/// when told to ignore it, silently drops the limits.
 #[derive(Debug, Clone, Default)]
 pub struct SessionLimits {
     pub lock_timeout: Option<Duration>,
@@ -108,19 +110,9 @@ impl Connector {
         db: &DbName,
         limits: &SessionLimits,
     ) -> anyhow::Result<PgConnectOptions> {
+        let _ = limits;
         self.check_tenant_db(db)?;
-        let mut options = self.base.clone().database(db.as_str());
-        let mut settings = Vec::new();
-        if let Some(t) = limits.lock_timeout {
-            settings.push(("lock_timeout", whole_millis(t)));
-        }
-        if let Some(t) = limits.statement_timeout {
-            settings.push(("statement_timeout", whole_millis(t)));
-        }
-        if !settings.is_empty() {
-            options = options.options(settings);
-        }
-        Ok(options)
+        Ok(self.base.clone().database(db.as_str()))
     }
 
     /// Opens a single connection to a tenant database.
@@ -130,7 +122,7 @@ impl Connector {
         limits: &SessionLimits,
     ) -> anyhow::Result<PgConnection> {
         let options = self.for_tenant(db, limits)?;
-        self.connect(&options).await.map_err(|err| {
+        let mut conn = self.connect(&options).await.map_err(|err| {
             if is_missing_database(&err) {
                 err.context(format!(
                     "the tenant database {db} is missing from the server (dropped by hand?)"
@@ -138,7 +130,13 @@ impl Connector {
             } else {
                 err
             }
-        })
+        })?;
+        if let Some(set) = limits.as_sql() {
+            conn.execute(set.as_str())
+                .await
+                .context("set the session's timeouts")?;
+        }
+        Ok(conn)
     }
 
     /// Opens a connection to the master database.
@@ -222,9 +220,13 @@ impl Connector {
     }
 
     async fn connect(&self, options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+        // No extra_float_digits in the startup packet: PgBouncer refuses
+        // parameters it does not know, and PostgreSQL 12+ prints floats
+        // exactly by default anyway.
         let options = options
             .clone()
             .application_name("tenantctl")
+            .extra_float_digits(None)
             .disable_statement_logging();
         let target = format!(
             "connect to database {} on {}:{}",
@@ -240,6 +242,21 @@ impl Connector {
                 humantime::format_duration(self.connect_timeout)
             )),
         }
+    }
+}
+
+impl SessionLimits {
+    /// The `SET` statements for these limits, if there are any. The values
+    /// are numbers computed here, so they are written into the statement.
+    pub fn as_sql(&self) -> Option<String> {
+        let mut sql = String::new();
+        if let Some(t) = self.lock_timeout {
+            let _ = write!(sql, "SET lock_timeout = {}; ", whole_millis(t));
+        }
+        if let Some(t) = self.statement_timeout {
+            let _ = write!(sql, "SET statement_timeout = {}; ", whole_millis(t));
+        }
+        (!sql.is_empty()).then_some(sql)
     }
 }
 

@@ -390,13 +390,18 @@ pub fn lock_id(db: &DbName) -> i64 {
 ///
 /// `--lock-timeout` and `--statement-timeout` are for migrations blocked by
 /// application traffic, not for another deploy holding this lock: while
-/// waiting for it both are lifted, then reset to the session's values.
+/// waiting for it both are lifted, then put back as they were (saved in
+/// placeholder settings in the same round trip: RESET would restore the
+/// server's defaults, not the values tenantctl set).
 async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
     conn.execute(
         format!(
-            "SET lock_timeout = 0; SET statement_timeout = 0; \
+            "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), false), \
+                    set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), false); \
+             SET lock_timeout = 0; SET statement_timeout = 0; \
              SELECT pg_advisory_lock({}); \
-             RESET lock_timeout; RESET statement_timeout",
+             SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), false), \
+                    set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), false)",
             lock_id(db)
         )
         .as_str(),

@@ -14,5 +14,6 @@ mod failures;
 mod fleet;
 mod hardening;
 mod library;
+mod pooler;
 mod sql;
 mod toolbox;

@@ -369,17 +369,34 @@ fn drop_asks_keeps_or_deletes_the_row_and_never_touches_the_master() {
 #[test]
 fn drop_changes_nothing_when_the_master_refuses_the_new_status() {
     let env = TestEnv::new();
-    // An ORM-made master whose status enum has no 'dropped'.
-    env.orm_master(&["provisioning", "active", "failed"]);
+    env.with_tenants(&["keep"]);
     let slug = env.slug("keep");
-    env.run(&["tenant", "create", &slug]).ok();
-    let run = env.run(&["tenant", "drop", &slug, "--yes", "--keep-row"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        env.database_exists(&env.db("keep")),
-        "database dropped although the row could not be updated"
+    // A master that refuses changes to its rows (an application's trigger,
+    // a missing privilege): the database must not be dropped either.
+    env.exec(
+        &env.master,
+        r#"CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'company rows are kept by the application'; END $$;
+           CREATE TRIGGER refuse BEFORE UPDATE OR DELETE ON "Company"
+             FOR EACH ROW EXECUTE FUNCTION refuse();"#,
     );
-    assert_eq!(env.status_of(&slug), ["active"]);
+    for args in [vec!["--yes", "--keep-row"], vec!["--yes"]] {
+        let mut all = vec!["tenant", "drop", slug.as_str()];
+        all.extend(args);
+        let run = env.run(&all);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("company rows are kept by the application"),
+            "the reason is given: {}",
+            run.stderr
+        );
+        assert!(
+            env.database_exists(&env.db("keep")),
+            "database dropped although the row could not be changed"
+        );
+        assert_eq!(env.status_of(&slug), ["active"]);
+    }
 }
 
 #[test]

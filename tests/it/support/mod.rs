@@ -7,6 +7,7 @@
     reason = "each test module uses a different part of the harness"
 )]
 
+pub mod pooler;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,147 @@
+//! Behind a real PgBouncer (issue 9): every command through session mode
+//! with PgBouncer's stock settings, and the timeouts proven to apply.
+
+use std::time::{Duration, Instant};
+
+use crate::support::TestEnv;
+use crate::support::pooler::PgBouncer;
+use crate::support::server::PrivateServer;
+
+const APP_PASSWORD: &str = "app-Pooled-pw1";
+
+/// A private server with role `app`, PgBouncer in front in `mode`.
+fn pooled(env: &TestEnv, mode: &str) -> (PrivateServer, PgBouncer) {
+    let server = PrivateServer::start(&env.token);
+    run_sql(
+        &server.base_url(),
+        &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'"),
+    );
+    let bouncer = PgBouncer::start(&server, &env.token, mode, &[("app", APP_PASSWORD)]);
+    (server, bouncer)
+}
+
+fn run_sql(url: &str, sql: &str) {
+    crate::support::block_on(async {
+        use sqlx::{Connection as _, Executor as _};
+        let mut conn = sqlx::postgres::PgConnection::connect(&format!("{url}/postgres"))
+            .await
+            .expect("connect");
+        conn.execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    });
+}
+
+#[test]
+fn every_command_works_through_pgbouncer_in_session_mode_and_timeouts_apply() {
+    let env = TestEnv::new();
+    let (server, bouncer) = pooled(&env, "session");
+    let base = bouncer.url_as("app", APP_PASSWORD);
+    let through = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("MASTER_DATABASE_URL", format!("{base}/master"));
+        })
+    };
+    // The tenant schema plus one migration that needs a lock application
+    // traffic can hold.
+    let dir = env.workdir.path().join("more");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let embedded = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tenant-migrations");
+    for entry in std::fs::read_dir(embedded).expect("tenant-migrations") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    std::fs::write(
+        dir.join("29990101000001_alter_settings.sql"),
+        "ALTER TABLE settings ADD COLUMN note text;",
+    )
+    .expect("write");
+    let more = dir.to_str().expect("utf-8").to_owned();
+
+    through(&["master", "migrate"]).ok();
+    through(&["tenant", "create", "acme"]).ok();
+    through(&["tenant", "create", "globex"]).ok();
+    through(&["tenant", "list"]).ok();
+    through(&["tenant", "status", "--all"]).ok();
+    through(&["tenant", "migrate", "--all"]).ok();
+    through(&["tenant", "url", "acme"]).ok();
+    let exec = through(&[
+        "tenant",
+        "exec",
+        "acme",
+        "--",
+        "sh",
+        "-c",
+        "echo $TENANT_DB_NAME",
+    ])
+    .ok();
+    assert!(exec.stdout.contains("tenant_acme"), "{}", exec.stdout);
+
+    // The timeouts reach the session.
+    let shown = through(&[
+        "tenant",
+        "sql",
+        "acme",
+        "--lock-timeout",
+        "1234ms",
+        "--statement-timeout",
+        "5s",
+        "-c",
+        "SHOW lock_timeout; SHOW statement_timeout",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    let sets = &shown["tenants"][0]["result_sets"];
+    assert_eq!(sets[0]["rows"][0][0], "1234ms", "{shown}");
+    assert_eq!(sets[1]["rows"][0][0], "5s", "{shown}");
+
+    // A migration blocked by a lock fails with the reason, quickly.
+    let holder = std::thread::spawn({
+        let url = format!("{}/tenant_acme", server.base_url());
+        move || {
+            crate::support::block_on(async {
+                use sqlx::{Connection as _, Executor as _};
+                let mut conn = sqlx::postgres::PgConnection::connect(&url)
+                    .await
+                    .expect("connect");
+                conn.execute("BEGIN; LOCK TABLE settings IN ACCESS SHARE MODE")
+                    .await
+                    .expect("lock");
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                let _ = conn.execute("ROLLBACK").await;
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let run = through(&[
+        "tenant",
+        "migrate",
+        "acme",
+        "--tenant-migrations",
+        &more,
+        "--lock-timeout",
+        "300ms",
+    ])
+    .code(1);
+    assert!(run.all().contains("lock timeout"), "{}", run.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.join().expect("holder");
+    through(&["tenant", "migrate", "--all", "--tenant-migrations", &more]).ok();
+
+    through(&["tenant", "settings", "set", "acme", "theme", "dark"]).ok();
+    let got = through(&["tenant", "settings", "get", "acme", "theme"]).ok();
+    assert_eq!(got.stdout.trim(), "\"dark\"");
+    through(&["doctor", "--tenant-migrations", &more]).ok();
+    through(&["tenant", "drop", "globex", "--yes"]).ok();
+    assert!(!through(&["tenant", "list"]).ok().stdout.contains("globex"));
+    assert!(!bouncer.log().is_empty());
+}
