@@ -266,9 +266,21 @@ fn whole_millis(t: Duration) -> String {
     t.as_micros().div_ceil(1000).to_string()
 }
 
-/// True if the error chain holds PostgreSQL's "database does not exist".
+/// True if the error chain holds PostgreSQL's "database does not exist",
+/// or PgBouncer's relay of it (which it sends as a protocol violation,
+/// 08P01, with the server's words).
 pub fn is_missing_database(err: &anyhow::Error) -> bool {
     has_sqlstate(err, "3D000")
+        || err.chain().any(|cause| {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .and_then(|e| e.as_database_error())
+                .is_some_and(|e| {
+                    e.code().as_deref() == Some("08P01")
+                        && e.message().starts_with("database \"")
+                        && e.message().ends_with("\" does not exist")
+                })
+        })
 }
 
 /// True if the error chain holds a database error with this SQLSTATE.
