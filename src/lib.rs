@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod master;
 pub mod migrations;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod selection;
 pub mod sqltext;
