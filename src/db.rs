@@ -190,7 +190,7 @@ impl Connector {
 
     /// The environment that describes the tenant's connection to a child
     /// process (`tenant exec`): `DATABASE_URL` first, always spelled
-    /// `postgresql://` (SQLAlchemy refuses `postgres://`), then `PGHOST`,
+    /// `postgresql://` (`SQLAlchemy` refuses `postgres://`), then `PGHOST`,
     /// `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD` (if the URL has one)
     /// and a libpq variable for each query parameter that has one
     /// (`sslmode` -> `PGSSLMODE`, `application_name` -> `PGAPPNAME`...),
