@@ -9,6 +9,7 @@ mod support;
 
 mod bad_input;
 mod basics;
+mod exec;
 mod failures;
 mod fleet;
 mod library;
