@@ -214,6 +214,100 @@ impl Connector {
         Ok((url, password))
     }
 
+    /// The environment that describes the tenant's connection to a child
+    /// process (`tenant exec`): `DATABASE_URL` first, always spelled
+    /// `postgresql://` (`SQLAlchemy` refuses `postgres://`), then `PGHOST`,
+    /// `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD` (if the URL has one)
+    /// and a libpq variable for each query parameter that has one
+    /// (`sslmode` -> `PGSSLMODE`, `application_name` -> `PGAPPNAME`...),
+    /// so libpq tools need no arguments. Values are decoded as libpq
+    /// decodes a URL: percent-decoding, `+` left as it is. A port or user
+    /// the URL does not give is the one tenantctl itself connects with.
+    pub fn tenant_env(&self, db: &DbName) -> anyhow::Result<Vec<(&'static str, String)>> {
+        /// libpq connection parameters that may appear in the URL's query
+        /// and have an environment variable (sqlx's spellings included).
+        const FROM_QUERY: &[(&str, &str)] = &[
+            ("host", "PGHOST"),
+            ("hostaddr", "PGHOSTADDR"),
+            ("port", "PGPORT"),
+            ("sslmode", "PGSSLMODE"),
+            ("ssl-mode", "PGSSLMODE"),
+            ("sslrootcert", "PGSSLROOTCERT"),
+            ("ssl-root-cert", "PGSSLROOTCERT"),
+            ("ssl-ca", "PGSSLROOTCERT"),
+            ("sslcert", "PGSSLCERT"),
+            ("ssl-cert", "PGSSLCERT"),
+            ("sslkey", "PGSSLKEY"),
+            ("ssl-key", "PGSSLKEY"),
+            ("sslcrl", "PGSSLCRL"),
+            ("sslcrldir", "PGSSLCRLDIR"),
+            ("sslsni", "PGSSLSNI"),
+            ("sslnegotiation", "PGSSLNEGOTIATION"),
+            ("sslcompression", "PGSSLCOMPRESSION"),
+            ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
+            ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
+            ("requiressl", "PGREQUIRESSL"),
+            ("requirepeer", "PGREQUIREPEER"),
+            ("require_auth", "PGREQUIREAUTH"),
+            ("channel_binding", "PGCHANNELBINDING"),
+            ("gssencmode", "PGGSSENCMODE"),
+            ("gsslib", "PGGSSLIB"),
+            ("gssdelegation", "PGGSSDELEGATION"),
+            ("krbsrvname", "PGKRBSRVNAME"),
+            ("application_name", "PGAPPNAME"),
+            ("connect_timeout", "PGCONNECT_TIMEOUT"),
+            ("client_encoding", "PGCLIENTENCODING"),
+            ("options", "PGOPTIONS"),
+            ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+            ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
+            ("passfile", "PGPASSFILE"),
+            ("service", "PGSERVICE"),
+        ];
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let mut url = self.tenant_url(db)?;
+        if url.scheme() == "postgres" {
+            url.set_scheme("postgresql")
+                .map_err(|()| anyhow::anyhow!("cannot spell the tenant URL postgresql://"))?;
+        }
+        let host = url.host_str().unwrap_or_default();
+        let user = match url.username() {
+            "" => self.base.get_username().to_owned(),
+            user => decode(user),
+        };
+        let mut env = vec![
+            ("DATABASE_URL", url.to_string()),
+            (
+                "PGHOST",
+                decode(host.trim_start_matches('[').trim_end_matches(']')),
+            ),
+            (
+                "PGPORT",
+                url.port()
+                    .unwrap_or_else(|| self.base.get_port())
+                    .to_string(),
+            ),
+            ("PGDATABASE", db.as_str().to_owned()),
+            ("PGUSER", user),
+        ];
+        if let Some(password) = url.password() {
+            env.push(("PGPASSWORD", decode(password)));
+        }
+        for piece in url.query().unwrap_or_default().split('&') {
+            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+            let key = decode(key);
+            if let Some(&(_, var)) = FROM_QUERY.iter().find(|(k, _)| *k == key) {
+                // As in libpq, a parameter overrides the URL's own host or port.
+                env.retain(|(name, _)| *name != var);
+                env.push((var, decode(value)));
+            }
+        }
+        Ok(env)
+    }
+
     /// The tenant's URL with the password replaced, safe to print.
     pub fn tenant_url_redacted(&self, db: &DbName) -> anyhow::Result<String> {
         Ok(redact(&self.tenant_url(db)?))
@@ -604,5 +698,65 @@ mod tests {
         let master = DbName::parse("master").expect("valid");
         assert!(c.for_tenant(&master, &SessionLimits::default()).is_err());
         assert!(c.tenant_url(&master).is_err());
+    }
+
+    #[test]
+    fn tenant_env_describes_the_tenant_to_libpq() {
+        let db = DbName::parse("tenant_acme").expect("valid");
+        let c = Connector::new(
+            "postgres://us%40r:p%2Fss%20w+rd@db.internal:6543/?sslmode=require&application_name=my%20app&connect_timeout=7&options=-c%20search_path%3Dx&sslrootcert=%2Fetc%2Fca.pem&statement-cache-capacity=5",
+            None,
+            T,
+        )
+        .expect("valid");
+        let env = c.tenant_env(&db).expect("tenant");
+        let get = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("DATABASE_URL"),
+            Some(
+                "postgresql://us%40r:p%2Fss%20w+rd@db.internal:6543/tenant_acme?sslmode=require&application_name=my%20app&connect_timeout=7&options=-c%20search_path%3Dx&sslrootcert=%2Fetc%2Fca.pem&statement-cache-capacity=5"
+            )
+        );
+        assert_eq!(get("PGHOST"), Some("db.internal"));
+        assert_eq!(get("PGPORT"), Some("6543"));
+        assert_eq!(get("PGDATABASE"), Some("tenant_acme"));
+        assert_eq!(get("PGUSER"), Some("us@r"));
+        assert_eq!(get("PGPASSWORD"), Some("p/ss w+rd"));
+        assert_eq!(get("PGSSLMODE"), Some("require"));
+        assert_eq!(get("PGAPPNAME"), Some("my app"));
+        assert_eq!(get("PGCONNECT_TIMEOUT"), Some("7"));
+        assert_eq!(get("PGOPTIONS"), Some("-c search_path=x"));
+        assert_eq!(get("PGSSLROOTCERT"), Some("/etc/ca.pem"));
+        assert_eq!(env.len(), 11, "{env:?}");
+
+        // A socket directory as the host parameter, an IPv6 address, no
+        // password, already postgresql://.
+        let c = Connector::new(
+            "postgresql://app@[::1]:5433/?host=%2Fvar%2Frun%2Fpostgresql",
+            None,
+            T,
+        )
+        .expect("valid");
+        let env = c.tenant_env(&db).expect("tenant");
+        let get = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("DATABASE_URL"),
+            Some("postgresql://app@[::1]:5433/tenant_acme?host=%2Fvar%2Frun%2Fpostgresql")
+        );
+        assert_eq!(get("PGHOST"), Some("/var/run/postgresql"));
+        assert_eq!(get("PGPORT"), Some("5433"));
+        assert_eq!(get("PGUSER"), Some("app"));
+        assert_eq!(get("PGPASSWORD"), None);
+
+        let master = DbName::parse("master").expect("valid");
+        assert!(c.tenant_env(&master).is_err());
     }
 }

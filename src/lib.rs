@@ -24,6 +24,7 @@ pub mod error;
 pub mod fleet;
 pub mod migrations;
 pub mod output;
+pub mod redact;
 pub mod script;
 pub mod selection;
 pub mod tenant;

@@ -10,6 +10,7 @@ mod support;
 mod adopt;
 mod bad_input;
 mod basics;
+mod exec;
 mod failures;
 mod fleet;
 mod hardening;

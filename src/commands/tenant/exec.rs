@@ -1,6 +1,12 @@
 //! `tenantctl tenant exec <selection> -- <program> [args...]`: run a program
 //! once per tenant with that tenant's `DATABASE_URL` in its environment, the
 //! way the seed's infrastructure runs its ORM's migrate command.
+//!
+//! A child's environment describes its tenant, not the operator: every
+//! inherited `PG*` variable is removed and the tenant's own set
+//! ([`Connector::tenant_env`]) put in its place. Its output is captured
+//! line by line and the password masked ([`Redactor`]) unless the operator
+//! asks for `--interactive`, which hands it the terminal unredacted.
 
 use std::io::IsTerminal as _;
 use std::process::Stdio;
@@ -14,12 +20,12 @@ use serde::Serialize;
 use crate::commands::args::{FleetArgs, SelectionArgs, parse_duration};
 use crate::commands::context::Context;
 use crate::connect::Connector;
-use crate::error::Outcome;
+use crate::error::{Outcome, UsageError};
 use crate::fleet::{self, Stop};
-use crate::output::OutputMode;
-use crate::output::format_duration;
 use crate::output::progress::Progress;
 use crate::output::report::TenantValue;
+use crate::output::{OutputMode, format_duration};
+use crate::redact::Redactor;
 use crate::tenant::Tenant;
 
 #[derive(Debug, Args)]
@@ -29,6 +35,13 @@ pub struct ExecArgs {
 
     #[command(flatten)]
     pub fleet: FleetArgs,
+
+    /// Give the child this terminal (for an interactive tool: a REPL,
+    /// psql, a prompt) instead of capturing its output. Its output is then
+    /// NOT redacted: it can show the tenant's password. Needs exactly one
+    /// tenant and a terminal on stdin
+    #[arg(long)]
+    pub interactive: bool,
 
     /// Kill a child that runs longer than this (e.g. 30s, 5m)
     #[arg(long, value_parser = parse_duration)]
@@ -80,19 +93,32 @@ impl Lines {
 }
 
 pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    // The terminal goes to a child only when asked for, since its output
+    // then bypasses redaction; everywhere else output goes through us.
+    let interactive = args.interactive;
+    if interactive && !std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            "--interactive needs a terminal on stdin; without --interactive the output is captured and redacted".into(),
+        )
+        .into());
+    }
     let tenants = ctx.select(&args.selection).await?;
-    // One tenant at a time and a person at a terminal: give the child the
-    // terminal, so an interactive tool works. Anywhere else (CI with
-    // concurrency 1, output piped) output goes through us, to be redacted.
-    let interactive = tenants.len() == 1
-        && args.fleet.concurrency == 1
-        && ctx.output == OutputMode::Table
-        && std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal();
+    if interactive && tenants.len() != 1 {
+        return Err(UsageError(format!(
+            "--interactive runs exactly one tenant; the selection has {}",
+            tenants.len()
+        ))
+        .into());
+    }
     let connector = ctx.connector.clone();
     let command = args.command.clone();
     let timeout = args.timeout;
-    let progress = Arc::new(ctx.progress());
+    // No progress bar drawing over a child that has the terminal.
+    let progress = Arc::new(if interactive {
+        Progress::new(ctx.output, true, ctx.stop.clone())
+    } else {
+        ctx.progress()
+    });
     let lines = Lines {
         progress: progress.clone(),
         stream: ctx.output == OutputMode::Table,
@@ -158,16 +184,22 @@ impl Child<'_> {
             .command
             .split_first()
             .context("no program given after --")?;
-        let url = connector.tenant_url(db)?;
-        let secrets = Secrets::of(&url);
+        let env = connector.tenant_env(db)?;
+        let redactor = redactor_for(&env, tenant);
         let mut cmd = tokio::process::Command::new(program);
-        // The URL, password included, goes into the child's environment
-        // only: never its arguments, which any user can read from /proc.
-        // The child sees its own tenant only, not the server root or master.
-        cmd.args(program_args)
-            .env_remove("POSTGRES_BASE_URL")
+        // The URL and password go into the child's environment only: never
+        // its arguments, which any user can read from /proc. The child sees
+        // its own tenant only, not the server root, the master, or the
+        // operator's own PG* settings (another server, another password).
+        cmd.args(program_args);
+        for (name, _) in std::env::vars_os() {
+            if name.as_encoded_bytes().starts_with(b"PG") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env_remove("POSTGRES_BASE_URL")
             .env_remove("MASTER_DATABASE_URL")
-            .env("DATABASE_URL", url.as_str())
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env("TENANT_ID", &tenant.id)
             .env("TENANT_SLUG", tenant.slug.as_deref().unwrap_or_default())
             .env("TENANT_DB_NAME", db.as_str())
@@ -189,26 +221,26 @@ impl Child<'_> {
         let (out_text, err_text) = (Kept::default(), Kept::default());
         let readers = [
             child.stdout.take().map(|out| {
-                let (lines, secrets, kept) =
-                    (self.lines.clone(), secrets.clone(), out_text.clone());
+                let (lines, redactor, kept) =
+                    (self.lines.clone(), redactor.clone(), out_text.clone());
                 tokio::spawn(pump(
                     out,
                     tenant.handle().to_owned(),
                     false,
                     lines,
-                    secrets,
+                    redactor,
                     kept,
                 ))
             }),
             child.stderr.take().map(|err| {
-                let (lines, secrets, kept) =
-                    (self.lines.clone(), secrets.clone(), err_text.clone());
+                let (lines, redactor, kept) =
+                    (self.lines.clone(), redactor.clone(), err_text.clone());
                 tokio::spawn(pump(
                     err,
                     tenant.handle().to_owned(),
                     true,
                     lines,
-                    secrets,
+                    redactor,
                     kept,
                 ))
             }),
@@ -243,39 +275,26 @@ impl Child<'_> {
     }
 }
 
-/// The tenant's password as it may appear in a child's output, with what
-/// replaces it. In a URL's userinfo (`:secret@`) it is always replaced;
-/// on its own only from four characters up, since a shorter one would
-/// blank out ordinary text (and is a weak password anyway).
-#[derive(Clone, Default)]
-struct Secrets(Vec<(String, &'static str)>);
-
-impl Secrets {
-    fn of(url: &url::Url) -> Self {
-        let Some(encoded) = url.password() else {
-            return Self::default();
-        };
-        let plain = percent_encoding::percent_decode_str(encoded)
-            .decode_utf8_lossy()
-            .into_owned();
-        let mut found = vec![
-            (format!(":{encoded}@"), ":***@"),
-            (format!(":{plain}@"), ":***@"),
-        ];
-        for secret in [plain, encoded.to_owned()] {
-            if secret.len() >= 4 {
-                found.push((secret, "***"));
-            }
-        }
-        found.dedup();
-        Self(found)
-    }
-
-    fn redact(&self, line: &str) -> String {
-        self.0.iter().fold(line.to_owned(), |line, (secret, mask)| {
-            line.replace(secret.as_str(), mask)
-        })
-    }
+/// Masks the tenant's password, told apart from the words its output
+/// names anyway (user, host, database, slug, id), which a short or common
+/// password may equal.
+fn redactor_for(env: &[(&'static str, String)], tenant: &Tenant) -> Redactor {
+    let get = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    Redactor::new(
+        get("PGPASSWORD"),
+        &[
+            get("PGUSER"),
+            get("PGHOST"),
+            get("PGPORT"),
+            get("PGDATABASE"),
+            tenant.slug.as_deref().unwrap_or_default(),
+            &tenant.id,
+        ],
+    )
 }
 
 /// What a reader has kept so far, shared so that it survives the reader
@@ -300,13 +319,14 @@ impl Kept {
 }
 
 /// Reads a child's stream line by line: shows each line as it comes and
-/// keeps them all for the report, the password redacted in both.
+/// keeps them all for the report, the password redacted in both. Lines
+/// are read whole, however many reads they take, so a URL is never split.
 async fn pump(
     stream: impl tokio::io::AsyncRead + Unpin,
     slug: String,
     to_stderr: bool,
     lines: Lines,
-    secrets: Secrets,
+    redactor: Redactor,
     kept: Kept,
 ) {
     use tokio::io::AsyncBufReadExt as _;
@@ -316,7 +336,8 @@ async fn pump(
         if n == 0 {
             break;
         }
-        let line = secrets.redact(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']));
+        let text = String::from_utf8_lossy(&buf);
+        let line = redactor.redact(text.trim_end_matches(['\n', '\r']));
         lines.show(&slug, to_stderr, &line);
         kept.push_line(&line);
         buf.clear();
