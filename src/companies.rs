@@ -116,6 +116,7 @@ impl Layout {
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
         )
+        .persistent(false)
         .bind(&regclass)
         .bind(BOOKKEEPING)
         .fetch_all(&mut *conn)
@@ -319,6 +320,7 @@ impl Layout {
             |s| format!("c.{}, c.{}", s.quoted(), self.id.quoted()),
         );
         let rows: Vec<Row> = sqlx::query_as(&format!("{} ORDER BY {order}", self.select()))
+            .persistent(false)
             .fetch_all(conn)
             .await
             .map_err(|e| self.error(e.into()))?;
@@ -372,6 +374,7 @@ impl Layout {
             self.select(),
             self.db_name.quoted()
         ))
+        .persistent(false)
         .bind(db.as_str())
         .fetch_all(conn)
         .await
@@ -410,7 +413,7 @@ impl Layout {
             self.id.quoted()
         );
         let mut tx = conn.begin().await.context("begin")?;
-        let mut query = sqlx::query_as::<_, (String,)>(&sql);
+        let mut query = sqlx::query_as::<_, (String,)>(&sql).persistent(false);
         for bind in &binds {
             query = query.bind(bind);
         }
@@ -547,6 +550,7 @@ impl Layout {
             status.sql_type,
             self.id.quoted()
         ))
+        .persistent(false)
         .bind(value)
         .bind(&tenant.id)
         .execute(conn)
@@ -575,7 +579,7 @@ impl Layout {
                 self.bookkeeping_sql
             )
         };
-        let mut query = sqlx::query(&sql).bind(id);
+        let mut query = sqlx::query(&sql).persistent(false).bind(id);
         if lifecycle != Lifecycle::Active {
             query = query.bind(lifecycle.as_str()).bind(error);
         }
@@ -592,6 +596,7 @@ impl Layout {
                 "DELETE FROM {} WHERE company_id = $1",
                 self.bookkeeping_sql
             ))
+            .persistent(false)
             .bind(&tenant.id)
             .execute(&mut *conn)
             .await
@@ -602,6 +607,7 @@ impl Layout {
             self.table_sql,
             self.id.quoted()
         ))
+        .persistent(false)
         .bind(&tenant.id)
         .execute(conn)
         .await
@@ -699,15 +705,30 @@ type Row = (
 )]
 pub struct MissingTable(pub String);
 
-/// Takes a session-level advisory lock on this slug in the master, held
-/// until the connection closes, so two `tenant create` runs of one slug
-/// never provision it at once: the second waits, then finds the row.
-pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<()> {
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl create ' || $1, 0))")
-        .bind(slug.as_str())
-        .execute(conn)
-        .await
-        .context("take the master's lock for this slug")?;
+/// Takes an advisory lock on this slug in the master, held until the
+/// connection is released, so two `tenant create` runs of one slug never
+/// provision it at once: the second waits, then finds the row. Behind a
+/// transaction-mode pooler (`in_transaction`) the lock is the transaction's
+/// own, released with it; a session lock would stay with the pooler's
+/// server connection.
+pub async fn lock_slug(
+    conn: &mut PgConnection,
+    slug: &Slug,
+    in_transaction: bool,
+) -> anyhow::Result<()> {
+    let function = if in_transaction {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_lock"
+    };
+    sqlx::query(&format!(
+        "SELECT {function}(hashtextextended('tenantctl create ' || $1, 0))"
+    ))
+    .persistent(false)
+    .bind(slug.as_str())
+    .execute(conn)
+    .await
+    .context("take the master's lock for this slug")?;
     Ok(())
 }
 

@@ -41,6 +41,7 @@ pub struct Connector {
     master: PgConnectOptions,
     master_db: DbName,
     connect_timeout: Duration,
+    pooled: bool,
 }
 
 impl Connector {
@@ -80,14 +81,23 @@ impl Connector {
         };
         let master = options_from(&master_url)?.database(master_db.as_str());
 
+        let pooled = is_transaction_pooled(&base_url) || is_transaction_pooled(&master_url);
         Ok(Self {
             base,
             base_url,
             master,
-
             master_db,
             connect_timeout,
+            pooled,
         })
+    }
+
+    /// Whether the URLs say a transaction-mode pooler stands in front
+    /// (`?pgbouncer=true`, as Prisma's users mark such URLs). Each tenant
+    /// and master connection then does all its work inside one transaction,
+    /// which is all such a pooler keeps on one server connection.
+    pub fn pooled(&self) -> bool {
+        self.pooled
     }
 
     pub fn master_db(&self) -> &DbName {
@@ -131,7 +141,8 @@ impl Connector {
                 err
             }
         })?;
-        if let Some(set) = limits.as_sql() {
+        self.pin(&mut conn).await?;
+        if let Some(set) = limits.as_sql(self.pooled) {
             conn.execute(set.as_str())
                 .await
                 .context("set the session's timeouts")?;
@@ -139,9 +150,35 @@ impl Connector {
         Ok(conn)
     }
 
+    /// Behind a transaction-mode pooler, opens the transaction that keeps
+    /// this connection on one server connection until [`Self::release`].
+    async fn pin(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        if self.pooled {
+            use sqlx::TransactionManager as _;
+            sqlx::postgres::PgTransactionManager::begin(conn, None)
+                .await
+                .context("begin the transaction that holds the pooled connection")?;
+        }
+        Ok(())
+    }
+
+    /// Ends a tenant or master connection: behind a transaction-mode pooler
+    /// commits the transaction it ran in (an error here means its writes
+    /// were not kept), then closes it.
+    pub async fn release(&self, mut conn: PgConnection) -> anyhow::Result<()> {
+        if self.pooled {
+            use sqlx::TransactionManager as _;
+            let committed = sqlx::postgres::PgTransactionManager::commit(&mut conn).await;
+            let _ = conn.close().await;
+            return committed.context("commit the pooled connection's transaction");
+        }
+        let _ = conn.close().await;
+        Ok(())
+    }
+
     /// Opens a connection to the master database.
     pub async fn connect_master(&self) -> anyhow::Result<PgConnection> {
-        self.connect(&self.master).await.map_err(|err| {
+        let mut conn = self.connect(&self.master).await.map_err(|err| {
             if is_missing_database(&err) {
                 err.context(format!(
                     "the master database {} does not exist yet; run `tenantctl master migrate` first",
@@ -150,7 +187,9 @@ impl Connector {
             } else {
                 err
             }
-        })
+        })?;
+        self.pin(&mut conn).await?;
+        Ok(conn)
     }
 
     /// Opens a connection to a maintenance database of the server that
@@ -317,11 +356,16 @@ impl Connector {
         // No extra_float_digits in the startup packet: PgBouncer refuses
         // parameters it does not know, and PostgreSQL 12+ prints floats
         // exactly by default anyway.
-        let options = options
+        let mut options = options
             .clone()
             .application_name("tenantctl")
             .extra_float_digits(None)
             .disable_statement_logging();
+        if self.pooled {
+            // Named statements outlive the transaction on a server
+            // connection other clients then get.
+            options = options.statement_cache_capacity(0);
+        }
         let target = format!(
             "connect to database {} on {}:{}",
             options.get_database().unwrap_or("?"),
@@ -340,18 +384,27 @@ impl Connector {
 }
 
 impl SessionLimits {
-    /// The `SET` statements for these limits, if there are any. The values
-    /// are numbers computed here, so they are written into the statement.
-    pub fn as_sql(&self) -> Option<String> {
+    /// The `SET` statements for these limits, if there are any (`SET LOCAL`
+    /// inside a pooled connection's transaction, so they never reach the
+    /// pooler's next client). The values are numbers computed here, so
+    /// they are written into the statement.
+    pub fn as_sql(&self, local: bool) -> Option<String> {
+        let set = if local { "SET LOCAL" } else { "SET" };
         let mut sql = String::new();
         if let Some(t) = self.lock_timeout {
-            let _ = write!(sql, "SET lock_timeout = {}; ", whole_millis(t));
+            let _ = write!(sql, "{set} lock_timeout = {}; ", whole_millis(t));
         }
         if let Some(t) = self.statement_timeout {
-            let _ = write!(sql, "SET statement_timeout = {}; ", whole_millis(t));
+            let _ = write!(sql, "{set} statement_timeout = {}; ", whole_millis(t));
         }
         (!sql.is_empty()).then_some(sql)
     }
+}
+
+/// `pgbouncer=true` among the URL's query parameters.
+fn is_transaction_pooled(url: &Url) -> bool {
+    url.query_pairs()
+        .any(|(k, v)| k == "pgbouncer" && v.eq_ignore_ascii_case("true"))
 }
 
 /// A timeout as PostgreSQL's whole milliseconds, rounded up so that a value

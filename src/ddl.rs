@@ -2,19 +2,27 @@
 //! statement here takes a validated [`DbName`].
 
 use anyhow::Context as _;
-use sqlx::Executor as _;
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
 use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
 
 /// Whether the database exists on the server `conn` is connected to.
+///
+/// In a transaction of its own: a parameterized query takes two round
+/// trips, which a transaction-mode pooler would otherwise be free to send
+/// to two different server connections.
 pub async fn exists(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+    let mut tx = conn.begin().await.context("begin")?;
+    let found = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .persistent(false)
         .bind(db.as_str())
-        .fetch_one(conn)
+        .fetch_one(&mut *tx)
         .await
-        .with_context(|| format!("look up database {db}"))
+        .with_context(|| format!("look up database {db}"))?;
+    tx.commit().await.context("commit")?;
+    Ok(found)
 }
 
 /// Creates the database unless it exists; returns whether it created it.
@@ -43,10 +51,16 @@ pub async fn create_if_missing(conn: &mut PgConnection, db: &DbName) -> anyhow::
 
 /// Names of all databases on the server, for finding orphans.
 pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname")
-        .fetch_all(conn)
-        .await
-        .context("list databases")
+    let mut tx = conn.begin().await.context("begin")?;
+    let names = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname",
+    )
+    .persistent(false)
+    .fetch_all(&mut *tx)
+    .await
+    .context("list databases")?;
+    tx.commit().await.context("commit")?;
+    Ok(names)
 }
 
 /// Drops the database, disconnecting its sessions first (PostgreSQL 13+).

@@ -77,6 +77,14 @@ fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
     if let Some(hint) = pg.hint() {
         let _ = write!(text, "; hint: {hint}");
     }
+    // A statement prepared on one server connection and used on another:
+    // what a transaction-mode pooler does to a client that does not know.
+    if matches!(pg.code(), "26000" | "42P05") {
+        let _ = write!(
+            text,
+            "; hint: behind a transaction-mode pooler (PgBouncer pool_mode = transaction)? add ?pgbouncer=true to POSTGRES_BASE_URL and MASTER_DATABASE_URL, or use a session-mode pool"
+        );
+    }
     text
 }
 

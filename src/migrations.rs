@@ -364,6 +364,7 @@ async fn record(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES ($1, $2, TRUE, $3, $4)",
     )
+    .persistent(false)
     .bind(migration.version)
     .bind(&*migration.description)
     .bind(&*migration.checksum)
@@ -390,18 +391,22 @@ pub fn lock_id(db: &DbName) -> i64 {
 ///
 /// `--lock-timeout` and `--statement-timeout` are for migrations blocked by
 /// application traffic, not for another deploy holding this lock: while
-/// waiting for it both are lifted, then put back as they were (saved in
-/// placeholder settings in the same round trip: RESET would restore the
-/// server's defaults, not the values tenantctl set).
+/// waiting for it both are lifted, then put back as they were, all in one
+/// round trip and all transaction-local: a several-statement query is one
+/// implicit transaction, so on a plain connection nothing outlives it, and
+/// inside a pooled connection's transaction the values are restored
+/// explicitly (RESET would restore the server's defaults, not the values
+/// tenantctl set, and a session-level SET would reach the pooler's next
+/// client).
 async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
     conn.execute(
         format!(
-            "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), false), \
-                    set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), false); \
-             SET lock_timeout = 0; SET statement_timeout = 0; \
+            "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
+                    set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
+             SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
              SELECT pg_advisory_lock({}); \
-             SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), false), \
-                    set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), false)",
+             SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
+                    set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true)",
             lock_id(db)
         )
         .as_str(),

@@ -81,6 +81,24 @@ impl Context {
         }
     }
 
+    /// The tenant schema, for commands that apply it: behind a
+    /// transaction-mode pooler a connection's work must fit in one
+    /// transaction, so a `-- no-transaction` migration is refused before
+    /// any tenant is touched, rather than failing halfway.
+    pub async fn tenant_migrations_to_apply(&self) -> anyhow::Result<Arc<MigrationSet>> {
+        let set = self.tenant_migrations().await?;
+        if self.connector.pooled()
+            && let Some(m) = set.iter().find(|m| m.no_tx)
+        {
+            return Err(UsageError(format!(
+                "migration {}_{} is marked -- no-transaction, which cannot run through a transaction-mode pooler (?pgbouncer=true): migrate through a session-mode pool or a direct URL",
+                m.version, m.description
+            ))
+            .into());
+        }
+        Ok(set)
+    }
+
     /// A connection to the master and the layout of its companies table.
     pub async fn master(&self) -> anyhow::Result<(PgConnection, Layout)> {
         let mut conn = self.connector.connect_master().await?;
@@ -98,7 +116,7 @@ impl Context {
     pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
         let (mut conn, layout) = self.master().await?;
         let tenant = layout.get(&mut conn, key).await;
-        let _ = conn.close().await;
+        let _ = self.connector.release(conn).await;
         tenant
     }
 
@@ -117,7 +135,7 @@ impl Context {
         let filter = Filter::from(filter);
         let (mut conn, layout) = self.master().await?;
         let tenants = selection::resolve(&mut conn, &layout, names, &filter).await;
-        let _ = conn.close().await;
+        let _ = self.connector.release(conn).await;
         let tenants = tenants?;
         if tenants.is_empty() && !names.is_empty() {
             // Named tenants filtered away entirely by --status.
@@ -188,8 +206,10 @@ impl Context {
                     let connected = connector.connect_tenant(tenant.db_name()?, &limits).await;
                     let mut conn = connected.inspect_err(|err| value.connect_failed(err))?;
                     let result = op(&tenant, &mut conn, &mut value).await;
-                    let _ = conn.close().await;
-                    result
+                    // Behind a transaction-mode pooler this commits: a write
+                    // whose commit fails is a failure, not a success.
+                    let released = connector.release(conn).await;
+                    result.and(released)
                 }
                 .await;
                 (value, result)

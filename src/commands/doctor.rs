@@ -49,7 +49,7 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         let _ = server.close().await;
         listed
     };
-    let _ = master_conn.close().await;
+    let _ = ctx.connector.release(master_conn).await;
     let companies = companies?;
     let on_server: BTreeSet<String> = on_server?.into_iter().collect();
 
@@ -154,7 +154,7 @@ async fn find_orphans(
                 .await
                 .ok()?;
             let rows = migrations::read_applied(&mut conn).await;
-            let _ = conn.close().await;
+            let _ = ctx.connector.release(conn).await;
             let rows = rows.ok()??;
             let is_master = rows.iter().any(|row| master_set.recorded(row));
             let has_tenant_migrations = rows.iter().any(|row| migrations.recorded(row));
@@ -200,7 +200,7 @@ async fn check_migrations(
                         .connect_tenant(tenant.db_name()?, &SessionLimits::default())
                         .await?;
                     let plan = migrations::plan(&mut conn, &migrations).await;
-                    let _ = conn.close().await;
+                    let _ = connector.release(conn).await;
                     plan
                 }
                 .await,

@@ -65,8 +65,9 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
         bookkeeping_created: false,
     };
     let done = migrate_or_adopt(ctx, &mut conn, &mut result).await;
-    let _ = conn.close().await;
-    done.with_context(|| format!("migrate the master database {db}"))?;
+    let released = ctx.connector.release(conn).await;
+    done.and(released)
+        .with_context(|| format!("migrate the master database {db}"))?;
     print(ctx, &result);
     Ok(Outcome::Success)
 }

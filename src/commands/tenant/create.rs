@@ -84,7 +84,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
-    let migrations = ctx.tenant_migrations().await?;
+    let migrations = ctx.tenant_migrations_to_apply().await?;
 
     let (mut master_conn, layout) = ctx.master().await?;
     let key_db = requested_db
@@ -95,23 +95,34 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .await?;
     // Held until this connection closes: a second `create` of the same slug
     // waits here for the first to finish, then finds its row.
-    companies::lock_slug(&mut master_conn, &slug).await?;
+    companies::lock_slug(&mut master_conn, &slug, ctx.connector.pooled()).await?;
     let master = Master {
         conn: &mut master_conn,
         layout: &layout,
     };
-    let claimed = claim(ctx, master, &args, &slug, requested_db, before.is_none()).await?;
+    let claimed = claim(ctx, master, &args, &slug, requested_db, before.is_none()).await;
     let mut applied = Vec::new();
-    if !claimed.concurrent {
-        let limits = SessionLimits::from(&args.session);
-        let provisioned = provision(ctx, &claimed.tenant, &migrations, &limits, &mut applied).await;
-        let master = Master {
-            conn: &mut master_conn,
-            layout: &layout,
-        };
-        finish(master, &claimed.tenant, &slug, provisioned).await?;
-    }
-    let _ = master_conn.close().await;
+    let finished = match &claimed {
+        Ok(claimed) if !claimed.concurrent => {
+            let limits = SessionLimits::from(&args.session);
+            let provisioned =
+                provision(ctx, &claimed.tenant, &migrations, &limits, &mut applied).await;
+            let master = Master {
+                conn: &mut master_conn,
+                layout: &layout,
+            };
+            finish(master, &claimed.tenant, &slug, provisioned).await
+        }
+        // Nothing to provision: done by a concurrent run, or not claimed.
+        _ => Ok(()),
+    };
+    // Committed whatever happened (behind a transaction-mode pooler the
+    // row and its status live in this connection's transaction): a failed
+    // provisioning must stay recorded as failed.
+    let released = ctx.connector.release(master_conn).await;
+    let claimed = claimed?;
+    finished?;
+    released?;
     print(ctx, &claimed, &applied);
     Ok(Outcome::Success)
 }
@@ -334,6 +345,6 @@ async fn provision(
     created?;
     let mut conn = ctx.connector.connect_tenant(db, limits).await?;
     let result = migrations::apply(&mut conn, db, migrations, applied).await;
-    let _ = conn.close().await;
-    result
+    let released = ctx.connector.release(conn).await;
+    result.and(released)
 }

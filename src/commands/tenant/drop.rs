@@ -58,10 +58,13 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let dropped = ddl::drop_force(&mut server, &db).await;
     let _ = server.close().await;
     dropped?;
-    tx.commit().await.with_context(|| {
+    let committed = match tx.commit().await {
+        Ok(()) => ctx.connector.release(master_conn).await,
+        Err(err) => Err(err.into()),
+    };
+    committed.with_context(|| {
         format!("database {db} was dropped, but recording it in the master failed")
     })?;
-    let _ = master_conn.close().await;
 
     match ctx.output {
         OutputMode::Table => {

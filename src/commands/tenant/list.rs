@@ -2,7 +2,6 @@
 
 use clap::Args;
 use serde::Serialize;
-use sqlx::Connection as _;
 
 use crate::commands::context::Context;
 use crate::error::Outcome;
@@ -32,7 +31,7 @@ struct Row<'a> {
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (mut conn, layout) = ctx.master().await?;
     let tenants = layout.list(&mut conn).await;
-    let _ = conn.close().await;
+    let _ = ctx.connector.release(conn).await;
     let mut tenants = tenants?;
     if !args.status.is_empty() {
         tenants.retain(|t| args.status.iter().any(|s| t.has_status(*s)));

@@ -62,7 +62,7 @@ impl TenantValue for Migrated {
 }
 
 pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let migrations = ctx.tenant_migrations().await?;
+    let migrations = ctx.tenant_migrations_to_apply().await?;
     let tenants = ctx.select(&args.selection).await?;
     let dry_run = args.dry_run;
     let run = ctx

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::commands::args::{FilterArgs, FleetArgs};
@@ -185,7 +184,7 @@ async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 async fn get_one(ctx: &Context, name: &str, key: &str) -> anyhow::Result<Outcome> {
     let (tenant, mut conn) = open(ctx, name).await?;
     let value = read_one(&mut conn, key).await;
-    let _ = conn.close().await;
+    let _ = ctx.connector.release(conn).await;
     let value = value.with_context(|| format!("tenant {tenant}"))?;
     match ctx.output {
         OutputMode::Table => {
@@ -199,7 +198,7 @@ async fn get_one(ctx: &Context, name: &str, key: &str) -> anyhow::Result<Outcome
 async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (tenant, mut conn) = open(ctx, &args.tenant).await?;
     let result = read(&mut conn, None).await;
-    let _ = conn.close().await;
+    let _ = ctx.connector.release(conn).await;
     let settings = result
         .map_err(settings_error)
         .with_context(|| format!("tenant {tenant}"))?;
@@ -250,6 +249,7 @@ pub async fn write(
            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "updatedAt" = now()
            RETURNING value::text"#,
     )
+    .persistent(false)
     .bind(key)
     .bind(json)
     .fetch_one(conn)
@@ -271,7 +271,7 @@ async fn read_one(conn: &mut PgConnection, key: &str) -> anyhow::Result<Box<RawV
 async fn read(conn: &mut PgConnection, key: Option<&str>) -> anyhow::Result<Vec<Setting>> {
     let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
         r#"SELECT key, value::text, "updatedAt" FROM settings WHERE $1::text IS NULL OR key = $1 ORDER BY key"#,
-    )
+    ).persistent(false)
     .bind(key)
     .fetch_all(conn)
     .await
