@@ -82,6 +82,9 @@ impl Connector {
         let master = options_from(&master_url)?.database(master_db.as_str());
 
         let pooled = is_transaction_pooled(&base_url) || is_transaction_pooled(&master_url);
+        if pooled {
+            TRANSACTION_POOLED.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(Self {
             base,
             base_url,
@@ -399,6 +402,20 @@ impl SessionLimits {
         }
         (!sql.is_empty()).then_some(sql)
     }
+}
+
+/// Set once a [`Connector`] for a transaction-mode pooler exists: the few
+/// reads that expect an error (a table that may be missing) then guard it
+/// with a savepoint, since inside the pooled connection's one transaction
+/// an error would abort everything after it. One process has one
+/// configuration, so a process-wide flag says it without threading a
+/// parameter through every migration function.
+static TRANSACTION_POOLED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process talks through a transaction-mode pooler.
+pub fn transaction_pooled() -> bool {
+    TRANSACTION_POOLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// `pgbouncer=true` among the URL's query parameters.

@@ -236,18 +236,34 @@ pub async fn read_applied(conn: &mut PgConnection) -> anyhow::Result<Option<Vec<
     // A plain &str runs through the simple query protocol: no prepare step.
     // (`sqlx::raw_sql(..).fetch_all` would too, but its future is not Send
     // for every lifetime, so it cannot run on a spawned task.)
-    let rows = conn
-        .fetch_all(
-            "SELECT version, encode(checksum, 'hex') AS checksum, success \
-             FROM _sqlx_migrations ORDER BY version",
-        )
-        .await;
-    let rows = match rows {
+    //
+    // Inside a pooled connection's transaction a missing table would abort
+    // the transaction, so there the read is guarded by a savepoint (same
+    // round trip).
+    let guarded = crate::connect::transaction_pooled();
+    let sql = if guarded {
+        "SAVEPOINT tenantctl_read_applied; \
+         SELECT version, encode(checksum, 'hex') AS checksum, success \
+         FROM _sqlx_migrations ORDER BY version; \
+         RELEASE SAVEPOINT tenantctl_read_applied"
+    } else {
+        "SELECT version, encode(checksum, 'hex') AS checksum, success \
+         FROM _sqlx_migrations ORDER BY version"
+    };
+    let rows = match conn.fetch_all(sql).await {
         Ok(rows) => rows,
         Err(err) => {
             let err = anyhow::Error::new(err);
             // 42P01 undefined_table: never migrated.
             if has_sqlstate(&err, "42P01") {
+                if guarded {
+                    conn.execute(
+                        "ROLLBACK TO SAVEPOINT tenantctl_read_applied; \
+                         RELEASE SAVEPOINT tenantctl_read_applied",
+                    )
+                    .await
+                    .context("recover from reading a missing _sqlx_migrations")?;
+                }
                 return Ok(None);
             }
             return Err(err.context("read _sqlx_migrations"));

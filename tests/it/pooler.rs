@@ -149,3 +149,159 @@ fn every_command_works_through_pgbouncer_in_session_mode_and_timeouts_apply() {
     assert!(!through(&["tenant", "list"]).ok().stdout.contains("globex"));
     assert!(!bouncer.log().is_empty());
 }
+
+#[test]
+fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
+    let env = TestEnv::new();
+    let (server, bouncer) = pooled(&env, "transaction");
+    run_sql(&server.base_url(), "CREATE DATABASE master OWNER app");
+    let base = format!("{}/?pgbouncer=true", bouncer.url_as("app", APP_PASSWORD));
+    let master = format!(
+        "{}/master?pgbouncer=true",
+        bouncer.url_as("app", APP_PASSWORD)
+    );
+    let through = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("MASTER_DATABASE_URL", &master);
+        })
+    };
+    through(&["master", "migrate"]).ok();
+    for slug in ["acme", "globex", "initech"] {
+        through(&["tenant", "create", slug]).ok();
+    }
+    through(&["tenant", "list"]).ok();
+    through(&["tenant", "status", "--all"]).ok();
+    through(&["tenant", "migrate", "--all", "--concurrency", "3"]).ok();
+    for slug in ["acme", "globex", "initech"] {
+        through(&[
+            "tenant",
+            "settings",
+            "set",
+            slug,
+            "limit",
+            "12345678901234567890",
+        ])
+        .ok();
+    }
+    let got = through(&["tenant", "settings", "get", "globex", "limit"]).ok();
+    assert_eq!(got.stdout.trim(), "12345678901234567890");
+    let all = through(&[
+        "tenant", "settings", "get", "--all", "limit", "--output", "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(all["summary"]["ok"], 3, "{all}");
+
+    // Timeouts apply inside the transaction, and never leak to the pool.
+    let shown = through(&[
+        "tenant",
+        "sql",
+        "acme",
+        "--lock-timeout",
+        "777ms",
+        "-c",
+        "SHOW lock_timeout",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        shown["tenants"][0]["result_sets"][0]["rows"][0][0], "777ms",
+        "{shown}"
+    );
+    let after = through(&[
+        "tenant",
+        "sql",
+        "acme",
+        "-c",
+        "SHOW lock_timeout",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        after["tenants"][0]["result_sets"][0]["rows"][0][0], "0",
+        "{after}"
+    );
+
+    // Writes through sql commit; a dry run does not.
+    through(&[
+        "tenant",
+        "sql",
+        "--all",
+        "--yes",
+        "-c",
+        "INSERT INTO settings (key, value) VALUES ('k', '1')",
+    ])
+    .ok();
+    through(&[
+        "tenant",
+        "sql",
+        "acme",
+        "--dry-run",
+        "-c",
+        "DELETE FROM settings",
+    ])
+    .ok();
+    let count = through(&[
+        "tenant",
+        "sql",
+        "acme",
+        "-c",
+        "SELECT count(*) FROM settings",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        count["tenants"][0]["result_sets"][0]["rows"][0][0], "2",
+        "{count}"
+    );
+
+    let exec = through(&[
+        "tenant",
+        "exec",
+        "acme",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$DATABASE_URL\"",
+    ])
+    .ok();
+    assert!(exec.stdout.contains("pgbouncer=true"), "{}", exec.stdout);
+    through(&["tenant", "url", "acme"]).ok();
+    through(&["doctor"]).ok();
+
+    // A -- no-transaction migration cannot run here: refused before any
+    // tenant is touched.
+    let dir = env.workdir.path().join("notx");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let embedded = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tenant-migrations");
+    for entry in std::fs::read_dir(embedded).expect("tenant-migrations") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    std::fs::write(
+        dir.join("29990101000001_concurrently.sql"),
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY settings_value ON settings (key, value);",
+    )
+    .expect("write");
+    let run = through(&[
+        "tenant",
+        "migrate",
+        "--all",
+        "--tenant-migrations",
+        dir.to_str().expect("utf-8"),
+    ])
+    .code(2);
+    assert!(run.stderr.contains("session-mode pool"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+
+    through(&["tenant", "drop", "initech", "--yes"]).ok();
+    let list = through(&["tenant", "list", "--output", "json"]).ok().json();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+}
