@@ -5,9 +5,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
-use sqlx::Connection as _;
 
-use crate::support::{Run, TestEnv, base_password, block_on, find};
+use crate::support::{RoleUrls, Run, TestEnv, base_password, find, role_with_password};
 
 #[test]
 fn exec_gives_each_child_its_database_url_in_the_environment_only() {
@@ -245,72 +244,6 @@ fn exec_redacts_even_a_short_password_inside_a_url() {
         "{}",
         run.stdout
     );
-}
-
-/// Base and master URLs that connect as a role of the test's own.
-struct RoleUrls {
-    role: String,
-    base: String,
-    master: String,
-}
-
-impl RoleUrls {
-    fn configure(&self) -> impl Fn(&mut Command) + '_ {
-        |c: &mut Command| {
-            c.env("POSTGRES_BASE_URL", &self.base)
-                .env("MASTER_DATABASE_URL", &self.master);
-        }
-    }
-}
-
-/// Creates a login role named `<name>_<token>` (dropped with the test's
-/// databases) with this password, and fails the test unless the server
-/// really asks for the password: a server that lets anyone in would make a
-/// redaction test pass without testing anything.
-fn role_with_password(env: &TestEnv, name: &str, password: &str) -> RoleUrls {
-    let role = format!("{name}_{}", env.token);
-    env.exec(
-        "postgres",
-        &format!(
-            "CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD '{}'",
-            password.replace('\'', "''")
-        ),
-    );
-    let mut url = url::Url::parse(&env.base_url).expect("base url");
-    url.set_username(&role).expect("user");
-    let encoded = utf8_percent_encode(password, NON_ALPHANUMERIC).to_string();
-    url.set_password(Some(&encoded)).expect("password");
-    url.set_path("/postgres");
-    let with = |password: &str| {
-        let mut url = url.clone();
-        url.set_password(Some(password)).expect("password");
-        url.to_string()
-    };
-    block_on(async {
-        match sqlx::PgConnection::connect(&with("not-the-password")).await {
-            Ok(_) => panic!(
-                "the server let role {role} in with a wrong password: this test needs password \
-                 authentication (scram-sha-256 or md5) on {}, as pg_virtualenv's cluster has over TCP",
-                url.host_str().unwrap_or("?")
-            ),
-            Err(e) => assert!(
-                e.to_string().contains("password authentication failed"),
-                "unexpected error for a wrong password: {e}"
-            ),
-        }
-        let conn = sqlx::PgConnection::connect(&with(&encoded))
-            .await
-            .unwrap_or_else(|e| panic!("role {role} cannot log in with its password: {e}"));
-        let _ = conn.close().await;
-    });
-    url.set_path("");
-    let base = url.to_string();
-    url.set_path(&format!("/{}", env.master));
-    RoleUrls {
-        role,
-        base,
-        master: url.to_string(),
-    }
 }
 
 /// `master migrate` and `tenant create <slug(name)>` as that role.

@@ -8,35 +8,10 @@ use std::process::Stdio;
 
 use crate::support::{Run, TestEnv, base_password};
 
-/// A password-authenticated role of this test with the given password;
-/// returns the role name. Fails the test if the server does not ask for
-/// passwords, since then nothing about passwords would be tested.
-fn role_with_password(env: &TestEnv, password: &str) -> String {
-    let role = format!("role_{}", env.token);
-    env.exec(
-        "postgres",
-        &format!(
-            "CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD '{}'",
-            password.replace('\'', "''")
-        ),
-    );
-    let mut url = url::Url::parse(&env.base_url).expect("base url");
-    url.set_username(&role).expect("user");
-    url.set_password(Some("certainly-not-the-password"))
-        .expect("password");
-    let refused = crate::support::block_on(async {
-        use sqlx::Connection as _;
-        let mut url = url.clone();
-        url.set_path("/postgres");
-        sqlx::postgres::PgConnection::connect(url.as_str())
-            .await
-            .is_err()
-    });
-    assert!(
-        refused,
-        "the test server accepts a wrong password, so password handling cannot be tested: run the tests in a cluster with password authentication (pg_virtualenv does this)"
-    );
-    role
+/// A password-authenticated role of this test (the support fails the test
+/// if the server does not ask for passwords); returns its name.
+fn password_role(env: &TestEnv, password: &str) -> String {
+    crate::support::role_with_password(env, "role", password).role
 }
 
 /// A raw URL written by hand, password not percent-encoded.
@@ -90,7 +65,7 @@ fn passwords_with_reserved_characters_work_unencoded_and_never_show() {
         .into_iter()
         .enumerate()
     {
-        let role = role_with_password(&env, password);
+        let role = password_role(&env, password);
         let base = raw_url(&env, &role, password, "");
         let master = raw_url(&env, &role, password, &env.master);
         // A working connection: the password was read as a password.
@@ -532,27 +507,11 @@ fn doctor_knows_another_master_from_an_orphan_and_a_row_naming_the_master() {
     );
 }
 
-/// Runs SQL on a private server as its superuser.
-fn exec_on(server: &crate::support::server::PrivateServer, db: &str, sql: &str) {
-    crate::support::block_on(async {
-        use sqlx::{Connection as _, Executor as _};
-        let mut conn =
-            sqlx::postgres::PgConnection::connect(&format!("{}/{db}", server.base_url()))
-                .await
-                .expect("connect to the private server");
-        conn.execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let _ = conn.close().await;
-    });
-}
-
 #[test]
 fn the_postgres_database_is_needed_only_to_create_or_drop_and_template1_stands_in() {
     let env = TestEnv::new();
     let server = crate::support::server::PrivateServer::start(&env.token);
-    exec_on(
-        &server,
+    server.exec(
         "postgres",
         "CREATE ROLE app LOGIN CREATEDB PASSWORD 'app-Pw-1'; REVOKE CONNECT ON DATABASE postgres FROM PUBLIC",
     );
@@ -567,8 +526,7 @@ fn the_postgres_database_is_needed_only_to_create_or_drop_and_template1_stands_i
     as_app(&["master", "migrate"]).ok();
     as_app(&["tenant", "create", "acme"]).ok();
     // Commands that create nothing never need either.
-    exec_on(
-        &server,
+    server.exec(
         "postgres",
         "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC",
     );

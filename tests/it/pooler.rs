@@ -12,25 +12,12 @@ const APP_PASSWORD: &str = "app-Pooled-pw1";
 /// A private server with role `app`, PgBouncer in front in `mode`.
 fn pooled(env: &TestEnv, mode: &str) -> (PrivateServer, PgBouncer) {
     let server = PrivateServer::start(&env.token);
-    run_sql(
-        &server.base_url(),
+    server.exec(
+        "postgres",
         &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'"),
     );
     let bouncer = PgBouncer::start(&server, &env.token, mode, &[("app", APP_PASSWORD)]);
     (server, bouncer)
-}
-
-fn run_sql(url: &str, sql: &str) {
-    crate::support::block_on(async {
-        use sqlx::{Connection as _, Executor as _};
-        let mut conn = sqlx::postgres::PgConnection::connect(&format!("{url}/postgres"))
-            .await
-            .expect("connect");
-        conn.execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let _ = conn.close().await;
-    });
 }
 
 #[test]
@@ -46,24 +33,16 @@ fn every_command_works_through_pgbouncer_in_session_mode_and_timeouts_apply() {
     };
     // The tenant schema plus one migration that needs a lock application
     // traffic can hold.
-    let dir = env.workdir.path().join("more");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let embedded = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tenant-migrations");
-    for entry in std::fs::read_dir(embedded).expect("tenant-migrations") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
-    }
-    std::fs::write(
-        dir.join("29990101000001_alter_settings.sql"),
+    let more = env.tenant_schema_plus(
+        "more",
+        "29990101000001_alter_settings.sql",
         "ALTER TABLE settings ADD COLUMN note text;",
-    )
-    .expect("write");
-    let more = dir.to_str().expect("utf-8").to_owned();
+    );
 
     // The master database made beforehand, as production has it: a login
     // to a database that does not exist yet makes PgBouncer wait
     // server_login_retry (15 s) before it tries that database again.
-    run_sql(&server.base_url(), "CREATE DATABASE master OWNER app");
+    server.exec("postgres", "CREATE DATABASE master OWNER app");
     through(&["master", "migrate"]).ok();
     through(&["tenant", "create", "acme"]).ok();
     through(&["tenant", "create", "globex"]).ok();
@@ -154,7 +133,7 @@ fn every_command_works_through_pgbouncer_in_session_mode_and_timeouts_apply() {
 fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
     let env = TestEnv::new();
     let (server, bouncer) = pooled(&env, "transaction");
-    run_sql(&server.base_url(), "CREATE DATABASE master OWNER app");
+    server.exec("postgres", "CREATE DATABASE master OWNER app");
     let base = format!("{}/?pgbouncer=true", bouncer.url_as("app", APP_PASSWORD));
     let master = format!(
         "{}/master?pgbouncer=true",
@@ -278,26 +257,12 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
 
     // A -- no-transaction migration cannot run here: refused before any
     // tenant is touched.
-    let dir = env.workdir.path().join("notx");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let embedded = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tenant-migrations");
-    for entry in std::fs::read_dir(embedded).expect("tenant-migrations") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
-    }
-    std::fs::write(
-        dir.join("29990101000001_concurrently.sql"),
+    let notx = env.tenant_schema_plus(
+        "notx",
+        "29990101000001_concurrently.sql",
         "-- no-transaction\nCREATE INDEX CONCURRENTLY settings_value ON settings (key, value);",
-    )
-    .expect("write");
-    let run = through(&[
-        "tenant",
-        "migrate",
-        "--all",
-        "--tenant-migrations",
-        dir.to_str().expect("utf-8"),
-    ])
-    .code(2);
+    );
+    let run = through(&["tenant", "migrate", "--all", "--tenant-migrations", &notx]).code(2);
     assert!(run.stderr.contains("session-mode pool"), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 

@@ -313,6 +313,20 @@ impl TestEnv {
         ])
     }
 
+    /// A folder `name` with the tenant schema compiled into tenantctl plus
+    /// one more migration file; returns its path.
+    pub fn tenant_schema_plus(&self, name: &str, file: &str, sql: &str) -> String {
+        let dir = self.workdir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("create migrations folder");
+        let embedded = Path::new(env!("CARGO_MANIFEST_DIR")).join("tenant-migrations");
+        for entry in std::fs::read_dir(embedded).expect("tenant-migrations") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy migration");
+        }
+        std::fs::write(dir.join(file), sql).expect("write migration");
+        dir.to_str().expect("utf-8 path").to_owned()
+    }
+
     /// Copies a fixture migration folder into this test's scratch space.
     pub fn fixture(&self, name: &str) -> PathBuf {
         let from = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -419,5 +433,74 @@ impl Drop for TestEnv {
             });
         })
         .join();
+    }
+}
+
+/// Base and master URLs that connect as a role of the test's own.
+pub struct RoleUrls {
+    pub role: String,
+    pub base: String,
+    pub master: String,
+}
+
+impl RoleUrls {
+    pub fn configure(&self) -> impl Fn(&mut Command) + '_ {
+        |c: &mut Command| {
+            c.env("POSTGRES_BASE_URL", &self.base)
+                .env("MASTER_DATABASE_URL", &self.master);
+        }
+    }
+}
+
+/// Creates a login role named `<name>_<token>` (dropped with the test's
+/// databases) with this password, and fails the test unless the server
+/// really asks for the password: a server that lets anyone in would make a
+/// redaction test pass without testing anything.
+pub fn role_with_password(env: &TestEnv, name: &str, password: &str) -> RoleUrls {
+    let role = format!("{name}_{}", env.token);
+    env.exec(
+        "postgres",
+        &format!(
+            "CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD '{}'",
+            password.replace('\'', "''")
+        ),
+    );
+    let mut url = url::Url::parse(&env.base_url).expect("base url");
+    url.set_username(&role).expect("user");
+    let encoded =
+        percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    url.set_password(Some(&encoded)).expect("password");
+    url.set_path("/postgres");
+    let with = |password: &str| {
+        let mut url = url.clone();
+        url.set_password(Some(password)).expect("password");
+        url.to_string()
+    };
+    block_on(async {
+        use sqlx::Connection as _;
+        match sqlx::PgConnection::connect(&with("not-the-password")).await {
+            Ok(_) => panic!(
+                "the server let role {role} in with a wrong password: this test needs password \
+                 authentication (scram-sha-256 or md5) on {}, as pg_virtualenv's cluster has over TCP",
+                url.host_str().unwrap_or("?")
+            ),
+            Err(e) => assert!(
+                e.to_string().contains("password authentication failed"),
+                "unexpected error for a wrong password: {e}"
+            ),
+        }
+        let conn = sqlx::PgConnection::connect(&with(&encoded))
+            .await
+            .unwrap_or_else(|e| panic!("role {role} cannot log in with its password: {e}"));
+        let _ = conn.close().await;
+    });
+    url.set_path("");
+    let base = url.to_string();
+    url.set_path(&format!("/{}", env.master));
+    RoleUrls {
+        role,
+        base,
+        master: url.to_string(),
     }
 }

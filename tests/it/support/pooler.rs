@@ -6,19 +6,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::server::{PrivateServer, SUPERUSER_PASSWORD};
+use super::server::{PrivateServer, SUPERUSER_PASSWORD, as_server_user, free_port};
 
 pub struct PgBouncer {
     dir: PathBuf,
     child: Child,
     pub port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl PgBouncer {
@@ -47,32 +40,12 @@ impl PgBouncer {
             dir = dir.display()
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).expect("ini");
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        let ini_path = dir.join("pgbouncer.ini");
-        let child = if root {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            Command::new("runuser")
-                .args(["-u", "postgres", "--", program])
-                .arg(&ini_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-        } else {
-            Command::new(program)
-                .arg(&ini_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-        }
-        .expect("start pgbouncer");
+        let child = as_server_user(std::path::Path::new(program), &dir)
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
         let bouncer = Self { dir, child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

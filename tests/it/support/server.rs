@@ -45,33 +45,45 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs a server binary, as the `postgres` user when we are root (initdb
-/// and postgres refuse to run as root).
-fn run_server_tool(bin: &Path, tool: &str, args: &[&str]) {
-    let program = bin.join(tool);
-    let output = if is_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&program)
-            .args(args)
-            .output()
+/// A command for a server program, run as the `postgres` user when we are
+/// root (initdb, postgres and pgbouncer refuse to run as root), after
+/// handing it `dir`.
+pub fn as_server_user(program: &Path, dir: &Path) -> Command {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown {} to postgres", dir.display());
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
     } else {
-        Command::new(&program).args(args).output()
+        Command::new(program)
     }
-    .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Runs a server binary to completion.
+fn run_server_tool(bin: &Path, dir: &Path, tool: &str, args: &[&str]) {
+    let output = as_server_user(&bin.join(tool), dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
     assert!(
         output.status.success(),
         "{tool} {args:?} failed:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl PrivateServer {
@@ -82,14 +94,6 @@ impl PrivateServer {
         std::fs::create_dir_all(&dir).expect("server dir");
         let pwfile = dir.join("pw");
         std::fs::write(&pwfile, SUPERUSER_PASSWORD).expect("password file");
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown the server dir to postgres");
-        }
         let data = dir.join("data");
         let (data_s, pw_s) = (
             data.to_str().expect("utf-8").to_owned(),
@@ -97,6 +101,7 @@ impl PrivateServer {
         );
         run_server_tool(
             &bin,
+            &dir,
             "initdb",
             &[
                 "-D",
@@ -122,6 +127,7 @@ impl PrivateServer {
         let log = dir.join("log").to_str().expect("utf-8").to_owned();
         run_server_tool(
             &bin,
+            &dir,
             "pg_ctl",
             &[
                 "-D", &data_s, "-l", &log, "-o", &options, "-w", "-t", "30", "start",
@@ -138,6 +144,21 @@ impl PrivateServer {
         )
     }
 
+    /// Runs statements in one of its databases as the superuser.
+    pub fn exec(&self, db: &str, sql: &str) {
+        super::block_on(async {
+            use sqlx::{Connection as _, Executor as _};
+            let mut conn =
+                sqlx::postgres::PgConnection::connect(&format!("{}/{db}", self.base_url()))
+                    .await
+                    .expect("connect to the private server");
+            conn.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+        });
+    }
+
     /// The base URL for another role.
     pub fn url_as(&self, user: &str, password: &str) -> String {
         format!("postgresql://{user}:{password}@127.0.0.1:{}", self.port)
@@ -148,17 +169,9 @@ impl Drop for PrivateServer {
     fn drop(&mut self) {
         let data = self.dir.join("data");
         if let Some(data) = data.to_str() {
-            let program = self.bin.join("pg_ctl");
-            let args = ["-D", data, "-m", "immediate", "-w", "stop"];
-            let _ = if is_root() {
-                Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(&program)
-                    .args(args)
-                    .output()
-            } else {
-                Command::new(&program).args(args).output()
-            };
+            let _ = as_server_user(&self.bin.join("pg_ctl"), &self.dir)
+                .args(["-D", data, "-m", "immediate", "-w", "stop"])
+                .output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
