@@ -186,76 +186,39 @@ impl Child<'_> {
             .context("no program given after --")?;
         let env = connector.tenant_env(db)?;
         let redactor = redactor_for(&env, tenant);
-        let mut cmd = tokio::process::Command::new(program);
-        // The URL and password go into the child's environment only: never
-        // its arguments, which any user can read from /proc. The child sees
-        // its own tenant only, not the server root, the master, or the
-        // operator's own PG* settings (another server, another password).
-        cmd.args(program_args);
-        for (name, _) in std::env::vars_os() {
-            if name.as_encoded_bytes().starts_with(b"PG") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.env_remove("POSTGRES_BASE_URL")
-            .env_remove("MASTER_DATABASE_URL")
-            .envs(env.iter().map(|(name, value)| (name, value)))
-            .env("TENANT_ID", &tenant.id)
-            .env("TENANT_SLUG", tenant.slug.as_deref().unwrap_or_default())
-            .env("TENANT_DB_NAME", db.as_str())
-            .kill_on_drop(true);
-        if !self.interactive {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            // A group of its own, so a timeout kills what it started too
-            // (`sh -c`, `npx` -> node), not just the child.
-            #[cfg(unix)]
-            cmd.process_group(0);
-        }
+        let mut cmd = self.command_for(program, program_args, &env, tenant, db.as_str());
         let mut child = cmd.spawn().with_context(|| format!("start {program:?}"))?;
         let group = child.id().filter(|_| !self.interactive);
         if let Some(pgid) = group {
             self.tracker.track_child(pgid);
         }
         let (out_text, err_text) = (Kept::default(), Kept::default());
+        let slug = tenant.handle();
         let readers = [
             child.stdout.take().map(|out| {
-                let (lines, redactor, kept) =
-                    (self.lines.clone(), redactor.clone(), out_text.clone());
-                tokio::spawn(pump(
+                let pump = pump(
                     out,
-                    tenant.handle().to_owned(),
+                    slug.to_owned(),
                     false,
-                    lines,
-                    redactor,
-                    kept,
-                ))
+                    self.lines.clone(),
+                    redactor.clone(),
+                    out_text.clone(),
+                );
+                tokio::spawn(pump)
             }),
             child.stderr.take().map(|err| {
-                let (lines, redactor, kept) =
-                    (self.lines.clone(), redactor.clone(), err_text.clone());
-                tokio::spawn(pump(
+                let pump = pump(
                     err,
-                    tenant.handle().to_owned(),
+                    slug.to_owned(),
                     true,
-                    lines,
-                    redactor,
-                    kept,
-                ))
+                    self.lines.clone(),
+                    redactor.clone(),
+                    err_text.clone(),
+                );
+                tokio::spawn(pump)
             }),
         ];
-
-        let status = match self.timeout {
-            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-                Ok(status) => Some(status),
-                Err(_) => {
-                    kill_group(&mut child).await;
-                    None
-                }
-            },
-            None => Some(child.wait().await),
-        };
+        let status = self.wait(&mut child).await;
         if let Some(pgid) = group {
             self.tracker.untrack_child(pgid);
         }
@@ -272,6 +235,62 @@ impl Child<'_> {
         executed.exit_code = status.code();
         anyhow::ensure!(status.success(), "{program:?} exited with {status}");
         Ok(())
+    }
+
+    /// The child's command line and environment. The URL and password go
+    /// into its environment only: never its arguments, which any user can
+    /// read from /proc. The child sees its own tenant only, not the server
+    /// root, the master, or the operator's own PG* settings (another
+    /// server, another password).
+    fn command_for(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &[(&'static str, String)],
+        tenant: &Tenant,
+        db: &str,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args);
+        for (name, _) in std::env::vars_os() {
+            if name.as_encoded_bytes().starts_with(b"PG") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env_remove("POSTGRES_BASE_URL")
+            .env_remove("MASTER_DATABASE_URL")
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .env("TENANT_ID", &tenant.id)
+            .env("TENANT_SLUG", tenant.slug.as_deref().unwrap_or_default())
+            .env("TENANT_DB_NAME", db)
+            .kill_on_drop(true);
+        if !self.interactive {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // A group of its own, so a timeout kills what it started too
+            // (`sh -c`, `npx` -> node), not just the child.
+            #[cfg(unix)]
+            cmd.process_group(0);
+        }
+        cmd
+    }
+
+    /// Waits for the child; `None` if `--timeout` ran out and it was killed.
+    async fn wait(
+        &self,
+        child: &mut tokio::process::Child,
+    ) -> Option<std::io::Result<std::process::ExitStatus>> {
+        match self.timeout {
+            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+                Ok(status) => Some(status),
+                Err(_) => {
+                    kill_group(child).await;
+                    None
+                }
+            },
+            None => Some(child.wait().await),
+        }
     }
 }
 
