@@ -20,13 +20,22 @@ pub struct PsqlArgs {
 pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let tenant = ctx.tenant(&args.tenant).await?;
     let db = tenant.db_name()?;
-    let (url, password) = ctx.connector.tenant_url_split(db)?;
-
+    // The tenant's connection as libpq's own variables, password included
+    // (never in the arguments, which /proc shows to every user), in place
+    // of any the operator's shell has (another server's PGHOST, PGSERVICE).
+    let env = ctx.connector.tenant_env(db)?;
     let mut psql = std::process::Command::new("psql");
-    psql.arg(url.as_str()).args(&args.psql_args);
-    if let Some(password) = password {
-        psql.env("PGPASSWORD", password);
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(b"PG") {
+            psql.env_remove(name);
+        }
     }
+    psql.envs(
+        env.iter()
+            .filter(|(name, _)| name.starts_with("PG"))
+            .map(|(name, value)| (name, value)),
+    )
+    .args(&args.psql_args);
     // Become psql rather than wait for it: Ctrl-C then cancels psql's query
     // as the user expects, instead of also reaching tenantctl's handler.
     #[cfg(unix)]
