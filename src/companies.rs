@@ -20,7 +20,7 @@ use crate::config::MasterConfig;
 use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
 use crate::error::UsageError;
-use crate::tenant::{Lifecycle, Slug, Tenant};
+use crate::tenant::{Lifecycle, Slug, Tenant, find_tenant, unknown_tenant};
 
 /// tenantctl's own bookkeeping table, created by `master migrate` beside an
 /// application's companies table that cannot hold tenantctl's states.
@@ -52,6 +52,9 @@ pub struct Column {
     pub category: char,
     /// The labels of an enum type.
     pub labels: Option<Vec<String>>,
+    /// The CHECK constraints on this column, as SQL (for a text status
+    /// column: which values it admits).
+    pub checks: String,
 }
 
 impl Column {
@@ -91,6 +94,7 @@ type CatalogRow = (
     Option<Vec<String>>,
     String,
     bool,
+    String,
 );
 
 impl Layout {
@@ -108,7 +112,10 @@ impl Layout {
                     CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
                          WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END, \
                     n.nspname::text, \
-                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($2)) IS NOT NULL \
+                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($2)) IS NOT NULL, \
+                    coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k \
+                              WHERE k.conrelid = a.attrelid AND k.contype = 'c' \
+                                AND a.attnum = ANY(k.conkey)), '') \
              FROM pg_attribute a \
              JOIN pg_type t ON t.oid = a.atttypid \
              JOIN pg_class c ON c.oid = a.attrelid \
@@ -130,13 +137,14 @@ impl Layout {
         let columns: Vec<Column> = rows
             .into_iter()
             .map(
-                |(name, sql_type, not_null, has_default, category, labels, _, _)| Column {
+                |(name, sql_type, not_null, has_default, category, labels, _, _, checks)| Column {
                     name,
                     sql_type,
                     not_null,
                     has_default,
                     category: category.chars().next().unwrap_or('X'),
                     labels,
+                    checks,
                 },
             )
             .collect();
@@ -211,14 +219,16 @@ impl Layout {
     }
 
     /// The value the status column takes for a lifecycle state, if it can
-    /// hold it: the configured value, else the state's name (for an enum,
-    /// the label that matches it ignoring case).
+    /// hold it: the configured value, else the state's name, for an enum
+    /// the label that matches it ignoring case. A text column is trusted
+    /// with a state only when the configuration maps it or the column's own
+    /// CHECK names it (tenantctl's own table does): an application's free
+    /// text status would otherwise get words its code does not know.
     pub fn status_value(&self, lifecycle: Lifecycle) -> Option<String> {
         let column = self.status.as_ref()?;
-        let wanted = self
-            .mapped
-            .get(&lifecycle)
-            .cloned()
+        let mapped = self.mapped.get(&lifecycle).cloned();
+        let wanted = mapped
+            .clone()
             .unwrap_or_else(|| lifecycle.as_str().to_owned());
         match &column.labels {
             Some(labels) => labels
@@ -226,7 +236,12 @@ impl Layout {
                 .find(|l| **l == wanted)
                 .or_else(|| labels.iter().find(|l| l.eq_ignore_ascii_case(&wanted)))
                 .cloned(),
-            None if column.category == 'S' => Some(wanted),
+            None if column.category == 'S' => mapped.or_else(|| {
+                column
+                    .checks
+                    .contains(&format!("'{wanted}'"))
+                    .then_some(wanted)
+            }),
             None => None,
         }
     }
@@ -296,6 +311,16 @@ impl Layout {
             status.clone(),
             created_at,
         );
+        // Name this table's own column in what the operator must fix.
+        let (id, column, table) = (&tenant.id, quote(&self.db_name.name), &self.label);
+        tenant.db = match &tenant.db_name_raw {
+            Some(raw) => DbName::parse(raw).map_err(|err| {
+                format!("company {id}: refusing its {column} from the master's {table}: {err}; fix that row")
+            }),
+            None => Err(format!(
+                "company {id}: column {column} is NULL in the master's {table}; set it"
+            )),
+        };
         // tenantctl's own record wins while it has one (provisioning, failed,
         // dropped); otherwise the application's status says, through the
         // mapping, and a table without a status column means active.
@@ -330,17 +355,14 @@ impl Layout {
     /// The company an operator means by `key`: slug, else id, else database.
     pub async fn find(&self, conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<Tenant>> {
         let everyone = self.list(conn).await?;
-        Ok(crate::selection::find_in(&everyone, key).cloned())
+        Ok(find_tenant(&everyone, key).cloned())
     }
 
     /// Like [`Self::find`], but a missing tenant is an error that says so.
     pub async fn get(&self, conn: &mut PgConnection, key: &str) -> anyhow::Result<Tenant> {
-        self.find(conn, key).await?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown tenant {:?}: no company has that slug, id or database name (see `tenantctl tenant list`)",
-                crate::output::shown(key)
-            )
-        })
+        self.find(conn, key)
+            .await?
+            .ok_or_else(|| unknown_tenant(key))
     }
 
     /// The company `create` would resume: by slug where the table has one,
@@ -441,6 +463,26 @@ impl Layout {
 
     /// What `insert` writes into each column it fills.
     fn insert_values(&self, new: &NewCompany<'_>) -> anyhow::Result<Vec<(String, Value)>> {
+        // The columns tenantctl fills and checks itself: `--column` setting
+        // one would get past those checks (a database name never verified
+        // free, a status that says active before anything exists).
+        let own = [
+            Some(&self.id),
+            Some(&self.db_name),
+            self.slug.as_ref(),
+            self.name.as_ref(),
+            self.status.as_ref(),
+        ];
+        if let Some((name, _)) = new
+            .extra
+            .iter()
+            .find(|(name, _)| own.iter().flatten().any(|c| &c.name == name))
+        {
+            return Err(UsageError(format!(
+                "--column {name}: tenantctl fills that column itself (use the slug, --name or --db-name)"
+            ))
+            .into());
+        }
         let mut values: Vec<(String, Value)> = Vec::new();
         let given = |column: &Column| {
             new.extra
@@ -705,30 +747,18 @@ type Row = (
 )]
 pub struct MissingTable(pub String);
 
-/// Takes an advisory lock on this slug in the master, held until the
-/// connection is released, so two `tenant create` runs of one slug never
-/// provision it at once: the second waits, then finds the row. Behind a
-/// transaction-mode pooler (`in_transaction`) the lock is the transaction's
-/// own, released with it; a session lock would stay with the pooler's
-/// server connection.
-pub async fn lock_slug(
-    conn: &mut PgConnection,
-    slug: &Slug,
-    in_transaction: bool,
-) -> anyhow::Result<()> {
-    let function = if in_transaction {
-        "pg_advisory_xact_lock"
-    } else {
-        "pg_advisory_lock"
-    };
-    sqlx::query(&format!(
-        "SELECT {function}(hashtextextended('tenantctl create ' || $1, 0))"
-    ))
-    .persistent(false)
-    .bind(slug.as_str())
-    .execute(conn)
-    .await
-    .context("take the master's lock for this slug")?;
+/// Takes a session-level advisory lock on this slug in the master, held
+/// until the connection is released, so two `tenant create` runs of one
+/// slug never provision it at once: the second waits, then finds the row.
+/// (Behind a transaction-mode pooler the connection stays pinned until
+/// then, and its release unlocks every advisory lock it holds.)
+pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl create ' || $1, 0))")
+        .persistent(false)
+        .bind(slug.as_str())
+        .execute(conn)
+        .await
+        .context("take the master's lock for this slug")?;
     Ok(())
 }
 
@@ -765,6 +795,7 @@ mod tests {
             has_default: default,
             category,
             labels: None,
+            checks: String::new(),
         }
     }
 

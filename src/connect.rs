@@ -41,7 +41,11 @@ pub struct Connector {
     master: PgConnectOptions,
     master_db: DbName,
     connect_timeout: Duration,
-    pooled: bool,
+    /// `?pgbouncer=true` on the base URL: tenant connections are pinned.
+    pooled_tenants: bool,
+    /// `?pgbouncer=true` on the master URL (or the base URL it derives
+    /// from): master connections are pinned.
+    pooled_master: bool,
 }
 
 impl Connector {
@@ -81,26 +85,26 @@ impl Connector {
         };
         let master = options_from(&master_url)?.database(master_db.as_str());
 
-        let pooled = is_transaction_pooled(&base_url) || is_transaction_pooled(&master_url);
-        if pooled {
-            TRANSACTION_POOLED.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
+        let pooled_tenants = is_transaction_pooled(&base_url);
+        let pooled_master = is_transaction_pooled(&master_url);
         Ok(Self {
             base,
             base_url,
             master,
             master_db,
             connect_timeout,
-            pooled,
+            pooled_tenants,
+            pooled_master,
         })
     }
 
-    /// Whether the URLs say a transaction-mode pooler stands in front
-    /// (`?pgbouncer=true`, as Prisma's users mark such URLs). Each tenant
-    /// and master connection then does all its work inside one transaction,
-    /// which is all such a pooler keeps on one server connection.
+    /// Whether the base URL says a transaction-mode pooler stands in front
+    /// of the tenants (`?pgbouncer=true`, as Prisma's users mark such
+    /// URLs). Each tenant connection then does all its work inside one
+    /// transaction, which is all such a pooler keeps on one server
+    /// connection; the master's URL says the same for the master.
     pub fn pooled(&self) -> bool {
-        self.pooled
+        self.pooled_tenants
     }
 
     pub fn master_db(&self) -> &DbName {
@@ -118,12 +122,7 @@ impl Connector {
     }
 
     /// Connection options for a tenant database.
-    pub fn for_tenant(
-        &self,
-        db: &DbName,
-        limits: &SessionLimits,
-    ) -> anyhow::Result<PgConnectOptions> {
-        let _ = limits;
+    pub fn for_tenant(&self, db: &DbName) -> anyhow::Result<PgConnectOptions> {
         self.check_tenant_db(db)?;
         Ok(self.base.clone().database(db.as_str()))
     }
@@ -134,18 +133,21 @@ impl Connector {
         db: &DbName,
         limits: &SessionLimits,
     ) -> anyhow::Result<PgConnection> {
-        let options = self.for_tenant(db, limits)?;
-        let mut conn = self.connect(&options).await.map_err(|err| {
-            if is_missing_database(&err) {
-                err.context(format!(
-                    "the tenant database {db} is missing from the server (dropped by hand?)"
-                ))
-            } else {
-                err
-            }
-        })?;
-        self.pin(&mut conn).await?;
-        if let Some(set) = limits.as_sql(self.pooled) {
+        let options = self.for_tenant(db)?;
+        let mut conn = self
+            .connect(&options, self.pooled_tenants)
+            .await
+            .map_err(|err| {
+                if is_missing_database(&err) {
+                    err.context(format!(
+                        "the tenant database {db} is missing from the server (dropped by hand?)"
+                    ))
+                } else {
+                    err
+                }
+            })?;
+        self.pin(&mut conn, self.pooled_tenants).await?;
+        if let Some(set) = limits.as_sql(self.pooled_tenants) {
             conn.execute(set.as_str())
                 .await
                 .context("set the session's timeouts")?;
@@ -155,8 +157,8 @@ impl Connector {
 
     /// Behind a transaction-mode pooler, opens the transaction that keeps
     /// this connection on one server connection until [`Self::release`].
-    async fn pin(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
-        if self.pooled {
+    async fn pin(&self, conn: &mut PgConnection, pooled: bool) -> anyhow::Result<()> {
+        if pooled {
             use sqlx::TransactionManager as _;
             sqlx::postgres::PgTransactionManager::begin(conn, None)
                 .await
@@ -165,23 +167,47 @@ impl Connector {
         Ok(())
     }
 
-    /// Ends a tenant or master connection: behind a transaction-mode pooler
-    /// commits the transaction it ran in (an error here means its writes
-    /// were not kept), then closes it.
+    /// Ends a tenant or master connection. A pinned one (behind a
+    /// transaction-mode pooler) first leaves its server connection as it
+    /// found it, since the pooler hands that to its next client as is: no
+    /// session settings a script made, prepared statements, cursors,
+    /// listeners, temporary tables or advisory locks; then commits (an
+    /// error here means its writes were not kept). If any of that fails,
+    /// the connection is closed inside its transaction, which makes the
+    /// pooler drop the server connection rather than reuse it.
     pub async fn release(&self, mut conn: PgConnection) -> anyhow::Result<()> {
-        if self.pooled {
-            use sqlx::TransactionManager as _;
-            let committed = sqlx::postgres::PgTransactionManager::commit(&mut conn).await;
+        if conn.is_in_transaction() {
+            let committed = conn
+                .execute(
+                    "RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; DISCARD TEMP; \
+                     SELECT pg_advisory_unlock_all(); COMMIT",
+                )
+                .await;
             let _ = conn.close().await;
-            return committed.context("commit the pooled connection's transaction");
+            committed.context("commit the pooled connection's transaction")?;
+            return Ok(());
         }
         let _ = conn.close().await;
         Ok(())
     }
 
+    /// Makes what a pinned connection did so far permanent (a create's
+    /// claim on its row, say), keeping the connection pinned and its
+    /// session locks: `COMMIT; BEGIN` in one round trip never leaves the
+    /// pooler a moment to reassign it. A plain connection commits as it
+    /// goes anyway.
+    pub async fn checkpoint(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        if conn.is_in_transaction() {
+            conn.execute("COMMIT; BEGIN")
+                .await
+                .context("commit the pooled connection's work so far")?;
+        }
+        Ok(())
+    }
+
     /// Opens a connection to the master database.
     pub async fn connect_master(&self) -> anyhow::Result<PgConnection> {
-        let mut conn = self.connect(&self.master).await.map_err(|err| {
+        let mut conn = self.connect(&self.master, self.pooled_master).await.map_err(|err| {
             if is_missing_database(&err) {
                 err.context(format!(
                     "the master database {} does not exist yet; run `tenantctl master migrate` first",
@@ -191,7 +217,7 @@ impl Connector {
                 err
             }
         })?;
-        self.pin(&mut conn).await?;
+        self.pin(&mut conn, self.pooled_master).await?;
         Ok(conn)
     }
 
@@ -212,7 +238,7 @@ impl Connector {
     async fn maintenance_on(&self, server: &PgConnectOptions) -> anyhow::Result<PgConnection> {
         let mut last = None;
         for db in MAINTENANCE_DBS {
-            match self.connect(&server.clone().database(db)).await {
+            match self.connect(&server.clone().database(db), false).await {
                 Ok(conn) => return Ok(conn),
                 // Missing, or CONNECT revoked: try the next one.
                 Err(err) if has_sqlstate(&err, "3D000") || has_sqlstate(&err, "42501") => {
@@ -355,7 +381,11 @@ impl Connector {
         Ok(redact(&self.tenant_url(db)?))
     }
 
-    async fn connect(&self, options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+    async fn connect(
+        &self,
+        options: &PgConnectOptions,
+        pooled: bool,
+    ) -> anyhow::Result<PgConnection> {
         // No extra_float_digits in the startup packet: PgBouncer refuses
         // parameters it does not know, and PostgreSQL 12+ prints floats
         // exactly by default anyway.
@@ -364,7 +394,7 @@ impl Connector {
             .application_name("tenantctl")
             .extra_float_digits(None)
             .disable_statement_logging();
-        if self.pooled {
+        if pooled {
             // Named statements outlive the transaction on a server
             // connection other clients then get.
             options = options.statement_cache_capacity(0);
@@ -402,20 +432,6 @@ impl SessionLimits {
         }
         (!sql.is_empty()).then_some(sql)
     }
-}
-
-/// Set once a [`Connector`] for a transaction-mode pooler exists: the few
-/// reads that expect an error (a table that may be missing) then guard it
-/// with a savepoint, since inside the pooled connection's one transaction
-/// an error would abort everything after it. One process has one
-/// configuration, so a process-wide flag says it without threading a
-/// parameter through every migration function.
-static TRANSACTION_POOLED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Whether this process talks through a transaction-mode pooler.
-pub fn transaction_pooled() -> bool {
-    TRANSACTION_POOLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// `pgbouncer=true` among the URL's query parameters.
@@ -465,7 +481,8 @@ fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
         ))
     };
     // The url crate's error never echoes its input, so nothing secret leaks.
-    let url = Url::parse(&encode_userinfo(raw.trim())).map_err(|e| invalid(&e.to_string()))?;
+    let url = Url::parse(&encode_userinfo(raw.trim()).map_err(invalid)?)
+        .map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(invalid(&format!(
             "scheme {:?}, expected postgres or postgresql",
@@ -487,13 +504,13 @@ fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
 /// such a URL mean what its writer meant, and keeps all of the userinfo
 /// where redaction finds it. `%` followed by two hex digits is taken as
 /// already encoded and left alone.
-fn encode_userinfo(raw: &str) -> String {
+fn encode_userinfo(raw: &str) -> Result<String, &'static str> {
     let Some(scheme_end) = raw.find("://") else {
-        return raw.to_owned();
+        return Ok(raw.to_owned());
     };
     let rest = &raw[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return raw.to_owned();
+    let Some(at) = userinfo_end(rest)? else {
+        return Ok(raw.to_owned());
     };
     let (userinfo, host_and_after) = (&rest[..at], &rest[at..]);
     let bytes = userinfo.as_bytes();
@@ -513,7 +530,84 @@ fn encode_userinfo(raw: &str) -> String {
             }
         }
     }
-    format!("{}{encoded}{host_and_after}", &raw[..scheme_end + 3])
+    Ok(format!(
+        "{}{encoded}{host_and_after}",
+        &raw[..scheme_end + 3]
+    ))
+}
+
+/// Where the userinfo ends: the `@` after which a host follows (name or
+/// `[address]`, then an optional `:port`, a path without `@`, anything in
+/// the query). A password may hold `/ ? # @` unencoded and a query may hold
+/// `@`, so several `@` can qualify: the first whose userinfo has none of
+/// `/ ? #` wins, else the only one without `?` or `#` (an `@` in the query
+/// has the query's `?` before it). A URL that is still ambiguous is refused
+/// rather than guessed at: a wrong guess would send the password to
+/// another host.
+fn userinfo_end(rest: &str) -> Result<Option<usize>, &'static str> {
+    let candidates: Vec<usize> = rest
+        .match_indices('@')
+        .map(|(i, _)| i)
+        .filter(|&i| authority_follows(&rest[i + 1..]))
+        .collect();
+    // Best: nothing reserved before it. Next: no `?` or `#` before it (a
+    // later `@` with a `?` before it is most likely in the query).
+    for reserved in [&['/', '?', '#'][..], &['?', '#'][..]] {
+        let fitting: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| !rest[..i].contains(reserved))
+            .collect();
+        if let [one] = fitting.as_slice() {
+            return Ok(Some(*one));
+        }
+        if let Some(&first) = fitting.first()
+            && reserved.len() == 3
+        {
+            return Ok(Some(first));
+        }
+    }
+    match candidates.as_slice() {
+        [] => Ok(rest.rfind('@')),
+        [only] => Ok(Some(*only)),
+        _ => Err("it is ambiguous where the password ends; percent-encode @, /, ? and # in it"),
+    }
+}
+
+/// Whether `tail` starts like `host[:port][/path][?query][#fragment]`.
+fn authority_follows(tail: &str) -> bool {
+    let end = if tail.starts_with('[') {
+        match tail.find(']') {
+            Some(i) => i + 1,
+            None => return false,
+        }
+    } else {
+        tail.find([':', '/', '?', '#']).unwrap_or(tail.len())
+    };
+    let host = &tail[..end];
+    let host_ok = host.starts_with('[')
+        || (!host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c)));
+    if !host_ok {
+        return false;
+    }
+    let mut after = &tail[end..];
+    if let Some(port_and_more) = after.strip_prefix(':') {
+        let digits = port_and_more
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(port_and_more.len());
+        if digits == 0 {
+            return false;
+        }
+        after = &port_and_more[digits..];
+    }
+    if !(after.is_empty() || after.starts_with(['/', '?', '#'])) {
+        return false;
+    }
+    let path_end = after.find(['?', '#']).unwrap_or(after.len());
+    !after[..path_end].contains('@')
 }
 
 /// Moves the `password`, `user` and `dbname` query parameters that libpq
@@ -630,9 +724,7 @@ mod tests {
             c.tenant_url_redacted(&db).expect("tenant"),
             "postgres://us%40r:***@db.internal:6543/tenant_acme?sslmode=require"
         );
-        let options = c
-            .for_tenant(&db, &SessionLimits::default())
-            .expect("tenant");
+        let options = c.for_tenant(&db).expect("tenant");
         assert_eq!(options.get_database(), Some("tenant_acme"));
         assert_eq!(options.get_username(), "us@r");
     }
@@ -700,9 +792,7 @@ mod tests {
         let (url, password) = c.tenant_url_split(&db).expect("tenant");
         assert_eq!(password.as_deref(), Some("ab%41"));
         assert_eq!(url.query(), Some("options=-c%20search_path%3Dx"));
-        let options = c
-            .for_tenant(&db, &SessionLimits::default())
-            .expect("tenant");
+        let options = c.for_tenant(&db).expect("tenant");
         assert_eq!(options.get_database(), Some("tenant_a"));
 
         let err =
@@ -726,9 +816,7 @@ mod tests {
         ] {
             let c = Connector::new(raw, None, T).unwrap_or_else(|e| panic!("{raw}: {}", e.0));
             let db = DbName::parse("tenant_a").expect("valid");
-            let options = c
-                .for_tenant(&db, &SessionLimits::default())
-                .expect("tenant");
+            let options = c.for_tenant(&db).expect("tenant");
             assert_eq!(options.get_host(), "db", "{raw}");
             assert_eq!(options.get_username(), user, "{raw}");
             let (_, got) = c.tenant_url_split(&db).expect("tenant");
@@ -739,6 +827,27 @@ mod tests {
                 "{shown}"
             );
         }
+        // An `@` in the query is not where the password ends.
+        let c = Connector::new(
+            "postgresql://u:pw@localhost:1/?application_name=svc@prod",
+            None,
+            T,
+        )
+        .expect("valid");
+        let db = DbName::parse("tenant_a").expect("valid");
+        let options = c.for_tenant(&db).expect("tenant");
+        assert_eq!(options.get_host(), "localhost");
+        assert_eq!(options.get_port(), 1);
+        assert_eq!(
+            c.tenant_url_split(&db).expect("tenant").1.as_deref(),
+            Some("pw")
+        );
+        let c = Connector::new("postgresql://u:p@ss/w@db:5/?x=a@b", None, T).expect("valid");
+        assert_eq!(c.for_tenant(&db).expect("tenant").get_host(), "db");
+        assert_eq!(
+            c.tenant_url_split(&db).expect("tenant").1.as_deref(),
+            Some("p@ss/w")
+        );
         // Refusals never show any of what stood before the last `@`.
         for raw in [
             "postgresql://u:S3cret/Tail@db:5432/app",
@@ -766,7 +875,7 @@ mod tests {
         let c = Connector::new("postgresql://u:p@localhost", None, T).expect("valid");
         assert_eq!(c.master_db().as_str(), "master");
         let master = DbName::parse("master").expect("valid");
-        assert!(c.for_tenant(&master, &SessionLimits::default()).is_err());
+        assert!(c.for_tenant(&master).is_err());
         assert!(c.tenant_url(&master).is_err());
     }
 

@@ -32,26 +32,42 @@ fn find() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// `.env line 3 (POSTGRES_BASE_URL): cannot be parsed; ...`. `text` is the
-/// part of the file dotenvy was reading, from the start of the assignment
-/// that failed (it may run to the end of the file when a quote is left
-/// open); the line named is the one that assignment starts on.
+/// `.env line 3 (POSTGRES_BASE_URL): cannot be parsed; ...`. `text` is
+/// what dotenvy was reading when it failed: the rest of an assignment, or
+/// only its value; the line named is the first one, not a comment, where
+/// that text stands, and the variable is taken from that line's start.
 fn describe_parse_error(path: &Path, contents: &str, text: &str) -> String {
-    let line = contents
-        .find(text)
-        .map(|start| contents[..start].matches('\n').count() + 1);
-    let variable = variable_name(text);
+    let found = failing_line(contents, text);
     let mut message = path.display().to_string();
-    if let Some(line) = line {
-        let _ = write!(message, " line {line}");
-    }
-    if let Some(variable) = variable {
-        let _ = write!(message, " ({variable})");
+    if let Some((number, line)) = found {
+        let _ = write!(message, " line {number}");
+        if let Some(variable) = variable_name(line) {
+            let _ = write!(message, " ({variable})");
+        }
     }
     message.push_str(
         ": cannot be parsed; check its quoting (values with spaces or # need quotes, and every quote must be closed)",
     );
     message
+}
+
+/// The number and text of the first line, not a comment, holding `text`.
+fn failing_line<'a>(contents: &'a str, text: &str) -> Option<(usize, &'a str)> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut from = 0;
+    while let Some(offset) = contents[from..].find(text) {
+        let at = from + offset;
+        let start = contents[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = contents[at..].find('\n').map_or(contents.len(), |i| at + i);
+        let line = &contents[start..end];
+        if !line.trim_start().starts_with('#') {
+            return Some((contents[..start].matches('\n').count() + 1, line));
+        }
+        from = end;
+    }
+    None
 }
 
 /// The variable a `.env` line assigns, if the line starts like an
@@ -88,6 +104,34 @@ mod tests {
         );
         assert!(!message.contains("S3cret"), "{message}");
         assert!(!message.contains("postgresql"), "{message}");
+    }
+
+    #[test]
+    fn the_line_and_name_come_from_the_assignment_never_the_value() {
+        for (contents, text, line, name) in [
+            (
+                "DB_PASSWORD=Hunter2Secret=x y\n",
+                "Hunter2Secret=x y",
+                1,
+                "DB_PASSWORD",
+            ),
+            (
+                "A=1\nPOSTGRES_BASE_URL=postgresql://u:S3cret Tail@h\n",
+                "postgresql://u:S3cret Tail@h",
+                2,
+                "POSTGRES_BASE_URL",
+            ),
+            ("# X=a b\nB=2\nX=a b\n", "a b", 3, "X"),
+        ] {
+            let message = describe_parse_error(Path::new(".env"), contents, text);
+            assert!(
+                message.starts_with(&format!(".env line {line} ({name}): ")),
+                "{message}"
+            );
+            for secret in ["Hunter2Secret", "S3cret", "Tail"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
     }
 
     #[test]

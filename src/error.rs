@@ -51,6 +51,20 @@ pub fn render(err: &anyhow::Error) -> String {
         if parts.last().is_some_and(|prev| prev.contains(&text)) {
             continue;
         }
+        // The previous part ends with this cause's plain message (sqlx's
+        // `MigrateError` does): keep only the fuller description of it.
+        let plain = cause.to_string();
+        if let Some(prev) = parts.last_mut()
+            && plain != text
+            && prev.ends_with(&plain)
+        {
+            prev.truncate(prev.len() - plain.len());
+            let kept = prev.trim_end_matches([':', ' ']).len();
+            prev.truncate(kept);
+            if prev.is_empty() {
+                parts.pop();
+            }
+        }
         parts.push(text);
     }
     parts.join(": ")

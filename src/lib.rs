@@ -45,7 +45,27 @@ pub fn main() -> ExitCode {
         output::warn(format_args!("error: {message}"));
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // A refused command line is a usage error like any other: with
+            // --output json it still gets its JSON object.
+            if err.use_stderr() && wants_json() {
+                let message = err.kind().as_str().unwrap_or("invalid command line");
+                let first = err.to_string();
+                let first = first
+                    .lines()
+                    .next()
+                    .unwrap_or(message)
+                    .trim_start_matches("error: ");
+                output::print_json(
+                    output::OutputMode::Json,
+                    &serde_json::json!({ "error": first, "kind": "usage" }),
+                );
+            }
+            err.exit()
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,6 +78,10 @@ pub fn main() -> ExitCode {
     };
     let output_mode = cli.global.output;
     let result = runtime.block_on(run(cli));
+    if let Some(kind) = output::stdout_error() {
+        output::warn(format_args!("error: cannot write to stdout: {kind}"));
+        return ExitCode::from(1);
+    }
     if output::stdout_closed() {
         // Nobody reads what is left to say; the status says it was cut short.
         return ExitCode::from(output::EXIT_STDOUT_CLOSED);
@@ -71,6 +95,17 @@ pub fn main() -> ExitCode {
             error::exit_code(&err)
         }
     }
+}
+
+/// Whether the raw command line asks for JSON output, for errors that come
+/// before it could be parsed.
+fn wants_json() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .any(|w| w[0] == "--output" && (w[1] == "json" || w[1] == "jsonl"))
+        || args
+            .iter()
+            .any(|a| a == "--output=json" || a == "--output=jsonl")
 }
 
 /// Runs a parsed command line.

@@ -240,7 +240,7 @@ pub async fn read_applied(conn: &mut PgConnection) -> anyhow::Result<Option<Vec<
     // Inside a pooled connection's transaction a missing table would abort
     // the transaction, so there the read is guarded by a savepoint (same
     // round trip).
-    let guarded = crate::connect::transaction_pooled();
+    let guarded = conn.is_in_transaction();
     let sql = if guarded {
         "SAVEPOINT tenantctl_read_applied; \
          SELECT version, encode(checksum, 'hex') AS checksum, success \

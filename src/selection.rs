@@ -7,7 +7,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::companies::Layout;
 use crate::error::UsageError;
-use crate::tenant::{Lifecycle, Tenant};
+use crate::tenant::{Lifecycle, Tenant, find_tenant, unknown_tenant};
 
 /// Part `index` of `count` of the selected tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,9 @@ pub async fn resolve(
         .filter(|t| lifecycles.iter().any(|s| t.has_status(*s)))
         .cloned()
         .collect();
-    if tenants.is_empty() && !everyone.is_empty() {
+    // Only `--all` (which means "active") matching nobody is a mistake to
+    // report; `--status failed` finding nothing is good news.
+    if tenants.is_empty() && !everyone.is_empty() && filter.lifecycles.is_empty() {
         return Err(nobody_selected(&everyone, lifecycles).into());
     }
     if let Some(shard) = filter.shard {
@@ -127,21 +129,6 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError 
     ))
 }
 
-/// The company an operator means by `key`: the one with that slug, else
-/// that id, else that database name (rows without a slug are addressed by
-/// id or database).
-pub fn find_in<'a>(everyone: &'a [Tenant], key: &str) -> Option<&'a Tenant> {
-    everyone
-        .iter()
-        .find(|t| t.slug.as_deref() == Some(key))
-        .or_else(|| everyone.iter().find(|t| t.id == key))
-        .or_else(|| {
-            everyone
-                .iter()
-                .find(|t| t.db_name_raw.as_deref() == Some(key))
-        })
-}
-
 /// The named tenants, each found by slug first, then id, then database.
 async fn by_name(
     master_conn: &mut PgConnection,
@@ -152,12 +139,7 @@ async fn by_name(
     let everyone = layout.list(master_conn).await?;
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = find_in(&everyone, key).ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown tenant {:?}: no company has that slug, id or database name (see `tenantctl tenant list`)",
-                crate::output::shown(key)
-            )
-        })?;
+        let found = find_tenant(&everyone, key).ok_or_else(|| unknown_tenant(key))?;
         if !picked.iter().any(|t| t.id == found.id) {
             picked.push(found.clone());
         }

@@ -186,6 +186,29 @@ impl Tenant {
     }
 }
 
+/// The company an operator means by `key`: the one with that slug, else
+/// that id, else that database name (rows without a slug are addressed by
+/// id or database).
+pub fn find_tenant<'a>(everyone: &'a [Tenant], key: &str) -> Option<&'a Tenant> {
+    everyone
+        .iter()
+        .find(|t| t.slug.as_deref() == Some(key))
+        .or_else(|| everyone.iter().find(|t| t.id == key))
+        .or_else(|| {
+            everyone
+                .iter()
+                .find(|t| t.db_name_raw.as_deref() == Some(key))
+        })
+}
+
+/// The error for a key that names no company.
+pub fn unknown_tenant(key: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "unknown tenant {:?}: no company has that slug, id or database name (see `tenantctl tenant list`)",
+        crate::output::shown(key)
+    )
+}
+
 impl fmt::Display for Tenant {
     /// `slug (db_name)`, the way every message names a tenant, with
     /// control characters escaped.

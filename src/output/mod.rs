@@ -46,12 +46,27 @@ pub fn line(text: impl Display) -> bool {
         return false;
     }
     let mut out = std::io::stdout().lock();
-    let written = writeln!(out, "{text}").and_then(|()| out.flush());
-    if written.is_err() {
-        STDOUT_CLOSED.store(true, Ordering::SeqCst);
-        return false;
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+            false
+        }
+        Err(err) => {
+            // A full disk or an I/O error is a failure to report, not a
+            // reader that went away.
+            let _ = STDOUT_ERROR.set(err.kind());
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+            false
+        }
     }
-    true
+}
+
+static STDOUT_ERROR: std::sync::OnceLock<std::io::ErrorKind> = std::sync::OnceLock::new();
+
+/// Why writing to stdout failed, when it was not a closed pipe.
+pub fn stdout_error() -> Option<std::io::ErrorKind> {
+    STDOUT_ERROR.get().copied()
 }
 
 /// Writes one line to stderr; a closed stderr is ignored, never a panic.

@@ -35,7 +35,7 @@ fn definition(env: &TestEnv, table: &str) -> Vec<String> {
                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped
                UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = '{table}'::regclass
-               UNION ALL SELECT indexdef FROM pg_indexes WHERE tablename = trim(both '\"' from '{table}')
+               UNION ALL SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = '{table}'::regclass
                UNION ALL SELECT tgname FROM pg_trigger WHERE tgrelid = '{table}'::regclass
              ) t"
         ),

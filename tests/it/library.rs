@@ -78,11 +78,7 @@ fn connector_refuses_master_and_names_missing_database() {
     )
     .expect("connector");
     let master = DbName::parse(&env.master).expect("valid");
-    assert!(
-        connector
-            .for_tenant(&master, &SessionLimits::default())
-            .is_err()
-    );
+    assert!(connector.for_tenant(&master).is_err());
     let missing = DbName::parse(&format!("missing_{}", env.token)).expect("valid");
     let err = block_on(connector.connect_tenant(&missing, &SessionLimits::default()))
         .expect_err("missing");

@@ -20,6 +20,40 @@ fn pooled(env: &TestEnv, mode: &str) -> (PrivateServer, PgBouncer) {
     (server, bouncer)
 }
 
+/// What a client that comes after tenantctl sees on the pool's server
+/// connection: search_path, statement_timeout, prepared statements and
+/// temporary tables left behind.
+fn next_client_sees(bouncer: &PgBouncer, db: &str) -> (String, String, String, String) {
+    crate::support::block_on(async {
+        use sqlx::{Connection as _, Executor as _, Row as _};
+        let options: sqlx::postgres::PgConnectOptions =
+            format!("{}/{db}", bouncer.url_as("app", APP_PASSWORD))
+                .parse()
+                .expect("url");
+        let mut conn =
+            sqlx::postgres::PgConnection::connect_with(&options.extra_float_digits(None))
+                .await
+                .expect("connect through the pooler");
+        let mut seen = Vec::new();
+        for sql in [
+            "SHOW search_path",
+            "SHOW statement_timeout",
+            "SELECT count(*)::text FROM pg_prepared_statements",
+            "SELECT count(*)::text FROM pg_class WHERE relpersistence = 't'",
+        ] {
+            let row = conn.fetch_one(sql).await.expect(sql);
+            seen.push(row.get::<String, _>(0));
+        }
+        let _ = conn.close().await;
+        (
+            seen.remove(0),
+            seen.remove(0),
+            seen.remove(0),
+            seen.remove(0),
+        )
+    })
+}
+
 #[test]
 fn every_command_works_through_pgbouncer_in_session_mode_and_timeouts_apply() {
     let env = TestEnv::new();
@@ -205,6 +239,47 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
         after["tenants"][0]["result_sets"][0]["rows"][0][0], "0",
         "{after}"
     );
+
+    // What a script does to its session stays out of the pool's one
+    // server connection: the next client gets it clean.
+    through(&[
+        "tenant",
+        "sql",
+        "acme",
+        "-c",
+        "SET search_path = pg_temp, public; SET statement_timeout = '17s'; \
+         PREPARE leak AS SELECT 1; CREATE TEMP TABLE leak (x int); SELECT 1",
+    ])
+    .ok();
+    let (search_path, timeout, prepared, temp) = next_client_sees(&bouncer, "tenant_acme");
+    assert!(!search_path.contains("pg_temp"), "{search_path}");
+    assert_eq!(timeout, "0");
+    assert_eq!(prepared, "0");
+    assert_eq!(temp, "0");
+
+    // A failing migration rolls back and leaves no lock behind.
+    let broken = env.tenant_schema_plus(
+        "broken",
+        "29990101000002_broken.sql",
+        "CREATE TABLE half (x int); SELECT * FROM no_such_table;",
+    );
+    through(&["tenant", "migrate", "acme", "--tenant-migrations", &broken]).code(1);
+    server.exec("postgres", "SELECT 1");
+    let locks = crate::support::block_on(async {
+        use sqlx::Connection as _;
+        let mut conn =
+            sqlx::postgres::PgConnection::connect(&format!("{}/postgres", server.base_url()))
+                .await
+                .expect("connect");
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+                .fetch_one(&mut conn)
+                .await
+                .expect("locks");
+        let _ = conn.close().await;
+        n
+    });
+    assert_eq!(locks, 0, "an advisory lock outlived the run");
 
     // Writes through sql commit; a dry run does not.
     through(&[

@@ -95,12 +95,20 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .await?;
     // Held until this connection closes: a second `create` of the same slug
     // waits here for the first to finish, then finds its row.
-    companies::lock_slug(&mut master_conn, &slug, ctx.connector.pooled()).await?;
+    companies::lock_slug(&mut master_conn, &slug).await?;
     let master = Master {
         conn: &mut master_conn,
         layout: &layout,
     };
-    let claimed = claim(ctx, master, &args, &slug, requested_db, before.is_none()).await;
+    let mut claimed = claim(ctx, master, &args, &slug, requested_db, before.is_none()).await;
+    // The claimed row is kept before the database is made, so a create
+    // killed after this point is resumed by the next run, whatever the
+    // pooler in front of the master.
+    if claimed.is_ok()
+        && let Err(err) = ctx.connector.checkpoint(&mut master_conn).await
+    {
+        claimed = Err(err);
+    }
     let mut applied = Vec::new();
     let finished = match &claimed {
         Ok(claimed) if !claimed.concurrent => {

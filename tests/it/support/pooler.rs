@@ -35,8 +35,11 @@ impl PgBouncer {
             "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\n\
              listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
              auth_type = scram-sha-256\nauth_file = {dir}/userlist.txt\n\
-             pool_mode = {mode}\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+             pool_mode = {mode}\ndefault_pool_size = {pool}\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
             server_port = server.port,
+            // One server connection in transaction mode, so whatever one
+            // client leaves on it is what the next one gets.
+            pool = if mode == "transaction" { 1 } else { 20 },
             dir = dir.display()
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).expect("ini");
