@@ -60,7 +60,7 @@ impl Connector {
         if let Some(db) = url_database(&base_url) {
             return Err(UsageError(format!(
                 "POSTGRES_BASE_URL names a database ({db:?}); give the server root only, e.g. {}",
-                redact(&with_database(&base_url, ""))
+                redact(&server_root(&base_url))
             )));
         }
         let base = options_from(&base_url)?;
@@ -539,38 +539,22 @@ fn encode_userinfo(raw: &str) -> Result<String, &'static str> {
 /// Where the userinfo ends: the `@` after which a host follows (name or
 /// `[address]`, then an optional `:port`, a path without `@`, anything in
 /// the query). A password may hold `/ ? # @` unencoded and a query may hold
-/// `@`, so several `@` can qualify: the first whose userinfo has none of
-/// `/ ? #` wins, else the only one without `?` or `#` (an `@` in the query
-/// has the query's `?` before it). A URL that is still ambiguous is refused
-/// rather than guessed at: a wrong guess would send the password to
-/// another host.
+/// `@`; when more than one `@` qualifies (`u:p@ss?x@host`, or
+/// `u:pw@host/?app=a@b`) the URL is refused rather than guessed at: a wrong
+/// guess would send the password to another host. With none qualifying,
+/// the last `@` is taken, so nothing before it can show in a message.
 fn userinfo_end(rest: &str) -> Result<Option<usize>, &'static str> {
     let candidates: Vec<usize> = rest
         .match_indices('@')
         .map(|(i, _)| i)
         .filter(|&i| authority_follows(&rest[i + 1..]))
         .collect();
-    // Best: nothing reserved before it. Next: no `?` or `#` before it (a
-    // later `@` with a `?` before it is most likely in the query).
-    for reserved in [&['/', '?', '#'][..], &['?', '#'][..]] {
-        let fitting: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&i| !rest[..i].contains(reserved))
-            .collect();
-        if let [one] = fitting.as_slice() {
-            return Ok(Some(*one));
-        }
-        if let Some(&first) = fitting.first()
-            && reserved.len() == 3
-        {
-            return Ok(Some(first));
-        }
-    }
     match candidates.as_slice() {
         [] => Ok(rest.rfind('@')),
         [only] => Ok(Some(*only)),
-        _ => Err("it is ambiguous where the password ends; percent-encode @, /, ? and # in it"),
+        _ => Err(
+            "it is ambiguous where the password ends; percent-encode @, /, ? and # in the password (and @ in the query)",
+        ),
     }
 }
 
@@ -687,6 +671,14 @@ fn with_database(base: &Url, db: &str) -> Url {
     let mut url = base.clone();
     url.set_path(&format!("/{db}"));
     url
+}
+
+/// The URL's scheme, credentials and host only, for examples in messages.
+fn server_root(url: &Url) -> Url {
+    let mut root = with_database(url, "");
+    root.set_query(None);
+    root.set_fragment(None);
+    root
 }
 
 /// The URL with its password replaced by `***`.
@@ -827,26 +819,25 @@ mod tests {
                 "{shown}"
             );
         }
-        // An `@` in the query is not where the password ends.
-        let c = Connector::new(
+        // An `@` in the query could be where the password ends: refused,
+        // never sent to the host after it; so is an `@` before a `?`.
+        for raw in [
             "postgresql://u:pw@localhost:1/?application_name=svc@prod",
-            None,
-            T,
-        )
-        .expect("valid");
+            "postgresql://u:p@ss?w#Tail@db:5/",
+        ] {
+            let err = Connector::new(raw, None, T).expect_err("ambiguous");
+            assert!(
+                err.0.contains("ambiguous") && !err.0.contains("Tail"),
+                "{}",
+                err.0
+            );
+        }
         let db = DbName::parse("tenant_a").expect("valid");
-        let options = c.for_tenant(&db).expect("tenant");
-        assert_eq!(options.get_host(), "localhost");
-        assert_eq!(options.get_port(), 1);
-        assert_eq!(
-            c.tenant_url_split(&db).expect("tenant").1.as_deref(),
-            Some("pw")
-        );
-        let c = Connector::new("postgresql://u:p@ss/w@db:5/?x=a@b", None, T).expect("valid");
+        let c = Connector::new("postgresql://u:p@ss/w@rd/Tail@db:5/", None, T).expect("valid");
         assert_eq!(c.for_tenant(&db).expect("tenant").get_host(), "db");
         assert_eq!(
             c.tenant_url_split(&db).expect("tenant").1.as_deref(),
-            Some("p@ss/w")
+            Some("p@ss/w@rd/Tail")
         );
         // Refusals never show any of what stood before the last `@`.
         for raw in [

@@ -69,9 +69,14 @@ fn a_broken_env_file_names_file_line_and_variable_never_the_value() {
 #[test]
 fn passwords_with_reserved_characters_work_unencoded_and_never_show() {
     let env = TestEnv::new();
-    for (n, password) in ["S3cret/Tail", "S3c?ret#Tail", "p@ss/w?rd#Tail@x"]
-        .into_iter()
-        .enumerate()
+    for (n, password) in [
+        "S3cret/Tail",
+        "S3c?ret#Tail",
+        "p@ss/w@rd/Tail",
+        "Tail:a/b?c#d",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let role = password_role(&env, password);
         let base = raw_url(&env, &role, password, "");
@@ -113,6 +118,21 @@ fn passwords_with_reserved_characters_work_unencoded_and_never_show() {
         env.exec("postgres", &format!("DROP ROLE \"{role}\""));
         let _ = n;
     }
+    // A password whose end cannot be told (an `@` before a `?`): refused,
+    // and none of it shown.
+    let run = env.run_with(&["tenant", "list"], |c| {
+        c.env(
+            "POSTGRES_BASE_URL",
+            raw_url(&env, "someone", "p@ss?w#Tail", ""),
+        );
+    });
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("ambiguous"), "{}", run.stderr);
+    assert!(
+        !run.all().contains("Tail") && !run.all().contains("ss?w"),
+        "{}",
+        run.all()
+    );
 }
 
 #[test]
