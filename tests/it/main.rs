@@ -8,9 +8,11 @@
 mod support;
 
 mod bad_input;
+mod baseline;
 mod basics;
 mod failures;
 mod fleet;
 mod hardening;
 mod library;
+mod tenant_drop;
 mod toolbox;
