@@ -212,6 +212,13 @@ impl TestEnv {
     /// scratch directory so no developer's .env leaks in.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
+        self.configure(&mut cmd);
+        cmd
+    }
+
+    /// Gives any command (say, one that runs the binary inside a
+    /// pseudo-terminal) the working directory and environment of [`Self::cmd`].
+    pub fn configure(&self, cmd: &mut Command) {
         cmd.current_dir(self.workdir.path())
             .env("POSTGRES_BASE_URL", &self.base_url)
             .env("MASTER_DATABASE_URL", self.master_url())
@@ -221,7 +228,6 @@ impl TestEnv {
             .env_remove("TENANTCTL_CONNECT_TIMEOUT")
             .env_remove("TENANTCTL_LOCK_TIMEOUT")
             .env_remove("TENANTCTL_STATEMENT_TIMEOUT");
-        cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
