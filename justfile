@@ -22,6 +22,11 @@ bench *ARGS:
     cargo build --release --quiet --bin tenantctl --example connect_floor
     pg_virtualenv -t python3 scripts/bench.py {{ARGS}}
 
+# Mutation testing (cargo-mutants) of FILES against the suite, in a throwaway cluster; slow, so per file and in the background, not in CI. After `--`, cargo-mutants arguments: `just mutants src/migrations.rs -- --re Plan`
+mutants *ARGS:
+    cargo mutants --version >/dev/null 2>&1 || cargo install --locked cargo-mutants
+    if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/mutants.sh {{ARGS}}; else pg_virtualenv -t scripts/mutants.sh {{ARGS}}; fi
+
 # What CI runs: formatting, lints with warnings denied, tests
 ci: fmt-check clippy test
 

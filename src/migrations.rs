@@ -181,7 +181,10 @@ pub struct Plan {
 
 impl Plan {
     /// Compares recorded rows (`None`: no migrations table yet) with the set.
-    pub fn new(set: &MigrationSet, rows: Option<&[AppliedRow]>) -> Self {
+    ///
+    /// Not called `new`: cargo-mutants never mutates a function of that
+    /// name, and this one is the planner's whole logic.
+    pub fn compare(set: &MigrationSet, rows: Option<&[AppliedRow]>) -> Self {
         let rows = rows.unwrap_or_default();
         let recorded: BTreeMap<i64, &AppliedRow> = rows.iter().map(|r| (r.version, r)).collect();
         let mut plan = Self {
@@ -286,7 +289,7 @@ pub async fn read_applied(conn: &mut PgConnection) -> anyhow::Result<Option<Vec<
 /// Reads the database's migration state and compares it with the set.
 pub async fn plan(conn: &mut PgConnection, set: &MigrationSet) -> anyhow::Result<Plan> {
     let rows = read_applied(conn).await?;
-    Ok(Plan::new(set, rows.as_deref()))
+    Ok(Plan::compare(set, rows.as_deref()))
 }
 
 /// Applies every pending migration, pushing each version onto `applied` as
@@ -303,7 +306,7 @@ pub async fn apply(
     applied: &mut Vec<i64>,
 ) -> anyhow::Result<()> {
     if let Some(rows) = read_applied(conn).await? {
-        let plan = Plan::new(set, Some(&rows));
+        let plan = Plan::compare(set, Some(&rows));
         plan.check()?;
         if plan.pending.is_empty() {
             return Ok(());
@@ -564,7 +567,7 @@ mod tests {
         let set = MigrationSet::embedded_tenant();
         let versions: Vec<i64> = set.iter().map(|m| m.version).collect();
 
-        let fresh = Plan::new(&set, None);
+        let fresh = Plan::compare(&set, None);
         assert_eq!(fresh.pending, versions);
         assert!(fresh.problems.is_empty());
 
@@ -575,7 +578,7 @@ mod tests {
             checksum_hex: "00".into(),
             success: false,
         });
-        let plan = Plan::new(&set, Some(&rows));
+        let plan = Plan::compare(&set, Some(&rows));
         assert_eq!(plan.pending, versions[2..].to_vec());
         assert_eq!(plan.applied, versions[..2].to_vec());
         assert!(plan.problems.contains(&Problem::Dirty { version: 1 }));

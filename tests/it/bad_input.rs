@@ -1,7 +1,7 @@
 //! Bad input: one clear error line, a non-zero exit, nothing changed, and
 //! never a password.
 
-use crate::support::{TestEnv, base_password};
+use crate::support::{TestEnv, password};
 
 /// Asserts the error is one line on stderr and nothing on stdout.
 #[track_caller]
@@ -228,21 +228,38 @@ fn duplicate_slug_and_unknown_tenant() {
 #[test]
 fn master_not_migrated_says_what_to_do() {
     let env = TestEnv::new();
+    // No master database at all.
     let run = env.run(&["tenant", "list"]);
     assert_eq!(run.code, 1);
     one_error_line(&run);
     assert!(
-        run.stderr.contains("tenantctl master migrate"),
+        run.stderr.contains("does not exist yet")
+            && run.stderr.contains("tenantctl master migrate"),
         "{}",
         run.stderr
     );
+    // A master database someone created, without the "Company" table.
+    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    for args in [
+        &["tenant", "list"][..],
+        &["tenant", "migrate", "--all"],
+        &["tenant", "settings", "list", "acme"],
+    ] {
+        let run = env.run(args);
+        assert_eq!(run.code, 1, "{args:?}");
+        one_error_line(&run);
+        assert!(
+            run.stderr.contains("no \"Company\" table")
+                && run.stderr.contains("tenantctl master migrate"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
 fn no_password_in_any_output_of_a_full_session() {
-    let Some(password) = base_password() else {
-        return; // trust/peer auth: nothing to leak
-    };
+    let password = password();
     let env = TestEnv::new();
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("quiet");
@@ -265,9 +282,7 @@ fn no_password_in_any_output_of_a_full_session() {
 
 #[test]
 fn password_in_a_query_parameter_is_used_and_never_shown() {
-    let Some(password) = base_password() else {
-        return; // trust/peer auth: nothing to leak
-    };
+    let password = password();
     let env = TestEnv::new();
     let mut url = url::Url::parse(&env.base_url).expect("base url");
     url.set_password(None).expect("strip password");

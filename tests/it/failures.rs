@@ -109,6 +109,13 @@ fn edited_migration_is_a_checksum_mismatch_naming_tenant_and_version() {
         "CREATE TABLE items (id bigint PRIMARY KEY, label text);",
     )
     .expect("edit migration");
+    // And a new one: the drift must stop the run although there is work
+    // to do, and nothing of the new migration may be applied.
+    std::fs::write(
+        dir.join("20250101000003_more.sql"),
+        "CREATE TABLE more (id int);",
+    )
+    .expect("write migration");
     let run = env.run(&["tenant", "migrate", "--all", "--tenant-migrations", dir_str]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains(&slug), "{}", run.stderr);
@@ -116,6 +123,17 @@ fn edited_migration_is_a_checksum_mismatch_naming_tenant_and_version() {
         run.stderr.contains("20250101000001") && run.stderr.contains("checksum mismatch"),
         "{}",
         run.stderr
+    );
+    assert_eq!(
+        env.applied(&env.db("drift")),
+        [20_250_101_000_001, 20_250_101_000_002]
+    );
+    assert_eq!(
+        env.query(
+            &env.db("drift"),
+            "SELECT coalesce(to_regclass('more')::text, '')"
+        ),
+        [""]
     );
 }
 
@@ -205,4 +223,46 @@ fn percent_encoded_credentials_and_query_parameters_are_kept() {
         ),
         [role]
     );
+}
+
+#[test]
+fn sslmode_in_the_base_url_reaches_every_connection() {
+    let env = TestEnv::new();
+    // A server of this test's own, which has no TLS at all.
+    let server = crate::support::server::PrivateServer::start(&env.token);
+    let plain = format!("{}/?sslmode=disable", server.base_url());
+    let require = format!("{}/?sslmode=require", server.base_url());
+    let master = format!("{}/master", server.base_url());
+    let run = |base: &str, master: Option<&str>, args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", base);
+            match master {
+                Some(m) => c.env("MASTER_DATABASE_URL", m),
+                None => c.env_remove("MASTER_DATABASE_URL"),
+            };
+        })
+    };
+    run(&plain, None, &["master", "migrate"]).ok();
+    run(&plain, None, &["tenant", "create", "acme"]).ok();
+
+    // The master derived from the base URL keeps its sslmode.
+    let refused = run(&require, None, &["tenant", "list"]).code(1);
+    assert!(refused.stderr.contains("TLS"), "{}", refused.stderr);
+    // So does every tenant connection, with a master URL of its own.
+    let report = run(
+        &require,
+        Some(&master),
+        &["tenant", "status", "--all", "--output", "json"],
+    )
+    .code(1)
+    .json();
+    let acme = find(&report, "acme");
+    assert_eq!(acme["status"], "failed", "{acme}");
+    assert!(
+        acme["error"].as_str().is_some_and(|e| e.contains("TLS")),
+        "{acme}"
+    );
+    // And creating a database (the maintenance connection).
+    let created = run(&require, Some(&master), &["tenant", "create", "globex"]).code(1);
+    assert!(created.stderr.contains("TLS"), "{}", created.stderr);
 }

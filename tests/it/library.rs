@@ -57,11 +57,16 @@ fn apply_reports_partial_progress_and_plan_sees_problems() {
                 ..
             }]
         ));
+        // Refused for the checksum, with the broken migration still
+        // pending: problems stop a run that has work to do, too.
         let mut applied = Vec::new();
+        let err = migrations::apply(&mut conn, &name, &set, &mut applied)
+            .await
+            .expect_err("checksum mismatch");
+        let text = tenantctl::error::render(&err);
         assert!(
-            migrations::apply(&mut conn, &name, &set, &mut applied)
-                .await
-                .is_err()
+            text.contains("20250101000001") && text.contains("checksum mismatch"),
+            "{text}"
         );
         assert!(applied.is_empty());
         let _ = conn.close().await;
@@ -100,7 +105,7 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
     let dir = env.fixture("two-step");
     block_on(async {
         let set = MigrationSet::from_dir(&dir).await.expect("fixture");
-        // sqlx's own lock, as `sqlx migrate run` takes it.
+        // sqlx's own lock, as sqlx's Migrator takes it.
         let mut holder = env.connect(&db).await;
         holder.lock().await.expect("sqlx lock");
 
@@ -108,26 +113,41 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
             .connect_tenant(&name, &SessionLimits::default())
             .await
             .expect("connect");
+        let pid: (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .expect("pid");
         let mut applied = Vec::new();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(700),
-            migrations::apply(&mut conn, &name, &set, &mut applied),
-        )
-        .await;
-        assert!(
-            waited.is_err(),
-            "apply must wait while sqlx-cli holds the lock"
+        let mut applying = Box::pin(migrations::apply(&mut conn, &name, &set, &mut applied));
+        // Waiting on an advisory lock, not working or stuck elsewhere.
+        let waits_for_the_lock = format!(
+            "SELECT count(*)::text FROM pg_locks WHERE pid = {} AND locktype = 'advisory' AND NOT granted",
+            pid.0
         );
-        assert!(applied.is_empty());
-        drop(conn);
+        let mut observer = env.connect(&db).await;
+        let mut waiting = false;
+        for _ in 0..600 {
+            let step = tokio::time::timeout(Duration::from_millis(50), applying.as_mut()).await;
+            assert!(
+                step.is_err(),
+                "apply must wait while sqlx holds the lock: {step:?}"
+            );
+            let (count,): (String,) = sqlx::query_as(&waits_for_the_lock)
+                .fetch_one(&mut observer)
+                .await
+                .expect("pg_locks");
+            if count == "1" {
+                waiting = true;
+                break;
+            }
+        }
+        assert!(waiting, "apply never waited on the advisory lock");
 
+        // Released: the same call goes on and applies everything.
         holder.unlock().await.expect("sqlx unlock");
-        let mut conn = connector
-            .connect_tenant(&name, &SessionLimits::default())
+        tokio::time::timeout(Duration::from_secs(30), applying)
             .await
-            .expect("connect");
-        migrations::apply(&mut conn, &name, &set, &mut applied)
-            .await
+            .expect("apply goes on once the lock is released")
             .expect("apply");
         assert_eq!(applied, [20_250_101_000_001, 20_250_101_000_002]);
         // The rows are what sqlx writes: `sqlx migrate run` would find nothing to do.
@@ -135,6 +155,7 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
         assert!(plan.pending.is_empty() && plan.problems.is_empty());
         let _ = conn.close().await;
         let _ = holder.close().await;
+        let _ = observer.close().await;
     });
 }
 

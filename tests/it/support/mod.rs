@@ -43,7 +43,11 @@ pub fn base_url() -> String {
 }
 
 /// The password in the base URL, to check it never shows up anywhere.
-pub fn base_password() -> Option<String> {
+///
+/// The suite needs a server that asks for a password (pg_virtualenv's
+/// does): without one, nothing about passwords would be tested, so this
+/// fails the test with a message saying so instead of letting it pass.
+pub fn password() -> String {
     url::Url::parse(&base_url())
         .ok()
         .and_then(|u| {
@@ -54,6 +58,17 @@ pub fn base_password() -> Option<String> {
             })
         })
         .filter(|p| !p.is_empty())
+        .expect(
+            "the test server's URL has no password, so password handling cannot be tested: \
+             run the tests against a server with password authentication \
+             (`just test` starts one with pg_virtualenv, or put the password in POSTGRES_BASE_URL or PGPASSWORD)",
+        )
+}
+
+/// [`password`] for callers written as `if let Some(..)`: never `None`, so
+/// such a test can no longer skip its password checks silently.
+pub fn base_password() -> Option<String> {
+    Some(password())
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -198,6 +213,13 @@ impl TestEnv {
     /// scratch directory so no developer's .env leaks in.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
+        self.configure(&mut cmd);
+        cmd
+    }
+
+    /// Gives any command (say, one that runs the binary inside a
+    /// pseudo-terminal) the working directory and environment of [`Self::cmd`].
+    pub fn configure(&self, cmd: &mut Command) {
         cmd.current_dir(self.workdir.path())
             .env("POSTGRES_BASE_URL", &self.base_url)
             .env("MASTER_DATABASE_URL", self.master_url())
@@ -207,7 +229,6 @@ impl TestEnv {
             .env_remove("TENANTCTL_CONNECT_TIMEOUT")
             .env_remove("TENANTCTL_LOCK_TIMEOUT")
             .env_remove("TENANTCTL_STATEMENT_TIMEOUT");
-        cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -433,6 +454,155 @@ impl Drop for TestEnv {
             });
         })
         .join();
+    }
+}
+
+/// Waits for a started binary for at most `limit`; past it, kills the
+/// process and fails the test, so a product that hangs (a timeout not
+/// applied, a wait that never ends) fails the test instead of hanging the
+/// suite.
+#[track_caller]
+pub fn wait_with_deadline(child: std::process::Child, limit: std::time::Duration) -> Run {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => Run::from(output.expect("wait for tenantctl")),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("tenantctl still running after {limit:?}: killed");
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` if
+/// that takes longer than `limit`. For waiting on a condition in the server
+/// instead of sleeping for a guessed time.
+#[track_caller]
+pub fn wait_until<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// A point where migrations wait until the test lets them through, in
+/// every database of the server at once: a migration made of
+/// [`Gate::sql`] stays in flight until [`Gate::open`]. It makes "these
+/// tenants ran at the same time" something to observe in
+/// `pg_stat_activity`, not something to infer from timing.
+///
+/// The gate is open while a session whose `application_name` is the gate's
+/// name exists; a waiting migration looks for it every 20 ms and gives up
+/// waiting after about a minute, so a test that fails never leaves a
+/// migration running for ever.
+pub struct Gate {
+    pub name: String,
+}
+
+impl Gate {
+    pub fn new(env: &TestEnv) -> Self {
+        Self {
+            name: format!("gate_{}", env.token),
+        }
+    }
+
+    /// The migration body that waits at the gate. pg_stat_activity is read
+    /// once per transaction unless the snapshot is cleared.
+    pub fn sql(&self) -> String {
+        format!(
+            "DO $gate$ BEGIN
+               FOR i IN 1..3000 LOOP
+                 PERFORM pg_stat_clear_snapshot();
+                 EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE application_name = '{}');
+                 PERFORM pg_sleep(0.02);
+               END LOOP;
+             END $gate$;",
+            self.name
+        )
+    }
+
+    /// The databases whose sessions are waiting at the gate now (one entry
+    /// per session).
+    pub fn waiting(&self, env: &TestEnv) -> Vec<String> {
+        env.query(
+            "postgres",
+            &format!(
+                "SELECT datname::text FROM pg_stat_activity
+                  WHERE state = 'active' AND query LIKE '%{}%'
+                    AND pid <> pg_backend_pid() ORDER BY datname",
+                self.name
+            ),
+        )
+    }
+
+    /// Waits until at least `n` sessions wait at the gate; returns their
+    /// databases.
+    #[track_caller]
+    pub fn wait_for(&self, env: &TestEnv, n: usize) -> Vec<String> {
+        wait_until(
+            std::time::Duration::from_secs(60),
+            &format!("{n} session(s) at the gate"),
+            || {
+                let waiting = self.waiting(env);
+                (waiting.len() >= n).then_some(waiting)
+            },
+        )
+    }
+
+    /// Opens the gate until the returned guard is dropped.
+    pub fn open(&self, env: &TestEnv) -> OpenGate {
+        use sqlx::ConnectOptions as _;
+        use std::str::FromStr as _;
+
+        let options = sqlx::postgres::PgConnectOptions::from_str(&env.db_url("postgres"))
+            .expect("server URL")
+            .application_name(&self.name);
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            block_on(async move {
+                let conn = options.connect().await.expect("open the gate");
+                let _ = opened_tx.send(());
+                let _ = tokio::task::spawn_blocking(move || close_rx.recv()).await;
+                let _ = conn.close().await;
+            });
+        });
+        opened_rx.recv().expect("gate opened");
+        OpenGate {
+            close: Some(close_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+/// An open [`Gate`]; closes it when dropped.
+pub struct OpenGate {
+    close: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for OpenGate {
+    fn drop(&mut self) {
+        drop(self.close.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -1,0 +1,100 @@
+//! `tenantctl doctor` on a server of the test's own, so that only this
+//! test's databases count: a clean server passes, and each finding shows
+//! in the JSON summary.
+
+use crate::support::TestEnv;
+use crate::support::server::PrivateServer;
+
+#[test]
+fn doctor_passes_a_clean_server_and_counts_orphans_by_migrations_and_stuck_tenants() {
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&env.token);
+    let base = server.base_url();
+    let dir = env.fixture("two-step");
+    let dir = dir.to_str().expect("utf-8").to_owned();
+    let run = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("TENANT_MIGRATIONS_DIR", &dir)
+                .env_remove("MASTER_DATABASE_URL");
+        })
+    };
+    let sql = |db: &str, sql: &str| {
+        crate::support::block_on(async {
+            use sqlx::{Connection as _, Executor as _};
+            let mut conn = sqlx::postgres::PgConnection::connect(&format!("{base}/{db}"))
+                .await
+                .expect("connect to the private server");
+            conn.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+        });
+    };
+    run(&["master", "migrate"]).ok();
+    for slug in ["acme", "globex"] {
+        run(&["tenant", "create", slug]).ok();
+    }
+    run(&["tenant", "create", "forgotten", "--db-name", "db_forgotten"]).ok();
+    // Databases that are not tenants: one empty, one whose migrations
+    // share a version with the tenant set but not its checksum.
+    sql("postgres", "CREATE DATABASE appdb");
+    sql("postgres", "CREATE DATABASE other_app");
+    sql(
+        "other_app",
+        "CREATE TABLE _sqlx_migrations (version bigint PRIMARY KEY, description text NOT NULL,
+           installed_on timestamptz NOT NULL DEFAULT now(), success boolean NOT NULL,
+           checksum bytea NOT NULL, execution_time bigint NOT NULL);
+         INSERT INTO _sqlx_migrations VALUES (20250101000001, 'items', now(), true, '\\x00', 0)",
+    );
+
+    let clean = run(&["doctor", "--output", "json"]).ok().json();
+    assert_eq!(clean["findings"], serde_json::json!([]), "{clean}");
+    assert_eq!(clean["summary"], serde_json::json!({}), "{clean}");
+    assert_eq!(clean["tenants"], 3, "{clean}");
+    let table = run(&["doctor"]).ok();
+    assert!(
+        table.stdout.contains("no problems: 3 companies"),
+        "{}",
+        table.stdout
+    );
+
+    // A company row lost (its database, named without the tenant prefix,
+    // holds the tenant migrations), and a create that never finished.
+    sql(
+        "master",
+        r#"DELETE FROM "Company" WHERE slug = 'forgotten';
+           UPDATE "Company" SET status = 'provisioning' WHERE slug = 'globex'"#,
+    );
+    let run_json = run(&["doctor", "--output", "json"]).code(1);
+    let report = run_json.json();
+    assert_eq!(
+        report["summary"],
+        serde_json::json!({"orphan_database": 1, "stuck": 1}),
+        "{report}"
+    );
+    assert_eq!(report["tenants"], 2, "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    let orphan = findings
+        .iter()
+        .find(|f| f["kind"] == "orphan_database")
+        .expect("orphan");
+    assert_eq!(orphan["db_name"], "db_forgotten", "{orphan}");
+    assert!(
+        orphan["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("holds tenant migrations")),
+        "{orphan}"
+    );
+    let stuck = findings
+        .iter()
+        .find(|f| f["kind"] == "stuck")
+        .expect("stuck");
+    assert_eq!(stuck["slug"], "globex", "{stuck}");
+    assert!(
+        stuck["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("provisioning") && d.contains("tenant create globex")),
+        "{stuck}"
+    );
+}
