@@ -43,3 +43,8 @@ new-migration NAME:
 # Add a master migration
 new-master-migration NAME:
     sqlx migrate add --source master-migrations {{NAME}}
+
+# Up-to-date migrate/status of this build against another binary, interleaved (e.g. a build of the previous release)
+bench-ab OLD:
+    cargo build --release --quiet --bin tenantctl
+    OLD={{OLD}} pg_virtualenv -t scripts/bench-ab.sh
