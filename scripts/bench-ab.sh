@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B: up-to-date `tenant migrate --all` and `tenant status --all` over 100
 # tenants, this build (NEW) against another binary (OLD), interleaved, 9
-# rounds, medians. Run inside a throwaway cluster: `just bench-ab OLD=path`.
+# rounds, medians. Run inside a throwaway cluster: `just bench-ab PATH_TO_OLD_BINARY`.
 set -euo pipefail
 enc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
 export POSTGRES_BASE_URL="postgresql://$(enc "${PGUSER:-postgres}"):$(enc "${PGPASSWORD:-}")@${PGHOST:-localhost}:${PGPORT:-5432}"
