@@ -391,9 +391,12 @@ impl Connector {
         // exactly by default anyway.
         let mut options = options
             .clone()
-            .application_name("tenantctl")
             .extra_float_digits(None)
             .disable_statement_logging();
+        // `tenantctl` in pg_stat_activity, unless the URL names itself.
+        if options.get_application_name().is_none() {
+            options = options.application_name("tenantctl");
+        }
         if pooled {
             // Named statements outlive the transaction on a server
             // connection other clients then get.
