@@ -579,3 +579,34 @@ fn the_postgres_database_is_needed_only_to_create_or_drop_and_template1_stands_i
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(!run.all().contains("app-Pw-1"), "{}", run.all());
 }
+
+#[test]
+fn the_base_urls_query_parameters_reach_the_connection() {
+    let env = TestEnv::new();
+    env.with_tenants(&["a"]);
+    let slug = env.slug("a");
+    let show = |base: &str| {
+        env.run_with(
+            &[
+                "tenant",
+                "sql",
+                &slug,
+                "-c",
+                "SELECT current_setting('application_name')",
+                "--output",
+                "json",
+            ],
+            |c| {
+                c.env("POSTGRES_BASE_URL", base);
+            },
+        )
+        .ok()
+        .json()["tenants"][0]["result_sets"][0]["rows"][0][0]
+            .clone()
+    };
+    assert_eq!(show(&env.base_url), "tenantctl");
+    assert_eq!(
+        show(&format!("{}/?application_name=deploy-42", env.base_url)),
+        "deploy-42"
+    );
+}
