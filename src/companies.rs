@@ -130,7 +130,11 @@ impl Layout {
         .await
         .context("read the master table's columns")?;
         let Some(first) = rows.first() else {
-            return Err(MissingTable(config.table.clone()).into());
+            return Err(MissingTable {
+                table: config.table.clone(),
+                configured: config.table != MasterConfig::default().table,
+            }
+            .into());
         };
         let schema = first.6.clone();
         let has_bookkeeping = first.7;
@@ -740,12 +744,30 @@ type Row = (
     Option<String>,
 );
 
-/// The companies table is not in the master.
+/// The companies table is not in the master: not migrated yet (exit 1),
+/// or, when tenantctl.toml names the table, a configuration to fix (exit 2).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the master database has no table {0}; run `tenantctl master migrate` first, or name the companies table in tenantctl.toml ([master] table = ...)"
-)]
-pub struct MissingTable(pub String);
+#[error("{}", self.message())]
+pub struct MissingTable {
+    pub table: String,
+    pub configured: bool,
+}
+
+impl MissingTable {
+    fn message(&self) -> String {
+        if self.configured {
+            format!(
+                "the master database has no table {} (named in tenantctl.toml); fix [master] table, or run `tenantctl master migrate` if it is tenantctl's own",
+                self.table
+            )
+        } else {
+            format!(
+                "the master database has no {} table; run `tenantctl master migrate` first, or name the companies table in tenantctl.toml ([master] table = ...)",
+                quote(&self.table)
+            )
+        }
+    }
+}
 
 /// Takes a session-level advisory lock on this slug in the master, held
 /// until the connection is released, so two `tenant create` runs of one

@@ -116,6 +116,10 @@ pub fn print_json_error(mode: crate::output::OutputMode, err: &anyhow::Error, me
 /// Whether the error is the operator's to fix in the command line or the
 /// configuration (exit status 2).
 fn is_usage(err: &anyhow::Error) -> bool {
-    err.chain()
-        .any(|cause| cause.is::<UsageError>() || cause.is::<crate::companies::MissingTable>())
+    err.chain().any(|cause| {
+        cause.is::<UsageError>()
+            || cause
+                .downcast_ref::<crate::companies::MissingTable>()
+                .is_some_and(|missing| missing.configured)
+    })
 }
