@@ -511,9 +511,19 @@ impl Layout {
                 ))
             } else if ours(&self.name) {
                 Some(Value::Bind(new.name.to_owned(), column.sql_type.clone()))
-            } else if ours(&self.status) && !self.uses_bookkeeping() {
-                self.status_value(Lifecycle::Provisioning)
-                    .map(|v| Value::Bind(v, column.sql_type.clone()))
+            } else if ours(&self.status)
+                && let Some(value) = self.status_value(Lifecycle::Provisioning)
+            {
+                Some(Value::Bind(value, column.sql_type.clone()))
+            } else if ours(&self.status)
+                && !column.has_default
+                && column.not_null
+                && let Some(value) = self.status_value(Lifecycle::Active)
+            {
+                // A required status with no default and no value for
+                // "provisioning": the application's own "active"; tenantctl's
+                // row says provisioning until it is.
+                Some(Value::Bind(value, column.sql_type.clone()))
             } else if (ours(&self.created_at) || ours(&self.updated_at)) && !column.has_default {
                 // What an ORM fills in, nullable or not.
                 Some(Value::Sql(format!("CAST(now() AS {})", column.sql_type)))
@@ -579,7 +589,14 @@ impl Layout {
     ) -> anyhow::Result<()> {
         if self.uses_bookkeeping() {
             self.check_can_record_lifecycle()?;
-            return self.record_own(conn, &tenant.id, lifecycle, error).await;
+            self.record_own(conn, &tenant.id, lifecycle, error).await?;
+            // The application's column says what it can of the same state
+            // (its `active`, once provisioning is done), so that it and
+            // tenantctl agree once tenantctl's own row is gone; states it
+            // has no value for leave it as it is.
+            if self.status_value(lifecycle).is_none() {
+                return Ok(());
+            }
         }
         let (Some(status), Some(value)) = (&self.status, self.status_value(lifecycle)) else {
             anyhow::bail!("the master table cannot record status {lifecycle}");

@@ -3,26 +3,35 @@
 use crate::support::TestEnv;
 
 #[test]
-fn drop_refused_by_the_master_says_why_and_changes_nothing() {
+fn drop_keep_row_on_a_status_enum_without_dropped_is_recorded_by_tenantctl() {
     let env = TestEnv::new();
-    // An ORM-made master whose status enum has no 'dropped'.
+    // An ORM-made master whose status enum has no 'dropped': tenantctl
+    // keeps that state in its own table rather than fail or alter the enum.
     env.orm_master(&["provisioning", "active", "failed"]);
     let slug = env.slug("keep");
-    env.run(&["tenant", "create", &slug]).ok();
-    let run = env
-        .run(&["tenant", "drop", &slug, "--yes", "--keep-row"])
-        .code(1);
-    // The master's own refusal, not some other failure on the way.
+    let run = env.run(&["tenant", "create", &slug]).code(2);
     assert!(
-        run.stderr
-            .contains("invalid input value for enum \"CompanyStatus\": \"dropped\""),
+        run.stderr.contains("tenantctl master migrate"),
         "{}",
         run.stderr
     );
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(
-        env.database_exists(&env.db("keep")),
-        "database dropped although the row could not be updated"
+    env.run(&["master", "migrate"]).ok();
+    env.run(&["tenant", "create", &slug]).ok();
+    env.run(&["tenant", "drop", &slug, "--yes", "--keep-row"])
+        .ok();
+    assert!(!env.database_exists(&env.db("keep")));
+    assert_eq!(
+        env.status_of(&slug),
+        ["active"],
+        "the enum column is left alone"
     );
-    assert_eq!(env.status_of(&slug), ["active"]);
+    assert_eq!(
+        env.query(&env.master, "SELECT lifecycle FROM _tenantctl_lifecycle"),
+        ["dropped"]
+    );
+    let list = env
+        .run(&["tenant", "list", "--status", "dropped", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
 }
