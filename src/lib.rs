@@ -23,10 +23,12 @@ pub mod envfile;
 pub mod error;
 pub mod fleet;
 pub mod migrations;
+pub mod moves;
 pub mod output;
 pub mod redact;
 pub mod script;
 pub mod selection;
+pub mod servers;
 pub mod tenant;
 
 use std::process::ExitCode;

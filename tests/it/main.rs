@@ -16,5 +16,6 @@ mod fleet;
 mod hardening;
 mod library;
 mod pooler;
+mod servers;
 mod sql;
 mod toolbox;

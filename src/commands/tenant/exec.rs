@@ -184,7 +184,7 @@ impl Child<'_> {
             .command
             .split_first()
             .context("no program given after --")?;
-        let env = connector.tenant_env(db)?;
+        let env = connector.tenant_env(tenant.server()?, db)?;
         let redactor = redactor_for(&env, tenant);
         let mut cmd = tokio::process::Command::new(program);
         // The URL and password go into the child's environment only: never

@@ -20,7 +20,7 @@ pub struct PsqlArgs {
 pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let tenant = ctx.tenant(&args.tenant).await?;
     let db = tenant.db_name()?;
-    let (url, password) = ctx.connector.tenant_url_split(db)?;
+    let (url, password) = ctx.connector.tenant_url_split(tenant.server()?, db)?;
 
     let mut psql = std::process::Command::new("psql");
     psql.arg(url.as_str()).args(&args.psql_args);
