@@ -604,7 +604,7 @@ impl Layout {
 
     /// Refuses to place a tenant off the default server where the master
     /// has nowhere to say so (it would then be looked for on `default`).
-    fn check_can_record_server(&self, server: &ServerName) -> anyhow::Result<()> {
+    pub fn check_can_record_server(&self, server: &ServerName) -> anyhow::Result<()> {
         if !server.is_default() && self.server.is_none() && !self.has_placement {
             return Err(UsageError(format!(
                 "the master has nowhere to record that a tenant is on server {server}: run `tenantctl master migrate` (it adds a \"dbServer\" column to tenantctl's own table, or tenantctl's own {PLACEMENT} table beside an application's)"

@@ -17,6 +17,7 @@ pub mod commands;
 pub mod companies;
 pub mod config;
 pub mod connect;
+pub mod copy;
 pub mod dbname;
 pub mod ddl;
 pub mod envfile;
@@ -30,6 +31,7 @@ pub mod script;
 pub mod selection;
 pub mod servers;
 pub mod tenant;
+pub mod verify;
 
 use std::process::ExitCode;
 

@@ -15,6 +15,7 @@ mod failures;
 mod fleet;
 mod hardening;
 mod library;
+mod moves;
 mod pooler;
 mod servers;
 mod sql;
