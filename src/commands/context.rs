@@ -120,12 +120,22 @@ impl Context {
     }
 
     /// The one tenant with this slug, id or database name, read from the
-    /// master.
+    /// master, to connect to: one being moved is refused (its database is
+    /// out of reach until the move ends).
     pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
         let (mut conn, layout) = self.master().await?;
         let tenant = layout.get(&mut conn, key).await;
         let _ = self.connector.release(conn).await;
-        tenant
+        let tenant = tenant?;
+        if let Some(to) = &tenant.moving_to {
+            anyhow::bail!(
+                "tenant {tenant} is being moved to server {}: its database is closed until `tenantctl tenant move {} --to {}` finishes (or --abort undoes it)",
+                crate::output::shown(to),
+                crate::output::shown(tenant.handle()),
+                crate::output::shown(to)
+            );
+        }
+        Ok(tenant)
     }
 
     /// Reads the master once and returns the tenants the selection names.

@@ -706,3 +706,124 @@ fn server_list_and_doctor_look_at_every_server() {
         "{doctor}"
     );
 }
+
+/// An application's master: the server kept in tenantctl's own
+/// `_tenantctl_placement` (its table unchanged), or in a column the
+/// configuration names.
+#[test]
+fn an_adopted_master_records_servers_beside_or_in_its_table() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    env.exec(
+        &env.master,
+        "CREATE SCHEMA app;
+         CREATE TABLE app.tenants (
+             id bigserial PRIMARY KEY,
+             database_name varchar(63) NOT NULL UNIQUE,
+             region text);",
+    );
+    write(
+        env.workdir.path(),
+        "tenantctl.toml",
+        "[master]\ntable = \"app.tenants\"\n[master.columns]\ndb_name = \"database_name\"\n",
+    );
+    let adopted = two.run(&["master", "migrate"]).ok();
+    assert!(
+        adopted.stdout.contains("_tenantctl_placement"),
+        "{}",
+        adopted.stdout
+    );
+    let columns = || {
+        env.query(
+            &env.master,
+            "SELECT string_agg(attname::text, ',' ORDER BY attnum) FROM pg_attribute \
+             WHERE attrelid = 'app.tenants'::regclass AND attnum > 0",
+        )
+    };
+    assert_eq!(
+        columns(),
+        ["id,database_name,region"],
+        "the table is unchanged"
+    );
+    let dir = env.fixture("two-step");
+    let dir = dir.to_str().expect("utf-8");
+    let slug = env.slug("acme");
+    let created = two
+        .run(&[
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            dir,
+        ])
+        .ok()
+        .json();
+    assert_eq!(created["server"], "eu2");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        env.query(
+            &env.master,
+            &format!("SELECT server FROM app._tenantctl_placement WHERE company_id = '{id}'")
+        ),
+        ["eu2"]
+    );
+    assert!(two.on_eu2(&env.db("acme")));
+    let report = two
+        .run(&[
+            "tenant",
+            "migrate",
+            "--all",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            dir,
+        ])
+        .ok()
+        .json();
+    assert_eq!(report["tenants"][0]["server"], "eu2");
+    // Moved home: no placement row means default.
+    two.run(&["tenant", "move", &id, "--to", "default", "--drop-source"])
+        .ok();
+    assert_eq!(
+        env.query(
+            &env.master,
+            "SELECT count(*)::text FROM app._tenantctl_placement"
+        ),
+        ["0"]
+    );
+    assert!(env.database_exists(&env.db("acme")) && !two.on_eu2(&env.db("acme")));
+
+    // With the application's own column named in tenantctl.toml.
+    write(
+        env.workdir.path(),
+        "tenantctl.toml",
+        "[master]\ntable = \"app.tenants\"\n[master.columns]\ndb_name = \"database_name\"\nserver = \"region\"\n",
+    );
+    let slug = env.slug("beta");
+    two.run(&[
+        "tenant",
+        "create",
+        &slug,
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        dir,
+    ])
+    .ok();
+    assert_eq!(
+        env.query(
+            &env.master,
+            &format!(
+                "SELECT region FROM app.tenants WHERE database_name = '{}'",
+                env.db("beta")
+            )
+        ),
+        ["eu2"]
+    );
+    assert!(two.on_eu2(&env.db("beta")));
+}
