@@ -18,9 +18,10 @@ use crate::tenant::Lifecycle;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Server root URL with credentials and no database, e.g.
-    /// `postgresql://user:pass@localhost:5432` (query parameters such as
-    /// sslmode are kept)
+    /// Root URL of the server named default, with credentials and no
+    /// database, e.g. `postgresql://user:pass@localhost:5432` (query
+    /// parameters such as sslmode are kept); other servers come from
+    /// `POSTGRES_BASE_URL_<NAME>`
     #[arg(long, env = "POSTGRES_BASE_URL", hide_env_values = true, global = true)]
     pub base_url: Option<String>,
 

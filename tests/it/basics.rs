@@ -259,6 +259,7 @@ fn help_matches_snapshot() {
         &["tenant", "drop", "--help"],
         &["doctor", "--help"],
         &["server", "list", "--help"],
+        &["tenant", "move", "--help"],
     ] {
         let run = env.run_with(args, |c| {
             c.env("COLUMNS", "100");
