@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         tenants,
         FleetOptions {
             concurrency,
+            per_server: None,
             fail_fast: false,
         },
         &Stop::default(),
@@ -48,7 +49,11 @@ fn main() -> anyhow::Result<()> {
                 fleet::attempt(
                     async {
                         let conn = connector
-                            .connect_tenant(tenant.db_name()?, &SessionLimits::default())
+                            .connect_tenant(
+                                tenant.server()?,
+                                tenant.db_name()?,
+                                &SessionLimits::default(),
+                            )
                             .await?;
                         conn.close().await?;
                         Ok(())

@@ -7,8 +7,8 @@ use clap::Parser;
 use crate::commands::Command;
 use crate::commands::args::GlobalArgs;
 
-/// Database-per-tenant PostgreSQL: create, migrate and inspect every
-/// tenant's database from one server URL and the master's "Company" table.
+/// Database-per-tenant PostgreSQL: create, migrate, inspect and move every
+/// tenant's database from the servers' URLs and the master's "Company" table.
 #[derive(Debug, Parser)]
 #[command(
     name = "tenantctl",

@@ -8,8 +8,15 @@
 //! table's status column when that column can hold it, and otherwise in
 //! tenantctl's own `_tenantctl_lifecycle` table beside it, so an
 //! application's table is never altered behind its back.
+//!
+//! A company's server (NULL or absent: `default`) lives the same way: in a
+//! column (`"dbServer"`, which tenantctl's own master migration adds, or
+//! one named in `tenantctl.toml`), else in tenantctl's own
+//! `_tenantctl_placement`. A move in progress (`_tenantctl_moves`, see
+//! [`crate::moves`]) makes the tenant `moving`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -20,14 +27,22 @@ use crate::config::MasterConfig;
 use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
 use crate::error::UsageError;
+use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Slug, Tenant, find_tenant, unknown_tenant};
 
 /// tenantctl's own bookkeeping table, created by `master migrate` beside an
 /// application's companies table that cannot hold tenantctl's states.
 pub const BOOKKEEPING: &str = "_tenantctl_lifecycle";
 
+/// tenantctl's record of each company's server, beside an application's
+/// companies table that has no column for it.
+pub const PLACEMENT: &str = "_tenantctl_placement";
+
+/// tenantctl's record of moves between servers (see [`crate::moves`]).
+pub const MOVES: &str = "_tenantctl_moves";
+
 /// Names tried, in order, for each column the configuration leaves out.
-const DEFAULTS: [(&str, &[&str]); 7] = [
+const DEFAULTS: [(&str, &[&str]); 8] = [
     ("id", &["id"]),
     (
         "db_name",
@@ -38,6 +53,7 @@ const DEFAULTS: [(&str, &[&str]); 7] = [
     ("status", &["status"]),
     ("created_at", &["createdAt", "created_at"]),
     ("updated_at", &["updatedAt", "updated_at"]),
+    ("server", &["dbServer"]),
 ];
 
 /// One column of the companies table, as the catalog describes it.
@@ -70,6 +86,8 @@ pub struct Layout {
     pub label: String,
     table_sql: String,
     bookkeeping_sql: String,
+    placement_sql: String,
+    pub(crate) moves_sql: String,
     pub id: Column,
     pub db_name: Column,
     pub slug: Option<Column>,
@@ -77,10 +95,16 @@ pub struct Layout {
     pub status: Option<Column>,
     pub created_at: Option<Column>,
     pub updated_at: Option<Column>,
+    /// The column that records each company's server, if the table has one.
+    pub server: Option<Column>,
     /// Every column, in table order.
     pub columns: Vec<Column>,
     /// Whether `_tenantctl_lifecycle` exists.
     pub has_bookkeeping: bool,
+    /// Whether `_tenantctl_placement` exists.
+    pub has_placement: bool,
+    /// Whether `_tenantctl_moves` exists.
+    pub has_moves: bool,
     /// The table's value for each lifecycle state, from the configuration.
     mapped: BTreeMap<Lifecycle, String>,
 }
@@ -94,8 +118,18 @@ type CatalogRow = (
     Option<Vec<String>>,
     String,
     bool,
+    bool,
+    bool,
     String,
 );
+
+/// Which of tenantctl's own tables sit beside the companies table.
+#[derive(Debug, Clone, Copy, Default)]
+struct OwnTables {
+    bookkeeping: bool,
+    placement: bool,
+    moves: bool,
+}
 
 impl Layout {
     /// Reads the table's columns from the catalog (one query).
@@ -113,6 +147,8 @@ impl Layout {
                          WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END, \
                     n.nspname::text, \
                     to_regclass(quote_ident(n.nspname) || '.' || quote_ident($2)) IS NOT NULL, \
+                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($3)) IS NOT NULL, \
+                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($4)) IS NOT NULL, \
                     coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k \
                               WHERE k.conrelid = a.attrelid AND k.contype = 'c' \
                                 AND a.attnum = ANY(k.conkey)), '') \
@@ -126,6 +162,8 @@ impl Layout {
         .persistent(false)
         .bind(&regclass)
         .bind(BOOKKEEPING)
+        .bind(PLACEMENT)
+        .bind(MOVES)
         .fetch_all(&mut *conn)
         .await
         .context("read the master table's columns")?;
@@ -137,22 +175,28 @@ impl Layout {
             .into());
         };
         let schema = first.6.clone();
-        let has_bookkeeping = first.7;
+        let own = OwnTables {
+            bookkeeping: first.7,
+            placement: first.8,
+            moves: first.9,
+        };
         let columns: Vec<Column> = rows
             .into_iter()
             .map(
-                |(name, sql_type, not_null, has_default, category, labels, _, _, checks)| Column {
-                    name,
-                    sql_type,
-                    not_null,
-                    has_default,
-                    category: category.chars().next().unwrap_or('X'),
-                    labels,
-                    checks,
+                |(name, sql_type, not_null, has_default, category, labels, _, _, _, _, checks)| {
+                    Column {
+                        name,
+                        sql_type,
+                        not_null,
+                        has_default,
+                        category: category.chars().next().unwrap_or('X'),
+                        labels,
+                        checks,
+                    }
                 },
             )
             .collect();
-        Self::from_columns(config, &schema, &regclass, columns, has_bookkeeping)
+        Self::from_columns(config, &schema, &regclass, columns, own)
     }
 
     fn from_columns(
@@ -160,7 +204,7 @@ impl Layout {
         schema: &str,
         regclass: &str,
         columns: Vec<Column>,
-        has_bookkeeping: bool,
+        own: OwnTables,
     ) -> anyhow::Result<Self> {
         let configured = &config.columns;
         let pick = |key: &str, named: Option<&String>| -> Result<Option<Column>, UsageError> {
@@ -203,6 +247,8 @@ impl Layout {
             label: config.table.clone(),
             table_sql: regclass.to_owned(),
             bookkeeping_sql: format!("{}.{}", quote(schema), quote(BOOKKEEPING)),
+            placement_sql: format!("{}.{}", quote(schema), quote(PLACEMENT)),
+            moves_sql: format!("{}.{}", quote(schema), quote(MOVES)),
             id: required("id", configured.id.as_ref())?,
             db_name: required("db_name", configured.db_name.as_ref())?,
             slug: pick("slug", configured.slug.as_ref())?,
@@ -212,8 +258,11 @@ impl Layout {
                 .filter(|c| c.category == 'D'),
             updated_at: pick("updated_at", configured.updated_at.as_ref())?
                 .filter(|c| c.category == 'D'),
+            server: pick("server", configured.server.as_ref())?,
             columns,
-            has_bookkeeping,
+            has_bookkeeping: own.bookkeeping,
+            has_placement: own.placement,
+            has_moves: own.moves,
             mapped: config
                 .statuses
                 .iter()
@@ -252,7 +301,7 @@ impl Layout {
 
     /// The lifecycle state a status value stands for.
     pub fn lifecycle_of(&self, value: &str) -> Option<Lifecycle> {
-        Lifecycle::ALL.into_iter().find(|l| {
+        Lifecycle::STORED.into_iter().find(|l| {
             self.mapped.get(l).map_or_else(
                 || value.eq_ignore_ascii_case(l.as_str()),
                 |m| m == value || m.eq_ignore_ascii_case(value),
@@ -263,7 +312,7 @@ impl Layout {
     /// Whether the table's status column can record every lifecycle state;
     /// if not, they are kept in `_tenantctl_lifecycle`.
     pub fn status_holds_lifecycle(&self) -> bool {
-        Lifecycle::ALL
+        Lifecycle::STORED
             .into_iter()
             .all(|l| self.status_value(l).is_some())
     }
@@ -293,8 +342,34 @@ impl Layout {
         } else {
             ("NULL::text", String::new())
         };
+        let mut join = join;
+        let server = if let Some(column) = &self.server {
+            format!("c.{}::text", column.quoted())
+        } else if self.has_placement {
+            let _ = write!(
+                join,
+                " LEFT JOIN {} p ON p.company_id = c.{}::text",
+                self.placement_sql,
+                self.id.quoted()
+            );
+            "p.server".to_owned()
+        } else {
+            "NULL::text".to_owned()
+        };
+        let moving_to = if self.has_moves {
+            let _ = write!(
+                join,
+                " LEFT JOIN {} m ON m.company_id = c.{}::text AND m.step IN ({})",
+                self.moves_sql,
+                self.id.quoted(),
+                crate::moves::Step::UNSWITCHED_SQL
+            );
+            "m.to_server"
+        } else {
+            "NULL::text"
+        };
         format!(
-            "SELECT c.{}::text, {}, {}, c.{}::text, {}, {}, {lifecycle} FROM {} c{join}",
+            "SELECT c.{}::text, {}, {}, c.{}::text, {}, {}, {lifecycle}, {server}, {moving_to} FROM {} c{join}",
             self.id.quoted(),
             or_null(&self.slug, "text"),
             or_null(&self.name, "text"),
@@ -306,7 +381,7 @@ impl Layout {
     }
 
     fn tenant(&self, row: Row) -> Tenant {
-        let (id, slug, name, db_name, status, created_at, own) = row;
+        let (id, slug, name, db_name, status, created_at, own, server, moving_to) = row;
         let mut tenant = Tenant::new(
             id.unwrap_or_default(),
             slug,
@@ -314,7 +389,8 @@ impl Layout {
             db_name,
             status.clone(),
             created_at,
-        );
+        )
+        .with_server(server);
         // Name this table's own column in what the operator must fix.
         let (id, column, table) = (&tenant.id, quote(&self.db_name.name), &self.label);
         tenant.db = match &tenant.db_name_raw {
@@ -339,6 +415,13 @@ impl Layout {
                 (Some(_), None) => None,
             },
         };
+        // A move only ever takes an active tenant, which stays active in
+        // the application's status; tenantctl's record says it is moving.
+        if let Some(to) = moving_to {
+            tenant.lifecycle = Some(Lifecycle::Moving);
+            tenant.status = Some(Lifecycle::Moving.as_str().to_owned());
+            tenant.moving_to = Some(to);
+        }
         tenant
     }
 
@@ -418,6 +501,7 @@ impl Layout {
         new: &NewCompany<'_>,
     ) -> anyhow::Result<Tenant> {
         self.check_can_record_lifecycle()?;
+        self.check_can_record_server(new.server)?;
         let values = self.insert_values(new)?;
         let names: Vec<String> = values.iter().map(|(c, _)| quote(c)).collect();
         let mut binds = Vec::new();
@@ -458,6 +542,9 @@ impl Layout {
         if self.uses_bookkeeping() {
             self.record_own(&mut tx, &id, Lifecycle::Provisioning, None)
                 .await?;
+        }
+        if self.server.is_none() && !new.server.is_default() {
+            self.record_placement(&mut tx, &id, new.server).await?;
         }
         tx.commit().await.context("commit")?;
         self.find_by_db(conn, new.db)
@@ -511,6 +598,11 @@ impl Layout {
                 ))
             } else if ours(&self.name) {
                 Some(Value::Bind(new.name.to_owned(), column.sql_type.clone()))
+            } else if ours(&self.server) {
+                // NULL means the default server, as on rows written before
+                // there were servers; a NOT NULL column gets the name.
+                (!new.server.is_default() || column.not_null)
+                    .then(|| Value::Bind(new.server.as_str().to_owned(), column.sql_type.clone()))
             } else if ours(&self.status)
                 && let Some(value) = self.status_value(Lifecycle::Provisioning)
             {
@@ -566,6 +658,77 @@ impl Layout {
             .into());
         }
         Ok(values)
+    }
+
+    /// Refuses to place a tenant off the default server where the master
+    /// has nowhere to say so (it would then be looked for on `default`).
+    pub fn check_can_record_server(&self, server: &ServerName) -> anyhow::Result<()> {
+        if !server.is_default() && self.server.is_none() && !self.has_placement {
+            return Err(UsageError(format!(
+                "the master has nowhere to record that a tenant is on server {server}: run `tenantctl master migrate` (it adds a \"dbServer\" column to tenantctl's own table, or tenantctl's own {PLACEMENT} table beside an application's)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Records a company's server: the column, or tenantctl's placement
+    /// table (a row only off the default server).
+    pub async fn set_server(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        server: &ServerName,
+    ) -> anyhow::Result<()> {
+        self.check_can_record_server(server)?;
+        if let Some(column) = &self.server {
+            let value = (!server.is_default() || column.not_null).then(|| server.as_str());
+            sqlx::query(&format!(
+                "UPDATE {} AS c SET {} = CAST($1::text AS {}) WHERE c.{}::text = $2",
+                self.table_sql,
+                column.quoted(),
+                column.sql_type,
+                self.id.quoted()
+            ))
+            .persistent(false)
+            .bind(value)
+            .bind(&tenant.id)
+            .execute(conn)
+            .await
+            .map_err(|e| self.error(e.into()))
+            .with_context(|| format!("record server {server} for company {}", tenant.id))?;
+            return Ok(());
+        }
+        self.record_placement(conn, &tenant.id, server).await
+    }
+
+    async fn record_placement(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+        server: &ServerName,
+    ) -> anyhow::Result<()> {
+        if !self.has_placement {
+            return self.check_can_record_server(server);
+        }
+        let sql = if server.is_default() {
+            format!("DELETE FROM {} WHERE company_id = $1", self.placement_sql)
+        } else {
+            format!(
+                "INSERT INTO {} (company_id, server, updated_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (company_id) DO UPDATE SET server = EXCLUDED.server, updated_at = now()",
+                self.placement_sql
+            )
+        };
+        let mut query = sqlx::query(&sql).persistent(false).bind(id);
+        if !server.is_default() {
+            query = query.bind(server.as_str());
+        }
+        query
+            .execute(conn)
+            .await
+            .with_context(|| format!("record server {server} for company {id} in {PLACEMENT}"))?;
+        Ok(())
     }
 
     fn check_can_record_lifecycle(&self) -> anyhow::Result<()> {
@@ -652,18 +815,21 @@ impl Layout {
         Ok(())
     }
 
-    /// Deletes a company's row (and tenantctl's record of it).
+    /// Deletes a company's row (and tenantctl's records of it).
     pub async fn delete(&self, conn: &mut PgConnection, tenant: &Tenant) -> anyhow::Result<()> {
-        if self.has_bookkeeping {
-            sqlx::query(&format!(
-                "DELETE FROM {} WHERE company_id = $1",
-                self.bookkeeping_sql
-            ))
-            .persistent(false)
-            .bind(&tenant.id)
-            .execute(&mut *conn)
-            .await
-            .context("forget the company in tenantctl's bookkeeping")?;
+        for (exists, table) in [
+            (self.has_bookkeeping, &self.bookkeeping_sql),
+            (self.has_placement, &self.placement_sql),
+            (self.has_moves, &self.moves_sql),
+        ] {
+            if exists {
+                sqlx::query(&format!("DELETE FROM {table} WHERE company_id = $1"))
+                    .persistent(false)
+                    .bind(&tenant.id)
+                    .execute(&mut *conn)
+                    .await
+                    .context("forget the company in tenantctl's bookkeeping")?;
+            }
         }
         sqlx::query(&format!(
             "DELETE FROM {} AS c WHERE c.{}::text = $1",
@@ -701,6 +867,40 @@ impl Layout {
         Ok(true)
     }
 
+    /// Creates tenantctl's placement table if the companies table has no
+    /// column for the server. Returns whether it was needed.
+    pub async fn ensure_placement(&mut self, conn: &mut PgConnection) -> anyhow::Result<bool> {
+        if self.server.is_some() {
+            return Ok(false);
+        }
+        conn.execute(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (\
+                   company_id text PRIMARY KEY, \
+                   server     text NOT NULL, \
+                   updated_at timestamptz NOT NULL DEFAULT now())",
+                self.placement_sql
+            )
+            .as_str(),
+        )
+        .await
+        .with_context(|| format!("create tenantctl's {PLACEMENT} table"))?;
+        self.has_placement = true;
+        Ok(true)
+    }
+
+    /// Creates tenantctl's record of moves between servers.
+    pub async fn ensure_moves(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        if self.has_moves {
+            return Ok(());
+        }
+        conn.execute(crate::moves::create_table_sql(&self.moves_sql).as_str())
+            .await
+            .with_context(|| format!("create tenantctl's {MOVES} table"))?;
+        self.has_moves = true;
+        Ok(())
+    }
+
     /// One line per thing `master migrate` found and will use.
     pub fn describe(&self) -> Vec<String> {
         let column = |what: &str, c: &Option<Column>| match c {
@@ -720,6 +920,15 @@ impl Layout {
         } else {
             "lifecycle: kept in the status column".to_owned()
         });
+        lines.push(match &self.server {
+            Some(c) => format!(
+                "server: column {:?} ({}); NULL means default",
+                c.name, c.sql_type
+            ),
+            None => format!(
+                "server: kept in tenantctl's own {PLACEMENT} table (none recorded: default)"
+            ),
+        });
         lines
     }
 
@@ -738,6 +947,8 @@ impl Layout {
 /// The row `create` records.
 pub struct NewCompany<'a> {
     pub slug: &'a Slug,
+    /// The server its database goes on, recorded before it is created.
+    pub server: &'a ServerName,
     pub name: &'a str,
     pub db: &'a DbName,
     /// `--column NAME=VALUE` pairs.
@@ -758,6 +969,8 @@ type Row = (
     Option<String>,
     Option<String>,
     Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
     Option<String>,
 );
 
@@ -838,6 +1051,12 @@ mod tests {
         }
     }
 
+    const OWN: OwnTables = OwnTables {
+        bookkeeping: true,
+        placement: true,
+        moves: true,
+    };
+
     fn prisma() -> Vec<Column> {
         let mut status = column("status", "\"CompanyStatus\"", 'E', true, true);
         status.labels = Some(vec!["ACTIVE".into(), "SUSPENDED".into()]);
@@ -867,7 +1086,7 @@ mod tests {
     fn a_prisma_master_keeps_lifecycle_in_bookkeeping_and_reads_upper_case() {
         let config = Config::default().master;
         let layout =
-            Layout::from_columns(&config, "public", "\"Company\"", prisma(), true).expect("layout");
+            Layout::from_columns(&config, "public", "\"Company\"", prisma(), OWN).expect("layout");
         assert!(layout.slug.is_none());
         assert!(!layout.status_holds_lifecycle());
         assert_eq!(layout.lifecycle_of("ACTIVE"), Some(Lifecycle::Active));
@@ -885,10 +1104,12 @@ mod tests {
         let mut columns = prisma();
         columns.push(column("plan", "text", 'S', true, false));
         let layout =
-            Layout::from_columns(&config, "public", "\"Company\"", columns, true).expect("layout");
+            Layout::from_columns(&config, "public", "\"Company\"", columns, OWN).expect("layout");
         let slug = Slug::parse("acme").expect("slug");
         let db = DbName::parse("tenant_acme").expect("db");
+        let server = ServerName::default();
         let new = NewCompany {
+            server: &server,
             slug: &slug,
             name: "Acme",
             db: &db,
@@ -918,8 +1139,14 @@ mod tests {
             column("database_name", "character varying(63)", 'S', true, false),
             column("status", "text", 'S', false, false),
         ];
-        let layout = Layout::from_columns(&config, "app", "\"app\".\"tenants\"", columns, false)
-            .expect("layout");
+        let layout = Layout::from_columns(
+            &config,
+            "app",
+            "\"app\".\"tenants\"",
+            columns,
+            OwnTables::default(),
+        )
+        .expect("layout");
         assert_eq!(layout.db_name.name, "database_name");
         assert!(layout.status_holds_lifecycle());
         assert_eq!(layout.lifecycle_of("LIVE"), Some(Lifecycle::Active));

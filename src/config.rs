@@ -15,6 +15,10 @@
 //!
 //! [master.statuses]                # the table's values for tenantctl's states
 //! active = "ACTIVE"
+//!
+//! [servers.eu2]                    # a server; its URL is in the environment
+//! url_env = "PG_EU2"               # [default: POSTGRES_BASE_URL_EU2]
+//! accepts_new = false              # tenant create never picks it on its own
 //! ```
 
 use std::collections::BTreeMap;
@@ -33,6 +37,27 @@ pub const DEFAULT_FILE: &str = "tenantctl.toml";
 pub struct Config {
     #[serde(default)]
     pub master: MasterConfig,
+    /// `[servers.<name>]`: servers beyond those the environment defines,
+    /// or settings for those.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerConfig>,
+}
+
+/// One `[servers.<name>]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The environment variable holding the server's URL [default:
+    /// `POSTGRES_BASE_URL_<NAME>`].
+    pub url_env: Option<String>,
+    /// Whether `tenant create` may place a new tenant there without
+    /// `--server`.
+    #[serde(default = "yes")]
+    pub accepts_new: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The `[master]` section.
@@ -68,6 +93,9 @@ pub struct Columns {
     pub status: Option<String>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
+    /// Where each company's server is kept [default: a "dbServer" column,
+    /// else tenantctl's own `_tenantctl_placement` table].
+    pub server: Option<String>,
 }
 
 /// A lifecycle state as a key of `[master.statuses]`.
@@ -159,5 +187,18 @@ mod tests {
         assert!(Config::parse("[master]\ntabel = \"x\"").is_err());
         assert!(Config::parse("[master.statuses]\nsuspended = \"S\"").is_err());
         assert!(Config::parse("[master]\ntable = \"\"").is_err());
+    }
+
+    #[test]
+    fn servers_sections() {
+        let config = Config::parse(
+            "[servers.eu2]\nurl_env = \"PG_EU2\"\naccepts_new = false\n[servers.us1]\n[master.columns]\nserver = \"shard\"\n",
+        )
+        .expect("valid");
+        assert_eq!(config.servers["eu2"].url_env.as_deref(), Some("PG_EU2"));
+        assert!(!config.servers["eu2"].accepts_new);
+        assert!(config.servers["us1"].accepts_new);
+        assert_eq!(config.master.columns.server.as_deref(), Some("shard"));
+        assert!(Config::parse("[servers.eu2]\nurl = \"postgresql://x\"").is_err());
     }
 }

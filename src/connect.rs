@@ -2,6 +2,7 @@
 //! PostgreSQL connection. Nothing else parses URLs or builds connection
 //! strings.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use url::Url;
 
 use crate::dbname::DbName;
 use crate::error::UsageError;
+use crate::servers::{NotConfigured, ServerName, ServerSource};
 
 /// Databases tried, in order, for `CREATE DATABASE` / `DROP DATABASE`,
 /// which cannot run while connected to the database they act on. Both exist
@@ -32,38 +34,97 @@ pub struct SessionLimits {
     pub statement_timeout: Option<Duration>,
 }
 
-/// Owns the server's base connection options and hands out per-database
-/// copies of them.
+/// One configured server: its base options (no database) and URL.
 #[derive(Debug, Clone)]
-pub struct Connector {
+struct Server {
     base: PgConnectOptions,
     base_url: Url,
+    accepts_new: bool,
+    /// `?pgbouncer=true` on its base URL: its tenant connections are
+    /// pinned.
+    pooled: bool,
+}
+
+/// Where a configured server is, for display (never its credentials).
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub name: ServerName,
+    /// `None` for a server listed in `tenantctl.toml` whose variable is
+    /// not set.
+    pub address: Option<(String, u16)>,
+    pub accepts_new: bool,
+    /// The variable its URL comes from.
+    pub var: String,
+}
+
+/// Owns every server's base connection options and the master's, and hands
+/// out per-database copies of them.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    servers: BTreeMap<ServerName, Server>,
+    /// The variable each known server's URL comes from (set or not).
+    vars: BTreeMap<ServerName, String>,
     master: PgConnectOptions,
     master_db: DbName,
     connect_timeout: Duration,
-    /// `?pgbouncer=true` on the base URL: tenant connections are pinned.
-    pooled_tenants: bool,
     /// `?pgbouncer=true` on the master URL (or the base URL it derives
     /// from): master connections are pinned.
     pooled_master: bool,
 }
 
 impl Connector {
-    /// Builds the connector from `POSTGRES_BASE_URL` and, if given,
-    /// `MASTER_DATABASE_URL`.
+    /// Builds the connector for one server, `default`, from
+    /// `POSTGRES_BASE_URL` and, if given, `MASTER_DATABASE_URL`.
     pub fn new(
         base_url: &str,
         master_url: Option<&str>,
         connect_timeout: Duration,
     ) -> Result<Self, UsageError> {
-        let base_url = parse_url("POSTGRES_BASE_URL", base_url)?;
-        if let Some(db) = url_database(&base_url) {
-            return Err(UsageError(format!(
-                "POSTGRES_BASE_URL names a database ({db:?}); give the server root only, e.g. {}",
-                redact(&server_root(&base_url))
-            )));
+        let default = ServerSource {
+            name: ServerName::default(),
+            var: crate::servers::URL_VAR.to_owned(),
+            url: Some(base_url.to_owned()),
+            accepts_new: true,
+        };
+        Self::with_servers(&[default], master_url, connect_timeout)
+    }
+
+    /// Builds the connector for these servers (see
+    /// [`crate::servers::sources`]; `default` among them) and the master,
+    /// by default the database `master` on the default server.
+    pub fn with_servers(
+        sources: &[ServerSource],
+        master_url: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<Self, UsageError> {
+        let mut servers = BTreeMap::new();
+        let mut vars = BTreeMap::new();
+        for source in sources {
+            vars.insert(source.name.clone(), source.var.clone());
+            let Some(raw) = &source.url else { continue };
+            let base_url = parse_url(&source.var, raw)?;
+            if let Some(db) = url_database(&base_url) {
+                return Err(UsageError(format!(
+                    "{} names a database ({db:?}); give the server root only, e.g. {}",
+                    source.var,
+                    redact(&server_root(&base_url))
+                )));
+            }
+            let base = options_from(&base_url)?;
+            servers.insert(
+                source.name.clone(),
+                Server {
+                    base,
+                    pooled: is_transaction_pooled(&base_url),
+                    base_url,
+                    accepts_new: source.accepts_new,
+                },
+            );
         }
-        let base = options_from(&base_url)?;
+        let default_url = servers
+            .get(&ServerName::default())
+            .map(|s| s.base_url.clone())
+            .ok_or_else(|| UsageError(format!("{} is not set", crate::servers::URL_VAR)))?;
 
         let (master_url, master_db) = match master_url {
             Some(raw) => {
@@ -80,31 +141,62 @@ impl Connector {
             }
             None => {
                 let db = DbName::parse(DEFAULT_MASTER_DB).expect("constant is valid");
-                (with_database(&base_url, db.as_str()), db)
+                (with_database(&default_url, db.as_str()), db)
             }
         };
         let master = options_from(&master_url)?.database(master_db.as_str());
 
-        let pooled_tenants = is_transaction_pooled(&base_url);
         let pooled_master = is_transaction_pooled(&master_url);
         Ok(Self {
-            base,
-            base_url,
+            servers,
+            vars,
             master,
             master_db,
             connect_timeout,
-            pooled_tenants,
             pooled_master,
         })
     }
 
-    /// Whether the base URL says a transaction-mode pooler stands in front
-    /// of the tenants (`?pgbouncer=true`, as Prisma's users mark such
-    /// URLs). Each tenant connection then does all its work inside one
-    /// transaction, which is all such a pooler keeps on one server
-    /// connection; the master's URL says the same for the master.
+    /// A configured server, or the error that says which variable to set.
+    fn server(&self, name: &ServerName) -> Result<&Server, NotConfigured> {
+        self.servers.get(name).ok_or_else(|| NotConfigured {
+            name: name.clone(),
+            var: self
+                .vars
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.default_var()),
+        })
+    }
+
+    /// Fails unless the server is configured.
+    pub fn check_server(&self, name: &ServerName) -> Result<(), NotConfigured> {
+        self.server(name).map(|_| ())
+    }
+
+    /// Every server the environment and `tenantctl.toml` name, by name.
+    pub fn servers(&self) -> Vec<ServerInfo> {
+        self.vars
+            .iter()
+            .map(|(name, var)| {
+                let server = self.servers.get(name);
+                ServerInfo {
+                    name: name.clone(),
+                    address: server.map(|s| (s.base.get_host().to_owned(), s.base.get_port())),
+                    accepts_new: server.is_some_and(|s| s.accepts_new),
+                    var: var.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether any server's base URL says a transaction-mode pooler stands
+    /// in front of its tenants (`?pgbouncer=true`, as Prisma's users mark
+    /// such URLs). Each tenant connection there then does all its work
+    /// inside one transaction, which is all such a pooler keeps on one
+    /// server connection; the master's URL says the same for the master.
     pub fn pooled(&self) -> bool {
-        self.pooled_tenants
+        self.servers.values().any(|s| s.pooled)
     }
 
     pub fn master_db(&self) -> &DbName {
@@ -121,33 +213,32 @@ impl Connector {
         Ok(())
     }
 
-    /// Connection options for a tenant database.
-    pub fn for_tenant(&self, db: &DbName) -> anyhow::Result<PgConnectOptions> {
+    /// Connection options for a tenant database on its server.
+    pub fn for_tenant(&self, server: &ServerName, db: &DbName) -> anyhow::Result<PgConnectOptions> {
         self.check_tenant_db(db)?;
-        Ok(self.base.clone().database(db.as_str()))
+        Ok(self.server(server)?.base.clone().database(db.as_str()))
     }
 
-    /// Opens a single connection to a tenant database.
+    /// Opens a single connection to a tenant database on its server.
     pub async fn connect_tenant(
         &self,
+        server: &ServerName,
         db: &DbName,
         limits: &SessionLimits,
     ) -> anyhow::Result<PgConnection> {
-        let options = self.for_tenant(db)?;
-        let mut conn = self
-            .connect(&options, self.pooled_tenants)
-            .await
-            .map_err(|err| {
-                if is_missing_database(&err) {
-                    err.context(format!(
-                        "the tenant database {db} is missing from the server (dropped by hand?)"
-                    ))
-                } else {
-                    err
-                }
-            })?;
-        self.pin(&mut conn, self.pooled_tenants).await?;
-        if let Some(set) = limits.as_sql(self.pooled_tenants) {
+        let options = self.for_tenant(server, db)?;
+        let pooled = self.server(server)?.pooled;
+        let mut conn = self.connect(&options, pooled).await.map_err(|err| {
+            if is_missing_database(&err) {
+                err.context(format!(
+                    "the tenant database {db} is missing from the server {server} (dropped by hand?)"
+                ))
+            } else {
+                err
+            }
+        })?;
+        self.pin(&mut conn, pooled).await?;
+        if let Some(set) = limits.as_sql(pooled) {
             conn.execute(set.as_str())
                 .await
                 .context("set the session's timeouts")?;
@@ -221,11 +312,13 @@ impl Connector {
         Ok(conn)
     }
 
-    /// Opens a connection to a maintenance database of the server that
-    /// holds tenant databases, for creating and dropping them (and only
-    /// for that: an operator may have revoked CONNECT on `postgres`).
-    pub async fn connect_maintenance(&self) -> anyhow::Result<PgConnection> {
-        self.maintenance_on(&self.base).await
+    /// Opens a connection to a maintenance database of a server that holds
+    /// tenant databases, for creating, renaming and dropping them and
+    /// reading its catalog (and only for that: an operator may have
+    /// revoked CONNECT on `postgres`).
+    pub async fn connect_maintenance(&self, server: &ServerName) -> anyhow::Result<PgConnection> {
+        let options = &self.server(server)?.base;
+        self.maintenance_on(options).await
     }
 
     /// Like [`Self::connect_maintenance`], but on the master's server, which
@@ -254,25 +347,31 @@ impl Connector {
         )))
     }
 
-    /// Whether the master lives on the server that holds the tenant
-    /// databases, so its connection can read that server's catalog.
-    pub fn master_on_tenant_server(&self) -> bool {
-        self.master.get_host() == self.base.get_host()
-            && self.master.get_port() == self.base.get_port()
+    /// Whether the master lives on this server, so its connection can read
+    /// that server's catalog.
+    pub fn master_on_server(&self, server: &ServerName) -> bool {
+        self.servers.get(server).is_some_and(|s| {
+            self.master.get_host() == s.base.get_host()
+                && self.master.get_port() == s.base.get_port()
+        })
     }
 
     /// The tenant's URL with credentials, for a child process's environment
     /// only. Built by setting the URL path, so query parameters and
     /// percent-encoded credentials survive.
-    pub fn tenant_url(&self, db: &DbName) -> anyhow::Result<Url> {
+    pub fn tenant_url(&self, server: &ServerName, db: &DbName) -> anyhow::Result<Url> {
         self.check_tenant_db(db)?;
-        Ok(with_database(&self.base_url, db.as_str()))
+        Ok(with_database(&self.server(server)?.base_url, db.as_str()))
     }
 
     /// The tenant's URL without its password, and the password, for tools
     /// (psql) that should get the password through their environment.
-    pub fn tenant_url_split(&self, db: &DbName) -> anyhow::Result<(Url, Option<String>)> {
-        let mut url = self.tenant_url(db)?;
+    pub fn tenant_url_split(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+    ) -> anyhow::Result<(Url, Option<String>)> {
+        let mut url = self.tenant_url(server, db)?;
         let password = url.password().map(|p| {
             percent_encoding::percent_decode_str(p)
                 .decode_utf8_lossy()
@@ -291,7 +390,11 @@ impl Connector {
     /// so libpq tools need no arguments. Values are decoded as libpq
     /// decodes a URL: percent-decoding, `+` left as it is. A port or user
     /// the URL does not give is the one tenantctl itself connects with.
-    pub fn tenant_env(&self, db: &DbName) -> anyhow::Result<Vec<(&'static str, String)>> {
+    pub fn tenant_env(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+    ) -> anyhow::Result<Vec<(&'static str, String)>> {
         /// libpq connection parameters that may appear in the URL's query
         /// and have an environment variable (sqlx's spellings included).
         const FROM_QUERY: &[(&str, &str)] = &[
@@ -336,14 +439,15 @@ impl Connector {
                 .decode_utf8_lossy()
                 .into_owned()
         };
-        let mut url = self.tenant_url(db)?;
+        let base = &self.server(server)?.base;
+        let mut url = self.tenant_url(server, db)?;
         if url.scheme() == "postgres" {
             url.set_scheme("postgresql")
                 .map_err(|()| anyhow::anyhow!("cannot spell the tenant URL postgresql://"))?;
         }
         let host = url.host_str().unwrap_or_default();
         let user = match url.username() {
-            "" => self.base.get_username().to_owned(),
+            "" => base.get_username().to_owned(),
             user => decode(user),
         };
         let mut env = vec![
@@ -354,9 +458,7 @@ impl Connector {
             ),
             (
                 "PGPORT",
-                url.port()
-                    .unwrap_or_else(|| self.base.get_port())
-                    .to_string(),
+                url.port().unwrap_or_else(|| base.get_port()).to_string(),
             ),
             ("PGDATABASE", db.as_str().to_owned()),
             ("PGUSER", user),
@@ -377,8 +479,8 @@ impl Connector {
     }
 
     /// The tenant's URL with the password replaced, safe to print.
-    pub fn tenant_url_redacted(&self, db: &DbName) -> anyhow::Result<String> {
-        Ok(redact(&self.tenant_url(db)?))
+    pub fn tenant_url_redacted(&self, server: &ServerName, db: &DbName) -> anyhow::Result<String> {
+        Ok(redact(&self.tenant_url(server, db)?))
     }
 
     async fn connect(
@@ -702,6 +804,85 @@ mod tests {
     const T: Duration = Duration::from_secs(1);
 
     #[test]
+    fn each_server_has_its_own_url_and_an_unknown_one_fails_loudly() {
+        let source = |name: &str, var: &str, url: Option<&str>| ServerSource {
+            name: ServerName::parse(name).expect("valid"),
+            var: var.to_owned(),
+            url: url.map(str::to_owned),
+            accepts_new: true,
+        };
+        let c = Connector::with_servers(
+            &[
+                source(
+                    "default",
+                    "POSTGRES_BASE_URL",
+                    Some("postgresql://a:pw1@one:5432"),
+                ),
+                source(
+                    "eu2",
+                    "POSTGRES_BASE_URL_EU2",
+                    Some("postgresql://b:pw2@two:6432/?sslmode=require"),
+                ),
+                source("eu4", "PG_EU4", None),
+            ],
+            None,
+            T,
+        )
+        .expect("valid");
+        let db = DbName::parse("tenant_a").expect("valid");
+        let eu2 = ServerName::parse("eu2").expect("valid");
+        assert_eq!(
+            c.tenant_url_redacted(&eu2, &db).expect("eu2"),
+            "postgresql://b:***@two:6432/tenant_a?sslmode=require"
+        );
+        let options = c.for_tenant(&eu2, &db).expect("eu2");
+        assert_eq!((options.get_host(), options.get_port()), ("two", 6432));
+        assert!(c.master_on_server(&ServerName::default()));
+        assert!(!c.master_on_server(&eu2));
+        for (name, var) in [("eu3", "POSTGRES_BASE_URL_EU3"), ("eu4", "PG_EU4")] {
+            let err = c
+                .for_tenant(&ServerName::parse(name).expect("valid"), &db)
+                .expect_err("not configured");
+            assert_eq!(
+                err.to_string(),
+                format!("server {name} is not configured: set {var}")
+            );
+        }
+        let listed: Vec<(String, bool)> = c
+            .servers()
+            .into_iter()
+            .map(|s| (s.name.to_string(), s.address.is_some()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("default".into(), true),
+                ("eu2".into(), true),
+                ("eu4".into(), false)
+            ]
+        );
+        let err = Connector::with_servers(
+            &[
+                source("default", "POSTGRES_BASE_URL", Some("postgresql://a@one")),
+                source(
+                    "eu2",
+                    "POSTGRES_BASE_URL_EU2",
+                    Some("postgresql://b:s3cret@two/app"),
+                ),
+            ],
+            None,
+            T,
+        )
+        .expect_err("names a database");
+        assert!(
+            err.0.starts_with("POSTGRES_BASE_URL_EU2 names a database"),
+            "{}",
+            err.0
+        );
+        assert!(!err.0.contains("s3cret"), "{}", err.0);
+    }
+
+    #[test]
     fn tenant_url_keeps_query_and_encoded_credentials() {
         let c = Connector::new(
             "postgres://us%40r:p%2Fss@db.internal:6543/?sslmode=require",
@@ -710,16 +891,17 @@ mod tests {
         )
         .expect("valid");
         let db = DbName::parse("tenant_acme").expect("valid");
-        let url = c.tenant_url(&db).expect("tenant");
+        let url = c.tenant_url(&ServerName::default(), &db).expect("tenant");
         assert_eq!(
             url.as_str(),
             "postgres://us%40r:p%2Fss@db.internal:6543/tenant_acme?sslmode=require"
         );
         assert_eq!(
-            c.tenant_url_redacted(&db).expect("tenant"),
+            c.tenant_url_redacted(&ServerName::default(), &db)
+                .expect("tenant"),
             "postgres://us%40r:***@db.internal:6543/tenant_acme?sslmode=require"
         );
-        let options = c.for_tenant(&db).expect("tenant");
+        let options = c.for_tenant(&ServerName::default(), &db).expect("tenant");
         assert_eq!(options.get_database(), Some("tenant_acme"));
         assert_eq!(options.get_username(), "us@r");
     }
@@ -761,10 +943,13 @@ mod tests {
         .expect("valid");
         let db = DbName::parse("tenant_a").expect("valid");
         assert_eq!(
-            c.tenant_url_redacted(&db).expect("tenant"),
+            c.tenant_url_redacted(&ServerName::default(), &db)
+                .expect("tenant"),
             "postgresql://bob:***@h:1/tenant_a?sslmode=require"
         );
-        let (url, password) = c.tenant_url_split(&db).expect("tenant");
+        let (url, password) = c
+            .tenant_url_split(&ServerName::default(), &db)
+            .expect("tenant");
         assert_eq!(password.as_deref(), Some("s3cret"));
         assert!(!url.as_str().contains("s3cret"));
 
@@ -784,10 +969,12 @@ mod tests {
             T,
         )
         .expect("valid");
-        let (url, password) = c.tenant_url_split(&db).expect("tenant");
+        let (url, password) = c
+            .tenant_url_split(&ServerName::default(), &db)
+            .expect("tenant");
         assert_eq!(password.as_deref(), Some("ab%41"));
         assert_eq!(url.query(), Some("options=-c%20search_path%3Dx"));
-        let options = c.for_tenant(&db).expect("tenant");
+        let options = c.for_tenant(&ServerName::default(), &db).expect("tenant");
         assert_eq!(options.get_database(), Some("tenant_a"));
 
         let err =
@@ -811,12 +998,16 @@ mod tests {
         ] {
             let c = Connector::new(raw, None, T).unwrap_or_else(|e| panic!("{raw}: {}", e.0));
             let db = DbName::parse("tenant_a").expect("valid");
-            let options = c.for_tenant(&db).expect("tenant");
+            let options = c.for_tenant(&ServerName::default(), &db).expect("tenant");
             assert_eq!(options.get_host(), "db", "{raw}");
             assert_eq!(options.get_username(), user, "{raw}");
-            let (_, got) = c.tenant_url_split(&db).expect("tenant");
+            let (_, got) = c
+                .tenant_url_split(&ServerName::default(), &db)
+                .expect("tenant");
             assert_eq!(got.as_deref(), Some(password), "{raw}");
-            let shown = c.tenant_url_redacted(&db).expect("tenant");
+            let shown = c
+                .tenant_url_redacted(&ServerName::default(), &db)
+                .expect("tenant");
             assert!(
                 !shown.contains("Tail") && !shown.contains("pure"),
                 "{shown}"
@@ -837,9 +1028,17 @@ mod tests {
         }
         let db = DbName::parse("tenant_a").expect("valid");
         let c = Connector::new("postgresql://u:p@ss/w@rd/Tail@db:5/", None, T).expect("valid");
-        assert_eq!(c.for_tenant(&db).expect("tenant").get_host(), "db");
         assert_eq!(
-            c.tenant_url_split(&db).expect("tenant").1.as_deref(),
+            c.for_tenant(&ServerName::default(), &db)
+                .expect("tenant")
+                .get_host(),
+            "db"
+        );
+        assert_eq!(
+            c.tenant_url_split(&ServerName::default(), &db)
+                .expect("tenant")
+                .1
+                .as_deref(),
             Some("p@ss/w@rd/Tail")
         );
         // Refusals never show any of what stood before the last `@`.
@@ -869,8 +1068,8 @@ mod tests {
         let c = Connector::new("postgresql://u:p@localhost", None, T).expect("valid");
         assert_eq!(c.master_db().as_str(), "master");
         let master = DbName::parse("master").expect("valid");
-        assert!(c.for_tenant(&master).is_err());
-        assert!(c.tenant_url(&master).is_err());
+        assert!(c.for_tenant(&ServerName::default(), &master).is_err());
+        assert!(c.tenant_url(&ServerName::default(), &master).is_err());
     }
 
     #[test]
@@ -882,7 +1081,7 @@ mod tests {
             T,
         )
         .expect("valid");
-        let env = c.tenant_env(&db).expect("tenant");
+        let env = c.tenant_env(&ServerName::default(), &db).expect("tenant");
         let get = |name: &str| {
             env.iter()
                 .find(|(k, _)| *k == name)
@@ -914,7 +1113,7 @@ mod tests {
             T,
         )
         .expect("valid");
-        let env = c.tenant_env(&db).expect("tenant");
+        let env = c.tenant_env(&ServerName::default(), &db).expect("tenant");
         let get = |name: &str| {
             env.iter()
                 .find(|(k, _)| *k == name)
@@ -930,6 +1129,6 @@ mod tests {
         assert_eq!(get("PGPASSWORD"), None);
 
         let master = DbName::parse("master").expect("valid");
-        assert!(c.tenant_env(&master).is_err());
+        assert!(c.tenant_env(&ServerName::default(), &master).is_err());
     }
 }

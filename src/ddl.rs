@@ -70,3 +70,122 @@ pub async fn drop_force(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<
         .with_context(|| format!("drop database {db}"))?;
     Ok(())
 }
+
+/// Ends every other session connected to the database.
+pub async fn end_sessions(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await.context("begin")?;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .persistent(false)
+    .bind(db.as_str())
+    .execute(&mut *tx)
+    .await
+    .with_context(|| format!("end the sessions on database {db}"))?;
+    tx.commit().await.context("commit")?;
+    Ok(())
+}
+
+/// Renames a database, first ending its sessions; one that reconnects in
+/// between (55006, object in use) is ended again, a few times.
+pub async fn rename(conn: &mut PgConnection, from: &DbName, to: &DbName) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        end_sessions(conn, from).await?;
+        let renamed = conn
+            .execute(format!("ALTER DATABASE {} RENAME TO {}", from.quoted(), to.quoted()).as_str())
+            .await;
+        match renamed {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                let err = anyhow::Error::new(err);
+                attempt += 1;
+                if has_sqlstate(&err, "55006") && attempt < 20 {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+                return Err(err.context(format!("rename database {from} to {to}")));
+            }
+        }
+    }
+}
+
+/// Lets the database accept connections again, or stops it from.
+pub async fn allow_connections(
+    conn: &mut PgConnection,
+    db: &DbName,
+    allow: bool,
+) -> anyhow::Result<()> {
+    conn.execute(format!("ALTER DATABASE {} ALLOW_CONNECTIONS {allow}", db.quoted()).as_str())
+        .await
+        .with_context(|| format!("set ALLOW_CONNECTIONS {allow} on database {db}"))?;
+    Ok(())
+}
+
+/// A database's encoding and locale, to create its copy with.
+#[derive(Debug, Clone)]
+pub struct Character {
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    pub size_bytes: i64,
+}
+
+/// The encoding, locale and size of a database.
+pub async fn character(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<Character> {
+    let mut tx = conn.begin().await.context("begin")?;
+    let (encoding, collate, ctype, size_bytes): (String, String, String, i64) = sqlx::query_as(
+        "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text, \
+                pg_database_size(oid) \
+         FROM pg_database WHERE datname = $1",
+    )
+    .persistent(false)
+    .bind(db.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .with_context(|| format!("read database {db}'s encoding and locale"))?
+    .with_context(|| format!("database {db} does not exist"))?;
+    tx.commit().await.context("commit")?;
+    Ok(Character {
+        encoding,
+        collate,
+        ctype,
+        size_bytes,
+    })
+}
+
+/// Creates an empty database (from `template0`, as a restore needs) with
+/// this encoding and locale. The values come from the source server's
+/// catalog and go in as string literals, quoted as such.
+pub async fn create_empty(
+    conn: &mut PgConnection,
+    db: &DbName,
+    like: &Character,
+) -> anyhow::Result<()> {
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    conn.execute(
+        format!(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+            db.quoted(),
+            literal(&like.encoding),
+            literal(&like.collate),
+            literal(&like.ctype)
+        )
+        .as_str(),
+    )
+    .await
+    .with_context(|| format!("create database {db}"))?;
+    Ok(())
+}
+
+/// The server's major version (15 for 15.4).
+pub async fn server_major(conn: &mut PgConnection) -> anyhow::Result<u32> {
+    let num: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
+        .persistent(false)
+        .fetch_one(conn)
+        .await
+        .context("read the server's version")?;
+    let num: u32 = num.parse().context("read the server's version")?;
+    Ok(num / 10_000)
+}

@@ -1,9 +1,11 @@
-//! Running one operation across many tenants: bounded concurrency, one
+//! Running one operation across many tenants: bounded concurrency in total
+//! and per server, work interleaved across servers from the start, one
 //! report per tenant whatever happened to it, fail-fast and interrupts.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -14,7 +16,11 @@ use crate::tenant::Tenant;
 /// How a fleet run proceeds.
 #[derive(Debug, Clone, Copy)]
 pub struct FleetOptions {
+    /// Tenants in flight at once, in total.
     pub concurrency: usize,
+    /// Tenants in flight at once on any one server (`None`: no cap beyond
+    /// `concurrency`).
+    pub per_server: Option<usize>,
     pub fail_fast: bool,
 }
 
@@ -192,8 +198,11 @@ impl<T> FleetRun<T> {
     }
 }
 
-/// Runs `op` for every tenant, at most `concurrency` at a time, each on a
-/// task of its own so a panic or a slow tenant affects only itself.
+/// Runs `op` for every tenant, at most `concurrency` at a time and at most
+/// `per_server` on one server, each on a task of its own so a panic or a
+/// slow tenant affects only itself. Tenants start round-robin across their
+/// servers (in each server's own order), so every server is busy from the
+/// start; reports come back in the order the tenants were given.
 pub async fn run<T, F, Fut>(
     tenants: Vec<Tenant>,
     options: FleetOptions,
@@ -208,13 +217,7 @@ where
 {
     let total = tenants.len();
     observer.start(total);
-    let queue = Arc::new(Queue {
-        tenants,
-        next: AtomicUsize::new(0),
-        failed: AtomicBool::new(false),
-        stop: stop.clone(),
-        fail_fast: options.fail_fast,
-    });
+    let queue = Arc::new(Queue::new(tenants, &options, stop));
     let op = Arc::new(op);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..options.concurrency.clamp(1, total.max(1)) {
@@ -234,24 +237,127 @@ where
     }
 }
 
+/// The tenants of one server waiting to start, and how many are running.
+struct Lane {
+    waiting: VecDeque<usize>,
+    in_flight: usize,
+}
+
+/// Which tenant starts next: the next server in turn that has one waiting
+/// and room under its cap.
+struct Schedule {
+    lanes: Vec<Lane>,
+    /// The lane to look at first, so servers take turns.
+    turn: usize,
+    left: usize,
+}
+
 /// The tenants of a run, shared by its workers, each taking the next.
 struct Queue {
     tenants: Vec<Tenant>,
-    next: AtomicUsize,
+    schedule: Mutex<Schedule>,
+    /// Woken when a tenant finishes and its server has room again.
+    room: tokio::sync::Notify,
+    per_server: Option<usize>,
     failed: AtomicBool,
     stop: Stop,
     fail_fast: bool,
 }
 
 impl Queue {
+    fn new(tenants: Vec<Tenant>, options: &FleetOptions, stop: &Stop) -> Self {
+        let mut servers: Vec<&str> = Vec::new();
+        let mut lanes: Vec<Lane> = Vec::new();
+        for (index, tenant) in tenants.iter().enumerate() {
+            let server = tenant.server_label();
+            let lane = match servers.iter().position(|s| *s == server) {
+                Some(lane) => lane,
+                None => {
+                    servers.push(server);
+                    lanes.push(Lane {
+                        waiting: VecDeque::new(),
+                        in_flight: 0,
+                    });
+                    lanes.len() - 1
+                }
+            };
+            lanes[lane].waiting.push_back(index);
+        }
+        let left = tenants.len();
+        Self {
+            schedule: Mutex::new(Schedule {
+                lanes,
+                turn: 0,
+                left,
+            }),
+            tenants,
+            room: tokio::sync::Notify::new(),
+            per_server: options.per_server,
+            failed: AtomicBool::new(false),
+            stop: stop.clone(),
+            fail_fast: options.fail_fast,
+        }
+    }
+
+    /// The next tenant to start and its lane, waiting while every server
+    /// with tenants left is at its cap; `None` once none are left.
+    async fn take(&self) -> Option<(usize, usize)> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before looking, so a finish in between is not missed.
+            room.as_mut().enable();
+            {
+                let mut schedule = self
+                    .schedule
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if schedule.left == 0 {
+                    return None;
+                }
+                let count = schedule.lanes.len();
+                for step in 0..count {
+                    let lane = (schedule.turn + step) % count;
+                    let has_room = self
+                        .per_server
+                        .is_none_or(|cap| schedule.lanes[lane].in_flight < cap);
+                    if has_room && let Some(index) = schedule.lanes[lane].waiting.pop_front() {
+                        schedule.lanes[lane].in_flight += 1;
+                        schedule.left -= 1;
+                        schedule.turn = (lane + 1) % count;
+                        return Some((index, lane));
+                    }
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// A tenant of this lane finished (or never started).
+    fn finished(&self, lane: usize) {
+        {
+            let mut schedule = self
+                .schedule
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            schedule.lanes[lane].in_flight -= 1;
+        }
+        self.room.notify_waiters();
+    }
+
     /// Why the next tenant must not start, if it must not.
-    fn skip_reason(&self) -> Option<String> {
+    fn skip_reason(&self, tenant: &Tenant) -> Option<String> {
         if let Some(reason) = self.stop.reason() {
             Some(format!("not started: {reason}"))
         } else if self.fail_fast && self.failed.load(Ordering::SeqCst) {
             Some("not started: an earlier tenant failed (--fail-fast)".to_owned())
         } else {
-            None
+            tenant.moving_to.as_ref().map(|to| {
+                format!(
+                    "moving to server {}: a `tenantctl tenant move` has it (rerun it to finish)",
+                    crate::output::shown(to)
+                )
+            })
         }
     }
 }
@@ -267,12 +373,9 @@ async fn work<T, F, Fut>(
     F: Fn(Tenant) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Attempt<T>> + Send + 'static,
 {
-    loop {
-        let index = queue.next.fetch_add(1, Ordering::SeqCst);
-        let Some(tenant) = queue.tenants.get(index) else {
-            break;
-        };
-        let report = if let Some(why) = queue.skip_reason() {
+    while let Some((index, lane)) = queue.take().await {
+        let tenant = &queue.tenants[index];
+        let report = if let Some(why) = queue.skip_reason(tenant) {
             Report {
                 tenant: tenant.clone(),
                 verdict: Verdict::Skipped,
@@ -302,8 +405,114 @@ async fn work<T, F, Fut>(
                 duration: started.elapsed(),
             }
         };
+        queue.finished(lane);
         if tx.send((index, report)).is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(id: &str, server: Option<&str>) -> Tenant {
+        Tenant::new(
+            id.to_owned(),
+            Some(id.to_owned()),
+            None,
+            Some(format!("db_{id}")),
+            Some("active".into()),
+            None,
+        )
+        .with_server(server.map(str::to_owned))
+    }
+
+    /// Starts interleave across servers from the first, no server ever
+    /// has more than `per_server` in flight, and reports keep the order
+    /// the tenants were given.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interleaves_servers_and_caps_each() {
+        let tenants: Vec<Tenant> = (0..6)
+            .map(|i| tenant(&format!("a{i}"), None))
+            .chain((0..6).map(|i| tenant(&format!("b{i}"), Some("eu2"))))
+            .collect();
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Arc::new(Mutex::new((0_usize, 0_usize, 0_usize, 0_usize)));
+        let (s, f) = (started.clone(), in_flight.clone());
+        let run = run(
+            tenants,
+            FleetOptions {
+                concurrency: 8,
+                per_server: Some(2),
+                fail_fast: false,
+            },
+            &Stop::default(),
+            &Silent,
+            move |tenant| {
+                let (started, in_flight) = (s.clone(), f.clone());
+                async move {
+                    let eu2 = tenant.server_label() == "eu2";
+                    if let Ok(mut started) = started.lock() {
+                        started.push(tenant.server_label().to_owned());
+                    }
+                    if let Ok(mut n) = in_flight.lock() {
+                        if eu2 {
+                            n.1 += 1;
+                            n.3 = n.3.max(n.1);
+                        } else {
+                            n.0 += 1;
+                            n.2 = n.2.max(n.0);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    if let Ok(mut n) = in_flight.lock() {
+                        if eu2 {
+                            n.1 -= 1;
+                        } else {
+                            n.0 -= 1;
+                        }
+                    }
+                    ((), Ok(()))
+                }
+            },
+        )
+        .await;
+        let order: Vec<&str> = run.reports.iter().map(|r| r.tenant.id.as_str()).collect();
+        assert_eq!(order[0], "a0");
+        assert_eq!(order[6], "b0");
+        assert_eq!(run.count(Verdict::Ok), 12);
+        let started = started.lock().expect("started").clone();
+        assert_eq!(started[..2], ["default", "eu2"], "{started:?}");
+        let peaks = *in_flight.lock().expect("peaks");
+        assert_eq!((peaks.2, peaks.3), (2, 2), "{peaks:?}");
+    }
+
+    #[tokio::test]
+    async fn a_moving_tenant_is_skipped_and_says_why() {
+        let mut moving = tenant("m", None);
+        moving.moving_to = Some("eu2".into());
+        let run = run(
+            vec![tenant("a", None), moving],
+            FleetOptions {
+                concurrency: 2,
+                per_server: None,
+                fail_fast: false,
+            },
+            &Stop::default(),
+            &Silent,
+            |_| async { ((), Ok(())) },
+        )
+        .await;
+        assert_eq!(run.reports[1].verdict, Verdict::Skipped);
+        assert!(
+            run.reports[1]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("moving to server eu2")),
+            "{:?}",
+            run.reports[1].error
+        );
+        assert_eq!(run.outcome(), Outcome::Failed);
     }
 }

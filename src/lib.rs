@@ -17,17 +17,21 @@ pub mod commands;
 pub mod companies;
 pub mod config;
 pub mod connect;
+pub mod copy;
 pub mod dbname;
 pub mod ddl;
 pub mod envfile;
 pub mod error;
 pub mod fleet;
 pub mod migrations;
+pub mod moves;
 pub mod output;
 pub mod redact;
 pub mod script;
 pub mod selection;
+pub mod servers;
 pub mod tenant;
+pub mod verify;
 
 use std::process::ExitCode;
 

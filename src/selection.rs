@@ -1,5 +1,5 @@
-//! Turning `<slug|id>...`, `--all`, `--status` and `--shard` into the list of
-//! tenants a command acts on, with one read of the master.
+//! Turning `<slug|id>...`, `--all`, `--status`, `--server` and `--shard`
+//! into the list of tenants a command acts on, with one read of the master.
 
 use std::str::FromStr;
 
@@ -7,6 +7,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::companies::Layout;
 use crate::error::UsageError;
+use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Tenant, find_tenant, unknown_tenant};
 
 /// Part `index` of `count` of the selected tenants.
@@ -56,6 +57,28 @@ pub struct Filter {
     pub lifecycles: Vec<Lifecycle>,
     /// Only this shard of an `all`/`lifecycles` selection.
     pub shard: Option<Shard>,
+    /// Only tenants placed on one of these servers (any, when empty).
+    pub servers: Vec<ServerName>,
+}
+
+impl Filter {
+    /// Whether the tenant is in one of the lifecycle states asked for. A
+    /// tenant being moved is an active one: it is selected, and the fleet
+    /// run reports it skipped and why, rather than leave it out unsaid.
+    fn wants(lifecycles: &[Lifecycle], tenant: &Tenant) -> bool {
+        lifecycles.iter().any(|s| {
+            tenant.has_status(*s)
+                || (*s == Lifecycle::Active && tenant.has_status(Lifecycle::Moving))
+        })
+    }
+
+    fn on_servers(&self, tenant: &Tenant) -> bool {
+        self.servers.is_empty()
+            || tenant
+                .server
+                .as_ref()
+                .is_ok_and(|server| self.servers.contains(server))
+    }
 }
 
 /// Reads the master once and returns the selected tenants: with `--all`
@@ -64,7 +87,37 @@ pub struct Filter {
 /// A shard splits only a selection the master decides (`--all`,
 /// `--status`): tenants named explicitly are always the ones acted on, so a
 /// `TENANTCTL_SHARD` left in a pod's environment cannot silently drop them.
+///
+/// `--server` narrows either kind of selection; it must name a configured
+/// server (`configured`) or one some company is placed on.
 pub async fn resolve(
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    names: &[String],
+    filter: &Filter,
+    configured: &[ServerName],
+) -> anyhow::Result<Vec<Tenant>> {
+    let mut tenants = resolve_unplaced(master_conn, layout, names, filter).await?;
+    if !filter.servers.is_empty() {
+        let everyone = layout.list(master_conn).await?;
+        for server in &filter.servers {
+            let known = configured.contains(server)
+                || everyone.iter().any(|t| t.server.as_ref() == Ok(server));
+            if !known {
+                let names: Vec<&str> = configured.iter().map(ServerName::as_str).collect();
+                return Err(UsageError(format!(
+                    "--server {server}: no such server is configured and no company is placed on it (configured: {})",
+                    names.join(", ")
+                ))
+                .into());
+            }
+        }
+        tenants.retain(|t| filter.on_servers(t));
+    }
+    Ok(tenants)
+}
+
+async fn resolve_unplaced(
     master_conn: &mut PgConnection,
     layout: &Layout,
     names: &[String],
@@ -94,7 +147,7 @@ pub async fn resolve(
     let everyone = layout.list(master_conn).await?;
     let mut tenants: Vec<Tenant> = everyone
         .iter()
-        .filter(|t| lifecycles.iter().any(|s| t.has_status(*s)))
+        .filter(|t| Filter::wants(lifecycles, t))
         .cloned()
         .collect();
     // Only `--all` (which means "active") matching nobody is a mistake to
@@ -145,7 +198,7 @@ async fn by_name(
         }
     }
     if !lifecycles.is_empty() {
-        picked.retain(|t| lifecycles.iter().any(|s| t.has_status(*s)));
+        picked.retain(|t| Filter::wants(lifecycles, t));
     }
     Ok(picked)
 }

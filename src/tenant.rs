@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::dbname::DbName;
+use crate::servers::ServerName;
 
 /// Longest slug accepted; keeps derived database names well under 63 bytes.
 pub const SLUG_MAX_LEN: usize = 40;
@@ -74,19 +75,25 @@ pub enum Lifecycle {
     Failed,
     /// Database dropped, row kept for the record.
     Dropped,
+    /// Being copied to another server by `tenant move`; fleet commands skip it
+    // An active tenant: kept in tenantctl's own `_tenantctl_moves`, never in
+    // the application's status.
+    Moving,
 }
 
 impl Lifecycle {
-    pub const ALL: [Self; 4] = [
+    /// The states a status column (or `_tenantctl_lifecycle`) records;
+    /// `moving` lives in the move's own record.
+    pub const STORED: [Self; 4] = [
         Self::Provisioning,
         Self::Active,
         Self::Failed,
         Self::Dropped,
     ];
 
-    /// The state with this name, ignoring case.
+    /// The stored state with this name, ignoring case.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
+        Self::STORED
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(name))
     }
@@ -97,6 +104,7 @@ impl Lifecycle {
             Self::Active => "active",
             Self::Failed => "failed",
             Self::Dropped => "dropped",
+            Self::Moving => "moving",
         }
     }
 }
@@ -126,6 +134,12 @@ pub struct Tenant {
     /// own states, such as `SUSPENDED`, stand for none).
     pub lifecycle: Option<Lifecycle>,
     pub created_at: Option<DateTime<Utc>>,
+    /// The server as recorded (NULL or absent: `default`).
+    pub server_raw: Option<String>,
+    /// The validated server name, or why the recorded one is refused.
+    pub server: Result<ServerName, String>,
+    /// While a `tenant move` has it: the server it is being moved to.
+    pub moving_to: Option<String>,
 }
 
 impl Tenant {
@@ -157,7 +171,36 @@ impl Tenant {
             status,
             lifecycle,
             created_at,
+            server_raw: None,
+            server: Ok(ServerName::default()),
+            moving_to: None,
         }
+    }
+
+    /// The tenant placed on the server the master records (NULL: default).
+    #[must_use]
+    pub fn with_server(mut self, raw: Option<String>) -> Self {
+        self.server = match raw.as_deref() {
+            None => Ok(ServerName::default()),
+            Some(name) => ServerName::parse(name).map_err(|err| {
+                format!(
+                    "company {}: refusing its server from the master: {err}",
+                    self.id
+                )
+            }),
+        };
+        self.server_raw = raw;
+        self
+    }
+
+    /// The validated server name, or an error saying why it is refused.
+    pub fn server(&self) -> anyhow::Result<&ServerName> {
+        self.server.as_ref().map_err(|why| anyhow::anyhow!("{why}"))
+    }
+
+    /// The server as recorded, for display (`default` when NULL).
+    pub fn server_label(&self) -> &str {
+        self.server_raw.as_deref().unwrap_or(ServerName::DEFAULT)
     }
 
     /// The validated database name, or an error saying why it is refused.

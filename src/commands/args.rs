@@ -11,15 +11,17 @@ use crate::connect::SessionLimits;
 use crate::fleet::FleetOptions;
 use crate::output::OutputMode;
 use crate::selection::{Filter, Shard};
+use crate::servers::ServerName;
 use crate::tenant::Lifecycle;
 
 /// Flags every command accepts.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Server root URL with credentials and no database, e.g.
-    /// `postgresql://user:pass@localhost:5432` (query parameters such as
-    /// sslmode are kept)
+    /// Root URL of the server named default, with credentials and no
+    /// database, e.g. `postgresql://user:pass@localhost:5432` (query
+    /// parameters such as sslmode are kept); other servers come from
+    /// `POSTGRES_BASE_URL_<NAME>`
     #[arg(long, env = "POSTGRES_BASE_URL", hide_env_values = true, global = true)]
     pub base_url: Option<String>,
 
@@ -84,6 +86,11 @@ pub struct FilterArgs {
     /// (tenants named explicitly are never filtered by it)
     #[arg(long, env = "TENANTCTL_SHARD", value_name = "I/N")]
     pub shard: Option<Shard>,
+
+    /// Only tenants placed on this server (repeatable); narrows the
+    /// tenants named or selected with --all
+    #[arg(long = "server", value_name = "NAME")]
+    pub servers: Vec<ServerName>,
 }
 
 /// How a command runs across several tenants.
@@ -92,6 +99,11 @@ pub struct FleetArgs {
     /// Tenants in flight at once, each on its own connection
     #[arg(long, env = "TENANTCTL_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+
+    /// At most this many of the tenants in flight on any one server
+    /// [default: no cap beyond --concurrency]
+    #[arg(long, env = "TENANTCTL_PER_SERVER", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub per_server: Option<u16>,
 
     /// After the first failure start no new tenant; the rest are reported skipped
     #[arg(long)]
@@ -150,6 +162,7 @@ impl From<&FleetArgs> for FleetOptions {
     fn from(args: &FleetArgs) -> Self {
         Self {
             concurrency: usize::from(args.concurrency),
+            per_server: args.per_server.map(usize::from),
             fail_fast: args.fail_fast,
         }
     }
@@ -170,6 +183,7 @@ impl From<&FilterArgs> for Filter {
             all: args.all,
             lifecycles: args.status.clone(),
             shard: args.shard,
+            servers: args.servers.clone(),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::output::OutputMode;
 use crate::output::progress::Progress;
 use crate::output::report::{TenantValue, print_fleet};
 use crate::selection::{self, Filter};
+use crate::servers::ServerName;
 use crate::tenant::Tenant;
 
 /// The future an operation on one tenant's connection returns; it borrows
@@ -49,8 +50,15 @@ impl Context {
                     "POSTGRES_BASE_URL is not set: set it (or pass --base-url) to the server root, e.g. postgresql://user:password@localhost:5432".into(),
                 )
             })?;
-        let connector = Connector::new(
-            base_url,
+        let config = Config::load(global.config.as_deref())?;
+        // Only the POSTGRES_BASE_URL_* variables and those tenantctl.toml
+        // names are read; a value that is not UTF-8 cannot be a URL.
+        let vars = std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        });
+        let sources = crate::servers::sources(base_url, vars, &config.servers)?;
+        let connector = Connector::with_servers(
+            &sources,
             global
                 .master_url
                 .as_deref()
@@ -62,7 +70,7 @@ impl Context {
             output: global.output,
             quiet: global.quiet,
             stop: Stop::default(),
-            config: Config::load(global.config.as_deref())?,
+            config,
             listening: AtomicBool::new(false),
             tenant_migrations_dir: global.tenant_migrations.clone(),
         })
@@ -112,12 +120,22 @@ impl Context {
     }
 
     /// The one tenant with this slug, id or database name, read from the
-    /// master.
+    /// master, to connect to: one being moved is refused (its database is
+    /// out of reach until the move ends).
     pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
         let (mut conn, layout) = self.master().await?;
         let tenant = layout.get(&mut conn, key).await;
         let _ = self.connector.release(conn).await;
-        tenant
+        let tenant = tenant?;
+        if let Some(to) = &tenant.moving_to {
+            anyhow::bail!(
+                "tenant {tenant} is being moved to server {}: its database is closed until `tenantctl tenant move {} --to {}` finishes (or --abort undoes it)",
+                crate::output::shown(to),
+                crate::output::shown(tenant.handle()),
+                crate::output::shown(to)
+            );
+        }
+        Ok(tenant)
     }
 
     /// Reads the master once and returns the tenants the selection names.
@@ -133,8 +151,15 @@ impl Context {
         filter: &FilterArgs,
     ) -> anyhow::Result<Vec<Tenant>> {
         let filter = Filter::from(filter);
+        let configured: Vec<ServerName> = self
+            .connector
+            .servers()
+            .into_iter()
+            .filter(|s| s.address.is_some())
+            .map(|s| s.name)
+            .collect();
         let (mut conn, layout) = self.master().await?;
-        let tenants = selection::resolve(&mut conn, &layout, names, &filter).await;
+        let tenants = selection::resolve(&mut conn, &layout, names, &filter, &configured).await;
         let _ = self.connector.release(conn).await;
         let tenants = tenants?;
         if tenants.is_empty() && !names.is_empty() {
@@ -203,7 +228,9 @@ impl Context {
             async move {
                 let mut value = T::default();
                 let result = async {
-                    let connected = connector.connect_tenant(tenant.db_name()?, &limits).await;
+                    let connected = connector
+                        .connect_tenant(tenant.server()?, tenant.db_name()?, &limits)
+                        .await;
                     let mut conn = connected.inspect_err(|err| value.connect_failed(err))?;
                     let result = op(&tenant, &mut conn, &mut value).await;
                     // Behind a transaction-mode pooler this commits: a write

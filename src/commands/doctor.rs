@@ -1,4 +1,7 @@
-//! `tenantctl doctor`: compare the server with the master, read-only.
+//! `tenantctl doctor`: compare every server with the master, read-only:
+//! orphans on each server, databases on a server other than their
+//! placement, servers unreachable or not configured, stuck, moving and
+//! outdated tenants.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,9 +14,12 @@ use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::Outcome;
+use crate::error::render;
 use crate::fleet::{self, FleetOptions, Silent, Verdict};
 use crate::migrations::{self, MigrationSet, Plan};
+use crate::moves::{self, MoveRecord};
 use crate::output::{OutputMode, line, print_json, shown, table};
+use crate::servers::ServerName;
 use crate::tenant::{DB_PREFIX, Lifecycle, Tenant};
 
 #[derive(Debug, Args)]
@@ -26,11 +32,15 @@ pub struct DoctorArgs {
 /// Something out of order between the server and the master.
 #[derive(Debug, Serialize)]
 pub struct Finding {
-    /// `orphan_database`, `missing_database`, `invalid_db_name`, `stuck`,
-    /// `behind`, `migration_problem` or `unreachable`.
+    /// `orphan_database`, `missing_database`, `database_on_other_server`,
+    /// `invalid_db_name`, `invalid_server`, `stuck`, `move_in_progress`,
+    /// `behind`, `migration_problem`, `unreachable` (a tenant database),
+    /// `server_unreachable` or `server_not_configured`.
     pub kind: &'static str,
     pub slug: Option<String>,
     pub db_name: Option<String>,
+    /// The server the finding is about (the tenant's placement).
+    pub server: Option<String>,
     pub detail: String,
 }
 
@@ -38,22 +48,13 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let (mut master_conn, layout) = ctx.master().await?;
     let companies = layout.list(&mut master_conn).await;
-    // pg_database is shared by every database of a server: read it through
-    // the master when that is on the tenants' server, rather than connect
-    // to `postgres` (CONNECT on it may well be revoked).
-    let on_server = if ctx.connector.master_on_tenant_server() {
-        ddl::list(&mut master_conn).await
-    } else {
-        let mut server = ctx.connector.connect_maintenance().await?;
-        let listed = ddl::list(&mut server).await;
-        let _ = server.close().await;
-        listed
-    };
+    let moves = moves::list(&mut master_conn, &layout).await;
+    let on_servers = list_servers(ctx, &mut master_conn).await;
     let _ = ctx.connector.release(master_conn).await;
     let companies = companies?;
-    let on_server: BTreeSet<String> = on_server?.into_iter().collect();
+    let moves = moves?;
 
-    let (mut findings, to_check, unnamed) = compare(ctx, &companies, &on_server);
+    let (mut findings, to_check, unnamed) = compare(ctx, &companies, &on_servers, &moves);
     findings.extend(find_orphans(ctx, unnamed, &args, &migrations).await);
     findings.extend(check_migrations(ctx, to_check, &args, migrations).await);
     print(ctx, &companies, &findings);
@@ -64,66 +65,222 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Findings from the master and the server's database list alone, the
-/// tenants whose databases are there to look into, and the databases no
-/// company names.
+/// What one server holds: its databases, or why they could not be listed
+/// (not configured, unreachable).
+type Listing = Result<BTreeSet<String>, String>;
+
+/// Every known server's database list. `pg_database` is shared by every
+/// database of a server: on the master's server it is read through the
+/// master's connection rather than `postgres` (CONNECT on it may well be
+/// revoked).
+async fn list_servers(
+    ctx: &Context,
+    master_conn: &mut sqlx::postgres::PgConnection,
+) -> BTreeMap<ServerName, Listing> {
+    let mut listed = BTreeMap::new();
+    for server in ctx.connector.servers() {
+        let name = server.name;
+        let listing = if server.address.is_none() {
+            Err(ctx
+                .connector
+                .check_server(&name)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default())
+        } else if ctx.connector.master_on_server(&name) {
+            ddl::list(master_conn).await.map_err(|e| render(&e))
+        } else {
+            async {
+                let mut conn = ctx.connector.connect_maintenance(&name).await?;
+                let names = ddl::list(&mut conn).await;
+                let _ = conn.close().await;
+                names
+            }
+            .await
+            .map_err(|e| render(&e))
+        };
+        listed.insert(name, listing.map(|names| names.into_iter().collect()));
+    }
+    listed
+}
+
+/// Names a move owns on each server (the parked source, the copy), which
+/// are neither orphans nor databases on the wrong server.
+fn owned_by_moves(moves: &[MoveRecord]) -> BTreeSet<(&str, &str)> {
+    let mut owned = BTreeSet::new();
+    for m in moves {
+        owned.insert((m.from_server.as_str(), m.parked_name.as_str()));
+        owned.insert((m.to_server.as_str(), m.incoming_name.as_str()));
+        if m.step.before_switch() {
+            owned.insert((m.to_server.as_str(), m.db_name.as_str()));
+        }
+    }
+    owned
+}
+
+/// Findings from the master and the servers' database lists alone, the
+/// tenants whose databases are there to look into, and the databases on
+/// each server that no company names.
 fn compare(
     ctx: &Context,
     companies: &[Tenant],
-    on_server: &BTreeSet<String>,
-) -> (Vec<Finding>, Vec<Tenant>, Vec<String>) {
+    on_servers: &BTreeMap<ServerName, Listing>,
+    moves: &[MoveRecord],
+) -> (Vec<Finding>, Vec<Tenant>, Vec<(ServerName, String)>) {
     let mut findings = Vec::new();
+    for (server, listing) in on_servers {
+        if let Err(why) = listing {
+            findings.push(Finding {
+                kind: if ctx.connector.check_server(server).is_err() {
+                    "server_not_configured"
+                } else {
+                    "server_unreachable"
+                },
+                slug: None,
+                db_name: None,
+                server: Some(server.to_string()),
+                detail: why.clone(),
+            });
+        }
+    }
+    let owned = owned_by_moves(moves);
     let named: BTreeSet<&str> = companies
         .iter()
         .filter_map(|c| c.db_name_raw.as_deref())
         .collect();
-    let unnamed = on_server
-        .iter()
-        .filter(|db| {
-            !named.contains(db.as_str())
-                && db.as_str() != ctx.connector.master_db().as_str()
-                && db.as_str() != "postgres"
-        })
-        .cloned()
-        .collect();
+    let mut unnamed = Vec::new();
+    for (server, listing) in on_servers {
+        let Ok(databases) = listing else { continue };
+        for db in databases {
+            let ours = db.as_str() == ctx.connector.master_db().as_str()
+                || db.as_str() == "postgres"
+                || named.contains(db.as_str())
+                || owned.contains(&(server.as_str(), db.as_str()));
+            if !ours {
+                unnamed.push((server.clone(), db.clone()));
+            }
+        }
+    }
     let mut to_check = Vec::new();
     for company in companies {
-        let finding = |kind, detail: String| Finding {
-            kind,
-            slug: company.slug.clone(),
-            db_name: company.db_name_raw.clone(),
-            detail,
-        };
-        if company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed) {
-            findings.push(finding(
-                "stuck",
-                format!(
-                    "status {}; `tenantctl tenant create {}` finishes it",
-                    company.status_label(),
-                    company.handle()
-                ),
-            ));
-        }
-        if company.has_status(Lifecycle::Dropped) {
-            continue;
-        }
-        match &company.db {
-            Err(err) => findings.push(finding("invalid_db_name", err.clone())),
-            Ok(db) if ctx.connector.check_tenant_db(db).is_err() => findings.push(finding(
-                "invalid_db_name",
-                "names the master database, which is never a tenant database".into(),
-            )),
-            Ok(db) if !on_server.contains(db.as_str()) => findings.push(finding(
-                "missing_database",
-                "the company's database is not on the server".into(),
-            )),
-            // Only tenants `migrate --all` would reach can be behind; an
-            // application's own states (SUSPENDED) are its business.
-            Ok(_) if company.has_status(Lifecycle::Active) => to_check.push(company.clone()),
-            Ok(_) => {}
+        let (found, check) = compare_company(ctx, company, on_servers, moves, &owned);
+        findings.extend(found);
+        if check {
+            to_check.push(company.clone());
         }
     }
     (findings, to_check, unnamed)
+}
+
+/// What is wrong with one company, and whether its database is there to
+/// look into.
+fn compare_company(
+    ctx: &Context,
+    company: &Tenant,
+    on_servers: &BTreeMap<ServerName, Listing>,
+    moves: &[MoveRecord],
+    owned: &BTreeSet<(&str, &str)>,
+) -> (Vec<Finding>, bool) {
+    let mut findings = Vec::new();
+    let finding = |kind, detail: String| Finding {
+        kind,
+        slug: company.slug.clone(),
+        db_name: company.db_name_raw.clone(),
+        server: Some(company.server_label().to_owned()),
+        detail,
+    };
+    if company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed) {
+        findings.push(finding(
+            "stuck",
+            format!(
+                "status {}; `tenantctl tenant create {}` finishes it",
+                company.status_label(),
+                company.handle()
+            ),
+        ));
+    }
+    if company.has_status(Lifecycle::Dropped) {
+        return (findings, false);
+    }
+    if let Some(to) = &company.moving_to {
+        let step = moves
+            .iter()
+            .find(|m| m.company_id == company.id)
+            .map_or("?", |m| m.step.as_str());
+        findings.push(finding(
+            "move_in_progress",
+            format!(
+                "being moved to server {to} (step {step}); `tenantctl tenant move {} --to {to}` finishes it, --abort undoes it",
+                company.handle()
+            ),
+        ));
+        return (findings, false);
+    }
+    let server = match company.server() {
+        Ok(server) => server,
+        Err(err) => {
+            findings.push(finding("invalid_server", err.to_string()));
+            return (findings, false);
+        }
+    };
+    if let Err(err) = ctx.connector.check_server(server) {
+        findings.push(finding("server_not_configured", err.to_string()));
+        return (findings, false);
+    }
+    let db = match &company.db {
+        Err(err) => {
+            findings.push(finding("invalid_db_name", err.clone()));
+            return (findings, false);
+        }
+        Ok(db) if ctx.connector.check_tenant_db(db).is_err() => {
+            findings.push(finding(
+                "invalid_db_name",
+                "names the master database, which is never a tenant database".into(),
+            ));
+            return (findings, false);
+        }
+        Ok(db) => db,
+    };
+    let Some(Ok(here)) = on_servers.get(server) else {
+        // Unreachable: reported once, for the server.
+        return (findings, false);
+    };
+    let elsewhere: Vec<&str> = on_servers
+        .iter()
+        .filter(|(other, listing)| {
+            *other != server
+                && listing
+                    .as_ref()
+                    .is_ok_and(|names| names.contains(db.as_str()))
+                && !owned.contains(&(other.as_str(), db.as_str()))
+        })
+        .map(|(other, _)| other.as_str())
+        .collect();
+    let present = here.contains(db.as_str());
+    if !elsewhere.is_empty() {
+        findings.push(finding(
+            "database_on_other_server",
+            if present {
+                format!(
+                    "a database of this name is also on server {} (a copy left behind?)",
+                    elsewhere.join(", ")
+                )
+            } else {
+                format!(
+                    "not on server {server}, where the master places it, but on server {}",
+                    elsewhere.join(", ")
+                )
+            },
+        ));
+    } else if !present {
+        findings.push(finding(
+            "missing_database",
+            format!("the company's database is not on server {server}"),
+        ));
+    }
+    // Only tenants `migrate --all` would reach can be behind; an
+    // application's own states (SUSPENDED) are its business.
+    (findings, present && company.has_status(Lifecycle::Active))
 }
 
 /// Databases no company names that look like tenant databases: named with
@@ -134,23 +291,23 @@ fn compare(
 /// migrations is another master (a staging copy, say), not a tenant.
 async fn find_orphans(
     ctx: &Context,
-    unnamed: Vec<String>,
+    unnamed: Vec<(ServerName, String)>,
     args: &DoctorArgs,
     migrations: &MigrationSet,
 ) -> Vec<Finding> {
     use futures_util::StreamExt as _;
 
     let master_set = MigrationSet::embedded_master();
-    let checks = unnamed.into_iter().map(|name| {
+    let checks = unnamed.into_iter().map(|(server, name)| {
         let master_set = &master_set;
         async move {
             if name.starts_with(DB_PREFIX) {
-                return Some((name, "named like a tenant database"));
+                return Some((server, name, "named like a tenant database"));
             }
             let db = DbName::parse(&name).ok()?;
             let mut conn = ctx
                 .connector
-                .connect_tenant(&db, &SessionLimits::default())
+                .connect_tenant(&server, &db, &SessionLimits::default())
                 .await
                 .ok()?;
             let rows = migrations::read_applied(&mut conn).await;
@@ -158,10 +315,14 @@ async fn find_orphans(
             let rows = rows.ok()??;
             let is_master = rows.iter().any(|row| master_set.recorded(row));
             let has_tenant_migrations = rows.iter().any(|row| migrations.recorded(row));
-            (has_tenant_migrations && !is_master).then_some((name, "holds tenant migrations"))
+            (has_tenant_migrations && !is_master).then_some((
+                server,
+                name,
+                "holds tenant migrations",
+            ))
         }
     });
-    let mut found: Vec<(String, &str)> = futures_util::stream::iter(checks)
+    let mut found: Vec<(ServerName, String, &str)> = futures_util::stream::iter(checks)
         .buffer_unordered(usize::from(args.concurrency))
         .filter_map(|found| async move { found })
         .collect()
@@ -169,10 +330,11 @@ async fn find_orphans(
     found.sort();
     found
         .into_iter()
-        .map(|(name, why)| Finding {
+        .map(|(server, name, why)| Finding {
             kind: "orphan_database",
             slug: None,
             db_name: Some(name),
+            server: Some(server.to_string()),
             detail: format!("{why}, but no company names it"),
         })
         .collect()
@@ -189,6 +351,7 @@ async fn check_migrations(
     let connector = ctx.connector.clone();
     let options = FleetOptions {
         concurrency: usize::from(args.concurrency),
+        per_server: None,
         fail_fast: false,
     };
     let checked = fleet::run(to_check, options, &ctx.stop, &Silent, move |tenant| {
@@ -197,7 +360,11 @@ async fn check_migrations(
             fleet::attempt(
                 async {
                     let mut conn = connector
-                        .connect_tenant(tenant.db_name()?, &SessionLimits::default())
+                        .connect_tenant(
+                            tenant.server()?,
+                            tenant.db_name()?,
+                            &SessionLimits::default(),
+                        )
                         .await?;
                     let plan = migrations::plan(&mut conn, &migrations).await;
                     let _ = connector.release(conn).await;
@@ -217,6 +384,7 @@ fn findings_of(report: &fleet::Report<Plan>) -> Vec<Finding> {
         kind,
         slug: report.tenant.slug.clone(),
         db_name: report.tenant.db_name_raw.clone(),
+        server: Some(report.tenant.server_label().to_owned()),
         detail,
     };
     let plan = &report.value;
@@ -267,7 +435,7 @@ fn print(ctx: &Context, companies: &[Tenant], findings: &[Finding]) {
                     companies.len()
                 ));
             } else {
-                let mut out = table(["problem", "tenant", "database", "detail"]);
+                let mut out = table(["problem", "tenant", "database", "server", "detail"]);
                 for f in findings {
                     out.add_row([
                         f.kind.to_owned(),
@@ -275,6 +443,7 @@ fn print(ctx: &Context, companies: &[Tenant], findings: &[Finding]) {
                         f.db_name
                             .as_deref()
                             .map_or_else(|| "NULL".to_owned(), shown),
+                        shown(f.server.as_deref().unwrap_or_default()),
                         shown(&f.detail),
                     ]);
                 }

@@ -7,7 +7,7 @@ use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::commands::context::Context;
-use crate::companies::{BOOKKEEPING, Layout, MissingTable};
+use crate::companies::{BOOKKEEPING, Layout, MissingTable, PLACEMENT};
 use crate::config::MasterConfig;
 use crate::connect::is_missing_database;
 use crate::ddl;
@@ -22,6 +22,10 @@ pub enum MasterCommand {
 }
 
 #[derive(Serialize)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "the flags of the JSON report, each its own key"
+)]
 struct Migrated<'a> {
     database: &'a str,
     created: bool,
@@ -33,6 +37,8 @@ struct Migrated<'a> {
     found: Vec<String>,
     /// With `adopted`: whether tenantctl's own bookkeeping table was added.
     bookkeeping_created: bool,
+    /// With `adopted`: whether tenantctl's own placement table was added.
+    placement_created: bool,
 }
 
 pub async fn run(command: MasterCommand, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -63,6 +69,7 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
         adopted: false,
         found: Vec::new(),
         bookkeeping_created: false,
+        placement_created: false,
     };
     let done = migrate_or_adopt(ctx, &mut conn, &mut result).await;
     let released = ctx.connector.release(conn).await;
@@ -96,12 +103,18 @@ async fn migrate_or_adopt(
                 result.adopted = true;
                 result.bookkeeping_created =
                     !layout.has_bookkeeping && layout.ensure_bookkeeping(conn).await?;
+                result.placement_created =
+                    !layout.has_placement && layout.ensure_placement(conn).await?;
+                layout.ensure_moves(conn).await?;
                 result.found = layout.describe();
                 return Ok(());
             }
         }
     }
-    migrations::apply(conn, db, &ours, &mut result.applied).await
+    migrations::apply(conn, db, &ours, &mut result.applied).await?;
+    // tenantctl's record of moves between servers, beside its own table.
+    let mut layout = Layout::load(conn, &ctx.config.master).await?;
+    layout.ensure_moves(conn).await
 }
 
 fn print(ctx: &Context, result: &Migrated<'_>) {
@@ -121,6 +134,11 @@ fn print(ctx: &Context, result: &Migrated<'_>) {
                 if result.bookkeeping_created {
                     line(format_args!(
                         "created tenantctl's own {BOOKKEEPING} table beside it"
+                    ));
+                }
+                if result.placement_created {
+                    line(format_args!(
+                        "created tenantctl's own {PLACEMENT} table beside it (each tenant's server)"
                     ));
                 }
             } else if result.applied.is_empty() {

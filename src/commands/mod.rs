@@ -13,6 +13,7 @@ pub mod args;
 pub mod context;
 pub mod doctor;
 pub mod master;
+pub mod server;
 pub mod tenant;
 
 use clap::Subcommand;
@@ -28,8 +29,11 @@ pub enum Command {
     /// Tenants and their databases
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
-    /// Compare the server with the master: orphans, missing databases,
-    /// stuck and outdated tenants (read-only)
+    /// The PostgreSQL servers that hold tenant databases
+    #[command(subcommand)]
+    Server(server::ServerCommand),
+    /// Compare the servers with the master: orphans, missing or misplaced
+    /// databases, unreachable servers, stuck and outdated tenants (read-only)
     Doctor(doctor::DoctorArgs),
 }
 
@@ -37,6 +41,7 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::Master(cmd) => master::run(cmd, ctx).await,
         Command::Tenant(cmd) => tenant::run(cmd, ctx).await,
+        Command::Server(cmd) => server::run(cmd, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
     }
 }

@@ -134,6 +134,23 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// `812 B`, `7.6 MB`, `1.2 GB` (powers of 1024).
+pub fn format_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    #[allow(clippy::cast_precision_loss, reason = "a size shown with one decimal")]
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// Migration versions as `1, 2, 3`.
 pub fn join_versions(versions: &[i64]) -> String {
     versions
@@ -162,5 +179,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(1250)), "1.2s");
         assert_eq!(format_duration(Duration::from_secs(185)), "3m 05s");
         assert_eq!(join_versions(&[1, 20]), "1, 20");
+        assert_eq!(format_bytes(812), "812 B");
+        assert_eq!(format_bytes(8_000_000), "7.6 MB");
     }
 }

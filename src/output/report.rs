@@ -23,6 +23,7 @@ struct TenantJson<'a, T> {
     id: &'a str,
     slug: Option<&'a str>,
     db_name: Option<&'a str>,
+    server: &'a str,
     status: Verdict,
     #[serde(flatten)]
     value: &'a T,
@@ -54,6 +55,7 @@ pub fn tenant_json<T: TenantValue>(report: &Report<T>) -> serde_json::Value {
         id: &report.tenant.id,
         slug: report.tenant.slug.as_deref(),
         db_name: report.tenant.db_name_raw.as_deref(),
+        server: report.tenant.server_label(),
         status: report.verdict,
         value: &report.value,
         error: report.error.as_deref(),
@@ -81,7 +83,7 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
         ),
         OutputMode::Table => {
             let any_error = run.reports.iter().any(|r| r.error.is_some());
-            let mut headers = vec!["tenant", "db name", "result"];
+            let mut headers = vec!["tenant", "db name", "server", "result"];
             headers.extend(T::headers());
             headers.push("time");
             if any_error {
@@ -92,6 +94,7 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
                 let mut row = vec![
                     shown(r.tenant.handle()),
                     shown(r.tenant.db_label()),
+                    shown(r.tenant.server_label()),
                     r.verdict.as_str().to_owned(),
                 ];
                 row.extend(r.value.cells());

@@ -10,7 +10,8 @@ fn end_to_end_create_list_migrate_settings() {
         .ok()
         .json();
     assert_eq!(master["created"], true);
-    assert_eq!(master["applied"].as_array().map(Vec::len), Some(1));
+    // The companies table, then its "dbServer" column.
+    assert_eq!(master["applied"].as_array().map(Vec::len), Some(2));
     // Running it again changes nothing.
     let again = env.run(&["master", "migrate", "--output", "jsonl"]).ok();
     assert_eq!(
@@ -58,8 +59,17 @@ fn end_to_end_create_list_migrate_settings() {
         .collect();
     assert_eq!(
         keys,
-        ["id", "slug", "name", "db_name", "status", "created_at"]
+        [
+            "id",
+            "slug",
+            "name",
+            "db_name",
+            "server",
+            "status",
+            "created_at"
+        ]
     );
+    assert_eq!(rows[0]["server"], "default");
     assert_eq!(rows[0]["slug"], acme);
     assert_eq!(rows[0]["status"], "active");
 
@@ -269,6 +279,8 @@ fn help_matches_snapshot() {
         &["tenant", "settings", "set", "--help"],
         &["tenant", "drop", "--help"],
         &["doctor", "--help"],
+        &["server", "list", "--help"],
+        &["tenant", "move", "--help"],
     ] {
         let run = env.run_with(args, |c| {
             c.env("COLUMNS", "100");

@@ -6,6 +6,7 @@ use sqlx::Connection as _;
 use tenantctl::connect::{Connector, SessionLimits};
 use tenantctl::dbname::DbName;
 use tenantctl::migrations::{self, MigrationSet, Problem};
+use tenantctl::servers::ServerName;
 
 use crate::support::{TestEnv, block_on};
 
@@ -17,7 +18,7 @@ fn apply_reports_partial_progress_and_plan_sees_problems() {
     block_on(async {
         let set = MigrationSet::from_dir(&broken).await.expect("fixture");
         let mut conn = connector
-            .connect_tenant(&name, &SessionLimits::default())
+            .connect_tenant(&ServerName::default(), &name, &SessionLimits::default())
             .await
             .expect("connect");
 
@@ -83,10 +84,18 @@ fn connector_refuses_master_and_names_missing_database() {
     )
     .expect("connector");
     let master = DbName::parse(&env.master).expect("valid");
-    assert!(connector.for_tenant(&master).is_err());
+    assert!(
+        connector
+            .for_tenant(&ServerName::default(), &master)
+            .is_err()
+    );
     let missing = DbName::parse(&format!("missing_{}", env.token)).expect("valid");
-    let err = block_on(connector.connect_tenant(&missing, &SessionLimits::default()))
-        .expect_err("missing");
+    let err = block_on(connector.connect_tenant(
+        &ServerName::default(),
+        &missing,
+        &SessionLimits::default(),
+    ))
+    .expect_err("missing");
     let text = tenantctl::error::render(&err);
     assert!(
         text.contains("missing from the server") && text.contains(missing.as_str()),
@@ -110,7 +119,7 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
         holder.lock().await.expect("sqlx lock");
 
         let mut conn = connector
-            .connect_tenant(&name, &SessionLimits::default())
+            .connect_tenant(&ServerName::default(), &name, &SessionLimits::default())
             .await
             .expect("connect");
         let pid: (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
@@ -170,7 +179,7 @@ fn sqlx_own_migrator_accepts_what_tenantctl_recorded() {
     let set = block_on(MigrationSet::from_dir(&dir)).expect("fixture");
     block_on(async {
         let mut conn = connector
-            .connect_tenant(&name, &SessionLimits::default())
+            .connect_tenant(&ServerName::default(), &name, &SessionLimits::default())
             .await
             .expect("connect");
         let mut applied = Vec::new();

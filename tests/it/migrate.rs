@@ -65,7 +65,15 @@ fn migrate_refuses_dirty_and_unknown_rows_and_prints_its_table() {
         .collect();
     assert_eq!(
         columns,
-        ["tenant", "db name", "result", "migrations", "time", "error"],
+        [
+            "tenant",
+            "db name",
+            "server",
+            "result",
+            "migrations",
+            "time",
+            "error"
+        ],
         "{}",
         run.stdout
     );
@@ -81,17 +89,18 @@ fn migrate_refuses_dirty_and_unknown_rows_and_prints_its_table() {
     };
     let fine = row(&slugs[1]);
     assert_eq!(
-        fine[..4],
+        fine[..5],
         [
             slugs[1].clone(),
             env.db("fine"),
+            "default".to_owned(),
             "ok".to_owned(),
             "applied 1: 20250101000003".to_owned()
         ],
         "{}",
         run.stdout
     );
-    assert_eq!(row(&slugs[0])[2], "failed", "{}", run.stdout);
+    assert_eq!(row(&slugs[0])[3], "failed", "{}", run.stdout);
     assert!(
         run.stdout.contains("1 ok, 2 failed, 0 skipped"),
         "{}",

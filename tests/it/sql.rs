@@ -5,6 +5,7 @@
 use sqlx::Connection as _;
 use tenantctl::connect::SessionLimits;
 use tenantctl::script::{Script, ScriptRun};
+use tenantctl::servers::ServerName;
 
 use crate::support::{Run, TestEnv, block_on, find};
 
@@ -415,7 +416,7 @@ fn the_second_wall_catches_a_script_that_ends_its_transaction() {
             let script = Script::parse(sql).expect("parses");
             assert!(script.check_single_transaction().is_err(), "{sql}");
             let mut conn = connector
-                .connect_tenant(&name, &SessionLimits::default())
+                .connect_tenant(&ServerName::default(), &name, &SessionLimits::default())
                 .await
                 .expect("connect");
             let mut run = ScriptRun::default();
@@ -434,7 +435,7 @@ fn the_second_wall_catches_a_script_that_ends_its_transaction() {
 
         // A script that leaves the transaction alone passes the wall.
         let mut conn = connector
-            .connect_tenant(&name, &SessionLimits::default())
+            .connect_tenant(&ServerName::default(), &name, &SessionLimits::default())
             .await
             .expect("connect");
         let mut run = ScriptRun::default();

@@ -1,6 +1,7 @@
 //! `tenantctl tenant create <slug>`: record the company, create its database,
 //! migrate it, mark it active. Rerunning it for a tenant left in
-//! `provisioning` or `failed` finishes the job.
+//! `provisioning` or `failed` finishes the job, on the server its row
+//! records (the server is recorded before the database is created).
 
 use anyhow::Context as _;
 use clap::Args;
@@ -17,6 +18,7 @@ use crate::ddl;
 use crate::error::{Outcome, UsageError};
 use crate::migrations::{self, MigrationSet};
 use crate::output::{OutputMode, join_versions, line, print_json, shown, warn};
+use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Slug, Tenant};
 
 #[derive(Debug, Args)]
@@ -37,6 +39,11 @@ pub struct CreateArgs {
     #[arg(long = "column", value_name = "NAME=VALUE", value_parser = parse_column)]
     pub columns: Vec<(String, String)>,
 
+    /// The server to create its database on [default: of the servers that
+    /// accept new tenants, the one with the fewest placed]
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<ServerName>,
+
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -54,6 +61,7 @@ struct Created<'a> {
     slug: Option<&'a str>,
     name: Option<&'a str>,
     db_name: Option<&'a str>,
+    server: &'a str,
     status: Lifecycle,
     resumed: bool,
     /// Another `tenant create` of the same slug ran at the same time and
@@ -172,7 +180,7 @@ async fn claim(
             !(absent_before && existing.has_status(Lifecycle::Failed)),
             "tenant {slug}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {slug}` again to finish"
         );
-        let tenant = resume(existing, requested_db.as_ref())?;
+        let tenant = resume(existing, requested_db.as_ref(), args.server.as_ref())?;
         if !ctx.quiet {
             warn(format_args!(
                 "tenant {tenant} was left in {}; finishing its provisioning",
@@ -185,7 +193,14 @@ async fn claim(
             concurrent: false,
         });
     }
-    let mut server = ctx.connector.connect_maintenance().await?;
+    let placed = match &args.server {
+        Some(server) => {
+            ctx.connector.check_server(server)?;
+            server.clone()
+        }
+        None => least_placed(ctx, &layout.list(master_conn).await?)?,
+    };
+    let mut server = ctx.connector.connect_maintenance(&placed).await?;
     let db = match requested_db {
         Some(db) => ensure_free(master_conn, layout, &mut server, &db)
             .await
@@ -197,6 +212,7 @@ async fn claim(
     let db = db?;
     let new = NewCompany {
         slug,
+        server: &placed,
         name,
         db: &db,
         extra: &args.columns,
@@ -239,6 +255,7 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
         slug: tenant.slug.as_deref(),
         name: tenant.name.as_deref(),
         db_name: tenant.db_name_raw.as_deref(),
+        server: tenant.server_label(),
         status: Lifecycle::Active,
         resumed: claimed.resumed,
         concurrent: claimed.concurrent,
@@ -254,10 +271,11 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
                 "created"
             };
             line(format_args!(
-                "{verb} tenant {} (id {}, database {}): applied {} migration(s){}",
+                "{verb} tenant {} (id {}, database {} on server {}): applied {} migration(s){}",
                 shown(tenant.handle()),
                 shown(&tenant.id),
                 shown(tenant.db_label()),
+                shown(tenant.server_label()),
                 applied.len(),
                 if applied.is_empty() {
                     String::new()
@@ -270,9 +288,39 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
     }
 }
 
+/// Of the configured servers that accept new tenants, the one with the
+/// fewest tenants placed (dropped ones aside); ties go by name.
+fn least_placed(ctx: &Context, everyone: &[Tenant]) -> anyhow::Result<ServerName> {
+    let open: Vec<ServerName> = ctx
+        .connector
+        .servers()
+        .into_iter()
+        .filter(|s| s.address.is_some() && s.accepts_new)
+        .map(|s| s.name)
+        .collect();
+    open.into_iter()
+        .min_by_key(|server| {
+            let placed = everyone
+                .iter()
+                .filter(|t| !t.has_status(Lifecycle::Dropped) && t.server.as_ref() == Ok(server))
+                .count();
+            (placed, server.clone())
+        })
+        .ok_or_else(|| {
+            UsageError(
+                "no configured server accepts new tenants (tenantctl.toml sets accepts_new = false on all of them); pick one with --server".into(),
+            )
+            .into()
+        })
+}
+
 /// An existing row may only be picked up again if provisioning never
-/// finished, and with the database it already names.
-fn resume(existing: Tenant, requested_db: Option<&DbName>) -> anyhow::Result<Tenant> {
+/// finished, with the database it already names, on the server it records.
+fn resume(
+    existing: Tenant,
+    requested_db: Option<&DbName>,
+    requested_server: Option<&ServerName>,
+) -> anyhow::Result<Tenant> {
     let resumable =
         existing.has_status(Lifecycle::Provisioning) || existing.has_status(Lifecycle::Failed);
     anyhow::ensure!(
@@ -290,7 +338,16 @@ fn resume(existing: Tenant, requested_db: Option<&DbName>) -> anyhow::Result<Ten
             shown(existing.db_label())
         );
     }
+    if let Some(server) = requested_server {
+        anyhow::ensure!(
+            existing.server.as_ref() == Ok(server),
+            "tenant {} is already recorded on server {}; rerun without --server (or with that server) to finish it",
+            shown(existing.handle()),
+            shown(existing.server_label())
+        );
+    }
     existing.db_name()?;
+    existing.server()?;
     Ok(existing)
 }
 
@@ -347,11 +404,12 @@ async fn provision(
     applied: &mut Vec<i64>,
 ) -> anyhow::Result<()> {
     let db = tenant.db_name()?;
-    let mut server = ctx.connector.connect_maintenance().await?;
+    let placed = tenant.server()?;
+    let mut server = ctx.connector.connect_maintenance(placed).await?;
     let created = ddl::create_if_missing(&mut server, db).await;
     let _ = server.close().await;
     created?;
-    let mut conn = ctx.connector.connect_tenant(db, limits).await?;
+    let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
     let result = migrations::apply(&mut conn, db, migrations, applied).await;
     let released = ctx.connector.release(conn).await;
     result.and(released)

@@ -34,6 +34,16 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // not the master, can get this far.
     let db = tenant.db_name()?.clone();
     ctx.connector.check_tenant_db(&db)?;
+    let server = tenant.server()?.clone();
+    ctx.connector.check_server(&server)?;
+    if let Some(to) = &tenant.moving_to {
+        anyhow::bail!(
+            "tenant {tenant} is being moved to server {}: finish the move (`tenantctl tenant move {} --to {}`) or undo it (--abort) first",
+            shown(to),
+            shown(tenant.handle()),
+            shown(to)
+        );
+    }
     confirm(
         &format!(
             "drop database {db} of tenant {} and everything in it",
@@ -54,9 +64,9 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     } else {
         layout.delete(&mut tx, &tenant).await?;
     }
-    let mut server = ctx.connector.connect_maintenance().await?;
-    let dropped = ddl::drop_force(&mut server, &db).await;
-    let _ = server.close().await;
+    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
+    let dropped = ddl::drop_force(&mut on_server, &db).await;
+    let _ = on_server.close().await;
     dropped?;
     let committed = match tx.commit().await {
         Ok(()) => ctx.connector.release(master_conn).await,
@@ -69,7 +79,7 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     match ctx.output {
         OutputMode::Table => {
             line(format_args!(
-                "dropped tenant {} (database {db}){}",
+                "dropped tenant {} (database {db} on server {server}){}",
                 shown(tenant.handle()),
                 if args.keep_row {
                     "; row kept with status dropped"
@@ -81,7 +91,7 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
             mode,
             &serde_json::json!({
-                "id": tenant.id, "slug": tenant.slug, "db_name": db.as_str(),
+                "id": tenant.id, "slug": tenant.slug, "db_name": db.as_str(), "server": server.as_str(),
                 "row": if args.keep_row { "kept" } else { "deleted" },
             }),
         ),

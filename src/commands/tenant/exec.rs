@@ -184,7 +184,7 @@ impl Child<'_> {
             .command
             .split_first()
             .context("no program given after --")?;
-        let env = connector.tenant_env(db)?;
+        let env = connector.tenant_env(tenant.server()?, db)?;
         let redactor = redactor_for(&env, tenant);
         let mut cmd = self.command_for(program, program_args, &env, tenant, db.as_str());
         let mut child = cmd.spawn().with_context(|| format!("start {program:?}"))?;

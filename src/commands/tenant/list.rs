@@ -21,12 +21,16 @@ struct Row<'a> {
     slug: Option<&'a str>,
     name: Option<&'a str>,
     db_name: Option<&'a str>,
+    server: &'a str,
     status: Option<&'a str>,
     created_at: Option<String>,
     /// Why the row cannot be used (its database name missing or unsafe).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
+
+// A row whose server name is refused is listed (with its raw name) and
+// reported below, like one whose database name is refused.
 
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (mut conn, layout) = ctx.master().await?;
@@ -44,11 +48,17 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             slug: t.slug.as_deref(),
             name: t.name.as_deref(),
             db_name: t.db_name_raw.as_deref(),
+            server: t.server_label(),
             status: t.status.as_deref(),
             created_at: t
                 .created_at
                 .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            error: t.db.as_ref().err().map(String::as_str),
+            error: t
+                .db
+                .as_ref()
+                .err()
+                .or(t.server.as_ref().err())
+                .map(String::as_str),
         })
         .collect();
     match ctx.output {
@@ -59,13 +69,16 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             }
         }
         OutputMode::Table => {
-            let mut out = table(["id", "slug", "name", "db name", "status", "created"]);
+            let mut out = table([
+                "id", "slug", "name", "db name", "server", "status", "created",
+            ]);
             for r in &rows {
                 out.add_row([
                     shown(r.id),
                     shown(r.slug.unwrap_or_default()),
                     shown(r.name.unwrap_or_default()),
                     r.db_name.map_or_else(|| "NULL".to_owned(), shown),
+                    shown(r.server),
                     shown(r.status.unwrap_or_default()),
                     r.created_at.clone().unwrap_or_default(),
                 ]);

@@ -6,6 +6,7 @@ pub mod drop;
 pub mod exec;
 pub mod list;
 pub mod migrate;
+pub mod r#move;
 pub mod psql;
 pub mod settings;
 pub mod sql;
@@ -40,6 +41,8 @@ pub enum TenantCommand {
     Psql(psql::PsqlArgs),
     /// Drop a tenant's database and delete (or mark) its company
     Drop(drop::DropArgs),
+    /// Move a tenant's database to another server and repoint the master
+    Move(r#move::MoveArgs),
     /// Record migrations up to a version as applied without running them
     Baseline(baseline::BaselineArgs),
 }
@@ -56,6 +59,7 @@ pub async fn run(command: TenantCommand, ctx: &Context) -> anyhow::Result<Outcom
         TenantCommand::Url(args) => url::run(args, ctx).await,
         TenantCommand::Psql(args) => psql::run(args, ctx).await,
         TenantCommand::Drop(args) => drop::run(args, ctx).await,
+        TenantCommand::Move(args) => r#move::run(args, ctx).await,
         TenantCommand::Baseline(args) => baseline::run(args, ctx).await,
     }
 }

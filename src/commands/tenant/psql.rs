@@ -23,7 +23,7 @@ pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // The tenant's connection as libpq's own variables, password included
     // (never in the arguments, which /proc shows to every user), in place
     // of any the operator's shell has (another server's PGHOST, PGSERVICE).
-    let env = ctx.connector.tenant_env(db)?;
+    let env = ctx.connector.tenant_env(tenant.server()?, db)?;
     let mut psql = std::process::Command::new("psql");
     for (name, _) in std::env::vars_os() {
         if name.as_encoded_bytes().starts_with(b"PG") {

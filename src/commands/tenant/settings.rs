@@ -230,7 +230,7 @@ async fn open(ctx: &Context, key: &str) -> anyhow::Result<(Tenant, PgConnection)
     let conn = async {
         let db = tenant.db_name()?;
         ctx.connector
-            .connect_tenant(db, &SessionLimits::default())
+            .connect_tenant(tenant.server()?, db, &SessionLimits::default())
             .await
     }
     .await

@@ -21,9 +21,9 @@ pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let tenant = ctx.tenant(&args.tenant).await?;
     let db = tenant.db_name()?;
     let url = if args.show_password {
-        ctx.connector.tenant_url(db)?.to_string()
+        ctx.connector.tenant_url(tenant.server()?, db)?.to_string()
     } else {
-        ctx.connector.tenant_url_redacted(db)?
+        ctx.connector.tenant_url_redacted(tenant.server()?, db)?
     };
     match ctx.output {
         OutputMode::Table => {
@@ -32,7 +32,7 @@ pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
             mode,
             &serde_json::json!({
-                "slug": tenant.slug, "db_name": db.as_str(), "url": url,
+                "slug": tenant.slug, "db_name": db.as_str(), "server": tenant.server_label(), "url": url,
             }),
         ),
     }

@@ -220,12 +220,19 @@ impl TestEnv {
     /// Gives any command (say, one that runs the binary inside a
     /// pseudo-terminal) the working directory and environment of [`Self::cmd`].
     pub fn configure(&self, cmd: &mut Command) {
+        // Only the servers a test gives are configured.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("POSTGRES_BASE_URL_") {
+                cmd.env_remove(name);
+            }
+        }
         cmd.current_dir(self.workdir.path())
             .env("POSTGRES_BASE_URL", &self.base_url)
             .env("MASTER_DATABASE_URL", self.master_url())
             .env_remove("TENANT_MIGRATIONS_DIR")
             .env_remove("TENANTCTL_SHARD")
             .env_remove("TENANTCTL_CONCURRENCY")
+            .env_remove("TENANTCTL_PER_SERVER")
             .env_remove("TENANTCTL_CONNECT_TIMEOUT")
             .env_remove("TENANTCTL_LOCK_TIMEOUT")
             .env_remove("TENANTCTL_STATEMENT_TIMEOUT");

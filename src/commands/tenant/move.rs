@@ -1,0 +1,472 @@
+//! `tenantctl tenant move <slug|id> --to SERVER [--drop-source]`: copy a
+//! tenant's database to another server and repoint the master; `--finish`
+//! drops the source a move kept, `--abort` undoes an interrupted move,
+//! `--dry-run` prints the plan. The steps and how a rerun picks them up
+//! are in [`crate::moves`].
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+use sqlx::Connection as _;
+
+use crate::commands::context::Context;
+use crate::copy::PgTools;
+use crate::ddl;
+use crate::error::{Outcome, UsageError, render};
+use crate::moves::{self, MoveRecord, Moved, Mover, Step};
+use crate::output::{OutputMode, format_bytes, format_duration, line, print_json, shown, warn};
+use crate::servers::ServerName;
+use crate::tenant::{Lifecycle, Tenant};
+
+#[derive(Debug, Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "each is a flag of the command line"
+)]
+pub struct MoveArgs {
+    /// Tenant slug, id or database name
+    #[arg(value_name = "SLUG|ID")]
+    pub tenant: String,
+
+    /// The server to move its database to (rerunning an interrupted move
+    /// with the same --to finishes it)
+    #[arg(long, value_name = "SERVER", required_unless_present_any = ["finish", "abort"])]
+    pub to: Option<ServerName>,
+
+    /// Drop the source once the copy is verified and the master switched
+    /// [default: keep it, renamed and closed to connections, until --finish]
+    #[arg(long, conflicts_with_all = ["finish", "abort"])]
+    pub drop_source: bool,
+
+    /// Drop the source a finished move kept
+    #[arg(long, conflicts_with_all = ["to", "abort", "dry_run"])]
+    pub finish: bool,
+
+    /// Undo an interrupted move: reopen the source, drop the partial copy
+    #[arg(long, conflicts_with_all = ["to", "dry_run"])]
+    pub abort: bool,
+
+    /// Print the plan and the database's size, changing nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The directory holding `pg_dump` and `pg_restore` [default: found on
+    /// PATH]
+    #[arg(long, env = "TENANTCTL_PG_BIN", value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// What `tenant move` reports.
+#[derive(Debug, Serialize)]
+struct Report {
+    id: String,
+    slug: Option<String>,
+    db_name: Option<String>,
+    from: String,
+    to: String,
+    /// `moved`, `finished` (source dropped later), `aborted` or `planned`.
+    action: &'static str,
+    /// Whether this run picked up a move an earlier run left.
+    resumed: bool,
+    bytes: Option<i64>,
+    copy_ms: Option<u64>,
+    /// Copy throughput, megabytes (10^6 bytes) per second.
+    mb_per_s: Option<f64>,
+    /// The parked source, while it is kept.
+    source_kept_as: Option<String>,
+    source_dropped: bool,
+    /// With `--dry-run`: the database's size and the versions involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<serde_json::Value>,
+}
+
+pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    if ctx.connector.pooled() {
+        return Err(UsageError(
+            "tenant move needs direct connections: a transaction-mode pooler (?pgbouncer=true) keeps idle server connections to the database it renames; give the servers' own URLs".into(),
+        )
+        .into());
+    }
+    let (mut master, mut layout) = ctx.master().await?;
+    let result = async {
+        let tenant = layout.get(&mut master, &args.tenant).await?;
+        if !args.dry_run {
+            layout.ensure_moves(&mut master).await?;
+            moves::lock(&mut master, &tenant.id).await?;
+        }
+        let record = moves::get(&mut master, &layout, &tenant.id).await?;
+        let say = |text: &str| {
+            if !ctx.quiet {
+                warn(format_args!(
+                    "tenant {}: {}",
+                    shown(tenant.handle()),
+                    shown(text)
+                ));
+            }
+        };
+        let mut mover = Mover {
+            connector: &ctx.connector,
+            layout: &layout,
+            master: &mut master,
+            stop: ctx.interruptible(),
+            pg_bin: args.pg_bin.clone(),
+            say: &say,
+        };
+        if args.finish {
+            finish(&mut mover, &tenant, record).await
+        } else if args.abort {
+            abort(&mut mover, &tenant, record).await
+        } else if args.dry_run {
+            plan(ctx, &args, &tenant, record.as_ref()).await
+        } else {
+            start_or_resume(ctx, &mut mover, &args, &tenant, record).await
+        }
+    }
+    .await;
+    let _ = ctx.connector.release(master).await;
+    match result {
+        Ok(report) => {
+            print(ctx, &report);
+            Ok(Outcome::Success)
+        }
+        // An interrupt undid the move (or left it for a rerun): say why,
+        // and exit as interrupted.
+        Err(err) if ctx.stop.is_set() => {
+            warn(format_args!("error: {}", render(&err)));
+            Ok(Outcome::Interrupted)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn report(tenant: &Tenant, record: &MoveRecord, action: &'static str) -> Report {
+    Report {
+        id: tenant.id.clone(),
+        slug: tenant.slug.clone(),
+        db_name: tenant.db_name_raw.clone(),
+        from: record.from_server.clone(),
+        to: record.to_server.clone(),
+        action,
+        resumed: false,
+        bytes: record.bytes,
+        copy_ms: None,
+        mb_per_s: None,
+        source_kept_as: (record.step == Step::Switched).then(|| record.parked_name.clone()),
+        source_dropped: record.step == Step::Done,
+        plan: None,
+    }
+}
+
+async fn finish(
+    mover: &mut Mover<'_>,
+    tenant: &Tenant,
+    record: Option<MoveRecord>,
+) -> anyhow::Result<Report> {
+    let Some(mut record) = record else {
+        anyhow::bail!("tenant {tenant} has no move to finish");
+    };
+    if record.step == Step::Done {
+        return Ok(report(tenant, &record, "finished"));
+    }
+    mover.finish(&record).await.map_err(|err| {
+        err.context(format!(
+            "tenant {tenant}: drop the source {} kept on server {}",
+            record.parked_name, record.from_server
+        ))
+    })?;
+    record.step = Step::Done;
+    Ok(report(tenant, &record, "finished"))
+}
+
+async fn abort(
+    mover: &mut Mover<'_>,
+    tenant: &Tenant,
+    record: Option<MoveRecord>,
+) -> anyhow::Result<Report> {
+    let Some(record) = record.filter(|r| r.step.before_switch()) else {
+        anyhow::bail!("tenant {tenant} has no unfinished move to undo");
+    };
+    mover
+        .undo(&tenant.id)
+        .await
+        .map_err(|err| err.context(format!("tenant {tenant}: undo the move")))?;
+    let mut report = report(tenant, &record, "aborted");
+    report.source_kept_as = None;
+    Ok(report)
+}
+
+/// Checks a new move and records it, or picks up the one recorded, then
+/// drives it to the end.
+async fn start_or_resume(
+    ctx: &Context,
+    mover: &mut Mover<'_>,
+    args: &MoveArgs,
+    tenant: &Tenant,
+    record: Option<MoveRecord>,
+) -> anyhow::Result<Report> {
+    let to = args
+        .to
+        .clone()
+        .ok_or_else(|| UsageError("--to is required".into()))?;
+    let (record, resumed) = match record {
+        Some(record) if record.step.before_switch() => {
+            anyhow::ensure!(
+                record.to_server == to.as_str(),
+                "tenant {tenant} is being moved to server {} (step {}); rerun with --to {} to finish that move, or --abort to undo it",
+                record.to_server,
+                record.step,
+                record.to_server
+            );
+            (record, true)
+        }
+        Some(record) if record.step == Step::Switched && record.to_server == to.as_str() => {
+            (record, true)
+        }
+        Some(record) if record.step == Step::Switched => anyhow::bail!(
+            "tenant {tenant}'s last move kept its source {} on server {}; finish it first (`tenantctl tenant move {} --finish`)",
+            record.parked_name,
+            record.from_server,
+            tenant.handle()
+        ),
+        _ => (start(ctx, mover, tenant, &to).await?, false),
+    };
+    let done = mover
+        .drive(tenant, record.clone(), args.drop_source)
+        .await?;
+    let mut report = report(tenant, &record, "moved");
+    report.resumed = resumed;
+    fill(&mut report, &done);
+    report.source_kept_as = (!done.source_dropped).then(|| record.parked_name.clone());
+    Ok(report)
+}
+
+fn fill(report: &mut Report, moved: &Moved) {
+    report.bytes = moved.bytes.or(report.bytes);
+    report.copy_ms = moved
+        .copy_time
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    #[allow(clippy::cast_precision_loss, reason = "a rate shown with one decimal")]
+    {
+        report.mb_per_s = moved
+            .copy_time
+            .zip(moved.bytes)
+            .map(|(t, b)| (b as f64 / 1e6 / t.as_secs_f64().max(1e-3) * 10.0).round() / 10.0);
+    }
+    report.source_dropped = moved.source_dropped;
+}
+
+/// Refuses a move that cannot be made, then records it (step `started`).
+async fn start(
+    ctx: &Context,
+    mover: &mut Mover<'_>,
+    tenant: &Tenant,
+    to: &ServerName,
+) -> anyhow::Result<MoveRecord> {
+    anyhow::ensure!(
+        tenant.has_status(Lifecycle::Active),
+        "tenant {tenant} has status {}; only an active tenant moves",
+        shown(tenant.status_label())
+    );
+    let from = tenant.server()?.clone();
+    anyhow::ensure!(&from != to, "tenant {tenant} is already on server {to}");
+    ctx.connector.check_server(&from)?;
+    ctx.connector.check_server(to)?;
+    mover.layout.check_can_record_server(to)?;
+    let db = tenant.db_name()?.clone();
+    ctx.connector.check_tenant_db(&db)?;
+    let (parked, incoming) = moves::names(&db, &moves::token())?;
+
+    // The copy must be possible before anything is touched.
+    let tools = PgTools::find(mover.pg_bin.as_deref()).await?;
+    let mut source = ctx.connector.connect_maintenance(&from).await?;
+    let there = async {
+        let major = ddl::server_major(&mut source).await?;
+        anyhow::Ok((major, ddl::exists(&mut source, &db).await?))
+    }
+    .await;
+    let _ = source.close().await;
+    let (source_major, there) = there?;
+    anyhow::ensure!(
+        there,
+        "tenant {tenant}: database {db} is not on server {from}"
+    );
+    let mut target = ctx.connector.connect_maintenance(to).await?;
+    let free = async {
+        let major = ddl::server_major(&mut target).await?;
+        anyhow::Ok((major, ddl::exists(&mut target, &db).await?))
+    }
+    .await;
+    let _ = target.close().await;
+    let (target_major, taken) = free?;
+    tools.check(source_major, target_major)?;
+    anyhow::ensure!(
+        !taken,
+        "tenant {tenant}: a database {db} already exists on server {to}; drop or rename it first"
+    );
+
+    let record = MoveRecord {
+        company_id: tenant.id.clone(),
+        db_name: db.as_str().to_owned(),
+        from_server: from.as_str().to_owned(),
+        to_server: to.as_str().to_owned(),
+        parked_name: parked.as_str().to_owned(),
+        incoming_name: incoming.as_str().to_owned(),
+        step: Step::Started,
+        bytes: None,
+        started_at: chrono::Utc::now(),
+    };
+    moves::start(mover.master, mover.layout, &record).await?;
+    moves::pause(Step::Started.as_str(), mover.stop).await;
+    Ok(record)
+}
+
+/// `--dry-run`: what a move would do, and how big the database is.
+async fn plan(
+    ctx: &Context,
+    args: &MoveArgs,
+    tenant: &Tenant,
+    record: Option<&MoveRecord>,
+) -> anyhow::Result<Report> {
+    let to = args
+        .to
+        .clone()
+        .ok_or_else(|| UsageError("--to is required".into()))?;
+    let from = tenant.server()?.clone();
+    let db = tenant.db_name()?.clone();
+    let in_progress = record.filter(|r| r.step.before_switch() || r.step == Step::Switched);
+    let tools = PgTools::find(args.pg_bin.as_deref()).await;
+    let mut source = ctx.connector.connect_maintenance(&from).await?;
+    let sized = async {
+        let major = ddl::server_major(&mut source).await?;
+        let name = match in_progress {
+            Some(r) if r.step != Step::Started => crate::dbname::DbName::parse(&r.parked_name)?,
+            _ => db.clone(),
+        };
+        anyhow::Ok((major, ddl::character(&mut source, &name).await?.size_bytes))
+    }
+    .await;
+    let _ = source.close().await;
+    let (source_major, size) = sized?;
+    let mut target = ctx.connector.connect_maintenance(&to).await?;
+    let target_major = ddl::server_major(&mut target).await;
+    let _ = target.close().await;
+    let target_major = target_major?;
+    let problem = match &tools {
+        Ok(tools) => tools.check(source_major, target_major).err(),
+        Err(err) => Some(anyhow::anyhow!("{}", render(err))),
+    };
+    let plan = serde_json::json!({
+        "size_bytes": size,
+        "source_major": source_major,
+        "target_major": target_major,
+        "pg_dump": tools.as_ref().ok().map(|t| t.version.clone()),
+        "in_progress": in_progress.map(|r| r.step.as_str()),
+        "problem": problem.as_ref().map(render),
+        "steps": [
+            "record the move (the tenant is moving; fleet commands skip it)",
+            "end the source's sessions and rename it, keeping the application out",
+            "create the copy on the target and pg_dump | pg_restore into it",
+            "verify: _sqlx_migrations rows, row counts, sequence values",
+            "close the source to connections, give the copy the tenant's name",
+            "switch the placement in the master",
+            if args.drop_source { "drop the source" } else { "keep the source, renamed and closed, until --finish" },
+        ],
+    });
+    Ok(Report {
+        id: tenant.id.clone(),
+        slug: tenant.slug.clone(),
+        db_name: tenant.db_name_raw.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        action: "planned",
+        resumed: false,
+        bytes: Some(size),
+        copy_ms: None,
+        mb_per_s: None,
+        source_kept_as: None,
+        source_dropped: false,
+        plan: Some(plan),
+    })
+}
+
+fn print(ctx: &Context, report: &Report) {
+    match ctx.output {
+        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, report),
+        OutputMode::Table => {
+            let who = format!(
+                "tenant {} ({})",
+                shown(report.slug.as_deref().unwrap_or(&report.id)),
+                shown(report.db_name.as_deref().unwrap_or_default())
+            );
+            match report.action {
+                "planned" => {
+                    let plan = report.plan.clone().unwrap_or_default();
+                    line(format_args!(
+                        "would move {who} from server {} to server {}: {} (PostgreSQL {} to {}, pg_dump {})",
+                        report.from,
+                        report.to,
+                        format_bytes(report.bytes.unwrap_or_default()),
+                        plan["source_major"],
+                        plan["target_major"],
+                        plan["pg_dump"].as_str().unwrap_or("not found")
+                    ));
+                    if let Some(step) = plan["in_progress"].as_str() {
+                        line(format_args!(
+                            "a move is recorded at step {step}; rerunning it finishes it"
+                        ));
+                    }
+                    if let Some(steps) = plan["steps"].as_array() {
+                        for (n, step) in steps.iter().enumerate() {
+                            line(format_args!(
+                                "  {}. {}",
+                                n + 1,
+                                step.as_str().unwrap_or_default()
+                            ));
+                        }
+                    }
+                    if let Some(problem) = plan["problem"].as_str() {
+                        line(format_args!("cannot move: {problem}"));
+                    }
+                }
+                "aborted" => {
+                    line(format_args!(
+                        "undid the move of {who} to server {}: it is on server {} as before",
+                        report.to, report.from
+                    ));
+                }
+                "finished" => {
+                    line(format_args!(
+                        "finished the move of {who} to server {}: the source on server {} is dropped",
+                        report.to, report.from
+                    ));
+                }
+                _ => {
+                    let speed = match (report.bytes, report.copy_ms, report.mb_per_s) {
+                        (Some(bytes), Some(ms), Some(rate)) => format!(
+                            ": copied {} in {} ({rate} MB/s)",
+                            format_bytes(bytes),
+                            format_duration(std::time::Duration::from_millis(ms))
+                        ),
+                        _ => String::new(),
+                    };
+                    line(format_args!(
+                        "moved {who} from server {} to server {}{speed}",
+                        report.from, report.to
+                    ));
+                    match &report.source_kept_as {
+                        Some(kept) if !report.source_dropped => line(format_args!(
+                            "the source is kept on server {} as {kept}, closed to connections; `tenantctl tenant move {} --finish` drops it",
+                            report.from,
+                            shown(report.slug.as_deref().unwrap_or(&report.id))
+                        )),
+                        _ => line(format_args!(
+                            "the source on server {} is dropped",
+                            report.from
+                        )),
+                    };
+                }
+            }
+        }
+    }
+}

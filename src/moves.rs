@@ -1,0 +1,762 @@
+//! Moving a tenant's database to another server (`tenant move`).
+//!
+//! Each step is recorded in the master's `_tenantctl_moves` before the
+//! next begins, so a rerun after an interrupt or `kill -9` knows where the
+//! move stood and either finishes it or undoes it. The tenant is `moving`
+//! from the first record until the switch; fleet commands skip it.
+//!
+//! The steps: record the move; end the source's sessions and rename it to
+//! a parked name the application does not know (so it stays out, while
+//! tenantctl's own `pg_dump` can still connect, which `ALLOW_CONNECTIONS
+//! false` would prevent); create the copy on the target under an incoming
+//! name and `pg_dump | pg_restore` into it; verify (see
+//! [`crate::verify`]); close the parked source to connections; give the
+//! copy the tenant's name; switch the placement and the step in one master
+//! transaction. Any failure before the switch undoes everything: the copy
+//! is dropped and the source renamed back and reopened. The parked source
+//! is dropped only after the switch (`--drop-source`, `--finish`).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+
+use crate::companies::{Layout, MOVES};
+use crate::connect::{Connector, SessionLimits};
+use crate::copy::{self, PgTools};
+use crate::dbname::DbName;
+use crate::ddl;
+use crate::fleet::Stop;
+use crate::servers::ServerName;
+use crate::tenant::Tenant;
+use crate::verify::{self, Matched};
+
+/// Where a move stands, as recorded. In order: every step is recorded once
+/// the work it names is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// The record exists: the tenant is `moving`; nothing touched yet.
+    Started,
+    /// The source's sessions were ended and it was renamed to its parked
+    /// name, which the application does not know.
+    SourceClosed,
+    /// The target database exists under its incoming name and holds the
+    /// restored copy.
+    Copied,
+    /// The copy matched the source; the source no longer accepts
+    /// connections.
+    Verified,
+    /// About to give the copy the tenant's database name and repoint the
+    /// master: a database of that name on the target is the copy.
+    Switching,
+    /// The master points at the target; the parked source is kept.
+    Switched,
+    /// The parked source was dropped.
+    Done,
+}
+
+impl Step {
+    pub const ALL: [Self; 7] = [
+        Self::Started,
+        Self::SourceClosed,
+        Self::Copied,
+        Self::Verified,
+        Self::Switching,
+        Self::Switched,
+        Self::Done,
+    ];
+
+    /// The steps during which the tenant is `moving`, as an SQL list.
+    pub const UNSWITCHED_SQL: &'static str =
+        "'started', 'source_closed', 'copied', 'verified', 'switching'";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::SourceClosed => "source_closed",
+            Self::Copied => "copied",
+            Self::Verified => "verified",
+            Self::Switching => "switching",
+            Self::Switched => "switched",
+            Self::Done => "done",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Whether the master still points at the source.
+    pub fn before_switch(self) -> bool {
+        self < Self::Switched
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The DDL of `_tenantctl_moves` (`table` quoted and schema-qualified).
+pub fn create_table_sql(table: &str) -> String {
+    let steps: Vec<String> = Step::ALL
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (\
+           company_id    text PRIMARY KEY, \
+           db_name       text NOT NULL, \
+           from_server   text NOT NULL, \
+           to_server     text NOT NULL, \
+           parked_name   text NOT NULL, \
+           incoming_name text NOT NULL, \
+           step          text NOT NULL CHECK (step IN ({})), \
+           bytes         bigint, \
+           started_at    timestamptz NOT NULL DEFAULT now(), \
+           updated_at    timestamptz NOT NULL DEFAULT now())",
+        steps.join(", ")
+    )
+}
+
+/// One row of `_tenantctl_moves`: a move of one company's database.
+#[derive(Debug, Clone)]
+pub struct MoveRecord {
+    pub company_id: String,
+    pub db_name: String,
+    pub from_server: String,
+    pub to_server: String,
+    /// The source's name from `SourceClosed` on, on `from_server`.
+    pub parked_name: String,
+    /// The copy's name on `to_server` until the switch.
+    pub incoming_name: String,
+    pub step: Step,
+    /// Bytes that went through the copy, once it is done.
+    pub bytes: Option<i64>,
+    pub started_at: DateTime<Utc>,
+}
+
+type RecordRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    DateTime<Utc>,
+);
+
+fn record(row: RecordRow) -> anyhow::Result<MoveRecord> {
+    let (
+        company_id,
+        db_name,
+        from_server,
+        to_server,
+        parked_name,
+        incoming_name,
+        step,
+        bytes,
+        started_at,
+    ) = row;
+    let step = Step::parse(&step)
+        .with_context(|| format!("{MOVES}: company {company_id} has unknown step {step:?}"))?;
+    Ok(MoveRecord {
+        company_id,
+        db_name,
+        from_server,
+        to_server,
+        parked_name,
+        incoming_name,
+        step,
+        bytes,
+        started_at,
+    })
+}
+
+const COLUMNS: &str = "company_id, db_name, from_server, to_server, parked_name, incoming_name, step, bytes, started_at";
+
+/// Every recorded move (none when the table is not there yet).
+pub async fn list(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Vec<MoveRecord>> {
+    if !layout.has_moves {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<RecordRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM {} ORDER BY company_id",
+        layout.moves_sql
+    ))
+    .persistent(false)
+    .fetch_all(conn)
+    .await
+    .with_context(|| format!("read {MOVES}"))?;
+    rows.into_iter().map(record).collect()
+}
+
+/// The recorded move of this company, if any.
+pub async fn get(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    company_id: &str,
+) -> anyhow::Result<Option<MoveRecord>> {
+    if !layout.has_moves {
+        return Ok(None);
+    }
+    let row: Option<RecordRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE company_id = $1",
+        layout.moves_sql
+    ))
+    .persistent(false)
+    .bind(company_id)
+    .fetch_optional(conn)
+    .await
+    .with_context(|| format!("read {MOVES}"))?;
+    row.map(record).transpose()
+}
+
+/// Records a new move at [`Step::Started`], replacing a finished one
+/// (`done`) of the same company; refuses while another is recorded.
+pub async fn start(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    record: &MoveRecord,
+) -> anyhow::Result<()> {
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO {} AS m (company_id, db_name, from_server, to_server, parked_name, incoming_name, step) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'started') \
+         ON CONFLICT (company_id) DO UPDATE SET db_name = EXCLUDED.db_name, \
+           from_server = EXCLUDED.from_server, to_server = EXCLUDED.to_server, \
+           parked_name = EXCLUDED.parked_name, incoming_name = EXCLUDED.incoming_name, \
+           step = 'started', bytes = NULL, started_at = now(), updated_at = now() \
+         WHERE m.step = 'done'",
+        layout.moves_sql
+    ))
+    .persistent(false)
+    .bind(&record.company_id)
+    .bind(&record.db_name)
+    .bind(&record.from_server)
+    .bind(&record.to_server)
+    .bind(&record.parked_name)
+    .bind(&record.incoming_name)
+    .execute(conn)
+    .await
+    .with_context(|| format!("record the move in {MOVES}"))?;
+    anyhow::ensure!(
+        inserted.rows_affected() == 1,
+        "another move of company {} is recorded in {MOVES}",
+        record.company_id
+    );
+    Ok(())
+}
+
+/// Records that a move reached `step`.
+pub async fn set_step(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    company_id: &str,
+    step: Step,
+    bytes: Option<i64>,
+) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "UPDATE {} SET step = $2, bytes = COALESCE($3, bytes), updated_at = now() WHERE company_id = $1",
+        layout.moves_sql
+    ))
+    .persistent(false)
+    .bind(company_id)
+    .bind(step.as_str())
+    .bind(bytes)
+    .execute(conn)
+    .await
+    .with_context(|| format!("record step {step} of the move in {MOVES}"))?;
+    Ok(())
+}
+
+/// Forgets an undone move: the tenant is where it was.
+pub async fn forget(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    company_id: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "DELETE FROM {} WHERE company_id = $1",
+        layout.moves_sql
+    ))
+    .persistent(false)
+    .bind(company_id)
+    .execute(conn)
+    .await
+    .with_context(|| format!("forget the undone move in {MOVES}"))?;
+    Ok(())
+}
+
+/// The parked and incoming names of a move of `db`: the name cut to fit,
+/// a marker, and a token unique to the move (at most 63 bytes).
+pub fn names(db: &DbName, token: &str) -> anyhow::Result<(DbName, DbName)> {
+    let name = |marker: &str| {
+        let keep = crate::dbname::MAX_LEN - marker.len() - token.len() - 2;
+        let base: String = db.as_str().chars().take(keep).collect();
+        DbName::parse(&format!("{base}_{marker}_{token}"))
+            .with_context(|| format!("derive a name for database {db} during its move"))
+    };
+    Ok((name("moved")?, name("moving")?))
+}
+
+/// A short token for a new move's names.
+pub fn token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mixed = nanos ^ (u128::from(std::process::id()) << 64);
+    format!("{:08x}", (mixed % 0xffff_ffff) as u32)
+}
+
+/// Takes the master's lock on moving this company, held until the master
+/// connection closes (a killed move's lock goes with its connection).
+///
+/// Tried for a few seconds: the server may not yet have noticed that the
+/// run holding it was killed a moment ago.
+pub async fn lock(conn: &mut PgConnection, company_id: &str) -> anyhow::Result<()> {
+    for attempt in 0..20 {
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended('tenantctl move ' || $1, 0))",
+        )
+        .persistent(false)
+        .bind(company_id)
+        .fetch_one(&mut *conn)
+        .await
+        .context("take the master's lock on this move")?;
+        if locked {
+            return Ok(());
+        }
+        if attempt < 19 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    anyhow::bail!("another `tenantctl tenant move` of company {company_id} is running")
+}
+
+/// What a move did.
+#[derive(Debug, Clone, Default)]
+pub struct Moved {
+    /// Bytes `pg_dump` passed to `pg_restore` (this run or the one recorded).
+    pub bytes: Option<i64>,
+    /// How long this run's copy took.
+    pub copy_time: Option<Duration>,
+    pub matched: Option<Matched>,
+    /// Whether the parked source was dropped.
+    pub source_dropped: bool,
+}
+
+/// The master connection, the connector and the knobs a move works with.
+pub struct Mover<'a> {
+    pub connector: &'a Connector,
+    pub layout: &'a Layout,
+    pub master: &'a mut PgConnection,
+    pub stop: &'a Stop,
+    /// Where `pg_dump` and `pg_restore` are (`None`: `PATH`).
+    pub pg_bin: Option<PathBuf>,
+    /// Told each step as it is done, for the operator.
+    pub say: &'a (dyn Fn(&str) + Sync),
+}
+
+/// A recorded move's names, validated.
+struct Plan {
+    from: ServerName,
+    to: ServerName,
+    db: DbName,
+    parked: DbName,
+    incoming: DbName,
+}
+
+impl Plan {
+    fn of(record: &MoveRecord) -> anyhow::Result<Self> {
+        let server =
+            |raw: &str| ServerName::parse(raw).with_context(|| format!("{MOVES}: server {raw:?}"));
+        let db =
+            |raw: &str| DbName::parse(raw).with_context(|| format!("{MOVES}: database {raw:?}"));
+        Ok(Self {
+            from: server(&record.from_server)?,
+            to: server(&record.to_server)?,
+            db: db(&record.db_name)?,
+            parked: db(&record.parked_name)?,
+            incoming: db(&record.incoming_name)?,
+        })
+    }
+}
+
+impl Mover<'_> {
+    /// Takes a recorded move from its step to the switch (and, with
+    /// `drop_source`, past it). A failure before the switch undoes the move
+    /// and returns the error, saying so.
+    pub async fn drive(
+        &mut self,
+        tenant: &Tenant,
+        mut record: MoveRecord,
+        drop_source: bool,
+    ) -> anyhow::Result<Moved> {
+        let mut moved = Moved {
+            bytes: record.bytes,
+            ..Moved::default()
+        };
+        let result = self.advance(&mut record, drop_source, &mut moved).await;
+        match result {
+            Ok(()) => Ok(moved),
+            Err(err) if record.step.before_switch() => {
+                let plan = Plan::of(&record)?;
+                match self.undo(&tenant.id).await {
+                    Ok(()) => Err(err.context(format!(
+                        "tenant {tenant}: the move to server {} failed and was undone (the tenant is on server {} as before, its database reopened)",
+                        plan.to, plan.from
+                    ))),
+                    Err(undo) => Err(err.context(format!(
+                        "tenant {tenant}: the move to server {} failed, and undoing it failed too ({}); rerun `tenantctl tenant move {} --abort`",
+                        plan.to,
+                        crate::error::render(&undo),
+                        tenant.handle()
+                    ))),
+                }
+            }
+            Err(err) => Err(err.context(format!("tenant {tenant}"))),
+        }
+    }
+
+    async fn advance(
+        &mut self,
+        record: &mut MoveRecord,
+        drop_source: bool,
+        moved: &mut Moved,
+    ) -> anyhow::Result<()> {
+        let plan = Plan::of(record)?;
+        loop {
+            if record.step.before_switch() && self.stop.is_set() {
+                anyhow::bail!("interrupted at step {}", record.step);
+            }
+            let next = match record.step {
+                Step::Started => {
+                    self.close_source(&plan).await.context("close the source")?;
+                    (self.say)(&format!(
+                        "closed the source: sessions ended, renamed to {} on server {}",
+                        plan.parked, plan.from
+                    ));
+                    Step::SourceClosed
+                }
+                Step::SourceClosed => {
+                    let started = Instant::now();
+                    let bytes = self.copy(&plan).await.context("copy the database")?;
+                    moved.bytes = i64::try_from(bytes).ok();
+                    moved.copy_time = Some(started.elapsed());
+                    (self.say)(&format!(
+                        "copied {} to {} on server {}",
+                        crate::output::format_bytes(moved.bytes.unwrap_or_default()),
+                        plan.incoming,
+                        plan.to
+                    ));
+                    Step::Copied
+                }
+                Step::Copied => {
+                    let matched = self.verify(&plan).await.context("verify the copy")?;
+                    (self.say)(&format!(
+                        "verified: {} tables, {} rows, {} sequences, {} migrations match",
+                        matched.tables, matched.rows, matched.sequences, matched.migrations
+                    ));
+                    moved.matched = Some(matched);
+                    let mut conn = self.connector.connect_maintenance(&plan.from).await?;
+                    let closed = async {
+                        ddl::allow_connections(&mut conn, &plan.parked, false).await?;
+                        ddl::end_sessions(&mut conn, &plan.parked).await
+                    }
+                    .await;
+                    let _ = conn.close().await;
+                    closed.context("close the source to connections")?;
+                    Step::Verified
+                }
+                Step::Verified => Step::Switching,
+                Step::Switching => {
+                    self.switch(&plan, &record.company_id)
+                        .await
+                        .context("switch to the copy")?;
+                    record.step = Step::Switched;
+                    (self.say)(&format!(
+                        "switched: the master places the tenant on server {}",
+                        plan.to
+                    ));
+                    pause(Step::Switched.as_str(), self.stop).await;
+                    continue;
+                }
+                Step::Switched if drop_source => {
+                    self.drop_parked(&plan).await.context("drop the source")?;
+                    moved.source_dropped = true;
+                    (self.say)(&format!(
+                        "dropped the source {} on server {}",
+                        plan.parked, plan.from
+                    ));
+                    Step::Done
+                }
+                Step::Switched | Step::Done => return Ok(()),
+            };
+            let bytes = (next == Step::Copied).then_some(moved.bytes).flatten();
+            set_step(self.master, self.layout, &record.company_id, next, bytes).await?;
+            record.step = next;
+            pause(next.as_str(), self.stop).await;
+        }
+    }
+
+    /// Ends the source's sessions and renames it to its parked name (done
+    /// already if only the parked name exists).
+    async fn close_source(&self, plan: &Plan) -> anyhow::Result<()> {
+        let mut conn = self.connector.connect_maintenance(&plan.from).await?;
+        let closed = async {
+            let source = ddl::exists(&mut conn, &plan.db).await?;
+            let parked = ddl::exists(&mut conn, &plan.parked).await?;
+            match (source, parked) {
+                (true, false) => ddl::rename(&mut conn, &plan.db, &plan.parked).await,
+                (false, true) => Ok(()),
+                (true, true) => anyhow::bail!(
+                    "both {} and {} exist on server {}",
+                    plan.db,
+                    plan.parked,
+                    plan.from
+                ),
+                (false, false) => {
+                    anyhow::bail!("database {} is not on server {}", plan.db, plan.from)
+                }
+            }
+        }
+        .await;
+        let _ = conn.close().await;
+        closed
+    }
+
+    /// Creates the copy, empty, like the source, and restores the source
+    /// into it (a copy left by an interrupted run is dropped first).
+    async fn copy(&self, plan: &Plan) -> anyhow::Result<u64> {
+        let tools = PgTools::find(self.pg_bin.as_deref()).await?;
+        let mut source = self.connector.connect_maintenance(&plan.from).await?;
+        let like = async {
+            let major = ddl::server_major(&mut source).await?;
+            let like = ddl::character(&mut source, &plan.parked).await?;
+            anyhow::Ok((major, like))
+        }
+        .await;
+        let _ = source.close().await;
+        let (source_major, like) = like?;
+        let mut target = self.connector.connect_maintenance(&plan.to).await?;
+        let created = async {
+            tools.check(source_major, ddl::server_major(&mut target).await?)?;
+            ddl::drop_force(&mut target, &plan.incoming).await?;
+            ddl::create_empty(&mut target, &plan.incoming, &like).await
+        }
+        .await;
+        let _ = target.close().await;
+        created?;
+        let from_env = self.connector.tenant_env(&plan.from, &plan.parked)?;
+        let to_env = self.connector.tenant_env(&plan.to, &plan.incoming)?;
+        copy::dump_restore(
+            &tools,
+            &copy::End {
+                db: plan.parked.as_str(),
+                env: &from_env,
+            },
+            &copy::End {
+                db: plan.incoming.as_str(),
+                env: &to_env,
+            },
+            self.stop,
+        )
+        .await
+    }
+
+    async fn verify(&self, plan: &Plan) -> anyhow::Result<Matched> {
+        let limits = SessionLimits::default();
+        let mut source = self
+            .connector
+            .connect_tenant(&plan.from, &plan.parked, &limits)
+            .await
+            .context("connect to the source")?;
+        let copied = self
+            .connector
+            .connect_tenant(&plan.to, &plan.incoming, &limits)
+            .await
+            .context("connect to the copy");
+        let result = match copied {
+            Ok(mut copied) => {
+                let result = verify::compare(&mut source, &mut copied).await;
+                let _ = copied.close().await;
+                result
+            }
+            Err(err) => Err(err),
+        };
+        let _ = source.close().await;
+        result
+    }
+
+    /// Gives the copy the tenant's name, then moves the placement and
+    /// records the switch in one master transaction.
+    async fn switch(&mut self, plan: &Plan, company_id: &str) -> anyhow::Result<()> {
+        let mut target = self.connector.connect_maintenance(&plan.to).await?;
+        let renamed = async {
+            let incoming = ddl::exists(&mut target, &plan.incoming).await?;
+            let named = ddl::exists(&mut target, &plan.db).await?;
+            match (incoming, named) {
+                (true, false) => ddl::rename(&mut target, &plan.incoming, &plan.db).await,
+                // Renamed by the run that was interrupted at this step.
+                (false, true) => Ok(()),
+                (true, true) => anyhow::bail!(
+                    "a database {} appeared on server {} during the move",
+                    plan.db,
+                    plan.to
+                ),
+                (false, false) => anyhow::bail!("the copy is gone from server {}", plan.to),
+            }
+        }
+        .await;
+        let _ = target.close().await;
+        renamed?;
+        pause("target_renamed", self.stop).await;
+        let tenant = self
+            .layout
+            .find(self.master, company_id)
+            .await?
+            .with_context(|| format!("company {company_id} is gone from the master"))?;
+        let mut tx = self.master.begin().await.context("begin")?;
+        self.layout.set_server(&mut tx, &tenant, &plan.to).await?;
+        set_step(&mut tx, self.layout, company_id, Step::Switched, None).await?;
+        tx.commit().await.context("commit the switch")?;
+        Ok(())
+    }
+
+    async fn drop_parked(&self, plan: &Plan) -> anyhow::Result<()> {
+        let mut source = self.connector.connect_maintenance(&plan.from).await?;
+        let dropped = ddl::drop_force(&mut source, &plan.parked).await;
+        let _ = source.close().await;
+        dropped
+    }
+
+    /// Drops the source a switched move kept, and records the move done.
+    pub async fn finish(&mut self, record: &MoveRecord) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            record.step == Step::Switched,
+            "the move is at step {}, not switched: nothing to finish",
+            record.step
+        );
+        let plan = Plan::of(record)?;
+        self.drop_parked(&plan).await?;
+        set_step(
+            self.master,
+            self.layout,
+            &record.company_id,
+            Step::Done,
+            None,
+        )
+        .await
+    }
+
+    /// Undoes a move that has not switched, reading where it stands from
+    /// the master: reopens the source under its own name, then drops
+    /// whatever copy there is, then forgets the move.
+    pub async fn undo(&mut self, company_id: &str) -> anyhow::Result<()> {
+        let Some(record) = get(self.master, self.layout, company_id).await? else {
+            return Ok(());
+        };
+        anyhow::ensure!(
+            record.step.before_switch(),
+            "the move already switched to server {}: there is nothing to undo (move it back instead)",
+            record.to_server
+        );
+        let plan = Plan::of(&record)?;
+        let mut source = self.connector.connect_maintenance(&plan.from).await?;
+        let reopened = async {
+            if ddl::exists(&mut source, &plan.parked).await? {
+                ddl::allow_connections(&mut source, &plan.parked, true).await?;
+                anyhow::ensure!(
+                    !ddl::exists(&mut source, &plan.db).await?,
+                    "a new database {} exists on server {}; the source is kept as {}",
+                    plan.db,
+                    plan.from,
+                    plan.parked
+                );
+                ddl::rename(&mut source, &plan.parked, &plan.db).await?;
+            } else {
+                anyhow::ensure!(
+                    ddl::exists(&mut source, &plan.db).await?,
+                    "neither {} nor {} is on server {}",
+                    plan.db,
+                    plan.parked,
+                    plan.from
+                );
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = source.close().await;
+        reopened.context("reopen the source")?;
+        let mut target = self.connector.connect_maintenance(&plan.to).await?;
+        let dropped = async {
+            let incoming = ddl::exists(&mut target, &plan.incoming).await?;
+            if incoming {
+                ddl::drop_force(&mut target, &plan.incoming).await?;
+            } else if record.step == Step::Switching && ddl::exists(&mut target, &plan.db).await? {
+                // Renamed by the switch that did not reach the master.
+                ddl::drop_force(&mut target, &plan.db).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = target.close().await;
+        dropped.context("drop the copy")?;
+        forget(self.master, self.layout, company_id).await
+    }
+}
+
+/// A test hook (debug builds only): with `TENANTCTL_TEST_MOVE_PAUSE` set
+/// to a step's name, the move says `paused after <step>` on stderr once it
+/// is there, then waits until the file `TENANTCTL_TEST_MOVE_RESUME` names
+/// exists, or it is interrupted, or killed.
+pub async fn pause(after: &str, stop: &Stop) {
+    #[cfg(debug_assertions)]
+    if std::env::var("TENANTCTL_TEST_MOVE_PAUSE").is_ok_and(|p| p == after) {
+        crate::output::warn(format_args!("paused after {after}"));
+        let resume = std::env::var_os("TENANTCTL_TEST_MOVE_RESUME").map(PathBuf::from);
+        while !stop.is_set() && !resume.as_ref().is_some_and(|f| f.exists()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (after, stop);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parked_and_incoming_names_fit_and_differ() {
+        let long = DbName::parse(&"a".repeat(63)).expect("valid");
+        let (parked, incoming) = names(&long, "0123abcd").expect("names");
+        assert!(parked.as_str().len() <= 63 && incoming.as_str().len() <= 63);
+        assert!(parked.as_str().ends_with("_moved_0123abcd"));
+        assert!(incoming.as_str().ends_with("_moving_0123abcd"));
+        let short = DbName::parse("Tenant-A").expect("valid");
+        let (parked, _) = names(&short, &token()).expect("names");
+        assert!(parked.as_str().starts_with("Tenant-A_moved_"));
+    }
+
+    #[test]
+    fn steps_round_trip_and_the_moving_list_is_the_unswitched_ones() {
+        for step in Step::ALL {
+            assert_eq!(Step::parse(step.as_str()), Some(step));
+        }
+        let unswitched: Vec<String> = Step::ALL
+            .iter()
+            .filter(|s| s.before_switch())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        assert_eq!(unswitched.join(", "), Step::UNSWITCHED_SQL);
+    }
+}

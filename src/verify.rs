@@ -1,0 +1,200 @@
+//! Checking that a copied database matches its source before a move
+//! switches to it: the same `_sqlx_migrations` rows, the same number of
+//! rows in every table, the same value in every sequence.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use sqlx::postgres::PgConnection;
+
+/// What both sides agreed on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Matched {
+    pub tables: usize,
+    pub rows: i64,
+    pub sequences: usize,
+    pub migrations: usize,
+}
+
+/// The copy differs from the source; each entry says where.
+#[derive(Debug, thiserror::Error)]
+#[error("the copy does not match the source: {}", .0.join("; "))]
+pub struct Mismatch(pub Vec<String>);
+
+/// One side's contents, as far as the comparison looks.
+#[derive(Debug, Default, PartialEq)]
+struct Contents {
+    migrations: Vec<(i64, String, bool, String)>,
+    /// Row count by table, `schema.table` quoted.
+    tables: BTreeMap<String, i64>,
+    /// `(last_value, is_called)` by sequence.
+    sequences: BTreeMap<String, (i64, bool)>,
+}
+
+async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
+    let has_migrations: bool =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await?;
+    let migrations = if has_migrations {
+        sqlx::query_as(
+            "SELECT version, description, success, encode(checksum, 'hex') \
+             FROM _sqlx_migrations ORDER BY version",
+        )
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .context("read _sqlx_migrations")?
+    } else {
+        Vec::new()
+    };
+    // Names quoted by the server itself (format's %I), so any identifier
+    // an application used reads back as the same table.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' \
+           AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1",
+    )
+    .persistent(false)
+    .fetch_all(&mut *conn)
+    .await
+    .context("list the tables")?;
+    let mut counts = BTreeMap::new();
+    for table in tables {
+        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await
+            .with_context(|| format!("count the rows of {table}"))?;
+        counts.insert(table, count);
+    }
+    let sequences: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences ORDER BY 1",
+    )
+    .persistent(false)
+    .fetch_all(&mut *conn)
+    .await
+    .context("list the sequences")?;
+    let mut values = BTreeMap::new();
+    for sequence in sequences {
+        let value: (i64, bool) =
+            sqlx::query_as(&format!("SELECT last_value, is_called FROM {sequence}"))
+                .persistent(false)
+                .fetch_one(&mut *conn)
+                .await
+                .with_context(|| format!("read sequence {sequence}"))?;
+        values.insert(sequence, value);
+    }
+    Ok(Contents {
+        migrations,
+        tables: counts,
+        sequences: values,
+    })
+}
+
+/// Reads both databases (each in one repeatable-read snapshot) and
+/// compares them; a difference is a [`Mismatch`].
+pub async fn compare(
+    source: &mut PgConnection,
+    copy: &mut PgConnection,
+) -> anyhow::Result<Matched> {
+    let source = snapshot(source).await.context("read the source")?;
+    let copied = snapshot(copy).await.context("read the copy")?;
+    let differences = differences(&source, &copied);
+    if !differences.is_empty() {
+        return Err(Mismatch(differences).into());
+    }
+    Ok(Matched {
+        tables: source.tables.len(),
+        rows: source.tables.values().sum(),
+        sequences: source.sequences.len(),
+        migrations: source.migrations.len(),
+    })
+}
+
+async fn snapshot(conn: &mut PgConnection) -> anyhow::Result<Contents> {
+    use sqlx::Executor as _;
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let contents = read(conn).await;
+    let _ = conn.execute("ROLLBACK").await;
+    contents
+}
+
+fn differences(source: &Contents, copy: &Contents) -> Vec<String> {
+    let mut found = Vec::new();
+    if source.migrations != copy.migrations {
+        found.push(format!(
+            "_sqlx_migrations differs ({} rows on the source, {} on the copy)",
+            source.migrations.len(),
+            copy.migrations.len()
+        ));
+    }
+    for (table, rows) in &source.tables {
+        match copy.tables.get(table) {
+            None => found.push(format!("table {table} is missing from the copy")),
+            Some(copied) if copied != rows => found.push(format!(
+                "table {table} has {rows} rows on the source and {copied} on the copy"
+            )),
+            Some(_) => {}
+        }
+    }
+    for table in copy.tables.keys() {
+        if !source.tables.contains_key(table) {
+            found.push(format!("table {table} is only on the copy"));
+        }
+    }
+    for (sequence, value) in &source.sequences {
+        match copy.sequences.get(sequence) {
+            None => found.push(format!("sequence {sequence} is missing from the copy")),
+            Some(copied) if copied != value => found.push(format!(
+                "sequence {sequence} is at {} on the source and {} on the copy",
+                value.0, copied.0
+            )),
+            Some(_) => {}
+        }
+    }
+    for sequence in copy.sequences.keys() {
+        if !source.sequences.contains_key(sequence) {
+            found.push(format!("sequence {sequence} is only on the copy"));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_difference_is_named() {
+        let mut source = Contents::default();
+        source.tables.insert("public.items".into(), 3);
+        source.tables.insert("public.gone".into(), 0);
+        source
+            .sequences
+            .insert("public.items_id_seq".into(), (3, true));
+        source
+            .migrations
+            .push((1, "items".into(), true, "ab".into()));
+        assert!(differences(&source, &source).is_empty());
+        let mut copy = Contents::default();
+        copy.tables.insert("public.items".into(), 2);
+        copy.tables.insert("public.extra".into(), 1);
+        copy.sequences
+            .insert("public.items_id_seq".into(), (2, true));
+        let found = differences(&source, &copy);
+        assert_eq!(
+            found,
+            [
+                "_sqlx_migrations differs (1 rows on the source, 0 on the copy)",
+                "table public.gone is missing from the copy",
+                "table public.items has 3 rows on the source and 2 on the copy",
+                "table public.extra is only on the copy",
+                "sequence public.items_id_seq is at 3 on the source and 2 on the copy",
+            ]
+        );
+    }
+}
