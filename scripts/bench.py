@@ -70,6 +70,22 @@ The machine this was written on has 2 cores and is shared, so scenarios are
 interleaved within each repetition (and the order rotated per repetition) so
 that noise spreads over all of them.
 
+4. Several servers (skipped with `--no-servers`): a second PostgreSQL server
+   is started for the run (initdb in a temporary directory, pg_ctl on a free
+   loopback port, password auth, as the postgres user when root; stopped and
+   removed at the end) and named `eu2` through POSTGRES_BASE_URL_EU2.
+   a. The same up-to-date `tenantctl tenant migrate --all -c C` over the N
+      tenants, all placed on the default server, against N/2 on each server
+      (the second half's databases exist, migrated, on both; only the
+      master's "dbServer" changes between the two, untimed). The ratio of
+      their ms/tenant is what the multi-server machinery costs (or saves).
+   b. `tenant move` throughput: a tenant of about `--move-mb` MB (default
+      100) moved to eu2 and back (`--drop-source`), each direction timed,
+      against `pg_dump -Fc -Z0 | pg_restore --single-transaction` run by
+      hand from the same database into an empty one on eu2, interleaved.
+      MB/s is the database's size (pg_database_size, 10^6 bytes) over the
+      wall time, so the move's bookkeeping, renames and verification count.
+
 `--scale 100,1000` additionally times the up-to-date `tenantctl tenant
 migrate --all` at each size (R reps, median) and prints ms/tenant per size and
 the growth ratio last/first (1.0 = linear). Off by default because creating
@@ -111,6 +127,8 @@ RSS_POLL_SECONDS = 0.002
 SQLX_INSTALL = "cargo install sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls --locked"
 # Variables that would change what the tools do behind our back.
 SCRUBBED_ENV = ("DATABASE_URL", "TENANT_MIGRATIONS_DIR", "POSTGRES_BASE_URL", "MASTER_DATABASE_URL")
+MOVE_DB = "bench_move"
+MANUAL_DB = "bench_manual_copy"
 
 
 # --------------------------------------------------------------------------
@@ -249,7 +267,11 @@ def make_config(args: argparse.Namespace) -> Config:
         host = f"[{host}]"
     prefix = f"postgresql://{creds}{host}:{port}"
 
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV and not k.startswith("TENANTCTL_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SCRUBBED_ENV and not k.startswith("TENANTCTL_") and not k.startswith("POSTGRES_BASE_URL_")
+    }
     cfg_url = prefix + query
     env["POSTGRES_BASE_URL"] = cfg_url
     env["MASTER_DATABASE_URL"] = f"{prefix}/{MASTER_DB}{query}"
@@ -697,6 +719,196 @@ def bench_scale(cfg: Config, sizes: list[int]) -> tuple[list[Result], list[Resul
 
 
 # --------------------------------------------------------------------------
+# several servers
+
+
+@dataclasses.dataclass
+class SecondServer:
+    """A PostgreSQL server of the benchmark's own, stopped and removed by stop()."""
+
+    bindir: pathlib.Path
+    directory: pathlib.Path
+    port: int
+    password: str
+    as_postgres: bool
+
+    def env(self) -> dict[str, str]:
+        return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": "postgres", "PGPASSWORD": self.password}
+
+    def url(self) -> str:
+        return f"postgresql://postgres:{urllib.parse.quote(self.password, safe='')}@127.0.0.1:{self.port}"
+
+    def tool(self, name: str, args: list[str]) -> list[str]:
+        cmd = [str(self.bindir / name), *args]
+        return ["runuser", "-u", "postgres", "--", *cmd] if self.as_postgres else cmd
+
+    def stop(self) -> None:
+        data = self.directory / "data"
+        subprocess.run(self.tool("pg_ctl", ["-D", str(data), "-m", "immediate", "-w", "stop"]), capture_output=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_second_server(cfg: Config) -> SecondServer:
+    found = sorted(
+        pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    bindir = found[-1].parent if found else pathlib.Path(shutil.which("initdb") or "initdb").parent
+    as_postgres = os.geteuid() == 0
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="tenantctl-bench-pg2."))
+    password = hashlib.sha256(os.urandom(16)).hexdigest()[:24]
+    (directory / "pw").write_text(password)
+    if as_postgres:
+        shutil.chown(directory, "postgres", "postgres")
+        shutil.chown(directory / "pw", "postgres", "postgres")
+    port = free_port()
+    server = SecondServer(bindir, directory, port, password, as_postgres)
+    data = directory / "data"
+    steps = [
+        server.tool(
+            "initdb",
+            ["-D", str(data), "-U", "postgres", "--pwfile", str(directory / "pw"), "--auth=scram-sha-256",
+             "--no-sync", "-E", "UTF8", "--locale=C"],
+        ),
+        server.tool(
+            "pg_ctl",
+            ["-D", str(data), "-l", str(directory / "log"), "-w", "-t", "60", "-o",
+             f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={directory} -c max_connections=200",
+             "start"],
+        ),
+    ]
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            server.stop()
+            raise BenchError(f"second server: {cmd[0]} failed: {proc.stderr.strip()[-500:]}")
+    cfg.secrets.append(password)
+    cfg.env["POSTGRES_BASE_URL_EU2"] = server.url()
+    return server
+
+
+def free_port() -> int:
+    """A free loopback port (closed again, so the server can take it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def psql_on(cfg: Config, server: SecondServer, sql: str, database: str = "postgres") -> str:
+    """Untimed admin SQL on the second server."""
+    other = dataclasses.replace(cfg, env={**cfg.env, **server.env()}, admin_db=database)
+    return psql(other, sql, database)
+
+
+def place(cfg: Config, half: int | None) -> None:
+    """All tenants on default (None), or those after `half` on eu2."""
+    target = "NULL" if half is None else f"CASE WHEN substr(id, 3)::int > {half} THEN 'eu2' END"
+    psql(cfg, f'UPDATE "Company" SET "dbServer" = {target};', MASTER_DB)
+
+
+def tenantctl_migrate_placed(cfg: Config, n: int, on_eu2: int) -> Sample:
+    what = "tenantctl tenant migrate --all (two servers)"
+    proc = run(
+        cfg,
+        [cfg.tenantctl, "tenant", "migrate", "--all", "--concurrency", str(cfg.c), "--output", "json", "--quiet"],
+    )
+    report = tenantctl_json(cfg, proc, what, n)
+    placed = sum(1 for t in report["tenants"] if t.get("server") == "eu2")
+    if placed != on_eu2 or any(t.get("applied") for t in report["tenants"]):
+        raise BenchError(f"{what}: {placed} tenants on eu2 (expected {on_eu2}), or something was applied")
+    return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+
+def bench_servers(cfg: Config, server: SecondServer) -> list[Result]:
+    """Up-to-date migrate --all, all on one server vs split over two. Expects
+    bench_1..bench_N migrated on default (bench_up_to_date leaves them so)."""
+    n, c = cfg.n, cfg.c
+    half = n // 2
+    log(f"servers: bench_{half + 1}..bench_{n} created and migrated on eu2 too (untimed)")
+    psql_on(cfg, server, "".join(f"DROP DATABASE IF EXISTS {db(i)};\nCREATE DATABASE {db(i)};\n" for i in range(half + 1, n + 1)))
+    place(cfg, half)
+    check(cfg, run(cfg, [cfg.tenantctl, "tenant", "migrate", "--all", "--quiet", "--concurrency", str(c)]), "migrate on eu2")
+    one = Result("servers.one", "servers", f"up-to-date migrate --all -c{c}, {n} on one server", n)
+    two = Result("servers.two", "servers", f"up-to-date migrate --all -c{c}, {half}+{n - half} on two servers", n)
+    interleaved(
+        cfg,
+        [
+            (one, lambda: place(cfg, None), lambda: tenantctl_migrate_placed(cfg, n, 0)),
+            (two, lambda: place(cfg, half), lambda: tenantctl_migrate_placed(cfg, n, n - half)),
+        ],
+    )
+    place(cfg, None)
+    psql_on(cfg, server, "".join(f"DROP DATABASE IF EXISTS {db(i)} WITH (FORCE);\n" for i in range(half + 1, n + 1)))
+    return [one, two]
+
+
+def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, list[Result]]:
+    """tenant move of a ~megabytes MB tenant to eu2 and back, against pg_dump | pg_restore by hand."""
+    rows = megabytes * 2600  # about 380 bytes a row with its index
+    log(f"move: a tenant of about {megabytes} MB (untimed)")
+    psql(cfg, f"DROP DATABASE IF EXISTS {MOVE_DB} WITH (FORCE);\nCREATE DATABASE {MOVE_DB};")
+    psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MOVE_DB} WITH (FORCE);")
+    psql(
+        cfg,
+        "CREATE TABLE big (id bigserial PRIMARY KEY, payload text NOT NULL);\n"
+        f"INSERT INTO big (payload) SELECT repeat(md5(g::text), 10) FROM generate_series(1, {rows}) g;\n"
+        "VACUUM ANALYZE big;\n",
+        MOVE_DB,
+    )
+    size = int(psql(cfg, f"SELECT pg_database_size('{MOVE_DB}');").strip())
+    psql(
+        cfg,
+        'INSERT INTO "Company" (id, slug, name, "dbName", status, "createdAt", "updatedAt")\n'
+        f"VALUES ('move', 'bench-move', 'Bench move', '{MOVE_DB}', 'active', now(), now());\n",
+        MASTER_DB,
+    )
+    checkpoint(cfg)
+    there = Result("move.to_eu2", "move", "tenant move --to eu2 --drop-source", 1)
+    back = Result("move.to_default", "move", "tenant move --to default --drop-source", 1)
+    manual = Result("move.pg_dump_restore", "move", "pg_dump -Fc -Z0 | pg_restore by hand", 1)
+    script = cfg.scratch / "manual-copy.sh"
+    script.write_text(
+        "set -euo pipefail\n"
+        f'pg_dump -Fc -Z0 -d {MOVE_DB} | PGHOST=127.0.0.1 PGPORT="$EU2_PORT" PGUSER=postgres PGPASSWORD="$EU2_PASSWORD" '
+        f"pg_restore --exit-on-error --single-transaction --no-owner -d {MANUAL_DB}\n"
+    )
+    manual_cfg = dataclasses.replace(
+        cfg, env={**cfg.env, "EU2_PORT": str(server.port), "EU2_PASSWORD": server.password}
+    )
+
+    def move(to: str) -> Sample:
+        proc = run(cfg, [cfg.tenantctl, "tenant", "move", "bench-move", "--to", to, "--drop-source", "--output", "json", "--quiet"])
+        check(cfg, proc, f"tenant move --to {to}")
+        report = json.loads(proc.stdout)
+        if report.get("to") != to or not report.get("source_dropped"):
+            raise BenchError(f"tenant move --to {to}: unexpected report {report}")
+        return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+    def fresh_manual() -> None:
+        psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);\nCREATE DATABASE {MANUAL_DB} TEMPLATE template0;")
+
+    def by_hand() -> Sample:
+        proc = run(manual_cfg, ["bash", str(script)])
+        check(cfg, proc, "pg_dump | pg_restore")
+        return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+    # The tenant must be on default before each round: "there" then "back".
+    for rep in range(cfg.reps):
+        for result, prepare, timed in ((manual, fresh_manual, by_hand), (there, None, lambda: move("eu2")), (back, None, lambda: move("default"))):
+            if prepare:
+                prepare()
+            log(f"rep {rep + 1}/{cfg.reps}: {result.label} ...")
+            result.samples.append(timed())
+            log(f"rep {rep + 1}/{cfg.reps}: {result.label}: {result.samples[-1].seconds:.3f} s")
+    psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);")
+    psql(cfg, f"DELETE FROM \"Company\" WHERE id = 'move';\nDELETE FROM _tenantctl_moves WHERE company_id = 'move';", MASTER_DB)
+    psql(cfg, f"DROP DATABASE IF EXISTS {MOVE_DB} WITH (FORCE);")
+    return size, [manual, there, back]
+
+
+# --------------------------------------------------------------------------
 # reporting
 
 
@@ -804,6 +1016,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--tenantctl", default="target/release/tenantctl", help="binary (default target/release/tenantctl)")
     ap.add_argument("--sqlx", default=None, help="sqlx-cli binary (default: sqlx on PATH or ~/.cargo/bin/sqlx)")
+    ap.add_argument("--no-servers", action="store_true", help="skip the second server (split migrate, tenant move)")
+    ap.add_argument("--move-mb", type=int, default=100, help="size of the moved tenant in MB (default 100)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "out"), help="where the JSON goes (default bench/out)")
     args = ap.parse_args(argv)
     if args.n < 1 or args.reps < 1 or args.concurrency < 1:
@@ -844,6 +1058,14 @@ def main(argv: list[str]) -> int:
 
         fresh = bench_fresh(cfg)
         upd = bench_up_to_date(cfg)
+        servers, moves, move_size = [], [], 0
+        if not args.no_servers:
+            second = start_second_server(cfg)
+            try:
+                servers = bench_servers(cfg, second)
+                move_size, moves = bench_move(cfg, second, args.move_mb)
+            finally:
+                second.stop()
         scale, scale_ref = bench_scale(cfg, args.scale_sizes) if args.scale_sizes else ([], [])
     except BenchError as e:
         log(f"FAILED: {e}")
@@ -852,6 +1074,7 @@ def main(argv: list[str]) -> int:
         try:
             log("cleaning up the benchmark databases")
             drop_bench_databases(cfg, include_master=True)
+            psql(cfg, f"DROP DATABASE IF EXISTS {MOVE_DB} WITH (FORCE);")
         except BenchError as e:
             log(f"cleanup failed: {e}")
         shutil.rmtree(cfg.scratch, ignore_errors=True)
@@ -882,6 +1105,39 @@ def main(argv: list[str]) -> int:
             f"{migrate.ms_per_unit / conn_floor.ms_per_unit:.2f}x "
             f"({migrate.ms_per_unit:.2f} vs {conn_floor.ms_per_unit:.2f} ms/tenant)"
         )
+    servers_json = None
+    if servers:
+        one, two = servers
+        ratio = two.ms_per_unit / one.ms_per_unit
+        print()
+        print(f"several servers, up-to-date tenantctl tenant migrate --all -c{cfg.c} (median of {cfg.reps}):")
+        for r in servers:
+            print(f"  {r.label:<60} {r.median:8.3f} s  {r.ms_per_unit:7.2f} ms/tenant")
+        print(f"  two servers over one: {ratio:.2f}x per tenant (target: within 1.10x)")
+        servers_json = {
+            "one_server_ms_per_tenant": round(one.ms_per_unit, 3),
+            "two_servers_ms_per_tenant": round(two.ms_per_unit, 3),
+            "ratio": round(ratio, 3),
+            "samples_s": {r.key: [round(x.seconds, 4) for x in r.samples] for r in servers},
+        }
+    move_json = None
+    if moves:
+        print()
+        print(f"tenant move of a {move_size / 1e6:.1f} MB tenant (median of {cfg.reps}):")
+        rates = {}
+        for r in moves:
+            rates[r.key] = move_size / 1e6 / r.median
+            print(f"  {r.label:<60} {r.median:8.3f} s  {rates[r.key]:7.1f} MB/s")
+        manual = rates["move.pg_dump_restore"]
+        print(
+            f"  tenant move over pg_dump | pg_restore by hand: "
+            f"{rates['move.to_eu2'] / manual:.2f}x and {rates['move.to_default'] / manual:.2f}x the throughput"
+        )
+        move_json = {
+            "size_bytes": move_size,
+            "mb_per_s": {k: round(v, 2) for k, v in rates.items()},
+            "samples_s": {r.key: [round(x.seconds, 4) for x in r.samples] for r in moves},
+        }
     scale_json = None
     if scale:
         print()
@@ -936,6 +1192,8 @@ def main(argv: list[str]) -> int:
                 "scenarios": rows,
                 "tenantctl_peak_rss_mib": round(tenantctl_rss, 1),
                 "scale": scale_json,
+                "servers": servers_json,
+                "move": move_json,
                 "total_wall_s": round(elapsed, 1),
             },
             indent=2,

@@ -102,14 +102,14 @@ pub struct End<'a> {
 }
 
 /// Runs `pg_dump` of `from` into `pg_restore` of `to` (an empty database),
-/// in one transaction on the target. Returns the bytes that went through.
-/// Stops both tools if `stop` is set meanwhile.
+/// in one transaction on the target, through an operating-system pipe
+/// between the two. Stops both tools if `stop` is set meanwhile.
 pub async fn dump_restore(
     tools: &PgTools,
     from: &End<'_>,
     to: &End<'_>,
     stop: &Stop,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<()> {
     let redactors: Vec<Redactor> = [from.env, to.env]
         .iter()
         .filter_map(|env| {
@@ -123,32 +123,39 @@ pub async fn dump_restore(
         .arg(from.db)
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    let mut restore = tool(&tools.pg_restore, to.env);
-    restore
-        .args([
-            "--exit-on-error",
-            "--single-transaction",
-            "--no-owner",
-            "--dbname",
-        ])
-        .arg(to.db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
     let mut dump = dump.spawn().context("start pg_dump")?;
-    let mut restore = restore.spawn().context("start pg_restore")?;
+    let piped: Stdio = dump
+        .stdout
+        .take()
+        .context("pg_dump's output")?
+        .try_into()
+        .context("pass pg_dump's output to pg_restore")?;
+    // The command (and with it this process's end of the pipe) is gone
+    // once pg_restore runs: if pg_restore dies, pg_dump then stops on a
+    // broken pipe instead of waiting for a reader.
+    let mut restore = {
+        let mut restore = tool(&tools.pg_restore, to.env);
+        restore
+            .args([
+                "--exit-on-error",
+                "--single-transaction",
+                "--no-owner",
+                "--dbname",
+            ])
+            .arg(to.db)
+            .stdin(piped)
+            .stdout(Stdio::null());
+        restore.spawn().context("start pg_restore")?
+    };
     let dump_err = collect(dump.stderr.take());
     let restore_err = collect(restore.stderr.take());
-    let mut out = dump.stdout.take().context("pg_dump's output")?;
-    let mut input = restore.stdin.take().context("pg_restore's input")?;
 
     let work = async {
-        let copied = tokio::io::copy(&mut out, &mut input).await;
-        drop(input);
         let dumped = dump.wait().await.context("wait for pg_dump")?;
         let restored = restore.wait().await.context("wait for pg_restore")?;
-        anyhow::Ok((copied, dumped, restored))
+        anyhow::Ok((dumped, restored))
     };
-    let (copied, dumped, restored) = tokio::select! {
+    let (dumped, restored) = tokio::select! {
         done = work => done?,
         () = stopped(stop) => anyhow::bail!("interrupted during the copy"),
     };
@@ -161,19 +168,21 @@ pub async fn dump_restore(
         let lines: Vec<&str> = text.lines().rev().take(3).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
     };
-    if !dumped.success() {
-        anyhow::bail!(
-            "pg_dump failed ({dumped}): {}",
-            shown(dump_err.await.unwrap_or_default())
-        );
-    }
+    // pg_restore first: when it fails, pg_dump's broken pipe is only the
+    // consequence.
     if !restored.success() {
         anyhow::bail!(
             "pg_restore failed ({restored}): {}",
             shown(restore_err.await.unwrap_or_default())
         );
     }
-    copied.context("pass pg_dump's output to pg_restore")
+    if !dumped.success() {
+        anyhow::bail!(
+            "pg_dump failed ({dumped}): {}",
+            shown(dump_err.await.unwrap_or_default())
+        );
+    }
+    Ok(())
 }
 
 /// A tool with only this end's libpq variables: inherited `PG*` settings

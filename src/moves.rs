@@ -136,7 +136,7 @@ pub struct MoveRecord {
     /// The copy's name on `to_server` until the switch.
     pub incoming_name: String,
     pub step: Step,
-    /// Bytes that went through the copy, once it is done.
+    /// The size of the database copied, once it is.
     pub bytes: Option<i64>,
     pub started_at: DateTime<Utc>,
 }
@@ -344,7 +344,7 @@ pub async fn lock(conn: &mut PgConnection, company_id: &str) -> anyhow::Result<(
 /// What a move did.
 #[derive(Debug, Clone, Default)]
 pub struct Moved {
-    /// Bytes `pg_dump` passed to `pg_restore` (this run or the one recorded).
+    /// The size of the database copied (this run or the one recorded).
     pub bytes: Option<i64>,
     /// How long this run's copy took.
     pub copy_time: Option<Duration>,
@@ -449,7 +449,7 @@ impl Mover<'_> {
                 Step::SourceClosed => {
                     let started = Instant::now();
                     let bytes = self.copy(&plan).await.context("copy the database")?;
-                    moved.bytes = i64::try_from(bytes).ok();
+                    moved.bytes = Some(bytes);
                     moved.copy_time = Some(started.elapsed());
                     (self.say)(&format!(
                         "copied {} to {} on server {}",
@@ -535,7 +535,8 @@ impl Mover<'_> {
 
     /// Creates the copy, empty, like the source, and restores the source
     /// into it (a copy left by an interrupted run is dropped first).
-    async fn copy(&self, plan: &Plan) -> anyhow::Result<u64> {
+    /// Returns the source's size.
+    async fn copy(&self, plan: &Plan) -> anyhow::Result<i64> {
         let tools = PgTools::find(self.pg_bin.as_deref()).await?;
         let mut source = self.connector.connect_maintenance(&plan.from).await?;
         let like = async {
@@ -569,7 +570,8 @@ impl Mover<'_> {
             },
             self.stop,
         )
-        .await
+        .await?;
+        Ok(like.size_bytes)
     }
 
     async fn verify(&self, plan: &Plan) -> anyhow::Result<Matched> {

@@ -163,8 +163,12 @@ impl Context {
         let _ = self.connector.release(conn).await;
         let tenants = tenants?;
         if tenants.is_empty() && !names.is_empty() {
-            // Named tenants filtered away entirely by --status.
-            crate::output::warn("warning: none of the named tenants has the status asked for");
+            // Named tenants filtered away entirely by --status or --server.
+            crate::output::warn(if filter.servers.is_empty() {
+                "warning: none of the named tenants has the status asked for"
+            } else {
+                "warning: none of the named tenants has the status asked for and is on the server(s) asked for"
+            });
         }
         Ok(tenants)
     }

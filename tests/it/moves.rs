@@ -531,3 +531,55 @@ fn a_copy_that_does_not_verify_leaves_the_source_as_it_was() {
     );
     assert_untouched(&two, "drift", &before);
 }
+
+/// A copy that fails halfway (the source grants to a role the target does
+/// not have, so pg_restore stops) is dropped, and the source reopened.
+#[test]
+fn a_failed_copy_is_undone_and_a_bad_target_refused_up_front() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    let slug = with_tenant(&two, "grants");
+    let role = format!("reader_{}", env.token);
+    env.exec("postgres", &format!("CREATE ROLE \"{role}\""));
+    env.exec(
+        &env.db("grants"),
+        &format!("GRANT SELECT ON items TO \"{role}\""),
+    );
+    let before = on_default(&two, "grants");
+    let run = two.run(&["tenant", "move", &slug, "--to", "eu2"]).code(1);
+    assert!(
+        run.stderr.contains("copy the database: pg_restore failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&role), "says why: {}", run.stderr);
+    assert!(
+        run.stderr.contains("failed and was undone"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr
+            .trim()
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1
+    );
+    assert_untouched(&two, "grants", &before);
+
+    // Tools that are not there: refused before anything is recorded.
+    let missing = two
+        .run(&[
+            "tenant",
+            "move",
+            &slug,
+            "--to",
+            "eu2",
+            "--pg-bin",
+            "/nonexistent",
+        ])
+        .code(1);
+    assert!(missing.stderr.contains("pg_dump"), "{}", missing.stderr);
+    assert_untouched(&two, "grants", &before);
+}

@@ -69,6 +69,7 @@ struct Report {
     action: &'static str,
     /// Whether this run picked up a move an earlier run left.
     resumed: bool,
+    /// The size of the database copied.
     bytes: Option<i64>,
     copy_ms: Option<u64>,
     /// Copy throughput, megabytes (10^6 bytes) per second.
