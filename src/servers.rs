@@ -33,16 +33,7 @@ impl ServerName {
     pub const DEFAULT: &'static str = "default";
 
     pub fn parse(raw: &str) -> Result<Self, ServerNameError> {
-        let valid = !raw.is_empty()
-            && raw.len() <= MAX_LEN
-            && raw
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if valid {
+        if crate::tenant::is_handle(raw, MAX_LEN, '_') {
             Ok(Self(raw.to_owned()))
         } else {
             Err(ServerNameError(raw.to_owned()))

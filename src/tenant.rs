@@ -27,17 +27,23 @@ pub struct Slug(String);
 )]
 pub struct SlugError(String);
 
+/// Whether `raw` is a lower-case handle: 1 to `max_len` ASCII lower-case
+/// letters, digits and `separator`, starting with a letter or digit (slugs
+/// use `-`, server names `_`).
+pub fn is_handle(raw: &str, max_len: usize, separator: char) -> bool {
+    raw.len() <= max_len
+        && raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator)
+}
+
 impl Slug {
     pub fn parse(raw: &str) -> Result<Self, SlugError> {
-        let valid = raw.len() <= SLUG_MAX_LEN
-            && raw
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if valid {
+        if is_handle(raw, SLUG_MAX_LEN, '-') {
             Ok(Self(raw.to_owned()))
         } else {
             Err(SlugError(raw.to_owned()))
