@@ -483,7 +483,11 @@ mod tests {
         assert_eq!(order[6], "b0");
         assert_eq!(run.count(Verdict::Ok), 12);
         let started = started.lock().expect("started").clone();
-        assert_eq!(started[..2], ["default", "eu2"], "{started:?}");
+        // Interleaved from the start: with two per server, the first four
+        // to start are two of each (which spawned task runs first is the
+        // scheduler's choice, so their order is not).
+        let eu2_first = started[..4].iter().filter(|s| *s == "eu2").count();
+        assert_eq!(eu2_first, 2, "{started:?}");
         let peaks = *in_flight.lock().expect("peaks");
         assert_eq!((peaks.2, peaks.3), (2, 2), "{peaks:?}");
     }
