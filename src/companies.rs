@@ -88,6 +88,9 @@ pub struct Layout {
     bookkeeping_sql: String,
     placement_sql: String,
     pub(crate) moves_sql: String,
+    /// The companies table's schema, quoted: tenantctl's own tables live
+    /// beside it.
+    schema_sql: String,
     pub id: Column,
     pub db_name: Column,
     pub slug: Option<Column>,
@@ -249,6 +252,7 @@ impl Layout {
             bookkeeping_sql: format!("{}.{}", quote(schema), quote(BOOKKEEPING)),
             placement_sql: format!("{}.{}", quote(schema), quote(PLACEMENT)),
             moves_sql: format!("{}.{}", quote(schema), quote(MOVES)),
+            schema_sql: quote(schema),
             id: required("id", configured.id.as_ref())?,
             db_name: required("db_name", configured.db_name.as_ref())?,
             slug: pick("slug", configured.slug.as_ref())?,
@@ -887,6 +891,12 @@ impl Layout {
         .with_context(|| format!("create tenantctl's {PLACEMENT} table"))?;
         self.has_placement = true;
         Ok(true)
+    }
+
+    /// One of tenantctl's own tables beside the companies table, as SQL
+    /// (schema-qualified and quoted).
+    pub fn own_table(&self, name: &str) -> String {
+        format!("{}.{}", self.schema_sql, quote(name))
     }
 
     /// Creates tenantctl's record of moves between servers.

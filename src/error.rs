@@ -17,6 +17,9 @@ pub enum Outcome {
     Failed,
     /// Stopped by Ctrl-C or SIGTERM after finishing what was in flight.
     Interrupted,
+    /// Refused before changing anything, for reasons the report lists
+    /// (exit status 2, like a usage error).
+    Refused,
 }
 
 impl Outcome {
@@ -25,6 +28,7 @@ impl Outcome {
             Self::Success => ExitCode::SUCCESS,
             Self::Failed => ExitCode::from(1),
             Self::Interrupted => ExitCode::from(130),
+            Self::Refused => ExitCode::from(2),
         }
     }
 }

@@ -27,6 +27,8 @@ pub mod migrations;
 pub mod moves;
 pub mod output;
 pub mod redact;
+pub mod revert;
+pub mod runs;
 pub mod script;
 pub mod selection;
 pub mod servers;

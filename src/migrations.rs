@@ -79,8 +79,37 @@ impl MigrationSet {
         &self.origin
     }
 
-    fn get(&self, version: i64) -> Option<&Migration> {
+    /// The up-migration (simple or reversible) of a version.
+    pub fn get(&self, version: i64) -> Option<&Migration> {
         self.iter().find(|m| m.version == version)
+    }
+
+    /// The down script of a reversible migration (`<version>_<name>.down.sql`).
+    pub fn down(&self, version: i64) -> Option<&Migration> {
+        self.migrations
+            .iter()
+            .find(|m| m.version == version && m.migration_type.is_down_migration())
+    }
+
+    /// Whether any migration in the set has a down script.
+    pub fn has_down_scripts(&self) -> bool {
+        self.migrations
+            .iter()
+            .any(|m| m.migration_type.is_down_migration())
+    }
+
+    /// Checks a `--to VERSION` against the set: a version that is not one
+    /// of its migrations is almost always a typo, and going ahead would
+    /// silently apply or revert more than meant.
+    pub fn check_target(&self, to: i64) -> Result<(), crate::error::UsageError> {
+        if self.get(to).is_some() {
+            return Ok(());
+        }
+        let newest = self.iter().last().map_or(0, |m| m.version);
+        Err(crate::error::UsageError(format!(
+            "--to {to}: no migration has that version in {} (the newest is {newest}); see `tenantctl tenant status` for what each tenant has",
+            self.origin
+        )))
     }
 
     /// Whether a recorded row is one of these migrations, same version and
@@ -222,6 +251,15 @@ impl Plan {
         plan
     }
 
+    /// The plan of `migrate --to VERSION`: nothing past that version.
+    #[must_use]
+    pub fn up_to(mut self, to: Option<i64>) -> Self {
+        if let Some(to) = to {
+            self.pending.retain(|&v| v <= to);
+        }
+        self
+    }
+
     /// The first problem as an error, if any.
     pub fn check(&self) -> anyhow::Result<()> {
         match self.problems.first() {
@@ -292,8 +330,36 @@ pub async fn plan(conn: &mut PgConnection, set: &MigrationSet) -> anyhow::Result
     Ok(Plan::compare(set, rows.as_deref()))
 }
 
-/// Applies every pending migration, pushing each version onto `applied` as
-/// it commits, so a caller still knows what was done when a later one fails.
+/// What a run did to one database's migrations, filled in as it goes, so a
+/// caller still knows what was done when a later migration fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Done {
+    /// The newest version applied before the run (`None`: none).
+    pub before: Option<i64>,
+    /// The newest version applied now.
+    pub after: Option<i64>,
+    /// The versions applied (or reverted) by this run, in the order done.
+    pub versions: Vec<i64>,
+}
+
+impl Done {
+    fn start(rows: Option<&[AppliedRow]>) -> Self {
+        let before = newest(rows.unwrap_or_default());
+        Self {
+            before,
+            after: before,
+            versions: Vec::new(),
+        }
+    }
+}
+
+/// The newest version recorded as applied.
+pub fn newest(rows: &[AppliedRow]) -> Option<i64> {
+    rows.iter().filter(|r| r.success).map(|r| r.version).max()
+}
+
+/// Applies every pending migration (with `to`, those up to and including
+/// that version), recording each in `done` as it commits.
 ///
 /// An up-to-date database costs one query and takes no lock. Otherwise the
 /// work happens under sqlx's advisory lock, re-reading the state once the
@@ -303,10 +369,13 @@ pub async fn apply(
     conn: &mut PgConnection,
     db: &DbName,
     set: &MigrationSet,
-    applied: &mut Vec<i64>,
+    to: Option<i64>,
+    done: &mut Done,
 ) -> anyhow::Result<()> {
-    if let Some(rows) = read_applied(conn).await? {
-        let plan = Plan::compare(set, Some(&rows));
+    let rows = read_applied(conn).await?;
+    *done = Done::start(rows.as_deref());
+    if let Some(rows) = rows {
+        let plan = Plan::compare(set, Some(&rows)).up_to(to);
         plan.check()?;
         if plan.pending.is_empty() {
             return Ok(());
@@ -314,7 +383,7 @@ pub async fn apply(
     }
 
     lock(conn, db).await?;
-    let result = apply_locked(conn, set, applied).await;
+    let result = apply_locked(conn, set, to, done).await;
     let unlocked = unlock(conn, db).await;
     result?;
     unlocked
@@ -323,12 +392,15 @@ pub async fn apply(
 async fn apply_locked(
     conn: &mut PgConnection,
     set: &MigrationSet,
-    applied: &mut Vec<i64>,
+    to: Option<i64>,
+    done: &mut Done,
 ) -> anyhow::Result<()> {
     conn.ensure_migrations_table()
         .await
         .context("create _sqlx_migrations")?;
-    let plan = plan(conn, set).await?;
+    let rows = read_applied(conn).await?;
+    *done = Done::start(rows.as_deref());
+    let plan = Plan::compare(set, rows.as_deref()).up_to(to);
     plan.check()?;
     for version in plan.pending {
         let migration = set
@@ -340,7 +412,8 @@ async fn apply_locked(
                 migration.version, migration.description
             )
         })?;
-        applied.push(version);
+        done.versions.push(version);
+        done.after = done.after.max(Some(version));
     }
     Ok(())
 }
@@ -417,7 +490,7 @@ pub fn lock_id(db: &DbName) -> i64 {
 /// explicitly (RESET would restore the server's defaults, not the values
 /// tenantctl set, and a session-level SET would reach the pooler's next
 /// client).
-async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+pub(crate) async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
     conn.execute(
         format!(
             "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
@@ -435,7 +508,7 @@ async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
     conn.execute(format!("SELECT pg_advisory_unlock({})", lock_id(db)).as_str())
         .await
         .context("release the migration lock")?;
@@ -497,7 +570,7 @@ async fn baseline_locked(
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
     bytes
         .iter()

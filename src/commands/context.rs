@@ -15,11 +15,12 @@ use crate::companies::Layout;
 use crate::config::Config;
 use crate::connect::{Connector, SessionLimits};
 use crate::error::{Outcome, UsageError};
-use crate::fleet::{self, Attempt, FleetRun, Stop};
+use crate::fleet::{self, Attempt, FleetRun, Stop, Verdict};
 use crate::migrations::MigrationSet;
 use crate::output::OutputMode;
 use crate::output::progress::Progress;
-use crate::output::report::{TenantValue, print_fleet};
+use crate::output::report::{Extra, TenantValue, print_fleet, print_fleet_with};
+use crate::runs::{RunLog, RunRequest};
 use crate::selection::{self, Filter};
 use crate::servers::ServerName;
 use crate::tenant::Tenant;
@@ -253,6 +254,39 @@ impl Context {
     pub fn finish<T: TenantValue>(&self, run: &FleetRun<T>) -> Outcome {
         print_fleet(run, self.output);
         run.outcome()
+    }
+
+    /// Opens a run record in the master for a run about to change tenants.
+    pub async fn start_run(&self, request: RunRequest) -> anyhow::Result<Arc<RunLog>> {
+        let (conn, layout) = self.master().await?;
+        Ok(Arc::new(
+            RunLog::start(self.connector.clone(), conn, &layout, request).await?,
+        ))
+    }
+
+    /// [`Self::finish`] for a run with a run record: closes the record with
+    /// the outcome and names the run in the report.
+    pub async fn finish_run<T: TenantValue>(
+        &self,
+        run: &FleetRun<T>,
+        log: Option<&RunLog>,
+    ) -> Outcome {
+        let outcome = run.outcome();
+        if let Some(log) = log {
+            log.finish(
+                outcome,
+                run.count(Verdict::Ok),
+                run.count(Verdict::Failed),
+                run.count(Verdict::Skipped),
+            )
+            .await;
+        }
+        let extra = Extra {
+            run_id: log.map(|l| l.id),
+            refused: false,
+        };
+        print_fleet_with(run, self.output, &extra);
+        outcome
     }
 
     /// The progress display for a fleet run.

@@ -106,15 +106,21 @@ async fn migrate_or_adopt(
                 result.placement_created =
                     !layout.has_placement && layout.ensure_placement(conn).await?;
                 layout.ensure_moves(conn).await?;
+                crate::runs::ensure_tables(conn, &layout).await?;
                 result.found = layout.describe();
                 return Ok(());
             }
         }
     }
-    migrations::apply(conn, db, &ours, &mut result.applied).await?;
-    // tenantctl's record of moves between servers, beside its own table.
+    let mut done = migrations::Done::default();
+    let applied = migrations::apply(conn, db, &ours, None, &mut done).await;
+    result.applied = done.versions;
+    applied?;
+    // tenantctl's records of moves between servers and of migrate runs,
+    // beside its own table.
     let mut layout = Layout::load(conn, &ctx.config.master).await?;
-    layout.ensure_moves(conn).await
+    layout.ensure_moves(conn).await?;
+    crate::runs::ensure_tables(conn, &layout).await
 }
 
 fn print(ctx: &Context, result: &Migrated<'_>) {

@@ -67,19 +67,42 @@ pub fn tenant_json<T: TenantValue>(report: &Report<T>) -> serde_json::Value {
 /// Prints the end-of-run report. In `jsonl` mode the tenants were already
 /// streamed, so only the summary line is left.
 pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
+    print_fleet_with(run, mode, &Extra::default());
+}
+
+/// What some fleet reports add to the shared shape.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// The run record this run wrote (`migrate`, `revert`).
+    pub run_id: Option<i64>,
+    /// The run was refused before anything changed.
+    pub refused: bool,
+}
+
+/// [`print_fleet`] with the fields some commands add.
+pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, extra: &Extra) {
     let summary = Summary::of(run);
+    let json_extra = |mut value: serde_json::Value| {
+        if let Some(id) = extra.run_id {
+            value["run_id"] = id.into();
+        }
+        if extra.refused {
+            value["refused"] = true.into();
+        }
+        value
+    };
     match mode {
         OutputMode::Json => print_json(
             mode,
-            &serde_json::json!({
+            &json_extra(serde_json::json!({
                 "tenants": run.reports.iter().map(tenant_json).collect::<Vec<_>>(),
                 "summary": summary,
                 "interrupted": run.interrupted,
-            }),
+            })),
         ),
         OutputMode::Jsonl => print_json(
             mode,
-            &serde_json::json!({"summary": summary, "interrupted": run.interrupted}),
+            &json_extra(serde_json::json!({"summary": summary, "interrupted": run.interrupted})),
         ),
         OutputMode::Table => {
             let any_error = run.reports.iter().any(|r| r.error.is_some());
@@ -112,7 +135,7 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
                 line(table);
             }
             line(format!(
-                "{} ok, {} failed, {} skipped{}",
+                "{} ok, {} failed, {} skipped{}{}{}",
                 summary.ok,
                 summary.failed,
                 summary.skipped,
@@ -120,7 +143,16 @@ pub fn print_fleet<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode) {
                     " (interrupted)"
                 } else {
                     ""
-                }
+                },
+                if extra.refused {
+                    " (refused: nothing was changed)"
+                } else {
+                    ""
+                },
+                extra
+                    .run_id
+                    .map(|id| format!("; recorded as run {id}"))
+                    .unwrap_or_default()
             ));
         }
     }

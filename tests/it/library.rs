@@ -25,12 +25,12 @@ fn apply_reports_partial_progress_and_plan_sees_problems() {
         let plan = migrations::plan(&mut conn, &set).await.expect("plan");
         assert_eq!(plan.pending, [20_250_101_000_001, 20_250_101_000_002]);
 
-        let mut applied = Vec::new();
-        let err = migrations::apply(&mut conn, &name, &set, &mut applied)
+        let mut applied = migrations::Done::default();
+        let err = migrations::apply(&mut conn, &name, &set, None, &mut applied)
             .await
             .expect_err("second migration fails");
         assert_eq!(
-            applied,
+            applied.versions,
             [20_250_101_000_001],
             "the first one stays applied and is reported"
         );
@@ -60,8 +60,8 @@ fn apply_reports_partial_progress_and_plan_sees_problems() {
         ));
         // Refused for the checksum, with the broken migration still
         // pending: problems stop a run that has work to do, too.
-        let mut applied = Vec::new();
-        let err = migrations::apply(&mut conn, &name, &set, &mut applied)
+        let mut applied = migrations::Done::default();
+        let err = migrations::apply(&mut conn, &name, &set, None, &mut applied)
             .await
             .expect_err("checksum mismatch");
         let text = tenantctl::error::render(&err);
@@ -69,7 +69,7 @@ fn apply_reports_partial_progress_and_plan_sees_problems() {
             text.contains("20250101000001") && text.contains("checksum mismatch"),
             "{text}"
         );
-        assert!(applied.is_empty());
+        assert!(applied.versions.is_empty());
         let _ = conn.close().await;
     });
 }
@@ -126,8 +126,14 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
             .fetch_one(&mut conn)
             .await
             .expect("pid");
-        let mut applied = Vec::new();
-        let mut applying = Box::pin(migrations::apply(&mut conn, &name, &set, &mut applied));
+        let mut applied = migrations::Done::default();
+        let mut applying = Box::pin(migrations::apply(
+            &mut conn,
+            &name,
+            &set,
+            None,
+            &mut applied,
+        ));
         // Waiting on an advisory lock, not working or stuck elsewhere.
         let waits_for_the_lock = format!(
             "SELECT count(*)::text FROM pg_locks WHERE pid = {} AND locktype = 'advisory' AND NOT granted",
@@ -158,7 +164,11 @@ fn migration_lock_is_the_one_sqlx_cli_takes() {
             .await
             .expect("apply goes on once the lock is released")
             .expect("apply");
-        assert_eq!(applied, [20_250_101_000_001, 20_250_101_000_002]);
+        assert_eq!(applied.versions, [20_250_101_000_001, 20_250_101_000_002]);
+        assert_eq!(
+            (applied.before, applied.after),
+            (None, Some(20_250_101_000_002))
+        );
         // The rows are what sqlx writes: `sqlx migrate run` would find nothing to do.
         let plan = migrations::plan(&mut conn, &set).await.expect("plan");
         assert!(plan.pending.is_empty() && plan.problems.is_empty());
@@ -182,8 +192,8 @@ fn sqlx_own_migrator_accepts_what_tenantctl_recorded() {
             .connect_tenant(&ServerName::default(), &name, &SessionLimits::default())
             .await
             .expect("connect");
-        let mut applied = Vec::new();
-        migrations::apply(&mut conn, &name, &set, &mut applied)
+        let mut applied = migrations::Done::default();
+        migrations::apply(&mut conn, &name, &set, None, &mut applied)
             .await
             .expect("apply");
         let _ = conn.close().await;

@@ -410,7 +410,9 @@ async fn provision(
     let _ = server.close().await;
     created?;
     let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
-    let result = migrations::apply(&mut conn, db, migrations, applied).await;
+    let mut done = migrations::Done::default();
+    let result = migrations::apply(&mut conn, db, migrations, None, &mut done).await;
+    applied.append(&mut done.versions);
     let released = ctx.connector.release(conn).await;
     result.and(released)
 }

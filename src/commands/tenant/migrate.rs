@@ -1,5 +1,6 @@
-//! `tenantctl tenant migrate <slug|id>... | --all`: apply pending tenant
-//! migrations across the selected tenants.
+//! `tenantctl tenant migrate <slug|id>... | --all [--to VERSION]`: apply
+//! pending tenant migrations across the selected tenants, recording the run
+//! in the master so `tenant revert --run` can take it back.
 
 use clap::Args;
 use serde::Serialize;
@@ -8,9 +9,10 @@ use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
 use crate::connect::SessionLimits;
 use crate::error::Outcome;
-use crate::migrations;
+use crate::migrations::{self, Done};
 use crate::output::join_versions;
 use crate::output::report::TenantValue;
+use crate::runs::{RunKind, RunRequest};
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -23,8 +25,13 @@ pub struct MigrateArgs {
     #[command(flatten)]
     pub session: SessionArgs,
 
+    /// Apply pending migrations up to and including this version, none
+    /// newer (it must be one of the migrations in use)
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<i64>,
+
     /// Read each tenant's applied migrations and show what would be applied,
-    /// applying nothing
+    /// applying nothing (and recording no run)
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -63,27 +70,65 @@ impl TenantValue for Migrated {
 
 pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations_to_apply().await?;
+    let to = args.to;
+    if let Some(to) = to {
+        migrations.check_target(to)?;
+    }
     let tenants = ctx.select(&args.selection).await?;
     let dry_run = args.dry_run;
+    let log = if dry_run {
+        None
+    } else {
+        Some(
+            ctx.start_run(RunRequest {
+                kind: RunKind::Migrate,
+                target: to,
+                undoes: None,
+                tenants: tenants.len(),
+            })
+            .await?,
+        )
+    };
+    let op_log = log.clone();
     let run = ctx
         .on_each_tenant(
             tenants,
             &args.fleet,
             SessionLimits::from(&args.session),
             move |tenant, conn, migrated: &mut Migrated| {
-                let migrations = migrations.clone();
+                let (migrations, log) = (migrations.clone(), op_log.clone());
                 Box::pin(async move {
                     let db = tenant.db_name()?;
                     if dry_run {
-                        let plan = migrations::plan(conn, &migrations).await?;
+                        let plan = migrations::plan(conn, &migrations).await?.up_to(to);
                         migrated.pending = Some(plan.pending.clone());
-                        plan.check()
-                    } else {
-                        migrations::apply(conn, db, &migrations, &mut migrated.applied).await
+                        return plan.check();
                     }
+                    let mut done = Done::default();
+                    let result = migrations::apply(conn, db, &migrations, to, &mut done).await;
+                    migrated.applied.clone_from(&done.versions);
+                    if let Some(log) = &log {
+                        log.tenant(tenant, &done, result.as_ref().err()).await;
+                    }
+                    result
                 })
             },
         )
         .await;
-    Ok(ctx.finish(&run))
+    let outcome = ctx.finish_run(&run, log.as_deref()).await;
+    let changed = run
+        .reports
+        .iter()
+        .filter(|r| !r.value.applied.is_empty())
+        .count();
+    if let Some(log) = &log
+        && outcome != Outcome::Success
+        && changed > 0
+    {
+        crate::output::warn(format_args!(
+            "run {id} migrated {changed} tenant(s) (a failed migration was rolled back by its own transaction); to take those tenants back to where they were: tenantctl tenant revert --run {id}",
+            id = log.id
+        ));
+    }
+    Ok(outcome)
 }

@@ -8,6 +8,8 @@ pub mod list;
 pub mod migrate;
 pub mod r#move;
 pub mod psql;
+pub mod revert;
+pub mod runs;
 pub mod settings;
 pub mod sql;
 pub mod status;
@@ -26,6 +28,11 @@ pub enum TenantCommand {
     List(list::ListArgs),
     /// Apply pending tenant migrations
     Migrate(migrate::MigrateArgs),
+    /// Revert migrations with their down scripts: to a version, or exactly
+    /// what one migrate run did
+    Revert(revert::RevertArgs),
+    /// List recent migrate and revert runs, or one run's tenants
+    Runs(runs::RunsArgs),
     /// Show each tenant's migration state and problems, changing nothing
     Status(status::StatusArgs),
     /// Read and write tenants' settings tables
@@ -52,6 +59,8 @@ pub async fn run(command: TenantCommand, ctx: &Context) -> anyhow::Result<Outcom
         TenantCommand::Create(args) => create::run(args, ctx).await,
         TenantCommand::List(args) => list::run(args, ctx).await,
         TenantCommand::Migrate(args) => migrate::run(args, ctx).await,
+        TenantCommand::Revert(args) => revert::run(args, ctx).await,
+        TenantCommand::Runs(args) => runs::run(args, ctx).await,
         TenantCommand::Status(args) => status::run(args, ctx).await,
         TenantCommand::Settings(cmd) => settings::run(cmd, ctx).await,
         TenantCommand::Exec(args) => exec::run(args, ctx).await,

@@ -1,0 +1,399 @@
+//! `tenantctl tenant revert <slug|id>... | --all --to VERSION` and
+//! `tenantctl tenant revert --run RUN_ID`: take tenants back to an earlier
+//! migration version with the migrations' down scripts.
+//!
+//! Two passes. The first plans every selected tenant from its own
+//! `_sqlx_migrations`, changing nothing; if any tenant cannot be reverted as
+//! asked, or could not be read, the whole revert is refused with that list
+//! before a single down script runs. The second runs the plan on the
+//! tenants that have something to revert, after one confirmation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
+use crate::commands::context::Context;
+use crate::connect::SessionLimits;
+use crate::error::{Outcome, UsageError};
+use crate::fleet::{FleetRun, Report, Verdict};
+use crate::migrations::{Done, MigrationSet};
+use crate::output::confirm::confirm;
+use crate::output::join_versions;
+use crate::output::report::{Extra, TenantValue, print_fleet_with};
+use crate::revert::{self, Refusal, Target};
+use crate::runs::{self, RunKind, RunRequest};
+use crate::tenant::Tenant;
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Revert every migration applied after VERSION, newest first; VERSION
+    /// itself stays applied. `--to 0` reverts every reversible migration
+    /// (back to the newest one without a down script)
+    #[arg(
+        long,
+        value_name = "VERSION",
+        required_unless_present = "run",
+        conflicts_with = "run"
+    )]
+    pub to: Option<i64>,
+
+    /// Take back exactly what one `tenant migrate` run did: each tenant it
+    /// changed returns to the version it had before; tenants it did not
+    /// change are left alone (see `tenantctl tenant runs`)
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<i64>,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// Plan every tenant and print what would be reverted, changing nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation (required without a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// What reverting one tenant did, would do, or why it cannot.
+#[derive(Debug, Default, Serialize)]
+pub struct Reverted {
+    /// Versions whose down scripts ran, newest first.
+    pub reverted: Vec<i64>,
+    /// The plan, when the report is one (`--dry-run`, or a refusal):
+    /// versions whose down scripts would run, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_revert: Option<Vec<i64>>,
+    /// Why this tenant cannot be reverted as asked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<Refusal>,
+}
+
+impl TenantValue for Reverted {
+    fn headers() -> Vec<&'static str> {
+        vec!["migrations"]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let (label, versions) = match &self.to_revert {
+            Some(plan) => ("would revert", plan),
+            None => ("reverted", &self.reverted),
+        };
+        vec![if !self.refusals.is_empty() {
+            "refused".into()
+        } else if versions.is_empty() {
+            "nothing to revert".into()
+        } else {
+            format!("{label} {}: {}", versions.len(), join_versions(versions))
+        }]
+    }
+}
+
+/// Where each tenant goes: one target for `--to`, or, for `--run`, the
+/// version each tenant had before that run and the one it left.
+#[derive(Debug, Clone)]
+enum Goals {
+    To(Target),
+    Run {
+        id: i64,
+        tenants: Arc<HashMap<String, (Target, Option<i64>)>>,
+    },
+}
+
+impl Goals {
+    fn target(&self, tenant: &Tenant) -> Target {
+        match self {
+            Self::To(target) => *target,
+            Self::Run { tenants, .. } => tenants
+                .get(&tenant.id)
+                .map_or(Target::Version(i64::MAX), |(target, _)| *target),
+        }
+    }
+}
+
+pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    let set = ctx.tenant_migrations_to_apply().await?;
+    let (tenants, goals, missing) = selected(ctx, &args, &set).await?;
+    let limits = SessionLimits::from(&args.session);
+
+    let mut planned = plan_all(ctx, tenants, &args.fleet, &limits, &set, &goals).await;
+    // Tenants dropped since the run are reported, and block nothing.
+    let blocked = planned
+        .reports
+        .iter()
+        .filter(|r| r.verdict != Verdict::Ok)
+        .count();
+    planned.reports.extend(missing);
+    if planned.interrupted {
+        return Ok(ctx.finish(&planned));
+    }
+    if blocked > 0 {
+        return Ok(refuse(ctx, &planned, blocked));
+    }
+    if args.dry_run {
+        return Ok(ctx.finish(&planned));
+    }
+
+    let plans: HashMap<String, Vec<i64>> = planned
+        .reports
+        .iter()
+        .filter_map(|r| {
+            let plan = r.value.to_revert.as_ref()?;
+            (!plan.is_empty()).then(|| (r.tenant.id.clone(), plan.clone()))
+        })
+        .collect();
+    if plans.is_empty() {
+        return Ok(ctx.finish(&nothing_to_do(planned)));
+    }
+    let mut versions: Vec<i64> = plans.values().flatten().copied().collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    versions.dedup();
+    confirm(
+        &format!(
+            "revert {} tenant(s), running the down scripts of {} (newest first)",
+            plans.len(),
+            join_versions(&versions)
+        ),
+        "revert",
+        args.yes,
+    )?;
+
+    let log = ctx
+        .start_run(RunRequest {
+            kind: RunKind::Revert,
+            target: args.to,
+            undoes: args.run,
+            tenants: planned.reports.len(),
+        })
+        .await?;
+    let work: Vec<Tenant> = planned
+        .reports
+        .iter()
+        .filter(|r| plans.contains_key(&r.tenant.id))
+        .map(|r| r.tenant.clone())
+        .collect();
+    let plans = Arc::new(plans);
+    let op_log = log.clone();
+    let done = ctx
+        .on_each_tenant(
+            work,
+            &args.fleet,
+            limits,
+            move |tenant, conn, value: &mut Reverted| {
+                let (set, goals, plans, log) =
+                    (set.clone(), goals.clone(), plans.clone(), op_log.clone());
+                Box::pin(async move {
+                    let db = tenant.db_name()?;
+                    let expected = plans.get(&tenant.id).map_or(&[][..], Vec::as_slice);
+                    let mut done = Done::default();
+                    let result =
+                        revert::revert(conn, db, &set, goals.target(tenant), expected, &mut done)
+                            .await;
+                    value.reverted.clone_from(&done.versions);
+                    log.tenant(tenant, &done, result.as_ref().err()).await;
+                    result
+                })
+            },
+        )
+        .await;
+    let merged = merge(nothing_to_do(planned), done);
+    Ok(ctx.finish_run(&merged, Some(&log)).await)
+}
+
+/// The tenants to plan and where each goes, plus, for `--run`, reports
+/// for the tenants it recorded that are gone from the master.
+async fn selected(
+    ctx: &Context,
+    args: &RevertArgs,
+    set: &MigrationSet,
+) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
+    match (args.run, args.to) {
+        (Some(id), _) => {
+            if !args.selection.tenants.is_empty() || selects(&args.selection) {
+                return Err(UsageError(format!(
+                    "--run {id} takes back every tenant that run changed; it takes no tenant names or selection flags"
+                ))
+                .into());
+            }
+            run_goals(ctx, id).await
+        }
+        (None, Some(to)) => {
+            if to != 0 {
+                set.check_target(to)?;
+            }
+            let tenants = ctx.select(&args.selection).await?;
+            Ok((tenants, Goals::To(Target::from_flag(to)), Vec::new()))
+        }
+        (None, None) => unreachable!("clap requires --to or --run"),
+    }
+}
+
+/// Prints the plan of a revert that cannot go ahead and says why.
+fn refuse(ctx: &Context, planned: &FleetRun<Reverted>, blocked: usize) -> Outcome {
+    let refused = planned.reports.iter().any(|r| !r.value.refusals.is_empty());
+    print_fleet_with(
+        planned,
+        ctx.output,
+        &Extra {
+            run_id: None,
+            refused: true,
+        },
+    );
+    crate::output::warn(format_args!(
+        "refusing to revert: {blocked} tenant(s) {} (listed above); nothing was reverted on any tenant",
+        if refused {
+            "cannot be reverted as asked"
+        } else {
+            "could not be planned: fix them or leave them out of the selection"
+        }
+    ));
+    if refused {
+        Outcome::Refused
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// Whether any selection flag is given (for `--run`, which takes none).
+fn selects(selection: &SelectionArgs) -> bool {
+    let filter = &selection.filter;
+    filter.all || !filter.status.is_empty() || filter.shard.is_some() || !filter.servers.is_empty()
+}
+
+/// Plans every tenant, changing nothing.
+async fn plan_all(
+    ctx: &Context,
+    tenants: Vec<Tenant>,
+    fleet: &FleetArgs,
+    limits: &SessionLimits,
+    set: &Arc<MigrationSet>,
+    goals: &Goals,
+) -> FleetRun<Reverted> {
+    let (set, goals) = (set.clone(), goals.clone());
+    ctx.on_each_tenant(
+        tenants,
+        fleet,
+        limits.clone(),
+        move |tenant, conn, value: &mut Reverted| {
+            let (set, goals) = (set.clone(), goals.clone());
+            Box::pin(async move {
+                let mut plan = revert::plan(conn, &set, goals.target(tenant)).await?;
+                if let Goals::Run { id, tenants } = &goals
+                    && let Some((_, left_at)) = tenants.get(&tenant.id)
+                    && plan.latest > *left_at
+                {
+                    plan.refusals.push(Refusal::ChangedSinceRun {
+                        run: *id,
+                        left_at: *left_at,
+                        now: plan.latest,
+                    });
+                }
+                value.to_revert = Some(plan.to_revert.clone());
+                value.refusals.clone_from(&plan.refusals);
+                plan.check()
+            })
+        },
+    )
+    .await
+}
+
+/// The tenants a recorded run changed, each with the version to go back
+/// to; tenants it recorded that are no longer in the master come back as
+/// skipped reports.
+async fn run_goals(
+    ctx: &Context,
+    id: i64,
+) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
+    let (mut conn, layout) = ctx.master().await?;
+    let found = runs::get(&mut conn, &layout, id).await;
+    let everyone = match &found {
+        Ok(Some(_)) => layout.list(&mut conn).await,
+        _ => Ok(Vec::new()),
+    };
+    let _ = ctx.connector.release(conn).await;
+    let Some((summary, recorded)) = found? else {
+        return Err(UsageError(format!(
+            "no run {id} is recorded in the master; `tenantctl tenant runs` lists the recorded runs"
+        ))
+        .into());
+    };
+    if summary.command != RunKind::Migrate.as_str() {
+        return Err(UsageError(format!(
+            "run {id} was a {}, not a migrate: only a migrate run can be taken back with --run; to apply migrations again use `tenantctl tenant migrate`",
+            summary.command
+        ))
+        .into());
+    }
+    let everyone = everyone?;
+    let mut tenants = Vec::new();
+    let mut goals = HashMap::new();
+    let mut missing = Vec::new();
+    for change in recorded.into_iter().filter(|t| !t.versions.is_empty()) {
+        let target = Target::Version(change.before.unwrap_or(0));
+        match everyone.iter().find(|t| t.id == change.company_id) {
+            Some(tenant) => {
+                goals.insert(tenant.id.clone(), (target, change.after));
+                tenants.push(tenant.clone());
+            }
+            None => missing.push(Report {
+                tenant: Tenant::new(
+                    change.company_id,
+                    None,
+                    None,
+                    Some(change.db_name),
+                    None,
+                    None,
+                ),
+                verdict: Verdict::Skipped,
+                value: Reverted::default(),
+                error: Some(
+                    "no longer in the master (dropped since the run?); nothing to revert".into(),
+                ),
+                duration: std::time::Duration::ZERO,
+            }),
+        }
+    }
+    Ok((
+        tenants,
+        Goals::Run {
+            id,
+            tenants: Arc::new(goals),
+        },
+        missing,
+    ))
+}
+
+/// The planning reports as the final report of tenants that needed
+/// nothing: ok, nothing reverted.
+fn nothing_to_do(mut planned: FleetRun<Reverted>) -> FleetRun<Reverted> {
+    for report in &mut planned.reports {
+        report.value.to_revert = None;
+    }
+    planned
+}
+
+/// Each tenant's report from the run that touched it, in the planned order.
+fn merge(planned: FleetRun<Reverted>, done: FleetRun<Reverted>) -> FleetRun<Reverted> {
+    let mut by_id: HashMap<String, Report<Reverted>> = done
+        .reports
+        .into_iter()
+        .map(|r| (r.tenant.id.clone(), r))
+        .collect();
+    FleetRun {
+        reports: planned
+            .reports
+            .into_iter()
+            .map(|r| by_id.remove(&r.tenant.id).unwrap_or(r))
+            .collect(),
+        interrupted: done.interrupted,
+    }
+}

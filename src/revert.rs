@@ -1,0 +1,284 @@
+//! Undoing applied migrations: planning which down scripts a database would
+//! run to get back to a version, and running them as sqlx's
+//! `Migrator::undo` does, one transaction per migration that also removes
+//! its `_sqlx_migrations` row.
+
+use std::fmt;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sqlx::migrate::Migration;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
+
+use crate::dbname::DbName;
+use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex, lock, unlock};
+use crate::script::Script;
+
+/// Where a revert stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Revert every applied migration newer than this version; the version
+    /// itself stays applied. 0 reverts everything, and every one of those
+    /// migrations must have a down script.
+    Version(i64),
+    /// `--to 0`: revert every reversible migration applied after the newest
+    /// irreversible one. A plain `.sql` migration has no down script, so
+    /// nothing older than it can be taken back in order.
+    AllReversible,
+}
+
+impl Target {
+    /// The target of `--to VERSION` as the operator types it.
+    pub fn from_flag(to: i64) -> Self {
+        if to == 0 {
+            Self::AllReversible
+        } else {
+            Self::Version(to)
+        }
+    }
+
+    fn floor(self) -> i64 {
+        match self {
+            Self::Version(v) => v,
+            Self::AllReversible => 0,
+        }
+    }
+}
+
+/// Why a database cannot be reverted as asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    /// A migration to revert is irreversible (a plain `.sql` file) or its
+    /// `.down.sql` is missing.
+    NoDownScript { version: i64, description: String },
+    /// `revert --run`: the tenant was migrated past what the run left it
+    /// at, so going back to before the run would undo a later one too.
+    ChangedSinceRun {
+        run: i64,
+        left_at: Option<i64>,
+        now: Option<i64>,
+    },
+    /// The database's migration records have a problem (dirty, edited,
+    /// unknown to the folder).
+    #[serde(untagged)]
+    Problem(Problem),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoDownScript {
+                version,
+                description,
+            } => write!(
+                f,
+                "migration {version} ({description}) has no down script ({version}_{}.down.sql), so it cannot be reverted",
+                description.replace(' ', "_")
+            ),
+            Self::ChangedSinceRun { run, left_at, now } => write!(
+                f,
+                "migrated again after run {run} (which left it at {}, now {}): revert the later run first, or use --to",
+                left_at.map_or_else(|| "none".into(), |v| v.to_string()),
+                now.map_or_else(|| "none".into(), |v| v.to_string())
+            ),
+            Self::Problem(problem) => problem.fmt(f),
+        }
+    }
+}
+
+/// What reverting one database would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevertPlan {
+    /// Versions whose down scripts would run, newest first.
+    pub to_revert: Vec<i64>,
+    /// Why it cannot go ahead; empty when it can.
+    pub refusals: Vec<Refusal>,
+    /// The newest applied version now.
+    pub latest: Option<i64>,
+}
+
+impl RevertPlan {
+    /// Plans a revert from a database's recorded rows (`None`: no
+    /// migrations table, nothing to revert).
+    ///
+    /// Every migration to revert must be known to the set with the
+    /// checksum it was applied with and have a down script; a dirty row
+    /// anywhere refuses the whole database, as sqlx's `undo` does, since
+    /// its schema is in a state no script was written for.
+    pub fn compare(set: &MigrationSet, rows: Option<&[AppliedRow]>, target: Target) -> Self {
+        let rows = rows.unwrap_or_default();
+        let mut plan = Self {
+            latest: migrations::newest(rows),
+            ..Self::default()
+        };
+        for row in rows.iter().filter(|r| !r.success) {
+            plan.refusals.push(Refusal::Problem(Problem::Dirty {
+                version: row.version,
+            }));
+        }
+        let mut newer: Vec<&AppliedRow> = rows
+            .iter()
+            .filter(|r| r.success && r.version > target.floor())
+            .collect();
+        newer.sort_by_key(|r| std::cmp::Reverse(r.version));
+        for row in newer {
+            let Some(up) = set.get(row.version) else {
+                plan.refusals.push(Refusal::Problem(Problem::Unknown {
+                    version: row.version,
+                }));
+                continue;
+            };
+            if hex(&up.checksum) != row.checksum_hex {
+                plan.refusals
+                    .push(Refusal::Problem(Problem::ChecksumMismatch {
+                        version: up.version,
+                        description: up.description.to_string(),
+                    }));
+                continue;
+            }
+            if set.down(row.version).is_none() {
+                if target == Target::AllReversible && !up.migration_type.is_reversible() {
+                    // The newest irreversible migration: `--to 0` stops here.
+                    break;
+                }
+                plan.refusals.push(Refusal::NoDownScript {
+                    version: up.version,
+                    description: up.description.to_string(),
+                });
+                continue;
+            }
+            plan.to_revert.push(row.version);
+        }
+        plan
+    }
+
+    /// The refusals as one error, if any.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.refusals.is_empty() {
+            return Ok(());
+        }
+        let reasons: Vec<String> = self.refusals.iter().map(ToString::to_string).collect();
+        Err(anyhow::anyhow!("{}", reasons.join("; ")))
+    }
+}
+
+/// Reads a database's records and plans a revert.
+pub async fn plan(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    target: Target,
+) -> anyhow::Result<RevertPlan> {
+    let rows = migrations::read_applied(conn).await?;
+    Ok(RevertPlan::compare(set, rows.as_deref(), target))
+}
+
+/// Runs the down scripts `expected` names (newest first), under sqlx's
+/// migration lock, recording each in `done` as it commits.
+///
+/// The state is planned again once the lock is held: if it no longer
+/// calls for exactly `expected` (another deploy ran in between), nothing is
+/// reverted, since the operator agreed to that list and no other.
+pub async fn revert(
+    conn: &mut PgConnection,
+    db: &DbName,
+    set: &MigrationSet,
+    target: Target,
+    expected: &[i64],
+    done: &mut Done,
+) -> anyhow::Result<()> {
+    lock(conn, db).await?;
+    let result = revert_locked(conn, set, target, expected, done).await;
+    let unlocked = unlock(conn, db).await;
+    result?;
+    unlocked
+}
+
+async fn revert_locked(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    target: Target,
+    expected: &[i64],
+    done: &mut Done,
+) -> anyhow::Result<()> {
+    let rows = migrations::read_applied(conn).await?;
+    let plan = RevertPlan::compare(set, rows.as_deref(), target);
+    *done = Done {
+        before: plan.latest,
+        after: plan.latest,
+        versions: Vec::new(),
+    };
+    plan.check()?;
+    if plan.to_revert != expected {
+        anyhow::bail!(
+            "its migrations changed after the revert was planned (it would now revert {}, not {}); nothing was reverted on it: run the revert again",
+            versions(&plan.to_revert),
+            versions(expected)
+        );
+    }
+    let mut remaining: Vec<i64> = rows
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.success)
+        .map(|r| r.version)
+        .collect();
+    for &version in expected {
+        let down = set
+            .down(version)
+            .expect("planned versions have down scripts");
+        revert_one(conn, down)
+            .await
+            .with_context(|| format!("revert migration {}_{}", down.version, down.description))?;
+        remaining.retain(|&v| v != version);
+        done.versions.push(version);
+        done.after = remaining.iter().copied().max();
+    }
+    Ok(())
+}
+
+/// Runs one down script and removes the migration's row in the same
+/// transaction, so the record never disagrees with the schema. A
+/// `-- no-transaction` down script runs one statement at a time, as its up
+/// script did, and its row goes once every statement has run.
+async fn revert_one(conn: &mut PgConnection, down: &Migration) -> anyhow::Result<()> {
+    if down.no_tx {
+        let script = Script::parse(&*down.sql).context("split into statements")?;
+        for statement in script.statements() {
+            conn.execute(statement.text())
+                .await
+                .with_context(|| statement.label())?;
+        }
+        forget(conn, down.version).await
+    } else {
+        let mut tx = conn.begin().await?;
+        tx.execute(&*down.sql).await?;
+        forget(&mut tx, down.version).await?;
+        tx.commit().await.context("commit")
+    }
+}
+
+/// Deletes a migration's `_sqlx_migrations` row, as sqlx's revert does.
+async fn forget(conn: &mut PgConnection, version: i64) -> anyhow::Result<()> {
+    let deleted = sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .persistent(false)
+        .bind(version)
+        .execute(conn)
+        .await
+        .with_context(|| format!("remove migration {version} from _sqlx_migrations"))?;
+    // Under the migration lock nobody else can have removed it; if the row
+    // is gone anyway, the transaction must not commit the down script.
+    anyhow::ensure!(
+        deleted.rows_affected() == 1,
+        "migration {version} was no longer recorded in _sqlx_migrations"
+    );
+    Ok(())
+}
+
+/// Versions as a comma-separated list, `none` when empty.
+fn versions(list: &[i64]) -> String {
+    if list.is_empty() {
+        return "none".into();
+    }
+    crate::output::join_versions(list)
+}
