@@ -1,0 +1,696 @@
+//! Reversible migrations: `migrate --to`, `revert --to`, `revert --run`,
+//! the run records behind it, and what sqlx-cli makes of the result.
+//!
+//! The fixture `reversible` mixes a plain migration (1) with reversible
+//! pairs (2-5): an enum type and a table, a column and a function, a
+//! trigger, and a `-- no-transaction` pair of concurrent indexes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Gate, Run, TestEnv, find, wait_with_deadline};
+
+const V1: i64 = 20_250_101_000_001;
+const V2: i64 = 20_250_101_000_002;
+const V3: i64 = 20_250_101_000_003;
+const V4: i64 = 20_250_101_000_004;
+const V5: i64 = 20_250_101_000_005;
+
+/// A copy of the fixture with only the migrations up to `upto`.
+fn folder(env: &TestEnv, name: &str, upto: i64) -> PathBuf {
+    let dir = env.fixture("reversible");
+    let dir = {
+        let renamed = dir.with_file_name(name);
+        std::fs::rename(&dir, &renamed).expect("rename fixture copy");
+        renamed
+    };
+    for entry in std::fs::read_dir(&dir).expect("fixture") {
+        let path = entry.expect("entry").path();
+        let version: i64 = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('_').next())
+            .and_then(|v| v.parse().ok())
+            .expect("versioned file");
+        if version > upto {
+            std::fs::remove_file(path).expect("remove");
+        }
+    }
+    dir
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// `pg_dump --schema-only` of a tenant database, `_sqlx_migrations`'
+/// rows not included (it is a schema dump).
+fn schema(env: &TestEnv, db: &str) -> String {
+    let out = std::process::Command::new("pg_dump")
+        .args(["--schema-only", "--no-owner", "--dbname", &env.db_url(db)])
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // pg_dump 15.14 and later fence the script with `\restrict KEY`, a
+    // random key per dump.
+    String::from_utf8(out.stdout)
+        .expect("utf-8 dump")
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn revert(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["tenant", "revert", "--tenant-migrations", s(dir)];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
+fn migrate(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["tenant", "migrate", "--tenant-migrations", s(dir)];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
+fn versions(value: &serde_json::Value) -> Vec<i64> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|v| v.as_i64().expect("version"))
+        .collect()
+}
+
+#[test]
+fn up_then_down_leaves_the_schema_exactly_as_before() {
+    let env = TestEnv::new();
+    let old = folder(&env, "old", V1);
+    let full = folder(&env, "full", V5);
+    env.tenants_with(&old, &["a", "b"]);
+    // b starts one reversible step further, to go back to a middle version.
+    migrate(&env, &full, &[&env.slug("b"), "--to", &V2.to_string()]).ok();
+    let before_a = schema(&env, &env.db("a"));
+    let before_b = schema(&env, &env.db("b"));
+    assert!(before_b.contains("tag_kind") && !before_a.contains("tag_kind"));
+
+    migrate(&env, &full, &["--all"]).ok();
+    assert_eq!(env.applied(&env.db("a")), [V1, V2, V3, V4, V5]);
+    assert!(schema(&env, &env.db("a")).contains("items_audit"));
+
+    let a = revert(
+        &env,
+        &full,
+        &[
+            &env.slug("a"),
+            "--to",
+            &V1.to_string(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        versions(&find(&a, &env.slug("a"))["reverted"]),
+        [V5, V4, V3, V2]
+    );
+    let b = revert(
+        &env,
+        &full,
+        &[
+            &env.slug("b"),
+            "--to",
+            &V2.to_string(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        versions(&find(&b, &env.slug("b"))["reverted"]),
+        [V5, V4, V3]
+    );
+
+    assert_eq!(schema(&env, &env.db("a")), before_a);
+    assert_eq!(schema(&env, &env.db("b")), before_b);
+    // VERSION itself stays applied.
+    assert_eq!(env.applied(&env.db("a")), [V1]);
+    assert_eq!(env.applied(&env.db("b")), [V1, V2]);
+}
+
+#[test]
+fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
+    let env = TestEnv::new();
+    let base = folder(&env, "base", V1);
+    let full = folder(&env, "full", V5);
+    let slugs = env.tenants_with(&base, &["a", "b", "c"]);
+
+    // Up, no further than --to.
+    let dry = migrate(
+        &env,
+        &full,
+        &[
+            "--all",
+            "--to",
+            &V3.to_string(),
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(versions(&find(&dry, &slugs[0])["pending"]), [V2, V3]);
+    assert_eq!(env.applied(&env.db("a")), [V1], "dry run applied nothing");
+    let up = migrate(
+        &env,
+        &full,
+        &["--all", "--to", &V3.to_string(), "--output", "json"],
+    )
+    .ok()
+    .json();
+    for slug in &slugs {
+        assert_eq!(versions(&find(&up, slug)["applied"]), [V2, V3]);
+    }
+    assert!(up["run_id"].as_i64().is_some(), "{up}");
+    // Already past a lower target: nothing to do, and nothing reverted.
+    let lower = migrate(
+        &env,
+        &full,
+        &["--all", "--to", &V2.to_string(), "--output", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        versions(&find(&lower, &slugs[0])["applied"]),
+        Vec::<i64>::new()
+    );
+    assert_eq!(env.applied(&env.db("a")), [V1, V2, V3]);
+    migrate(&env, &full, &[&slugs[2], "--to", &V5.to_string()]).ok();
+
+    // An unknown version is a usage error that touches nothing.
+    let typo = migrate(&env, &full, &["--all", "--to", "20250101000009"]).code(2);
+    assert!(typo.stderr.contains("20250101000009"), "{}", typo.stderr);
+    let typo = revert(&env, &full, &["--all", "--to", "2025", "--yes"]).code(2);
+    assert!(typo.stderr.contains("2025"), "{}", typo.stderr);
+    assert_eq!(env.applied(&env.db("c")), [V1, V2, V3, V4, V5]);
+
+    // Down: the plan first, per tenant; nothing changes.
+    let plan = revert(
+        &env,
+        &full,
+        &[
+            "--all",
+            "--to",
+            &V2.to_string(),
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(versions(&find(&plan, &slugs[0])["to_revert"]), [V3]);
+    assert_eq!(versions(&find(&plan, &slugs[2])["to_revert"]), [V5, V4, V3]);
+    assert_eq!(env.applied(&env.db("c")), [V1, V2, V3, V4, V5]);
+
+    // Without a terminal, only --yes goes ahead.
+    let unconfirmed = revert(&env, &full, &["--all", "--to", &V2.to_string()]).code(2);
+    assert!(
+        unconfirmed.stderr.contains("--yes"),
+        "{}",
+        unconfirmed.stderr
+    );
+    assert_eq!(env.applied(&env.db("c")), [V1, V2, V3, V4, V5]);
+
+    let down = revert(
+        &env,
+        &full,
+        &[
+            "--all",
+            "--to",
+            &V2.to_string(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(versions(&find(&down, &slugs[0])["reverted"]), [V3]);
+    assert_eq!(versions(&find(&down, &slugs[2])["reverted"]), [V5, V4, V3]);
+    assert_eq!(down["summary"], json!({"ok": 3, "failed": 0, "skipped": 0}));
+    for name in ["a", "b", "c"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
+    // At the target already: ok, nothing to do.
+    let again = revert(
+        &env,
+        &full,
+        &["--all", "--to", &V2.to_string(), "--output", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        versions(&find(&again, &slugs[1])["reverted"]),
+        Vec::<i64>::new()
+    );
+
+    // --to 0 reverts every reversible migration, stopping at the plain one.
+    let zero = revert(
+        &env,
+        &full,
+        &["--all", "--to", "0", "--yes", "--output", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(versions(&find(&zero, &slugs[1])["reverted"]), [V2]);
+    for name in ["a", "b", "c"] {
+        assert_eq!(env.applied(&env.db(name)), [V1], "{name}");
+    }
+    // And back up past the no-transaction pair.
+    migrate(&env, &full, &["--all"]).ok();
+    assert_eq!(
+        env.query(
+            &env.db("b"),
+            "SELECT coalesce(to_regclass('tags_kind')::text, '')"
+        ),
+        ["tags_kind"]
+    );
+}
+
+#[test]
+fn a_refused_revert_changes_nothing_on_any_tenant() {
+    let env = TestEnv::new();
+    let full = folder(&env, "full", V5);
+    let slugs = env.tenants_with(&full, &["dirty", "edited", "unknown", "fine"]);
+    env.exec(
+        &env.db("dirty"),
+        &format!("UPDATE _sqlx_migrations SET success = false WHERE version = {V4}"),
+    );
+    env.exec(
+        &env.db("edited"),
+        &format!("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = {V3}"),
+    );
+    env.exec(
+        &env.db("unknown"),
+        "INSERT INTO _sqlx_migrations VALUES (20250101000042, 'elsewhere', now(), true, '\\x00', 0)",
+    );
+    let snapshot = |name: &str| (env.applied(&env.db(name)), schema(&env, &env.db(name)));
+    let before: Vec<_> = ["dirty", "edited", "unknown", "fine"]
+        .iter()
+        .map(|n| snapshot(n))
+        .collect();
+
+    let run = revert(&env, &full, &["--all", "--to", &V2.to_string(), "--yes"]).code(2);
+    let line_for = |slug: &str| -> String {
+        run.stderr
+            .lines()
+            .find(|l| l.contains(slug) && l.starts_with("failed"))
+            .unwrap_or_else(|| panic!("no line for {slug}: {}", run.stderr))
+            .to_owned()
+    };
+    let dirty = line_for(&slugs[0]);
+    assert!(
+        dirty.contains(&V4.to_string()) && dirty.contains("dirty"),
+        "{dirty}"
+    );
+    let edited = line_for(&slugs[1]);
+    assert!(
+        edited.contains(&V3.to_string()) && edited.contains("checksum"),
+        "{edited}"
+    );
+    let unknown = line_for(&slugs[2]);
+    assert!(unknown.contains("20250101000042"), "{unknown}");
+    assert!(!run.stderr.contains(&format!("failed: tenant {}", slugs[3])));
+    assert!(
+        run.stderr.contains("nothing was reverted"),
+        "{}",
+        run.stderr
+    );
+
+    // A missing down script refuses the same way, with the fine tenant alone.
+    let missing = folder(&env, "missing", V5);
+    std::fs::remove_file(missing.join("20250101000003_prices.down.sql")).expect("rm");
+    let run = revert(
+        &env,
+        &missing,
+        &[
+            &slugs[3],
+            "--to",
+            &V2.to_string(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+    )
+    .code(2);
+    let report = run.json();
+    assert_eq!(report["refused"], true);
+    let fine = find(&report, &slugs[3]);
+    assert_eq!(fine["refusals"][0]["kind"], "no_down_script", "{fine}");
+    assert_eq!(fine["refusals"][0]["version"], V3);
+
+    let after: Vec<_> = ["dirty", "edited", "unknown", "fine"]
+        .iter()
+        .map(|n| snapshot(n))
+        .collect();
+    assert_eq!(before, after, "no tenant changed");
+    // No run was recorded for a revert that never started.
+    let runs = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
+    assert!(
+        runs["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .all(|r| r["command"] != "revert"),
+        "{runs}"
+    );
+}
+
+#[test]
+fn a_failing_down_script_rolls_back_that_tenant_only() {
+    let env = TestEnv::new();
+    let full = folder(&env, "full", V5);
+    let slugs = env.tenants_with(&full, &["a", "blocked", "c"]);
+    // A view on the column 3's down script drops: that drop fails here.
+    env.exec(
+        &env.db("blocked"),
+        "CREATE VIEW priced AS SELECT id, price_cents FROM items",
+    );
+
+    let run = revert(
+        &env,
+        &full,
+        &[
+            "--all",
+            "--to",
+            &V2.to_string(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+    )
+    .code(1);
+    let report = run.json();
+    let blocked = find(&report, &slugs[1]);
+    assert_eq!(blocked["status"], "failed");
+    // 5 and 4 were reverted, each in its own transaction; 3 failed and
+    // rolled back, its function (dropped first) still there.
+    assert_eq!(versions(&blocked["reverted"]), [V5, V4]);
+    assert!(
+        blocked["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&V3.to_string())),
+        "{blocked}"
+    );
+    assert_eq!(env.applied(&env.db("blocked")), [V1, V2, V3]);
+    assert_eq!(
+        env.query(
+            &env.db("blocked"),
+            "SELECT coalesce(to_regprocedure('item_total(bigint)')::text, '')"
+        ),
+        ["item_total(bigint)"]
+    );
+    for (slug, name) in [(&slugs[0], "a"), (&slugs[2], "c")] {
+        assert_eq!(find(&report, slug)["status"], "ok");
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
+}
+
+#[test]
+fn revert_run_takes_back_only_the_tenants_that_run_changed() {
+    let env = TestEnv::new();
+    let base = folder(&env, "base", V2);
+    let full = folder(&env, "full", V5);
+    let slugs = env.tenants_with(&base, &["a", "b", "breaks", "ahead"]);
+    // ahead is migrated by an earlier run; the run under test changes nothing there.
+    migrate(&env, &full, &[&slugs[3]]).ok();
+    // 4 fails on breaks (its table is already there), after 3 committed.
+    env.exec(&env.db("breaks"), "CREATE TABLE item_audit (x int)");
+
+    let run = migrate(&env, &full, &["--all", "--output", "json"]).code(1);
+    assert!(run.stderr.contains("revert --run"), "{}", run.stderr);
+    let report = run.json();
+    let id = report["run_id"].as_i64().expect("run id");
+    assert_eq!(versions(&find(&report, &slugs[2])["applied"]), [V3]);
+    // A tenant created after the run is not the run's either.
+    env.run(&[
+        "tenant",
+        "create",
+        &env.slug("later"),
+        "--tenant-migrations",
+        s(&full),
+    ])
+    .ok();
+
+    // The run's record: who changed, from what to what.
+    let record = env
+        .run(&["tenant", "runs", &id.to_string(), "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(record["run"]["outcome"], "failed");
+    assert_eq!(record["run"]["changed"], 3);
+    let tenants = record["tenants"].as_array().expect("tenants");
+    let of = |db: &str| {
+        tenants
+            .iter()
+            .find(|t| t["db_name"] == db)
+            .unwrap_or_else(|| panic!("{db} not in {record}"))
+    };
+    assert_eq!(of(&env.db("a"))["before"], V2);
+    assert_eq!(of(&env.db("a"))["after"], V5);
+    assert_eq!(of(&env.db("breaks"))["after"], V3);
+    assert_eq!(of(&env.db("breaks"))["status"], "failed");
+    assert!(tenants.iter().all(|t| t["db_name"] != env.db("ahead")));
+    let listed = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
+    assert!(
+        listed["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .any(|r| r["id"] == id),
+        "{listed}"
+    );
+
+    let plan = revert(
+        &env,
+        &full,
+        &["--run", &id.to_string(), "--dry-run", "--output", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        plan["tenants"].as_array().expect("tenants").len(),
+        3,
+        "{plan}"
+    );
+    let undone = revert(
+        &env,
+        &full,
+        &["--run", &id.to_string(), "--yes", "--output", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        versions(&find(&undone, &slugs[0])["reverted"]),
+        [V5, V4, V3]
+    );
+    assert_eq!(versions(&find(&undone, &slugs[2])["reverted"]), [V3]);
+    for name in ["a", "b", "breaks"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
+    assert_eq!(env.applied(&env.db("ahead")), [V1, V2, V3, V4, V5]);
+    assert_eq!(env.applied(&env.db("later")), [V1, V2, V3, V4, V5]);
+
+    // Selections do not mix with --run; a revert run cannot be "reverted".
+    revert(&env, &full, &["--run", &id.to_string(), "--all", "--yes"]).code(2);
+    let revert_id = undone["run_id"].as_i64().expect("revert run id");
+    let refused = revert(&env, &full, &["--run", &revert_id.to_string(), "--yes"]).code(2);
+    assert!(refused.stderr.contains("revert"), "{}", refused.stderr);
+    revert(&env, &full, &["--run", "999999", "--yes"]).code(2);
+}
+
+#[test]
+fn revert_run_refuses_a_tenant_migrated_again_since() {
+    let env = TestEnv::new();
+    let base = folder(&env, "base", V2);
+    let mid = folder(&env, "mid", V3);
+    let full = folder(&env, "full", V5);
+    let slugs = env.tenants_with(&base, &["a", "b"]);
+    let first = migrate(&env, &mid, &["--all", "--output", "json"])
+        .ok()
+        .json();
+    let id = first["run_id"].as_i64().expect("run id");
+    migrate(&env, &full, &[&slugs[1]]).ok();
+
+    let run = revert(&env, &full, &["--run", &id.to_string(), "--yes"]).code(2);
+    assert!(
+        run.stderr.contains(&slugs[1])
+            && run
+                .stderr
+                .contains(&format!("migrated again after run {id}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.applied(&env.db("a")), [V1, V2, V3], "refused for all");
+    assert_eq!(env.applied(&env.db("b")), [V1, V2, V3, V4, V5]);
+}
+
+#[test]
+fn sqlx_cli_agrees_with_the_state_a_revert_leaves() {
+    let env = TestEnv::new();
+    // Up to 4: sqlx-cli sends a -- no-transaction file whole, and 5's two
+    // CREATE INDEX CONCURRENTLY cannot run that way.
+    let full = folder(&env, "full", V4);
+    env.tenants_with(&full, &["a"]);
+    revert(&env, &full, &["--all", "--to", &V2.to_string(), "--yes"]).ok();
+
+    let info = std::process::Command::new("sqlx")
+        .args([
+            "migrate",
+            "info",
+            "--source",
+            s(&full),
+            "--database-url",
+            &env.db_url(&env.db("a")),
+        ])
+        .output()
+        .expect("sqlx-cli must be installed (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    for (version, state) in [
+        (V1, "installed"),
+        (V2, "installed"),
+        (V3, "pending"),
+        (V4, "pending"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&version.to_string()))
+            .unwrap_or_else(|| panic!("{version} missing: {text}"));
+        assert!(line.contains(&format!("/{state} ")), "{line}");
+        assert!(!line.contains("checksum"), "{line}");
+    }
+    // And sqlx's own runner takes it from there.
+    let run = std::process::Command::new("sqlx")
+        .args([
+            "migrate",
+            "run",
+            "--source",
+            s(&full),
+            "--database-url",
+            &env.db_url(&env.db("a")),
+        ])
+        .output()
+        .expect("sqlx migrate run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(env.applied(&env.db("a")), [V1, V2, V3, V4]);
+}
+
+#[test]
+fn an_interrupted_revert_finishes_on_a_rerun() {
+    let env = TestEnv::new();
+    let full = folder(&env, "full", V5);
+    let slugs = env.tenants_with(&full, &["a", "b", "c"]);
+    // The down script of 4 waits at a gate before dropping anything.
+    let gate = Gate::new(&env);
+    let down = full.join("20250101000004_audit.down.sql");
+    let original = std::fs::read_to_string(&down).expect("read");
+    std::fs::write(&down, format!("{}\n{original}", gate.sql())).expect("write");
+    let args = [
+        "tenant",
+        "revert",
+        "--all",
+        "--to",
+        &V2.to_string(),
+        "--yes",
+        "--concurrency",
+        "1",
+        "--output",
+        "json",
+        "--tenant-migrations",
+        s(&full),
+    ];
+
+    // First interrupt: the tenant in flight finishes, the rest are skipped.
+    let child = env.spawn(&args);
+    gate.wait_for(&env, 1);
+    let kill = |signal: &str, pid: u32| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    };
+    kill("-INT", child.id());
+    let opened = gate.open(&env);
+    let run = wait_with_deadline(child, Duration::from_secs(60));
+    drop(opened);
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(
+        report["summary"],
+        json!({"ok": 1, "failed": 0, "skipped": 2})
+    );
+    let done: Vec<&String> = slugs
+        .iter()
+        .filter(|s| find(&report, s)["status"] == "ok")
+        .collect();
+    assert_eq!(done.len(), 1);
+
+    // A second interrupt while a tenant's down script runs quits at once;
+    // the server rolls that migration back (its COMMIT is never sent).
+    let child = env.spawn(&args);
+    let waiting = gate.wait_for(&env, 1);
+    kill("-INT", child.id());
+    std::thread::sleep(Duration::from_millis(200));
+    kill("-INT", child.id());
+    let run = wait_with_deadline(child, Duration::from_secs(60));
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    let stuck = &waiting[0];
+    let _open = gate.open(&env);
+    crate::support::wait_until(
+        Duration::from_secs(30),
+        "the orphaned session to end",
+        || gate.waiting(&env).is_empty().then_some(()),
+    );
+    // 5 was reverted before the wait; 4 was rolled back, row and all.
+    assert_eq!(env.applied(stuck), [V1, V2, V3, V4]);
+    assert_eq!(
+        env.query(
+            stuck,
+            "SELECT coalesce(to_regclass('item_audit')::text, '')"
+        ),
+        ["item_audit"]
+    );
+
+    let rerun = env.run(&args).ok().json();
+    assert_eq!(
+        rerun["summary"],
+        json!({"ok": 3, "failed": 0, "skipped": 0})
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
+}
