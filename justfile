@@ -36,13 +36,13 @@ fmt-check:
 clippy:
     cargo clippy --all-targets --quiet -- -D warnings
 
-# Add a tenant migration (needs sqlx-cli: cargo install sqlx-cli --no-default-features --features postgres,rustls)
-new-migration NAME:
-    sqlx migrate add --source tenant-migrations {{NAME}}
+# Add a tenant migration: plain (`just new-migration add_flags`) or a reversible .up.sql/.down.sql pair (`just new-migration add_flags reversible`)
+new-migration NAME KIND="simple":
+    scripts/new-migration.sh tenant-migrations '{{NAME}}' '{{KIND}}'
 
-# Add a master migration
-new-master-migration NAME:
-    sqlx migrate add --source master-migrations {{NAME}}
+# Add a master migration (plain or reversible, as for new-migration)
+new-master-migration NAME KIND="simple":
+    scripts/new-migration.sh master-migrations '{{NAME}}' '{{KIND}}'
 
 # Up-to-date migrate/status of this build against another binary, interleaved (e.g. a build of the previous release)
 bench-ab OLD:

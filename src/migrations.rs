@@ -68,6 +68,15 @@ impl MigrationSet {
         })
     }
 
+    /// A set made in memory, for unit tests of what reads sets.
+    #[cfg(test)]
+    pub(crate) fn from_migrations(migrations: Vec<Migration>) -> Self {
+        Self {
+            migrations: Cow::Owned(migrations),
+            origin: "test".into(),
+        }
+    }
+
     /// The up-migrations in version order.
     pub fn iter(&self) -> impl Iterator<Item = &Migration> {
         self.migrations

@@ -282,3 +282,131 @@ fn versions(list: &[i64]) -> String {
     }
     crate::output::join_versions(list)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::migrate::MigrationType;
+
+    /// 1 plain, 2 reversible, 3 plain, 4 and 5 reversible, 6 an up file
+    /// whose down file is missing.
+    fn set() -> MigrationSet {
+        let m = |v: i64, t: MigrationType| {
+            Migration::new(
+                v,
+                format!("m{v}").into(),
+                t,
+                format!("SELECT {v}").into(),
+                false,
+            )
+        };
+        MigrationSet::from_migrations(vec![
+            m(1, MigrationType::Simple),
+            m(2, MigrationType::ReversibleUp),
+            m(2, MigrationType::ReversibleDown),
+            m(3, MigrationType::Simple),
+            m(4, MigrationType::ReversibleUp),
+            m(4, MigrationType::ReversibleDown),
+            m(5, MigrationType::ReversibleUp),
+            m(5, MigrationType::ReversibleDown),
+            m(6, MigrationType::ReversibleUp),
+        ])
+    }
+
+    fn rows(set: &MigrationSet, versions: &[i64]) -> Vec<AppliedRow> {
+        versions
+            .iter()
+            .map(|&v| AppliedRow {
+                version: v,
+                checksum_hex: hex(&set.get(v).expect("in set").checksum),
+                success: true,
+            })
+            .collect()
+    }
+
+    fn no_down(version: i64) -> Refusal {
+        Refusal::NoDownScript {
+            version,
+            description: format!("m{version}"),
+        }
+    }
+
+    #[test]
+    fn reverts_newest_first_down_to_the_target_which_stays() {
+        let set = set();
+        let plan = RevertPlan::compare(
+            &set,
+            Some(&rows(&set, &[1, 2, 3, 4, 5])),
+            Target::Version(3),
+        );
+        assert_eq!(plan.to_revert, [5, 4]);
+        assert!(plan.refusals.is_empty());
+        assert_eq!(plan.latest, Some(5));
+        // At or below the target: nothing to do.
+        let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2])), Target::Version(3));
+        assert!(plan.to_revert.is_empty() && plan.refusals.is_empty());
+        let plan = RevertPlan::compare(&set, None, Target::Version(3));
+        assert_eq!(plan, RevertPlan::default());
+    }
+
+    #[test]
+    fn an_irreversible_migration_in_the_way_is_refused_but_bounds_to_zero() {
+        let set = set();
+        let applied = rows(&set, &[1, 2, 3, 4, 5]);
+        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(1));
+        assert_eq!(plan.refusals, [no_down(3)]);
+        assert!(plan.check().is_err());
+        // --to 0 stops above the newest plain migration.
+        let plan = RevertPlan::compare(&set, Some(&applied), Target::from_flag(0));
+        assert_eq!(plan.to_revert, [5, 4]);
+        assert!(plan.refusals.is_empty());
+        // A plain migration newest of all: --to 0 has nothing to do.
+        let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2, 3])), Target::from_flag(0));
+        assert!(plan.to_revert.is_empty() && plan.refusals.is_empty());
+        // An up file whose down file is missing is refused even by --to 0.
+        let plan = RevertPlan::compare(
+            &set,
+            Some(&rows(&set, &[1, 2, 3, 4, 5, 6])),
+            Target::from_flag(0),
+        );
+        assert_eq!(plan.refusals, [no_down(6)]);
+    }
+
+    #[test]
+    fn dirty_anywhere_and_edited_or_unknown_in_range_are_refused() {
+        let set = set();
+        let mut applied = rows(&set, &[1, 2, 3, 4, 5]);
+        applied[0].success = false;
+        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(3));
+        assert_eq!(
+            plan.refusals,
+            [Refusal::Problem(Problem::Dirty { version: 1 })]
+        );
+
+        let mut applied = rows(&set, &[1, 2, 3, 4, 5]);
+        applied[4].checksum_hex = "00".into();
+        applied[1].checksum_hex = "00".into();
+        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(3));
+        assert_eq!(
+            plan.refusals,
+            [Refusal::Problem(Problem::ChecksumMismatch {
+                version: 5,
+                description: "m5".into()
+            })],
+            "2 is edited too, but stays applied"
+        );
+
+        let mut applied = rows(&set, &[1, 2, 3, 4]);
+        applied.push(AppliedRow {
+            version: 9,
+            checksum_hex: "00".into(),
+            success: true,
+        });
+        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(3));
+        assert_eq!(
+            plan.refusals,
+            [Refusal::Problem(Problem::Unknown { version: 9 })]
+        );
+        assert_eq!(plan.to_revert, [4]);
+    }
+}

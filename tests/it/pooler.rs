@@ -281,6 +281,63 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
     });
     assert_eq!(locks, 0, "an advisory lock outlived the run");
 
+    // A reversible migration goes up and comes back down through the
+    // pooler, and the run is recorded, and read back, through the pooled
+    // master.
+    let rev = env.tenant_schema_plus(
+        "rev",
+        "29990101000003_flags.up.sql",
+        "CREATE TABLE flags (name text PRIMARY KEY);",
+    );
+    std::fs::write(
+        std::path::Path::new(&rev).join("29990101000003_flags.down.sql"),
+        "DROP TABLE flags;",
+    )
+    .expect("write down script");
+    let up = through(&[
+        "tenant",
+        "migrate",
+        "--all",
+        "--tenant-migrations",
+        &rev,
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(up["summary"]["ok"], 3, "{up}");
+    let id = up["run_id"].as_i64().expect("run id").to_string();
+    let undone = through(&[
+        "tenant",
+        "revert",
+        "--run",
+        &id,
+        "--yes",
+        "--tenant-migrations",
+        &rev,
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(undone["summary"]["ok"], 3, "{undone}");
+    let left = through(&[
+        "tenant",
+        "sql",
+        "--all",
+        "--yes",
+        "-c",
+        "SELECT (SELECT count(*) FROM _sqlx_migrations WHERE version = 29990101000003) + \
+                (SELECT count(*) FROM pg_class WHERE relname = 'flags')",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    for tenant in left["tenants"].as_array().expect("tenants") {
+        assert_eq!(tenant["result_sets"][0]["rows"][0][0], "0", "{left}");
+    }
+
     // Writes through sql commit; a dry run does not.
     through(&[
         "tenant",
