@@ -281,6 +281,8 @@ fn help_matches_snapshot() {
         &["doctor", "--help"],
         &["server", "list", "--help"],
         &["tenant", "move", "--help"],
+        &["tenant", "revert", "--help"],
+        &["tenant", "runs", "--help"],
     ] {
         let run = env.run_with(args, |c| {
             c.env("COLUMNS", "100");

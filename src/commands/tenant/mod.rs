@@ -30,6 +30,14 @@ pub enum TenantCommand {
     Migrate(migrate::MigrateArgs),
     /// Revert migrations with their down scripts: to a version, or exactly
     /// what one migrate run did
+    ///
+    /// `--to VERSION` runs the down scripts of the migrations applied after
+    /// VERSION, newest first, each in its own transaction that also removes
+    /// its _sqlx_migrations row (as sqlx's Migrator::undo does): VERSION
+    /// stays applied. Every selected tenant is planned first; if any
+    /// migration to revert has no down script, was edited since it was
+    /// applied, is dirty, or is unknown to the migrations in use, nothing
+    /// is reverted anywhere (exit 2).
     Revert(revert::RevertArgs),
     /// List recent migrate and revert runs, or one run's tenants
     Runs(runs::RunsArgs),

@@ -32,9 +32,9 @@ pub struct RevertArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
 
-    /// Revert every migration applied after VERSION, newest first; VERSION
-    /// itself stays applied. `--to 0` reverts every reversible migration
-    /// (back to the newest one without a down script)
+    /// Revert the migrations applied after VERSION, newest first; VERSION
+    /// stays applied. `--to 0` reverts every reversible migration, back to
+    /// the newest plain one (which has no down script)
     #[arg(
         long,
         value_name = "VERSION",
