@@ -33,7 +33,7 @@ pub enum TenantCommand {
     ///
     /// `--to VERSION` runs the down scripts of the migrations applied after
     /// VERSION, newest first, each in its own transaction that also removes
-    /// its _sqlx_migrations row (as sqlx's Migrator::undo does): VERSION
+    /// its `_sqlx_migrations` row (as sqlx's `Migrator::undo` does): VERSION
     /// stays applied. Every selected tenant is planned first; if any
     /// migration to revert has no down script, was edited since it was
     /// applied, is dirty, or is unknown to the migrations in use, nothing
