@@ -157,7 +157,9 @@ impl RunLog {
         layout: &Layout,
         request: RunRequest,
     ) -> anyhow::Result<i64> {
-        ensure_tables(conn, layout).await?;
+        if !has_tables(conn, layout).await? {
+            ensure_tables(conn, layout).await?;
+        }
         let (id,): (i64,) = sqlx::query_as(&format!(
             "INSERT INTO {} (command, target, undoes_run, tenants) VALUES ($1, $2, $3, $4) RETURNING id",
             layout.own_table(RUNS)

@@ -151,6 +151,43 @@ impl Context {
         names: &[String],
         filter: &FilterArgs,
     ) -> anyhow::Result<Vec<Tenant>> {
+        let (mut conn, layout) = self.master().await?;
+        let tenants = self.resolve(&mut conn, &layout, names, filter).await;
+        let _ = self.connector.release(conn).await;
+        tenants
+    }
+
+    /// [`Self::select`] for a run that changes tenants, on the same master
+    /// connection: the run is recorded (see [`RunLog`]) before any tenant
+    /// is touched, and the connection stays open to record each tenant.
+    pub async fn select_for_run(
+        &self,
+        selection: &SelectionArgs,
+        request: impl FnOnce(usize) -> RunRequest,
+    ) -> anyhow::Result<(Vec<Tenant>, Arc<RunLog>)> {
+        let (mut conn, layout) = self.master().await?;
+        let tenants = match self
+            .resolve(&mut conn, &layout, &selection.tenants, &selection.filter)
+            .await
+        {
+            Ok(tenants) => tenants,
+            Err(err) => {
+                let _ = self.connector.release(conn).await;
+                return Err(err);
+            }
+        };
+        let request = request(tenants.len());
+        let log = RunLog::start(self.connector.clone(), conn, &layout, request).await?;
+        Ok((tenants, Arc::new(log)))
+    }
+
+    async fn resolve(
+        &self,
+        conn: &mut PgConnection,
+        layout: &Layout,
+        names: &[String],
+        filter: &FilterArgs,
+    ) -> anyhow::Result<Vec<Tenant>> {
         let filter = Filter::from(filter);
         let configured: Vec<ServerName> = self
             .connector
@@ -159,10 +196,7 @@ impl Context {
             .filter(|s| s.address.is_some())
             .map(|s| s.name)
             .collect();
-        let (mut conn, layout) = self.master().await?;
-        let tenants = selection::resolve(&mut conn, &layout, names, &filter, &configured).await;
-        let _ = self.connector.release(conn).await;
-        let tenants = tenants?;
+        let tenants = selection::resolve(conn, layout, names, &filter, &configured).await?;
         if tenants.is_empty() && !names.is_empty() {
             // Named tenants filtered away entirely by --status or --server.
             crate::output::warn(if filter.servers.is_empty() {

@@ -115,6 +115,43 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
         .is_empty(),
         "the SUSPENDED company was migrated"
     );
+    // The run is recorded in tenantctl's own tables beside "Company".
+    let id = report["run_id"].as_i64().expect("run id").to_string();
+    let recorded = env
+        .run(&["tenant", "runs", &id, "--output", "json"])
+        .ok()
+        .json();
+    let mut dbs_changed: Vec<&str> = recorded["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .map(|t| t["db_name"].as_str().expect("db name"))
+        .collect();
+    dbs_changed.sort_unstable();
+    assert_eq!(
+        dbs_changed,
+        [dbs[0].as_str(), dbs[1].as_str()],
+        "{recorded}"
+    );
+    assert_eq!(
+        env.query(
+            &env.master,
+            &format!("SELECT count(*)::text FROM _tenantctl_run_tenants WHERE run_id = {id}")
+        ),
+        ["2"]
+    );
+    // The embedded schema is plain migrations: taking the run back is
+    // refused, and nothing changes.
+    let applied = env.applied(&dbs[0]);
+    let refused = env
+        .run(&["tenant", "revert", "--run", &id, "--yes"])
+        .code(2);
+    assert!(
+        refused.stderr.contains("no down script"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(env.applied(&dbs[0]), applied);
 
     // create: a row the application would accept.
     let slug = env.slug("acme");

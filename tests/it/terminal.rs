@@ -153,3 +153,43 @@ fn sql_on_several_tenants_asks_once_saying_how_many() {
         );
     }
 }
+
+#[test]
+fn revert_asks_once_saying_how_many_tenants_and_which_versions() {
+    let env = TestEnv::new();
+    let dir = env.fixture("reversible");
+    env.tenants_with(&dir, &["a", "b", "c"]);
+    let dir = dir.to_str().expect("utf-8");
+    let args = [
+        "tenant",
+        "revert",
+        "--all",
+        "--to",
+        "20250101000003",
+        "--tenant-migrations",
+        dir,
+    ];
+    let versions = "20250101000005, 20250101000004";
+
+    let refused = in_terminal(&env, &args, "yes\n");
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains("revert 3 tenant(s)") && refused.stdout.contains(versions),
+        "{}",
+        refused.stdout
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(env.applied(&env.db(name)).len(), 5, "{name} untouched");
+    }
+
+    let confirmed = in_terminal(&env, &args, "revert\n").ok();
+    assert_eq!(
+        confirmed.stdout.matches("Type revert to continue").count(),
+        1,
+        "asked once: {}",
+        confirmed.stdout
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(env.applied(&env.db(name)).len(), 3, "{name} reverted");
+    }
+}

@@ -74,20 +74,19 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     if let Some(to) = to {
         migrations.check_target(to)?;
     }
-    let tenants = ctx.select(&args.selection).await?;
     let dry_run = args.dry_run;
-    let log = if dry_run {
-        None
+    let (tenants, log) = if dry_run {
+        (ctx.select(&args.selection).await?, None)
     } else {
-        Some(
-            ctx.start_run(RunRequest {
+        let (tenants, log) = ctx
+            .select_for_run(&args.selection, |tenants| RunRequest {
                 kind: RunKind::Migrate,
                 target: to,
                 undoes: None,
-                tenants: tenants.len(),
+                tenants,
             })
-            .await?,
-        )
+            .await?;
+        (tenants, Some(log))
     };
     let op_log = log.clone();
     let run = ctx
