@@ -37,6 +37,9 @@ pub struct Context {
     pub stop: Stop,
     pub config: Config,
     listening: AtomicBool,
+    /// Whether fleet runs stream each tenant's report in `jsonl` mode
+    /// (off while `revert` plans, whose plan is not the report).
+    streaming: AtomicBool,
     tenant_migrations_dir: Option<PathBuf>,
 }
 
@@ -73,6 +76,7 @@ impl Context {
             stop: Stop::default(),
             config,
             listening: AtomicBool::new(false),
+            streaming: AtomicBool::new(true),
             tenant_migrations_dir: global.tenant_migrations.clone(),
         })
     }
@@ -325,6 +329,17 @@ impl Context {
 
     /// The progress display for a fleet run.
     pub fn progress(&self) -> Progress {
-        Progress::new(self.output, self.quiet, self.stop.clone())
+        let output = if self.streaming.load(Ordering::SeqCst) {
+            self.output
+        } else {
+            OutputMode::Table
+        };
+        Progress::new(output, self.quiet, self.stop.clone())
+    }
+
+    /// Turns streaming of `jsonl` reports off (or back on) for the fleet
+    /// runs that follow; the progress bar and failure lines stay.
+    pub fn set_streaming(&self, on: bool) {
+        self.streaming.store(on, Ordering::SeqCst);
     }
 }

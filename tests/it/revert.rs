@@ -267,14 +267,29 @@ fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
     );
 
     // --to 0 reverts every reversible migration, stopping at the plain one.
+    // In jsonl, one line per tenant (its revert, not its plan), then the
+    // summary.
     let zero = revert(
         &env,
         &full,
-        &["--all", "--to", "0", "--yes", "--output", "json"],
+        &["--all", "--to", "0", "--yes", "--output", "jsonl"],
     )
-    .ok()
-    .json();
-    assert_eq!(versions(&find(&zero, &slugs[1])["reverted"]), [V2]);
+    .ok();
+    let lines: Vec<serde_json::Value> = zero
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", zero.stdout);
+    for slug in &slugs {
+        let line = lines
+            .iter()
+            .find(|l| l["slug"] == slug.as_str())
+            .unwrap_or_else(|| panic!("no line for {slug}: {}", zero.stdout));
+        assert_eq!(versions(&line["reverted"]), [V2]);
+        assert!(line.get("to_revert").is_none(), "{line}");
+    }
+    assert_eq!(lines[3]["summary"]["ok"], 3, "{}", zero.stdout);
     for name in ["a", "b", "c"] {
         assert_eq!(env.applied(&env.db(name)), [V1], "{name}");
     }

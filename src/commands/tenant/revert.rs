@@ -22,7 +22,8 @@ use crate::fleet::{FleetRun, Report, Verdict};
 use crate::migrations::{Done, MigrationSet};
 use crate::output::confirm::confirm;
 use crate::output::join_versions;
-use crate::output::report::{Extra, TenantValue, print_fleet_with};
+use crate::output::report::{Extra, TenantValue, print_fleet_with, tenant_json};
+use crate::output::{OutputMode, print_json};
 use crate::revert::{self, Refusal, Target};
 use crate::runs::{self, RunKind, RunRequest};
 use crate::tenant::Tenant;
@@ -134,12 +135,14 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .count();
     planned.reports.extend(missing);
     if planned.interrupted {
+        stream(ctx, &planned.reports);
         return Ok(ctx.finish(&planned));
     }
     if blocked > 0 {
         return Ok(refuse(ctx, &planned, blocked));
     }
     if args.dry_run {
+        stream(ctx, &planned.reports);
         return Ok(ctx.finish(&planned));
     }
 
@@ -151,8 +154,10 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             (!plan.is_empty()).then(|| (r.tenant.id.clone(), plan.clone()))
         })
         .collect();
+    let planned = nothing_to_do(planned);
     if plans.is_empty() {
-        return Ok(ctx.finish(&nothing_to_do(planned)));
+        stream(ctx, &planned.reports);
+        return Ok(ctx.finish(&planned));
     }
     let mut versions: Vec<i64> = plans.values().flatten().copied().collect();
     versions.sort_unstable_by(|a, b| b.cmp(a));
@@ -181,6 +186,13 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .filter(|r| plans.contains_key(&r.tenant.id))
         .map(|r| r.tenant.clone())
         .collect();
+    stream(
+        ctx,
+        planned
+            .reports
+            .iter()
+            .filter(|r| !plans.contains_key(&r.tenant.id)),
+    );
     let plans = Arc::new(plans);
     let op_log = log.clone();
     let done = ctx
@@ -205,7 +217,7 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             },
         )
         .await;
-    let merged = merge(nothing_to_do(planned), done);
+    let merged = merge(planned, done);
     Ok(ctx.finish_run(&merged, Some(&log)).await)
 }
 
@@ -240,6 +252,7 @@ async fn selected(
 /// Prints the plan of a revert that cannot go ahead and says why.
 fn refuse(ctx: &Context, planned: &FleetRun<Reverted>, blocked: usize) -> Outcome {
     let refused = planned.reports.iter().any(|r| !r.value.refusals.is_empty());
+    stream(ctx, &planned.reports);
     print_fleet_with(
         planned,
         ctx.output,
@@ -279,31 +292,47 @@ async fn plan_all(
     goals: &Goals,
 ) -> FleetRun<Reverted> {
     let (set, goals) = (set.clone(), goals.clone());
-    ctx.on_each_tenant(
-        tenants,
-        fleet,
-        limits.clone(),
-        move |tenant, conn, value: &mut Reverted| {
-            let (set, goals) = (set.clone(), goals.clone());
-            Box::pin(async move {
-                let mut plan = revert::plan(conn, &set, goals.target(tenant)).await?;
-                if let Goals::Run { id, tenants } = &goals
-                    && let Some((_, left_at)) = tenants.get(&tenant.id)
-                    && plan.latest > *left_at
-                {
-                    plan.refusals.push(Refusal::ChangedSinceRun {
-                        run: *id,
-                        left_at: *left_at,
-                        now: plan.latest,
-                    });
-                }
-                value.to_revert = Some(plan.to_revert.clone());
-                value.refusals.clone_from(&plan.refusals);
-                plan.check()
-            })
-        },
-    )
-    .await
+    // In jsonl mode the plan is printed only if it is the report (dry run,
+    // refusal); otherwise each tenant's line is its revert's.
+    ctx.set_streaming(false);
+    let planned = ctx
+        .on_each_tenant(
+            tenants,
+            fleet,
+            limits.clone(),
+            move |tenant, conn, value: &mut Reverted| {
+                let (set, goals) = (set.clone(), goals.clone());
+                Box::pin(async move {
+                    let mut plan = revert::plan(conn, &set, goals.target(tenant)).await?;
+                    if let Goals::Run { id, tenants } = &goals
+                        && let Some((_, left_at)) = tenants.get(&tenant.id)
+                        && plan.latest > *left_at
+                    {
+                        plan.refusals.push(Refusal::ChangedSinceRun {
+                            run: *id,
+                            left_at: *left_at,
+                            now: plan.latest,
+                        });
+                    }
+                    value.to_revert = Some(plan.to_revert.clone());
+                    value.refusals.clone_from(&plan.refusals);
+                    plan.check()
+                })
+            },
+        )
+        .await;
+    ctx.set_streaming(true);
+    planned
+}
+
+/// In `jsonl` mode, prints these tenants' report lines (the ones no fleet
+/// run streamed).
+fn stream<'a>(ctx: &Context, reports: impl IntoIterator<Item = &'a Report<Reverted>>) {
+    if ctx.output == OutputMode::Jsonl {
+        for report in reports {
+            print_json(OutputMode::Jsonl, &tenant_json(report));
+        }
+    }
 }
 
 /// The tenants a recorded run changed, each with the version to go back
