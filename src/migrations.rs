@@ -440,12 +440,7 @@ async fn apply_locked(
 async fn apply_one(conn: &mut PgConnection, migration: &Migration) -> anyhow::Result<()> {
     let started = Instant::now();
     if migration.no_tx {
-        let script = Script::parse(&*migration.sql).context("split into statements")?;
-        for statement in script.statements() {
-            conn.execute(statement.text())
-                .await
-                .with_context(|| statement.label())?;
-        }
+        run_statements(conn, migration).await?;
         record(conn, migration, started.elapsed()).await
     } else {
         let mut tx = conn.begin().await?;
@@ -453,6 +448,21 @@ async fn apply_one(conn: &mut PgConnection, migration: &Migration) -> anyhow::Re
         record(&mut tx, migration, started.elapsed()).await?;
         tx.commit().await.context("commit")
     }
+}
+
+/// Runs a `-- no-transaction` script one statement at a time, each its own
+/// implicit transaction; a failure names the statement.
+pub(crate) async fn run_statements(
+    conn: &mut PgConnection,
+    migration: &Migration,
+) -> anyhow::Result<()> {
+    let script = Script::parse(&*migration.sql).context("split into statements")?;
+    for statement in script.statements() {
+        conn.execute(statement.text())
+            .await
+            .with_context(|| statement.label())?;
+    }
+    Ok(())
 }
 
 /// Inserts the `_sqlx_migrations` row sqlx would write for this migration.

@@ -13,7 +13,6 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::dbname::DbName;
 use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex, lock, unlock};
-use crate::script::Script;
 
 /// Where a revert stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,12 +242,7 @@ async fn revert_locked(
 /// script did, and its row goes once every statement has run.
 async fn revert_one(conn: &mut PgConnection, down: &Migration) -> anyhow::Result<()> {
     if down.no_tx {
-        let script = Script::parse(&*down.sql).context("split into statements")?;
-        for statement in script.statements() {
-            conn.execute(statement.text())
-                .await
-                .with_context(|| statement.label())?;
-        }
+        migrations::run_statements(conn, down).await?;
         forget(conn, down.version).await
     } else {
         let mut tx = conn.begin().await?;

@@ -257,7 +257,7 @@ impl RunLog {
 }
 
 /// A run as `tenant runs` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunSummary {
     pub id: i64,
     pub command: String,
@@ -280,7 +280,7 @@ pub struct RunSummary {
 }
 
 /// What a run did to one tenant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunTenant {
     pub company_id: String,
     pub db_name: String,
@@ -293,68 +293,10 @@ pub struct RunTenant {
     pub error: Option<String>,
 }
 
-type SummaryRow = (
-    i64,
-    String,
-    Option<i64>,
-    Option<i64>,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    i32,
-    i64,
-    Option<i32>,
-    Option<i32>,
-    Option<i32>,
-);
-
-type TenantRow = (
-    String,
-    String,
-    String,
-    Option<i64>,
-    Option<i64>,
-    Vec<i64>,
-    String,
-    Option<String>,
-);
-
-fn summary(
-    (
-        id,
-        command,
-        to,
-        undoes_run,
-        outcome,
-        started_at,
-        finished_at,
-        tenants,
-        changed,
-        ok,
-        failed,
-        skipped,
-    ): SummaryRow,
-) -> RunSummary {
-    RunSummary {
-        id,
-        command,
-        to,
-        undoes_run,
-        outcome,
-        started_at,
-        finished_at,
-        tenants,
-        changed,
-        ok,
-        failed,
-        skipped,
-    }
-}
-
 fn summary_sql(layout: &Layout, filter: &str) -> String {
     format!(
-        "SELECT r.id, r.command, r.target, r.undoes_run, r.outcome, r.started_at, r.finished_at, r.tenants, \
-                (SELECT count(*) FROM {tenants} t WHERE t.run_id = r.id AND cardinality(t.versions) > 0), \
+        "SELECT r.id, r.command, r.target AS to, r.undoes_run, r.outcome, r.started_at, r.finished_at, r.tenants, \
+                (SELECT count(*) FROM {tenants} t WHERE t.run_id = r.id AND cardinality(t.versions) > 0) AS changed, \
                 r.ok, r.failed, r.skipped \
          FROM {runs} r {filter}",
         runs = layout.own_table(RUNS),
@@ -384,13 +326,13 @@ pub async fn recent(
     if !has_tables(conn, layout).await? {
         return Ok(Vec::new());
     }
-    let rows: Vec<SummaryRow> = sqlx::query_as(&summary_sql(layout, "ORDER BY r.id DESC LIMIT $1"))
+    let rows: Vec<RunSummary> = sqlx::query_as(&summary_sql(layout, "ORDER BY r.id DESC LIMIT $1"))
         .persistent(false)
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await
         .context("read tenantctl's run records")?;
-    Ok(rows.into_iter().map(summary).collect())
+    Ok(rows)
 }
 
 /// One run and the tenants it changed or failed on, or `None` if there is
@@ -403,7 +345,7 @@ pub async fn get(
     if !has_tables(conn, layout).await? {
         return Ok(None);
     }
-    let row: Option<SummaryRow> = sqlx::query_as(&summary_sql(layout, "WHERE r.id = $1"))
+    let row: Option<RunSummary> = sqlx::query_as(&summary_sql(layout, "WHERE r.id = $1"))
         .persistent(false)
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -412,8 +354,8 @@ pub async fn get(
     let Some(row) = row else {
         return Ok(None);
     };
-    let rows: Vec<TenantRow> = sqlx::query_as(&format!(
-        "SELECT company_id, db_name, server, before_version, after_version, versions, status, error \
+    let tenants: Vec<RunTenant> = sqlx::query_as(&format!(
+        "SELECT company_id, db_name, server, before_version AS before, after_version AS after, versions, status, error \
          FROM {} WHERE run_id = $1 ORDER BY recorded_at, company_id",
         layout.own_table(RUN_TENANTS)
     ))
@@ -422,20 +364,5 @@ pub async fn get(
     .fetch_all(&mut *conn)
     .await
     .context("read tenantctl's run records")?;
-    let tenants = rows
-        .into_iter()
-        .map(
-            |(company_id, db_name, server, before, after, versions, status, error)| RunTenant {
-                company_id,
-                db_name,
-                server,
-                before,
-                after,
-                versions,
-                status,
-                error,
-            },
-        )
-        .collect();
-    Ok(Some((summary(row), tenants)))
+    Ok(Some((row, tenants)))
 }
