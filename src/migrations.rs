@@ -100,11 +100,9 @@ impl MigrationSet {
             .find(|m| m.version == version && m.migration_type.is_down_migration())
     }
 
-    /// Whether any migration in the set has a down script.
-    pub fn has_down_scripts(&self) -> bool {
-        self.migrations
-            .iter()
-            .any(|m| m.migration_type.is_down_migration())
+    /// The first `-- no-transaction` script, up or down.
+    pub fn first_no_tx(&self) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.no_tx)
     }
 
     /// Checks a `--to VERSION` against the set: a version that is not one
@@ -528,6 +526,12 @@ pub(crate) async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result
 }
 
 pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+    // A pinned connection (transaction-mode pooler) commits only when it is
+    // released, which also drops every advisory lock: keeping the lock
+    // until then means no other runner reads the rows before they commit.
+    if conn.is_in_transaction() {
+        return Ok(());
+    }
     conn.execute(format!("SELECT pg_advisory_unlock({})", lock_id(db)).as_str())
         .await
         .context("release the migration lock")?;

@@ -15,7 +15,7 @@ use crate::dbname::DbName;
 use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex, lock, unlock};
 
 /// Where a revert stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Revert every applied migration newer than this version; the version
     /// itself stays applied. 0 reverts everything, and every one of those
@@ -25,6 +25,16 @@ pub enum Target {
     /// irreversible one. A plain `.sql` migration has no down script, so
     /// nothing older than it can be taken back in order.
     AllReversible,
+    /// `--run`: exactly the versions one run applied that are still
+    /// applied. A migration newer than the tenant's newest before the run
+    /// (`before`) that the run did not apply came later, and would have to
+    /// be reverted first: it is refused, not reverted. Migrations the run
+    /// applied out of order, below `before`, are taken back all the same.
+    Run {
+        id: i64,
+        versions: Vec<i64>,
+        before: Option<i64>,
+    },
 }
 
 impl Target {
@@ -37,10 +47,15 @@ impl Target {
         }
     }
 
-    fn floor(self) -> i64 {
+    /// Whether an applied version is the revert's business: to revert, or
+    /// to refuse over.
+    fn covers(&self, version: i64) -> bool {
         match self {
-            Self::Version(v) => v,
-            Self::AllReversible => 0,
+            Self::Version(v) => version > *v,
+            Self::AllReversible => true,
+            Self::Run {
+                versions, before, ..
+            } => versions.contains(&version) || version > before.unwrap_or(0),
         }
     }
 }
@@ -52,13 +67,9 @@ pub enum Refusal {
     /// A migration to revert is irreversible (a plain `.sql` file) or its
     /// `.down.sql` is missing.
     NoDownScript { version: i64, description: String },
-    /// `revert --run`: the tenant was migrated past what the run left it
-    /// at, so going back to before the run would undo a later one too.
-    ChangedSinceRun {
-        run: i64,
-        left_at: Option<i64>,
-        now: Option<i64>,
-    },
+    /// `revert --run`: a migration the run did not apply is applied after
+    /// the oldest one it did, so the run cannot be taken back on its own.
+    NotFromRun { version: i64, run: i64 },
     /// The database's migration records have a problem (dirty, edited,
     /// unknown to the folder).
     #[serde(untagged)]
@@ -76,11 +87,9 @@ impl fmt::Display for Refusal {
                 "migration {version} ({description}) has no down script ({version}_{}.down.sql), so it cannot be reverted",
                 description.replace(' ', "_")
             ),
-            Self::ChangedSinceRun { run, left_at, now } => write!(
+            Self::NotFromRun { version, run } => write!(
                 f,
-                "migrated again after run {run} (which left it at {}, now {}): revert the later run first, or use --to",
-                left_at.map_or_else(|| "none".into(), |v| v.to_string()),
-                now.map_or_else(|| "none".into(), |v| v.to_string())
+                "migration {version} was applied after run {run}, by something else: revert that first (the later run, or tenant revert --to)"
             ),
             Self::Problem(problem) => problem.fmt(f),
         }
@@ -106,7 +115,7 @@ impl RevertPlan {
     /// checksum it was applied with and have a down script; a dirty row
     /// anywhere refuses the whole database, as sqlx's `undo` does, since
     /// its schema is in a state no script was written for.
-    pub fn compare(set: &MigrationSet, rows: Option<&[AppliedRow]>, target: Target) -> Self {
+    pub fn compare(set: &MigrationSet, rows: Option<&[AppliedRow]>, target: &Target) -> Self {
         let rows = rows.unwrap_or_default();
         let mut plan = Self {
             latest: migrations::newest(rows),
@@ -119,11 +128,28 @@ impl RevertPlan {
         }
         let mut newer: Vec<&AppliedRow> = rows
             .iter()
-            .filter(|r| r.success && r.version > target.floor())
+            .filter(|r| r.success && target.covers(r.version))
             .collect();
         newer.sort_by_key(|r| std::cmp::Reverse(r.version));
         for row in newer {
-            let Some(up) = set.get(row.version) else {
+            if let Target::Run { id, versions, .. } = target
+                && !versions.contains(&row.version)
+            {
+                plan.refusals.push(Refusal::NotFromRun {
+                    version: row.version,
+                    run: *id,
+                });
+                continue;
+            }
+            let up = set.get(row.version);
+            // `--to 0` stops at the newest plain migration, whatever its
+            // record says: it is never reverted, so never refused.
+            if *target == Target::AllReversible
+                && up.is_some_and(|m| !m.migration_type.is_reversible())
+            {
+                break;
+            }
+            let Some(up) = up else {
                 plan.refusals.push(Refusal::Problem(Problem::Unknown {
                     version: row.version,
                 }));
@@ -138,10 +164,6 @@ impl RevertPlan {
                 continue;
             }
             if set.down(row.version).is_none() {
-                if target == Target::AllReversible && !up.migration_type.is_reversible() {
-                    // The newest irreversible migration: `--to 0` stops here.
-                    break;
-                }
                 plan.refusals.push(Refusal::NoDownScript {
                     version: up.version,
                     description: up.description.to_string(),
@@ -167,7 +189,7 @@ impl RevertPlan {
 pub async fn plan(
     conn: &mut PgConnection,
     set: &MigrationSet,
-    target: Target,
+    target: &Target,
 ) -> anyhow::Result<RevertPlan> {
     let rows = migrations::read_applied(conn).await?;
     Ok(RevertPlan::compare(set, rows.as_deref(), target))
@@ -183,7 +205,7 @@ pub async fn revert(
     conn: &mut PgConnection,
     db: &DbName,
     set: &MigrationSet,
-    target: Target,
+    target: &Target,
     expected: &[i64],
     done: &mut Done,
 ) -> anyhow::Result<()> {
@@ -197,7 +219,7 @@ pub async fn revert(
 async fn revert_locked(
     conn: &mut PgConnection,
     set: &MigrationSet,
-    target: Target,
+    target: &Target,
     expected: &[i64],
     done: &mut Done,
 ) -> anyhow::Result<()> {
@@ -242,6 +264,16 @@ async fn revert_locked(
 /// script did, and its row goes once every statement has run.
 async fn revert_one(conn: &mut PgConnection, down: &Migration) -> anyhow::Result<()> {
     if down.no_tx {
+        // Marked failed (dirty) first: if a statement fails, or the run is
+        // killed, half way, the schema is between versions, and every later
+        // run must refuse this tenant until someone repairs it, as sqlx
+        // does for a migration that failed part-way.
+        sqlx::query("UPDATE _sqlx_migrations SET success = false WHERE version = $1")
+            .persistent(false)
+            .bind(down.version)
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("mark migration {} as being reverted", down.version))?;
         migrations::run_statements(conn, down).await?;
         forget(conn, down.version).await
     } else {
@@ -331,15 +363,15 @@ mod tests {
         let plan = RevertPlan::compare(
             &set,
             Some(&rows(&set, &[1, 2, 3, 4, 5])),
-            Target::Version(3),
+            &Target::Version(3),
         );
         assert_eq!(plan.to_revert, [5, 4]);
         assert!(plan.refusals.is_empty());
         assert_eq!(plan.latest, Some(5));
         // At or below the target: nothing to do.
-        let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2])), Target::Version(3));
+        let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2])), &Target::Version(3));
         assert!(plan.to_revert.is_empty() && plan.refusals.is_empty());
-        let plan = RevertPlan::compare(&set, None, Target::Version(3));
+        let plan = RevertPlan::compare(&set, None, &Target::Version(3));
         assert_eq!(plan, RevertPlan::default());
     }
 
@@ -347,23 +379,52 @@ mod tests {
     fn an_irreversible_migration_in_the_way_is_refused_but_bounds_to_zero() {
         let set = set();
         let applied = rows(&set, &[1, 2, 3, 4, 5]);
-        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(1));
+        let plan = RevertPlan::compare(&set, Some(&applied), &Target::Version(1));
         assert_eq!(plan.refusals, [no_down(3)]);
         assert!(plan.check().is_err());
         // --to 0 stops above the newest plain migration.
-        let plan = RevertPlan::compare(&set, Some(&applied), Target::from_flag(0));
+        let plan = RevertPlan::compare(&set, Some(&applied), &Target::from_flag(0));
         assert_eq!(plan.to_revert, [5, 4]);
         assert!(plan.refusals.is_empty());
         // A plain migration newest of all: --to 0 has nothing to do.
-        let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2, 3])), Target::from_flag(0));
+        let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2, 3])), &Target::from_flag(0));
         assert!(plan.to_revert.is_empty() && plan.refusals.is_empty());
         // An up file whose down file is missing is refused even by --to 0.
         let plan = RevertPlan::compare(
             &set,
             Some(&rows(&set, &[1, 2, 3, 4, 5, 6])),
-            Target::from_flag(0),
+            &Target::from_flag(0),
         );
         assert_eq!(plan.refusals, [no_down(6)]);
+    }
+
+    #[test]
+    fn a_run_is_taken_back_exactly_even_out_of_order_and_not_past_a_later_one() {
+        let set = set();
+        let run = |versions: Vec<i64>, before| Target::Run {
+            id: 7,
+            versions,
+            before,
+        };
+        // 4 and 5 were there; the run applied 2 late, out of order.
+        let applied = rows(&set, &[1, 2, 3, 4, 5]);
+        let plan = RevertPlan::compare(&set, Some(&applied), &run(vec![2], Some(5)));
+        assert_eq!(plan.to_revert, [2]);
+        assert!(plan.refusals.is_empty());
+        // The run applied 4 and 5; something later applied 6 (no down
+        // script either): refused, naming 6.
+        let applied = rows(&set, &[1, 2, 3, 4, 5, 6]);
+        let plan = RevertPlan::compare(&set, Some(&applied), &run(vec![4, 5], Some(3)));
+        assert_eq!(plan.refusals, [Refusal::NotFromRun { version: 6, run: 7 }]);
+        assert_eq!(plan.to_revert, [5, 4]);
+        // Already taken back by hand: nothing to do.
+        let applied = rows(&set, &[1, 2, 3]);
+        let plan = RevertPlan::compare(&set, Some(&applied), &run(vec![4, 5], Some(3)));
+        assert!(plan.to_revert.is_empty() && plan.refusals.is_empty());
+        // A run from nothing that applied a plain migration cannot be undone.
+        let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2])), &run(vec![1, 2], None));
+        assert_eq!(plan.to_revert, [2]);
+        assert_eq!(plan.refusals, [no_down(1)]);
     }
 
     #[test]
@@ -371,7 +432,7 @@ mod tests {
         let set = set();
         let mut applied = rows(&set, &[1, 2, 3, 4, 5]);
         applied[0].success = false;
-        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(3));
+        let plan = RevertPlan::compare(&set, Some(&applied), &Target::Version(3));
         assert_eq!(
             plan.refusals,
             [Refusal::Problem(Problem::Dirty { version: 1 })]
@@ -380,7 +441,7 @@ mod tests {
         let mut applied = rows(&set, &[1, 2, 3, 4, 5]);
         applied[4].checksum_hex = "00".into();
         applied[1].checksum_hex = "00".into();
-        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(3));
+        let plan = RevertPlan::compare(&set, Some(&applied), &Target::Version(3));
         assert_eq!(
             plan.refusals,
             [Refusal::Problem(Problem::ChecksumMismatch {
@@ -396,7 +457,7 @@ mod tests {
             checksum_hex: "00".into(),
             success: true,
         });
-        let plan = RevertPlan::compare(&set, Some(&applied), Target::Version(3));
+        let plan = RevertPlan::compare(&set, Some(&applied), &Target::Version(3));
         assert_eq!(
             plan.refusals,
             [Refusal::Problem(Problem::Unknown { version: 9 })]

@@ -75,6 +75,7 @@ fn create_sql(runs: &str, tenants: &str) -> String {
            ok          integer, \
            failed      integer, \
            skipped     integer, \
+           incomplete  boolean NOT NULL DEFAULT false, \
            started_at  timestamptz NOT NULL DEFAULT now(), \
            finished_at timestamptz); \
          CREATE TABLE IF NOT EXISTS {tenants} (\
@@ -132,7 +133,11 @@ impl RunLog {
         layout: &Layout,
         request: RunRequest,
     ) -> anyhow::Result<Self> {
-        let started = Self::insert(&mut conn, layout, request).await;
+        let started = match Self::insert(&mut conn, layout, request).await {
+            // Behind a transaction-mode pooler: kept now, not at the end.
+            Ok(id) => connector.checkpoint(&mut conn).await.map(|()| id),
+            Err(err) => Err(err),
+        };
         let id = match started {
             Ok(id) => id,
             Err(err) => {
@@ -174,6 +179,29 @@ impl RunLog {
         Ok(id)
     }
 
+    /// Makes a tenant's work so far permanent (behind a transaction-mode
+    /// pooler it is only committed when the connection is released), then
+    /// records it: the record never claims a change that was not kept. If
+    /// the commit fails, nothing of this run stayed on the tenant.
+    pub async fn commit_and_record(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        done: &mut Done,
+        result: anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let result = match self.connector.checkpoint(conn).await {
+            Ok(()) => result,
+            Err(err) => {
+                done.versions.clear();
+                done.after = done.before;
+                result.and(Err(err))
+            }
+        };
+        self.tenant(tenant, done, result.as_ref().err()).await;
+        result
+    }
+
     /// Records what the run did to one tenant, if it changed it or failed
     /// on it. A write that fails is reported on stderr and does not fail
     /// the tenant, whose change has already been committed.
@@ -185,7 +213,33 @@ impl RunLog {
         let Some(conn) = guard.as_mut() else {
             return;
         };
-        let written = async {
+        let mut written = self.insert_tenant(conn, tenant, done, error).await;
+        if written.is_err() {
+            // The master connection may have dropped during a long run:
+            // one fresh connection, one more try.
+            if let Ok(fresh) = self.connector.connect_master().await {
+                let _ = std::mem::replace(conn, fresh).close().await;
+                written = self.insert_tenant(conn, tenant, done, error).await;
+            }
+        }
+        if let Err(err) = written {
+            self.incomplete.store(true, Ordering::SeqCst);
+            crate::output::warn(format_args!(
+                "warning: could not record tenant {tenant} in run {}: {}",
+                self.id,
+                crate::error::render(&err)
+            ));
+        }
+    }
+
+    async fn insert_tenant(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        done: &Done,
+        error: Option<&anyhow::Error>,
+    ) -> anyhow::Result<()> {
+        {
             sqlx::query(&format!(
                 "INSERT INTO {} (run_id, company_id, db_name, server, before_version, after_version, versions, status, error) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -205,15 +259,6 @@ impl RunLog {
             .await?;
             self.connector.checkpoint(conn).await
         }
-        .await;
-        if let Err(err) = written {
-            self.incomplete.store(true, Ordering::SeqCst);
-            crate::output::warn(format_args!(
-                "warning: could not record tenant {tenant} in run {}: {}",
-                self.id,
-                crate::error::render(&err)
-            ));
-        }
     }
 
     /// Records how the run ended and closes the connection.
@@ -228,7 +273,7 @@ impl RunLog {
         };
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let written = sqlx::query(&format!(
-            "UPDATE {} SET outcome = $2, ok = $3, failed = $4, skipped = $5, finished_at = now() WHERE id = $1",
+            "UPDATE {} SET outcome = $2, ok = $3, failed = $4, skipped = $5, incomplete = $6, finished_at = now() WHERE id = $1",
             self.runs_sql
         ))
         .persistent(false)
@@ -237,6 +282,7 @@ impl RunLog {
         .bind(count(ok))
         .bind(count(failed))
         .bind(count(skipped))
+        .bind(self.incomplete.load(Ordering::SeqCst))
         .execute(&mut conn)
         .await;
         let released = self.connector.release(conn).await;
@@ -277,6 +323,8 @@ pub struct RunSummary {
     pub ok: Option<i32>,
     pub failed: Option<i32>,
     pub skipped: Option<i32>,
+    /// Some tenant's change could not be recorded.
+    pub incomplete: bool,
 }
 
 /// What a run did to one tenant.
@@ -297,7 +345,7 @@ fn summary_sql(layout: &Layout, filter: &str) -> String {
     format!(
         "SELECT r.id, r.command, r.target AS to, r.undoes_run, r.outcome, r.started_at, r.finished_at, r.tenants, \
                 (SELECT count(*) FROM {tenants} t WHERE t.run_id = r.id AND cardinality(t.versions) > 0) AS changed, \
-                r.ok, r.failed, r.skipped \
+                r.ok, r.failed, r.skipped, r.incomplete \
          FROM {runs} r {filter}",
         runs = layout.own_table(RUNS),
         tenants = layout.own_table(RUN_TENANTS),

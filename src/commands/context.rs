@@ -101,11 +101,17 @@ impl Context {
     pub async fn tenant_migrations_to_apply(&self) -> anyhow::Result<Arc<MigrationSet>> {
         let set = self.tenant_migrations().await?;
         if self.connector.pooled()
-            && let Some(m) = set.iter().find(|m| m.no_tx)
+            && let Some(m) = set.first_no_tx()
         {
             return Err(UsageError(format!(
-                "migration {}_{} is marked -- no-transaction, which cannot run through a transaction-mode pooler (?pgbouncer=true): migrate through a session-mode pool or a direct URL",
-                m.version, m.description
+                "migration {}_{}{} is marked -- no-transaction, which cannot run through a transaction-mode pooler (?pgbouncer=true): migrate through a session-mode pool or a direct URL",
+                m.version,
+                m.description,
+                if m.migration_type.is_down_migration() {
+                    " (its down script)"
+                } else {
+                    ""
+                }
             ))
             .into());
         }

@@ -424,6 +424,52 @@ fn a_failing_down_script_rolls_back_that_tenant_only() {
 }
 
 #[test]
+fn a_no_transaction_down_script_that_stops_half_way_leaves_the_tenant_dirty() {
+    let env = TestEnv::new();
+    let full = folder(&env, "full", V5);
+    let slugs = env.tenants_with(&full, &["half", "fine"]);
+    // 5's down script drops two indexes, one statement at a time; on
+    // "half" the second is already gone, so it stops after the first.
+    env.exec(&env.db("half"), "DROP INDEX tags_kind");
+
+    let report = revert(
+        &env,
+        &full,
+        &[
+            "--all",
+            "--to",
+            &V4.to_string(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+    )
+    .code(1)
+    .json();
+    let half = find(&report, &slugs[0]);
+    assert_eq!(half["status"], "failed", "{half}");
+    assert!(
+        half["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tags_kind")),
+        "{half}"
+    );
+    assert_eq!(find(&report, &slugs[1])["status"], "ok");
+    assert_eq!(env.applied(&env.db("fine")), [V1, V2, V3, V4]);
+    // Recorded as failed part-way, so nothing runs on it blind.
+    assert_eq!(
+        env.query(
+            &env.db("half"),
+            &format!("SELECT success::text FROM _sqlx_migrations WHERE version = {V5}")
+        ),
+        ["false"]
+    );
+    let again = revert(&env, &full, &[&slugs[0], "--to", &V4.to_string(), "--yes"]).code(2);
+    assert!(again.stderr.contains("dirty"), "{}", again.stderr);
+    migrate(&env, &full, &[&slugs[0]]).code(1);
+}
+
+#[test]
 fn revert_run_takes_back_only_the_tenants_that_run_changed() {
     let env = TestEnv::new();
     let base = folder(&env, "base", V2);
@@ -517,29 +563,70 @@ fn revert_run_takes_back_only_the_tenants_that_run_changed() {
 }
 
 #[test]
-fn revert_run_refuses_a_tenant_migrated_again_since() {
+fn revert_run_is_exact_even_out_of_order_and_refuses_a_tenant_migrated_since() {
     let env = TestEnv::new();
     let base = folder(&env, "base", V2);
-    let mid = folder(&env, "mid", V3);
+    let upto4 = folder(&env, "upto4", V4);
     let full = folder(&env, "full", V5);
+    // A folder without 3: "gap" gets 4 first, then 3 from the run, out of
+    // order (sqlx applies any pending version, old or new).
+    let gap = folder(&env, "gap", V4);
+    for file in [
+        "20250101000003_prices.up.sql",
+        "20250101000003_prices.down.sql",
+    ] {
+        std::fs::remove_file(gap.join(file)).expect("rm");
+    }
     let slugs = env.tenants_with(&base, &["a", "b"]);
-    let first = migrate(&env, &mid, &["--all", "--output", "json"])
+    env.run(&[
+        "tenant",
+        "create",
+        &env.slug("gap"),
+        "--tenant-migrations",
+        s(&gap),
+    ])
+    .ok();
+    let first = migrate(&env, &upto4, &["--all", "--output", "json"])
         .ok()
         .json();
     let id = first["run_id"].as_i64().expect("run id");
+    assert_eq!(versions(&find(&first, &env.slug("gap"))["applied"]), [V3]);
     migrate(&env, &full, &[&slugs[1]]).ok();
 
+    // b was migrated again by a later run: the whole revert is refused.
     let run = revert(&env, &full, &["--run", &id.to_string(), "--yes"]).code(2);
     assert!(
         run.stderr.contains(&slugs[1])
             && run
                 .stderr
-                .contains(&format!("migrated again after run {id}")),
+                .contains(&format!("{V5} was applied after run {id}")),
         "{}",
         run.stderr
     );
-    assert_eq!(env.applied(&env.db("a")), [V1, V2, V3], "refused for all");
+    assert_eq!(
+        env.applied(&env.db("a")),
+        [V1, V2, V3, V4],
+        "refused for all"
+    );
     assert_eq!(env.applied(&env.db("b")), [V1, V2, V3, V4, V5]);
+    assert_eq!(env.applied(&env.db("gap")), [V1, V2, V3, V4]);
+
+    // Once b's later run is taken back, the run goes back exactly: on gap
+    // that is 3 alone, though 4 is newer.
+    revert(&env, &full, &[&slugs[1], "--to", &V4.to_string(), "--yes"]).ok();
+    let undone = revert(
+        &env,
+        &full,
+        &["--run", &id.to_string(), "--yes", "--output", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(versions(&find(&undone, &env.slug("gap"))["reverted"]), [V3]);
+    assert_eq!(versions(&find(&undone, &slugs[0])["reverted"]), [V4, V3]);
+    assert_eq!(env.applied(&env.db("gap")), [V1, V2, V4]);
+    for name in ["a", "b"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
 }
 
 #[test]

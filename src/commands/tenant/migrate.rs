@@ -104,11 +104,11 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         return plan.check();
                     }
                     let mut done = Done::default();
-                    let result = migrations::apply(conn, db, &migrations, to, &mut done).await;
-                    migrated.applied.clone_from(&done.versions);
+                    let mut result = migrations::apply(conn, db, &migrations, to, &mut done).await;
                     if let Some(log) = &log {
-                        log.tenant(tenant, &done, result.as_ref().err()).await;
+                        result = log.commit_and_record(conn, tenant, &mut done, result).await;
                     }
+                    migrated.applied.clone_from(&done.versions);
                     result
                 })
             },
@@ -125,7 +125,12 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         && changed > 0
     {
         crate::output::warn(format_args!(
-            "run {id} migrated {changed} tenant(s) (a failed migration was rolled back by its own transaction); to take those tenants back to where they were: tenantctl tenant revert --run {id}",
+            "run {id} {} and changed {changed} tenant(s); to take exactly those back to where they were: tenantctl tenant revert --run {id}",
+            if outcome == Outcome::Interrupted {
+                "was interrupted"
+            } else {
+                "did not succeed everywhere"
+            },
             id = log.id
         ));
     }

@@ -77,6 +77,9 @@ pub struct Reverted {
     /// Why this tenant cannot be reverted as asked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<Refusal>,
+    /// Its plan could not be made (the report's error says why).
+    #[serde(skip)]
+    not_planned: bool,
 }
 
 impl TenantValue for Reverted {
@@ -91,6 +94,8 @@ impl TenantValue for Reverted {
         };
         vec![if !self.refusals.is_empty() {
             "refused".into()
+        } else if self.not_planned {
+            "not planned".into()
         } else if versions.is_empty() {
             "nothing to revert".into()
         } else {
@@ -100,23 +105,24 @@ impl TenantValue for Reverted {
 }
 
 /// Where each tenant goes: one target for `--to`, or, for `--run`, the
-/// version each tenant had before that run and the one it left.
+/// versions that run applied on each tenant.
 #[derive(Debug, Clone)]
 enum Goals {
     To(Target),
-    Run {
-        id: i64,
-        tenants: Arc<HashMap<String, (Target, Option<i64>)>>,
-    },
+    Run(Arc<HashMap<String, Target>>),
 }
 
 impl Goals {
     fn target(&self, tenant: &Tenant) -> Target {
         match self {
-            Self::To(target) => *target,
-            Self::Run { tenants, .. } => tenants
-                .get(&tenant.id)
-                .map_or(Target::Version(i64::MAX), |(target, _)| *target),
+            Self::To(target) => target.clone(),
+            // Every tenant planned for a run has its entry; a tenant
+            // without one has nothing the run applied.
+            Self::Run(tenants) => tenants.get(&tenant.id).cloned().unwrap_or(Target::Run {
+                id: 0,
+                versions: Vec::new(),
+                before: None,
+            }),
         }
     }
 }
@@ -139,6 +145,10 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         return Ok(ctx.finish(&planned));
     }
     if blocked > 0 {
+        for report in &mut planned.reports {
+            report.value.not_planned =
+                report.value.to_revert.is_none() && report.verdict == Verdict::Failed;
+        }
         return Ok(refuse(ctx, &planned, blocked));
     }
     if args.dry_run {
@@ -159,18 +169,7 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         stream(ctx, &planned.reports);
         return Ok(ctx.finish(&planned));
     }
-    let mut versions: Vec<i64> = plans.values().flatten().copied().collect();
-    versions.sort_unstable_by(|a, b| b.cmp(a));
-    versions.dedup();
-    confirm(
-        &format!(
-            "revert {} tenant(s), running the down scripts of {} (newest first)",
-            plans.len(),
-            join_versions(&versions)
-        ),
-        "revert",
-        args.yes,
-    )?;
+    ask(ctx, &plans, args.yes)?;
 
     let log = ctx
         .start_run(RunRequest {
@@ -208,10 +207,10 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     let expected = plans.get(&tenant.id).map_or(&[][..], Vec::as_slice);
                     let mut done = Done::default();
                     let result =
-                        revert::revert(conn, db, &set, goals.target(tenant), expected, &mut done)
+                        revert::revert(conn, db, &set, &goals.target(tenant), expected, &mut done)
                             .await;
+                    let result = log.commit_and_record(conn, tenant, &mut done, result).await;
                     value.reverted.clone_from(&done.versions);
-                    log.tenant(tenant, &done, result.as_ref().err()).await;
                     result
                 })
             },
@@ -219,6 +218,27 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .await;
     let merged = merge(planned, done);
     Ok(ctx.finish_run(&merged, Some(&log)).await)
+}
+
+/// Asks once, saying how many tenants and which versions; an interrupt
+/// while the question waits stops here, before anything is reverted.
+fn ask(ctx: &Context, plans: &HashMap<String, Vec<i64>>, yes: bool) -> anyhow::Result<()> {
+    let mut versions: Vec<i64> = plans.values().flatten().copied().collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    versions.dedup();
+    confirm(
+        &format!(
+            "revert {} tenant(s), running the down scripts of {} (newest first)",
+            plans.len(),
+            join_versions(&versions)
+        ),
+        "revert",
+        yes,
+    )?;
+    if ctx.stop.is_set() {
+        anyhow::bail!("interrupted at the confirmation; nothing was reverted");
+    }
+    Ok(())
 }
 
 /// The tenants to plan and where each goes, plus, for `--run`, reports
@@ -292,28 +312,23 @@ async fn plan_all(
     goals: &Goals,
 ) -> FleetRun<Reverted> {
     let (set, goals) = (set.clone(), goals.clone());
+    // Every tenant is planned, so a refusal lists them all.
+    let fleet = FleetArgs {
+        fail_fast: false,
+        ..fleet.clone()
+    };
     // In jsonl mode the plan is printed only if it is the report (dry run,
     // refusal); otherwise each tenant's line is its revert's.
     ctx.set_streaming(false);
     let planned = ctx
         .on_each_tenant(
             tenants,
-            fleet,
+            &fleet,
             limits.clone(),
             move |tenant, conn, value: &mut Reverted| {
                 let (set, goals) = (set.clone(), goals.clone());
                 Box::pin(async move {
-                    let mut plan = revert::plan(conn, &set, goals.target(tenant)).await?;
-                    if let Goals::Run { id, tenants } = &goals
-                        && let Some((_, left_at)) = tenants.get(&tenant.id)
-                        && plan.latest > *left_at
-                    {
-                        plan.refusals.push(Refusal::ChangedSinceRun {
-                            run: *id,
-                            left_at: *left_at,
-                            now: plan.latest,
-                        });
-                    }
+                    let plan = revert::plan(conn, &set, &goals.target(tenant)).await?;
                     value.to_revert = Some(plan.to_revert.clone());
                     value.refusals.clone_from(&plan.refusals);
                     plan.check()
@@ -366,11 +381,24 @@ async fn run_goals(
     let mut tenants = Vec::new();
     let mut goals = HashMap::new();
     let mut missing = Vec::new();
+    if summary.outcome == "running" {
+        crate::output::warn(format_args!(
+            "warning: run {id} has not recorded its end (still running, or killed): only the tenants it recorded as changed are taken back"
+        ));
+    } else if summary.incomplete {
+        crate::output::warn(format_args!(
+            "warning: run {id} could not record every tenant it changed (its warnings said which): only the tenants it recorded are taken back"
+        ));
+    }
     for change in recorded.into_iter().filter(|t| !t.versions.is_empty()) {
-        let target = Target::Version(change.before.unwrap_or(0));
+        let target = Target::Run {
+            id,
+            versions: change.versions,
+            before: change.before,
+        };
         match everyone.iter().find(|t| t.id == change.company_id) {
             Some(tenant) => {
-                goals.insert(tenant.id.clone(), (target, change.after));
+                goals.insert(tenant.id.clone(), target);
                 tenants.push(tenant.clone());
             }
             None => missing.push(Report {
@@ -391,14 +419,7 @@ async fn run_goals(
             }),
         }
     }
-    Ok((
-        tenants,
-        Goals::Run {
-            id,
-            tenants: Arc::new(goals),
-        },
-        missing,
-    ))
+    Ok((tenants, Goals::Run(Arc::new(goals)), missing))
 }
 
 /// The planning reports as the final report of tenants that needed

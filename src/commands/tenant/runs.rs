@@ -104,7 +104,11 @@ fn print_runs(mode: OutputMode, list: &[RunSummary]) {
                     r.to.map_or_else(String::new, |v| v.to_string()),
                     r.started_at
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    r.outcome.clone(),
+                    if r.incomplete {
+                        format!("{} (incomplete record)", r.outcome)
+                    } else {
+                        r.outcome.clone()
+                    },
                     r.tenants.to_string(),
                     r.changed.to_string(),
                     count(r.ok),
