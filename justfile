@@ -48,3 +48,9 @@ new-master-migration NAME KIND="simple":
 bench-ab OLD:
     cargo build --release --quiet --bin tenantctl
     OLD={{OLD}} pg_virtualenv -t scripts/bench-ab.sh
+
+# Fleet revert and migrate --to against sqlx-cli's migrate revert/run (N=100; --n, --reps, --concurrency)
+bench-revert *ARGS:
+    command -v sqlx >/dev/null || cargo install sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls --locked
+    cargo build --release --quiet --bin tenantctl
+    pg_virtualenv -t python3 scripts/bench_revert.py {{ARGS}}
