@@ -296,6 +296,21 @@ impl Connector {
         Ok(())
     }
 
+    /// Ends a pinned connection's transaction, committing what it did, and
+    /// leaves it an ordinary one whose statements commit one by one: for a
+    /// connection held open through a long run (the run record), which
+    /// must not sit idle inside a transaction the pooler and the server may
+    /// time out. Its statements must then be unnamed (`persistent(false)`).
+    pub async fn unpin(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        if conn.is_in_transaction() {
+            use sqlx::TransactionManager as _;
+            sqlx::postgres::PgTransactionManager::commit(conn)
+                .await
+                .context("commit the pooled connection's transaction")?;
+        }
+        Ok(())
+    }
+
     /// Opens a connection to the master database.
     pub async fn connect_master(&self) -> anyhow::Result<PgConnection> {
         let mut conn = self.connect(&self.master, self.pooled_master).await.map_err(|err| {

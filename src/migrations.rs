@@ -507,13 +507,25 @@ pub fn lock_id(db: &DbName) -> i64 {
 /// explicitly (RESET would restore the server's defaults, not the values
 /// tenantctl set, and a session-level SET would reach the pooler's next
 /// client).
+///
+/// On a pinned connection (transaction-mode pooler), whose work commits
+/// only when it is released, the lock is the transaction-level one: it
+/// comes off exactly at that commit, never before the rows are visible, and
+/// never outlives a failed commit on a server connection the pooler reuses.
+/// It shares its key space with the session-level lock sqlx takes, so the
+/// two still exclude each other.
 pub(crate) async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+    let function = if conn.is_in_transaction() {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_lock"
+    };
     conn.execute(
         format!(
             "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
                     set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
              SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
-             SELECT pg_advisory_lock({}); \
+             SELECT {function}({}); \
              SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
                     set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true)",
             lock_id(db)
@@ -526,9 +538,8 @@ pub(crate) async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result
 }
 
 pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
-    // A pinned connection (transaction-mode pooler) commits only when it is
-    // released, which also drops every advisory lock: keeping the lock
-    // until then means no other runner reads the rows before they commit.
+    // A pinned connection holds the transaction-level lock (see `lock`),
+    // which its commit releases.
     if conn.is_in_transaction() {
         return Ok(());
     }

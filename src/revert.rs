@@ -248,6 +248,12 @@ async fn revert_locked(
         let down = set
             .down(version)
             .expect("planned versions have down scripts");
+        if down.no_tx {
+            // Marked dirty first (see `revert_one`): from then on it no
+            // longer counts as applied, whether or not its script finishes.
+            remaining.retain(|&v| v != version);
+            done.after = remaining.iter().copied().max();
+        }
         revert_one(conn, down)
             .await
             .with_context(|| format!("revert migration {}_{}", down.version, down.description))?;

@@ -134,8 +134,9 @@ impl RunLog {
         request: RunRequest,
     ) -> anyhow::Result<Self> {
         let started = match Self::insert(&mut conn, layout, request).await {
-            // Behind a transaction-mode pooler: kept now, not at the end.
-            Ok(id) => connector.checkpoint(&mut conn).await.map(|()| id),
+            // Behind a transaction-mode pooler: kept now, not at the end,
+            // and each later write commits on its own.
+            Ok(id) => connector.unpin(&mut conn).await.map(|()| id),
             Err(err) => Err(err),
         };
         let id = match started {
@@ -183,23 +184,28 @@ impl RunLog {
     /// pooler it is only committed when the connection is released), then
     /// records it: the record never claims a change that was not kept. If
     /// the commit fails, nothing of this run stayed on the tenant.
+    ///
+    /// A commit that fails leaves the versions in the record: whether it
+    /// landed is unknown when the connection dropped, and `revert --run`
+    /// passes over versions that are not applied, but could never take
+    /// back ones it was not told of.
     pub async fn commit_and_record(
         &self,
         conn: &mut PgConnection,
         tenant: &Tenant,
-        done: &mut Done,
+        done: &Done,
         result: anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let result = match self.connector.checkpoint(conn).await {
-            Ok(()) => result,
-            Err(err) => {
-                done.versions.clear();
-                done.after = done.before;
-                result.and(Err(err))
-            }
-        };
+        let result = result.and(self.connector.checkpoint(conn).await);
         self.tenant(tenant, done, result.as_ref().err()).await;
         result
+    }
+
+    /// A fresh master connection for the record, unpinned.
+    async fn reconnect(&self) -> anyhow::Result<PgConnection> {
+        let mut conn = self.connector.connect_master().await?;
+        self.connector.unpin(&mut conn).await?;
+        Ok(conn)
     }
 
     /// Records what the run did to one tenant, if it changed it or failed
@@ -217,7 +223,7 @@ impl RunLog {
         if written.is_err() {
             // The master connection may have dropped during a long run:
             // one fresh connection, one more try.
-            if let Ok(fresh) = self.connector.connect_master().await {
+            if let Ok(fresh) = self.reconnect().await {
                 let _ = std::mem::replace(conn, fresh).close().await;
                 written = self.insert_tenant(conn, tenant, done, error).await;
             }
@@ -242,7 +248,8 @@ impl RunLog {
         {
             sqlx::query(&format!(
                 "INSERT INTO {} (run_id, company_id, db_name, server, before_version, after_version, versions, status, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (run_id, company_id) DO NOTHING",
                 self.tenants_sql
             ))
             .persistent(false)
@@ -257,7 +264,7 @@ impl RunLog {
             .bind(error.map(crate::error::render))
             .execute(&mut *conn)
             .await?;
-            self.connector.checkpoint(conn).await
+            Ok(())
         }
     }
 
@@ -271,22 +278,16 @@ impl RunLog {
             Outcome::Failed | Outcome::Refused => "failed",
             Outcome::Interrupted => "interrupted",
         };
-        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        let written = sqlx::query(&format!(
-            "UPDATE {} SET outcome = $2, ok = $3, failed = $4, skipped = $5, incomplete = $6, finished_at = now() WHERE id = $1",
-            self.runs_sql
-        ))
-        .persistent(false)
-        .bind(self.id)
-        .bind(outcome)
-        .bind(count(ok))
-        .bind(count(failed))
-        .bind(count(skipped))
-        .bind(self.incomplete.load(Ordering::SeqCst))
-        .execute(&mut conn)
-        .await;
+        let counts = [ok, failed, skipped].map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        let mut written = self.write_end(&mut conn, outcome, counts).await;
+        if written.is_err()
+            && let Ok(fresh) = self.reconnect().await
+        {
+            let _ = std::mem::replace(&mut conn, fresh).close().await;
+            written = self.write_end(&mut conn, outcome, counts).await;
+        }
         let released = self.connector.release(conn).await;
-        if let Err(err) = written.map_err(anyhow::Error::from).and(released) {
+        if let Err(err) = written.and(released) {
             crate::output::warn(format_args!(
                 "warning: could not record the end of run {}: {}",
                 self.id,
@@ -299,6 +300,30 @@ impl RunLog {
                 self.id, self.id
             ));
         }
+    }
+}
+
+impl RunLog {
+    async fn write_end(
+        &self,
+        conn: &mut PgConnection,
+        outcome: &str,
+        [ok, failed, skipped]: [i32; 3],
+    ) -> anyhow::Result<()> {
+        sqlx::query(&format!(
+            "UPDATE {} SET outcome = $2, ok = $3, failed = $4, skipped = $5, incomplete = $6, finished_at = now() WHERE id = $1",
+            self.runs_sql
+        ))
+        .persistent(false)
+        .bind(self.id)
+        .bind(outcome)
+        .bind(ok)
+        .bind(failed)
+        .bind(skipped)
+        .bind(self.incomplete.load(Ordering::SeqCst))
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     let mut done = Done::default();
                     let mut result = migrations::apply(conn, db, &migrations, to, &mut done).await;
                     if let Some(log) = &log {
-                        result = log.commit_and_record(conn, tenant, &mut done, result).await;
+                        result = log.commit_and_record(conn, tenant, &done, result).await;
                     }
                     migrated.applied.clone_from(&done.versions);
                     result

@@ -169,7 +169,11 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         stream(ctx, &planned.reports);
         return Ok(ctx.finish(&planned));
     }
-    ask(ctx, &plans, args.yes)?;
+    ask(&plans, args.yes)?;
+    if ctx.stop.is_set() {
+        crate::output::warn("interrupted at the confirmation; nothing was reverted");
+        return Ok(Outcome::Interrupted);
+    }
 
     let log = ctx
         .start_run(RunRequest {
@@ -209,7 +213,7 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     let result =
                         revert::revert(conn, db, &set, &goals.target(tenant), expected, &mut done)
                             .await;
-                    let result = log.commit_and_record(conn, tenant, &mut done, result).await;
+                    let result = log.commit_and_record(conn, tenant, &done, result).await;
                     value.reverted.clone_from(&done.versions);
                     result
                 })
@@ -220,9 +224,8 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     Ok(ctx.finish_run(&merged, Some(&log)).await)
 }
 
-/// Asks once, saying how many tenants and which versions; an interrupt
-/// while the question waits stops here, before anything is reverted.
-fn ask(ctx: &Context, plans: &HashMap<String, Vec<i64>>, yes: bool) -> anyhow::Result<()> {
+/// Asks once, saying how many tenants and which versions.
+fn ask(plans: &HashMap<String, Vec<i64>>, yes: bool) -> anyhow::Result<()> {
     let mut versions: Vec<i64> = plans.values().flatten().copied().collect();
     versions.sort_unstable_by(|a, b| b.cmp(a));
     versions.dedup();
@@ -235,9 +238,6 @@ fn ask(ctx: &Context, plans: &HashMap<String, Vec<i64>>, yes: bool) -> anyhow::R
         "revert",
         yes,
     )?;
-    if ctx.stop.is_set() {
-        anyhow::bail!("interrupted at the confirmation; nothing was reverted");
-    }
     Ok(())
 }
 
