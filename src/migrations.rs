@@ -14,6 +14,8 @@ use sqlx::{Connection as _, Executor as _};
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
 use crate::script::Script;
@@ -168,6 +170,8 @@ pub struct AppliedRow {
     pub version: i64,
     pub checksum_hex: String,
     pub success: bool,
+    /// When it was applied, by the tenant server's clock (`installed_on`).
+    pub installed_on: Option<DateTime<Utc>>,
 }
 
 /// Something about a database's recorded migrations that stops `migrate`.
@@ -291,11 +295,11 @@ pub async fn read_applied(conn: &mut PgConnection) -> anyhow::Result<Option<Vec<
     let guarded = conn.is_in_transaction();
     let sql = if guarded {
         "SAVEPOINT tenantctl_read_applied; \
-         SELECT version, encode(checksum, 'hex') AS checksum, success \
+         SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
          FROM _sqlx_migrations ORDER BY version; \
          RELEASE SAVEPOINT tenantctl_read_applied"
     } else {
-        "SELECT version, encode(checksum, 'hex') AS checksum, success \
+        "SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
          FROM _sqlx_migrations ORDER BY version"
     };
     let rows = match conn.fetch_all(sql).await {
@@ -324,6 +328,7 @@ pub async fn read_applied(conn: &mut PgConnection) -> anyhow::Result<Option<Vec<
                 version: row.try_get("version")?,
                 checksum_hex: row.try_get("checksum")?,
                 success: row.try_get("success")?,
+                installed_on: row.try_get("installed_on")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -347,6 +352,9 @@ pub struct Done {
     pub after: Option<i64>,
     /// The versions applied (or reverted) by this run, in the order done.
     pub versions: Vec<i64>,
+    /// When the last of the versions this run applied was recorded, by the
+    /// tenant server's clock: anything recorded later came after the run.
+    pub installed_until: Option<DateTime<Utc>>,
 }
 
 impl Done {
@@ -355,7 +363,7 @@ impl Done {
         Self {
             before,
             after: before,
-            versions: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -413,13 +421,14 @@ async fn apply_locked(
         let migration = set
             .get(version)
             .expect("pending versions come from the set");
-        apply_one(conn, migration).await.with_context(|| {
+        let installed = apply_one(conn, migration).await.with_context(|| {
             format!(
                 "apply migration {}_{}",
                 migration.version, migration.description
             )
         })?;
         done.versions.push(version);
+        done.installed_until = done.installed_until.max(Some(installed));
         done.after = done.after.max(Some(version));
     }
     Ok(())
@@ -435,7 +444,10 @@ async fn apply_locked(
 /// sent one statement at a time: sent whole, the server would run it as one
 /// implicit transaction block, where `CREATE INDEX CONCURRENTLY` and the
 /// like refuse to run.
-async fn apply_one(conn: &mut PgConnection, migration: &Migration) -> anyhow::Result<()> {
+async fn apply_one(
+    conn: &mut PgConnection,
+    migration: &Migration,
+) -> anyhow::Result<DateTime<Utc>> {
     let started = Instant::now();
     if migration.no_tx {
         run_statements(conn, migration).await?;
@@ -443,8 +455,9 @@ async fn apply_one(conn: &mut PgConnection, migration: &Migration) -> anyhow::Re
     } else {
         let mut tx = conn.begin().await?;
         tx.execute(&*migration.sql).await?;
-        record(&mut tx, migration, started.elapsed()).await?;
-        tx.commit().await.context("commit")
+        let installed = record(&mut tx, migration, started.elapsed()).await?;
+        tx.commit().await.context("commit")?;
+        Ok(installed)
     }
 }
 
@@ -463,25 +476,25 @@ pub(crate) async fn run_statements(
     Ok(())
 }
 
-/// Inserts the `_sqlx_migrations` row sqlx would write for this migration.
+/// Inserts the `_sqlx_migrations` row sqlx would write for this migration;
+/// returns its `installed_on`.
 async fn record(
     conn: &mut PgConnection,
     migration: &Migration,
     took: Duration,
-) -> anyhow::Result<()> {
-    sqlx::query(
+) -> anyhow::Result<DateTime<Utc>> {
+    sqlx::query_scalar(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES ($1, $2, TRUE, $3, $4)",
+         VALUES ($1, $2, TRUE, $3, $4) RETURNING installed_on",
     )
     .persistent(false)
     .bind(migration.version)
     .bind(&*migration.description)
     .bind(&*migration.checksum)
     .bind(i64::try_from(took.as_nanos()).unwrap_or(i64::MAX))
-    .execute(conn)
+    .fetch_one(conn)
     .await
-    .with_context(|| format!("record migration {}", migration.version))?;
-    Ok(())
+    .with_context(|| format!("record migration {}", migration.version))
 }
 
 /// sqlx's advisory-lock key for a database (`generate_lock_id` in
@@ -623,6 +636,7 @@ mod tests {
             version,
             checksum_hex: hex(&set.get(version).expect("exists").checksum),
             success: true,
+            installed_on: None,
         }
     }
 
@@ -684,6 +698,7 @@ mod tests {
             version: 1,
             checksum_hex: "00".into(),
             success: false,
+            installed_on: None,
         });
         let plan = Plan::compare(&set, Some(&rows));
         assert_eq!(plan.pending, versions[2..].to_vec());

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::migrate::Migration;
 use sqlx::postgres::PgConnection;
@@ -34,6 +35,11 @@ pub enum Target {
         id: i64,
         versions: Vec<i64>,
         before: Option<i64>,
+        /// When the run recorded the last of them on this tenant (tenant
+        /// server's clock); a row recorded later came after the run, even
+        /// one with an older version or one of the run's own versions
+        /// applied again. `None` for runs that did not record it.
+        installed_until: Option<DateTime<Utc>>,
     },
 }
 
@@ -56,6 +62,17 @@ impl Target {
             Self::Run {
                 versions, before, ..
             } => versions.contains(&version) || version > before.unwrap_or(0),
+        }
+    }
+
+    /// For `--run`: whether a row was recorded after the run.
+    fn later_than_run(&self, row: &AppliedRow) -> bool {
+        match self {
+            Self::Run {
+                installed_until: Some(until),
+                ..
+            } => row.installed_on.is_some_and(|at| at > *until),
+            _ => false,
         }
     }
 }
@@ -128,12 +145,12 @@ impl RevertPlan {
         }
         let mut newer: Vec<&AppliedRow> = rows
             .iter()
-            .filter(|r| r.success && target.covers(r.version))
+            .filter(|r| r.success && (target.covers(r.version) || target.later_than_run(r)))
             .collect();
         newer.sort_by_key(|r| std::cmp::Reverse(r.version));
         for row in newer {
             if let Target::Run { id, versions, .. } = target
-                && !versions.contains(&row.version)
+                && (!versions.contains(&row.version) || target.later_than_run(row))
             {
                 plan.refusals.push(Refusal::NotFromRun {
                     version: row.version,
@@ -228,7 +245,7 @@ async fn revert_locked(
     *done = Done {
         before: plan.latest,
         after: plan.latest,
-        versions: Vec::new(),
+        ..Done::default()
     };
     plan.check()?;
     if plan.to_revert != expected {
@@ -352,6 +369,7 @@ mod tests {
                 version: v,
                 checksum_hex: hex(&set.get(v).expect("in set").checksum),
                 success: true,
+                installed_on: None,
             })
             .collect()
     }
@@ -411,6 +429,7 @@ mod tests {
             id: 7,
             versions,
             before,
+            installed_until: None,
         };
         // 4 and 5 were there; the run applied 2 late, out of order.
         let applied = rows(&set, &[1, 2, 3, 4, 5]);
@@ -431,6 +450,34 @@ mod tests {
         let plan = RevertPlan::compare(&set, Some(&rows(&set, &[1, 2])), &run(vec![1, 2], None));
         assert_eq!(plan.to_revert, [2]);
         assert_eq!(plan.refusals, [no_down(1)]);
+    }
+
+    #[test]
+    fn a_row_recorded_after_the_run_is_refused_even_below_or_among_its_versions() {
+        let set = set();
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0);
+        let mut applied = rows(&set, &[1, 2, 3, 4, 5]);
+        for (row, when) in applied.iter_mut().zip([10, 11, 20, 21, 30]) {
+            row.installed_on = at(when);
+        }
+        // The run applied 4 at 21 (3 was there); 5 came at 30, and is newer
+        // than `before` too; 2 was re-recorded at 31 by someone else.
+        applied[1].installed_on = at(31);
+        let target = Target::Run {
+            id: 7,
+            versions: vec![2, 4],
+            before: Some(3),
+            installed_until: at(21),
+        };
+        let plan = RevertPlan::compare(&set, Some(&applied), &target);
+        assert_eq!(
+            plan.refusals,
+            [
+                Refusal::NotFromRun { version: 5, run: 7 },
+                Refusal::NotFromRun { version: 2, run: 7 },
+            ]
+        );
+        assert_eq!(plan.to_revert, [4]);
     }
 
     #[test]
@@ -462,6 +509,7 @@ mod tests {
             version: 9,
             checksum_hex: "00".into(),
             success: true,
+            installed_on: None,
         });
         let plan = RevertPlan::compare(&set, Some(&applied), &Target::Version(3));
         assert_eq!(

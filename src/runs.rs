@@ -86,6 +86,7 @@ fn create_sql(runs: &str, tenants: &str) -> String {
            before_version bigint, \
            after_version  bigint, \
            versions       bigint[] NOT NULL, \
+           installed_until timestamptz, \
            status         text NOT NULL CHECK (status IN ('ok', 'failed')), \
            error          text, \
            recorded_at    timestamptz NOT NULL DEFAULT now(), \
@@ -247,8 +248,8 @@ impl RunLog {
     ) -> anyhow::Result<()> {
         {
             sqlx::query(&format!(
-                "INSERT INTO {} (run_id, company_id, db_name, server, before_version, after_version, versions, status, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                "INSERT INTO {} (run_id, company_id, db_name, server, before_version, after_version, versions, installed_until, status, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (run_id, company_id) DO NOTHING",
                 self.tenants_sql
             ))
@@ -260,6 +261,7 @@ impl RunLog {
             .bind(done.before)
             .bind(done.after)
             .bind(&done.versions)
+            .bind(done.installed_until)
             .bind(if error.is_some() { "failed" } else { "ok" })
             .bind(error.map(crate::error::render))
             .execute(&mut *conn)
@@ -362,6 +364,9 @@ pub struct RunTenant {
     pub after: Option<i64>,
     /// The versions applied (or, for a revert, reverted), in order.
     pub versions: Vec<i64>,
+    /// When the last version it applied was recorded on the tenant (the
+    /// tenant server's clock).
+    pub installed_until: Option<DateTime<Utc>>,
     pub status: String,
     pub error: Option<String>,
 }
@@ -428,7 +433,7 @@ pub async fn get(
         return Ok(None);
     };
     let tenants: Vec<RunTenant> = sqlx::query_as(&format!(
-        "SELECT company_id, db_name, server, before_version AS before, after_version AS after, versions, status, error \
+        "SELECT company_id, db_name, server, before_version AS before, after_version AS after, versions, installed_until, status, error \
          FROM {} WHERE run_id = $1 ORDER BY recorded_at, company_id",
         layout.own_table(RUN_TENANTS)
     ))

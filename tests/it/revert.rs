@@ -627,6 +627,25 @@ fn revert_run_is_exact_even_out_of_order_and_refuses_a_tenant_migrated_since() {
     for name in ["a", "b"] {
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
+
+    // The same versions applied again by a later run are that run's: taking
+    // back the first run a second time, by mistake, is refused.
+    let again = migrate(&env, &upto4, &["--all", "--output", "json"])
+        .ok()
+        .json();
+    let again_id = again["run_id"].as_i64().expect("run id");
+    let mistake = revert(&env, &full, &["--run", &id.to_string(), "--yes"]).code(2);
+    assert!(
+        mistake
+            .stderr
+            .contains(&format!("{V3} was applied after run {id}")),
+        "{}",
+        mistake.stderr
+    );
+    assert_eq!(env.applied(&env.db("a")), [V1, V2, V3, V4]);
+    revert(&env, &full, &["--run", &again_id.to_string(), "--yes"]).ok();
+    assert_eq!(env.applied(&env.db("a")), [V1, V2]);
+    assert_eq!(env.applied(&env.db("gap")), [V1, V2, V4]);
 }
 
 #[test]

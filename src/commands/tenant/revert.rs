@@ -122,6 +122,7 @@ impl Goals {
                 id: 0,
                 versions: Vec::new(),
                 before: None,
+                installed_until: None,
             }),
         }
     }
@@ -395,6 +396,7 @@ async fn run_goals(
             id,
             versions: change.versions,
             before: change.before,
+            installed_until: change.installed_until,
         };
         match everyone.iter().find(|t| t.id == change.company_id) {
             Some(tenant) => {
