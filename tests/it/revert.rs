@@ -79,6 +79,33 @@ fn migrate(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
     env.run(&all)
 }
 
+/// What run `id` recorded for the tenant with this database:
+/// (before, after, versions, status).
+fn recorded(
+    env: &TestEnv,
+    id: &serde_json::Value,
+    db: &str,
+) -> (serde_json::Value, serde_json::Value, Vec<i64>, String) {
+    let id = id.as_i64().expect("run id").to_string();
+    let record = env
+        .run(&["tenant", "runs", &id, "--output", "json"])
+        .ok()
+        .json();
+    let tenant = record["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["db_name"] == db)
+        .unwrap_or_else(|| panic!("{db} not in run {id}: {record}"))
+        .clone();
+    (
+        tenant["before"].clone(),
+        tenant["after"].clone(),
+        versions(&tenant["versions"]),
+        tenant["status"].as_str().expect("status").to_owned(),
+    )
+}
+
 fn versions(value: &serde_json::Value) -> Vec<i64> {
     value
         .as_array()
@@ -421,6 +448,15 @@ fn a_failing_down_script_rolls_back_that_tenant_only() {
         assert_eq!(find(&report, slug)["status"], "ok");
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
+    // The revert's own run record: where each tenant was and is.
+    assert_eq!(
+        recorded(&env, &report["run_id"], &env.db("blocked")),
+        (json!(V5), json!(V3), vec![V5, V4], "failed".to_owned())
+    );
+    assert_eq!(
+        recorded(&env, &report["run_id"], &env.db("a")),
+        (json!(V5), json!(V2), vec![V5, V4, V3], "ok".to_owned())
+    );
 }
 
 #[test]
@@ -463,6 +499,11 @@ fn a_no_transaction_down_script_that_stops_half_way_leaves_the_tenant_dirty() {
             &format!("SELECT success::text FROM _sqlx_migrations WHERE version = {V5}")
         ),
         ["false"]
+    );
+    // Its record: 5 no longer counts as applied there.
+    assert_eq!(
+        recorded(&env, &report["run_id"], &env.db("half")),
+        (json!(V5), json!(V4), vec![], "failed".to_owned())
     );
     let again = revert(&env, &full, &[&slugs[0], "--to", &V4.to_string(), "--yes"]).code(2);
     assert!(again.stderr.contains("dirty"), "{}", again.stderr);
