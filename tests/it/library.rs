@@ -213,3 +213,54 @@ fn sqlx_own_migrator_accepts_what_tenantctl_recorded() {
     });
     assert_eq!(before, env.query(&db, rows), "sqlx applied nothing again");
 }
+
+#[test]
+fn revert_does_nothing_when_the_tenant_changed_since_its_plan() {
+    let env = TestEnv::new();
+    let (name, connector) = env.scratch_db("replan");
+    let dir = env.fixture("reversible");
+    block_on(async {
+        let set = MigrationSet::from_dir(&dir).await.expect("fixture");
+        let mut conn = connector
+            .connect_tenant(&ServerName::default(), &name, &SessionLimits::default())
+            .await
+            .expect("connect");
+        let mut done = migrations::Done::default();
+        migrations::apply(&mut conn, &name, &set, None, &mut done)
+            .await
+            .expect("apply");
+        let all = done.versions.clone();
+        assert_eq!(all.len(), 5);
+        // Planned when only 5 was newer than 3; by now 4 is newer too.
+        let target = tenantctl::revert::Target::Version(all[2]);
+        let err = tenantctl::revert::revert(&mut conn, &name, &set, &target, &[all[4]], &mut done)
+            .await
+            .expect_err("the plan no longer holds");
+        let text = tenantctl::error::render(&err);
+        assert!(
+            text.contains(&format!(
+                "would now revert {}, {}, not {}",
+                all[4], all[3], all[4]
+            )),
+            "{text}"
+        );
+        assert!(done.versions.is_empty());
+        assert_eq!(done.after, Some(all[4]));
+        let plan = migrations::plan(&mut conn, &set).await.expect("plan");
+        assert_eq!(plan.applied, all, "nothing was reverted");
+        // The plan as it now stands goes ahead.
+        tenantctl::revert::revert(
+            &mut conn,
+            &name,
+            &set,
+            &target,
+            &[all[4], all[3]],
+            &mut done,
+        )
+        .await
+        .expect("revert");
+        assert_eq!(done.versions, [all[4], all[3]]);
+        assert_eq!((done.before, done.after), (Some(all[4]), Some(all[2])));
+        let _ = conn.close().await;
+    });
+}
