@@ -836,3 +836,33 @@ fn an_interrupted_revert_finishes_on_a_rerun() {
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
 }
+
+#[test]
+fn the_first_run_creates_the_run_tables_where_master_migrate_did_not() {
+    let env = TestEnv::new();
+    let full = folder(&env, "full", V5);
+    let base = folder(&env, "base", V2);
+    env.tenants_with(&base, &["a"]);
+    // A master from before run records: no tables, so nothing to list yet.
+    env.exec(
+        &env.master,
+        "DROP TABLE _tenantctl_run_tenants; DROP TABLE _tenantctl_runs",
+    );
+    let none = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
+    assert_eq!(none, json!({"runs": []}));
+    assert!(
+        env.run(&["tenant", "runs"])
+            .ok()
+            .stdout
+            .contains("no runs recorded yet")
+    );
+
+    let run = migrate(&env, &full, &["--all", "--output", "json"])
+        .ok()
+        .json();
+    let id = run["run_id"].as_i64().expect("run id");
+    let listed = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
+    assert_eq!(listed["runs"][0]["id"], id, "{listed}");
+    assert_eq!(listed["runs"][0]["changed"], 1, "{listed}");
+    assert_eq!(listed["runs"][0]["outcome"], "succeeded", "{listed}");
+}
