@@ -67,15 +67,23 @@ fn schema(env: &TestEnv, db: &str) -> String {
         .join("\n")
 }
 
+/// `tenant revert` with the migrations in `dir`, JSON output unless the
+/// arguments choose another.
 fn revert(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["tenant", "revert", "--tenant-migrations", s(dir)];
-    all.extend_from_slice(args);
-    env.run(&all)
+    tenantctl(env, "revert", dir, args)
 }
 
+/// `tenant migrate`, as [`revert`].
 fn migrate(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["tenant", "migrate", "--tenant-migrations", s(dir)];
+    tenantctl(env, "migrate", dir, args)
+}
+
+fn tenantctl(env: &TestEnv, command: &str, dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["tenant", command, "--tenant-migrations", s(dir)];
     all.extend_from_slice(args);
+    if !args.contains(&"--output") {
+        all.extend(["--output", "json"]);
+    }
     env.run(&all)
 }
 
@@ -134,13 +142,9 @@ fn up_then_down_leaves_the_schema_exactly_as_before() {
     // a back to the plain migration, b to a reversible one in the middle.
     for (name, to, reverted) in [("a", V1, vec![V5, V4, V3, V2]), ("b", V2, vec![V5, V4, V3])] {
         let slug = env.slug(name);
-        let report = revert(
-            &env,
-            &full,
-            &[&slug, "--to", &to.to_string(), "--yes", "--output", "json"],
-        )
-        .ok()
-        .json();
+        let report = revert(&env, &full, &[&slug, "--to", &to.to_string(), "--yes"])
+            .ok()
+            .json();
         assert_eq!(
             versions(&find(&report, &slug)["reverted"]),
             reverted,
@@ -166,38 +170,23 @@ fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
     let dry = migrate(
         &env,
         &full,
-        &[
-            "--all",
-            "--to",
-            &V3.to_string(),
-            "--dry-run",
-            "--output",
-            "json",
-        ],
+        &["--all", "--to", &V3.to_string(), "--dry-run"],
     )
     .ok()
     .json();
     assert_eq!(versions(&find(&dry, &slugs[0])["pending"]), [V2, V3]);
     assert_eq!(env.applied(&env.db("a")), [V1], "dry run applied nothing");
-    let up = migrate(
-        &env,
-        &full,
-        &["--all", "--to", &V3.to_string(), "--output", "json"],
-    )
-    .ok()
-    .json();
+    let up = migrate(&env, &full, &["--all", "--to", &V3.to_string()])
+        .ok()
+        .json();
     for slug in &slugs {
         assert_eq!(versions(&find(&up, slug)["applied"]), [V2, V3]);
     }
     assert!(up["run_id"].as_i64().is_some(), "{up}");
     // Already past a lower target: nothing to do, and nothing reverted.
-    let lower = migrate(
-        &env,
-        &full,
-        &["--all", "--to", &V2.to_string(), "--output", "json"],
-    )
-    .ok()
-    .json();
+    let lower = migrate(&env, &full, &["--all", "--to", &V2.to_string()])
+        .ok()
+        .json();
     assert_eq!(
         versions(&find(&lower, &slugs[0])["applied"]),
         Vec::<i64>::new()
@@ -216,14 +205,7 @@ fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
     let plan = revert(
         &env,
         &full,
-        &[
-            "--all",
-            "--to",
-            &V2.to_string(),
-            "--dry-run",
-            "--output",
-            "json",
-        ],
+        &["--all", "--to", &V2.to_string(), "--dry-run"],
     )
     .ok()
     .json();
@@ -240,20 +222,9 @@ fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
     );
     assert_eq!(env.applied(&env.db("c")), [V1, V2, V3, V4, V5]);
 
-    let down = revert(
-        &env,
-        &full,
-        &[
-            "--all",
-            "--to",
-            &V2.to_string(),
-            "--yes",
-            "--output",
-            "json",
-        ],
-    )
-    .ok()
-    .json();
+    let down = revert(&env, &full, &["--all", "--to", &V2.to_string(), "--yes"])
+        .ok()
+        .json();
     assert_eq!(versions(&find(&down, &slugs[0])["reverted"]), [V3]);
     assert_eq!(versions(&find(&down, &slugs[2])["reverted"]), [V5, V4, V3]);
     assert_eq!(down["summary"], json!({"ok": 3, "failed": 0, "skipped": 0}));
@@ -261,13 +232,9 @@ fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
     // At the target already: ok, nothing to do.
-    let again = revert(
-        &env,
-        &full,
-        &["--all", "--to", &V2.to_string(), "--output", "json"],
-    )
-    .ok()
-    .json();
+    let again = revert(&env, &full, &["--all", "--to", &V2.to_string()])
+        .ok()
+        .json();
     assert_eq!(
         versions(&find(&again, &slugs[1])["reverted"]),
         Vec::<i64>::new()
@@ -367,14 +334,7 @@ fn a_refused_revert_changes_nothing_on_any_tenant() {
     let run = revert(
         &env,
         &missing,
-        &[
-            &slugs[3],
-            "--to",
-            &V2.to_string(),
-            "--yes",
-            "--output",
-            "json",
-        ],
+        &[&slugs[3], "--to", &V2.to_string(), "--yes"],
     )
     .code(2);
     let report = run.json();
@@ -411,19 +371,7 @@ fn a_failing_down_script_rolls_back_that_tenant_only() {
         "CREATE VIEW priced AS SELECT id, price_cents FROM items",
     );
 
-    let run = revert(
-        &env,
-        &full,
-        &[
-            "--all",
-            "--to",
-            &V2.to_string(),
-            "--yes",
-            "--output",
-            "json",
-        ],
-    )
-    .code(1);
+    let run = revert(&env, &full, &["--all", "--to", &V2.to_string(), "--yes"]).code(1);
     let report = run.json();
     let blocked = find(&report, &slugs[1]);
     assert_eq!(blocked["status"], "failed");
@@ -468,20 +416,9 @@ fn a_no_transaction_down_script_that_stops_half_way_leaves_the_tenant_dirty() {
     // "half" the second is already gone, so it stops after the first.
     env.exec(&env.db("half"), "DROP INDEX tags_kind");
 
-    let report = revert(
-        &env,
-        &full,
-        &[
-            "--all",
-            "--to",
-            &V4.to_string(),
-            "--yes",
-            "--output",
-            "json",
-        ],
-    )
-    .code(1)
-    .json();
+    let report = revert(&env, &full, &["--all", "--to", &V4.to_string(), "--yes"])
+        .code(1)
+        .json();
     let half = find(&report, &slugs[0]);
     assert_eq!(half["status"], "failed", "{half}");
     assert!(
@@ -521,7 +458,7 @@ fn revert_run_takes_back_only_the_tenants_that_run_changed() {
     // 4 fails on breaks (its table is already there), after 3 committed.
     env.exec(&env.db("breaks"), "CREATE TABLE item_audit (x int)");
 
-    let run = migrate(&env, &full, &["--all", "--output", "json"]).code(1);
+    let run = migrate(&env, &full, &["--all"]).code(1);
     assert!(run.stderr.contains("revert --run"), "{}", run.stderr);
     let report = run.json();
     let id = report["run_id"].as_i64().expect("run id");
@@ -565,25 +502,17 @@ fn revert_run_takes_back_only_the_tenants_that_run_changed() {
         "{listed}"
     );
 
-    let plan = revert(
-        &env,
-        &full,
-        &["--run", &id.to_string(), "--dry-run", "--output", "json"],
-    )
-    .ok()
-    .json();
+    let plan = revert(&env, &full, &["--run", &id.to_string(), "--dry-run"])
+        .ok()
+        .json();
     assert_eq!(
         plan["tenants"].as_array().expect("tenants").len(),
         3,
         "{plan}"
     );
-    let undone = revert(
-        &env,
-        &full,
-        &["--run", &id.to_string(), "--yes", "--output", "json"],
-    )
-    .ok()
-    .json();
+    let undone = revert(&env, &full, &["--run", &id.to_string(), "--yes"])
+        .ok()
+        .json();
     assert_eq!(
         versions(&find(&undone, &slugs[0])["reverted"]),
         [V5, V4, V3]
@@ -627,9 +556,7 @@ fn revert_run_is_exact_even_out_of_order_and_refuses_a_tenant_migrated_since() {
         s(&gap),
     ])
     .ok();
-    let first = migrate(&env, &upto4, &["--all", "--output", "json"])
-        .ok()
-        .json();
+    let first = migrate(&env, &upto4, &["--all"]).ok().json();
     let id = first["run_id"].as_i64().expect("run id");
     assert_eq!(versions(&find(&first, &env.slug("gap"))["applied"]), [V3]);
     migrate(&env, &full, &[&slugs[1]]).ok();
@@ -655,13 +582,9 @@ fn revert_run_is_exact_even_out_of_order_and_refuses_a_tenant_migrated_since() {
     // Once b's later run is taken back, the run goes back exactly: on gap
     // that is 3 alone, though 4 is newer.
     revert(&env, &full, &[&slugs[1], "--to", &V4.to_string(), "--yes"]).ok();
-    let undone = revert(
-        &env,
-        &full,
-        &["--run", &id.to_string(), "--yes", "--output", "json"],
-    )
-    .ok()
-    .json();
+    let undone = revert(&env, &full, &["--run", &id.to_string(), "--yes"])
+        .ok()
+        .json();
     assert_eq!(versions(&find(&undone, &env.slug("gap"))["reverted"]), [V3]);
     assert_eq!(versions(&find(&undone, &slugs[0])["reverted"]), [V4, V3]);
     assert_eq!(env.applied(&env.db("gap")), [V1, V2, V4]);
@@ -671,9 +594,7 @@ fn revert_run_is_exact_even_out_of_order_and_refuses_a_tenant_migrated_since() {
 
     // The same versions applied again by a later run are that run's: taking
     // back the first run a second time, by mistake, is refused.
-    let again = migrate(&env, &upto4, &["--all", "--output", "json"])
-        .ok()
-        .json();
+    let again = migrate(&env, &upto4, &["--all"]).ok().json();
     let again_id = again["run_id"].as_i64().expect("run id");
     let mistake = revert(&env, &full, &["--run", &id.to_string(), "--yes"]).code(2);
     assert!(
@@ -857,9 +778,7 @@ fn the_first_run_creates_the_run_tables_where_master_migrate_did_not() {
             .contains("no runs recorded yet")
     );
 
-    let run = migrate(&env, &full, &["--all", "--output", "json"])
-        .ok()
-        .json();
+    let run = migrate(&env, &full, &["--all"]).ok().json();
     let id = run["run_id"].as_i64().expect("run id");
     let listed = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
     assert_eq!(listed["runs"][0]["id"], id, "{listed}");
