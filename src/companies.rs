@@ -687,20 +687,9 @@ impl Layout {
         self.check_can_record_server(server)?;
         if let Some(column) = &self.server {
             let value = (!server.is_default() || column.not_null).then(|| server.as_str());
-            sqlx::query(&format!(
-                "UPDATE {} AS c SET {} = CAST($1::text AS {}) WHERE c.{}::text = $2",
-                self.table_sql,
-                column.quoted(),
-                column.sql_type,
-                self.id.quoted()
-            ))
-            .persistent(false)
-            .bind(value)
-            .bind(&tenant.id)
-            .execute(conn)
-            .await
-            .map_err(|e| self.error(e.into()))
-            .with_context(|| format!("record server {server} for company {}", tenant.id))?;
+            self.set_column(conn, column, value, &tenant.id, "")
+                .await
+                .with_context(|| format!("record server {server} for company {}", tenant.id))?;
             return Ok(());
         }
         self.record_placement(conn, &tenant.id, server).await
@@ -773,20 +762,35 @@ impl Layout {
             .as_ref()
             .map(|u| format!(", {} = now()", u.quoted()))
             .unwrap_or_default();
+        self.set_column(conn, status, Some(&value), &tenant.id, &touch)
+            .await
+            .with_context(|| format!("set status {lifecycle} on company {}", tenant.id))
+    }
+
+    /// Sets one column of a company's row to a value given as text and
+    /// cast to the column's own type (an enum, say); `touch` adds more
+    /// assignments (`, "updatedAt" = now()`).
+    async fn set_column(
+        &self,
+        conn: &mut PgConnection,
+        column: &Column,
+        value: Option<&str>,
+        company_id: &str,
+        touch: &str,
+    ) -> anyhow::Result<()> {
         sqlx::query(&format!(
             "UPDATE {} AS c SET {} = CAST($1::text AS {}){touch} WHERE c.{}::text = $2",
             self.table_sql,
-            status.quoted(),
-            status.sql_type,
+            column.quoted(),
+            column.sql_type,
             self.id.quoted()
         ))
         .persistent(false)
         .bind(value)
-        .bind(&tenant.id)
+        .bind(company_id)
         .execute(conn)
         .await
-        .map_err(|e| self.error(e.into()))
-        .with_context(|| format!("set status {lifecycle} on company {}", tenant.id))?;
+        .map_err(|e| self.error(e.into()))?;
         Ok(())
     }
 

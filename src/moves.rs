@@ -511,23 +511,18 @@ impl Mover<'_> {
     /// already if only the parked name exists).
     async fn close_source(&self, plan: &Plan) -> anyhow::Result<()> {
         let mut conn = self.connector.connect_maintenance(&plan.from).await?;
-        let closed = async {
-            let source = ddl::exists(&mut conn, &plan.db).await?;
-            let parked = ddl::exists(&mut conn, &plan.parked).await?;
-            match (source, parked) {
-                (true, false) => ddl::rename(&mut conn, &plan.db, &plan.parked).await,
-                (false, true) => Ok(()),
-                (true, true) => anyhow::bail!(
+        let closed = rename_once(
+            &mut conn,
+            &plan.db,
+            &plan.parked,
+            || {
+                format!(
                     "both {} and {} exist on server {}",
-                    plan.db,
-                    plan.parked,
-                    plan.from
-                ),
-                (false, false) => {
-                    anyhow::bail!("database {} is not on server {}", plan.db, plan.from)
-                }
-            }
-        }
+                    plan.db, plan.parked, plan.from
+                )
+            },
+            || format!("database {} is not on server {}", plan.db, plan.from),
+        )
         .await;
         let _ = conn.close().await;
         closed
@@ -602,21 +597,18 @@ impl Mover<'_> {
     /// records the switch in one master transaction.
     async fn switch(&mut self, plan: &Plan, company_id: &str) -> anyhow::Result<()> {
         let mut target = self.connector.connect_maintenance(&plan.to).await?;
-        let renamed = async {
-            let incoming = ddl::exists(&mut target, &plan.incoming).await?;
-            let named = ddl::exists(&mut target, &plan.db).await?;
-            match (incoming, named) {
-                (true, false) => ddl::rename(&mut target, &plan.incoming, &plan.db).await,
-                // Renamed by the run that was interrupted at this step.
-                (false, true) => Ok(()),
-                (true, true) => anyhow::bail!(
+        let renamed = rename_once(
+            &mut target,
+            &plan.incoming,
+            &plan.db,
+            || {
+                format!(
                     "a database {} appeared on server {} during the move",
-                    plan.db,
-                    plan.to
-                ),
-                (false, false) => anyhow::bail!("the copy is gone from server {}", plan.to),
-            }
-        }
+                    plan.db, plan.to
+                )
+            },
+            || format!("the copy is gone from server {}", plan.to),
+        )
         .await;
         let _ = target.close().await;
         renamed?;
@@ -713,6 +705,24 @@ impl Mover<'_> {
         let _ = target.close().await;
         dropped.context("drop the copy")?;
         forget(self.master, self.layout, company_id).await
+    }
+}
+
+/// Renames `from` to `to`, unless the run interrupted at this step already
+/// did (only `to` exists). Both names, or neither, is an error the caller
+/// words.
+async fn rename_once(
+    conn: &mut PgConnection,
+    from: &DbName,
+    to: &DbName,
+    both: impl FnOnce() -> String,
+    neither: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match (ddl::exists(conn, from).await?, ddl::exists(conn, to).await?) {
+        (true, false) => ddl::rename(conn, from, to).await,
+        (false, true) => Ok(()),
+        (true, true) => Err(anyhow::anyhow!(both())),
+        (false, false) => Err(anyhow::anyhow!(neither())),
     }
 }
 

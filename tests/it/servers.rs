@@ -30,6 +30,20 @@ impl TwoServers {
         cmd.env("POSTGRES_BASE_URL_EU2", self.eu2.base_url());
     }
 
+    /// `tenant create SLUG --server SERVER` with the migrations in `dir`.
+    pub fn create(&self, slug: &str, server: &str, dir: &str) {
+        self.run(&[
+            "tenant",
+            "create",
+            slug,
+            "--server",
+            server,
+            "--tenant-migrations",
+            dir,
+        ])
+        .ok();
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let run = self.env.run_with(args, |cmd| self.configure(cmd));
         self.assert_no_password(&run);
@@ -303,16 +317,7 @@ fn fleet_commands_reach_both_servers_select_by_server_and_fail_loudly_on_an_unco
         ("c", "default"),
         ("d", "eu2"),
     ] {
-        two.run(&[
-            "tenant",
-            "create",
-            &env.slug(name),
-            "--server",
-            server,
-            "--tenant-migrations",
-            dir_s,
-        ])
-        .ok();
+        two.create(&env.slug(name), server, dir_s);
     }
     write(
         &dir,
@@ -463,16 +468,7 @@ fn per_server_caps_each_server_and_both_are_busy_at_once() {
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     for (i, name) in names.iter().enumerate() {
         let server = if i % 2 == 0 { "default" } else { "eu2" };
-        two.run(&[
-            "tenant",
-            "create",
-            &env.slug(name),
-            "--server",
-            server,
-            "--tenant-migrations",
-            dir_s,
-        ])
-        .ok();
+        two.create(&env.slug(name), server, dir_s);
     }
     write(
         &dir,
@@ -560,16 +556,7 @@ fn server_list_and_doctor_look_at_every_server() {
     let dir = env.fixture("two-step");
     let dir_s = dir.to_str().expect("utf-8");
     for (name, server) in [("a", "default"), ("b", "eu2"), ("c", "eu2")] {
-        two.run(&[
-            "tenant",
-            "create",
-            &env.slug(name),
-            "--server",
-            server,
-            "--tenant-migrations",
-            dir_s,
-        ])
-        .ok();
+        two.create(&env.slug(name), server, dir_s);
     }
     let list = two.run(&["server", "list", "--output", "json"]).ok().json();
     let servers = list["servers"].as_array().expect("servers");
@@ -805,16 +792,7 @@ fn an_adopted_master_records_servers_beside_or_in_its_table() {
         "[master]\ntable = \"app.tenants\"\n[master.columns]\ndb_name = \"database_name\"\nserver = \"region\"\n",
     );
     let slug = env.slug("beta");
-    two.run(&[
-        "tenant",
-        "create",
-        &slug,
-        "--server",
-        "eu2",
-        "--tenant-migrations",
-        dir,
-    ])
-    .ok();
+    two.create(&slug, "eu2", dir);
     assert_eq!(
         env.query(
             &env.master,
