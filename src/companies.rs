@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
-use sqlx::{Connection as _, Executor as _};
+use sqlx::{Connection as _, Executor as _, Row as _};
 
 use crate::config::MasterConfig;
 use crate::connect::has_sqlstate;
@@ -482,17 +482,63 @@ impl Layout {
         conn: &mut PgConnection,
         db: &DbName,
     ) -> anyhow::Result<Option<Tenant>> {
+        Ok(self.naming(conn, db.as_str()).await?.into_iter().next())
+    }
+
+    /// The company with this id, if it is (still) there.
+    pub async fn find_by_id(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+    ) -> anyhow::Result<Option<Tenant>> {
+        self.rows_where(conn, "c.{id}::text = $1", id, "")
+            .await
+            .map(|rows| rows.into_iter().next())
+    }
+
+    /// The company with this id, read again with its row locked (`FOR
+    /// UPDATE`) until the transaction on `conn` ends: what a destructive
+    /// step acts on, since the application may have repointed or deleted
+    /// the row since it was selected. `None` if the row is gone (or hidden).
+    pub async fn lock_row(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+    ) -> anyhow::Result<Option<Tenant>> {
+        self.rows_where(conn, "c.{id}::text = $1", id, " FOR UPDATE OF c")
+            .await
+            .map(|rows| rows.into_iter().next())
+    }
+
+    /// Every company whose database-name column holds exactly `db` (on any
+    /// server: the caller tells which of them are the same database).
+    pub async fn naming(&self, conn: &mut PgConnection, db: &str) -> anyhow::Result<Vec<Tenant>> {
+        self.rows_where(conn, "c.{db}::text = $1", db, "").await
+    }
+
+    /// Rows of [`Self::select`] matching `condition` (`{id}` and `{db}`
+    /// stand for those columns) with `value` bound as `$1`.
+    async fn rows_where(
+        &self,
+        conn: &mut PgConnection,
+        condition: &str,
+        value: &str,
+        suffix: &str,
+    ) -> anyhow::Result<Vec<Tenant>> {
+        let condition = condition
+            .replace("{id}", &self.id.quoted())
+            .replace("{db}", &self.db_name.quoted());
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "{} WHERE c.{}::text = $1",
+            "{} WHERE {condition} ORDER BY c.{}::text{suffix}",
             self.select(),
-            self.db_name.quoted()
+            self.id.quoted()
         ))
         .persistent(false)
-        .bind(db.as_str())
+        .bind(value)
         .fetch_all(conn)
         .await
         .map_err(|e| self.error(e.into()))?;
-        Ok(rows.into_iter().next().map(|r| self.tenant(r)))
+        Ok(rows.into_iter().map(|r| self.tenant(r)).collect())
     }
 
     /// Records a new company in `provisioning`, filling the columns the
@@ -519,19 +565,40 @@ impl Layout {
                 }
             })
             .collect();
+        // Every value written is read back as the table stored it: a
+        // `varchar(n)` cuts a cast value short without a word, a trigger or
+        // a domain may rewrite it, and a database name stored as another
+        // company's would hand that company's database to this one.
+        let checked: Vec<(&Column, &str)> = values
+            .iter()
+            .filter_map(|(name, value)| match value {
+                Value::Bind(text, _) => {
+                    let column = self.columns.iter().find(|c| &c.name == name)?;
+                    self.read_back(column).then_some((column, text.as_str()))
+                }
+                Value::Sql(_) => None,
+            })
+            .collect();
+        let returning: Vec<String> = std::iter::once(format!("c.{}::text", self.id.quoted()))
+            .chain(
+                checked
+                    .iter()
+                    .map(|(c, _)| format!("c.{}::text", c.quoted())),
+            )
+            .collect();
         let sql = format!(
-            "INSERT INTO {} AS c ({}) VALUES ({}) RETURNING c.{}::text",
+            "INSERT INTO {} AS c ({}) VALUES ({}) RETURNING {}",
             self.table_sql,
             names.join(", "),
             exprs.join(", "),
-            self.id.quoted()
+            returning.join(", ")
         );
         let mut tx = conn.begin().await.context("begin")?;
-        let mut query = sqlx::query_as::<_, (String,)>(&sql).persistent(false);
+        let mut query = sqlx::query(&sql).persistent(false);
         for bind in &binds {
             query = query.bind(bind);
         }
-        let (id,) = query.fetch_one(&mut *tx).await.map_err(|err| {
+        let row = query.fetch_one(&mut *tx).await.map_err(|err| {
             let err = anyhow::Error::new(err);
             if has_sqlstate(&err, "23505") {
                 anyhow::anyhow!(
@@ -543,6 +610,13 @@ impl Layout {
                 self.error(err).context("record the company")
             }
         })?;
+        let id: Option<String> = row.try_get(0).context("read the new company's id")?;
+        let id = id.context("the master gave the new company no id")?;
+        for (i, (column, wanted)) in checked.iter().enumerate() {
+            let stored: Option<String> = row.try_get(i + 1).context("read back the new row")?;
+            // Dropped with the transaction: nothing is recorded or created.
+            self.check_stored(column, wanted, stored.as_deref())?;
+        }
         if self.uses_bookkeeping() {
             self.record_own(&mut tx, &id, Lifecycle::Provisioning, None)
                 .await?;
@@ -551,9 +625,49 @@ impl Layout {
             self.record_placement(&mut tx, &id, new.server).await?;
         }
         tx.commit().await.context("commit")?;
-        self.find_by_db(conn, new.db)
+        self.find_by_id(conn, &id)
             .await?
             .context("the new company row is not there after inserting it")
+    }
+
+    /// Whether a value tenantctl writes into this column must come back
+    /// exactly as written: always for the columns that identify a tenant
+    /// (database name, slug, server), and for any text or enum column; a
+    /// number or a date may come back spelled otherwise (`007` as `7`).
+    fn read_back(&self, column: &Column) -> bool {
+        let identity = [
+            Some(&self.db_name),
+            self.slug.as_ref(),
+            self.server.as_ref(),
+        ];
+        identity.iter().flatten().any(|c| c.name == column.name)
+            || matches!(column.category, 'S' | 'E')
+    }
+
+    /// Fails unless the column stored exactly what was written.
+    fn check_stored(
+        &self,
+        column: &Column,
+        wanted: &str,
+        stored: Option<&str>,
+    ) -> anyhow::Result<()> {
+        if stored == Some(wanted) {
+            return Ok(());
+        }
+        Err(UsageError(format!(
+            "the master's {} column {} ({}) stores {:?} as {}: it cannot hold that value exactly, so nothing was written; {}",
+            self.label,
+            column.quoted(),
+            column.sql_type,
+            crate::output::shown(wanted),
+            stored.map_or_else(|| "NULL".to_owned(), |s| format!("{:?}", crate::output::shown(s))),
+            if column.name == self.db_name.name {
+                "pick a database name it can hold (--db-name) or widen the column"
+            } else {
+                "pick a value it can hold or widen the column"
+            }
+        ))
+        .into())
     }
 
     /// What `insert` writes into each column it fills.
@@ -778,20 +892,48 @@ impl Layout {
         company_id: &str,
         touch: &str,
     ) -> anyhow::Result<()> {
-        sqlx::query(&format!(
-            "UPDATE {} AS c SET {} = CAST($1::text AS {}){touch} WHERE c.{}::text = $2",
+        let stored: Vec<(Option<String>,)> = sqlx::query_as(&format!(
+            "UPDATE {} AS c SET {} = CAST($1::text AS {}){touch} WHERE c.{}::text = $2 RETURNING c.{}::text",
             self.table_sql,
             column.quoted(),
             column.sql_type,
-            self.id.quoted()
+            self.id.quoted(),
+            column.quoted()
         ))
         .persistent(false)
         .bind(value)
         .bind(company_id)
-        .execute(conn)
+        .fetch_all(conn)
         .await
         .map_err(|e| self.error(e.into()))?;
-        Ok(())
+        match stored.as_slice() {
+            [] => Err(self.untouched(company_id, "update")),
+            [(stored,)] => match value {
+                Some(wanted) if self.read_back(column) => {
+                    self.check_stored(column, wanted, stored.as_deref())
+                }
+                Some(_) => Ok(()),
+                None if stored.is_none() => Ok(()),
+                None => Err(self.untouched(company_id, "clear")),
+            },
+            more => anyhow::bail!(
+                "the master's {} has {} rows with id {}: an id must name one company; fix the table",
+                self.label,
+                more.len(),
+                crate::output::shown(company_id)
+            ),
+        }
+    }
+
+    /// The error for a write to a company's row that touched nothing: the
+    /// row was deleted meanwhile, row-level security hides it from this
+    /// role, or a trigger skipped it (a soft delete's `RETURN NULL`).
+    fn untouched(&self, company_id: &str, verb: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the master's {} did not let tenantctl {verb} company {}'s row: 0 rows changed (the row is gone, hidden from this role by row-level security, or a trigger on the table skipped the change)",
+            self.label,
+            crate::output::shown(company_id)
+        )
     }
 
     /// tenantctl's own record: a row while the state is anything but
@@ -839,17 +981,34 @@ impl Layout {
                     .context("forget the company in tenantctl's bookkeeping")?;
             }
         }
-        sqlx::query(&format!(
-            "DELETE FROM {} AS c WHERE c.{}::text = $1",
+        let deleted: Vec<(Option<String>,)> = sqlx::query_as(&format!(
+            "DELETE FROM {} AS c WHERE c.{}::text = $1 RETURNING c.{}::text",
             self.table_sql,
-            self.id.quoted()
+            self.id.quoted(),
+            self.db_name.quoted()
         ))
         .persistent(false)
         .bind(&tenant.id)
-        .execute(conn)
+        .fetch_all(conn)
         .await
         .map_err(|e| self.error(e.into()))?;
-        Ok(())
+        match deleted.as_slice() {
+            [] => Err(self.untouched(&tenant.id, "delete")),
+            [(db,)] if db.as_deref() == tenant.db_name_raw.as_deref() => Ok(()),
+            [(db,)] => anyhow::bail!(
+                "company {}'s row named database {} when deleted, not {}: it changed meanwhile",
+                crate::output::shown(&tenant.id),
+                db.as_deref()
+                    .map_or_else(|| "NULL".into(), crate::output::shown),
+                crate::output::shown(tenant.db_label())
+            ),
+            more => anyhow::bail!(
+                "the master's {} has {} rows with id {}: an id must name one company; fix the table",
+                self.label,
+                more.len(),
+                crate::output::shown(&tenant.id)
+            ),
+        }
     }
 
     /// Creates tenantctl's bookkeeping table if this table needs it.
@@ -1025,6 +1184,20 @@ pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<(
         .execute(conn)
         .await
         .context("take the master's lock for this slug")?;
+    Ok(())
+}
+
+/// Takes a session-level advisory lock on this database name in the
+/// master, held until the connection is released: `create` holds it while
+/// it provisions the database, `drop` while it drops one, so the two never
+/// act on one database at once, whatever slug (or none) names it.
+pub async fn lock_db(conn: &mut PgConnection, db: &str) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl database ' || $1, 0))")
+        .persistent(false)
+        .bind(db)
+        .execute(conn)
+        .await
+        .context("take the master's lock for this database")?;
     Ok(())
 }
 

@@ -203,6 +203,26 @@ impl Connector {
         &self.master_db
     }
 
+    /// Whether two server names reach the same PostgreSQL server: the same
+    /// name, or the same port on the same host (loopback spelled any way),
+    /// so that one database recorded under two names is seen as one.
+    pub fn same_place(&self, a: &ServerName, b: &ServerName) -> bool {
+        if a == b {
+            return true;
+        }
+        let place = |name: &ServerName| {
+            self.servers.get(name).map(|s| {
+                let host = s.base.get_host().to_ascii_lowercase();
+                let host = match host.as_str() {
+                    "localhost" | "127.0.0.1" | "::1" | "[::1]" => "localhost".to_owned(),
+                    _ => host,
+                };
+                (host, s.base.get_port())
+            })
+        };
+        matches!((place(a), place(b)), (Some(x), Some(y)) if x == y)
+    }
+
     /// Refuses the master database, so a row that names the master can
     /// never turn a tenant command (or `drop`) on it.
     pub fn check_tenant_db(&self, db: &DbName) -> anyhow::Result<()> {

@@ -351,13 +351,20 @@ impl Queue {
             Some(format!("not started: {reason}"))
         } else if self.fail_fast && self.failed.load(Ordering::SeqCst) {
             Some("not started: an earlier tenant failed (--fail-fast)".to_owned())
+        } else if let Some(to) = &tenant.moving_to {
+            Some(format!(
+                "moving to server {}: a `tenantctl tenant move` has it (rerun it to finish)",
+                crate::output::shown(to)
+            ))
         } else {
-            tenant.moving_to.as_ref().map(|to| {
-                format!(
-                    "moving to server {}: a `tenantctl tenant move` has it (rerun it to finish)",
-                    crate::output::shown(to)
-                )
-            })
+            let sharing = tenant.sharing.as_ref()?;
+            let lead = sharing.worked_by.as_ref()?;
+            Some(format!(
+                "database {} is also named by {}: worked on once, under tenant {}",
+                crate::output::shown(tenant.db_label()),
+                sharing.others.join(", "),
+                crate::output::shown(lead)
+            ))
         }
     }
 }

@@ -87,6 +87,9 @@ pub enum Refusal {
     /// `revert --run`: a migration the run did not apply is applied after
     /// the oldest one it did, so the run cannot be taken back on its own.
     NotFromRun { version: i64, run: i64 },
+    /// Another company's row names the same database: reverting it would
+    /// take back the other company's schema too.
+    SharedDatabase { with: Vec<String> },
     /// The database's migration records have a problem (dirty, edited,
     /// unknown to the folder).
     #[serde(untagged)]
@@ -107,6 +110,11 @@ impl fmt::Display for Refusal {
             Self::NotFromRun { version, run } => write!(
                 f,
                 "migration {version} was applied after run {run}, by something else: revert that first (the later run, or tenant revert --to)"
+            ),
+            Self::SharedDatabase { with } => write!(
+                f,
+                "its database is also named by {}: reverting it would revert theirs; give each company a database of its own first",
+                with.join(", ")
             ),
             Self::Problem(problem) => problem.fmt(f),
         }

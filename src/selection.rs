@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnection;
 use crate::companies::Layout;
 use crate::error::UsageError;
 use crate::servers::ServerName;
-use crate::tenant::{Lifecycle, Tenant, find_tenant, unknown_tenant};
+use crate::tenant::{Lifecycle, Tenant, find_tenant, mark_shared, unknown_tenant};
 
 /// Part `index` of `count` of the selected tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,16 +90,21 @@ impl Filter {
 ///
 /// `--server` narrows either kind of selection; it must name a configured
 /// server (`configured`) or one some company is placed on.
+///
+/// A database that several companies' rows name (on one server, as
+/// `same_place` tells) is marked on each of them ([`mark_shared`]).
 pub async fn resolve(
     master_conn: &mut PgConnection,
     layout: &Layout,
     names: &[String],
     filter: &Filter,
     configured: &[ServerName],
+    same_place: impl Fn(&Tenant, &Tenant) -> bool,
 ) -> anyhow::Result<Vec<Tenant>> {
-    let mut tenants = resolve_unplaced(master_conn, layout, names, filter).await?;
+    let everyone = layout.list(master_conn).await?;
+    let mut tenants = resolve_unplaced(&everyone, names, filter)?;
+    mark_shared(&everyone, &mut tenants, same_place);
     if !filter.servers.is_empty() {
-        let everyone = layout.list(master_conn).await?;
         for server in &filter.servers {
             let known = configured.contains(server)
                 || everyone.iter().any(|t| t.server.as_ref() == Ok(server));
@@ -117,9 +122,8 @@ pub async fn resolve(
     Ok(tenants)
 }
 
-async fn resolve_unplaced(
-    master_conn: &mut PgConnection,
-    layout: &Layout,
+fn resolve_unplaced(
+    everyone: &[Tenant],
     names: &[String],
     filter: &Filter,
 ) -> anyhow::Result<Vec<Tenant>> {
@@ -131,7 +135,7 @@ async fn resolve_unplaced(
             ))
             .into());
         }
-        return by_name(master_conn, layout, names, &filter.lifecycles).await;
+        return by_name(everyone, names, &filter.lifecycles);
     }
     if !filter.all && filter.lifecycles.is_empty() {
         return Err(UsageError(
@@ -144,7 +148,6 @@ async fn resolve_unplaced(
     } else {
         &filter.lifecycles
     };
-    let everyone = layout.list(master_conn).await?;
     let mut tenants: Vec<Tenant> = everyone
         .iter()
         .filter(|t| Filter::wants(lifecycles, t))
@@ -153,7 +156,7 @@ async fn resolve_unplaced(
     // Only `--all` (which means "active") matching nobody is a mistake to
     // report; `--status failed` finding nothing is good news.
     if tenants.is_empty() && !everyone.is_empty() && filter.lifecycles.is_empty() {
-        return Err(nobody_selected(&everyone, lifecycles).into());
+        return Err(nobody_selected(everyone, lifecycles).into());
     }
     if let Some(shard) = filter.shard {
         tenants.retain(|t| shard.contains(&t.id));
@@ -183,16 +186,14 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError 
 }
 
 /// The named tenants, each found by slug first, then id, then database.
-async fn by_name(
-    master_conn: &mut PgConnection,
-    layout: &Layout,
+fn by_name(
+    everyone: &[Tenant],
     names: &[String],
     lifecycles: &[Lifecycle],
 ) -> anyhow::Result<Vec<Tenant>> {
-    let everyone = layout.list(master_conn).await?;
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = find_tenant(&everyone, key).ok_or_else(|| unknown_tenant(key))?;
+        let found = find_tenant(everyone, key).ok_or_else(|| unknown_tenant(key))?;
         if !picked.iter().any(|t| t.id == found.id) {
             picked.push(found.clone());
         }

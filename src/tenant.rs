@@ -146,6 +146,81 @@ pub struct Tenant {
     pub server: Result<ServerName, String>,
     /// While a `tenant move` has it: the server it is being moved to.
     pub moving_to: Option<String>,
+    /// Set by a selection when other companies' rows name the same
+    /// database on the same server.
+    pub sharing: Option<Sharing>,
+}
+
+/// Other companies whose rows name this tenant's database: a fleet run
+/// works on such a database once, under the first of them it selected,
+/// and destructive commands refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sharing {
+    /// The other companies, as [`describe`] names them.
+    pub others: Vec<String>,
+    /// The tenant a run works on the database under, when not this one.
+    pub worked_by: Option<String>,
+}
+
+/// A company as a message names it among others: `company ID (slug S,
+/// server N)`.
+pub fn describe(tenant: &Tenant) -> String {
+    let slug = tenant
+        .slug
+        .as_deref()
+        .map(|s| format!("slug {}, ", crate::output::shown(s)))
+        .unwrap_or_default();
+    format!(
+        "company {} ({slug}server {})",
+        crate::output::shown(&tenant.id),
+        crate::output::shown(tenant.server_label())
+    )
+}
+
+/// [`describe`] for several companies, joined with commas.
+pub fn describe_all(tenants: &[Tenant]) -> String {
+    tenants.iter().map(describe).collect::<Vec<_>>().join(", ")
+}
+
+/// Marks each selected tenant whose database another company's row also
+/// names (`same_place` tells whether two rows' servers are one server).
+/// The first of a group in `selected` is the one a run works on.
+pub fn mark_shared(
+    everyone: &[Tenant],
+    selected: &mut [Tenant],
+    same_place: impl Fn(&Tenant, &Tenant) -> bool,
+) {
+    let mut leads: Vec<(usize, String)> = Vec::new();
+    for i in 0..selected.len() {
+        let tenant = &selected[i];
+        let Some(db) = tenant.db_name_raw.as_deref() else {
+            continue;
+        };
+        let others: Vec<&Tenant> = everyone
+            .iter()
+            .filter(|t| {
+                t.id != tenant.id && t.db_name_raw.as_deref() == Some(db) && same_place(t, tenant)
+            })
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        let lead = leads
+            .iter()
+            .find(|(j, _)| {
+                let earlier = &selected[*j];
+                earlier.db_name_raw.as_deref() == Some(db) && same_place(earlier, tenant)
+            })
+            .map(|(_, handle)| handle.clone());
+        if lead.is_none() {
+            leads.push((i, tenant.handle().to_owned()));
+        }
+        let others = others.into_iter().map(describe).collect();
+        selected[i].sharing = Some(Sharing {
+            others,
+            worked_by: lead,
+        });
+    }
 }
 
 impl Tenant {
@@ -180,6 +255,7 @@ impl Tenant {
             server_raw: None,
             server: Ok(ServerName::default()),
             moving_to: None,
+            sharing: None,
         }
     }
 

@@ -206,7 +206,13 @@ impl Context {
             .filter(|s| s.address.is_some())
             .map(|s| s.name)
             .collect();
-        let tenants = selection::resolve(conn, layout, names, &filter, &configured).await?;
+        let tenants = selection::resolve(conn, layout, names, &filter, &configured, |a, b| {
+            self.same_place(a, b)
+        })
+        .await?;
+        if !self.quiet {
+            warn_shared(&tenants);
+        }
         if tenants.is_empty() && !names.is_empty() {
             // Named tenants filtered away entirely by --status or --server.
             crate::output::warn(if filter.servers.is_empty() {
@@ -216,6 +222,35 @@ impl Context {
             });
         }
         Ok(tenants)
+    }
+
+    /// Whether two companies' rows put their databases on one server (a
+    /// row whose server is refused counts as anywhere).
+    pub fn same_place(&self, a: &Tenant, b: &Tenant) -> bool {
+        match (&a.server, &b.server) {
+            (Ok(x), Ok(y)) => self.connector.same_place(x, y),
+            _ => true,
+        }
+    }
+
+    /// The other companies whose rows name this tenant's database on its
+    /// server, read from the master now: what every destructive step asks
+    /// before it acts.
+    pub async fn sharing(
+        &self,
+        layout: &Layout,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+    ) -> anyhow::Result<Vec<Tenant>> {
+        let Some(db) = tenant.db_name_raw.as_deref() else {
+            return Ok(Vec::new());
+        };
+        Ok(layout
+            .naming(conn, db)
+            .await?
+            .into_iter()
+            .filter(|t| t.id != tenant.id && self.same_place(t, tenant))
+            .collect())
     }
 
     /// The stop flag, with Ctrl-C and SIGTERM now setting it. Only fleet
@@ -347,5 +382,24 @@ impl Context {
     /// runs that follow; the progress bar and failure lines stay.
     pub fn set_streaming(&self, on: bool) {
         self.streaming.store(on, Ordering::SeqCst);
+    }
+}
+
+/// One warning line per database that several selected companies' rows
+/// name: the run works on it once and says so, rather than twice or
+/// silently.
+fn warn_shared(tenants: &[Tenant]) {
+    for tenant in tenants {
+        if let Some(sharing) = &tenant.sharing
+            && sharing.worked_by.is_none()
+        {
+            crate::output::warn(format_args!(
+                "warning: database {} is named by tenant {} and by {}: it is worked on once, under {}; each company needs a database of its own (see `tenantctl doctor`)",
+                crate::output::shown(tenant.db_label()),
+                crate::output::shown(tenant.handle()),
+                sharing.others.join(", "),
+                crate::output::shown(tenant.handle())
+            ));
+        }
     }
 }

@@ -33,6 +33,7 @@ pub struct DoctorArgs {
 #[derive(Debug, Serialize)]
 pub struct Finding {
     /// `orphan_database`, `missing_database`, `database_on_other_server`,
+    /// `shared_database`,
     /// `invalid_db_name`, `invalid_server`, `stuck`, `move_in_progress`,
     /// `behind`, `migration_problem`, `unreachable` (a tenant database),
     /// `server_unreachable` or `server_not_configured`.
@@ -161,6 +162,7 @@ fn compare(
             }
         }
     }
+    findings.extend(shared_databases(ctx, companies));
     let mut to_check = Vec::new();
     for company in companies {
         let (found, check) = compare_company(ctx, company, on_servers, moves, &owned);
@@ -170,6 +172,30 @@ fn compare(
         }
     }
     (findings, to_check, unnamed)
+}
+
+/// One finding per company whose database another company's row also
+/// names on the same server: dropping or moving either would take the
+/// other's data, so tenantctl refuses both until the master is fixed.
+fn shared_databases(ctx: &Context, companies: &[Tenant]) -> Vec<Finding> {
+    let mut marked = companies.to_vec();
+    crate::tenant::mark_shared(companies, &mut marked, |a, b| ctx.same_place(a, b));
+    marked
+        .iter()
+        .filter_map(|company| {
+            let sharing = company.sharing.as_ref()?;
+            Some(Finding {
+                kind: "shared_database",
+                slug: company.slug.clone(),
+                db_name: company.db_name_raw.clone(),
+                server: Some(company.server_label().to_owned()),
+                detail: format!(
+                    "its database is also named by {}; each company needs a database of its own (drop, move and revert refuse it until the master is fixed)",
+                    sharing.others.join(", ")
+                ),
+            })
+        })
+        .collect()
 }
 
 /// What is wrong with one company, and whether its database is there to

@@ -181,6 +181,17 @@ async fn claim(
             "tenant {slug}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {slug}` again to finish"
         );
         let tenant = resume(existing, requested_db.as_ref(), args.server.as_ref())?;
+        // A row that names a database another company's row also names is
+        // never finished: provisioning "its" database would migrate, and
+        // report as new, a database that holds someone else's data.
+        let others = ctx.sharing(layout, master_conn, &tenant).await?;
+        anyhow::ensure!(
+            others.is_empty(),
+            "tenant {tenant} is recorded with database {}, which {} also names; refusing to finish its provisioning there: give one of them another database in the master",
+            shown(tenant.db_label()),
+            crate::tenant::describe_all(&others)
+        );
+        companies::lock_db(master_conn, tenant.db_label()).await?;
         if !ctx.quiet {
             warn(format_args!(
                 "tenant {tenant} was left in {}; finishing its provisioning",
@@ -210,6 +221,9 @@ async fn claim(
     let _ = server.close().await;
     let name = args.name.as_deref().unwrap_or(slug.as_str());
     let db = db?;
+    // Held with the slug's until this connection is released, so a `drop`
+    // of a tenant recorded with this database waits for the provisioning.
+    companies::lock_db(master_conn, db.as_str()).await?;
     let new = NewCompany {
         slug,
         server: &placed,
@@ -233,19 +247,44 @@ async fn finish(
     provisioned: anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let Master { conn, layout } = master;
+    let mut tx = conn.begin().await?;
+    // The row is read again, locked, before it is marked: the application
+    // (or an operator's SQL) may have deleted or repointed it meanwhile,
+    // and "active" must never be written for a row that is not this one.
+    let server = tenant.server_label();
+    let now = layout.lock_row(&mut tx, &tenant.id).await?.with_context(|| {
+        format!(
+            "tenant {tenant}: its company row was deleted while its database was being provisioned; database {} on server {server} is left without a row (`tenantctl doctor` lists it)",
+            shown(tenant.db_label())
+        )
+    })?;
+    anyhow::ensure!(
+        now.db_name_raw == tenant.db_name_raw && now.server_raw == tenant.server_raw,
+        "tenant {tenant}: its company row changed while its database was being provisioned: it now names database {} on server {}; database {} on server {server} is left as provisioned (`tenantctl doctor` lists it)",
+        shown(now.db_label()),
+        shown(now.server_label()),
+        shown(tenant.db_label())
+    );
     if let Err(err) = provisioned {
         // Best effort: the error being reported matters more than this one.
         let why = crate::error::render(&err);
-        let _ = layout
-            .set_lifecycle(conn, tenant, Lifecycle::Failed, Some(&why))
-            .await;
+        if layout
+            .set_lifecycle(&mut tx, &now, Lifecycle::Failed, Some(&why))
+            .await
+            .is_ok()
+        {
+            let _ = tx.commit().await;
+        }
         return Err(err.context(format!(
             "tenant {tenant}: provisioning failed (status failed); fix the cause and run `tenantctl tenant create {slug}` again to finish"
         )));
     }
     layout
-        .set_lifecycle(conn, tenant, Lifecycle::Active, None)
+        .set_lifecycle(&mut tx, &now, Lifecycle::Active, None)
+        .await?;
+    tx.commit()
         .await
+        .with_context(|| format!("tenant {tenant}: record status active in the master"))
 }
 
 fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {

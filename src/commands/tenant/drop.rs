@@ -3,14 +3,18 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
 use crate::commands::context::Context;
+use crate::companies::{self, Layout};
+use crate::dbname::DbName;
 use crate::ddl;
-use crate::error::Outcome;
+use crate::error::{Outcome, UsageError};
 use crate::output::confirm::confirm;
 use crate::output::{OutputMode, line, print_json, shown};
-use crate::tenant::Lifecycle;
+use crate::servers::ServerName;
+use crate::tenant::{Lifecycle, Slug, Tenant};
 
 #[derive(Debug, Args)]
 pub struct DropArgs {
@@ -29,53 +33,11 @@ pub struct DropArgs {
 
 pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (mut master_conn, layout) = ctx.master().await?;
-    let tenant = layout.get(&mut master_conn, &args.tenant).await?;
-    // Only a database the company row names, that passes validation and is
-    // not the master, can get this far.
-    let db = tenant.db_name()?.clone();
-    ctx.connector.check_tenant_db(&db)?;
-    let server = tenant.server()?.clone();
-    ctx.connector.check_server(&server)?;
-    if let Some(to) = &tenant.moving_to {
-        anyhow::bail!(
-            "tenant {tenant} is being moved to server {}: finish the move (`tenantctl tenant move {} --to {}`) or undo it (--abort) first",
-            shown(to),
-            shown(tenant.handle()),
-            shown(to)
-        );
-    }
-    confirm(
-        &format!(
-            "drop database {db} of tenant {} and everything in it",
-            shown(tenant.handle())
-        ),
-        tenant.handle(),
-        args.yes,
-    )?;
-
-    // The row changes first, in a transaction committed only once the
-    // database is gone: if the master refuses the change (say its status
-    // type has no 'dropped'), nothing has been dropped yet.
-    let mut tx = master_conn.begin().await?;
-    if args.keep_row {
-        layout
-            .set_lifecycle(&mut tx, &tenant, Lifecycle::Dropped, None)
-            .await?;
-    } else {
-        layout.delete(&mut tx, &tenant).await?;
-    }
-    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
-    let dropped = ddl::drop_force(&mut on_server, &db).await;
-    let _ = on_server.close().await;
-    dropped?;
-    let committed = match tx.commit().await {
-        Ok(()) => ctx.connector.release(master_conn).await,
-        Err(err) => Err(err.into()),
-    };
-    committed.with_context(|| {
-        format!("database {db} was dropped, but recording it in the master failed")
-    })?;
-
+    let result = drop_tenant(&args, ctx, &mut master_conn, &layout).await;
+    // Released only now: the locks taken below are held through the drop.
+    let released = ctx.connector.release(master_conn).await;
+    let (tenant, db, server) = result?;
+    released?;
     match ctx.output {
         OutputMode::Table => {
             line(format_args!(
@@ -97,4 +59,135 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ),
     }
     Ok(Outcome::Success)
+}
+
+/// Checks, asks, then changes the master and only after it has committed
+/// drops the database: the one step nothing can undo comes last, so a
+/// master that refuses (a soft-delete trigger, a deferred foreign key, a
+/// row changed meanwhile) leaves the database where it was.
+async fn drop_tenant(
+    args: &DropArgs,
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+    let tenant = layout.get(master_conn, &args.tenant).await?;
+    // Only a database the company row names, that passes validation and is
+    // not the master, can get this far.
+    let db = tenant.db_name()?.clone();
+    ctx.connector.check_tenant_db(&db)?;
+    let server = tenant.server()?.clone();
+    ctx.connector.check_server(&server)?;
+    refuse_moving(&tenant)?;
+    refuse_shared(ctx, layout, master_conn, &tenant).await?;
+    confirm(
+        &format!(
+            "drop database {db} of tenant {} and everything in it",
+            shown(tenant.handle())
+        ),
+        tenant.handle(),
+        args.yes,
+    )?;
+
+    // The locks `create` holds while it provisions: a create of this slug
+    // or database in flight finishes before the drop looks again.
+    if let Some(slug) = tenant.slug.as_deref().and_then(|s| Slug::parse(s).ok()) {
+        companies::lock_slug(master_conn, &slug).await?;
+    }
+    companies::lock_db(master_conn, db.as_str()).await?;
+
+    let mut tx = master_conn.begin().await?;
+    // A deferred foreign key or constraint trigger would otherwise refuse
+    // only at COMMIT; checked at each statement, it refuses here instead.
+    tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        .await
+        .context("check the master's deferred constraints as they happen")?;
+    // What the row says now, under its lock, is what is acted on: the
+    // application may have repointed or deleted it since it was read.
+    let now = layout.lock_row(&mut tx, &tenant.id).await?.with_context(|| {
+        format!(
+            "company {} is no longer in the master's {} (deleted meanwhile, or hidden from this role by row-level security); nothing was dropped",
+            shown(&tenant.id),
+            layout.label
+        )
+    })?;
+    anyhow::ensure!(
+        now.db_name_raw == tenant.db_name_raw && now.server_raw == tenant.server_raw,
+        "tenant {} changed since it was read: its row now names database {} on server {} (was {db} on {server}); nothing was dropped: check what happened and run the drop again",
+        shown(tenant.handle()),
+        shown(now.db_label()),
+        shown(now.server_label())
+    );
+    refuse_moving(&now)?;
+    refuse_shared(ctx, layout, &mut tx, &now).await?;
+    if args.keep_row {
+        layout
+            .set_lifecycle(&mut tx, &now, Lifecycle::Dropped, None)
+            .await?;
+    } else {
+        layout.delete(&mut tx, &now).await?;
+    }
+    tx.commit()
+        .await
+        .context("the master refused the change at commit; nothing was dropped")?;
+    // Behind a transaction-mode pooler the commit above ends only a
+    // savepoint: make the master's change durable before the drop too.
+    ctx.connector
+        .checkpoint(master_conn)
+        .await
+        .context("the master refused the change at commit; nothing was dropped")?;
+
+    let mut on_server = ctx.connector.connect_maintenance(&server).await;
+    let dropped = match &mut on_server {
+        Ok(conn) => ddl::drop_force(conn, &db).await,
+        Err(_) => Ok(()),
+    };
+    let dropped = match on_server {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            dropped
+        }
+        Err(err) => Err(err),
+    };
+    dropped.with_context(|| {
+        format!(
+            "the master no longer lists tenant {} as active ({}), but dropping database {db} on server {server} failed, so the database is still there with its data; drop it by hand once you are sure (`tenantctl doctor` lists it)",
+            shown(tenant.handle()),
+            if args.keep_row { "row kept with status dropped" } else { "row deleted" }
+        )
+    })?;
+    Ok((now, db, server))
+}
+
+fn refuse_moving(tenant: &Tenant) -> anyhow::Result<()> {
+    if let Some(to) = &tenant.moving_to {
+        anyhow::bail!(
+            "tenant {tenant} is being moved to server {}: finish the move (`tenantctl tenant move {} --to {}`) or undo it (--abort) first",
+            shown(to),
+            shown(tenant.handle()),
+            shown(to)
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a database another company's row also names (on the same
+/// server): dropping it would take that company's data too.
+async fn refuse_shared(
+    ctx: &Context,
+    layout: &Layout,
+    master_conn: &mut PgConnection,
+    tenant: &Tenant,
+) -> anyhow::Result<()> {
+    let others = ctx.sharing(layout, master_conn, tenant).await?;
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "refusing to drop tenant {}: its database {} is also named by {}; each company needs a database of its own: fix the master first",
+        shown(tenant.handle()),
+        shown(tenant.db_label()),
+        crate::tenant::describe_all(&others)
+    ))
+    .into())
 }

@@ -276,6 +276,16 @@ async fn start(
     mover.layout.check_can_record_server(to)?;
     let db = tenant.db_name()?.clone();
     ctx.connector.check_tenant_db(&db)?;
+    // Moving a database another company's row also names would leave that
+    // row pointing at the parked source, then at nothing.
+    let others = ctx.sharing(mover.layout, mover.master, tenant).await?;
+    if !others.is_empty() {
+        return Err(UsageError(format!(
+            "refusing to move tenant {tenant}: its database is also named by {}; each company needs a database of its own: fix the master first",
+            crate::tenant::describe_all(&others)
+        ))
+        .into());
+    }
     let (parked, incoming) = moves::names(&db, &moves::token())?;
 
     // The copy must be possible before anything is touched.

@@ -329,6 +329,14 @@ async fn plan_all(
             move |tenant, conn, value: &mut Reverted| {
                 let (set, goals) = (set.clone(), goals.clone());
                 Box::pin(async move {
+                    if let Some(sharing) = &tenant.sharing {
+                        let refusal = Refusal::SharedDatabase {
+                            with: sharing.others.clone(),
+                        };
+                        let why = anyhow::anyhow!("{refusal}");
+                        value.refusals.push(refusal);
+                        return Err(why);
+                    }
                     let plan = revert::plan(conn, &set, &goals.target(tenant)).await?;
                     value.to_revert = Some(plan.to_revert.clone());
                     value.refusals.clone_from(&plan.refusals);
@@ -378,7 +386,16 @@ async fn run_goals(
         ))
         .into());
     }
-    let everyone = everyone?;
+    let mut everyone = everyone?;
+    // Who else names each database, as a selection marks it: a database
+    // two companies share is refused, not reverted under one of them.
+    let all = everyone.clone();
+    crate::tenant::mark_shared(&all, &mut everyone, |a, b| ctx.same_place(a, b));
+    for tenant in &mut everyone {
+        if let Some(sharing) = &mut tenant.sharing {
+            sharing.worked_by = None;
+        }
+    }
     let mut tenants = Vec::new();
     let mut goals = HashMap::new();
     let mut missing = Vec::new();
