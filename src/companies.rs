@@ -510,6 +510,21 @@ impl Layout {
             .map(|rows| rows.into_iter().next())
     }
 
+    /// The companies with these ids, as they are now (one query).
+    pub async fn by_ids(&self, conn: &mut PgConnection, ids: &[String]) -> anyhow::Result<Vec<Tenant>> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "{} WHERE c.{}::text = ANY($1)",
+            self.select(),
+            self.id.quoted()
+        ))
+        .persistent(false)
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| self.error(e.into()))?;
+        Ok(rows.into_iter().map(|r| self.tenant(r)).collect())
+    }
+
     /// Every company whose database-name column holds exactly `db` (on any
     /// server: the caller tells which of them are the same database).
     pub async fn naming(&self, conn: &mut PgConnection, db: &str) -> anyhow::Result<Vec<Tenant>> {

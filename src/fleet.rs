@@ -59,6 +59,12 @@ pub struct Report<T> {
 /// whether it succeeded.
 pub type Attempt<T> = (T, anyhow::Result<()>);
 
+/// An operation's answer for a tenant it did not work on, and why (its
+/// row changed since the selection, say): reported as skipped, not failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Skip(pub String);
+
 /// Turns a plain result into an [`Attempt`].
 pub fn attempt<T: Default>(result: anyhow::Result<T>) -> Attempt<T> {
     match result {
@@ -397,16 +403,19 @@ async fn work<T, F, Fut>(
                 Ok(attempt) => attempt,
                 Err(join) => (T::default(), Err(anyhow::anyhow!("internal error: {join}"))),
             };
-            if result.is_err() {
+            // A row that changed since the selection was not worked on:
+            // skipped, and no reason for --fail-fast to stop the rest.
+            let verdict = match &result {
+                Ok(()) => Verdict::Ok,
+                Err(err) if err.is::<Skip>() => Verdict::Skipped,
+                Err(_) => Verdict::Failed,
+            };
+            if verdict == Verdict::Failed {
                 queue.failed.store(true, Ordering::SeqCst);
             }
             Report {
                 tenant: tenant.clone(),
-                verdict: if result.is_ok() {
-                    Verdict::Ok
-                } else {
-                    Verdict::Failed
-                },
+                verdict,
                 value,
                 error: result.err().map(|e| crate::error::render(&e)),
                 duration: started.elapsed(),

@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod migrations;
 pub mod moves;
 pub mod output;
+pub mod recheck;
 pub mod redact;
 pub mod revert;
 pub mod runs;

@@ -19,6 +19,7 @@ use crate::fleet::{self, Attempt, FleetRun, Stop, Verdict};
 use crate::migrations::MigrationSet;
 use crate::output::OutputMode;
 use crate::output::progress::Progress;
+use crate::recheck::Recheck;
 use crate::output::report::{Extra, TenantValue, print_fleet, print_fleet_with};
 use crate::runs::{RunLog, RunRequest};
 use crate::selection::{self, Filter};
@@ -277,14 +278,33 @@ impl Context {
         F: Fn(Tenant) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Attempt<T>> + Send + 'static,
     {
-        fleet::run(
+        // Each row is read again when its tenant's turn comes: a row the
+        // application changed since the selection is skipped, not acted on.
+        let recheck = Arc::new(Recheck::new(
+            self.connector.clone(),
+            self.config.master.clone(),
+            &tenants,
+        ));
+        let op = Arc::new(op);
+        let checked = recheck.clone();
+        let run = fleet::run(
             tenants,
             args.into(),
             self.interruptible(),
             &self.progress(),
-            op,
+            move |tenant| {
+                let (recheck, op) = (checked.clone(), op.clone());
+                async move {
+                    match recheck.check(&tenant).await {
+                        Ok(()) => op(tenant).await,
+                        Err(err) => (T::default(), Err(err)),
+                    }
+                }
+            },
         )
-        .await
+        .await;
+        recheck.close().await;
+        run
     }
 
     /// The pattern of every per-tenant command: for each tenant, connect

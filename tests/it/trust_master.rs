@@ -521,3 +521,59 @@ fn create_never_finishes_onto_a_database_another_row_names() {
     assert_eq!(env.applied(&env.db("a")), before);
     assert_eq!(env.status_of(&b), ["provisioning"]);
 }
+
+/// A fleet run reads each company again when its turn comes: one deleted,
+/// repointed or given another status while an earlier tenant was busy is
+/// skipped with the reason, and its old database is not touched.
+#[test]
+fn rows_changed_during_a_run_are_skipped_when_their_turn_comes() {
+    let env = TestEnv::new();
+    env.with_tenants(&["a", "b", "c", "d"]);
+    let gate = Gate::new(&env);
+    let dir = gated(&env, &gate);
+    let other = short(&env, "other");
+    env.exec("postgres", &format!("CREATE DATABASE \"{other}\""));
+    let before_b = env.applied(&env.db("b"));
+    let child = env.spawn(&[
+        "tenant",
+        "migrate",
+        "--all",
+        "--concurrency",
+        "1",
+        "--tenant-migrations",
+        &dir,
+        "--output",
+        "json",
+    ]);
+    // a is at the gate; meanwhile the application changes the others.
+    assert_eq!(gate.wait_for(&env, 1), [env.db("a")]);
+    let (b, c, d) = (env.slug("b"), env.slug("c"), env.slug("d"));
+    env.exec(
+        &env.master,
+        &format!(
+            r#"DELETE FROM "Company" WHERE slug = '{b}';
+               UPDATE "Company" SET "dbName" = '{other}' WHERE slug = '{c}';
+               UPDATE "Company" SET status = 'failed' WHERE slug = '{d}';"#
+        ),
+    );
+    // Past the time a row read ahead stays good.
+    std::thread::sleep(Duration::from_millis(1500));
+    let open = gate.open(&env);
+    let run = wait_with_deadline(child, Duration::from_secs(60));
+    drop_gate(open);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let report = run.json();
+    assert_eq!(crate::support::find(&report, &env.slug("a"))["status"], "ok");
+    for (slug, why) in [(&b, "no longer in the master"), (&c, "changed since"), (&d, "status")] {
+        let t = crate::support::find(&report, slug);
+        assert_eq!(t["status"], "skipped", "{t}");
+        assert!(t["error"].as_str().is_some_and(|e| e.contains(why)), "{t}");
+    }
+    assert_eq!(env.applied(&env.db("b")), before_b, "b's database untouched");
+    assert!(
+        env.query(&other, "SELECT to_regclass('_sqlx_migrations')::text")
+            .iter()
+            .all(|r| r.is_empty()),
+        "the new database untouched"
+    );
+}
