@@ -511,7 +511,11 @@ impl Layout {
     }
 
     /// The companies with these ids, as they are now (one query).
-    pub async fn by_ids(&self, conn: &mut PgConnection, ids: &[String]) -> anyhow::Result<Vec<Tenant>> {
+    pub async fn by_ids(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[String],
+    ) -> anyhow::Result<Vec<Tenant>> {
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "{} WHERE c.{}::text = ANY($1)",
             self.select(),

@@ -563,17 +563,61 @@ fn rows_changed_during_a_run_are_skipped_when_their_turn_comes() {
     drop_gate(open);
     assert_eq!(run.code, 1, "{}", run.all());
     let report = run.json();
-    assert_eq!(crate::support::find(&report, &env.slug("a"))["status"], "ok");
-    for (slug, why) in [(&b, "no longer in the master"), (&c, "changed since"), (&d, "status")] {
+    assert_eq!(
+        crate::support::find(&report, &env.slug("a"))["status"],
+        "ok"
+    );
+    for (slug, why) in [
+        (&b, "no longer in the master"),
+        (&c, "changed since"),
+        (&d, "status"),
+    ] {
         let t = crate::support::find(&report, slug);
         assert_eq!(t["status"], "skipped", "{t}");
         assert!(t["error"].as_str().is_some_and(|e| e.contains(why)), "{t}");
     }
-    assert_eq!(env.applied(&env.db("b")), before_b, "b's database untouched");
+    assert_eq!(
+        env.applied(&env.db("b")),
+        before_b,
+        "b's database untouched"
+    );
     assert!(
         env.query(&other, "SELECT to_regclass('_sqlx_migrations')::text")
             .iter()
             .all(|r| r.is_empty()),
         "the new database untouched"
     );
+}
+
+/// Creates of different slugs asking for one database name at once: one
+/// gets it, the others are refused; never two rows naming it.
+#[test]
+fn concurrent_creates_never_give_one_database_to_two_rows() {
+    for round in 0..2 {
+        let env = TestEnv::new();
+        adopted(&env, "text", "", "");
+        let db = short(&env, "one");
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                let slug = env.slug(&format!("s{i}"));
+                env.spawn(&["tenant", "create", &slug, "--db-name", &db])
+            })
+            .collect();
+        let runs: Vec<_> = children
+            .into_iter()
+            .map(|c| wait_with_deadline(c, Duration::from_secs(120)))
+            .collect();
+        let ok = runs.iter().filter(|r| r.code == 0).count();
+        assert_eq!(
+            ok,
+            1,
+            "round {round}: {:?}",
+            runs.iter().map(|r| r.all()).collect::<Vec<_>>()
+        );
+        let naming = env.query(
+            &env.master,
+            &format!(r#"SELECT slug FROM "Company" WHERE "dbName" = '{db}'"#),
+        );
+        assert_eq!(naming.len(), 1, "round {round}: {naming:?}");
+    }
 }

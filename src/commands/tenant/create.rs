@@ -224,6 +224,14 @@ async fn claim(
     // Held with the slug's until this connection is released, so a `drop`
     // of a tenant recorded with this database waits for the provisioning.
     companies::lock_db(master_conn, db.as_str()).await?;
+    // Checked again under the lock: another create (of another slug) that
+    // chose this name before us has recorded it by now.
+    if let Some(owner) = layout.find_by_db(master_conn, &db).await? {
+        anyhow::bail!(
+            "database {db} already belongs to tenant {} (recorded by a create running at the same time); pick another --db-name",
+            shown(owner.handle())
+        );
+    }
     let new = NewCompany {
         slug,
         server: &placed,
