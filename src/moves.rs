@@ -262,7 +262,7 @@ pub async fn set_step(
     step: Step,
     bytes: Option<i64>,
 ) -> anyhow::Result<()> {
-    sqlx::query(&format!(
+    let updated = sqlx::query(&format!(
         "UPDATE {} SET step = $2, bytes = COALESCE($3, bytes), updated_at = now() WHERE company_id = $1",
         layout.moves_sql
     ))
@@ -273,6 +273,12 @@ pub async fn set_step(
     .execute(conn)
     .await
     .with_context(|| format!("record step {step} of the move in {MOVES}"))?;
+    // The record is what a rerun or --abort resumes from: a step that was
+    // not written is a failure, whatever removed the row.
+    anyhow::ensure!(
+        updated.rows_affected() == 1,
+        "record step {step} of the move in {MOVES}: the move's row is gone (removed by hand?); check `tenantctl doctor` before going on"
+    );
     Ok(())
 }
 
@@ -613,12 +619,23 @@ impl Mover<'_> {
         let _ = target.close().await;
         renamed?;
         pause("target_renamed", self.stop).await;
+        let mut tx = self.master.begin().await.context("begin")?;
+        // The row as it is now, locked until the switch commits: the
+        // application may have repointed the company during the copy.
         let tenant = self
             .layout
-            .find(self.master, company_id)
+            .lock_row(&mut tx, company_id)
             .await?
             .with_context(|| format!("company {company_id} is gone from the master"))?;
-        let mut tx = self.master.begin().await.context("begin")?;
+        anyhow::ensure!(
+            tenant.db_name_raw.as_deref() == Some(plan.db.as_str())
+                && tenant.server.as_ref() == Ok(&plan.from),
+            "company {company_id}'s row now names database {} on server {} (the move copied {} from {}): it changed during the move; nothing was switched (`--abort` puts the source back)",
+            crate::output::shown(tenant.db_label()),
+            crate::output::shown(tenant.server_label()),
+            plan.db,
+            plan.from
+        );
         self.layout.set_server(&mut tx, &tenant, &plan.to).await?;
         set_step(&mut tx, self.layout, company_id, Step::Switched, None).await?;
         tx.commit().await.context("commit the switch")?;

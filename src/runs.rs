@@ -312,7 +312,7 @@ impl RunLog {
         outcome: &str,
         [ok, failed, skipped]: [i32; 3],
     ) -> anyhow::Result<()> {
-        sqlx::query(&format!(
+        let updated = sqlx::query(&format!(
             "UPDATE {} SET outcome = $2, ok = $3, failed = $4, skipped = $5, incomplete = $6, finished_at = now() WHERE id = $1",
             self.runs_sql
         ))
@@ -325,6 +325,11 @@ impl RunLog {
         .bind(self.incomplete.load(Ordering::SeqCst))
         .execute(conn)
         .await?;
+        anyhow::ensure!(
+            updated.rows_affected() == 1,
+            "run {} is no longer in {RUNS}",
+            self.id
+        );
         Ok(())
     }
 }
