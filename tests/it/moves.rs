@@ -583,3 +583,45 @@ fn a_failed_copy_is_undone_and_a_bad_target_refused_up_front() {
     assert!(missing.stderr.contains("pg_dump"), "{}", missing.stderr);
     assert_untouched(&two, "grants", &before);
 }
+
+/// The application repoints the company while its database is copied: the
+/// switch reads the row again under its lock and refuses, placing nothing
+/// on the target; `--abort` then puts the source back.
+#[test]
+fn a_row_repointed_during_the_copy_is_not_switched() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    let slug = with_tenant(&two, "acme");
+    let resume = env.workdir.path().join("resume");
+    let paused = Paused::start(
+        &two,
+        &["tenant", "move", &slug, "--to", "eu2"],
+        "target_renamed",
+        Some(&resume),
+    );
+    env.exec(
+        &env.master,
+        &format!(
+            r#"UPDATE "Company" SET "dbName" = 'elsewhere_{}' WHERE slug = '{slug}'"#,
+            env.token
+        ),
+    );
+    std::fs::write(&resume, "").expect("resume");
+    let run = paused.finish();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("changed during the move"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        env.query(
+            &env.master,
+            &format!(
+                r#"SELECT coalesce("dbServer", 'default') FROM "Company" WHERE slug = '{slug}'"#
+            )
+        ),
+        ["default"],
+        "nothing placed on eu2"
+    );
+}
