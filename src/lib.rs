@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod child_env;
 pub mod companies;
 pub mod config;
 pub mod connect;
