@@ -514,3 +514,130 @@ fn tenantctls_own_output_names_no_servers_password() {
         }
     }
 }
+
+/// The real tool's path, found on the PATH.
+fn real(tool: &str) -> String {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} on the PATH"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_moves_pg_dump_and_pg_restore_get_only_their_own_connection() {
+    use crate::servers::TwoServers;
+    use crate::support::base_password;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let two = TwoServers::new();
+    let env = &two.env;
+    let dir = env.workdir.path().join("m");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("20250101000001_t.sql"), "CREATE TABLE t (x int);").expect("write");
+    two.run(&["master", "migrate"]).ok();
+    let slug = env.slug("mv");
+    two.create(&slug, "default", dir.to_str().expect("utf-8"));
+
+    // Tools that keep their environment, then do the real work; the
+    // restore then prints other servers' passwords (as a tool might print
+    // a connection string it was given) and fails, so its words end up
+    // in tenantctl's error message.
+    let bin = env.workdir.path().join("pg-bin");
+    std::fs::create_dir_all(&bin).expect("dir");
+    let said = bin.join("said.txt");
+    let mut lines = Vec::new();
+    for password in [EU3_PW, EU4_PW] {
+        lines.push(format!(
+            "pg_restore: could not connect: {}",
+            serde_json::to_string(password).expect("json")
+        ));
+        lines.push(format!(
+            "pg_restore: \"{}\"",
+            json_escaped(password, |c| !c.is_ascii(), false)
+        ));
+    }
+    std::fs::write(&said, lines.join("\n") + "\n").expect("write");
+    for (tool, then) in [
+        ("pg_dump", format!("exec {} \"$@\"", real("pg_dump"))),
+        (
+            "pg_restore",
+            format!("cat > /dev/null; cat {} >&2; exit 1", said.display()),
+        ),
+    ] {
+        let script = bin.join(tool);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {} --version; fi\nenv > {}/{tool}.env\n{then}\n",
+                real(tool),
+                bin.display()
+            ),
+        )
+        .expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::write(
+        env.workdir.path().join("tenantctl.toml"),
+        "[servers.eu3]\nurl_env = \"EU3_DB_URL\"\naccepts_new = false\n",
+    )
+    .expect("write");
+    std::fs::write(
+        env.workdir.path().join(".env"),
+        format!(
+            "POSTGRES_BASE_URL_EU4=postgresql://eu4user:{}@10.9.9.8:5432\n",
+            encoded(EU4_PW)
+        ),
+    )
+    .expect("write .env");
+    let run = two
+        .run_with(
+            &[
+                "tenant",
+                "move",
+                &slug,
+                "--to",
+                "eu2",
+                "--pg-bin",
+                bin.to_str().expect("utf-8"),
+            ],
+            |cmd| {
+                cmd.env(
+                    "EU3_DB_URL",
+                    format!("postgresql://eu3user:{}@10.9.9.7", encoded(EU3_PW)),
+                );
+            },
+        )
+        .code(1);
+    assert!(run.stderr.contains("pg_restore failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("***"), "{}", run.stderr);
+    let base = base_password().expect("password");
+    let eu2 = crate::support::server::SUPERUSER_PASSWORD;
+    assert_no_password(
+        &[("eu3", EU3_PW), ("eu4", EU4_PW), ("default", &base), ("eu2", eu2)],
+        "move",
+        &run.all(),
+    );
+    for (tool, own, foreign) in [("pg_dump", &base, eu2), ("pg_restore", &eu2.to_owned(), &*base)] {
+        let seen = std::fs::read_to_string(bin.join(format!("{tool}.env"))).expect("env file");
+        let names = variable_names(&seen);
+        for gone in [
+            "POSTGRES_BASE_URL",
+            "POSTGRES_BASE_URL_EU2",
+            "POSTGRES_BASE_URL_EU4",
+            "EU3_DB_URL",
+            "MASTER_DATABASE_URL",
+        ] {
+            assert!(!names.contains(&gone), "{tool} got {gone}:\n{seen}");
+        }
+        assert!(seen.contains(&format!("PGPASSWORD={own}")), "{tool}: {seen}");
+        assert_no_password(
+            &[("eu3", EU3_PW), ("eu4", EU4_PW), ("other end", foreign)],
+            tool,
+            &seen,
+        );
+    }
+}
