@@ -67,7 +67,9 @@ impl ChildEnv {
                 continue;
             }
             child.remove.push(name.clone());
-            let Some(value) = value.to_str() else { continue };
+            let Some(value) = value.to_str() else {
+                continue;
+            };
             if name.as_encoded_bytes().ends_with(b"PASSWORD") {
                 child.passwords.push(value.to_owned());
             } else if let Some(password) = crate::connect::url_password(value) {
@@ -136,11 +138,23 @@ mod tests {
                 ("PGHOST", "elsewhere"),
                 ("PGPASSWORD", "operator-Own-pw"),
                 ("PGSERVICEFILE", "/home/op/.pg_service.conf"),
-                ("POSTGRES_BASE_URL", "postgresql://app:default-Pw-123@db.internal"),
-                ("POSTGRES_BASE_URL_EU2", "postgresql://eu2:eu2-Pw-456@10.9.9.9"),
-                ("POSTGRES_BASE_URL_OLD", "postgresql://old:old%2DPw-789@10.9.9.8"),
+                (
+                    "POSTGRES_BASE_URL",
+                    "postgresql://app:default-Pw-123@db.internal",
+                ),
+                (
+                    "POSTGRES_BASE_URL_EU2",
+                    "postgresql://eu2:eu2-Pw-456@10.9.9.9",
+                ),
+                (
+                    "POSTGRES_BASE_URL_OLD",
+                    "postgresql://old:old%2DPw-789@10.9.9.8",
+                ),
                 ("EU3_DB_URL", "postgres://h3/?user=u3&password=eu3-Pw-000"),
-                ("MASTER_DATABASE_URL", "postgresql://m:master-Pw-111@h/master"),
+                (
+                    "MASTER_DATABASE_URL",
+                    "postgresql://m:master-Pw-111@h/master",
+                ),
                 ("TENANTCTL_SHARD", "1/4"),
                 ("TENANTCTL_OTHER_URL", "mysql://x:tc-Pw-222@h"),
                 ("EU2_PASSWORD", "eu2-Pw-456"),
@@ -189,7 +203,11 @@ mod tests {
             "master-Pw-111",
             "tc-Pw-222",
         ] {
-            assert_eq!(r.redact(&format!("x {password} y")), "x *** y", "{password}");
+            assert_eq!(
+                r.redact(&format!("x {password} y")),
+                "x *** y",
+                "{password}"
+            );
         }
         assert_eq!(r.redact("PGPASSWORD=pw pw"), "PGPASSWORD=*** pw");
 
@@ -205,7 +223,11 @@ mod tests {
             Vec::new(),
             Vec::new(),
             &[],
-            env(&[("PATH", "/bin"), ("PGUSER", "x"), ("POSTGRES_BASE_URLX", "y")]),
+            env(&[
+                ("PATH", "/bin"),
+                ("PGUSER", "x"),
+                ("POSTGRES_BASE_URLX", "y"),
+            ]),
         );
         assert_eq!(child.remove, ["PGUSER", "POSTGRES_BASE_URLX"]);
         assert!(!child.redactor(&[]).masks_free_text());

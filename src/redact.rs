@@ -392,6 +392,7 @@ fn is_common(secret: &str, words: &[&str]) -> bool {
 mod tests {
     use super::*;
     use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+    use std::fmt::Write as _;
 
     /// What RFC 3986 reserves, plus space and `%`: a "partially encoded"
     /// password has only these encoded, and non-ASCII left as it is.
@@ -455,7 +456,7 @@ mod tests {
         all
     }
 
-    /// How JSON encoders print the password inside a string: serde_json
+    /// How JSON encoders print the password inside a string: `serde_json`
     /// and JavaScript (only `"`, `\\` and control characters escaped),
     /// Python's `json.dumps` (every non-ASCII character as `\uxxxx`, a
     /// surrogate pair outside the BMP), Go's `encoding/json` (`&`, `<`,
@@ -475,9 +476,9 @@ mod tests {
                         let mut units = [0; 2];
                         for unit in c.encode_utf16(&mut units).iter() {
                             if upper {
-                                out.push_str(&format!("\\u{unit:04X}"));
+                                let _ = write!(out, "\\u{unit:04X}");
                             } else {
-                                out.push_str(&format!("\\u{unit:04x}"));
+                                let _ = write!(out, "\\u{unit:04x}");
                             }
                         }
                     }
@@ -491,7 +492,12 @@ mod tests {
             serde[1..serde.len() - 1].to_owned(),
             encode(secret, |c| !c.is_ascii(), false, false),
             encode(secret, |c| !c.is_ascii(), true, false),
-            encode(secret, |c| matches!(c, '&' | '<' | '>' | '\u{2028}' | '\u{2029}'), false, false),
+            encode(
+                secret,
+                |c| matches!(c, '&' | '<' | '>' | '\u{2028}' | '\u{2029}'),
+                false,
+                false,
+            ),
             encode(secret, |c| !c.is_ascii(), false, true),
             encode(secret, |_| true, false, false),
             encode(secret, |_| true, true, true),
@@ -507,7 +513,9 @@ mod tests {
                 b'\\' => out.push_str("\\\\"),
                 b'\'' => out.push_str("\\'"),
                 b' '..=b'~' => out.push(char::from(b)),
-                b => out.push_str(&format!("\\x{b:02x}")),
+                b => {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
             }
         }
         out
@@ -755,7 +763,12 @@ mod tests {
             assert_eq!(redacted(&r, line), line);
         }
         let r = Redactor::new("abcdefghijk", WORDS);
-        for line in ["abc+efghijk", "abc efghijk", "abc%65fghijk", "abc\\x65fghijk"] {
+        for line in [
+            "abc+efghijk",
+            "abc efghijk",
+            "abc%65fghijk",
+            "abc\\x65fghijk",
+        ] {
             assert_eq!(redacted(&r, line), line);
         }
         for line in ["abc%64efghijk", "abc\\x64efghijk", "abc\\u0064efghijk"] {
@@ -764,7 +777,10 @@ mod tests {
         // An escape needs its backslash, its letter and its own character.
         let r = Redactor::new("quote\"and'back\\slash/new\nline\ttab-\u{e9}", WORDS);
         assert_eq!(
-            redacted(&r, "quote\\\"and\\'back\\\\slash\\/new\\nline\\ttab-\\u00E9"),
+            redacted(
+                &r,
+                "quote\\\"and\\'back\\\\slash\\/new\\nline\\ttab-\\u00E9"
+            ),
             "***"
         );
         for line in [

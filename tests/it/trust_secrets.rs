@@ -79,7 +79,10 @@ fn spellings(password: &str) -> Vec<(&'static str, String)> {
         ("plain", password.to_owned()),
         ("upper", full.clone()),
         ("lower", lower_hex(&full)),
-        ("partial", utf8_percent_encode(password, RESERVED).to_string()),
+        (
+            "partial",
+            utf8_percent_encode(password, RESERVED).to_string(),
+        ),
         ("form", form),
         ("serde", serde[1..serde.len() - 1].to_owned()),
         ("python", json_escaped(password, |c| !c.is_ascii(), false)),
@@ -363,7 +366,11 @@ fn exec_masks_every_servers_password_in_every_spelling() {
             serde_json::json!({ "password": password })
         ));
     }
-    std::fs::write(s.env.workdir.path().join("said.txt"), said.join("\n") + "\n").expect("write");
+    std::fs::write(
+        s.env.workdir.path().join("said.txt"),
+        said.join("\n") + "\n",
+    )
+    .expect("write");
     let script = "cat said.txt; cat said.txt >&2; exit 3";
     for output in ["table", "json", "jsonl"] {
         let run = s
@@ -617,11 +624,19 @@ fn a_moves_pg_dump_and_pg_restore_get_only_their_own_connection() {
     let base = base_password().expect("password");
     let eu2 = crate::support::server::SUPERUSER_PASSWORD;
     assert_no_password(
-        &[("eu3", EU3_PW), ("eu4", EU4_PW), ("default", &base), ("eu2", eu2)],
+        &[
+            ("eu3", EU3_PW),
+            ("eu4", EU4_PW),
+            ("default", &base),
+            ("eu2", eu2),
+        ],
         "move",
         &run.all(),
     );
-    for (tool, own, foreign) in [("pg_dump", &base, eu2), ("pg_restore", &eu2.to_owned(), &*base)] {
+    for (tool, own, foreign) in [
+        ("pg_dump", &base, eu2),
+        ("pg_restore", &eu2.to_owned(), &*base),
+    ] {
         let seen = std::fs::read_to_string(bin.join(format!("{tool}.env"))).expect("env file");
         let names = variable_names(&seen);
         for gone in [
@@ -633,7 +648,10 @@ fn a_moves_pg_dump_and_pg_restore_get_only_their_own_connection() {
         ] {
             assert!(!names.contains(&gone), "{tool} got {gone}:\n{seen}");
         }
-        assert!(seen.contains(&format!("PGPASSWORD={own}")), "{tool}: {seen}");
+        assert!(
+            seen.contains(&format!("PGPASSWORD={own}")),
+            "{tool}: {seen}"
+        );
         assert_no_password(
             &[("eu3", EU3_PW), ("eu4", EU4_PW), ("other end", foreign)],
             tool,

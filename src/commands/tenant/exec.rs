@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use crate::commands::args::{FleetArgs, SelectionArgs, parse_duration};
 use crate::child_env::ChildEnv;
+use crate::commands::args::{FleetArgs, SelectionArgs, parse_duration};
 use crate::commands::context::Context;
 use crate::connect::Connector;
 use crate::error::{Outcome, UsageError};
@@ -313,9 +313,7 @@ fn redactor_for(child: &ChildEnv, env: &[(&'static str, String)], tenant: &Tenan
         tenant.slug.as_deref().unwrap_or_default(),
         &tenant.id,
     ];
-    child
-        .redactor(&words)
-        .with(get("PGPASSWORD"), &words)
+    child.redactor(&words).with(get("PGPASSWORD"), &words)
 }
 
 /// What a reader has kept so far, shared so that it survives the reader
