@@ -236,7 +236,15 @@ impl Secret {
     /// character (see [`char_ends`]).
     fn ends_at(&self, text: &str, start: usize) -> Vec<usize> {
         let bytes = text.as_bytes();
-        if !text.is_char_boundary(start) {
+        // Most positions cannot start any spelling: decided without
+        // allocating, since this runs at every byte of a child's output.
+        let Some(&got) = bytes.get(start) else {
+            return Vec::new();
+        };
+        let starts = got == self.text.as_bytes()[0]
+            || matches!(got, b'%' | b'\\')
+            || (got == b'+' && self.text.starts_with(' '));
+        if !starts || !text.is_char_boundary(start) {
             return Vec::new();
         }
         let mut frontier = vec![start];
