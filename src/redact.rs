@@ -770,6 +770,15 @@ mod tests {
         ] {
             assert_eq!(redacted(&r, line), line);
         }
+        // A spelling may start with any of them.
+        let r = Redactor::new(" leading space-pw", WORDS);
+        for line in [
+            "+leading+space-pw",
+            "%20leading space-pw",
+            "\\u0020leading space-pw",
+        ] {
+            assert_eq!(redacted(&r, line), "***", "{line:?}");
+        }
         let r = Redactor::new("abcdefghijk", WORDS);
         for line in [
             "abc+efghijk",
