@@ -80,14 +80,16 @@ impl ChildEnv {
         child.passwords.sort();
         child.passwords.dedup();
         // Any other variable holding one of them (`EU2_PASSWORD`, an old
-        // `DATABASE_URL_BACKUP`) goes too.
+        // `DATABASE_URL_BACKUP`) goes too. Read as `NAME=value`, so that a
+        // short or common password counts where the name says it is one
+        // (`DB_PASSWORD=postgres`) but `USER=postgres` stays.
         let redactor = child.redactor(&[]);
         for (name, value) in &env {
             if by_name(name) {
                 continue;
             }
-            let value = value.to_string_lossy();
-            if child.passwords.iter().any(|p| *p == value) || redactor.redact(&value) != value {
+            let line = format!("{}={}", name.to_string_lossy(), value.to_string_lossy());
+            if redactor.redact(&line) != line {
                 child.remove.push(name.clone());
             }
         }
@@ -161,6 +163,8 @@ mod tests {
                 ("BACKUP_URL", "https://b:default%2DPw-123@backup"),
                 ("JSON_CONF", r#"{"password": "pw"}"#),
                 ("SHORT", "pw"),
+                ("SHORT_PASSWORD", "pw"),
+                ("USER", "pw"),
                 ("WORD", "pwd"),
                 ("NOTES", "pw is short"),
                 ("DATABASE_URL", "postgresql://app@elsewhere/x"),
@@ -186,7 +190,7 @@ mod tests {
                 "POSTGRES_BASE_URL",
                 "POSTGRES_BASE_URL_EU2",
                 "POSTGRES_BASE_URL_OLD",
-                "SHORT",
+                "SHORT_PASSWORD",
                 "TENANTCTL_OTHER_URL",
                 "TENANTCTL_SHARD",
             ]
