@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 use url::Url;
 
+use crate::child_env::ChildEnv;
 use crate::dbname::DbName;
 use crate::error::UsageError;
 use crate::servers::{NotConfigured, ServerName, ServerSource};
@@ -70,6 +71,11 @@ pub struct Connector {
     /// `?pgbouncer=true` on the master URL (or the base URL it derives
     /// from): master connections are pinned.
     pooled_master: bool,
+    /// Every configured server's password and the master's (decoded), to
+    /// mask in what child processes print.
+    passwords: Vec<String>,
+    /// Their users and hosts, which the output names anyway.
+    words: Vec<String>,
 }
 
 impl Connector {
@@ -99,6 +105,8 @@ impl Connector {
     ) -> Result<Self, UsageError> {
         let mut servers = BTreeMap::new();
         let mut vars = BTreeMap::new();
+        let mut passwords = Vec::new();
+        let mut words = Vec::new();
         for source in sources {
             vars.insert(source.name.clone(), source.var.clone());
             let Some(raw) = &source.url else { continue };
@@ -111,6 +119,7 @@ impl Connector {
                 )));
             }
             let base = options_from(&base_url)?;
+            remember_secrets(&base_url, &mut passwords, &mut words);
             servers.insert(
                 source.name.clone(),
                 Server {
@@ -145,6 +154,8 @@ impl Connector {
             }
         };
         let master = options_from(&master_url)?.database(master_db.as_str());
+        remember_secrets(&master_url, &mut passwords, &mut words);
+        words.push(master_db.as_str().to_owned());
 
         let pooled_master = is_transaction_pooled(&master_url);
         Ok(Self {
@@ -154,7 +165,21 @@ impl Connector {
             master_db,
             connect_timeout,
             pooled_master,
+            passwords,
+            words,
         })
+    }
+
+    /// What a child process started now may inherit and must not print:
+    /// see [`ChildEnv`]. Reads the process environment (`.env` included).
+    pub fn child_env(&self) -> ChildEnv {
+        let url_vars: Vec<String> = self.vars.values().cloned().collect();
+        ChildEnv::new(
+            self.passwords.clone(),
+            self.words.clone(),
+            &url_vars,
+            std::env::vars_os(),
+        )
     }
 
     /// A configured server, or the error that says which variable to set.
@@ -819,6 +844,35 @@ fn server_root(url: &Url) -> Url {
     root.set_query(None);
     root.set_fragment(None);
     root
+}
+
+/// Keeps a parsed URL's password (decoded) and its user and host.
+fn remember_secrets(url: &Url, passwords: &mut Vec<String>, words: &mut Vec<String>) {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    if let Some(password) = url.password() {
+        passwords.push(decode(password));
+    }
+    words.push(decode(url.username()));
+    words.extend(url.host_str().map(str::to_owned));
+}
+
+/// The password (decoded) in a value that reads as a URL with one, of any
+/// scheme, however its userinfo is spelled; `None` for anything else.
+/// For variables a child must not inherit, whose passwords are then
+/// masked too.
+pub fn url_password(raw: &str) -> Option<String> {
+    let url = Url::parse(&encode_userinfo(raw.trim()).ok()?).ok()?;
+    // `?password=` counts too; a URL normalize refuses keeps its own.
+    let url = normalize(url.clone()).unwrap_or(url);
+    url.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
 }
 
 /// The URL with its password replaced by `***`.

@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
 
+use crate::child_env::ChildEnv;
 use crate::fleet::Stop;
-use crate::redact::Redactor;
 
 /// `pg_dump` and `pg_restore`, and the version they are.
 #[derive(Debug, Clone)]
@@ -63,8 +63,13 @@ impl PgTools {
 }
 
 async fn version_of(program: &Path) -> anyhow::Result<String> {
+    // It connects nowhere, so it gets nothing of the environment but the
+    // PATH (no server's URL or password; the C locale it then speaks is the
+    // one its version line is parsed in).
     let output = Command::new(program)
         .arg("--version")
+        .env_clear()
+        .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
         .stdin(Stdio::null())
         .output()
         .await
@@ -103,22 +108,21 @@ pub struct End<'a> {
 
 /// Runs `pg_dump` of `from` into `pg_restore` of `to` (an empty database),
 /// in one transaction on the target, through an operating-system pipe
-/// between the two. Stops both tools if `stop` is set meanwhile.
+/// between the two. Stops both tools if `stop` is set meanwhile. `child`
+/// says what they may inherit and what is masked in what they print.
 pub async fn dump_restore(
     tools: &PgTools,
+    child: &ChildEnv,
     from: &End<'_>,
     to: &End<'_>,
     stop: &Stop,
 ) -> anyhow::Result<()> {
-    let redactors: Vec<Redactor> = [from.env, to.env]
+    let words = [from.db, to.db, "postgres"];
+    let redactor = [from.env, to.env]
         .iter()
-        .filter_map(|env| {
-            env.iter()
-                .find(|(k, _)| *k == "PGPASSWORD")
-                .map(|(_, p)| Redactor::new(p, &[from.db, to.db, "postgres"]))
-        })
-        .collect();
-    let mut dump = tool(&tools.pg_dump, from.env);
+        .flat_map(|env| env.iter().filter(|(k, _)| *k == "PGPASSWORD"))
+        .fold(child.redactor(&words), |r, (_, p)| r.with(p, &words));
+    let mut dump = tool(&tools.pg_dump, child, from.env);
     dump.args(["--format=custom", "--compress=0", "--dbname"])
         .arg(from.db)
         .stdin(Stdio::null())
@@ -134,7 +138,7 @@ pub async fn dump_restore(
     // once pg_restore runs: if pg_restore dies, pg_dump then stops on a
     // broken pipe instead of waiting for a reader.
     let mut restore = {
-        let mut restore = tool(&tools.pg_restore, to.env);
+        let mut restore = tool(&tools.pg_restore, child, to.env);
         restore
             .args([
                 "--exit-on-error",
@@ -160,10 +164,7 @@ pub async fn dump_restore(
         () = stopped(stop) => anyhow::bail!("interrupted during the copy"),
     };
     let shown = |text: String| {
-        let mut text = text.trim().to_owned();
-        for r in &redactors {
-            text = r.redact(&text).into_owned();
-        }
+        let text = redactor.redact(text.trim()).into_owned();
         // The last lines say what went wrong; keep the message one line.
         let lines: Vec<&str> = text.lines().rev().take(3).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
@@ -186,15 +187,12 @@ pub async fn dump_restore(
 }
 
 /// A tool with only this end's libpq variables: inherited `PG*` settings
-/// (another server, another password) never reach it. Its own process
-/// group, so the terminal's Ctrl-C reaches tenantctl, which stops it.
-fn tool(program: &Path, env: &[(&'static str, String)]) -> Command {
+/// and other servers' URLs (another server, another password) never
+/// reach it. Its own process group, so the terminal's Ctrl-C reaches
+/// tenantctl, which stops it.
+fn tool(program: &Path, child: &ChildEnv, env: &[(&'static str, String)]) -> Command {
     let mut cmd = Command::new(program);
-    for (name, _) in std::env::vars_os() {
-        if name.as_encoded_bytes().starts_with(b"PG") {
-            cmd.env_remove(name);
-        }
-    }
+    child.scrub(cmd.as_std_mut());
     cmd.envs(
         env.iter()
             .filter(|(k, _)| k.starts_with("PG"))

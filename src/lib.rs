@@ -12,6 +12,7 @@
 //! `companies` (the master's table), `selection`, `fleet`, `migrations`,
 //! `ddl`; and `output`, which owns everything printed.
 
+pub mod child_env;
 pub mod cli;
 pub mod commands;
 pub mod companies;

@@ -561,6 +561,7 @@ impl Mover<'_> {
         let to_env = self.connector.tenant_env(&plan.to, &plan.incoming)?;
         copy::dump_restore(
             &tools,
+            &self.connector.child_env(),
             &copy::End {
                 db: plan.parked.as_str(),
                 env: &from_env,

@@ -1,10 +1,14 @@
-//! Masking one secret, a tenant's password, in text a child process printed
-//! (`tenant exec`). The child may print the password in any of the ways a
-//! program spells it, so the secret is matched in all of them at once:
-//! each of its bytes may appear as itself, percent-encoded (`%2F` or
-//! `%2f`, so fully, partially or not at all encoded), a space as `+`
-//! (form encoding), and `"`, `'`, `\` and `/` backslash-escaped (JSON,
-//! libpq connection strings).
+//! Masking secrets (the tenant's password, every other configured
+//! server's and the master's) in text a child process printed (`tenant
+//! exec`, `pg_dump`). The child may print a password in any of the ways a
+//! program spells it, so each secret is matched in all of them at once:
+//! each of its characters may appear as itself, its UTF-8 bytes
+//! percent-encoded (`%2F` or `%2f`, so fully, partially or not at all
+//! encoded) or hex-escaped (`\xc3`), a space as `+` (form encoding),
+//! backslash-escaped (`\"`, `\'`, `\\`, `\/`, `\n`...: JSON, C, libpq
+//! connection strings), or as a JSON `\uXXXX` escape in either case (a
+//! surrogate pair outside the BMP), mixed freely with the other spellings,
+//! as JSON encoders print them (Python escapes all non-ASCII, Go `&<>`).
 //!
 //! Where the match is looked for depends on the secret:
 //!
@@ -68,10 +72,16 @@ const PASSWORD_KEYS: &[(&str, bool)] = &[
     ("pwd", true),
 ];
 
-/// Masks one secret in text. Built once per child, used on every line.
+/// Masks secrets in text. Built once per child, used on every line.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secret: Vec<u8>,
+    secrets: Vec<Secret>,
+}
+
+/// One secret and where it is looked for.
+#[derive(Debug, Clone)]
+struct Secret {
+    text: String,
     free_text: bool,
 }
 
@@ -82,30 +92,39 @@ impl Redactor {
     /// is masked only where it stands as a password. An empty secret masks
     /// nothing.
     pub fn new(secret: &str, words: &[&str]) -> Self {
-        Self {
-            secret: secret.as_bytes().to_vec(),
-            free_text: !secret.is_empty() && !is_common(secret, words),
-        }
+        Self::default().with(secret, words)
     }
 
-    /// True if the secret is masked wherever it appears, not only where it
-    /// stands as a password.
+    /// This redactor masking `secret` too (another server's password),
+    /// by the same rules as [`Redactor::new`].
+    #[must_use]
+    pub fn with(mut self, secret: &str, words: &[&str]) -> Self {
+        if !secret.is_empty() && !self.secrets.iter().any(|s| s.text == secret) {
+            self.secrets.push(Secret {
+                text: secret.to_owned(),
+                free_text: !is_common(secret, words),
+            });
+        }
+        self
+    }
+
+    /// True if there are secrets and every one is masked wherever it
+    /// appears, not only where it stands as a password.
     pub fn masks_free_text(&self) -> bool {
-        self.free_text
+        !self.secrets.is_empty() && self.secrets.iter().all(|s| s.free_text)
     }
 
-    /// The text with every occurrence of the secret replaced by [`MASK`].
+    /// The text with every occurrence of every secret replaced by [`MASK`].
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if self.secret.is_empty() {
-            return Cow::Borrowed(text);
+        let mut found = Vec::new();
+        for secret in &self.secrets {
+            if secret.free_text {
+                found.extend(secret.anywhere(text));
+            } else {
+                found.extend(secret.in_urls(text));
+                found.extend(secret.as_values(text));
+            }
         }
-        let mut found = if self.free_text {
-            self.anywhere(text)
-        } else {
-            let mut found = self.in_urls(text);
-            found.extend(self.as_values(text));
-            found
-        };
         if found.is_empty() {
             return Cow::Borrowed(text);
         }
@@ -114,7 +133,7 @@ impl Redactor {
         let mut at = 0;
         for range in found {
             // Overlapping matches (a URL's `?password=` is also a key's
-            // value) make one mask.
+            // value, one secret inside another) make one mask.
             if range.start < at {
                 at = at.max(range.end);
                 continue;
@@ -126,7 +145,9 @@ impl Redactor {
         out.push_str(&text[at..]);
         Cow::Owned(out)
     }
+}
 
+impl Secret {
     /// Every match, left to right, each as long as it can be.
     fn anywhere(&self, text: &str) -> Vec<Range<usize>> {
         let mut found = Vec::new();
@@ -211,35 +232,26 @@ impl Redactor {
 
     /// Every position where a spelling of the secret that starts at
     /// `start` can end. Several spellings may fit (a literal `%` in the
-    /// secret, or `%25`), so all are followed at once.
+    /// secret, or `%25`), so all are followed at once, character by
+    /// character (see [`char_ends`]).
     fn ends_at(&self, text: &str, start: usize) -> Vec<usize> {
         let bytes = text.as_bytes();
-        if !text.is_char_boundary(start) {
+        // Most positions cannot start any spelling: decided without
+        // allocating, since this runs at every byte of a child's output.
+        let Some(&got) = bytes.get(start) else {
+            return Vec::new();
+        };
+        let starts = got == self.text.as_bytes()[0]
+            || matches!(got, b'%' | b'\\')
+            || (got == b'+' && self.text.starts_with(' '));
+        if !starts || !text.is_char_boundary(start) {
             return Vec::new();
         }
         let mut frontier = vec![start];
-        for &want in &self.secret {
+        for want in self.text.chars() {
             let mut next = Vec::new();
             for &at in &frontier {
-                let Some(&got) = bytes.get(at) else {
-                    continue;
-                };
-                if got == want || (want == b' ' && got == b'+') {
-                    next.push(at + 1);
-                }
-                if got == b'%'
-                    && let (Some(&hi), Some(&lo)) = (bytes.get(at + 1), bytes.get(at + 2))
-                    && let (Some(hi), Some(lo)) = (hex(hi), hex(lo))
-                    && hi * 16 + lo == want
-                {
-                    next.push(at + 3);
-                }
-                if got == b'\\'
-                    && matches!(want, b'"' | b'\'' | b'\\' | b'/')
-                    && bytes.get(at + 1) == Some(&want)
-                {
-                    next.push(at + 2);
-                }
+                char_ends(want, bytes, at, &mut next);
             }
             next.sort_unstable();
             next.dedup();
@@ -251,6 +263,90 @@ impl Redactor {
         frontier.retain(|&end| text.is_char_boundary(end));
         frontier
     }
+}
+
+/// Adds to `ends` where each spelling of `want` that starts at `at` ends:
+/// its UTF-8 bytes each as itself, percent-encoded (`%C3`, `%c3`) or
+/// hex-escaped (`\xc3`, as Python prints bytes); `+` for a space; a
+/// backslash before `"`, `'`, `\` or `/`; JSON's and C's short escapes
+/// (`\n`, `\t`...); and `\uXXXX` in either case, a surrogate pair for a
+/// character outside the BMP (what JSON encoders print: Python escapes
+/// every non-ASCII character, Go `&`, `<` and `>`).
+fn char_ends(want: char, bytes: &[u8], at: usize, ends: &mut Vec<usize>) {
+    let mut buf = [0; 4];
+    let mut here = vec![at];
+    for &b in want.encode_utf8(&mut buf).as_bytes() {
+        let mut next = Vec::new();
+        for &p in &here {
+            if bytes.get(p) == Some(&b) {
+                next.push(p + 1);
+            }
+            if bytes.get(p) == Some(&b'%') && hex_byte(bytes, p + 1) == Some(b) {
+                next.push(p + 3);
+            }
+            if bytes.get(p) == Some(&b'\\')
+                && bytes.get(p + 1) == Some(&b'x')
+                && hex_byte(bytes, p + 2) == Some(b)
+            {
+                next.push(p + 4);
+            }
+        }
+        here = next;
+    }
+    ends.extend(here);
+    if want == ' ' && bytes.get(at) == Some(&b'+') {
+        ends.push(at + 1);
+    }
+    if bytes.get(at) != Some(&b'\\') {
+        return;
+    }
+    if let Some(short) = short_escape(want)
+        && bytes.get(at + 1) == Some(&short)
+    {
+        ends.push(at + 2);
+    }
+    let mut units = [0; 2];
+    let mut p = at;
+    for &unit in want.encode_utf16(&mut units).iter() {
+        if json_unit(bytes, p) != Some(unit) {
+            return;
+        }
+        p += 6;
+    }
+    ends.push(p);
+}
+
+/// The letter after a backslash that spells `c` in JSON, C or a libpq
+/// connection string, if there is one.
+fn short_escape(c: char) -> Option<u8> {
+    Some(match c {
+        '"' => b'"',
+        '\'' => b'\'',
+        '\\' => b'\\',
+        '/' => b'/',
+        '\n' => b'n',
+        '\t' => b't',
+        '\r' => b'r',
+        '\u{8}' => b'b',
+        '\u{c}' => b'f',
+        _ => return None,
+    })
+}
+
+/// The UTF-16 unit a `\uXXXX` at `at` spells.
+fn json_unit(bytes: &[u8], at: usize) -> Option<u16> {
+    if bytes.get(at) != Some(&b'\\') || bytes.get(at + 1) != Some(&b'u') {
+        return None;
+    }
+    let hi = hex_byte(bytes, at + 2)?;
+    let lo = hex_byte(bytes, at + 4)?;
+    Some(u16::from(hi) << 8 | u16::from(lo))
+}
+
+/// The byte two hex digits (either case) at `at` spell.
+fn hex_byte(bytes: &[u8], at: usize) -> Option<u8> {
+    let (hi, lo) = (bytes.get(at)?, bytes.get(at + 1)?);
+    Some(hex(*hi)? * 16 + hex(*lo)?)
 }
 
 /// Where a key's value starts, after an optional closing quote on the key,
@@ -304,6 +400,7 @@ fn is_common(secret: &str, words: &[&str]) -> bool {
 mod tests {
     use super::*;
     use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+    use std::fmt::Write as _;
 
     /// What RFC 3986 reserves, plus space and `%`: a "partially encoded"
     /// password has only these encoded, and non-ASCII left as it is.
@@ -360,9 +457,76 @@ mod tests {
             form,
             secret.replace(' ', "+"),
         ];
+        all.extend(json_spellings(secret));
+        all.push(python_bytes(secret));
         all.sort();
         all.dedup();
         all
+    }
+
+    /// How JSON encoders print the password inside a string: `serde_json`
+    /// and JavaScript (only `"`, `\\` and control characters escaped),
+    /// Python's `json.dumps` (every non-ASCII character as `\uxxxx`, a
+    /// surrogate pair outside the BMP), Go's `encoding/json` (`&`, `<`,
+    /// `>`, U+2028 and U+2029 too), PHP's `json_encode` (`/` as `\/`
+    /// too), Java's upper-case hex, and everything escaped.
+    fn json_spellings(secret: &str) -> Vec<String> {
+        fn encode(secret: &str, escape: impl Fn(char) -> bool, upper: bool, slash: bool) -> String {
+            let mut out = String::new();
+            for c in secret.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '/' if slash => out.push_str("\\/"),
+                    '\n' => out.push_str("\\n"),
+                    '\t' => out.push_str("\\t"),
+                    c if c < ' ' || escape(c) => {
+                        let mut units = [0; 2];
+                        for unit in c.encode_utf16(&mut units).iter() {
+                            if upper {
+                                let _ = write!(out, "\\u{unit:04X}");
+                            } else {
+                                let _ = write!(out, "\\u{unit:04x}");
+                            }
+                        }
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        let serde = serde_json::to_string(secret).expect("json");
+        vec![
+            serde[1..serde.len() - 1].to_owned(),
+            encode(secret, |c| !c.is_ascii(), false, false),
+            encode(secret, |c| !c.is_ascii(), true, false),
+            encode(
+                secret,
+                |c| matches!(c, '&' | '<' | '>' | '\u{2028}' | '\u{2029}'),
+                false,
+                false,
+            ),
+            encode(secret, |c| !c.is_ascii(), false, true),
+            encode(secret, |_| true, false, false),
+            encode(secret, |_| true, true, true),
+        ]
+    }
+
+    /// Python's `repr()` of the password's bytes (`b'...'` without the
+    /// quotes): non-ASCII bytes as `\xc3`, `\` and `'` escaped.
+    fn python_bytes(secret: &str) -> String {
+        let mut out = String::new();
+        for &b in secret.as_bytes() {
+            match b {
+                b'\\' => out.push_str("\\\\"),
+                b'\'' => out.push_str("\\'"),
+                b' '..=b'~' => out.push(char::from(b)),
+                b => {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+        }
+        out
     }
 
     /// Places a password shows up, `{}` being the spelling.
@@ -416,6 +580,9 @@ mod tests {
         "a-very-long-password-that-goes-on-and-on-for-more-than-one-hundred-characters-\
          because-some-people-generate-them-that-way-0123456789",
         "4fbd0a2c9e6b1d73e8a5f0c2b7d91e46",
+        "S\u{e9}cr\u{eb}t p%41ss\"w'rd",
+        "go&escapes<these>too\\and 😀 emoji",
+        "\u{2028}line\u{2029}separators\ttab",
     ];
 
     #[test]
@@ -560,5 +727,107 @@ mod tests {
         }
         assert!(!Redactor::new("internal", &["db.internal.example"]).masks_free_text());
         assert!(Redactor::new("internal-x", &["db.internal.example"]).masks_free_text());
+    }
+    #[test]
+    fn every_secret_is_masked_by_its_own_rule() {
+        let r = Redactor::new("tenant", WORDS)
+            .with("eu2-Secret-pw", WORDS)
+            .with("", WORDS)
+            .with("master-pw-Ünï", WORDS)
+            .with("eu2-Secret-pw", WORDS);
+        assert!(!r.masks_free_text(), "tenant is masked only as a password");
+        assert!(Redactor::new("eu2-Secret-pw", WORDS).masks_free_text());
+        assert_eq!(
+            redacted(
+                &r,
+                "tenant postgres://u:tenant@h/ eu2-Secret-pw \"master-pw-\\u00dcn\\u00ef\" PGPASSWORD=eu2%2DSecret-pw"
+            ),
+            "tenant postgres://u:***@h/ *** \"***\" PGPASSWORD=***"
+        );
+        // One secret inside another makes one mask.
+        let r = Redactor::new("outer-secret-inner-pw", &[]).with("inner-pw", &[]);
+        assert_eq!(redacted(&r, "[outer-secret-inner-pw]"), "[***]");
+        assert_eq!(redacted(&r, "[inner-pw]"), "[***]");
+    }
+
+    #[test]
+    fn a_url_that_ends_in_its_host_is_read_to_its_end() {
+        let r = Redactor::new("tenant", WORDS);
+        for line in ["see http://host", "//", "a://b", "x//h:", "//h:tenant"] {
+            assert_eq!(redacted(&r, line), line, "{line:?}");
+        }
+        assert_eq!(redacted(&r, "//h:tenant@"), "//h:***@");
+    }
+
+    #[test]
+    fn only_the_spellings_of_each_character_match() {
+        // A `+` is a space only, a space is a space or `+`.
+        let r = Redactor::new("correct horse battery staple", WORDS);
+        assert_eq!(redacted(&r, "correct+horse battery%20staple"), "***");
+        for line in [
+            "correctXhorse battery staple",
+            "correct horse+battery-staple",
+        ] {
+            assert_eq!(redacted(&r, line), line);
+        }
+        // A spelling may start with any of them.
+        let r = Redactor::new(" leading space-pw", WORDS);
+        for line in [
+            "+leading+space-pw",
+            "%20leading space-pw",
+            "\\u0020leading space-pw",
+        ] {
+            assert_eq!(redacted(&r, line), "***", "{line:?}");
+        }
+        let r = Redactor::new("abcdefghijk", WORDS);
+        for line in [
+            "abc+efghijk",
+            "abc efghijk",
+            "abc%65fghijk",
+            "abc\\x65fghijk",
+        ] {
+            assert_eq!(redacted(&r, line), line);
+        }
+        for line in ["abc%64efghijk", "abc\\x64efghijk", "abc\\u0064efghijk"] {
+            assert_eq!(redacted(&r, line), "***", "{line:?}");
+        }
+        // An escape needs its backslash, its letter and its own character.
+        let r = Redactor::new("quote\"and'back\\slash/new\nline\ttab-\u{e9}", WORDS);
+        assert_eq!(
+            redacted(
+                &r,
+                "quote\\\"and\\'back\\\\slash\\/new\\nline\\ttab-\\u00E9"
+            ),
+            "***"
+        );
+        for line in [
+            "quoteX\"and'back\\slash/new\nline\ttab-\u{e9}",
+            "quote\"andX'back\\slash/new\nline\ttab-\u{e9}",
+            "quote\"and'backX\\slash/new\nline\ttab-\u{e9}",
+            "quote\"and'back\\slashX/new\nline\ttab-\u{e9}",
+            "quote\"and'back\\slash/newXnline\ttab-\u{e9}",
+            "quote\"and'back\\slash/new\\tline\ttab-\u{e9}",
+            "quote\"and'back\\slash/new\nline\\ntab-\u{e9}",
+            "quote\"and'back\\slash/new\nline\ttab-Xu00e9",
+            "quote\"and'back\\slash/new\nline\ttab-\\U00e9",
+            "quote\"and'back\\slash/new\nline\ttab-\\u00e8",
+            "quote\"and'back\\slash/new\nline\ttab-\\u0e9",
+            "quote\\'and\"back\\slash/new\nline\ttab-\u{e9}",
+        ] {
+            assert_eq!(redacted(&r, line), line, "{line:?}");
+        }
+        // Outside the BMP: a surrogate pair, both halves right.
+        let r = Redactor::new("emoji-😀-password", WORDS);
+        assert_eq!(redacted(&r, "emoji-\\ud83d\\ude00-password"), "***");
+        assert_eq!(redacted(&r, "emoji-\\uD83D\\uDE00-password"), "***");
+        assert_eq!(redacted(&r, "emoji-\\xf0\\x9f\\x98\\x80-password"), "***");
+        for line in [
+            "emoji-\\ud83d-password",
+            "emoji-\\ud83d\\ude01-password",
+            "emoji-\\ud83e\\ude00-password",
+            "emoji-\\u1f600-password",
+        ] {
+            assert_eq!(redacted(&r, line), line, "{line:?}");
+        }
     }
 }

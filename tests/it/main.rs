@@ -32,3 +32,4 @@ mod terminal;
 mod timeouts;
 mod toolbox;
 mod trust_master;
+mod trust_secrets;

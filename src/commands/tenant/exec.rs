@@ -3,10 +3,13 @@
 //! way the seed's infrastructure runs its ORM's migrate command.
 //!
 //! A child's environment describes its tenant, not the operator: every
-//! inherited `PG*` variable is removed and the tenant's own set
-//! ([`Connector::tenant_env`]) put in its place. Its output is captured
-//! line by line and the password masked ([`Redactor`]) unless the operator
-//! asks for `--interactive`, which hands it the terminal unredacted.
+//! inherited variable that configures a server (`PG*`,
+//! `POSTGRES_BASE_URL*`, `url_env`s, `MASTER_DATABASE_URL`, `TENANTCTL_*`)
+//! or holds a known password is removed ([`ChildEnv`]) and the tenant's
+//! own set ([`Connector::tenant_env`]) put in its place. Its output is
+//! captured line by line and every configured server's password masked
+//! ([`Redactor`]) unless the operator asks for `--interactive`, which
+//! hands it the terminal unredacted.
 
 use std::io::IsTerminal as _;
 use std::process::Stdio;
@@ -17,6 +20,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
+use crate::child_env::ChildEnv;
 use crate::commands::args::{FleetArgs, SelectionArgs, parse_duration};
 use crate::commands::context::Context;
 use crate::connect::Connector;
@@ -111,6 +115,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .into());
     }
     let connector = ctx.connector.clone();
+    let child_env = Arc::new(connector.child_env());
     let command = args.command.clone();
     let timeout = args.timeout;
     // No progress bar drawing over a child that has the terminal.
@@ -139,8 +144,9 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         stop,
         &*progress,
         move |tenant| {
-            let (connector, command, lines, tracker) = (
+            let (connector, child_env, command, lines, tracker) = (
                 connector.clone(),
+                child_env.clone(),
                 command.clone(),
                 lines.clone(),
                 tracker.clone(),
@@ -149,6 +155,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 let mut executed = Executed::default();
                 let child = Child {
                     command: &command,
+                    env: &child_env,
                     timeout,
                     interactive,
                     lines: &lines,
@@ -166,6 +173,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 /// How to run the program for each tenant.
 struct Child<'a> {
     command: &'a [String],
+    env: &'a ChildEnv,
     timeout: Option<Duration>,
     interactive: bool,
     lines: &'a Lines,
@@ -185,7 +193,7 @@ impl Child<'_> {
             .split_first()
             .context("no program given after --")?;
         let env = connector.tenant_env(tenant.server()?, db)?;
-        let redactor = redactor_for(&env, tenant);
+        let redactor = redactor_for(self.env, &env, tenant);
         let mut cmd = self.command_for(program, program_args, &env, tenant, db.as_str());
         let mut child = cmd.spawn().with_context(|| format!("start {program:?}"))?;
         let group = child.id().filter(|_| !self.interactive);
@@ -240,7 +248,7 @@ impl Child<'_> {
     /// The child's command line and environment. The URL and password go
     /// into its environment only: never its arguments, which any user can
     /// read from /proc. The child sees its own tenant only, not the server
-    /// root, the master, or the operator's own PG* settings (another
+    /// roots, the master, or the operator's own PG* settings (another
     /// server, another password).
     fn command_for(
         &self,
@@ -252,14 +260,8 @@ impl Child<'_> {
     ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
-        for (name, _) in std::env::vars_os() {
-            if name.as_encoded_bytes().starts_with(b"PG") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.env_remove("POSTGRES_BASE_URL")
-            .env_remove("MASTER_DATABASE_URL")
-            .envs(env.iter().map(|(name, value)| (name, value)))
+        self.env.scrub(cmd.as_std_mut());
+        cmd.envs(env.iter().map(|(name, value)| (name, value)))
             .env("TENANT_ID", &tenant.id)
             .env("TENANT_SLUG", tenant.slug.as_deref().unwrap_or_default())
             .env("TENANT_DB_NAME", db)
@@ -294,26 +296,24 @@ impl Child<'_> {
     }
 }
 
-/// Masks the tenant's password, told apart from the words its output
-/// names anyway (user, host, database, slug, id), which a short or common
-/// password may equal.
-fn redactor_for(env: &[(&'static str, String)], tenant: &Tenant) -> Redactor {
+/// Masks every server's password (the tenant's, the others', the
+/// master's), told apart from the words its output names anyway (user,
+/// host, database, slug, id), which a short or common password may equal.
+fn redactor_for(child: &ChildEnv, env: &[(&'static str, String)], tenant: &Tenant) -> Redactor {
     let get = |name: &str| {
         env.iter()
             .find(|(k, _)| *k == name)
             .map_or("", |(_, v)| v.as_str())
     };
-    Redactor::new(
-        get("PGPASSWORD"),
-        &[
-            get("PGUSER"),
-            get("PGHOST"),
-            get("PGPORT"),
-            get("PGDATABASE"),
-            tenant.slug.as_deref().unwrap_or_default(),
-            &tenant.id,
-        ],
-    )
+    let words = [
+        get("PGUSER"),
+        get("PGHOST"),
+        get("PGPORT"),
+        get("PGDATABASE"),
+        tenant.slug.as_deref().unwrap_or_default(),
+        &tenant.id,
+    ];
+    child.redactor(&words).with(get("PGPASSWORD"), &words)
 }
 
 /// What a reader has kept so far, shared so that it survives the reader

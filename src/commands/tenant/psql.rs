@@ -22,14 +22,11 @@ pub async fn run(args: PsqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let db = tenant.db_name()?;
     // The tenant's connection as libpq's own variables, password included
     // (never in the arguments, which /proc shows to every user), in place
-    // of any the operator's shell has (another server's PGHOST, PGSERVICE).
+    // of any the operator's shell has (another server's PGHOST, PGSERVICE),
+    // and none of the other servers' URLs.
     let env = ctx.connector.tenant_env(tenant.server()?, db)?;
     let mut psql = std::process::Command::new("psql");
-    for (name, _) in std::env::vars_os() {
-        if name.as_encoded_bytes().starts_with(b"PG") {
-            psql.env_remove(name);
-        }
-    }
+    ctx.connector.child_env().scrub(&mut psql);
     psql.envs(
         env.iter()
             .filter(|(name, _)| name.starts_with("PG"))
