@@ -1,8 +1,11 @@
 //! Turning `<slug|id>...`, `--all`, `--status`, `--server` and `--shard`
 //! into the list of tenants a command acts on, with one read of the master.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnection;
 
 use crate::companies::Layout;
@@ -81,6 +84,169 @@ impl Filter {
     }
 }
 
+/// Where a value that shaped a selection came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Source {
+    /// Given on the command line.
+    CommandLine,
+    /// Not given: tenantctl's default.
+    Default,
+    /// This variable, in the process's own environment.
+    Environment { variable: String },
+    /// This variable, set by this `.env` file (the working directory's or
+    /// a parent's).
+    EnvFile { variable: String, file: String },
+}
+
+impl Source {
+    /// `flag` when it was given as one, else where the value was found.
+    fn describe(&self, flag: &str, value: &str) -> String {
+        match self {
+            Self::CommandLine => format!("{flag} {value}"),
+            Self::Default => format!("{value} (by default)"),
+            Self::Environment { variable } => {
+                format!("{value} (from {variable} in the environment)")
+            }
+            Self::EnvFile { variable, file } => format!(
+                "{value} (from {variable} in {})",
+                crate::output::shown(file)
+            ),
+        }
+    }
+}
+
+/// What a fleet run selected and what selected it, stated by every fleet
+/// report and run record: a deploy narrowed by a setting the operator did
+/// not see (a shard from a `.env` in a parent directory) must not pass for
+/// the whole fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Rows in the master's companies table, in every status.
+    pub companies: usize,
+    /// Tenants selected.
+    pub selected: usize,
+    /// `--all` was given.
+    pub all: bool,
+    /// Tenants named on the command line, as named.
+    pub tenants: Vec<String>,
+    /// Only tenants with these statuses (none: any, for named tenants).
+    pub statuses: Vec<String>,
+    /// Only tenants on these servers (none: any).
+    pub servers: Vec<String>,
+    /// The shard `I/N` applied, if any (never to named tenants).
+    pub shard: Option<String>,
+    /// Where each criterion in use came from, by name (`all`, `tenants`,
+    /// `statuses`, `servers`, `shard`).
+    pub from: BTreeMap<String, Source>,
+}
+
+impl Selection {
+    /// The selection `names` and `filter` made: `companies` rows in the
+    /// master, `selected` of them picked. `shard_from` says where the
+    /// filter's shard came from.
+    pub fn of(
+        names: &[String],
+        filter: &Filter,
+        shard_from: Option<Source>,
+        companies: usize,
+        selected: usize,
+    ) -> Self {
+        let mut from = BTreeMap::new();
+        if filter.all {
+            from.insert("all".to_owned(), Source::CommandLine);
+        }
+        if !names.is_empty() {
+            from.insert("tenants".to_owned(), Source::CommandLine);
+        }
+        let statuses: Vec<String> = if !filter.lifecycles.is_empty() {
+            from.insert("statuses".to_owned(), Source::CommandLine);
+            filter.lifecycles.iter().map(|l| l.as_str().to_owned()).collect()
+        } else if names.is_empty() {
+            from.insert("statuses".to_owned(), Source::Default);
+            vec![Lifecycle::Active.as_str().to_owned()]
+        } else {
+            Vec::new()
+        };
+        if !filter.servers.is_empty() {
+            from.insert("servers".to_owned(), Source::CommandLine);
+        }
+        // As in `resolve`: a shard splits only what the master decides.
+        let shard = filter.shard.filter(|_| names.is_empty());
+        if shard.is_some() {
+            from.insert(
+                "shard".to_owned(),
+                shard_from.unwrap_or(Source::CommandLine),
+            );
+        }
+        Self {
+            companies,
+            selected,
+            all: filter.all,
+            tenants: names.to_vec(),
+            statuses,
+            servers: filter.servers.iter().map(|s| s.as_str().to_owned()).collect(),
+            shard: shard.map(|s| format!("{}/{}", s.index, s.count)),
+            from,
+        }
+    }
+
+    /// One line for the end of a table report: `selected 32 of the
+    /// master's 120 companies: --all, status active (by default), shard 1/4
+    /// (from TENANTCTL_SHARD in /srv/.env)`.
+    pub fn describe(&self) -> String {
+        let source = |key: &str| self.from.get(key).cloned().unwrap_or(Source::CommandLine);
+        let mut parts: Vec<String> = Vec::new();
+        if self.all {
+            parts.push("--all".to_owned());
+        }
+        if !self.tenants.is_empty() {
+            const SHOWN: usize = 5;
+            let mut named: Vec<String> = self
+                .tenants
+                .iter()
+                .take(SHOWN)
+                .map(|t| crate::output::shown(t))
+                .collect();
+            if self.tenants.len() > SHOWN {
+                named.push(format!("and {} more", self.tenants.len() - SHOWN));
+            }
+            parts.push(format!("named {}", named.join(", ")));
+        }
+        if !self.statuses.is_empty() {
+            let statuses = self.statuses.join(", ");
+            parts.push(match source("statuses") {
+                Source::CommandLine => format!("--status {statuses}"),
+                other => other.describe("--status", &format!("status {statuses}")),
+            });
+        }
+        if !self.servers.is_empty() {
+            parts.push(format!("--server {}", self.servers.join(", ")));
+        }
+        if let Some(shard) = &self.shard {
+            parts.push(match source("shard") {
+                Source::CommandLine => format!("--shard {shard}"),
+                other => other.describe("--shard", &format!("shard {shard}")),
+            });
+        }
+        let mut text = format!(
+            "selected {} of the master's {} companies",
+            self.selected, self.companies
+        );
+        if !parts.is_empty() {
+            let _ = write!(text, ": {}", parts.join(", "));
+        }
+        text
+    }
+}
+
+/// The selected tenants and how many companies the master holds.
+pub struct Selected {
+    pub tenants: Vec<Tenant>,
+    /// Rows in the companies table, in every status.
+    pub companies: usize,
+}
+
 /// Reads the master once and returns the selected tenants: with `--all`
 /// ordered by slug, otherwise in the order named.
 ///
@@ -96,10 +262,10 @@ pub async fn resolve(
     names: &[String],
     filter: &Filter,
     configured: &[ServerName],
-) -> anyhow::Result<Vec<Tenant>> {
-    let mut tenants = resolve_unplaced(master_conn, layout, names, filter).await?;
+) -> anyhow::Result<Selected> {
+    let (mut tenants, everyone) = resolve_unplaced(master_conn, layout, names, filter).await?;
+    let companies = everyone.len();
     if !filter.servers.is_empty() {
-        let everyone = layout.list(master_conn).await?;
         for server in &filter.servers {
             let known = configured.contains(server)
                 || everyone.iter().any(|t| t.server.as_ref() == Ok(server));
@@ -114,7 +280,7 @@ pub async fn resolve(
         }
         tenants.retain(|t| filter.on_servers(t));
     }
-    Ok(tenants)
+    Ok(Selected { tenants, companies })
 }
 
 async fn resolve_unplaced(
@@ -122,7 +288,7 @@ async fn resolve_unplaced(
     layout: &Layout,
     names: &[String],
     filter: &Filter,
-) -> anyhow::Result<Vec<Tenant>> {
+) -> anyhow::Result<(Vec<Tenant>, Vec<Tenant>)> {
     if !names.is_empty() {
         if filter.all {
             return Err(UsageError(format!(
@@ -131,7 +297,9 @@ async fn resolve_unplaced(
             ))
             .into());
         }
-        return by_name(master_conn, layout, names, &filter.lifecycles).await;
+        let everyone = layout.list(master_conn).await?;
+        let picked = by_name(&everyone, names, &filter.lifecycles)?;
+        return Ok((picked, everyone));
     }
     if !filter.all && filter.lifecycles.is_empty() {
         return Err(UsageError(
@@ -158,7 +326,7 @@ async fn resolve_unplaced(
     if let Some(shard) = filter.shard {
         tenants.retain(|t| shard.contains(&t.id));
     }
-    Ok(tenants)
+    Ok((tenants, everyone))
 }
 
 /// A selection that matches none of the companies there are is a mistake
@@ -183,16 +351,14 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError 
 }
 
 /// The named tenants, each found by slug first, then id, then database.
-async fn by_name(
-    master_conn: &mut PgConnection,
-    layout: &Layout,
+fn by_name(
+    everyone: &[Tenant],
     names: &[String],
     lifecycles: &[Lifecycle],
 ) -> anyhow::Result<Vec<Tenant>> {
-    let everyone = layout.list(master_conn).await?;
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = find_tenant(&everyone, key).ok_or_else(|| unknown_tenant(key))?;
+        let found = find_tenant(everyone, key).ok_or_else(|| unknown_tenant(key))?;
         if !picked.iter().any(|t| t.id == found.id) {
             picked.push(found.clone());
         }

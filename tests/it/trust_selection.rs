@@ -133,3 +133,327 @@ fn prereqs_pass_quietly_when_everything_is_there() {
         assert_eq!(run.stderr, "", "{mode}");
     }
 }
+
+// ---- Item 10: every fleet report states its selection and its sources ----
+
+use crate::support::TestEnv;
+use serde_json::{Value, json};
+
+/// A master with six active tenants, one failed and one on no server but
+/// the default; returns the slugs in creation order.
+fn fleet(env: &TestEnv) -> Vec<String> {
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    env.with_tenants(&names);
+    let slugs: Vec<String> = names.iter().map(|n| env.slug(n)).collect();
+    env.exec(
+        &env.master,
+        &format!(
+            r#"UPDATE "Company" SET status = 'failed' WHERE slug = '{}'"#,
+            slugs[6]
+        ),
+    );
+    slugs
+}
+
+/// A working directory two levels below the test's scratch folder, whose
+/// `.env` (if written) is then a parent's, not the working directory's.
+fn nested(env: &TestEnv) -> PathBuf {
+    let dir = env.workdir.path().join("deploy").join("app");
+    std::fs::create_dir_all(&dir).expect("nested dir");
+    dir
+}
+
+fn write_env_file(env: &TestEnv, contents: &str) -> PathBuf {
+    let file = env.workdir.path().join(".env");
+    std::fs::write(&file, contents).expect("write .env");
+    file
+}
+
+/// The tenants a report lists.
+fn listed(report: &Value) -> Vec<String> {
+    report["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .map(|t| t["slug"].as_str().expect("slug").to_owned())
+        .collect()
+}
+
+/// What `tenant runs ID --output json` recorded as the run's selection.
+fn recorded_selection(env: &TestEnv, report: &Value) -> Value {
+    let id = report["run_id"].as_i64().expect("run_id");
+    let run = env
+        .run(&["tenant", "runs", &id.to_string(), "--output", "json"])
+        .ok()
+        .json();
+    run["run"]["selection"].clone()
+}
+
+#[test]
+fn a_shard_from_a_parent_env_file_is_stated_by_every_report_and_the_run_record() {
+    let env = TestEnv::new();
+    fleet(&env);
+    let file = write_env_file(&env, "# the deploy job's settings\nTENANTCTL_SHARD=1/3\n");
+    let cwd = nested(&env);
+    let from = json!({"source": "env_file", "variable": "TENANTCTL_SHARD", "file": file.display().to_string()});
+    let note = format!("note: loaded {}, which sets TENANTCTL_SHARD", file.display());
+
+    // JSON: the selection, and stderr names the file.
+    let run = env.run_with(&["tenant", "migrate", "--all", "--output", "json"], |c| {
+        c.current_dir(&cwd);
+    });
+    let run = run.ok();
+    assert_eq!(run.stderr.lines().next(), Some(note.as_str()), "{}", run.stderr);
+    let report = run.json();
+    let selected = listed(&report).len();
+    assert!(selected < 6, "a shard of 3 took {selected} of 6 active tenants");
+    assert_eq!(
+        report["selection"],
+        json!({
+            "companies": 7,
+            "selected": selected,
+            "all": true,
+            "tenants": [],
+            "statuses": ["active"],
+            "servers": [],
+            "shard": "1/3",
+            "from": {"all": {"source": "command_line"}, "statuses": {"source": "default"}, "shard": from},
+        })
+    );
+    // Existing keys are unchanged.
+    for key in ["tenants", "summary", "interrupted", "run_id"] {
+        assert!(report.get(key).is_some(), "{key}: {report}");
+    }
+    // The run record states the same selection.
+    assert_eq!(recorded_selection(&env, &report), report["selection"]);
+
+    // The table's footer says it in words, and so does `tenant runs ID`.
+    let run = env
+        .run_with(&["tenant", "migrate", "--all"], |c| {
+            c.current_dir(&cwd);
+        })
+        .ok();
+    assert_eq!(run.stderr.lines().next(), Some(note.as_str()), "{}", run.stderr);
+    let footer = format!(
+        "selected {selected} of the master's 7 companies: --all, status active (by default), shard 1/3 (from TENANTCTL_SHARD in {})",
+        file.display()
+    );
+    assert_eq!(run.stdout.lines().last(), Some(footer.as_str()), "{}", run.stdout);
+    let run_id = run
+        .stdout
+        .lines()
+        .find_map(|l| l.split("; recorded as run ").nth(1))
+        .expect("a run id in the table")
+        .to_owned();
+    let shown = env.run(&["tenant", "runs", &run_id]).ok().stdout;
+    assert!(shown.lines().any(|l| l == footer), "{shown}");
+
+    // JSONL: the summary line carries it; status (no run record) too.
+    for command in ["migrate", "status"] {
+        let run = env
+            .run_with(&["tenant", command, "--all", "--output", "jsonl"], |c| {
+                c.current_dir(&cwd);
+            })
+            .ok();
+        let last: Value =
+            serde_json::from_str(run.stdout.lines().last().expect("summary")).expect("json");
+        assert!(last.get("summary").is_some(), "{command}: {last}");
+        assert_eq!(last["selection"]["shard"], "1/3", "{command}: {last}");
+        assert_eq!(last["selection"]["from"]["shard"], from, "{command}: {last}");
+        assert_eq!(last["selection"]["selected"], selected, "{command}: {last}");
+    }
+}
+
+#[test]
+fn the_shard_source_is_the_flag_the_environment_or_the_file_that_set_it() {
+    let env = TestEnv::new();
+    fleet(&env);
+    let file = write_env_file(&env, "TENANTCTL_SHARD=1/3\nTENANTCTL_CONCURRENCY=2\n");
+    let cwd = nested(&env);
+    let status = |args: &[&str], shard_env: Option<&str>| -> (Value, String) {
+        let mut full = vec!["tenant", "status", "--output", "json"];
+        full.extend_from_slice(args);
+        let run = env
+            .run_with(&full, |c| {
+                c.current_dir(&cwd);
+                if let Some(value) = shard_env {
+                    c.env("TENANTCTL_SHARD", value);
+                }
+            })
+            .ok();
+        let report = run.json();
+        assert_eq!(
+            report["selection"]["selected"],
+            listed(&report).len(),
+            "{report}"
+        );
+        (report["selection"].clone(), run.stderr)
+    };
+
+    // The real environment wins over the file, and stderr says so.
+    let (selection, stderr) = status(&["--all"], Some("0/2"));
+    assert_eq!(selection["shard"], "0/2");
+    assert_eq!(
+        selection["from"]["shard"],
+        json!({"source": "environment", "variable": "TENANTCTL_SHARD"})
+    );
+    assert_eq!(
+        stderr.lines().next(),
+        Some(
+            format!(
+                "note: loaded {}, which sets TENANTCTL_CONCURRENCY (TENANTCTL_SHARD already set in the environment, which wins)",
+                file.display()
+            )
+            .as_str()
+        ),
+        "{stderr}"
+    );
+    // The flag wins over both.
+    let (selection, _) = status(&["--all", "--shard", "1/2"], Some("0/2"));
+    assert_eq!(selection["shard"], "1/2");
+    assert_eq!(selection["from"]["shard"], json!({"source": "command_line"}));
+
+    // Without a .env anywhere: no note, and the environment is named.
+    std::fs::remove_file(&file).expect("remove .env");
+    let (selection, stderr) = status(&["--status", "active", "--status", "failed"], Some("0/2"));
+    assert!(!stderr.contains(".env"), "{stderr}");
+    assert_eq!(selection["statuses"], json!(["active", "failed"]));
+    assert_eq!(selection["from"]["statuses"], json!({"source": "command_line"}));
+    assert_eq!(selection["all"], false);
+    assert!(selection["from"].get("all").is_none(), "{selection}");
+    assert_eq!(selection["companies"], 7);
+}
+
+#[test]
+fn named_tenants_and_server_and_status_filters_are_stated() {
+    let env = TestEnv::new();
+    let slugs = fleet(&env);
+    write_env_file(&env, "TENANTCTL_SHARD=1/3\n");
+    let cwd = nested(&env);
+    // Named tenants are never sharded: the report says no shard applied.
+    let run = env
+        .run_with(
+            &["tenant", "migrate", &slugs[0], &slugs[6], "--output", "json"],
+            |c| {
+                c.current_dir(&cwd);
+            },
+        )
+        .ok();
+    let report = run.json();
+    assert_eq!(
+        report["selection"],
+        json!({
+            "companies": 7,
+            "selected": 2,
+            "all": false,
+            "tenants": [slugs[0], slugs[6]],
+            "statuses": [],
+            "servers": [],
+            "shard": null,
+            "from": {"tenants": {"source": "command_line"}},
+        })
+    );
+    assert_eq!(recorded_selection(&env, &report), report["selection"]);
+
+    // Named, narrowed by --status: two named, one selected.
+    let run = env
+        .run_with(
+            &["tenant", "status", &slugs[0], &slugs[6], "--status", "failed"],
+            |c| {
+                c.current_dir(&cwd);
+            },
+        )
+        .ok();
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some(
+            format!(
+                "selected 1 of the master's 7 companies: named {}, {}, --status failed",
+                slugs[0], slugs[6]
+            )
+            .as_str()
+        ),
+        "{}",
+        run.stdout
+    );
+
+    // --server with --all: every company is on the default server.
+    let run = env
+        .run_with(
+            &["tenant", "status", "--all", "--server", "default", "--shard", "0/1"],
+            |c| {
+                c.current_dir(&cwd);
+            },
+        )
+        .ok();
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some("selected 6 of the master's 7 companies: --all, status active (by default), --server default, --shard 0/1"),
+        "{}",
+        run.stdout
+    );
+    std::fs::remove_file(env.workdir.path().join(".env")).expect("remove .env");
+    let report = env
+        .run(&["tenant", "status", "--all", "--server", "default", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(report["selection"]["shard"], Value::Null);
+    assert!(report["selection"]["from"].get("shard").is_none(), "{report}");
+    assert_eq!(report["selection"]["servers"], json!(["default"]));
+    assert_eq!(report["selection"]["from"]["servers"], json!({"source": "command_line"}));
+    assert_eq!(report["selection"]["selected"], 6);
+}
+
+#[test]
+fn run_tables_from_before_the_selection_column_keep_working() {
+    let env = TestEnv::new();
+    fleet(&env);
+    // Run tables as an older tenantctl made them, with one run recorded.
+    env.exec(
+        &env.master,
+        r#"ALTER TABLE _tenantctl_runs DROP COLUMN selection;
+           INSERT INTO _tenantctl_runs (command, tenants, outcome) VALUES ('migrate', 6, 'succeeded')"#,
+    );
+    let runs = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
+    assert_eq!(runs["runs"][0]["selection"], Value::Null, "{runs}");
+    let old_id = runs["runs"][0]["id"].as_i64().expect("id");
+    env.run(&["tenant", "runs", &old_id.to_string()]).ok();
+
+    // A role that may write rows but does not own the table: the run goes
+    // ahead, says its record will not state the selection, and its report
+    // still does.
+    let role = crate::support::role_with_password(&env, "writer", "writer-pw");
+    env.exec(
+        &env.master,
+        &format!(
+            r#"GRANT SELECT, UPDATE ON "Company" TO "writer_{t}";
+               GRANT SELECT, INSERT, UPDATE ON _tenantctl_runs, _tenantctl_run_tenants TO "writer_{t}";
+               GRANT SELECT ON ALL TABLES IN SCHEMA public TO "writer_{t}""#,
+            t = env.token
+        ),
+    );
+    // (`--status dropped` selects nobody: the role needs no tenant rights.)
+    let run = env.run_with(
+        &["tenant", "migrate", "--status", "dropped", "--output", "json"],
+        role.configure(),
+    );
+    let run = run.ok();
+    assert!(
+        run.stderr
+            .contains("warning: this run's record will not state its selection"),
+        "{}",
+        run.stderr
+    );
+    let report = run.json();
+    assert_eq!(report["selection"]["selected"], 0);
+    assert_eq!(report["selection"]["statuses"], json!(["dropped"]));
+    assert_eq!(recorded_selection(&env, &report), Value::Null);
+
+    // The owner's next run adds the column and records its selection.
+    let report = env
+        .run(&["tenant", "migrate", "--all", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(report["selection"]["selected"], 6);
+    assert_eq!(recorded_selection(&env, &report), report["selection"]);
+}

@@ -280,6 +280,7 @@ fn refuse(ctx: &Context, planned: &FleetRun<Reverted>, blocked: usize) -> Outcom
         &Extra {
             run_id: None,
             refused: true,
+            selection: ctx.selection(),
         },
     );
     crate::output::warn(format_args!(
