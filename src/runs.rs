@@ -197,7 +197,8 @@ impl RunLog {
                 )),
             }
         }
-        let selection = selection.map(|s| serde_json::to_string(s).expect("a selection serializes"));
+        let selection =
+            selection.map(|s| serde_json::to_string(s).expect("a selection serializes"));
         let sql = if with_selection {
             "INSERT INTO {} (command, target, undoes_run, tenants, selection) VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id"
         } else {
@@ -464,11 +465,11 @@ pub async fn recent(
     }
     let rows: Vec<RunSummary> =
         sqlx::query_as(&summary_sql(layout, tables, "ORDER BY r.id DESC LIMIT $1"))
-        .persistent(false)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .context("read tenantctl's run records")?;
+            .persistent(false)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .context("read tenantctl's run records")?;
     Ok(rows)
 }
 

@@ -136,8 +136,11 @@ pub struct Selection {
     pub servers: Vec<String>,
     /// The shard `I/N` applied, if any (never to named tenants).
     pub shard: Option<String>,
+    /// `revert --run ID`: the tenants that run changed.
+    #[serde(default)]
+    pub run: Option<i64>,
     /// Where each criterion in use came from, by name (`all`, `tenants`,
-    /// `statuses`, `servers`, `shard`).
+    /// `statuses`, `servers`, `shard`, `run`).
     pub from: BTreeMap<String, Source>,
 }
 
@@ -161,7 +164,11 @@ impl Selection {
         }
         let statuses: Vec<String> = if !filter.lifecycles.is_empty() {
             from.insert("statuses".to_owned(), Source::CommandLine);
-            filter.lifecycles.iter().map(|l| l.as_str().to_owned()).collect()
+            filter
+                .lifecycles
+                .iter()
+                .map(|l| l.as_str().to_owned())
+                .collect()
         } else if names.is_empty() {
             from.insert("statuses".to_owned(), Source::Default);
             vec![Lifecycle::Active.as_str().to_owned()]
@@ -185,9 +192,30 @@ impl Selection {
             all: filter.all,
             tenants: names.to_vec(),
             statuses,
-            servers: filter.servers.iter().map(|s| s.as_str().to_owned()).collect(),
+            servers: filter
+                .servers
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
             shard: shard.map(|s| format!("{}/{}", s.index, s.count)),
+            run: None,
             from,
+        }
+    }
+
+    /// The selection of `revert --run ID`: the tenants that run recorded
+    /// as changed, `selected` of them still in the master.
+    pub fn of_run(id: i64, companies: usize, selected: usize) -> Self {
+        Self {
+            companies,
+            selected,
+            all: false,
+            tenants: Vec::new(),
+            statuses: Vec::new(),
+            servers: Vec::new(),
+            shard: None,
+            run: Some(id),
+            from: BTreeMap::from([("run".to_owned(), Source::CommandLine)]),
         }
     }
 
@@ -222,6 +250,9 @@ impl Selection {
         }
         if !self.servers.is_empty() {
             parts.push(format!("--server {}", self.servers.join(", ")));
+        }
+        if let Some(id) = self.run {
+            parts.push(format!("--run {id} (the tenants it changed)"));
         }
         if let Some(shard) = &self.shard {
             parts.push(match source("shard") {

@@ -249,7 +249,9 @@ impl Context {
             .clone()
     }
 
-    fn set_selection(&self, selection: Selection) {
+    /// Records what a command selected, for its report and run record
+    /// (commands that select other than through [`Self::select`]).
+    pub fn set_selection(&self, selection: Selection) {
         *self
             .selection
             .lock()

@@ -81,7 +81,10 @@ fn prereqs_find_sqlx_cli_missing_and_name_the_command_that_installs_it() {
     let bin = bin_dir_without(
         offline.path(),
         &["sqlx"],
-        &[("cargo", "echo 'error: could not resolve crates.io' >&2; exit 101")],
+        &[(
+            "cargo",
+            "echo 'error: could not resolve crates.io' >&2; exit 101",
+        )],
     );
     let run = prereqs(offline.path(), &bin, &["test"]).code(1);
     let lines: Vec<&str> = run.stderr.lines().collect();
@@ -93,8 +96,9 @@ fn prereqs_find_sqlx_cli_missing_and_name_the_command_that_installs_it() {
         )
     );
     assert!(
-        lines[1].starts_with("prereqs: could not install sqlx-cli 0.8.6 (no network? its output is in ")
-            && lines[1].ends_with(&format!("): run: {SQLX_INSTALL}")),
+        lines[1].starts_with(
+            "prereqs: could not install sqlx-cli 0.8.6 (no network? its output is in "
+        ) && lines[1].ends_with(&format!("): run: {SQLX_INSTALL}")),
         "{}",
         lines[1]
     );
@@ -196,17 +200,28 @@ fn a_shard_from_a_parent_env_file_is_stated_by_every_report_and_the_run_record()
     let file = write_env_file(&env, "# the deploy job's settings\nTENANTCTL_SHARD=1/3\n");
     let cwd = nested(&env);
     let from = json!({"source": "env_file", "variable": "TENANTCTL_SHARD", "file": file.display().to_string()});
-    let note = format!("note: loaded {}, which sets TENANTCTL_SHARD", file.display());
+    let note = format!(
+        "note: loaded {}, which sets TENANTCTL_SHARD",
+        file.display()
+    );
 
     // JSON: the selection, and stderr names the file.
     let run = env.run_with(&["tenant", "migrate", "--all", "--output", "json"], |c| {
         c.current_dir(&cwd);
     });
     let run = run.ok();
-    assert_eq!(run.stderr.lines().next(), Some(note.as_str()), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().next(),
+        Some(note.as_str()),
+        "{}",
+        run.stderr
+    );
     let report = run.json();
     let selected = listed(&report).len();
-    assert!(selected < 6, "a shard of 3 took {selected} of 6 active tenants");
+    assert!(
+        selected < 6,
+        "a shard of 3 took {selected} of 6 active tenants"
+    );
     assert_eq!(
         report["selection"],
         json!({
@@ -217,6 +232,7 @@ fn a_shard_from_a_parent_env_file_is_stated_by_every_report_and_the_run_record()
             "statuses": ["active"],
             "servers": [],
             "shard": "1/3",
+            "run": null,
             "from": {"all": {"source": "command_line"}, "statuses": {"source": "default"}, "shard": from},
         })
     );
@@ -233,12 +249,22 @@ fn a_shard_from_a_parent_env_file_is_stated_by_every_report_and_the_run_record()
             c.current_dir(&cwd);
         })
         .ok();
-    assert_eq!(run.stderr.lines().next(), Some(note.as_str()), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().next(),
+        Some(note.as_str()),
+        "{}",
+        run.stderr
+    );
     let footer = format!(
         "selected {selected} of the master's 7 companies: --all, status active (by default), shard 1/3 (from TENANTCTL_SHARD in {})",
         file.display()
     );
-    assert_eq!(run.stdout.lines().last(), Some(footer.as_str()), "{}", run.stdout);
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some(footer.as_str()),
+        "{}",
+        run.stdout
+    );
     let run_id = run
         .stdout
         .lines()
@@ -259,7 +285,10 @@ fn a_shard_from_a_parent_env_file_is_stated_by_every_report_and_the_run_record()
             serde_json::from_str(run.stdout.lines().last().expect("summary")).expect("json");
         assert!(last.get("summary").is_some(), "{command}: {last}");
         assert_eq!(last["selection"]["shard"], "1/3", "{command}: {last}");
-        assert_eq!(last["selection"]["from"]["shard"], from, "{command}: {last}");
+        assert_eq!(
+            last["selection"]["from"]["shard"], from,
+            "{command}: {last}"
+        );
         assert_eq!(last["selection"]["selected"], selected, "{command}: {last}");
     }
 }
@@ -311,14 +340,20 @@ fn the_shard_source_is_the_flag_the_environment_or_the_file_that_set_it() {
     // The flag wins over both.
     let (selection, _) = status(&["--all", "--shard", "1/2"], Some("0/2"));
     assert_eq!(selection["shard"], "1/2");
-    assert_eq!(selection["from"]["shard"], json!({"source": "command_line"}));
+    assert_eq!(
+        selection["from"]["shard"],
+        json!({"source": "command_line"})
+    );
 
     // Without a .env anywhere: no note, and the environment is named.
     std::fs::remove_file(&file).expect("remove .env");
     let (selection, stderr) = status(&["--status", "active", "--status", "failed"], Some("0/2"));
     assert!(!stderr.contains(".env"), "{stderr}");
     assert_eq!(selection["statuses"], json!(["active", "failed"]));
-    assert_eq!(selection["from"]["statuses"], json!({"source": "command_line"}));
+    assert_eq!(
+        selection["from"]["statuses"],
+        json!({"source": "command_line"})
+    );
     assert_eq!(selection["all"], false);
     assert!(selection["from"].get("all").is_none(), "{selection}");
     assert_eq!(selection["companies"], 7);
@@ -333,7 +368,9 @@ fn named_tenants_and_server_and_status_filters_are_stated() {
     // Named tenants are never sharded: the report says no shard applied.
     let run = env
         .run_with(
-            &["tenant", "migrate", &slugs[0], &slugs[6], "--output", "json"],
+            &[
+                "tenant", "migrate", &slugs[0], &slugs[6], "--output", "json",
+            ],
             |c| {
                 c.current_dir(&cwd);
             },
@@ -350,6 +387,7 @@ fn named_tenants_and_server_and_status_filters_are_stated() {
             "statuses": [],
             "servers": [],
             "shard": null,
+            "run": null,
             "from": {"tenants": {"source": "command_line"}},
         })
     );
@@ -358,7 +396,9 @@ fn named_tenants_and_server_and_status_filters_are_stated() {
     // Named, narrowed by --status: two named, one selected.
     let run = env
         .run_with(
-            &["tenant", "status", &slugs[0], &slugs[6], "--status", "failed"],
+            &[
+                "tenant", "status", &slugs[0], &slugs[6], "--status", "failed",
+            ],
             |c| {
                 c.current_dir(&cwd);
             },
@@ -380,7 +420,9 @@ fn named_tenants_and_server_and_status_filters_are_stated() {
     // --server with --all: every company is on the default server.
     let run = env
         .run_with(
-            &["tenant", "status", "--all", "--server", "default", "--shard", "0/1"],
+            &[
+                "tenant", "status", "--all", "--server", "default", "--shard", "0/1",
+            ],
             |c| {
                 c.current_dir(&cwd);
             },
@@ -388,19 +430,29 @@ fn named_tenants_and_server_and_status_filters_are_stated() {
         .ok();
     assert_eq!(
         run.stdout.lines().last(),
-        Some("selected 6 of the master's 7 companies: --all, status active (by default), --server default, --shard 0/1"),
+        Some(
+            "selected 6 of the master's 7 companies: --all, status active (by default), --server default, --shard 0/1"
+        ),
         "{}",
         run.stdout
     );
     std::fs::remove_file(env.workdir.path().join(".env")).expect("remove .env");
     let report = env
-        .run(&["tenant", "status", "--all", "--server", "default", "--output", "json"])
+        .run(&[
+            "tenant", "status", "--all", "--server", "default", "--output", "json",
+        ])
         .ok()
         .json();
     assert_eq!(report["selection"]["shard"], Value::Null);
-    assert!(report["selection"]["from"].get("shard").is_none(), "{report}");
+    assert!(
+        report["selection"]["from"].get("shard").is_none(),
+        "{report}"
+    );
     assert_eq!(report["selection"]["servers"], json!(["default"]));
-    assert_eq!(report["selection"]["from"]["servers"], json!({"source": "command_line"}));
+    assert_eq!(
+        report["selection"]["from"]["servers"],
+        json!({"source": "command_line"})
+    );
     assert_eq!(report["selection"]["selected"], 6);
 }
 
@@ -434,7 +486,9 @@ fn run_tables_from_before_the_selection_column_keep_working() {
     );
     // (`--status dropped` selects nobody: the role needs no tenant rights.)
     let run = env.run_with(
-        &["tenant", "migrate", "--status", "dropped", "--output", "json"],
+        &[
+            "tenant", "migrate", "--status", "dropped", "--output", "json",
+        ],
         role.configure(),
     );
     let run = run.ok();
@@ -456,4 +510,74 @@ fn run_tables_from_before_the_selection_column_keep_working() {
         .json();
     assert_eq!(report["selection"]["selected"], 6);
     assert_eq!(recorded_selection(&env, &report), report["selection"]);
+}
+
+#[test]
+fn a_revert_of_a_run_states_that_run_as_its_selection() {
+    let env = TestEnv::new();
+    let full = env.fixture("reversible");
+    let first = env.workdir.path().join("first");
+    std::fs::create_dir_all(&first).expect("dir");
+    std::fs::copy(
+        full.join("20250101000001_items.sql"),
+        first.join("20250101000001_items.sql"),
+    )
+    .expect("copy");
+    let slugs = env.tenants_with(&first, &["a", "b", "c"]);
+    let full = full.to_str().expect("utf-8");
+    // A run that changes two of the three.
+    let migrated = env
+        .run(&[
+            "tenant",
+            "migrate",
+            &slugs[0],
+            &slugs[2],
+            "--tenant-migrations",
+            full,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let id = migrated["run_id"].as_i64().expect("run_id");
+    let run = env
+        .run(&[
+            "tenant",
+            "revert",
+            "--run",
+            &id.to_string(),
+            "--yes",
+            "--tenant-migrations",
+            full,
+            "--output",
+            "json",
+        ])
+        .ok();
+    let report = run.json();
+    assert_eq!(
+        report["selection"],
+        json!({
+            "companies": 3,
+            "selected": 2,
+            "all": false,
+            "tenants": [],
+            "statuses": [],
+            "servers": [],
+            "shard": null,
+            "run": id,
+            "from": {"run": {"source": "command_line"}},
+        })
+    );
+    assert_eq!(recorded_selection(&env, &report), report["selection"]);
+    let table = env
+        .run(&["tenant", "runs", &report["run_id"].to_string()])
+        .ok()
+        .stdout;
+    assert!(
+        table.lines().any(|l| l
+            == format!(
+                "selected 2 of the master's 3 companies: --run {id} (the tenants it changed)"
+            )),
+        "{table}"
+    );
 }

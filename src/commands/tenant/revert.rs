@@ -380,6 +380,7 @@ async fn run_goals(
         .into());
     }
     let everyone = everyone?;
+    let companies = everyone.len();
     let mut tenants = Vec::new();
     let mut goals = HashMap::new();
     let mut missing = Vec::new();
@@ -422,6 +423,11 @@ async fn run_goals(
             }),
         }
     }
+    ctx.set_selection(crate::selection::Selection::of_run(
+        id,
+        companies,
+        tenants.len(),
+    ));
     Ok((tenants, Goals::Run(Arc::new(goals)), missing))
 }
 
