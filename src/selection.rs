@@ -405,6 +405,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_selection_says_what_chose_it() {
+        let shard = Some(Shard { index: 1, count: 4 });
+        let from_file = Source::EnvFile {
+            variable: "TENANTCTL_SHARD".into(),
+            file: "/srv/.env".into(),
+        };
+        let all = Filter {
+            all: true,
+            shard,
+            ..Filter::default()
+        };
+        let selection = Selection::of(&[], &all, Some(from_file.clone()), 120, 32);
+        assert_eq!(
+            selection.describe(),
+            "selected 32 of the master's 120 companies: --all, status active (by default), shard 1/4 (from TENANTCTL_SHARD in /srv/.env)"
+        );
+        assert_eq!(selection.from.get("shard"), Some(&from_file));
+        // Named tenants are never sharded, so no shard is claimed; a long
+        // list is cut short.
+        let names: Vec<String> = (1..=7).map(|n| format!("t{n}")).collect();
+        let named = Selection::of(&names, &all, Some(from_file), 120, 7);
+        assert_eq!(named.shard, None);
+        assert!(!named.from.contains_key("shard"));
+        assert_eq!(
+            named.describe(),
+            "selected 7 of the master's 120 companies: --all, named t1, t2, t3, t4, t5, and 2 more"
+        );
+        let env = Selection::of(
+            &[],
+            &Filter {
+                lifecycles: vec![Lifecycle::Failed],
+                shard,
+                ..Filter::default()
+            },
+            Some(Source::Environment {
+                variable: "TENANTCTL_SHARD".into(),
+            }),
+            9,
+            2,
+        );
+        assert_eq!(
+            env.describe(),
+            "selected 2 of the master's 9 companies: --status failed, shard 1/4 (from TENANTCTL_SHARD in the environment)"
+        );
+        assert_eq!(
+            Selection::of_run(42, 9, 3).describe(),
+            "selected 3 of the master's 9 companies: --run 42 (the tenants it changed)"
+        );
+    }
+
+    #[test]
     fn parses_shards() {
         assert_eq!("1/4".parse(), Ok(Shard { index: 1, count: 4 }));
         for bad in ["4/4", "1/0", "x/2", "1", "-1/2"] {
