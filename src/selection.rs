@@ -424,8 +424,8 @@ mod tests {
         assert_eq!(selection.from.get("shard"), Some(&from_file));
         // Named tenants are never sharded, so no shard is claimed; a long
         // list is cut short.
-        let names: Vec<String> = (1..=7).map(|n| format!("t{n}")).collect();
-        let named = Selection::of(&names, &all, Some(from_file), 120, 7);
+        let slugs: Vec<String> = (1..=7).map(|n| format!("t{n}")).collect();
+        let named = Selection::of(&slugs, &all, Some(from_file), 120, 7);
         assert_eq!(named.shard, None);
         assert!(!named.from.contains_key("shard"));
         assert_eq!(
