@@ -1,5 +1,7 @@
 # tenantctl recipes. Without POSTGRES_BASE_URL, `test`, `demo` and `bench`
-# run inside a throwaway PostgreSQL cluster from pg_virtualenv.
+# run inside a throwaway PostgreSQL cluster from pg_virtualenv. Each recipe
+# first installs what it needs and is missing (scripts/prereqs.sh, the one
+# list of prerequisites).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -8,23 +10,25 @@ default:
 
 # Build and run the integration tests (throwaway cluster unless POSTGRES_BASE_URL is set)
 test *ARGS:
+    scripts/prereqs.sh test
     cargo build --tests --quiet
     if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/run-tests.sh {{ARGS}}; else pg_virtualenv -t scripts/run-tests.sh {{ARGS}}; fi
 
 # master migrate, three tenants, migrate --all, a setting, list
 demo:
+    scripts/prereqs.sh demo
     cargo build --quiet
     if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/demo.sh; else pg_virtualenv -t scripts/demo.sh; fi
 
 # Rerunnable benchmark against sqlx-cli, psql and pgbench floors (N=100 by default; --scale 100,1000 for growth)
 bench *ARGS:
-    command -v sqlx >/dev/null || cargo install sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls --locked
+    scripts/prereqs.sh bench
     cargo build --release --quiet --bin tenantctl --example connect_floor
     pg_virtualenv -t python3 scripts/bench.py {{ARGS}}
 
 # Mutation testing (cargo-mutants) of FILES against the suite, in a throwaway cluster; slow, so per file and in the background, not in CI. After `--`, cargo-mutants arguments: `just mutants src/migrations.rs -- --re Plan`
 mutants *ARGS:
-    cargo mutants --version >/dev/null 2>&1 || cargo install --locked cargo-mutants
+    scripts/prereqs.sh mutants
     if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/mutants.sh {{ARGS}}; else pg_virtualenv -t scripts/mutants.sh {{ARGS}}; fi
 
 # What CI runs: formatting, lints with warnings denied, tests
@@ -46,11 +50,12 @@ new-master-migration NAME KIND="simple":
 
 # Up-to-date migrate/status of this build against another binary, interleaved (e.g. a build of the previous release)
 bench-ab OLD:
+    scripts/prereqs.sh demo
     cargo build --release --quiet --bin tenantctl
     OLD={{OLD}} pg_virtualenv -t scripts/bench-ab.sh
 
 # Fleet revert and migrate --to against sqlx-cli's migrate revert/run (N=100; --n, --reps, --concurrency)
 bench-revert *ARGS:
-    command -v sqlx >/dev/null || cargo install sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls --locked
+    scripts/prereqs.sh bench
     cargo build --release --quiet --bin tenantctl
     pg_virtualenv -t python3 scripts/bench_revert.py {{ARGS}}

@@ -5,7 +5,7 @@
 use clap::Parser;
 
 use crate::commands::Command;
-use crate::commands::args::GlobalArgs;
+use crate::commands::args::{GlobalArgs, Origins};
 
 /// Database-per-tenant PostgreSQL: create, migrate, inspect and move every
 /// tenant's database from the servers' URLs and the master's "Company" table.
@@ -22,4 +22,9 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// Where the values that narrow a selection came from, filled in from
+    /// the raw matches after parsing.
+    #[arg(skip)]
+    pub origins: Origins,
 }

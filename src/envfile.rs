@@ -4,17 +4,89 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The `.env` file read at start-up and what it changed: a setting from a
+/// file in some parent directory (`TENANTCTL_SHARD=1/4`) can narrow a
+/// deploy, so where each value came from is kept to be reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The file, as found (absolute: it is the working directory's or a
+    /// parent's).
+    pub path: PathBuf,
+    /// Variables the file set, in the file's order.
+    pub set: Vec<String>,
+    /// Variables the file names that the environment already held, which
+    /// win and were left as they were.
+    pub kept: Vec<String>,
+}
+
+impl Loaded {
+    /// The line stderr gets: the file and the names it set, never a value
+    /// (the file holds passwords).
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "note: loaded {}, which sets {}",
+            crate::output::shown(&self.path.display().to_string()),
+            if self.set.is_empty() {
+                "nothing".to_owned()
+            } else {
+                self.set.join(", ")
+            }
+        );
+        if !self.kept.is_empty() {
+            let _ = write!(
+                text,
+                " ({} already set in the environment, which wins)",
+                self.kept.join(", ")
+            );
+        }
+        text
+    }
+}
+
+static LOADED: OnceLock<Loaded> = OnceLock::new();
+
+/// The `.env` file [`load`] read, if any.
+pub fn loaded() -> Option<&'static Loaded> {
+    LOADED.get()
+}
+
+/// The `.env` file that set this variable, if one did (rather than the
+/// process's real environment).
+pub fn file_that_set(variable: &str) -> Option<&'static Path> {
+    loaded()
+        .filter(|l| l.set.iter().any(|v| v == variable))
+        .map(|l| l.path.as_path())
+}
 
 /// Loads the first `.env` found in the working directory or its parents,
 /// as dotenvy does; variables already in the environment win. A missing
 /// file is fine. A broken one is an error naming the file, the line and the
-/// variable, never the value.
-pub fn load() -> Result<(), String> {
+/// variable, never the value. What it set is kept for [`loaded`].
+pub fn load() -> Result<Option<&'static Loaded>, String> {
     let Some(path) = find() else {
-        return Ok(());
+        return Ok(None);
     };
+    // Which of the file's variables the environment already holds, read
+    // before dotenvy sets the others (with dotenvy's own test of "set"). A
+    // parse error stops this walk; dotenvy's load below reports it.
+    let mut set: Vec<String> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
+    if let Ok(items) = dotenvy::from_path_iter(&path) {
+        for (name, _) in items.map_while(Result::ok) {
+            if set.contains(&name) || kept.contains(&name) {
+                continue;
+            }
+            if std::env::var(&name).is_ok() {
+                kept.push(name);
+            } else {
+                set.push(name);
+            }
+        }
+    }
     match dotenvy::from_path(&path) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Some(LOADED.get_or_init(|| Loaded { path, set, kept }))),
         Err(dotenvy::Error::LineParse(text, _)) => Err(describe_parse_error(
             &path,
             &std::fs::read_to_string(&path).unwrap_or_default(),

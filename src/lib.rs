@@ -39,7 +39,7 @@ pub mod verify;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::cli::Cli;
 use crate::commands::context::Context;
@@ -49,11 +49,18 @@ use crate::error::Outcome;
 /// an exit status.
 pub fn main() -> ExitCode {
     // A missing .env is normal; a broken one is worth stopping for.
-    if let Err(message) = envfile::load() {
-        output::warn(format_args!("error: {message}"));
-        return ExitCode::from(2);
+    match envfile::load() {
+        // Named even under --quiet: --quiet silences progress, and a file
+        // that changes what the run does (a shard, another server) is not
+        // progress; scripted runs are where it is least expected.
+        Ok(Some(loaded)) => output::warn(loaded.describe()),
+        Ok(None) => {}
+        Err(message) => {
+            output::warn(format_args!("error: {message}"));
+            return ExitCode::from(2);
+        }
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(err) => {
             // A refused command line is a usage error like any other: with
@@ -105,6 +112,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Parses the command line, noting where the values that narrow a
+/// selection came from (a flag, the environment, a `.env` file), which
+/// only the raw matches know.
+fn parse() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut Cli::command()))?;
+    cli.origins = commands::args::Origins::of(&matches);
+    Ok(cli)
+}
+
 /// Whether the raw command line asks for JSON output, for errors that come
 /// before it could be parsed.
 fn wants_json() -> bool {
@@ -118,6 +135,7 @@ fn wants_json() -> bool {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let ctx = Context::new(&cli.global)?;
+    let mut ctx = Context::new(&cli.global)?;
+    ctx.origins = cli.origins;
     commands::run(cli.command, &ctx).await
 }

@@ -22,6 +22,7 @@ use crate::companies::Layout;
 use crate::connect::Connector;
 use crate::error::Outcome;
 use crate::migrations::Done;
+use crate::selection::Selection;
 use crate::tenant::Tenant;
 
 /// One row per run.
@@ -77,7 +78,8 @@ fn create_sql(runs: &str, tenants: &str) -> String {
            skipped     integer, \
            incomplete  boolean NOT NULL DEFAULT false, \
            started_at  timestamptz NOT NULL DEFAULT now(), \
-           finished_at timestamptz); \
+           finished_at timestamptz, \
+           selection   jsonb); \
          CREATE TABLE IF NOT EXISTS {tenants} (\
            run_id         bigint NOT NULL REFERENCES {runs} (id) ON DELETE CASCADE, \
            company_id     text NOT NULL, \
@@ -94,8 +96,11 @@ fn create_sql(runs: &str, tenants: &str) -> String {
     )
 }
 
-/// Creates the run tables if they are missing (`master migrate` does this
-/// up front, so a run by a role that may only write rows finds them).
+/// Creates the run tables if they are missing, and adds the columns later
+/// versions added to tables an older tenantctl created (`master migrate`
+/// does this up front, so a run by a role that may only write rows finds
+/// them). The run tables live only here, not in master-migrations/: they
+/// are tenantctl's own, beside any master, adopted or not.
 pub async fn ensure_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<()> {
     let (runs, tenants) = (layout.own_table(RUNS), layout.own_table(RUN_TENANTS));
     let mut tx = conn.begin().await?;
@@ -108,6 +113,15 @@ pub async fn ensure_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::
     )
     .await
     .with_context(|| format!("create tenantctl's {RUNS} and {RUN_TENANTS} tables"))?;
+    // Only when missing: ALTER TABLE needs the table's owner even when
+    // there is nothing to add, and `master migrate` may run as another role.
+    if !probe(&mut tx, layout).await?.selection {
+        tx.execute(format!("ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS selection jsonb").as_str())
+            .await
+            .with_context(|| {
+                format!("add the selection column to tenantctl's {RUNS} table (its owner may)")
+            })?;
+    }
     tx.commit().await.context("commit")?;
     Ok(())
 }
@@ -133,8 +147,9 @@ impl RunLog {
         mut conn: PgConnection,
         layout: &Layout,
         request: RunRequest,
+        selection: Option<&Selection>,
     ) -> anyhow::Result<Self> {
-        let started = match Self::insert(&mut conn, layout, request).await {
+        let started = match Self::insert(&mut conn, layout, request, selection).await {
             // Behind a transaction-mode pooler: kept now, not at the end,
             // and each later write commits on its own.
             Ok(id) => connector.unpin(&mut conn).await.map(|()| id),
@@ -163,21 +178,43 @@ impl RunLog {
         conn: &mut PgConnection,
         layout: &Layout,
         request: RunRequest,
+        selection: Option<&Selection>,
     ) -> anyhow::Result<i64> {
-        if !has_tables(conn, layout).await? {
+        let tables = probe(conn, layout).await?;
+        let mut with_selection = tables.selection;
+        if !tables.exist {
             ensure_tables(conn, layout).await?;
+            with_selection = true;
+        } else if !tables.selection {
+            // Run tables an older tenantctl made: add the column if this
+            // role may; if not, the run still goes ahead (its report
+            // states the selection) and the record says less.
+            match ensure_tables(conn, layout).await {
+                Ok(()) => with_selection = true,
+                Err(err) => crate::output::warn(format_args!(
+                    "warning: this run's record will not state its selection: {} (`tenantctl master migrate` as the owner of {RUNS} adds the column)",
+                    crate::error::render(&err)
+                )),
+            }
         }
-        let (id,): (i64,) = sqlx::query_as(&format!(
-            "INSERT INTO {} (command, target, undoes_run, tenants) VALUES ($1, $2, $3, $4) RETURNING id",
-            layout.own_table(RUNS)
-        ))
-        .persistent(false)
-        .bind(request.kind.as_str())
-        .bind(request.target)
-        .bind(request.undoes)
-        .bind(i32::try_from(request.tenants).unwrap_or(i32::MAX))
-        .fetch_one(&mut *conn)
-        .await?;
+        let selection =
+            selection.map(|s| serde_json::to_string(s).expect("a selection serializes"));
+        let sql = if with_selection {
+            "INSERT INTO {} (command, target, undoes_run, tenants, selection) VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id"
+        } else {
+            "INSERT INTO {} (command, target, undoes_run, tenants) VALUES ($1, $2, $3, $4) RETURNING id"
+        }
+        .replace("{}", &layout.own_table(RUNS));
+        let mut query = sqlx::query_as(&sql)
+            .persistent(false)
+            .bind(request.kind.as_str())
+            .bind(request.target)
+            .bind(request.undoes)
+            .bind(i32::try_from(request.tenants).unwrap_or(i32::MAX));
+        if with_selection {
+            query = query.bind(selection);
+        }
+        let (id,): (i64,) = query.fetch_one(&mut *conn).await?;
         Ok(id)
     }
 
@@ -357,6 +394,10 @@ pub struct RunSummary {
     pub skipped: Option<i32>,
     /// Some tenant's change could not be recorded.
     pub incomplete: bool,
+    /// What the run selected and why (none for runs recorded before
+    /// tenantctl kept it, and for `revert --run`, which takes back what one
+    /// run recorded).
+    pub selection: Option<sqlx::types::Json<Selection>>,
 }
 
 /// What a run did to one tenant.
@@ -376,28 +417,45 @@ pub struct RunTenant {
     pub error: Option<String>,
 }
 
-fn summary_sql(layout: &Layout, filter: &str) -> String {
+fn summary_sql(layout: &Layout, tables: Tables, filter: &str) -> String {
     format!(
         "SELECT r.id, r.command, r.target AS to, r.undoes_run, r.outcome, r.started_at, r.finished_at, r.tenants, \
                 (SELECT count(*) FROM {tenants} t WHERE t.run_id = r.id AND cardinality(t.versions) > 0) AS changed, \
-                r.ok, r.failed, r.skipped, r.incomplete \
+                r.ok, r.failed, r.skipped, r.incomplete, {selection} AS selection \
          FROM {runs} r {filter}",
         runs = layout.own_table(RUNS),
         tenants = layout.own_table(RUN_TENANTS),
+        // Run tables from before the column read as runs without one.
+        selection = if tables.selection {
+            "r.selection"
+        } else {
+            "NULL::jsonb"
+        },
     )
 }
 
-/// Whether the run tables exist yet.
-async fn has_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<bool> {
-    let (exists,): (bool,) =
-        sqlx::query_as("SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL")
-            .persistent(false)
-            .bind(layout.own_table(RUNS))
-            .bind(layout.own_table(RUN_TENANTS))
-            .fetch_one(&mut *conn)
-            .await
-            .context("look for tenantctl's run records")?;
-    Ok(exists)
+/// What of the run tables the master has.
+#[derive(Debug, Clone, Copy)]
+struct Tables {
+    /// Both tables.
+    exist: bool,
+    /// The runs table's `selection` column, which older versions lack.
+    selection: bool,
+}
+
+async fn probe(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Tables> {
+    let (exist, selection): (bool, bool) = sqlx::query_as(
+        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL, \
+                EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
+                        AND attname = 'selection' AND NOT attisdropped)",
+    )
+    .persistent(false)
+    .bind(layout.own_table(RUNS))
+    .bind(layout.own_table(RUN_TENANTS))
+    .fetch_one(&mut *conn)
+    .await
+    .context("look for tenantctl's run records")?;
+    Ok(Tables { exist, selection })
 }
 
 /// The most recent runs, newest first.
@@ -406,15 +464,17 @@ pub async fn recent(
     layout: &Layout,
     limit: u32,
 ) -> anyhow::Result<Vec<RunSummary>> {
-    if !has_tables(conn, layout).await? {
+    let tables = probe(conn, layout).await?;
+    if !tables.exist {
         return Ok(Vec::new());
     }
-    let rows: Vec<RunSummary> = sqlx::query_as(&summary_sql(layout, "ORDER BY r.id DESC LIMIT $1"))
-        .persistent(false)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .context("read tenantctl's run records")?;
+    let rows: Vec<RunSummary> =
+        sqlx::query_as(&summary_sql(layout, tables, "ORDER BY r.id DESC LIMIT $1"))
+            .persistent(false)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .context("read tenantctl's run records")?;
     Ok(rows)
 }
 
@@ -425,10 +485,11 @@ pub async fn get(
     layout: &Layout,
     id: i64,
 ) -> anyhow::Result<Option<(RunSummary, Vec<RunTenant>)>> {
-    if !has_tables(conn, layout).await? {
+    let tables = probe(conn, layout).await?;
+    if !tables.exist {
         return Ok(None);
     }
-    let row: Option<RunSummary> = sqlx::query_as(&summary_sql(layout, "WHERE r.id = $1"))
+    let row: Option<RunSummary> = sqlx::query_as(&summary_sql(layout, tables, "WHERE r.id = $1"))
         .persistent(false)
         .bind(id)
         .fetch_optional(&mut *conn)

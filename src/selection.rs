@@ -1,8 +1,11 @@
 //! Turning `<slug|id>...`, `--all`, `--status`, `--server` and `--shard`
 //! into the list of tenants a command acts on, with one read of the master.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnection;
 
 use crate::companies::Layout;
@@ -81,6 +84,200 @@ impl Filter {
     }
 }
 
+/// Where a value that shaped a selection came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Source {
+    /// Given on the command line.
+    CommandLine,
+    /// Not given: tenantctl's default.
+    Default,
+    /// This variable, in the process's own environment.
+    Environment { variable: String },
+    /// This variable, set by this `.env` file (the working directory's or
+    /// a parent's).
+    EnvFile { variable: String, file: String },
+}
+
+impl Source {
+    /// `flag` when it was given as one, else where the value was found.
+    fn describe(&self, flag: &str, value: &str) -> String {
+        match self {
+            Self::CommandLine => format!("{flag} {value}"),
+            Self::Default => format!("{value} (by default)"),
+            Self::Environment { variable } => {
+                format!("{value} (from {variable} in the environment)")
+            }
+            Self::EnvFile { variable, file } => format!(
+                "{value} (from {variable} in {})",
+                crate::output::shown(file)
+            ),
+        }
+    }
+}
+
+/// What a fleet run selected and what selected it, stated by every fleet
+/// report and run record: a deploy narrowed by a setting the operator did
+/// not see (a shard from a `.env` in a parent directory) must not pass for
+/// the whole fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Rows in the master's companies table, in every status.
+    pub companies: usize,
+    /// Tenants selected.
+    pub selected: usize,
+    /// `--all` was given.
+    pub all: bool,
+    /// Tenants named on the command line, as named.
+    pub tenants: Vec<String>,
+    /// Only tenants with these statuses (none: any, for named tenants).
+    pub statuses: Vec<String>,
+    /// Only tenants on these servers (none: any).
+    pub servers: Vec<String>,
+    /// The shard `I/N` applied, if any (never to named tenants).
+    pub shard: Option<String>,
+    /// `revert --run ID`: the tenants that run changed.
+    #[serde(default)]
+    pub run: Option<i64>,
+    /// Where each criterion in use came from, by name (`all`, `tenants`,
+    /// `statuses`, `servers`, `shard`, `run`).
+    pub from: BTreeMap<String, Source>,
+}
+
+impl Selection {
+    /// The selection `names` and `filter` made: `companies` rows in the
+    /// master, `selected` of them picked. `shard_from` says where the
+    /// filter's shard came from.
+    pub fn of(
+        names: &[String],
+        filter: &Filter,
+        shard_from: Option<Source>,
+        companies: usize,
+        selected: usize,
+    ) -> Self {
+        let mut from = BTreeMap::new();
+        if filter.all {
+            from.insert("all".to_owned(), Source::CommandLine);
+        }
+        if !names.is_empty() {
+            from.insert("tenants".to_owned(), Source::CommandLine);
+        }
+        let statuses: Vec<String> = if !filter.lifecycles.is_empty() {
+            from.insert("statuses".to_owned(), Source::CommandLine);
+            filter
+                .lifecycles
+                .iter()
+                .map(|l| l.as_str().to_owned())
+                .collect()
+        } else if names.is_empty() {
+            from.insert("statuses".to_owned(), Source::Default);
+            vec![Lifecycle::Active.as_str().to_owned()]
+        } else {
+            Vec::new()
+        };
+        if !filter.servers.is_empty() {
+            from.insert("servers".to_owned(), Source::CommandLine);
+        }
+        // As in `resolve`: a shard splits only what the master decides.
+        let shard = filter.shard.filter(|_| names.is_empty());
+        if shard.is_some() {
+            from.insert(
+                "shard".to_owned(),
+                shard_from.unwrap_or(Source::CommandLine),
+            );
+        }
+        Self {
+            companies,
+            selected,
+            all: filter.all,
+            tenants: names.to_vec(),
+            statuses,
+            servers: filter
+                .servers
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            shard: shard.map(|s| format!("{}/{}", s.index, s.count)),
+            run: None,
+            from,
+        }
+    }
+
+    /// The selection of `revert --run ID`: the tenants that run recorded
+    /// as changed, `selected` of them still in the master.
+    pub fn of_run(id: i64, companies: usize, selected: usize) -> Self {
+        Self {
+            companies,
+            selected,
+            all: false,
+            tenants: Vec::new(),
+            statuses: Vec::new(),
+            servers: Vec::new(),
+            shard: None,
+            run: Some(id),
+            from: BTreeMap::from([("run".to_owned(), Source::CommandLine)]),
+        }
+    }
+
+    /// One line for the end of a table report: `selected 32 of the
+    /// master's 120 companies: --all, status active (by default), shard 1/4
+    /// (from TENANTCTL_SHARD in /srv/.env)`.
+    pub fn describe(&self) -> String {
+        let source = |key: &str| self.from.get(key).cloned().unwrap_or(Source::CommandLine);
+        let mut parts: Vec<String> = Vec::new();
+        if self.all {
+            parts.push("--all".to_owned());
+        }
+        if !self.tenants.is_empty() {
+            const SHOWN: usize = 5;
+            let mut named: Vec<String> = self
+                .tenants
+                .iter()
+                .take(SHOWN)
+                .map(|t| crate::output::shown(t))
+                .collect();
+            if self.tenants.len() > SHOWN {
+                named.push(format!("and {} more", self.tenants.len() - SHOWN));
+            }
+            parts.push(format!("named {}", named.join(", ")));
+        }
+        if !self.statuses.is_empty() {
+            let statuses = self.statuses.join(", ");
+            parts.push(match source("statuses") {
+                Source::CommandLine => format!("--status {statuses}"),
+                other => other.describe("--status", &format!("status {statuses}")),
+            });
+        }
+        if !self.servers.is_empty() {
+            parts.push(format!("--server {}", self.servers.join(", ")));
+        }
+        if let Some(id) = self.run {
+            parts.push(format!("--run {id} (the tenants it changed)"));
+        }
+        if let Some(shard) = &self.shard {
+            parts.push(match source("shard") {
+                Source::CommandLine => format!("--shard {shard}"),
+                other => other.describe("--shard", &format!("shard {shard}")),
+            });
+        }
+        let mut text = format!(
+            "selected {} of the master's {} companies",
+            self.selected, self.companies
+        );
+        if !parts.is_empty() {
+            let _ = write!(text, ": {}", parts.join(", "));
+        }
+        text
+    }
+}
+
+/// The selected tenants and how many companies the master holds.
+pub struct Selected {
+    pub tenants: Vec<Tenant>,
+    /// Rows in the companies table, in every status.
+    pub companies: usize,
+}
+
 /// Reads the master once and returns the selected tenants: with `--all`
 /// ordered by slug, otherwise in the order named.
 ///
@@ -100,8 +297,9 @@ pub async fn resolve(
     filter: &Filter,
     configured: &[ServerName],
     same_place: impl Fn(&Tenant, &Tenant) -> bool,
-) -> anyhow::Result<Vec<Tenant>> {
+) -> anyhow::Result<Selected> {
     let everyone = layout.list(master_conn).await?;
+    let companies = everyone.len();
     let mut tenants = resolve_unplaced(&everyone, names, filter)?;
     mark_shared(&everyone, &mut tenants, same_place);
     if !filter.servers.is_empty() {
@@ -119,7 +317,7 @@ pub async fn resolve(
         }
         tenants.retain(|t| filter.on_servers(t));
     }
-    Ok(tenants)
+    Ok(Selected { tenants, companies })
 }
 
 fn resolve_unplaced(
@@ -207,6 +405,57 @@ fn by_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_selection_says_what_chose_it() {
+        let shard = Some(Shard { index: 1, count: 4 });
+        let from_file = Source::EnvFile {
+            variable: "TENANTCTL_SHARD".into(),
+            file: "/srv/.env".into(),
+        };
+        let all = Filter {
+            all: true,
+            shard,
+            ..Filter::default()
+        };
+        let selection = Selection::of(&[], &all, Some(from_file.clone()), 120, 32);
+        assert_eq!(
+            selection.describe(),
+            "selected 32 of the master's 120 companies: --all, status active (by default), shard 1/4 (from TENANTCTL_SHARD in /srv/.env)"
+        );
+        assert_eq!(selection.from.get("shard"), Some(&from_file));
+        // Named tenants are never sharded, so no shard is claimed; a long
+        // list is cut short.
+        let slugs: Vec<String> = (1..=7).map(|n| format!("t{n}")).collect();
+        let named = Selection::of(&slugs, &all, Some(from_file), 120, 7);
+        assert_eq!(named.shard, None);
+        assert!(!named.from.contains_key("shard"));
+        assert_eq!(
+            named.describe(),
+            "selected 7 of the master's 120 companies: --all, named t1, t2, t3, t4, t5, and 2 more"
+        );
+        let env = Selection::of(
+            &[],
+            &Filter {
+                lifecycles: vec![Lifecycle::Failed],
+                shard,
+                ..Filter::default()
+            },
+            Some(Source::Environment {
+                variable: "TENANTCTL_SHARD".into(),
+            }),
+            9,
+            2,
+        );
+        assert_eq!(
+            env.describe(),
+            "selected 2 of the master's 9 companies: --status failed, shard 1/4 (from TENANTCTL_SHARD in the environment)"
+        );
+        assert_eq!(
+            Selection::of_run(42, 9, 3).describe(),
+            "selected 3 of the master's 9 companies: --run 42 (the tenants it changed)"
+        );
+    }
 
     #[test]
     fn parses_shards() {

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::connect::SessionLimits;
 use crate::fleet::FleetOptions;
 use crate::output::OutputMode;
-use crate::selection::{Filter, Shard};
+use crate::selection::{Filter, Shard, Source};
 use crate::servers::ServerName;
 use crate::tenant::Lifecycle;
 
@@ -91,6 +91,52 @@ pub struct FilterArgs {
     /// tenants named or selected with --all
     #[arg(long = "server", value_name = "NAME")]
     pub servers: Vec<ServerName>,
+}
+
+/// Where the values of the flags that also read a variable came from,
+/// which clap knows only while the raw matches are at hand: the shard may
+/// come from `TENANTCTL_SHARD`, and that from a `.env` file.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// Where `--shard` came from, if it was given at all.
+    pub shard: Option<Source>,
+}
+
+impl Origins {
+    /// Reads the sources from the matches of the command line, whose
+    /// subcommand chain ends at the command that ran.
+    pub fn of(matches: &clap::ArgMatches) -> Self {
+        let mut leaf = matches;
+        while let Some((_, sub)) = leaf.subcommand() {
+            leaf = sub;
+        }
+        Self {
+            shard: source(leaf, "shard", "TENANTCTL_SHARD"),
+        }
+    }
+}
+
+/// Where the value of `id` came from: the command line, the environment,
+/// or (when the variable was one a `.env` file set) that file.
+fn source(matches: &clap::ArgMatches, id: &str, variable: &str) -> Option<Source> {
+    // Asking about an argument the command does not have panics in debug
+    // builds; one absent from the matches was not given anyway.
+    if !matches.ids().any(|known| known.as_str() == id) {
+        return None;
+    }
+    Some(match matches.value_source(id)? {
+        clap::parser::ValueSource::EnvVariable => match crate::envfile::file_that_set(variable) {
+            Some(file) => Source::EnvFile {
+                variable: variable.to_owned(),
+                file: file.display().to_string(),
+            },
+            None => Source::Environment {
+                variable: variable.to_owned(),
+            },
+        },
+        clap::parser::ValueSource::DefaultValue => Source::Default,
+        _ => Source::CommandLine,
+    })
 }
 
 /// How a command runs across several tenants.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
-use crate::commands::args::{FilterArgs, FleetArgs, GlobalArgs, SelectionArgs};
+use crate::commands::args::{FilterArgs, FleetArgs, GlobalArgs, Origins, SelectionArgs};
 use crate::companies::Layout;
 use crate::config::Config;
 use crate::connect::{Connector, SessionLimits};
@@ -19,10 +19,10 @@ use crate::fleet::{self, Attempt, FleetRun, Stop, Verdict};
 use crate::migrations::MigrationSet;
 use crate::output::OutputMode;
 use crate::output::progress::Progress;
-use crate::output::report::{Extra, TenantValue, print_fleet, print_fleet_with};
+use crate::output::report::{Extra, TenantValue, print_fleet_with};
 use crate::recheck::Recheck;
 use crate::runs::{RunLog, RunRequest};
-use crate::selection::{self, Filter};
+use crate::selection::{self, Filter, Selection};
 use crate::servers::ServerName;
 use crate::tenant::Tenant;
 
@@ -42,6 +42,11 @@ pub struct Context {
     /// (off while `revert` plans, whose plan is not the report).
     streaming: AtomicBool,
     tenant_migrations_dir: Option<PathBuf>,
+    /// Where the selection flags' values came from (see [`Origins`]).
+    pub origins: Origins,
+    /// What the last selection read from the master picked and why, for
+    /// the report and the run record to state.
+    selection: std::sync::Mutex<Option<Selection>>,
 }
 
 impl Context {
@@ -79,6 +84,8 @@ impl Context {
             listening: AtomicBool::new(false),
             streaming: AtomicBool::new(true),
             tenant_migrations_dir: global.tenant_migrations.clone(),
+            origins: Origins::default(),
+            selection: std::sync::Mutex::new(None),
         })
     }
 
@@ -188,7 +195,14 @@ impl Context {
             }
         };
         let request = request(tenants.len());
-        let log = RunLog::start(self.connector.clone(), conn, &layout, request).await?;
+        let log = RunLog::start(
+            self.connector.clone(),
+            conn,
+            &layout,
+            request,
+            self.selection().as_ref(),
+        )
+        .await?;
         Ok((tenants, Arc::new(log)))
     }
 
@@ -207,13 +221,21 @@ impl Context {
             .filter(|s| s.address.is_some())
             .map(|s| s.name)
             .collect();
-        let tenants = selection::resolve(conn, layout, names, &filter, &configured, |a, b| {
+        let selected = selection::resolve(conn, layout, names, &filter, &configured, |a, b| {
             self.same_place(a, b)
         })
         .await?;
+        let tenants = selected.tenants;
         if !self.quiet {
             warn_shared(&tenants);
         }
+        self.set_selection(Selection::of(
+            names,
+            &filter,
+            self.origins.shard.clone(),
+            selected.companies,
+            tenants.len(),
+        ));
         if tenants.is_empty() && !names.is_empty() {
             // Named tenants filtered away entirely by --status or --server.
             crate::output::warn(if filter.servers.is_empty() {
@@ -252,6 +274,24 @@ impl Context {
             .into_iter()
             .filter(|t| t.id != tenant.id && self.same_place(t, tenant))
             .collect())
+    }
+
+    /// What the last selection picked and why (`None` before any, and for
+    /// runs that select otherwise, such as `revert --run`).
+    pub fn selection(&self) -> Option<Selection> {
+        self.selection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records what a command selected, for its report and run record
+    /// (commands that select other than through [`Self::select`]).
+    pub fn set_selection(&self, selection: Selection) {
+        *self
+            .selection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(selection);
     }
 
     /// The stop flag, with Ctrl-C and SIGTERM now setting it. Only fleet
@@ -351,7 +391,11 @@ impl Context {
 
     /// Prints a fleet run's report and turns it into the exit outcome.
     pub fn finish<T: TenantValue>(&self, run: &FleetRun<T>) -> Outcome {
-        print_fleet(run, self.output);
+        let extra = Extra {
+            selection: self.selection(),
+            ..Extra::default()
+        };
+        print_fleet_with(run, self.output, &extra);
         run.outcome()
     }
 
@@ -359,7 +403,14 @@ impl Context {
     pub async fn start_run(&self, request: RunRequest) -> anyhow::Result<Arc<RunLog>> {
         let (conn, layout) = self.master().await?;
         Ok(Arc::new(
-            RunLog::start(self.connector.clone(), conn, &layout, request).await?,
+            RunLog::start(
+                self.connector.clone(),
+                conn,
+                &layout,
+                request,
+                self.selection().as_ref(),
+            )
+            .await?,
         ))
     }
 
@@ -383,6 +434,7 @@ impl Context {
         let extra = Extra {
             run_id: log.map(|l| l.id),
             refused: false,
+            selection: self.selection(),
         };
         print_fleet_with(run, self.output, &extra);
         outcome

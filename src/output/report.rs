@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{OutputMode, format_duration, line, print_json, shown, table};
 use crate::fleet::{FleetRun, Report, Verdict};
+use crate::selection::Selection;
 
 /// The command-specific part of a per-tenant report: extra JSON fields
 /// (through `Serialize`, flattened into the tenant object) and extra table
@@ -77,6 +78,9 @@ pub struct Extra {
     pub run_id: Option<i64>,
     /// The run was refused before anything changed.
     pub refused: bool,
+    /// What was selected and why; every fleet run that selected from the
+    /// master states it.
+    pub selection: Option<Selection>,
 }
 
 /// [`print_fleet`] with the fields some commands add.
@@ -88,6 +92,9 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
         }
         if extra.refused {
             value["refused"] = true.into();
+        }
+        if let Some(selection) = &extra.selection {
+            value["selection"] = serde_json::to_value(selection).expect("a selection serializes");
         }
         value
     };
@@ -154,6 +161,9 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
                     .map(|id| format!("; recorded as run {id}"))
                     .unwrap_or_default()
             ));
+            if let Some(selection) = &extra.selection {
+                line(selection.describe());
+            }
         }
     }
 }

@@ -33,3 +33,4 @@ mod timeouts;
 mod toolbox;
 mod trust_master;
 mod trust_secrets;
+mod trust_selection;

@@ -280,6 +280,7 @@ fn refuse(ctx: &Context, planned: &FleetRun<Reverted>, blocked: usize) -> Outcom
         &Extra {
             run_id: None,
             refused: true,
+            selection: ctx.selection(),
         },
     );
     crate::output::warn(format_args!(
@@ -387,6 +388,7 @@ async fn run_goals(
         .into());
     }
     let mut everyone = everyone?;
+    let companies = everyone.len();
     // Who else names each database, as a selection marks it: a database
     // two companies share is refused, not reverted under one of them.
     let all = everyone.clone();
@@ -438,6 +440,11 @@ async fn run_goals(
             }),
         }
     }
+    ctx.set_selection(crate::selection::Selection::of_run(
+        id,
+        companies,
+        tenants.len(),
+    ));
     Ok((tenants, Goals::Run(Arc::new(goals)), missing))
 }
 

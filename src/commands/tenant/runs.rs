@@ -43,6 +43,9 @@ pub async fn run(args: RunsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 ),
                 OutputMode::Table => {
                     print_runs(OutputMode::Table, std::slice::from_ref(&summary));
+                    if let Some(selection) = &summary.selection {
+                        line(selection.describe());
+                    }
                     let mut out = table([
                         "company id",
                         "db name",
