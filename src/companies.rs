@@ -491,7 +491,7 @@ impl Layout {
         conn: &mut PgConnection,
         id: &str,
     ) -> anyhow::Result<Option<Tenant>> {
-        self.rows_where(conn, "c.{id}::text = $1", id, "")
+        self.rows_where(conn, "c.{id}::text COLLATE \"C\" = $1", id, "")
             .await
             .map(|rows| rows.into_iter().next())
     }
@@ -505,9 +505,14 @@ impl Layout {
         conn: &mut PgConnection,
         id: &str,
     ) -> anyhow::Result<Option<Tenant>> {
-        self.rows_where(conn, "c.{id}::text = $1", id, " FOR UPDATE OF c")
-            .await
-            .map(|rows| rows.into_iter().next())
+        self.rows_where(
+            conn,
+            "c.{id}::text COLLATE \"C\" = $1",
+            id,
+            " FOR UPDATE OF c",
+        )
+        .await
+        .map(|rows| rows.into_iter().next())
     }
 
     /// The companies with these ids, as they are now (one query).
@@ -517,7 +522,7 @@ impl Layout {
         ids: &[String],
     ) -> anyhow::Result<Vec<Tenant>> {
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "{} WHERE c.{}::text = ANY($1)",
+            "{} WHERE c.{}::text COLLATE \"C\" = ANY($1)",
             self.select(),
             self.id.quoted()
         ))
@@ -532,7 +537,8 @@ impl Layout {
     /// Every company whose database-name column holds exactly `db` (on any
     /// server: the caller tells which of them are the same database).
     pub async fn naming(&self, conn: &mut PgConnection, db: &str) -> anyhow::Result<Vec<Tenant>> {
-        self.rows_where(conn, "c.{db}::text = $1", db, "").await
+        self.rows_where(conn, "c.{db}::text COLLATE \"C\" = $1", db, "")
+            .await
     }
 
     /// Rows of [`Self::select`] matching `condition` (`{id}` and `{db}`
@@ -912,7 +918,7 @@ impl Layout {
         touch: &str,
     ) -> anyhow::Result<()> {
         let stored: Vec<(Option<String>,)> = sqlx::query_as(&format!(
-            "UPDATE {} AS c SET {} = CAST($1::text AS {}){touch} WHERE c.{}::text = $2 RETURNING c.{}::text",
+            "UPDATE {} AS c SET {} = CAST($1::text AS {}){touch} WHERE c.{}::text COLLATE \"C\" = $2 RETURNING c.{}::text",
             self.table_sql,
             column.quoted(),
             column.sql_type,
@@ -1001,7 +1007,7 @@ impl Layout {
             }
         }
         let deleted: Vec<(Option<String>,)> = sqlx::query_as(&format!(
-            "DELETE FROM {} AS c WHERE c.{}::text = $1 RETURNING c.{}::text",
+            "DELETE FROM {} AS c WHERE c.{}::text COLLATE \"C\" = $1 RETURNING c.{}::text",
             self.table_sql,
             self.id.quoted(),
             self.db_name.quoted()

@@ -228,9 +228,11 @@ impl Connector {
         &self.master_db
     }
 
-    /// Whether two server names reach the same PostgreSQL server: the same
-    /// name, or the same port on the same host (loopback spelled any way),
-    /// so that one database recorded under two names is seen as one.
+    /// Whether two server names may reach the same PostgreSQL server: the
+    /// same name, the same port on the same host (loopback spelled any
+    /// way), or a name this environment does not configure; so that one
+    /// database recorded under two names is seen as one. (Different host
+    /// names for one machine are told apart by [`Self::same_server`].)
     pub fn same_place(&self, a: &ServerName, b: &ServerName) -> bool {
         if a == b {
             return true;
@@ -245,7 +247,12 @@ impl Connector {
                 (host, s.base.get_port())
             })
         };
-        matches!((place(a), place(b)), (Some(x), Some(y)) if x == y)
+        match (place(a), place(b)) {
+            (Some(x), Some(y)) => x == y,
+            // A server this environment does not configure could be
+            // anything, this one included: assume the worst.
+            _ => true,
+        }
     }
 
     /// Refuses the master database, so a row that names the master can

@@ -301,7 +301,15 @@ pub async fn resolve(
     let everyone = layout.list(master_conn).await?;
     let companies = everyone.len();
     let mut tenants = resolve_unplaced(&everyone, names, filter)?;
+    // Marked before the shard splits the selection: every shard then agrees
+    // which of the rows sharing a database works on it, and only that
+    // one's shard does.
     mark_shared(&everyone, &mut tenants, same_place);
+    if names.is_empty()
+        && let Some(shard) = filter.shard
+    {
+        tenants.retain(|t| shard.contains(&t.id));
+    }
     if !filter.servers.is_empty() {
         for server in &filter.servers {
             let known = configured.contains(server)
@@ -346,7 +354,7 @@ fn resolve_unplaced(
     } else {
         &filter.lifecycles
     };
-    let mut tenants: Vec<Tenant> = everyone
+    let tenants: Vec<Tenant> = everyone
         .iter()
         .filter(|t| Filter::wants(lifecycles, t))
         .cloned()
@@ -355,9 +363,6 @@ fn resolve_unplaced(
     // report; `--status failed` finding nothing is good news.
     if tenants.is_empty() && !everyone.is_empty() && filter.lifecycles.is_empty() {
         return Err(nobody_selected(everyone, lifecycles).into());
-    }
-    if let Some(shard) = filter.shard {
-        tenants.retain(|t| shard.contains(&t.id));
     }
     Ok(tenants)
 }

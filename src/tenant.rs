@@ -199,7 +199,10 @@ pub fn mark_shared(
         let others: Vec<&Tenant> = everyone
             .iter()
             .filter(|t| {
-                t.id != tenant.id && t.db_name_raw.as_deref() == Some(db) && same_place(t, tenant)
+                t.id != tenant.id
+                    && t.db_name_raw.as_deref() == Some(db)
+                    && !t.has_status(Lifecycle::Dropped)
+                    && same_place(t, tenant)
             })
             .collect();
         if others.is_empty() {

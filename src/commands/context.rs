@@ -24,7 +24,7 @@ use crate::recheck::Recheck;
 use crate::runs::{RunLog, RunRequest};
 use crate::selection::{self, Filter, Selection};
 use crate::servers::ServerName;
-use crate::tenant::Tenant;
+use crate::tenant::{Lifecycle, Tenant};
 
 /// The future an operation on one tenant's connection returns; it borrows
 /// the connection, which [`Context::on_each_tenant`] closes afterwards.
@@ -272,7 +272,9 @@ impl Context {
             .naming(conn, db)
             .await?
             .into_iter()
-            .filter(|t| t.id != tenant.id && self.same_place(t, tenant))
+            .filter(|t| {
+                t.id != tenant.id && !t.has_status(Lifecycle::Dropped) && self.same_place(t, tenant)
+            })
             .collect())
     }
 

@@ -418,6 +418,26 @@ async fn run_goals(
             installed_until: change.installed_until,
         };
         match everyone.iter().find(|t| t.id == change.company_id) {
+            // The run changed the database it recorded; a row that names
+            // another one now would have the down scripts run there.
+            Some(tenant)
+                if tenant.db_name_raw.as_deref() != Some(change.db_name.as_str())
+                    || tenant.server_label() != change.server =>
+            {
+                missing.push(Report {
+                    tenant: tenant.clone(),
+                    verdict: Verdict::Skipped,
+                    value: Reverted::default(),
+                    error: Some(format!(
+                        "run {id} changed database {} on server {}, but the company's row now names {} on {}; nothing reverted: revert that database by hand, or with --to once the row names it",
+                        crate::output::shown(&change.db_name),
+                        crate::output::shown(&change.server),
+                        crate::output::shown(tenant.db_label()),
+                        crate::output::shown(tenant.server_label())
+                    )),
+                    duration: std::time::Duration::ZERO,
+                });
+            }
             Some(tenant) => {
                 goals.insert(tenant.id.clone(), target);
                 tenants.push(tenant.clone());
