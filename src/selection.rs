@@ -139,6 +139,14 @@ async fn resolve_unplaced(
         )
         .into());
     }
+    // What the master hides from us is not absent: a fleet run over the
+    // rows we can see would report a complete deploy that missed some.
+    if let Some(refusal) = layout
+        .visibility
+        .hiding(&layout.label, "to select the whole fleet (--all, --status)")
+    {
+        return Err(refusal.into());
+    }
     let lifecycles = if filter.lifecycles.is_empty() {
         &[Lifecycle::Active][..]
     } else {
@@ -192,7 +200,19 @@ async fn by_name(
     let everyone = layout.list(master_conn).await?;
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = find_tenant(&everyone, key).ok_or_else(|| unknown_tenant(key))?;
+        let found = find_tenant(&everyone, key).ok_or_else(|| {
+            let err = unknown_tenant(key);
+            // Named tenants still run under row-level security (each is
+            // found, or this error says it is not): say it may be hidden.
+            match layout.visibility.row_security.first() {
+                Some(rls) => err.context(format!(
+                    "row-level security on {} may hide it from role {}",
+                    crate::output::shown(&rls.table),
+                    crate::output::shown(&rls.role)
+                )),
+                None => err,
+            }
+        })?;
         if !picked.iter().any(|t| t.id == found.id) {
             picked.push(found.clone());
         }

@@ -7,7 +7,7 @@ use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::commands::context::Context;
-use crate::companies::{BOOKKEEPING, Layout, MissingTable, PLACEMENT};
+use crate::companies::{BOOKKEEPING, Layout, MissingTable, PLACEMENT, SCHEMA_LOCK};
 use crate::config::MasterConfig;
 use crate::connect::is_missing_database;
 use crate::ddl;
@@ -71,7 +71,20 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
         bookkeeping_created: false,
         placement_created: false,
     };
-    let done = migrate_or_adopt(ctx, &mut conn, &mut result).await;
+    // Everything below, from reading what the master holds to the last
+    // CREATE TABLE, under the master's schema lock: two `master migrate`
+    // at once (two deploys, two CI jobs) would otherwise both decide to
+    // create the same tables and collide in the catalog. Transaction-level
+    // on a pinned connection (a transaction-mode pooler), whose commit at
+    // release frees it; session-level otherwise, freed here.
+    let done = match migrations::lock_key(&mut conn, SCHEMA_LOCK).await {
+        Ok(()) => {
+            let done = migrate_or_adopt(ctx, &mut conn, &mut result).await;
+            let unlocked = migrations::unlock_key(&mut conn, SCHEMA_LOCK).await;
+            done.and(unlocked.context("release the master's schema lock"))
+        }
+        Err(err) => Err(err.context("take the master's schema lock")),
+    };
     let released = ctx.connector.release(conn).await;
     done.and(released)
         .with_context(|| format!("migrate the master database {db}"))?;
