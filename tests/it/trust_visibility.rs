@@ -452,7 +452,7 @@ fn concurrent_master_migrate_on_a_fresh_master_all_succeed() {
 
 #[test]
 fn concurrent_master_migrate_on_an_adopted_prisma_master_all_succeed() {
-    for round in 0..6 {
+    for round in 0..8 {
         let env = TestEnv::new();
         env.orm_master(&["provisioning", "ACTIVE", "SUSPENDED"]);
         let before = env.query(
@@ -460,7 +460,7 @@ fn concurrent_master_migrate_on_an_adopted_prisma_master_all_succeed() {
             r#"SELECT format('%s %s %s', attname, format_type(atttypid, atttypmod), attnotnull)
                  FROM pg_attribute WHERE attrelid = '"Company"'::regclass AND attnum > 0 ORDER BY attnum"#,
         );
-        let runs = at_once(&env, 5, &["master", "migrate"]);
+        let runs = at_once(&env, 6, &["master", "migrate"]);
         all_ok(&runs, &format!("round {round}"));
         assert_eq!(
             tables(&env),
