@@ -9,6 +9,11 @@ use crate::support::{RoleUrls, Run, TestEnv, role_with_password, wait_with_deadl
 /// test's own that owns the tenant databases and may read and write every
 /// table of the master, but does not own the companies table.
 fn fleet_as_role(env: &TestEnv) -> (RoleUrls, [String; 3]) {
+    fleet_as_role_with(env, &[])
+}
+
+/// [`fleet_as_role`], each `tenant create` given these arguments too.
+fn fleet_as_role_with(env: &TestEnv, create_args: &[&str]) -> (RoleUrls, [String; 3]) {
     env.run(&["master", "migrate"]).ok();
     let ops = role_with_password(env, "ops", "ops-pw-4k9");
     env.exec(
@@ -21,8 +26,9 @@ fn fleet_as_role(env: &TestEnv) -> (RoleUrls, [String; 3]) {
     );
     let slugs = ["acme", "globex", "ghost"].map(|n| env.slug(n));
     for slug in &slugs {
-        env.run_with(&["tenant", "create", slug], ops.configure())
-            .ok();
+        let mut args = vec!["tenant", "create", slug.as_str()];
+        args.extend_from_slice(create_args);
+        env.run_with(&args, ops.configure()).ok();
     }
     (ops, slugs)
 }
@@ -123,6 +129,84 @@ fn row_level_security_hiding_a_company_refuses_the_whole_fleet_and_doctor_but_no
         .ok()
         .json();
     assert_eq!(all["tenants"].as_array().map(Vec::len), Some(3), "{all}");
+}
+
+#[test]
+fn revert_run_says_row_security_may_hide_a_company_the_run_changed() {
+    let env = TestEnv::new();
+    let dir = env.fixture("reversible");
+    let dir = dir.to_str().expect("utf-8 path").to_owned();
+    // The fixture's first two migrations for the tenants, all five for the run.
+    let base = env.workdir.path().join("base");
+    std::fs::create_dir_all(&base).expect("base folder");
+    for entry in std::fs::read_dir(&dir).expect("fixture") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        if name.starts_with("20250101000001") || name.starts_with("20250101000002") {
+            std::fs::copy(&path, base.join(&name)).expect("copy");
+        }
+    }
+    let base = base.to_str().expect("utf-8 path").to_owned();
+    let (ops, [_, _, ghost]) = fleet_as_role_with(&env, &["--tenant-migrations", &base]);
+    let run = as_role(
+        &env,
+        &ops,
+        &[
+            "tenant",
+            "migrate",
+            "--all",
+            "--tenant-migrations",
+            &dir,
+            "--output",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    let id = run["run_id"].as_i64().expect("run id").to_string();
+    env.exec(
+        &env.master,
+        &format!(
+            r#"ALTER TABLE "Company" ENABLE ROW LEVEL SECURITY;
+               CREATE POLICY hide_ghost ON "Company" TO "{}" USING (slug <> '{ghost}');"#,
+            ops.role
+        ),
+    );
+    let plan = as_role(
+        &env,
+        &ops,
+        &[
+            "tenant",
+            "revert",
+            "--run",
+            &id,
+            "--dry-run",
+            "--tenant-migrations",
+            &dir,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    let report = plan.json();
+    let skipped: Vec<&serde_json::Value> = report["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter(|t| t["db_name"] == env.db("ghost").as_str())
+        .collect();
+    assert_eq!(skipped.len(), 1, "{report}");
+    assert_eq!(skipped[0]["status"], "skipped", "{report}");
+    assert!(
+        skipped[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("row-level security") && e.contains(&ops.role)),
+        "{report}"
+    );
 }
 
 #[test]
