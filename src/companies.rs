@@ -128,7 +128,7 @@ type CatalogRow = (
     bool,
     String,
     String,
-    Option<sqlx::types::Json<Vec<RowSecurity>>>,
+    bool,
 );
 
 /// A table of the master whose row-level security applies to the role that
@@ -224,14 +224,17 @@ impl Visibility {
 }
 
 /// The catalog's verdict on which row-level security hides rows from
-/// whom, as JSON (one column). `c` is the companies table's `pg_class`
-/// row. For a table, `row_security_active()` asks the server itself; for a
+/// whom, as JSON, for the table or view `$1`. Asked only when the catalog
+/// query of [`Layout::load`] found row security active on the table or
+/// found a view: planning it costs more than that whole query (cold, in a
+/// new session, some 10 ms), which no ordinary master should pay on every
+/// command. For a table, `row_security_active()` asks the server itself; for a
 /// view the relations beneath it are walked through its rewrite rules,
 /// each read with the view owner's rights unless the view is
 /// `security_invoker`, and row security applies to that role as the server
 /// decides it: unless it is a superuser or `BYPASSRLS`, or owns the table
 /// (is a member of its owner) and the table does not `FORCE` it.
-const VISIBILITY_SQL: &str = "(WITH RECURSIVE reads(rel, reader) AS ( \
+const VISIBILITY_SQL: &str = "SELECT (WITH RECURSIVE reads(rel, reader) AS ( \
         SELECT c.oid, (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user) \
         UNION \
         SELECT d.refobjid, \
@@ -264,7 +267,20 @@ const VISIBILITY_SQL: &str = "(WITH RECURSIVE reads(rel, reader) AS ( \
                            AND p.polcmd IN ('r', '*') \
                            AND pg_get_expr(p.polqual, p.polrelid) IS DISTINCT FROM 'true' \
                            AND EXISTS (SELECT 1 FROM unnest(p.polroles) pr WHERE CASE WHEN pr = 0 THEN true \
-                                       ELSE pg_has_role(h.reader, pr, 'USAGE') END))))";
+                                       ELSE pg_has_role(h.reader, pr, 'USAGE') END)))) \
+     FROM pg_class c WHERE c.oid = to_regclass($1)";
+
+/// The row-level security that applies to the companies table or beneath
+/// the view (see [`VISIBILITY_SQL`]).
+async fn row_security(conn: &mut PgConnection, regclass: &str) -> anyhow::Result<Vec<RowSecurity>> {
+    let found: Option<sqlx::types::Json<Vec<RowSecurity>>> = sqlx::query_scalar(VISIBILITY_SQL)
+        .persistent(false)
+        .bind(regclass)
+        .fetch_one(conn)
+        .await
+        .context("read the row-level security on the master table")?;
+    Ok(found.map(|j| j.0).unwrap_or_default())
+}
 
 /// Which of tenantctl's own tables sit beside the companies table.
 #[derive(Debug, Clone, Copy, Default)]
@@ -282,7 +298,7 @@ impl Layout {
             Some(schema) => format!("{}.{}", quote(schema), quote(&table)),
             None => quote(&table),
         };
-        let rows: Vec<CatalogRow> = sqlx::query_as(&format!(
+        let rows: Vec<CatalogRow> = sqlx::query_as(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
                     a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', \
                     t.typcategory::text, \
@@ -295,15 +311,14 @@ impl Layout {
                     coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k \
                               WHERE k.conrelid = a.attrelid AND k.contype = 'c' \
                                 AND a.attnum = ANY(k.conkey)), ''), \
-                    c.relkind::text, vis.hidden \
+                    c.relkind::text, row_security_active(c.oid) \
              FROM pg_class c \
-             CROSS JOIN LATERAL (SELECT {VISIBILITY_SQL} AS hidden) vis \
              JOIN pg_attribute a ON a.attrelid = c.oid \
              JOIN pg_type t ON t.oid = a.atttypid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
-        ))
+        )
         .persistent(false)
         .bind(&regclass)
         .bind(BOOKKEEPING)
@@ -325,9 +340,15 @@ impl Layout {
             placement: first.8,
             moves: first.9,
         };
+        let relkind = first.11.chars().next().unwrap_or('r');
+        let row_security = if first.12 || relkind == 'v' {
+            row_security(conn, &regclass).await?
+        } else {
+            Vec::new()
+        };
         let visibility = Visibility {
-            row_security: first.12.clone().map(|j| j.0).unwrap_or_default(),
-            relkind: first.11.chars().next().unwrap_or('r'),
+            row_security,
+            relkind,
         };
         let columns: Vec<Column> = rows
             .into_iter()
