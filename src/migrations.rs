@@ -547,10 +547,9 @@ pub(crate) async fn lock_key(conn: &mut PgConnection, key: i64) -> anyhow::Resul
             "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
                     set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
              SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
-             SELECT {function}({}); \
+             SELECT {function}({key}); \
              SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
-                    set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true)",
-            key
+                    set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true)"
         )
         .as_str(),
     )

@@ -273,17 +273,7 @@ fn compare_company(
         // Unreachable: reported once, for the server.
         return (findings, false);
     };
-    let elsewhere: Vec<&str> = on_servers
-        .iter()
-        .filter(|(other, listing)| {
-            *other != server
-                && listing
-                    .as_ref()
-                    .is_ok_and(|names| names.contains_key(db.as_str()))
-                && !owned.contains(&(other.as_str(), db.as_str()))
-        })
-        .map(|(other, _)| other.as_str())
-        .collect();
+    let elsewhere = elsewhere(on_servers, server, db, owned);
     let listed = here.get(db.as_str());
     let present = listed.is_some();
     if !elsewhere.is_empty() {
@@ -307,10 +297,47 @@ fn compare_company(
             format!("the company's database is not on server {server}"),
         ));
     }
-    // There, but not as a tenant database should be: each is its own
-    // finding, with what to do, rather than "missing".
-    if listed.is_some_and(|l| l.template) {
-        findings.push(finding(
+    if let Some(listed) = listed {
+        findings.extend(
+            state_findings(db, listed)
+                .into_iter()
+                .map(|(kind, detail)| finding(kind, detail)),
+        );
+    }
+    let reachable = listed.is_some_and(|l| l.allows_connections);
+    // Only tenants `migrate --all` would reach can be behind; an
+    // application's own states (SUSPENDED) are its business.
+    (findings, reachable && company.has_status(Lifecycle::Active))
+}
+
+/// The other servers that hold a database of this name (not one a move
+/// owns there).
+fn elsewhere<'a>(
+    on_servers: &'a BTreeMap<ServerName, Listing>,
+    server: &ServerName,
+    db: &DbName,
+    owned: &BTreeSet<(&str, &str)>,
+) -> Vec<&'a str> {
+    on_servers
+        .iter()
+        .filter(|(other, listing)| {
+            *other != server
+                && listing
+                    .as_ref()
+                    .is_ok_and(|names| names.contains_key(db.as_str()))
+                && !owned.contains(&(other.as_str(), db.as_str()))
+        })
+        .map(|(other, _)| other.as_str())
+        .collect()
+}
+
+/// A company's database that is there, but not as a tenant database
+/// should be: each state is its own finding, with what to do, rather than
+/// "missing" or "unreachable".
+fn state_findings(db: &DbName, listed: &ddl::Listed) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    if listed.template {
+        found.push((
             "database_is_template",
             format!(
                 "the company's database is marked as a template (IS_TEMPLATE): anyone allowed to create databases can copy it, and DROP DATABASE refuses it; `ALTER DATABASE {} IS_TEMPLATE false` makes it an ordinary database again",
@@ -318,9 +345,8 @@ fn compare_company(
             ),
         ));
     }
-    let reachable = listed.is_some_and(|l| l.allows_connections);
-    if present && !reachable {
-        findings.push(finding(
+    if !listed.allows_connections {
+        found.push((
             "database_not_accepting_connections",
             format!(
                 "the company's database does not accept connections (ALLOW_CONNECTIONS false): no command can reach it; `ALTER DATABASE {} ALLOW_CONNECTIONS true` opens it again",
@@ -328,9 +354,7 @@ fn compare_company(
             ),
         ));
     }
-    // Only tenants `migrate --all` would reach can be behind; an
-    // application's own states (SUSPENDED) are its business.
-    (findings, reachable && company.has_status(Lifecycle::Active))
+    found
 }
 
 /// Databases no company names that look like tenant databases: named with
