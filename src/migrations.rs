@@ -565,7 +565,7 @@ pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Resu
 
 /// Releases what [`lock_key`] took: on a pinned connection the
 /// transaction-level lock comes off at its commit, so nothing to do.
-pub(crate) async fn unlock_key(conn: &mut PgConnection, key: i64) -> anyhow::Result<()> {
+async fn unlock_key(conn: &mut PgConnection, key: i64) -> anyhow::Result<()> {
     if conn.is_in_transaction() {
         return Ok(());
     }

@@ -600,3 +600,30 @@ fn concurrent_first_runs_and_master_migrates_create_the_run_tables_once() {
         assert!(tables(&env).contains(&"_tenantctl_moves".to_owned()));
     }
 }
+
+#[test]
+fn a_master_migrate_that_fails_keeps_nothing_of_what_it_did() {
+    // A domain named like tenantctl's last table makes its CREATE TABLE
+    // fail after everything else was done: on a fresh master (the
+    // companies table, its migrations) and on an adopted one (tenantctl's
+    // own tables beside the application's).
+    for adopted in [false, true] {
+        let env = TestEnv::new();
+        if adopted {
+            env.orm_master(&["provisioning", "ACTIVE", "SUSPENDED"]);
+        } else {
+            env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+        }
+        env.exec(&env.master, "CREATE DOMAIN _tenantctl_run_tenants AS int");
+        let before = tables(&env);
+        let run = env.run(&["master", "migrate"]).code(1);
+        assert!(run.stderr.contains("_tenantctl_run"), "{}", run.stderr);
+        assert_eq!(tables(&env), before, "adopted: {adopted}");
+        env.exec(&env.master, "DROP DOMAIN _tenantctl_run_tenants");
+        env.run(&["master", "migrate"]).ok();
+        assert!(
+            tables(&env).contains(&"_tenantctl_run_tenants".to_owned()),
+            "adopted: {adopted}"
+        );
+    }
+}
