@@ -627,3 +627,25 @@ fn a_master_migrate_that_fails_keeps_nothing_of_what_it_did() {
         );
     }
 }
+
+#[test]
+fn a_materialized_view_as_the_companies_table_is_not_trusted_with_orphans_either() {
+    let env = TestEnv::new();
+    env.with_tenants(&["kept", "left-out"]);
+    let left_out = env.slug("left-out");
+    // Refreshed before `left-out` existed, as far as it knows.
+    env.exec(
+        &env.master,
+        &format!(r#"CREATE MATERIALIZED VIEW company_snapshot AS SELECT * FROM "Company" WHERE slug <> '{left_out}'"#),
+    );
+    std::fs::write(
+        env.workdir.path().join("tenantctl.toml"),
+        "[master]\ntable = \"company_snapshot\"\n",
+    )
+    .expect("write tenantctl.toml");
+    let doctor = env.run(&["doctor", "--output", "json"]);
+    let report = doctor.json();
+    assert_eq!(report["orphans_checked"], false, "{report}");
+    assert_eq!(report["tenants"], 1, "{report}");
+    assert!(!doctor.stdout.contains(&env.db("left-out")), "{report}");
+}
