@@ -49,18 +49,31 @@ pub async fn create_if_missing(conn: &mut PgConnection, db: &DbName) -> anyhow::
     }
 }
 
-/// Names of all databases on the server, for finding orphans.
-pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+/// One database on the server, as `pg_database` describes it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Listed {
+    pub name: String,
+    /// `IS_TEMPLATE`: copyable by anyone with CREATEDB, and not droppable.
+    pub template: bool,
+    /// `ALLOW_CONNECTIONS`: false makes it unreachable (a move parks a
+    /// source database this way).
+    pub allows_connections: bool,
+}
+
+/// Every database on the server, templates included (a tenant database
+/// marked as one is still a tenant's), for `doctor`.
+pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
     let mut tx = conn.begin().await.context("begin")?;
-    let names = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname",
+    let listed = sqlx::query_as(
+        "SELECT datname::text AS name, datistemplate AS template, datallowconn AS allows_connections \
+         FROM pg_database ORDER BY datname",
     )
     .persistent(false)
     .fetch_all(&mut *tx)
     .await
     .context("list databases")?;
     tx.commit().await.context("commit")?;
-    Ok(names)
+    Ok(listed)
 }
 
 /// Drops the database, disconnecting its sessions first (PostgreSQL 13+).

@@ -528,6 +528,15 @@ pub fn lock_id(db: &DbName) -> i64 {
 /// It shares its key space with the session-level lock sqlx takes, so the
 /// two still exclude each other.
 pub(crate) async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+    lock_key(conn, lock_id(db))
+        .await
+        .context("take the migration lock")
+}
+
+/// Waits for the advisory lock with this key, as [`lock`] does (timeouts
+/// lifted while waiting; transaction-level on a pinned connection,
+/// session-level otherwise, released by [`unlock_key`]).
+pub(crate) async fn lock_key(conn: &mut PgConnection, key: i64) -> anyhow::Result<()> {
     let function = if conn.is_in_transaction() {
         "pg_advisory_xact_lock"
     } else {
@@ -538,27 +547,30 @@ pub(crate) async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result
             "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
                     set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
              SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
-             SELECT {function}({}); \
+             SELECT {function}({key}); \
              SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
-                    set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true)",
-            lock_id(db)
+                    set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true)"
         )
         .as_str(),
     )
-    .await
-    .context("take the migration lock")?;
+    .await?;
     Ok(())
 }
 
 pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
-    // A pinned connection holds the transaction-level lock (see `lock`),
-    // which its commit releases.
+    unlock_key(conn, lock_id(db))
+        .await
+        .context("release the migration lock")
+}
+
+/// Releases what [`lock_key`] took: on a pinned connection the
+/// transaction-level lock comes off at its commit, so nothing to do.
+async fn unlock_key(conn: &mut PgConnection, key: i64) -> anyhow::Result<()> {
     if conn.is_in_transaction() {
         return Ok(());
     }
-    conn.execute(format!("SELECT pg_advisory_unlock({})", lock_id(db)).as_str())
-        .await
-        .context("release the migration lock")?;
+    conn.execute(format!("SELECT pg_advisory_unlock({key})").as_str())
+        .await?;
     Ok(())
 }
 

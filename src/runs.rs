@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
-use sqlx::{Connection as _, Executor as _};
 
 use crate::companies::Layout;
 use crate::connect::Connector;
@@ -29,10 +29,6 @@ use crate::tenant::Tenant;
 pub const RUNS: &str = "_tenantctl_runs";
 /// One row per tenant a run changed or failed on.
 pub const RUN_TENANTS: &str = "_tenantctl_run_tenants";
-
-/// Taken while the tables are created, so two first runs at once do not
-/// both try (CREATE TABLE IF NOT EXISTS is not safe against that).
-const CREATE_LOCK: i64 = 0x7465_6e61_6e74_7275; // "tenantru"
 
 /// Which command a run was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -103,26 +99,21 @@ fn create_sql(runs: &str, tenants: &str) -> String {
 /// are tenantctl's own, beside any master, adopted or not.
 pub async fn ensure_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<()> {
     let (runs, tenants) = (layout.own_table(RUNS), layout.own_table(RUN_TENANTS));
-    let mut tx = conn.begin().await?;
-    tx.execute(
-        format!(
-            "SELECT pg_advisory_xact_lock({CREATE_LOCK}); {}",
-            create_sql(&runs, &tenants)
-        )
-        .as_str(),
-    )
-    .await
-    .with_context(|| format!("create tenantctl's {RUNS} and {RUN_TENANTS} tables"))?;
+    crate::companies::create_under_lock(conn, &create_sql(&runs, &tenants))
+        .await
+        .with_context(|| format!("create tenantctl's {RUNS} and {RUN_TENANTS} tables"))?;
     // Only when missing: ALTER TABLE needs the table's owner even when
     // there is nothing to add, and `master migrate` may run as another role.
-    if !probe(&mut tx, layout).await?.selection {
-        tx.execute(format!("ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS selection jsonb").as_str())
-            .await
-            .with_context(|| {
-                format!("add the selection column to tenantctl's {RUNS} table (its owner may)")
-            })?;
+    if !probe(conn, layout).await?.selection {
+        crate::companies::create_under_lock(
+            conn,
+            &format!("ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS selection jsonb"),
+        )
+        .await
+        .with_context(|| {
+            format!("add the selection column to tenantctl's {RUNS} table (its owner may)")
+        })?;
     }
-    tx.commit().await.context("commit")?;
     Ok(())
 }
 

@@ -300,7 +300,7 @@ pub async fn resolve(
 ) -> anyhow::Result<Selected> {
     let everyone = layout.list(master_conn).await?;
     let companies = everyone.len();
-    let mut tenants = resolve_unplaced(&everyone, names, filter)?;
+    let mut tenants = resolve_unplaced(&everyone, layout, names, filter)?;
     // Marked before the shard splits the selection: every shard then agrees
     // which of the rows sharing a database works on it, and only that
     // one's shard does.
@@ -330,6 +330,7 @@ pub async fn resolve(
 
 fn resolve_unplaced(
     everyone: &[Tenant],
+    layout: &Layout,
     names: &[String],
     filter: &Filter,
 ) -> anyhow::Result<Vec<Tenant>> {
@@ -341,13 +342,21 @@ fn resolve_unplaced(
             ))
             .into());
         }
-        return by_name(everyone, names, &filter.lifecycles);
+        return by_name(everyone, layout, names, &filter.lifecycles);
     }
     if !filter.all && filter.lifecycles.is_empty() {
         return Err(UsageError(
             "name one or more tenants (slug or id), or pass --all or --status".into(),
         )
         .into());
+    }
+    // What the master hides from us is not absent: a fleet run over the
+    // rows we can see would report a complete deploy that missed some.
+    if let Some(refusal) = layout
+        .visibility
+        .hiding(&layout.label, "to select the whole fleet (--all, --status)")
+    {
+        return Err(refusal.into());
     }
     let lifecycles = if filter.lifecycles.is_empty() {
         &[Lifecycle::Active][..]
@@ -391,12 +400,25 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError 
 /// The named tenants, each found by slug first, then id, then database.
 fn by_name(
     everyone: &[Tenant],
+    layout: &Layout,
     names: &[String],
     lifecycles: &[Lifecycle],
 ) -> anyhow::Result<Vec<Tenant>> {
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = find_tenant(everyone, key).ok_or_else(|| unknown_tenant(key))?;
+        let found = find_tenant(everyone, key).ok_or_else(|| {
+            let err = unknown_tenant(key);
+            // Named tenants still run under row-level security (each is
+            // found, or this error says it is not): say it may be hidden.
+            match layout.visibility.row_security.first() {
+                Some(rls) => err.context(format!(
+                    "row-level security on {} may hide it from role {}",
+                    crate::output::shown(&rls.table),
+                    crate::output::shown(&rls.role)
+                )),
+                None => err,
+            }
+        })?;
         if !picked.iter().any(|t| t.id == found.id) {
             picked.push(found.clone());
         }

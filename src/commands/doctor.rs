@@ -32,7 +32,8 @@ pub struct DoctorArgs {
 /// Something out of order between the server and the master.
 #[derive(Debug, Serialize)]
 pub struct Finding {
-    /// `orphan_database`, `missing_database`, `database_on_other_server`,
+    /// `orphan_database`, `missing_database`, `database_is_template`,
+    /// `database_not_accepting_connections`, `database_on_other_server`,
     /// `shared_database`,
     /// `invalid_db_name`, `invalid_server`, `stuck`, `move_in_progress`,
     /// `behind`, `migration_problem`, `unreachable` (a tenant database),
@@ -48,6 +49,16 @@ pub struct Finding {
 pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let (mut master_conn, layout) = ctx.master().await?;
+    // Under row-level security a company we cannot see would pass for an
+    // orphan, its real database offered up for deletion, and "no
+    // problems" would vouch for a fleet we only saw part of.
+    if let Some(refusal) = layout
+        .visibility
+        .hiding(&layout.label, "to check the fleet (doctor)")
+    {
+        let _ = ctx.connector.release(master_conn).await;
+        return Err(refusal.into());
+    }
     let companies = layout.list(&mut master_conn).await;
     let moves = moves::list(&mut master_conn, &layout).await;
     let on_servers = list_servers(ctx, &mut master_conn).await;
@@ -56,9 +67,20 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let moves = moves?;
 
     let (mut findings, to_check, unnamed) = compare(ctx, &companies, &on_servers, &moves);
-    findings.extend(find_orphans(ctx, unnamed, &args, &migrations).await);
+    // A view (or a materialized or foreign table) may leave companies out
+    // by its own definition: a database no row of it names may still be a
+    // company's, so none is called an orphan.
+    let orphans_unchecked = (!layout.visibility.is_table()).then(|| {
+        format!(
+            "orphan databases were not looked for: the master's companies table {} is not a table (a view, say), which may leave companies out; configure the table itself in tenantctl.toml to have them looked for",
+            shown(&layout.label)
+        )
+    });
+    if orphans_unchecked.is_none() {
+        findings.extend(find_orphans(ctx, unnamed, &args, &migrations).await);
+    }
     findings.extend(check_migrations(ctx, to_check, &args, migrations).await);
-    print(ctx, &companies, &findings);
+    print(ctx, &companies, &findings, orphans_unchecked.as_deref());
     Ok(if findings.is_empty() {
         Outcome::Success
     } else {
@@ -68,7 +90,7 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 
 /// What one server holds: its databases, or why they could not be listed
 /// (not configured, unreachable).
-type Listing = Result<BTreeSet<String>, String>;
+type Listing = Result<BTreeMap<String, ddl::Listed>, String>;
 
 /// Every known server's database list. `pg_database` is shared by every
 /// database of a server: on the master's server it is read through the
@@ -100,7 +122,10 @@ async fn list_servers(
             .await
             .map_err(|e| render(&e))
         };
-        listed.insert(name, listing.map(|names| names.into_iter().collect()));
+        listed.insert(
+            name,
+            listing.map(|dbs| dbs.into_iter().map(|d| (d.name.clone(), d)).collect()),
+        );
     }
     listed
 }
@@ -152,8 +177,11 @@ fn compare(
     let mut unnamed = Vec::new();
     for (server, listing) in on_servers {
         let Ok(databases) = listing else { continue };
-        for db in databases {
-            let ours = db.as_str() == ctx.connector.master_db().as_str()
+        for (db, listed) in databases {
+            // A template no company names is a template (template0,
+            // template1, an extension's), not an orphan.
+            let ours = listed.template
+                || db.as_str() == ctx.connector.master_db().as_str()
                 || db.as_str() == "postgres"
                 || named.contains(db.as_str())
                 || owned.contains(&(server.as_str(), db.as_str()));
@@ -271,18 +299,9 @@ fn compare_company(
         // Unreachable: reported once, for the server.
         return (findings, false);
     };
-    let elsewhere: Vec<&str> = on_servers
-        .iter()
-        .filter(|(other, listing)| {
-            *other != server
-                && listing
-                    .as_ref()
-                    .is_ok_and(|names| names.contains(db.as_str()))
-                && !owned.contains(&(other.as_str(), db.as_str()))
-        })
-        .map(|(other, _)| other.as_str())
-        .collect();
-    let present = here.contains(db.as_str());
+    let elsewhere = elsewhere(on_servers, server, db, owned);
+    let listed = here.get(db.as_str());
+    let present = listed.is_some();
     if !elsewhere.is_empty() {
         findings.push(finding(
             "database_on_other_server",
@@ -304,9 +323,64 @@ fn compare_company(
             format!("the company's database is not on server {server}"),
         ));
     }
+    if let Some(listed) = listed {
+        findings.extend(
+            state_findings(db, listed)
+                .into_iter()
+                .map(|(kind, detail)| finding(kind, detail)),
+        );
+    }
+    let reachable = listed.is_some_and(|l| l.allows_connections);
     // Only tenants `migrate --all` would reach can be behind; an
     // application's own states (SUSPENDED) are its business.
-    (findings, present && company.has_status(Lifecycle::Active))
+    (findings, reachable && company.has_status(Lifecycle::Active))
+}
+
+/// The other servers that hold a database of this name (not one a move
+/// owns there).
+fn elsewhere<'a>(
+    on_servers: &'a BTreeMap<ServerName, Listing>,
+    server: &ServerName,
+    db: &DbName,
+    owned: &BTreeSet<(&str, &str)>,
+) -> Vec<&'a str> {
+    on_servers
+        .iter()
+        .filter(|(other, listing)| {
+            *other != server
+                && listing
+                    .as_ref()
+                    .is_ok_and(|names| names.contains_key(db.as_str()))
+                && !owned.contains(&(other.as_str(), db.as_str()))
+        })
+        .map(|(other, _)| other.as_str())
+        .collect()
+}
+
+/// A company's database that is there, but not as a tenant database
+/// should be: each state is its own finding, with what to do, rather than
+/// "missing" or "unreachable".
+fn state_findings(db: &DbName, listed: &ddl::Listed) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    if listed.template {
+        found.push((
+            "database_is_template",
+            format!(
+                "the company's database is marked as a template (IS_TEMPLATE): anyone allowed to create databases can copy it, and DROP DATABASE refuses it; `ALTER DATABASE {} IS_TEMPLATE false` makes it an ordinary database again",
+                db.quoted()
+            ),
+        ));
+    }
+    if !listed.allows_connections {
+        found.push((
+            "database_not_accepting_connections",
+            format!(
+                "the company's database does not accept connections (ALLOW_CONNECTIONS false): no command can reach it; `ALTER DATABASE {} ALLOW_CONNECTIONS true` opens it again",
+                db.quoted()
+            ),
+        ));
+    }
+    found
 }
 
 /// Databases no company names that look like tenant databases: named with
@@ -440,7 +514,12 @@ fn findings_of(report: &fleet::Report<Plan>) -> Vec<Finding> {
     findings
 }
 
-fn print(ctx: &Context, companies: &[Tenant], findings: &[Finding]) {
+fn print(
+    ctx: &Context,
+    companies: &[Tenant],
+    findings: &[Finding],
+    orphans_unchecked: Option<&str>,
+) {
     let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
     for f in findings {
         *summary.entry(f.kind).or_default() += 1;
@@ -452,9 +531,13 @@ fn print(ctx: &Context, companies: &[Tenant], findings: &[Finding]) {
                 "tenants": companies.len(),
                 "findings": findings,
                 "summary": summary,
+                "orphans_checked": orphans_unchecked.is_none(),
             }),
         ),
         OutputMode::Table => {
+            if let Some(why) = orphans_unchecked {
+                crate::output::warn(format_args!("note: {why}"));
+            }
             if findings.is_empty() {
                 line(format_args!(
                     "no problems: {} companies, every database present and up to date",

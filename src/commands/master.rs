@@ -7,7 +7,7 @@ use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::commands::context::Context;
-use crate::companies::{BOOKKEEPING, Layout, MissingTable, PLACEMENT};
+use crate::companies::{BOOKKEEPING, Layout, MissingTable, PLACEMENT, SCHEMA_LOCK};
 use crate::config::MasterConfig;
 use crate::connect::is_missing_database;
 use crate::ddl;
@@ -71,10 +71,42 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
         bookkeeping_created: false,
         placement_created: false,
     };
-    let done = migrate_or_adopt(ctx, &mut conn, &mut result).await;
-    let released = ctx.connector.release(conn).await;
-    done.and(released)
-        .with_context(|| format!("migrate the master database {db}"))?;
+    // Everything below, from reading what the master holds to the last
+    // CREATE TABLE, is one transaction under the master's schema lock,
+    // transaction-level: two `master migrate` at once (two deploys, two CI
+    // jobs) would otherwise both decide to create the same tables and
+    // collide in the catalog; the second now waits, then finds them
+    // committed. A transaction-level lock leaves nothing on the server
+    // connection even behind a transaction-mode pooler nobody marked (a
+    // session-level one would stay with whichever server connection the
+    // pooler gave it, and could be released on another). A pinned
+    // connection (`?pgbouncer=true`) is in its transaction already; the
+    // steps inside use savepoints. Whatever fails, nothing is kept: the
+    // connection is closed inside its transaction.
+    let begun = if conn.is_in_transaction() {
+        Ok(())
+    } else {
+        use sqlx::TransactionManager as _;
+        sqlx::postgres::PgTransactionManager::begin(&mut conn, None)
+            .await
+            .context("begin")
+    };
+    let done = match begun {
+        Ok(()) => match migrations::lock_key(&mut conn, SCHEMA_LOCK).await {
+            Ok(()) => migrate_or_adopt(ctx, &mut conn, &mut result).await,
+            Err(err) => Err(err.context("take the master's schema lock")),
+        },
+        Err(err) => Err(err),
+    };
+    let finished = match done {
+        // Commits, and with it frees the lock.
+        Ok(()) => ctx.connector.release(conn).await,
+        Err(err) => {
+            let _ = conn.close().await;
+            Err(err)
+        }
+    };
+    finished.with_context(|| format!("migrate the master database {db}"))?;
     print(ctx, &result);
     Ok(Outcome::Success)
 }

@@ -34,3 +34,4 @@ mod toolbox;
 mod trust_master;
 mod trust_secrets;
 mod trust_selection;
+mod trust_visibility;

@@ -34,6 +34,14 @@ struct Row<'a> {
 
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (mut conn, layout) = ctx.master().await?;
+    // Listing what we can see is still useful; calling it everything is not.
+    if let Some(rls) = layout.visibility.row_security.first() {
+        crate::output::warn(format_args!(
+            "warning: row-level security applies to role {} on table {}: companies its policies hide are not listed",
+            crate::output::shown(&rls.role),
+            crate::output::shown(&rls.table)
+        ));
+    }
     let tenants = layout.list(&mut conn).await;
     let _ = ctx.connector.release(conn).await;
     let mut tenants = tenants?;

@@ -398,6 +398,15 @@ async fn run_goals(
             sharing.worked_by = None;
         }
     }
+    // Under row-level security a company we do not see may still be there.
+    let gone = match layout.visibility.row_security.first() {
+        Some(rls) => format!(
+            "not among the companies the master shows role {} (row-level security on {} may hide it, or it was dropped since the run); nothing reverted",
+            crate::output::shown(&rls.role),
+            crate::output::shown(&rls.table)
+        ),
+        None => "no longer in the master (dropped since the run?); nothing to revert".to_owned(),
+    };
     let mut tenants = Vec::new();
     let mut goals = HashMap::new();
     let mut missing = Vec::new();
@@ -453,9 +462,7 @@ async fn run_goals(
                 ),
                 verdict: Verdict::Skipped,
                 value: Reverted::default(),
-                error: Some(
-                    "no longer in the master (dropped since the run?); nothing to revert".into(),
-                ),
+                error: Some(gone.clone()),
                 duration: std::time::Duration::ZERO,
             }),
         }
