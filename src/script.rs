@@ -507,7 +507,7 @@ impl Script {
             // not, is someone else's code.
             sqlx::query_scalar::<_, String>(
                 "SELECT DISTINCT pg_catalog.format('%I.%I()', n.nspname, p.proname) \
-                 FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) AS c(nsp, fn) \
+                 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS c(nsp, fn) \
                  JOIN pg_catalog.pg_proc p ON p.proname = c.fn \
                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND (c.nsp = '' OR n.nspname = c.nsp) \
                  WHERE p.oid >= 16384::pg_catalog.oid ORDER BY 1",
