@@ -8,6 +8,8 @@
 //! second wall asks the server afterwards whether that transaction is still
 //! the one open.
 
+use std::sync::OnceLock;
+
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
 use pg_query::NodeEnum;
@@ -21,6 +23,10 @@ use sqlx::{Column as _, Connection as _, Executor as _, Row as _, Statement as _
 pub struct Script {
     text: String,
     statements: Vec<Statement>,
+    /// What a dry run needs to know of each statement, read from its parse
+    /// tree the first time a dry run asks: walking the whole tree costs as
+    /// much again as parsing, which a real run should not pay.
+    dry_run: OnceLock<Result<Vec<DryRunFacts>, ScriptError>>,
 }
 
 /// One statement of a script.
@@ -30,6 +36,11 @@ pub struct Statement {
     line: usize,
     text: String,
     kind: StatementKind,
+}
+
+/// What a dry run needs to know of one statement.
+#[derive(Debug, Clone, Default)]
+struct DryRunFacts {
     /// What in it a rollback would not undo, if anything: `--dry-run`
     /// refuses the script.
     not_undone: Option<NotUndone>,
@@ -205,7 +216,7 @@ pub enum StatementKind {
 }
 
 /// Why a script cannot be run.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ScriptError {
     /// PostgreSQL's parser rejected it; `at` is the line and column of the
     /// offending token, when it can be found.
@@ -258,18 +269,18 @@ impl Script {
             // `piece` is a slice of `text`: where it starts is the distance
             // between the two.
             let offset = piece.as_ptr().addr() - text.as_ptr().addr();
-            let analysis = analyze(piece).map_err(|err| syntax_error(piece, err))?;
             statements.push(Statement {
                 number: index + 1,
                 line: line_and_column(&text, offset).0,
                 text: piece.trim_end().to_owned(),
-                kind: analysis.kind,
-                not_undone: analysis.not_undone,
-                calls: analysis.calls,
-                do_block: analysis.do_block,
+                kind: classify(piece).map_err(|err| syntax_error(piece, err))?,
             });
         }
-        Ok(Self { text, statements })
+        Ok(Self {
+            text,
+            statements,
+            dry_run: OnceLock::new(),
+        })
     }
 
     /// The script as given.
@@ -324,8 +335,8 @@ impl Script {
     /// copies to or from a file or program on the server. Checked before
     /// any tenant is touched; a real run does what it is asked.
     pub fn check_dry_run(&self) -> Result<(), ScriptError> {
-        for statement in &self.statements {
-            if let Some(not_undone) = &statement.not_undone {
+        for (statement, facts) in self.statements.iter().zip(self.dry_run_facts()?) {
+            if let Some(not_undone) = &facts.not_undone {
                 return Err(ScriptError::NotUndoneByRollback {
                     statement: statement.described(),
                     what: not_undone.what.clone(),
@@ -334,6 +345,19 @@ impl Script {
             }
         }
         Ok(())
+    }
+
+    /// Each statement's [`DryRunFacts`], read once.
+    fn dry_run_facts(&self) -> Result<&[DryRunFacts], ScriptError> {
+        self.dry_run
+            .get_or_init(|| {
+                self.statements
+                    .iter()
+                    .map(|s| dry_run_facts(&s.text).map_err(|err| syntax_error(&s.text, err)))
+                    .collect()
+            })
+            .as_deref()
+            .map_err(Clone::clone)
     }
 
     /// Runs the script in a transaction of its own and commits it, or
@@ -493,10 +517,10 @@ impl Script {
     /// function so named: which one the call resolved to depends on
     /// `search_path` and argument types, so all are suspects.
     async fn unverified(&self, conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
-        let (schemas, names): (Vec<&str>, Vec<&str>) = self
-            .statements
+        let facts = self.dry_run_facts()?;
+        let (schemas, names): (Vec<&str>, Vec<&str>) = facts
             .iter()
-            .flat_map(|s| &s.calls)
+            .flat_map(|f| &f.calls)
             .map(|c| (c.schema.as_str(), c.name.as_str()))
             .unzip();
         let mut found = if names.is_empty() {
@@ -520,8 +544,9 @@ impl Script {
         found.extend(
             self.statements
                 .iter()
-                .filter(|s| s.do_block)
-                .map(|s| format!("DO block (statement {}, line {})", s.number, s.line)),
+                .zip(facts)
+                .filter(|(_, f)| f.do_block)
+                .map(|(s, _)| format!("DO block (statement {}, line {})", s.number, s.line)),
         );
         Ok(found)
     }
@@ -751,20 +776,10 @@ fn text_values(row: &sqlx::postgres::PgRow) -> Result<Vec<Option<String>>, sqlx:
         .collect()
 }
 
-/// What the parse tree of one statement says about running it.
-struct Analysis {
-    kind: StatementKind,
-    not_undone: Option<NotUndone>,
-    calls: Vec<Call>,
-    do_block: bool,
-}
-
-/// Parses one statement and reads its tree: its kind, and for dry runs
-/// what a rollback would not undo, the functions it calls and whether it
-/// is a `DO` block.
-fn analyze(statement: &str) -> Result<Analysis, pg_query::Error> {
+/// Parses one statement and reads, for a dry run, what a rollback would
+/// not undo, the functions it calls and whether it is a `DO` block.
+fn dry_run_facts(statement: &str) -> Result<DryRunFacts, pg_query::Error> {
     let parsed = pg_query::parse(statement, 0)?;
-    let kind = classify(statement, &parsed.protobuf)?;
     let node = parsed
         .protobuf
         .stmts
@@ -798,8 +813,7 @@ fn analyze(statement: &str) -> Result<Analysis, pg_query::Error> {
             None => kept.push(call),
         }
     }
-    Ok(Analysis {
-        kind,
+    Ok(DryRunFacts {
         not_undone,
         calls: kept,
         do_block,
@@ -891,11 +905,9 @@ fn call_of(func_call: &serde_json::Value) -> Option<Call> {
 }
 
 /// Classifies one statement by its parse tree.
-fn classify(
-    statement: &str,
-    parsed: &pg_query::protobuf::ParseResult,
-) -> Result<StatementKind, pg_query::Error> {
-    let node = match parsed.stmts.as_slice() {
+fn classify(statement: &str) -> Result<StatementKind, pg_query::Error> {
+    let parsed = pg_query::parse(statement, 0)?;
+    let node = match parsed.protobuf.stmts.as_slice() {
         [raw] => raw.stmt.as_ref().and_then(|n| n.node.as_ref()),
         _ => {
             return Err(pg_query::Error::Parse(format!(
@@ -1255,9 +1267,10 @@ mod dry_run_tests {
         match script.check_dry_run() {
             Err(e) => Err(e.to_string()),
             Ok(()) => Ok(script
-                .statements()
+                .dry_run_facts()
+                .expect("parses")
                 .iter()
-                .flat_map(|s| &s.calls)
+                .flat_map(|f| &f.calls)
                 .map(Call::shown)
                 .collect()),
         }
@@ -1360,9 +1373,10 @@ mod dry_run_tests {
         let script = Script::parse("DO $$ BEGIN PERFORM 1; END $$; CALL p(1)").expect("parses");
         assert!(script.check_dry_run().is_ok());
         let flags: Vec<(bool, Vec<String>)> = script
-            .statements()
+            .dry_run_facts()
+            .expect("parses")
             .iter()
-            .map(|s| (s.do_block, s.calls.iter().map(Call::shown).collect()))
+            .map(|f| (f.do_block, f.calls.iter().map(Call::shown).collect()))
             .collect();
         assert_eq!(flags, [(true, vec![]), (false, vec!["p()".to_owned()])]);
     }

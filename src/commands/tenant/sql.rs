@@ -45,6 +45,14 @@ pub struct SqlArgs {
     pub command: Option<String>,
 
     /// Run it, report what it did, then roll back
+    ///
+    /// Refused, before any tenant is touched, for a script calling what no
+    /// rollback undoes (`nextval`, `setval`, `dblink*`, `lo_export`,
+    /// `pg_terminate_backend`, session advisory locks, ...: the README lists
+    /// them) or copying to or from a file or program on the server. The
+    /// report names the sequences the script advanced anyway (a serial
+    /// column's default, a trigger) and the code the dry run cannot vouch
+    /// for: functions not built into PostgreSQL, `DO` blocks, `CALL`
     #[arg(long)]
     pub dry_run: bool,
 
