@@ -378,22 +378,26 @@ impl Script {
     /// `DO` blocks (`run.unverified`, looked up in the tenant's catalog
     /// inside the transaction, since the script may have created them),
     /// and the sequences it advanced (`run.sequences_advanced`: read before
-    /// the script and again after the rollback).
+    /// the script, inside the transaction after it, and after the
+    /// rollback).
     pub async fn run_in_transaction(
         &self,
         conn: &mut PgConnection,
         dry_run: bool,
         run: &mut ScriptRun,
     ) -> anyhow::Result<()> {
-        let mut tx = conn.begin().await.context("begin")?;
-        let ours = transaction_id(&mut tx).await?;
+        // Read outside the transaction: the locks it takes on every
+        // sequence are not held while the script runs. The values are the
+        // server's, whichever session reads them.
         let before = if dry_run {
-            sequences(&mut tx)
+            sequences(conn)
                 .await
                 .context("read the sequences before the script")?
         } else {
             Vec::new()
         };
+        let mut tx = conn.begin().await.context("begin")?;
+        let ours = transaction_id(&mut tx).await?;
         self.run_whole(&mut tx, run).await?;
         match transaction_id(&mut tx).await {
             Ok(now) if now == ours => {}
@@ -415,9 +419,12 @@ impl Script {
                 .unverified(&mut tx)
                 .await
                 .context("look up the functions the script calls")?;
+            let used = used_since(&mut tx, &before)
+                .await
+                .context("find the sequences the script used")?;
             tx.rollback().await.context("roll back")?;
             run.rolled_back = true;
-            run.sequences_advanced = advanced_since(conn, &before)
+            run.sequences_advanced = still_advanced(conn, &before, &used)
                 .await
                 .context("compare the sequences after the rollback with before the script")?;
         } else {
@@ -667,18 +674,67 @@ async fn sequences(conn: &mut PgConnection) -> anyhow::Result<SequenceState> {
     .await?)
 }
 
-/// The second wall for sequences: which of those read before the script
-/// moved by the time the rollback was done, and moved because of this
-/// session. Compared after the rollback, not inside the transaction, so
-/// what the rollback does undo (`ALTER SEQUENCE ... RESTART`, `TRUNCATE
-/// ... RESTART IDENTITY`, then `nextval` on the restarted one) is not
-/// reported; and only sequences this session has a `currval` for, so the
-/// application's own inserts meanwhile are not blamed on the script.
-async fn advanced_since(
+/// The second wall for sequences, in the script's transaction: the
+/// sequences read before the script that have moved since and that this
+/// session used (it has a `currval` for them), so that the application's
+/// own inserts meanwhile are not blamed on the script. Asked here, not
+/// after the rollback, because `currval` is the session's and a
+/// transaction-mode pooler may run the next transaction elsewhere. Each
+/// `currval` that fails (never used here) is undone by a savepoint.
+async fn used_since(conn: &mut PgConnection, before: &SequenceState) -> anyhow::Result<Vec<i64>> {
+    if before.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now: std::collections::HashMap<i64, Option<i64>> = sequences(conn)
+        .await?
+        .into_iter()
+        .map(|(oid, _, value)| (oid, value))
+        .collect();
+    let moved: Vec<i64> = before
+        .iter()
+        .filter(|(oid, _, was)| now.get(oid).is_some_and(|value| value != was))
+        .map(|(oid, _, _)| *oid)
+        .collect();
+    if moved.is_empty() {
+        return Ok(moved);
+    }
+    let mut used = Vec::new();
+    conn.execute("SAVEPOINT tenantctl_currval").await?;
+    for oid in moved {
+        let asked =
+            sqlx::query("SELECT pg_catalog.currval($1::pg_catalog.oid::pg_catalog.regclass)")
+                .bind(oid)
+                .execute(&mut *conn)
+                .await;
+        // 55000: "currval ... is not yet defined in this session". Any
+        // other failure may still be ours.
+        let not_ours = matches!(&asked, Err(err) if err
+            .as_database_error()
+            .and_then(sqlx::error::DatabaseError::code)
+            .as_deref()
+            == Some("55000"));
+        if asked.is_err() {
+            conn.execute("ROLLBACK TO SAVEPOINT tenantctl_currval")
+                .await?;
+        }
+        if !not_ours {
+            used.push(oid);
+        }
+    }
+    conn.execute("RELEASE SAVEPOINT tenantctl_currval").await?;
+    Ok(used)
+}
+
+/// Of the sequences the script used, those the rollback left moved: read
+/// again after it, so that what the rollback does undo (`ALTER SEQUENCE
+/// ... RESTART`, `TRUNCATE ... RESTART IDENTITY`, then `nextval` on the
+/// restarted sequence) is not reported. No query when none was used.
+async fn still_advanced(
     conn: &mut PgConnection,
     before: &SequenceState,
+    used: &[i64],
 ) -> anyhow::Result<Vec<SequenceAdvanced>> {
-    if before.is_empty() {
+    if used.is_empty() {
         return Ok(Vec::new());
     }
     let after: std::collections::HashMap<i64, Option<i64>> = sequences(conn)
@@ -686,32 +742,18 @@ async fn advanced_since(
         .into_iter()
         .map(|(oid, _, value)| (oid, value))
         .collect();
-    let mut advanced = Vec::new();
-    for (oid, name, was) in before {
-        let Some(now) = after.get(oid) else { continue };
-        if now == was {
-            continue;
-        }
-        let ours =
-            sqlx::query("SELECT pg_catalog.currval($1::pg_catalog.oid::pg_catalog.regclass)")
-                .bind(oid)
-                .execute(&mut *conn)
-                .await;
-        // 55000: "currval ... is not yet defined in this session". Any
-        // other answer may be ours.
-        let not_ours = matches!(&ours, Err(err) if err
-            .as_database_error()
-            .and_then(sqlx::error::DatabaseError::code)
-            .as_deref()
-            == Some("55000"));
-        if !not_ours {
-            advanced.push(SequenceAdvanced {
+    let mut advanced: Vec<SequenceAdvanced> = before
+        .iter()
+        .filter(|(oid, _, _)| used.contains(oid))
+        .filter_map(|(oid, name, was)| {
+            let now = after.get(oid)?;
+            (now != was).then(|| SequenceAdvanced {
                 sequence: name.clone(),
                 before: *was,
                 after: *now,
-            });
-        }
-    }
+            })
+        })
+        .collect();
     advanced.sort_by(|a, b| a.sequence.cmp(&b.sequence));
     Ok(advanced)
 }

@@ -7,7 +7,9 @@
 use sqlx::{Connection as _, Executor as _, Row as _};
 use tenantctl::script::{NOT_UNDONE_BY_ROLLBACK, Script, ScriptRun};
 
-use crate::support::{Run, TestEnv, base_url, block_on, find};
+use std::time::Duration;
+
+use crate::support::{Run, TestEnv, base_url, block_on, find, wait_until, wait_with_deadline};
 
 /// One tenant with `counter_seq` at 5 (used), an empty `marker (x int)`
 /// table; returns its slug and database.
@@ -224,7 +226,8 @@ fn refused_dry_runs_leave_the_tenant_as_it_was() {
     assert_eq!(
         env.query(
             &db,
-            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory'"
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
         ["0"]
     );
@@ -660,4 +663,54 @@ fn dblink_is_refused_by_a_dry_run_because_its_work_commits_on_its_own() {
     // A real run does what it is asked.
     sql(&env, &slug, &create, false, false).ok();
     assert!(relation_exists(&env, &db, "via_dblink"));
+}
+
+#[test]
+fn sequences_the_application_moves_meanwhile_are_not_blamed_on_the_script() {
+    // The dry run waits on a lock the test holds; meanwhile "the
+    // application" (another session) advances counter_seq. The script
+    // itself used no sequence, so none is reported.
+    let env = TestEnv::new();
+    let (slug, db) = tenant(&env);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut holder = runtime.block_on(env.connect(&db));
+    runtime
+        .block_on(holder.execute("SELECT pg_advisory_lock(4242)"))
+        .expect("lock");
+    let child = env.spawn(&[
+        "tenant",
+        "sql",
+        &slug,
+        "--dry-run",
+        "--output",
+        "json",
+        "-c",
+        "SELECT pg_advisory_xact_lock(4242); INSERT INTO marker VALUES (1)",
+    ]);
+    wait_until(
+        Duration::from_secs(20),
+        "the dry run to wait on the lock",
+        || {
+            (env.query(
+                &db,
+                "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND objid = 4242 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ) == ["1"])
+            .then_some(())
+        },
+    );
+    env.exec(&db, "SELECT nextval('counter_seq'), nextval('counter_seq')");
+    runtime
+        .block_on(holder.execute("SELECT pg_advisory_unlock(4242)"))
+        .expect("unlock");
+    let run = wait_with_deadline(child, Duration::from_secs(30));
+    let (unverified, advanced) = caveats(&run, &slug);
+    assert_eq!(advanced, serde_json::json!([]));
+    assert_eq!(unverified, serde_json::json!([]));
+    assert_eq!(counter(&env, &db), "7");
+    assert_eq!(markers(&env, &db), "0");
+    let _ = runtime.block_on(holder.close());
 }
