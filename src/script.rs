@@ -47,6 +47,10 @@ struct DryRunFacts {
     /// The functions and procedures it calls, anywhere in it, for the dry
     /// run's question "is any of them not PostgreSQL's own?".
     calls: Vec<Call>,
+    /// The tables it writes to (`INSERT`, `UPDATE`, `DELETE`, `MERGE`), for
+    /// the question "is any a foreign table?": a foreign data wrapper
+    /// writes on another server, which may not roll back with us.
+    writes: Vec<Call>,
     /// It is a `DO` block: code a dry run cannot see into.
     do_block: bool,
 }
@@ -518,33 +522,48 @@ impl Script {
     /// What the script runs that a dry run cannot vouch for: the functions
     /// and procedures it calls that are not built into PostgreSQL (an
     /// extension's, a user's, whatever schema they are in: their bodies may
-    /// do anything), then its `DO` blocks. One catalog query, and only when
-    /// the script calls something; run after the script, which may have
+    /// do anything), the foreign tables it writes to, then its `DO` blocks.
+    /// One catalog query, and only when the script calls something or
+    /// writes to a table; run after the script, which may have
     /// created them. An unqualified name counts if any schema has a
     /// function so named: which one the call resolved to depends on
     /// `search_path` and argument types, so all are suspects.
     async fn unverified(&self, conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
         let facts = self.dry_run_facts()?;
-        let (schemas, names): (Vec<&str>, Vec<&str>) = facts
-            .iter()
-            .flat_map(|f| &f.calls)
-            .map(|c| (c.schema.as_str(), c.name.as_str()))
-            .unzip();
-        let mut found = if names.is_empty() {
+        let names = |of: fn(&DryRunFacts) -> &Vec<Call>| -> (Vec<&str>, Vec<&str>) {
+            facts
+                .iter()
+                .flat_map(of)
+                .map(|c| (c.schema.as_str(), c.name.as_str()))
+                .unzip()
+        };
+        let (call_schemas, calls) = names(|f| &f.calls);
+        let (write_schemas, writes) = names(|f| &f.writes);
+        let mut found = if calls.is_empty() && writes.is_empty() {
             Vec::new()
         } else {
             // Functions with an oid under 16384 (FirstNormalObjectId) came
             // with PostgreSQL; anything created later, in pg_catalog or
-            // not, is someone else's code.
+            // not, is someone else's code. An unqualified table name counts
+            // if a foreign table of that name exists in any schema.
             sqlx::query_scalar::<_, String>(
-                "SELECT DISTINCT pg_catalog.format('%I.%I()', n.nspname, p.proname) \
+                "SELECT f FROM (\
+                 SELECT DISTINCT 1 AS k, pg_catalog.format('%I.%I()', n.nspname, p.proname) AS f \
                  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS c(nsp, fn) \
                  JOIN pg_catalog.pg_proc p ON p.proname = c.fn \
                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND (c.nsp = '' OR n.nspname = c.nsp) \
-                 WHERE p.oid >= 16384::pg_catalog.oid ORDER BY 1",
+                 WHERE p.oid >= 16384::pg_catalog.oid \
+                 UNION \
+                 SELECT 2, pg_catalog.format('writes to foreign table %I.%I', n.nspname, r.relname) \
+                 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS w(nsp, rel) \
+                 JOIN pg_catalog.pg_class r ON r.relname = w.rel AND r.relkind = 'f' \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace AND (w.nsp = '' OR n.nspname = w.nsp)\
+                 ) AS found ORDER BY k, f",
             )
-            .bind(schemas)
-            .bind(names)
+            .bind(call_schemas)
+            .bind(calls)
+            .bind(write_schemas)
+            .bind(writes)
             .fetch_all(&mut *conn)
             .await?
         };
@@ -840,7 +859,8 @@ fn dry_run_facts(statement: &str) -> Result<DryRunFacts, pg_query::Error> {
     let tree = serde_json::to_value(&parsed.protobuf)
         .map_err(|e| pg_query::Error::Parse(format!("read the parse tree: {e}")))?;
     let mut calls = Vec::new();
-    collect_calls(&tree, &mut calls);
+    let mut writes = Vec::new();
+    collect_calls(&tree, &mut calls, &mut writes);
     let mut kept = Vec::with_capacity(calls.len());
     for call in calls {
         match not_undone_by_rollback(&call.name) {
@@ -858,6 +878,7 @@ fn dry_run_facts(statement: &str) -> Result<DryRunFacts, pg_query::Error> {
     Ok(DryRunFacts {
         not_undone,
         calls: kept,
+        writes,
         do_block,
     })
 }
@@ -906,22 +927,31 @@ fn copy_not_undone(copy: &pg_query::protobuf::CopyStmt) -> Option<NotUndone> {
 
 /// Every function call in a serialized parse tree: a `FuncCall` node
 /// wherever it is, and the procedure of a `CALL` (a `FuncCall` held
-/// directly, not as a node).
-fn collect_calls(value: &serde_json::Value, calls: &mut Vec<Call>) {
+/// directly, not as a node); and the target table of every `INSERT`,
+/// `UPDATE`, `DELETE` and `MERGE`, in CTEs too.
+fn collect_calls(value: &serde_json::Value, calls: &mut Vec<Call>, writes: &mut Vec<Call>) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, inner) in map {
                 match key.as_str() {
                     "FuncCall" => calls.extend(call_of(inner)),
                     "CallStmt" => calls.extend(inner.get("funccall").and_then(call_of)),
+                    "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+                        writes.extend(inner.get("relation").and_then(|r| {
+                            Some(Call {
+                                schema: r.get("schemaname")?.as_str()?.to_owned(),
+                                name: r.get("relname")?.as_str()?.to_owned(),
+                            })
+                        }));
+                    }
                     _ => {}
                 }
-                collect_calls(inner, calls);
+                collect_calls(inner, calls, writes);
             }
         }
         serde_json::Value::Array(items) => {
             for item in items {
-                collect_calls(item, calls);
+                collect_calls(item, calls, writes);
             }
         }
         _ => {}

@@ -714,3 +714,52 @@ fn sequences_the_application_moves_meanwhile_are_not_blamed_on_the_script() {
     assert_eq!(markers(&env, &db), "0");
     let _ = runtime.block_on(holder.close());
 }
+
+#[test]
+fn writes_to_a_foreign_table_are_named_as_beyond_the_dry_run() {
+    // A foreign data wrapper writes on another server: postgres_fdw rolls
+    // its remote transaction back with ours, others may not, and the
+    // remote side's sequences and triggers are out of sight. Here the
+    // "other server" is the tenant itself, through postgres_fdw.
+    let env = TestEnv::new();
+    let (slug, db) = tenant(&env);
+    let url = url::Url::parse(&base_url()).expect("base url");
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .replace('\'', "''")
+    };
+    env.exec(
+        &db,
+        &format!(
+            "CREATE EXTENSION postgres_fdw; \
+             CREATE SERVER loopback FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '{}', port '{}', dbname '{db}'); \
+             CREATE USER MAPPING FOR CURRENT_USER SERVER loopback OPTIONS (user '{}', password '{}'); \
+             CREATE FOREIGN TABLE ft (x int) SERVER loopback OPTIONS (table_name 'marker')",
+            url.host_str().unwrap_or("localhost"),
+            url.port().unwrap_or(5432),
+            decode(url.username()),
+            decode(url.password().unwrap_or_default()),
+        ),
+    );
+    for (script, named) in [
+        (
+            "INSERT INTO ft VALUES (1)",
+            serde_json::json!(["writes to foreign table public.ft"]),
+        ),
+        (
+            "WITH d AS (DELETE FROM public.ft RETURNING x) SELECT count(*) FROM d",
+            serde_json::json!(["writes to foreign table public.ft"]),
+        ),
+        (
+            "UPDATE \"ft\" SET x = 2; INSERT INTO marker VALUES (3)",
+            serde_json::json!(["writes to foreign table public.ft"]),
+        ),
+        ("SELECT count(*) FROM ft", serde_json::json!([])),
+        ("INSERT INTO marker VALUES (1)", serde_json::json!([])),
+    ] {
+        let (unverified, _) = caveats(&sql(&env, &slug, script, true, true), &slug);
+        assert_eq!(unverified, named, "{script}");
+    }
+    assert_eq!(markers(&env, &db), "0");
+}
