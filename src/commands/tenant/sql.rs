@@ -201,6 +201,10 @@ fn dry_run_note<'a>(values: impl Iterator<Item = (&'a str, &'a ScriptRun)>) -> V
         return vec!["dry run: every transaction was rolled back".to_owned()];
     }
     let mut notes = Vec::new();
+    let others = values
+        .iter()
+        .filter(|(_, v)| v.rolled_back && !v.rollback_incomplete())
+        .count();
     for (tenant, value) in incomplete {
         let mut caveats = Vec::new();
         for moved in &value.sequences_advanced {
@@ -231,6 +235,13 @@ fn dry_run_note<'a>(values: impl Iterator<Item = (&'a str, &'a ScriptRun)>) -> V
             shown(tenant),
             caveats.join("; and ")
         ));
+    }
+    match others {
+        0 => {}
+        1 => notes.push("dry run: the other tenant's transaction was rolled back".to_owned()),
+        n => notes.push(format!(
+            "dry run: the other {n} tenants' transactions were rolled back"
+        )),
     }
     notes
 }
@@ -334,6 +345,7 @@ mod tests {
                 "dry run: b: rolled back, but sequence public.items_id_seq advanced (unused -> 2); a rollback does not undo it; \
                  and the dry run cannot vouch for public.f(), DO block (statement 2, line 1): their effects outside the transaction, if any, remain",
                 "dry run: c: rolled back, but the dry run cannot vouch for public.f(): its effects outside the transaction, if any, remain",
+                "dry run: the other tenant's transaction was rolled back",
             ]
         );
     }
