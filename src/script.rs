@@ -402,7 +402,21 @@ impl Script {
         };
         let mut tx = conn.begin().await.context("begin")?;
         let ours = transaction_id(&mut tx).await?;
-        self.run_whole(&mut tx, run).await?;
+        if let Err(err) = self.run_whole(&mut tx, run).await {
+            // A dry run that failed is rolled back like any failed run; the
+            // sequences the script moved before failing stay moved, and the
+            // report says so. Asked after the rollback (an aborted
+            // transaction answers nothing), so best effort: behind a
+            // transaction pooler `currval` may be asked of another session.
+            if dry_run && !before.is_empty() && tx.rollback().await.is_ok() {
+                if let Ok(used) = used_since(conn, &before, false).await {
+                    run.sequences_advanced = still_advanced(conn, &before, &used)
+                        .await
+                        .unwrap_or_default();
+                }
+            }
+            return Err(err);
+        }
         match transaction_id(&mut tx).await {
             Ok(now) if now == ours => {}
             Ok(_) => {
@@ -423,7 +437,7 @@ impl Script {
                 .unverified(&mut tx)
                 .await
                 .context("look up the functions the script calls")?;
-            let used = used_since(&mut tx, &before)
+            let used = used_since(&mut tx, &before, true)
                 .await
                 .context("find the sequences the script used")?;
             tx.rollback().await.context("roll back")?;
@@ -699,8 +713,14 @@ async fn sequences(conn: &mut PgConnection) -> anyhow::Result<SequenceState> {
 /// own inserts meanwhile are not blamed on the script. Asked here, not
 /// after the rollback, because `currval` is the session's and a
 /// transaction-mode pooler may run the next transaction elsewhere. Each
-/// `currval` that fails (never used here) is undone by a savepoint.
-async fn used_since(conn: &mut PgConnection, before: &SequenceState) -> anyhow::Result<Vec<i64>> {
+/// `currval` that fails (never used here) is undone by a savepoint. Outside
+/// a transaction (`in_transaction` false: after a failed script's
+/// rollback) no savepoint is needed.
+async fn used_since(
+    conn: &mut PgConnection,
+    before: &SequenceState,
+    in_transaction: bool,
+) -> anyhow::Result<Vec<i64>> {
     if before.is_empty() {
         return Ok(Vec::new());
     }
@@ -718,7 +738,9 @@ async fn used_since(conn: &mut PgConnection, before: &SequenceState) -> anyhow::
         return Ok(moved);
     }
     let mut used = Vec::new();
-    conn.execute("SAVEPOINT tenantctl_currval").await?;
+    if in_transaction {
+        conn.execute("SAVEPOINT tenantctl_currval").await?;
+    }
     for oid in moved {
         let asked =
             sqlx::query("SELECT pg_catalog.currval($1::pg_catalog.oid::pg_catalog.regclass)")
@@ -732,7 +754,7 @@ async fn used_since(conn: &mut PgConnection, before: &SequenceState) -> anyhow::
             .and_then(sqlx::error::DatabaseError::code)
             .as_deref()
             == Some("55000"));
-        if asked.is_err() {
+        if asked.is_err() && in_transaction {
             conn.execute("ROLLBACK TO SAVEPOINT tenantctl_currval")
                 .await?;
         }
@@ -740,7 +762,9 @@ async fn used_since(conn: &mut PgConnection, before: &SequenceState) -> anyhow::
             used.push(oid);
         }
     }
-    conn.execute("RELEASE SAVEPOINT tenantctl_currval").await?;
+    if in_transaction {
+        conn.execute("RELEASE SAVEPOINT tenantctl_currval").await?;
+    }
     Ok(used)
 }
 

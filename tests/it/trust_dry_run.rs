@@ -763,3 +763,33 @@ fn writes_to_a_foreign_table_are_named_as_beyond_the_dry_run() {
     }
     assert_eq!(markers(&env, &db), "0");
 }
+
+#[test]
+fn a_failed_dry_run_still_reports_the_sequences_it_advanced() {
+    // The second INSERT fails on the key the first one drew from the
+    // sequence: the tenant fails, its transaction is rolled back, and the
+    // sequence stays moved, which the report says.
+    let env = TestEnv::new();
+    let (slug, db) = tenant(&env);
+    env.exec(&db, "CREATE TABLE s_serial (id serial PRIMARY KEY, v text)");
+    let script = "INSERT INTO s_serial (v) VALUES ('a'); INSERT INTO s_serial (id, v) SELECT max(id), 'dup' FROM s_serial";
+    let run = sql(&env, &slug, script, true, true).code(1);
+    let report = run.json();
+    let tenant = find(&report, &slug);
+    assert!(
+        tenant["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("statement 2") && e.contains("23505")),
+        "{tenant}"
+    );
+    assert_eq!(
+        tenant["sequences_advanced"],
+        serde_json::json!([{"sequence": "public.s_serial_id_seq", "before": null, "after": 1}])
+    );
+    let run = sql(&env, &slug, script, true, false).code(1);
+    let expected = format!(
+        "dry run: {slug}: rolled back, but sequence public.s_serial_id_seq advanced (1 -> 2); a rollback does not undo it"
+    );
+    assert!(run.stdout.lines().any(|l| l == expected), "{}", run.stdout);
+    assert_eq!(env.query(&db, "SELECT count(*)::text FROM s_serial"), ["0"]);
+}

@@ -195,7 +195,7 @@ fn dry_run_note<'a>(values: impl Iterator<Item = (&'a str, &'a ScriptRun)>) -> V
     }
     let incomplete: Vec<&(&str, &ScriptRun)> = values
         .iter()
-        .filter(|(_, v)| v.rolled_back && v.rollback_incomplete())
+        .filter(|(_, v)| v.rollback_incomplete())
         .collect();
     if incomplete.is_empty() {
         return vec!["dry run: every transaction was rolled back".to_owned()];
