@@ -408,12 +408,14 @@ impl Script {
             // report says so. Asked after the rollback (an aborted
             // transaction answers nothing), so best effort: behind a
             // transaction pooler `currval` may be asked of another session.
-            if dry_run && !before.is_empty() && tx.rollback().await.is_ok() {
-                if let Ok(used) = used_since(conn, &before, false).await {
-                    run.sequences_advanced = still_advanced(conn, &before, &used)
-                        .await
-                        .unwrap_or_default();
-                }
+            if dry_run
+                && !before.is_empty()
+                && tx.rollback().await.is_ok()
+                && let Ok(used) = used_since(conn, &before, false).await
+            {
+                run.sequences_advanced = still_advanced(conn, &before, &used)
+                    .await
+                    .unwrap_or_default();
             }
             return Err(err);
         }
