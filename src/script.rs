@@ -8,6 +8,8 @@
 //! second wall asks the server afterwards whether that transaction is still
 //! the one open.
 
+use std::sync::OnceLock;
+
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
 use pg_query::NodeEnum;
@@ -21,6 +23,10 @@ use sqlx::{Column as _, Connection as _, Executor as _, Row as _, Statement as _
 pub struct Script {
     text: String,
     statements: Vec<Statement>,
+    /// What a dry run needs to know of each statement, read from its parse
+    /// tree the first time a dry run asks: walking the whole tree costs as
+    /// much again as parsing, which a real run should not pay.
+    dry_run: OnceLock<Result<Vec<DryRunFacts>, ScriptError>>,
 }
 
 /// One statement of a script.
@@ -30,6 +36,170 @@ pub struct Statement {
     line: usize,
     text: String,
     kind: StatementKind,
+}
+
+/// What a dry run needs to know of one statement.
+#[derive(Debug, Clone, Default)]
+struct DryRunFacts {
+    /// What in it a rollback would not undo, if anything: `--dry-run`
+    /// refuses the script.
+    not_undone: Option<NotUndone>,
+    /// The functions and procedures it calls, anywhere in it, for the dry
+    /// run's question "is any of them not PostgreSQL's own?".
+    calls: Vec<Call>,
+    /// The tables it writes to (`INSERT`, `UPDATE`, `DELETE`, `MERGE`), for
+    /// the question "is any a foreign table?": a foreign data wrapper
+    /// writes on another server, which may not roll back with us.
+    writes: Vec<Call>,
+    /// It is a `DO` block: code a dry run cannot see into.
+    do_block: bool,
+}
+
+/// Functions whose effects a rollback does not undo, each with why: under
+/// `--dry-run` a script calling one anywhere (however qualified, cased or
+/// quoted, nested in a subquery, CTE, argument, `FROM`, a column default or
+/// a function body) is refused before any tenant is touched. A name ending
+/// in `*` stands for every function starting so. This is the one list;
+/// the README's `tenant sql` section shows it.
+///
+/// Not here, because the rollback does undo them (checked on PostgreSQL
+/// 15): `set_config(..., false)` and `SET` (a session setting made in a
+/// transaction that rolls back is reverted), `pg_notify`/`NOTIFY` and
+/// `LISTEN` (they take effect at commit only), the `_xact_` advisory locks,
+/// `currval`/`lastval` (they only read).
+pub const NOT_UNDONE_BY_ROLLBACK: &[(&str, &str)] = &[
+    ("nextval", "advances a sequence"),
+    ("setval", "sets a sequence's value"),
+    (
+        "dblink*",
+        "works over a connection of its own, whose changes commit on their own",
+    ),
+    (
+        "postgres_fdw_disconnect*",
+        "closes connections to another server",
+    ),
+    ("lo_import", "reads a file on the database server"),
+    ("lo_export", "writes a file on the database server"),
+    ("pg_file_write", "writes a file on the database server"),
+    ("pg_file_rename", "renames a file on the database server"),
+    ("pg_file_unlink", "deletes a file on the database server"),
+    ("pg_file_sync", "flushes a file on the database server"),
+    ("pg_terminate_backend", "ends another session"),
+    ("pg_cancel_backend", "cancels another session's query"),
+    (
+        "pg_reload_conf",
+        "makes the server reload its configuration",
+    ),
+    ("pg_rotate_logfile", "switches the server's log file"),
+    ("pg_switch_wal", "switches the server's WAL file"),
+    (
+        "pg_create_restore_point",
+        "writes a restore point to the WAL",
+    ),
+    (
+        "pg_log_backend_memory_contexts",
+        "writes to the server's log",
+    ),
+    ("pg_promote", "promotes a standby server"),
+    ("pg_wal_replay_pause", "pauses a standby's recovery"),
+    ("pg_wal_replay_resume", "resumes a standby's recovery"),
+    ("pg_backup_start", "starts a backup"),
+    ("pg_backup_stop", "ends a backup"),
+    (
+        "pg_advisory_lock",
+        "takes a session-level advisory lock, held after the rollback (pg_advisory_xact_lock is released by it)",
+    ),
+    (
+        "pg_advisory_lock_shared",
+        "takes a session-level advisory lock, held after the rollback (pg_advisory_xact_lock_shared is released by it)",
+    ),
+    (
+        "pg_try_advisory_lock",
+        "takes a session-level advisory lock, held after the rollback (pg_try_advisory_xact_lock is released by it)",
+    ),
+    (
+        "pg_try_advisory_lock_shared",
+        "takes a session-level advisory lock, held after the rollback (pg_try_advisory_xact_lock_shared is released by it)",
+    ),
+    (
+        "pg_advisory_unlock",
+        "releases a session-level advisory lock",
+    ),
+    (
+        "pg_advisory_unlock_shared",
+        "releases a session-level advisory lock",
+    ),
+    (
+        "pg_advisory_unlock_all",
+        "releases the session's advisory locks",
+    ),
+    ("pg_stat_reset*", "resets statistics"),
+    ("pg_stat_statements_reset", "resets statistics"),
+    (
+        "pg_create_physical_replication_slot",
+        "creates a replication slot",
+    ),
+    (
+        "pg_create_logical_replication_slot",
+        "creates a replication slot",
+    ),
+    (
+        "pg_copy_physical_replication_slot",
+        "creates a replication slot",
+    ),
+    (
+        "pg_copy_logical_replication_slot",
+        "creates a replication slot",
+    ),
+    ("pg_drop_replication_slot", "drops a replication slot"),
+    ("pg_replication_slot_advance", "advances a replication slot"),
+    (
+        "pg_logical_slot_get_changes",
+        "consumes a replication slot's changes",
+    ),
+    (
+        "pg_logical_slot_get_binary_changes",
+        "consumes a replication slot's changes",
+    ),
+    (
+        "pg_logical_emit_message",
+        "writes a message to the WAL (at once, when not transactional)",
+    ),
+    (
+        "pg_replication_origin_advance",
+        "moves a replication origin",
+    ),
+    (
+        "pg_replication_origin_session_setup",
+        "ties the session to a replication origin",
+    ),
+];
+
+/// What a statement does that a rollback would not undo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotUndone {
+    /// `calls pg_catalog.setval()`, `is COPY ... TO a file`.
+    pub what: String,
+    pub why: &'static str,
+}
+
+/// A function or procedure call as written (names as PostgreSQL's parser
+/// reads them: unquoted ones folded to lower case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Empty when unqualified.
+    pub schema: String,
+    pub name: String,
+}
+
+impl Call {
+    fn shown(&self) -> String {
+        if self.schema.is_empty() {
+            format!("{}()", self.name)
+        } else {
+            format!("{}.{}()", self.schema, self.name)
+        }
+    }
 }
 
 /// What a statement is, as far as running it goes.
@@ -50,7 +220,7 @@ pub enum StatementKind {
 }
 
 /// Why a script cannot be run.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ScriptError {
     /// PostgreSQL's parser rejected it; `at` is the line and column of the
     /// offending token, when it can be found.
@@ -78,6 +248,14 @@ pub enum ScriptError {
         "{statement} is COPY ... TO STDOUT, which streams data tenant sql does not receive; use a SELECT to see the rows"
     )]
     CopyToClient { statement: String },
+    #[error(
+        "{statement} {what}, which {why}: a rollback does not undo that, so --dry-run refuses the script (leave that out to dry-run the rest)"
+    )]
+    NotUndoneByRollback {
+        statement: String,
+        what: String,
+        why: &'static str,
+    },
 }
 
 impl Script {
@@ -102,7 +280,11 @@ impl Script {
                 kind: classify(piece).map_err(|err| syntax_error(piece, err))?,
             });
         }
-        Ok(Self { text, statements })
+        Ok(Self {
+            text,
+            statements,
+            dry_run: OnceLock::new(),
+        })
     }
 
     /// The script as given.
@@ -152,6 +334,36 @@ impl Script {
         Ok(())
     }
 
+    /// Whether a dry run of the script can be trusted to undo what it does:
+    /// nothing in it calls a function of [`NOT_UNDONE_BY_ROLLBACK`] or
+    /// copies to or from a file or program on the server. Checked before
+    /// any tenant is touched; a real run does what it is asked.
+    pub fn check_dry_run(&self) -> Result<(), ScriptError> {
+        for (statement, facts) in self.statements.iter().zip(self.dry_run_facts()?) {
+            if let Some(not_undone) = &facts.not_undone {
+                return Err(ScriptError::NotUndoneByRollback {
+                    statement: statement.described(),
+                    what: not_undone.what.clone(),
+                    why: not_undone.why,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each statement's [`DryRunFacts`], read once.
+    fn dry_run_facts(&self) -> Result<&[DryRunFacts], ScriptError> {
+        self.dry_run
+            .get_or_init(|| {
+                self.statements
+                    .iter()
+                    .map(|s| dry_run_facts(&s.text).map_err(|err| syntax_error(&s.text, err)))
+                    .collect()
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+
     /// Runs the script in a transaction of its own and commits it, or
     /// rolls it back for a dry run, filling in `run` as it goes (so a
     /// caller still has what ran when a statement fails).
@@ -164,15 +376,49 @@ impl Script {
     /// it (however it got past [`Self::check_single_transaction`]), this
     /// fails with [`TransactionEnded`], commits nothing more, and leaves
     /// `run.rolled_back` false.
+    ///
+    /// A dry run also says what its rollback may not have undone: the
+    /// functions the script calls that are not PostgreSQL's own and its
+    /// `DO` blocks (`run.unverified`, looked up in the tenant's catalog
+    /// inside the transaction, since the script may have created them),
+    /// and the sequences it advanced (`run.sequences_advanced`: read before
+    /// the script, inside the transaction after it, and after the
+    /// rollback).
     pub async fn run_in_transaction(
         &self,
         conn: &mut PgConnection,
         dry_run: bool,
         run: &mut ScriptRun,
     ) -> anyhow::Result<()> {
+        // Read outside the transaction: the locks it takes on every
+        // sequence are not held while the script runs. The values are the
+        // server's, whichever session reads them.
+        let before = if dry_run {
+            sequences(conn)
+                .await
+                .context("read the sequences before the script")?
+        } else {
+            Vec::new()
+        };
         let mut tx = conn.begin().await.context("begin")?;
         let ours = transaction_id(&mut tx).await?;
-        self.run_whole(&mut tx, run).await?;
+        if let Err(err) = self.run_whole(&mut tx, run).await {
+            // A dry run that failed is rolled back like any failed run; the
+            // sequences the script moved before failing stay moved, and the
+            // report says so. Asked after the rollback (an aborted
+            // transaction answers nothing), so best effort: behind a
+            // transaction pooler `currval` may be asked of another session.
+            if dry_run
+                && !before.is_empty()
+                && tx.rollback().await.is_ok()
+                && let Ok(used) = used_since(conn, &before, false).await
+            {
+                run.sequences_advanced = still_advanced(conn, &before, &used)
+                    .await
+                    .unwrap_or_default();
+            }
+            return Err(err);
+        }
         match transaction_id(&mut tx).await {
             Ok(now) if now == ours => {}
             Ok(_) => {
@@ -189,8 +435,18 @@ impl Script {
             .await
             .context("describe the statements that returned no rows")?;
         if dry_run {
+            run.unverified = self
+                .unverified(&mut tx)
+                .await
+                .context("look up the functions the script calls")?;
+            let used = used_since(&mut tx, &before, true)
+                .await
+                .context("find the sequences the script used")?;
             tx.rollback().await.context("roll back")?;
             run.rolled_back = true;
+            run.sequences_advanced = still_advanced(conn, &before, &used)
+                .await
+                .context("compare the sequences after the rollback with before the script")?;
         } else {
             tx.commit().await.context("commit")?;
         }
@@ -279,6 +535,64 @@ impl Script {
         Ok(())
     }
 
+    /// What the script runs that a dry run cannot vouch for: the functions
+    /// and procedures it calls that are not built into PostgreSQL (an
+    /// extension's, a user's, whatever schema they are in: their bodies may
+    /// do anything), the foreign tables it writes to, then its `DO` blocks.
+    /// One catalog query, and only when the script calls something or
+    /// writes to a table; run after the script, which may have
+    /// created them. An unqualified name counts if any schema has a
+    /// function so named: which one the call resolved to depends on
+    /// `search_path` and argument types, so all are suspects.
+    async fn unverified(&self, conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+        let facts = self.dry_run_facts()?;
+        let names = |of: fn(&DryRunFacts) -> &Vec<Call>| -> (Vec<&str>, Vec<&str>) {
+            facts
+                .iter()
+                .flat_map(of)
+                .map(|c| (c.schema.as_str(), c.name.as_str()))
+                .unzip()
+        };
+        let (call_schemas, calls) = names(|f| &f.calls);
+        let (write_schemas, writes) = names(|f| &f.writes);
+        let mut found = if calls.is_empty() && writes.is_empty() {
+            Vec::new()
+        } else {
+            // Functions with an oid under 16384 (FirstNormalObjectId) came
+            // with PostgreSQL; anything created later, in pg_catalog or
+            // not, is someone else's code. An unqualified table name counts
+            // if a foreign table of that name exists in any schema.
+            sqlx::query_scalar::<_, String>(
+                "SELECT f FROM (\
+                 SELECT DISTINCT 1 AS k, pg_catalog.format('%I.%I()', n.nspname, p.proname) AS f \
+                 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS c(nsp, fn) \
+                 JOIN pg_catalog.pg_proc p ON p.proname = c.fn \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND (c.nsp = '' OR n.nspname = c.nsp) \
+                 WHERE p.oid >= 16384::pg_catalog.oid \
+                 UNION \
+                 SELECT 2, pg_catalog.format('writes to foreign table %I.%I', n.nspname, r.relname) \
+                 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS w(nsp, rel) \
+                 JOIN pg_catalog.pg_class r ON r.relname = w.rel AND r.relkind = 'f' \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace AND (w.nsp = '' OR n.nspname = w.nsp)\
+                 ) AS found ORDER BY k, f",
+            )
+            .bind(call_schemas)
+            .bind(calls)
+            .bind(write_schemas)
+            .bind(writes)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        found.extend(
+            self.statements
+                .iter()
+                .zip(facts)
+                .filter(|(_, f)| f.do_block)
+                .map(|(s, _)| format!("DO block (statement {}, line {})", s.number, s.line)),
+        );
+        Ok(found)
+    }
+
     /// `statement 2 (line 5)`, for errors.
     fn label(&self, number: usize) -> String {
         self.statement(number)
@@ -351,6 +665,142 @@ pub struct ScriptRun {
     /// be checked), so its changes may have been committed.
     #[serde(skip)]
     pub transaction_ended: bool,
+    /// A dry run's: what the script called that the dry run cannot vouch
+    /// for (`public.f()`, `DO block (statement 2, line 1)`), whose effects
+    /// outside the transaction, if any, the rollback did not undo.
+    pub unverified: Vec<String>,
+    /// A dry run's: sequences the script advanced (directly, through a
+    /// column default, a trigger or a function), which the rollback does not
+    /// move back.
+    pub sequences_advanced: Vec<SequenceAdvanced>,
+}
+
+/// A sequence a dry run's rollback left advanced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SequenceAdvanced {
+    /// `public.items_id_seq`, quoted where needed.
+    pub sequence: String,
+    /// Its last value before the script, `None` if it had never been used
+    /// (or could not be read).
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+}
+
+impl ScriptRun {
+    /// Whether a dry run's rollback may have left something behind.
+    pub fn rollback_incomplete(&self) -> bool {
+        !self.unverified.is_empty() || !self.sequences_advanced.is_empty()
+    }
+}
+
+/// Every sequence this session may see: oid, qualified name, last value
+/// (`None` if never used, or not ours to read).
+type SequenceState = Vec<(i64, String, Option<i64>)>;
+
+async fn sequences(conn: &mut PgConnection) -> anyhow::Result<SequenceState> {
+    Ok(sqlx::query_as(
+        "SELECT c.oid::pg_catalog.int8, pg_catalog.format('%I.%I', n.nspname, c.relname), \
+         CASE WHEN pg_catalog.has_sequence_privilege(c.oid, 'SELECT,USAGE') \
+         THEN pg_catalog.pg_sequence_last_value(c.oid) END \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'S' AND NOT pg_catalog.pg_is_other_temp_schema(n.oid)",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The second wall for sequences, in the script's transaction: the
+/// sequences read before the script that have moved since and that this
+/// session used (it has a `currval` for them), so that the application's
+/// own inserts meanwhile are not blamed on the script. Asked here, not
+/// after the rollback, because `currval` is the session's and a
+/// transaction-mode pooler may run the next transaction elsewhere. Each
+/// `currval` that fails (never used here) is undone by a savepoint. Outside
+/// a transaction (`in_transaction` false: after a failed script's
+/// rollback) no savepoint is needed.
+async fn used_since(
+    conn: &mut PgConnection,
+    before: &SequenceState,
+    in_transaction: bool,
+) -> anyhow::Result<Vec<i64>> {
+    if before.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now: std::collections::HashMap<i64, Option<i64>> = sequences(conn)
+        .await?
+        .into_iter()
+        .map(|(oid, _, value)| (oid, value))
+        .collect();
+    let moved: Vec<i64> = before
+        .iter()
+        .filter(|(oid, _, was)| now.get(oid).is_some_and(|value| value != was))
+        .map(|(oid, _, _)| *oid)
+        .collect();
+    if moved.is_empty() {
+        return Ok(moved);
+    }
+    let mut used = Vec::new();
+    if in_transaction {
+        conn.execute("SAVEPOINT tenantctl_currval").await?;
+    }
+    for oid in moved {
+        let asked =
+            sqlx::query("SELECT pg_catalog.currval($1::pg_catalog.oid::pg_catalog.regclass)")
+                .bind(oid)
+                .execute(&mut *conn)
+                .await;
+        // 55000: "currval ... is not yet defined in this session". Any
+        // other failure may still be ours.
+        let not_ours = matches!(&asked, Err(err) if err
+            .as_database_error()
+            .and_then(sqlx::error::DatabaseError::code)
+            .as_deref()
+            == Some("55000"));
+        if asked.is_err() && in_transaction {
+            conn.execute("ROLLBACK TO SAVEPOINT tenantctl_currval")
+                .await?;
+        }
+        if !not_ours {
+            used.push(oid);
+        }
+    }
+    if in_transaction {
+        conn.execute("RELEASE SAVEPOINT tenantctl_currval").await?;
+    }
+    Ok(used)
+}
+
+/// Of the sequences the script used, those the rollback left moved: read
+/// again after it, so that what the rollback does undo (`ALTER SEQUENCE
+/// ... RESTART`, `TRUNCATE ... RESTART IDENTITY`, then `nextval` on the
+/// restarted sequence) is not reported. No query when none was used.
+async fn still_advanced(
+    conn: &mut PgConnection,
+    before: &SequenceState,
+    used: &[i64],
+) -> anyhow::Result<Vec<SequenceAdvanced>> {
+    if used.is_empty() {
+        return Ok(Vec::new());
+    }
+    let after: std::collections::HashMap<i64, Option<i64>> = sequences(conn)
+        .await?
+        .into_iter()
+        .map(|(oid, _, value)| (oid, value))
+        .collect();
+    let mut advanced: Vec<SequenceAdvanced> = before
+        .iter()
+        .filter(|(oid, _, _)| used.contains(oid))
+        .filter_map(|(oid, name, was)| {
+            let now = after.get(oid)?;
+            (now != was).then(|| SequenceAdvanced {
+                sequence: name.clone(),
+                before: *was,
+                after: *now,
+            })
+        })
+        .collect();
+    advanced.sort_by(|a, b| a.sequence.cmp(&b.sequence));
+    Ok(advanced)
 }
 
 /// The outcome of one statement: its columns (empty if it returns no rows,
@@ -411,6 +861,145 @@ fn text_values(row: &sqlx::postgres::PgRow) -> Result<Vec<Option<String>>, sqlx:
             }
         })
         .collect()
+}
+
+/// Parses one statement and reads, for a dry run, what a rollback would
+/// not undo, the functions it calls and whether it is a `DO` block.
+fn dry_run_facts(statement: &str) -> Result<DryRunFacts, pg_query::Error> {
+    let parsed = pg_query::parse(statement, 0)?;
+    let node = parsed
+        .protobuf
+        .stmts
+        .first()
+        .and_then(|raw| raw.stmt.as_ref())
+        .and_then(|n| n.node.as_ref());
+    let mut not_undone = match node {
+        Some(NodeEnum::CopyStmt(copy)) => copy_not_undone(copy),
+        _ => None,
+    };
+    let do_block = matches!(node, Some(NodeEnum::DoStmt(_)));
+    // Every node, whatever its type: the crate's own walker
+    // (`ParseResult::functions`) skips some (VALUES lists, column
+    // defaults), but the whole tree serializes, so a walk over that misses
+    // nothing.
+    let tree = serde_json::to_value(&parsed.protobuf)
+        .map_err(|e| pg_query::Error::Parse(format!("read the parse tree: {e}")))?;
+    let mut calls = Vec::new();
+    let mut writes = Vec::new();
+    collect_calls(&tree, &mut calls, &mut writes);
+    let mut kept = Vec::with_capacity(calls.len());
+    for call in calls {
+        match not_undone_by_rollback(&call.name) {
+            Some(why) => {
+                if not_undone.is_none() {
+                    not_undone = Some(NotUndone {
+                        what: format!("calls {}", call.shown()),
+                        why,
+                    });
+                }
+            }
+            None => kept.push(call),
+        }
+    }
+    Ok(DryRunFacts {
+        not_undone,
+        calls: kept,
+        writes,
+        do_block,
+    })
+}
+
+/// Why [`NOT_UNDONE_BY_ROLLBACK`] lists a function of this name, if it
+/// does. Case-insensitive: `"SETVAL"` (quoted) is some other function,
+/// but one nobody should be surprised to see refused.
+fn not_undone_by_rollback(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    NOT_UNDONE_BY_ROLLBACK
+        .iter()
+        .find(|(listed, _)| match listed.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *listed,
+        })
+        .map(|(_, why)| *why)
+}
+
+/// A server-side COPY: the file it writes, the file it reads (which may be
+/// a pipe someone else is waiting on), the program it runs.
+fn copy_not_undone(copy: &pg_query::protobuf::CopyStmt) -> Option<NotUndone> {
+    let (what, why) = match (copy.is_program, copy.is_from, copy.filename.is_empty()) {
+        (true, _, _) => (
+            if copy.is_from {
+                "is COPY ... FROM PROGRAM"
+            } else {
+                "is COPY ... TO PROGRAM"
+            },
+            "runs a program on the database server",
+        ),
+        (false, false, false) => (
+            "is COPY ... TO a file",
+            "writes a file on the database server",
+        ),
+        (false, true, false) => (
+            "is COPY ... FROM a file",
+            "reads a file on the database server (a pipe or device is consumed by reading)",
+        ),
+        (false, _, true) => return None,
+    };
+    Some(NotUndone {
+        what: what.to_owned(),
+        why,
+    })
+}
+
+/// Every function call in a serialized parse tree: a `FuncCall` node
+/// wherever it is, and the procedure of a `CALL` (a `FuncCall` held
+/// directly, not as a node); and the target table of every `INSERT`,
+/// `UPDATE`, `DELETE` and `MERGE`, in CTEs too.
+fn collect_calls(value: &serde_json::Value, calls: &mut Vec<Call>, writes: &mut Vec<Call>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                match key.as_str() {
+                    "FuncCall" => calls.extend(call_of(inner)),
+                    "CallStmt" => calls.extend(inner.get("funccall").and_then(call_of)),
+                    "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+                        writes.extend(inner.get("relation").and_then(|r| {
+                            Some(Call {
+                                schema: r.get("schemaname")?.as_str()?.to_owned(),
+                                name: r.get("relname")?.as_str()?.to_owned(),
+                            })
+                        }));
+                    }
+                    _ => {}
+                }
+                collect_calls(inner, calls, writes);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                collect_calls(item, calls, writes);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The name of a serialized `FuncCall`: its `funcname`, a list of strings
+/// (`[name]`, `[schema, name]` or `[catalog, schema, name]`).
+fn call_of(func_call: &serde_json::Value) -> Option<Call> {
+    let parts: Vec<&str> = func_call
+        .get("funcname")?
+        .as_array()?
+        .iter()
+        .filter_map(|n| n.pointer("/node/String/sval")?.as_str())
+        .collect();
+    let (name, qualifiers) = parts.split_last()?;
+    Some(Call {
+        schema: qualifiers
+            .last()
+            .map_or_else(String::new, |s| (*s).to_owned()),
+        name: (*name).to_owned(),
+    })
 }
 
 /// Classifies one statement by its parse tree.
@@ -762,5 +1351,131 @@ mod tests {
             shown,
             r#"the SQL does not parse: syntax error at or near "selct" at line 2, column 1"#
         );
+    }
+}
+
+#[cfg(test)]
+mod dry_run_tests {
+    use super::*;
+
+    /// What `--dry-run` says about a one-statement script: refused (and
+    /// what), or the calls left for the catalog to judge.
+    fn verdict(sql: &str) -> Result<Vec<String>, String> {
+        let script = Script::parse(sql).unwrap_or_else(|e| panic!("{sql:?}: {e}"));
+        match script.check_dry_run() {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => Ok(script
+                .dry_run_facts()
+                .expect("parses")
+                .iter()
+                .flat_map(|f| &f.calls)
+                .map(Call::shown)
+                .collect()),
+        }
+    }
+
+    #[test]
+    fn every_listed_function_is_refused_however_spelled_and_wherever_called() {
+        for (listed, _) in NOT_UNDONE_BY_ROLLBACK {
+            let name = listed.strip_suffix('*').map_or_else(
+                || (*listed).to_owned(),
+                |prefix| format!("{prefix}_anything"),
+            );
+            let upper = name.to_uppercase();
+            for sql in [
+                format!("SELECT {name}('x')"),
+                format!("select {upper}('x')"),
+                format!("SELECT \"{name}\"('x')"),
+                format!("SELECT pg_catalog.{name}('x')"),
+                format!("SELECT \"public\".\"{name}\"('x')"),
+                format!("SELECT mydb.public.{name}('x')"),
+                format!("WITH c AS (SELECT {name}('x') AS v) SELECT * FROM c"),
+                format!("SELECT * FROM t WHERE a IN (SELECT {name}('x'))"),
+                format!("SELECT coalesce(lower({name}('x')::text), 'y')"),
+                format!("SELECT * FROM {name}('x')"),
+                format!("INSERT INTO t VALUES (1), ({name}('x'))"),
+                format!("UPDATE t SET a = {name}('x') WHERE b > 1"),
+                format!("CREATE TABLE t2 (a bigint DEFAULT {name}('x'))"),
+                format!("CREATE TABLE t3 (a bigint CHECK (a < {name}('x')))"),
+                format!("ALTER TABLE t ADD COLUMN c bigint DEFAULT {name}('x')"),
+                format!("SELECT count(*) FILTER (WHERE {name}('x') > 0) FROM t"),
+                format!("SELECT CASE WHEN a THEN {name}('x') END FROM t"),
+                format!("CALL {name}('x')"),
+            ] {
+                let refused = verdict(&sql).expect_err(&sql);
+                assert!(
+                    refused.starts_with("statement 1 (line 1, ")
+                        && refused.contains("--dry-run refuses")
+                        && refused.to_lowercase().contains(&format!("{name}()")),
+                    "{sql}: {refused}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn what_a_rollback_undoes_is_not_refused() {
+        for sql in [
+            "SELECT currval('s'), lastval()",
+            "SELECT set_config('work_mem', '8MB', false)",
+            "SELECT set_config('work_mem', '8MB', true)",
+            "SET work_mem = '8MB'",
+            "SELECT pg_notify('c', 'x')",
+            "NOTIFY c",
+            "LISTEN c",
+            "SELECT pg_advisory_xact_lock(1), pg_try_advisory_xact_lock_shared(2)",
+            "SELECT 'nextval(''s'')', nextval_count FROM t",
+            "SELECT lo_create(0)",
+            "COPY t FROM STDIN",
+            "SELECT * FROM dblinks",
+        ] {
+            assert!(verdict(sql).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn server_side_copy_is_refused() {
+        for (sql, what) in [
+            ("COPY t TO '/tmp/x'", "is COPY ... TO a file"),
+            (
+                "copy (select 1) to '/tmp/x' with (format csv)",
+                "is COPY ... TO a file",
+            ),
+            ("COPY t FROM '/tmp/x'", "is COPY ... FROM a file"),
+            ("COPY t TO PROGRAM 'cat'", "is COPY ... TO PROGRAM"),
+            ("COPY t FROM PROGRAM 'echo 1'", "is COPY ... FROM PROGRAM"),
+        ] {
+            let refused = verdict(sql).expect_err(sql);
+            assert!(refused.contains(what), "{sql}: {refused}");
+        }
+    }
+
+    #[test]
+    fn calls_are_kept_for_the_catalog_with_their_schema() {
+        let mut calls = verdict(
+            "WITH x AS (SELECT public.f(1)) SELECT lower(g(a)), \"Odd\".\"H\"() FROM x, LATERAL k() WHERE a = pg_catalog.upper('b')",
+        )
+        .expect("allowed");
+        calls.sort();
+        assert_eq!(
+            calls,
+            [
+                "Odd.H()",
+                "g()",
+                "k()",
+                "lower()",
+                "pg_catalog.upper()",
+                "public.f()"
+            ]
+        );
+        let script = Script::parse("DO $$ BEGIN PERFORM 1; END $$; CALL p(1)").expect("parses");
+        assert!(script.check_dry_run().is_ok());
+        let flags: Vec<(bool, Vec<String>)> = script
+            .dry_run_facts()
+            .expect("parses")
+            .iter()
+            .map(|f| (f.do_block, f.calls.iter().map(Call::shown).collect()))
+            .collect();
+        assert_eq!(flags, [(true, vec![]), (false, vec!["p()".to_owned()])]);
     }
 }

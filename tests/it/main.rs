@@ -35,3 +35,4 @@ mod trust_master;
 mod trust_secrets;
 mod trust_selection;
 mod trust_visibility;
+mod trust_dry_run;

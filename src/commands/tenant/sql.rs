@@ -45,6 +45,14 @@ pub struct SqlArgs {
     pub command: Option<String>,
 
     /// Run it, report what it did, then roll back
+    ///
+    /// Refused, before any tenant is touched, for a script calling what no
+    /// rollback undoes (`nextval`, `setval`, `dblink*`, `lo_export`,
+    /// `pg_terminate_backend`, session advisory locks, ...: the README lists
+    /// them) or copying to or from a file or program on the server. The
+    /// report names the sequences the script advanced anyway (a serial
+    /// column's default, a trigger) and the code the dry run cannot vouch
+    /// for: functions not built into PostgreSQL, `DO` blocks, `CALL`
     #[arg(long)]
     pub dry_run: bool,
 
@@ -82,6 +90,13 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     script
         .check_single_transaction()
         .map_err(|e| UsageError(e.to_string()))?;
+    // A dry run that could not undo what the script does would be a lie:
+    // refused before any connection too. A real run does what it is asked.
+    if args.dry_run {
+        script
+            .check_dry_run()
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
 
     let tenants = ctx.select(&args.selection).await?;
     if tenants.len() > 1 && !args.dry_run {
@@ -108,7 +123,9 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let outcome = ctx.finish(&run);
     if dry_run && ctx.output == OutputMode::Table {
-        line(dry_run_note(run.reports.iter().map(|r| &r.value)));
+        for note in dry_run_note(run.reports.iter().map(|r| (r.tenant.handle(), &r.value))) {
+            line(note);
+        }
     }
     Ok(outcome)
 }
@@ -163,17 +180,70 @@ fn print_result_sets(run: &FleetRun<ScriptRun>, script: &Script) {
     }
 }
 
-/// The last line of a dry run. It says "rolled back" only if no tenant's
-/// script ended the transaction it ran in: there, changes may have been
-/// committed.
-fn dry_run_note<'a>(values: impl Iterator<Item = &'a ScriptRun>) -> String {
-    match values.filter(|v| v.transaction_ended).count() {
-        0 => "dry run: every transaction was rolled back".to_owned(),
-        n => format!(
-            "dry run: in {n} tenant{} the script ended its transaction; changes may have been committed there",
-            if n == 1 { "" } else { "s" }
-        ),
+/// The last lines of a dry run. They say "rolled back" alone only if no
+/// tenant's script ended the transaction it ran in (changes may have been
+/// committed there), called code the dry run cannot vouch for, or advanced
+/// a sequence: each such tenant gets a line of its own saying which.
+fn dry_run_note<'a>(values: impl Iterator<Item = (&'a str, &'a ScriptRun)>) -> Vec<String> {
+    let values: Vec<(&str, &ScriptRun)> = values.collect();
+    let ended = values.iter().filter(|(_, v)| v.transaction_ended).count();
+    if ended > 0 {
+        return vec![format!(
+            "dry run: in {ended} tenant{} the script ended its transaction; changes may have been committed there",
+            if ended == 1 { "" } else { "s" }
+        )];
     }
+    let incomplete: Vec<&(&str, &ScriptRun)> = values
+        .iter()
+        .filter(|(_, v)| v.rollback_incomplete())
+        .collect();
+    if incomplete.is_empty() {
+        return vec!["dry run: every transaction was rolled back".to_owned()];
+    }
+    let mut notes = Vec::new();
+    let others = values
+        .iter()
+        .filter(|(_, v)| v.rolled_back && !v.rollback_incomplete())
+        .count();
+    for (tenant, value) in incomplete {
+        let mut caveats = Vec::new();
+        for moved in &value.sequences_advanced {
+            let from = moved
+                .before
+                .map_or_else(|| "unused".to_owned(), |v| v.to_string());
+            let to = moved
+                .after
+                .map_or_else(|| "unused".to_owned(), |v| v.to_string());
+            caveats.push(format!(
+                "sequence {} advanced ({from} -> {to}); a rollback does not undo it",
+                shown(&moved.sequence)
+            ));
+        }
+        if !value.unverified.is_empty() {
+            caveats.push(format!(
+                "the dry run cannot vouch for {}: {} effects outside the transaction, if any, remain",
+                shown(&value.unverified.join(", ")),
+                if value.unverified.len() == 1 {
+                    "its"
+                } else {
+                    "their"
+                }
+            ));
+        }
+        notes.push(format!(
+            "dry run: {}: rolled back, but {}",
+            shown(tenant),
+            caveats.join("; and ")
+        ));
+    }
+    match others {
+        0 => {}
+        1 => notes.push("dry run: the other tenant's transaction was rolled back".to_owned()),
+        n => notes.push(format!(
+            "dry run: the other {n} tenants' transactions were rolled back"
+        )),
+    }
+    notes
 }
 
 /// `1 returned`, `3 affected`, `2 returned, 3 affected`: rows returned by
@@ -204,7 +274,7 @@ fn rows_summary(run: &ScriptRun) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::ResultSet;
+    use crate::script::{ResultSet, SequenceAdvanced};
 
     #[test]
     fn rows_summary_counts_returned_and_affected_apart() {
@@ -238,13 +308,45 @@ mod tests {
             ..ScriptRun::default()
         };
         assert_eq!(
-            dry_run_note([&fine, &fine].into_iter()),
-            "dry run: every transaction was rolled back"
+            dry_run_note([("a", &fine), ("b", &fine)].into_iter()),
+            ["dry run: every transaction was rolled back"]
         );
-        let note = dry_run_note([&fine, &ended].into_iter());
+        let note = dry_run_note([("a", &fine), ("b", &ended)].into_iter()).join("\n");
         assert!(
             !note.contains("rolled back") && note.contains("in 1 tenant the script ended"),
             "{note}"
+        );
+    }
+
+    #[test]
+    fn dry_run_note_names_what_the_rollback_did_not_undo() {
+        let fine = ScriptRun {
+            rolled_back: true,
+            ..ScriptRun::default()
+        };
+        let moved = ScriptRun {
+            rolled_back: true,
+            sequences_advanced: vec![SequenceAdvanced {
+                sequence: "public.items_id_seq".into(),
+                before: None,
+                after: Some(2),
+            }],
+            unverified: vec!["public.f()".into(), "DO block (statement 2, line 1)".into()],
+            ..ScriptRun::default()
+        };
+        let unverified = ScriptRun {
+            rolled_back: true,
+            unverified: vec!["public.f()".into()],
+            ..ScriptRun::default()
+        };
+        assert_eq!(
+            dry_run_note([("a", &fine), ("b", &moved), ("c", &unverified)].into_iter()),
+            [
+                "dry run: b: rolled back, but sequence public.items_id_seq advanced (unused -> 2); a rollback does not undo it; \
+                 and the dry run cannot vouch for public.f(), DO block (statement 2, line 1): their effects outside the transaction, if any, remain",
+                "dry run: c: rolled back, but the dry run cannot vouch for public.f(): its effects outside the transaction, if any, remain",
+                "dry run: the other tenant's transaction was rolled back",
+            ]
         );
     }
 }
