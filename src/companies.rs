@@ -803,6 +803,11 @@ impl Layout {
             returning.join(", ")
         );
         let mut tx = conn.begin().await.context("begin")?;
+        // Deferred constraints and constraint triggers fire at each
+        // statement, so the row read back below is what COMMIT keeps.
+        tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            .await
+            .context("check the master's deferred constraints as they happen")?;
         let mut query = sqlx::query(&sql).persistent(false);
         for bind in &binds {
             query = query.bind(bind);
@@ -815,6 +820,14 @@ impl Layout {
                     new.slug,
                     new.db
                 )
+            } else if ["23514", "23502", "22001", "22P02", "22003", "22007", "22008"]
+                .iter()
+                .any(|code| has_sqlstate(&err, code))
+            {
+                // A value the column refuses (a domain's CHECK, a type it
+                // does not parse): the operator's input to change.
+                let why = crate::error::render(&err);
+                UsageError(format!("the master's {} refuses the new company's row: {why}; nothing was recorded", self.label)).into()
             } else {
                 self.error(err).context("record the company")
             }
@@ -833,10 +846,29 @@ impl Layout {
         if self.server.is_none() && !new.server.is_default() {
             self.record_placement(&mut tx, &id, new.server).await?;
         }
-        tx.commit().await.context("commit")?;
-        self.find_by_id(conn, &id)
+        // RETURNING shows the row before AFTER triggers ran; read it again
+        // as the transaction would commit it, and refuse what they changed.
+        let stored = self
+            .find_by_id(&mut tx, &id)
             .await?
-            .context("the new company row is not there after inserting it")
+            .context("the new company row is not there after inserting it (a trigger removed it?); nothing was recorded")?;
+        let slug_kept = self.slug.is_none() || stored.slug.as_deref() == Some(new.slug.as_str());
+        anyhow::ensure!(
+            stored.db_name_raw.as_deref() == Some(new.db.as_str())
+                && slug_kept
+                && stored.server.as_ref() == Ok(new.server),
+            "the master's {} changed the new company's row after inserting it (a trigger?): it names database {} on server {}{}; nothing was recorded",
+            self.label,
+            crate::output::shown(stored.db_label()),
+            crate::output::shown(stored.server_label()),
+            stored
+                .slug
+                .as_deref()
+                .map(|s| format!(" with slug {}", crate::output::shown(s)))
+                .unwrap_or_default()
+        );
+        tx.commit().await.context("commit")?;
+        Ok(stored)
     }
 
     /// Whether a value tenantctl writes into this column must come back
@@ -864,16 +896,16 @@ impl Layout {
             return Ok(());
         }
         Err(UsageError(format!(
-            "the master's {} column {} ({}) stores {:?} as {}: it cannot hold that value exactly, so nothing was written; {}",
+            "the master's {} column {} ({}) stores {:?} as {} (its type, a domain or a trigger changes it): it cannot hold that value exactly, so nothing was written; {}",
             self.label,
             column.quoted(),
             column.sql_type,
             crate::output::shown(wanted),
             stored.map_or_else(|| "NULL".to_owned(), |s| format!("{:?}", crate::output::shown(s))),
             if column.name == self.db_name.name {
-                "pick a database name it can hold (--db-name) or widen the column"
+                "pick a database name it keeps as it is (--db-name), or fix the column"
             } else {
-                "pick a value it can hold or widen the column"
+                "pick a value it keeps as it is, or fix the column"
             }
         ))
         .into())

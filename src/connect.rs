@@ -76,6 +76,8 @@ pub struct Connector {
     passwords: Vec<String>,
     /// Their users and hosts, which the output names anyway.
     words: Vec<String>,
+    /// Each server's identity, once asked ([`Self::same_server`]).
+    identities: std::sync::Arc<std::sync::Mutex<BTreeMap<ServerName, Option<String>>>>,
 }
 
 impl Connector {
@@ -165,6 +167,7 @@ impl Connector {
             master_db,
             connect_timeout,
             pooled_master,
+            identities: std::sync::Arc::default(),
             passwords,
             words,
         })
@@ -253,6 +256,52 @@ impl Connector {
             // anything, this one included: assume the worst.
             _ => true,
         }
+    }
+
+    /// Whether two server names reach the same PostgreSQL server, asking
+    /// the servers when their addresses differ (one host may have several
+    /// names): the cluster's system identifier and port. A server that
+    /// cannot be asked may be any server, so counts as the same.
+    pub async fn same_server(&self, a: &ServerName, b: &ServerName) -> bool {
+        if self.same_place(a, b) {
+            return true;
+        }
+        match (self.identity(a).await, self.identity(b).await) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        }
+    }
+
+    /// `system_identifier:port` of a configured server, asked once per run.
+    async fn identity(&self, name: &ServerName) -> Option<String> {
+        if let Some(known) = self
+            .identities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+        {
+            return known.clone();
+        }
+        let asked = async {
+            let mut conn = self.connect_maintenance(name).await?;
+            let found: anyhow::Result<(String,)> = sqlx::query_as(
+                "SELECT system_identifier::text || ':' || current_setting('port') FROM pg_control_system()",
+            )
+            .persistent(false)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(Into::into);
+            let _ = conn.close().await;
+            found
+        }
+        .await
+        .ok()
+        .map(|(id,)| id);
+        self.identities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.clone(), asked.clone());
+        asked
     }
 
     /// Refuses the master database, so a row that names the master can

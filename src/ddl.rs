@@ -76,6 +76,37 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
     Ok(listed)
 }
 
+/// Fails with the reason if `DROP DATABASE` would refuse this database:
+/// a template, one this role does not own, or one with prepared
+/// transactions. A database that is not there passes (nothing to drop).
+pub async fn check_droppable(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await.context("begin")?;
+    let found: Option<(bool, bool, i64)> = sqlx::query_as(
+        "SELECT d.datistemplate, pg_has_role(d.datdba, 'USAGE'), \
+                (SELECT count(*) FROM pg_prepared_xacts p WHERE p.database = d.datname) \
+         FROM pg_database d WHERE d.datname = $1",
+    )
+    .persistent(false)
+    .bind(db.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .with_context(|| format!("look up database {db}"))?;
+    tx.commit().await.context("commit")?;
+    match found {
+        Some((true, _, _)) => anyhow::bail!(
+            "database {db} is marked as a template, which DROP DATABASE refuses: `ALTER DATABASE {} IS_TEMPLATE false` first, if it really is this tenant's",
+            db.quoted()
+        ),
+        Some((_, false, _)) => {
+            anyhow::bail!("this role does not own database {db}, and only its owner may drop it")
+        }
+        Some((_, _, prepared)) if prepared > 0 => anyhow::bail!(
+            "database {db} has {prepared} prepared transaction(s), which DROP DATABASE refuses: COMMIT PREPARED or ROLLBACK PREPARED them first"
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Drops the database, disconnecting its sessions first (PostgreSQL 13+).
 pub async fn drop_force(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
     conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.quoted()).as_str())

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
 use crate::companies::{Layout, MOVES};
 use crate::connect::{Connector, SessionLimits};
@@ -621,6 +621,9 @@ impl Mover<'_> {
         renamed?;
         pause("target_renamed", self.stop).await;
         let mut tx = self.master.begin().await.context("begin")?;
+        tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            .await
+            .context("check the master's deferred constraints as they happen")?;
         // The row as it is now, locked until the switch commits: the
         // application may have repointed the company during the copy.
         let tenant = self
@@ -638,6 +641,16 @@ impl Mover<'_> {
             plan.from
         );
         self.layout.set_server(&mut tx, &tenant, &plan.to).await?;
+        // As the transaction would commit it, AFTER triggers included.
+        let after = self.layout.find_by_id(&mut tx, company_id).await?;
+        anyhow::ensure!(
+            after
+                .as_ref()
+                .is_some_and(|row| row.server.as_ref() == Ok(&plan.to)
+                    && row.db_name_raw.as_deref() == Some(plan.db.as_str())),
+            "the master did not keep company {company_id} on server {} (a trigger on its table changed the row); nothing was switched (`--abort` puts the source back)",
+            plan.to
+        );
         set_step(&mut tx, self.layout, company_id, Step::Switched, None).await?;
         tx.commit().await.context("commit the switch")?;
         Ok(())

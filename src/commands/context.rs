@@ -268,14 +268,21 @@ impl Context {
         let Some(db) = tenant.db_name_raw.as_deref() else {
             return Ok(Vec::new());
         };
-        Ok(layout
-            .naming(conn, db)
-            .await?
-            .into_iter()
-            .filter(|t| {
-                t.id != tenant.id && !t.has_status(Lifecycle::Dropped) && self.same_place(t, tenant)
-            })
-            .collect())
+        let mut others = Vec::new();
+        for other in layout.naming(conn, db).await? {
+            if other.id == tenant.id || other.has_status(Lifecycle::Dropped) {
+                continue;
+            }
+            // Asked of the servers themselves: one host has many names.
+            let same = match (&other.server, &tenant.server) {
+                (Ok(x), Ok(y)) => self.connector.same_server(x, y).await,
+                _ => true,
+            };
+            if same {
+                others.push(other);
+            }
+        }
+        Ok(others)
     }
 
     /// What the last selection picked and why (`None` before any, and for
@@ -322,11 +329,7 @@ impl Context {
     {
         // Each row is read again when its tenant's turn comes: a row the
         // application changed since the selection is skipped, not acted on.
-        let recheck = Arc::new(Recheck::new(
-            self.connector.clone(),
-            self.config.master.clone(),
-            &tenants,
-        ));
+        let recheck = self.recheck_for(&tenants);
         let op = Arc::new(op);
         let checked = recheck.clone();
         let run = fleet::run(
@@ -347,6 +350,17 @@ impl Context {
         .await;
         recheck.close().await;
         run
+    }
+
+    /// What reads each of these tenants' rows again when its turn in a
+    /// fleet run comes (see [`Recheck`]); [`Self::fleet`] uses it, and so
+    /// must any run that drives `fleet::run` itself.
+    pub fn recheck_for(&self, tenants: &[Tenant]) -> Arc<Recheck> {
+        Arc::new(Recheck::new(
+            self.connector.clone(),
+            self.config.master.clone(),
+            tenants,
+        ))
     }
 
     /// The pattern of every per-tenant command: for each tenant, connect

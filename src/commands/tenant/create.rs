@@ -6,8 +6,8 @@
 use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
-use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
@@ -127,7 +127,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 conn: &mut master_conn,
                 layout: &layout,
             };
-            finish(master, &claimed.tenant, &slug, provisioned).await
+            finish(ctx, master, &claimed.tenant, &slug, provisioned).await
         }
         // Nothing to provision: done by a concurrent run, or not claimed.
         _ => Ok(()),
@@ -249,6 +249,7 @@ async fn claim(
 
 /// Marks the company active, or failed with the provisioning error.
 async fn finish(
+    ctx: &Context,
     master: Master<'_>,
     tenant: &Tenant,
     slug: &Slug,
@@ -256,6 +257,9 @@ async fn finish(
 ) -> anyhow::Result<()> {
     let Master { conn, layout } = master;
     let mut tx = conn.begin().await?;
+    tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        .await
+        .context("check the master's deferred constraints as they happen")?;
     // The row is read again, locked, before it is marked: the application
     // (or an operator's SQL) may have deleted or repointed it meanwhile,
     // and "active" must never be written for a row that is not this one.
@@ -287,9 +291,31 @@ async fn finish(
             "tenant {tenant}: provisioning failed (status failed); fix the cause and run `tenantctl tenant create {slug}` again to finish"
         )));
     }
+    // Another company's row that came to name this database meanwhile:
+    // the database is not this tenant's alone, so it is not marked ready.
+    let others = ctx.sharing(layout, &mut tx, &now).await?;
+    anyhow::ensure!(
+        others.is_empty(),
+        "tenant {tenant}: while its database {} was provisioned, {} came to name it too; not marked active: give one of them another database in the master, then run `tenantctl tenant create {slug}` again",
+        shown(tenant.db_label()),
+        crate::tenant::describe_all(&others)
+    );
     layout
         .set_lifecycle(&mut tx, &now, Lifecycle::Active, None)
         .await?;
+    // As the transaction would commit it, AFTER triggers included.
+    let after = layout.find_by_id(&mut tx, &now.id).await?;
+    anyhow::ensure!(
+        after
+            .as_ref()
+            .is_some_and(|row| row.has_status(Lifecycle::Active)
+                && row.db_name_raw == now.db_name_raw
+                && row.server_raw == now.server_raw),
+        "tenant {tenant}: the master's {} did not keep it active on database {} (a trigger on the table changed the row); database {} is provisioned but not marked active",
+        layout.label,
+        shown(tenant.db_label()),
+        shown(tenant.db_label())
+    );
     tx.commit()
         .await
         .with_context(|| format!("tenant {tenant}: record status active in the master"))

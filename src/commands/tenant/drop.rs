@@ -8,9 +8,11 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::commands::context::Context;
 use crate::companies::{self, Layout};
+use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
+use crate::migrations::{self, MigrationSet};
 use crate::output::confirm::confirm;
 use crate::output::{OutputMode, line, print_json, shown};
 use crate::servers::ServerName;
@@ -80,6 +82,7 @@ async fn drop_tenant(
     ctx.connector.check_server(&server)?;
     refuse_moving(&tenant)?;
     refuse_shared(ctx, layout, master_conn, &tenant).await?;
+    refuse_a_master(ctx, &server, &db).await?;
     confirm(
         &format!(
             "drop database {db} of tenant {} and everything in it",
@@ -96,6 +99,48 @@ async fn drop_tenant(
     }
     companies::lock_db(master_conn, db.as_str()).await?;
 
+    // What could stop the drop on the server is found out before the
+    // master commits, on the connection that then drops it.
+    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
+    let checked = ddl::check_droppable(&mut on_server, &db).await;
+    if let Err(err) = checked {
+        let _ = on_server.close().await;
+        return Err(err.context(format!(
+            "cannot drop database {db} on server {server}; nothing was changed"
+        )));
+    }
+    let changed = change_master(args, ctx, master_conn, layout, &tenant).await;
+    let now = match changed {
+        Ok(now) => now,
+        Err(err) => {
+            let _ = on_server.close().await;
+            return Err(err);
+        }
+    };
+    let dropped = ddl::drop_force(&mut on_server, &db).await;
+    let _ = on_server.close().await;
+    dropped.with_context(|| {
+        format!(
+            "the master no longer lists tenant {} as active ({}), but dropping database {db} on server {server} failed, so the database is still there with its data; drop it by hand once you are sure (`tenantctl doctor` lists it)",
+            shown(tenant.handle()),
+            if args.keep_row { "row kept with status dropped" } else { "row deleted" }
+        )
+    })?;
+    Ok((now, db, server))
+}
+
+/// Deletes (or marks dropped) the company's row as it is now, locked, and
+/// commits: refuses a row changed since it was read, shared with another
+/// company, or kept by the table (a trigger, a rule, a deferred
+/// constraint), leaving everything as it was.
+async fn change_master(
+    args: &DropArgs,
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    tenant: &Tenant,
+) -> anyhow::Result<Tenant> {
+    let (db, server) = (tenant.db_label(), tenant.server_label());
     let mut tx = master_conn.begin().await?;
     // A deferred foreign key or constraint trigger would otherwise refuse
     // only at COMMIT; checked at each statement, it refuses here instead.
@@ -113,10 +158,12 @@ async fn drop_tenant(
     })?;
     anyhow::ensure!(
         now.db_name_raw == tenant.db_name_raw && now.server_raw == tenant.server_raw,
-        "tenant {} changed since it was read: its row now names database {} on server {} (was {db} on {server}); nothing was dropped: check what happened and run the drop again",
+        "tenant {} changed since it was read: its row now names database {} on server {} (was {} on {}); nothing was dropped: check what happened and run the drop again",
         shown(tenant.handle()),
         shown(now.db_label()),
-        shown(now.server_label())
+        shown(now.server_label()),
+        shown(db),
+        shown(server)
     );
     refuse_moving(&now)?;
     refuse_shared(ctx, layout, &mut tx, &now).await?;
@@ -127,6 +174,24 @@ async fn drop_tenant(
     } else {
         layout.delete(&mut tx, &now).await?;
     }
+    // What the transaction would commit, AFTER triggers included: the row
+    // gone (or dropped), and no other row naming the database.
+    let after = layout.find_by_id(&mut tx, &now.id).await?;
+    let kept_as_asked = match &after {
+        None => !args.keep_row,
+        Some(row) => args.keep_row && row.has_status(Lifecycle::Dropped),
+    };
+    anyhow::ensure!(
+        kept_as_asked,
+        "the master's {} did not keep the change to company {}'s row (a trigger on the table undid it: the row {}); nothing was dropped",
+        layout.label,
+        shown(&now.id),
+        after.as_ref().map_or("is gone".to_owned(), |row| format!(
+            "has status {}",
+            shown(row.status_label())
+        ))
+    );
+    refuse_shared(ctx, layout, &mut tx, &now).await?;
     tx.commit()
         .await
         .context("the master refused the change at commit; nothing was dropped")?;
@@ -136,27 +201,32 @@ async fn drop_tenant(
         .checkpoint(master_conn)
         .await
         .context("the master refused the change at commit; nothing was dropped")?;
+    Ok(now)
+}
 
-    let mut on_server = ctx.connector.connect_maintenance(&server).await;
-    let dropped = match &mut on_server {
-        Ok(conn) => ddl::drop_force(conn, &db).await,
-        Err(_) => Ok(()),
+/// Refuses a database that holds tenantctl's master migrations: a row
+/// naming another installation's master (a staging copy, say) must never
+/// get it dropped. A database that cannot be read is left to the drop.
+async fn refuse_a_master(ctx: &Context, server: &ServerName, db: &DbName) -> anyhow::Result<()> {
+    let Ok(mut conn) = ctx
+        .connector
+        .connect_tenant(server, db, &SessionLimits::default())
+        .await
+    else {
+        return Ok(());
     };
-    let dropped = match on_server {
-        Ok(conn) => {
-            let _ = conn.close().await;
-            dropped
-        }
-        Err(err) => Err(err),
-    };
-    dropped.with_context(|| {
-        format!(
-            "the master no longer lists tenant {} as active ({}), but dropping database {db} on server {server} failed, so the database is still there with its data; drop it by hand once you are sure (`tenantctl doctor` lists it)",
-            shown(tenant.handle()),
-            if args.keep_row { "row kept with status dropped" } else { "row deleted" }
-        )
-    })?;
-    Ok((now, db, server))
+    let rows = migrations::read_applied(&mut conn).await;
+    let _ = ctx.connector.release(conn).await;
+    let master_set = MigrationSet::embedded_master();
+    if let Ok(Some(rows)) = rows
+        && rows.iter().any(|row| master_set.recorded(row))
+    {
+        return Err(UsageError(format!(
+            "refusing to drop database {db} on server {server}: it holds tenantctl's master migrations, so it is a master database (another installation's?), not a tenant's; fix the company row that names it"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn refuse_moving(tenant: &Tenant) -> anyhow::Result<()> {

@@ -138,6 +138,8 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ctx.interruptible()
     };
     let tracker = stop.clone();
+    let recheck = ctx.recheck_for(&tenants);
+    let checked = recheck.clone();
     let run = fleet::run(
         tenants,
         (&args.fleet).into(),
@@ -151,8 +153,13 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 lines.clone(),
                 tracker.clone(),
             );
+            let recheck = checked.clone();
             async move {
                 let mut executed = Executed::default();
+                // A row changed since the selection is skipped, not run on.
+                if let Err(err) = recheck.check(&tenant).await {
+                    return (executed, Err(err));
+                }
                 let child = Child {
                     command: &command,
                     env: &child_env,
@@ -167,6 +174,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         },
     )
     .await;
+    recheck.close().await;
     Ok(ctx.finish(&run))
 }
 
