@@ -84,6 +84,9 @@ pub fn main() -> ExitCode {
     };
     let output_mode = cli.global.output;
     let result = runtime.block_on(run(cli));
+    // Tasks abandoned by a second interrupt (a connection still closing, a
+    // name lookup) must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     if let Some(kind) = output::stdout_error() {
         output::warn(format_args!("error: cannot write to stdout: {kind}"));
         return ExitCode::from(1);
@@ -114,8 +117,18 @@ fn wants_json() -> bool {
             .any(|a| a == "--output=json" || a == "--output=jsonl")
 }
 
-/// Runs a parsed command line.
+/// After a second interrupt, how long a command gets to print its report
+/// before the process quits without it: enough for the run to cancel what
+/// is in flight, wait [`fleet::QUIT_WAIT`] for it and record the run.
+const QUIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a parsed command line. A second interrupt normally makes the
+/// command return its (interrupted) report quickly; one that does not, in
+/// [`QUIT_DEADLINE`], is abandoned with exit status 130 all the same.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let ctx = Context::new(&cli.global)?;
-    commands::run(cli.command, &ctx).await
+    tokio::select! {
+        result = commands::run(cli.command, &ctx) => result,
+        () = ctx.stop.quit_after(QUIT_DEADLINE) => Err(error::Quit.into()),
+    }
 }

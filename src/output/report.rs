@@ -37,6 +37,10 @@ pub struct Summary {
     pub ok: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Tenants an interrupt cut short; present in every interrupted run's
+    /// summary, and only there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<usize>,
 }
 
 impl Summary {
@@ -45,6 +49,7 @@ impl Summary {
             ok: run.count(Verdict::Ok),
             failed: run.count(Verdict::Failed),
             skipped: run.count(Verdict::Skipped),
+            interrupted: run.interrupted.then(|| run.count(Verdict::Interrupted)),
         }
     }
 }
@@ -139,10 +144,10 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
                 summary.ok,
                 summary.failed,
                 summary.skipped,
-                if run.interrupted {
-                    " (interrupted)"
-                } else {
-                    ""
+                match summary.interrupted {
+                    Some(0) => " (interrupted)".to_owned(),
+                    Some(n) => format!(", {n} interrupted"),
+                    None => String::new(),
                 },
                 if extra.refused {
                     " (refused: nothing was changed)"
