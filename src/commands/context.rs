@@ -385,6 +385,9 @@ async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
         result = &mut work => return (result, false),
         () = stop.cancel_due() => {}
     }
+    crate::output::warn(format_args!(
+        "interrupted: cancelling the statement in flight on tenant {tenant}"
+    ));
     let mut warned = false;
     loop {
         // Bounded, so a server that does not answer cannot hold the quit.
@@ -394,21 +397,22 @@ async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
             result = &mut work => return (result, true),
             sent = cancel => sent,
         };
-        if !warned {
+        let failed = match sent {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(crate::error::render(&err)),
+            Err(_) => Some(format!(
+                "the server did not answer within {}",
+                humantime::format_duration(fleet::QUIT_WAIT)
+            )),
+        };
+        if let Some(why) = failed
+            && !warned
+        {
             warned = true;
-            match sent {
-                Ok(Ok(_)) => crate::output::warn(format_args!(
-                    "interrupted: cancelled the statement in flight on tenant {tenant}"
-                )),
-                Ok(Err(err)) => crate::output::warn(format_args!(
-                    "warning: interrupted, but could not cancel the statement in flight on tenant {tenant} (it may keep waiting on the server until what it waits for is released): {}",
-                    crate::error::render(&err)
-                )),
-                Err(_) => crate::output::warn(format_args!(
-                    "warning: interrupted, but the server of tenant {tenant} did not answer the cancel within {}",
-                    humantime::format_duration(fleet::QUIT_WAIT)
-                )),
-            }
+            crate::output::warn(format_args!(
+                "warning: could not cancel the statement in flight on tenant {tenant} (it may wait on the server until what it waits for is released; tenantctl tries again every {}): {why}",
+                humantime::format_duration(fleet::CANCEL_EVERY)
+            ));
         }
         tokio::select! {
             biased;

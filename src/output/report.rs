@@ -37,10 +37,11 @@ pub struct Summary {
     pub ok: usize,
     pub failed: usize,
     pub skipped: usize,
-    /// Tenants an interrupt cut short; present in every interrupted run's
-    /// summary, and only there.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interrupted: Option<usize>,
+    /// Tenants an interrupt cut short (their statement in flight cancelled
+    /// on the server); left out when there are none, so the summary of a
+    /// run that had none keeps its shape.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub interrupted: usize,
 }
 
 impl Summary {
@@ -49,9 +50,17 @@ impl Summary {
             ok: run.count(Verdict::Ok),
             failed: run.count(Verdict::Failed),
             skipped: run.count(Verdict::Skipped),
-            interrupted: run.interrupted.then(|| run.count(Verdict::Interrupted)),
+            interrupted: run.count(Verdict::Interrupted),
         }
     }
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One tenant's report as a JSON value.
@@ -144,10 +153,10 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
                 summary.ok,
                 summary.failed,
                 summary.skipped,
-                match summary.interrupted {
-                    Some(0) => " (interrupted)".to_owned(),
-                    Some(n) => format!(", {n} interrupted"),
-                    None => String::new(),
+                match (summary.interrupted, run.interrupted) {
+                    (0, false) => String::new(),
+                    (0, true) => " (interrupted)".to_owned(),
+                    (n, _) => format!(", {n} interrupted"),
                 },
                 if extra.refused {
                     " (refused: nothing was changed)"

@@ -4,12 +4,15 @@
 //! output format asked for, the run record is closed as interrupted, no
 //! session of tenantctl's is left waiting, and a rerun completes.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Executor as _;
 
+use crate::support::pooler::PgBouncer;
+use crate::support::server::PrivateServer;
 use crate::support::{Run, TestEnv, block_on, find, wait_until, wait_with_deadline};
 
 /// Generous: the product's grace period is a few seconds; the point is
@@ -37,7 +40,11 @@ struct Holding {
 
 impl Holding {
     fn start(env: &TestEnv, db: &str, held: Held) -> Self {
-        let url = env.db_url(db);
+        Self::start_at(env.db_url(db), db, held)
+    }
+
+    /// On the database at `url`, whose name is `db`.
+    fn start_at(url: String, db: &str, held: Held) -> Self {
         let sql = match held {
             Held::TableLock => "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE".to_owned(),
             Held::MigrationLock => {
@@ -266,7 +273,8 @@ fn sigint_cancels_a_migration_waiting_on_a_table_lock_json() {
     let run = interrupted_migrate(&env, &dir, Held::TableLock, Interrupt::Once("-INT"), "json");
     assert_json_report(&run.json(), &slugs);
     assert!(
-        run.stderr.contains("cancelled the statement in flight"),
+        run.stderr
+            .contains("interrupted: cancelling the statement in flight on tenant"),
         "{}",
         run.stderr
     );
@@ -423,5 +431,130 @@ fn tenant_sql_waiting_on_a_lock_is_cancelled() {
         );
         // Reset a for the next round.
         env.exec(&env.db("a"), "DELETE FROM items");
+    }
+}
+
+const APP_PASSWORD: &str = "app-Cancel-pw1";
+
+/// Sessions in `db` of the private server waiting on a lock, as seen by
+/// its superuser.
+fn lock_waiters(server: &PrivateServer, db: &str) -> Vec<String> {
+    block_on(async {
+        use sqlx::Connection as _;
+        let mut conn =
+            sqlx::postgres::PgConnection::connect(&format!("{}/postgres", server.base_url()))
+                .await
+                .expect("connect to the private server");
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT usename::text FROM pg_stat_activity \
+             WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+        )
+        .bind(db)
+        .fetch_all(&mut conn)
+        .await
+        .expect("read pg_stat_activity");
+        let _ = conn.close().await;
+        rows.into_iter().map(|(u,)| u).collect()
+    })
+}
+
+/// Behind PgBouncer, in session mode and in transaction mode with one
+/// server connection per pool (the waiting session is the tenant pool's
+/// only one, so the cancel cannot come through that pool): the waiting
+/// tenant is cancelled and reported interrupted all the same.
+#[test]
+fn behind_pgbouncer_a_waiting_tenant_is_cancelled_too() {
+    for mode in ["transaction", "session"] {
+        let env = TestEnv::new();
+        let server = PrivateServer::start(&env.token);
+        server.exec(
+            "postgres",
+            &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'"),
+        );
+        server.exec("postgres", "CREATE DATABASE master OWNER app");
+        let bouncer = PgBouncer::start(&server, &env.token, mode, &[("app", APP_PASSWORD)]);
+        let marker = if mode == "transaction" {
+            "?pgbouncer=true"
+        } else {
+            ""
+        };
+        let base = format!("{}/{marker}", bouncer.url_as("app", APP_PASSWORD));
+        let master = format!("{}/master{marker}", bouncer.url_as("app", APP_PASSWORD));
+        let configure = |c: &mut Command| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("MASTER_DATABASE_URL", &master);
+        };
+        let dir = env.fixture("two-step");
+        let dir = dir.to_str().expect("utf-8").to_owned();
+        env.run_with(&["master", "migrate"], configure).ok();
+        for slug in ["acme", "globex", "initech"] {
+            env.run_with(
+                &["tenant", "create", slug, "--tenant-migrations", &dir],
+                configure,
+            )
+            .ok();
+        }
+        std::fs::write(
+            Path::new(&dir).join("20250101000003_more.sql"),
+            "ALTER TABLE items ADD COLUMN note text;",
+        )
+        .expect("write migration");
+        let holding = Holding::start_at(
+            format!("{}/tenant_globex", server.base_url()),
+            "tenant_globex",
+            Held::TableLock,
+        );
+        let args = [
+            "tenant",
+            "migrate",
+            "--all",
+            "--concurrency",
+            "1",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            &dir,
+        ];
+        let mut cmd = env.cmd();
+        configure(&mut cmd);
+        let child = cmd
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tenantctl");
+        wait_until(
+            Duration::from_secs(30),
+            "globex to wait on the lock",
+            || (!lock_waiters(&server, "tenant_globex").is_empty()).then_some(()),
+        );
+        kill("-INT", child.id());
+        let run = wait_with_deadline(child, EXITS_WITHIN);
+        assert_eq!(run.code, 130, "{mode}: {}\n{}", run.stdout, run.stderr);
+        let report = run.json();
+        assert_eq!(find(&report, "acme")["status"], "ok", "{mode}: {report}");
+        assert_eq!(
+            find(&report, "globex")["status"],
+            "interrupted",
+            "{mode}: {report}"
+        );
+        assert_eq!(
+            find(&report, "initech")["status"],
+            "skipped",
+            "{mode}: {report}"
+        );
+        // PgBouncer may keep the server connection, but nothing waits.
+        wait_until(Duration::from_secs(10), "no session waiting", || {
+            lock_waiters(&server, "tenant_globex")
+                .is_empty()
+                .then_some(())
+        });
+        drop(holding);
+        let rerun = env.run_with(&args, configure).ok().json();
+        assert_eq!(
+            rerun["summary"],
+            json!({"ok": 3, "failed": 0, "skipped": 0}),
+            "{mode}"
+        );
     }
 }
