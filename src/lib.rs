@@ -120,15 +120,19 @@ fn wants_json() -> bool {
 /// After a second interrupt, how long a command gets to print its report
 /// before the process quits without it: enough for the run to cancel what
 /// is in flight, wait [`fleet::QUIT_WAIT`] for it and record the run.
-const QUIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+const QUIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Runs a parsed command line. A second interrupt normally makes the
-/// command return its (interrupted) report quickly; one that does not, in
-/// [`QUIT_DEADLINE`], is abandoned with exit status 130 all the same.
+/// command return its (interrupted) report quickly; one that does not in
+/// [`QUIT_DEADLINE`] (say, blocked reading a confirmation from the
+/// terminal) is abandoned with exit status 130 all the same. The command
+/// runs on a task of its own so that a blocked one cannot hold this up.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let ctx = Context::new(&cli.global)?;
+    let stop = ctx.stop.clone();
+    let command = tokio::spawn(async move { commands::run(cli.command, &ctx).await });
     tokio::select! {
-        result = commands::run(cli.command, &ctx) => result,
-        () = ctx.stop.quit_after(QUIT_DEADLINE) => Err(error::Quit.into()),
+        joined = command => joined.unwrap_or_else(|err| Err(anyhow::anyhow!("internal error: {err}"))),
+        () = stop.quit_after(QUIT_DEADLINE) => Err(error::Quit.into()),
     }
 }
