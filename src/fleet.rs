@@ -679,6 +679,71 @@ mod tests {
         assert_eq!((peaks.2, peaks.3), (2, 2), "{peaks:?}");
     }
 
+    /// After a second interrupt the run stops waiting for a tenant that
+    /// does not end (here: never) within [`QUIT_WAIT`]: the one started is
+    /// reported interrupted, the one not started skipped, and the one that
+    /// finished keeps its own report.
+    #[tokio::test]
+    async fn a_second_interrupt_reports_what_is_in_flight_as_interrupted() {
+        let stop = Stop::default();
+        let quitter = stop.clone();
+        let started = Instant::now();
+        let run = run(
+            vec![tenant("a", None), tenant("b", None), tenant("c", None)],
+            FleetOptions {
+                concurrency: 1,
+                per_server: None,
+                fail_fast: false,
+            },
+            &stop,
+            &Silent,
+            move |tenant| {
+                let quitter = quitter.clone();
+                async move {
+                    if tenant.id == "b" {
+                        quitter.set();
+                        quitter.quit();
+                        std::future::pending::<()>().await;
+                    }
+                    ((), Ok(()))
+                }
+            },
+        )
+        .await;
+        let verdicts: Vec<Verdict> = run.reports.iter().map(|r| r.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [Verdict::Ok, Verdict::Interrupted, Verdict::Skipped]
+        );
+        assert!(started.elapsed() < QUIT_WAIT * 2, "{:?}", started.elapsed());
+        assert!(run.interrupted);
+        assert_eq!(run.outcome(), Outcome::Interrupted);
+    }
+
+    /// The grace period runs from the first interrupt; a second one cuts
+    /// it short; a stop that is not an interrupt (stdout closed) never
+    /// cancels.
+    #[tokio::test]
+    async fn cancels_fall_due_after_the_grace_period_or_at_once_on_a_second_interrupt() {
+        let closed = Stop::default();
+        closed.set_because("stdout was closed");
+        let waited = tokio::time::timeout(Duration::from_millis(200), closed.cancel_due()).await;
+        assert!(waited.is_err(), "a closed stdout cancels nothing");
+
+        let stop = Stop::default();
+        stop.set();
+        let early = tokio::time::timeout(Duration::from_millis(200), stop.cancel_due()).await;
+        assert!(early.is_err(), "not before the grace period");
+        let at = Instant::now();
+        let quitter = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            quitter.quit();
+        });
+        stop.cancel_due().await;
+        assert!(at.elapsed() < INTERRUPT_GRACE, "{:?}", at.elapsed());
+    }
+
     #[tokio::test]
     async fn a_moving_tenant_is_skipped_and_says_why() {
         let mut moving = tenant("m", None);
