@@ -558,3 +558,71 @@ fn behind_pgbouncer_a_waiting_tenant_is_cancelled_too() {
         );
     }
 }
+
+/// `tenant revert` goes the same way: a down script waiting on a lock is
+/// cancelled and rolled back, the revert's own run closed as interrupted,
+/// and a rerun finishes it.
+#[test]
+fn a_revert_waiting_on_a_lock_is_cancelled_and_a_rerun_finishes_it() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b", "c"]);
+    std::fs::write(
+        dir.join("20250101000003_more.up.sql"),
+        "ALTER TABLE items ADD COLUMN note text;",
+    )
+    .expect("write migration");
+    std::fs::write(
+        dir.join("20250101000003_more.down.sql"),
+        "ALTER TABLE items DROP COLUMN note;",
+    )
+    .expect("write migration");
+    let dir = dir.to_str().expect("utf-8").to_owned();
+    env.migrate_all(&dir).ok();
+    let args = [
+        "tenant",
+        "revert",
+        "--all",
+        "--to",
+        "20250101000002",
+        "--yes",
+        "--concurrency",
+        "1",
+        "--output",
+        "json",
+        "--tenant-migrations",
+        &dir,
+    ];
+    let holding = Holding::start(&env, &env.db("b"), Held::TableLock);
+    let child = env.spawn(&args);
+    wait_for_lock_wait(&env, &env.db("b"));
+    kill("-TERM", child.id());
+    let run = wait_with_deadline(child, EXITS_WITHIN);
+    assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(find(&report, &slugs[0])["status"], "ok", "{report}");
+    assert_eq!(
+        find(&report, &slugs[1])["status"],
+        "interrupted",
+        "{report}"
+    );
+    assert_eq!(find(&report, &slugs[2])["status"], "skipped", "{report}");
+    assert_eq!(report["summary"]["interrupted"], 1, "{report}");
+    assert_no_session_left(&env, &env.db("b"));
+    drop(holding);
+    assert_eq!(last_run_outcome(&env), "interrupted");
+    // The down script was rolled back, row and all.
+    assert_eq!(
+        env.applied(&env.db("b")),
+        [20_250_101_000_001, 20_250_101_000_002, V3]
+    );
+    let rerun = env.run(&args).ok().json();
+    assert_eq!(rerun["summary"]["failed"], 0, "{rerun}");
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            env.applied(&env.db(name)),
+            [20_250_101_000_001, 20_250_101_000_002],
+            "{name}"
+        );
+    }
+}
