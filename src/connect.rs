@@ -294,27 +294,33 @@ impl Connector {
     ///
     /// Asked on the server's maintenance database first, which behind a
     /// pooler is a pool of its own (the tenant's may have no connection
-    /// free: the one waiting is it), then on the tenant database. The
+    /// free: the one waiting is it), then, if that fails or does not see
+    /// the session, on the tenant database. The
     /// backend is named by its pid and start time, so a pid the server has
     /// since given to another session is never signalled. Returns whether
     /// a backend was signalled.
     pub async fn cancel(&self, key: &BackendKey, db: &DbName) -> anyhow::Result<bool> {
         let sql = key.cancel_sql();
         let server = self.server(&key.server)?;
-        let mut conn = match self.maintenance_on(&server.base).await {
-            Ok(conn) => conn,
-            Err(maintenance) => {
-                let options = self.for_tenant(&key.server, db)?;
-                self.connect(&options, false)
-                    .await
-                    .map_err(|err| err.context(crate::error::render(&maintenance)))?
-            }
+        let first = match self.maintenance_on(&server.base).await {
+            Ok(conn) => send_cancel(conn, &sql).await,
+            Err(err) => Err(err),
         };
-        let signalled = conn.fetch_all(sql.as_str()).await;
-        let _ = conn.close().await;
-        Ok(!signalled
-            .context("cancel the statement in flight")?
-            .is_empty())
+        if let Ok(true) = first {
+            return Ok(true);
+        }
+        // Refused there, or the session not seen from there (a pooler
+        // that sends that database elsewhere, or as another role): ask
+        // from the tenant database itself.
+        let options = self.for_tenant(&key.server, db)?;
+        let conn = self
+            .connect(&options, false)
+            .await
+            .map_err(|err| match &first {
+                Err(maintenance) => err.context(crate::error::render(maintenance)),
+                Ok(_) => err,
+            })?;
+        send_cancel(conn, &sql).await
     }
 
     /// Behind a transaction-mode pooler, opens the transaction that keeps
@@ -605,6 +611,16 @@ impl Connector {
             )),
         }
     }
+}
+
+/// Runs a [`BackendKey::cancel_sql`] and closes the connection; whether
+/// the session was found.
+async fn send_cancel(mut conn: PgConnection, sql: &str) -> anyhow::Result<bool> {
+    let signalled = conn.fetch_all(sql).await;
+    let _ = conn.close().await;
+    Ok(!signalled
+        .context("cancel the statement in flight")?
+        .is_empty())
 }
 
 /// Which server session a tenant connection is: enough to cancel its
