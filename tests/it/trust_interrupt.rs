@@ -626,3 +626,63 @@ fn a_revert_waiting_on_a_lock_is_cancelled_and_a_rerun_finishes_it() {
         );
     }
 }
+
+/// A `-- no-transaction` migration cut by the cancel keeps the statements
+/// that ran before it and is not recorded, as when one fails; the report
+/// says the tenant was interrupted and which statement was cut, and a
+/// rerun (of a script written to be rerun) completes.
+#[test]
+fn a_cut_no_transaction_migration_is_reported_interrupted_with_its_statement() {
+    let env = TestEnv::new();
+    let dir = env.fixture("two-step");
+    let slugs = env.tenants_with(&dir, &["a", "b"]);
+    std::fs::write(
+        dir.join("20250101000003_more.sql"),
+        "-- no-transaction\nCREATE TABLE IF NOT EXISTS before_cut (id int);\nALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n",
+    )
+    .expect("write migration");
+    let dir = dir.to_str().expect("utf-8").to_owned();
+    let holding = Holding::start(&env, &env.db("b"), Held::TableLock);
+    let child = env.spawn(&[
+        "tenant",
+        "migrate",
+        "--all",
+        "--concurrency",
+        "2",
+        "--output",
+        "json",
+        "--tenant-migrations",
+        &dir,
+    ]);
+    wait_for_lock_wait(&env, &env.db("b"));
+    kill("-INT", child.id());
+    let run = wait_with_deadline(child, EXITS_WITHIN);
+    assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(find(&report, &slugs[0])["status"], "ok", "{report}");
+    let b = find(&report, &slugs[1]);
+    assert_eq!(b["status"], "interrupted", "{report}");
+    let error = b["error"].as_str().expect("error");
+    assert!(
+        error.starts_with("interrupted: ") && error.contains("statement 2 (line 3)"),
+        "{error}"
+    );
+    assert_eq!(
+        report["summary"],
+        json!({"ok": 1, "failed": 0, "skipped": 0, "interrupted": 1})
+    );
+    assert_no_session_left(&env, &env.db("b"));
+    drop(holding);
+    let b_db = env.db("b");
+    assert_eq!(
+        env.query(
+            &b_db,
+            "SELECT coalesce(to_regclass('before_cut')::text, '')"
+        ),
+        ["before_cut"],
+        "the statement before the cut stays"
+    );
+    assert_eq!(env.applied(&b_db), [20_250_101_000_001, 20_250_101_000_002]);
+    let rerun = env.migrate_all(&dir).ok().json();
+    assert_eq!(find(&rerun, &slugs[1])["applied"], json!([V3]));
+}
