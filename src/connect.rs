@@ -327,6 +327,31 @@ impl Connector {
         db: &DbName,
         limits: &SessionLimits,
     ) -> anyhow::Result<PgConnection> {
+        Ok(self.open_tenant(server, db, limits, false).await?.0)
+    }
+
+    /// [`Self::connect_tenant`], and what it takes to cancel the
+    /// connection's statements later from another connection (see
+    /// [`Self::cancel`]): read in the same round trip as the session's
+    /// timeouts when there are any.
+    pub async fn connect_tenant_cancellable(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+        limits: &SessionLimits,
+    ) -> anyhow::Result<(PgConnection, BackendKey)> {
+        let (conn, key) = self.open_tenant(server, db, limits, true).await?;
+        let key = key.ok_or_else(|| anyhow::anyhow!("read the session's backend"))?;
+        Ok((conn, key))
+    }
+
+    async fn open_tenant(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+        limits: &SessionLimits,
+        with_key: bool,
+    ) -> anyhow::Result<(PgConnection, Option<BackendKey>)> {
         let options = self.for_tenant(server, db)?;
         let pooled = self.server(server)?.pooled;
         let mut conn = self.connect(&options, pooled).await.map_err(|err| {
@@ -339,12 +364,64 @@ impl Connector {
             }
         })?;
         self.pin(&mut conn, pooled).await?;
-        if let Some(set) = limits.as_sql(pooled) {
-            conn.execute(set.as_str())
-                .await
-                .context("set the session's timeouts")?;
+        let mut sql = limits.as_sql(pooled).unwrap_or_default();
+        if with_key {
+            // Read after the pooled connection's BEGIN: behind a
+            // transaction-mode pooler the backend is ours for as long as
+            // that transaction lasts, which is as long as the connection.
+            sql.push_str(BackendKey::SQL);
         }
-        Ok(conn)
+        let mut key = None;
+        if !sql.is_empty() {
+            // Simple protocol, several statements, one round trip.
+            let rows = conn.fetch_all(sql.as_str()).await.context(if with_key {
+                "set the session's timeouts and read its backend"
+            } else {
+                "set the session's timeouts"
+            })?;
+            if with_key {
+                key = Some(BackendKey::from_rows(server, &rows)?);
+            }
+        }
+        Ok((conn, key))
+    }
+
+    /// Cancels the statement a tenant connection is running, if any, on its
+    /// server, from a connection of its own: PostgreSQL's
+    /// `pg_cancel_backend`, which the server acts on even for a session
+    /// waiting on a lock (dropping the connection would not end that wait:
+    /// the server notices a client gone only when it next talks to it).
+    /// sqlx keeps the protocol's cancel key to itself, hence a query.
+    ///
+    /// Asked on the server's maintenance database first, which behind a
+    /// pooler is a pool of its own (the tenant's may have no connection
+    /// free: the one waiting is it), then, if that fails or does not see
+    /// the session, on the tenant database. The
+    /// backend is named by its pid and start time, so a pid the server has
+    /// since given to another session is never signalled. Returns whether
+    /// a backend was signalled.
+    pub async fn cancel(&self, key: &BackendKey, db: &DbName) -> anyhow::Result<bool> {
+        let sql = key.cancel_sql();
+        let server = self.server(&key.server)?;
+        let first = match self.maintenance_on(&server.base).await {
+            Ok(conn) => send_cancel(conn, &sql).await,
+            Err(err) => Err(err),
+        };
+        if let Ok(true) = first {
+            return Ok(true);
+        }
+        // Refused there, or the session not seen from there (a pooler
+        // that sends that database elsewhere, or as another role): ask
+        // from the tenant database itself.
+        let options = self.for_tenant(&key.server, db)?;
+        let conn = self
+            .connect(&options, false)
+            .await
+            .map_err(|err| match &first {
+                Err(maintenance) => err.context(crate::error::render(maintenance)),
+                Ok(_) => err,
+            })?;
+        send_cancel(conn, &sql).await
     }
 
     /// Behind a transaction-mode pooler, opens the transaction that keeps
@@ -634,6 +711,63 @@ impl Connector {
                 humantime::format_duration(self.connect_timeout)
             )),
         }
+    }
+}
+
+/// Runs a [`BackendKey::cancel_sql`] and closes the connection; whether
+/// the session was found.
+async fn send_cancel(mut conn: PgConnection, sql: &str) -> anyhow::Result<bool> {
+    let signalled = conn.fetch_all(sql).await;
+    let _ = conn.close().await;
+    Ok(!signalled
+        .context("cancel the statement in flight")?
+        .is_empty())
+}
+
+/// Which server session a tenant connection is: enough to cancel its
+/// statement from another connection, and to be sure it is still the same
+/// session (a pid is reused once its backend exits).
+#[derive(Debug, Clone)]
+pub struct BackendKey {
+    pub server: ServerName,
+    pub pid: i32,
+    /// `backend_start` in microseconds since the epoch.
+    started: i64,
+}
+
+impl BackendKey {
+    /// The query that reads it, appended to the session's first statements.
+    /// Text in and out (simple protocol), numbers only, so no setting
+    /// (`DateStyle`, `TimeZone`) of either session can change the value.
+    const SQL: &'static str = "SELECT pid::text, \
+         (extract(epoch FROM backend_start) * 1000000)::bigint::text \
+         FROM pg_stat_activity WHERE pid = pg_backend_pid();";
+
+    fn from_rows(server: &ServerName, rows: &[sqlx::postgres::PgRow]) -> anyhow::Result<Self> {
+        use sqlx::Row as _;
+        let row = rows
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("read the session's backend: no row"))?;
+        let pid: String = row.try_get(0).context("read the session's backend")?;
+        let started: String = row.try_get(1).context("read the session's backend")?;
+        Ok(Self {
+            server: server.clone(),
+            pid: pid.parse().context("read the session's backend pid")?,
+            started: started
+                .parse()
+                .context("read the session's backend start")?,
+        })
+    }
+
+    /// Both values are integers read from the server, so they are written
+    /// into the statement: one simple-protocol round trip, through any
+    /// pooler.
+    fn cancel_sql(&self) -> String {
+        format!(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE pid = {} AND (extract(epoch FROM backend_start) * 1000000)::bigint = {}",
+            self.pid, self.started
+        )
     }
 }
 

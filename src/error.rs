@@ -8,6 +8,21 @@ use std::process::ExitCode;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Marks a tenant's error as the result of an interrupt: its statement in
+/// flight was cancelled on the server (see `fleet::INTERRUPT_GRACE`), so
+/// the tenant is reported `interrupted`, not `failed`. Added as the
+/// outermost context of the error the cancelled work returned, which says
+/// what was cut (and, for a `-- no-transaction` script, what was left).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: its statement in flight was cancelled on the server")]
+pub struct Cancelled;
+
+/// The second interrupt came and the command did not return in time to
+/// print its report: exit status 130 all the same.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: quit without waiting for the command to finish")]
+pub struct Quit;
+
 /// How a command ended when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -35,7 +50,9 @@ impl Outcome {
 
 /// Exit status for an error that ended the command.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    if is_usage(err) {
+    if is_interrupt(err) {
+        ExitCode::from(130)
+    } else if is_usage(err) {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)
@@ -113,8 +130,19 @@ pub fn print_json_error(mode: crate::output::OutputMode, err: &anyhow::Error, me
     if mode == crate::output::OutputMode::Table {
         return;
     }
-    let kind = if is_usage(err) { "usage" } else { "failure" };
+    let kind = if is_interrupt(err) {
+        "interrupted"
+    } else if is_usage(err) {
+        "usage"
+    } else {
+        "failure"
+    };
     crate::output::print_json(mode, &serde_json::json!({ "error": message, "kind": kind }));
+}
+
+/// Whether the command ended because of an interrupt (exit status 130).
+fn is_interrupt(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Quit>().is_some() || err.downcast_ref::<Cancelled>().is_some()
 }
 
 /// Whether the error is the operator's to fix in the command line or the

@@ -10,8 +10,25 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::Outcome;
+use crate::error::{Cancelled, Outcome};
 use crate::tenant::Tenant;
+
+/// How long tenants in flight get to finish after the first interrupt
+/// (Ctrl-C, SIGTERM) before their statements are cancelled on the server:
+/// long enough for a migration that is merely running to commit, short
+/// enough that one waiting on a lock held elsewhere never holds the run
+/// (or a `docker stop`, `timeout`, CI job) hostage.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// After a second interrupt, how long the run waits for the tenants whose
+/// statements it has just cancelled to report, before it reports them
+/// `interrupted` itself and quits.
+pub const QUIT_WAIT: Duration = Duration::from_secs(3);
+
+/// How often a statement still running after its cancel is cancelled again
+/// (the cancel can land between two statements, where the server drops
+/// it, and the next statement may wait on a lock too).
+pub const CANCEL_EVERY: Duration = Duration::from_secs(1);
 
 /// How a fleet run proceeds.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +48,10 @@ pub enum Verdict {
     Ok,
     Failed,
     Skipped,
+    /// Started, then stopped by an interrupt before it finished: its
+    /// statement in flight was cancelled (what it had not committed was
+    /// rolled back), or the run quit without waiting for it.
+    Interrupted,
 }
 
 impl Verdict {
@@ -39,6 +60,7 @@ impl Verdict {
             Self::Ok => "ok",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -84,15 +106,39 @@ pub trait Observer<T>: Send + Sync {
 pub struct Silent;
 impl<T> Observer<T> for Silent {}
 
+/// How far an interrupt has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Running,
+    /// The first interrupt, at this instant: no new tenant starts, those in
+    /// flight get [`INTERRUPT_GRACE`] before they are cancelled.
+    Interrupted(Instant),
+    /// A second interrupt, at this instant: cancel what is in flight now,
+    /// report and quit.
+    Quit(Instant),
+}
+
 /// Set on Ctrl-C or SIGTERM: no new tenant starts once it is set. Also
 /// knows the process groups of running children (`tenant exec`), which a
-/// second interrupt kills before exiting: they are in groups of their own,
-/// so the terminal's Ctrl-C never reaches them.
-#[derive(Debug, Clone, Default)]
+/// second interrupt kills: they are in groups of their own, so the
+/// terminal's Ctrl-C never reaches them.
+#[derive(Debug, Clone)]
 pub struct Stop {
     flag: Arc<AtomicBool>,
     reason: Arc<std::sync::OnceLock<&'static str>>,
     children: Arc<std::sync::Mutex<Vec<u32>>>,
+    level: Arc<tokio::sync::watch::Sender<Level>>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self {
+            flag: Arc::default(),
+            reason: Arc::default(),
+            children: Arc::default(),
+            level: Arc::new(tokio::sync::watch::Sender::new(Level::Running)),
+        }
+    }
 }
 
 impl Stop {
@@ -100,9 +146,82 @@ impl Stop {
         self.flag.load(Ordering::SeqCst)
     }
 
-    /// Stops the run because of an interrupt.
+    /// Stops the run because of an interrupt: tenants in flight get
+    /// [`INTERRUPT_GRACE`] to finish.
     pub fn set(&self) {
         self.set_because("interrupted");
+        self.level.send_if_modified(|level| {
+            let first = *level == Level::Running;
+            if first {
+                *level = Level::Interrupted(Instant::now());
+            }
+            first
+        });
+    }
+
+    /// A second interrupt: what is in flight is cancelled at once, and the
+    /// run reports and quits without waiting for it more than
+    /// [`QUIT_WAIT`].
+    pub fn quit(&self) {
+        self.set_because("interrupted");
+        self.level.send_if_modified(|level| {
+            let first = !matches!(level, Level::Quit(_));
+            if first {
+                *level = Level::Quit(Instant::now());
+            }
+            first
+        });
+    }
+
+    /// Whether a second interrupt asked to quit.
+    pub fn is_quit(&self) -> bool {
+        matches!(*self.level.borrow(), Level::Quit(_))
+    }
+
+    /// Resolves when statements still in flight are to be cancelled on the
+    /// server: [`INTERRUPT_GRACE`] after an interrupt, or at once on a
+    /// second one. Never, for a run that is not interrupted (a closed
+    /// stdout lets what is in flight finish).
+    pub async fn cancel_due(&self) {
+        let mut level = self.level.subscribe();
+        loop {
+            let current = *level.borrow_and_update();
+            match current {
+                Level::Quit(_) => return,
+                Level::Interrupted(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until((at + INTERRUPT_GRACE).into()) => return,
+                        _ = level.changed() => {}
+                    }
+                }
+                Level::Running => {
+                    if level.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves [`QUIT_WAIT`] after a second interrupt: the moment a run
+    /// stops waiting for the tenants in flight.
+    pub async fn quit_deadline(&self) {
+        self.quit_after(QUIT_WAIT).await;
+    }
+
+    /// Resolves `wait` after a second interrupt.
+    pub async fn quit_after(&self, wait: Duration) {
+        let mut level = self.level.subscribe();
+        loop {
+            let current = *level.borrow_and_update();
+            if let Level::Quit(at) = current {
+                tokio::time::sleep_until((at + wait).into()).await;
+                return;
+            }
+            if level.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Stops the run; `reason` is what skipped tenants report (the first
@@ -146,8 +265,11 @@ impl Stop {
     }
 
     /// Listens for Ctrl-C and SIGTERM. The first lets in-flight tenants
-    /// finish; a second exits at once (the server rolls back whatever
-    /// transaction a dropped connection had open).
+    /// finish, for [`INTERRUPT_GRACE`]; a second kills running children and
+    /// quits: statements in flight are cancelled on the server and the
+    /// report printed with what is known (see [`run`]). Neither ends the
+    /// process here: the command returns, and `main` maps the outcome to
+    /// exit status 130.
     pub fn listen_for_signals(&self) {
         let stop = self.clone();
         tokio::spawn(async move {
@@ -170,12 +292,19 @@ impl Stop {
                 }
                 if stop.is_set() {
                     stop.kill_children();
-                    std::process::exit(130);
+                    if !stop.is_quit() {
+                        crate::output::warn(
+                            "interrupted again: cancelling the statements in flight, then quitting",
+                        );
+                    }
+                    stop.quit();
+                    continue;
                 }
                 stop.set();
-                crate::output::warn(
-                    "interrupted: starting no new tenant, finishing those in flight (interrupt again to quit now)",
-                );
+                crate::output::warn(format_args!(
+                    "interrupted: starting no new tenant, giving those in flight {} to finish before cancelling them (interrupt again to cancel them now)",
+                    humantime::format_duration(INTERRUPT_GRACE)
+                ));
             }
         });
     }
@@ -232,9 +361,26 @@ where
     drop(tx);
 
     let mut slots: Vec<Option<Report<T>>> = std::iter::repeat_with(|| None).take(total).collect();
-    while let Some((index, report)) = rx.recv().await {
+    loop {
+        // Reports first; after a second interrupt, stop waiting for them
+        // once the tenants in flight have had [`QUIT_WAIT`] to answer their
+        // cancel.
+        let next = tokio::select! {
+            biased;
+            next = rx.recv() => next,
+            () = stop.quit_deadline() => None,
+        };
+        let Some((index, report)) = next else { break };
         observer.done(&report);
         slots[index] = Some(report);
+    }
+    // Only after a second interrupt can a tenant be left without a report.
+    for (index, slot) in slots.iter_mut().enumerate() {
+        if slot.is_none() {
+            let report = queue.unreported(index);
+            observer.done(&report);
+            *slot = Some(report);
+        }
     }
     observer.finish();
     FleetRun {
@@ -268,6 +414,8 @@ struct Queue {
     failed: AtomicBool,
     stop: Stop,
     fail_fast: bool,
+    /// When each tenant started, for those that did.
+    started: Mutex<Vec<Option<Instant>>>,
 }
 
 impl Queue {
@@ -291,6 +439,7 @@ impl Queue {
         }
         let left = tenants.len();
         Self {
+            started: Mutex::new(vec![None; left]),
             schedule: Mutex::new(Schedule {
                 lanes,
                 turn: 0,
@@ -351,6 +500,43 @@ impl Queue {
         self.room.notify_waiters();
     }
 
+    fn start(&self, index: usize) -> Instant {
+        let now = Instant::now();
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[index] = Some(now);
+        now
+    }
+
+    /// The report of a tenant the run quit without hearing from (after a
+    /// second interrupt): interrupted if it had started, else skipped.
+    fn unreported<T: Default>(&self, index: usize) -> Report<T> {
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[index];
+        let tenant = self.tenants[index].clone();
+        match started {
+            Some(at) => Report {
+                tenant,
+                verdict: Verdict::Interrupted,
+                value: T::default(),
+                error: Some(
+                    "interrupted: quit at the second interrupt before it finished (its statement in flight was cancelled on the server, which rolls back what it had not committed)"
+                        .to_owned(),
+                ),
+                duration: at.elapsed(),
+            },
+            None => Report {
+                tenant,
+                verdict: Verdict::Skipped,
+                value: T::default(),
+                error: Some("not started: interrupted".to_owned()),
+                duration: Duration::ZERO,
+            },
+        }
+    }
+
     /// Why the next tenant must not start, if it must not.
     fn skip_reason(&self, tenant: &Tenant) -> Option<String> {
         if let Some(reason) = self.stop.reason() {
@@ -397,7 +583,7 @@ async fn work<T, F, Fut>(
                 duration: Duration::ZERO,
             }
         } else {
-            let started = Instant::now();
+            let started = queue.start(index);
             // A task of its own, so a panic fails this tenant only.
             let (value, result) = match tokio::spawn(op(tenant.clone())).await {
                 Ok(attempt) => attempt,
@@ -408,6 +594,7 @@ async fn work<T, F, Fut>(
             let verdict = match &result {
                 Ok(()) => Verdict::Ok,
                 Err(err) if err.is::<Skip>() => Verdict::Skipped,
+                Err(err) if err.downcast_ref::<Cancelled>().is_some() => Verdict::Interrupted,
                 Err(_) => Verdict::Failed,
             };
             if verdict == Verdict::Failed {
@@ -506,6 +693,71 @@ mod tests {
         assert_eq!(eu2_first, 2, "{started:?}");
         let peaks = *in_flight.lock().expect("peaks");
         assert_eq!((peaks.2, peaks.3), (2, 2), "{peaks:?}");
+    }
+
+    /// After a second interrupt the run stops waiting for a tenant that
+    /// does not end (here: never) within [`QUIT_WAIT`]: the one started is
+    /// reported interrupted, the one not started skipped, and the one that
+    /// finished keeps its own report.
+    #[tokio::test]
+    async fn a_second_interrupt_reports_what_is_in_flight_as_interrupted() {
+        let stop = Stop::default();
+        let quitter = stop.clone();
+        let started = Instant::now();
+        let run = run(
+            vec![tenant("a", None), tenant("b", None), tenant("c", None)],
+            FleetOptions {
+                concurrency: 1,
+                per_server: None,
+                fail_fast: false,
+            },
+            &stop,
+            &Silent,
+            move |tenant| {
+                let quitter = quitter.clone();
+                async move {
+                    if tenant.id == "b" {
+                        quitter.set();
+                        quitter.quit();
+                        std::future::pending::<()>().await;
+                    }
+                    ((), Ok(()))
+                }
+            },
+        )
+        .await;
+        let verdicts: Vec<Verdict> = run.reports.iter().map(|r| r.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [Verdict::Ok, Verdict::Interrupted, Verdict::Skipped]
+        );
+        assert!(started.elapsed() < QUIT_WAIT * 2, "{:?}", started.elapsed());
+        assert!(run.interrupted);
+        assert_eq!(run.outcome(), Outcome::Interrupted);
+    }
+
+    /// The grace period runs from the first interrupt; a second one cuts
+    /// it short; a stop that is not an interrupt (stdout closed) never
+    /// cancels.
+    #[tokio::test]
+    async fn cancels_fall_due_after_the_grace_period_or_at_once_on_a_second_interrupt() {
+        let closed = Stop::default();
+        closed.set_because("stdout was closed");
+        let waited = tokio::time::timeout(Duration::from_millis(200), closed.cancel_due()).await;
+        assert!(waited.is_err(), "a closed stdout cancels nothing");
+
+        let stop = Stop::default();
+        stop.set();
+        let early = tokio::time::timeout(Duration::from_millis(200), stop.cancel_due()).await;
+        assert!(early.is_err(), "not before the grace period");
+        let at = Instant::now();
+        let quitter = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            quitter.quit();
+        });
+        stop.cancel_due().await;
+        assert!(at.elapsed() < INTERRUPT_GRACE, "{:?}", at.elapsed());
     }
 
     #[tokio::test]

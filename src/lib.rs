@@ -93,6 +93,9 @@ pub fn main() -> ExitCode {
     };
     let output_mode = cli.global.output;
     let result = runtime.block_on(run(cli));
+    // Tasks abandoned by a second interrupt (a connection still closing, a
+    // name lookup) must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     if let Some(kind) = output::stdout_error() {
         output::warn(format_args!("error: cannot write to stdout: {kind}"));
         return ExitCode::from(1);
@@ -133,9 +136,23 @@ fn wants_json() -> bool {
             .any(|a| a == "--output=json" || a == "--output=jsonl")
 }
 
-/// Runs a parsed command line.
+/// After a second interrupt, how long a command gets to print its report
+/// before the process quits without it: enough for the run to cancel what
+/// is in flight, wait [`fleet::QUIT_WAIT`] for it and record the run.
+const QUIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Runs a parsed command line. A second interrupt normally makes the
+/// command return its (interrupted) report quickly; one that does not in
+/// [`QUIT_DEADLINE`] (say, blocked reading a confirmation from the
+/// terminal) is abandoned with exit status 130 all the same. The command
+/// runs on a task of its own so that a blocked one cannot hold this up.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let mut ctx = Context::new(&cli.global)?;
     ctx.origins = cli.origins;
-    commands::run(cli.command, &ctx).await
+    let stop = ctx.stop.clone();
+    let command = tokio::spawn(async move { commands::run(cli.command, &ctx).await });
+    tokio::select! {
+        joined = command => joined.unwrap_or_else(|err| Err(anyhow::anyhow!("internal error: {err}"))),
+        () = stop.quit_after(QUIT_DEADLINE) => Err(error::Quit.into()),
+    }
 }

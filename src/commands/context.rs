@@ -13,7 +13,8 @@ use sqlx::postgres::PgConnection;
 use crate::commands::args::{FilterArgs, FleetArgs, GlobalArgs, Origins, SelectionArgs};
 use crate::companies::Layout;
 use crate::config::Config;
-use crate::connect::{Connector, SessionLimits};
+use crate::connect::{BackendKey, Connector, SessionLimits};
+use crate::dbname::DbName;
 use crate::error::{Outcome, UsageError};
 use crate::fleet::{self, Attempt, FleetRun, Stop, Verdict};
 use crate::migrations::MigrationSet;
@@ -382,21 +383,32 @@ impl Context {
             + 'static,
     {
         let connector = self.connector.clone();
+        let stop = self.stop.clone();
         let op = Arc::new(op);
         self.fleet(tenants, args, move |tenant| {
-            let (connector, op, limits) = (connector.clone(), op.clone(), limits.clone());
+            let (connector, op, limits, stop) =
+                (connector.clone(), op.clone(), limits.clone(), stop.clone());
             async move {
                 let mut value = T::default();
                 let result = async {
+                    let db = tenant.db_name()?;
                     let connected = connector
-                        .connect_tenant(tenant.server()?, tenant.db_name()?, &limits)
+                        .connect_tenant_cancellable(tenant.server()?, db, &limits)
                         .await;
-                    let mut conn = connected.inspect_err(|err| value.connect_failed(err))?;
-                    let result = op(&tenant, &mut conn, &mut value).await;
+                    let (mut conn, key) = connected.inspect_err(|err| value.connect_failed(err))?;
+                    let work = op(&tenant, &mut conn, &mut value);
+                    let (result, cancelled) =
+                        cancel_when_due(work, &stop, &connector, &key, &tenant, db).await;
                     // Behind a transaction-mode pooler this commits: a write
                     // whose commit fails is a failure, not a success.
                     let released = connector.release(conn).await;
-                    result.and(released)
+                    let result = result.and(released);
+                    // Cut short by its cancel: interrupted, not failed.
+                    if cancelled {
+                        result.map_err(|err| err.context(crate::error::Cancelled))
+                    } else {
+                        result
+                    }
                 }
                 .await;
                 (value, result)
@@ -439,10 +451,13 @@ impl Context {
     ) -> Outcome {
         let outcome = run.outcome();
         if let Some(log) = log {
+            // The record has no column of its own for tenants cut short
+            // by an interrupt: they count as failed there (the run's
+            // outcome says `interrupted`).
             log.finish(
                 outcome,
                 run.count(Verdict::Ok),
-                run.count(Verdict::Failed),
+                run.count(Verdict::Failed) + run.count(Verdict::Interrupted),
                 run.count(Verdict::Skipped),
             )
             .await;
@@ -488,6 +503,63 @@ fn warn_shared(tenants: &[Tenant]) {
                 sharing.others.join(", "),
                 crate::output::shown(tenant.handle())
             ));
+        }
+    }
+}
+
+/// Runs one tenant's work until it ends; once an interrupt's grace period
+/// is over (or at a second interrupt), cancels its statement in flight on
+/// the server, again every [`fleet::CANCEL_EVERY`] while it still runs (a
+/// cancel landing between two statements is dropped by the server, and
+/// the next statement may wait on a lock too). Returns the work's result
+/// and whether a cancel was sent.
+async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
+    work: F,
+    stop: &Stop,
+    connector: &Connector,
+    key: &BackendKey,
+    tenant: &Tenant,
+    db: &DbName,
+) -> (anyhow::Result<()>, bool) {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        result = &mut work => return (result, false),
+        () = stop.cancel_due() => {}
+    }
+    crate::output::warn(format_args!(
+        "interrupted: cancelling the statement in flight on tenant {tenant}"
+    ));
+    let mut warned = false;
+    loop {
+        // Bounded, so a server that does not answer cannot hold the quit.
+        let cancel = tokio::time::timeout(fleet::QUIT_WAIT, connector.cancel(key, db));
+        let sent = tokio::select! {
+            biased;
+            result = &mut work => return (result, true),
+            sent = cancel => sent,
+        };
+        let failed = match sent {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(crate::error::render(&err)),
+            Err(_) => Some(format!(
+                "the server did not answer within {}",
+                humantime::format_duration(fleet::QUIT_WAIT)
+            )),
+        };
+        if let Some(why) = failed
+            && !warned
+        {
+            warned = true;
+            crate::output::warn(format_args!(
+                "warning: could not cancel the statement in flight on tenant {tenant} (it may wait on the server until what it waits for is released; tenantctl tries again every {}): {why}",
+                humantime::format_duration(fleet::CANCEL_EVERY)
+            ));
+        }
+        tokio::select! {
+            biased;
+            result = &mut work => return (result, true),
+            () = tokio::time::sleep(fleet::CANCEL_EVERY) => {}
         }
     }
 }

@@ -38,6 +38,11 @@ pub struct Summary {
     pub ok: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Tenants an interrupt cut short (their statement in flight cancelled
+    /// on the server); left out when there are none, so the summary of a
+    /// run that had none keeps its shape.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub interrupted: usize,
 }
 
 impl Summary {
@@ -46,8 +51,17 @@ impl Summary {
             ok: run.count(Verdict::Ok),
             failed: run.count(Verdict::Failed),
             skipped: run.count(Verdict::Skipped),
+            interrupted: run.count(Verdict::Interrupted),
         }
     }
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One tenant's report as a JSON value.
@@ -146,10 +160,10 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
                 summary.ok,
                 summary.failed,
                 summary.skipped,
-                if run.interrupted {
-                    " (interrupted)"
-                } else {
-                    ""
+                match (summary.interrupted, run.interrupted) {
+                    (0, false) => String::new(),
+                    (0, true) => " (interrupted)".to_owned(),
+                    (n, _) => format!(", {n} interrupted"),
                 },
                 if extra.refused {
                     " (refused: nothing was changed)"

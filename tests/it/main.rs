@@ -37,3 +37,4 @@ mod trust_master;
 mod trust_secrets;
 mod trust_selection;
 mod trust_visibility;
+mod trust_interrupt;
