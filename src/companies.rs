@@ -846,10 +846,22 @@ impl Layout {
         if self.server.is_none() && !new.server.is_default() {
             self.record_placement(&mut tx, &id, new.server).await?;
         }
-        // RETURNING shows the row before AFTER triggers ran; read it again
-        // as the transaction would commit it, and refuse what they changed.
+        let stored = self.read_inserted(&mut tx, &id, new).await?;
+        tx.commit().await.context("commit")?;
+        Ok(stored)
+    }
+
+    /// The new row as the transaction would commit it: RETURNING shows it
+    /// before AFTER triggers ran, so it is read again, and refused if they
+    /// changed what identifies the tenant.
+    async fn read_inserted(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+        new: &NewCompany<'_>,
+    ) -> anyhow::Result<Tenant> {
         let stored = self
-            .find_by_id(&mut tx, &id)
+            .find_by_id(conn, id)
             .await?
             .context("the new company row is not there after inserting it (a trigger removed it?); nothing was recorded")?;
         let slug_kept = self.slug.is_none() || stored.slug.as_deref() == Some(new.slug.as_str());
@@ -867,7 +879,6 @@ impl Layout {
                 .map(|s| format!(" with slug {}", crate::output::shown(s)))
                 .unwrap_or_default()
         );
-        tx.commit().await.context("commit")?;
         Ok(stored)
     }
 

@@ -62,9 +62,9 @@ impl Recheck {
     pub async fn check(&self, selected: &Tenant) -> anyhow::Result<()> {
         let now = self.current(&selected.id).await?;
         match now {
-            None => Err(Skip(format!(
-                "no longer in the master (deleted since the run selected it, or now hidden from this role); not touched"
-            ))
+            None => Err(Skip(
+                "no longer in the master (deleted since the run selected it, or now hidden from this role); not touched".to_owned(),
+            )
             .into()),
             Some(now) => match difference(selected, &now) {
                 None => Ok(()),

@@ -433,26 +433,23 @@ async fn run_goals(
                 if tenant.db_name_raw.as_deref() != Some(change.db_name.as_str())
                     || tenant.server_label() != change.server =>
             {
-                missing.push(Report {
-                    tenant: tenant.clone(),
-                    verdict: Verdict::Skipped,
-                    value: Reverted::default(),
-                    error: Some(format!(
+                missing.push(skipped(
+                    tenant.clone(),
+                    format!(
                         "run {id} changed database {} on server {}, but the company's row now names {} on {}; nothing reverted: revert that database by hand, or with --to once the row names it",
                         crate::output::shown(&change.db_name),
                         crate::output::shown(&change.server),
                         crate::output::shown(tenant.db_label()),
                         crate::output::shown(tenant.server_label())
-                    )),
-                    duration: std::time::Duration::ZERO,
-                });
+                    ),
+                ));
             }
             Some(tenant) => {
                 goals.insert(tenant.id.clone(), target);
                 tenants.push(tenant.clone());
             }
-            None => missing.push(Report {
-                tenant: Tenant::new(
+            None => missing.push(skipped(
+                Tenant::new(
                     change.company_id,
                     None,
                     None,
@@ -460,11 +457,8 @@ async fn run_goals(
                     None,
                     None,
                 ),
-                verdict: Verdict::Skipped,
-                value: Reverted::default(),
-                error: Some(gone.clone()),
-                duration: std::time::Duration::ZERO,
-            }),
+                gone.clone(),
+            )),
         }
     }
     ctx.set_selection(crate::selection::Selection::of_run(
@@ -473,6 +467,17 @@ async fn run_goals(
         tenants.len(),
     ));
     Ok((tenants, Goals::Run(Arc::new(goals)), missing))
+}
+
+/// A tenant of the run reported skipped, with why, and nothing reverted.
+fn skipped(tenant: Tenant, why: String) -> Report<Reverted> {
+    Report {
+        tenant,
+        verdict: Verdict::Skipped,
+        value: Reverted::default(),
+        error: Some(why),
+        duration: std::time::Duration::ZERO,
+    }
 }
 
 /// The planning reports as the final report of tenants that needed
