@@ -324,7 +324,7 @@ fn a_process_group_sigterm_reports_in_jsonl() {
     assert_eq!(status(&slugs[2]), Some(json!("skipped")));
     assert_eq!(
         lines[3],
-        json!({"summary": {"ok": 1, "failed": 0, "skipped": 1, "interrupted": 1}, "interrupted": true, "run_id": lines[3]["run_id"]})
+        json!({"summary": {"ok": 1, "failed": 0, "skipped": 1, "interrupted": 1}, "interrupted": true, "run_id": lines[3]["run_id"], "selection": lines[3]["selection"]})
     );
     assert_rerun_completes(&env, &dir, &slugs);
 }
