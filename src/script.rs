@@ -14,6 +14,8 @@ use pg_query::NodeEnum;
 use pg_query::protobuf::TransactionStmtKind;
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
+
+use crate::connect::{SESSION_CLEANUP, SessionLimits};
 use sqlx::{Column as _, Connection as _, Executor as _, Row as _, Statement as _, ValueRef as _};
 
 /// A script and the statements PostgreSQL's parser finds in it.
@@ -170,10 +172,68 @@ impl Script {
         dry_run: bool,
         run: &mut ScriptRun,
     ) -> anyhow::Result<()> {
-        let mut tx = conn.begin().await.context("begin")?;
-        let ours = transaction_id(&mut tx).await?;
-        self.run_whole(&mut tx, run).await?;
-        match transaction_id(&mut tx).await {
+        self.run_in_transaction_with(conn, dry_run, &SessionLimits::default(), run)
+            .await
+    }
+
+    /// [`Self::run_in_transaction`] under the limits, set for its
+    /// transaction only. On a plain connection, what the script left in
+    /// the session (settings, prepared statements, cursors, listeners,
+    /// temporary tables, advisory locks) is cleared inside the same
+    /// transaction before it ends, failed or not, so none of it can reach
+    /// the next client of a server connection a pooler nobody declared
+    /// hands on. (A pinned connection is cleared by its release.)
+    pub async fn run_in_transaction_with(
+        &self,
+        conn: &mut PgConnection,
+        dry_run: bool,
+        limits: &SessionLimits,
+        run: &mut ScriptRun,
+    ) -> anyhow::Result<()> {
+        let plain = !conn.is_in_transaction();
+        let mut tx = if plain {
+            // The savepoint lets the cleanup run in this transaction even
+            // after a statement fails.
+            conn.begin_with(format!(
+                "BEGIN; {}SAVEPOINT tenantctl_script",
+                limits.local().unwrap_or_default()
+            ))
+            .await
+            .context("begin")?
+        } else {
+            conn.begin().await.context("begin")?
+        };
+        let result = self.run_open(&mut tx, run).await;
+        if plain {
+            let cleanup = if result.is_ok() {
+                SESSION_CLEANUP.to_owned()
+            } else {
+                format!("ROLLBACK TO SAVEPOINT tenantctl_script; {SESSION_CLEANUP}")
+            };
+            let cleared = tx
+                .execute(cleanup.as_str())
+                .await
+                .context("clear what the script left in the session");
+            // After a failure the script's error is the one to report.
+            if result.is_ok() {
+                cleared?;
+            }
+        }
+        result?;
+        if dry_run {
+            tx.rollback().await.context("roll back")?;
+            run.rolled_back = true;
+        } else {
+            tx.commit().await.context("commit")?;
+        }
+        Ok(())
+    }
+
+    /// The script and the walls around it, in the open transaction.
+    async fn run_open(&self, tx: &mut PgConnection, run: &mut ScriptRun) -> anyhow::Result<()> {
+        let ours = transaction_id(tx).await?;
+        self.run_whole(tx, run).await?;
+        match transaction_id(tx).await {
             Ok(now) if now == ours => {}
             Ok(_) => {
                 run.transaction_ended = true;
@@ -185,16 +245,9 @@ impl Script {
                 return Err(err.context("check that the script's transaction is still open"));
             }
         }
-        self.describe_empty_results(&mut tx, run)
+        self.describe_empty_results(tx, run)
             .await
-            .context("describe the statements that returned no rows")?;
-        if dry_run {
-            tx.rollback().await.context("roll back")?;
-            run.rolled_back = true;
-        } else {
-            tx.commit().await.context("commit")?;
-        }
-        Ok(())
+            .context("describe the statements that returned no rows")
     }
 
     /// Sends the script and collects each statement's rows. sqlx yields one

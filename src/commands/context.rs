@@ -277,11 +277,15 @@ impl Context {
             async move {
                 let mut value = T::default();
                 let result = async {
+                    let server = tenant.server()?;
                     let connected = connector
-                        .connect_tenant(tenant.server()?, tenant.db_name()?, &limits)
+                        .connect_tenant(server, tenant.db_name()?, &limits)
                         .await;
                     let mut conn = connected.inspect_err(|err| value.connect_failed(err))?;
-                    let result = op(&tenant, &mut conn, &mut value).await;
+                    // A pooler the URL does not declare: the message names it.
+                    let result = op(&tenant, &mut conn, &mut value)
+                        .await
+                        .map_err(|err| connector.explain_pooler(server, err));
                     // Behind a transaction-mode pooler this commits: a write
                     // whose commit fails is a failure, not a success.
                     let released = connector.release(conn).await;

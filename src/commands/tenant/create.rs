@@ -411,7 +411,9 @@ async fn provision(
     created?;
     let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
     let mut done = migrations::Done::default();
-    let result = migrations::apply(&mut conn, db, migrations, None, &mut done).await;
+    let result = migrations::apply_with(&mut conn, db, migrations, None, limits, &mut done)
+        .await
+        .map_err(|err| ctx.connector.explain_pooler(placed, err));
     applied.append(&mut done.versions);
     let released = ctx.connector.release(conn).await;
     result.and(released)

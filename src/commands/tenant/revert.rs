@@ -203,17 +203,29 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .on_each_tenant(
             work,
             &args.fleet,
-            limits,
+            limits.clone(),
             move |tenant, conn, value: &mut Reverted| {
-                let (set, goals, plans, log) =
-                    (set.clone(), goals.clone(), plans.clone(), op_log.clone());
+                let (set, goals, plans, log, limits) = (
+                    set.clone(),
+                    goals.clone(),
+                    plans.clone(),
+                    op_log.clone(),
+                    limits.clone(),
+                );
                 Box::pin(async move {
                     let db = tenant.db_name()?;
                     let expected = plans.get(&tenant.id).map_or(&[][..], Vec::as_slice);
                     let mut done = Done::default();
-                    let result =
-                        revert::revert(conn, db, &set, &goals.target(tenant), expected, &mut done)
-                            .await;
+                    let result = revert::revert(
+                        conn,
+                        db,
+                        &set,
+                        &goals.target(tenant),
+                        expected,
+                        &limits,
+                        &mut done,
+                    )
+                    .await;
                     let result = log.commit_and_record(conn, tenant, &done, result).await;
                     value.reverted.clone_from(&done.versions);
                     result
