@@ -564,10 +564,46 @@ impl Connector {
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
             Ok(result) => result.with_context(|| target),
-            Err(_) => Err(anyhow::anyhow!(
-                "{target}: timed out after {} (see --connect-timeout)",
-                humantime::format_duration(self.connect_timeout)
-            )),
+            Err(_) => {
+                let waited = humantime::format_duration(self.connect_timeout);
+                if self.answers_like_pgbouncer(&options).await {
+                    let db = options.get_database().unwrap_or("?");
+                    Err(anyhow::anyhow!(
+                        "{target}: timed out after {waited} (see --connect-timeout); {}:{} answers like PgBouncer, which may be holding this login: after a login to database {db} failed (say, because it did not exist yet), it waits server_login_retry (15 s by default) before trying that database again; check that {db} exists on the server behind it, then retry",
+                        options.get_host(),
+                        options.get_port()
+                    ))
+                } else {
+                    Err(anyhow::anyhow!(
+                        "{target}: timed out after {waited} (see --connect-timeout)"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Whether the host and port of these options answer like PgBouncer,
+    /// asked only once a connection through them has timed out: PgBouncer
+    /// itself answers for a database named `pgbouncer` (its console), with
+    /// its own refusal for a user who may not use it, where PostgreSQL says
+    /// there is no such database.
+    async fn answers_like_pgbouncer(&self, options: &PgConnectOptions) -> bool {
+        let console = options.clone().database("pgbouncer");
+        let probe = tokio::time::timeout(
+            self.connect_timeout.min(Duration::from_secs(3)),
+            PgConnection::connect_with(&console),
+        )
+        .await;
+        match probe {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                true
+            }
+            Ok(Err(err)) => err.as_database_error().is_some_and(|e| {
+                e.code().as_deref() != Some("3D000")
+                    && matches!(e.message(), "not allowed" | "no such user")
+            }),
+            Err(_) => false,
         }
     }
 }

@@ -31,3 +31,4 @@ mod tenant_drop;
 mod terminal;
 mod timeouts;
 mod toolbox;
+mod trust_pooler;

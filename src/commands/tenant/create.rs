@@ -135,7 +135,8 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // Committed whatever happened (behind a transaction-mode pooler the
     // row and its status live in this connection's transaction): a failed
     // provisioning must stay recorded as failed.
-    let released = ctx.connector.release(master_conn).await;
+    let unlocked = companies::unlock_slug(&mut master_conn, &slug).await;
+    let released = ctx.connector.release(master_conn).await.and(unlocked);
     let claimed = claimed?;
     finished?;
     released?;
