@@ -281,7 +281,7 @@ impl Connector {
             },
         );
         anyhow::anyhow!(
-            "{changed}: {address} (server {server}) is a transaction-mode pooler (PgBouncer or similar) that its URL does not declare; stopped before leaving anything on its server connections: add ?pgbouncer=true to {var}, or point it at a session-mode pool or the server itself"
+            "{changed}: {address} (server {server}) is a transaction-mode pooler (PgBouncer or similar) that its URL does not declare, so this tenant was stopped: add ?pgbouncer=true to {var}, or point it at a session-mode pool or the server itself"
         )
     }
 

@@ -713,24 +713,30 @@ pub(crate) async fn unlock_on(
     if conn.is_in_transaction() {
         return Ok(());
     }
-    let rows = conn
-        .fetch_all(
-            format!(
-                "{}SELECT pg_advisory_unlock({}) AS unlocked, pg_catalog.pg_backend_pid() AS tenantctl_backend",
-                backend.guard(),
-                lock_id(db)
-            )
-            .as_str(),
-        )
-        .await
-        .map_err(|err| Backend::check(anyhow::Error::new(err)))
-        .map_err(|err| {
-            if err.is::<BackendChanged>() {
-                err
-            } else {
-                err.context("release the migration lock")
+    let sql = format!(
+        "{}SELECT pg_advisory_unlock({}) AS unlocked, pg_catalog.pg_backend_pid() AS tenantctl_backend",
+        backend.guard(),
+        lock_id(db)
+    );
+    // A pooler that moved this connection may hand the lock's server
+    // connection back on a later try: a few, so the lock is not left there
+    // for the application's clients (and the next deploy) to find.
+    let mut tries = 0;
+    let rows = loop {
+        tries += 1;
+        match conn.fetch_all(sql.as_str()).await {
+            Ok(rows) => break rows,
+            Err(err) => {
+                let err = Backend::check(anyhow::Error::new(err));
+                if !err.is::<BackendChanged>() {
+                    return Err(err.context("release the migration lock"));
+                }
+                if tries == 8 {
+                    return Err(err);
+                }
             }
-        })?;
+        }
+    };
     backend.observe(pid_of(&rows))?;
     let unlocked = rows
         .first()

@@ -16,7 +16,9 @@ fn server_with_app(env: &TestEnv, name: &str) -> PrivateServer {
     let server = PrivateServer::start(&format!("{}{name}", env.token));
     server.exec(
         "postgres",
-        &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'; CREATE ROLE app_reader"),
+        &format!(
+            "CREATE ROLE app LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'; CREATE ROLE app_reader"
+        ),
     );
     server.exec("postgres", "GRANT app_reader TO app");
     server
@@ -31,7 +33,10 @@ fn query(url: &str, sql: &str) -> Vec<Vec<String>> {
             sqlx::postgres::PgConnection::connect_with(&options.extra_float_digits(None))
                 .await
                 .unwrap_or_else(|e| panic!("connect for {sql}: {e}"));
-        let rows = conn.fetch_all(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let rows = conn
+            .fetch_all(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let _ = conn.close().await;
         rows.iter()
             .map(|row| {
@@ -225,13 +230,18 @@ fn an_undeclared_transaction_pooler_that_moves_a_connection_stops_the_tenant() {
     let marked = |args: &[&str]| {
         env.run_with(args, |c| {
             c.env("POSTGRES_BASE_URL", format!("{base}/?pgbouncer=true"))
-                .env("MASTER_DATABASE_URL", format!("{base}/master?pgbouncer=true"));
+                .env(
+                    "MASTER_DATABASE_URL",
+                    format!("{base}/master?pgbouncer=true"),
+                );
         })
     };
     let unmarked = |args: &[&str]| {
         env.run_with(args, |c| {
-            c.env("POSTGRES_BASE_URL", &base)
-                .env("MASTER_DATABASE_URL", format!("{base}/master?pgbouncer=true"));
+            c.env("POSTGRES_BASE_URL", &base).env(
+                "MASTER_DATABASE_URL",
+                format!("{base}/master?pgbouncer=true"),
+            );
         })
     };
     marked(&["master", "migrate"]).ok();
@@ -396,7 +406,12 @@ fn master_migrate_through_pgbouncer_creates_a_missing_master_without_waiting_on_
         };
         let started = Instant::now();
         let run = through(&["master", "migrate", "--output", "json"]).ok();
-        assert_eq!(run.json()["created"], true, "{mode}{marker}: {}", run.stdout);
+        assert_eq!(
+            run.json()["created"],
+            true,
+            "{mode}{marker}: {}",
+            run.stdout
+        );
         let took = started.elapsed();
         let name = master.unwrap_or("master");
         let exists = query(
@@ -456,12 +471,16 @@ fn a_login_the_pooler_holds_times_out_with_a_message_that_names_it() {
     let port = silent.local_addr().expect("addr").port();
     let run = env
         .run_with(&["tenant", "list", "--connect-timeout", "1s"], |c| {
-            c.env("POSTGRES_BASE_URL", format!("postgresql://app:pw@127.0.0.1:{port}"))
-                .env_remove("MASTER_DATABASE_URL");
+            c.env(
+                "POSTGRES_BASE_URL",
+                format!("postgresql://app:pw@127.0.0.1:{port}"),
+            )
+            .env_remove("MASTER_DATABASE_URL");
         })
         .code(1);
     assert!(
-        run.stderr.contains("timed out after 1s (see --connect-timeout)")
+        run.stderr
+            .contains("timed out after 1s (see --connect-timeout)")
             && !run.stderr.contains("PgBouncer"),
         "{}",
         run.stderr
