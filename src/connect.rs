@@ -1258,6 +1258,51 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_transaction_local_and_session_ones_come_with_their_reset() {
+        let none = SessionLimits::default();
+        assert_eq!(
+            (none.local(), none.session(), none.reset()),
+            (None, None, None)
+        );
+        let both = SessionLimits {
+            lock_timeout: Some(Duration::from_millis(1500)),
+            statement_timeout: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(
+            both.local().as_deref(),
+            Some("SET LOCAL lock_timeout = 1500; SET LOCAL statement_timeout = 2000; ")
+        );
+        assert_eq!(
+            both.session().as_deref(),
+            Some("SET lock_timeout = 1500; SET statement_timeout = 2000; ")
+        );
+        assert_eq!(
+            both.reset().as_deref(),
+            Some("RESET lock_timeout; RESET statement_timeout; ")
+        );
+        let one = SessionLimits {
+            lock_timeout: None,
+            statement_timeout: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(one.reset().as_deref(), Some("RESET statement_timeout; "));
+    }
+
+    #[test]
+    fn a_backend_is_guarded_once_seen_and_a_change_is_an_error() {
+        let mut backend = Backend::default();
+        assert_eq!(backend.guard(), "");
+        backend.observe(None).expect("nothing seen");
+        backend.observe(Some(41)).expect("first");
+        assert!(backend.guard().contains("pg_backend_pid() <> 41"));
+        backend.observe(Some(41)).expect("same");
+        let changed = backend.observe(Some(42)).expect_err("moved");
+        assert_eq!((changed.from, changed.to), (41, 42));
+        // Not a guard's error: passed through as it was.
+        let other = Backend::check(anyhow::anyhow!("tenantctl server connection changed 1 2"));
+        assert!(!other.is::<BackendChanged>());
+    }
+
+    #[test]
     fn timeouts_reach_the_server_as_whole_milliseconds_never_zero() {
         assert_eq!(whole_millis(Duration::from_micros(1500)), "2");
         assert_eq!(whole_millis(Duration::from_millis(1)), "1");
