@@ -300,7 +300,6 @@ fn an_undeclared_transaction_pooler_that_moves_a_connection_stops_the_tenant() {
         warm();
         let run = unmarked(&args).code(1);
         let text = run.all();
-        eprintln!("moved: {text}");
         assert!(
             text.contains("?pgbouncer=true")
                 && text.contains(&format!("127.0.0.1:{}", bouncer.port))
@@ -452,7 +451,7 @@ fn a_login_the_pooler_holds_times_out_with_a_message_that_names_it() {
         // The first login to a missing database fails at once; PgBouncer
         // then holds the next ones until server_login_retry has passed.
         let first = run();
-        eprintln!("first: {}", first.stderr);
+        assert!(first.stderr.contains(&format!("{db}")), "{}", first.stderr);
         let run = run();
         assert!(
             run.stderr.contains("timed out after 1s")
