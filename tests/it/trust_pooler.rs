@@ -451,7 +451,7 @@ fn a_login_the_pooler_holds_times_out_with_a_message_that_names_it() {
         // The first login to a missing database fails at once; PgBouncer
         // then holds the next ones until server_login_retry has passed.
         let first = run();
-        assert!(first.stderr.contains(&format!("{db}")), "{}", first.stderr);
+        assert!(first.stderr.contains(db), "{}", first.stderr);
         let run = run();
         assert!(
             run.stderr.contains("timed out after 1s")
