@@ -197,6 +197,22 @@ fn an_undeclared_transaction_pooler_gets_every_server_connection_back_clean() {
     through(&["tenant", "sql", "acme", "-c", &failing]).code(1);
     check("tenant sql whose script fails after all that");
 
+    // The same through the pooler declared: its release clears the role
+    // too, which RESET ALL leaves as the script set it.
+    let marked = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", format!("{base}/?pgbouncer=true"))
+                .env(
+                    "MASTER_DATABASE_URL",
+                    format!("{base}/master?pgbouncer=true"),
+                );
+        })
+    };
+    marked(&["tenant", "sql", "acme", "-c", script]).ok();
+    check("tenant sql through the declared pooler");
+    marked(&["tenant", "sql", "acme", "-c", &failing]).code(1);
+    check("tenant sql through the declared pooler, failing");
+
     through(&["tenant", "settings", "set", "acme", "theme", "dark"]).ok();
     check("tenant settings set");
     let got = through(&["tenant", "settings", "get", "acme", "theme"]).ok();
