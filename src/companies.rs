@@ -1429,13 +1429,38 @@ impl MissingTable {
 /// slug never provision it at once: the second waits, then finds the row.
 /// (Behind a transaction-mode pooler the connection stays pinned until
 /// then, and its release unlocks every advisory lock it holds.)
+///
+/// On a plain connection, in a transaction of its own: the parameterized
+/// query takes two round trips, which a transaction-mode pooler nobody
+/// declared could send to two server connections.
 pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await.context("begin")?;
     sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl create ' || $1, 0))")
         .persistent(false)
         .bind(slug.as_str())
-        .execute(conn)
+        .execute(&mut *tx)
         .await
         .context("take the master's lock for this slug")?;
+    tx.commit().await.context("commit")?;
+    Ok(())
+}
+
+/// Gives back [`lock_slug`]'s lock on a plain connection before it is
+/// closed: closing it ends the session on a direct connection, but a
+/// pooler nobody declared keeps the server connection, and the lock with
+/// it, for its next client. (A pinned connection's release unlocks all.)
+pub async fn unlock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<()> {
+    if conn.is_in_transaction() {
+        return Ok(());
+    }
+    let mut tx = conn.begin().await.context("begin")?;
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('tenantctl create ' || $1, 0))")
+        .persistent(false)
+        .bind(slug.as_str())
+        .execute(&mut *tx)
+        .await
+        .context("release the master's lock for this slug")?;
+    tx.commit().await.context("commit")?;
     Ok(())
 }
 

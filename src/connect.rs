@@ -25,6 +25,14 @@ const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
 /// Default master database when `MASTER_DATABASE_URL` is not set.
 pub const DEFAULT_MASTER_DB: &str = "master";
 
+/// Statements that take back, inside a transaction, everything a session
+/// can keep after it: settings (the role too, which `RESET ALL` leaves),
+/// prepared statements, cursors held open, listeners, temporary tables and
+/// session-level advisory locks. What `DISCARD ALL` does, which cannot run
+/// inside a transaction.
+pub const SESSION_CLEANUP: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+     DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; DISCARD TEMP; SELECT pg_advisory_unlock_all()";
+
 /// Per-session settings applied to every tenant connection, with `SET`
 /// right after connecting (one round trip, only when there are any). Not
 /// in the startup packet's `options`: PgBouncer refuses that parameter, and
@@ -364,7 +372,17 @@ impl Connector {
             }
         })?;
         self.pin(&mut conn, pooled).await?;
-        let mut sql = limits.as_sql(pooled).unwrap_or_default();
+        // A pinned connection's work is all in its one transaction: the
+        // limits go there. A plain one gets none here: a session-level
+        // `SET` would stay on the server connection, and behind a pooler
+        // nobody declared, reach the application's next client. Each piece
+        // of work sets them in its own transaction instead
+        // ([`SessionLimits::local`]).
+        let mut sql = if pooled {
+            limits.local().unwrap_or_default()
+        } else {
+            String::new()
+        };
         if with_key {
             // Read after the pooled connection's BEGIN: behind a
             // transaction-mode pooler the backend is ours for as long as
@@ -424,6 +442,31 @@ impl Connector {
         send_cancel(conn, &sql).await
     }
 
+    /// Turns an error that says the server connection changed between two
+    /// of a plain connection's transactions into one that names the server,
+    /// its address and the variable to add `?pgbouncer=true` to. Other
+    /// errors pass through.
+    pub fn explain_pooler(&self, server: &ServerName, err: anyhow::Error) -> anyhow::Error {
+        let Some(changed) = err.chain().find_map(|c| c.downcast_ref::<BackendChanged>()) else {
+            return err;
+        };
+        let (address, var) = self.server(server).map_or_else(
+            |_| ("?".to_owned(), server.default_var()),
+            |s| {
+                (
+                    format!("{}:{}", s.base.get_host(), s.base.get_port()),
+                    self.vars
+                        .get(server)
+                        .cloned()
+                        .unwrap_or_else(|| server.default_var()),
+                )
+            },
+        );
+        anyhow::anyhow!(
+            "{changed}: {address} (server {server}) is a transaction-mode pooler (PgBouncer or similar) that its URL does not declare, so this tenant was stopped: add ?pgbouncer=true to {var}, or point it at a session-mode pool or the server itself"
+        )
+    }
+
     /// Behind a transaction-mode pooler, opens the transaction that keeps
     /// this connection on one server connection until [`Self::release`].
     async fn pin(&self, conn: &mut PgConnection, pooled: bool) -> anyhow::Result<()> {
@@ -447,10 +490,7 @@ impl Connector {
     pub async fn release(&self, mut conn: PgConnection) -> anyhow::Result<()> {
         if conn.is_in_transaction() {
             let committed = conn
-                .execute(
-                    "RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; DISCARD TEMP; \
-                     SELECT pg_advisory_unlock_all(); COMMIT",
-                )
+                .execute(format!("{SESSION_CLEANUP}; COMMIT").as_str())
                 .await;
             let _ = conn.close().await;
             committed.context("commit the pooled connection's transaction")?;
@@ -706,10 +746,46 @@ impl Connector {
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
             Ok(result) => result.with_context(|| target),
-            Err(_) => Err(anyhow::anyhow!(
-                "{target}: timed out after {} (see --connect-timeout)",
-                humantime::format_duration(self.connect_timeout)
-            )),
+            Err(_) => {
+                let waited = humantime::format_duration(self.connect_timeout);
+                if self.answers_like_pgbouncer(&options).await {
+                    let db = options.get_database().unwrap_or("?");
+                    Err(anyhow::anyhow!(
+                        "{target}: timed out after {waited} (see --connect-timeout); {}:{} answers like PgBouncer, which may be holding this login: after a login to database {db} failed (say, because it did not exist yet), it waits server_login_retry (15 s by default) before trying that database again; check that {db} exists on the server behind it, then retry",
+                        options.get_host(),
+                        options.get_port()
+                    ))
+                } else {
+                    Err(anyhow::anyhow!(
+                        "{target}: timed out after {waited} (see --connect-timeout)"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Whether the host and port of these options answer like PgBouncer,
+    /// asked only once a connection through them has timed out: PgBouncer
+    /// itself answers for a database named `pgbouncer` (its console), with
+    /// its own refusal for a user who may not use it, where PostgreSQL says
+    /// there is no such database.
+    async fn answers_like_pgbouncer(&self, options: &PgConnectOptions) -> bool {
+        let console = options.clone().database("pgbouncer");
+        let probe = tokio::time::timeout(
+            self.connect_timeout.min(Duration::from_secs(3)),
+            PgConnection::connect_with(&console),
+        )
+        .await;
+        match probe {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                true
+            }
+            Ok(Err(err)) => err.as_database_error().is_some_and(|e| {
+                e.code().as_deref() != Some("3D000")
+                    && matches!(e.message(), "not allowed" | "no such user")
+            }),
+            Err(_) => false,
         }
     }
 }
@@ -772,12 +848,36 @@ impl BackendKey {
 }
 
 impl SessionLimits {
-    /// The `SET` statements for these limits, if there are any (`SET LOCAL`
-    /// inside a pooled connection's transaction, so they never reach the
-    /// pooler's next client). The values are numbers computed here, so
-    /// they are written into the statement.
-    pub fn as_sql(&self, local: bool) -> Option<String> {
-        let set = if local { "SET LOCAL" } else { "SET" };
+    /// `SET LOCAL` statements for these limits, if there are any, to put
+    /// at the start of a transaction (or of a several-statement query,
+    /// which is one implicit transaction): they end with it, so they never
+    /// reach the next client of a pooled server connection. The values are
+    /// numbers computed here, so they are written into the statement.
+    pub fn local(&self) -> Option<String> {
+        self.statements("SET LOCAL")
+    }
+
+    /// Session-level `SET` statements for these limits, for work that
+    /// cannot run inside a transaction (a `-- no-transaction` migration):
+    /// [`Self::reset`] takes them back before the connection is given up.
+    pub fn session(&self) -> Option<String> {
+        self.statements("SET")
+    }
+
+    /// `RESET` for what [`Self::session`] set: back to the connection's own
+    /// defaults (its URL's `options` included).
+    pub fn reset(&self) -> Option<String> {
+        let mut sql = String::new();
+        if self.lock_timeout.is_some() {
+            sql.push_str("RESET lock_timeout; ");
+        }
+        if self.statement_timeout.is_some() {
+            sql.push_str("RESET statement_timeout; ");
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    fn statements(&self, set: &str) -> Option<String> {
         let mut sql = String::new();
         if let Some(t) = self.lock_timeout {
             let _ = write!(sql, "{set} lock_timeout = {}; ", whole_millis(t));
@@ -787,6 +887,96 @@ impl SessionLimits {
         }
         (!sql.is_empty()).then_some(sql)
     }
+}
+
+/// The server process behind a plain (not pinned) connection, as its
+/// transactions report it. On a direct connection, or through a pooler in
+/// session mode, it never changes; a transaction-mode pooler may hand each
+/// transaction to another server connection. Nothing is asked for it: the
+/// pid rides on queries tenantctl sends anyway ([`BACKEND_PID`]), and a
+/// guard ([`Self::guard`]) put before a step's statements refuses to run
+/// them anywhere else, so a session-level lock or setting is only ever
+/// taken, and given back, where the work runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Backend {
+    pid: Option<i32>,
+}
+
+/// A statement that reads the server process a query runs on, to append
+/// to a query tenantctl sends anyway; its column is named so that its row
+/// is told apart from the query's own ([`pid_of`]).
+pub const BACKEND_PID: &str = "SELECT pg_catalog.pg_backend_pid() AS tenantctl_backend";
+
+/// What the guard's error carries, to recognise it among other errors.
+const CHANGED_MARK: &str = "tenantctl server connection changed";
+
+impl Backend {
+    /// A statement (with its `; `) that fails unless it runs on the server
+    /// process seen before; empty before any was seen. It fails at run
+    /// time with a text PostgreSQL cannot read as a number, which carries
+    /// both pids; everything after it in the same query is not run.
+    pub fn guard(&self) -> String {
+        match self.pid {
+            Some(pid) => format!(
+                "SELECT ('{CHANGED_MARK} ' || {pid} || ' ' || pg_catalog.pg_backend_pid())::int \
+                 WHERE pg_catalog.pg_backend_pid() <> {pid}; "
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// Records the pid a transaction reported; an error if it is not the
+    /// one seen before.
+    pub fn observe(&mut self, pid: Option<i32>) -> Result<(), BackendChanged> {
+        match (self.pid, pid) {
+            (Some(from), Some(to)) if from != to => Err(BackendChanged { from, to }),
+            (None, Some(pid)) => {
+                self.pid = Some(pid);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The error a guard raised, as [`BackendChanged`]; other errors pass
+    /// through.
+    pub fn check(err: anyhow::Error) -> anyhow::Error {
+        let changed = err.chain().find_map(|cause| {
+            let db = cause.downcast_ref::<sqlx::Error>()?.as_database_error()?;
+            let message = db.message();
+            let at = message.find(CHANGED_MARK)?;
+            let mut pids = message[at + CHANGED_MARK.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|p| !p.is_empty())
+                .map(str::parse::<i32>);
+            match (pids.next(), pids.next()) {
+                (Some(Ok(from)), Some(Ok(to))) => Some(BackendChanged { from, to }),
+                _ => None,
+            }
+        });
+        match changed {
+            Some(changed) => changed.into(),
+            None => err,
+        }
+    }
+}
+
+/// The pid in rows that hold a [`BACKEND_PID`] column.
+pub fn pid_of(rows: &[sqlx::postgres::PgRow]) -> Option<i32> {
+    use sqlx::Row as _;
+    rows.iter()
+        .find_map(|row| row.try_get::<i32, _>("tenantctl_backend").ok())
+}
+
+/// Two transactions of one client connection ran on two server processes:
+/// a transaction-mode pooler is in between.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "the server connection changed between two transactions of one connection (server process {from}, then {to})"
+)]
+pub struct BackendChanged {
+    pub from: i32,
+    pub to: i32,
 }
 
 /// `pgbouncer=true` among the URL's query parameters.
@@ -1333,6 +1523,51 @@ mod tests {
                 err.0
             );
         }
+    }
+
+    #[test]
+    fn limits_are_transaction_local_and_session_ones_come_with_their_reset() {
+        let none = SessionLimits::default();
+        assert_eq!(
+            (none.local(), none.session(), none.reset()),
+            (None, None, None)
+        );
+        let both = SessionLimits {
+            lock_timeout: Some(Duration::from_millis(1500)),
+            statement_timeout: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(
+            both.local().as_deref(),
+            Some("SET LOCAL lock_timeout = 1500; SET LOCAL statement_timeout = 2000; ")
+        );
+        assert_eq!(
+            both.session().as_deref(),
+            Some("SET lock_timeout = 1500; SET statement_timeout = 2000; ")
+        );
+        assert_eq!(
+            both.reset().as_deref(),
+            Some("RESET lock_timeout; RESET statement_timeout; ")
+        );
+        let one = SessionLimits {
+            lock_timeout: None,
+            statement_timeout: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(one.reset().as_deref(), Some("RESET statement_timeout; "));
+    }
+
+    #[test]
+    fn a_backend_is_guarded_once_seen_and_a_change_is_an_error() {
+        let mut backend = Backend::default();
+        assert_eq!(backend.guard(), "");
+        backend.observe(None).expect("nothing seen");
+        backend.observe(Some(41)).expect("first");
+        assert!(backend.guard().contains("pg_backend_pid() <> 41"));
+        backend.observe(Some(41)).expect("same");
+        let changed = backend.observe(Some(42)).expect_err("moved");
+        assert_eq!((changed.from, changed.to), (41, 42));
+        // Not a guard's error: passed through as it was.
+        let other = Backend::check(anyhow::anyhow!("tenantctl server connection changed 1 2"));
+        assert!(!other.is::<BackendChanged>());
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::Context as _;
+use futures_util::TryStreamExt as _;
 use serde::Serialize;
+use sqlx::Row as _;
 use sqlx::migrate::{Migrate as _, Migration, Migrator};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Executor as _};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::connect::has_sqlstate;
+use crate::connect::{BACKEND_PID, Backend, BackendChanged, SessionLimits, has_sqlstate, pid_of};
 use crate::dbname::DbName;
 use crate::script::Script;
 
@@ -285,45 +287,83 @@ impl Plan {
 /// One simple-protocol round trip: this runs once per tenant on every deploy,
 /// usually to find nothing to do.
 pub async fn read_applied(conn: &mut PgConnection) -> anyhow::Result<Option<Vec<AppliedRow>>> {
+    let mut backend = Backend::default();
+    read_applied_on(conn, &SessionLimits::default(), &mut backend).await
+}
+
+/// [`read_applied`] as one step of a plain connection's work: refused on
+/// any server process but the one `backend` saw (see [`Backend::guard`]),
+/// under `limits`, and recording the server process it ran on, all in the
+/// same round trip.
+pub async fn read_applied_on(
+    conn: &mut PgConnection,
+    limits: &SessionLimits,
+    backend: &mut Backend,
+) -> anyhow::Result<Option<Vec<AppliedRow>>> {
     // A plain &str runs through the simple query protocol: no prepare step.
     // (`sqlx::raw_sql(..).fetch_all` would too, but its future is not Send
     // for every lifetime, so it cannot run on a spawned task.)
     //
     // Inside a pooled connection's transaction a missing table would abort
     // the transaction, so there the read is guarded by a savepoint (same
-    // round trip).
+    // round trip); that transaction's limits and server process are set.
+    // On a plain connection the guard, the limits (SET LOCAL: the query is
+    // one implicit transaction) and the server process's pid come first,
+    // so they are in before a missing table ends the query.
     let guarded = conn.is_in_transaction();
     let sql = if guarded {
         "SAVEPOINT tenantctl_read_applied; \
          SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
          FROM _sqlx_migrations ORDER BY version; \
          RELEASE SAVEPOINT tenantctl_read_applied"
+            .to_owned()
     } else {
-        "SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
-         FROM _sqlx_migrations ORDER BY version"
+        format!(
+            "{}{}{BACKEND_PID}; \
+             SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
+             FROM _sqlx_migrations ORDER BY version",
+            backend.guard(),
+            limits.local().unwrap_or_default()
+        )
     };
-    let rows = match conn.fetch_all(sql).await {
-        Ok(rows) => rows,
-        Err(err) => {
-            let err = anyhow::Error::new(err);
-            // 42P01 undefined_table: never migrated.
-            if has_sqlstate(&err, "42P01") {
-                if guarded {
-                    conn.execute(
-                        "ROLLBACK TO SAVEPOINT tenantctl_read_applied; \
-                         RELEASE SAVEPOINT tenantctl_read_applied",
-                    )
-                    .await
-                    .context("recover from reading a missing _sqlx_migrations")?;
+    let mut rows = Vec::new();
+    let mut failed = None;
+    {
+        let mut stream = conn.fetch_many(sql.as_str());
+        loop {
+            match stream.try_next().await {
+                Ok(Some(sqlx::Either::Right(row))) => rows.push(row),
+                Ok(Some(sqlx::Either::Left(_))) => {}
+                Ok(None) => break,
+                Err(err) => {
+                    failed = Some(Backend::check(anyhow::Error::new(err)));
+                    break;
                 }
-                return Ok(None);
             }
-            return Err(err.context("read _sqlx_migrations"));
         }
-    };
+    }
+    backend.observe(pid_of(&rows))?;
+    if let Some(err) = failed {
+        // 42P01 undefined_table: never migrated.
+        if has_sqlstate(&err, "42P01") {
+            if guarded {
+                conn.execute(
+                    "ROLLBACK TO SAVEPOINT tenantctl_read_applied; \
+                     RELEASE SAVEPOINT tenantctl_read_applied",
+                )
+                .await
+                .context("recover from reading a missing _sqlx_migrations")?;
+            }
+            return Ok(None);
+        }
+        if err.is::<BackendChanged>() {
+            return Err(err);
+        }
+        return Err(err.context("read _sqlx_migrations"));
+    }
     rows.iter()
+        .filter(|row| row.try_column("tenantctl_backend").is_err())
         .map(|row| {
-            use sqlx::Row as _;
             Ok(AppliedRow {
                 version: row.try_get("version")?,
                 checksum_hex: row.try_get("checksum")?,
@@ -387,7 +427,27 @@ pub async fn apply(
     to: Option<i64>,
     done: &mut Done,
 ) -> anyhow::Result<()> {
-    let rows = read_applied(conn).await?;
+    apply_with(conn, db, set, to, &SessionLimits::default(), done).await
+}
+
+/// [`apply`] under `--lock-timeout` and `--statement-timeout`, set in each
+/// transaction it runs (session-level, then reset, only around the
+/// statements of a `-- no-transaction` migration), so none outlives its
+/// work on the server connection. On a plain connection every step after
+/// the first runs only on the server process the first ran on (see
+/// [`Backend`]): behind a transaction-mode pooler nobody declared, the
+/// tenant stops with [`BackendChanged`] instead of taking the lock in one
+/// place and migrating in another.
+pub async fn apply_with(
+    conn: &mut PgConnection,
+    db: &DbName,
+    set: &MigrationSet,
+    to: Option<i64>,
+    limits: &SessionLimits,
+    done: &mut Done,
+) -> anyhow::Result<()> {
+    let mut backend = Backend::default();
+    let rows = read_applied_on(conn, limits, &mut backend).await?;
     *done = Done::start(rows.as_deref());
     if let Some(rows) = rows {
         let plan = Plan::compare(set, Some(&rows)).up_to(to);
@@ -397,9 +457,9 @@ pub async fn apply(
         }
     }
 
-    lock(conn, db).await?;
-    let result = apply_locked(conn, set, to, done).await;
-    let unlocked = unlock(conn, db).await;
+    lock_on(conn, db, &mut backend).await?;
+    let result = apply_locked(conn, set, to, limits, &mut backend, done).await;
+    let unlocked = unlock_on(conn, db, &mut backend).await;
     result?;
     unlocked
 }
@@ -408,12 +468,16 @@ async fn apply_locked(
     conn: &mut PgConnection,
     set: &MigrationSet,
     to: Option<i64>,
+    limits: &SessionLimits,
+    backend: &mut Backend,
     done: &mut Done,
 ) -> anyhow::Result<()> {
+    // Unguarded, but harmless wherever it runs: the table is the
+    // database's, not the session's.
     conn.ensure_migrations_table()
         .await
         .context("create _sqlx_migrations")?;
-    let rows = read_applied(conn).await?;
+    let rows = read_applied_on(conn, limits, backend).await?;
     *done = Done::start(rows.as_deref());
     let plan = Plan::compare(set, rows.as_deref()).up_to(to);
     plan.check()?;
@@ -421,12 +485,18 @@ async fn apply_locked(
         let migration = set
             .get(version)
             .expect("pending versions come from the set");
-        let installed = apply_one(conn, migration).await.with_context(|| {
-            format!(
-                "apply migration {}_{}",
-                migration.version, migration.description
-            )
-        })?;
+        let installed = apply_one(conn, migration, limits, backend)
+            .await
+            .map_err(Backend::check)
+            .map_err(|err| {
+                if err.is::<BackendChanged>() {
+                    return err;
+                }
+                err.context(format!(
+                    "apply migration {}_{}",
+                    migration.version, migration.description
+                ))
+            })?;
         done.versions.push(version);
         done.installed_until = done.installed_until.max(Some(installed));
         done.after = done.after.max(Some(version));
@@ -447,13 +517,15 @@ async fn apply_locked(
 async fn apply_one(
     conn: &mut PgConnection,
     migration: &Migration,
+    limits: &SessionLimits,
+    backend: &Backend,
 ) -> anyhow::Result<DateTime<Utc>> {
     let started = Instant::now();
     if migration.no_tx {
-        run_statements(conn, migration).await?;
+        run_statements_with(conn, migration, limits, backend).await?;
         record(conn, migration, started.elapsed()).await
     } else {
-        let mut tx = conn.begin().await?;
+        let mut tx = begin_guarded(conn, limits, backend).await?;
         tx.execute(&*migration.sql).await?;
         let installed = record(&mut tx, migration, started.elapsed()).await?;
         tx.commit().await.context("commit")?;
@@ -461,19 +533,69 @@ async fn apply_one(
     }
 }
 
+/// Begins a transaction, and on a plain connection, in the same round
+/// trip, refuses to go on anywhere but on `backend` and sets the limits
+/// for it. (A pinned connection's transaction has both already.)
+pub(crate) async fn begin_guarded<'c>(
+    conn: &'c mut PgConnection,
+    limits: &SessionLimits,
+    backend: &Backend,
+) -> anyhow::Result<sqlx::Transaction<'c, sqlx::Postgres>> {
+    if conn.is_in_transaction() {
+        return conn.begin().await.context("begin");
+    }
+    let extra = format!("{}{}", backend.guard(), limits.local().unwrap_or_default());
+    if extra.is_empty() {
+        return conn.begin().await.context("begin");
+    }
+    conn.begin_with(format!("BEGIN; {extra}"))
+        .await
+        .map_err(|err| Backend::check(anyhow::Error::new(err)))
+        .map_err(|err| {
+            if err.is::<BackendChanged>() {
+                err
+            } else {
+                err.context("begin")
+            }
+        })
+}
+
 /// Runs a `-- no-transaction` script one statement at a time, each its own
-/// implicit transaction; a failure names the statement.
-pub(crate) async fn run_statements(
+/// implicit transaction; a failure names the statement. Under the limits: set for the session before the
+/// first statement (each statement must be alone in its query, outside
+/// any transaction, so `SET LOCAL` cannot reach it) on `backend` only, and
+/// reset after the last, also when one fails.
+pub(crate) async fn run_statements_with(
     conn: &mut PgConnection,
     migration: &Migration,
+    limits: &SessionLimits,
+    backend: &Backend,
 ) -> anyhow::Result<()> {
     let script = Script::parse(&*migration.sql).context("split into statements")?;
+    let (Some(set), Some(reset)) = (limits.session(), limits.reset()) else {
+        for statement in script.statements() {
+            conn.execute(statement.text())
+                .await
+                .with_context(|| statement.label())?;
+        }
+        return Ok(());
+    };
+    conn.execute(format!("{}{set}", backend.guard()).as_str())
+        .await
+        .map_err(|err| Backend::check(anyhow::Error::new(err)))?;
+    let mut result = Ok(());
     for statement in script.statements() {
-        conn.execute(statement.text())
-            .await
-            .with_context(|| statement.label())?;
+        if let Err(err) = conn.execute(statement.text()).await {
+            result = Err(anyhow::Error::new(err).context(statement.label()));
+            break;
+        }
     }
-    Ok(())
+    let reset = conn
+        .execute(format!("{}{reset}", backend.guard()).as_str())
+        .await
+        .map_err(|err| Backend::check(anyhow::Error::new(err)))
+        .map(|_| ());
+    result.and(reset)
 }
 
 /// Inserts the `_sqlx_migrations` row sqlx would write for this migration;
@@ -528,14 +650,12 @@ pub fn lock_id(db: &DbName) -> i64 {
 /// It shares its key space with the session-level lock sqlx takes, so the
 /// two still exclude each other.
 pub(crate) async fn lock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
-    lock_key(conn, lock_id(db))
-        .await
-        .context("take the migration lock")
+    lock_on(conn, db, &mut Backend::default()).await
 }
 
 /// Waits for the advisory lock with this key, as [`lock`] does (timeouts
-/// lifted while waiting; transaction-level on a pinned connection,
-/// session-level otherwise, released by [`unlock_key`]).
+/// lifted while waiting; transaction-level on a pinned connection or
+/// inside a transaction, session-level otherwise).
 pub(crate) async fn lock_key(conn: &mut PgConnection, key: i64) -> anyhow::Result<()> {
     let function = if conn.is_in_transaction() {
         "pg_advisory_xact_lock"
@@ -557,20 +677,99 @@ pub(crate) async fn lock_key(conn: &mut PgConnection, key: i64) -> anyhow::Resul
     Ok(())
 }
 
-pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
-    unlock_key(conn, lock_id(db))
+/// [`lock`] on a plain connection's `backend` only: the lock is taken in
+/// the same query as a guard that refuses any other server process, so it
+/// is never left on a server connection the work does not run on.
+pub(crate) async fn lock_on(
+    conn: &mut PgConnection,
+    db: &DbName,
+    backend: &mut Backend,
+) -> anyhow::Result<()> {
+    let pinned = conn.is_in_transaction();
+    let function = if pinned {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_lock"
+    };
+    let sql = format!(
+        "{guard}SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
+                set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
+         SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
+         SELECT {function}({}); \
+         SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
+                set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true); \
+         {BACKEND_PID}",
+        lock_id(db),
+        guard = if pinned {
+            String::new()
+        } else {
+            backend.guard()
+        },
+    );
+    let rows = conn
+        .fetch_all(sql.as_str())
         .await
-        .context("release the migration lock")
+        .map_err(|err| Backend::check(anyhow::Error::new(err)))
+        .map_err(|err| {
+            if err.is::<BackendChanged>() {
+                err
+            } else {
+                err.context("take the migration lock")
+            }
+        })?;
+    backend.observe(pid_of(&rows))?;
+    Ok(())
 }
 
-/// Releases what [`lock_key`] took: on a pinned connection the
-/// transaction-level lock comes off at its commit, so nothing to do.
-async fn unlock_key(conn: &mut PgConnection, key: i64) -> anyhow::Result<()> {
+pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
+    unlock_on(conn, db, &mut Backend::default()).await
+}
+
+/// Gives the lock back, on `backend` only. `false` from the server (it
+/// did not hold the lock) means this query ran elsewhere.
+pub(crate) async fn unlock_on(
+    conn: &mut PgConnection,
+    db: &DbName,
+    backend: &mut Backend,
+) -> anyhow::Result<()> {
+    // A pinned connection holds the transaction-level lock (see `lock`),
+    // which its commit releases.
     if conn.is_in_transaction() {
         return Ok(());
     }
-    conn.execute(format!("SELECT pg_advisory_unlock({key})").as_str())
-        .await?;
+    let sql = format!(
+        "{}SELECT pg_advisory_unlock({}) AS unlocked, pg_catalog.pg_backend_pid() AS tenantctl_backend",
+        backend.guard(),
+        lock_id(db)
+    );
+    // A pooler that moved this connection may hand the lock's server
+    // connection back on a later try: a few, so the lock is not left there
+    // for the application's clients (and the next deploy) to find.
+    let mut tries = 0;
+    let rows = loop {
+        tries += 1;
+        match conn.fetch_all(sql.as_str()).await {
+            Ok(rows) => break rows,
+            Err(err) => {
+                let err = Backend::check(anyhow::Error::new(err));
+                if !err.is::<BackendChanged>() {
+                    return Err(err.context("release the migration lock"));
+                }
+                if tries == 8 {
+                    return Err(err);
+                }
+            }
+        }
+    };
+    backend.observe(pid_of(&rows))?;
+    let unlocked = rows
+        .first()
+        .and_then(|row| row.try_get::<bool, _>("unlocked").ok())
+        .unwrap_or(false);
+    anyhow::ensure!(
+        unlocked,
+        "release the migration lock: this session did not hold it"
+    );
     Ok(())
 }
 

@@ -347,6 +347,18 @@ pub async fn lock(conn: &mut PgConnection, company_id: &str) -> anyhow::Result<(
     anyhow::bail!("another `tenantctl tenant move` of company {company_id} is running")
 }
 
+/// Gives back [`lock`]'s lock (closing the connection does too, but not
+/// behind a pooler, which keeps the server connection for its next client).
+pub async fn unlock(conn: &mut PgConnection, company_id: &str) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('tenantctl move ' || $1, 0))")
+        .persistent(false)
+        .bind(company_id)
+        .execute(&mut *conn)
+        .await
+        .context("release the master's lock on this move")?;
+    Ok(())
+}
+
 /// What a move did.
 #[derive(Debug, Clone, Default)]
 pub struct Moved {

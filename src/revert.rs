@@ -8,12 +8,13 @@ use std::fmt;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::Executor as _;
 use sqlx::migrate::Migration;
 use sqlx::postgres::PgConnection;
-use sqlx::{Connection as _, Executor as _};
 
+use crate::connect::{Backend, BackendChanged, SessionLimits};
 use crate::dbname::DbName;
-use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex, lock, unlock};
+use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex, lock_on, unlock_on};
 
 /// Where a revert stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,17 +227,24 @@ pub async fn plan(
 /// The state is planned again once the lock is held: if it no longer
 /// calls for exactly `expected` (another deploy ran in between), nothing is
 /// reverted, since the operator agreed to that list and no other.
+///
+/// The limits are set in each transaction (around a `-- no-transaction`
+/// script, for the session, then reset), and on a plain connection every
+/// step runs on the server process that took the lock (see
+/// [`migrations::apply_with`]).
 pub async fn revert(
     conn: &mut PgConnection,
     db: &DbName,
     set: &MigrationSet,
     target: &Target,
     expected: &[i64],
+    limits: &SessionLimits,
     done: &mut Done,
 ) -> anyhow::Result<()> {
-    lock(conn, db).await?;
-    let result = revert_locked(conn, set, target, expected, done).await;
-    let unlocked = unlock(conn, db).await;
+    let mut backend = Backend::default();
+    lock_on(conn, db, &mut backend).await?;
+    let result = revert_locked(conn, set, target, expected, limits, &mut backend, done).await;
+    let unlocked = unlock_on(conn, db, &mut backend).await;
     result?;
     unlocked
 }
@@ -246,9 +254,11 @@ async fn revert_locked(
     set: &MigrationSet,
     target: &Target,
     expected: &[i64],
+    limits: &SessionLimits,
+    backend: &mut Backend,
     done: &mut Done,
 ) -> anyhow::Result<()> {
-    let rows = migrations::read_applied(conn).await?;
+    let rows = migrations::read_applied_on(conn, limits, backend).await?;
     let plan = RevertPlan::compare(set, rows.as_deref(), target);
     *done = Done {
         before: plan.latest,
@@ -279,9 +289,18 @@ async fn revert_locked(
             remaining.retain(|&v| v != version);
             done.after = remaining.iter().copied().max();
         }
-        revert_one(conn, down)
+        revert_one(conn, down, limits, backend)
             .await
-            .with_context(|| format!("revert migration {}_{}", down.version, down.description))?;
+            .map_err(Backend::check)
+            .map_err(|err| {
+                if err.is::<BackendChanged>() {
+                    return err;
+                }
+                err.context(format!(
+                    "revert migration {}_{}",
+                    down.version, down.description
+                ))
+            })?;
         remaining.retain(|&v| v != version);
         done.versions.push(version);
         done.after = remaining.iter().copied().max();
@@ -293,22 +312,34 @@ async fn revert_locked(
 /// transaction, so the record never disagrees with the schema. A
 /// `-- no-transaction` down script runs one statement at a time, as its up
 /// script did, and its row goes once every statement has run.
-async fn revert_one(conn: &mut PgConnection, down: &Migration) -> anyhow::Result<()> {
+async fn revert_one(
+    conn: &mut PgConnection,
+    down: &Migration,
+    limits: &SessionLimits,
+    backend: &Backend,
+) -> anyhow::Result<()> {
     if down.no_tx {
         // Marked failed (dirty) first: if a statement fails, or the run is
         // killed, half way, the schema is between versions, and every later
         // run must refuse this tenant until someone repairs it, as sqlx
         // does for a migration that failed part-way.
+        //
+        // In a transaction of its own, guarded: the parameterized UPDATE
+        // takes two round trips.
+        let mut tx = migrations::begin_guarded(conn, &SessionLimits::default(), backend).await?;
         sqlx::query("UPDATE _sqlx_migrations SET success = false WHERE version = $1")
             .persistent(false)
             .bind(down.version)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await
             .with_context(|| format!("mark migration {} as being reverted", down.version))?;
-        migrations::run_statements(conn, down).await?;
-        forget(conn, down.version).await
+        tx.commit().await.context("commit")?;
+        migrations::run_statements_with(conn, down, limits, backend).await?;
+        let mut tx = migrations::begin_guarded(conn, &SessionLimits::default(), backend).await?;
+        forget(&mut tx, down.version).await?;
+        tx.commit().await.context("commit")
     } else {
-        let mut tx = conn.begin().await?;
+        let mut tx = migrations::begin_guarded(conn, limits, backend).await?;
         tx.execute(&*down.sql).await?;
         forget(&mut tx, down.version).await?;
         tx.commit().await.context("commit")

@@ -16,6 +16,8 @@ use pg_query::NodeEnum;
 use pg_query::protobuf::TransactionStmtKind;
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
+
+use crate::connect::{SESSION_CLEANUP, SessionLimits};
 use sqlx::{Column as _, Connection as _, Executor as _, Row as _, Statement as _, ValueRef as _};
 
 /// A script and the statements PostgreSQL's parser finds in it.
@@ -390,6 +392,24 @@ impl Script {
         dry_run: bool,
         run: &mut ScriptRun,
     ) -> anyhow::Result<()> {
+        self.run_in_transaction_with(conn, dry_run, &SessionLimits::default(), run)
+            .await
+    }
+
+    /// [`Self::run_in_transaction`] under the limits, set for its
+    /// transaction only. On a plain connection, what the script left in
+    /// the session (settings, prepared statements, cursors, listeners,
+    /// temporary tables, advisory locks) is cleared inside the same
+    /// transaction before it ends, failed or not, so none of it can reach
+    /// the next client of a server connection a pooler nobody declared
+    /// hands on. (A pinned connection is cleared by its release.)
+    pub async fn run_in_transaction_with(
+        &self,
+        conn: &mut PgConnection,
+        dry_run: bool,
+        limits: &SessionLimits,
+        run: &mut ScriptRun,
+    ) -> anyhow::Result<()> {
         // Read outside the transaction: the locks it takes on every
         // sequence are not held while the script runs. The values are the
         // server's, whichever session reads them.
@@ -400,9 +420,55 @@ impl Script {
         } else {
             Vec::new()
         };
-        let mut tx = conn.begin().await.context("begin")?;
-        let ours = transaction_id(&mut tx).await?;
-        if let Err(err) = self.run_whole(&mut tx, run).await {
+        let plain = !conn.is_in_transaction();
+        let mut tx = if plain {
+            // The savepoint lets the cleanup run in this transaction even
+            // after a statement fails.
+            conn.begin_with(format!(
+                "BEGIN; {}SAVEPOINT tenantctl_script",
+                limits.local().unwrap_or_default()
+            ))
+            .await
+            .context("begin")?
+        } else {
+            conn.begin().await.context("begin")?
+        };
+        let mut result = self.run_open(&mut tx, run).await;
+        // What a dry run cannot vouch for, and the sequences this session
+        // used, asked inside its transaction (behind a transaction pooler
+        // `currval` means this session only there).
+        let mut used = None;
+        if dry_run && result.is_ok() {
+            result = async {
+                run.unverified = self
+                    .unverified(&mut tx)
+                    .await
+                    .context("look up the functions the script calls")?;
+                used = Some(
+                    used_since(&mut tx, &before, true)
+                        .await
+                        .context("find the sequences the script used")?,
+                );
+                anyhow::Ok(())
+            }
+            .await;
+        }
+        if plain {
+            let cleanup = if result.is_ok() {
+                SESSION_CLEANUP.to_owned()
+            } else {
+                format!("ROLLBACK TO SAVEPOINT tenantctl_script; {SESSION_CLEANUP}")
+            };
+            let cleared = tx
+                .execute(cleanup.as_str())
+                .await
+                .context("clear what the script left in the session");
+            // After a failure the script's error is the one to report.
+            if result.is_ok() {
+                cleared?;
+            }
+        }
+        if let Err(err) = result {
             // A dry run that failed is rolled back like any failed run; the
             // sequences the script moved before failing stay moved, and the
             // report says so. Asked after the rollback (an aborted
@@ -410,6 +476,7 @@ impl Script {
             // transaction pooler `currval` may be asked of another session.
             if dry_run
                 && !before.is_empty()
+                && !run.transaction_ended
                 && tx.rollback().await.is_ok()
                 && let Ok(used) = used_since(conn, &before, false).await
             {
@@ -419,7 +486,23 @@ impl Script {
             }
             return Err(err);
         }
-        match transaction_id(&mut tx).await {
+        if dry_run {
+            tx.rollback().await.context("roll back")?;
+            run.rolled_back = true;
+            run.sequences_advanced = still_advanced(conn, &before, &used.unwrap_or_default())
+                .await
+                .context("compare the sequences after the rollback with before the script")?;
+        } else {
+            tx.commit().await.context("commit")?;
+        }
+        Ok(())
+    }
+
+    /// The script and the walls around it, in the open transaction.
+    async fn run_open(&self, tx: &mut PgConnection, run: &mut ScriptRun) -> anyhow::Result<()> {
+        let ours = transaction_id(tx).await?;
+        self.run_whole(tx, run).await?;
+        match transaction_id(tx).await {
             Ok(now) if now == ours => {}
             Ok(_) => {
                 run.transaction_ended = true;
@@ -431,26 +514,9 @@ impl Script {
                 return Err(err.context("check that the script's transaction is still open"));
             }
         }
-        self.describe_empty_results(&mut tx, run)
+        self.describe_empty_results(tx, run)
             .await
-            .context("describe the statements that returned no rows")?;
-        if dry_run {
-            run.unverified = self
-                .unverified(&mut tx)
-                .await
-                .context("look up the functions the script calls")?;
-            let used = used_since(&mut tx, &before, true)
-                .await
-                .context("find the sequences the script used")?;
-            tx.rollback().await.context("roll back")?;
-            run.rolled_back = true;
-            run.sequences_advanced = still_advanced(conn, &before, &used)
-                .await
-                .context("compare the sequences after the rollback with before the script")?;
-        } else {
-            tx.commit().await.context("commit")?;
-        }
-        Ok(())
+            .context("describe the statements that returned no rows")
     }
 
     /// Sends the script and collects each statement's rows. sqlx yields one
@@ -576,6 +642,7 @@ impl Script {
                  JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace AND (w.nsp = '' OR n.nspname = w.nsp)\
                  ) AS found ORDER BY k, f",
             )
+            .persistent(false)
             .bind(call_schemas)
             .bind(calls)
             .bind(write_schemas)
@@ -705,6 +772,7 @@ async fn sequences(conn: &mut PgConnection) -> anyhow::Result<SequenceState> {
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'S' AND NOT pg_catalog.pg_is_other_temp_schema(n.oid)",
     )
+    .persistent(false)
     .fetch_all(conn)
     .await?)
 }
@@ -746,6 +814,7 @@ async fn used_since(
     for oid in moved {
         let asked =
             sqlx::query("SELECT pg_catalog.currval($1::pg_catalog.oid::pg_catalog.regclass)")
+                .persistent(false)
                 .bind(oid)
                 .execute(&mut *conn)
                 .await;

@@ -391,14 +391,16 @@ impl Context {
             async move {
                 let mut value = T::default();
                 let result = async {
-                    let db = tenant.db_name()?;
+                    let (server, db) = (tenant.server()?, tenant.db_name()?);
                     let connected = connector
-                        .connect_tenant_cancellable(tenant.server()?, db, &limits)
+                        .connect_tenant_cancellable(server, db, &limits)
                         .await;
                     let (mut conn, key) = connected.inspect_err(|err| value.connect_failed(err))?;
                     let work = op(&tenant, &mut conn, &mut value);
                     let (result, cancelled) =
                         cancel_when_due(work, &stop, &connector, &key, &tenant, db).await;
+                    // A pooler the URL does not declare: the message names it.
+                    let result = result.map_err(|err| connector.explain_pooler(server, err));
                     // Behind a transaction-mode pooler this commits: a write
                     // whose commit fails is a failure, not a success.
                     let released = connector.release(conn).await;

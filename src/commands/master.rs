@@ -50,17 +50,36 @@ pub async fn run(command: MasterCommand, ctx: &Context) -> anyhow::Result<Outcom
 async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
     let connector = &ctx.connector;
     let db = connector.master_db();
-    // Straight to the master; the server's maintenance database only when
-    // the master has to be created.
-    let (mut conn, created) = match connector.connect_master().await {
-        Ok(conn) => (conn, false),
-        Err(err) if is_missing_database(&err) => {
-            let mut server = connector.connect_master_maintenance().await?;
+    // The maintenance database first, through the same address as the
+    // master (tenantctl knows no other: behind a pooler, the server's own
+    // is not in its configuration): it says whether the master exists, and
+    // creates it if not, before anything logs in to the master. A pooler
+    // such as PgBouncer holds a login to a database that does not exist
+    // (and, for server_login_retry, to one just created), so trying the
+    // master first would wait out --connect-timeout. A pooler with no
+    // entry for the maintenance database (no `* =` wildcard), or CONNECT
+    // revoked on it, refuses at once: then straight to the master, as on a
+    // server where it exists.
+    let checked = match connector.connect_master_maintenance().await {
+        Ok(mut server) => {
             let created = ddl::create_if_missing(&mut server, db).await;
             let _ = server.close().await;
-            (connector.connect_master().await?, created?)
+            Some(created?)
         }
-        Err(err) => return Err(err),
+        Err(_) => None,
+    };
+    let (mut conn, created) = match checked {
+        Some(created) => (connector.connect_master().await?, created),
+        None => match connector.connect_master().await {
+            Ok(conn) => (conn, false),
+            Err(err) if is_missing_database(&err) => {
+                let mut server = connector.connect_master_maintenance().await?;
+                let created = ddl::create_if_missing(&mut server, db).await;
+                let _ = server.close().await;
+                (connector.connect_master().await?, created?)
+            }
+            Err(err) => return Err(err),
+        },
     };
     let mut result = Migrated {
         database: db.as_str(),

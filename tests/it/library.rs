@@ -233,9 +233,17 @@ fn revert_does_nothing_when_the_tenant_changed_since_its_plan() {
         assert_eq!(all.len(), 5);
         // Planned when only 5 was newer than 3; by now 4 is newer too.
         let target = tenantctl::revert::Target::Version(all[2]);
-        let err = tenantctl::revert::revert(&mut conn, &name, &set, &target, &[all[4]], &mut done)
-            .await
-            .expect_err("the plan no longer holds");
+        let err = tenantctl::revert::revert(
+            &mut conn,
+            &name,
+            &set,
+            &target,
+            &[all[4]],
+            &SessionLimits::default(),
+            &mut done,
+        )
+        .await
+        .expect_err("the plan no longer holds");
         let text = tenantctl::error::render(&err);
         assert!(
             text.contains(&format!(
@@ -255,6 +263,7 @@ fn revert_does_nothing_when_the_tenant_changed_since_its_plan() {
             &set,
             &target,
             &[all[4], all[3]],
+            &SessionLimits::default(),
             &mut done,
         )
         .await

@@ -35,6 +35,7 @@ mod trust_attacks;
 mod trust_dry_run;
 mod trust_interrupt;
 mod trust_master;
+mod trust_pooler;
 mod trust_secrets;
 mod trust_selection;
 mod trust_visibility;

@@ -135,7 +135,8 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // Committed whatever happened (behind a transaction-mode pooler the
     // row and its status live in this connection's transaction): a failed
     // provisioning must stay recorded as failed.
-    let released = ctx.connector.release(master_conn).await;
+    let unlocked = companies::unlock_slug(&mut master_conn, &slug).await;
+    let released = ctx.connector.release(master_conn).await.and(unlocked);
     let claimed = claimed?;
     finished?;
     released?;
@@ -484,7 +485,9 @@ async fn provision(
     created?;
     let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
     let mut done = migrations::Done::default();
-    let result = migrations::apply(&mut conn, db, migrations, None, &mut done).await;
+    let result = migrations::apply_with(&mut conn, db, migrations, None, limits, &mut done)
+        .await
+        .map_err(|err| ctx.connector.explain_pooler(placed, err));
     applied.append(&mut done.versions);
     let released = ctx.connector.release(conn).await;
     result.and(released)

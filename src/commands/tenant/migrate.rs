@@ -89,13 +89,15 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         (tenants, Some(log))
     };
     let op_log = log.clone();
+    let limits = SessionLimits::from(&args.session);
     let run = ctx
         .on_each_tenant(
             tenants,
             &args.fleet,
-            SessionLimits::from(&args.session),
+            limits.clone(),
             move |tenant, conn, migrated: &mut Migrated| {
-                let (migrations, log) = (migrations.clone(), op_log.clone());
+                let (migrations, log, limits) =
+                    (migrations.clone(), op_log.clone(), limits.clone());
                 Box::pin(async move {
                     let db = tenant.db_name()?;
                     if dry_run {
@@ -104,7 +106,8 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         return plan.check();
                     }
                     let mut done = Done::default();
-                    let mut result = migrations::apply(conn, db, &migrations, to, &mut done).await;
+                    let mut result =
+                        migrations::apply_with(conn, db, &migrations, to, &limits, &mut done).await;
                     if let Some(log) = &log {
                         result = log.commit_and_record(conn, tenant, &done, result).await;
                     }

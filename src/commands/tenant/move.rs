@@ -90,11 +90,13 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .into());
     }
     let (mut master, mut layout) = ctx.master().await?;
+    let mut locked = None;
     let result = async {
         let tenant = layout.get(&mut master, &args.tenant).await?;
         if !args.dry_run {
             layout.ensure_moves(&mut master).await?;
             moves::lock(&mut master, &tenant.id).await?;
+            locked = Some(tenant.id.clone());
         }
         let record = moves::get(&mut master, &layout, &tenant.id).await?;
         let say = |text: &str| {
@@ -125,6 +127,11 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         }
     }
     .await;
+    // Given back before closing, whatever happened: a pooler the URL does
+    // not declare would keep it on the server connection otherwise.
+    if let Some(id) = &locked {
+        let _ = moves::unlock(&mut master, id).await;
+    }
     let _ = ctx.connector.release(master).await;
     match result {
         Ok(report) => {

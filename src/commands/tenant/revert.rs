@@ -197,7 +197,7 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             .iter()
             .filter(|r| !plans.contains_key(&r.tenant.id)),
     );
-    let plans = Arc::new(plans);
+    let shared = Arc::new((set, goals, plans, limits.clone()));
     let op_log = log.clone();
     let done = ctx
         .on_each_tenant(
@@ -205,15 +205,14 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             &args.fleet,
             limits,
             move |tenant, conn, value: &mut Reverted| {
-                let (set, goals, plans, log) =
-                    (set.clone(), goals.clone(), plans.clone(), op_log.clone());
+                let (shared, log) = (shared.clone(), op_log.clone());
                 Box::pin(async move {
-                    let db = tenant.db_name()?;
+                    let (set, goals, plans, limits) = &*shared;
+                    let (db, target) = (tenant.db_name()?, goals.target(tenant));
                     let expected = plans.get(&tenant.id).map_or(&[][..], Vec::as_slice);
                     let mut done = Done::default();
                     let result =
-                        revert::revert(conn, db, &set, &goals.target(tenant), expected, &mut done)
-                            .await;
+                        revert::revert(conn, db, set, &target, expected, limits, &mut done).await;
                     let result = log.commit_and_record(conn, tenant, &done, result).await;
                     value.reverted.clone_from(&done.versions);
                     result

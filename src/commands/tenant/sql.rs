@@ -107,13 +107,18 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         )?;
     }
     let dry_run = args.dry_run;
+    let limits = SessionLimits::from(&args.session);
     let script = Arc::new(script);
     let run = ctx
-        .on_each_tenant(tenants, &args.fleet, SessionLimits::from(&args.session), {
+        .on_each_tenant(tenants, &args.fleet, limits.clone(), {
             let script = script.clone();
             move |_, conn, result: &mut ScriptRun| {
-                let script = script.clone();
-                Box::pin(async move { script.run_in_transaction(conn, dry_run, result).await })
+                let (script, limits) = (script.clone(), limits.clone());
+                Box::pin(async move {
+                    script
+                        .run_in_transaction_with(conn, dry_run, &limits, result)
+                        .await
+                })
             }
         })
         .await;

@@ -18,11 +18,28 @@ impl PgBouncer {
     /// `mode` is `session` or `transaction`. Users are the server's
     /// superuser and any `(user, password)` given.
     pub fn start(server: &PrivateServer, token: &str, mode: &str, users: &[(&str, &str)]) -> Self {
+        // One server connection in transaction mode, so whatever one
+        // client leaves on it is what the next one gets.
+        let pool = if mode == "transaction" { 1 } else { 20 };
+        Self::start_with(server, &format!("{token}-{mode}"), mode, users, pool, "")
+    }
+
+    /// [`Self::start`] with a pool of `pool` server connections per
+    /// database and user, and `extra` lines for `[pgbouncer]`
+    /// (`server_round_robin = 1`, say). `name` names its directory.
+    pub fn start_with(
+        server: &PrivateServer,
+        name: &str,
+        mode: &str,
+        users: &[(&str, &str)],
+        pool: u32,
+        extra: &str,
+    ) -> Self {
         let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("PgBouncer is installed (apt-get install pgbouncer)");
-        let dir = std::env::temp_dir().join(format!("tenantctl-pgb-{token}-{mode}"));
+        let dir = std::env::temp_dir().join(format!("tenantctl-pgb-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("pgbouncer dir");
         let port = free_port();
@@ -35,11 +52,8 @@ impl PgBouncer {
             "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\n\
              listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
              auth_type = scram-sha-256\nauth_file = {dir}/userlist.txt\n\
-             pool_mode = {mode}\ndefault_pool_size = {pool}\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+             pool_mode = {mode}\ndefault_pool_size = {pool}\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n{extra}\n",
             server_port = server.port,
-            // One server connection in transaction mode, so whatever one
-            // client leaves on it is what the next one gets.
-            pool = if mode == "transaction" { 1 } else { 20 },
             dir = dir.display()
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).expect("ini");
