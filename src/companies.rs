@@ -1445,22 +1445,18 @@ pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<(
     Ok(())
 }
 
-/// Gives back [`lock_slug`]'s lock on a plain connection before it is
-/// closed: closing it ends the session on a direct connection, but a
-/// pooler nobody declared keeps the server connection, and the lock with
-/// it, for its next client. (A pinned connection's release unlocks all.)
-pub async fn unlock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<()> {
+/// Gives back the session-level locks [`lock_slug`] and [`lock_db`] took,
+/// on a plain connection, before it is closed: closing it ends the session
+/// on a direct connection, but a pooler nobody declared keeps the server
+/// connection, and the locks with it, for its next client. (A pinned
+/// connection's release unlocks all.)
+pub async fn unlock_all(conn: &mut PgConnection) -> anyhow::Result<()> {
     if conn.is_in_transaction() {
         return Ok(());
     }
-    let mut tx = conn.begin().await.context("begin")?;
-    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('tenantctl create ' || $1, 0))")
-        .persistent(false)
-        .bind(slug.as_str())
-        .execute(&mut *tx)
+    conn.execute("SELECT pg_advisory_unlock_all()")
         .await
-        .context("release the master's lock for this slug")?;
-    tx.commit().await.context("commit")?;
+        .context("release the master's locks")?;
     Ok(())
 }
 
@@ -1468,13 +1464,17 @@ pub async fn unlock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result
 /// master, held until the connection is released: `create` holds it while
 /// it provisions the database, `drop` while it drops one, so the two never
 /// act on one database at once, whatever slug (or none) names it.
+///
+/// On a plain connection, in a transaction of its own, as [`lock_slug`].
 pub async fn lock_db(conn: &mut PgConnection, db: &str) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await.context("begin")?;
     sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl database ' || $1, 0))")
         .persistent(false)
         .bind(db)
-        .execute(conn)
+        .execute(&mut *tx)
         .await
         .context("take the master's lock for this database")?;
+    tx.commit().await.context("commit")?;
     Ok(())
 }
 

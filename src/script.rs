@@ -459,10 +459,19 @@ impl Script {
             } else {
                 format!("ROLLBACK TO SAVEPOINT tenantctl_script; {SESSION_CLEANUP}")
             };
-            let cleared = tx
+            let mut cleared = tx
                 .execute(cleanup.as_str())
                 .await
+                .map(|_| ())
                 .context("clear what the script left in the session");
+            // DEALLOCATE ALL took the statements sqlx had prepared on this
+            // connection too: it forgets them, so the caller's next query
+            // prepares its statement again instead of naming a gone one.
+            if cleared.is_ok() {
+                cleared = sqlx::Connection::clear_cached_statements(&mut *tx)
+                    .await
+                    .context("forget the statements the cleanup deallocated");
+            }
             // After a failure the script's error is the one to report.
             if result.is_ok() {
                 cleared?;

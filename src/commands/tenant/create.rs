@@ -135,7 +135,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // Committed whatever happened (behind a transaction-mode pooler the
     // row and its status live in this connection's transaction): a failed
     // provisioning must stay recorded as failed.
-    let unlocked = companies::unlock_slug(&mut master_conn, &slug).await;
+    let unlocked = companies::unlock_all(&mut master_conn).await;
     let released = ctx.connector.release(master_conn).await.and(unlocked);
     let claimed = claimed?;
     finished?;

@@ -37,7 +37,8 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (mut master_conn, layout) = ctx.master().await?;
     let result = drop_tenant(&args, ctx, &mut master_conn, &layout).await;
     // Released only now: the locks taken below are held through the drop.
-    let released = ctx.connector.release(master_conn).await;
+    let unlocked = companies::unlock_all(&mut master_conn).await;
+    let released = ctx.connector.release(master_conn).await.and(unlocked);
     let (tenant, db, server) = result?;
     released?;
     match ctx.output {
