@@ -107,7 +107,12 @@ for entry in "${entries[@]}"; do
       if bash -c "$what" </dev/null >"$log" 2>&1 && hash -r && "$check"; then
         rm -f "$log"
       else
-        say "could not install $name (no network? its output is in $log): run: $what"
+        tool=${what%% *}
+        if ! command -v "$tool" >/dev/null 2>&1; then
+          say "could not install $name: $tool is not installed (or not on PATH): install it, then run: $what"
+        else
+          say "could not install $name (no network? its output is in $log): run: $what"
+        fi
         missing=1
       fi
       ;;

@@ -18,7 +18,8 @@ use crate::redact::Redactor;
 /// Variables removed by name: libpq's own (`PGHOST`, `PGPASSWORD`,
 /// `PGSERVICE`...: another server, another password), every server's
 /// (`POSTGRES_BASE_URL`, `POSTGRES_BASE_URL_<NAME>`), the master's, and
-/// tenantctl's own settings (which a `.env` may set beside the URLs).
+/// tenantctl's own settings (which a `.env` may set beside the URLs); and
+/// by value, any other PostgreSQL URL (see [`ChildEnv::new`]).
 const REMOVED_PREFIXES: &[&str] = &["PG", "POSTGRES_BASE_URL", "TENANTCTL_"];
 const REMOVED_NAMES: &[&str] = &["MASTER_DATABASE_URL"];
 
@@ -54,6 +55,16 @@ impl ChildEnv {
                 || REMOVED_NAMES.iter().any(|n| bytes == n.as_bytes())
                 || url_vars.iter().any(|v| bytes == v.as_bytes())
         };
+        // Any other PostgreSQL URL the operator holds (a `DIRECT_URL`, a
+        // `SHADOW_DATABASE_URL` in a `.env`) names another database: a
+        // child handed it could migrate that database once per tenant.
+        // Removed, so such a child fails loudly instead.
+        let by_value = |value: &OsStr| {
+            value.to_str().is_some_and(|v| {
+                let v = v.trim_start().to_ascii_lowercase();
+                v.starts_with("postgres://") || v.starts_with("postgresql://")
+            })
+        };
         let mut child = Self {
             remove: Vec::new(),
             passwords,
@@ -63,7 +74,7 @@ impl ChildEnv {
         // `PGPASSWORD`, a URL given on the command line and in the
         // environment at once): masked like the configured ones.
         for (name, value) in &env {
-            if !by_name(name) {
+            if !by_name(name) && !by_value(value) {
                 continue;
             }
             child.remove.push(name.clone());
@@ -85,7 +96,7 @@ impl ChildEnv {
         // (`DB_PASSWORD=postgres`) but `USER=postgres` stays.
         let redactor = child.redactor(&[]);
         for (name, value) in &env {
-            if by_name(name) {
+            if by_name(name) || by_value(value) {
                 continue;
             }
             let line = format!("{}={}", name.to_string_lossy(), value.to_string_lossy());
@@ -168,6 +179,10 @@ mod tests {
                 ("WORD", "pwd"),
                 ("NOTES", "pw is short"),
                 ("DATABASE_URL", "postgresql://app@elsewhere/x"),
+                (
+                    "DIRECT_URL",
+                    " POSTGRES://someone:direct-Pw-5@elsewhere/appdb",
+                ),
             ]),
         );
         let mut removed: Vec<String> = child
@@ -180,6 +195,8 @@ mod tests {
             removed,
             [
                 "BACKUP_URL",
+                "DATABASE_URL",
+                "DIRECT_URL",
                 "EU2_PASSWORD",
                 "EU3_DB_URL",
                 "JSON_CONF",

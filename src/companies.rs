@@ -579,6 +579,7 @@ impl Layout {
             created_at,
         )
         .with_server(server);
+        tenant.read_at = Some(std::time::Instant::now());
         // Name this table's own column in what the operator must fix.
         let (id, column, table) = (&tenant.id, quote(&self.db_name.name), &self.label);
         tenant.db = match &tenant.db_name_raw {

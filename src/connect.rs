@@ -33,6 +33,25 @@ pub const DEFAULT_MASTER_DB: &str = "master";
 pub const SESSION_CLEANUP: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
      DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; DISCARD TEMP; SELECT pg_advisory_unlock_all()";
 
+/// Leaves a plain connection's session as it found it, after work that ran
+/// SQL tenantctl did not write (a migration, a down script): what that SQL
+/// set, prepared, created or locked for the session must not reach the
+/// next client of a server connection a pooler nobody declared hands on.
+/// sqlx then forgets the statements `DEALLOCATE ALL` took. A pinned
+/// connection is cleared by its release.
+pub async fn clear_session(conn: &mut PgConnection) -> anyhow::Result<()> {
+    if conn.is_in_transaction() {
+        return Ok(());
+    }
+    conn.execute(SESSION_CLEANUP)
+        .await
+        .context("clear what the migrations left in the session")?;
+    conn.clear_cached_statements()
+        .await
+        .context("forget the statements the cleanup deallocated")?;
+    Ok(())
+}
+
 /// Per-session settings applied to every tenant connection, with `SET`
 /// right after connecting (one round trip, only when there are any). Not
 /// in the startup packet's `options`: PgBouncer refuses that parameter, and
@@ -815,9 +834,11 @@ impl BackendKey {
     /// The query that reads it, appended to the session's first statements.
     /// Text in and out (simple protocol), numbers only, so no setting
     /// (`DateStyle`, `TimeZone`) of either session can change the value.
-    const SQL: &'static str = "SELECT pid::text, \
-         (extract(epoch FROM backend_start) * 1000000)::bigint::text \
-         FROM pg_stat_activity WHERE pid = pg_backend_pid();";
+    /// (`pg_stat_get_activity` of one pid: the view's joins and planning
+    /// are not paid on every tenant connection.)
+    const SQL: &'static str = "SELECT a.pid::text, \
+         (extract(epoch FROM a.backend_start) * 1000000)::bigint::text \
+         FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a;";
 
     fn from_rows(server: &ServerName, rows: &[sqlx::postgres::PgRow]) -> anyhow::Result<Self> {
         use sqlx::Row as _;

@@ -48,6 +48,11 @@ use crate::error::Outcome;
 /// The whole program: load `.env`, parse arguments, run, map the result to
 /// an exit status.
 pub fn main() -> ExitCode {
+    // Nobody but root reads this process's memory or /proc/<pid>/environ,
+    // where the servers' URLs are: not a `tenant exec` child running as
+    // the same user, which gets none of them in its own environment.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_dumpable(false);
     // A missing .env is normal; a broken one is worth stopping for.
     match envfile::load() {
         // Named even under --quiet: --quiet silences progress, and a file

@@ -460,8 +460,10 @@ pub async fn apply_with(
     lock_on(conn, db, &mut backend).await?;
     let result = apply_locked(conn, set, to, limits, &mut backend, done).await;
     let unlocked = unlock_on(conn, db, &mut backend).await;
+    let cleared = crate::connect::clear_session(conn).await;
     result?;
-    unlocked
+    unlocked?;
+    cleared
 }
 
 async fn apply_locked(

@@ -245,8 +245,10 @@ pub async fn revert(
     lock_on(conn, db, &mut backend).await?;
     let result = revert_locked(conn, set, target, expected, limits, &mut backend, done).await;
     let unlocked = unlock_on(conn, db, &mut backend).await;
+    let cleared = crate::connect::clear_session(conn).await;
     result?;
-    unlocked
+    unlocked?;
+    cleared
 }
 
 async fn revert_locked(

@@ -645,9 +645,12 @@ impl Script {
                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND (c.nsp = '' OR n.nspname = c.nsp) \
                  WHERE p.oid >= 16384::pg_catalog.oid \
                  UNION \
-                 SELECT 2, pg_catalog.format('writes to foreign table %I.%I', n.nspname, r.relname) \
+                 SELECT 2, CASE WHEN r.relkind = 'f' \
+                   THEN pg_catalog.format('writes to foreign table %I.%I', n.nspname, r.relname) \
+                   ELSE pg_catalog.format('writes to %I.%I, whose triggers or rules run code of their own', n.nspname, r.relname) END \
                  FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS w(nsp, rel) \
-                 JOIN pg_catalog.pg_class r ON r.relname = w.rel AND r.relkind = 'f' \
+                 JOIN pg_catalog.pg_class r ON r.relname = w.rel AND (r.relkind IN ('f', 'v') OR r.relhasrules \
+                   OR EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = r.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D')) \
                  JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace AND (w.nsp = '' OR n.nspname = w.nsp)\
                  ) AS found ORDER BY k, f",
             )
@@ -659,6 +662,13 @@ impl Script {
             .fetch_all(&mut *conn)
             .await?
         };
+        found.extend(facts.iter().flat_map(|f| &f.calls).filter_map(|call| {
+            let name = call.name.to_ascii_lowercase();
+            RUNS_SQL_TEXT
+                .contains(&name.as_str())
+                .then(|| format!("{}() runs SQL text the dry run cannot see", call.name))
+        }));
+        found.dedup();
         found.extend(
             self.statements
                 .iter()
@@ -955,6 +965,9 @@ fn dry_run_facts(statement: &str) -> Result<DryRunFacts, pg_query::Error> {
         Some(NodeEnum::CopyStmt(copy)) => copy_not_undone(copy),
         _ => None,
     };
+    if not_undone.is_none() {
+        not_undone = statement_not_undone(node);
+    }
     let do_block = matches!(node, Some(NodeEnum::DoStmt(_)));
     // Every node, whatever its type: the crate's own walker
     // (`ParseResult::functions`) skips some (VALUES lists, column
@@ -986,6 +999,46 @@ fn dry_run_facts(statement: &str) -> Result<DryRunFacts, pg_query::Error> {
         do_block,
     })
 }
+
+/// Statements a dry run refuses for what they are, not what they call:
+/// `CHECKPOINT` (server-wide), `LOAD` (a library stays loaded in the
+/// session) and `DISCARD` (it clears the `currval`s the dry run's own
+/// check of the sequences reads, hiding what the script advanced).
+fn statement_not_undone(node: Option<&NodeEnum>) -> Option<NotUndone> {
+    let (what, why) = match node? {
+        NodeEnum::CheckPointStmt(_) => ("is CHECKPOINT", "forces a checkpoint of the whole server"),
+        NodeEnum::LoadStmt(_) => ("is LOAD", "loads a library into the session, for good"),
+        NodeEnum::DiscardStmt(_) => (
+            "is DISCARD",
+            "clears session state the dry run's own checks read (which sequences this session used)",
+        ),
+        _ => return None,
+    };
+    Some(NotUndone {
+        what: what.to_owned(),
+        why,
+    })
+}
+
+/// Built-in functions that run SQL text they are given, which the parse
+/// tree does not show: a dry run cannot vouch for what that text does.
+const RUNS_SQL_TEXT: &[&str] = &[
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "ts_stat",
+    "ts_rewrite",
+];
 
 /// Why [`NOT_UNDONE_BY_ROLLBACK`] lists a function of this name, if it
 /// does. Case-insensitive: `"SETVAL"` (quoted) is some other function,

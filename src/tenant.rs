@@ -149,6 +149,9 @@ pub struct Tenant {
     /// Set by a selection when other companies' rows name the same
     /// database on the same server.
     pub sharing: Option<Sharing>,
+    /// When this row was read from the master (`None` for a tenant made
+    /// up from a record): a fleet run rereads rows older than a second.
+    pub read_at: Option<std::time::Instant>,
 }
 
 /// Other companies whose rows name this tenant's database: a fleet run
@@ -259,6 +262,7 @@ impl Tenant {
             server: Ok(ServerName::default()),
             moving_to: None,
             sharing: None,
+            read_at: None,
         }
     }
 

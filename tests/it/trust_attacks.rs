@@ -283,7 +283,7 @@ fn create_does_not_finish_a_database_another_row_came_to_name() {
     drop(open);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stderr.contains("came to name it"), "{}", run.stderr);
-    assert_ne!(env.status_of(&slug), ["active"]);
+    assert_eq!(env.status_of(&slug), ["failed"]);
 }
 
 /// `tenant exec` reads each row again when its turn comes, as every fleet
@@ -319,4 +319,52 @@ fn exec_skips_a_row_deleted_before_its_turn() {
         "skipped",
         "{report}"
     );
+}
+
+/// A second hostile pass: statements that blind the dry run's checks or
+/// act on the whole server are refused; built-ins that run SQL text are
+/// named as unverified.
+#[test]
+fn dry_runs_refuse_discard_checkpoint_load_and_name_sql_text_runners() {
+    let env = TestEnv::new();
+    env.with_tenants(&["a"]);
+    let slug = env.slug("a");
+    for script in [
+        "INSERT INTO users (email, name) VALUES ('x@example.com', 'x'); DISCARD SEQUENCES",
+        "discard all",
+        "CHECKPOINT",
+        "LOAD 'auto_explain'",
+    ] {
+        let run = env.run(&["tenant", "sql", &slug, "--dry-run", "-c", script]);
+        assert_eq!(run.code, 2, "{script}: {}", run.all());
+        assert_eq!(run.stderr.lines().count(), 1, "{script}: {}", run.stderr);
+    }
+    for (script, named) in [
+        (
+            "SELECT query_to_xml('SELECT 1', true, true, '')",
+            "query_to_xml",
+        ),
+        (
+            "SELECT * FROM pg_catalog.TS_STAT('SELECT to_tsvector(''a'')')",
+            "TS_STAT",
+        ),
+    ] {
+        let run = env.run(&[
+            "tenant",
+            "sql",
+            &slug,
+            "--dry-run",
+            "--output",
+            "json",
+            "-c",
+            script,
+        ]);
+        assert_eq!(run.code, 0, "{script}: {}", run.all());
+        let report = run.json();
+        let unverified = find(&report, &slug)["unverified"].to_string();
+        assert!(
+            unverified.to_lowercase().contains(&named.to_lowercase()),
+            "{script}: {unverified}"
+        );
+    }
 }

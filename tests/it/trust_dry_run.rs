@@ -516,7 +516,16 @@ fn a_dry_run_insert_reports_the_sequences_it_advanced() {
     ] {
         let (unverified, advanced) = caveats(&sql(&env, &slug, script, true, true), &slug);
         assert_eq!(advanced, expected, "{script}");
-        assert_eq!(unverified, serde_json::json!([]), "{script}");
+        // A write to a table with a trigger of its own is also named: the
+        // trigger is code the script does not show.
+        let written = if script.contains("audited") {
+            serde_json::json!([
+                "writes to public.audited, whose triggers or rules run code of their own"
+            ])
+        } else {
+            serde_json::json!([])
+        };
+        assert_eq!(unverified, written, "{script}");
     }
     // The rows are gone, the sequences moved: what the report said.
     for table in ["s_serial", "s_identity", "audited", "audit_log"] {

@@ -151,6 +151,14 @@ fn an_undeclared_transaction_pooler_gets_every_server_connection_back_clean() {
         "CREATE TABLE seen AS SELECT current_setting('statement_timeout') AS st, \
          current_setting('lock_timeout') AS lt;",
     );
+    // A migration whose own SQL leaves session state (an application's
+    // migrations may): none of it outlives the run either.
+    std::fs::write(
+        std::path::Path::new(&more).join("29990101000003_leaves_state.sql"),
+        "SET statement_timeout = '77s'; SELECT pg_advisory_lock(4242); \
+         PREPARE mig_p AS SELECT 1; CREATE TEMP TABLE mig_tmp (x int);",
+    )
+    .expect("write");
     std::fs::write(
         std::path::Path::new(&more).join("29990101000002_seen_notx.sql"),
         "-- no-transaction\nCREATE TABLE seen_notx AS SELECT current_setting('statement_timeout') AS st, \

@@ -278,6 +278,18 @@ async fn finish(
         shown(now.server_label()),
         shown(tenant.db_label())
     );
+    // Another company's row that came to name this database meanwhile:
+    // the database is not this tenant's alone, so it is not marked ready.
+    let others = ctx.sharing(layout, &mut tx, &now).await?;
+    let provisioned = if others.is_empty() {
+        provisioned
+    } else {
+        Err(anyhow::anyhow!(
+            "while its database {} was provisioned, {} came to name it too; give one of them another database in the master",
+            shown(tenant.db_label()),
+            crate::tenant::describe_all(&others)
+        ))
+    };
     if let Err(err) = provisioned {
         // Best effort: the error being reported matters more than this one.
         let why = crate::error::render(&err);
@@ -292,15 +304,6 @@ async fn finish(
             "tenant {tenant}: provisioning failed (status failed); fix the cause and run `tenantctl tenant create {slug}` again to finish"
         )));
     }
-    // Another company's row that came to name this database meanwhile:
-    // the database is not this tenant's alone, so it is not marked ready.
-    let others = ctx.sharing(layout, &mut tx, &now).await?;
-    anyhow::ensure!(
-        others.is_empty(),
-        "tenant {tenant}: while its database {} was provisioned, {} came to name it too; not marked active: give one of them another database in the master, then run `tenantctl tenant create {slug}` again",
-        shown(tenant.db_label()),
-        crate::tenant::describe_all(&others)
-    );
     layout
         .set_lifecycle(&mut tx, &now, Lifecycle::Active, None)
         .await?;
