@@ -980,6 +980,17 @@ impl Backend {
             None => err,
         }
     }
+
+    /// [`Self::check`], then the step's name as context, except on a
+    /// [`BackendChanged`], whose message says all there is to say.
+    pub fn step_failed(err: anyhow::Error, step: impl FnOnce() -> String) -> anyhow::Error {
+        let err = Self::check(err);
+        if err.is::<BackendChanged>() {
+            err
+        } else {
+            err.context(step())
+        }
+    }
 }
 
 /// The pid in rows that hold a [`BACKEND_PID`] column.

@@ -489,15 +489,13 @@ async fn apply_locked(
             .expect("pending versions come from the set");
         let installed = apply_one(conn, migration, limits, backend)
             .await
-            .map_err(Backend::check)
             .map_err(|err| {
-                if err.is::<BackendChanged>() {
-                    return err;
-                }
-                err.context(format!(
-                    "apply migration {}_{}",
-                    migration.version, migration.description
-                ))
+                Backend::step_failed(err, || {
+                    format!(
+                        "apply migration {}_{}",
+                        migration.version, migration.description
+                    )
+                })
             })?;
         done.versions.push(version);
         done.installed_until = done.installed_until.max(Some(installed));

@@ -12,7 +12,7 @@ use sqlx::Executor as _;
 use sqlx::migrate::Migration;
 use sqlx::postgres::PgConnection;
 
-use crate::connect::{Backend, BackendChanged, SessionLimits};
+use crate::connect::{Backend, SessionLimits};
 use crate::dbname::DbName;
 use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex, lock_on, unlock_on};
 
@@ -293,15 +293,10 @@ async fn revert_locked(
         }
         revert_one(conn, down, limits, backend)
             .await
-            .map_err(Backend::check)
             .map_err(|err| {
-                if err.is::<BackendChanged>() {
-                    return err;
-                }
-                err.context(format!(
-                    "revert migration {}_{}",
-                    down.version, down.description
-                ))
+                Backend::step_failed(err, || {
+                    format!("revert migration {}_{}", down.version, down.description)
+                })
             })?;
         remaining.retain(|&v| v != version);
         done.versions.push(version);
