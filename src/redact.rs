@@ -290,12 +290,37 @@ fn char_ends(want: char, bytes: &[u8], at: usize, ends: &mut Vec<usize>) {
             {
                 next.push(p + 4);
             }
+            if bytes.get(p) == Some(&b'\\') && octal_byte(bytes, p + 1) == Some(b) {
+                next.push(p + 4);
+            }
         }
         here = next;
     }
     ends.extend(here);
     if want == ' ' && bytes.get(at) == Some(&b'+') {
         ends.push(at + 1);
+    }
+    // How shells and SQL quote a quote: `'\''` and `'"'"'` (a shell's
+    // `set -x`, `shlex.quote`), `''` and `""` (SQL, CSV).
+    let rest = &bytes[at.min(bytes.len())..];
+    let quoted: &[&[u8]] = match want {
+        '\'' => &[b"'\\''", b"'\"'\"'", b"''"],
+        '"' => &[b"\"\""],
+        _ => &[],
+    };
+    for spelling in quoted {
+        if rest.starts_with(spelling) {
+            ends.push(at + spelling.len());
+        }
+    }
+    // A shell's backslash before punctuation or a space (`printf %q`).
+    if want.is_ascii_punctuation() || want == ' ' {
+        let mut one = [0; 4];
+        if rest.first() == Some(&b'\\')
+            && rest[1..].starts_with(want.encode_utf8(&mut one).as_bytes())
+        {
+            ends.push(at + 2);
+        }
     }
     if bytes.get(at) != Some(&b'\\') {
         return;
@@ -314,6 +339,20 @@ fn char_ends(want: char, bytes: &[u8], at: usize, ends: &mut Vec<usize>) {
         p += 6;
     }
     ends.push(p);
+}
+
+/// The byte three octal digits at `at` spell (`303` in `\303`, as C,
+/// `printf %q` and PostgreSQL's bytea escape print bytes).
+fn octal_byte(bytes: &[u8], at: usize) -> Option<u8> {
+    let digits = bytes.get(at..at + 3)?;
+    let mut value: u16 = 0;
+    for &d in digits {
+        if !(b'0'..=b'7').contains(&d) {
+            return None;
+        }
+        value = value * 8 + u16::from(d - b'0');
+    }
+    u8::try_from(value).ok()
 }
 
 /// The letter after a backslash that spells `c` in JSON, C or a libpq
@@ -595,6 +634,31 @@ mod tests {
                     assert_masked(&r, secret, template, &spelling);
                 }
             }
+        }
+    }
+
+    /// How shells, SQL, CSV and C print a password with quotes, spaces and
+    /// non-ASCII: `set -x` and `shlex.quote` (`'\''`), `'"'"'`, SQL's and
+    /// CSV's doubled quotes, `printf %q`'s backslashes and octal bytes.
+    #[test]
+    fn shell_sql_csv_and_octal_spellings_are_masked() {
+        let secret = "it's-a Secret\"\u{fc}1";
+        let r = Redactor::new(secret, WORDS);
+        for spelling in [
+            "+ X='it'\\''s-a Secret\"\u{fc}1'",
+            "X='it'\"'\"'s-a Secret\"\u{fc}1'",
+            "INSERT INTO t VALUES ('it''s-a Secret\"\u{fc}1')",
+            "csv,\"it's-a Secret\"\"\u{fc}1\",x",
+            "X=$'it\\'s-a\\ Secret\\\"\\303\\2741'",
+        ] {
+            let shown = r.redact(spelling);
+            assert!(!shown.contains("Secret"), "{spelling} -> {shown}");
+            assert!(shown.contains("***"), "{spelling} -> {shown}");
+        }
+        // Look-alikes stay: another word after the quote, an octal escape
+        // of another byte.
+        for kept in ["it''s-a Secrex", "it\\'s-a\\ Secret\\\"\\303\\2751"] {
+            assert_eq!(r.redact(kept), kept);
         }
     }
 
