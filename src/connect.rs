@@ -379,8 +379,21 @@ impl Connector {
         limits: &SessionLimits,
         with_key: bool,
     ) -> anyhow::Result<(PgConnection, Option<BackendKey>)> {
-        let options = self.for_tenant(server, db)?;
+        let mut options = self.for_tenant(server, db)?;
         let pooled = self.server(server)?.pooled;
+        // Unless the URL names itself, a cancellable session gets a name of
+        // its own (`tenantctl <pid>-<n>`), sent in the startup packet: it is
+        // found by that name to be cancelled, at no round trip now.
+        let named = (with_key && options.get_application_name().is_none()).then(|| {
+            format!(
+                "tenantctl {}-{}",
+                std::process::id(),
+                SESSION_NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        });
+        if let Some(name) = &named {
+            options = options.application_name(name);
+        }
         let mut conn = self.connect(&options, pooled).await.map_err(|err| {
             if is_missing_database(&err) {
                 err.context(format!(
@@ -402,21 +415,25 @@ impl Connector {
         } else {
             String::new()
         };
-        if with_key {
+        let read_key = with_key && named.is_none();
+        if read_key {
             // Read after the pooled connection's BEGIN: behind a
             // transaction-mode pooler the backend is ours for as long as
             // that transaction lasts, which is as long as the connection.
             sql.push_str(BackendKey::SQL);
         }
-        let mut key = None;
+        let mut key = named.map(|name| BackendKey {
+            server: server.clone(),
+            session: Session::Named(name),
+        });
         if !sql.is_empty() {
             // Simple protocol, several statements, one round trip.
-            let rows = conn.fetch_all(sql.as_str()).await.context(if with_key {
+            let rows = conn.fetch_all(sql.as_str()).await.context(if read_key {
                 "set the session's timeouts and read its backend"
             } else {
                 "set the session's timeouts"
             })?;
-            if with_key {
+            if read_key {
                 key = Some(BackendKey::from_rows(server, &rows)?);
             }
         }
@@ -825,10 +842,22 @@ async fn send_cancel(mut conn: PgConnection, sql: &str) -> anyhow::Result<bool> 
 #[derive(Debug, Clone)]
 pub struct BackendKey {
     pub server: ServerName,
-    pub pid: i32,
-    /// `backend_start` in microseconds since the epoch.
-    started: i64,
+    session: Session,
 }
+
+/// How the session is found again from another connection.
+#[derive(Debug, Clone)]
+enum Session {
+    /// By the `application_name` tenantctl gave it alone (`tenantctl
+    /// <pid>-<n>`: this process, this connection).
+    Named(String),
+    /// By pid and `backend_start` (microseconds since the epoch), read from
+    /// the session when the URL names its own `application_name`.
+    Backend { pid: i32, started: i64 },
+}
+
+/// Numbers the sessions [`Connector::connect_tenant_cancellable`] names.
+static SESSION_NAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl BackendKey {
     /// The query that reads it, appended to the session's first statements.
@@ -849,22 +878,30 @@ impl BackendKey {
         let started: String = row.try_get(1).context("read the session's backend")?;
         Ok(Self {
             server: server.clone(),
-            pid: pid.parse().context("read the session's backend pid")?,
-            started: started
-                .parse()
-                .context("read the session's backend start")?,
+            session: Session::Backend {
+                pid: pid.parse().context("read the session's backend pid")?,
+                started: started
+                    .parse()
+                    .context("read the session's backend start")?,
+            },
         })
     }
 
-    /// Both values are integers read from the server, so they are written
+    /// The values are integers read from the server, or a name tenantctl
+    /// made of letters, digits, a space and a hyphen, so they are written
     /// into the statement: one simple-protocol round trip, through any
     /// pooler.
     fn cancel_sql(&self) -> String {
-        format!(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
-             WHERE pid = {} AND (extract(epoch FROM backend_start) * 1000000)::bigint = {}",
-            self.pid, self.started
-        )
+        match &self.session {
+            Session::Named(name) => format!(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = '{name}' AND pid <> pg_backend_pid()"
+            ),
+            Session::Backend { pid, started } => format!(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE pid = {pid} AND (extract(epoch FROM backend_start) * 1000000)::bigint = {started}"
+            ),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ fn concurrency_runs_that_many_tenants_at_once_and_no_more() {
     ];
     // Sessions of tenantctl on this test's tenant databases.
     let connected = format!(
-        "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'tenantctl' AND datname IN ('{}')",
+        "SELECT count(*)::text FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%' AND datname IN ('{}')",
         dbs.join("', '")
     );
 

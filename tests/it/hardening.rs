@@ -604,7 +604,16 @@ fn the_base_urls_query_parameters_reach_the_connection() {
         .json()["tenants"][0]["result_sets"][0]["rows"][0][0]
             .clone()
     };
-    assert_eq!(show(&env.base_url), "tenantctl");
+    // A tenant session is named `tenantctl <pid>-<n>`, to be found by
+    // that name alone when an interrupt cancels it.
+    let own = show(&env.base_url);
+    let own = own.as_str().unwrap_or_default();
+    assert!(
+        own.strip_prefix("tenantctl ")
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, n)| pid.parse::<u32>().is_ok() && n.parse::<u64>().is_ok()),
+        "{own}"
+    );
     assert_eq!(
         show(&format!("{}/?application_name=deploy-42", env.base_url)),
         "deploy-42"

@@ -482,7 +482,7 @@ fn per_server_caps_each_server_and_both_are_busy_at_once() {
         .collect::<Vec<_>>()
         .join(", ");
     let count_sql = format!(
-        "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'tenantctl' AND datname IN ({in_list})"
+        "SELECT count(*)::int FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%' AND datname IN ({in_list})"
     );
 
     let mut cmd = env.cmd();

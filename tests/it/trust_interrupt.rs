@@ -92,7 +92,7 @@ fn tenantctl_sessions(env: &TestEnv, db: &str) -> Vec<String> {
         "postgres",
         &format!(
             "SELECT coalesce(wait_event_type, '') || ':' || state FROM pg_stat_activity \
-             WHERE datname = '{db}' AND application_name = 'tenantctl'"
+             WHERE datname = '{db}' AND application_name LIKE 'tenantctl%'"
         ),
     )
 }
