@@ -368,3 +368,50 @@ fn dry_runs_refuse_discard_checkpoint_load_and_name_sql_text_runners() {
         );
     }
 }
+
+/// `tenant exec`'s children do not outlast an interrupt's grace period:
+/// the group gets SIGTERM (then SIGKILL), the tenant is reported
+/// interrupted, the report printed, exit 130.
+#[test]
+fn exec_children_are_stopped_when_the_grace_period_ends() {
+    let env = TestEnv::new();
+    env.with_tenants(&["a", "b"]);
+    let marker = env.workdir.path().join("started");
+    let script = format!("touch {}; sleep 120", marker.display());
+    let child = env.spawn(&[
+        "tenant",
+        "exec",
+        "--all",
+        "--concurrency",
+        "1",
+        "--output",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    crate::support::wait_until(Duration::from_secs(30), "the first child", || {
+        marker.exists().then_some(())
+    });
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    // Well under the child's two minutes: the grace period, then the stop.
+    let run = wait_with_deadline(child, Duration::from_secs(60));
+    assert_eq!(run.code, 130, "{}", run.all());
+    let report = run.json();
+    let statuses: Vec<&str> = report["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter_map(|t| t["status"].as_str())
+        .collect();
+    assert!(statuses.contains(&"interrupted"), "{report}");
+    assert!(!statuses.contains(&"ok"), "{report}");
+}

@@ -234,18 +234,25 @@ impl Child<'_> {
                 tokio::spawn(pump)
             }),
         ];
-        let status = self.wait(&mut child).await;
+        let waited = self.wait(&mut child).await;
         if let Some(pgid) = group {
             self.tracker.untrack_child(pgid);
         }
         drain(readers).await;
         executed.stdout = out_text.take();
         executed.stderr = err_text.take();
-        let Some(status) = status else {
-            anyhow::bail!(
+        let status = match waited {
+            Waited::Exited(status) => status,
+            Waited::TimedOut => anyhow::bail!(
                 "{program:?} timed out after {}; killed",
                 format_duration(self.timeout.unwrap_or_default())
-            );
+            ),
+            Waited::Interrupted => {
+                return Err(anyhow::anyhow!(
+                    "{program:?} was still running when the interrupt's grace period ended; stopped (SIGTERM, then SIGKILL)"
+                )
+                .context(crate::error::Cancelled));
+            }
         };
         let status = status.with_context(|| format!("wait for {program:?}"))?;
         executed.exit_code = status.code();
@@ -286,22 +293,46 @@ impl Child<'_> {
         cmd
     }
 
-    /// Waits for the child; `None` if `--timeout` ran out and it was killed.
-    async fn wait(
-        &self,
-        child: &mut tokio::process::Child,
-    ) -> Option<std::io::Result<std::process::ExitStatus>> {
-        match self.timeout {
-            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-                Ok(status) => Some(status),
-                Err(_) => {
+    /// Waits for the child, until `--timeout` runs out or an interrupt's
+    /// grace period ends (then its group gets SIGTERM, and SIGKILL if it
+    /// is still there two seconds later): an interrupt never waits on a
+    /// child for good. An interactive child has the terminal and its own
+    /// Ctrl-C, and is waited for.
+    async fn wait(&self, child: &mut tokio::process::Child) -> Waited {
+        let limit = async {
+            match self.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let interrupted = async {
+            if self.interactive {
+                std::future::pending::<()>().await;
+            }
+            self.tracker.cancel_due().await;
+        };
+        tokio::select! {
+            status = child.wait() => Waited::Exited(status),
+            () = limit => {
+                kill_group(child).await;
+                Waited::TimedOut
+            }
+            () = interrupted => {
+                signal_group(child, nix::sys::signal::Signal::SIGTERM);
+                if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
                     kill_group(child).await;
-                    None
                 }
-            },
-            None => Some(child.wait().await),
+                Waited::Interrupted
+            }
         }
     }
+}
+
+/// How waiting for a child ended.
+enum Waited {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Interrupted,
 }
 
 /// Masks every server's password (the tenant's, the others', the
@@ -390,12 +421,15 @@ async fn drain(readers: [Option<tokio::task::JoinHandle<()>>; 2]) {
 
 /// Kills the child's whole process group, then reaps the child.
 async fn kill_group(child: &mut tokio::process::Child) {
+    signal_group(child, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.kill().await;
+}
+
+/// Sends `signal` to the child's process group (its own: see
+/// `command_for`).
+fn signal_group(child: &tokio::process::Child, signal: nix::sys::signal::Signal) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
     }
-    let _ = child.kill().await;
 }
