@@ -41,6 +41,9 @@ pub struct Config {
     /// or settings for those.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
+    /// The file this was read from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// One `[servers.<name>]` section.
@@ -136,7 +139,10 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| UsageError(format!("read {}: {}", path.display(), e.kind())))?;
-        Self::parse(&text).map_err(|why| UsageError(format!("{}: {why}", path.display())))
+        let mut config =
+            Self::parse(&text).map_err(|why| UsageError(format!("{}: {why}", path.display())))?;
+        config.source = Some(std::fs::canonicalize(&path).unwrap_or(path));
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {

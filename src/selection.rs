@@ -142,6 +142,12 @@ pub struct Selection {
     /// Where each criterion in use came from, by name (`all`, `tenants`,
     /// `statuses`, `servers`, `shard`, `run`).
     pub from: BTreeMap<String, Source>,
+    /// The companies table, when it is not the seed's own: a table or a
+    /// view `tenantctl.toml` names can itself narrow the fleet (a view
+    /// that leaves companies out), so the report says which it is and
+    /// where that came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 impl Selection {
@@ -200,6 +206,7 @@ impl Selection {
             shard: shard.map(|s| format!("{}/{}", s.index, s.count)),
             run: None,
             from,
+            table: None,
         }
     }
 
@@ -216,6 +223,7 @@ impl Selection {
             shard: None,
             run: Some(id),
             from: BTreeMap::from([("run".to_owned(), Source::CommandLine)]),
+            table: None,
         }
     }
 
@@ -264,6 +272,9 @@ impl Selection {
             "selected {} of the master's {} companies",
             self.selected, self.companies
         );
+        if let Some(table) = &self.table {
+            let _ = write!(text, " in {}", crate::output::shown(table));
+        }
         if !parts.is_empty() {
             let _ = write!(text, ": {}", parts.join(", "));
         }

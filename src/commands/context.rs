@@ -230,13 +230,15 @@ impl Context {
         if !self.quiet {
             warn_shared(&tenants);
         }
-        self.set_selection(Selection::of(
+        let mut stated = Selection::of(
             names,
             &filter,
             self.origins.shard.clone(),
             selected.companies,
             tenants.len(),
-        ));
+        );
+        stated.table = self.table_stated(layout);
+        self.set_selection(stated);
         if tenants.is_empty() && !names.is_empty() {
             // Named tenants filtered away entirely by --status or --server.
             crate::output::warn(if filter.servers.is_empty() {
@@ -246,6 +248,31 @@ impl Context {
             });
         }
         Ok(tenants)
+    }
+
+    /// The companies table as a report states it, when it is not the
+    /// seed's own `"Company"` table: its name, what it is if not a plain
+    /// table, and the file that named it.
+    fn table_stated(&self, layout: &Layout) -> Option<String> {
+        let kind = match layout.visibility.relkind {
+            'r' | 'p' => None,
+            'v' => Some("a view"),
+            'm' => Some("a materialized view"),
+            'f' => Some("a foreign table"),
+            _ => Some("not a plain table"),
+        };
+        let named_in =
+            self.config.source.as_ref().filter(|_| {
+                self.config.master.table != crate::config::MasterConfig::default().table
+            });
+        if kind.is_none() && named_in.is_none() {
+            return None;
+        }
+        let mut about: Vec<String> = kind.map(str::to_owned).into_iter().collect();
+        if let Some(path) = named_in {
+            about.push(format!("named in {}", path.display()));
+        }
+        Some(format!("{} ({})", layout.label, about.join(", ")))
     }
 
     /// Whether two companies' rows put their databases on one server (a

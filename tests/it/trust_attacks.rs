@@ -415,3 +415,49 @@ fn exec_children_are_stopped_when_the_grace_period_ends() {
     assert!(statuses.contains(&"interrupted"), "{report}");
     assert!(!statuses.contains(&"ok"), "{report}");
 }
+
+/// A view configured as the companies table can narrow `--all` by
+/// itself: the report names the table, says it is a view and which file
+/// named it.
+#[test]
+fn a_view_as_the_companies_table_is_stated_by_the_report() {
+    let env = TestEnv::new();
+    env.with_tenants(&["a", "b", "c"]);
+    env.exec(
+        &env.master,
+        &format!(
+            r#"CREATE VIEW few AS SELECT * FROM "Company" WHERE slug <> '{}'"#,
+            env.slug("c")
+        ),
+    );
+    std::fs::write(
+        env.workdir.path().join("tenantctl.toml"),
+        "[master]\ntable = \"few\"\n",
+    )
+    .expect("config");
+    let run = env.run(&["tenant", "status", "--all"]).ok();
+    let footer = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("selected "))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        footer.contains("in few (a view, named in ") && footer.contains("tenantctl.toml"),
+        "{}",
+        run.stdout
+    );
+    let json = env
+        .run(&["tenant", "status", "--all", "--output", "json"])
+        .ok()
+        .json();
+    let table = json["selection"]["table"].as_str().unwrap_or_default();
+    assert!(table.starts_with("few (a view"), "{json}");
+    // The seed's own table, unconfigured: nothing added.
+    std::fs::remove_file(env.workdir.path().join("tenantctl.toml")).expect("rm");
+    let json = env
+        .run(&["tenant", "status", "--all", "--output", "json"])
+        .ok()
+        .json();
+    assert!(json["selection"].get("table").is_none(), "{json}");
+}
