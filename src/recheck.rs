@@ -117,7 +117,15 @@ impl Recheck {
         }
         let (conn, layout) = state.master.as_mut().expect("connected above");
         let now = Instant::now();
-        let rows = match layout.by_ids(conn, &batch).await {
+        // In a transaction of its own: a parameterized query must not be
+        // split across server connections by a pooler nobody declared.
+        let read = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let rows = layout.by_ids(&mut tx, &batch).await?;
+            tx.commit().await?;
+            anyhow::Ok(rows)
+        };
+        let rows = match read.await {
             Ok(rows) => rows,
             Err(err) => {
                 // A broken connection is opened again for the next batch.

@@ -2,11 +2,13 @@
 //! one way a command runs an operation on each selected tenant.
 
 use std::future::Future;
+
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context as _;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
@@ -128,9 +130,21 @@ impl Context {
     }
 
     /// A connection to the master and the layout of its companies table.
+    ///
+    /// The catalog is read in a transaction of its own: its queries carry
+    /// parameters, which sqlx sends as two protocol exchanges, and a
+    /// transaction-mode pooler nobody declared could otherwise run them on
+    /// two server connections (binding another client's statement).
     pub async fn master(&self) -> anyhow::Result<(PgConnection, Layout)> {
         let mut conn = self.connector.connect_master().await?;
-        match Layout::load(&mut conn, &self.config.master).await {
+        let loaded = async {
+            let mut tx = conn.begin().await.context("begin")?;
+            let layout = Layout::load(&mut tx, &self.config.master).await?;
+            tx.commit().await.context("commit")?;
+            anyhow::Ok(layout)
+        }
+        .await;
+        match loaded {
             Ok(layout) => Ok((conn, layout)),
             Err(err) => {
                 let _ = conn.close().await;
@@ -171,9 +185,25 @@ impl Context {
         filter: &FilterArgs,
     ) -> anyhow::Result<Vec<Tenant>> {
         let (mut conn, layout) = self.master().await?;
-        let tenants = self.resolve(&mut conn, &layout, names, filter).await;
+        let tenants = self
+            .resolve_in_transaction(&mut conn, &layout, names, filter)
+            .await;
         let _ = self.connector.release(conn).await;
         tenants
+    }
+
+    /// [`Self::resolve`] in a transaction of its own (see [`Self::master`]).
+    async fn resolve_in_transaction(
+        &self,
+        conn: &mut PgConnection,
+        layout: &Layout,
+        names: &[String],
+        filter: &FilterArgs,
+    ) -> anyhow::Result<Vec<Tenant>> {
+        let mut tx = conn.begin().await.context("begin")?;
+        let tenants = self.resolve(&mut tx, layout, names, filter).await?;
+        tx.commit().await.context("commit")?;
+        Ok(tenants)
     }
 
     /// [`Self::select`] for a run that changes tenants, on the same master
@@ -186,7 +216,7 @@ impl Context {
     ) -> anyhow::Result<(Vec<Tenant>, Arc<RunLog>)> {
         let (mut conn, layout) = self.master().await?;
         let tenants = match self
-            .resolve(&mut conn, &layout, &selection.tenants, &selection.filter)
+            .resolve_in_transaction(&mut conn, &layout, &selection.tenants, &selection.filter)
             .await
         {
             Ok(tenants) => tenants,
