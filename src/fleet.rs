@@ -276,6 +276,7 @@ impl Stop {
             #[cfg(unix)]
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut first: Option<Instant> = None;
             loop {
                 #[cfg(unix)]
                 let terminate = async {
@@ -290,6 +291,13 @@ impl Stop {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = terminate => {}
                 }
+                // `timeout` and a terminal's Ctrl-C signal the process and
+                // its group at once: one interrupt, delivered twice, not
+                // the second one that means "quit now".
+                if first.is_some_and(|at| at.elapsed() < SAME_INTERRUPT) {
+                    continue;
+                }
+                first.get_or_insert_with(Instant::now);
                 if stop.is_set() {
                     stop.kill_children();
                     if !stop.is_quit() {
@@ -309,6 +317,10 @@ impl Stop {
         });
     }
 }
+
+/// Signals this close to the first interrupt are the same interrupt (one
+/// sent to the process and to its group), not a second one.
+const SAME_INTERRUPT: Duration = Duration::from_millis(50);
 
 /// The reports of a run, in the order the tenants were given.
 #[derive(Debug)]

@@ -461,3 +461,36 @@ fn a_view_as_the_companies_table_is_stated_by_the_report() {
         .json();
     assert!(json["selection"].get("table").is_none(), "{json}");
 }
+
+/// One interrupt delivered twice at once (`timeout` signals the process
+/// and its group) is one interrupt, with its grace period: not the second
+/// interrupt that quits at once.
+#[test]
+fn a_signal_delivered_twice_at_once_is_one_interrupt() {
+    let env = TestEnv::new();
+    env.with_tenants(&["a"]);
+    let marker = env.workdir.path().join("started");
+    let script = format!("touch {}; sleep 120", marker.display());
+    let child = env.spawn(&[
+        "tenant", "exec", "--all", "--output", "json", "--", "sh", "-c", &script,
+    ]);
+    crate::support::wait_until(Duration::from_secs(30), "the child", || {
+        marker.exists().then_some(())
+    });
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("sh")
+            .args(["-c", "kill -TERM $1; kill -TERM $1", "_", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let run = wait_with_deadline(child, Duration::from_secs(60));
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(!run.stderr.contains("interrupted again"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("giving those in flight"),
+        "{}",
+        run.stderr
+    );
+}

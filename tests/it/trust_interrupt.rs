@@ -379,6 +379,9 @@ fn timeout_gets_the_report_too() {
         .expect("spawn timeout");
     let run = wait_with_deadline(child, Duration::from_secs(8) + EXITS_WITHIN);
     assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    // `timeout` signals tenantctl and its group: one interrupt, with its
+    // grace period, not a second one that quits at once.
+    assert!(!run.stderr.contains("interrupted again"), "{}", run.stderr);
     assert_json_report(&run.json(), &slugs);
     assert_no_session_left(&env, &env.db("b"));
     drop(holding);
