@@ -376,24 +376,7 @@ fn dry_runs_refuse_discard_checkpoint_load_and_name_sql_text_runners() {
 fn exec_children_are_stopped_when_the_grace_period_ends() {
     let env = TestEnv::new();
     env.with_tenants(&["a", "b"]);
-    let marker = env.workdir.path().join("started");
-    let script = format!("touch {}; sleep 120", marker.display());
-    let child = env.spawn(&[
-        "tenant",
-        "exec",
-        "--all",
-        "--concurrency",
-        "1",
-        "--output",
-        "json",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    crate::support::wait_until(Duration::from_secs(30), "the first child", || {
-        marker.exists().then_some(())
-    });
+    let child = exec_a_sleeping_child(&env);
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -469,14 +452,7 @@ fn a_view_as_the_companies_table_is_stated_by_the_report() {
 fn a_signal_delivered_twice_at_once_is_one_interrupt() {
     let env = TestEnv::new();
     env.with_tenants(&["a"]);
-    let marker = env.workdir.path().join("started");
-    let script = format!("touch {}; sleep 120", marker.display());
-    let child = env.spawn(&[
-        "tenant", "exec", "--all", "--output", "json", "--", "sh", "-c", &script,
-    ]);
-    crate::support::wait_until(Duration::from_secs(30), "the child", || {
-        marker.exists().then_some(())
-    });
+    let child = exec_a_sleeping_child(&env);
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("sh")
@@ -493,4 +469,28 @@ fn a_signal_delivered_twice_at_once_is_one_interrupt() {
         "{}",
         run.stderr
     );
+}
+
+/// `tenant exec --all --concurrency 1 --output json` whose child sleeps two
+/// minutes, returned once the first child has started.
+fn exec_a_sleeping_child(env: &TestEnv) -> std::process::Child {
+    let marker = env.workdir.path().join("started");
+    let script = format!("touch {}; sleep 120", marker.display());
+    let child = env.spawn(&[
+        "tenant",
+        "exec",
+        "--all",
+        "--concurrency",
+        "1",
+        "--output",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    crate::support::wait_until(Duration::from_secs(30), "the first child", || {
+        marker.exists().then_some(())
+    });
+    child
 }
