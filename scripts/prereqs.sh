@@ -27,6 +27,8 @@ case "${2:-}" in
   *) usage ;;
 esac
 case "$mode" in test | demo | bench | mutants | ci) ;; *) usage ;; esac
+# Paths below (the Prisma kit) are relative to the repository.
+cd "$(dirname "$0")/.."
 
 # Where cargo and pip put what they install, which may not be on PATH yet
 # (pyenv shims, --user installs); .ci/run adds the same folders.
@@ -46,6 +48,11 @@ has_libclang() {
 has_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
 has_sqlx() { sqlx --version 2>/dev/null | grep -q ' 0\.8\.'; }
 has_just() { command -v just >/dev/null 2>&1; }
+has_node() {
+  command -v npm >/dev/null 2>&1 &&
+    node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 18 || (a === 18 && b >= 18) ? 0 : 1)' 2>/dev/null
+}
+has_prisma_kit() { [ -x tests/prisma-kit/node_modules/.bin/prisma ] && [ -f tests/prisma-kit/node_modules/.prisma-kit-stamp ]; }
 has_mutants() { cargo mutants --version >/dev/null 2>&1; }
 
 # --- the list ------------------------------------------------------------
@@ -65,6 +72,10 @@ need "PgBouncer" "test mutants ci" has_pgbouncer \
 need "sqlx-cli 0.8.6" "test bench mutants ci" has_sqlx \
   cmd "cargo install --locked sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls" \
   "the revert tests and the bench compare with it"
+need "Node.js >= 18.18 and npm" "test bench ci" has_node \
+  apt "nodejs npm" "runs the real Prisma CLI (tests/prisma-kit) the Prisma tests and bench compare with"
+need "the Prisma kit" "test bench ci" has_prisma_kit \
+  cmd "tests/prisma-kit/setup.sh" "the real Prisma CLI and client, installed offline-safe from npm"
 need "cargo-mutants" "mutants" has_mutants \
   cmd "cargo install --locked cargo-mutants" "mutation testing"
 need "just" "ci" has_just \
@@ -78,9 +89,13 @@ root=false
 missing=0
 apt_names=()
 apt_packages=()
+# Two passes: apt packages first (installed together), then commands,
+# which may need them (the Prisma kit's setup needs Node from apt).
+for pass in apt cmd; do
 for entry in "${entries[@]}"; do
   IFS=$'\x1f' read -r name modes check kind what why <<<"$entry"
   case " $modes " in *" $mode "*) ;; *) continue ;; esac
+  [ "$kind" = "$pass" ] || continue
   "$check" && continue
   case "$kind" in
     apt)
@@ -118,6 +133,7 @@ for entry in "${entries[@]}"; do
       ;;
   esac
 done
+[ "$pass" = apt ] || continue
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
   say "installing ${apt_names[*]} with apt-get: ${apt_packages[*]}"
@@ -128,5 +144,7 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
     say "could not install ${apt_names[*]} (no network? its output is in $log): run: apt-get install -y ${apt_packages[*]}"
     missing=1
   fi
+  hash -r
 fi
+done
 exit "$missing"

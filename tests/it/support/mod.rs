@@ -8,6 +8,7 @@
 )]
 
 pub mod pooler;
+pub mod prisma;
 pub mod server;
 
 use std::path::{Path, PathBuf};
