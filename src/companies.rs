@@ -6,13 +6,13 @@
 //! has them ([`Layout::load`] looks at the catalog once per run). A tenant's
 //! lifecycle (`provisioning`, `active`, `failed`, `dropped`) lives in the
 //! table's status column when that column can hold it, and otherwise in
-//! tenantctl's own `_tenantctl_lifecycle` table beside it, so an
+//! tenantctl's own `tenantctl.lifecycle` table (see [`crate::state`]), so an
 //! application's table is never altered behind its back.
 //!
 //! A company's server (NULL or absent: `default`) lives the same way: in a
 //! column (`"dbServer"`, which tenantctl's own master migration adds, or
 //! one named in `tenantctl.toml`), else in tenantctl's own
-//! `_tenantctl_placement`. A move in progress (`_tenantctl_moves`, see
+//! `tenantctl.placement`. A move in progress (`tenantctl.moves`, see
 //! [`crate::moves`]) makes the tenant `moving`.
 
 use std::collections::BTreeMap;
@@ -31,16 +31,16 @@ use crate::output::shown;
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Slug, Tenant, find_tenant, unknown_tenant};
 
-/// tenantctl's own bookkeeping table, created by `master migrate` beside an
+/// tenantctl's own bookkeeping table, created by `master migrate` for an
 /// application's companies table that cannot hold tenantctl's states.
-pub const BOOKKEEPING: &str = "_tenantctl_lifecycle";
+pub const BOOKKEEPING: &str = crate::state::LIFECYCLE;
 
-/// tenantctl's record of each company's server, beside an application's
+/// tenantctl's record of each company's server, for an application's
 /// companies table that has no column for it.
-pub const PLACEMENT: &str = "_tenantctl_placement";
+pub const PLACEMENT: &str = crate::state::PLACEMENT;
 
 /// tenantctl's record of moves between servers (see [`crate::moves`]).
-pub const MOVES: &str = "_tenantctl_moves";
+pub const MOVES: &str = crate::state::MOVES;
 
 /// Names tried, in order, for each column the configuration leaves out.
 const DEFAULTS: [(&str, &[&str]); 8] = [
@@ -89,9 +89,12 @@ pub struct Layout {
     bookkeeping_sql: String,
     placement_sql: String,
     pub(crate) moves_sql: String,
-    /// The companies table's schema, quoted: tenantctl's own tables live
-    /// beside it.
-    schema_sql: String,
+    /// The companies table's schema, quoted: where older versions kept
+    /// tenantctl's own tables.
+    pub(crate) schema_sql: String,
+    /// tenantctl's tables still in that schema under their old names
+    /// (`master migrate` moves them into [`crate::state::SCHEMA`]).
+    pub legacy: Vec<String>,
     pub id: Column,
     pub db_name: Column,
     pub slug: Option<Column>,
@@ -103,11 +106,11 @@ pub struct Layout {
     pub server: Option<Column>,
     /// Every column, in table order.
     pub columns: Vec<Column>,
-    /// Whether `_tenantctl_lifecycle` exists.
+    /// Whether `tenantctl.lifecycle` exists.
     pub has_bookkeeping: bool,
-    /// Whether `_tenantctl_placement` exists.
+    /// Whether `tenantctl.placement` exists.
     pub has_placement: bool,
-    /// Whether `_tenantctl_moves` exists.
+    /// Whether `tenantctl.moves` exists.
     pub has_moves: bool,
     /// The table's value for each lifecycle state, from the configuration.
     mapped: BTreeMap<Lifecycle, String>,
@@ -129,6 +132,7 @@ type CatalogRow = (
     String,
     String,
     bool,
+    Vec<String>,
 );
 
 /// A table of the master whose row-level security applies to the role that
@@ -282,7 +286,7 @@ async fn row_security(conn: &mut PgConnection, regclass: &str) -> anyhow::Result
     Ok(found.map(|j| j.0).unwrap_or_default())
 }
 
-/// Which of tenantctl's own tables sit beside the companies table.
+/// Which of tenantctl's own tables the master has.
 #[derive(Debug, Clone, Copy, Default)]
 struct OwnTables {
     bookkeeping: bool,
@@ -298,32 +302,37 @@ impl Layout {
             Some(schema) => format!("{}.{}", quote(schema), quote(&table)),
             None => quote(&table),
         };
-        let rows: Vec<CatalogRow> = sqlx::query_as(
+        let rows: Vec<CatalogRow> = sqlx::query_as(&format!(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
                     a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', \
                     t.typcategory::text, \
                     CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
                          WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END, \
                     n.nspname::text, \
-                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($2)) IS NOT NULL, \
-                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($3)) IS NOT NULL, \
-                    to_regclass(quote_ident(n.nspname) || '.' || quote_ident($4)) IS NOT NULL, \
+                    {lifecycle}, {placement}, {moves}, \
                     coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k \
                               WHERE k.conrelid = a.attrelid AND k.contype = 'c' \
                                 AND a.attnum = ANY(k.conkey)), ''), \
-                    c.relkind::text, row_security_active(c.oid) \
+                    c.relkind::text, row_security_active(c.oid), \
+                    ARRAY(SELECT o.relname::text FROM pg_class o \
+                          WHERE o.relnamespace = n.oid AND o.relname = ANY($5) \
+                          ORDER BY o.relname) \
              FROM pg_class c \
              JOIN pg_attribute a ON a.attrelid = c.oid \
              JOIN pg_type t ON t.oid = a.atttypid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
-        )
+            lifecycle = crate::state::exists_sql("$2"),
+            placement = crate::state::exists_sql("$3"),
+            moves = crate::state::exists_sql("$4"),
+        ))
         .persistent(false)
         .bind(&regclass)
-        .bind(BOOKKEEPING)
-        .bind(PLACEMENT)
-        .bind(MOVES)
+        .bind(crate::state::short(BOOKKEEPING))
+        .bind(crate::state::short(PLACEMENT))
+        .bind(crate::state::short(MOVES))
+        .bind(crate::state::legacy_names())
         .fetch_all(&mut *conn)
         .await
         .context("read the master table's columns")?;
@@ -340,6 +349,7 @@ impl Layout {
             placement: first.8,
             moves: first.9,
         };
+        let legacy = first.13.clone();
         let relkind = first.11.chars().next().unwrap_or('r');
         let row_security = if first.12 || relkind == 'v' {
             row_security(conn, &regclass).await?
@@ -367,6 +377,7 @@ impl Layout {
                     checks,
                     _,
                     _,
+                    _,
                 )| {
                     Column {
                         name,
@@ -382,6 +393,7 @@ impl Layout {
             .collect();
         let mut layout = Self::from_columns(config, &schema, &regclass, columns, own)?;
         layout.visibility = visibility;
+        layout.legacy = legacy;
         Ok(layout)
     }
 
@@ -432,10 +444,11 @@ impl Layout {
         Ok(Self {
             label: config.table.clone(),
             table_sql: regclass.to_owned(),
-            bookkeeping_sql: format!("{}.{}", quote(schema), quote(BOOKKEEPING)),
-            placement_sql: format!("{}.{}", quote(schema), quote(PLACEMENT)),
-            moves_sql: format!("{}.{}", quote(schema), quote(MOVES)),
+            bookkeeping_sql: BOOKKEEPING.to_owned(),
+            placement_sql: PLACEMENT.to_owned(),
+            moves_sql: MOVES.to_owned(),
             schema_sql: quote(schema),
+            legacy: Vec::new(),
             id: required("id", configured.id.as_ref())?,
             db_name: required("db_name", configured.db_name.as_ref())?,
             slug: pick("slug", configured.slug.as_ref())?,
@@ -498,7 +511,7 @@ impl Layout {
     }
 
     /// Whether the table's status column can record every lifecycle state;
-    /// if not, they are kept in `_tenantctl_lifecycle`.
+    /// if not, they are kept in `tenantctl.lifecycle`.
     pub fn status_holds_lifecycle(&self) -> bool {
         Lifecycle::STORED
             .into_iter()
@@ -1270,6 +1283,7 @@ impl Layout {
         if !self.uses_bookkeeping() {
             return Ok(false);
         }
+        crate::state::ensure_schema(conn).await?;
         create_under_lock(
             conn,
             &format!(
@@ -1293,6 +1307,7 @@ impl Layout {
         if self.server.is_some() {
             return Ok(false);
         }
+        crate::state::ensure_schema(conn).await?;
         create_under_lock(
             conn,
             &format!(
@@ -1309,10 +1324,24 @@ impl Layout {
         Ok(true)
     }
 
-    /// One of tenantctl's own tables beside the companies table, as SQL
-    /// (schema-qualified and quoted).
+    /// One of tenantctl's own tables ([`crate::state`]'s names), as SQL.
     pub fn own_table(&self, name: &str) -> String {
-        format!("{}.{}", self.schema_sql, quote(name))
+        name.to_owned()
+    }
+
+    /// Refuses a master whose tenantctl tables are still where an older
+    /// version kept them: records written elsewhere now would be split
+    /// from those `master migrate` is about to move.
+    pub fn check_current(&self) -> Result<(), UsageError> {
+        if self.legacy.is_empty() {
+            return Ok(());
+        }
+        Err(UsageError(format!(
+            "tenantctl's own tables in the master are still beside {} ({}): run `tenantctl master migrate` once to move them into schema {}, where the application's ORM does not see them (nothing is lost)",
+            self.label,
+            self.legacy.join(", "),
+            crate::state::SCHEMA
+        )))
     }
 
     /// Creates tenantctl's record of moves between servers.
@@ -1320,6 +1349,7 @@ impl Layout {
         if self.has_moves {
             return Ok(());
         }
+        crate::state::ensure_schema(conn).await?;
         create_under_lock(conn, &crate::moves::create_table_sql(&self.moves_sql))
             .await
             .with_context(|| format!("create tenantctl's {MOVES} table"))?;
@@ -1364,9 +1394,21 @@ impl Layout {
                 "the master database has no {} table; run `tenantctl master migrate` first",
                 self.label
             ))
+        } else if has_sqlstate(&err, "42501") && self.reads_own_tables() {
+            // Privileges granted on the application's schema do not reach
+            // ours: say what a role that runs tenantctl needs there.
+            err.context(format!(
+                "query the master database (a role that runs tenantctl needs USAGE on schema {s} and SELECT, INSERT, UPDATE, DELETE on its tables: GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO <role>)",
+                s = crate::state::SCHEMA
+            ))
         } else {
             err.context("query the master database")
         }
+    }
+
+    /// Whether reading companies joins any table of tenantctl's own.
+    fn reads_own_tables(&self) -> bool {
+        self.has_bookkeeping || self.has_placement || self.has_moves
     }
 }
 

@@ -97,7 +97,7 @@ pub struct Columns {
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
     /// Where each company's server is kept [default: a "dbServer" column,
-    /// else tenantctl's own `_tenantctl_placement` table].
+    /// else tenantctl's own `tenantctl.placement` table].
     pub server: Option<String>,
 }
 

@@ -34,6 +34,7 @@ pub mod runs;
 pub mod script;
 pub mod selection;
 pub mod servers;
+pub mod state;
 pub mod tenant;
 pub mod verify;
 

@@ -30,7 +30,15 @@ static MASTER_MIGRATIONS: Migrator = sqlx::migrate!("./master-migrations");
 pub struct MigrationSet {
     migrations: Cow<'static, [Migration]>,
     origin: String,
+    /// The table that records what is applied: sqlx's `_sqlx_migrations`
+    /// (a tenant's, where sqlx-cli looks for it), or for the master's own
+    /// migrations [`crate::state::MASTER_LEDGER`], out of the application's
+    /// schema.
+    ledger: &'static str,
 }
+
+/// Where a tenant's (and sqlx-cli's) migrations are recorded.
+pub const TENANT_LEDGER: &str = "_sqlx_migrations";
 
 impl MigrationSet {
     /// The tenant schema compiled into this binary.
@@ -40,14 +48,23 @@ impl MigrationSet {
 
     /// The master schema compiled into this binary.
     pub fn embedded_master() -> Self {
-        Self::embedded(&MASTER_MIGRATIONS, "embedded master-migrations")
+        Self {
+            ledger: crate::state::MASTER_LEDGER,
+            ..Self::embedded(&MASTER_MIGRATIONS, "embedded master-migrations")
+        }
     }
 
     fn embedded(migrator: &'static Migrator, origin: &str) -> Self {
         Self {
             migrations: Cow::Borrowed(&migrator.migrations),
             origin: origin.to_owned(),
+            ledger: TENANT_LEDGER,
         }
+    }
+
+    /// The table that records what of this set a database has applied.
+    pub fn ledger(&self) -> &'static str {
+        self.ledger
     }
 
     /// Reads migrations from a folder at run time, in sqlx's file layout.
@@ -69,6 +86,7 @@ impl MigrationSet {
         Ok(Self {
             migrations: migrator.migrations,
             origin: dir.display().to_string(),
+            ledger: TENANT_LEDGER,
         })
     }
 
@@ -78,6 +96,7 @@ impl MigrationSet {
         Self {
             migrations: Cow::Owned(migrations),
             origin: "test".into(),
+            ledger: TENANT_LEDGER,
         }
     }
 
@@ -300,6 +319,54 @@ pub async fn read_applied_on(
     limits: &SessionLimits,
     backend: &mut Backend,
 ) -> anyhow::Result<Option<Vec<AppliedRow>>> {
+    read_ledger_on(conn, TENANT_LEDGER, limits, backend).await
+}
+
+/// The master's own migrations, as [`read_applied`] reads a tenant's.
+pub async fn read_master_applied(
+    conn: &mut PgConnection,
+) -> anyhow::Result<Option<Vec<AppliedRow>>> {
+    read_ledger_on(
+        conn,
+        crate::state::MASTER_LEDGER,
+        &SessionLimits::default(),
+        &mut Backend::default(),
+    )
+    .await
+}
+
+/// Whether this database records tenantctl's master migrations, in
+/// tenantctl's ledger or where an older version kept them: it is a master
+/// (another installation's, or a staging copy), not a tenant. Also true
+/// for an adopted master, which records none but has tenantctl's run
+/// tables.
+pub async fn holds_master(conn: &mut PgConnection) -> anyhow::Result<bool> {
+    let master = MigrationSet::embedded_master();
+    let own: bool = sqlx::query_scalar(&format!(
+        "SELECT {} OR {}",
+        crate::state::exists_sql("$1"),
+        crate::state::exists_sql("$2")
+    ))
+    .persistent(false)
+    .bind(crate::state::short(crate::state::MASTER_LEDGER))
+    .bind(crate::state::short(crate::state::RUNS))
+    .fetch_one(&mut *conn)
+    .await
+    .context("look for tenantctl's schema")?;
+    if own {
+        return Ok(true);
+    }
+    Ok(read_applied(conn)
+        .await?
+        .is_some_and(|rows| rows.iter().any(|row| master.recorded(row))))
+}
+
+async fn read_ledger_on(
+    conn: &mut PgConnection,
+    ledger: &str,
+    limits: &SessionLimits,
+    backend: &mut Backend,
+) -> anyhow::Result<Option<Vec<AppliedRow>>> {
     // A plain &str runs through the simple query protocol: no prepare step.
     // (`sqlx::raw_sql(..).fetch_all` would too, but its future is not Send
     // for every lifetime, so it cannot run on a spawned task.)
@@ -312,16 +379,17 @@ pub async fn read_applied_on(
     // so they are in before a missing table ends the query.
     let guarded = conn.is_in_transaction();
     let sql = if guarded {
-        "SAVEPOINT tenantctl_read_applied; \
+        format!(
+            "SAVEPOINT tenantctl_read_applied; \
          SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
-         FROM _sqlx_migrations ORDER BY version; \
+         FROM {ledger} ORDER BY version; \
          RELEASE SAVEPOINT tenantctl_read_applied"
-            .to_owned()
+        )
     } else {
         format!(
             "{}{}{BACKEND_PID}; \
              SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
-             FROM _sqlx_migrations ORDER BY version",
+             FROM {ledger} ORDER BY version",
             backend.guard(),
             limits.local().unwrap_or_default()
         )
@@ -476,10 +544,8 @@ async fn apply_locked(
 ) -> anyhow::Result<()> {
     // Unguarded, but harmless wherever it runs: the table is the
     // database's, not the session's.
-    conn.ensure_migrations_table()
-        .await
-        .context("create _sqlx_migrations")?;
-    let rows = read_applied_on(conn, limits, backend).await?;
+    ensure_ledger(conn, set.ledger).await?;
+    let rows = read_ledger_on(conn, set.ledger, limits, backend).await?;
     *done = Done::start(rows.as_deref());
     let plan = Plan::compare(set, rows.as_deref()).up_to(to);
     plan.check()?;
@@ -487,7 +553,7 @@ async fn apply_locked(
         let migration = set
             .get(version)
             .expect("pending versions come from the set");
-        let installed = apply_one(conn, migration, limits, backend)
+        let installed = apply_one(conn, set.ledger, migration, limits, backend)
             .await
             .map_err(|err| {
                 Backend::step_failed(err, || {
@@ -516,6 +582,7 @@ async fn apply_locked(
 /// like refuse to run.
 async fn apply_one(
     conn: &mut PgConnection,
+    ledger: &str,
     migration: &Migration,
     limits: &SessionLimits,
     backend: &Backend,
@@ -523,11 +590,11 @@ async fn apply_one(
     let started = Instant::now();
     if migration.no_tx {
         run_statements_with(conn, migration, limits, backend).await?;
-        record(conn, migration, started.elapsed()).await
+        record(conn, ledger, migration, started.elapsed()).await
     } else {
         let mut tx = begin_guarded(conn, limits, backend).await?;
         tx.execute(&*migration.sql).await?;
-        let installed = record(&mut tx, migration, started.elapsed()).await?;
+        let installed = record(&mut tx, ledger, migration, started.elapsed()).await?;
         tx.commit().await.context("commit")?;
         Ok(installed)
     }
@@ -598,17 +665,43 @@ pub(crate) async fn run_statements_with(
     result.and(reset)
 }
 
+/// Creates the ledger if missing: a tenant's through sqlx (its own DDL,
+/// where sqlx-cli expects it), the master's with the same columns in
+/// tenantctl's schema.
+async fn ensure_ledger(conn: &mut PgConnection, ledger: &str) -> anyhow::Result<()> {
+    if ledger == TENANT_LEDGER {
+        return conn
+            .ensure_migrations_table()
+            .await
+            .context("create _sqlx_migrations");
+    }
+    crate::state::ensure_schema(conn).await?;
+    conn.execute(
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ledger} (\
+               version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+               installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL, \
+               checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL)"
+        )
+        .as_str(),
+    )
+    .await
+    .with_context(|| format!("create {ledger}"))?;
+    Ok(())
+}
+
 /// Inserts the `_sqlx_migrations` row sqlx would write for this migration;
 /// returns its `installed_on`.
 async fn record(
     conn: &mut PgConnection,
+    ledger: &str,
     migration: &Migration,
     took: Duration,
 ) -> anyhow::Result<DateTime<Utc>> {
-    sqlx::query_scalar(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES ($1, $2, TRUE, $3, $4) RETURNING installed_on",
-    )
+    sqlx::query_scalar(&format!(
+        "INSERT INTO {ledger} (version, description, success, checksum, execution_time) \
+         VALUES ($1, $2, TRUE, $3, $4) RETURNING installed_on"
+    ))
     .persistent(false)
     .bind(migration.version)
     .bind(&*migration.description)
@@ -821,7 +914,7 @@ async fn baseline_locked(
     }
     let mut tx = conn.begin().await.context("begin")?;
     for migration in &to_record {
-        record(&mut tx, migration, Duration::ZERO).await?;
+        record(&mut tx, set.ledger, migration, Duration::ZERO).await?;
     }
     tx.commit().await.context("commit")?;
     recorded.extend(to_record.iter().map(|m| m.version));

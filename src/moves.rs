@@ -1,6 +1,6 @@
 //! Moving a tenant's database to another server (`tenant move`).
 //!
-//! Each step is recorded in the master's `_tenantctl_moves` before the
+//! Each step is recorded in the master's `tenantctl.moves` before the
 //! next begins, so a rerun after an interrupt or `kill -9` knows where the
 //! move stood and either finishes it or undoes it. The tenant is `moving`
 //! from the first record until the switch; fleet commands skip it.
@@ -102,7 +102,7 @@ impl fmt::Display for Step {
     }
 }
 
-/// The DDL of `_tenantctl_moves` (`table` quoted and schema-qualified).
+/// The DDL of `tenantctl.moves` (`table` quoted and schema-qualified).
 pub fn create_table_sql(table: &str) -> String {
     let steps: Vec<String> = Step::ALL
         .iter()
@@ -124,7 +124,7 @@ pub fn create_table_sql(table: &str) -> String {
     )
 }
 
-/// One row of `_tenantctl_moves`: a move of one company's database.
+/// One row of `tenantctl.moves`: a move of one company's database.
 #[derive(Debug, Clone)]
 pub struct MoveRecord {
     pub company_id: String,

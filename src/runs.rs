@@ -1,6 +1,6 @@
 //! Run records: every `tenant migrate` and `tenant revert` that changes
 //! anything (dry runs do not) leaves a record in the master, in
-//! tenantctl's own tables beside the companies table, never in the
+//! tenantctl's own tables in its own schema (see [`crate::state`]), never in the
 //! application's: when it ran, what it was asked, how it ended, and each
 //! tenant it changed with its version before and after. `tenant revert
 //! --run` reads it back to undo exactly what one run did.
@@ -26,9 +26,9 @@ use crate::selection::Selection;
 use crate::tenant::Tenant;
 
 /// One row per run.
-pub const RUNS: &str = "_tenantctl_runs";
+pub const RUNS: &str = crate::state::RUNS;
 /// One row per tenant a run changed or failed on.
-pub const RUN_TENANTS: &str = "_tenantctl_run_tenants";
+pub const RUN_TENANTS: &str = crate::state::RUN_TENANTS;
 
 /// Which command a run was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,6 +99,7 @@ fn create_sql(runs: &str, tenants: &str) -> String {
 /// are tenantctl's own, beside any master, adopted or not.
 pub async fn ensure_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<()> {
     let (runs, tenants) = (layout.own_table(RUNS), layout.own_table(RUN_TENANTS));
+    crate::state::ensure_schema(conn).await?;
     crate::companies::create_under_lock(conn, &create_sql(&runs, &tenants))
         .await
         .with_context(|| format!("create tenantctl's {RUNS} and {RUN_TENANTS} tables"))?;
@@ -151,7 +152,7 @@ impl RunLog {
             Err(err) => {
                 let _ = conn.close().await;
                 return Err(err.context(format!(
-                    "record this run in the master before touching any tenant (tenantctl's {RUNS} table): the master role needs INSERT and UPDATE on it, and CREATE on the schema until `tenantctl master migrate` has created it"
+                    "record this run in the master before touching any tenant (tenantctl's {RUNS} table): the master role needs USAGE on schema tenantctl and INSERT and UPDATE on it, and CREATE on the database until `tenantctl master migrate` has created it"
                 )));
             }
         };
@@ -435,14 +436,19 @@ struct Tables {
 }
 
 async fn probe(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Tables> {
-    let (exist, selection): (bool, bool) = sqlx::query_as(
-        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL, \
-                EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
-                        AND attname = 'selection' AND NOT attisdropped)",
-    )
+    let (exist, selection): (bool, bool) = sqlx::query_as(&format!(
+        "SELECT {runs} AND {tenants}, \
+                EXISTS (SELECT FROM pg_attribute a JOIN pg_class o ON o.oid = a.attrelid \
+                        JOIN pg_namespace s ON s.oid = o.relnamespace \
+                        WHERE s.nspname = $3 AND o.relname = $1 \
+                          AND a.attname = 'selection' AND NOT a.attisdropped)",
+        runs = crate::state::exists_sql("$1"),
+        tenants = crate::state::exists_sql("$2"),
+    ))
     .persistent(false)
-    .bind(layout.own_table(RUNS))
-    .bind(layout.own_table(RUN_TENANTS))
+    .bind(crate::state::short(&layout.own_table(RUNS)))
+    .bind(crate::state::short(&layout.own_table(RUN_TENANTS)))
+    .bind(crate::state::SCHEMA)
     .fetch_one(&mut *conn)
     .await
     .context("look for tenantctl's run records")?;

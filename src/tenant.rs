@@ -82,13 +82,13 @@ pub enum Lifecycle {
     /// Database dropped, row kept for the record.
     Dropped,
     /// Being copied to another server by `tenant move`; fleet commands skip it
-    // An active tenant: kept in tenantctl's own `_tenantctl_moves`, never in
+    // An active tenant: kept in tenantctl's own `tenantctl.moves`, never in
     // the application's status.
     Moving,
 }
 
 impl Lifecycle {
-    /// The states a status column (or `_tenantctl_lifecycle`) records;
+    /// The states a status column (or `tenantctl.lifecycle`) records;
     /// `moving` lives in the move's own record.
     pub const STORED: [Self; 4] = [
         Self::Provisioning,

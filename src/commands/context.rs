@@ -141,6 +141,7 @@ impl Context {
             let mut tx = conn.begin().await.context("begin")?;
             let layout = Layout::load(&mut tx, &self.config.master).await?;
             tx.commit().await.context("commit")?;
+            layout.check_current()?;
             anyhow::Ok(layout)
         }
         .await;

@@ -397,30 +397,23 @@ async fn find_orphans(
 ) -> Vec<Finding> {
     use futures_util::StreamExt as _;
 
-    let master_set = MigrationSet::embedded_master();
-    let checks = unnamed.into_iter().map(|(server, name)| {
-        let master_set = &master_set;
-        async move {
-            if name.starts_with(DB_PREFIX) {
-                return Some((server, name, "named like a tenant database"));
-            }
-            let db = DbName::parse(&name).ok()?;
-            let mut conn = ctx
-                .connector
-                .connect_tenant(&server, &db, &SessionLimits::default())
-                .await
-                .ok()?;
-            let rows = migrations::read_applied(&mut conn).await;
-            let _ = ctx.connector.release(conn).await;
-            let rows = rows.ok()??;
-            let is_master = rows.iter().any(|row| master_set.recorded(row));
-            let has_tenant_migrations = rows.iter().any(|row| migrations.recorded(row));
-            (has_tenant_migrations && !is_master).then_some((
-                server,
-                name,
-                "holds tenant migrations",
-            ))
+    let checks = unnamed.into_iter().map(|(server, name)| async move {
+        if name.starts_with(DB_PREFIX) {
+            return Some((server, name, "named like a tenant database"));
         }
+        let db = DbName::parse(&name).ok()?;
+        let mut conn = ctx
+            .connector
+            .connect_tenant(&server, &db, &SessionLimits::default())
+            .await
+            .ok()?;
+        let rows = migrations::read_applied(&mut conn).await;
+        let is_master = migrations::holds_master(&mut conn).await;
+        let _ = ctx.connector.release(conn).await;
+        let rows = rows.ok()??;
+        let is_master = is_master.unwrap_or(true);
+        let has_tenant_migrations = rows.iter().any(|row| migrations.recorded(row));
+        (has_tenant_migrations && !is_master).then_some((server, name, "holds tenant migrations"))
     });
     let mut found: Vec<(ServerName, String, &str)> = futures_util::stream::iter(checks)
         .buffer_unordered(usize::from(args.concurrency))

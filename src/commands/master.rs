@@ -14,6 +14,7 @@ use crate::ddl;
 use crate::error::Outcome;
 use crate::migrations::{self, MigrationSet};
 use crate::output::{OutputMode, join_versions, line, print_json};
+use crate::state;
 
 #[derive(Debug, Subcommand)]
 pub enum MasterCommand {
@@ -39,6 +40,9 @@ struct Migrated<'a> {
     bookkeeping_created: bool,
     /// With `adopted`: whether tenantctl's own placement table was added.
     placement_created: bool,
+    /// tenantctl's tables moved from beside the companies table, where an
+    /// older version kept them, into its own schema.
+    moved: Vec<String>,
 }
 
 pub async fn run(command: MasterCommand, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -89,6 +93,7 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
         found: Vec::new(),
         bookkeeping_created: false,
         placement_created: false,
+        moved: Vec::new(),
     };
     // Everything below, from reading what the master holds to the last
     // CREATE TABLE, is one transaction under the master's schema lock,
@@ -148,8 +153,10 @@ async fn migrate_or_adopt(
             }
         }
         Err(err) => return Err(err),
-        Ok(mut layout) => {
-            let recorded = migrations::read_applied(conn).await?.unwrap_or_default();
+        Ok(layout) => {
+            result.moved = state::move_legacy(conn, &layout.schema_sql, &layout.legacy).await?;
+            let mut layout = Layout::load(conn, &ctx.config.master).await?;
+            let recorded = own_ledger(conn, &ours, &mut result.moved).await?;
             if !recorded.iter().any(|row| ours.recorded(row)) {
                 result.adopted = true;
                 result.bookkeeping_created =
@@ -174,12 +181,70 @@ async fn migrate_or_adopt(
     crate::runs::ensure_tables(conn, &layout).await
 }
 
+/// The master migrations recorded in tenantctl's ledger. An older
+/// tenantctl recorded them in `_sqlx_migrations` wherever the master
+/// role's search path put it (usually `public`): if that table holds only
+/// tenantctl's master migrations it is tenantctl's, and moves into
+/// tenantctl's schema; if it holds other rows too (the application's own
+/// sqlx migrations?) it is refused, since splitting a ledger is for a
+/// person.
+async fn own_ledger(
+    conn: &mut PgConnection,
+    ours: &MigrationSet,
+    moved: &mut Vec<String>,
+) -> anyhow::Result<Vec<migrations::AppliedRow>> {
+    if let Some(rows) = migrations::read_master_applied(conn).await? {
+        return Ok(rows);
+    }
+    let Some(legacy) = migrations::read_applied(conn).await? else {
+        return Ok(Vec::new());
+    };
+    let (mine, theirs): (Vec<_>, Vec<_>) = legacy.iter().partition(|row| ours.recorded(row));
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table: String = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await
+        .context("find the master's _sqlx_migrations")?;
+    anyhow::ensure!(
+        theirs.is_empty(),
+        "the master's {table} holds tenantctl's master migrations and {} others (versions {}): move tenantctl's rows (versions {}) into a table {} of the same shape by hand, then run `tenantctl master migrate` again",
+        theirs.len(),
+        theirs
+            .iter()
+            .map(|r| r.version.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        mine.iter()
+            .map(|r| r.version.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        state::MASTER_LEDGER
+    );
+    state::ensure_schema(conn).await?;
+    crate::companies::create_under_lock(
+        conn,
+        &format!("ALTER TABLE {table} SET SCHEMA {}", state::SCHEMA),
+    )
+    .await
+    .with_context(|| format!("move {table} to {}", state::MASTER_LEDGER))?;
+    moved.push(format!("{table} -> {}", state::MASTER_LEDGER));
+    Ok(legacy)
+}
+
 fn print(ctx: &Context, result: &Migrated<'_>) {
     let db = result.database;
     match ctx.output {
         OutputMode::Table => {
             if result.created {
                 line(format_args!("created master database {db}"));
+            }
+            for moved in &result.moved {
+                line(format_args!(
+                    "moved tenantctl's table {moved} (its own schema, which the application's ORM does not see)"
+                ));
             }
             if result.adopted {
                 line(format_args!(
@@ -190,12 +255,12 @@ fn print(ctx: &Context, result: &Migrated<'_>) {
                 }
                 if result.bookkeeping_created {
                     line(format_args!(
-                        "created tenantctl's own {BOOKKEEPING} table beside it"
+                        "created tenantctl's own {BOOKKEEPING} table (each company's lifecycle)"
                     ));
                 }
                 if result.placement_created {
                     line(format_args!(
-                        "created tenantctl's own {PLACEMENT} table beside it (each tenant's server)"
+                        "created tenantctl's own {PLACEMENT} table (each tenant's server)"
                     ));
                 }
             } else if result.applied.is_empty() {

@@ -78,11 +78,7 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
 
     let run = env.run(&["master", "migrate"]).ok();
     assert!(run.stdout.contains("adopted"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("_tenantctl_lifecycle"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("tenantctl.lifecycle"), "{}", run.stdout);
     env.run(&["master", "migrate"]).ok(); // and again, idempotent
     assert_eq!(definition(&env, "\"Company\""), company);
     assert_eq!(definition(&env, "\"_prisma_migrations\""), prisma);
@@ -136,7 +132,7 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
     assert_eq!(
         env.query(
             &env.master,
-            &format!("SELECT count(*)::text FROM _tenantctl_run_tenants WHERE run_id = {id}")
+            &format!("SELECT count(*)::text FROM tenantctl.run_tenants WHERE run_id = {id}")
         ),
         ["2"]
     );
@@ -180,7 +176,7 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
     assert_eq!(
         env.query(
             &env.master,
-            "SELECT count(*)::text FROM _tenantctl_lifecycle"
+            "SELECT count(*)::text FROM tenantctl.lifecycle"
         ),
         ["0"],
         "an active tenant leaves no bookkeeping row"
@@ -272,7 +268,7 @@ fn create_on_a_prisma_master_resumes_after_a_failure_and_never_suspends() {
     let broken = broken.to_str().expect("utf-8");
     env.run(&["tenant", "create", &slug, "--tenant-migrations", broken])
         .code(1);
-    let lifecycle = env.query(&env.master, "SELECT lifecycle FROM _tenantctl_lifecycle");
+    let lifecycle = env.query(&env.master, "SELECT lifecycle FROM tenantctl.lifecycle");
     assert_eq!(lifecycle, ["failed"]);
     let list = env.run(&["tenant", "list", "--status", "failed", "--output", "json"]);
     assert_eq!(
@@ -306,7 +302,7 @@ fn create_on_a_prisma_master_resumes_after_a_failure_and_never_suspends() {
     assert_eq!(
         env.query(
             &env.master,
-            "SELECT count(*)::text FROM _tenantctl_lifecycle"
+            "SELECT count(*)::text FROM tenantctl.lifecycle"
         ),
         ["0"]
     );

@@ -23,6 +23,7 @@ mod library;
 mod migrate;
 mod moves;
 mod pooler;
+mod prisma_master;
 mod revert;
 mod selection;
 mod servers;

@@ -84,7 +84,7 @@ fn record(two: &TwoServers, slug: &str) -> Option<(String, String, String)> {
     env.query(
         &env.master,
         &format!(
-            r#"SELECT concat_ws(',', m.step, m.parked_name, m.incoming_name) FROM _tenantctl_moves m
+            r#"SELECT concat_ws(',', m.step, m.parked_name, m.incoming_name) FROM tenantctl.moves m
                JOIN "Company" c ON c.id = m.company_id WHERE c.slug = '{slug}'"#
         ),
     )

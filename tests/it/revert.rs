@@ -767,7 +767,7 @@ fn the_first_run_creates_the_run_tables_where_master_migrate_did_not() {
     // A master from before run records: no tables, so nothing to list yet.
     env.exec(
         &env.master,
-        "DROP TABLE _tenantctl_run_tenants; DROP TABLE _tenantctl_runs",
+        "DROP TABLE tenantctl.run_tenants; DROP TABLE tenantctl.runs",
     );
     let none = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
     assert_eq!(none, json!({"runs": []}));

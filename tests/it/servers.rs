@@ -695,7 +695,7 @@ fn server_list_and_doctor_look_at_every_server() {
 }
 
 /// An application's master: the server kept in tenantctl's own
-/// `_tenantctl_placement` (its table unchanged), or in a column the
+/// `tenantctl.placement` (its table unchanged), or in a column the
 /// configuration names.
 #[test]
 fn an_adopted_master_records_servers_beside_or_in_its_table() {
@@ -717,7 +717,7 @@ fn an_adopted_master_records_servers_beside_or_in_its_table() {
     );
     let adopted = two.run(&["master", "migrate"]).ok();
     assert!(
-        adopted.stdout.contains("_tenantctl_placement"),
+        adopted.stdout.contains("tenantctl.placement"),
         "{}",
         adopted.stdout
     );
@@ -755,7 +755,7 @@ fn an_adopted_master_records_servers_beside_or_in_its_table() {
     assert_eq!(
         env.query(
             &env.master,
-            &format!("SELECT server FROM app._tenantctl_placement WHERE company_id = '{id}'")
+            &format!("SELECT server FROM tenantctl.placement WHERE company_id = '{id}'")
         ),
         ["eu2"]
     );
@@ -779,7 +779,7 @@ fn an_adopted_master_records_servers_beside_or_in_its_table() {
     assert_eq!(
         env.query(
             &env.master,
-            "SELECT count(*)::text FROM app._tenantctl_placement"
+            "SELECT count(*)::text FROM tenantctl.placement"
         ),
         ["0"]
     );

@@ -26,7 +26,7 @@ fn drop_keep_row_on_a_status_enum_without_dropped_is_recorded_by_tenantctl() {
         "the enum column is left alone"
     );
     assert_eq!(
-        env.query(&env.master, "SELECT lifecycle FROM _tenantctl_lifecycle"),
+        env.query(&env.master, "SELECT lifecycle FROM tenantctl.lifecycle"),
         ["dropped"]
     );
     let list = env

@@ -493,7 +493,7 @@ fn a_row_deleted_during_provisioning_is_not_marked_active() {
     assert!(
         env.query(
             &env.master,
-            "SELECT lifecycle FROM _tenantctl_lifecycle WHERE lifecycle = 'active'"
+            "SELECT lifecycle FROM tenantctl.lifecycle WHERE lifecycle = 'active'"
         )
         .is_empty()
     );

@@ -463,8 +463,8 @@ fn run_tables_from_before_the_selection_column_keep_working() {
     // Run tables as an older tenantctl made them, with one run recorded.
     env.exec(
         &env.master,
-        r#"ALTER TABLE _tenantctl_runs DROP COLUMN selection;
-           INSERT INTO _tenantctl_runs (command, tenants, outcome) VALUES ('migrate', 6, 'succeeded')"#,
+        r#"ALTER TABLE tenantctl.runs DROP COLUMN selection;
+           INSERT INTO tenantctl.runs (command, tenants, outcome) VALUES ('migrate', 6, 'succeeded')"#,
     );
     let runs = env.run(&["tenant", "runs", "--output", "json"]).ok().json();
     assert_eq!(runs["runs"][0]["selection"], Value::Null, "{runs}");
@@ -479,8 +479,10 @@ fn run_tables_from_before_the_selection_column_keep_working() {
         &env.master,
         &format!(
             r#"GRANT SELECT, UPDATE ON "Company" TO "writer_{t}";
-               GRANT SELECT, INSERT, UPDATE ON _tenantctl_runs, _tenantctl_run_tenants TO "writer_{t}";
-               GRANT SELECT ON ALL TABLES IN SCHEMA public TO "writer_{t}""#,
+               GRANT USAGE ON SCHEMA tenantctl TO "writer_{t}";
+               GRANT SELECT, INSERT, UPDATE ON tenantctl.runs, tenantctl.run_tenants TO "writer_{t}";
+               GRANT SELECT ON ALL TABLES IN SCHEMA public TO "writer_{t}";
+               GRANT SELECT ON ALL TABLES IN SCHEMA tenantctl TO "writer_{t}""#,
             t = env.token
         ),
     );

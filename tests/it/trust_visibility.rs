@@ -20,7 +20,9 @@ fn fleet_as_role_with(env: &TestEnv, create_args: &[&str]) -> (RoleUrls, [String
         &env.master,
         &format!(
             r#"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{r}";
-               GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{r}";"#,
+               GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{r}";
+               GRANT USAGE ON SCHEMA tenantctl TO "{r}";
+               GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tenantctl TO "{r}";"#,
             r = ops.role
         ),
     );
@@ -493,8 +495,10 @@ fn all_ok(runs: &[Run], what: &str) {
 fn tables(env: &TestEnv) -> Vec<String> {
     env.query(
         &env.master,
-        "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace
-           AND relkind = 'r' ORDER BY relname",
+        "SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname IN ('public', 'tenantctl') AND c.relkind = 'r'
+          ORDER BY n.nspname COLLATE \"C\", c.relname COLLATE \"C\"",
     )
 }
 
@@ -507,18 +511,18 @@ fn concurrent_master_migrate_on_a_fresh_master_all_succeed() {
         assert_eq!(
             tables(&env),
             [
-                "Company",
-                "_sqlx_migrations",
-                "_tenantctl_moves",
-                "_tenantctl_run_tenants",
-                "_tenantctl_runs",
+                "public.Company",
+                "tenantctl._sqlx_migrations",
+                "tenantctl.moves",
+                "tenantctl.run_tenants",
+                "tenantctl.runs",
             ],
             "round {round}"
         );
         assert_eq!(
             env.query(
                 &env.master,
-                "SELECT count(*)::text FROM _sqlx_migrations WHERE success"
+                "SELECT count(*)::text FROM tenantctl._sqlx_migrations WHERE success"
             ),
             ["2"],
             "round {round}"
@@ -549,12 +553,12 @@ fn concurrent_master_migrate_on_an_adopted_prisma_master_all_succeed() {
         assert_eq!(
             tables(&env),
             [
-                "Company",
-                "_tenantctl_lifecycle",
-                "_tenantctl_moves",
-                "_tenantctl_placement",
-                "_tenantctl_run_tenants",
-                "_tenantctl_runs",
+                "public.Company",
+                "tenantctl.lifecycle",
+                "tenantctl.moves",
+                "tenantctl.placement",
+                "tenantctl.run_tenants",
+                "tenantctl.runs",
             ],
             "round {round}"
         );
@@ -581,7 +585,7 @@ fn concurrent_first_runs_and_master_migrates_create_the_run_tables_once() {
         env.with_tenants(&["a", "b"]);
         env.exec(
             &env.master,
-            "DROP TABLE _tenantctl_run_tenants, _tenantctl_runs, _tenantctl_moves",
+            "DROP TABLE tenantctl.run_tenants, tenantctl.runs, tenantctl.moves",
         );
         let mut children: Vec<_> = (0..3)
             .map(|_| env.spawn(&["tenant", "migrate", "--all"]))
@@ -593,11 +597,11 @@ fn concurrent_first_runs_and_master_migrates_create_the_run_tables_once() {
             .collect();
         all_ok(&runs, &format!("round {round}"));
         assert_eq!(
-            env.query(&env.master, "SELECT count(*)::text FROM _tenantctl_runs"),
+            env.query(&env.master, "SELECT count(*)::text FROM tenantctl.runs"),
             ["3"],
             "round {round}: one record per run"
         );
-        assert!(tables(&env).contains(&"_tenantctl_moves".to_owned()));
+        assert!(tables(&env).contains(&"tenantctl.moves".to_owned()));
     }
 }
 
@@ -614,15 +618,18 @@ fn a_master_migrate_that_fails_keeps_nothing_of_what_it_did() {
         } else {
             env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
         }
-        env.exec(&env.master, "CREATE DOMAIN _tenantctl_run_tenants AS int");
+        env.exec(
+            &env.master,
+            "CREATE SCHEMA tenantctl; CREATE DOMAIN tenantctl.run_tenants AS int",
+        );
         let before = tables(&env);
         let run = env.run(&["master", "migrate"]).code(1);
-        assert!(run.stderr.contains("_tenantctl_run"), "{}", run.stderr);
+        assert!(run.stderr.contains("tenantctl.run"), "{}", run.stderr);
         assert_eq!(tables(&env), before, "adopted: {adopted}");
-        env.exec(&env.master, "DROP DOMAIN _tenantctl_run_tenants");
+        env.exec(&env.master, "DROP DOMAIN tenantctl.run_tenants");
         env.run(&["master", "migrate"]).ok();
         assert!(
-            tables(&env).contains(&"_tenantctl_run_tenants".to_owned()),
+            tables(&env).contains(&"tenantctl.run_tenants".to_owned()),
             "adopted: {adopted}"
         );
     }

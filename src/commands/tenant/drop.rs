@@ -12,7 +12,7 @@ use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
-use crate::migrations::{self, MigrationSet};
+use crate::migrations;
 use crate::output::confirm::confirm;
 use crate::output::{OutputMode, line, print_json, shown};
 use crate::servers::ServerName;
@@ -216,14 +216,11 @@ async fn refuse_a_master(ctx: &Context, server: &ServerName, db: &DbName) -> any
     else {
         return Ok(());
     };
-    let rows = migrations::read_applied(&mut conn).await;
+    let is_master = migrations::holds_master(&mut conn).await;
     let _ = ctx.connector.release(conn).await;
-    let master_set = MigrationSet::embedded_master();
-    if let Ok(Some(rows)) = rows
-        && rows.iter().any(|row| master_set.recorded(row))
-    {
+    if is_master.unwrap_or(false) {
         return Err(UsageError(format!(
-            "refusing to drop database {db} on server {server}: it holds tenantctl's master migrations, so it is a master database (another installation's?), not a tenant's; fix the company row that names it"
+            "refusing to drop database {db} on server {server}: it holds tenantctl's master migrations or records, so it is a master database (another installation's?), not a tenant's; fix the company row that names it"
         ))
         .into());
     }

@@ -1,0 +1,174 @@
+//! tenantctl's own state in the master: a schema of its own, `tenantctl`,
+//! never the application's.
+//!
+//! The application's ORM owns the schema its companies table lives in
+//! (Prisma, Rails, Django and Laravel all diff `public` by default): a table
+//! of ours there is drift to it, which `prisma migrate dev` answers by
+//! offering to reset the schema, and `prisma db push` by dropping the table.
+//! So every table of tenantctl's lives in `tenantctl`, named here and only
+//! here, and every query names the schema. Older versions put them beside
+//! the companies table as `_tenantctl_*`; `master migrate` moves them
+//! ([`move_legacy`]), and every other command refuses to run on a master
+//! that still has them, rather than write records where the next
+//! `master migrate` would not look.
+
+use anyhow::Context as _;
+use sqlx::postgres::PgConnection;
+
+use crate::connect::has_sqlstate;
+
+/// The schema.
+pub const SCHEMA: &str = "tenantctl";
+
+/// Each company's lifecycle, where the companies table cannot hold it,
+/// and the claim of a company not yet in it (see [`crate::companies`]).
+pub const LIFECYCLE: &str = "tenantctl.lifecycle";
+/// Each company's server, where the companies table has no column for it.
+pub const PLACEMENT: &str = "tenantctl.placement";
+/// Moves between servers in progress (see [`crate::moves`]).
+pub const MOVES: &str = "tenantctl.moves";
+/// One row per recorded run (see [`crate::runs`]).
+pub const RUNS: &str = "tenantctl.runs";
+/// One row per tenant a run changed or failed on.
+pub const RUN_TENANTS: &str = "tenantctl.run_tenants";
+/// The master migrations tenantctl applied, where tenantctl created the
+/// companies table itself (sqlx's ledger layout, in our schema).
+pub const MASTER_LEDGER: &str = "tenantctl._sqlx_migrations";
+
+/// Where older versions kept each table (beside the companies table), and
+/// its name in [`SCHEMA`].
+pub const LEGACY: [(&str, &str); 5] = [
+    ("_tenantctl_lifecycle", "lifecycle"),
+    ("_tenantctl_placement", "placement"),
+    ("_tenantctl_moves", "moves"),
+    ("_tenantctl_runs", "runs"),
+    ("_tenantctl_run_tenants", "run_tenants"),
+];
+
+/// A table's name within [`SCHEMA`] (`runs` for [`RUNS`]).
+pub fn short(table: &str) -> &str {
+    table.rsplit_once('.').map_or(table, |(_, name)| name)
+}
+
+/// SQL for whether table `$n` (a short name) exists in [`SCHEMA`], read
+/// from the catalog alone: `to_regclass` needs USAGE on the schema and
+/// fails without it, where a role that may not read our tables should
+/// get as far as the statement that needs them, and its clear error.
+pub fn exists_sql(param: &str) -> String {
+    format!(
+        "EXISTS (SELECT FROM pg_class o JOIN pg_namespace s ON s.oid = o.relnamespace \
+                 WHERE s.nspname = '{SCHEMA}' AND o.relname = {param})"
+    )
+}
+
+/// The legacy names, for a catalog query's `= ANY($n)`.
+pub fn legacy_names() -> Vec<&'static str> {
+    LEGACY.iter().map(|(old, _)| *old).collect()
+}
+
+/// Creates the schema if it is missing. Checked first: `CREATE SCHEMA IF
+/// NOT EXISTS` needs CREATE on the database even when the schema exists,
+/// and a role that may only write rows must still get through.
+pub async fn ensure_schema(conn: &mut PgConnection) -> anyhow::Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
+            .persistent(false)
+            .bind(SCHEMA)
+            .fetch_one(&mut *conn)
+            .await
+            .context("look for tenantctl's schema in the master")?;
+    if exists {
+        return Ok(());
+    }
+    crate::companies::create_under_lock(conn, &format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        .await
+        .map_err(|err| {
+            if has_sqlstate(&err, "42501") {
+                err.context(format!(
+                    "create schema {SCHEMA} in the master for tenantctl's own records: this role may not (grant it CREATE on the master database, or have the database's owner run `CREATE SCHEMA {SCHEMA} AUTHORIZATION <this role>`)"
+                ))
+            } else {
+                err.context(format!("create schema {SCHEMA} in the master"))
+            }
+        })
+}
+
+/// Moves the tables an older tenantctl kept in `from` (the companies
+/// table's schema, quoted) into [`SCHEMA`], under their new names, rows,
+/// indexes, constraints and owned sequences with them. Returns the tables
+/// moved. A table found in both places (an older tenantctl ran after the
+/// move and made a new one) is refused: merging records is for a person.
+pub async fn move_legacy(
+    conn: &mut PgConnection,
+    from: &str,
+    found: &[String],
+) -> anyhow::Result<Vec<String>> {
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    ensure_schema(conn).await?;
+    grant_usage_to_users_of(conn, from, found).await?;
+    let mut moved = Vec::new();
+    for (old, new) in LEGACY {
+        if !found.iter().any(|f| f == old) {
+            continue;
+        }
+        let target = format!("{SCHEMA}.{new}");
+        let both: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .persistent(false)
+            .bind(&target)
+            .fetch_one(&mut *conn)
+            .await
+            .context("look for tenantctl's tables")?;
+        anyhow::ensure!(
+            !both,
+            "both {from}.{old} and {target} exist (an older tenantctl ran after its tables were moved?): move the rows of {from}.{old} into {target} by hand, then drop {from}.{old}"
+        );
+        crate::companies::create_under_lock(
+            conn,
+            &format!(
+                "ALTER TABLE {from}.\"{old}\" SET SCHEMA {SCHEMA}; \
+                 ALTER TABLE {SCHEMA}.\"{old}\" RENAME TO \"{new}\""
+            ),
+        )
+        .await
+        .with_context(|| {
+            format!("move {from}.{old} to {target} (the role needs to own it; `tenantctl master migrate` as its owner does it)")
+        })?;
+        moved.push(format!("{from}.{old} -> {target}"));
+    }
+    Ok(moved)
+}
+
+/// Whoever had a privilege on one of the tables about to move (a role
+/// that runs tenantctl without owning them, granted rights on the tables
+/// in the companies table's schema) keeps its reach into them: USAGE on
+/// [`SCHEMA`], which the table privileges, kept by the move, need.
+async fn grant_usage_to_users_of(
+    conn: &mut PgConnection,
+    from: &str,
+    found: &[String],
+) -> anyhow::Result<()> {
+    let grantees: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END \
+           FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a \
+           LEFT JOIN pg_roles r ON r.oid = a.grantee \
+          WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2) \
+            AND a.grantee <> c.relowner",
+    )
+    .persistent(false)
+    .bind(from)
+    .bind(found)
+    .fetch_all(&mut *conn)
+    .await
+    .context("read who may use tenantctl's tables")?;
+    if grantees.is_empty() {
+        return Ok(());
+    }
+    crate::companies::create_under_lock(
+        conn,
+        &format!("GRANT USAGE ON SCHEMA {SCHEMA} TO {}", grantees.join(", ")),
+    )
+    .await
+    .with_context(|| format!("grant USAGE on schema {SCHEMA} to {}", grantees.join(", ")))
+}
