@@ -524,6 +524,16 @@ impl Layout {
         !self.status_holds_lifecycle()
     }
 
+    /// Whether a new company waits in tenantctl's claims until its
+    /// database is ready, instead of as a row of the application's that
+    /// the application would take for a live company (see
+    /// [`crate::claims`]): where the status column has no value for
+    /// `provisioning` or `failed`, or there is none.
+    pub fn keeps_claims(&self) -> bool {
+        self.status_value(Lifecycle::Provisioning).is_none()
+            || self.status_value(Lifecycle::Failed).is_none()
+    }
+
     fn select(&self) -> String {
         let or_null = |c: &Option<Column>, cast: &str| {
             c.as_ref().map_or_else(
@@ -773,6 +783,26 @@ impl Layout {
         conn: &mut PgConnection,
         new: &NewCompany<'_>,
     ) -> anyhow::Result<Tenant> {
+        self.insert_or_try(conn, new, true).await
+    }
+
+    /// Inserts the row as [`Self::insert`] would, with every check, and
+    /// rolls it back: whether the table will take it, known before a
+    /// claimed company's database is made rather than after.
+    pub async fn check_insert(
+        &self,
+        conn: &mut PgConnection,
+        new: &NewCompany<'_>,
+    ) -> anyhow::Result<()> {
+        self.insert_or_try(conn, new, false).await.map(|_| ())
+    }
+
+    async fn insert_or_try(
+        &self,
+        conn: &mut PgConnection,
+        new: &NewCompany<'_>,
+        keep: bool,
+    ) -> anyhow::Result<Tenant> {
         self.check_can_record_lifecycle()?;
         self.check_can_record_server(new.server)?;
         let values = self.insert_values(new)?;
@@ -861,7 +891,11 @@ impl Layout {
             self.record_placement(&mut tx, &id, new.server).await?;
         }
         let stored = self.read_inserted(&mut tx, &id, new).await?;
-        tx.commit().await.context("commit")?;
+        if keep {
+            tx.commit().await.context("commit")?;
+        } else {
+            tx.rollback().await.context("roll back")?;
+        }
         Ok(stored)
     }
 
@@ -1376,6 +1410,12 @@ impl Layout {
         } else {
             "lifecycle: kept in the status column".to_owned()
         });
+        if self.keeps_claims() {
+            lines.push(format!(
+                "new companies: kept in tenantctl's own {} until their database is ready, then inserted (the application never sees one that is not ready)",
+                crate::state::CLAIMS
+            ));
+        }
         lines.push(match &self.server {
             Some(c) => format!(
                 "server: column {:?} ({}); NULL means default",

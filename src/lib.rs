@@ -13,6 +13,7 @@
 //! `ddl`; and `output`, which owns everything printed.
 
 pub mod child_env;
+pub mod claims;
 pub mod cli;
 pub mod commands;
 pub mod companies;

@@ -23,6 +23,9 @@ pub const SCHEMA: &str = "tenantctl";
 /// Each company's lifecycle, where the companies table cannot hold it,
 /// and the claim of a company not yet in it (see [`crate::companies`]).
 pub const LIFECYCLE: &str = "tenantctl.lifecycle";
+/// Companies being created, kept out of a companies table that cannot
+/// say "not ready" until their database is (see [`crate::claims`]).
+pub const CLAIMS: &str = "tenantctl.claims";
 /// Each company's server, where the companies table has no column for it.
 pub const PLACEMENT: &str = "tenantctl.placement";
 /// Moves between servers in progress (see [`crate::moves`]).

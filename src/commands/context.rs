@@ -159,7 +159,12 @@ impl Context {
     /// out of reach until the move ends).
     pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
         let (mut conn, layout) = self.master().await?;
-        let tenant = layout.get(&mut conn, key).await;
+        let mut tenant = layout.get(&mut conn, key).await;
+        if tenant.is_err()
+            && let Some(err) = claimed(&mut conn, &layout, &[key.to_owned()]).await
+        {
+            tenant = Err(err);
+        }
         let _ = self.connector.release(conn).await;
         let tenant = tenant?;
         if let Some(to) = &tenant.moving_to {
@@ -253,10 +258,15 @@ impl Context {
             .filter(|s| s.address.is_some())
             .map(|s| s.name)
             .collect();
-        let selected = selection::resolve(conn, layout, names, &filter, &configured, |a, b| {
-            self.same_place(a, b)
-        })
-        .await?;
+        let selected =
+            match selection::resolve(conn, layout, names, &filter, &configured, |a, b| {
+                self.same_place(a, b)
+            })
+            .await
+            {
+                Ok(selected) => selected,
+                Err(err) => return Err(claimed(conn, layout, names).await.unwrap_or(err)),
+            };
         let tenants = selected.tenants;
         if !self.quiet {
             warn_shared(&tenants);
@@ -622,4 +632,36 @@ async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
             () = tokio::time::sleep(fleet::CANCEL_EVERY) => {}
         }
     }
+}
+
+/// For a name that selects no company: the error to give instead when it
+/// names a company still being created, kept in tenantctl's claims (see
+/// [`crate::claims`]) and not yet in the companies table.
+async fn claimed(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    names: &[String],
+) -> Option<anyhow::Error> {
+    for key in names {
+        let Ok(Some(claim)) = crate::claims::find(conn, Some(key), Some(key)).await else {
+            continue;
+        };
+        return Some(
+            crate::error::UsageError(format!(
+                "tenant {} is not created yet (status {}{}; not in the master's {} until its database is ready): run `tenantctl tenant create {}` again to finish it, or `tenantctl tenant drop {}` to give up",
+                claim.slug,
+                claim.lifecycle,
+                claim
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(": {}", crate::output::shown(e)))
+                    .unwrap_or_default(),
+                layout.label,
+                claim.slug,
+                claim.slug
+            ))
+            .into(),
+        );
+    }
+    None
 }

@@ -164,6 +164,9 @@ async fn migrate_or_adopt(
                 result.placement_created =
                     !layout.has_placement && layout.ensure_placement(conn).await?;
                 layout.ensure_moves(conn).await?;
+                if layout.keeps_claims() {
+                    crate::claims::ensure_table(conn).await?;
+                }
                 crate::runs::ensure_tables(conn, &layout).await?;
                 result.found = layout.describe();
                 return Ok(());

@@ -221,16 +221,21 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
     // or database name, never by the slug it was created with.
     env.run(&["tenant", "status", &slug]).code(1);
     env.run(&["tenant", "status", &id]).ok();
-    // drop --keep-row: recorded in tenantctl's table, the row untouched.
-    env.run(&["tenant", "drop", &env.db("acme"), "--keep-row", "--yes"])
-        .ok();
+    // drop --keep-row would leave a row the application reads as ACTIVE
+    // with no database: refused, nothing changed; a plain drop deletes it.
+    let refused = env
+        .run(&["tenant", "drop", &env.db("acme"), "--keep-row", "--yes"])
+        .code(2);
+    assert!(refused.stderr.contains("dropped"), "{}", refused.stderr);
+    assert!(env.database_exists(&env.db("acme")));
+    env.run(&["tenant", "drop", &env.db("acme"), "--yes"]).ok();
     assert!(!env.database_exists(&env.db("acme")));
     assert_eq!(
         env.query(
             &env.master,
-            &format!(r#"SELECT status::text FROM "Company" WHERE id = '{id}'"#)
+            &format!(r#"SELECT count(*)::text FROM "Company" WHERE id = '{id}'"#)
         ),
-        ["ACTIVE"]
+        ["0"]
     );
     let report = env
         .run(&["tenant", "migrate", "--all", "--output", "json"])
@@ -268,8 +273,14 @@ fn create_on_a_prisma_master_resumes_after_a_failure_and_never_suspends() {
     let broken = broken.to_str().expect("utf-8");
     env.run(&["tenant", "create", &slug, "--tenant-migrations", broken])
         .code(1);
-    let lifecycle = env.query(&env.master, "SELECT lifecycle FROM tenantctl.lifecycle");
+    // Failed, and kept out of the application's table until finished.
+    let lifecycle = env.query(&env.master, "SELECT lifecycle FROM tenantctl.claims");
     assert_eq!(lifecycle, ["failed"]);
+    assert_eq!(
+        env.query(&env.master, r#"SELECT count(*)::text FROM "Company""#),
+        ["3"],
+        "only the application's own three companies"
+    );
     let list = env.run(&["tenant", "list", "--status", "failed", "--output", "json"]);
     assert_eq!(
         list.json().as_array().map(Vec::len),
@@ -302,9 +313,13 @@ fn create_on_a_prisma_master_resumes_after_a_failure_and_never_suspends() {
     assert_eq!(
         env.query(
             &env.master,
-            "SELECT count(*)::text FROM tenantctl.lifecycle"
+            "SELECT ((SELECT count(*) FROM tenantctl.lifecycle) + (SELECT count(*) FROM tenantctl.claims))::text"
         ),
         ["0"]
+    );
+    assert_eq!(
+        env.query(&env.master, r#"SELECT count(*)::text FROM "Company""#),
+        ["4"]
     );
 }
 

@@ -554,6 +554,7 @@ fn concurrent_master_migrate_on_an_adopted_prisma_master_all_succeed() {
             tables(&env),
             [
                 "public.Company",
+                "tenantctl.claims",
                 "tenantctl.lifecycle",
                 "tenantctl.moves",
                 "tenantctl.placement",

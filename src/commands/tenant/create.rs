@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Executor as _};
 
+use crate::claims::{self, Claim};
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
 use crate::companies::{self, Layout, NewCompany};
@@ -75,6 +76,9 @@ struct Claimed {
     tenant: Tenant,
     resumed: bool,
     concurrent: bool,
+    /// Where the table cannot say "not ready": the claim the company
+    /// waits in until its database is, and no row yet.
+    claim: Option<Claim>,
 }
 
 pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -101,6 +105,11 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let before = layout
         .find_for_create(&mut master_conn, &slug, Some(&key_db))
         .await?;
+    let claimed_before = if layout.keeps_claims() {
+        claims::find(&mut master_conn, Some(slug.as_str()), Some(key_db.as_str())).await?
+    } else {
+        None
+    };
     // Held until this connection closes: a second `create` of the same slug
     // waits here for the first to finish, then finds its row.
     companies::lock_slug(&mut master_conn, &slug).await?;
@@ -108,7 +117,8 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         conn: &mut master_conn,
         layout: &layout,
     };
-    let mut claimed = claim(ctx, master, &args, &slug, requested_db, before.is_none()).await;
+    let absent_before = before.is_none() && claimed_before.is_none();
+    let mut claimed = claim(ctx, master, &args, &slug, requested_db, absent_before).await;
     // The claimed row is kept before the database is made, so a create
     // killed after this point is resumed by the next run, whatever the
     // pooler in front of the master.
@@ -127,18 +137,27 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 conn: &mut master_conn,
                 layout: &layout,
             };
-            finish(ctx, master, &claimed.tenant, &slug, provisioned).await
+            match &claimed.claim {
+                Some(claim) => finish_claim(master, claim, &slug, provisioned)
+                    .await
+                    .map(Some),
+                None => finish(ctx, master, &claimed.tenant, &slug, provisioned)
+                    .await
+                    .map(|()| None),
+            }
         }
         // Nothing to provision: done by a concurrent run, or not claimed.
-        _ => Ok(()),
+        _ => Ok(None),
     };
     // Committed whatever happened (behind a transaction-mode pooler the
     // row and its status live in this connection's transaction): a failed
     // provisioning must stay recorded as failed.
     let unlocked = companies::unlock_all(&mut master_conn).await;
     let released = ctx.connector.release(master_conn).await.and(unlocked);
-    let claimed = claimed?;
-    finished?;
+    let mut claimed = claimed?;
+    if let Some(recorded) = finished? {
+        claimed.tenant = recorded;
+    }
     released?;
     print(ctx, &claimed, &applied);
     Ok(Outcome::Success)
@@ -175,6 +194,7 @@ async fn claim(
                 tenant: existing,
                 resumed: false,
                 concurrent: true,
+                claim: None,
             });
         }
         anyhow::ensure!(
@@ -203,7 +223,23 @@ async fn claim(
             tenant,
             resumed: true,
             concurrent: false,
+            claim: None,
         });
+    }
+    if layout.keeps_claims()
+        && let Some(found) =
+            claims::find(master_conn, Some(slug.as_str()), Some(key_db.as_str())).await?
+    {
+        return resume_claim(
+            ctx,
+            master_conn,
+            layout,
+            found,
+            args,
+            requested_db,
+            absent_before,
+        )
+        .await;
     }
     let placed = match &args.server {
         Some(server) => {
@@ -240,12 +276,175 @@ async fn claim(
         db: &db,
         extra: &args.columns,
     };
+    if layout.keeps_claims() {
+        if let Some(other) = claims::find(master_conn, None, Some(db.as_str())).await? {
+            anyhow::bail!(
+                "database {db} is already being created for tenant {} (`tenantctl tenant list` shows it); pick another --db-name",
+                other.slug
+            );
+        }
+        // Every check the row will meet, now, before its database is made.
+        layout.check_insert(master_conn, &new).await?;
+        let claim = Claim {
+            slug: slug.clone(),
+            name: name.to_owned(),
+            db: db.clone(),
+            server: placed.clone(),
+            columns: args.columns.clone(),
+            lifecycle: Lifecycle::Provisioning,
+            last_error: None,
+        };
+        claims::record(master_conn, &claim).await?;
+        return Ok(Claimed {
+            tenant: claim.tenant(),
+            resumed: false,
+            concurrent: false,
+            claim: Some(claim),
+        });
+    }
     let tenant = layout.insert(master_conn, &new).await?;
     Ok(Claimed {
         tenant,
         resumed: false,
         concurrent: false,
+        claim: None,
     })
+}
+
+/// Picks up a claim a create left (killed, or failed): on the database and
+/// server it claimed, unless a company row has come to name that database.
+async fn resume_claim(
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    found: Claim,
+    args: &CreateArgs,
+    requested_db: Option<DbName>,
+    absent_before: bool,
+) -> anyhow::Result<Claimed> {
+    anyhow::ensure!(
+        found.slug.as_str() == args.slug,
+        "database {} is already being created for tenant {} (`tenantctl tenant list` shows it); pick another --db-name",
+        found.db,
+        found.slug
+    );
+    anyhow::ensure!(
+        !(absent_before && found.lifecycle == Lifecycle::Failed),
+        "tenant {}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {}` again to finish",
+        found.slug,
+        found.slug
+    );
+    let tenant = resume(found.tenant(), requested_db.as_ref(), args.server.as_ref())?;
+    companies::lock_db(master_conn, found.db.as_str()).await?;
+    if let Some(owner) = layout.find_by_db(master_conn, &found.db).await? {
+        anyhow::bail!(
+            "tenant {}'s claimed database {} is now named by {}; refusing to finish its provisioning there: `tenantctl tenant drop {}` gives the claim up",
+            found.slug,
+            found.db,
+            crate::tenant::describe(&owner),
+            found.slug
+        );
+    }
+    if !ctx.quiet {
+        warn(format_args!(
+            "tenant {} was left in {} (not yet in the master's {}); finishing its provisioning",
+            found.slug, found.lifecycle, layout.label
+        ));
+    }
+    Ok(Claimed {
+        tenant,
+        resumed: true,
+        concurrent: false,
+        claim: Some(found),
+    })
+}
+
+/// Records a claimed company in the application's table, now that its
+/// database is ready, in the transaction that removes the claim: the
+/// application sees the company when, and only when, it can use it. A
+/// failed provisioning (or a row the table refuses) leaves the claim
+/// `failed`, with the error.
+async fn finish_claim(
+    master: Master<'_>,
+    claim: &Claim,
+    slug: &Slug,
+    provisioned: anyhow::Result<()>,
+) -> anyhow::Result<Tenant> {
+    let Master { conn, layout } = master;
+    let db = &claim.db;
+    let recorded = async {
+        let mut tx = conn.begin().await?;
+        tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            .await
+            .context("check the master's deferred constraints as they happen")?;
+        let now = claims::lock(&mut tx, db).await?.with_context(|| {
+            format!(
+                "tenant {slug}: its claim was removed while its database was being provisioned (a `tenant drop`?); database {db} on server {} is left as provisioned (`tenantctl doctor` lists it)",
+                claim.server
+            )
+        })?;
+        anyhow::ensure!(
+            now.slug == claim.slug && now.server == claim.server,
+            "tenant {slug}: its claim changed while its database was being provisioned; database {db} is left as provisioned"
+        );
+        // A company row that came to name this database meanwhile: the
+        // database is not this tenant's alone.
+        let provisioned = match layout.find_by_db(&mut tx, db).await? {
+            Some(owner) => Err(anyhow::anyhow!(
+                "while its database {db} was provisioned, {} came to name it; give one of them another database in the master",
+                crate::tenant::describe(&owner)
+            )),
+            None => provisioned,
+        };
+        if let Err(err) = provisioned {
+            return Ok(Err(err));
+        }
+        let new = NewCompany {
+            slug,
+            server: &claim.server,
+            name: &claim.name,
+            db,
+            extra: &claim.columns,
+        };
+        let row = layout.insert(&mut tx, &new).await?;
+        layout
+            .set_lifecycle(&mut tx, &row, Lifecycle::Active, None)
+            .await?;
+        claims::forget(&mut tx, db).await?;
+        let after = layout.find_by_id(&mut tx, &row.id).await?;
+        let after = after
+            .filter(|r| {
+                r.has_status(Lifecycle::Active)
+                    && r.db_name_raw == row.db_name_raw
+                    && r.server_raw == row.server_raw
+            })
+            .with_context(|| {
+                format!(
+                    "tenant {slug}: the master's {} did not keep the new row active on database {db} (a trigger on the table changed it)",
+                    layout.label
+                )
+            })?;
+        tx.commit()
+            .await
+            .with_context(|| format!("tenant {slug}: record it in the master"))?;
+        anyhow::Ok(Ok(after))
+    }
+    .await;
+    let err = match recorded {
+        Ok(Ok(tenant)) => return Ok(tenant),
+        Ok(Err(provisioning)) => provisioning,
+        Err(recording) => recording.context(format!(
+            "tenant {slug}: database {db} is ready but its row could not be recorded in the master's {}",
+            layout.label
+        )),
+    };
+    // Best effort: the error being reported matters more than this one.
+    let why = crate::error::render(&err);
+    let _ = claims::set_state(conn, db, Lifecycle::Failed, Some(&why)).await;
+    Err(err.context(format!(
+        "tenant {slug}: provisioning failed (status failed, not in the master's {} yet); fix the cause and run `tenantctl tenant create {slug}` again to finish, or `tenantctl tenant drop {slug}` to give up",
+        layout.label
+    )))
 }
 
 /// Marks the company active, or failed with the provisioning error.

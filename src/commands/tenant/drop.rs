@@ -74,7 +74,20 @@ async fn drop_tenant(
     master_conn: &mut PgConnection,
     layout: &Layout,
 ) -> anyhow::Result<(Tenant, DbName, ServerName)> {
-    let tenant = layout.get(master_conn, &args.tenant).await?;
+    let tenant = match layout.get(master_conn, &args.tenant).await {
+        Ok(tenant) => tenant,
+        Err(err) => {
+            let Some(claim) =
+                crate::claims::find(master_conn, Some(&args.tenant), Some(&args.tenant)).await?
+            else {
+                return Err(err);
+            };
+            return drop_claim(args, ctx, master_conn, layout, claim).await;
+        }
+    };
+    if args.keep_row {
+        check_can_keep(layout)?;
+    }
     // Only a database the company row names, that passes validation and is
     // not the master, can get this far.
     let db = tenant.db_name()?.clone();
@@ -203,6 +216,101 @@ async fn change_master(
         .await
         .context("the master refused the change at commit; nothing was dropped")?;
     Ok(now)
+}
+
+/// `--keep-row` keeps the row as a company the application can tell is
+/// gone; a table that has no status value for `dropped` would keep it
+/// looking live (the application's `ACTIVE`, say) with no database behind
+/// it, so that is refused, naming the setting that would allow it.
+fn check_can_keep(layout: &Layout) -> Result<(), UsageError> {
+    if layout.status_value(Lifecycle::Dropped).is_some() {
+        return Ok(());
+    }
+    let why = match &layout.status {
+        Some(status) => format!(
+            "its status column {:?} has no value for dropped, so the row would still look live to the application",
+            status.name
+        ),
+        None => "it has no status column, so the row would still look live to the application"
+            .to_owned(),
+    };
+    Err(UsageError(format!(
+        "--keep-row: the master's {} cannot mark a company dropped: {why}; map one of the application's inactive statuses in tenantctl.toml (`[master.statuses]` dropped = \"...\"), or drop without --keep-row (the row is deleted); nothing was changed",
+        layout.label
+    )))
+}
+
+/// Gives up a company that was never recorded in the application's table
+/// (its create failed or was killed; see [`crate::claims`]): removes the
+/// claim, then drops whatever database the create made, unless a company
+/// row has come to name it.
+async fn drop_claim(
+    args: &DropArgs,
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    claim: crate::claims::Claim,
+) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+    let tenant = claim.tenant();
+    let db = claim.db.clone();
+    let server = claim.server.clone();
+    ctx.connector.check_tenant_db(&db)?;
+    ctx.connector.check_server(&server)?;
+    refuse_a_master(ctx, &server, &db).await?;
+    confirm(
+        &format!(
+            "give up creating tenant {} and drop database {db} if it was made",
+            claim.slug
+        ),
+        claim.slug.as_str(),
+        args.yes,
+    )?;
+    companies::lock_slug(master_conn, &claim.slug).await?;
+    companies::lock_db(master_conn, db.as_str()).await?;
+    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
+    let result = async {
+        // What could stop the drop is found out before the claim goes.
+        let made = ddl::exists(&mut on_server, &db).await?;
+        if made {
+            ddl::check_droppable(&mut on_server, &db).await.map_err(|err| {
+                err.context(format!(
+                    "cannot drop database {db} on server {server}; nothing was changed"
+                ))
+            })?;
+        }
+        let mut tx = master_conn.begin().await?;
+        let now = crate::claims::lock(&mut tx, &db).await?.with_context(|| {
+            format!("tenant {}: its claim is gone (finished or given up meanwhile); nothing was dropped", claim.slug)
+        })?;
+        anyhow::ensure!(
+            now.slug == claim.slug && now.server == claim.server,
+            "tenant {}: its claim changed since it was read; nothing was dropped",
+            claim.slug
+        );
+        let owner = layout.find_by_db(&mut tx, &db).await?;
+        crate::claims::forget(&mut tx, &db).await?;
+        tx.commit()
+            .await
+            .context("the master refused the change at commit; nothing was dropped")?;
+        ctx.connector.checkpoint(master_conn).await?;
+        if let Some(owner) = owner {
+            crate::output::warn(format_args!(
+                "warning: database {db} is named by {}: only the claim was removed, the database was kept",
+                crate::tenant::describe(&owner)
+            ));
+            return Ok(());
+        }
+        if made {
+            ddl::drop_force(&mut on_server, &db).await.with_context(|| {
+                format!("the claim on tenant {} was removed, but dropping database {db} on server {server} failed, so it is still there; drop it by hand (`tenantctl doctor` lists it)", claim.slug)
+            })?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = on_server.close().await;
+    result?;
+    Ok((tenant, db, server))
 }
 
 /// Refuses a database that holds tenantctl's master migrations: a row

@@ -17,7 +17,9 @@ pub struct ListArgs {
 
 #[derive(Serialize)]
 struct Row<'a> {
-    id: &'a str,
+    /// `null` for a company still being created where the table cannot
+    /// say so: it is only in tenantctl's claims, with no row (and no id) yet.
+    id: Option<&'a str>,
     slug: Option<&'a str>,
     name: Option<&'a str>,
     db_name: Option<&'a str>,
@@ -43,8 +45,10 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ));
     }
     let tenants = layout.list(&mut conn).await;
+    let claimed = crate::claims::all(&mut conn).await;
     let _ = ctx.connector.release(conn).await;
     let mut tenants = tenants?;
+    tenants.extend(claimed?.iter().map(crate::claims::Claim::tenant));
     if !args.status.is_empty() {
         tenants.retain(|t| args.status.iter().any(|s| t.has_status(*s)));
     }
@@ -52,7 +56,7 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let rows: Vec<Row> = tenants
         .iter()
         .map(|t| Row {
-            id: &t.id,
+            id: (!t.id.is_empty()).then_some(t.id.as_str()),
             slug: t.slug.as_deref(),
             name: t.name.as_deref(),
             db_name: t.db_name_raw.as_deref(),
@@ -82,7 +86,7 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             ]);
             for r in &rows {
                 out.add_row([
-                    shown(r.id),
+                    r.id.map_or_else(|| "(none yet)".to_owned(), shown),
                     shown(r.slug.unwrap_or_default()),
                     shown(r.name.unwrap_or_default()),
                     r.db_name.map_or_else(|| "NULL".to_owned(), shown),

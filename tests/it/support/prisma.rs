@@ -95,3 +95,40 @@ pub fn migrator_toml(schema: &Path) -> String {
         schema.join("migrations").display()
     )
 }
+
+/// The kit's Prisma client example (`client.ts`: `findMany` over the
+/// master's companies, as the seed's application reads them) against the
+/// test's master; `args` as client.ts takes them. The client is generated
+/// once per checkout, under a lock (tests run in parallel processes).
+pub fn client(env: &TestEnv, args: &[&str]) -> Run {
+    let kit = kit();
+    let generated = kit.join("master/generated/client.ts");
+    if !generated.is_file() {
+        let status = Command::new("flock")
+            .arg(kit.join("node_modules/.generate.lock"))
+            .arg("bash")
+            .arg("-c")
+            .arg(format!(
+                "[ -f '{0}/master/generated/client.ts' ] && [ -f '{0}/tenant/generated/client.ts' ] || \
+                 {{ '{0}/run.sh' master generate && '{0}/run.sh' tenant generate; }}",
+                kit.display()
+            ))
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run prisma generate");
+        assert!(
+            status.status.success(),
+            "prisma generate failed:\n{}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    let mut cmd = Command::new(kit.join("node_modules/.bin/tsx"));
+    cmd.arg(kit.join("client.ts"))
+        .args(args)
+        .current_dir(env.workdir.path())
+        .env("DATABASE_URL", env.master_url())
+        .env_remove("POSTGRES_BASE_URL")
+        .stdin(std::process::Stdio::null());
+    Run::from(cmd.output().expect("run the Prisma client"))
+}
