@@ -189,42 +189,16 @@ async fn claim(
         .find_for_create(master_conn, slug, Some(&key_db))
         .await?
     {
-        if absent_before && existing.has_status(Lifecycle::Active) {
-            return Ok(Claimed {
-                tenant: existing,
-                resumed: false,
-                concurrent: true,
-                claim: None,
-            });
-        }
-        anyhow::ensure!(
-            !(absent_before && existing.has_status(Lifecycle::Failed)),
-            "tenant {slug}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {slug}` again to finish"
-        );
-        let tenant = resume(existing, requested_db.as_ref(), args.server.as_ref())?;
-        // A row that names a database another company's row also names is
-        // never finished: provisioning "its" database would migrate, and
-        // report as new, a database that holds someone else's data.
-        let others = ctx.sharing(layout, master_conn, &tenant).await?;
-        anyhow::ensure!(
-            others.is_empty(),
-            "tenant {tenant} is recorded with database {}, which {} also names; refusing to finish its provisioning there: give one of them another database in the master",
-            shown(tenant.db_label()),
-            crate::tenant::describe_all(&others)
-        );
-        companies::lock_db(master_conn, tenant.db_label()).await?;
-        if !ctx.quiet {
-            warn(format_args!(
-                "tenant {tenant} was left in {}; finishing its provisioning",
-                shown(tenant.status_label())
-            ));
-        }
-        return Ok(Claimed {
-            tenant,
-            resumed: true,
-            concurrent: false,
-            claim: None,
-        });
+        return resume_row(
+            ctx,
+            master_conn,
+            layout,
+            existing,
+            args,
+            requested_db,
+            absent_before,
+        )
+        .await;
     }
     if layout.keeps_claims()
         && let Some(found) =
@@ -277,30 +251,7 @@ async fn claim(
         extra: &args.columns,
     };
     if layout.keeps_claims() {
-        if let Some(other) = claims::find(master_conn, None, Some(db.as_str())).await? {
-            anyhow::bail!(
-                "database {db} is already being created for tenant {} (`tenantctl tenant list` shows it); pick another --db-name",
-                other.slug
-            );
-        }
-        // Every check the row will meet, now, before its database is made.
-        layout.check_insert(master_conn, &new).await?;
-        let claim = Claim {
-            slug: slug.clone(),
-            name: name.to_owned(),
-            db: db.clone(),
-            server: placed.clone(),
-            columns: args.columns.clone(),
-            lifecycle: Lifecycle::Provisioning,
-            last_error: None,
-        };
-        claims::record(master_conn, &claim).await?;
-        return Ok(Claimed {
-            tenant: claim.tenant(),
-            resumed: false,
-            concurrent: false,
-            claim: Some(claim),
-        });
+        return claim_new(master_conn, layout, &new).await;
     }
     let tenant = layout.insert(master_conn, &new).await?;
     Ok(Claimed {
@@ -308,6 +259,89 @@ async fn claim(
         resumed: false,
         concurrent: false,
         claim: None,
+    })
+}
+
+/// Picks up a company row a create left in provisioning or failed (where
+/// the table can say so).
+async fn resume_row(
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    existing: Tenant,
+    args: &CreateArgs,
+    requested_db: Option<DbName>,
+    absent_before: bool,
+) -> anyhow::Result<Claimed> {
+    let slug = &args.slug;
+    if absent_before && existing.has_status(Lifecycle::Active) {
+        return Ok(Claimed {
+            tenant: existing,
+            resumed: false,
+            concurrent: true,
+            claim: None,
+        });
+    }
+    anyhow::ensure!(
+        !(absent_before && existing.has_status(Lifecycle::Failed)),
+        "tenant {slug}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {slug}` again to finish"
+    );
+    let tenant = resume(existing, requested_db.as_ref(), args.server.as_ref())?;
+    // A row that names a database another company's row also names is
+    // never finished: provisioning "its" database would migrate, and
+    // report as new, a database that holds someone else's data.
+    let others = ctx.sharing(layout, master_conn, &tenant).await?;
+    anyhow::ensure!(
+        others.is_empty(),
+        "tenant {tenant} is recorded with database {}, which {} also names; refusing to finish its provisioning there: give one of them another database in the master",
+        shown(tenant.db_label()),
+        crate::tenant::describe_all(&others)
+    );
+    companies::lock_db(master_conn, tenant.db_label()).await?;
+    if !ctx.quiet {
+        warn(format_args!(
+            "tenant {tenant} was left in {}; finishing its provisioning",
+            shown(tenant.status_label())
+        ));
+    }
+    Ok(Claimed {
+        tenant,
+        resumed: true,
+        concurrent: false,
+        claim: None,
+    })
+}
+
+/// Records a new company as a claim, the table's own checks passed first.
+async fn claim_new(
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    new: &NewCompany<'_>,
+) -> anyhow::Result<Claimed> {
+    let db = new.db;
+    if let Some(other) = claims::find(master_conn, None, Some(db.as_str())).await? {
+        anyhow::bail!(
+            "database {db} is already being created for tenant {} (`tenantctl tenant list` shows it); pick another --db-name",
+            other.slug
+        );
+    }
+    // Every check the row will meet, now, before its database is made.
+    layout.check_insert(master_conn, new).await?;
+    let claim = Claim {
+        slug: new.slug.clone(),
+        name: new.name.to_owned(),
+        db: db.clone(),
+        server: new.server.clone(),
+        columns: new.extra.to_vec(),
+        lifecycle: Lifecycle::Provisioning,
+        last_error: None,
+    };
+    claims::record(master_conn, &claim).await?;
+    Ok(Claimed {
+        tenant: claim.tenant(),
+        resumed: false,
+        concurrent: false,
+        claim: Some(claim),
     })
 }
 
