@@ -80,7 +80,29 @@ pub async fn ensure_table(conn: &mut PgConnection) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::state::ensure_schema(conn).await?;
-    crate::companies::create_under_lock(conn, &create_sql())
+    // Whoever may use tenantctl's lifecycle records (a role that runs
+    // tenantctl without owning its tables) gets the same on the claims,
+    // which an older version did not have: an upgrade keeps it working.
+    let grants: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT format('GRANT %s ON {CLAIMS} TO %s', a.privilege_type, \
+                       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END) \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee \
+          WHERE n.nspname = $1 AND c.relname = $2 AND a.grantee <> c.relowner \
+            AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')"
+    ))
+    .persistent(false)
+    .bind(crate::state::SCHEMA)
+    .bind(crate::state::short(crate::state::LIFECYCLE))
+    .fetch_all(&mut *conn)
+    .await
+    .context("read who may use tenantctl's lifecycle records")?;
+    let mut ddl = create_sql();
+    for grant in grants {
+        ddl.push_str("; ");
+        ddl.push_str(&grant);
+    }
+    crate::companies::create_under_lock(conn, &ddl)
         .await
         .with_context(|| format!("create tenantctl's {CLAIMS} table"))
 }
@@ -196,6 +218,12 @@ pub async fn record(conn: &mut PgConnection, claim: &Claim) -> anyhow::Result<()
                 claim.slug,
                 claim.db
             )
+        } else if crate::connect::has_sqlstate(&err, "42501") {
+            err.context(format!(
+                "record the claim on {} in {CLAIMS}: this role needs INSERT, UPDATE, DELETE and SELECT on it (GRANT ... ON ALL TABLES IN SCHEMA {} TO <role>)",
+                claim.slug,
+                crate::state::SCHEMA
+            ))
         } else {
             err.context(format!("record the claim on {} in {CLAIMS}", claim.slug))
         }

@@ -194,6 +194,8 @@ fn an_older_masters_tables_move_into_the_tenantctl_schema_with_every_row() {
         env.exec(
             &env.master,
             "DO $$ DECLARE t text; BEGIN
+               -- Claims came with the schema: older versions had none.
+               DROP TABLE IF EXISTS tenantctl.claims;
                FOR t IN SELECT relname FROM pg_class WHERE relnamespace = 'tenantctl'::regnamespace AND relkind = 'r' LOOP
                  EXECUTE format('ALTER TABLE tenantctl.%I SET SCHEMA public', t);
                  IF t <> '_sqlx_migrations' THEN

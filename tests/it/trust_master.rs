@@ -473,30 +473,70 @@ fn drop_gate(open: crate::support::OpenGate) {
 }
 
 /// The application deletes the row while its database is provisioned:
-/// `create` fails, says what is left, and records no "active".
+/// `create` fails, says what is left, and records no "active". (On a table
+/// that cannot say "provisioning" there is no row yet to delete: the same
+/// for its claim removed by hand, and for a row of the application's that
+/// takes the database's name meanwhile.)
 #[test]
 fn a_row_deleted_during_provisioning_is_not_marked_active() {
-    let env = TestEnv::new();
-    env.orm_master(&["provisioning", "ACTIVE", "SUSPENDED"]);
-    env.run(&["master", "migrate"]).ok();
-    let gate = Gate::new(&env);
-    let dir = gated(&env, &gate);
-    let slug = env.slug("gone");
-    let create = env.spawn(&["tenant", "create", &slug, "--tenant-migrations", &dir]);
-    gate.wait_for(&env, 1);
-    env.exec(&env.master, r#"DELETE FROM "Company""#);
-    let open = gate.open(&env);
-    let run = wait_with_deadline(create, Duration::from_secs(60));
-    drop_gate(open);
-    assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("was deleted while"), "{}", run.stderr);
-    assert!(
-        env.query(
-            &env.master,
-            "SELECT lifecycle FROM tenantctl.lifecycle WHERE lifecycle = 'active'"
-        )
-        .is_empty()
-    );
+    for statuses in [
+        ["provisioning", "ACTIVE", "failed"],
+        ["provisioning", "ACTIVE", "SUSPENDED"],
+    ] {
+        for meddle in ["delete", "take the name"] {
+            let claims = statuses[2] == "SUSPENDED";
+            if !claims && meddle == "take the name" {
+                continue;
+            }
+            let env = TestEnv::new();
+            env.orm_master(&statuses);
+            env.run(&["master", "migrate"]).ok();
+            let gate = Gate::new(&env);
+            let dir = gated(&env, &gate);
+            let slug = env.slug("gone");
+            let create = env.spawn(&["tenant", "create", &slug, "--tenant-migrations", &dir]);
+            gate.wait_for(&env, 1);
+            match (claims, meddle) {
+                (false, _) => env.exec(&env.master, r#"DELETE FROM "Company""#),
+                (true, "delete") => env.exec(&env.master, "DELETE FROM tenantctl.claims"),
+                (true, _) => env.exec(
+                    &env.master,
+                    &format!(
+                        r#"INSERT INTO "Company" (id, slug, name, "dbName", status, "updatedAt")
+                           VALUES ('app1', 'app-made', 'App', '{}', 'ACTIVE', now())"#,
+                        env.db("gone")
+                    ),
+                ),
+            }
+            let open = gate.open(&env);
+            let run = wait_with_deadline(create, Duration::from_secs(60));
+            drop_gate(open);
+            assert_eq!(run.code, 1, "{statuses:?} {meddle}: {}", run.all());
+            let why = match (claims, meddle) {
+                (false, _) => "was deleted while",
+                (true, "delete") => "its claim was removed",
+                (true, _) => "came to name it",
+            };
+            assert!(
+                run.stderr.contains(why),
+                "{statuses:?} {meddle}: {}",
+                run.stderr
+            );
+            assert!(
+                env.query(
+                    &env.master,
+                    "SELECT lifecycle FROM tenantctl.lifecycle WHERE lifecycle = 'active'"
+                )
+                .is_empty()
+            );
+            // Nothing of ours became a row of the application's.
+            let rows = env.query(&env.master, r#"SELECT id FROM "Company""#);
+            assert!(
+                rows.is_empty() || rows == ["app1"],
+                "{statuses:?} {meddle}: {rows:?}"
+            );
+        }
+    }
 }
 
 /// A row left in provisioning that names another company's database is
