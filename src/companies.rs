@@ -631,7 +631,7 @@ impl Layout {
     /// The company an operator means by `key`: slug, else id, else database.
     pub async fn find(&self, conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<Tenant>> {
         let everyone = self.list(conn).await?;
-        Ok(find_tenant(&everyone, key).cloned())
+        Ok(find_tenant(&everyone, key)?.cloned())
     }
 
     /// Like [`Self::find`], but a missing tenant is an error that says so.

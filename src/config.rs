@@ -19,6 +19,9 @@
 //! [servers.eu2]                    # a server; its URL is in the environment
 //! url_env = "PG_EU2"               # [default: POSTGRES_BASE_URL_EU2]
 //! accepts_new = false              # tenant create never picks it on its own
+//! pooler = "transaction"           # what ?pgbouncer=true on its URL says
+//! sslmode = "verify-full"          # TLS, as libpq's sslmode/PGSSLMODE
+//! sslrootcert = "/etc/ssl/db-ca.pem"
 //! ```
 
 use std::collections::BTreeMap;
@@ -57,6 +60,103 @@ pub struct ServerConfig {
     /// `--server`.
     #[serde(default = "yes")]
     pub accepts_new: bool,
+    /// What stands in front of the server, kept here rather than as
+    /// `?pgbouncer=true` on a URL the application also reads: the seed
+    /// builds tenant URLs as `${POSTGRES_BASE_URL}/${dbName}`, which a
+    /// query string on the base URL breaks.
+    pub pooler: Option<Pooler>,
+    /// TLS, libpq's names and values; the URL's own query parameters win
+    /// over these, and these over `PGSSLMODE` & co.
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+}
+
+impl ServerConfig {
+    /// What this section says about how to reach the server.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            pooler: self.pooler,
+            sslmode: self.sslmode,
+            sslrootcert: self.sslrootcert.clone(),
+            sslcert: self.sslcert.clone(),
+            sslkey: self.sslkey.clone(),
+        }
+    }
+}
+
+/// `pooler = "..."` of a `[servers.<name>]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// PgBouncer (or similar) in transaction mode: as `?pgbouncer=true`.
+    Transaction,
+    /// A session-mode pool: each client keeps its server connection.
+    Session,
+    /// The server itself.
+    None,
+}
+
+/// How a `[servers.<name>]` section says to reach its server: each written
+/// into the server's connection parameters as the URL query parameter of
+/// that name, where the URL has none of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub pooler: Option<Pooler>,
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+}
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl Settings {
+    /// The settings as URL query parameters, in libpq's spelling (and
+    /// Prisma's `pgbouncer=true`).
+    pub fn parameters(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.pooler == Some(Pooler::Transaction) {
+            out.push(("pgbouncer", "true".to_owned()));
+        }
+        if let Some(mode) = self.sslmode {
+            out.push(("sslmode", mode.as_str().to_owned()));
+        }
+        for (key, value) in [
+            ("sslrootcert", &self.sslrootcert),
+            ("sslcert", &self.sslcert),
+            ("sslkey", &self.sslkey),
+        ] {
+            if let Some(value) = value {
+                out.push((key, value.clone()));
+            }
+        }
+        out
+    }
 }
 
 fn yes() -> bool {

@@ -13,6 +13,7 @@ use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 use url::Url;
 
 use crate::child_env::ChildEnv;
+use crate::config::Settings;
 use crate::dbname::DbName;
 use crate::error::UsageError;
 use crate::servers::{NotConfigured, ServerName, ServerSource};
@@ -68,9 +69,15 @@ struct Server {
     base: PgConnectOptions,
     base_url: Url,
     accepts_new: bool,
-    /// `?pgbouncer=true` on its base URL: its tenant connections are
-    /// pinned.
+    /// `?pgbouncer=true` on its base URL (or `pooler = "transaction"` in
+    /// `tenantctl.toml`): its tenant connections are pinned.
     pooled: bool,
+    /// Its `tenantctl.toml` settings, also applied to a master at its
+    /// address.
+    settings: Settings,
+    /// Whether the URL as given has a query string, which an application
+    /// that appends `/${dbName}` to it gets wrong.
+    has_query: bool,
 }
 
 /// Where a configured server is, for display (never its credentials).
@@ -120,6 +127,7 @@ impl Connector {
             var: crate::servers::URL_VAR.to_owned(),
             url: Some(base_url.to_owned()),
             accepts_new: true,
+            settings: crate::config::Settings::default(),
         };
         Self::with_servers(&[default], master_url, connect_timeout)
     }
@@ -147,6 +155,8 @@ impl Connector {
                     redact(&server_root(&base_url))
                 )));
             }
+            let has_query = base_url.query().is_some_and(|q| !q.is_empty());
+            let base_url = with_settings(base_url, &source.settings);
             let base = options_from(&base_url)?;
             remember_secrets(&base_url, &mut passwords, &mut words);
             servers.insert(
@@ -156,6 +166,8 @@ impl Connector {
                     pooled: is_transaction_pooled(&base_url),
                     base_url,
                     accepts_new: source.accepts_new,
+                    settings: source.settings.clone(),
+                    has_query,
                 },
             );
         }
@@ -175,6 +187,21 @@ impl Connector {
                 })?;
                 let db = DbName::parse(&name)
                     .map_err(|err| UsageError(format!("MASTER_DATABASE_URL: master {err}")))?;
+                // The master on a configured server's address (the
+                // default's first) is reached as that server is: through
+                // its pooler, with its TLS settings.
+                let at = options_from(&url)?;
+                let on = servers
+                    .get(&ServerName::default())
+                    .into_iter()
+                    .chain(servers.values())
+                    .find(|s| {
+                        s.base.get_host() == at.get_host() && s.base.get_port() == at.get_port()
+                    });
+                let url = match on {
+                    Some(server) => with_settings(url, &server.settings),
+                    None => url,
+                };
                 (url, db)
             }
             None => {
@@ -252,6 +279,18 @@ impl Connector {
     /// server connection; the master's URL says the same for the master.
     pub fn pooled(&self) -> bool {
         self.servers.values().any(|s| s.pooled)
+    }
+
+    /// The variables of servers whose URL, as given, has a query string
+    /// (`?sslmode=...`, `?pgbouncer=true`): an application that builds a
+    /// tenant URL as `${POSTGRES_BASE_URL}/${dbName}` puts the database
+    /// name after it, where it is no longer the database.
+    pub fn urls_with_query(&self) -> Vec<(ServerName, String)> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.has_query)
+            .filter_map(|(name, _)| Some((name.clone(), self.vars.get(name)?.clone())))
+            .collect()
     }
 
     pub fn master_db(&self) -> &DbName {
@@ -499,7 +538,7 @@ impl Connector {
             },
         );
         anyhow::anyhow!(
-            "{changed}: {address} (server {server}) is a transaction-mode pooler (PgBouncer or similar) that its URL does not declare, so this tenant was stopped: add ?pgbouncer=true to {var}, or point it at a session-mode pool or the server itself"
+            "{changed}: {address} (server {server}) is a transaction-mode pooler (PgBouncer or similar) that its URL does not declare, so this tenant was stopped: set pooler = \"transaction\" in tenantctl.toml [servers.{server}] (or add ?pgbouncer=true to {var} if no application builds URLs from it), or point it at a session-mode pool or the server itself"
         )
     }
 
@@ -1048,6 +1087,45 @@ pub struct BackendChanged {
     pub to: i32,
 }
 
+/// The URL with the `tenantctl.toml` settings added as query parameters,
+/// each only where the URL has none of that name (in any of the spellings
+/// sqlx and libpq accept): the URL's own query wins, and an unset one
+/// leaves libpq's variables (`PGSSLMODE`...) in force, as sqlx and libpq
+/// both read them. Values are percent-encoded, never `+` for a space,
+/// which sqlx and libpq read differently.
+fn with_settings(mut url: Url, settings: &Settings) -> Url {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'/');
+    let spellings = |key: &str| -> &'static [&'static str] {
+        match key {
+            "sslmode" => &["sslmode", "ssl-mode"],
+            "sslrootcert" => &["sslrootcert", "ssl-root-cert", "ssl-ca"],
+            "sslcert" => &["sslcert", "ssl-cert"],
+            "sslkey" => &["sslkey", "ssl-key"],
+            _ => &["pgbouncer"],
+        }
+    };
+    let mut query = url.query().unwrap_or_default().to_owned();
+    for (key, value) in settings.parameters() {
+        let given = url
+            .query_pairs()
+            .any(|(k, _)| spellings(key).contains(&k.as_ref()));
+        if given {
+            continue;
+        }
+        if !query.is_empty() {
+            query.push('&');
+        }
+        let _ = write!(query, "{key}={}", utf8_percent_encode(&value, VALUE));
+    }
+    url.set_query((!query.is_empty()).then_some(query.as_str()));
+    url
+}
+
 /// `pgbouncer=true` among the URL's query parameters.
 fn is_transaction_pooled(url: &Url) -> bool {
     url.query_pairs()
@@ -1348,6 +1426,7 @@ mod tests {
             var: var.to_owned(),
             url: url.map(str::to_owned),
             accepts_new: true,
+            settings: crate::config::Settings::default(),
         };
         let c = Connector::with_servers(
             &[

@@ -408,7 +408,7 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError 
     ))
 }
 
-/// The named tenants, each found by slug first, then id, then database.
+/// The named tenants, each found as [`find_tenant`] finds one.
 fn by_name(
     everyone: &[Tenant],
     layout: &Layout,
@@ -417,7 +417,7 @@ fn by_name(
 ) -> anyhow::Result<Vec<Tenant>> {
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = find_tenant(everyone, key).ok_or_else(|| {
+        let found = find_tenant(everyone, key)?.ok_or_else(|| {
             let err = unknown_tenant(key);
             // Named tenants still run under row-level security (each is
             // found, or this error says it is not): say it may be hidden.
