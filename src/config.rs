@@ -250,6 +250,24 @@ impl Config {
         if config.master.table.trim().is_empty() {
             return Err("[master] table is empty".into());
         }
+        // Two states under one value cannot be told apart when read back
+        // (statuses compare ignoring case): every row would read as the
+        // first of them, and the others be lost.
+        let mut by_value: BTreeMap<String, Vec<LifecycleKey>> = BTreeMap::new();
+        for (state, value) in &config.master.statuses {
+            by_value
+                .entry(value.to_lowercase())
+                .or_default()
+                .push(*state);
+        }
+        for states in by_value.values().filter(|s| s.len() > 1) {
+            let names: Vec<&str> = states.iter().map(|s| Lifecycle::from(*s).as_str()).collect();
+            let value = &config.master.statuses[&states[0]];
+            return Err(format!(
+                "[master.statuses] maps {} to the same value {value:?}, so tenantctl could not tell them apart when it reads a row back; give each state a value of its own, or map only the one the application means by {value:?} and leave the others out (tenantctl then keeps them in its own table)",
+                names.join(", ")
+            ));
+        }
         Ok(config)
     }
 }
@@ -293,6 +311,52 @@ mod tests {
         assert!(Config::parse("[master]\ntabel = \"x\"").is_err());
         assert!(Config::parse("[master.statuses]\nsuspended = \"S\"").is_err());
         assert!(Config::parse("[master]\ntable = \"\"").is_err());
+    }
+
+    #[test]
+    fn a_status_mapping_that_loses_states_is_refused() {
+        for text in [
+            "[master.statuses]\nprovisioning = \"INACTIVE\"\nfailed = \"INACTIVE\"\ndropped = \"INACTIVE\"\n",
+            "[master.statuses]\nactive = \"live\"\ndropped = \"LIVE\"\n",
+        ] {
+            let err = Config::parse(text).expect_err(text);
+            assert!(err.contains("to the same value"), "{err}");
+        }
+        let err = Config::parse(
+            "[master.statuses]\nprovisioning = \"INACTIVE\"\nfailed = \"INACTIVE\"\ndropped = \"INACTIVE\"\n",
+        )
+        .expect_err("three states");
+        assert!(
+            err.starts_with("[master.statuses] maps provisioning, failed, dropped to the same value \"INACTIVE\""),
+            "{err}"
+        );
+        assert!(Config::parse("[master.statuses]\nactive = \"A\"\ndropped = \"D\"\n").is_ok());
+    }
+
+    #[test]
+    fn pooler_and_tls_per_server() {
+        let config = Config::parse(
+            "[servers.default]\npooler = \"transaction\"\nsslmode = \"verify-full\"\nsslrootcert = \"/etc/ca a.pem\"\n[servers.eu2]\npooler = \"session\"\n",
+        )
+        .expect("valid");
+        let default = config.servers["default"].settings();
+        assert_eq!(default.pooler, Some(Pooler::Transaction));
+        assert_eq!(
+            default.parameters(),
+            [
+                ("pgbouncer", "true".to_owned()),
+                ("sslmode", "verify-full".to_owned()),
+                ("sslrootcert", "/etc/ca a.pem".to_owned()),
+            ]
+        );
+        assert!(config.servers["eu2"].settings().parameters().is_empty());
+        for bad in [
+            "[servers.default]\npooler = \"statement\"",
+            "[servers.default]\nsslmode = \"on\"",
+            "[servers.default]\nssl_mode = \"require\"",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

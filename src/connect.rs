@@ -1500,6 +1500,66 @@ mod tests {
     }
 
     #[test]
+    fn file_settings_join_the_url_and_its_own_query_wins() {
+        use crate::config::{Pooler, SslMode};
+        let settings = Settings {
+            pooler: Some(Pooler::Transaction),
+            sslmode: Some(SslMode::Require),
+            sslrootcert: Some("/etc/ca dir/ca.pem".into()),
+            ..Settings::default()
+        };
+        let source = |url: &str| ServerSource {
+            name: ServerName::default(),
+            var: "POSTGRES_BASE_URL".into(),
+            url: Some(url.into()),
+            accepts_new: true,
+            settings: settings.clone(),
+        };
+        let db = DbName::parse("tenant_a").expect("valid");
+        let c = Connector::with_servers(&[source("postgresql://u:pw@h:6432")], None, T)
+            .expect("valid");
+        assert!(c.pooled());
+        assert!(c.pooled_master, "the derived master is behind the same pooler");
+        assert_eq!(
+            c.tenant_url_redacted(&ServerName::default(), &db).expect("tenant"),
+            "postgresql://u:***@h:6432/tenant_a?pgbouncer=true&sslmode=require&sslrootcert=/etc/ca%20dir/ca.pem"
+        );
+        assert!(c.urls_with_query().is_empty());
+        // A master URL at the server's address is reached the same way;
+        // one elsewhere is not.
+        let c = Connector::with_servers(
+            &[source("postgresql://u:pw@h:6432")],
+            Some("postgresql://u:pw@h:6432/main"),
+            T,
+        )
+        .expect("valid");
+        assert!(c.pooled_master);
+        let c = Connector::with_servers(
+            &[source("postgresql://u:pw@h:6432")],
+            Some("postgresql://u:pw@other:5432/main"),
+            T,
+        )
+        .expect("valid");
+        assert!(!c.pooled_master);
+        // The URL's own parameters, in any spelling, win.
+        let c = Connector::with_servers(
+            &[source("postgresql://u:pw@h:6432/?ssl-mode=disable&pgbouncer=false")],
+            None,
+            T,
+        )
+        .expect("valid");
+        assert!(!c.pooled());
+        assert_eq!(
+            c.tenant_url_redacted(&ServerName::default(), &db).expect("tenant"),
+            "postgresql://u:***@h:6432/tenant_a?ssl-mode=disable&pgbouncer=false&sslrootcert=/etc/ca%20dir/ca.pem"
+        );
+        assert_eq!(c.urls_with_query().len(), 1);
+        let env = c.tenant_env(&ServerName::default(), &db).expect("env");
+        assert!(env.contains(&("PGSSLMODE", "disable".to_owned())), "{env:?}");
+        assert!(env.contains(&("PGSSLROOTCERT", "/etc/ca dir/ca.pem".to_owned())), "{env:?}");
+    }
+
+    #[test]
     fn tenant_url_keeps_query_and_encoded_credentials() {
         let c = Connector::new(
             "postgres://us%40r:p%2Fss@db.internal:6543/?sslmode=require",

@@ -121,6 +121,52 @@ impl fmt::Display for Lifecycle {
     }
 }
 
+/// A `--status` value: one of tenantctl's lifecycle states, or a value of
+/// the application's own status column (an enum's `SUSPENDED`, say),
+/// which stands for no lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusWanted {
+    Lifecycle(Lifecycle),
+    App(String),
+}
+
+impl StatusWanted {
+    /// tenantctl's state of that name (any case), else the application's
+    /// value as given; whether the table has it is checked against the
+    /// master ([`crate::selection::check_statuses`]).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        use clap::ValueEnum as _;
+        if raw.trim().is_empty() {
+            return Err("give a status".into());
+        }
+        Ok(Lifecycle::from_str(raw, true).map_or_else(|_| Self::App(raw.to_owned()), Self::Lifecycle))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Lifecycle(l) => l.as_str(),
+            Self::App(value) => value,
+        }
+    }
+
+    /// Whether the tenant has this status. A tenant being moved is an
+    /// active one: it is selected, and the fleet run reports it skipped
+    /// and why, rather than leave it out unsaid. An application's value is
+    /// matched against its own column, whatever tenantctl's record says.
+    pub fn matches(&self, tenant: &Tenant) -> bool {
+        match self {
+            Self::Lifecycle(l) => {
+                tenant.has_status(*l)
+                    || (*l == Lifecycle::Active && tenant.has_status(Lifecycle::Moving))
+            }
+            Self::App(value) => tenant
+                .app_status
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(value)),
+        }
+    }
+}
+
 /// One row of the master's `"Company"` table.
 ///
 /// Fields are kept as the master stores them: another tool may have written
