@@ -260,8 +260,11 @@ impl Config {
                 .or_default()
                 .push(*state);
         }
-        for states in by_value.values().filter(|s| s.len() > 1) {
-            let names: Vec<&str> = states.iter().map(|s| Lifecycle::from(*s).as_str()).collect();
+        if let Some(states) = by_value.values().find(|s| s.len() > 1) {
+            let names: Vec<&str> = states
+                .iter()
+                .map(|s| Lifecycle::from(*s).as_str())
+                .collect();
             let value = &config.master.statuses[&states[0]];
             return Err(format!(
                 "[master.statuses] maps {} to the same value {value:?}, so tenantctl could not tell them apart when it reads a row back; give each state a value of its own, or map only the one the application means by {value:?} and leave the others out (tenantctl then keeps them in its own table)",

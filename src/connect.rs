@@ -1516,12 +1516,16 @@ mod tests {
             settings: settings.clone(),
         };
         let db = DbName::parse("tenant_a").expect("valid");
-        let c = Connector::with_servers(&[source("postgresql://u:pw@h:6432")], None, T)
-            .expect("valid");
+        let c =
+            Connector::with_servers(&[source("postgresql://u:pw@h:6432")], None, T).expect("valid");
         assert!(c.pooled());
-        assert!(c.pooled_master, "the derived master is behind the same pooler");
+        assert!(
+            c.pooled_master,
+            "the derived master is behind the same pooler"
+        );
         assert_eq!(
-            c.tenant_url_redacted(&ServerName::default(), &db).expect("tenant"),
+            c.tenant_url_redacted(&ServerName::default(), &db)
+                .expect("tenant"),
             "postgresql://u:***@h:6432/tenant_a?pgbouncer=true&sslmode=require&sslrootcert=/etc/ca%20dir/ca.pem"
         );
         assert!(c.urls_with_query().is_empty());
@@ -1543,20 +1547,29 @@ mod tests {
         assert!(!c.pooled_master);
         // The URL's own parameters, in any spelling, win.
         let c = Connector::with_servers(
-            &[source("postgresql://u:pw@h:6432/?ssl-mode=disable&pgbouncer=false")],
+            &[source(
+                "postgresql://u:pw@h:6432/?ssl-mode=disable&pgbouncer=false",
+            )],
             None,
             T,
         )
         .expect("valid");
         assert!(!c.pooled());
         assert_eq!(
-            c.tenant_url_redacted(&ServerName::default(), &db).expect("tenant"),
+            c.tenant_url_redacted(&ServerName::default(), &db)
+                .expect("tenant"),
             "postgresql://u:***@h:6432/tenant_a?ssl-mode=disable&pgbouncer=false&sslrootcert=/etc/ca%20dir/ca.pem"
         );
         assert_eq!(c.urls_with_query().len(), 1);
         let env = c.tenant_env(&ServerName::default(), &db).expect("env");
-        assert!(env.contains(&("PGSSLMODE", "disable".to_owned())), "{env:?}");
-        assert!(env.contains(&("PGSSLROOTCERT", "/etc/ca dir/ca.pem".to_owned())), "{env:?}");
+        assert!(
+            env.contains(&("PGSSLMODE", "disable".to_owned())),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&("PGSSLROOTCERT", "/etc/ca dir/ca.pem".to_owned())),
+            "{env:?}"
+        );
     }
 
     #[test]

@@ -453,7 +453,11 @@ pub fn check_statuses(
                 if known.is_empty() {
                     "none yet".to_owned()
                 } else {
-                    known.iter().map(|k| crate::output::shown(k)).collect::<Vec<_>>().join(", ")
+                    known
+                        .iter()
+                        .map(|k| crate::output::shown(k))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )
         }));

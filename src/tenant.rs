@@ -139,7 +139,8 @@ impl StatusWanted {
         if raw.trim().is_empty() {
             return Err("give a status".into());
         }
-        Ok(Lifecycle::from_str(raw, true).map_or_else(|_| Self::App(raw.to_owned()), Self::Lifecycle))
+        Ok(Lifecycle::from_str(raw, true)
+            .map_or_else(|_| Self::App(raw.to_owned()), Self::Lifecycle))
     }
 
     pub fn as_str(&self) -> &str {
@@ -381,7 +382,10 @@ impl Tenant {
 /// and the database), the one with that name, or whose database is the one
 /// `tenant create <key>` derives (`tenant_<key>`). A name is not unique:
 /// two rows with it are [`AmbiguousName`], never a guess.
-pub fn find_tenant<'a>(everyone: &'a [Tenant], key: &str) -> Result<Option<&'a Tenant>, AmbiguousName> {
+pub fn find_tenant<'a>(
+    everyone: &'a [Tenant],
+    key: &str,
+) -> Result<Option<&'a Tenant>, AmbiguousName> {
     let exact = everyone
         .iter()
         .find(|t| t.slug.as_deref() == Some(key))
@@ -409,9 +413,7 @@ pub fn find_tenant<'a>(everyone: &'a [Tenant], key: &str) -> Result<Option<&'a T
         }
     }
     let derived = Slug::parse(key).ok().map(|s| s.default_db_name());
-    Ok(derived.and_then(|db| {
-        slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str()))
-    }))
+    Ok(derived.and_then(|db| slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str()))))
 }
 
 /// Several companies of a table without slugs carry the name an operator

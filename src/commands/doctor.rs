@@ -92,8 +92,7 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let companies = companies?;
     let moves = moves?;
 
-    let (mut findings, to_check, unnamed) =
-        compare(ctx, &layout, &companies, &on_servers, &moves);
+    let (mut findings, to_check, unnamed) = compare(ctx, &layout, &companies, &on_servers, &moves);
     // A view (or a materialized or foreign table) may leave companies out
     // by its own definition: a database no row of it names may still be a
     // company's, so none is called an orphan.
@@ -269,29 +268,24 @@ fn compare_company(
     if company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed) {
         findings.push(finding(
             "stuck",
-            format!(
-                "status {}; `tenantctl tenant create {}` finishes it",
-                company.status_label(),
-                company.handle()
-            ),
+            match &company.slug {
+                Some(slug) => format!(
+                    "status {}; `tenantctl tenant create {}` finishes it",
+                    company.status_label(),
+                    shown(slug)
+                ),
+                // No slug to give back to create: it finds the row by the
+                // database it names.
+                None => format!(
+                    "status {}; `tenantctl tenant create resume --db-name {}` finishes it (the table keeps no slug, so any slug will do)",
+                    company.status_label(),
+                    company.db_label()
+                ),
+            },
         ));
     }
     if company.has_status(Lifecycle::Dropped) {
-        // tenantctl's own record says dropped, but the application goes by
-        // its own table: a row it still takes for a live company, with no
-        // database, is what its users will hit.
-        if let Some(seen) = app_sees(layout, company)
-            && let (Ok(server), Ok(db)) = (company.server(), &company.db)
-            && let Some(Ok(here)) = on_servers.get(server)
-            && !here.contains_key(db.as_str())
-        {
-            findings.push(finding(
-                "missing_database",
-                format!(
-                    "the company's database is not on server {server}, and tenantctl recorded it dropped, but the application still sees the company ({seen}): delete its row, or set its status to one the application treats as inactive"
-                ),
-            ));
-        }
+        findings.extend(dropped_but_seen(layout, company, on_servers));
         return (findings, false);
     }
     if let Some(to) = &company.moving_to {
@@ -372,6 +366,32 @@ fn compare_company(
     // Only tenants `migrate --all` would reach can be behind; an
     // application's own states (SUSPENDED) are its business.
     (findings, reachable && company.has_status(Lifecycle::Active))
+}
+
+/// A company tenantctl recorded as dropped, whose database is gone, but
+/// whose row the application goes by still takes it for a live one: what
+/// the application's users will hit.
+fn dropped_but_seen(
+    layout: &Layout,
+    company: &Tenant,
+    on_servers: &BTreeMap<ServerName, Listing>,
+) -> Option<Finding> {
+    let seen = app_sees(layout, company)?;
+    let (Ok(server), Ok(db)) = (company.server(), &company.db) else {
+        return None;
+    };
+    let Some(Ok(here)) = on_servers.get(server) else {
+        return None;
+    };
+    (!here.contains_key(db.as_str())).then(|| {
+        Finding::about(
+            "missing_database",
+            company,
+            format!(
+                "the company's database is not on server {server}, and tenantctl recorded it dropped, but the application still sees the company ({seen}): delete its row, or set its status to one the application treats as inactive"
+            ),
+        )
+    })
 }
 
 /// Why the application takes this company for a live one, if it does:

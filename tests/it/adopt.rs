@@ -247,8 +247,9 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
         "dropped is not in --all: {report}"
     );
 
-    // doctor: the dropped tenant is not missing; nothing else is wrong
-    // with these tenants.
+    // doctor: the application still sees the dropped tenant (its row says
+    // ACTIVE), so its missing database is reported (issue 16); nothing
+    // else is wrong with these tenants.
     let doctor = env.run(&["doctor", "--output", "json"]).json();
     let ours: Vec<&serde_json::Value> = doctor["findings"]
         .as_array()
@@ -260,7 +261,10 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
                 .is_some_and(|d| d.contains(&env.token))
         })
         .collect();
-    assert!(ours.is_empty(), "{ours:?}");
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0]["kind"], "missing_database", "{ours:?}");
+    assert_eq!(ours[0]["db_name"], env.db("acme").as_str(), "{ours:?}");
+    assert_eq!(ours[0]["id"], id.as_str(), "{ours:?}");
     assert_eq!(definition(&env, "\"Company\""), company);
 }
 

@@ -123,10 +123,16 @@ fn the_seed_env_serves_the_app_and_tenantctl_behind_a_transaction_pooler_declare
     // and the message says where to declare it.
     std::fs::write(env.workdir.path().join("tenantctl.toml"), "").expect("empty toml");
     warm("tenant_acme");
-    let run = with_dotenv(&env, &["tenant", "migrate", "acme", "--tenant-migrations", &more]).code(1);
+    let run = with_dotenv(
+        &env,
+        &["tenant", "migrate", "acme", "--tenant-migrations", &more],
+    )
+    .code(1);
     assert!(
         run.all().contains("transaction-mode pooler")
-            && run.all().contains("pooler = \"transaction\" in tenantctl.toml [servers.default]"),
+            && run
+                .all()
+                .contains("pooler = \"transaction\" in tenantctl.toml [servers.default]"),
         "{}",
         run.all()
     );
@@ -156,14 +162,26 @@ fn the_seed_env_serves_the_app_and_tenantctl_behind_a_transaction_pooler_declare
     .ok();
     assert!(!run.all().contains(APP_PASSWORD), "{}", run.all());
     assert_eq!((applied("tenant_acme"), applied("tenant_globex")), (1, 1));
-    with_dotenv(&env, &["tenant", "settings", "set", "acme", "theme", "dark"]).ok();
+    with_dotenv(
+        &env,
+        &["tenant", "settings", "set", "acme", "theme", "dark"],
+    )
+    .ok();
     let got = with_dotenv(&env, &["tenant", "settings", "get", "acme", "theme"]).ok();
     assert_eq!(got.stdout.trim(), "\"dark\"");
     // A child gets the tenant's URL with the pooler declared, as it did
     // with ?pgbouncer=true on the base URL.
     let exec = with_dotenv(
         &env,
-        &["tenant", "exec", "acme", "--", "sh", "-c", "echo \"$DATABASE_URL\""],
+        &[
+            "tenant",
+            "exec",
+            "acme",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$DATABASE_URL\"",
+        ],
     )
     .ok();
     assert!(
@@ -219,7 +237,8 @@ fn a_base_url_with_a_query_string_gets_a_warning_from_doctor() {
             })
             .ok();
         assert!(
-            run.stderr.contains("warning: POSTGRES_BASE_URL has a query string")
+            run.stderr
+                .contains("warning: POSTGRES_BASE_URL has a query string")
                 && run.stderr.contains("[servers.default]"),
             "{}",
             run.stderr
@@ -302,7 +321,11 @@ fn tls_settings_in_the_toml_reach_the_connection_and_which_wins_is_as_documented
     // A value libpq does not have is refused when the file is read.
     toml("[servers.default]\nsslmode = \"on\"\n");
     let refused = run("", None, &["tenant", "list"]).code(2);
-    assert!(refused.stderr.contains("tenantctl.toml"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("tenantctl.toml"),
+        "{}",
+        refused.stderr
+    );
 }
 
 /// The seed's own `"Company"` as Prisma makes it: a name, no slug, an enum
@@ -369,10 +392,7 @@ fn a_slugless_master_addresses_a_tenant_by_what_create_printed() {
             created.stdout
         );
         assert_eq!(created.stdout.matches(id.as_str()).count(), 1);
-        let json = env
-            .run(&["tenant", "list", "--output", "json"])
-            .ok()
-            .json();
+        let json = env.run(&["tenant", "list", "--output", "json"]).ok().json();
         assert_eq!(json[0]["db_name"], db.as_str(), "{json}");
 
         // What create printed, and the slug it was given, both work
@@ -387,8 +407,14 @@ fn a_slugless_master_addresses_a_tenant_by_what_create_printed() {
             let url = env.run(&["tenant", "url", key]).ok();
             assert!(url.stdout.contains(&db), "{key}: {}", url.stdout);
         }
-        let unknown = env.run(&["tenant", "settings", "get", "nobody-here", "theme"]).code(1);
-        assert!(unknown.stderr.contains("unknown tenant"), "{}", unknown.stderr);
+        let unknown = env
+            .run(&["tenant", "settings", "get", "nobody-here", "theme"])
+            .code(1);
+        assert!(
+            unknown.stderr.contains("unknown tenant"),
+            "{}",
+            unknown.stderr
+        );
     }
 }
 
@@ -437,13 +463,29 @@ fn the_applications_own_statuses_can_be_listed_and_selected() {
         assert_eq!(listed, [env.db("paused").as_str()], "{spelled}");
     }
     let both = env
-        .run(&["tenant", "list", "--status", "SUSPENDED", "--status", "active", "--output", "json"])
+        .run(&[
+            "tenant",
+            "list",
+            "--status",
+            "SUSPENDED",
+            "--status",
+            "active",
+            "--output",
+            "json",
+        ])
         .ok()
         .json();
     assert_eq!(both.as_array().expect("rows").len(), 2);
     // A fleet command selects by it too, and says so.
     let run = env
-        .run(&["tenant", "migrate", "--status", "SUSPENDED", "--output", "json"])
+        .run(&[
+            "tenant",
+            "migrate",
+            "--status",
+            "SUSPENDED",
+            "--output",
+            "json",
+        ])
         .ok();
     assert!(run.stdout.contains(&env.db("paused")), "{}", run.stdout);
     assert!(!run.stdout.contains(&env.db("live")), "{}", run.stdout);
@@ -459,7 +501,9 @@ fn the_applications_own_statuses_can_be_listed_and_selected() {
         assert!(
             refused.stderr.contains("--status ARCHIVED")
                 && refused.stderr.contains("ACTIVE, SUSPENDED")
-                && refused.stderr.contains("provisioning, active, failed, dropped"),
+                && refused
+                    .stderr
+                    .contains("provisioning, active, failed, dropped"),
             "{}",
             refused.stderr
         );
@@ -469,8 +513,14 @@ fn the_applications_own_statuses_can_be_listed_and_selected() {
     // tenantctl's own table: its statuses only.
     let env = TestEnv::new();
     env.with_tenants(&["a"]);
-    let refused = env.run(&["tenant", "list", "--status", "SUSPENDED"]).code(2);
-    assert!(refused.stderr.contains("--status SUSPENDED"), "{}", refused.stderr);
+    let refused = env
+        .run(&["tenant", "list", "--status", "SUSPENDED"])
+        .code(2);
+    assert!(
+        refused.stderr.contains("--status SUSPENDED"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]
@@ -510,17 +560,22 @@ fn a_status_mapping_that_loses_states_or_cannot_be_held_is_refused() {
     assert!(!env.database_exists(&env.db("b")));
 }
 
-/// Marks a company as tenantctl's own records would after a drop that
-/// kept the row, wherever this version keeps them.
-fn record_dropped(env: &TestEnv, id: &str) {
+/// Records a lifecycle state for a company in tenantctl's own table, as
+/// a drop that kept the row (or a failed create) leaves it, wherever this
+/// version keeps that table.
+fn record_lifecycle(env: &TestEnv, id: &str, lifecycle: &str) {
     env.exec(
         &env.master,
         &format!(
             "DO $$ DECLARE t text := coalesce(to_regclass('tenantctl.lifecycle')::text, to_regclass('public._tenantctl_lifecycle')::text); \
-             BEGIN EXECUTE format('INSERT INTO %s (company_id, lifecycle) VALUES (%L, ''dropped'') \
-             ON CONFLICT (company_id) DO UPDATE SET lifecycle = ''dropped''', t, '{id}'); END $$"
+             BEGIN EXECUTE format('INSERT INTO %s (company_id, lifecycle) VALUES (%L, %L) \
+             ON CONFLICT (company_id) DO UPDATE SET lifecycle = EXCLUDED.lifecycle', t, '{id}', '{lifecycle}'); END $$"
         ),
     );
+}
+
+fn record_dropped(env: &TestEnv, id: &str) {
+    record_lifecycle(env, id, "dropped");
 }
 
 #[test]
@@ -528,13 +583,16 @@ fn doctor_names_tenant_and_id_and_reports_every_row_the_app_sees_without_a_datab
     for table in [PRISMA_COMPANY, BARE_COMPANY] {
         let env = TestEnv::new();
         master_with(&env, table);
-        for which in ["gone", "paused", "fine"] {
+        for which in ["gone", "broken", "paused", "fine"] {
             env.run(&["tenant", "create", &env.slug(which)]).ok();
         }
         let id_of = |which: &str| {
             env.query(
                 &env.master,
-                &format!(r#"SELECT id FROM "Company" WHERE "dbName" = '{}'"#, env.db(which)),
+                &format!(
+                    r#"SELECT id FROM "Company" WHERE "dbName" = '{}'"#,
+                    env.db(which)
+                ),
             )[0]
             .clone()
         };
@@ -542,6 +600,12 @@ fn doctor_names_tenant_and_id_and_reports_every_row_the_app_sees_without_a_datab
         // nothing of the kind, and the database is gone.
         record_dropped(&env, &id_of("gone"));
         env.exec("postgres", &format!("DROP DATABASE \"{}\"", env.db("gone")));
+        // Recorded failed: stuck, and its database missing too.
+        record_lifecycle(&env, &id_of("broken"), "failed");
+        env.exec(
+            "postgres",
+            &format!("DROP DATABASE \"{}\"", env.db("broken")),
+        );
         if table == PRISMA_COMPANY {
             // One the application itself no longer shows: not a finding.
             env.exec(
@@ -552,7 +616,10 @@ fn doctor_names_tenant_and_id_and_reports_every_row_the_app_sees_without_a_datab
                 ),
             );
             record_dropped(&env, &id_of("paused"));
-            env.exec("postgres", &format!("DROP DATABASE \"{}\"", env.db("paused")));
+            env.exec(
+                "postgres",
+                &format!("DROP DATABASE \"{}\"", env.db("paused")),
+            );
         }
 
         let run = env.run(&["doctor", "--output", "json"]).code(1);
@@ -564,8 +631,47 @@ fn doctor_names_tenant_and_id_and_reports_every_row_the_app_sees_without_a_datab
             .iter()
             .filter(|f| f["kind"] != "orphan_database")
             .collect();
-        assert_eq!(findings.len(), 1, "{json}");
-        let f = &findings[0];
+        assert_eq!(findings.len(), 3, "{json}");
+        let broken: Vec<(&str, &str)> = findings
+            .iter()
+            .filter(|f| f["id"] == id_of("broken").as_str())
+            .map(|f| {
+                (
+                    f["kind"].as_str().expect("kind"),
+                    f["tenant"].as_str().expect("tenant"),
+                )
+            })
+            .collect();
+        let broken_handle = if table == BARE_COMPANY {
+            env.db("broken")
+        } else {
+            env.slug("broken")
+        };
+        assert_eq!(
+            broken,
+            [
+                ("stuck", broken_handle.as_str()),
+                ("missing_database", broken_handle.as_str())
+            ],
+            "{json}"
+        );
+        // The command the stuck finding offers is one create accepts.
+        let stuck = findings
+            .iter()
+            .find(|f| f["kind"] == "stuck")
+            .expect("stuck");
+        let offered = stuck["detail"].as_str().expect("detail");
+        let command = offered
+            .split('`')
+            .nth(1)
+            .unwrap_or_else(|| panic!("{offered}"));
+        let args: Vec<&str> = command.split(' ').skip(1).collect();
+        env.run(&args).ok();
+        assert!(env.database_exists(&env.db("broken")));
+        let f = findings
+            .iter()
+            .find(|f| f["id"] == id_of("gone").as_str())
+            .expect("the dropped one");
         assert_eq!(f["kind"], "missing_database", "{json}");
         assert_eq!(f["id"], id_of("gone").as_str(), "{json}");
         let handle = if table == BARE_COMPANY {
@@ -575,14 +681,17 @@ fn doctor_names_tenant_and_id_and_reports_every_row_the_app_sees_without_a_datab
         };
         assert_eq!(f["tenant"], handle.as_str(), "{json}");
         assert!(
-            f["detail"].as_str().expect("detail").contains("the application still sees"),
+            f["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("the application still sees"),
             "{json}"
         );
         let table_out = env.run(&["doctor"]).code(1);
         let row = table_out
             .stdout
             .lines()
-            .find(|l| l.contains("missing_database"))
+            .find(|l| l.contains("missing_database") && l.contains(&env.db("gone")))
             .unwrap_or_else(|| panic!("{}", table_out.stdout));
         assert!(
             row.contains(&handle) && row.contains(&id_of("gone")),
@@ -606,7 +715,10 @@ fn doctor_findings_carry_tenant_and_id_on_tenantctls_own_master() {
         .expect("a finding");
     let id = env.query(
         &env.master,
-        &format!(r#"SELECT id::text FROM "Company" WHERE slug = '{}'"#, env.slug("lost")),
+        &format!(
+            r#"SELECT id::text FROM "Company" WHERE slug = '{}'"#,
+            env.slug("lost")
+        ),
     );
     assert_eq!(f["kind"], "missing_database", "{json}");
     assert_eq!(f["tenant"], env.slug("lost").as_str(), "{json}");
