@@ -110,6 +110,9 @@ pub struct Connector {
     passwords: Vec<String>,
     /// Their users and hosts, which the output names anyway.
     words: Vec<String>,
+    /// Where each address's `sslmode` comes from (its URL's query,
+    /// `tenantctl.toml`, `PGSSLMODE`), to say in a TLS error.
+    tls_from: Vec<((String, u16), String)>,
     /// Each server's identity, once asked ([`Self::same_server`]).
     identities: std::sync::Arc<std::sync::Mutex<BTreeMap<ServerName, Option<String>>>>,
 }
@@ -144,6 +147,7 @@ impl Connector {
         let mut vars = BTreeMap::new();
         let mut passwords = Vec::new();
         let mut words = Vec::new();
+        let mut tls_from = Vec::new();
         for source in sources {
             vars.insert(source.name.clone(), source.var.clone());
             let Some(raw) = &source.url else { continue };
@@ -156,8 +160,10 @@ impl Connector {
                 )));
             }
             let has_query = base_url.query().is_some_and(|q| !q.is_empty());
+            let from = sslmode_from(&base_url, &source.var, &source.settings, &source.name);
             let base_url = with_settings(base_url, &source.settings);
             let base = options_from(&base_url)?;
+            tls_from.push(((base.get_host().to_owned(), base.get_port()), from));
             remember_secrets(&base_url, &mut passwords, &mut words);
             servers.insert(
                 source.name.clone(),
@@ -198,6 +204,15 @@ impl Connector {
                     .find(|s| {
                         s.base.get_host() == at.get_host() && s.base.get_port() == at.get_port()
                     });
+                if has_sslmode(&url) {
+                    tls_from.insert(
+                        0,
+                        (
+                            (at.get_host().to_owned(), at.get_port()),
+                            "MASTER_DATABASE_URL's query".to_owned(),
+                        ),
+                    );
+                }
                 let url = match on {
                     Some(server) => with_settings(url, &server.settings),
                     None => url,
@@ -221,6 +236,7 @@ impl Connector {
             master_db,
             connect_timeout,
             pooled_master,
+            tls_from,
             identities: std::sync::Arc::default(),
             passwords,
             words,
@@ -820,6 +836,19 @@ impl Connector {
         );
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
+            Ok(Err(err @ sqlx::Error::Tls(_))) => {
+                // Three places may set sslmode: say which one did.
+                let place = (options.get_host().to_owned(), options.get_port());
+                let from = self
+                    .tls_from
+                    .iter()
+                    .find(|(at, _)| *at == place)
+                    .map_or("sqlx's default", |(_, from)| from.as_str());
+                Err(anyhow::Error::from(err).context(format!(
+                    "{target} with sslmode {} (from {from})",
+                    ssl_mode_name(options.get_ssl_mode())
+                )))
+            }
             Ok(result) => result.with_context(|| target),
             Err(_) => {
                 let waited = humantime::format_duration(self.connect_timeout);
@@ -1124,6 +1153,37 @@ fn with_settings(mut url: Url, settings: &Settings) -> Url {
     }
     url.set_query((!query.is_empty()).then_some(query.as_str()));
     url
+}
+
+/// Whether the URL's own query sets `sslmode` (in either spelling).
+fn has_sslmode(url: &Url) -> bool {
+    url.query_pairs()
+        .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+}
+
+/// Where a server's `sslmode` comes from, in the order they win.
+fn sslmode_from(url: &Url, var: &str, settings: &Settings, name: &ServerName) -> String {
+    if has_sslmode(url) {
+        format!("{var}'s query")
+    } else if settings.sslmode.is_some() {
+        format!("tenantctl.toml [servers.{name}]")
+    } else if std::env::var_os("PGSSLMODE").is_some() {
+        "PGSSLMODE".to_owned()
+    } else {
+        "sqlx's default".to_owned()
+    }
+}
+
+fn ssl_mode_name(mode: sqlx::postgres::PgSslMode) -> &'static str {
+    use sqlx::postgres::PgSslMode;
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
 }
 
 /// `pgbouncer=true` among the URL's query parameters.

@@ -280,7 +280,11 @@ fn tls_settings_in_the_toml_reach_the_connection_and_which_wins_is_as_documented
     ] {
         let failed = run("", None, args).code(1);
         assert!(
-            failed.stderr.contains("TLS") && failed.stderr.contains("127.0.0.1"),
+            failed.stderr.contains("TLS")
+                && failed.stderr.contains("127.0.0.1")
+                && failed
+                    .stderr
+                    .contains("with sslmode require (from tenantctl.toml [servers.default])"),
             "{}",
             failed.stderr
         );
@@ -292,10 +296,25 @@ fn tls_settings_in_the_toml_reach_the_connection_and_which_wins_is_as_documented
     // PGSSLMODE alone is read, as libpq and sqlx read it...
     toml("");
     let failed = run("", Some("require"), &["tenant", "list"]).code(1);
-    assert!(failed.stderr.contains("TLS"), "{}", failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("with sslmode require (from PGSSLMODE)"),
+        "{}",
+        failed.stderr
+    );
     // ...and the file wins over it.
     toml("[servers.default]\nsslmode = \"disable\"\n");
     run("", Some("require"), &["tenant", "list"]).ok();
+    // The URL's own require, with the file saying disable: the URL wins.
+    let failed = run("?sslmode=require", None, &["tenant", "list"]).code(1);
+    assert!(
+        failed
+            .stderr
+            .contains("with sslmode require (from MASTER_DATABASE_URL's query)"),
+        "{}",
+        failed.stderr
+    );
     // A child is handed the setting too.
     let exec = run(
         "",
