@@ -379,9 +379,9 @@ impl Tenant {
 /// The company an operator means by `key`: the one with that slug, else
 /// that id, else that database name; else, among rows without a slug (a
 /// table with no slug column, where `tenant create <slug>` kept the name
-/// and the database), the one with that name, or whose database is the one
-/// `tenant create <key>` derives (`tenant_<key>`). A name is not unique:
-/// two rows with it are [`AmbiguousName`], never a guess.
+/// and the database), the one whose database is the one `tenant create
+/// <key>` derives (`tenant_<key>`), else the one with that name. A name is
+/// not unique: two rows with it are [`AmbiguousName`], never a guess.
 pub fn find_tenant<'a>(
     everyone: &'a [Tenant],
     key: &str,
@@ -399,21 +399,25 @@ pub fn find_tenant<'a>(
         return Ok(exact);
     }
     let slugless = || everyone.iter().filter(|t| t.slug.is_none());
+    // The database a slug derives names one company at most; a name may be
+    // shared, so it comes after.
+    let derived = Slug::parse(key).ok().map(|s| s.default_db_name());
+    if let Some(found) =
+        derived.and_then(|db| slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str())))
+    {
+        return Ok(Some(found));
+    }
     let named: Vec<&Tenant> = slugless()
         .filter(|t| t.name.as_deref() == Some(key))
         .collect();
     match named.as_slice() {
-        [one] => return Ok(Some(one)),
-        [] => {}
-        many => {
-            return Err(AmbiguousName {
-                key: key.to_owned(),
-                ids: many.iter().map(|t| t.id.clone()).collect(),
-            });
-        }
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => Err(AmbiguousName {
+            key: key.to_owned(),
+            ids: many.iter().map(|t| t.id.clone()).collect(),
+        }),
     }
-    let derived = Slug::parse(key).ok().map(|s| s.default_db_name());
-    Ok(derived.and_then(|db| slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str()))))
 }
 
 /// Several companies of a table without slugs carry the name an operator
