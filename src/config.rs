@@ -123,6 +123,20 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// libpq's spelling, any case.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Disable,
+            Self::Allow,
+            Self::Prefer,
+            Self::Require,
+            Self::VerifyCa,
+            Self::VerifyFull,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(raw.trim()))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Disable => "disable",
@@ -136,6 +150,30 @@ impl SslMode {
 }
 
 impl Settings {
+    /// These settings, with libpq's variables (`PGSSLMODE`, `PGSSLROOTCERT`,
+    /// `PGSSLCERT`, `PGSSLKEY`, as sqlx reads them) for what the file
+    /// leaves unset, so that what tenantctl connects with is what a child
+    /// of `tenant exec` is handed (which gets no `PG*` variable of
+    /// tenantctl's own). A value libpq would not take is left to sqlx,
+    /// which ignores it too.
+    #[must_use]
+    pub fn with_libpq_environment(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        if self.sslmode.is_none() {
+            self.sslmode = var("PGSSLMODE").and_then(|v| SslMode::parse(&v));
+        }
+        for (field, name) in [
+            (&mut self.sslrootcert, "PGSSLROOTCERT"),
+            (&mut self.sslcert, "PGSSLCERT"),
+            (&mut self.sslkey, "PGSSLKEY"),
+        ] {
+            if field.is_none() {
+                *field = var(name);
+            }
+        }
+        self
+    }
+
     /// The settings as URL query parameters, in libpq's spelling (and
     /// Prisma's `pgbouncer=true`).
     pub fn parameters(&self) -> Vec<(&'static str, String)> {

@@ -161,7 +161,11 @@ impl Connector {
             }
             let has_query = base_url.query().is_some_and(|q| !q.is_empty());
             let from = sslmode_from(&base_url, &source.var, &source.settings, &source.name);
-            let base_url = with_settings(base_url, &source.settings);
+            let settings = source
+                .settings
+                .clone()
+                .with_libpq_environment(|name| std::env::var(name).ok());
+            let base_url = with_settings(base_url, &settings);
             let base = options_from(&base_url)?;
             tls_from.push(((base.get_host().to_owned(), base.get_port()), from));
             remember_secrets(&base_url, &mut passwords, &mut words);
@@ -172,7 +176,7 @@ impl Connector {
                     pooled: is_transaction_pooled(&base_url),
                     base_url,
                     accepts_new: source.accepts_new,
-                    settings: source.settings.clone(),
+                    settings,
                     has_query,
                 },
             );

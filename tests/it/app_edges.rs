@@ -337,6 +337,31 @@ fn tls_settings_in_the_toml_reach_the_connection_and_which_wins_is_as_documented
         exec.stdout
     );
 
+    // With neither the URL nor the file setting it, PGSSLMODE is what
+    // tenantctl connected with, and what the child is handed (its own PG*
+    // variables are never passed on as such).
+    toml("");
+    let exec = run(
+        "",
+        Some("disable"),
+        &[
+            "tenant",
+            "exec",
+            "acme",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$PGSSLMODE $DATABASE_URL\"",
+        ],
+    )
+    .ok();
+    assert!(
+        exec.stdout.contains("disable postgresql://")
+            && exec.stdout.contains("/tenant_acme?sslmode=disable"),
+        "{}",
+        exec.stdout
+    );
+
     // A value libpq does not have is refused when the file is read.
     toml("[servers.default]\nsslmode = \"on\"\n");
     let refused = run("", None, &["tenant", "list"]).code(2);
