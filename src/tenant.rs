@@ -449,7 +449,13 @@ impl fmt::Display for Tenant {
             .db_name_raw
             .as_deref()
             .map_or_else(|| "no dbName".to_owned(), crate::output::shown);
-        write!(f, "{} ({db})", crate::output::shown(self.handle()))
+        let handle = crate::output::shown(self.handle());
+        if handle == db {
+            // A row named by its database alone: once is enough.
+            f.write_str(&db)
+        } else {
+            write!(f, "{handle} ({db})")
+        }
     }
 }
 
