@@ -47,6 +47,8 @@ impl Claim {
             db_name_raw: Some(self.db.as_str().to_owned()),
             db: Ok(self.db.clone()),
             status: Some(self.lifecycle.as_str().to_owned()),
+            // The application has no row for it: nothing it goes by.
+            app_status: None,
             lifecycle: Some(self.lifecycle),
             created_at: None,
             server_raw: (!self.server.is_default()).then(|| self.server.as_str().to_owned()),

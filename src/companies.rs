@@ -441,7 +441,7 @@ impl Layout {
                 .into()
             })
         };
-        Ok(Self {
+        let layout = Self {
             label: config.table.clone(),
             table_sql: regclass.to_owned(),
             bookkeeping_sql: BOOKKEEPING.to_owned(),
@@ -469,7 +469,36 @@ impl Layout {
                 .map(|(k, v)| (Lifecycle::from(*k), v.clone()))
                 .collect(),
             visibility: Visibility::default(),
-        })
+        };
+        layout.check_mapping()?;
+        Ok(layout)
+    }
+
+    /// Refuses a `[master.statuses]` value the table cannot hold: no status
+    /// column at all, or an enum without that label. Left alone, the state
+    /// would silently never be written or recognised (every company read
+    /// as not active, say).
+    fn check_mapping(&self) -> Result<(), UsageError> {
+        for (lifecycle, value) in &self.mapped {
+            let Some(column) = &self.status else {
+                return Err(UsageError(format!(
+                    "tenantctl.toml [master.statuses] {lifecycle} = {value:?}: {} has no status column to hold it; name the column ([master.columns] status = \"...\") or remove [master.statuses]",
+                    shown(&self.label)
+                )));
+            };
+            if let Some(labels) = &column.labels
+                && !labels.iter().any(|l| l.eq_ignore_ascii_case(value))
+            {
+                return Err(UsageError(format!(
+                    "tenantctl.toml [master.statuses] {lifecycle} = {value:?}: column {} ({}) of {} cannot hold it, its values are {}; map {lifecycle} to one of them, or leave it out (tenantctl then keeps that state in its own table)",
+                    quote(&column.name),
+                    column.sql_type,
+                    shown(&self.label),
+                    labels.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The value the status column takes for a lifecycle state, if it can
@@ -654,7 +683,7 @@ impl Layout {
     /// The company an operator means by `key`: slug, else id, else database.
     pub async fn find(&self, conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<Tenant>> {
         let everyone = self.list(conn).await?;
-        Ok(find_tenant(&everyone, key).cloned())
+        Ok(find_tenant(&everyone, key)?.cloned())
     }
 
     /// Like [`Self::find`], but a missing tenant is an error that says so.

@@ -19,6 +19,9 @@
 //! [servers.eu2]                    # a server; its URL is in the environment
 //! url_env = "PG_EU2"               # [default: POSTGRES_BASE_URL_EU2]
 //! accepts_new = false              # tenant create never picks it on its own
+//! pooler = "transaction"           # what ?pgbouncer=true on its URL says
+//! sslmode = "verify-full"          # TLS, as libpq's sslmode/PGSSLMODE
+//! sslrootcert = "/etc/ssl/db-ca.pem"
 //! ```
 
 use std::collections::BTreeMap;
@@ -57,6 +60,141 @@ pub struct ServerConfig {
     /// `--server`.
     #[serde(default = "yes")]
     pub accepts_new: bool,
+    /// What stands in front of the server, kept here rather than as
+    /// `?pgbouncer=true` on a URL the application also reads: the seed
+    /// builds tenant URLs as `${POSTGRES_BASE_URL}/${dbName}`, which a
+    /// query string on the base URL breaks.
+    pub pooler: Option<Pooler>,
+    /// TLS, libpq's names and values; the URL's own query parameters win
+    /// over these, and these over `PGSSLMODE` & co.
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+}
+
+impl ServerConfig {
+    /// What this section says about how to reach the server.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            pooler: self.pooler,
+            sslmode: self.sslmode,
+            sslrootcert: self.sslrootcert.clone(),
+            sslcert: self.sslcert.clone(),
+            sslkey: self.sslkey.clone(),
+        }
+    }
+}
+
+/// `pooler = "..."` of a `[servers.<name>]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// PgBouncer (or similar) in transaction mode: as `?pgbouncer=true`.
+    Transaction,
+    /// A session-mode pool: each client keeps its server connection.
+    Session,
+    /// The server itself.
+    None,
+}
+
+/// How a `[servers.<name>]` section says to reach its server: each written
+/// into the server's connection parameters as the URL query parameter of
+/// that name, where the URL has none of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub pooler: Option<Pooler>,
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+}
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// libpq's spelling, any case.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Disable,
+            Self::Allow,
+            Self::Prefer,
+            Self::Require,
+            Self::VerifyCa,
+            Self::VerifyFull,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(raw.trim()))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl Settings {
+    /// These settings, with libpq's variables (`PGSSLMODE`, `PGSSLROOTCERT`,
+    /// `PGSSLCERT`, `PGSSLKEY`, as sqlx reads them) for what the file
+    /// leaves unset, so that what tenantctl connects with is what a child
+    /// of `tenant exec` is handed (which gets no `PG*` variable of
+    /// tenantctl's own). A value libpq would not take is left to sqlx,
+    /// which ignores it too.
+    #[must_use]
+    pub fn with_libpq_environment(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        if self.sslmode.is_none() {
+            self.sslmode = var("PGSSLMODE").and_then(|v| SslMode::parse(&v));
+        }
+        for (field, name) in [
+            (&mut self.sslrootcert, "PGSSLROOTCERT"),
+            (&mut self.sslcert, "PGSSLCERT"),
+            (&mut self.sslkey, "PGSSLKEY"),
+        ] {
+            if field.is_none() {
+                *field = var(name);
+            }
+        }
+        self
+    }
+
+    /// The settings as URL query parameters, in libpq's spelling (and
+    /// Prisma's `pgbouncer=true`).
+    pub fn parameters(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.pooler == Some(Pooler::Transaction) {
+            out.push(("pgbouncer", "true".to_owned()));
+        }
+        if let Some(mode) = self.sslmode {
+            out.push(("sslmode", mode.as_str().to_owned()));
+        }
+        for (key, value) in [
+            ("sslrootcert", &self.sslrootcert),
+            ("sslcert", &self.sslcert),
+            ("sslkey", &self.sslkey),
+        ] {
+            if let Some(value) = value {
+                out.push((key, value.clone()));
+            }
+        }
+        out
+    }
 }
 
 fn yes() -> bool {
@@ -150,6 +288,27 @@ impl Config {
         if config.master.table.trim().is_empty() {
             return Err("[master] table is empty".into());
         }
+        // Two states under one value cannot be told apart when read back
+        // (statuses compare ignoring case): every row would read as the
+        // first of them, and the others be lost.
+        let mut by_value: BTreeMap<String, Vec<LifecycleKey>> = BTreeMap::new();
+        for (state, value) in &config.master.statuses {
+            by_value
+                .entry(value.to_lowercase())
+                .or_default()
+                .push(*state);
+        }
+        if let Some(states) = by_value.values().find(|s| s.len() > 1) {
+            let names: Vec<&str> = states
+                .iter()
+                .map(|s| Lifecycle::from(*s).as_str())
+                .collect();
+            let value = &config.master.statuses[&states[0]];
+            return Err(format!(
+                "[master.statuses] maps {} to the same value {value:?}, so tenantctl could not tell them apart when it reads a row back; give each state a value of its own, or map only the one the application means by {value:?} and leave the others out (tenantctl then keeps them in its own table)",
+                names.join(", ")
+            ));
+        }
         Ok(config)
     }
 }
@@ -193,6 +352,52 @@ mod tests {
         assert!(Config::parse("[master]\ntabel = \"x\"").is_err());
         assert!(Config::parse("[master.statuses]\nsuspended = \"S\"").is_err());
         assert!(Config::parse("[master]\ntable = \"\"").is_err());
+    }
+
+    #[test]
+    fn a_status_mapping_that_loses_states_is_refused() {
+        for text in [
+            "[master.statuses]\nprovisioning = \"INACTIVE\"\nfailed = \"INACTIVE\"\ndropped = \"INACTIVE\"\n",
+            "[master.statuses]\nactive = \"live\"\ndropped = \"LIVE\"\n",
+        ] {
+            let err = Config::parse(text).expect_err(text);
+            assert!(err.contains("to the same value"), "{err}");
+        }
+        let err = Config::parse(
+            "[master.statuses]\nprovisioning = \"INACTIVE\"\nfailed = \"INACTIVE\"\ndropped = \"INACTIVE\"\n",
+        )
+        .expect_err("three states");
+        assert!(
+            err.starts_with("[master.statuses] maps provisioning, failed, dropped to the same value \"INACTIVE\""),
+            "{err}"
+        );
+        assert!(Config::parse("[master.statuses]\nactive = \"A\"\ndropped = \"D\"\n").is_ok());
+    }
+
+    #[test]
+    fn pooler_and_tls_per_server() {
+        let config = Config::parse(
+            "[servers.default]\npooler = \"transaction\"\nsslmode = \"verify-full\"\nsslrootcert = \"/etc/ca a.pem\"\n[servers.eu2]\npooler = \"session\"\n",
+        )
+        .expect("valid");
+        let default = config.servers["default"].settings();
+        assert_eq!(default.pooler, Some(Pooler::Transaction));
+        assert_eq!(
+            default.parameters(),
+            [
+                ("pgbouncer", "true".to_owned()),
+                ("sslmode", "verify-full".to_owned()),
+                ("sslrootcert", "/etc/ca a.pem".to_owned()),
+            ]
+        );
+        assert!(config.servers["eu2"].settings().parameters().is_empty());
+        for bad in [
+            "[servers.default]\npooler = \"statement\"",
+            "[servers.default]\nsslmode = \"on\"",
+            "[servers.default]\nssl_mode = \"require\"",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

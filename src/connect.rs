@@ -13,6 +13,7 @@ use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 use url::Url;
 
 use crate::child_env::ChildEnv;
+use crate::config::Settings;
 use crate::dbname::DbName;
 use crate::error::UsageError;
 use crate::servers::{NotConfigured, ServerName, ServerSource};
@@ -68,9 +69,15 @@ struct Server {
     base: PgConnectOptions,
     base_url: Url,
     accepts_new: bool,
-    /// `?pgbouncer=true` on its base URL: its tenant connections are
-    /// pinned.
+    /// `?pgbouncer=true` on its base URL (or `pooler = "transaction"` in
+    /// `tenantctl.toml`): its tenant connections are pinned.
     pooled: bool,
+    /// Its `tenantctl.toml` settings, also applied to a master at its
+    /// address.
+    settings: Settings,
+    /// Whether the URL as given has a query string, which an application
+    /// that appends `/${dbName}` to it gets wrong.
+    has_query: bool,
 }
 
 /// Where a configured server is, for display (never its credentials).
@@ -103,6 +110,9 @@ pub struct Connector {
     passwords: Vec<String>,
     /// Their users and hosts, which the output names anyway.
     words: Vec<String>,
+    /// Where each address's `sslmode` comes from (its URL's query,
+    /// `tenantctl.toml`, `PGSSLMODE`), to say in a TLS error.
+    tls_from: Vec<((String, u16), String)>,
     /// Each server's identity, once asked ([`Self::same_server`]).
     identities: std::sync::Arc<std::sync::Mutex<BTreeMap<ServerName, Option<String>>>>,
 }
@@ -120,6 +130,7 @@ impl Connector {
             var: crate::servers::URL_VAR.to_owned(),
             url: Some(base_url.to_owned()),
             accepts_new: true,
+            settings: crate::config::Settings::default(),
         };
         Self::with_servers(&[default], master_url, connect_timeout)
     }
@@ -136,6 +147,7 @@ impl Connector {
         let mut vars = BTreeMap::new();
         let mut passwords = Vec::new();
         let mut words = Vec::new();
+        let mut tls_from = Vec::new();
         for source in sources {
             vars.insert(source.name.clone(), source.var.clone());
             let Some(raw) = &source.url else { continue };
@@ -147,7 +159,15 @@ impl Connector {
                     redact(&server_root(&base_url))
                 )));
             }
+            let has_query = base_url.query().is_some_and(|q| !q.is_empty());
+            let from = sslmode_from(&base_url, &source.var, &source.settings, &source.name);
+            let settings = source
+                .settings
+                .clone()
+                .with_libpq_environment(|name| std::env::var(name).ok());
+            let base_url = with_settings(base_url, &settings);
             let base = options_from(&base_url)?;
+            tls_from.push(((base.get_host().to_owned(), base.get_port()), from));
             remember_secrets(&base_url, &mut passwords, &mut words);
             servers.insert(
                 source.name.clone(),
@@ -156,6 +176,8 @@ impl Connector {
                     pooled: is_transaction_pooled(&base_url),
                     base_url,
                     accepts_new: source.accepts_new,
+                    settings,
+                    has_query,
                 },
             );
         }
@@ -175,6 +197,30 @@ impl Connector {
                 })?;
                 let db = DbName::parse(&name)
                     .map_err(|err| UsageError(format!("MASTER_DATABASE_URL: master {err}")))?;
+                // The master on a configured server's address (the
+                // default's first) is reached as that server is: through
+                // its pooler, with its TLS settings.
+                let at = options_from(&url)?;
+                let on = servers
+                    .get(&ServerName::default())
+                    .into_iter()
+                    .chain(servers.values())
+                    .find(|s| {
+                        s.base.get_host() == at.get_host() && s.base.get_port() == at.get_port()
+                    });
+                if has_sslmode(&url) {
+                    tls_from.insert(
+                        0,
+                        (
+                            (at.get_host().to_owned(), at.get_port()),
+                            "MASTER_DATABASE_URL's query".to_owned(),
+                        ),
+                    );
+                }
+                let url = match on {
+                    Some(server) => with_settings(url, &server.settings),
+                    None => url,
+                };
                 (url, db)
             }
             None => {
@@ -194,6 +240,7 @@ impl Connector {
             master_db,
             connect_timeout,
             pooled_master,
+            tls_from,
             identities: std::sync::Arc::default(),
             passwords,
             words,
@@ -252,6 +299,18 @@ impl Connector {
     /// server connection; the master's URL says the same for the master.
     pub fn pooled(&self) -> bool {
         self.servers.values().any(|s| s.pooled)
+    }
+
+    /// The variables of servers whose URL, as given, has a query string
+    /// (`?sslmode=...`, `?pgbouncer=true`): an application that builds a
+    /// tenant URL as `${POSTGRES_BASE_URL}/${dbName}` puts the database
+    /// name after it, where it is no longer the database.
+    pub fn urls_with_query(&self) -> Vec<(ServerName, String)> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.has_query)
+            .filter_map(|(name, _)| Some((name.clone(), self.vars.get(name)?.clone())))
+            .collect()
     }
 
     pub fn master_db(&self) -> &DbName {
@@ -499,7 +558,7 @@ impl Connector {
             },
         );
         anyhow::anyhow!(
-            "{changed}: {address} (server {server}) is a transaction-mode pooler (PgBouncer or similar) that its URL does not declare, so this tenant was stopped: add ?pgbouncer=true to {var}, or point it at a session-mode pool or the server itself"
+            "{changed}: {address} (server {server}) is a transaction-mode pooler (PgBouncer or similar) that its URL does not declare, so this tenant was stopped: set pooler = \"transaction\" in tenantctl.toml [servers.{server}] (or add ?pgbouncer=true to {var} if no application builds URLs from it), or point it at a session-mode pool or the server itself"
         )
     }
 
@@ -781,6 +840,19 @@ impl Connector {
         );
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
+            Ok(Err(err @ sqlx::Error::Tls(_))) => {
+                // Three places may set sslmode: say which one did.
+                let place = (options.get_host().to_owned(), options.get_port());
+                let from = self
+                    .tls_from
+                    .iter()
+                    .find(|(at, _)| *at == place)
+                    .map_or("sqlx's default", |(_, from)| from.as_str());
+                Err(anyhow::Error::from(err).context(format!(
+                    "{target} with sslmode {} (from {from})",
+                    ssl_mode_name(options.get_ssl_mode())
+                )))
+            }
             Ok(result) => result.with_context(|| target),
             Err(_) => {
                 let waited = humantime::format_duration(self.connect_timeout);
@@ -1046,6 +1118,76 @@ pub fn pid_of(rows: &[sqlx::postgres::PgRow]) -> Option<i32> {
 pub struct BackendChanged {
     pub from: i32,
     pub to: i32,
+}
+
+/// The URL with the `tenantctl.toml` settings added as query parameters,
+/// each only where the URL has none of that name (in any of the spellings
+/// sqlx and libpq accept): the URL's own query wins, and an unset one
+/// leaves libpq's variables (`PGSSLMODE`...) in force, as sqlx and libpq
+/// both read them. Values are percent-encoded, never `+` for a space,
+/// which sqlx and libpq read differently.
+fn with_settings(mut url: Url, settings: &Settings) -> Url {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'/');
+    let spellings = |key: &str| -> &'static [&'static str] {
+        match key {
+            "sslmode" => &["sslmode", "ssl-mode"],
+            "sslrootcert" => &["sslrootcert", "ssl-root-cert", "ssl-ca"],
+            "sslcert" => &["sslcert", "ssl-cert"],
+            "sslkey" => &["sslkey", "ssl-key"],
+            _ => &["pgbouncer"],
+        }
+    };
+    let mut query = url.query().unwrap_or_default().to_owned();
+    for (key, value) in settings.parameters() {
+        let given = url
+            .query_pairs()
+            .any(|(k, _)| spellings(key).contains(&k.as_ref()));
+        if given {
+            continue;
+        }
+        if !query.is_empty() {
+            query.push('&');
+        }
+        let _ = write!(query, "{key}={}", utf8_percent_encode(&value, VALUE));
+    }
+    url.set_query((!query.is_empty()).then_some(query.as_str()));
+    url
+}
+
+/// Whether the URL's own query sets `sslmode` (in either spelling).
+fn has_sslmode(url: &Url) -> bool {
+    url.query_pairs()
+        .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+}
+
+/// Where a server's `sslmode` comes from, in the order they win.
+fn sslmode_from(url: &Url, var: &str, settings: &Settings, name: &ServerName) -> String {
+    if has_sslmode(url) {
+        format!("{var}'s query")
+    } else if settings.sslmode.is_some() {
+        format!("tenantctl.toml [servers.{name}]")
+    } else if std::env::var_os("PGSSLMODE").is_some() {
+        "PGSSLMODE".to_owned()
+    } else {
+        "sqlx's default".to_owned()
+    }
+}
+
+fn ssl_mode_name(mode: sqlx::postgres::PgSslMode) -> &'static str {
+    use sqlx::postgres::PgSslMode;
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
 }
 
 /// `pgbouncer=true` among the URL's query parameters.
@@ -1348,6 +1490,7 @@ mod tests {
             var: var.to_owned(),
             url: url.map(str::to_owned),
             accepts_new: true,
+            settings: crate::config::Settings::default(),
         };
         let c = Connector::with_servers(
             &[
@@ -1418,6 +1561,79 @@ mod tests {
             err.0
         );
         assert!(!err.0.contains("s3cret"), "{}", err.0);
+    }
+
+    #[test]
+    fn file_settings_join_the_url_and_its_own_query_wins() {
+        use crate::config::{Pooler, SslMode};
+        let settings = Settings {
+            pooler: Some(Pooler::Transaction),
+            sslmode: Some(SslMode::Require),
+            sslrootcert: Some("/etc/ca dir/ca.pem".into()),
+            ..Settings::default()
+        };
+        let source = |url: &str| ServerSource {
+            name: ServerName::default(),
+            var: "POSTGRES_BASE_URL".into(),
+            url: Some(url.into()),
+            accepts_new: true,
+            settings: settings.clone(),
+        };
+        let db = DbName::parse("tenant_a").expect("valid");
+        let c =
+            Connector::with_servers(&[source("postgresql://u:pw@h:6432")], None, T).expect("valid");
+        assert!(c.pooled());
+        assert!(
+            c.pooled_master,
+            "the derived master is behind the same pooler"
+        );
+        assert_eq!(
+            c.tenant_url_redacted(&ServerName::default(), &db)
+                .expect("tenant"),
+            "postgresql://u:***@h:6432/tenant_a?pgbouncer=true&sslmode=require&sslrootcert=/etc/ca%20dir/ca.pem"
+        );
+        assert!(c.urls_with_query().is_empty());
+        // A master URL at the server's address is reached the same way;
+        // one elsewhere is not.
+        let c = Connector::with_servers(
+            &[source("postgresql://u:pw@h:6432")],
+            Some("postgresql://u:pw@h:6432/main"),
+            T,
+        )
+        .expect("valid");
+        assert!(c.pooled_master);
+        let c = Connector::with_servers(
+            &[source("postgresql://u:pw@h:6432")],
+            Some("postgresql://u:pw@other:5432/main"),
+            T,
+        )
+        .expect("valid");
+        assert!(!c.pooled_master);
+        // The URL's own parameters, in any spelling, win.
+        let c = Connector::with_servers(
+            &[source(
+                "postgresql://u:pw@h:6432/?ssl-mode=disable&pgbouncer=false",
+            )],
+            None,
+            T,
+        )
+        .expect("valid");
+        assert!(!c.pooled());
+        assert_eq!(
+            c.tenant_url_redacted(&ServerName::default(), &db)
+                .expect("tenant"),
+            "postgresql://u:***@h:6432/tenant_a?ssl-mode=disable&pgbouncer=false&sslrootcert=/etc/ca%20dir/ca.pem"
+        );
+        assert_eq!(c.urls_with_query().len(), 1);
+        let env = c.tenant_env(&ServerName::default(), &db).expect("env");
+        assert!(
+            env.contains(&("PGSSLMODE", "disable".to_owned())),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&("PGSSLROOTCERT", "/etc/ca dir/ca.pem".to_owned())),
+            "{env:?}"
+        );
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
     if matches!(pg.code(), "26000" | "42P05") {
         let _ = write!(
             text,
-            "; hint: behind a transaction-mode pooler (PgBouncer pool_mode = transaction)? add ?pgbouncer=true to POSTGRES_BASE_URL and MASTER_DATABASE_URL, or use a session-mode pool"
+            "; hint: behind a transaction-mode pooler (PgBouncer pool_mode = transaction)? set pooler = \"transaction\" in tenantctl.toml [servers.default] (or add ?pgbouncer=true to POSTGRES_BASE_URL and MASTER_DATABASE_URL), or use a session-mode pool"
         );
     }
     text

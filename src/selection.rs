@@ -11,7 +11,7 @@ use sqlx::postgres::PgConnection;
 use crate::companies::Layout;
 use crate::error::UsageError;
 use crate::servers::ServerName;
-use crate::tenant::{Lifecycle, Tenant, find_tenant, mark_shared, unknown_tenant};
+use crate::tenant::{Lifecycle, StatusWanted, Tenant, find_tenant, mark_shared, unknown_tenant};
 
 /// Part `index` of `count` of the selected tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,9 @@ fn fnv1a(id: &str) -> u64 {
 pub struct Filter {
     /// Every tenant (in the given lifecycle states, else `active`).
     pub all: bool,
-    /// Only tenants in one of these states; on its own, every such tenant.
-    pub lifecycles: Vec<Lifecycle>,
+    /// Only tenants with one of these statuses (tenantctl's states or the
+    /// application's values); on its own, every such tenant.
+    pub lifecycles: Vec<StatusWanted>,
     /// Only this shard of an `all`/`lifecycles` selection.
     pub shard: Option<Shard>,
     /// Only tenants placed on one of these servers (any, when empty).
@@ -68,11 +69,8 @@ impl Filter {
     /// Whether the tenant is in one of the lifecycle states asked for. A
     /// tenant being moved is an active one: it is selected, and the fleet
     /// run reports it skipped and why, rather than leave it out unsaid.
-    fn wants(lifecycles: &[Lifecycle], tenant: &Tenant) -> bool {
-        lifecycles.iter().any(|s| {
-            tenant.has_status(*s)
-                || (*s == Lifecycle::Active && tenant.has_status(Lifecycle::Moving))
-        })
+    fn wants(lifecycles: &[StatusWanted], tenant: &Tenant) -> bool {
+        lifecycles.iter().any(|s| s.matches(tenant))
     }
 
     fn on_servers(&self, tenant: &Tenant) -> bool {
@@ -353,6 +351,7 @@ fn resolve_unplaced(
             ))
             .into());
         }
+        check_statuses(&filter.lifecycles, layout, everyone)?;
         return by_name(everyone, layout, names, &filter.lifecycles);
     }
     if !filter.all && filter.lifecycles.is_empty() {
@@ -369,8 +368,10 @@ fn resolve_unplaced(
     {
         return Err(refusal.into());
     }
+    check_statuses(&filter.lifecycles, layout, everyone)?;
+    let active = [StatusWanted::Lifecycle(Lifecycle::Active)];
     let lifecycles = if filter.lifecycles.is_empty() {
-        &[Lifecycle::Active][..]
+        &active[..]
     } else {
         &filter.lifecycles
     };
@@ -390,7 +391,7 @@ fn resolve_unplaced(
 /// A selection that matches none of the companies there are is a mistake
 /// to report (an ORM's statuses spelled otherwise, a typo), never a run
 /// that "succeeds" by doing nothing.
-fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError {
+fn nobody_selected(everyone: &[Tenant], lifecycles: &[StatusWanted]) -> UsageError {
     let mut found: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for t in everyone {
         *found.entry(t.status_label()).or_default() += 1;
@@ -399,7 +400,7 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError 
         .into_iter()
         .map(|(status, n)| format!("{} ({n})", crate::output::shown(status)))
         .collect();
-    let wanted: Vec<&str> = lifecycles.iter().map(|l| l.as_str()).collect();
+    let wanted: Vec<&str> = lifecycles.iter().map(StatusWanted::as_str).collect();
     UsageError(format!(
         "no tenant has status {}: the master's {} companies have status {}; pick others with --status, or map the master's values in tenantctl.toml",
         wanted.join(" or "),
@@ -408,16 +409,72 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[Lifecycle]) -> UsageError 
     ))
 }
 
-/// The named tenants, each found by slug first, then id, then database.
+/// Refuses a `--status` value that is neither one of tenantctl's states
+/// nor a value the master's status column has (an enum label, or a value
+/// some row holds), listing the ones there are: a typo must not select
+/// nobody and pass for a fleet with nothing to do.
+pub fn check_statuses(
+    wanted: &[StatusWanted],
+    layout: &Layout,
+    everyone: &[Tenant],
+) -> Result<(), UsageError> {
+    for want in wanted {
+        let StatusWanted::App(value) = want else {
+            continue;
+        };
+        let mut known: Vec<String> = layout
+            .status
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        for t in everyone {
+            if let Some(v) = &t.app_status
+                && !known.contains(v)
+            {
+                known.push(v.clone());
+            }
+        }
+        if known.iter().any(|k| k.eq_ignore_ascii_case(value)) {
+            continue;
+        }
+        let ours = "provisioning, active, failed, dropped, moving";
+        return Err(UsageError(if layout.status.is_none() {
+            format!(
+                "--status {}: not a tenantctl status ({ours}), and {} has no status column of its own",
+                crate::output::shown(value),
+                crate::output::shown(&layout.label)
+            )
+        } else {
+            known.sort();
+            format!(
+                "--status {}: not a tenantctl status ({ours}) nor a value of {}'s status column ({})",
+                crate::output::shown(value),
+                crate::output::shown(&layout.label),
+                if known.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    known
+                        .iter()
+                        .map(|k| crate::output::shown(k))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )
+        }));
+    }
+    Ok(())
+}
+
+/// The named tenants, each found as [`find_tenant`] finds one.
 fn by_name(
     everyone: &[Tenant],
     layout: &Layout,
     names: &[String],
-    lifecycles: &[Lifecycle],
+    lifecycles: &[StatusWanted],
 ) -> anyhow::Result<Vec<Tenant>> {
     let mut picked: Vec<Tenant> = Vec::with_capacity(names.len());
     for key in names {
-        let found = find_tenant(everyone, key).ok_or_else(|| {
+        let found = find_tenant(everyone, key)?.ok_or_else(|| {
             let err = unknown_tenant(key);
             // Named tenants still run under row-level security (each is
             // found, or this error says it is not): say it may be hidden.
@@ -475,7 +532,7 @@ mod tests {
         let env = Selection::of(
             &[],
             &Filter {
-                lifecycles: vec![Lifecycle::Failed],
+                lifecycles: vec![StatusWanted::Lifecycle(Lifecycle::Failed)],
                 shard,
                 ..Filter::default()
             },

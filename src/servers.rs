@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Settings};
 use crate::error::UsageError;
 
 /// The prefix of a named server's variable; `POSTGRES_BASE_URL` itself is
@@ -99,6 +99,8 @@ pub struct ServerSource {
     pub url: Option<String>,
     /// Whether `tenant create` may pick it for a new tenant.
     pub accepts_new: bool,
+    /// Pooler and TLS settings from `tenantctl.toml`.
+    pub settings: Settings,
 }
 
 /// Every server the environment and `tenantctl.toml` define. `default_url`
@@ -120,6 +122,7 @@ pub fn sources(
             var: URL_VAR.to_owned(),
             url: Some(default_url.to_owned()),
             accepts_new: true,
+            settings: Settings::default(),
         },
     );
     let prefix = format!("{URL_VAR}_");
@@ -151,6 +154,7 @@ pub fn sources(
                 var: var.clone(),
                 url: Some(value.clone()),
                 accepts_new: true,
+                settings: Settings::default(),
             },
         );
     }
@@ -160,11 +164,12 @@ pub fn sources(
         if name.is_default() {
             if config.url_env.is_some() {
                 return Err(UsageError(format!(
-                    "tenantctl.toml [servers.default]: the default server's URL is {URL_VAR} (or --base-url); only accepts_new may be set here"
+                    "tenantctl.toml [servers.default]: the default server's URL is {URL_VAR} (or --base-url); url_env cannot be set here"
                 )));
             }
             if let Some(source) = found.get_mut(&name) {
                 source.accepts_new = config.accepts_new;
+                source.settings = config.settings();
             }
             continue;
         }
@@ -182,6 +187,7 @@ pub fn sources(
                 var,
                 url,
                 accepts_new: config.accepts_new,
+                settings: config.settings(),
             },
         );
     }
@@ -220,6 +226,11 @@ mod tests {
             ServerConfig {
                 url_env: Some("PG_EU3".into()),
                 accepts_new: false,
+                pooler: None,
+                sslmode: None,
+                sslrootcert: None,
+                sslcert: None,
+                sslkey: None,
             },
         );
         listed.insert(
@@ -227,6 +238,11 @@ mod tests {
             ServerConfig {
                 url_env: None,
                 accepts_new: false,
+                pooler: None,
+                sslmode: None,
+                sslrootcert: None,
+                sslcert: None,
+                sslkey: None,
             },
         );
         let found = sources(

@@ -121,6 +121,53 @@ impl fmt::Display for Lifecycle {
     }
 }
 
+/// A `--status` value: one of tenantctl's lifecycle states, or a value of
+/// the application's own status column (an enum's `SUSPENDED`, say),
+/// which stands for no lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusWanted {
+    Lifecycle(Lifecycle),
+    App(String),
+}
+
+impl StatusWanted {
+    /// tenantctl's state of that name (any case), else the application's
+    /// value as given; whether the table has it is checked against the
+    /// master ([`crate::selection::check_statuses`]).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        use clap::ValueEnum as _;
+        if raw.trim().is_empty() {
+            return Err("give a status".into());
+        }
+        Ok(Lifecycle::from_str(raw, true)
+            .map_or_else(|_| Self::App(raw.to_owned()), Self::Lifecycle))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Lifecycle(l) => l.as_str(),
+            Self::App(value) => value,
+        }
+    }
+
+    /// Whether the tenant has this status. A tenant being moved is an
+    /// active one: it is selected, and the fleet run reports it skipped
+    /// and why, rather than leave it out unsaid. An application's value is
+    /// matched against its own column, whatever tenantctl's record says.
+    pub fn matches(&self, tenant: &Tenant) -> bool {
+        match self {
+            Self::Lifecycle(l) => {
+                tenant.has_status(*l)
+                    || (*l == Lifecycle::Active && tenant.has_status(Lifecycle::Moving))
+            }
+            Self::App(value) => tenant
+                .app_status
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(value)),
+        }
+    }
+}
+
 /// One row of the master's `"Company"` table.
 ///
 /// Fields are kept as the master stores them: another tool may have written
@@ -136,6 +183,10 @@ pub struct Tenant {
     pub db: Result<DbName, String>,
     /// The status as recorded, for display.
     pub status: Option<String>,
+    /// The value of the application's own status column, if the table has
+    /// one, whatever tenantctl's own record says: what the application
+    /// goes by.
+    pub app_status: Option<String>,
     /// The lifecycle state that status stands for, if any (an application's
     /// own states, such as `SUSPENDED`, stand for none).
     pub lifecycle: Option<Lifecycle>,
@@ -255,6 +306,7 @@ impl Tenant {
             name,
             db_name_raw,
             db,
+            app_status: status.clone(),
             status,
             lifecycle,
             created_at,
@@ -297,9 +349,15 @@ impl Tenant {
         self.db.as_ref().map_err(|why| anyhow::anyhow!("{why}"))
     }
 
-    /// How an operator names this tenant: its slug, or its id when it has none.
+    /// How an operator names this tenant, as [`find_tenant`] finds it
+    /// again: its slug; on a table without one, its name, else its
+    /// database name; its id when it has none of these.
     pub fn handle(&self) -> &str {
-        self.slug.as_deref().unwrap_or(&self.id)
+        self.slug
+            .as_deref()
+            .or(self.name.as_deref().filter(|n| !n.is_empty()))
+            .or(self.db_name_raw.as_deref())
+            .unwrap_or(&self.id)
     }
 
     /// The database name as recorded, for display (empty when NULL).
@@ -319,10 +377,16 @@ impl Tenant {
 }
 
 /// The company an operator means by `key`: the one with that slug, else
-/// that id, else that database name (rows without a slug are addressed by
-/// id or database).
-pub fn find_tenant<'a>(everyone: &'a [Tenant], key: &str) -> Option<&'a Tenant> {
-    everyone
+/// that id, else that database name; else, among rows without a slug (a
+/// table with no slug column, where `tenant create <slug>` kept the name
+/// and the database), the one whose database is the one `tenant create
+/// <key>` derives (`tenant_<key>`), else the one with that name. A name is
+/// not unique: two rows with it are [`AmbiguousName`], never a guess.
+pub fn find_tenant<'a>(
+    everyone: &'a [Tenant],
+    key: &str,
+) -> Result<Option<&'a Tenant>, AmbiguousName> {
+    let exact = everyone
         .iter()
         .find(|t| t.slug.as_deref() == Some(key))
         .or_else(|| everyone.iter().find(|t| t.id == key))
@@ -330,13 +394,49 @@ pub fn find_tenant<'a>(everyone: &'a [Tenant], key: &str) -> Option<&'a Tenant> 
             everyone
                 .iter()
                 .find(|t| t.db_name_raw.as_deref() == Some(key))
-        })
+        });
+    if exact.is_some() {
+        return Ok(exact);
+    }
+    let slugless = || everyone.iter().filter(|t| t.slug.is_none());
+    // The database a slug derives names one company at most; a name may be
+    // shared, so it comes after.
+    let derived = Slug::parse(key).ok().map(|s| s.default_db_name());
+    if let Some(found) =
+        derived.and_then(|db| slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str())))
+    {
+        return Ok(Some(found));
+    }
+    let named: Vec<&Tenant> = slugless()
+        .filter(|t| t.name.as_deref() == Some(key))
+        .collect();
+    match named.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => Err(AmbiguousName {
+            key: key.to_owned(),
+            ids: many.iter().map(|t| t.id.clone()).collect(),
+        }),
+    }
+}
+
+/// Several companies of a table without slugs carry the name an operator
+/// gave.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "tenant {:?} is ambiguous: companies {} all have that name; name one by its id or database name",
+    crate::output::shown(key),
+    ids.join(", ")
+)]
+pub struct AmbiguousName {
+    pub key: String,
+    pub ids: Vec<String>,
 }
 
 /// The error for a key that names no company.
 pub fn unknown_tenant(key: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "unknown tenant {:?}: no company has that slug, id or database name (see `tenantctl tenant list`)",
+        "unknown tenant {:?}: no company has that slug, id, database name or (without a slug) name (see `tenantctl tenant list`)",
         crate::output::shown(key)
     )
 }
@@ -349,7 +449,13 @@ impl fmt::Display for Tenant {
             .db_name_raw
             .as_deref()
             .map_or_else(|| "no dbName".to_owned(), crate::output::shown);
-        write!(f, "{} ({db})", crate::output::shown(self.handle()))
+        let handle = crate::output::shown(self.handle());
+        if handle == db {
+            // A row named by its database alone: once is enough.
+            f.write_str(&db)
+        } else {
+            write!(f, "{handle} ({db})")
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::fleet::FleetOptions;
 use crate::output::OutputMode;
 use crate::selection::{Filter, Shard, Source};
 use crate::servers::ServerName;
-use crate::tenant::Lifecycle;
+use crate::tenant::StatusWanted;
 
 /// Flags every command accepts.
 #[derive(Debug, Clone, Args)]
@@ -76,10 +76,12 @@ pub struct FilterArgs {
     #[arg(long)]
     pub all: bool,
 
-    /// Only tenants with this status (repeatable); on its own it selects every
-    /// tenant with it [default with --all: active]
-    #[arg(long, value_enum)]
-    pub status: Vec<Lifecycle>,
+    /// Only tenants with this status (repeatable): provisioning, active,
+    /// failed, dropped, moving, or a value of the companies table's own
+    /// status column (SUSPENDED, say); on its own it selects every tenant
+    /// with it [default with --all: active]
+    #[arg(long, value_name = "STATUS", value_parser = StatusWanted::parse)]
+    pub status: Vec<StatusWanted>,
 
     /// Only shard I of N (0-based) of an --all or --status selection: a
     /// stable split by tenant id, so N jobs cover every tenant exactly once

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::Connection as _;
 
 use crate::commands::context::Context;
+use crate::companies::Layout;
 use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
@@ -39,6 +40,11 @@ pub struct Finding {
     /// `behind`, `migration_problem`, `unreachable` (a tenant database),
     /// `server_unreachable` or `server_not_configured`.
     pub kind: &'static str,
+    /// How to name the tenant concerned (slug, else name, else database
+    /// name), for findings about a company.
+    pub tenant: Option<String>,
+    /// The company's id, for findings about a company.
+    pub id: Option<String>,
     pub slug: Option<String>,
     pub db_name: Option<String>,
     /// The server the finding is about (the tenant's placement).
@@ -46,7 +52,27 @@ pub struct Finding {
     pub detail: String,
 }
 
+impl Finding {
+    /// A finding about one company.
+    fn about(kind: &'static str, company: &Tenant, detail: String) -> Self {
+        Self {
+            kind,
+            tenant: Some(company.handle().to_owned()),
+            id: Some(company.id.clone()),
+            slug: company.slug.clone(),
+            db_name: company.db_name_raw.clone(),
+            server: Some(company.server_label().to_owned()),
+            detail,
+        }
+    }
+}
+
 pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    for (server, var) in ctx.connector.urls_with_query() {
+        crate::output::warn(format_args!(
+            "warning: {var} has a query string: an application that builds tenant URLs as ${{{var}}}/${{dbName}} (the seed design does) puts the database name inside the query and connects to another database; leave {var} the bare server root and put the pooler and TLS settings in tenantctl.toml [servers.{server}] (pooler = \"transaction\", sslmode = \"require\", ...)"
+        ));
+    }
     let migrations = ctx.tenant_migrations().await?;
     let (mut master_conn, layout) = ctx.master().await?;
     // Under row-level security a company we cannot see would pass for an
@@ -66,7 +92,7 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let companies = companies?;
     let moves = moves?;
 
-    let (mut findings, to_check, unnamed) = compare(ctx, &companies, &on_servers, &moves);
+    let (mut findings, to_check, unnamed) = compare(ctx, &layout, &companies, &on_servers, &moves);
     // A view (or a materialized or foreign table) may leave companies out
     // by its own definition: a database no row of it names may still be a
     // company's, so none is called an orphan.
@@ -149,6 +175,7 @@ fn owned_by_moves(moves: &[MoveRecord]) -> BTreeSet<(&str, &str)> {
 /// each server that no company names.
 fn compare(
     ctx: &Context,
+    layout: &Layout,
     companies: &[Tenant],
     on_servers: &BTreeMap<ServerName, Listing>,
     moves: &[MoveRecord],
@@ -162,6 +189,8 @@ fn compare(
                 } else {
                     "server_unreachable"
                 },
+                tenant: None,
+                id: None,
                 slug: None,
                 db_name: None,
                 server: Some(server.to_string()),
@@ -193,7 +222,7 @@ fn compare(
     findings.extend(shared_databases(ctx, companies));
     let mut to_check = Vec::new();
     for company in companies {
-        let (found, check) = compare_company(ctx, company, on_servers, moves, &owned);
+        let (found, check) = compare_company(ctx, layout, company, on_servers, moves, &owned);
         findings.extend(found);
         if check {
             to_check.push(company.clone());
@@ -212,16 +241,14 @@ fn shared_databases(ctx: &Context, companies: &[Tenant]) -> Vec<Finding> {
         .iter()
         .filter_map(|company| {
             let sharing = company.sharing.as_ref()?;
-            Some(Finding {
-                kind: "shared_database",
-                slug: company.slug.clone(),
-                db_name: company.db_name_raw.clone(),
-                server: Some(company.server_label().to_owned()),
-                detail: format!(
+            Some(Finding::about(
+                "shared_database",
+                company,
+                format!(
                     "its database is also named by {}; each company needs a database of its own (drop, move and revert refuse it until the master is fixed)",
                     sharing.others.join(", ")
                 ),
-            })
+            ))
         })
         .collect()
 }
@@ -230,30 +257,35 @@ fn shared_databases(ctx: &Context, companies: &[Tenant]) -> Vec<Finding> {
 /// look into.
 fn compare_company(
     ctx: &Context,
+    layout: &Layout,
     company: &Tenant,
     on_servers: &BTreeMap<ServerName, Listing>,
     moves: &[MoveRecord],
     owned: &BTreeSet<(&str, &str)>,
 ) -> (Vec<Finding>, bool) {
     let mut findings = Vec::new();
-    let finding = |kind, detail: String| Finding {
-        kind,
-        slug: company.slug.clone(),
-        db_name: company.db_name_raw.clone(),
-        server: Some(company.server_label().to_owned()),
-        detail,
-    };
+    let finding = |kind, detail: String| Finding::about(kind, company, detail);
     if company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed) {
         findings.push(finding(
             "stuck",
-            format!(
-                "status {}; `tenantctl tenant create {}` finishes it",
-                company.status_label(),
-                company.handle()
-            ),
+            match &company.slug {
+                Some(slug) => format!(
+                    "status {}; `tenantctl tenant create {}` finishes it",
+                    company.status_label(),
+                    shown(slug)
+                ),
+                // No slug to give back to create: it finds the row by the
+                // database it names.
+                None => format!(
+                    "status {}; `tenantctl tenant create resume --db-name {}` finishes it (the table keeps no slug, so any slug will do)",
+                    company.status_label(),
+                    company.db_label()
+                ),
+            },
         ));
     }
     if company.has_status(Lifecycle::Dropped) {
+        findings.extend(dropped_but_seen(layout, company, on_servers));
         return (findings, false);
     }
     if let Some(to) = &company.moving_to {
@@ -334,6 +366,44 @@ fn compare_company(
     // Only tenants `migrate --all` would reach can be behind; an
     // application's own states (SUSPENDED) are its business.
     (findings, reachable && company.has_status(Lifecycle::Active))
+}
+
+/// A company tenantctl recorded as dropped, whose database is gone, but
+/// whose row the application goes by still takes it for a live one: what
+/// the application's users will hit.
+fn dropped_but_seen(
+    layout: &Layout,
+    company: &Tenant,
+    on_servers: &BTreeMap<ServerName, Listing>,
+) -> Option<Finding> {
+    let seen = app_sees(layout, company)?;
+    let (Ok(server), Ok(db)) = (company.server(), &company.db) else {
+        return None;
+    };
+    let Some(Ok(here)) = on_servers.get(server) else {
+        return None;
+    };
+    (!here.contains_key(db.as_str())).then(|| {
+        Finding::about(
+            "missing_database",
+            company,
+            format!(
+                "the company's database is not on server {server}, and tenantctl recorded it dropped, but the application still sees the company ({seen}): delete its row, or set its status to one the application treats as inactive"
+            ),
+        )
+    })
+}
+
+/// Why the application takes this company for a live one, if it does:
+/// its status column says active (through the mapping), or the table has
+/// no status column at all.
+fn app_sees(layout: &Layout, company: &Tenant) -> Option<String> {
+    if layout.status.is_none() {
+        return Some(format!("{} has no status column", shown(&layout.label)));
+    }
+    let value = company.app_status.as_deref()?;
+    (layout.lifecycle_of(value) == Some(Lifecycle::Active))
+        .then(|| format!("its status is {}", shown(value)))
 }
 
 /// The other servers that hold a database of this name (not one a move
@@ -425,6 +495,8 @@ async fn find_orphans(
         .into_iter()
         .map(|(server, name, why)| Finding {
             kind: "orphan_database",
+            tenant: None,
+            id: None,
             slug: None,
             db_name: Some(name),
             server: Some(server.to_string()),
@@ -473,13 +545,7 @@ async fn check_migrations(
 
 /// What one tenant's migration state says is wrong.
 fn findings_of(report: &fleet::Report<Plan>) -> Vec<Finding> {
-    let finding = |kind, detail: String| Finding {
-        kind,
-        slug: report.tenant.slug.clone(),
-        db_name: report.tenant.db_name_raw.clone(),
-        server: Some(report.tenant.server_label().to_owned()),
-        detail,
-    };
+    let finding = |kind, detail: String| Finding::about(kind, &report.tenant, detail);
     let plan = &report.value;
     if report.verdict != Verdict::Ok {
         return vec![finding(
@@ -537,11 +603,12 @@ fn print(
                     companies.len()
                 ));
             } else {
-                let mut out = table(["problem", "tenant", "database", "server", "detail"]);
+                let mut out = table(["problem", "tenant", "id", "database", "server", "detail"]);
                 for f in findings {
                     out.add_row([
                         f.kind.to_owned(),
-                        shown(f.slug.as_deref().unwrap_or_default()),
+                        shown(f.tenant.as_deref().unwrap_or_default()),
+                        shown(f.id.as_deref().unwrap_or_default()),
                         f.db_name
                             .as_deref()
                             .map_or_else(|| "NULL".to_owned(), shown),

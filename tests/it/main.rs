@@ -8,6 +8,7 @@
 mod support;
 
 mod adopt;
+mod app_edges;
 mod app_ready;
 mod bad_input;
 mod baseline;

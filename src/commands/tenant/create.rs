@@ -58,6 +58,9 @@ fn parse_column(raw: &str) -> Result<(String, String), String> {
 
 #[derive(Serialize)]
 struct Created<'a> {
+    /// What other commands take to name this tenant (slug, else name,
+    /// else database name).
+    handle: &'a str,
     id: &'a str,
     slug: Option<&'a str>,
     name: Option<&'a str>,
@@ -561,6 +564,7 @@ async fn finish(
 fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
     let tenant = &claimed.tenant;
     let created = Created {
+        handle: tenant.handle(),
         id: &tenant.id,
         slug: tenant.slug.as_deref(),
         name: tenant.name.as_deref(),
@@ -580,10 +584,16 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
             } else {
                 "created"
             };
+            // The handle other commands take, then the id unless that
+            // is the handle, then where its database is.
+            let id = if tenant.handle() == tenant.id {
+                String::new()
+            } else {
+                format!("id {}, ", shown(&tenant.id))
+            };
             line(format_args!(
-                "{verb} tenant {} (id {}, database {} on server {}): applied {} migration(s){}",
+                "{verb} tenant {} ({id}database {} on server {}): applied {} migration(s){}",
                 shown(tenant.handle()),
-                shown(&tenant.id),
                 shown(tenant.db_label()),
                 shown(tenant.server_label()),
                 applied.len(),

@@ -6,13 +6,15 @@ use serde::Serialize;
 use crate::commands::context::Context;
 use crate::error::Outcome;
 use crate::output::{OutputMode, line, print_json, shown, table, warn};
-use crate::tenant::Lifecycle;
+use crate::tenant::StatusWanted;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only companies with this status (repeatable)
-    #[arg(long, value_enum)]
-    pub status: Vec<Lifecycle>,
+    /// Only companies with this status (repeatable): provisioning, active,
+    /// failed, dropped, moving, or a value of the companies table's own
+    /// status column (SUSPENDED, say)
+    #[arg(long, value_name = "STATUS", value_parser = StatusWanted::parse)]
+    pub status: Vec<StatusWanted>,
 }
 
 #[derive(Serialize)]
@@ -48,9 +50,10 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let claimed = crate::claims::all(&mut conn).await;
     let _ = ctx.connector.release(conn).await;
     let mut tenants = tenants?;
+    crate::selection::check_statuses(&args.status, &layout, &tenants)?;
     tenants.extend(claimed?.iter().map(crate::claims::Claim::tenant));
     if !args.status.is_empty() {
-        tenants.retain(|t| args.status.iter().any(|s| t.has_status(*s)));
+        tenants.retain(|t| args.status.iter().any(|s| s.matches(t)));
     }
 
     let rows: Vec<Row> = tenants

@@ -85,7 +85,7 @@ struct Report {
 pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     if ctx.connector.pooled() {
         return Err(UsageError(
-            "tenant move needs direct connections: a transaction-mode pooler (?pgbouncer=true) keeps idle server connections to the database it renames; give the servers' own URLs".into(),
+            "tenant move needs direct connections: a transaction-mode pooler (pooler = \"transaction\" in tenantctl.toml, or ?pgbouncer=true) keeps idle server connections to the database it renames; give the servers' own URLs".into(),
         )
         .into());
     }
