@@ -36,7 +36,8 @@ pub struct Finding {
     /// `orphan_database`, `missing_database`, `database_is_template`,
     /// `database_not_accepting_connections`, `database_on_other_server`,
     /// `shared_database`,
-    /// `invalid_db_name`, `invalid_server`, `stuck`, `move_in_progress`,
+    /// `invalid_db_name`, `invalid_server`, `stuck`, `create_unfinished`,
+    /// `move_in_progress`,
     /// `behind`, `migration_problem`, `unreachable` (a tenant database),
     /// `server_unreachable` or `server_not_configured`.
     pub kind: &'static str,
@@ -87,12 +88,23 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let companies = layout.list(&mut master_conn).await;
     let moves = moves::list(&mut master_conn, &layout).await;
+    let claimed = crate::claims::all(&mut master_conn).await;
     let on_servers = list_servers(ctx, &mut master_conn).await;
     let _ = ctx.connector.release(master_conn).await;
     let companies = companies?;
     let moves = moves?;
+    let claimed = claimed?;
 
-    let (mut findings, to_check, unnamed) = compare(ctx, &layout, &companies, &on_servers, &moves);
+    let (mut findings, to_check, mut unnamed) =
+        compare(ctx, &layout, &companies, &on_servers, &moves);
+    // A create that did not finish: its database (if it was made) is the
+    // claim's, not an orphan, and the claim itself is what to act on.
+    unnamed.retain(|(server, db)| {
+        !claimed
+            .iter()
+            .any(|c| &c.server == server && c.db.as_str() == db)
+    });
+    findings.extend(claimed.iter().map(unfinished_create));
     // A view (or a materialized or foreign table) may leave companies out
     // by its own definition: a database no row of it names may still be a
     // company's, so none is called an orphan.
@@ -112,6 +124,29 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Failed
     })
+}
+
+/// A company whose create stopped before it was recorded in the
+/// application's table (see [`crate::claims`]).
+fn unfinished_create(claim: &crate::claims::Claim) -> Finding {
+    let slug = claim.slug.as_str();
+    Finding {
+        kind: "create_unfinished",
+        tenant: Some(slug.to_owned()),
+        id: None,
+        slug: Some(slug.to_owned()),
+        db_name: Some(claim.db.as_str().to_owned()),
+        server: Some(claim.server.as_str().to_owned()),
+        detail: format!(
+            "its create stopped ({}{}) before the company was recorded in the master, so the application does not see it: `tenantctl tenant create {slug}` finishes it, `tenantctl tenant drop {slug}` gives it up and drops its database",
+            claim.lifecycle,
+            claim
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {}", shown(e)))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// What one server holds: its databases, or why they could not be listed

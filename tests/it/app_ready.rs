@@ -70,6 +70,22 @@ fn a_failed_create_is_invisible_to_the_prisma_client_until_a_rerun_finishes_it()
         .unwrap_or_else(|| panic!("{list}"));
     assert_eq!(row["status"], "failed");
     assert!(row["id"].is_null(), "{row}");
+    // doctor reports the unfinished create, not its database as an orphan.
+    let doctor = env.run(&["doctor", "--output", "json"]).code(1).json();
+    let ours: Vec<&serde_json::Value> = doctor["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["db_name"] == env.db("bad").as_str())
+        .collect();
+    assert_eq!(ours.len(), 1, "{doctor}");
+    assert_eq!(ours[0]["kind"], "create_unfinished", "{doctor}");
+    assert!(
+        ours[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("division by zero")),
+        "{doctor}"
+    );
     // Commands that need the tenant say what to do.
     let refused = env.run(&["tenant", "status", &bad]);
     assert_ne!(refused.code, 0);
