@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod migrations;
 pub mod moves;
 pub mod output;
+pub mod prisma;
 pub mod recheck;
 pub mod redact;
 pub mod revert;
