@@ -384,7 +384,9 @@ mod tests {
         let get = |text: &str| Config::parse(text).and_then(|c| c.migrator_in(base));
         assert_eq!(get(""), Ok(Migrator::Sqlx { dir: None }));
         assert_eq!(
-            get("[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"prisma/migrations\"\ncommand = [\"npx\", \"prisma\"]\n"),
+            get(
+                "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"prisma/migrations\"\ncommand = [\"npx\", \"prisma\"]\n"
+            ),
             Ok(Migrator::Prisma {
                 migrations: PathBuf::from("/app/prisma/migrations"),
                 schema: "public".into(),
@@ -392,8 +394,13 @@ mod tests {
             })
         );
         assert!(matches!(
-            get("[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"m\"\napply = \"command\"\ncommand = [\"x\"]\n"),
-            Ok(Migrator::Prisma { command: Some(_), .. })
+            get(
+                "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"m\"\napply = \"command\"\ncommand = [\"x\"]\n"
+            ),
+            Ok(Migrator::Prisma {
+                command: Some(_),
+                ..
+            })
         ));
         assert!(matches!(
             get("[tenants.migrator]\nkind = \"command\"\ncommand = [\"alembic\", \"upgrade\", \"head\"]\n"),
@@ -402,12 +409,27 @@ mod tests {
         for (bad, names) in [
             ("[tenants.migrator]\nkind = \"prisma\"\n", "migrations"),
             ("[tenants.migrator]\nkind = \"command\"\n", "command"),
-            ("[tenants.migrator]\nkind = \"command\"\ncommand = []\n", "command"),
-            ("[tenants.migrator]\nkind = \"command\"\ncommand = [\"x\"]\nmigrations = \"m\"\n", "migrations"),
-            ("[tenants.migrator]\nkind = \"sqlx\"\ncommand = [\"x\"]\n", "command"),
-            ("[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"m\"\napply = \"command\"\n", "command"),
+            (
+                "[tenants.migrator]\nkind = \"command\"\ncommand = []\n",
+                "command",
+            ),
+            (
+                "[tenants.migrator]\nkind = \"command\"\ncommand = [\"x\"]\nmigrations = \"m\"\n",
+                "migrations",
+            ),
+            (
+                "[tenants.migrator]\nkind = \"sqlx\"\ncommand = [\"x\"]\n",
+                "command",
+            ),
+            (
+                "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"m\"\napply = \"command\"\n",
+                "command",
+            ),
             ("[tenants.migrator]\nkind = \"flyway\"\n", "flyway"),
-            ("[tenants.migrator]\nkind = \"prisma\"\nmigration = \"m\"\n", "migration"),
+            (
+                "[tenants.migrator]\nkind = \"prisma\"\nmigration = \"m\"\n",
+                "migration",
+            ),
             ("[tenants]\nmigrater = 1\n", "migrater"),
         ] {
             let err = get(bad).expect_err(bad);

@@ -94,10 +94,7 @@ impl Folder {
                 continue;
             }
             let name = entry.file_name().into_string().map_err(|name| {
-                anyhow::anyhow!(
-                    "{}: migration folder {name:?} is not UTF-8",
-                    dir.display()
-                )
+                anyhow::anyhow!("{}: migration folder {name:?} is not UTF-8", dir.display())
             })?;
             names.push(name);
         }
@@ -239,9 +236,11 @@ impl State {
             if row.failed() && !state.failed.contains(&row.migration_name) {
                 state.failed.push(row.migration_name.clone());
             }
-            let known = folder.migrations.iter().any(|m| m.name == row.migration_name);
-            if !known && row.applied() && !state.missing_from_folder.contains(&row.migration_name)
-            {
+            let known = folder
+                .migrations
+                .iter()
+                .any(|m| m.name == row.migration_name);
+            if !known && row.applied() && !state.missing_from_folder.contains(&row.migration_name) {
                 state.missing_from_folder.push(row.migration_name.clone());
             }
         }
@@ -344,7 +343,11 @@ pub async fn read(
 }
 
 /// Reads the tenant's state against the folder.
-pub async fn state(conn: &mut PgConnection, folder: &Folder, schema: &str) -> anyhow::Result<State> {
+pub async fn state(
+    conn: &mut PgConnection,
+    folder: &Folder,
+    schema: &str,
+) -> anyhow::Result<State> {
     let (rows, has_tables) = read(conn, schema).await?;
     let mut state = State::compare(folder, rows.as_deref());
     state.not_empty = rows.is_none() && has_tables;
@@ -465,12 +468,13 @@ async fn apply_locked(
                 // one transaction everything runs in: nothing can be
                 // recorded, and the started row rolls back with it.
                 if !conn.is_in_transaction() {
-                    let recorded = sqlx::query("UPDATE _prisma_migrations SET logs = $1 WHERE id = $2")
-                        .persistent(false)
-                        .bind(&logs)
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await;
+                    let recorded =
+                        sqlx::query("UPDATE _prisma_migrations SET logs = $1 WHERE id = $2")
+                            .persistent(false)
+                            .bind(&logs)
+                            .bind(&id)
+                            .execute(&mut *conn)
+                            .await;
                     if let Err(also) = recorded {
                         return Err(err.context(format!(
                             "apply migration {name} (and record its failure: {})",
@@ -564,7 +568,13 @@ mod tests {
 
     #[test]
     fn classifies_as_prisma_does() {
-        let f = folder(&[("1_a", "A"), ("2_b", "B"), ("3_c", "C"), ("4_d", "D"), ("5_e", "E")]);
+        let f = folder(&[
+            ("1_a", "A"),
+            ("2_b", "B"),
+            ("3_c", "C"),
+            ("4_d", "D"),
+            ("5_e", "E"),
+        ]);
         let mut edited = row("2_b", "B", true, false);
         edited.checksum = checksum("B2");
         let rows = vec![

@@ -73,10 +73,10 @@ impl Context {
             (other, Some(_)) => {
                 return Err(UsageError(format!(
                     "--tenant-migrations (or TENANT_MIGRATIONS_DIR) names sqlx migrations, but {} sets [tenants.migrator] kind = \"{}\": unset one of them",
-                    config
-                        .source
-                        .as_ref()
-                        .map_or_else(|| crate::config::DEFAULT_FILE.into(), |p| p.display().to_string()),
+                    config.source.as_ref().map_or_else(
+                        || crate::config::DEFAULT_FILE.into(),
+                        |p| p.display().to_string()
+                    ),
                     other.kind().as_str()
                 )));
             }

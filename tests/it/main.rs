@@ -8,6 +8,7 @@
 mod support;
 
 mod adopt;
+mod app_migrator;
 mod bad_input;
 mod baseline;
 mod basics;

@@ -11,17 +11,17 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
+use crate::commands::tenant::exec::{Executed, run_app_command};
 use crate::companies::{self, Layout, NewCompany};
+use crate::config::{AppCommand, Migrator, MigratorKind};
 use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
-use crate::commands::tenant::exec::{Executed, run_app_command};
-use crate::config::{AppCommand, Migrator, MigratorKind};
 use crate::migrations::{self, MigrationSet};
 use crate::output::progress::Progress;
-use crate::prisma;
 use crate::output::{OutputMode, join_versions, line, print_json, shown, warn};
+use crate::prisma;
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Slug, Tenant};
 

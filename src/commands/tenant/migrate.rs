@@ -7,14 +7,14 @@ use serde::Serialize;
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
+use crate::config::{AppCommand, Migrator};
 use crate::connect::SessionLimits;
 use crate::error::{Outcome, UsageError};
 use crate::migrations::{self, Done};
 use crate::output::join_versions;
 use crate::output::report::TenantValue;
-use crate::runs::{RunKind, RunRequest};
-use crate::config::{AppCommand, Migrator};
 use crate::prisma;
+use crate::runs::{RunKind, RunRequest};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -223,9 +223,8 @@ async fn run_prisma(
     command: Option<&AppCommand>,
 ) -> anyhow::Result<Outcome> {
     refuse_to(&args, ctx)?;
-    let folder = Arc::new(
-        prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?,
-    );
+    let folder =
+        Arc::new(prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?);
     let schema: Arc<str> = schema.into();
     let command = command.cloned().map(Arc::new);
     let dry_run = args.dry_run;
@@ -255,8 +254,12 @@ async fn run_prisma(
             &args.fleet,
             limits,
             move |tenant, conn, migrated: &mut AppMigrated| {
-                let (folder, schema, log, command) =
-                    (folder.clone(), schema.clone(), op_log.clone(), command.clone());
+                let (folder, schema, log, command) = (
+                    folder.clone(),
+                    schema.clone(),
+                    op_log.clone(),
+                    command.clone(),
+                );
                 let (connector, child_env, redactor, tracker, progress) = (
                     connector.clone(),
                     child_env.clone(),

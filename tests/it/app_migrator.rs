@@ -1,0 +1,454 @@
+//! The application's migrator owns the tenants' schema (`[tenants.migrator]`):
+//! Prisma's migrations applied natively and checked against the real Prisma
+//! CLI, and any command run with the tenant's connection.
+
+use std::path::PathBuf;
+
+use crate::support::TestEnv;
+use crate::support::prisma::{add_migration, copy_schema, example, prisma};
+
+fn write_toml(env: &TestEnv, text: &str) {
+    std::fs::write(env.workdir.path().join("tenantctl.toml"), text).expect("write tenantctl.toml");
+}
+
+/// A Prisma schema of our own (not the kit's example): `schema.prisma` and
+/// one migration, laid out as `prisma migrate dev` leaves them.
+fn own_schema(env: &TestEnv, name: &str) -> PathBuf {
+    let dir = env.workdir.path().join(name);
+    std::fs::create_dir_all(dir.join("migrations")).expect("mkdir");
+    std::fs::write(
+        dir.join("schema.prisma"),
+        "generator client {\n  provider = \"prisma-client-js\"\n  engineType = \"client\"\n}\n\n\
+         datasource db {\n  provider = \"postgresql\"\n  url      = env(\"DATABASE_URL\")\n}\n\n\
+         model Invoice {\n  id     Int    @id @default(autoincrement())\n  number String @unique\n}\n",
+    )
+    .expect("schema");
+    std::fs::write(
+        dir.join("migrations/migration_lock.toml"),
+        "provider = \"postgresql\"\n",
+    )
+    .expect("lock");
+    add_migration(
+        &dir,
+        "20250101000000_invoices",
+        "-- CreateTable\r\nCREATE TABLE \"Invoice\" (\r\n    \"id\" SERIAL NOT NULL,\r\n    \"number\" TEXT NOT NULL,\r\n    CONSTRAINT \"Invoice_pkey\" PRIMARY KEY (\"id\")\r\n);\r\n\r\n-- CreateIndex\r\nCREATE UNIQUE INDEX \"Invoice_number_key\" ON \"Invoice\"(\"number\");\r\n",
+    );
+    dir
+}
+
+fn prisma_toml(migrations: &str) -> String {
+    format!("[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"{migrations}\"\n")
+}
+
+fn has_table(env: &TestEnv, db: &str, table: &str) -> bool {
+    env.query(
+        db,
+        &format!("SELECT to_regclass('public.\"{table}\"')::text"),
+    )[0] != ""
+}
+
+/// `tenant create` runs Prisma's migrations natively and nothing of
+/// tenantctl's goes into the tenant; the real `prisma migrate status` and
+/// `deploy` then agree there is nothing to do; a new migration reaches the
+/// fleet through `tenant migrate --all` and Prisma sees it applied.
+#[test]
+fn create_and_migrate_through_prisma_migrations_that_prisma_agrees_with() {
+    let env = TestEnv::new();
+    let schema = copy_schema(&env, &example("tenant"), "app");
+    // Relative to the toml file's folder.
+    write_toml(&env, &prisma_toml("app/migrations"));
+    env.run(&["master", "migrate"]).ok();
+    let (a, b) = (env.slug("a"), env.slug("b"));
+    let created = env
+        .run(&["tenant", "create", &a, "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(created["migrator"], "prisma");
+    assert_eq!(
+        created["applied_migrations"],
+        serde_json::json!(["20261205064509_init", "20261205064704_site_timezone"])
+    );
+    env.run(&["tenant", "create", &b]).ok();
+    let db_a = env.db("a");
+    assert!(!has_table(&env, &db_a, "_sqlx_migrations"));
+    assert_eq!(
+        env.query(
+            &db_a,
+            "SELECT count(*)::text FROM _prisma_migrations \
+             WHERE finished_at IS NOT NULL AND applied_steps_count = 1 AND logs IS NULL AND rolled_back_at IS NULL"
+        ),
+        ["2"]
+    );
+    let status = prisma(&env, &schema, &db_a, &["migrate", "status"]).ok();
+    assert!(
+        status.stdout.contains("Database schema is up to date"),
+        "{}",
+        status.all()
+    );
+
+    // One more migration, written with Windows line endings.
+    add_migration(
+        &schema,
+        "20270101000000_meter_note",
+        "-- AlterTable\r\nALTER TABLE \"Meter\" ADD COLUMN \"note\" TEXT;\r\n",
+    );
+    let report = env
+        .run(&["tenant", "migrate", "--all", "--output", "json"])
+        .ok()
+        .json();
+    for slug in [&a, &b] {
+        assert_eq!(
+            crate::support::find(&report, slug)["applied"],
+            serde_json::json!(["20270101000000_meter_note"]),
+            "{report}"
+        );
+    }
+    let deploy = prisma(&env, &schema, &env.db("b"), &["migrate", "deploy"]).ok();
+    assert!(
+        deploy.stdout.contains("No pending migrations to apply"),
+        "{}",
+        deploy.all()
+    );
+    // An up-to-date fleet: nothing applied, still one report per tenant.
+    let again = env
+        .run(&["tenant", "migrate", "--all", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        crate::support::find(&again, &a)["applied"],
+        serde_json::json!([])
+    );
+    let state = env
+        .run(&["tenant", "status", "--all", "--output", "json"])
+        .ok()
+        .json();
+    let row = crate::support::find(&state, &a);
+    assert_eq!(row["applied"].as_array().map(Vec::len), Some(3), "{row}");
+    assert_eq!(row["pending"], serde_json::json!([]));
+    assert_eq!(row["checksum_changed"], serde_json::json!([]));
+}
+
+/// One tenant's migration fails: the others are migrated, the run fails
+/// with exit 1 naming the tenant, and Prisma itself sees the failure
+/// (status, P3009 on deploy); after `prisma migrate resolve --rolled-back`
+/// tenantctl sees the migration pending again. A schema with tables but no
+/// `_prisma_migrations` is refused as Prisma refuses it (P3005).
+#[test]
+fn a_failing_migration_in_one_tenant_is_what_prisma_calls_failed() {
+    let env = TestEnv::new();
+    let schema = own_schema(&env, "billing");
+    write_toml(
+        &env,
+        &prisma_toml(&schema.join("migrations").display().to_string()),
+    );
+    env.run(&["master", "migrate"]).ok();
+    let (ok, bad, bare) = (env.slug("ok"), env.slug("bad"), env.slug("bare"));
+    for slug in [&ok, &bad, &bare] {
+        env.run(&["tenant", "create", slug]).ok();
+    }
+    let (db_ok, db_bad, db_bare) = (env.db("ok"), env.db("bad"), env.db("bare"));
+    env.exec(&db_bad, "CREATE TABLE \"Payment\" (id int)");
+    env.exec(&db_bare, "DROP TABLE _prisma_migrations");
+    let name = "20250201000000_payments";
+    add_migration(
+        &schema,
+        name,
+        "CREATE TABLE \"Payment\" (\"id\" SERIAL PRIMARY KEY, \"invoiceId\" INTEGER NOT NULL);\nCREATE INDEX \"Payment_invoiceId_idx\" ON \"Payment\"(\"invoiceId\");\n",
+    );
+    let run = env
+        .run(&["tenant", "migrate", "--all", "--output", "json"])
+        .code(1);
+    let report = run.json();
+    assert_eq!(
+        crate::support::find(&report, &ok)["applied"],
+        serde_json::json!([name])
+    );
+    let failed = crate::support::find(&report, &bad);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap_or_default().contains(name)
+            && failed["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("already exists"),
+        "{failed}"
+    );
+    let refused = crate::support::find(&report, &bare);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("P3005"),
+        "{refused}"
+    );
+    assert!(!run.all().contains(&crate::support::password()));
+    assert_eq!(
+        env.query(
+            &db_bad,
+            &format!(
+                "SELECT (finished_at IS NULL AND rolled_back_at IS NULL AND logs LIKE '%already exists%')::text \
+                 FROM _prisma_migrations WHERE migration_name = '{name}'"
+            )
+        ),
+        ["true"]
+    );
+    assert!(has_table(&env, &db_ok, "Payment"));
+
+    // Prisma's own view of the failed tenant.
+    let status = prisma(&env, &schema, &db_bad, &["migrate", "status"]);
+    assert_ne!(status.code, 0, "{}", status.all());
+    assert!(
+        status.all().contains(name) && status.all().to_lowercase().contains("fail"),
+        "{}",
+        status.all()
+    );
+    // tenantctl refuses to go past it, as P3009 does; the status fails it.
+    let state = env
+        .run(&["tenant", "status", &bad, "--output", "json"])
+        .code(1)
+        .json();
+    assert_eq!(
+        crate::support::find(&state, &bad)["failed"],
+        serde_json::json!([name])
+    );
+    let again = env.run(&["tenant", "migrate", &bad]).code(1);
+    assert!(again.stderr.contains("P3009"), "{}", again.all());
+
+    // Resolved the way Prisma says (`prisma migrate resolve --rolled-back`,
+    // which the kit's WebAssembly engine cannot run: it looks for a native
+    // schema-engine binary; this is the UPDATE it makes): pending again for
+    // both tools.
+    env.exec(&db_bad, "DROP TABLE \"Payment\"");
+    env.exec(
+        &db_bad,
+        &format!(
+            "UPDATE _prisma_migrations SET rolled_back_at = now() \
+             WHERE migration_name = '{name}' AND finished_at IS NULL AND rolled_back_at IS NULL"
+        ),
+    );
+    let state = env
+        .run(&["tenant", "status", &bad, "--output", "json"])
+        .ok()
+        .json();
+    let row = crate::support::find(&state, &bad);
+    assert_eq!(row["rolled_back"], serde_json::json!([name]), "{row}");
+    assert_eq!(row["pending"], serde_json::json!([name]), "{row}");
+    assert_eq!(row["failed"], serde_json::json!([]), "{row}");
+    // Pending is what Prisma's deploy makes of it too: it applies it again.
+    // (Prisma's `migrate status` says "up to date" here: it counts any row,
+    // rolled back or not; its deploy does not.)
+    let deploy = prisma(&env, &schema, &db_bad, &["migrate", "deploy"]).ok();
+    assert!(deploy.all().contains(name), "{}", deploy.all());
+    let state = env
+        .run(&["tenant", "status", &bad, "--output", "json"])
+        .ok()
+        .json();
+    let row = crate::support::find(&state, &bad);
+    assert_eq!(row["pending"], serde_json::json!([]), "{row}");
+    assert_eq!(row["applied"].as_array().map(Vec::len), Some(2), "{row}");
+    let report = env
+        .run(&["tenant", "migrate", &bad, "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        crate::support::find(&report, &bad)["applied"],
+        serde_json::json!([])
+    );
+}
+
+/// `apply = "command"`: the real `prisma migrate deploy` creates the
+/// tenant (and runs only where something is pending); then status, native,
+/// reads the rows Prisma wrote: a migration Prisma applied from a CRLF file
+/// still matches once git turns the file into LF (Prisma compares all
+/// three line endings), a real edit is reported as changed, and a migration
+/// not yet applied is pending.
+#[test]
+fn status_reads_what_prisma_recorded() {
+    let env = TestEnv::new();
+    let schema = own_schema(&env, "books");
+    let run_sh = crate::support::prisma::kit().join("run.sh");
+    write_toml(
+        &env,
+        &format!(
+            "{}apply = \"command\"\ncommand = [\"bash\", \"{}\", \"books\", \"migrate\", \"deploy\"]\n",
+            prisma_toml("books/migrations"),
+            run_sh.display()
+        ),
+    );
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("s");
+    env.run(&["tenant", "create", &slug]).ok();
+    let db = env.db("s");
+    assert!(has_table(&env, &db, "Invoice"));
+    assert!(!has_table(&env, &db, "_sqlx_migrations"));
+    // Up to date: one query, no process.
+    let report = env
+        .run(&["tenant", "migrate", "--all", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(crate::support::find(&report, &slug)["ran_command"], false);
+
+    write_toml(&env, &prisma_toml("books/migrations"));
+    let first = schema.join("migrations/20250101000000_invoices/migration.sql");
+    let crlf = std::fs::read_to_string(&first).expect("read");
+    assert!(crlf.contains("\r\n"));
+    std::fs::write(&first, crlf.replace("\r\n", "\n")).expect("write LF");
+    add_migration(
+        &schema,
+        "20250301000000_notes",
+        "ALTER TABLE \"Invoice\" ADD COLUMN \"note\" TEXT;\n",
+    );
+    let state = env
+        .run(&["tenant", "status", &slug, "--output", "json"])
+        .ok()
+        .json();
+    let row = crate::support::find(&state, &slug);
+    assert_eq!(
+        row["applied"],
+        serde_json::json!(["20250101000000_invoices"]),
+        "{row}"
+    );
+    assert_eq!(row["pending"], serde_json::json!(["20250301000000_notes"]));
+    assert_eq!(row["checksum_changed"], serde_json::json!([]), "{row}");
+
+    std::fs::write(
+        &first,
+        crlf.replace("TEXT NOT NULL", "VARCHAR(40) NOT NULL"),
+    )
+    .expect("edit");
+    let table = env.run(&["tenant", "status", &slug]).ok();
+    assert!(
+        table
+            .stdout
+            .contains("checksum changed: 20250101000000_invoices"),
+        "{}",
+        table.all()
+    );
+}
+
+fn dump_env_command(env: &TestEnv, exit: i32) -> String {
+    let _ = env;
+    format!(
+        "[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"env > env.$TENANT_SLUG.txt; psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE TABLE IF NOT EXISTS app_made (x int)' && echo migrated $TENANT_DB_NAME; exit {exit}\"]\n"
+    )
+}
+
+/// kind = "command": create and migrate run the application's command in
+/// the toml's folder with the tenant's connection (`DATABASE_URL`, libpq
+/// variables) and none of the operator's other secrets; nothing of
+/// tenantctl's goes into the tenant; a failing command fails its tenant
+/// with its (redacted) output; status says it cannot know.
+#[test]
+fn a_command_migrator_gets_the_tenant_connection_and_nothing_else() {
+    let env = TestEnv::new();
+    write_toml(&env, &dump_env_command(&env, 0));
+    env.run(&["master", "migrate"]).ok();
+    let (a, b) = (env.slug("a"), env.slug("b"));
+    let other = "postgresql://someone:other-sekret-9@elsewhere:5432/app";
+    for slug in [&a, &b] {
+        env.run_with(&["tenant", "create", slug], |c| {
+            c.env("DIRECT_URL", other);
+        })
+        .ok();
+    }
+    let db_a = env.db("a");
+    assert!(has_table(&env, &db_a, "app_made"));
+    assert!(!has_table(&env, &db_a, "_sqlx_migrations"));
+    let dumped = std::fs::read_to_string(env.workdir.path().join(format!("env.{a}.txt")))
+        .expect("the command ran in the toml's folder");
+    assert!(
+        dumped.lines().any(
+            |l| l.starts_with("DATABASE_URL=postgresql://") && l.ends_with(&format!("/{db_a}"))
+        ),
+        "{dumped}"
+    );
+    assert!(dumped.contains(&format!("TENANT_DB_NAME={db_a}")));
+    assert!(!dumped.contains("other-sekret-9"), "{dumped}");
+    assert!(!dumped.contains("MASTER_DATABASE_URL"), "{dumped}");
+    assert!(!dumped.contains("POSTGRES_BASE_URL"), "{dumped}");
+
+    // Every selected tenant, whatever it has (tenantctl cannot know).
+    std::fs::remove_file(env.workdir.path().join(format!("env.{a}.txt"))).expect("rm");
+    let report = env
+        .run(&["tenant", "migrate", "--all", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(crate::support::find(&report, &b)["ran_command"], true);
+    assert!(env.workdir.path().join(format!("env.{a}.txt")).is_file());
+
+    // A command that fails: its tenant fails, with its output, redacted.
+    write_toml(
+        &env,
+        "[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo boom $PGPASSWORD >&2; exit 3\"]\n",
+    );
+    let run = env
+        .run(&["tenant", "migrate", &a, "--output", "json"])
+        .code(1);
+    let failed = crate::support::find(&run.json(), &a).clone();
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("boom") && error.contains('3'), "{failed}");
+    assert!(
+        !run.all().contains(&crate::support::password()),
+        "{}",
+        run.all()
+    );
+
+    let status = env.run(&["tenant", "status", "--all"]).code(2);
+    assert!(status.stderr.contains("cannot know"), "{}", status.stderr);
+    assert_eq!(status.stderr.trim().lines().count(), 1, "{}", status.stderr);
+}
+
+/// Inconsistent migrator settings, and sqlx-only commands with an
+/// application's migrator: one line naming the key (or the kind), exit 2,
+/// nothing created.
+#[test]
+fn migrator_configuration_errors_are_one_line_naming_the_key() {
+    let env = TestEnv::new();
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("x");
+    for (toml, names) in [
+        ("[tenants.migrator]\nkind = \"prisma\"\n", "migrations"),
+        ("[tenants.migrator]\nkind = \"command\"\n", "command"),
+        (
+            "[tenants.migrator]\nkind = \"command\"\ncommand = [\"x\"]\nmigrations = \"m\"\n",
+            "migrations",
+        ),
+        ("[tenants.migrator]\nkind = \"liquibase\"\n", "liquibase"),
+        (
+            "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"m\"\ncomand = [\"x\"]\n",
+            "comand",
+        ),
+        (
+            "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"nowhere/migrations\"\n",
+            "nowhere",
+        ),
+    ] {
+        write_toml(&env, toml);
+        let run = env.run(&["tenant", "create", &slug]).code(2);
+        assert!(run.stderr.contains(names), "{toml}: {}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert!(!env.database_exists(&env.db("x")));
+
+    write_toml(&env, &prisma_toml("nowhere"));
+    let both = env
+        .run(&["tenant", "status", "--all", "--tenant-migrations", "m"])
+        .code(2);
+    assert!(
+        both.stderr.contains("--tenant-migrations") && both.stderr.contains("prisma"),
+        "{}",
+        both.stderr
+    );
+    for args in [
+        &["tenant", "revert", "--all", "--to", "0", "--yes"][..],
+        &["tenant", "baseline", "--all", "--to", "1"][..],
+        &["tenant", "migrate", "--all", "--to", "1"][..],
+    ] {
+        let run = env.run(args).code(2);
+        assert!(
+            run.stderr.contains("kind = \"prisma\""),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
