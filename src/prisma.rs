@@ -94,7 +94,11 @@ impl Folder {
                 continue;
             }
             let name = entry.file_name().into_string().map_err(|name| {
-                anyhow::anyhow!("{}: migration folder {name:?} is not UTF-8", dir.display())
+                anyhow::anyhow!(
+                    "{}: migration folder {} is not UTF-8",
+                    dir.display(),
+                    name.display()
+                )
             })?;
             names.push(name);
         }
@@ -367,7 +371,7 @@ pub struct Applied {
 /// as Prisma's engine sets it: the table is created with Prisma's DDL if
 /// missing (refused, as P3005, on a schema that already has tables), the
 /// state read again, a failed migration refused (P3009); then for each
-/// pending migration a row (id, checksum, name, started_at) is committed
+/// pending migration a row (`id`, `checksum`, `migration_name`, `started_at`) is committed
 /// before the script, the script is sent as ONE simple-protocol query, as
 /// Prisma sends it, and `finished_at` and `applied_steps_count` recorded
 /// after it. A script that fails leaves its row with the error in `logs`
@@ -561,7 +565,11 @@ mod tests {
         assert!(!matches("abc\n", &checksum("abc")));
         // The old engine's unpadded format.
         let digest = Sha256::digest(b"x");
-        let old: String = digest.iter().map(|b| format!("{b:x}")).collect();
+        let old = digest.iter().fold(String::new(), |mut s, b| {
+            use fmt::Write as _;
+            let _ = write!(s, "{b:x}");
+            s
+        });
         assert!(old.len() < 64);
         assert!(matches("x", &old));
     }

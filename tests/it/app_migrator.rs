@@ -41,7 +41,7 @@ fn prisma_toml(migrations: &str) -> String {
 }
 
 fn has_table(env: &TestEnv, db: &str, table: &str) -> bool {
-    env.query(
+    !env.query(
         db,
         &format!("SELECT to_regclass('public.\"{table}\"')::text"),
     )[0] != ""
