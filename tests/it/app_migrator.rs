@@ -44,7 +44,8 @@ fn has_table(env: &TestEnv, db: &str, table: &str) -> bool {
     !env.query(
         db,
         &format!("SELECT to_regclass('public.\"{table}\"')::text"),
-    )[0] != ""
+    )[0]
+    .is_empty()
 }
 
 /// `tenant create` runs Prisma's migrations natively and nothing of
