@@ -453,3 +453,68 @@ fn migrator_configuration_errors_are_one_line_naming_the_key() {
         );
     }
 }
+
+/// tenantctl waits for the advisory lock Prisma's schema engine takes
+/// (72707369), so it and a `prisma migrate deploy` running at the same
+/// time never both apply (the kit's `migrate deploy` was seen waiting on
+/// the same key).
+#[test]
+fn native_apply_waits_for_prismas_own_lock() {
+    let env = TestEnv::new();
+    let schema = own_schema(&env, "locked");
+    write_toml(&env, &prisma_toml("locked/migrations"));
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("l");
+    env.run(&["tenant", "create", &slug]).ok();
+    let db = env.db("l");
+    add_migration(
+        &schema,
+        "20250401000000_more",
+        "ALTER TABLE \"Invoice\" ADD COLUMN \"more\" TEXT;\n",
+    );
+    let mut holder = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-d",
+            &env.db_url(&db),
+            "-c",
+            "SELECT pg_advisory_lock(72707369), pg_sleep(3)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    crate::support::wait_until(
+        std::time::Duration::from_secs(10),
+        "psql to hold the lock",
+        || {
+            (env.query(
+            &db,
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369 AND granted",
+        )[0]
+            == "1")
+            .then_some(())
+        },
+    );
+    let report = env
+        .run(&["tenant", "migrate", &slug, "--output", "json"])
+        .ok()
+        .json();
+    // The holder's session ends with its statement; tenantctl could only
+    // finish after that.
+    let holder_done = holder.try_wait().expect("psql").is_some();
+    let _ = holder.wait();
+    assert_eq!(
+        crate::support::find(&report, &slug)["applied"],
+        serde_json::json!(["20250401000000_more"])
+    );
+    assert!(holder_done, "applied while Prisma's lock was held");
+    // Nothing of the session is left behind: the lock is given back.
+    assert_eq!(
+        env.query(
+            &db,
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369"
+        ),
+        ["0"]
+    );
+}
