@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Executor as _, Row as _};
 
-use crate::connect::has_sqlstate;
+use crate::connect::{SessionLimits, has_sqlstate};
 
 /// The advisory-lock key Prisma's schema engine takes on PostgreSQL before
 /// it touches `_prisma_migrations` (`SELECT pg_advisory_lock(72707369)` in
@@ -368,7 +368,7 @@ pub struct Applied {
 ///
 /// An up-to-date tenant costs one query and takes no lock. Otherwise,
 /// under Prisma's own advisory lock, with `search_path` set to the schema
-/// as Prisma's engine sets it: the table is created with Prisma's DDL if
+/// as Prisma's engine sets it, and under `limits`: the table is created with Prisma's DDL if
 /// missing (refused, as P3005, on a schema that already has tables), the
 /// state read again, a failed migration refused (P3009); then for each
 /// pending migration a row (`id`, `checksum`, `migration_name`, `started_at`) is committed
@@ -381,6 +381,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     folder: &Folder,
     schema: &str,
+    limits: &SessionLimits,
     redact: &(dyn Fn(&str) -> String + Send + Sync),
     applied: &mut Applied,
 ) -> anyhow::Result<()> {
@@ -393,7 +394,7 @@ pub async fn apply(
     crate::migrations::lock_key(conn, LOCK_KEY)
         .await
         .context("take Prisma's migration lock (72707369)")?;
-    let result = apply_locked(conn, folder, schema, redact, applied).await;
+    let result = apply_locked(conn, folder, schema, limits, redact, applied).await;
     let unlocked = if pinned {
         // A transaction-level lock: its commit releases it.
         Ok(())
@@ -413,6 +414,7 @@ async fn apply_locked(
     conn: &mut PgConnection,
     folder: &Folder,
     schema: &str,
+    limits: &SessionLimits,
     redact: &(dyn Fn(&str) -> String + Send + Sync),
     applied: &mut Applied,
 ) -> anyhow::Result<()> {
@@ -423,9 +425,18 @@ async fn apply_locked(
     } else {
         "SET"
     };
-    conn.execute(format!("{set} search_path TO {}", quote_ident(schema)).as_str())
+    // --lock-timeout and --statement-timeout for the scripts, session-level
+    // on a plain connection (each script is its own query, as Prisma sends
+    // it; the session is cleared afterwards), already set in a pinned
+    // connection's transaction.
+    let limits = if conn.is_in_transaction() {
+        String::new()
+    } else {
+        limits.session().unwrap_or_default()
+    };
+    conn.execute(format!("{set} search_path TO {}; {limits}", quote_ident(schema)).as_str())
         .await
-        .context("set search_path")?;
+        .context("set search_path and the session limits")?;
     let state = state(conn, folder, schema).await?;
     state.check()?;
     if !state.table {
@@ -468,27 +479,46 @@ async fn apply_locked(
             Err(err) => {
                 let logs = redact(&prisma_logs(&err));
                 let err = anyhow::Error::new(err);
+                // Cut short by an interrupt or a --statement-timeout, a
+                // script with no transaction control of its own was undone
+                // whole by the server: marked rolled back (what `prisma
+                // migrate resolve --rolled-back` would record), so a rerun
+                // applies it. Any other failure stays failed, as Prisma
+                // leaves it, for a person to look at.
+                let undone = has_sqlstate(&err, "57014")
+                    && crate::script::Script::parse(migration.script.as_str())
+                        .is_ok_and(|script| script.check_single_transaction().is_ok());
                 // Behind a transaction-mode pooler the failure aborted the
                 // one transaction everything runs in: nothing can be
                 // recorded, and the started row rolls back with it.
                 if !conn.is_in_transaction() {
-                    let recorded =
-                        sqlx::query("UPDATE _prisma_migrations SET logs = $1 WHERE id = $2")
-                            .persistent(false)
-                            .bind(&logs)
-                            .bind(&id)
-                            .execute(&mut *conn)
-                            .await;
+                    let sql = if undone {
+                        "UPDATE _prisma_migrations SET logs = $1, rolled_back_at = clock_timestamp() WHERE id = $2"
+                    } else {
+                        "UPDATE _prisma_migrations SET logs = $1 WHERE id = $2"
+                    };
+                    let recorded = sqlx::query(sql)
+                        .persistent(false)
+                        .bind(&logs)
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await;
                     if let Err(also) = recorded {
                         return Err(err.context(format!(
-                            "apply migration {name} (and record its failure: {})",
+                            "apply migration {name} (and record its failure: {}); `prisma migrate status` will show it as failed",
                             crate::error::render(&anyhow::Error::new(also))
                         )));
                     }
                 }
-                return Err(err.context(format!(
-                    "apply migration {name}; it is recorded as failed in _prisma_migrations: fix the database, then `prisma migrate resolve --rolled-back {name}`"
-                )));
+                return Err(err.context(if undone {
+                    format!(
+                        "apply migration {name}: cut short; the server undid it whole and it is marked rolled back, so the next run applies it again"
+                    )
+                } else {
+                    format!(
+                        "apply migration {name}; it is recorded as failed in _prisma_migrations: fix the database, then `prisma migrate resolve --rolled-back {name}`"
+                    )
+                }));
             }
         }
     }

@@ -518,3 +518,88 @@ fn native_apply_waits_for_prismas_own_lock() {
         ["0"]
     );
 }
+
+/// A script cut short (here by --statement-timeout, as by an interrupt's
+/// cancel) that the server undid whole is marked rolled back, so the next
+/// run applies it; one that committed part of itself (its own COMMIT)
+/// stays failed, as Prisma leaves it, for a person to look at.
+#[test]
+fn a_script_cut_short_is_rolled_back_only_when_the_server_undid_it_whole() {
+    let env = TestEnv::new();
+    let schema = own_schema(&env, "slow");
+    write_toml(&env, &prisma_toml("slow/migrations"));
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("w");
+    env.run(&["tenant", "create", &slug]).ok();
+    let db = env.db("w");
+    let whole = "20250501000000_slow";
+    add_migration(
+        &schema,
+        whole,
+        "ALTER TABLE \"Invoice\" ADD COLUMN \"slow\" TEXT;\nSELECT pg_sleep(3);\n",
+    );
+    let cut = env
+        .run(&["tenant", "migrate", &slug, "--statement-timeout", "300ms"])
+        .code(1);
+    assert!(cut.stderr.contains("next run applies it"), "{}", cut.stderr);
+    let state = env
+        .run(&["tenant", "status", &slug, "--output", "json"])
+        .ok()
+        .json();
+    let row = crate::support::find(&state, &slug);
+    assert_eq!(row["pending"], serde_json::json!([whole]), "{row}");
+    assert_eq!(row["rolled_back"], serde_json::json!([whole]), "{row}");
+    env.run(&["tenant", "migrate", &slug]).ok();
+    assert!(
+        env.query(
+            &db,
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'Invoice'"
+        )
+        .contains(&"slow".to_owned())
+    );
+
+    let partial = "20250601000000_partial";
+    add_migration(
+        &schema,
+        partial,
+        "ALTER TABLE \"Invoice\" ADD COLUMN \"early\" TEXT;\nCOMMIT;\nSELECT pg_sleep(3);\n",
+    );
+    let cut = env
+        .run(&["tenant", "migrate", &slug, "--statement-timeout", "300ms"])
+        .code(1);
+    assert!(cut.stderr.contains("recorded as failed"), "{}", cut.stderr);
+    let state = env
+        .run(&["tenant", "status", &slug, "--output", "json"])
+        .code(1)
+        .json();
+    assert_eq!(
+        crate::support::find(&state, &slug)["failed"],
+        serde_json::json!([partial])
+    );
+}
+
+/// A failing application migrator fails the create as today's does: the
+/// company is left failed, and the same create finishes it once the
+/// migrator works.
+#[test]
+fn a_failing_app_migrator_leaves_the_create_failed_and_resumable() {
+    let env = TestEnv::new();
+    write_toml(
+        &env,
+        "[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo cannot migrate >&2; exit 4\"]\n",
+    );
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("f");
+    let failed = env.run(&["tenant", "create", &slug]).code(1);
+    assert!(
+        failed.stderr.contains("cannot migrate") && failed.stderr.contains("provisioning failed"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(env.status_of(&slug), ["failed"]);
+    write_toml(&env, &dump_env_command(&env, 0));
+    let finished = env.run(&["tenant", "create", &slug]).ok();
+    assert!(finished.stdout.contains("finished"), "{}", finished.all());
+    assert_eq!(env.status_of(&slug), ["active"]);
+    assert!(has_table(&env, &env.db("f"), "app_made"));
+}

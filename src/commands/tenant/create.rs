@@ -592,7 +592,7 @@ async fn provision(
             let redactor = ctx.connector.child_env().redactor(&[]);
             let redact = move |text: &str| redactor.redact(text).into_owned();
             let mut done = prisma::Applied::default();
-            let result = prisma::apply(&mut conn, folder, schema, &redact, &mut done).await;
+            let result = prisma::apply(&mut conn, folder, schema, limits, &redact, &mut done).await;
             applied.names.append(&mut done.names);
             result
         }

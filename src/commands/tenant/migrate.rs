@@ -243,6 +243,7 @@ async fn run_prisma(
     };
     let op_log = log.clone();
     let limits = SessionLimits::from(&args.session);
+    let op_limits = limits.clone();
     let connector = ctx.connector.clone();
     let child_env = Arc::new(connector.child_env());
     let redactor = Arc::new(connector.child_env().redactor(&[]));
@@ -254,11 +255,12 @@ async fn run_prisma(
             &args.fleet,
             limits,
             move |tenant, conn, migrated: &mut AppMigrated| {
-                let (folder, schema, log, command) = (
+                let (folder, schema, log, command, limits) = (
                     folder.clone(),
                     schema.clone(),
                     op_log.clone(),
                     command.clone(),
+                    op_limits.clone(),
                 );
                 let (connector, child_env, redactor, tracker, progress) = (
                     connector.clone(),
@@ -299,7 +301,8 @@ async fn run_prisma(
                         let redact = move |text: &str| redactor.redact(text).into_owned();
                         let mut applied = prisma::Applied::default();
                         let result =
-                            prisma::apply(conn, &folder, &schema, &redact, &mut applied).await;
+                            prisma::apply(conn, &folder, &schema, &limits, &redact, &mut applied)
+                                .await;
                         migrated.applied = applied.names;
                         result
                     };
