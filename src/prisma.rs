@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Executor as _, Row as _};
 
-use crate::connect::{SessionLimits, has_sqlstate};
+use crate::connect::{BACKEND_PID, Backend, BackendChanged, SessionLimits, has_sqlstate, pid_of};
 
 /// The advisory-lock key Prisma's schema engine takes on PostgreSQL before
 /// it touches `_prisma_migrations` (`SELECT pg_advisory_lock(72707369)` in
@@ -391,18 +391,19 @@ pub async fn apply(
         return Ok(());
     }
     let pinned = conn.is_in_transaction();
-    crate::migrations::lock_key(conn, LOCK_KEY)
-        .await
-        .context("take Prisma's migration lock (72707369)")?;
-    let result = apply_locked(conn, folder, schema, limits, redact, applied).await;
+    // On a plain connection the lock, search_path and limits are the
+    // session's: every step that relies on them runs only on the server
+    // process that took them (see [`Backend`]), so a transaction-mode
+    // pooler nobody declared stops the tenant instead of migrating on a
+    // server connection without the lock.
+    let mut backend = Backend::default();
+    lock(conn, schema, limits, &mut backend).await?;
+    let result = apply_locked(conn, folder, schema, redact, &backend, applied).await;
     let unlocked = if pinned {
         // A transaction-level lock: its commit releases it.
         Ok(())
     } else {
-        conn.execute(format!("SELECT pg_advisory_unlock({LOCK_KEY})").as_str())
-            .await
-            .map(|_| ())
-            .context("release Prisma's migration lock")
+        unlock(conn, &mut backend).await
     };
     let cleared = crate::connect::clear_session(conn).await;
     result?;
@@ -410,39 +411,92 @@ pub async fn apply(
     cleared
 }
 
+/// Waits for Prisma's lock with the timeouts lifted (they are for
+/// application traffic, not for another deploy), then sets `search_path`
+/// to the schema, as Prisma's engine does (the scripts it writes name no
+/// schema), and the session limits for the scripts: all in one query, on
+/// one server process, whose pid `backend` records. On a pinned
+/// connection all of it is transaction-local.
+async fn lock(
+    conn: &mut PgConnection,
+    schema: &str,
+    limits: &SessionLimits,
+    backend: &mut Backend,
+) -> anyhow::Result<()> {
+    let pinned = conn.is_in_transaction();
+    let (function, set, limits) = if pinned {
+        ("pg_advisory_xact_lock", "SET LOCAL", String::new())
+    } else {
+        (
+            "pg_advisory_lock",
+            "SET",
+            limits.session().unwrap_or_default(),
+        )
+    };
+    let sql = format!(
+        "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
+                set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
+         SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
+         SELECT {function}({LOCK_KEY}); \
+         SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
+                set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true); \
+         {set} search_path TO {}; {limits}{BACKEND_PID}",
+        quote_ident(schema)
+    );
+    let rows = conn
+        .fetch_all(sql.as_str())
+        .await
+        .context("take Prisma's migration lock (72707369)")?;
+    backend.observe(pid_of(&rows))?;
+    Ok(())
+}
+
+/// Gives Prisma's lock back, on `backend` only; a pooler that moved the
+/// connection may hand the lock's server connection back on a later try.
+async fn unlock(conn: &mut PgConnection, backend: &mut Backend) -> anyhow::Result<()> {
+    let sql = format!(
+        "{}SELECT pg_advisory_unlock({LOCK_KEY}) AS unlocked, pg_catalog.pg_backend_pid() AS tenantctl_backend",
+        backend.guard()
+    );
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match conn.fetch_all(sql.as_str()).await {
+            Ok(rows) => {
+                backend.observe(pid_of(&rows))?;
+                return Ok(());
+            }
+            Err(err) => {
+                let err = Backend::check(anyhow::Error::new(err));
+                if !err.is::<BackendChanged>() || tries == 8 {
+                    return Err(err.context("release Prisma's migration lock"));
+                }
+            }
+        }
+    }
+}
+
 async fn apply_locked(
     conn: &mut PgConnection,
     folder: &Folder,
     schema: &str,
-    limits: &SessionLimits,
     redact: &(dyn Fn(&str) -> String + Send + Sync),
+    backend: &Backend,
     applied: &mut Applied,
 ) -> anyhow::Result<()> {
-    // Prisma's engine sets the connection's search_path to its schema; the
-    // scripts it writes name no schema and rely on it.
-    let set = if conn.is_in_transaction() {
-        "SET LOCAL"
-    } else {
-        "SET"
-    };
-    // --lock-timeout and --statement-timeout for the scripts, session-level
-    // on a plain connection (each script is its own query, as Prisma sends
-    // it; the session is cleared afterwards), already set in a pinned
-    // connection's transaction.
-    let limits = if conn.is_in_transaction() {
-        String::new()
-    } else {
-        limits.session().unwrap_or_default()
-    };
-    conn.execute(format!("{set} search_path TO {}; {limits}", quote_ident(schema)).as_str())
-        .await
-        .context("set search_path and the session limits")?;
+    // The table is named with its schema wherever tenantctl writes it, so
+    // these statements do not depend on the session's search_path.
+    let table = format!("{}._prisma_migrations", quote_ident(schema));
     let state = state(conn, folder, schema).await?;
     state.check()?;
     if !state.table {
-        conn.execute(CREATE_TABLE)
-            .await
-            .context("create _prisma_migrations")?;
+        conn.execute(
+            CREATE_TABLE
+                .replacen("_prisma_migrations", &table, 1)
+                .as_str(),
+        )
+        .await
+        .context("create _prisma_migrations")?;
     }
     for name in &state.pending {
         let migration = folder
@@ -450,10 +504,10 @@ async fn apply_locked(
             .iter()
             .find(|m| &m.name == name)
             .expect("pending names come from the folder");
-        let id: String = sqlx::query_scalar(
-            "INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) \
-             VALUES (gen_random_uuid()::text, $1, clock_timestamp(), $2) RETURNING id",
-        )
+        let id: String = sqlx::query_scalar(&format!(
+            "INSERT INTO {table} (id, checksum, started_at, migration_name) \
+             VALUES (gen_random_uuid()::text, $1, clock_timestamp(), $2) RETURNING id"
+        ))
         .persistent(false)
         .bind(migration.checksum())
         .bind(&migration.name)
@@ -461,14 +515,19 @@ async fn apply_locked(
         .await
         .with_context(|| format!("record migration {name} as started"))?;
         // One simple-protocol query: the server runs a multi-statement
-        // script as one implicit transaction, as it does Prisma's.
-        let ran = conn.execute(migration.script.as_str()).await;
+        // script as one implicit transaction, as it does Prisma's. The
+        // guard before it (a no-op SELECT on the right server process)
+        // keeps it off any other.
+        let ran = conn
+            .execute(format!("{}{}", backend.guard(), migration.script).as_str())
+            .await
+            .map_err(|err| Backend::check(anyhow::Error::new(err)));
         match ran {
             Ok(_) => {
-                sqlx::query(
-                    "UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1, \
-                     finished_at = clock_timestamp() WHERE id = $1",
-                )
+                sqlx::query(&format!(
+                    "UPDATE {table} SET applied_steps_count = applied_steps_count + 1, \
+                     finished_at = clock_timestamp() WHERE id = $1"
+                ))
                 .persistent(false)
                 .bind(&id)
                 .execute(&mut *conn)
@@ -476,9 +535,17 @@ async fn apply_locked(
                 .with_context(|| format!("record migration {name} as finished"))?;
                 applied.names.push(name.clone());
             }
+            Err(err) if err.is::<BackendChanged>() => {
+                // The script never ran: the started row goes.
+                let _ = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+                    .persistent(false)
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await;
+                return Err(err.context(format!("apply migration {name}")));
+            }
             Err(err) => {
                 let logs = redact(&prisma_logs(&err));
-                let err = anyhow::Error::new(err);
                 // Cut short by an interrupt or a --statement-timeout, a
                 // script with no transaction control of its own was undone
                 // whole by the server: marked rolled back (what `prisma
@@ -488,16 +555,19 @@ async fn apply_locked(
                 let undone = has_sqlstate(&err, "57014")
                     && crate::script::Script::parse(migration.script.as_str())
                         .is_ok_and(|script| script.check_single_transaction().is_ok());
+                let pinned = conn.is_in_transaction();
                 // Behind a transaction-mode pooler the failure aborted the
                 // one transaction everything runs in: nothing can be
                 // recorded, and the started row rolls back with it.
-                if !conn.is_in_transaction() {
+                if !pinned {
                     let sql = if undone {
-                        "UPDATE _prisma_migrations SET logs = $1, rolled_back_at = clock_timestamp() WHERE id = $2"
+                        format!(
+                            "UPDATE {table} SET logs = $1, rolled_back_at = clock_timestamp() WHERE id = $2"
+                        )
                     } else {
-                        "UPDATE _prisma_migrations SET logs = $1 WHERE id = $2"
+                        format!("UPDATE {table} SET logs = $1 WHERE id = $2")
                     };
-                    let recorded = sqlx::query(sql)
+                    let recorded = sqlx::query(&sql)
                         .persistent(false)
                         .bind(&logs)
                         .bind(&id)
@@ -510,7 +580,11 @@ async fn apply_locked(
                         )));
                     }
                 }
-                return Err(err.context(if undone {
+                return Err(err.context(if pinned {
+                    format!(
+                        "apply migration {name}: its transaction (behind a transaction-mode pooler, the whole tenant's work is one) is rolled back, the migration recorded nowhere; fix the cause and run again"
+                    )
+                } else if undone {
                     format!(
                         "apply migration {name}: cut short; the server undid it whole and it is marked rolled back, so the next run applies it again"
                     )
@@ -527,14 +601,17 @@ async fn apply_locked(
 
 /// The `logs` Prisma writes for a failed script: the database's error code
 /// and message.
-fn prisma_logs(err: &sqlx::Error) -> String {
-    match err.as_database_error() {
+fn prisma_logs(err: &anyhow::Error) -> String {
+    let db = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<sqlx::Error>()?.as_database_error());
+    match db {
         Some(db) => format!(
             "Database error code: {}\n\nDatabase error:\n{}\n",
             db.code().unwrap_or_default(),
             db.message()
         ),
-        None => format!("{err}\n"),
+        None => format!("{}\n", crate::error::render(err)),
     }
 }
 

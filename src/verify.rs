@@ -204,6 +204,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prisma_history_is_compared() {
+        let mut source = Contents::default();
+        source.prisma.push((
+            "public._prisma_migrations".into(),
+            "1_init".into(),
+            "ab".into(),
+            true,
+            false,
+        ));
+        let mut copy = Contents::default();
+        copy.prisma.push((
+            "public._prisma_migrations".into(),
+            "1_init".into(),
+            "ab".into(),
+            false,
+            false,
+        ));
+        assert!(differences(&source, &source).is_empty());
+        assert_eq!(
+            differences(&source, &copy),
+            ["_prisma_migrations differs (1 rows on the source, 1 on the copy)"]
+        );
+    }
+
+    #[test]
     fn every_kind_of_difference_is_named() {
         let mut source = Contents::default();
         source.tables.insert("public.items".into(), 3);

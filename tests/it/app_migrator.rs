@@ -93,6 +93,21 @@ fn create_and_migrate_through_prisma_migrations_that_prisma_agrees_with() {
         "20270101000000_meter_note",
         "-- AlterTable\r\nALTER TABLE \"Meter\" ADD COLUMN \"note\" TEXT;\r\n",
     );
+    let planned = env
+        .run(&[
+            "tenant",
+            "migrate",
+            "--all",
+            "--dry-run",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        crate::support::find(&planned, &a)["pending"],
+        serde_json::json!(["20270101000000_meter_note"])
+    );
     let report = env
         .run(&["tenant", "migrate", "--all", "--output", "json"])
         .ok()
@@ -602,4 +617,96 @@ fn a_failing_app_migrator_leaves_the_create_failed_and_resumable() {
     assert!(finished.stdout.contains("finished"), "{}", finished.all());
     assert_eq!(env.status_of(&slug), ["active"]);
     assert!(has_table(&env, &env.db("f"), "app_made"));
+}
+
+/// Through PgBouncer in transaction mode, declared (`?pgbouncer=true`: all
+/// of a tenant's work in one transaction, locks and settings local to it)
+/// and not (session-level lock and settings on one server process, cleared
+/// after; PgBouncer resets nothing between clients in this mode): the
+/// Prisma migrations are applied and recorded, and the next client of the
+/// pool's server connection finds none of tenantctl's session state.
+#[test]
+fn prisma_migrations_through_pgbouncer_leave_no_session_state() {
+    use crate::support::pooler::PgBouncer;
+    use crate::support::server::PrivateServer;
+    const PW: &str = "app-Prisma-pw7";
+    for (mode, declared) in [("transaction", true), ("transaction", false)] {
+        let env = TestEnv::new();
+        let server = PrivateServer::start(&env.token);
+        server.exec(
+            "postgres",
+            &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{PW}'"),
+        );
+        let bouncer = PgBouncer::start(&server, &env.token, mode, &[("app", PW)]);
+        server.exec("postgres", "CREATE DATABASE master OWNER app");
+        let query = if declared { "?pgbouncer=true" } else { "" };
+        let base = format!("{}/{query}", bouncer.url_as("app", PW));
+        let master = format!("{}/master{query}", bouncer.url_as("app", PW));
+        let schema = own_schema(&env, "pooled");
+        write_toml(&env, &prisma_toml("pooled/migrations"));
+        let through = |args: &[&str]| {
+            env.run_with(args, |c| {
+                c.env("POSTGRES_BASE_URL", &base)
+                    .env("MASTER_DATABASE_URL", &master);
+            })
+        };
+        through(&["master", "migrate"]).ok();
+        for slug in ["acme", "globex"] {
+            through(&["tenant", "create", slug]).ok();
+        }
+        add_migration(
+            &schema,
+            "20250701000000_due",
+            "ALTER TABLE \"Invoice\" ADD COLUMN \"due\" DATE;\n",
+        );
+        let report = through(&[
+            "tenant",
+            "migrate",
+            "--all",
+            "--statement-timeout",
+            "7s",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+        assert_eq!(report["summary"]["ok"], 2, "{mode}: {report}");
+        assert_eq!(
+            crate::support::find(&report, "acme")["applied"],
+            serde_json::json!(["20250701000000_due"]),
+            "{mode}"
+        );
+        let seen = crate::support::block_on(async {
+            use sqlx::{Connection as _, Row as _};
+            let options: sqlx::postgres::PgConnectOptions =
+                format!("{}/tenant_acme", bouncer.url_as("app", PW))
+                    .parse()
+                    .expect("url");
+            let mut conn =
+                sqlx::postgres::PgConnection::connect_with(&options.extra_float_digits(None))
+                    .await
+                    .expect("connect through the pooler");
+            let mut seen = Vec::new();
+            for sql in [
+                "SHOW search_path",
+                "SHOW statement_timeout",
+                "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory'",
+                "SELECT count(*)::text FROM _prisma_migrations WHERE finished_at IS NOT NULL",
+            ] {
+                let row = sqlx::query(sql)
+                    .persistent(false)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect(sql);
+                seen.push(row.get::<String, _>(0));
+            }
+            let _ = conn.close().await;
+            seen
+        });
+        assert_eq!(
+            seen,
+            ["\"$user\", public", "0", "0", "2"],
+            "{mode}: what the next client sees"
+        );
+    }
 }
