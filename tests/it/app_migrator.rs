@@ -710,3 +710,88 @@ fn prisma_migrations_through_pgbouncer_leave_no_session_state() {
         );
     }
 }
+
+/// Interrupted in the middle of a Prisma migration: the statement is
+/// cancelled on the server, the run reports and exits 130, the migration
+/// (undone whole by the server) is marked rolled back and the rerun
+/// applies it; nothing of tenantctl's is left on the server.
+#[test]
+fn an_interrupted_prisma_migration_is_undone_and_the_rerun_applies_it() {
+    let env = TestEnv::new();
+    let schema = own_schema(&env, "intr");
+    write_toml(&env, &prisma_toml("intr/migrations"));
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("i");
+    env.run(&["tenant", "create", &slug]).ok();
+    let db = env.db("i");
+    let name = "20250801000000_long";
+    let dir = add_migration(
+        &schema,
+        name,
+        "ALTER TABLE \"Invoice\" ADD COLUMN \"long\" TEXT;\nSELECT pg_sleep(60);\n",
+    );
+    let child = env
+        .cmd()
+        .args(["tenant", "migrate", "--all", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tenantctl");
+    crate::support::wait_until(
+        std::time::Duration::from_secs(20),
+        "the migration to be running",
+        || {
+            (!env
+                .query(
+                    &db,
+                    "SELECT pid::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' \
+                     AND pid <> pg_backend_pid()",
+                )
+                .is_empty())
+            .then_some(())
+        },
+    );
+    for _ in 0..2 {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let run = crate::support::wait_with_deadline(child, std::time::Duration::from_secs(20));
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert_eq!(run.json()["interrupted"], true, "{}", run.stdout);
+    assert_eq!(
+        env.query(
+            &db,
+            &format!(
+                "SELECT (rolled_back_at IS NOT NULL AND finished_at IS NULL)::text \
+                 FROM _prisma_migrations WHERE migration_name = '{name}'"
+            )
+        ),
+        ["true"]
+    );
+    assert_eq!(
+        env.query(
+            &db,
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory'"
+        ),
+        ["0"]
+    );
+    std::fs::write(
+        dir.join("migration.sql"),
+        "ALTER TABLE \"Invoice\" ADD COLUMN \"long\" TEXT;\n",
+    )
+    .expect("write");
+    let report = env
+        .run(&["tenant", "migrate", "--all", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        crate::support::find(&report, &slug)["applied"],
+        serde_json::json!([name])
+    );
+}
