@@ -795,3 +795,24 @@ fn an_interrupted_prisma_migration_is_undone_and_the_rerun_applies_it() {
         serde_json::json!([name])
     );
 }
+
+/// `kind = "sqlx"` (the default) may name its folder in the toml, relative
+/// to the toml's folder, as `--tenant-migrations` does.
+#[test]
+fn a_sqlx_migrator_folder_named_in_the_toml_is_used() {
+    let env = TestEnv::new();
+    env.tenant_schema_plus(
+        "own",
+        "29990101000000_extra.sql",
+        "CREATE TABLE extra (x int);",
+    );
+    write_toml(
+        &env,
+        "[tenants.migrator]\nkind = \"sqlx\"\nmigrations = \"own\"\n",
+    );
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("q");
+    env.run(&["tenant", "create", &slug]).ok();
+    assert!(env.applied(&env.db("q")).contains(&29990101000000));
+    assert!(has_table(&env, &env.db("q"), "extra"));
+}
