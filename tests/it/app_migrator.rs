@@ -134,6 +134,16 @@ fn create_and_migrate_through_prisma_migrations_that_prisma_agrees_with() {
         crate::support::find(&again, &a)["applied"],
         serde_json::json!([])
     );
+    // doctor reads the same history: nothing behind, nothing wrong (other
+    // tests' databases on this server may show up as orphans).
+    let doctor = env.run(&["doctor", "--output", "json"]).json();
+    let ours: Vec<&serde_json::Value> = doctor["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["slug"] == a.as_str() || f["slug"] == b.as_str())
+        .collect();
+    assert!(ours.is_empty(), "{doctor}");
     let state = env
         .run(&["tenant", "status", "--all", "--output", "json"])
         .ok()
@@ -210,6 +220,12 @@ fn a_failing_migration_in_one_tenant_is_what_prisma_calls_failed() {
     );
     assert!(has_table(&env, &db_ok, "Payment"));
 
+    let doctor = env.run(&["doctor", "--output", "json"]).code(1);
+    assert!(
+        doctor.stdout.contains("migration_problem") && doctor.stdout.contains("P3009"),
+        "{}",
+        doctor.all()
+    );
     // Prisma's own view of the failed tenant.
     let status = prisma(&env, &schema, &db_bad, &["migrate", "status"]);
     assert_ne!(status.code, 0, "{}", status.all());
