@@ -832,3 +832,54 @@ fn a_sqlx_migrator_folder_named_in_the_toml_is_used() {
     assert!(env.applied(&env.db("q")).contains(&29990101000000));
     assert!(has_table(&env, &env.db("q"), "extra"));
 }
+
+/// Ctrl-C during `tenant create` with a command migrator stops the
+/// command (a process group of its own, which the terminal's interrupt
+/// does not reach), and the company is left failed, to be finished by the
+/// same create.
+#[test]
+fn an_interrupted_create_stops_the_migrator_command() {
+    let env = TestEnv::new();
+    write_toml(
+        &env,
+        &format!(
+            "[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 60; echo {}\"]\n",
+            env.token
+        ),
+    );
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("c");
+    let child = env
+        .cmd()
+        .args(["tenant", "create", &slug])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tenantctl");
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep 60; echo {}", env.token)])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    crate::support::wait_until(
+        std::time::Duration::from_secs(20),
+        "the migrator command to start",
+        || running().then_some(()),
+    );
+    for _ in 0..2 {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let run = crate::support::wait_with_deadline(child, std::time::Duration::from_secs(20));
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(!running(), "the migrator command outlived tenantctl");
+    assert_eq!(env.status_of(&slug), ["failed"], "{}", run.all());
+}

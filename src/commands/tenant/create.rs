@@ -567,14 +567,18 @@ async fn provision(
     if let Some(command) = command {
         // Nothing of tenantctl's goes into the database: the application's
         // own tool makes its schema.
-        let progress = std::sync::Arc::new(Progress::new(ctx.output, true, ctx.stop.clone()));
+        // Listening for Ctrl-C: the child runs in a process group of its
+        // own, which a terminal's interrupt does not reach; tenantctl stops
+        // it (SIGTERM, then SIGKILL) and the create is left failed.
+        let stop = ctx.interruptible();
+        let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
         let mut executed = Executed::default();
         return run_app_command(
             &ctx.connector,
             &ctx.connector.child_env(),
             command,
             tenant,
-            &ctx.stop,
+            stop,
             progress,
             &mut executed,
         )
