@@ -401,10 +401,15 @@ fn a_command_migrator_gets_the_tenant_connection_and_nothing_else() {
 
     // Every selected tenant, whatever it has (tenantctl cannot know).
     std::fs::remove_file(env.workdir.path().join(format!("env.{a}.txt"))).expect("rm");
-    let report = env
+    let run = env
         .run(&["tenant", "migrate", "--all", "--output", "json"])
-        .ok()
-        .json();
+        .ok();
+    assert!(
+        run.stderr.contains("cannot know what is pending"),
+        "{}",
+        run.stderr
+    );
+    let report = run.json();
     assert_eq!(crate::support::find(&report, &b)["ran_command"], true);
     assert!(env.workdir.path().join(format!("env.{a}.txt")).is_file());
 
@@ -521,7 +526,8 @@ fn native_apply_waits_for_prismas_own_lock() {
         || {
             (env.query(
             &db,
-            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369 AND granted",
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369 AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )[0]
             == "1")
             .then_some(())
@@ -544,7 +550,8 @@ fn native_apply_waits_for_prismas_own_lock() {
     assert_eq!(
         env.query(
             &db,
-            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369"
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
         ["0"]
     );
@@ -706,7 +713,8 @@ fn prisma_migrations_through_pgbouncer_leave_no_session_state() {
             for sql in [
                 "SHOW search_path",
                 "SHOW statement_timeout",
-                "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory'",
+                "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 "SELECT count(*)::text FROM _prisma_migrations WHERE finished_at IS NOT NULL",
             ] {
                 let row = sqlx::query(sql)
@@ -793,7 +801,8 @@ fn an_interrupted_prisma_migration_is_undone_and_the_rerun_applies_it() {
     assert_eq!(
         env.query(
             &db,
-            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory'"
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
         ["0"]
     );

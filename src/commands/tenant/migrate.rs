@@ -342,6 +342,13 @@ async fn run_command(
             tenants,
         })
         .await?;
+    // Said even under --quiet: a run that cannot skip up-to-date tenants
+    // is not progress but what the run is.
+    crate::output::warn(format_args!(
+        "[tenants.migrator] kind = \"command\": tenantctl cannot know what is pending, so {:?} runs on every selected tenant ({})",
+        command.argv.join(" "),
+        tenants.len()
+    ));
     let op_log = log.clone();
     let connector = ctx.connector.clone();
     let child_env = Arc::new(connector.child_env());
