@@ -516,12 +516,38 @@ async fn apply_locked(
         .with_context(|| format!("record migration {name} as started"))?;
         // One simple-protocol query: the server runs a multi-statement
         // script as one implicit transaction, as it does Prisma's. The
-        // guard before it (a no-op SELECT on the right server process)
-        // keeps it off any other.
-        let ran = conn
-            .execute(format!("{}{}", backend.guard(), migration.script).as_str())
-            .await
-            .map_err(|err| Backend::check(anyhow::Error::new(err)));
+        // guard (a no-op SELECT on the right server process) goes in front
+        // of a script of several statements, which is one transaction
+        // anyway; a script of one statement is sent alone, as Prisma sends
+        // it, so what must run outside a transaction block (`CREATE INDEX
+        // CONCURRENTLY` alone in its file) still does, with the guard as
+        // the query just before.
+        let single = crate::script::Script::parse(migration.script.as_str())
+            .is_ok_and(|script| script.statements().len() <= 1);
+        let ran = if single {
+            let guard = backend.guard();
+            let guarded = if guard.is_empty() {
+                Ok(())
+            } else {
+                conn.execute(guard.as_str())
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| Backend::check(anyhow::Error::new(err)))
+            };
+            match guarded {
+                Ok(()) => conn
+                    .execute(migration.script.as_str())
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::new),
+                Err(err) => Err(err),
+            }
+        } else {
+            conn.execute(format!("{}{}", backend.guard(), migration.script).as_str())
+                .await
+                .map(|_| ())
+                .map_err(|err| Backend::check(anyhow::Error::new(err)))
+        };
         match ran {
             Ok(_) => {
                 sqlx::query(&format!(

@@ -892,3 +892,51 @@ fn an_interrupted_create_stops_the_migrator_command() {
     assert!(!running(), "the migrator command outlived tenantctl");
     assert_eq!(env.status_of(&slug), ["failed"], "{}", run.all());
 }
+
+/// Migrations Prisma users write that are not plain DDL batches: an empty
+/// draft (`migrate dev --create-only` with no change) and `CREATE INDEX
+/// CONCURRENTLY` alone in its file (which must run outside a transaction
+/// block, as Prisma's single-statement query does); the real Prisma then
+/// agrees there is nothing to apply.
+#[test]
+fn empty_and_concurrent_index_migrations_apply_as_prisma_applies_them() {
+    let env = TestEnv::new();
+    let schema = own_schema(&env, "odd");
+    add_migration(
+        &schema,
+        "20250102000000_empty",
+        "-- This is an empty migration.",
+    );
+    add_migration(
+        &schema,
+        "20250103000000_concurrent",
+        "CREATE INDEX CONCURRENTLY \"Invoice_number_idx\" ON \"Invoice\"(\"number\");\n",
+    );
+    write_toml(&env, &prisma_toml("odd/migrations"));
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("o");
+    let created = env
+        .run(&["tenant", "create", &slug, "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        created["applied_migrations"].as_array().map(Vec::len),
+        Some(3),
+        "{created}"
+    );
+    let db = env.db("o");
+    assert_eq!(
+        env.query(
+            &db,
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indexrelid = to_regclass('public.\"Invoice_number_idx\"')"
+        )
+        .len(),
+        1
+    );
+    let deploy = prisma(&env, &schema, &db, &["migrate", "deploy"]).ok();
+    assert!(
+        deploy.stdout.contains("No pending migrations"),
+        "{}",
+        deploy.all()
+    );
+}
