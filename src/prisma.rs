@@ -514,42 +514,9 @@ async fn apply_locked(
         .fetch_one(&mut *conn)
         .await
         .with_context(|| format!("record migration {name} as started"))?;
-        // One simple-protocol query: the server runs a multi-statement
-        // script as one implicit transaction, as it does Prisma's. The
-        // guard (a no-op SELECT on the right server process) goes in front
-        // of a script of several statements, which is one transaction
-        // anyway; a script of one statement is sent alone, as Prisma sends
-        // it, so what must run outside a transaction block (`CREATE INDEX
-        // CONCURRENTLY` alone in its file) still does, with the guard as
-        // the query just before.
-        let single = crate::script::Script::parse(migration.script.as_str())
-            .is_ok_and(|script| script.statements().len() <= 1);
-        let ran = if single {
-            let guard = backend.guard();
-            let guarded = if guard.is_empty() {
-                Ok(())
-            } else {
-                conn.execute(guard.as_str())
-                    .await
-                    .map(|_| ())
-                    .map_err(|err| Backend::check(anyhow::Error::new(err)))
-            };
-            match guarded {
-                Ok(()) => conn
-                    .execute(migration.script.as_str())
-                    .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::new),
-                Err(err) => Err(err),
-            }
-        } else {
-            conn.execute(format!("{}{}", backend.guard(), migration.script).as_str())
-                .await
-                .map(|_| ())
-                .map_err(|err| Backend::check(anyhow::Error::new(err)))
-        };
+        let ran = run_script(conn, &migration.script, backend).await;
         match ran {
-            Ok(_) => {
+            Ok(()) => {
                 sqlx::query(&format!(
                     "UPDATE {table} SET applied_steps_count = applied_steps_count + 1, \
                      finished_at = clock_timestamp() WHERE id = $1"
@@ -571,58 +538,106 @@ async fn apply_locked(
                 return Err(err.context(format!("apply migration {name}")));
             }
             Err(err) => {
-                let logs = redact(&prisma_logs(&err));
-                // Cut short by an interrupt or a --statement-timeout, a
-                // script with no transaction control of its own was undone
-                // whole by the server: marked rolled back (what `prisma
-                // migrate resolve --rolled-back` would record), so a rerun
-                // applies it. Any other failure stays failed, as Prisma
-                // leaves it, for a person to look at.
-                let undone = has_sqlstate(&err, "57014")
-                    && crate::script::Script::parse(migration.script.as_str())
-                        .is_ok_and(|script| script.check_single_transaction().is_ok());
-                let pinned = conn.is_in_transaction();
-                // Behind a transaction-mode pooler the failure aborted the
-                // one transaction everything runs in: nothing can be
-                // recorded, and the started row rolls back with it.
-                if !pinned {
-                    let sql = if undone {
-                        format!(
-                            "UPDATE {table} SET logs = $1, rolled_back_at = clock_timestamp() WHERE id = $2"
-                        )
-                    } else {
-                        format!("UPDATE {table} SET logs = $1 WHERE id = $2")
-                    };
-                    let recorded = sqlx::query(&sql)
-                        .persistent(false)
-                        .bind(&logs)
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await;
-                    if let Err(also) = recorded {
-                        return Err(err.context(format!(
-                            "apply migration {name} (and record its failure: {}); `prisma migrate status` will show it as failed",
-                            crate::error::render(&anyhow::Error::new(also))
-                        )));
-                    }
-                }
-                return Err(err.context(if pinned {
-                    format!(
-                        "apply migration {name}: its transaction (behind a transaction-mode pooler, the whole tenant's work is one) is rolled back, the migration recorded nowhere; fix the cause and run again"
-                    )
-                } else if undone {
-                    format!(
-                        "apply migration {name}: cut short; the server undid it whole and it is marked rolled back, so the next run applies it again"
-                    )
-                } else {
-                    format!(
-                        "apply migration {name}; it is recorded as failed in _prisma_migrations: fix the database, then `prisma migrate resolve --rolled-back {name}`"
-                    )
-                }));
+                return Err(record_failure(conn, &table, migration, &id, err, redact).await);
             }
         }
     }
     Ok(())
+}
+
+/// Records a script's failure as Prisma does (its `logs`, no
+/// `finished_at`), or as rolled back when the server undid it whole after
+/// a cancel; returns the error to report.
+async fn record_failure(
+    conn: &mut PgConnection,
+    table: &str,
+    migration: &Migration,
+    id: &str,
+    err: anyhow::Error,
+    redact: &(dyn Fn(&str) -> String + Send + Sync),
+) -> anyhow::Error {
+    let name = &migration.name;
+    let logs = redact(&prisma_logs(&err));
+    // Cut short by an interrupt or a --statement-timeout, a
+    // script with no transaction control of its own was undone
+    // whole by the server: marked rolled back (what `prisma
+    // migrate resolve --rolled-back` would record), so a rerun
+    // applies it. Any other failure stays failed, as Prisma
+    // leaves it, for a person to look at.
+    let undone = has_sqlstate(&err, "57014")
+        && crate::script::Script::parse(migration.script.as_str())
+            .is_ok_and(|script| script.check_single_transaction().is_ok());
+    let pinned = conn.is_in_transaction();
+    // Behind a transaction-mode pooler the failure aborted the
+    // one transaction everything runs in: nothing can be
+    // recorded, and the started row rolls back with it.
+    if !pinned {
+        let sql = if undone {
+            format!(
+                "UPDATE {table} SET logs = $1, rolled_back_at = clock_timestamp() WHERE id = $2"
+            )
+        } else {
+            format!("UPDATE {table} SET logs = $1 WHERE id = $2")
+        };
+        let recorded = sqlx::query(&sql)
+            .persistent(false)
+            .bind(&logs)
+            .bind(id)
+            .execute(&mut *conn)
+            .await;
+        if let Err(also) = recorded {
+            return err.context(format!(
+                "apply migration {name} (and record its failure: {}); `prisma migrate status` will show it as failed",
+                crate::error::render(&anyhow::Error::new(also))
+            ));
+        }
+    }
+    err.context(if pinned {
+        format!(
+            "apply migration {name}: its transaction (behind a transaction-mode pooler, the whole tenant's work is one) is rolled back, the migration recorded nowhere; fix the cause and run again"
+        )
+    } else if undone {
+        format!(
+            "apply migration {name}: cut short; the server undid it whole and it is marked rolled back, so the next run applies it again"
+        )
+    } else {
+        format!(
+            "apply migration {name}; it is recorded as failed in _prisma_migrations: fix the database, then `prisma migrate resolve --rolled-back {name}`"
+        )
+    })
+}
+
+/// Sends a script as one simple-protocol query, as Prisma does: the server
+/// runs a multi-statement script as one implicit transaction. The guard (a
+/// no-op SELECT on the right server process) goes in front of a script of
+/// several statements, which is one transaction anyway; a script of one
+/// statement is sent alone, as Prisma sends it, so what must run outside a
+/// transaction block (`CREATE INDEX CONCURRENTLY` alone in its file) still
+/// does, with the guard as the query just before.
+async fn run_script(
+    conn: &mut PgConnection,
+    script: &str,
+    backend: &Backend,
+) -> anyhow::Result<()> {
+    let guard = backend.guard();
+    let single =
+        crate::script::Script::parse(script).is_ok_and(|script| script.statements().len() <= 1);
+    if !single {
+        return conn
+            .execute(format!("{guard}{script}").as_str())
+            .await
+            .map(|_| ())
+            .map_err(|err| Backend::check(anyhow::Error::new(err)));
+    }
+    if !guard.is_empty() {
+        conn.execute(guard.as_str())
+            .await
+            .map_err(|err| Backend::check(anyhow::Error::new(err)))?;
+    }
+    conn.execute(script)
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::new)
 }
 
 /// The `logs` Prisma writes for a failed script: the database's error code
