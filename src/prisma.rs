@@ -78,8 +78,10 @@ impl Folder {
                 let (key, value) = line.split_once('=')?;
                 (key.trim() == "provider").then(|| value.trim().trim_matches('"').to_owned())
             });
+            // "postgres" is the provider's other spelling in schema.prisma.
             if let Some(provider) = provider
                 && provider != "postgresql"
+                && provider != "postgres"
             {
                 anyhow::bail!(
                     "{}: provider is {provider:?}, but tenants are PostgreSQL databases (Prisma refuses a folder made for another provider too, P3019)",
@@ -720,6 +722,37 @@ mod tests {
         });
         assert!(old.len() < 64);
         assert!(matches("x", &old));
+    }
+
+    #[test]
+    fn reads_a_folder_as_prisma_does() {
+        let dir = std::env::temp_dir().join(format!("tenantctl-prisma-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (name, sql) in [("20240102_b", "B"), ("20240101_a", "A")] {
+            std::fs::create_dir_all(dir.join(name)).expect("mkdir");
+            std::fs::write(dir.join(name).join("migration.sql"), sql).expect("write");
+        }
+        std::fs::write(
+            dir.join("migration_lock.toml"),
+            "provider = \"postgresql\"\n",
+        )
+        .expect("lock");
+        std::fs::write(dir.join("README.md"), "not a migration").expect("readme");
+        let folder = Folder::read(&dir).expect("read");
+        let names: Vec<&str> = folder.migrations.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["20240101_a", "20240102_b"]);
+        std::fs::write(dir.join("migration_lock.toml"), "provider = \"mysql\"\n").expect("lock");
+        let err = Folder::read(&dir).expect_err("mysql");
+        assert!(err.to_string().contains("mysql"), "{err}");
+        std::fs::write(
+            dir.join("migration_lock.toml"),
+            "provider = \"postgresql\"\n",
+        )
+        .expect("lock");
+        std::fs::create_dir_all(dir.join("20240103_c")).expect("mkdir");
+        let err = Folder::read(&dir).expect_err("no migration.sql");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.to_string().contains("20240103_c"), "{err}");
     }
 
     #[test]
