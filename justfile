@@ -25,6 +25,8 @@ bench *ARGS:
     scripts/prereqs.sh bench
     cargo build --release --quiet --bin tenantctl --example connect_floor
     pg_virtualenv -t python3 scripts/bench.py {{ARGS}}
+    # Prisma migrator against the seed's own `prisma migrate deploy` loop (N=100)
+    pg_virtualenv -t python3 scripts/bench_prisma.py
 
 # Mutation testing (cargo-mutants) of FILES against the suite, in a throwaway cluster; slow, so per file and in the background, not in CI. After `--`, cargo-mutants arguments: `just mutants src/migrations.rs -- --re Plan`
 mutants *ARGS:

@@ -22,6 +22,11 @@
 //! pooler = "transaction"           # what ?pgbouncer=true on its URL says
 //! sslmode = "verify-full"          # TLS, as libpq's sslmode/PGSSLMODE
 //! sslrootcert = "/etc/ssl/db-ca.pem"
+//!
+//! [tenants.migrator]               # who owns each tenant's schema
+//! kind = "prisma"                  # "sqlx" (default), "prisma" or "command"
+//! migrations = "prisma/tenant/migrations"
+//! command = ["npx", "prisma", "migrate", "deploy"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +49,9 @@ pub struct Config {
     /// or settings for those.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
+    /// `[tenants]`: who owns the tenants' schema.
+    #[serde(default)]
+    pub tenants: TenantsConfig,
     /// The file this was read from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -201,6 +209,95 @@ fn yes() -> bool {
     true
 }
 
+/// The `[tenants]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsConfig {
+    pub migrator: Option<MigratorConfig>,
+}
+
+/// `[tenants.migrator]` as written; [`Config::migrator`] checks it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigratorConfig {
+    #[serde(default)]
+    pub kind: MigratorKind,
+    /// sqlx: a migrations folder (as `--tenant-migrations`); prisma: the
+    /// folder of `<name>/migration.sql`. Relative to the toml file's folder.
+    pub migrations: Option<PathBuf>,
+    /// An argv list, run in the toml file's folder with the tenant's
+    /// connection in its environment.
+    pub command: Option<Vec<String>>,
+    /// prisma: who applies pending migrations, tenantctl itself
+    /// (`"native"`, the default) or `command`.
+    pub apply: Option<ApplyWith>,
+    /// prisma: the schema holding the application's tables and
+    /// `_prisma_migrations` (Prisma's `?schema=`) [default: public].
+    pub schema: Option<String>,
+}
+
+/// Who owns the tenants' schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigratorKind {
+    #[default]
+    Sqlx,
+    Prisma,
+    Command,
+}
+
+impl MigratorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlx => "sqlx",
+            Self::Prisma => "prisma",
+            Self::Command => "command",
+        }
+    }
+}
+
+/// `apply` of a prisma migrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyWith {
+    Native,
+    Command,
+}
+
+/// The tenants' migrator, checked, with its paths made absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migrator {
+    /// tenantctl's own sqlx migrations: `dir` from the toml, if named.
+    Sqlx { dir: Option<PathBuf> },
+    /// Prisma's migrations folder and `_prisma_migrations`.
+    Prisma {
+        migrations: PathBuf,
+        schema: String,
+        /// Run for tenants with something pending instead of applying
+        /// natively (`apply = "command"`).
+        command: Option<AppCommand>,
+    },
+    /// Any command, run on every selected tenant.
+    Command(AppCommand),
+}
+
+/// An application's command and the folder it runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCommand {
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+}
+
+impl Migrator {
+    pub fn kind(&self) -> MigratorKind {
+        match self {
+            Self::Sqlx { .. } => MigratorKind::Sqlx,
+            Self::Prisma { .. } => MigratorKind::Prisma,
+            Self::Command(_) => MigratorKind::Command,
+        }
+    }
+}
+
 /// The `[master]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -309,7 +406,93 @@ impl Config {
                 names.join(", ")
             ));
         }
+        config.migrator_in(Path::new("."))?;
         Ok(config)
+    }
+
+    /// The tenants' migrator, paths relative to the toml file's folder (the
+    /// working directory without a file).
+    pub fn migrator(&self) -> Result<Migrator, UsageError> {
+        let base = self
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        self.migrator_in(&base).map_err(|why| {
+            UsageError(match &self.source {
+                Some(path) => format!("{}: {why}", path.display()),
+                None => why,
+            })
+        })
+    }
+
+    fn migrator_in(&self, base: &Path) -> Result<Migrator, String> {
+        let Some(m) = &self.tenants.migrator else {
+            return Ok(Migrator::Sqlx { dir: None });
+        };
+        let command = match &m.command {
+            Some(argv) if argv.is_empty() || argv[0].trim().is_empty() => {
+                return Err(
+                    "[tenants.migrator] command is empty: give the program and its arguments, e.g. [\"npx\", \"prisma\", \"migrate\", \"deploy\"]".into(),
+                );
+            }
+            Some(argv) => Some(AppCommand {
+                argv: argv.clone(),
+                cwd: base.to_path_buf(),
+            }),
+            None => None,
+        };
+        let only = |key: &str, set: bool| -> Result<(), String> {
+            if set {
+                Err(format!(
+                    "[tenants.migrator] {key} does not apply to kind = \"{}\"",
+                    m.kind.as_str()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match m.kind {
+            MigratorKind::Sqlx => {
+                only("command", m.command.is_some())?;
+                only("apply", m.apply.is_some())?;
+                only("schema", m.schema.is_some())?;
+                Ok(Migrator::Sqlx {
+                    dir: m.migrations.as_ref().map(|d| base.join(d)),
+                })
+            }
+            MigratorKind::Command => {
+                only("migrations", m.migrations.is_some())?;
+                only("apply", m.apply.is_some())?;
+                only("schema", m.schema.is_some())?;
+                let command = command.ok_or(
+                    "[tenants.migrator] kind = \"command\" needs command, the argv list to run for each tenant (e.g. [\"alembic\", \"upgrade\", \"head\"])",
+                )?;
+                Ok(Migrator::Command(command))
+            }
+            MigratorKind::Prisma => {
+                let migrations = m.migrations.as_ref().ok_or(
+                    "[tenants.migrator] kind = \"prisma\" needs migrations, the folder of <name>/migration.sql (e.g. \"prisma/migrations\")",
+                )?;
+                let schema = m.schema.clone().unwrap_or_else(|| "public".into());
+                if schema.is_empty() || schema.len() > 63 || schema.contains('\0') {
+                    return Err(format!(
+                        "[tenants.migrator] schema {schema:?} is not a schema name"
+                    ));
+                }
+                let command = match m.apply.unwrap_or(ApplyWith::Native) {
+                    ApplyWith::Native => None,
+                    ApplyWith::Command => Some(command.ok_or(
+                        "[tenants.migrator] apply = \"command\" needs command, the argv list that applies the migrations",
+                    )?),
+                };
+                Ok(Migrator::Prisma {
+                    migrations: base.join(migrations),
+                    schema,
+                    command,
+                })
+            }
+        }
     }
 }
 
@@ -397,6 +580,66 @@ mod tests {
             "[servers.default]\nssl_mode = \"require\"",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn migrator_sections() {
+        let base = Path::new("/app");
+        let get = |text: &str| Config::parse(text).and_then(|c| c.migrator_in(base));
+        assert_eq!(get(""), Ok(Migrator::Sqlx { dir: None }));
+        assert_eq!(
+            get(
+                "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"prisma/migrations\"\ncommand = [\"npx\", \"prisma\"]\n"
+            ),
+            Ok(Migrator::Prisma {
+                migrations: PathBuf::from("/app/prisma/migrations"),
+                schema: "public".into(),
+                command: None,
+            })
+        );
+        assert!(matches!(
+            get(
+                "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"m\"\napply = \"command\"\ncommand = [\"x\"]\n"
+            ),
+            Ok(Migrator::Prisma {
+                command: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            get("[tenants.migrator]\nkind = \"command\"\ncommand = [\"alembic\", \"upgrade\", \"head\"]\n"),
+            Ok(Migrator::Command(AppCommand { ref argv, .. })) if argv.len() == 3
+        ));
+        for (bad, names) in [
+            ("[tenants.migrator]\nkind = \"prisma\"\n", "migrations"),
+            ("[tenants.migrator]\nkind = \"command\"\n", "command"),
+            (
+                "[tenants.migrator]\nkind = \"command\"\ncommand = []\n",
+                "command",
+            ),
+            (
+                "[tenants.migrator]\nkind = \"command\"\ncommand = [\"x\"]\nmigrations = \"m\"\n",
+                "migrations",
+            ),
+            (
+                "[tenants.migrator]\nkind = \"sqlx\"\ncommand = [\"x\"]\n",
+                "command",
+            ),
+            (
+                "[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"m\"\napply = \"command\"\n",
+                "command",
+            ),
+            ("[tenants.migrator]\nkind = \"flyway\"\n", "flyway"),
+            (
+                "[tenants.migrator]\nkind = \"prisma\"\nmigration = \"m\"\n",
+                "migration",
+            ),
+            ("[tenants]\nmigrater = 1\n", "migrater"),
+        ] {
+            let err = get(bad).expect_err(bad);
+            assert!(err.contains(names), "{bad}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
         }
     }
 

@@ -9,8 +9,9 @@
 //! the shared flag groups, `commands::context` the validated configuration
 //! and the per-tenant runner). Below them are the domain modules, which take
 //! plain values: `connect` (URLs and connections), `dbname`, `tenant`,
-//! `companies` (the master's table), `selection`, `fleet`, `migrations`,
-//! `ddl`; and `output`, which owns everything printed.
+//! `companies` (the master's table), `selection`, `fleet`, `migrations`
+//! (tenantctl's own sqlx migrations), `prisma` (an application's Prisma
+//! migrations and `_prisma_migrations`), `ddl`; and `output`, which owns everything printed.
 
 pub mod child_env;
 pub mod claims;
@@ -28,6 +29,7 @@ pub mod fleet;
 pub mod migrations;
 pub mod moves;
 pub mod output;
+pub mod prisma;
 pub mod recheck;
 pub mod redact;
 pub mod revert;

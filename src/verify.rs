@@ -1,5 +1,5 @@
 //! Checking that a copied database matches its source before a move
-//! switches to it: the same `_sqlx_migrations` rows, the same number of
+//! switches to it: the same `_sqlx_migrations` (and `_prisma_migrations`) rows, the same number of
 //! rows in every table, the same value in every sequence.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,9 @@ pub struct Mismatch(pub Vec<String>);
 #[derive(Debug, Default, PartialEq)]
 struct Contents {
     migrations: Vec<(i64, String, bool, String)>,
+    /// `_prisma_migrations` in any schema: name, checksum, finished,
+    /// rolled back (an application's Prisma migrator owns the schema).
+    prisma: Vec<(String, String, String, bool, bool)>,
     /// Row count by table, `schema.table` quoted.
     tables: BTreeMap<String, i64>,
     /// `(last_value, is_called)` by sequence.
@@ -49,6 +52,30 @@ async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
     } else {
         Vec::new()
     };
+    let prisma_tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = '_prisma_migrations' AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .persistent(false)
+    .fetch_all(&mut *conn)
+    .await
+    .context("look for _prisma_migrations")?;
+    let mut prisma = Vec::new();
+    for table in prisma_tables {
+        let rows: Vec<(String, String, bool, bool)> = sqlx::query_as(&format!(
+            "SELECT migration_name, checksum, finished_at IS NOT NULL, rolled_back_at IS NOT NULL \
+             FROM {table} ORDER BY id"
+        ))
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .with_context(|| format!("read {table}"))?;
+        prisma.extend(
+            rows.into_iter()
+                .map(|(name, sum, finished, rolled)| (table.clone(), name, sum, finished, rolled)),
+        );
+    }
     // Names quoted by the server itself (format's %I), so any identifier
     // an application used reads back as the same table.
     let tables: Vec<String> = sqlx::query_scalar(
@@ -89,6 +116,7 @@ async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
     }
     Ok(Contents {
         migrations,
+        prisma,
         tables: counts,
         sequences: values,
     })
@@ -110,7 +138,7 @@ pub async fn compare(
         tables: source.tables.len(),
         rows: source.tables.values().sum(),
         sequences: source.sequences.len(),
-        migrations: source.migrations.len(),
+        migrations: source.migrations.len() + source.prisma.len(),
     })
 }
 
@@ -130,6 +158,13 @@ fn differences(source: &Contents, copy: &Contents) -> Vec<String> {
             "_sqlx_migrations differs ({} rows on the source, {} on the copy)",
             source.migrations.len(),
             copy.migrations.len()
+        ));
+    }
+    if source.prisma != copy.prisma {
+        found.push(format!(
+            "_prisma_migrations differs ({} rows on the source, {} on the copy)",
+            source.prisma.len(),
+            copy.prisma.len()
         ));
     }
     for (table, rows) in &source.tables {
@@ -167,6 +202,31 @@ fn differences(source: &Contents, copy: &Contents) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prisma_history_is_compared() {
+        let mut source = Contents::default();
+        source.prisma.push((
+            "public._prisma_migrations".into(),
+            "1_init".into(),
+            "ab".into(),
+            true,
+            false,
+        ));
+        let mut copy = Contents::default();
+        copy.prisma.push((
+            "public._prisma_migrations".into(),
+            "1_init".into(),
+            "ab".into(),
+            false,
+            false,
+        ));
+        assert!(differences(&source, &source).is_empty());
+        assert_eq!(
+            differences(&source, &copy),
+            ["_prisma_migrations differs (1 rows on the source, 1 on the copy)"]
+        );
+    }
 
     #[test]
     fn every_kind_of_difference_is_named() {

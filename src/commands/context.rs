@@ -14,7 +14,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::commands::args::{FilterArgs, FleetArgs, GlobalArgs, Origins, SelectionArgs};
 use crate::companies::Layout;
-use crate::config::Config;
+use crate::config::{Config, Migrator, MigratorKind};
 use crate::connect::{BackendKey, Connector, SessionLimits};
 use crate::dbname::DbName;
 use crate::error::{Outcome, UsageError};
@@ -45,6 +45,8 @@ pub struct Context {
     /// (off while `revert` plans, whose plan is not the report).
     streaming: AtomicBool,
     tenant_migrations_dir: Option<PathBuf>,
+    /// Who owns the tenants' schema (`[tenants.migrator]`).
+    pub migrator: Migrator,
     /// Where the selection flags' values came from (see [`Origins`]).
     pub origins: Origins,
     /// What the last selection read from the master picked and why, for
@@ -64,6 +66,22 @@ impl Context {
                 )
             })?;
         let config = Config::load(global.config.as_deref())?;
+        let migrator = config.migrator()?;
+        let tenant_migrations_dir = match (&migrator, &global.tenant_migrations) {
+            (Migrator::Sqlx { .. }, Some(dir)) => Some(dir.clone()),
+            (Migrator::Sqlx { dir }, None) => dir.clone(),
+            (other, Some(_)) => {
+                return Err(UsageError(format!(
+                    "--tenant-migrations (or TENANT_MIGRATIONS_DIR) names sqlx migrations, but {} sets [tenants.migrator] kind = \"{}\": unset one of them",
+                    config.source.as_ref().map_or_else(
+                        || crate::config::DEFAULT_FILE.into(),
+                        |p| p.display().to_string()
+                    ),
+                    other.kind().as_str()
+                )));
+            }
+            (_, None) => None,
+        };
         // Only the POSTGRES_BASE_URL_* variables and those tenantctl.toml
         // names are read; a value that is not UTF-8 cannot be a URL.
         let vars = std::env::vars_os().filter_map(|(name, value)| {
@@ -86,10 +104,23 @@ impl Context {
             config,
             listening: AtomicBool::new(false),
             streaming: AtomicBool::new(true),
-            tenant_migrations_dir: global.tenant_migrations.clone(),
+            tenant_migrations_dir,
+            migrator,
             origins: Origins::default(),
             selection: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Refuses a command that works on tenantctl's own `_sqlx_migrations`
+    /// when the application owns the tenants' schema.
+    pub fn sqlx_only(&self, what: &str, instead: &str) -> Result<(), UsageError> {
+        match self.migrator.kind() {
+            MigratorKind::Sqlx => Ok(()),
+            kind => Err(UsageError(format!(
+                "{what} works on tenantctl's own sqlx migrations, but [tenants.migrator] kind = \"{}\" owns the tenants' schema: {instead}",
+                kind.as_str()
+            ))),
+        }
     }
 
     /// The tenant schema: the folder from `--tenant-migrations` if given,

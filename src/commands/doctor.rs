@@ -11,15 +11,18 @@ use sqlx::Connection as _;
 
 use crate::commands::context::Context;
 use crate::companies::Layout;
+use crate::config::Migrator;
 use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::Outcome;
+use crate::error::UsageError;
 use crate::error::render;
 use crate::fleet::{self, FleetOptions, Silent, Verdict};
 use crate::migrations::{self, MigrationSet, Plan};
 use crate::moves::{self, MoveRecord};
 use crate::output::{OutputMode, line, print_json, shown, table};
+use crate::prisma;
 use crate::servers::ServerName;
 use crate::tenant::{DB_PREFIX, Lifecycle, Tenant};
 
@@ -117,7 +120,14 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     if orphans_unchecked.is_none() {
         findings.extend(find_orphans(ctx, unnamed, &args, &migrations).await);
     }
-    findings.extend(check_migrations(ctx, to_check, &args, migrations).await);
+    findings.extend(match &ctx.migrator {
+        Migrator::Sqlx { .. } => check_migrations(ctx, to_check, &args, migrations).await,
+        Migrator::Prisma {
+            migrations, schema, ..
+        } => check_prisma(ctx, to_check, &args, migrations, schema).await?,
+        // An application command's state is not tenantctl's to read.
+        Migrator::Command(_) => Vec::new(),
+    });
     print(ctx, &companies, &findings, orphans_unchecked.as_deref());
     Ok(if findings.is_empty() {
         Outcome::Success
@@ -576,6 +586,77 @@ async fn check_migrations(
     })
     .await;
     checked.reports.iter().flat_map(findings_of).collect()
+}
+
+/// [`check_migrations`] for Prisma's migrations: pending ones, failed
+/// ones (which stop a deploy), a non-empty schema Prisma would refuse.
+async fn check_prisma(
+    ctx: &Context,
+    to_check: Vec<Tenant>,
+    args: &DoctorArgs,
+    dir: &std::path::Path,
+    schema: &str,
+) -> anyhow::Result<Vec<Finding>> {
+    let folder = std::sync::Arc::new(
+        prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?,
+    );
+    let schema: std::sync::Arc<str> = schema.into();
+    let connector = ctx.connector.clone();
+    let options = FleetOptions {
+        concurrency: usize::from(args.concurrency),
+        per_server: None,
+        fail_fast: false,
+    };
+    let checked = fleet::run(to_check, options, &ctx.stop, &Silent, move |tenant| {
+        let (connector, folder, schema) = (connector.clone(), folder.clone(), schema.clone());
+        async move {
+            fleet::attempt(
+                async {
+                    let mut conn = connector
+                        .connect_tenant(
+                            tenant.server()?,
+                            tenant.db_name()?,
+                            &SessionLimits::default(),
+                        )
+                        .await?;
+                    let state = prisma::state(&mut conn, &folder, &schema).await;
+                    let _ = connector.release(conn).await;
+                    state
+                }
+                .await,
+            )
+        }
+    })
+    .await;
+    Ok(checked
+        .reports
+        .iter()
+        .flat_map(|report| {
+            let finding = |kind, detail: String| Finding::about(kind, &report.tenant, detail);
+            if report.verdict != Verdict::Ok {
+                return vec![finding(
+                    "unreachable",
+                    report.error.clone().unwrap_or_default(),
+                )];
+            }
+            let state = &report.value;
+            let mut findings = Vec::new();
+            if !state.pending.is_empty() {
+                findings.push(finding(
+                    "behind",
+                    format!(
+                        "{} Prisma migration(s) pending: {}",
+                        state.pending.len(),
+                        state.pending.join(", ")
+                    ),
+                ));
+            }
+            if let Err(problem) = state.check() {
+                findings.push(finding("migration_problem", problem.to_string()));
+            }
+            findings
+        })
+        .collect())
 }
 
 /// What one tenant's migration state says is wrong.

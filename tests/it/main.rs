@@ -9,6 +9,7 @@ mod support;
 
 mod adopt;
 mod app_edges;
+mod app_migrator;
 mod app_ready;
 mod bad_input;
 mod baseline;

@@ -46,6 +46,10 @@ impl TenantValue for Baselined {
 }
 
 pub async fn run(args: BaselineArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    ctx.sqlx_only(
+        "tenant baseline",
+        "baseline with the application's own tool (for Prisma: tenantctl tenant exec <tenant> -- npx prisma migrate resolve --applied <migration>)",
+    )?;
     let migrations = ctx.tenant_migrations().await?;
     if !migrations.iter().any(|m| m.version == args.to) {
         return Err(UsageError(format!(

@@ -12,13 +12,17 @@ use sqlx::{Connection as _, Executor as _};
 use crate::claims::{self, Claim};
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
+use crate::commands::tenant::exec::{Executed, run_app_command};
 use crate::companies::{self, Layout, NewCompany};
+use crate::config::{AppCommand, Migrator, MigratorKind};
 use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
 use crate::migrations::{self, MigrationSet};
+use crate::output::progress::Progress;
 use crate::output::{OutputMode, join_versions, line, print_json, shown, warn};
+use crate::prisma;
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Slug, Tenant};
 
@@ -72,6 +76,11 @@ struct Created<'a> {
     /// did the work; this one waited for it and reports its result.
     concurrent: bool,
     applied: &'a [i64],
+    /// Who migrated the new database (`[tenants.migrator]` kind).
+    migrator: &'a str,
+    /// The application's migrations applied (prisma).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    applied_migrations: &'a [String],
 }
 
 /// How this run came to the company row.
@@ -99,7 +108,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
-    let migrations = ctx.tenant_migrations_to_apply().await?;
+    let migrations = TenantSchema::of(ctx).await?;
 
     let (mut master_conn, layout) = ctx.master().await?;
     let key_db = requested_db
@@ -130,7 +139,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     {
         claimed = Err(err);
     }
-    let mut applied = Vec::new();
+    let mut applied = Applied::default();
     let finished = match &claimed {
         Ok(claimed) if !claimed.concurrent => {
             let limits = SessionLimits::from(&args.session);
@@ -561,7 +570,9 @@ async fn finish(
         .with_context(|| format!("tenant {tenant}: record status active in the master"))
 }
 
-fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
+fn print(ctx: &Context, claimed: &Claimed, applied: &Applied) {
+    let names = &applied.names;
+    let applied = &applied.versions[..];
     let tenant = &claimed.tenant;
     let created = Created {
         handle: tenant.handle(),
@@ -574,6 +585,8 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
         resumed: claimed.resumed,
         concurrent: claimed.concurrent,
         applied,
+        migrator: ctx.migrator.kind().as_str(),
+        applied_migrations: names,
     };
     match ctx.output {
         OutputMode::Table => {
@@ -592,15 +605,30 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &[i64]) {
                 format!("id {}, ", shown(&tenant.id))
             };
             line(format_args!(
-                "{verb} tenant {} ({id}database {} on server {}): applied {} migration(s){}",
+                "{verb} tenant {} ({id}database {} on server {}): {}",
                 shown(tenant.handle()),
                 shown(tenant.db_label()),
                 shown(tenant.server_label()),
-                applied.len(),
-                if applied.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", join_versions(applied))
+                match ctx.migrator.kind() {
+                    MigratorKind::Command => "ran the application's migrator command".to_owned(),
+                    MigratorKind::Prisma => format!(
+                        "applied {} Prisma migration(s){}",
+                        names.len(),
+                        if names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", names.join(", "))
+                        }
+                    ),
+                    MigratorKind::Sqlx => format!(
+                        "applied {} migration(s){}",
+                        applied.len(),
+                        if applied.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", join_versions(applied))
+                        }
+                    ),
                 }
             ));
         }
@@ -716,12 +744,54 @@ async fn free_db_name(
     anyhow::bail!("no free database name derived from {base}; pass --db-name")
 }
 
+/// What migrates a new tenant's database.
+enum TenantSchema {
+    /// tenantctl's own sqlx migrations.
+    Sqlx(std::sync::Arc<MigrationSet>),
+    /// The application's Prisma migrations, applied natively (or by its
+    /// command with `apply = "command"`).
+    Prisma {
+        folder: prisma::Folder,
+        schema: String,
+        command: Option<AppCommand>,
+    },
+    /// The application's command.
+    Command(AppCommand),
+}
+
+impl TenantSchema {
+    /// Read (and checked) before anything is created.
+    async fn of(ctx: &Context) -> anyhow::Result<Self> {
+        Ok(match &ctx.migrator {
+            Migrator::Sqlx { .. } => Self::Sqlx(ctx.tenant_migrations_to_apply().await?),
+            Migrator::Prisma {
+                migrations,
+                schema,
+                command,
+            } => Self::Prisma {
+                folder: prisma::Folder::read(migrations)
+                    .map_err(|e| UsageError(crate::error::render(&e)))?,
+                schema: schema.clone(),
+                command: command.clone(),
+            },
+            Migrator::Command(command) => Self::Command(command.clone()),
+        })
+    }
+}
+
+/// What provisioning applied.
+#[derive(Default)]
+struct Applied {
+    versions: Vec<i64>,
+    names: Vec<String>,
+}
+
 async fn provision(
     ctx: &Context,
     tenant: &Tenant,
-    migrations: &MigrationSet,
+    migrations: &TenantSchema,
     limits: &SessionLimits,
-    applied: &mut Vec<i64>,
+    applied: &mut Applied,
 ) -> anyhow::Result<()> {
     let db = tenant.db_name()?;
     let placed = tenant.server()?;
@@ -729,12 +799,53 @@ async fn provision(
     let created = ddl::create_if_missing(&mut server, db).await;
     let _ = server.close().await;
     created?;
+    let command = match migrations {
+        TenantSchema::Command(command)
+        | TenantSchema::Prisma {
+            command: Some(command),
+            ..
+        } => Some(command),
+        _ => None,
+    };
+    if let Some(command) = command {
+        // Nothing of tenantctl's goes into the database: the application's
+        // own tool makes its schema.
+        // Listening for Ctrl-C: the child runs in a process group of its
+        // own, which a terminal's interrupt does not reach; tenantctl stops
+        // it (SIGTERM, then SIGKILL) and the create is left failed.
+        let stop = ctx.interruptible();
+        let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
+        let mut executed = Executed::default();
+        return run_app_command(
+            &ctx.connector,
+            &ctx.connector.child_env(),
+            command,
+            tenant,
+            stop,
+            progress,
+            &mut executed,
+        )
+        .await;
+    }
     let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
-    let mut done = migrations::Done::default();
-    let result = migrations::apply_with(&mut conn, db, migrations, None, limits, &mut done)
-        .await
-        .map_err(|err| ctx.connector.explain_pooler(placed, err));
-    applied.append(&mut done.versions);
+    let result = match migrations {
+        TenantSchema::Sqlx(set) => {
+            let mut done = migrations::Done::default();
+            let result = migrations::apply_with(&mut conn, db, set, None, limits, &mut done).await;
+            applied.versions.append(&mut done.versions);
+            result
+        }
+        TenantSchema::Prisma { folder, schema, .. } => {
+            let redactor = ctx.connector.child_env().redactor(&[]);
+            let redact = move |text: &str| redactor.redact(text).into_owned();
+            let mut done = prisma::Applied::default();
+            let result = prisma::apply(&mut conn, folder, schema, limits, &redact, &mut done).await;
+            applied.names.append(&mut done.names);
+            result
+        }
+        TenantSchema::Command(_) => Ok(()),
+    }
+    .map_err(|err| ctx.connector.explain_pooler(placed, err));
     let released = ctx.connector.release(conn).await;
     result.and(released)
 }

@@ -162,6 +162,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 }
                 let child = Child {
                     command: &command,
+                    cwd: None,
                     env: &child_env,
                     timeout,
                     interactive,
@@ -179,8 +180,10 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 }
 
 /// How to run the program for each tenant.
-struct Child<'a> {
+pub(crate) struct Child<'a> {
     command: &'a [String],
+    /// Where it runs [default: tenantctl's working directory].
+    cwd: Option<&'a std::path::Path>,
     env: &'a ChildEnv,
     timeout: Option<Duration>,
     interactive: bool,
@@ -275,6 +278,9 @@ impl Child<'_> {
     ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
+        if let Some(cwd) = self.cwd {
+            cmd.current_dir(cwd);
+        }
         self.env.scrub(cmd.as_std_mut());
         cmd.envs(env.iter().map(|(name, value)| (name, value)))
             .env("TENANT_ID", &tenant.id)
@@ -326,6 +332,51 @@ impl Child<'_> {
             }
         }
     }
+}
+
+/// Runs the application's migrator command for one tenant, as `tenant
+/// exec` runs a program (same environment, scrubbed; output captured and
+/// redacted), in the command's own folder. A non-zero exit is a failure
+/// whose error carries the end of the child's (redacted) output.
+pub(crate) async fn run_app_command(
+    connector: &Connector,
+    child_env: &ChildEnv,
+    command: &crate::config::AppCommand,
+    tenant: &Tenant,
+    tracker: &Stop,
+    progress: Arc<Progress>,
+    executed: &mut Executed,
+) -> anyhow::Result<()> {
+    let lines = Lines {
+        progress,
+        stream: false,
+    };
+    let child = Child {
+        command: &command.argv,
+        cwd: Some(&command.cwd),
+        env: child_env,
+        timeout: None,
+        interactive: false,
+        lines: &lines,
+        tracker,
+    };
+    let result = child.run(connector, tenant, executed).await;
+    result.map_err(|err| {
+        let tail = |text: &str| {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines[lines.len().saturating_sub(5)..].join(" | ")
+        };
+        let output = [tail(&executed.stderr), tail(&executed.stdout)]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        if output.is_empty() || err.downcast_ref::<crate::error::Cancelled>().is_some() {
+            err
+        } else {
+            anyhow::anyhow!("{}; its output: {output}", crate::error::render(&err))
+        }
+    })
 }
 
 /// How waiting for a child ended.

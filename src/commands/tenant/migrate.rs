@@ -7,12 +7,16 @@ use serde::Serialize;
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
+use crate::config::{AppCommand, Migrator};
 use crate::connect::SessionLimits;
-use crate::error::Outcome;
+use crate::error::{Outcome, UsageError};
 use crate::migrations::{self, Done};
 use crate::output::join_versions;
 use crate::output::report::TenantValue;
+use crate::prisma;
 use crate::runs::{RunKind, RunRequest};
+use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -68,7 +72,63 @@ impl TenantValue for Migrated {
     }
 }
 
+/// What the application's migrator did on one tenant.
+#[derive(Debug, Default, Serialize)]
+pub struct AppMigrated {
+    /// Prisma migrations applied by this run (natively).
+    pub applied: Vec<String>,
+    /// With `--dry-run` (prisma): the migrations that would be applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<String>>,
+    /// Whether the application's command ran for this tenant.
+    pub ran_command: bool,
+    /// The command's exit code, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl TenantValue for AppMigrated {
+    fn headers() -> Vec<&'static str> {
+        vec!["migrations"]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![if let Some(pending) = &self.pending {
+            if pending.is_empty() {
+                "none pending".into()
+            } else {
+                format!("would apply {}: {}", pending.len(), pending.join(", "))
+            }
+        } else if self.ran_command {
+            format!(
+                "ran the command{}",
+                self.exit_code
+                    .map_or_else(String::new, |c| format!(" (exit {c})"))
+            )
+        } else if self.applied.is_empty() {
+            "0".into()
+        } else {
+            format!(
+                "applied {}: {}",
+                self.applied.len(),
+                self.applied.join(", ")
+            )
+        }]
+    }
+}
+
 pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    match &ctx.migrator {
+        Migrator::Sqlx { .. } => {}
+        Migrator::Prisma {
+            migrations,
+            schema,
+            command,
+        } => {
+            return run_prisma(args, ctx, migrations, schema, command.as_ref()).await;
+        }
+        Migrator::Command(command) => return run_command(args, ctx, command).await,
+    }
     let migrations = ctx.tenant_migrations_to_apply().await?;
     let to = args.to;
     if let Some(to) = to {
@@ -138,4 +198,195 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ));
     }
     Ok(outcome)
+}
+
+/// `--to` names a sqlx version; the application's migrators have none.
+fn refuse_to(args: &MigrateArgs, ctx: &Context) -> anyhow::Result<()> {
+    if args.to.is_some() {
+        ctx.sqlx_only(
+            "--to",
+            "run the application's own tool for a partial deploy (tenantctl tenant exec <tenant> -- ...)",
+        )?;
+    }
+    Ok(())
+}
+
+/// `tenant migrate` with Prisma's migrations: one query per up-to-date
+/// tenant; pending migrations applied natively (or by the application's
+/// command with `apply = "command"`), through the same fleet runner, run
+/// record and report as tenantctl's own migrations.
+async fn run_prisma(
+    args: MigrateArgs,
+    ctx: &Context,
+    dir: &Path,
+    schema: &str,
+    command: Option<&AppCommand>,
+) -> anyhow::Result<Outcome> {
+    refuse_to(&args, ctx)?;
+    let folder =
+        Arc::new(prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?);
+    let schema: Arc<str> = schema.into();
+    let command = command.cloned().map(Arc::new);
+    let dry_run = args.dry_run;
+    let (tenants, log) = if dry_run {
+        (ctx.select(&args.selection).await?, None)
+    } else {
+        let (tenants, log) = ctx
+            .select_for_run(&args.selection, |tenants| RunRequest {
+                kind: RunKind::Migrate,
+                target: None,
+                undoes: None,
+                tenants,
+            })
+            .await?;
+        (tenants, Some(log))
+    };
+    let op_log = log.clone();
+    let limits = SessionLimits::from(&args.session);
+    let op_limits = limits.clone();
+    let connector = ctx.connector.clone();
+    let child_env = Arc::new(connector.child_env());
+    let redactor = Arc::new(connector.child_env().redactor(&[]));
+    let tracker = ctx.interruptible().clone();
+    let progress = Arc::new(ctx.progress());
+    let run = ctx
+        .on_each_tenant(
+            tenants,
+            &args.fleet,
+            limits,
+            move |tenant, conn, migrated: &mut AppMigrated| {
+                let (folder, schema, log, command, limits) = (
+                    folder.clone(),
+                    schema.clone(),
+                    op_log.clone(),
+                    command.clone(),
+                    op_limits.clone(),
+                );
+                let (connector, child_env, redactor, tracker, progress) = (
+                    connector.clone(),
+                    child_env.clone(),
+                    redactor.clone(),
+                    tracker.clone(),
+                    progress.clone(),
+                );
+                Box::pin(async move {
+                    if dry_run {
+                        let state = prisma::state(conn, &folder, &schema).await?;
+                        migrated.pending = Some(state.pending.clone());
+                        return state.check();
+                    }
+                    let mut result = if let Some(command) = &command {
+                        // The command only where something is pending: an
+                        // up-to-date tenant costs one query, no process.
+                        let state = prisma::state(conn, &folder, &schema).await?;
+                        if state.pending.is_empty() && state.failed.is_empty() && !state.not_empty {
+                            Ok(())
+                        } else {
+                            migrated.ran_command = true;
+                            let mut executed = super::exec::Executed::default();
+                            let ran = super::exec::run_app_command(
+                                &connector,
+                                &child_env,
+                                command,
+                                tenant,
+                                &tracker,
+                                progress,
+                                &mut executed,
+                            )
+                            .await;
+                            migrated.exit_code = executed.exit_code;
+                            ran
+                        }
+                    } else {
+                        let redact = move |text: &str| redactor.redact(text).into_owned();
+                        let mut applied = prisma::Applied::default();
+                        let result =
+                            prisma::apply(conn, &folder, &schema, &limits, &redact, &mut applied)
+                                .await;
+                        migrated.applied = applied.names;
+                        result
+                    };
+                    if let Some(log) = &log {
+                        result = log
+                            .commit_and_record(conn, tenant, &migrations::Done::default(), result)
+                            .await;
+                    }
+                    result
+                })
+            },
+        )
+        .await;
+    Ok(ctx.finish_run(&run, log.as_deref()).await)
+}
+
+/// `tenant migrate` with an application command: tenantctl cannot know
+/// what is pending, so the command runs on every selected tenant, with the
+/// fleet's machinery; a non-zero exit fails that tenant.
+async fn run_command(
+    args: MigrateArgs,
+    ctx: &Context,
+    command: &AppCommand,
+) -> anyhow::Result<Outcome> {
+    refuse_to(&args, ctx)?;
+    if args.dry_run {
+        return Err(UsageError(
+            "--dry-run: [tenants.migrator] kind = \"command\" runs an application command whose effect tenantctl cannot know in advance".into(),
+        )
+        .into());
+    }
+    let (tenants, log) = ctx
+        .select_for_run(&args.selection, |tenants| RunRequest {
+            kind: RunKind::Migrate,
+            target: None,
+            undoes: None,
+            tenants,
+        })
+        .await?;
+    // Said even under --quiet: a run that cannot skip up-to-date tenants
+    // is not progress but what the run is.
+    crate::output::warn(format_args!(
+        "[tenants.migrator] kind = \"command\": tenantctl cannot know what is pending, so {:?} runs on every selected tenant ({})",
+        command.argv.join(" "),
+        tenants.len()
+    ));
+    let op_log = log.clone();
+    let connector = ctx.connector.clone();
+    let child_env = Arc::new(connector.child_env());
+    let tracker = ctx.interruptible().clone();
+    let progress = Arc::new(ctx.progress());
+    let command = Arc::new(command.clone());
+    let run = ctx
+        .fleet(tenants, &args.fleet, move |tenant| {
+            let (connector, child_env, tracker, progress, command, log) = (
+                connector.clone(),
+                child_env.clone(),
+                tracker.clone(),
+                progress.clone(),
+                command.clone(),
+                op_log.clone(),
+            );
+            async move {
+                let mut migrated = AppMigrated {
+                    ran_command: true,
+                    ..AppMigrated::default()
+                };
+                let mut executed = super::exec::Executed::default();
+                let result = super::exec::run_app_command(
+                    &connector,
+                    &child_env,
+                    &command,
+                    &tenant,
+                    &tracker,
+                    progress,
+                    &mut executed,
+                )
+                .await;
+                migrated.exit_code = executed.exit_code;
+                log.tenant(&tenant, &migrations::Done::default(), result.as_ref().err())
+                    .await;
+                (migrated, result)
+            }
+        })
+        .await;
+    Ok(ctx.finish_run(&run, Some(&log)).await)
 }

@@ -129,6 +129,10 @@ impl Goals {
 }
 
 pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    ctx.sqlx_only(
+        "tenant revert",
+        "take a change back with the application's own tool (for Prisma: a new migration, then `tenantctl tenant migrate --all`)",
+    )?;
     let set = ctx.tenant_migrations_to_apply().await?;
     let (tenants, goals, missing) = selected(ctx, &args, &set).await?;
     let limits = SessionLimits::from(&args.session);

@@ -8,6 +8,12 @@ use crate::error::Outcome;
 use crate::migrations::{self, Problem};
 use crate::output::report::TenantValue;
 use clap::Args;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Migrator;
+use crate::error::UsageError;
+use crate::prisma;
 use serde::Serialize;
 
 #[derive(Debug, Args)]
@@ -56,7 +62,61 @@ impl TenantValue for TenantState {
     }
 }
 
+/// A tenant's Prisma migrations as `prisma migrate status` sees them.
+#[derive(Debug, Default, Serialize)]
+pub struct PrismaTenantState {
+    #[serde(flatten)]
+    pub state: prisma::State,
+    pub problems: Vec<StatusProblem>,
+}
+
+impl TenantValue for PrismaTenantState {
+    fn headers() -> Vec<&'static str> {
+        vec!["applied", "pending", "notes"]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let s = &self.state;
+        let mut notes = Vec::new();
+        let mut note = |label: &str, names: &[String]| {
+            if !names.is_empty() {
+                notes.push(format!("{label}: {}", names.join(", ")));
+            }
+        };
+        note("failed", &s.failed);
+        note("rolled back", &s.rolled_back);
+        note("checksum changed", &s.checksum_changed);
+        note("missing from folder", &s.missing_from_folder);
+        if s.not_empty {
+            notes.push("not empty, no _prisma_migrations (P3005)".into());
+        }
+        vec![
+            s.applied.len().to_string(),
+            s.pending.len().to_string(),
+            notes.join("; "),
+        ]
+    }
+
+    fn connect_failed(&mut self, err: &anyhow::Error) {
+        if is_missing_database(err) {
+            self.problems.push(StatusProblem::DatabaseMissing);
+        }
+    }
+}
+
 pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    match &ctx.migrator {
+        Migrator::Sqlx { .. } => {}
+        Migrator::Prisma {
+            migrations, schema, ..
+        } => return run_prisma(args, ctx, migrations, schema).await,
+        Migrator::Command(_) => {
+            return Err(UsageError(
+                "tenant status cannot know what is pending: [tenants.migrator] kind = \"command\" runs an application command whose state tenantctl cannot read (exit 2); `tenantctl tenant migrate --all` runs it on every tenant".into(),
+            )
+            .into());
+        }
+    }
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
     let run = ctx
@@ -77,6 +137,37 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         .map(StatusProblem::Migration)
                         .collect();
                     plan.check()
+                })
+            },
+        )
+        .await;
+    Ok(ctx.finish(&run))
+}
+
+/// `tenant status` against `_prisma_migrations`: applied, pending, failed,
+/// rolled back and changed migrations per tenant, classified as Prisma
+/// does. A failed migration (or a non-empty schema Prisma would refuse)
+/// fails the tenant, as a dirty sqlx migration does; pending ones do not.
+async fn run_prisma(
+    args: StatusArgs,
+    ctx: &Context,
+    dir: &Path,
+    schema: &str,
+) -> anyhow::Result<Outcome> {
+    let folder =
+        Arc::new(prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?);
+    let schema: Arc<str> = schema.into();
+    let tenants = ctx.select(&args.selection).await?;
+    let run = ctx
+        .on_each_tenant(
+            tenants,
+            &args.fleet,
+            SessionLimits::default(),
+            move |_, conn, value: &mut PrismaTenantState| {
+                let (folder, schema) = (folder.clone(), schema.clone());
+                Box::pin(async move {
+                    value.state = prisma::state(conn, &folder, &schema).await?;
+                    value.state.check()
                 })
             },
         )

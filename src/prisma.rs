@@ -1,0 +1,789 @@
+//! Prisma's migrations, read and applied the way Prisma's schema engine
+//! does (prisma-engines 6.x, `schema-engine`): a folder of
+//! `<name>/migration.sql` in name order, and the `_prisma_migrations` table
+//! that records them. Applying here instead of starting `prisma migrate
+//! deploy` per tenant saves a Node start-up (about a second of CPU) per
+//! tenant, and an up-to-date tenant costs one query; the rows written are
+//! Prisma's own, so `prisma migrate status`/`deploy`/`resolve` keep working.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _, Row as _};
+
+use crate::connect::{BACKEND_PID, Backend, BackendChanged, SessionLimits, has_sqlstate, pid_of};
+
+/// The advisory-lock key Prisma's schema engine takes on PostgreSQL before
+/// it touches `_prisma_migrations` (`SELECT pg_advisory_lock(72707369)` in
+/// its Postgres flavour): tenantctl takes the same, so it and a concurrent
+/// `prisma migrate deploy` never both apply.
+pub const LOCK_KEY: i64 = 72_707_369;
+
+/// Prisma's own DDL for its table (`create_migrations_table`).
+const CREATE_TABLE: &str = "CREATE TABLE _prisma_migrations (
+    id                      VARCHAR(36) PRIMARY KEY NOT NULL,
+    checksum                VARCHAR(64) NOT NULL,
+    finished_at             TIMESTAMPTZ,
+    migration_name          VARCHAR(255) NOT NULL,
+    logs                    TEXT,
+    rolled_back_at          TIMESTAMPTZ,
+    started_at              TIMESTAMPTZ NOT NULL DEFAULT now(),
+    applied_steps_count     INTEGER NOT NULL DEFAULT 0
+);";
+
+/// One `<name>/migration.sql`.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub name: String,
+    pub script: String,
+}
+
+impl Migration {
+    /// The checksum Prisma records for this script.
+    pub fn checksum(&self) -> String {
+        checksum(&self.script)
+    }
+}
+
+/// A Prisma migrations folder, read once per command.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    pub dir: PathBuf,
+    pub migrations: Vec<Migration>,
+}
+
+impl Folder {
+    /// Reads the folder as Prisma does: every subfolder is a migration whose
+    /// script is its `migration.sql`, ordered by name; a
+    /// `migration_lock.toml`, if there is one, must say PostgreSQL.
+    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "read the Prisma migrations folder {}: {} (set [tenants.migrator] migrations to the folder holding <name>/migration.sql)",
+                dir.display(),
+                e.kind()
+            )
+        })?;
+        let lock = dir.join("migration_lock.toml");
+        if lock.is_file() {
+            let text = std::fs::read_to_string(&lock)
+                .with_context(|| format!("read {}", lock.display()))?;
+            let provider = text.lines().find_map(|line| {
+                let (key, value) = line.split_once('=')?;
+                (key.trim() == "provider").then(|| value.trim().trim_matches('"').to_owned())
+            });
+            // "postgres" is the provider's other spelling in schema.prisma.
+            if let Some(provider) = provider
+                && provider != "postgresql"
+                && provider != "postgres"
+            {
+                anyhow::bail!(
+                    "{}: provider is {provider:?}, but tenants are PostgreSQL databases (Prisma refuses a folder made for another provider too, P3019)",
+                    lock.display()
+                );
+            }
+        }
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().into_string().map_err(|name| {
+                anyhow::anyhow!(
+                    "{}: migration folder {} is not UTF-8",
+                    dir.display(),
+                    name.display()
+                )
+            })?;
+            names.push(name);
+        }
+        names.sort();
+        let mut migrations = Vec::with_capacity(names.len());
+        for name in names {
+            let path = dir.join(&name).join("migration.sql");
+            let script = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "read {}: {} (each folder in the Prisma migrations folder must hold a migration.sql)",
+                    path.display(),
+                    e.kind()
+                )
+            })?;
+            anyhow::ensure!(
+                name.len() <= 255,
+                "{}: migration name {name} is longer than _prisma_migrations.migration_name holds (255)",
+                dir.display()
+            );
+            migrations.push(Migration { name, script });
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            migrations,
+        })
+    }
+}
+
+/// sha256 of the script, lowercase hex, as Prisma computes it
+/// (`render_checksum` in schema-engine's `checksum.rs`).
+pub fn checksum(script: &str) -> String {
+    crate::migrations::hex(&Sha256::digest(script.as_bytes()))
+}
+
+/// Whether a recorded checksum is this script's, as Prisma decides it
+/// (`script_matches_checksum`): the script as it is, with CRLF turned into
+/// LF, or with LF turned into CRLF (git changes line endings on checkout);
+/// and a checksum shorter than 64 characters is the old engine's format,
+/// which did not zero-pad each byte.
+pub fn matches(script: &str, recorded: &str) -> bool {
+    let variants = [
+        Some(script.to_owned()),
+        script
+            .contains("\r\n")
+            .then(|| script.replace("\r\n", "\n")),
+        Some(script.replace('\n', "\r\n")),
+    ];
+    variants.into_iter().flatten().any(|variant| {
+        let digest = Sha256::digest(variant.as_bytes());
+        if !recorded.is_empty() && recorded.len() != 64 {
+            use fmt::Write as _;
+            let old = digest.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:x}");
+                s
+            });
+            old == recorded
+        } else {
+            crate::migrations::hex(&digest) == recorded
+        }
+    })
+}
+
+/// One row of `_prisma_migrations`.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: String,
+    pub checksum: String,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub migration_name: String,
+    pub logs: Option<String>,
+    pub rolled_back_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub applied_steps_count: i32,
+}
+
+impl Row {
+    /// Applied: finished and not rolled back.
+    fn applied(&self) -> bool {
+        self.finished_at.is_some() && self.rolled_back_at.is_none()
+    }
+
+    /// Failed: started, never finished, not marked rolled back
+    /// (`prisma migrate resolve --rolled-back` marks it).
+    fn failed(&self) -> bool {
+        self.finished_at.is_none() && self.rolled_back_at.is_none()
+    }
+}
+
+/// Where a tenant's Prisma migrations stand, as Prisma classifies them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct State {
+    /// Whether `_prisma_migrations` exists.
+    pub table: bool,
+    /// Applied (finished, not rolled back), in folder order.
+    pub applied: Vec<String>,
+    /// To apply, in folder order: never recorded, or only rolled back.
+    pub pending: Vec<String>,
+    /// Started and never finished nor rolled back: Prisma's `migrate
+    /// deploy` refuses to go on (P3009) until it is resolved.
+    pub failed: Vec<String>,
+    /// Pending again after `prisma migrate resolve --rolled-back`.
+    pub rolled_back: Vec<String>,
+    /// Applied, but the file has changed since (Prisma applies nothing for
+    /// it and goes on).
+    pub checksum_changed: Vec<String>,
+    /// Applied in the database, not in the folder (Prisma goes on).
+    pub missing_from_folder: Vec<String>,
+    /// No `_prisma_migrations`, but the schema has tables: Prisma's
+    /// `migrate deploy` refuses (P3005) until the database is baselined.
+    pub not_empty: bool,
+}
+
+impl State {
+    /// Compares the rows (`None`: no table) with the folder.
+    pub fn compare(folder: &Folder, rows: Option<&[Row]>) -> Self {
+        let mut state = Self {
+            table: rows.is_some(),
+            ..Self::default()
+        };
+        let rows = rows.unwrap_or_default();
+        for migration in &folder.migrations {
+            let mine: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.migration_name == migration.name)
+                .collect();
+            if let Some(row) = mine.iter().find(|r| r.applied()) {
+                state.applied.push(migration.name.clone());
+                if !matches(&migration.script, &row.checksum) {
+                    state.checksum_changed.push(migration.name.clone());
+                }
+            } else if !mine.iter().any(|r| r.failed()) {
+                if !mine.is_empty() {
+                    state.rolled_back.push(migration.name.clone());
+                }
+                state.pending.push(migration.name.clone());
+            }
+        }
+        for row in rows {
+            if row.failed() && !state.failed.contains(&row.migration_name) {
+                state.failed.push(row.migration_name.clone());
+            }
+            let known = folder
+                .migrations
+                .iter()
+                .any(|m| m.name == row.migration_name);
+            if !known && row.applied() && !state.missing_from_folder.contains(&row.migration_name) {
+                state.missing_from_folder.push(row.migration_name.clone());
+            }
+        }
+        state
+    }
+
+    /// What stops a deploy, as Prisma's `migrate deploy` would refuse.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(first) = self.failed.first() {
+            anyhow::bail!(
+                "migration {first} failed and is recorded as failed in _prisma_migrations (Prisma: P3009); nothing more is applied until it is resolved: fix the database, then `prisma migrate resolve --rolled-back {first}` (or --applied) with this tenant's DATABASE_URL (tenantctl tenant exec <tenant> -- npx prisma migrate resolve ...)"
+            );
+        }
+        if self.not_empty {
+            anyhow::bail!(
+                "the database schema is not empty and has no _prisma_migrations (Prisma: P3005); baseline it first (prisma migrate resolve --applied <migration>), see https://pris.ly/d/migrate-baseline"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The rows of `_prisma_migrations` in `schema`, or `None` if there is no
+/// such table; with whether the schema holds any table (for P3005). One
+/// simple-protocol round trip: an up-to-date tenant costs this query only.
+pub async fn read(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> anyhow::Result<(Option<Vec<Row>>, bool)> {
+    // Inside a pooled connection's transaction a missing table would abort
+    // the transaction: there the read is guarded by a savepoint.
+    let guarded = conn.is_in_transaction();
+    let sql = format!(
+        "{begin}SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = {literal} AND c.relkind IN ('r', 'p')) AS tenantctl_has_tables; \
+         SELECT id, checksum, finished_at, migration_name, logs, rolled_back_at, started_at, applied_steps_count \
+         FROM {quoted}._prisma_migrations ORDER BY started_at{end}",
+        begin = if guarded {
+            "SAVEPOINT tenantctl_read_prisma; "
+        } else {
+            ""
+        },
+        end = if guarded {
+            "; RELEASE SAVEPOINT tenantctl_read_prisma"
+        } else {
+            ""
+        },
+        literal = quote_literal(schema),
+        quoted = quote_ident(schema),
+    );
+    let mut has_tables = None;
+    let mut rows = Vec::new();
+    let mut failed = None;
+    {
+        let mut stream = conn.fetch_many(sql.as_str());
+        loop {
+            match stream.try_next().await {
+                Ok(Some(sqlx::Either::Right(row))) => {
+                    if let Ok(value) = row.try_get::<bool, _>("tenantctl_has_tables") {
+                        has_tables = Some(value);
+                        continue;
+                    }
+                    rows.push(Row {
+                        id: row.try_get("id")?,
+                        checksum: row.try_get("checksum")?,
+                        finished_at: row.try_get("finished_at")?,
+                        migration_name: row.try_get("migration_name")?,
+                        logs: row.try_get("logs")?,
+                        rolled_back_at: row.try_get("rolled_back_at")?,
+                        started_at: row.try_get("started_at")?,
+                        applied_steps_count: row.try_get("applied_steps_count")?,
+                    });
+                }
+                Ok(Some(sqlx::Either::Left(_))) => {}
+                Ok(None) => break,
+                Err(err) => {
+                    failed = Some(anyhow::Error::new(err));
+                    break;
+                }
+            }
+        }
+    }
+    let has_tables = has_tables.unwrap_or(false);
+    match failed {
+        None => Ok((Some(rows), has_tables)),
+        Some(err) if is_undefined_table(&err) => {
+            if guarded {
+                conn.execute(
+                    "ROLLBACK TO SAVEPOINT tenantctl_read_prisma; \
+                     RELEASE SAVEPOINT tenantctl_read_prisma",
+                )
+                .await
+                .context("recover from reading a missing _prisma_migrations")?;
+            }
+            Ok((None, has_tables))
+        }
+        Some(err) => Err(err.context("read _prisma_migrations")),
+    }
+}
+
+/// Reads the tenant's state against the folder.
+pub async fn state(
+    conn: &mut PgConnection,
+    folder: &Folder,
+    schema: &str,
+) -> anyhow::Result<State> {
+    let (rows, has_tables) = read(conn, schema).await?;
+    let mut state = State::compare(folder, rows.as_deref());
+    state.not_empty = rows.is_none() && has_tables;
+    Ok(state)
+}
+
+/// What a native apply did, filled in as it goes.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub names: Vec<String>,
+}
+
+/// Applies the pending migrations as `prisma migrate deploy` does.
+///
+/// An up-to-date tenant costs one query and takes no lock. Otherwise,
+/// under Prisma's own advisory lock, with `search_path` set to the schema
+/// as Prisma's engine sets it, and under `limits`: the table is created with Prisma's DDL if
+/// missing (refused, as P3005, on a schema that already has tables), the
+/// state read again, a failed migration refused (P3009); then for each
+/// pending migration a row (`id`, `checksum`, `migration_name`, `started_at`) is committed
+/// before the script, the script is sent as ONE simple-protocol query, as
+/// Prisma sends it, and `finished_at` and `applied_steps_count` recorded
+/// after it. A script that fails leaves its row with the error in `logs`
+/// and no `finished_at`, so `prisma migrate status` calls it failed and
+/// `prisma migrate resolve` works on it.
+pub async fn apply(
+    conn: &mut PgConnection,
+    folder: &Folder,
+    schema: &str,
+    limits: &SessionLimits,
+    redact: &(dyn Fn(&str) -> String + Send + Sync),
+    applied: &mut Applied,
+) -> anyhow::Result<()> {
+    let state = state(conn, folder, schema).await?;
+    state.check()?;
+    if state.pending.is_empty() {
+        return Ok(());
+    }
+    let pinned = conn.is_in_transaction();
+    // On a plain connection the lock, search_path and limits are the
+    // session's: every step that relies on them runs only on the server
+    // process that took them (see [`Backend`]), so a transaction-mode
+    // pooler nobody declared stops the tenant instead of migrating on a
+    // server connection without the lock.
+    let mut backend = Backend::default();
+    lock(conn, schema, limits, &mut backend).await?;
+    let result = apply_locked(conn, folder, schema, redact, &backend, applied).await;
+    let unlocked = if pinned {
+        // A transaction-level lock: its commit releases it.
+        Ok(())
+    } else {
+        unlock(conn, &mut backend).await
+    };
+    let cleared = crate::connect::clear_session(conn).await;
+    result?;
+    unlocked?;
+    cleared
+}
+
+/// Waits for Prisma's lock with the timeouts lifted (they are for
+/// application traffic, not for another deploy), then sets `search_path`
+/// to the schema, as Prisma's engine does (the scripts it writes name no
+/// schema), and the session limits for the scripts: all in one query, on
+/// one server process, whose pid `backend` records. On a pinned
+/// connection all of it is transaction-local.
+async fn lock(
+    conn: &mut PgConnection,
+    schema: &str,
+    limits: &SessionLimits,
+    backend: &mut Backend,
+) -> anyhow::Result<()> {
+    let pinned = conn.is_in_transaction();
+    let (function, set, limits) = if pinned {
+        ("pg_advisory_xact_lock", "SET LOCAL", String::new())
+    } else {
+        (
+            "pg_advisory_lock",
+            "SET",
+            limits.session().unwrap_or_default(),
+        )
+    };
+    let sql = format!(
+        "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
+                set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
+         SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
+         SELECT {function}({LOCK_KEY}); \
+         SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
+                set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true); \
+         {set} search_path TO {}; {limits}{BACKEND_PID}",
+        quote_ident(schema)
+    );
+    let rows = conn
+        .fetch_all(sql.as_str())
+        .await
+        .context("take Prisma's migration lock (72707369)")?;
+    backend.observe(pid_of(&rows))?;
+    Ok(())
+}
+
+/// Gives Prisma's lock back, on `backend` only; a pooler that moved the
+/// connection may hand the lock's server connection back on a later try.
+async fn unlock(conn: &mut PgConnection, backend: &mut Backend) -> anyhow::Result<()> {
+    let sql = format!(
+        "{}SELECT pg_advisory_unlock({LOCK_KEY}) AS unlocked, pg_catalog.pg_backend_pid() AS tenantctl_backend",
+        backend.guard()
+    );
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match conn.fetch_all(sql.as_str()).await {
+            Ok(rows) => {
+                backend.observe(pid_of(&rows))?;
+                return Ok(());
+            }
+            Err(err) => {
+                let err = Backend::check(anyhow::Error::new(err));
+                if !err.is::<BackendChanged>() || tries == 8 {
+                    return Err(err.context("release Prisma's migration lock"));
+                }
+            }
+        }
+    }
+}
+
+async fn apply_locked(
+    conn: &mut PgConnection,
+    folder: &Folder,
+    schema: &str,
+    redact: &(dyn Fn(&str) -> String + Send + Sync),
+    backend: &Backend,
+    applied: &mut Applied,
+) -> anyhow::Result<()> {
+    // The table is named with its schema wherever tenantctl writes it, so
+    // these statements do not depend on the session's search_path.
+    let table = format!("{}._prisma_migrations", quote_ident(schema));
+    let state = state(conn, folder, schema).await?;
+    state.check()?;
+    if !state.table {
+        conn.execute(
+            CREATE_TABLE
+                .replacen("_prisma_migrations", &table, 1)
+                .as_str(),
+        )
+        .await
+        .context("create _prisma_migrations")?;
+    }
+    for name in &state.pending {
+        let migration = folder
+            .migrations
+            .iter()
+            .find(|m| &m.name == name)
+            .expect("pending names come from the folder");
+        let id: String = sqlx::query_scalar(&format!(
+            "INSERT INTO {table} (id, checksum, started_at, migration_name) \
+             VALUES (gen_random_uuid()::text, $1, clock_timestamp(), $2) RETURNING id"
+        ))
+        .persistent(false)
+        .bind(migration.checksum())
+        .bind(&migration.name)
+        .fetch_one(&mut *conn)
+        .await
+        .with_context(|| format!("record migration {name} as started"))?;
+        let ran = run_script(conn, &migration.script, backend).await;
+        match ran {
+            Ok(()) => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET applied_steps_count = applied_steps_count + 1, \
+                     finished_at = clock_timestamp() WHERE id = $1"
+                ))
+                .persistent(false)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await
+                .with_context(|| format!("record migration {name} as finished"))?;
+                applied.names.push(name.clone());
+            }
+            Err(err) if err.is::<BackendChanged>() => {
+                // The script never ran: the started row goes.
+                let _ = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+                    .persistent(false)
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await;
+                return Err(err.context(format!("apply migration {name}")));
+            }
+            Err(err) => {
+                return Err(record_failure(conn, &table, migration, &id, err, redact).await);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records a script's failure as Prisma does (its `logs`, no
+/// `finished_at`), or as rolled back when the server undid it whole after
+/// a cancel; returns the error to report.
+async fn record_failure(
+    conn: &mut PgConnection,
+    table: &str,
+    migration: &Migration,
+    id: &str,
+    err: anyhow::Error,
+    redact: &(dyn Fn(&str) -> String + Send + Sync),
+) -> anyhow::Error {
+    let name = &migration.name;
+    let logs = redact(&prisma_logs(&err));
+    // Cut short by an interrupt or a --statement-timeout, a
+    // script with no transaction control of its own was undone
+    // whole by the server: marked rolled back (what `prisma
+    // migrate resolve --rolled-back` would record), so a rerun
+    // applies it. Any other failure stays failed, as Prisma
+    // leaves it, for a person to look at.
+    let undone = has_sqlstate(&err, "57014")
+        && crate::script::Script::parse(migration.script.as_str())
+            .is_ok_and(|script| script.check_single_transaction().is_ok());
+    let pinned = conn.is_in_transaction();
+    // Behind a transaction-mode pooler the failure aborted the
+    // one transaction everything runs in: nothing can be
+    // recorded, and the started row rolls back with it.
+    if !pinned {
+        let sql = if undone {
+            format!(
+                "UPDATE {table} SET logs = $1, rolled_back_at = clock_timestamp() WHERE id = $2"
+            )
+        } else {
+            format!("UPDATE {table} SET logs = $1 WHERE id = $2")
+        };
+        let recorded = sqlx::query(&sql)
+            .persistent(false)
+            .bind(&logs)
+            .bind(id)
+            .execute(&mut *conn)
+            .await;
+        if let Err(also) = recorded {
+            return err.context(format!(
+                "apply migration {name} (and record its failure: {}); `prisma migrate status` will show it as failed",
+                crate::error::render(&anyhow::Error::new(also))
+            ));
+        }
+    }
+    err.context(if pinned {
+        format!(
+            "apply migration {name}: its transaction (behind a transaction-mode pooler, the whole tenant's work is one) is rolled back, the migration recorded nowhere; fix the cause and run again"
+        )
+    } else if undone {
+        format!(
+            "apply migration {name}: cut short; the server undid it whole and it is marked rolled back, so the next run applies it again"
+        )
+    } else {
+        format!(
+            "apply migration {name}; it is recorded as failed in _prisma_migrations: fix the database, then `prisma migrate resolve --rolled-back {name}`"
+        )
+    })
+}
+
+/// Sends a script as one simple-protocol query, as Prisma does: the server
+/// runs a multi-statement script as one implicit transaction. The guard (a
+/// no-op SELECT on the right server process) goes in front of a script of
+/// several statements, which is one transaction anyway; a script of one
+/// statement is sent alone, as Prisma sends it, so what must run outside a
+/// transaction block (`CREATE INDEX CONCURRENTLY` alone in its file) still
+/// does, with the guard as the query just before.
+async fn run_script(
+    conn: &mut PgConnection,
+    script: &str,
+    backend: &Backend,
+) -> anyhow::Result<()> {
+    let guard = backend.guard();
+    let single =
+        crate::script::Script::parse(script).is_ok_and(|script| script.statements().len() <= 1);
+    if !single {
+        return conn
+            .execute(format!("{guard}{script}").as_str())
+            .await
+            .map(|_| ())
+            .map_err(|err| Backend::check(anyhow::Error::new(err)));
+    }
+    if !guard.is_empty() {
+        conn.execute(guard.as_str())
+            .await
+            .map_err(|err| Backend::check(anyhow::Error::new(err)))?;
+    }
+    conn.execute(script)
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::new)
+}
+
+/// The `logs` Prisma writes for a failed script: the database's error code
+/// and message.
+fn prisma_logs(err: &anyhow::Error) -> String {
+    let db = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<sqlx::Error>()?.as_database_error());
+    match db {
+        Some(db) => format!(
+            "Database error code: {}\n\nDatabase error:\n{}\n",
+            db.code().unwrap_or_default(),
+            db.message()
+        ),
+        None => format!("{}\n", crate::error::render(err)),
+    }
+}
+
+/// Whether an error is PostgreSQL's "relation does not exist".
+pub fn is_undefined_table(err: &anyhow::Error) -> bool {
+    has_sqlstate(err, "42P01")
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(names: &[(&str, &str)]) -> Folder {
+        Folder {
+            dir: PathBuf::from("m"),
+            migrations: names
+                .iter()
+                .map(|(n, s)| Migration {
+                    name: (*n).into(),
+                    script: (*s).into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn row(name: &str, script: &str, finished: bool, rolled_back: bool) -> Row {
+        Row {
+            id: name.into(),
+            checksum: checksum(script),
+            finished_at: finished.then(Utc::now),
+            migration_name: name.into(),
+            logs: None,
+            rolled_back_at: rolled_back.then(Utc::now),
+            started_at: Utc::now(),
+            applied_steps_count: i32::from(finished),
+        }
+    }
+
+    #[test]
+    fn checksums_as_prisma_computes_them() {
+        // Prisma's own test value for "hello".
+        assert_eq!(
+            checksum("hello"),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let lf = "CREATE TABLE a (x int);\nCREATE TABLE b (y int);\n";
+        let crlf = lf.replace('\n', "\r\n");
+        assert!(matches(&crlf, &checksum(lf)));
+        assert!(matches(lf, &checksum(&crlf)));
+        assert!(!matches("abc\n", &checksum("abc")));
+        // The old engine's unpadded format.
+        let digest = Sha256::digest(b"x");
+        let old = digest.iter().fold(String::new(), |mut s, b| {
+            use fmt::Write as _;
+            let _ = write!(s, "{b:x}");
+            s
+        });
+        assert!(old.len() < 64);
+        assert!(matches("x", &old));
+    }
+
+    #[test]
+    fn reads_a_folder_as_prisma_does() {
+        let dir = std::env::temp_dir().join(format!("tenantctl-prisma-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (name, sql) in [("20240102_b", "B"), ("20240101_a", "A")] {
+            std::fs::create_dir_all(dir.join(name)).expect("mkdir");
+            std::fs::write(dir.join(name).join("migration.sql"), sql).expect("write");
+        }
+        std::fs::write(
+            dir.join("migration_lock.toml"),
+            "provider = \"postgresql\"\n",
+        )
+        .expect("lock");
+        std::fs::write(dir.join("README.md"), "not a migration").expect("readme");
+        let folder = Folder::read(&dir).expect("read");
+        let names: Vec<&str> = folder.migrations.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["20240101_a", "20240102_b"]);
+        std::fs::write(dir.join("migration_lock.toml"), "provider = \"mysql\"\n").expect("lock");
+        let err = Folder::read(&dir).expect_err("mysql");
+        assert!(err.to_string().contains("mysql"), "{err}");
+        std::fs::write(
+            dir.join("migration_lock.toml"),
+            "provider = \"postgresql\"\n",
+        )
+        .expect("lock");
+        std::fs::create_dir_all(dir.join("20240103_c")).expect("mkdir");
+        let err = Folder::read(&dir).expect_err("no migration.sql");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.to_string().contains("20240103_c"), "{err}");
+    }
+
+    #[test]
+    fn classifies_as_prisma_does() {
+        let f = folder(&[
+            ("1_a", "A"),
+            ("2_b", "B"),
+            ("3_c", "C"),
+            ("4_d", "D"),
+            ("5_e", "E"),
+        ]);
+        let mut edited = row("2_b", "B", true, false);
+        edited.checksum = checksum("B2");
+        let rows = vec![
+            row("1_a", "A", true, false),
+            edited,
+            row("3_c", "C", false, true),
+            row("4_d", "D", false, false),
+            row("9_gone", "G", true, false),
+        ];
+        let state = State::compare(&f, Some(&rows));
+        assert_eq!(state.applied, ["1_a", "2_b"]);
+        assert_eq!(state.checksum_changed, ["2_b"]);
+        assert_eq!(state.rolled_back, ["3_c"]);
+        assert_eq!(state.pending, ["3_c", "5_e"]);
+        assert_eq!(state.failed, ["4_d"]);
+        assert_eq!(state.missing_from_folder, ["9_gone"]);
+        assert!(state.check().is_err());
+        let fresh = State::compare(&f, None);
+        assert_eq!(fresh.pending.len(), 5);
+        assert!(!fresh.table);
+        assert!(fresh.check().is_ok());
+    }
+}
