@@ -498,6 +498,27 @@ impl Layout {
                 )));
             }
         }
+        // What each state is written as, the states left out included
+        // (an enum's ACTIVE stands for active unless mapped otherwise):
+        // two states under one value could not be told apart read back.
+        let mut by_value: BTreeMap<String, Vec<Lifecycle>> = BTreeMap::new();
+        for lifecycle in Lifecycle::STORED {
+            if let Some(value) = self.status_value(lifecycle) {
+                by_value
+                    .entry(value.to_lowercase())
+                    .or_default()
+                    .push(lifecycle);
+            }
+        }
+        if let Some(states) = by_value.values().find(|states| states.len() > 1) {
+            let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+            let value = self.status_value(states[0]).unwrap_or_default();
+            return Err(UsageError(format!(
+                "tenantctl.toml [master.statuses]: {} would all be written as {value:?} in {} (a state left out takes the value of its own name), so tenantctl could not tell them apart; map each to a value of its own, or map none of them to {value:?}",
+                names.join(", "),
+                shown(&self.label)
+            )));
+        }
         Ok(())
     }
 

@@ -206,7 +206,8 @@ impl Connector {
                     .into_iter()
                     .chain(servers.values())
                     .find(|s| {
-                        s.base.get_host() == at.get_host() && s.base.get_port() == at.get_port()
+                        place(s.base.get_host(), s.base.get_port())
+                            == place(at.get_host(), at.get_port())
                     });
                 if has_sslmode(&url) {
                     tls_from.insert(
@@ -326,17 +327,12 @@ impl Connector {
         if a == b {
             return true;
         }
-        let place = |name: &ServerName| {
-            self.servers.get(name).map(|s| {
-                let host = s.base.get_host().to_ascii_lowercase();
-                let host = match host.as_str() {
-                    "localhost" | "127.0.0.1" | "::1" | "[::1]" => "localhost".to_owned(),
-                    _ => host,
-                };
-                (host, s.base.get_port())
-            })
+        let place_of = |name: &ServerName| {
+            self.servers
+                .get(name)
+                .map(|s| place(s.base.get_host(), s.base.get_port()))
         };
-        match (place(a), place(b)) {
+        match (place_of(a), place_of(b)) {
             (Some(x), Some(y)) => x == y,
             // A server this environment does not configure could be
             // anything, this one included: assume the worst.
@@ -679,8 +675,8 @@ impl Connector {
     /// that server's catalog.
     pub fn master_on_server(&self, server: &ServerName) -> bool {
         self.servers.get(server).is_some_and(|s| {
-            self.master.get_host() == s.base.get_host()
-                && self.master.get_port() == s.base.get_port()
+            place(self.master.get_host(), self.master.get_port())
+                == place(s.base.get_host(), s.base.get_port())
         })
     }
 
@@ -1188,6 +1184,19 @@ fn ssl_mode_name(mode: sqlx::postgres::PgSslMode) -> &'static str {
         PgSslMode::VerifyCa => "verify-ca",
         PgSslMode::VerifyFull => "verify-full",
     }
+}
+
+/// A server's address as compared with another's: host names ignore
+/// case, and loopback is one place however it is spelled (`localhost`,
+/// `127.0.0.1`, `::1`), so one server reached under two spellings is
+/// recognised as one.
+fn place(host: &str, port: u16) -> (String, u16) {
+    let host = host.to_ascii_lowercase();
+    let host = match host.as_str() {
+        "localhost" | "127.0.0.1" | "::1" | "[::1]" => "localhost".to_owned(),
+        _ => host,
+    };
+    (host, port)
 }
 
 /// `pgbouncer=true` among the URL's query parameters.

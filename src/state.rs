@@ -72,15 +72,33 @@ pub fn legacy_names() -> Vec<&'static str> {
 /// Creates the schema if it is missing. Checked first: `CREATE SCHEMA IF
 /// NOT EXISTS` needs CREATE on the database even when the schema exists,
 /// and a role that may only write rows must still get through.
+///
+/// A schema of that name that is already there must belong to this role,
+/// the database's owner or a superuser: its owner controls every record
+/// tenantctl keeps in it (a claim names a database `tenant drop` drops),
+/// so one another role made before us (anyone with CREATE on the
+/// database can) is refused, not adopted.
 pub async fn ensure_schema(conn: &mut PgConnection) -> anyhow::Result<()> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
-            .persistent(false)
-            .bind(SCHEMA)
-            .fetch_one(&mut *conn)
-            .await
-            .context("look for tenantctl's schema in the master")?;
-    if exists {
+    let found: Option<(String, bool)> = sqlx::query_as(
+        "SELECT pg_get_userbyid(n.nspowner), \
+                n.nspowner = d.datdba \
+                OR n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+                OR (SELECT rolsuper FROM pg_roles WHERE oid = n.nspowner) \
+                OR (NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                    AND pg_has_role(current_user, n.nspowner, 'MEMBER')) \
+           FROM pg_namespace n, pg_database d \
+          WHERE n.nspname = $1 AND d.datname = current_database()",
+    )
+    .persistent(false)
+    .bind(SCHEMA)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("look for tenantctl's schema in the master")?;
+    if let Some((owner, trusted)) = found {
+        anyhow::ensure!(
+            trusted,
+            "schema {SCHEMA} in the master belongs to role {owner:?}, which is neither this role, the database's owner nor a superuser: whoever owns it can forge the records tenantctl acts on, so it is not used; if {owner:?} is trusted, `ALTER SCHEMA {SCHEMA} OWNER TO <this role>`, else drop it (`DROP SCHEMA {SCHEMA}`) and run `tenantctl master migrate` again"
+        );
         return Ok(());
     }
     crate::companies::create_under_lock(conn, &format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
@@ -94,6 +112,23 @@ pub async fn ensure_schema(conn: &mut PgConnection) -> anyhow::Result<()> {
                 err.context(format!("create schema {SCHEMA} in the master"))
             }
         })
+}
+
+/// Takes [`SCHEMA`] out of this transaction's search path. A role named
+/// `tenantctl` has it there first (`"$user"`, in the default path), where
+/// the master migrations' unqualified `CREATE TABLE "Company"` would put
+/// the application's table in our schema, out of the application's sight.
+pub async fn keep_out_of_search_path(conn: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query(
+        "SELECT set_config('search_path', coalesce((SELECT string_agg(quote_ident(s), ', ') \
+                 FROM unnest(current_schemas(false)) s WHERE s <> $1), ''), true)",
+    )
+    .persistent(false)
+    .bind(SCHEMA)
+    .execute(&mut *conn)
+    .await
+    .context("keep tenantctl's schema out of the search path")?;
+    Ok(())
 }
 
 /// Moves the tables an older tenantctl kept in `from` (the companies

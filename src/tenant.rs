@@ -399,18 +399,22 @@ pub fn find_tenant<'a>(
         return Ok(exact);
     }
     let slugless = || everyone.iter().filter(|t| t.slug.is_none());
-    // The database a slug derives names one company at most; a name may be
-    // shared, so it comes after.
+    // The database a slug derives and a name both answer for a slug-less
+    // row; when they point at different companies (one is named `acme`,
+    // another's database is `tenant_acme`) the key is ambiguous, and a
+    // guess could hand one company's database to a command meant for the
+    // other.
     let derived = Slug::parse(key).ok().map(|s| s.default_db_name());
-    if let Some(found) =
-        derived.and_then(|db| slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str())))
-    {
-        return Ok(Some(found));
-    }
-    let named: Vec<&Tenant> = slugless()
-        .filter(|t| t.name.as_deref() == Some(key))
+    let mut candidates: Vec<&Tenant> = derived
+        .and_then(|db| slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str())))
+        .into_iter()
         .collect();
-    match named.as_slice() {
+    for named in slugless().filter(|t| t.name.as_deref() == Some(key)) {
+        if !candidates.iter().any(|c| c.id == named.id) {
+            candidates.push(named);
+        }
+    }
+    match candidates.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(one)),
         many => Err(AmbiguousName {
@@ -424,7 +428,7 @@ pub fn find_tenant<'a>(
 /// gave.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "tenant {:?} is ambiguous: companies {} all have that name; name one by its id or database name",
+    "tenant {:?} is ambiguous: companies {} all answer to it (by name, or by the database `tenant create` would derive from it); name one by its id or database name",
     crate::output::shown(key),
     ids.join(", ")
 )]

@@ -679,7 +679,7 @@ async fn claimed(
         };
         return Some(
             crate::error::UsageError(format!(
-                "tenant {} is not created yet (status {}{}; not in the master's {} until its database is ready): run `tenantctl tenant create {}` again to finish it, or `tenantctl tenant drop {}` to give up",
+                "tenant {} is not created yet (status {}{}; not in the master's {} until its database is ready): run `tenantctl tenant create {}` again to finish it, or `tenantctl tenant drop --unfinished {}` to give up",
                 claim.slug,
                 claim.lifecycle,
                 claim

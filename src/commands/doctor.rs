@@ -148,7 +148,7 @@ fn unfinished_create(claim: &crate::claims::Claim) -> Finding {
         db_name: Some(claim.db.as_str().to_owned()),
         server: Some(claim.server.as_str().to_owned()),
         detail: format!(
-            "its create stopped ({}{}) before the company was recorded in the master, so the application does not see it: `tenantctl tenant create {slug}` finishes it, `tenantctl tenant drop {slug}` gives it up and drops its database",
+            "its create stopped ({}{}) before the company was recorded in the master, so the application does not see it: `tenantctl tenant create {slug}` finishes it, `tenantctl tenant drop --unfinished {slug}` gives it up and drops its database",
             claim.lifecycle,
             claim
                 .last_error

@@ -117,7 +117,10 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
     };
     let done = match begun {
         Ok(()) => match migrations::lock_key(&mut conn, SCHEMA_LOCK).await {
-            Ok(()) => migrate_or_adopt(ctx, &mut conn, &mut result).await,
+            Ok(()) => match state::keep_out_of_search_path(&mut conn).await {
+                Ok(()) => migrate_or_adopt(ctx, &mut conn, &mut result).await,
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err.context("take the master's schema lock")),
         },
         Err(err) => Err(err),

@@ -8,6 +8,7 @@
 mod support;
 
 mod adopt;
+mod app_attacks;
 mod app_edges;
 mod app_migrator;
 mod app_ready;

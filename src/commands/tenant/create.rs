@@ -83,6 +83,15 @@ struct Created<'a> {
     applied_migrations: &'a [String],
 }
 
+/// What a create saw of its slug before it waited for the slug's lock.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// A company row.
+    row: bool,
+    /// A claim, in this state.
+    claim: Option<Lifecycle>,
+}
+
 /// How this run came to the company row.
 struct Claimed {
     tenant: Tenant,
@@ -129,8 +138,13 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         conn: &mut master_conn,
         layout: &layout,
     };
-    let absent_before = before.is_none() && claimed_before.is_none();
-    let mut claimed = claim(ctx, master, &args, &slug, requested_db, absent_before).await;
+    // What this run saw before it waited for the slug's lock: whatever
+    // changed meanwhile was a concurrent create of the same slug.
+    let seen = Seen {
+        row: before.is_some(),
+        claim: claimed_before.map(|c| c.lifecycle),
+    };
+    let mut claimed = claim(ctx, master, &args, &slug, requested_db, seen).await;
     // The claimed row is kept before the database is made, so a create
     // killed after this point is resumed by the next run, whatever the
     // pooler in front of the master.
@@ -188,7 +202,7 @@ async fn claim(
     args: &CreateArgs,
     slug: &Slug,
     requested_db: Option<DbName>,
-    absent_before: bool,
+    seen: Seen,
 ) -> anyhow::Result<Claimed> {
     let Master {
         conn: master_conn,
@@ -208,7 +222,7 @@ async fn claim(
             existing,
             args,
             requested_db,
-            absent_before,
+            !seen.row,
         )
         .await;
     }
@@ -223,10 +237,11 @@ async fn claim(
             found,
             args,
             requested_db,
-            absent_before,
+            seen.claim != Some(Lifecycle::Failed),
         )
         .await;
     }
+    refuse_taken_handles(master_conn, layout, args, slug).await?;
     let placed = match &args.server {
         Some(server) => {
             ctx.connector.check_server(server)?;
@@ -272,6 +287,45 @@ async fn claim(
         concurrent: false,
         claim: None,
     })
+}
+
+/// Refuses a new tenant whose slug or --name another company already
+/// answers to (a slug-less table's companies are addressed by name and by
+/// the database a slug derives): every later command given the handle
+/// `create` printed would be ambiguous, and `drop` of it must never reach
+/// the other company.
+async fn refuse_taken_handles(
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    args: &CreateArgs,
+    slug: &Slug,
+) -> anyhow::Result<()> {
+    // With a slug column, the slug is unique and comes first in every
+    // lookup: nothing to confuse it with.
+    if layout.slug.is_some() {
+        return Ok(());
+    }
+    let mut keys = vec![("slug", slug.as_str())];
+    if let Some(name) = args.name.as_deref() {
+        keys.push(("--name", name));
+    }
+    for (what, key) in keys {
+        let taken = match layout.find(master_conn, key).await {
+            Ok(found) => found.map(|t| crate::tenant::describe(&t)),
+            Err(err) if err.downcast_ref::<crate::tenant::AmbiguousName>().is_some() => {
+                Some(crate::error::render(&err))
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some(other) = taken {
+            return Err(UsageError(format!(
+                "{what} {}: {other} already answers to it (by its name, id or database), so commands given it could not tell the two apart; pick another {what}; nothing was created",
+                shown(key)
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Picks up a company row a create left in provisioning or failed (where
@@ -366,7 +420,7 @@ async fn resume_claim(
     found: Claim,
     args: &CreateArgs,
     requested_db: Option<DbName>,
-    absent_before: bool,
+    not_failed_before: bool,
 ) -> anyhow::Result<Claimed> {
     anyhow::ensure!(
         found.slug.as_str() == args.slug,
@@ -375,7 +429,7 @@ async fn resume_claim(
         found.slug
     );
     anyhow::ensure!(
-        !(absent_before && found.lifecycle == Lifecycle::Failed),
+        !(not_failed_before && found.lifecycle == Lifecycle::Failed),
         "tenant {}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {}` again to finish",
         found.slug,
         found.slug
@@ -384,7 +438,7 @@ async fn resume_claim(
     companies::lock_db(master_conn, found.db.as_str()).await?;
     if let Some(owner) = layout.find_by_db(master_conn, &found.db).await? {
         anyhow::bail!(
-            "tenant {}'s claimed database {} is now named by {}; refusing to finish its provisioning there: `tenantctl tenant drop {}` gives the claim up",
+            "tenant {}'s claimed database {} is now named by {}; refusing to finish its provisioning there: `tenantctl tenant drop --unfinished {}` gives the claim up",
             found.slug,
             found.db,
             crate::tenant::describe(&owner),
@@ -488,7 +542,7 @@ async fn finish_claim(
     let why = crate::error::render(&err);
     let _ = claims::set_state(conn, db, Lifecycle::Failed, Some(&why)).await;
     Err(err.context(format!(
-        "tenant {slug}: provisioning failed (status failed, not in the master's {} yet); fix the cause and run `tenantctl tenant create {slug}` again to finish, or `tenantctl tenant drop {slug}` to give up",
+        "tenant {slug}: provisioning failed (status failed, not in the master's {} yet); fix the cause and run `tenantctl tenant create {slug}` again to finish, or `tenantctl tenant drop --unfinished {slug}` to give up",
         layout.label
     )))
 }

@@ -28,6 +28,12 @@ pub struct DropArgs {
     #[arg(long)]
     pub keep_row: bool,
 
+    /// Give up an unfinished create of this slug (a company kept in
+    /// tenantctl's claims, not yet in the companies table) and drop the
+    /// database it made; never a company
+    #[arg(long)]
+    pub unfinished: bool,
+
     /// Do not ask for confirmation (required without a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -74,16 +80,45 @@ async fn drop_tenant(
     master_conn: &mut PgConnection,
     layout: &Layout,
 ) -> anyhow::Result<(Tenant, DbName, ServerName)> {
-    let tenant = match layout.get(master_conn, &args.tenant).await {
-        Ok(tenant) => tenant,
-        Err(err) => {
-            let Some(claim) =
-                crate::claims::find(master_conn, Some(&args.tenant), Some(&args.tenant)).await?
-            else {
-                return Err(err);
-            };
+    let key = args.tenant.as_str();
+    if args.unfinished {
+        let claim = crate::claims::find(master_conn, Some(key), Some(key))
+            .await?
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "--unfinished: no unfinished create of {} (see `tenantctl tenant list`; a company already recorded is dropped without --unfinished)",
+                    shown(key)
+                ))
+            })?;
+        return drop_claim(args, ctx, master_conn, layout, claim).await;
+    }
+    // A claim and a company that both answer to the key (a slug-less
+    // company named like the claim's slug, or one whose database is the
+    // claim's) are never told apart by guessing: one of them is another
+    // customer's.
+    let company = layout.get(master_conn, key).await;
+    let claim = crate::claims::find(master_conn, Some(key), Some(key)).await;
+    let tenant = match (company, claim) {
+        (Ok(company), Ok(Some(claim))) => {
+            return Err(UsageError(format!(
+                "{} names both {} and the unfinished create of {} (database {} on server {}); nothing was dropped: `tenantctl tenant drop --unfinished {}` gives up the create without touching the company, `tenantctl tenant drop {}` drops the company",
+                shown(key),
+                crate::tenant::describe(&company),
+                claim.slug,
+                claim.db,
+                claim.server,
+                claim.slug,
+                shown(&company.id)
+            ))
+            .into());
+        }
+        (Ok(company), _) => company,
+        (Err(err), Ok(Some(claim)))
+            if err.downcast_ref::<crate::tenant::AmbiguousName>().is_none() =>
+        {
             return drop_claim(args, ctx, master_conn, layout, claim).await;
         }
+        (Err(err), _) => return Err(err),
     };
     if args.keep_row {
         check_can_keep(layout)?;
@@ -251,6 +286,13 @@ async fn drop_claim(
     layout: &Layout,
     claim: crate::claims::Claim,
 ) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+    // A company hidden from this role may name the claim's database.
+    if let Some(refusal) = layout.visibility.hiding(
+        &layout.label,
+        "to give up an unfinished create (a company this role cannot see may name its database)",
+    ) {
+        return Err(refusal.into());
+    }
     let tenant = claim.tenant();
     let db = claim.db.clone();
     let server = claim.server.clone();

@@ -1,0 +1,281 @@
+//! What a hostile pass found against issue 16's changes, each a test: a
+//! pending create and a company that answer to one key, a `tenantctl`
+//! schema someone else owns, our schema on the role's search path, two
+//! creates of one slug on a table that cannot say "provisioning", a status
+//! mapping that collides with a state left out, one server spelled two
+//! ways.
+
+use std::time::Duration;
+
+use crate::support::prisma::{example, prisma};
+use crate::support::{Gate, TestEnv, wait_with_deadline};
+
+const FAILING: &str = "20990101000000_fails.sql";
+
+fn kit_master(env: &TestEnv) {
+    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    prisma(env, &example("master"), &env.master, &["migrate", "deploy"]).ok();
+    env.run(&["master", "migrate"]).ok();
+}
+
+fn app_company(env: &TestEnv, id: &str, name: &str, db: &str) {
+    env.exec(
+        &env.master,
+        &format!(
+            r#"INSERT INTO "Company" (id, name, "dbName", "updatedAt") VALUES ('{id}', '{name}', '{db}', now())"#
+        ),
+    );
+}
+
+#[test]
+fn giving_up_a_failed_create_never_reaches_a_company_that_answers_to_the_same_key() {
+    let env = TestEnv::new();
+    kit_master(&env);
+    let slug = env.slug("acme");
+    // The application already has a company of that name: the slug would
+    // address two companies, so create refuses it before anything is made.
+    app_company(&env, "app1", &slug, &format!("app_db_{}", env.token));
+    env.exec(
+        "postgres",
+        &format!("CREATE DATABASE \"app_db_{}\"", env.token),
+    );
+    let refused = env.run(&["tenant", "create", &slug]).code(2);
+    assert!(
+        refused.stderr.contains("already answers to it"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!env.database_exists(&env.db("acme")));
+    // --name the same: refused too.
+    let other = env.slug("other");
+    let refused = env
+        .run(&["tenant", "create", &other, "--name", &slug])
+        .code(2);
+    assert!(refused.stderr.contains("--name"), "{}", refused.stderr);
+
+    // A create that fails, then the application takes its database's name.
+    let bad = env.slug("bad");
+    let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
+    env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken])
+        .code(1);
+    app_company(&env, "app2", "App Two", &env.db("bad"));
+    // `drop bad` now names both: refused, nothing dropped.
+    let ambiguous = env.run(&["tenant", "drop", &bad, "--yes"]).code(2);
+    assert!(
+        ambiguous.stderr.contains("names both") && ambiguous.stderr.contains("--unfinished"),
+        "{}",
+        ambiguous.stderr
+    );
+    assert!(env.database_exists(&env.db("bad")));
+    // --unfinished gives up the create only: the company keeps its row
+    // and the database it names.
+    let given_up = env
+        .run(&["tenant", "drop", "--unfinished", &bad, "--yes"])
+        .ok();
+    assert!(given_up.stderr.contains("kept"), "{}", given_up.stderr);
+    assert!(env.database_exists(&env.db("bad")));
+    assert_eq!(
+        env.query(&env.master, r#"SELECT id FROM "Company" ORDER BY id"#),
+        ["app1", "app2"]
+    );
+    assert_eq!(
+        env.query(&env.master, "SELECT count(*)::text FROM tenantctl.claims"),
+        ["0"]
+    );
+    // --unfinished never touches a company.
+    env.run(&["tenant", "drop", "--unfinished", &slug, "--yes"])
+        .code(2);
+    assert!(env.database_exists(&format!("app_db_{}", env.token)));
+}
+
+#[test]
+fn a_key_that_is_one_companys_name_and_anothers_database_is_ambiguous() {
+    let env = TestEnv::new();
+    kit_master(&env);
+    let key = env.slug("acme");
+    app_company(&env, "c1", &key, &format!("app_acme_{}", env.token));
+    app_company(&env, "c2", "Zeta Corp", &env.db("acme"));
+    for db in [format!("app_acme_{}", env.token), env.db("acme")] {
+        env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
+    }
+    let run = env.run(&["tenant", "drop", &key, "--yes"]).code(1);
+    assert!(run.stderr.contains("ambiguous"), "{}", run.stderr);
+    assert!(env.database_exists(&env.db("acme")));
+    assert!(env.database_exists(&format!("app_acme_{}", env.token)));
+    // By id, each is reachable.
+    env.run(&["tenant", "url", "c1"]).ok();
+    env.run(&["tenant", "url", "c2"]).ok();
+}
+
+#[test]
+fn a_tenantctl_schema_another_role_owns_is_refused_not_adopted() {
+    for adopted in [false, true] {
+        let env = TestEnv::new();
+        if adopted {
+            kit_master(&env);
+            env.exec(&env.master, "DROP SCHEMA tenantctl CASCADE");
+        } else {
+            env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+        }
+        let mallory = format!("mallory_{}", env.token);
+        env.exec("postgres", &format!("CREATE ROLE \"{mallory}\""));
+        env.exec(
+            &env.master,
+            &format!("CREATE SCHEMA tenantctl AUTHORIZATION \"{mallory}\""),
+        );
+        let run = env.run(&["master", "migrate"]).code(1);
+        assert!(
+            run.stderr.contains("belongs to role") && run.stderr.contains(&mallory),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            env.query(
+                &env.master,
+                "SELECT count(*)::text FROM pg_class WHERE relnamespace = 'tenantctl'::regnamespace"
+            ),
+            ["0"],
+            "adopted {adopted}: nothing of ours in it"
+        );
+        // Handed over to a trusted owner, it is used.
+        env.exec(&env.master, "ALTER SCHEMA tenantctl OWNER TO CURRENT_USER");
+        env.run(&["master", "migrate"]).ok();
+        env.exec("postgres", &format!("DROP ROLE \"{mallory}\""));
+    }
+}
+
+#[test]
+fn our_schema_on_the_roles_search_path_does_not_take_the_applications_table() {
+    let env = TestEnv::new();
+    let role = crate::support::role_with_password(&env, "searcher", "searcher-pw");
+    env.exec(
+        "postgres",
+        &format!(
+            r#"ALTER ROLE "{}" SET search_path = tenantctl, public"#,
+            role.role
+        ),
+    );
+    let run = |args: &[&str]| env.run_with(args, role.configure());
+    run(&["master", "migrate"]).ok();
+    // Once more, now that the schema exists and is first on the path.
+    run(&["master", "migrate"]).ok();
+    assert_eq!(
+        env.query(
+            &env.master,
+            r#"SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relname = 'Company'"#
+        ),
+        ["public"]
+    );
+    run(&["tenant", "create", &env.slug("a")]).ok();
+    assert_eq!(
+        env.query(
+            &env.master,
+            r#"SELECT count(*)::text FROM public."Company""#
+        ),
+        ["1"]
+    );
+}
+
+#[test]
+fn a_second_create_of_one_slug_on_a_claims_master_reports_the_first() {
+    let env = TestEnv::new();
+    kit_master(&env);
+    let gate = Gate::new(&env);
+    let dir = env.tenant_schema_plus("gated", "99990101000000_gate.sql", &gate.sql());
+    let slug = env.slug("twice");
+    let first = env.spawn(&[
+        "tenant",
+        "create",
+        &slug,
+        "--tenant-migrations",
+        &dir,
+        "--output",
+        "json",
+    ]);
+    gate.wait_for(&env, 1);
+    let second = env.spawn(&[
+        "tenant",
+        "create",
+        &slug,
+        "--tenant-migrations",
+        &dir,
+        "--output",
+        "json",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let open = gate.open(&env);
+    let first = wait_with_deadline(first, Duration::from_secs(60));
+    let second = wait_with_deadline(second, Duration::from_secs(60));
+    drop(open);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert_eq!(second.json()["concurrent"], true, "{}", second.stdout);
+    assert_eq!(
+        env.query(&env.master, r#"SELECT "dbName" FROM "Company""#),
+        [env.db("twice")]
+    );
+}
+
+#[test]
+fn a_status_mapping_that_collides_with_a_state_left_out_is_refused() {
+    for mapping in [
+        "provisioning = \"ACTIVE\"",
+        "failed = \"active\"",
+        "dropped = \"Active\"",
+    ] {
+        let env = TestEnv::new();
+        kit_master(&env);
+        std::fs::write(
+            env.workdir.path().join("tenantctl.toml"),
+            format!("[master.statuses]\n{mapping}\n"),
+        )
+        .expect("write tenantctl.toml");
+        let run = env.run(&["tenant", "list"]).code(2);
+        assert!(
+            run.stderr.contains("could not tell them apart") && run.stderr.contains("active"),
+            "{mapping}: {}",
+            run.stderr
+        );
+        let created = env.run(&["tenant", "create", &env.slug("c")]).code(2);
+        assert!(
+            !env.database_exists(&env.db("c")),
+            "{mapping}: {}",
+            created.stderr
+        );
+    }
+}
+
+#[test]
+fn the_masters_tls_setting_holds_however_its_host_is_spelled() {
+    let env = TestEnv::new();
+    env.run(&["master", "migrate"]).ok();
+    let base = url::Url::parse(&env.base_url).expect("base url");
+    let other_spelling = match base.host_str() {
+        Some("localhost") => "127.0.0.1",
+        Some("127.0.0.1") => "LOCALHOST",
+        other => panic!("the test server's host {other:?} has no second spelling to try"),
+    };
+    let mut master = base.clone();
+    master.set_host(Some(other_spelling)).expect("host");
+    master.set_path(&format!("/{}", env.master));
+    std::fs::write(
+        env.workdir.path().join("tenantctl.toml"),
+        "[servers.default]\nsslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"\n",
+    )
+    .expect("write tenantctl.toml");
+    // No such CA: verify-full must fail on the master too, whichever
+    // spelling of the server's host its URL uses.
+    let run = env.run_with(&["tenant", "list"], |c| {
+        c.env("MASTER_DATABASE_URL", master.as_str());
+    });
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("connect to database"), "{}", run.stderr);
+    assert!(!run.all().contains(&crate::support::password()));
+    // Without the setting, the same URL works: the failure was the setting.
+    std::fs::remove_file(env.workdir.path().join("tenantctl.toml")).expect("remove");
+    env.run_with(&["tenant", "list"], |c| {
+        c.env("MASTER_DATABASE_URL", master.as_str());
+    })
+    .ok();
+}
