@@ -1567,15 +1567,74 @@ impl MissingTable {
 /// query takes two round trips, which a transaction-mode pooler nobody
 /// declared could send to two server connections.
 pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<()> {
-    let mut tx = conn.begin().await.context("begin")?;
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl create ' || $1, 0))")
-        .persistent(false)
-        .bind(slug.as_str())
-        .execute(&mut *tx)
+    lock_session(conn, "tenantctl create ", slug.as_str())
         .await
-        .context("take the master's lock for this slug")?;
+        .context("take the master's lock for this slug")
+}
+
+/// Takes a session-level advisory lock on `prefix || name`, and makes sure
+/// the session keeps it: behind a transaction-mode pooler nobody declared,
+/// the next statement runs on another server connection, and the lock
+/// would stay on this one for the application's next client (and block
+/// every later create or drop of that name until the pooler closes it).
+/// Then the lock is given back there, as far as the pooler lets us, and
+/// the command stops, saying to declare the pooler. (A pinned connection
+/// is in its transaction already: nothing moves under it.)
+async fn lock_session(conn: &mut PgConnection, prefix: &str, name: &str) -> anyhow::Result<()> {
+    let key = "hashtextextended($1 || $2, 0)";
+    let mut tx = conn.begin().await.context("begin")?;
+    let pid: i32 = sqlx::query_scalar(&format!(
+        "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock({key})) l"
+    ))
+    .persistent(false)
+    .bind(prefix)
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await.context("commit")?;
-    Ok(())
+    if conn.is_in_transaction() {
+        return Ok(());
+    }
+    // Each statement below in a transaction of its own, which such a
+    // pooler keeps on one server connection (a parameterized statement
+    // alone may be split across two).
+    let mut tx = conn.begin().await.context("begin")?;
+    let now: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await.context("commit")?;
+    if now == pid {
+        return Ok(());
+    }
+    // Only a statement that lands on that server connection can give the
+    // lock back; a round-robin pool gets there within a few tries.
+    let mut given_back = false;
+    for _ in 0..32 {
+        let mut tx = conn.begin().await.context("begin")?;
+        let released: Option<bool> = sqlx::query_scalar(&format!(
+            "SELECT CASE WHEN pg_backend_pid() = $3 THEN pg_advisory_unlock({key}) END"
+        ))
+        .persistent(false)
+        .bind(prefix)
+        .bind(name)
+        .bind(pid)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await.context("commit")?;
+        if released.is_some() {
+            given_back = true;
+            break;
+        }
+    }
+    anyhow::bail!(
+        "the master is behind a transaction-mode pooler (PgBouncer or similar) that tenantctl.toml does not declare: its statements moved from server process {pid} to {now}, so a lock it must hold across them cannot be kept{}; set pooler = \"transaction\" in tenantctl.toml [servers.default] (the server the master is on), or point the master's URL at a session-mode pool or the server itself; nothing was changed",
+        if given_back {
+            ""
+        } else {
+            " (and the lock taken may stay with that server connection until the pooler closes it)"
+        }
+    )
 }
 
 /// Gives back the session-level locks [`lock_slug`] and [`lock_db`] took,
@@ -1600,15 +1659,9 @@ pub async fn unlock_all(conn: &mut PgConnection) -> anyhow::Result<()> {
 ///
 /// On a plain connection, in a transaction of its own, as [`lock_slug`].
 pub async fn lock_db(conn: &mut PgConnection, db: &str) -> anyhow::Result<()> {
-    let mut tx = conn.begin().await.context("begin")?;
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenantctl database ' || $1, 0))")
-        .persistent(false)
-        .bind(db)
-        .execute(&mut *tx)
+    lock_session(conn, "tenantctl database ", db)
         .await
-        .context("take the master's lock for this database")?;
-    tx.commit().await.context("commit")?;
-    Ok(())
+        .context("take the master's lock for this database")
 }
 
 /// The advisory lock (in the master) that every change tenantctl makes to

@@ -279,3 +279,113 @@ fn the_masters_tls_setting_holds_however_its_host_is_spelled() {
     })
     .ok();
 }
+
+/// Behind a transaction-mode PgBouncer nobody declared, `create`'s
+/// session locks would stay on a pooled server connection (and block the
+/// next create or drop of that name): the move between server processes
+/// is noticed, the lock given back, and the command stops saying to
+/// declare the pooler; declared in tenantctl.toml, it works.
+#[test]
+fn create_behind_an_undeclared_transaction_pooler_leaves_no_lock_behind() {
+    use crate::support::pooler::PgBouncer;
+    use crate::support::server::PrivateServer;
+
+    const PW: &str = "app-Locks-pw1";
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&format!("{}locks", env.token));
+    server.exec(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{PW}'"),
+    );
+    server.exec("postgres", "CREATE DATABASE master OWNER app");
+    let bouncer = PgBouncer::start_with(
+        &server,
+        &format!("{}-locks", env.token),
+        "transaction",
+        &[("app", PW)],
+        2,
+        "server_round_robin = 1",
+    );
+    let base = bouncer.url_as("app", PW);
+    let through = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("MASTER_DATABASE_URL", format!("{base}/master"));
+        })
+    };
+    through(&["master", "migrate"]).ok();
+    // Two server connections to the master in the pool, taken in turn.
+    crate::support::block_on(async {
+        use sqlx::{Connection as _, Executor as _};
+        let options: sqlx::postgres::PgConnectOptions =
+            format!("{base}/master").parse().expect("url");
+        let options = options.extra_float_digits(None);
+        let mut a = sqlx::PgConnection::connect_with(&options).await.expect("a");
+        let mut b = sqlx::PgConnection::connect_with(&options).await.expect("b");
+        a.execute("BEGIN; SELECT 1").await.expect("a");
+        b.execute("BEGIN; SELECT 1").await.expect("b");
+        a.execute("COMMIT").await.expect("a");
+        b.execute("COMMIT").await.expect("b");
+        let _ = a.close().await;
+        let _ = b.close().await;
+    });
+    let locks = |server: &PrivateServer| {
+        crate::support::block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&format!("{}/master", server.base_url()))
+                .await
+                .expect("connect");
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = 'master')",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("count locks");
+            let _ = conn.close().await;
+            n
+        })
+    };
+    // The lock itself, taken through the pool as create takes it: the
+    // statement after it lands on the other server connection.
+    crate::support::block_on(async {
+        use sqlx::Connection as _;
+        let options: sqlx::postgres::PgConnectOptions =
+            format!("{base}/master").parse().expect("url");
+        let mut conn = sqlx::PgConnection::connect_with(&options.extra_float_digits(None))
+            .await
+            .expect("connect");
+        let slug = tenantctl::tenant::Slug::parse("acme").expect("slug");
+        let err = tenantctl::companies::lock_slug(&mut conn, &slug)
+            .await
+            .expect_err("the lock cannot be kept across the pool");
+        let text = tenantctl::error::render(&err);
+        assert!(text.contains("does not declare"), "{text}");
+        let _ = conn.close().await;
+    });
+    assert_eq!(
+        locks(&server),
+        0,
+        "the lock was given back where it was taken"
+    );
+    let run = through(&["tenant", "create", "acme"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains(r#"pooler = "transaction""#),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(PW));
+    assert_eq!(
+        locks(&server),
+        0,
+        "a lock was left on a pooled server connection"
+    );
+    std::fs::write(
+        env.workdir.path().join("tenantctl.toml"),
+        "[servers.default]\npooler = \"transaction\"\n",
+    )
+    .expect("write tenantctl.toml");
+    through(&["tenant", "create", "acme"]).ok();
+    assert_eq!(locks(&server), 0);
+}

@@ -466,13 +466,36 @@ fn a_slugless_master_addresses_a_tenant_by_what_create_printed() {
 fn a_name_two_companies_share_is_refused_not_guessed() {
     let env = TestEnv::new();
     master_with(&env, PRISMA_COMPANY);
-    for which in ["one", "two"] {
-        env.run(&["tenant", "create", &env.slug(which), "--name", "Same Name"])
-            .ok();
-    }
-    // A row of the application's own whose name is a slug tenantctl
-    // created with: that slug still names tenantctl's tenant, by the
-    // database it derived.
+    env.run(&["tenant", "create", &env.slug("one"), "--name", "Same Name"])
+        .ok();
+    // tenantctl gives no second company a name another answers to...
+    let refused = env
+        .run(&["tenant", "create", &env.slug("two"), "--name", "Same Name"])
+        .code(2);
+    assert!(
+        refused.stderr.contains("already answers to it"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!env.database_exists(&env.db("two")));
+    // ...but the application may: a shared name is refused, never guessed.
+    env.exec(
+        &env.master,
+        &format!(
+            r#"INSERT INTO "Company" (id, name, "dbName", "updatedAt") VALUES ('app2', 'Same Name', 'app_two_{}', now())"#,
+            env.token
+        ),
+    );
+    let run = env.run(&["tenant", "url", "Same Name"]).code(1);
+    assert!(
+        run.stderr.contains("ambiguous") && run.stderr.contains("by its id or database name"),
+        "{}",
+        run.stderr
+    );
+    // A row of the application's whose name is the slug tenantctl created
+    // with: the slug now answers for two companies (by name, and by the
+    // database it derives), so it is refused too; the database name and
+    // the id still name one.
     env.exec(
         &env.master,
         &format!(
@@ -481,15 +504,11 @@ fn a_name_two_companies_share_is_refused_not_guessed() {
             env.token
         ),
     );
-    let url = env.run(&["tenant", "url", &env.slug("one")]).ok();
+    let run = env.run(&["tenant", "url", &env.slug("one")]).code(1);
+    assert!(run.stderr.contains("ambiguous"), "{}", run.stderr);
+    let url = env.run(&["tenant", "url", &env.db("one")]).ok();
     assert!(url.stdout.contains(&env.db("one")), "{}", url.stdout);
-    let run = env.run(&["tenant", "url", "Same Name"]).code(1);
-    assert!(
-        run.stderr.contains("ambiguous") && run.stderr.contains("by its id or database name"),
-        "{}",
-        run.stderr
-    );
-    env.run(&["tenant", "url", &env.db("two")]).ok();
+    env.run(&["tenant", "url", "app1"]).ok();
 }
 
 #[test]
