@@ -144,17 +144,32 @@ pub async fn find(
     if !exists(conn).await? {
         return Ok(None);
     }
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {CLAIMS} WHERE slug = $1 OR db_name = $2 \
-         ORDER BY (slug = $1) DESC LIMIT 1"
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {CLAIMS} WHERE slug = $1 OR db_name = $2 ORDER BY db_name"
     ))
     .persistent(false)
     .bind(slug)
     .bind(db)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await
     .with_context(|| format!("read {CLAIMS}"))?;
-    row.as_ref().map(parse).transpose()
+    match rows.as_slice() {
+        [] => Ok(None),
+        [one] => parse(one).map(Some),
+        // One claim's slug and another's database: never a guess.
+        many => {
+            let claims = many.iter().map(parse).collect::<anyhow::Result<Vec<_>>>()?;
+            let named: Vec<String> = claims
+                .iter()
+                .map(|c| format!("{} (database {})", c.slug, c.db))
+                .collect();
+            anyhow::bail!(
+                "{} names more than one unfinished create: {}; name one by its database",
+                slug.or(db).unwrap_or_default(),
+                named.join(", ")
+            )
+        }
+    }
 }
 
 /// The claim on this database, locked until the transaction ends.

@@ -498,21 +498,27 @@ impl Layout {
                 )));
             }
         }
-        // What each state is written as, the states left out included
-        // (an enum's ACTIVE stands for active unless mapped otherwise):
-        // two states under one value could not be told apart read back.
+        // What each state stands for in the column, the states left out
+        // included: a value that is no state's mapping reads as the state
+        // of that name (an enum's ACTIVE, a text column's `active`), so
+        // mapping another state onto it, or two states onto one value,
+        // leaves rows that cannot be told apart when read back.
+        let stands_for = |lifecycle: Lifecycle| {
+            self.mapped
+                .get(&lifecycle)
+                .cloned()
+                .unwrap_or_else(|| lifecycle.as_str().to_owned())
+        };
         let mut by_value: BTreeMap<String, Vec<Lifecycle>> = BTreeMap::new();
         for lifecycle in Lifecycle::STORED {
-            if let Some(value) = self.status_value(lifecycle) {
-                by_value
-                    .entry(value.to_lowercase())
-                    .or_default()
-                    .push(lifecycle);
-            }
+            by_value
+                .entry(stands_for(lifecycle).to_lowercase())
+                .or_default()
+                .push(lifecycle);
         }
         if let Some(states) = by_value.values().find(|states| states.len() > 1) {
             let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-            let value = self.status_value(states[0]).unwrap_or_default();
+            let value = stands_for(states[0]);
             return Err(UsageError(format!(
                 "tenantctl.toml [master.statuses]: {} would all be written as {value:?} in {} (a state left out takes the value of its own name), so tenantctl could not tell them apart; map each to a value of its own, or map none of them to {value:?}",
                 names.join(", "),

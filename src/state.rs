@@ -74,21 +74,18 @@ pub fn legacy_names() -> Vec<&'static str> {
 /// and a role that may only write rows must still get through.
 ///
 /// A schema of that name that is already there must belong to this role,
-/// the database's owner or a superuser: its owner controls every record
+/// the database's owner or a superuser (not merely a group this role is
+/// in: its other members would control it too): its owner controls every record
 /// tenantctl keeps in it (a claim names a database `tenant drop` drops),
 /// so one another role made before us (anyone with CREATE on the
 /// database can) is refused, not adopted.
 pub async fn ensure_schema(conn: &mut PgConnection) -> anyhow::Result<()> {
-    let found: Option<(String, bool)> = sqlx::query_as(
-        "SELECT pg_get_userbyid(n.nspowner), \
-                n.nspowner = d.datdba \
-                OR n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
-                OR (SELECT rolsuper FROM pg_roles WHERE oid = n.nspowner) \
-                OR (NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
-                    AND pg_has_role(current_user, n.nspowner, 'MEMBER')) \
+    let found: Option<(String, bool)> = sqlx::query_as(&format!(
+        "SELECT pg_get_userbyid(n.nspowner), {} \
            FROM pg_namespace n, pg_database d \
           WHERE n.nspname = $1 AND d.datname = current_database()",
-    )
+        trusted("n.nspowner")
+    ))
     .persistent(false)
     .bind(SCHEMA)
     .fetch_optional(&mut *conn)
@@ -112,6 +109,47 @@ pub async fn ensure_schema(conn: &mut PgConnection) -> anyhow::Result<()> {
                 err.context(format!("create schema {SCHEMA} in the master"))
             }
         })
+}
+
+/// SQL for whether the role `owner` (an oid expression) may be trusted
+/// with tenantctl's records: this role, the database's owner (`d`, the
+/// current database's `pg_database` row, must be in the query) or a
+/// superuser, who could change them anyway.
+fn trusted(owner: &str) -> String {
+    format!(
+        "({owner} = d.datdba \
+          OR {owner} = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+          OR coalesce((SELECT rolsuper FROM pg_roles WHERE oid = {owner}), false))"
+    )
+}
+
+/// Refuses tables, views, sequences or functions in [`SCHEMA`] that an
+/// untrusted role owns (see [`ensure_schema`]): made there beforehand by
+/// someone granted CREATE on it, a trigger on one runs as whoever writes
+/// to it, tenantctl's operator included.
+pub async fn check_owners(conn: &mut PgConnection) -> anyhow::Result<()> {
+    let foreign: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT format('%s (owner %s)', c.relname, pg_get_userbyid(c.relowner)) \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, pg_database d \
+          WHERE n.nspname = $1 AND d.datname = current_database() AND NOT {} \
+         UNION ALL \
+         SELECT format('function %s (owner %s)', p.proname, pg_get_userbyid(p.proowner)) \
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, pg_database d \
+          WHERE n.nspname = $1 AND d.datname = current_database() AND NOT {}",
+        trusted("c.relowner"),
+        trusted("p.proowner")
+    ))
+    .persistent(false)
+    .bind(SCHEMA)
+    .fetch_all(&mut *conn)
+    .await
+    .context("check who owns what is in tenantctl's schema")?;
+    anyhow::ensure!(
+        foreign.is_empty(),
+        "schema {SCHEMA} holds objects owned by roles that are neither this role, the database's owner nor a superuser: {}; whoever owns them can forge or act on tenantctl's records (a trigger runs as whoever writes), so nothing was done: drop them, or change their owner if that role is trusted",
+        foreign.join(", ")
+    );
+    Ok(())
 }
 
 /// Takes [`SCHEMA`] out of this transaction's search path. A role named
@@ -144,6 +182,24 @@ pub async fn move_legacy(
     if found.is_empty() {
         return Ok(Vec::new());
     }
+    let foreign: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT format('%s (owner %s)', c.relname, pg_get_userbyid(c.relowner)) \
+           FROM pg_class c, pg_database d \
+          WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2) \
+            AND d.datname = current_database() AND NOT {}",
+        trusted("c.relowner")
+    ))
+    .persistent(false)
+    .bind(from)
+    .bind(found)
+    .fetch_all(&mut *conn)
+    .await
+    .context("check who owns tenantctl's older tables")?;
+    anyhow::ensure!(
+        foreign.is_empty(),
+        "tables named like tenantctl's older ones in {from} belong to roles that are neither this role, the database's owner nor a superuser: {}; they are not moved into schema {SCHEMA} (whoever owns them could forge records, or run a trigger as tenantctl's operator): if they are tenantctl's, `ALTER TABLE ... OWNER TO <this role>` first, else drop or rename them; nothing was done",
+        foreign.join(", ")
+    );
     ensure_schema(conn).await?;
     grant_usage_to_users_of(conn, from, found).await?;
     let mut moved = Vec::new();

@@ -376,42 +376,35 @@ impl Tenant {
     }
 }
 
-/// The company an operator means by `key`: the one with that slug, else
-/// that id, else that database name; else, among rows without a slug (a
-/// table with no slug column, where `tenant create <slug>` kept the name
-/// and the database), the one whose database is the one `tenant create
-/// <key>` derives (`tenant_<key>`), else the one with that name. A name is
-/// not unique: two rows with it are [`AmbiguousName`], never a guess.
+/// The company an operator means by `key`: the one with that slug, that
+/// id or that database name, or, among rows without a slug (a table with
+/// no slug column, where `tenant create <slug>` kept the name and the
+/// database), the one whose database is the one `tenant create <key>`
+/// derives (`tenant_<key>`) or the one with that name.
+///
+/// Every way is tried, none before the others: a key that two companies
+/// answer to in any two ways (one's name and another's database or id,
+/// one's slug and another's id) is [`AmbiguousName`], never a guess. A
+/// handle shown for one company must never lead a command to another.
 pub fn find_tenant<'a>(
     everyone: &'a [Tenant],
     key: &str,
 ) -> Result<Option<&'a Tenant>, AmbiguousName> {
-    let exact = everyone
-        .iter()
-        .find(|t| t.slug.as_deref() == Some(key))
-        .or_else(|| everyone.iter().find(|t| t.id == key))
-        .or_else(|| {
-            everyone
-                .iter()
-                .find(|t| t.db_name_raw.as_deref() == Some(key))
-        });
-    if exact.is_some() {
-        return Ok(exact);
-    }
-    let slugless = || everyone.iter().filter(|t| t.slug.is_none());
-    // The database a slug derives and a name both answer for a slug-less
-    // row; when they point at different companies (one is named `acme`,
-    // another's database is `tenant_acme`) the key is ambiguous, and a
-    // guess could hand one company's database to a command meant for the
-    // other.
     let derived = Slug::parse(key).ok().map(|s| s.default_db_name());
-    let mut candidates: Vec<&Tenant> = derived
-        .and_then(|db| slugless().find(|t| t.db_name_raw.as_deref() == Some(db.as_str())))
-        .into_iter()
-        .collect();
-    for named in slugless().filter(|t| t.name.as_deref() == Some(key)) {
-        if !candidates.iter().any(|c| c.id == named.id) {
-            candidates.push(named);
+    let answers = |t: &Tenant| {
+        t.slug.as_deref() == Some(key)
+            || t.id == key
+            || t.db_name_raw.as_deref() == Some(key)
+            || (t.slug.is_none()
+                && (t.name.as_deref() == Some(key)
+                    || derived
+                        .as_ref()
+                        .is_some_and(|db| t.db_name_raw.as_deref() == Some(db.as_str()))))
+    };
+    let mut candidates: Vec<&Tenant> = Vec::new();
+    for tenant in everyone.iter().filter(|t| answers(t)) {
+        if !candidates.iter().any(|c| c.id == tenant.id) {
+            candidates.push(tenant);
         }
     }
     match candidates.as_slice() {
@@ -428,7 +421,7 @@ pub fn find_tenant<'a>(
 /// gave.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "tenant {:?} is ambiguous: companies {} all answer to it (by name, or by the database `tenant create` would derive from it); name one by its id or database name",
+    "tenant {:?} is ambiguous: companies {} all answer to it (by slug, id, database name, name, or the database `tenant create` would derive from it); name one by its id or database name",
     crate::output::shown(key),
     ids.join(", ")
 )]

@@ -171,6 +171,7 @@ async fn migrate_or_adopt(
                     crate::claims::ensure_table(conn).await?;
                 }
                 crate::runs::ensure_tables(conn, &layout).await?;
+                state::check_owners(conn).await?;
                 result.found = layout.describe();
                 return Ok(());
             }
@@ -184,7 +185,8 @@ async fn migrate_or_adopt(
     // beside its own table.
     let mut layout = Layout::load(conn, &ctx.config.master).await?;
     layout.ensure_moves(conn).await?;
-    crate::runs::ensure_tables(conn, &layout).await
+    crate::runs::ensure_tables(conn, &layout).await?;
+    state::check_owners(conn).await
 }
 
 /// The master migrations recorded in tenantctl's ledger. An older

@@ -389,3 +389,229 @@ fn create_behind_an_undeclared_transaction_pooler_leaves_no_lock_behind() {
     through(&["tenant", "create", "acme"]).ok();
     assert_eq!(locks(&server), 0);
 }
+
+/// Second pass. A key is looked up every way at once: one company's name
+/// and another's exact database name or id is as ambiguous as a derived
+/// one.
+#[test]
+fn a_key_that_is_one_companys_name_and_anothers_exact_database_or_id_is_ambiguous() {
+    let env = TestEnv::new();
+    kit_master(&env);
+    let key = format!("acme_{}", env.token);
+    let id_key = format!("acme2_{}", env.token);
+    app_company(&env, "c1", "Alpha Inc", &key);
+    app_company(&env, "c2", &key, &format!("b_{}", env.token));
+    app_company(&env, &id_key, "Other", &format!("o_{}", env.token));
+    app_company(&env, "c3", &id_key, &format!("c3_{}", env.token));
+    for db in [
+        key.clone(),
+        format!("b_{}", env.token),
+        format!("o_{}", env.token),
+    ] {
+        env.exec("postgres", &format!("CREATE DATABASE \"{db}\""));
+    }
+    for k in [&key, &id_key] {
+        let run = env.run(&["tenant", "drop", k, "--yes"]).code(1);
+        assert!(run.stderr.contains("ambiguous"), "{k}: {}", run.stderr);
+    }
+    assert!(env.database_exists(&key));
+    assert!(env.database_exists(&format!("o_{}", env.token)));
+}
+
+/// Second pass. create refuses every handle another company answers to:
+/// on resuming an unfinished create, for --db-name and the derived
+/// database, and on a table with a slug column too (rows without a slug,
+/// ids that look like slugs).
+#[test]
+fn create_refuses_handles_other_companies_answer_to_in_every_way() {
+    let env = TestEnv::new();
+    kit_master(&env);
+    // Resuming: the application took the slug as a name meanwhile.
+    let bad = env.slug("bad");
+    let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
+    env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken])
+        .code(1);
+    app_company(&env, "app1", &bad, &format!("app1_{}", env.token));
+    std::fs::write(std::path::Path::new(&broken).join(FAILING), "SELECT 1;").expect("fix");
+    let run = env
+        .run(&["tenant", "create", &bad, "--tenant-migrations", &broken])
+        .code(2);
+    assert!(
+        run.stderr.contains("already answers to it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        env.query(&env.master, r#"SELECT id FROM "Company""#),
+        ["app1"]
+    );
+    // --db-name, and the derived name, equal to another company's name.
+    let globex = format!("globex_{}", env.token);
+    app_company(&env, "old1", &globex, &format!("old1_{}", env.token));
+    app_company(
+        &env,
+        "old2",
+        &env.db("acme"),
+        &format!("old2_{}", env.token),
+    );
+    let run = env
+        .run(&["tenant", "create", &env.slug("newco"), "--db-name", &globex])
+        .code(2);
+    assert!(run.stderr.contains("database name"), "{}", run.stderr);
+    assert!(!env.database_exists(&globex));
+    let run = env.run(&["tenant", "create", &env.slug("acme")]).code(2);
+    assert!(run.stderr.contains("database name"), "{}", run.stderr);
+    assert!(!env.database_exists(&env.db("acme")));
+
+    // A table with a slug column: a row without one, and a numeric id.
+    let env = TestEnv::new();
+    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    env.exec(
+        &env.master,
+        &format!(
+            r#"CREATE TABLE tenants (id serial PRIMARY KEY, slug text UNIQUE, name text NOT NULL,
+                 database_name text NOT NULL UNIQUE);
+               INSERT INTO tenants (slug, name, database_name) VALUES (NULL, '{}', 'legacy_{}');"#,
+            env.slug("acme"),
+            env.token
+        ),
+    );
+    std::fs::write(
+        env.workdir.path().join("tenantctl.toml"),
+        "[master]\ntable = \"tenants\"\n",
+    )
+    .expect("write tenantctl.toml");
+    env.run(&["master", "migrate"]).ok();
+    for slug in [env.slug("acme"), "1".to_owned()] {
+        let run = env.run(&["tenant", "create", &slug]).code(2);
+        assert!(
+            run.stderr.contains("already answers to it"),
+            "{slug}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Second pass. Trust in the `tenantctl` schema is not lent to a group's
+/// other members, nor to objects other roles made in it or beside the
+/// companies table under tenantctl's older names.
+#[test]
+fn objects_other_roles_own_are_never_trusted_with_tenantctls_records() {
+    // A schema owned by a group the operator is in.
+    let env = TestEnv::new();
+    let ops = crate::support::role_with_password(&env, "ops", "ops-pw-1");
+    let staff = format!("staff_{}", env.token);
+    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    env.exec(
+        "postgres",
+        &format!(
+            r#"CREATE ROLE "{staff}"; GRANT "{staff}" TO "{ops}";
+               GRANT CREATE ON DATABASE "{m}" TO "{ops}""#,
+            ops = ops.role,
+            m = env.master
+        ),
+    );
+    env.exec(
+        &env.master,
+        &format!(r#"CREATE SCHEMA tenantctl AUTHORIZATION "{staff}"; GRANT ALL ON SCHEMA public TO "{}""#, ops.role),
+    );
+    let run = env
+        .run_with(&["master", "migrate"], ops.configure())
+        .code(1);
+    assert!(run.stderr.contains("belongs to role"), "{}", run.stderr);
+    env.exec(&env.master, "DROP SCHEMA tenantctl");
+    env.exec(
+        "postgres",
+        &format!(r#"DROP OWNED BY "{staff}"; DROP ROLE "{staff}""#),
+    );
+
+    // A table another role made inside a trusted schema, and an older
+    // name beside the companies table another role owns.
+    for legacy in [false, true] {
+        let env = TestEnv::new();
+        let mallory = format!("mallory_{}", env.token);
+        env.run(&["master", "migrate"]).ok();
+        env.exec("postgres", &format!(r#"CREATE ROLE "{mallory}""#));
+        let (schema, table) = if legacy {
+            ("public", "_tenantctl_placement")
+        } else {
+            ("tenantctl", "planted")
+        };
+        env.exec(
+            &env.master,
+            &format!(
+                r#"GRANT CREATE, USAGE ON SCHEMA {schema} TO "{mallory}";
+                   SET ROLE "{mallory}"; CREATE TABLE {schema}.{table} (company_id text); RESET ROLE;"#
+            ),
+        );
+        let run = env.run(&["master", "migrate"]).code(1);
+        assert!(
+            run.stderr.contains(table) && run.stderr.contains(&mallory),
+            "legacy {legacy}: {}",
+            run.stderr
+        );
+        if legacy {
+            assert_eq!(
+                env.query(
+                    &env.master,
+                    "SELECT (to_regclass('tenantctl.placement') IS NULL)::text"
+                ),
+                ["true"]
+            );
+        }
+        env.exec(&env.master, &format!("DROP TABLE {schema}.{table}"));
+        env.exec(
+            &env.master,
+            &format!(r#"REVOKE ALL ON SCHEMA {schema} FROM "{mallory}""#),
+        );
+        env.exec("postgres", &format!(r#"DROP ROLE "{mallory}""#));
+    }
+}
+
+/// Second pass. On a plain text status column a value no state is mapped
+/// to reads as the state of that name, so mapping another state onto it
+/// is refused too; --keep-row on a create that never finished is refused.
+#[test]
+fn text_status_collisions_and_keep_row_on_a_claim_are_refused() {
+    let env = TestEnv::new();
+    env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
+    env.exec(
+        &env.master,
+        r#"CREATE TABLE "Company" (id text PRIMARY KEY, name text NOT NULL, "dbName" text NOT NULL UNIQUE, status text NOT NULL)"#,
+    );
+    for mapping in [
+        "provisioning = \"ACTIVE\"",
+        "dropped = \"active\"",
+        "failed = \"provisioning\"",
+    ] {
+        std::fs::write(
+            env.workdir.path().join("tenantctl.toml"),
+            format!("[master.statuses]\nactive = \"active\"\n{mapping}\n"),
+        )
+        .expect("write tenantctl.toml");
+        let run = env.run(&["master", "migrate"]);
+        let run = if run.code == 0 {
+            env.run(&["tenant", "list"])
+        } else {
+            run
+        };
+        assert_eq!(run.code, 2, "{mapping}: {}", run.all());
+        assert!(
+            run.stderr.contains("could not tell them apart"),
+            "{mapping}: {}",
+            run.stderr
+        );
+    }
+
+    let env = TestEnv::new();
+    kit_master(&env);
+    let bad = env.slug("bad");
+    let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
+    env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken])
+        .code(1);
+    let run = env
+        .run(&["tenant", "drop", &bad, "--keep-row", "--yes"])
+        .code(2);
+    assert!(run.stderr.contains("no row to keep"), "{}", run.stderr);
+    assert!(env.database_exists(&env.db("bad")));
+}

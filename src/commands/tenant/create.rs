@@ -241,7 +241,11 @@ async fn claim(
         )
         .await;
     }
-    refuse_taken_handles(master_conn, layout, args, slug).await?;
+    let mut keys = vec![("slug", slug.as_str())];
+    if let Some(name) = args.name.as_deref() {
+        keys.push(("--name", name));
+    }
+    refuse_taken(master_conn, layout, &keys).await?;
     let placed = match &args.server {
         Some(server) => {
             ctx.connector.check_server(server)?;
@@ -270,6 +274,7 @@ async fn claim(
             shown(owner.handle())
         );
     }
+    refuse_taken(master_conn, layout, &[("database name", db.as_str())]).await?;
     let new = NewCompany {
         slug,
         server: &placed,
@@ -289,26 +294,16 @@ async fn claim(
     })
 }
 
-/// Refuses a new tenant whose slug or --name another company already
-/// answers to (a slug-less table's companies are addressed by name and by
-/// the database a slug derives): every later command given the handle
+/// Refuses a new tenant whose slug, --name or database name another
+/// company already answers to (by slug, id, database, name, or the
+/// database a slug derives): every later command given the handle
 /// `create` printed would be ambiguous, and `drop` of it must never reach
 /// the other company.
-async fn refuse_taken_handles(
+async fn refuse_taken(
     master_conn: &mut PgConnection,
     layout: &Layout,
-    args: &CreateArgs,
-    slug: &Slug,
+    keys: &[(&str, &str)],
 ) -> anyhow::Result<()> {
-    // With a slug column, the slug is unique and comes first in every
-    // lookup: nothing to confuse it with.
-    if layout.slug.is_some() {
-        return Ok(());
-    }
-    let mut keys = vec![("slug", slug.as_str())];
-    if let Some(name) = args.name.as_deref() {
-        keys.push(("--name", name));
-    }
     for (what, key) in keys {
         let taken = match layout.find(master_conn, key).await {
             Ok(found) => found.map(|t| crate::tenant::describe(&t)),
@@ -319,7 +314,7 @@ async fn refuse_taken_handles(
         };
         if let Some(other) = taken {
             return Err(UsageError(format!(
-                "{what} {}: {other} already answers to it (by its name, id or database), so commands given it could not tell the two apart; pick another {what}; nothing was created",
+                "{what} {}: {other} already answers to it (by its slug, name, id or database), so commands given it could not tell the two apart; pick another {what}; nothing was created",
                 shown(key)
             ))
             .into());
@@ -436,6 +431,18 @@ async fn resume_claim(
     );
     let tenant = resume(found.tenant(), requested_db.as_ref(), args.server.as_ref())?;
     companies::lock_db(master_conn, found.db.as_str()).await?;
+    // A company that came to answer to the claim's slug, name or database
+    // while it waited: finishing would make its handles ambiguous.
+    refuse_taken(
+        master_conn,
+        layout,
+        &[
+            ("slug", found.slug.as_str()),
+            ("--name", found.name.as_str()),
+            ("database name", found.db.as_str()),
+        ],
+    )
+    .await?;
     if let Some(owner) = layout.find_by_db(master_conn, &found.db).await? {
         anyhow::bail!(
             "tenant {}'s claimed database {} is now named by {}; refusing to finish its provisioning there: `tenantctl tenant drop --unfinished {}` gives the claim up",

@@ -286,6 +286,13 @@ async fn drop_claim(
     layout: &Layout,
     claim: crate::claims::Claim,
 ) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+    if args.keep_row {
+        return Err(UsageError(format!(
+            "--keep-row: tenant {} has no row to keep (its create never finished; it is only in tenantctl's claims); `tenantctl tenant drop --unfinished {}` gives it up; nothing was changed",
+            claim.slug, claim.slug
+        ))
+        .into());
+    }
     // A company hidden from this role may name the claim's database.
     if let Some(refusal) = layout.visibility.hiding(
         &layout.label,
