@@ -1589,6 +1589,32 @@ pub async fn lock_slug(conn: &mut PgConnection, slug: &Slug) -> anyhow::Result<(
 async fn lock_session(conn: &mut PgConnection, prefix: &str, name: &str) -> anyhow::Result<()> {
     let key = "hashtextextended($1 || $2, 0)";
     let mut tx = conn.begin().await.context("begin")?;
+    // A new connection of ours never holds this lock already; one that
+    // does shares its server connection with another client (a pooler
+    // nobody declared, with one server connection): the lock would be
+    // granted again, and exclude nothing.
+    let held: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                AND pid = pg_backend_pid() AND objsubid = 1 \
+                AND ((classid::bigint << 32) | objid::bigint) = {key})"
+    ))
+    .persistent(false)
+    .bind(prefix)
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    if held {
+        // Ended cleanly, so the pooler keeps the server connection, and
+        // with it the other client's lock.
+        let _ = tx.rollback().await;
+        anyhow::bail!(
+            "the master is behind a transaction-mode pooler (PgBouncer or similar) that tenantctl.toml does not declare: this session already holds a lock another client of that server connection took; set pooler = \"transaction\" in tenantctl.toml [servers.default] (the server the master is on), or point the master's URL at a session-mode pool or the server itself; nothing was changed"
+        );
+    }
+    anyhow::ensure!(
+        !held,
+        "the master is behind a transaction-mode pooler (PgBouncer or similar) that tenantctl.toml does not declare: this session already holds a lock another client of that server connection took; set pooler = \"transaction\" in tenantctl.toml [servers.default] (the server the master is on), or point the master's URL at a session-mode pool or the server itself; nothing was changed"
+    );
     let pid: i32 = sqlx::query_scalar(&format!(
         "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock({key})) l"
     ))
@@ -1601,6 +1627,9 @@ async fn lock_session(conn: &mut PgConnection, prefix: &str, name: &str) -> anyh
     if conn.is_in_transaction() {
         return Ok(());
     }
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((pid, format!("{prefix}{name}")));
     // Each statement below in a transaction of its own, which such a
     // pooler keeps on one server connection (a parameterized statement
     // alone may be split across two).
@@ -1652,11 +1681,55 @@ pub async fn unlock_all(conn: &mut PgConnection) -> anyhow::Result<()> {
     if conn.is_in_transaction() {
         return Ok(());
     }
+    let held = std::mem::take(
+        &mut *HELD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    // Each lock where it was taken: behind a pooler nobody declared, the
+    // server connection may have changed since (under load, a pool that
+    // reuses its most recent connection first moves a client now and
+    // then), and `pg_advisory_unlock_all` elsewhere would leave it held
+    // for the pooler's next client.
+    let mut stuck = Vec::new();
+    for (pid, key) in held {
+        let mut released = false;
+        for _ in 0..32 {
+            let mut tx = conn.begin().await.context("begin")?;
+            let here: Option<bool> = sqlx::query_scalar(
+                "SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock(hashtextextended($1, 0)) \
+                             WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $2) THEN true END",
+            )
+            .persistent(false)
+            .bind(&key)
+            .bind(pid)
+            .fetch_one(&mut *tx)
+            .await
+            .context("release the master's locks")?;
+            tx.commit().await.context("commit")?;
+            // Given back there, or gone with its server process.
+            if here.is_some() {
+                released = true;
+                break;
+            }
+        }
+        if !released {
+            stuck.push(pid);
+        }
+    }
     conn.execute("SELECT pg_advisory_unlock_all()")
         .await
         .context("release the master's locks")?;
+    anyhow::ensure!(
+        stuck.is_empty(),
+        "a lock tenantctl took in the master may stay with server process(es) {stuck:?} of a transaction-mode pooler tenantctl.toml does not declare (its statements moved between server connections) until the pooler closes them; set pooler = \"transaction\" in tenantctl.toml [servers.default]"
+    );
     Ok(())
 }
+
+/// The session-level locks this process holds in the master (server
+/// process, key text), to give back where they were taken.
+static HELD: std::sync::Mutex<Vec<(i32, String)>> = std::sync::Mutex::new(Vec::new());
 
 /// Takes a session-level advisory lock on this database name in the
 /// master, held until the connection is released: `create` holds it while

@@ -615,3 +615,60 @@ fn text_status_collisions_and_keep_row_on_a_claim_are_refused() {
     assert!(run.stderr.contains("no row to keep"), "{}", run.stderr);
     assert!(env.database_exists(&env.db("bad")));
 }
+
+/// Second pass. Behind an undeclared transaction pooler with one server
+/// connection, a second create's lock would be granted again by the
+/// session the first create's lock lives in: it is refused instead, and
+/// the first create finishes.
+#[test]
+fn a_shared_server_connection_never_grants_one_slug_to_two_creates() {
+    use crate::support::pooler::PgBouncer;
+    use crate::support::server::PrivateServer;
+
+    const PW: &str = "app-Twins-pw1";
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&format!("{}twins", env.token));
+    server.exec(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{PW}'"),
+    );
+    server.exec("postgres", "CREATE DATABASE master OWNER app");
+    let bouncer = PgBouncer::start_with(
+        &server,
+        &format!("{}-twins", env.token),
+        "transaction",
+        &[("app", PW)],
+        1,
+        "",
+    );
+    let base = bouncer.url_as("app", PW);
+    let configure = |c: &mut std::process::Command| {
+        c.env("POSTGRES_BASE_URL", &base)
+            .env("MASTER_DATABASE_URL", format!("{base}/master"));
+    };
+    env.run_with(&["master", "migrate"], configure).ok();
+    let dir = env.workdir.path().join("slow");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("20240101000001_slow.sql"), "SELECT pg_sleep(3);").expect("write");
+    let dir = dir.to_str().expect("utf-8").to_owned();
+    let spawn = || {
+        let mut cmd = env.cmd();
+        configure(&mut cmd);
+        cmd.args(["tenant", "create", "twin", "--tenant-migrations", &dir])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let first = spawn();
+    std::thread::sleep(Duration::from_millis(1200));
+    let second = wait_with_deadline(spawn(), Duration::from_secs(60));
+    let first = wait_with_deadline(first, Duration::from_secs(60));
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert_ne!(second.code, 0, "{}", second.all());
+    assert!(
+        second.stderr.contains("does not declare"),
+        "{}",
+        second.stderr
+    );
+}
