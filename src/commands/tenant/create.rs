@@ -807,6 +807,7 @@ enum TenantSchema {
     Prisma {
         folder: prisma::Folder,
         schema: String,
+        search_path: bool,
         command: Option<AppCommand>,
     },
     /// The application's command.
@@ -821,11 +822,13 @@ impl TenantSchema {
             Migrator::Prisma {
                 migrations,
                 schema,
+                search_path,
                 command,
             } => Self::Prisma {
                 folder: prisma::Folder::read(migrations)
                     .map_err(|e| UsageError(crate::error::render(&e)))?,
                 schema: schema.clone(),
+                search_path: *search_path,
                 command: command.clone(),
             },
             Migrator::Command(command) => Self::Command(command.clone()),
@@ -889,11 +892,20 @@ async fn provision(
             applied.versions.append(&mut done.versions);
             result
         }
-        TenantSchema::Prisma { folder, schema, .. } => {
+        TenantSchema::Prisma {
+            folder,
+            schema,
+            search_path,
+            ..
+        } => {
             let redactor = ctx.connector.child_env().redactor(&[]);
             let redact = move |text: &str| redactor.redact(text).into_owned();
             let mut done = prisma::Applied::default();
-            let result = prisma::apply(&mut conn, folder, schema, limits, &redact, &mut done).await;
+            let target = prisma::Target {
+                schema,
+                search_path: *search_path,
+            };
+            let result = prisma::apply(&mut conn, folder, target, limits, &redact, &mut done).await;
             applied.names.append(&mut done.names);
             result
         }
