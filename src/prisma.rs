@@ -794,7 +794,8 @@ async fn run_script(
 ) -> anyhow::Result<()> {
     let script = script.strip_prefix('\u{feff}').unwrap_or(script);
     let guard = backend.guard();
-    let alone = crate::script::Script::parse(script).is_ok_and(|parsed| {
+    let parsed = crate::script::Script::parse(script).ok();
+    let alone = parsed.as_ref().is_some_and(|parsed| {
         parsed.statements().len() <= 1
             && parsed
                 .statements()
@@ -802,8 +803,9 @@ async fn run_script(
                 .all(|s| outside_transaction(s.text()))
     });
     if !alone {
+        let body = with_settings_again(parsed.as_ref(), script, settings);
         return conn
-            .execute(format!("{guard}{settings}{script}").as_str())
+            .execute(format!("{guard}{settings}{body}").as_str())
             .await
             .map(|_| ())
             .map_err(|err| Backend::check(anyhow::Error::new(err)));
@@ -829,6 +831,37 @@ async fn run_script(
         .context("reset the settings of a statement run outside a transaction")?;
     }
     ran
+}
+
+/// The script with `settings` set again after each of its own
+/// transaction-control statements: a `COMMIT` in the script ends the
+/// transaction the settings were LOCAL to, and what follows it must still
+/// be bounded by the limits. Unchanged when it has none (or there is
+/// nothing to set). Statements are separated by a line break before the
+/// `;`, so one ending in a `--` comment stays whole.
+fn with_settings_again<'a>(
+    parsed: Option<&crate::script::Script>,
+    script: &'a str,
+    settings: &str,
+) -> std::borrow::Cow<'a, str> {
+    use crate::script::StatementKind;
+    let Some(parsed) = parsed else {
+        return script.into();
+    };
+    let control =
+        |s: &crate::script::Statement| matches!(s.kind(), StatementKind::TransactionControl(_));
+    if settings.is_empty() || !parsed.statements().iter().any(control) {
+        return script.into();
+    }
+    let mut body = String::with_capacity(script.len() + settings.len() * 2);
+    for statement in parsed.statements() {
+        body.push_str(statement.text());
+        body.push_str("\n;\n");
+        if control(statement) {
+            body.push_str(settings);
+        }
+    }
+    body.into()
 }
 
 /// The `logs` Prisma writes for a failed script: the database's error code
