@@ -427,6 +427,33 @@ async fn read_state(
     Ok(state)
 }
 
+/// Prisma's `?schema=` for an application command's `DATABASE_URL`:
+/// given only for a schema other than `public`, Prisma's default.
+pub fn url_schema(schema: &str) -> Option<&str> {
+    (schema != "public").then_some(schema)
+}
+
+/// After the application's command (`apply = "command"`), what it
+/// returned (`ran`); when it exited 0, the state read again, and anything
+/// still pending fails the tenant (a command that looked at another
+/// schema, or did nothing, is no success).
+pub async fn check_after_command(
+    conn: &mut PgConnection,
+    folder: &Folder,
+    schema: &str,
+    ran: anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    ran?;
+    let state = state(conn, folder, schema).await?;
+    anyhow::ensure!(
+        state.pending.is_empty(),
+        "the command exited 0 but {} migration(s) are still pending in schema {schema} ({}): check that it applies Prisma's migrations to this DATABASE_URL (with ?schema={schema})",
+        state.pending.len(),
+        state.pending.join(", ")
+    );
+    state.check()
+}
+
 /// What a native apply did, filled in as it goes.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {

@@ -681,3 +681,70 @@ fn names_ordered_differently_by_case_are_refused() {
         ["1"]
     );
 }
+
+/// D1b: with `apply = "command"` and a schema other than public, the
+/// command's `DATABASE_URL` names it (`schema=`), and a command that exits
+/// 0 leaving migrations pending there fails its tenant, create and migrate.
+#[test]
+fn a_command_that_leaves_the_schema_pending_fails_its_tenant() {
+    let env = TestEnv::new();
+    let dir = schema(&env, "cmd");
+    env.run(&["master", "migrate"]).ok();
+    let command =
+        "command = [\"sh\", \"-c\", \"echo \\\"$DATABASE_URL\\\" > url.$TENANT_SLUG.txt\"]\n";
+    for (schema_name, encoded) in [("app", "app"), ("Tenant Data", "Tenant%20Data")] {
+        write_toml(
+            &env,
+            &toml(
+                "cmd",
+                &format!("schema = \"{schema_name}\"\napply = \"command\"\n{command}"),
+            ),
+        );
+        let slug = env.slug(&encoded.to_lowercase().replace('%', ""));
+        let run = env.run(&["tenant", "create", &slug]).code(1);
+        assert!(
+            run.stderr
+                .contains(&format!("still pending in schema {schema_name}")),
+            "{}",
+            run.stderr
+        );
+        let url = std::fs::read_to_string(env.workdir.path().join(format!("url.{slug}.txt")))
+            .expect("the command ran");
+        assert!(
+            url.trim_end().ends_with(&format!("?schema={encoded}")),
+            "{url}"
+        );
+    }
+    // migrate: a tenant made natively, then a command that does nothing.
+    write_toml(&env, &toml("cmd", "schema = \"app\"\n"));
+    let slug = env.slug("made");
+    env.run(&["tenant", "create", &slug]).ok();
+    add_migration(
+        &dir,
+        "20240201000000_more",
+        "ALTER TABLE \"Order\" ADD COLUMN \"m\" TEXT;\n",
+    );
+    write_toml(
+        &env,
+        &toml(
+            "cmd",
+            &format!("schema = \"app\"\napply = \"command\"\n{command}"),
+        ),
+    );
+    let run = env.run(&["tenant", "migrate", &slug]).code(1);
+    assert!(
+        run.stderr.contains("still pending in schema app"),
+        "{}",
+        run.stderr
+    );
+    // With public (Prisma's default) the URL is left as it is.
+    write_toml(
+        &env,
+        &toml("cmd", &format!("apply = \"command\"\n{command}")),
+    );
+    let public = env.slug("pub");
+    env.run(&["tenant", "create", &public]).code(1);
+    let url = std::fs::read_to_string(env.workdir.path().join(format!("url.{public}.txt")))
+        .expect("the command ran");
+    assert!(!url.contains("schema="), "{url}");
+}

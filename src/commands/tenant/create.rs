@@ -873,16 +873,28 @@ async fn provision(
         let stop = ctx.interruptible();
         let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
         let mut executed = Executed::default();
-        return run_app_command(
+        let prisma_schema = match migrations {
+            TenantSchema::Prisma { folder, schema, .. } => Some((folder, schema.as_str())),
+            _ => None,
+        };
+        run_app_command(
             &ctx.connector,
             &ctx.connector.child_env(),
             command,
+            prisma_schema.and_then(|(_, schema)| prisma::url_schema(schema)),
             tenant,
             stop,
             progress,
             &mut executed,
         )
-        .await;
+        .await?;
+        if let Some((folder, schema)) = prisma_schema {
+            let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
+            let checked = prisma::check_after_command(&mut conn, folder, schema, Ok(())).await;
+            let released = ctx.connector.release(conn).await;
+            return checked.and(released);
+        }
+        return Ok(());
     }
     let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
     let result = match migrations {

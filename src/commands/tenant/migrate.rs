@@ -298,6 +298,7 @@ async fn run_prisma(
                                 &connector,
                                 &child_env,
                                 command,
+                                prisma::url_schema(&schema),
                                 tenant,
                                 &tracker,
                                 progress,
@@ -305,7 +306,7 @@ async fn run_prisma(
                             )
                             .await;
                             migrated.exit_code = executed.exit_code;
-                            ran
+                            prisma::check_after_command(conn, &folder, &schema, ran).await
                         }
                     } else {
                         let redact = move |text: &str| redactor.redact(text).into_owned();
@@ -389,6 +390,7 @@ async fn run_command(
                     &connector,
                     &child_env,
                     &command,
+                    None,
                     &tenant,
                     &tracker,
                     progress,
