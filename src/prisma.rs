@@ -723,10 +723,10 @@ fn undone_by_rollback(script: &str) -> bool {
 /// Whether a statement cannot run inside a transaction block (it commits
 /// on its own as it goes, so a cancel leaves part of it done).
 fn outside_transaction(statement: &str) -> bool {
-    let words: Vec<String> = statement
+    let words: Vec<String> = without_leading_comments(statement)
         .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
         .filter(|w| !w.is_empty())
-        .take(6)
+        .take(12)
         .map(str::to_ascii_uppercase)
         .collect();
     let first = words.first().map_or("", String::as_str);
@@ -737,6 +737,41 @@ fn outside_transaction(statement: &str) -> bool {
             && words
                 .get(1)
                 .is_some_and(|w| w == "DATABASE" || w == "TABLESPACE"))
+}
+
+/// The statement from its first word on: the comments Prisma writes
+/// before each statement (`-- CreateIndex`) and any other go.
+fn without_leading_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            // Block comments nest in PostgreSQL.
+            let mut depth = 1;
+            let mut end = rest.len();
+            let bytes = rest.as_bytes();
+            let mut i = 0;
+            while i + 1 < bytes.len() {
+                if bytes[i] == b'/' && bytes[i + 1] == b'*' {
+                    depth += 1;
+                    i += 2;
+                } else if bytes[i] == b'*' && bytes[i + 1] == b'/' {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            text = &rest[end..];
+        } else {
+            return text;
+        }
+    }
 }
 
 /// Records a script's failure as Prisma does (its `logs`, no
@@ -1002,6 +1037,30 @@ mod tests {
         let err = Folder::read(&dir).expect_err("no migration.sql");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(err.to_string().contains("20240103_c"), "{err}");
+    }
+
+    #[test]
+    fn statements_that_cannot_run_in_a_transaction_block() {
+        for yes in [
+            "CREATE INDEX CONCURRENTLY \"a\" ON \"T\"(\"x\")",
+            "-- CreateIndex\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS a ON t (x)",
+            "/* a /* nested */ comment */ -- and a line\n  drop index concurrently a",
+            "ALTER TABLE \"Some\" DETACH PARTITION \"Part\" CONCURRENTLY",
+            "REINDEX TABLE CONCURRENTLY t",
+            "VACUUM t",
+            "ALTER SYSTEM SET work_mem = '8MB'",
+            "CREATE DATABASE x",
+        ] {
+            assert!(outside_transaction(yes), "{yes}");
+        }
+        for no in [
+            "CREATE INDEX a ON t (x)",
+            "-- CREATE INDEX CONCURRENTLY is not used here\nALTER TABLE t ADD COLUMN c int",
+            "ALTER TABLE t ADD COLUMN x int",
+            "SELECT 1",
+        ] {
+            assert!(!outside_transaction(no), "{no}");
+        }
     }
 
     #[test]

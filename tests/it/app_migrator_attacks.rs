@@ -748,3 +748,63 @@ fn a_command_that_leaves_the_schema_pending_fails_its_tenant() {
         .expect("the command ran");
     assert!(!url.contains("schema="), "{url}");
 }
+
+/// What must run outside a transaction block (`CREATE INDEX CONCURRENTLY`
+/// alone in its file, after the comment Prisma writes) still runs alone,
+/// with a configured schema and limits; and a cut-short one, which leaves
+/// an invalid index behind, stays failed (D4), never marked rolled back.
+#[test]
+fn a_concurrent_index_runs_alone_and_a_cut_short_one_stays_failed() {
+    let env = TestEnv::new();
+    let (dir, slug, db) = one_tenant(&env, "cic", "schema = \"public\"\n");
+    add_migration(
+        &dir,
+        "20240201000000_index",
+        "-- CreateIndex\nCREATE INDEX CONCURRENTLY \"Order_total_idx\" ON \"Order\"(\"total\");\n",
+    );
+    env.run(&[
+        "tenant",
+        "migrate",
+        &slug,
+        "--statement-timeout",
+        "20s",
+        "--lock-timeout",
+        "5s",
+    ])
+    .ok();
+    assert_eq!(
+        env.query(
+            &db,
+            "SELECT indisvalid::text FROM pg_index WHERE indexrelid = '\"Order_total_idx\"'::regclass"
+        ),
+        ["true"]
+    );
+    let name = "20240301000000_blocked";
+    add_migration(
+        &dir,
+        name,
+        "/* waits for the open transaction */\nCREATE INDEX CONCURRENTLY \"Order_id_total_idx\" ON \"Order\"(\"id\", \"total\");\n",
+    );
+    let holder = hold(
+        &env,
+        &db,
+        "writer",
+        "BEGIN; INSERT INTO \"Order\" (total) VALUES (1); SELECT pg_sleep(60);",
+    );
+    wait_until(Duration::from_secs(10), "the open transaction", || {
+        (env.query(
+            &db,
+            "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'writer' AND state = 'active'",
+        ) == ["1"])
+            .then_some(())
+    });
+    let cut = env.run(&["tenant", "migrate", &slug, "--statement-timeout", "1s"]);
+    end_holder(&env, &db, "writer", holder);
+    let cut = cut.code(1);
+    assert!(cut.stderr.contains("recorded as failed"), "{}", cut.stderr);
+    let status = env
+        .run(&["tenant", "status", &slug, "--output", "json"])
+        .code(1)
+        .json();
+    assert_eq!(find(&status, &slug)["failed"], serde_json::json!([name]));
+}
