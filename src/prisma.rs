@@ -137,7 +137,9 @@ impl Folder {
 fn check_order(dir: &Path, names: &[String]) -> anyhow::Result<()> {
     for (i, first) in names.iter().enumerate() {
         for second in &names[i + 1..] {
-            if first.to_lowercase() > second.to_lowercase() {
+            // Equal ignoring case counts too: ICU puts the lowercase one
+            // first, bytes the uppercase one.
+            if first.to_lowercase() >= second.to_lowercase() {
                 anyhow::bail!(
                     "{}: migrations {first} and {second} are ordered one way by bytes and the other way by Prisma's CLI (which ignores case): rename one so both orders agree",
                     dir.display()
@@ -1037,6 +1039,30 @@ mod tests {
         let err = Folder::read(&dir).expect_err("no migration.sql");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(err.to_string().contains("20240103_c"), "{err}");
+    }
+
+    #[test]
+    fn names_prisma_orders_otherwise_are_refused() {
+        let dir = Path::new("m");
+        let names = |list: &[&str]| {
+            let mut names: Vec<String> = list.iter().map(|n| (*n).to_owned()).collect();
+            names.sort();
+            names
+        };
+        for clash in [
+            &["20240101_B", "20240101_a"][..],
+            &["20240101_a", "20240101_A"],
+            &["1_init", "2_Users", "2_accounts", "3_z"],
+        ] {
+            let err = check_order(dir, &names(clash)).expect_err("clash");
+            assert!(err.to_string().contains("rename one"), "{err}");
+        }
+        for fine in [
+            &["20240101_a", "20240102_B"][..],
+            &["1_Init", "2_init_more", "3_Z"],
+        ] {
+            check_order(dir, &names(fine)).expect("same order both ways");
+        }
     }
 
     #[test]

@@ -655,15 +655,8 @@ fn names_ordered_differently_by_case_are_refused() {
     for (upper, lower) in [
         ("20240201000000_B", "20240201000000_a"),
         ("20240301000000_Zeta", "20240301000000_alpha"),
+        ("20240401000000_Users", "20240401000000_users"),
     ] {
-        for name in [
-            "20240201000000_B",
-            "20240201000000_a",
-            "20240301000000_Zeta",
-            "20240301000000_alpha",
-        ] {
-            std::fs::remove_dir_all(dir.join("migrations").join(name)).ok();
-        }
         add_migration(&dir, upper, "CREATE TABLE \"U\" (x int);\n");
         add_migration(&dir, lower, "CREATE TABLE \"L\" (x int);\n");
         let run = env.run(&["tenant", "migrate", &slug]).code(2);
@@ -675,6 +668,9 @@ fn names_ordered_differently_by_case_are_refused() {
             run.stderr
         );
         assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        for name in [upper, lower] {
+            std::fs::remove_dir_all(dir.join("migrations").join(name)).expect("rm");
+        }
     }
     assert_eq!(
         env.query(&db, "SELECT count(*)::text FROM _prisma_migrations"),
