@@ -107,11 +107,21 @@ impl ChildEnv {
         child
     }
 
-    /// Removes from `cmd`'s inherited environment what the child must not
-    /// get; the caller then sets the child's own connection.
+    /// Takes from `cmd`'s inherited environment what the child must not
+    /// get; the caller then sets the child's own connection. libpq's own
+    /// `PG*` variables are removed (libpq reads them itself; an empty one
+    /// is not the same as none). Every other one is set to the empty
+    /// string instead: the child runs in the project's folder, and a
+    /// dotenv loader there (Prisma's, `dotenv/config`) fills only variables
+    /// that are unset, so a removed `DIRECT_URL` would come back from the
+    /// project's `.env`; an empty one stays empty.
     pub fn scrub(&self, cmd: &mut std::process::Command) {
         for name in &self.remove {
-            cmd.env_remove(name);
+            if name.as_encoded_bytes().starts_with(b"PG") {
+                cmd.env_remove(name);
+            } else {
+                cmd.env(name, "");
+            }
         }
     }
 
@@ -232,10 +242,25 @@ mod tests {
         }
         assert_eq!(r.redact("PGPASSWORD=pw pw"), "PGPASSWORD=*** pw");
 
+        scrubbed(&child, removed.len());
+    }
+
+    /// libpq's variables removed, the others emptied (a dotenv loader in
+    /// the child's folder leaves an empty variable alone).
+    fn scrubbed(child: &ChildEnv, removed: usize) {
         let mut cmd = std::process::Command::new("env");
         child.scrub(&mut cmd);
-        let removed_in_cmd = cmd.get_envs().filter(|(_, v)| v.is_none()).count();
-        assert_eq!(removed_in_cmd, removed.len());
+        let libpq = cmd.get_envs().filter(|(_, v)| v.is_none()).count();
+        let emptied = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_some_and(OsStr::is_empty))
+            .count();
+        assert_eq!(libpq, 3);
+        assert_eq!(emptied, removed - 3);
+        assert!(
+            cmd.get_envs()
+                .all(|(k, v)| k.as_encoded_bytes().starts_with(b"PG") == v.is_none())
+        );
     }
 
     #[test]

@@ -273,6 +273,9 @@ pub enum Migrator {
     Prisma {
         migrations: PathBuf,
         schema: String,
+        /// `schema` was configured: the scripts run with `search_path` set
+        /// to it (Prisma's `?schema=`); otherwise with the role's own.
+        search_path: bool,
         /// Run for tenants with something pending instead of applying
         /// natively (`apply = "command"`).
         command: Option<AppCommand>,
@@ -489,6 +492,7 @@ impl Config {
                 Ok(Migrator::Prisma {
                     migrations: base.join(migrations),
                     schema,
+                    search_path: m.schema.is_some(),
                     command,
                 })
             }
@@ -595,6 +599,7 @@ mod tests {
             Ok(Migrator::Prisma {
                 migrations: PathBuf::from("/app/prisma/migrations"),
                 schema: "public".into(),
+                search_path: false,
                 command: None,
             })
         );

@@ -105,6 +105,7 @@ impl Folder {
             names.push(name);
         }
         names.sort();
+        check_order(dir, &names)?;
         let mut migrations = Vec::with_capacity(names.len());
         for name in names {
             let path = dir.join(&name).join("migration.sql");
@@ -127,6 +128,26 @@ impl Folder {
             migrations,
         })
     }
+}
+
+/// Prisma's CLI orders the folder with JavaScript's `localeCompare`,
+/// which ignores case first; tenantctl orders by bytes. Two names the two
+/// orders disagree on would be applied in one order here and in the other
+/// by `prisma migrate deploy`: refused, naming both.
+fn check_order(dir: &Path, names: &[String]) -> anyhow::Result<()> {
+    for (i, first) in names.iter().enumerate() {
+        for second in &names[i + 1..] {
+            // Equal ignoring case counts too: ICU puts the lowercase one
+            // first, bytes the uppercase one.
+            if first.to_lowercase() >= second.to_lowercase() {
+                anyhow::bail!(
+                    "{}: migrations {first} and {second} are ordered one way by bytes and the other way by Prisma's CLI (which ignores case): rename one so both orders agree",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// sha256 of the script, lowercase hex, as Prisma computes it
@@ -201,6 +222,11 @@ pub struct State {
     /// Started and never finished nor rolled back: Prisma's `migrate
     /// deploy` refuses to go on (P3009) until it is resolved.
     pub failed: Vec<String>,
+    /// Started and not finished while Prisma's lock is held on the
+    /// database: being applied right now by a `prisma migrate deploy` or
+    /// another tenantctl, not failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_progress: Vec<String>,
     /// Pending again after `prisma migrate resolve --rolled-back`.
     pub rolled_back: Vec<String>,
     /// Applied, but the file has changed since (Prisma applies nothing for
@@ -214,8 +240,10 @@ pub struct State {
 }
 
 impl State {
-    /// Compares the rows (`None`: no table) with the folder.
-    pub fn compare(folder: &Folder, rows: Option<&[Row]>) -> Self {
+    /// Compares the rows (`None`: no table) with the folder; `locked`:
+    /// someone holds Prisma's lock on the database, so an unfinished row is
+    /// a migration being applied, not a failed one.
+    pub fn compare(folder: &Folder, rows: Option<&[Row]>, locked: bool) -> Self {
         let mut state = Self {
             table: rows.is_some(),
             ..Self::default()
@@ -239,8 +267,13 @@ impl State {
             }
         }
         for row in rows {
-            if row.failed() && !state.failed.contains(&row.migration_name) {
-                state.failed.push(row.migration_name.clone());
+            let list = if locked {
+                &mut state.in_progress
+            } else {
+                &mut state.failed
+            };
+            if row.failed() && !list.contains(&row.migration_name) {
+                list.push(row.migration_name.clone());
             }
             let known = folder
                 .migrations
@@ -269,20 +302,35 @@ impl State {
     }
 }
 
+/// What [`read`] found.
+pub struct Read {
+    /// The rows, or `None` if there is no `_prisma_migrations`.
+    pub rows: Option<Vec<Row>>,
+    /// Whether the schema holds a table of its own (not an extension's).
+    pub has_tables: bool,
+    /// Whether some session holds Prisma's lock on this database.
+    pub locked: bool,
+}
+
 /// The rows of `_prisma_migrations` in `schema`, or `None` if there is no
-/// such table; with whether the schema holds any table (for P3005). One
-/// simple-protocol round trip: an up-to-date tenant costs this query only.
-pub async fn read(
-    conn: &mut PgConnection,
-    schema: &str,
-) -> anyhow::Result<(Option<Vec<Row>>, bool)> {
+/// such table; with whether the schema holds any table (for P3005) and
+/// whether Prisma's lock is held on the database. One simple-protocol
+/// round trip: an up-to-date tenant costs this query only.
+pub async fn read(conn: &mut PgConnection, schema: &str) -> anyhow::Result<Read> {
     // Inside a pooled connection's transaction a missing table would abort
     // the transaction: there the read is guarded by a savepoint.
     let guarded = conn.is_in_transaction();
     let sql = format!(
         "{begin}SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = {literal} AND c.relkind IN ('r', 'p')) AS tenantctl_has_tables; \
+                 WHERE n.nspname = {literal} AND c.relkind IN ('r', 'p') \
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid \
+                     AND d.deptype = 'e')) AS tenantctl_has_tables, \
+                EXISTS (SELECT 1 FROM pg_catalog.pg_locks \
+                 WHERE locktype = 'advisory' AND classid = 0 AND objid = {LOCK_KEY} AND objsubid = 1 \
+                 AND granted AND database = (SELECT oid FROM pg_catalog.pg_database \
+                     WHERE datname = pg_catalog.current_database())) AS tenantctl_locked; \
          SELECT id, checksum, finished_at, migration_name, logs, rolled_back_at, started_at, applied_steps_count \
          FROM {quoted}._prisma_migrations ORDER BY started_at{end}",
         begin = if guarded {
@@ -299,6 +347,7 @@ pub async fn read(
         quoted = quote_ident(schema),
     );
     let mut has_tables = None;
+    let mut locked = false;
     let mut rows = Vec::new();
     let mut failed = None;
     {
@@ -308,6 +357,7 @@ pub async fn read(
                 Ok(Some(sqlx::Either::Right(row))) => {
                     if let Ok(value) = row.try_get::<bool, _>("tenantctl_has_tables") {
                         has_tables = Some(value);
+                        locked = row.try_get("tenantctl_locked")?;
                         continue;
                     }
                     rows.push(Row {
@@ -332,7 +382,11 @@ pub async fn read(
     }
     let has_tables = has_tables.unwrap_or(false);
     match failed {
-        None => Ok((Some(rows), has_tables)),
+        None => Ok(Read {
+            rows: Some(rows),
+            has_tables,
+            locked,
+        }),
         Some(err) if is_undefined_table(&err) => {
             if guarded {
                 conn.execute(
@@ -342,22 +396,64 @@ pub async fn read(
                 .await
                 .context("recover from reading a missing _prisma_migrations")?;
             }
-            Ok((None, has_tables))
+            Ok(Read {
+                rows: None,
+                has_tables,
+                locked,
+            })
         }
         Some(err) => Err(err.context("read _prisma_migrations")),
     }
 }
 
-/// Reads the tenant's state against the folder.
+/// Reads the tenant's state against the folder, without taking Prisma's
+/// lock (read-only callers): an unfinished migration while the lock is
+/// held elsewhere is in progress, not failed.
 pub async fn state(
     conn: &mut PgConnection,
     folder: &Folder,
     schema: &str,
 ) -> anyhow::Result<State> {
-    let (rows, has_tables) = read(conn, schema).await?;
-    let mut state = State::compare(folder, rows.as_deref());
-    state.not_empty = rows.is_none() && has_tables;
+    read_state(conn, folder, schema, true).await
+}
+
+async fn read_state(
+    conn: &mut PgConnection,
+    folder: &Folder,
+    schema: &str,
+    lock_elsewhere: bool,
+) -> anyhow::Result<State> {
+    let read = read(conn, schema).await?;
+    let mut state = State::compare(folder, read.rows.as_deref(), lock_elsewhere && read.locked);
+    state.not_empty = read.rows.is_none() && read.has_tables;
     Ok(state)
+}
+
+/// Prisma's `?schema=` for an application command's `DATABASE_URL`:
+/// given only for a schema other than `public`, Prisma's default.
+pub fn url_schema(schema: &str) -> Option<&str> {
+    (schema != "public").then_some(schema)
+}
+
+/// After the application's command (`apply = "command"`), what it
+/// returned (`ran`); when it exited 0, the state read again, and anything
+/// still pending fails the tenant (a command that looked at another
+/// schema, or did nothing, is no success).
+pub async fn check_after_command(
+    conn: &mut PgConnection,
+    folder: &Folder,
+    schema: &str,
+    ran: anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    ran?;
+    let state = state(conn, folder, schema).await?;
+    anyhow::ensure!(
+        state.pending.is_empty(),
+        "the command exited 0 but {} migration(s) are still pending in schema {schema} ({}): check that it applies Prisma's migrations to this DATABASE_URL (with ?schema={schema})",
+        state.pending.len(),
+        state.pending.join(", ")
+    );
+    state.check()
 }
 
 /// What a native apply did, filled in as it goes.
@@ -366,41 +462,57 @@ pub struct Applied {
     pub names: Vec<String>,
 }
 
+/// Where the migrations go: the schema holding `_prisma_migrations` (and,
+/// with `search_path`, the one the scripts run in).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub schema: &'a str,
+    /// Set `search_path` to the schema for the scripts: only when the
+    /// schema is configured explicitly (Prisma's `?schema=`). Otherwise the
+    /// scripts run with the role's own `search_path`, as the kit's Prisma
+    /// runs them (a function from an `extensions` schema on it resolves).
+    pub search_path: bool,
+}
+
 /// Applies the pending migrations as `prisma migrate deploy` does.
 ///
 /// An up-to-date tenant costs one query and takes no lock. Otherwise,
-/// under Prisma's own advisory lock, with `search_path` set to the schema
-/// as Prisma's engine sets it, and under `limits`: the table is created with Prisma's DDL if
-/// missing (refused, as P3005, on a schema that already has tables), the
-/// state read again, a failed migration refused (P3009); then for each
-/// pending migration a row (`id`, `checksum`, `migration_name`, `started_at`) is committed
-/// before the script, the script is sent as ONE simple-protocol query, as
-/// Prisma sends it, and `finished_at` and `applied_steps_count` recorded
-/// after it. A script that fails leaves its row with the error in `logs`
-/// and no `finished_at`, so `prisma migrate status` calls it failed and
-/// `prisma migrate resolve` works on it.
+/// under Prisma's own advisory lock (waited for at most `--lock-timeout`),
+/// the state is read again and checked (a failed migration refused, P3009;
+/// a schema with tables and no `_prisma_migrations` refused, P3005), the
+/// schema and the table created with Prisma's DDL if missing; then for each
+/// pending migration a row (`id`, `checksum`, `migration_name`,
+/// `started_at`) is committed before the script, the script is sent as ONE
+/// simple-protocol query, as Prisma sends it (with `search_path` and the
+/// limits set LOCAL in front of it), and `finished_at` and
+/// `applied_steps_count` recorded after it. A script that fails leaves its
+/// row with the error in `logs` and no `finished_at`, so `prisma migrate
+/// status` calls it failed and `prisma migrate resolve` works on it.
 pub async fn apply(
     conn: &mut PgConnection,
     folder: &Folder,
-    schema: &str,
+    target: Target<'_>,
     limits: &SessionLimits,
     redact: &(dyn Fn(&str) -> String + Send + Sync),
     applied: &mut Applied,
 ) -> anyhow::Result<()> {
-    let state = state(conn, folder, schema).await?;
-    state.check()?;
-    if state.pending.is_empty() {
+    // Read without the lock only to skip an up-to-date tenant: anything
+    // else (a failed-looking row above all, which may be a migration
+    // another deploy is applying right now) is judged under the lock.
+    let state = read_state(conn, folder, target.schema, false).await?;
+    if state.pending.is_empty() && state.failed.is_empty() && !state.not_empty {
         return Ok(());
     }
     let pinned = conn.is_in_transaction();
-    // On a plain connection the lock, search_path and limits are the
-    // session's: every step that relies on them runs only on the server
-    // process that took them (see [`Backend`]), so a transaction-mode
-    // pooler nobody declared stops the tenant instead of migrating on a
-    // server connection without the lock.
+    // On a plain connection the lock is the session's (the one
+    // session-level thing tenantctl takes): every step runs only on the
+    // server process that took it (see [`Backend`]), so a
+    // transaction-mode pooler nobody declared stops the tenant instead of
+    // migrating on a server connection without the lock. Every setting is
+    // transaction-local, so none can reach the pooler's next client.
     let mut backend = Backend::default();
-    lock(conn, schema, limits, &mut backend).await?;
-    let result = apply_locked(conn, folder, schema, redact, &backend, applied).await;
+    lock(conn, target, limits, &mut backend).await?;
+    let result = apply_locked(conn, folder, target, limits, redact, &backend, applied).await;
     let unlocked = if pinned {
         // A transaction-level lock: its commit releases it.
         Ok(())
@@ -413,42 +525,51 @@ pub async fn apply(
     cleared
 }
 
-/// Waits for Prisma's lock with the timeouts lifted (they are for
-/// application traffic, not for another deploy), then sets `search_path`
-/// to the schema, as Prisma's engine does (the scripts it writes name no
-/// schema), and the session limits for the scripts: all in one query, on
-/// one server process, whose pid `backend` records. On a pinned
-/// connection all of it is transaction-local.
+/// Waits for Prisma's lock, for at most `--lock-timeout` if one is given
+/// (`pg_advisory_lock` honours `lock_timeout`), with no statement timeout
+/// (that is for the scripts), in one query on one server process, whose pid
+/// `backend` records. The timeouts are set LOCAL and put back in the same
+/// transaction. On a pinned connection the lock is the transaction's, and
+/// `search_path` is set LOCAL there too (everything runs in it).
 async fn lock(
     conn: &mut PgConnection,
-    schema: &str,
+    target: Target<'_>,
     limits: &SessionLimits,
     backend: &mut Backend,
 ) -> anyhow::Result<()> {
     let pinned = conn.is_in_transaction();
-    let (function, set, limits) = if pinned {
-        ("pg_advisory_xact_lock", "SET LOCAL", String::new())
+    let function = if pinned {
+        "pg_advisory_xact_lock"
     } else {
-        (
-            "pg_advisory_lock",
-            "SET",
-            limits.session().unwrap_or_default(),
-        )
+        "pg_advisory_lock"
+    };
+    let wait_ms = limits.lock_timeout.map_or(0, |t| t.as_millis().max(1));
+    let path = if pinned && target.search_path {
+        format!("SET LOCAL search_path TO {}; ", quote_ident(target.schema))
+    } else {
+        String::new()
     };
     let sql = format!(
         "SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
                 set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
-         SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
+         SET LOCAL lock_timeout = {wait_ms}; SET LOCAL statement_timeout = 0; \
          SELECT {function}({LOCK_KEY}); \
          SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
                 set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true); \
-         {set} search_path TO {}; {limits}{BACKEND_PID}",
-        quote_ident(schema)
+         {path}{BACKEND_PID}"
     );
-    let rows = conn
-        .fetch_all(sql.as_str())
-        .await
-        .context("take Prisma's migration lock (72707369)")?;
+    let rows = match conn.fetch_all(sql.as_str()).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            if has_sqlstate(&err, "55P03") {
+                return Err(err.context(format!(
+                    "Prisma's migration lock (pg_advisory_lock({LOCK_KEY})) on this database was not granted within --lock-timeout: a `prisma migrate deploy` elsewhere (or another tenantctl tenant migrate) holds it while it applies migrations; run again once it is done"
+                )));
+            }
+            return Err(err.context(format!("take Prisma's migration lock ({LOCK_KEY})")));
+        }
+    };
     backend.observe(pid_of(&rows))?;
     Ok(())
 }
@@ -481,17 +602,37 @@ async fn unlock(conn: &mut PgConnection, backend: &mut Backend) -> anyhow::Resul
 async fn apply_locked(
     conn: &mut PgConnection,
     folder: &Folder,
-    schema: &str,
+    target: Target<'_>,
+    limits: &SessionLimits,
     redact: &(dyn Fn(&str) -> String + Send + Sync),
     backend: &Backend,
     applied: &mut Applied,
 ) -> anyhow::Result<()> {
+    let schema = target.schema;
     // The table is named with its schema wherever tenantctl writes it, so
     // these statements do not depend on the session's search_path.
     let table = format!("{}._prisma_migrations", quote_ident(schema));
-    let state = state(conn, folder, schema).await?;
+    // Under the lock: an unfinished row now is a failed migration (the lock
+    // is ours, no one else is applying).
+    let state = read_state(conn, folder, schema, false).await?;
     state.check()?;
     if !state.table {
+        // As Prisma's engine: the schema first if it is missing
+        // (CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even
+        // when the schema exists, hence the look first).
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+        )
+        .persistent(false)
+        .bind(schema)
+        .fetch_one(&mut *conn)
+        .await
+        .with_context(|| format!("look for the schema {schema}"))?;
+        if !exists {
+            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)).as_str())
+                .await
+                .with_context(|| format!("create the schema {schema}"))?;
+        }
         conn.execute(
             CREATE_TABLE
                 .replacen("_prisma_migrations", &table, 1)
@@ -500,6 +641,19 @@ async fn apply_locked(
         .await
         .context("create _prisma_migrations")?;
     }
+    // What each script's transaction needs, set LOCAL in front of it; on a
+    // pinned connection it is all set for the one transaction already.
+    let settings = if conn.is_in_transaction() {
+        String::new()
+    } else {
+        let mut sql = if target.search_path {
+            format!("SET LOCAL search_path TO {}; ", quote_ident(schema))
+        } else {
+            String::new()
+        };
+        sql.push_str(&limits.local().unwrap_or_default());
+        sql
+    };
     for name in &state.pending {
         let migration = folder
             .migrations
@@ -516,10 +670,10 @@ async fn apply_locked(
         .fetch_one(&mut *conn)
         .await
         .with_context(|| format!("record migration {name} as started"))?;
-        let ran = run_script(conn, &migration.script, backend).await;
+        let ran = run_script(conn, &migration.script, &settings, backend).await;
         match ran {
             Ok(()) => {
-                sqlx::query(&format!(
+                let done = sqlx::query(&format!(
                     "UPDATE {table} SET applied_steps_count = applied_steps_count + 1, \
                      finished_at = clock_timestamp() WHERE id = $1"
                 ))
@@ -528,6 +682,11 @@ async fn apply_locked(
                 .execute(&mut *conn)
                 .await
                 .with_context(|| format!("record migration {name} as finished"))?;
+                if done.rows_affected() != 1 {
+                    anyhow::bail!(
+                        "migration {name} ran, but its row in {table} (id {id}) was gone when it was to be marked finished: someone deleted it meanwhile; `prisma migrate status` will call the migration pending although its script ran: check the database, then `prisma migrate resolve --applied {name}`"
+                    );
+                }
                 applied.names.push(name.clone());
             }
             Err(err) if err.is::<BackendChanged>() => {
@@ -547,6 +706,76 @@ async fn apply_locked(
     Ok(())
 }
 
+/// Whether the server undid a script whole when one of its statements was
+/// cut short: it ran as one transaction, and nothing in it has effects a
+/// rollback does not undo (a sequence advanced, dblink, COPY to a program,
+/// `CREATE INDEX CONCURRENTLY`, which commits as it goes...).
+fn undone_by_rollback(script: &str) -> bool {
+    let Ok(parsed) = crate::script::Script::parse(script) else {
+        return false;
+    };
+    parsed.check_single_transaction().is_ok()
+        && parsed.check_dry_run().is_ok()
+        && !parsed
+            .statements()
+            .iter()
+            .any(|s| outside_transaction(s.text()))
+}
+
+/// Whether a statement cannot run inside a transaction block (it commits
+/// on its own as it goes, so a cancel leaves part of it done).
+fn outside_transaction(statement: &str) -> bool {
+    let words: Vec<String> = without_leading_comments(statement)
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+        .take(12)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let first = words.first().map_or("", String::as_str);
+    words.iter().any(|w| w == "CONCURRENTLY")
+        || matches!(first, "VACUUM")
+        || (first == "ALTER" && words.get(1).is_some_and(|w| w == "SYSTEM"))
+        || ((first == "CREATE" || first == "DROP")
+            && words
+                .get(1)
+                .is_some_and(|w| w == "DATABASE" || w == "TABLESPACE"))
+}
+
+/// The statement from its first word on: the comments Prisma writes
+/// before each statement (`-- CreateIndex`) and any other go.
+fn without_leading_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            // Block comments nest in PostgreSQL.
+            let mut depth = 1;
+            let mut end = rest.len();
+            let bytes = rest.as_bytes();
+            let mut i = 0;
+            while i + 1 < bytes.len() {
+                if bytes[i] == b'/' && bytes[i + 1] == b'*' {
+                    depth += 1;
+                    i += 2;
+                } else if bytes[i] == b'*' && bytes[i + 1] == b'/' {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            text = &rest[end..];
+        } else {
+            return text;
+        }
+    }
+}
+
 /// Records a script's failure as Prisma does (its `logs`, no
 /// `finished_at`), or as rolled back when the server undid it whole after
 /// a cancel; returns the error to report.
@@ -560,15 +789,14 @@ async fn record_failure(
 ) -> anyhow::Error {
     let name = &migration.name;
     let logs = redact(&prisma_logs(&err));
-    // Cut short by an interrupt or a --statement-timeout, a
-    // script with no transaction control of its own was undone
-    // whole by the server: marked rolled back (what `prisma
-    // migrate resolve --rolled-back` would record), so a rerun
-    // applies it. Any other failure stays failed, as Prisma
+    // Cut short by an interrupt, a --statement-timeout or a
+    // --lock-timeout, a script run as one transaction with nothing a
+    // rollback cannot undo was undone whole by the server: marked rolled
+    // back (what `prisma migrate resolve --rolled-back` would record), so
+    // a rerun applies it. Any other failure stays failed, as Prisma
     // leaves it, for a person to look at.
-    let undone = has_sqlstate(&err, "57014")
-        && crate::script::Script::parse(migration.script.as_str())
-            .is_ok_and(|script| script.check_single_transaction().is_ok());
+    let undone = (has_sqlstate(&err, "57014") || has_sqlstate(&err, "55P03"))
+        && undone_by_rollback(&migration.script);
     let pinned = conn.is_in_transaction();
     // Behind a transaction-mode pooler the failure aborted the
     // one transaction everything runs in: nothing can be
@@ -610,36 +838,94 @@ async fn record_failure(
 }
 
 /// Sends a script as one simple-protocol query, as Prisma does: the server
-/// runs a multi-statement script as one implicit transaction. The guard (a
-/// no-op SELECT on the right server process) goes in front of a script of
-/// several statements, which is one transaction anyway; a script of one
-/// statement is sent alone, as Prisma sends it, so what must run outside a
-/// transaction block (`CREATE INDEX CONCURRENTLY` alone in its file) still
-/// does, with the guard as the query just before.
+/// runs a multi-statement script as one implicit transaction, with
+/// `settings` (SET LOCAL) in front of it. The guard (a no-op SELECT on the
+/// right server process) goes in front too. A leading UTF-8 BOM is not
+/// sent (Prisma strips it; the checksum stays over the file's bytes).
+///
+/// A script of one statement that cannot run inside a transaction block
+/// (`CREATE INDEX CONCURRENTLY` alone in its file) is sent alone, as
+/// Prisma sends it, with the guard as the query just before; what it needs
+/// set is set for the session just before and reset just after, on the
+/// guarded server process (the one exception: there is no transaction to
+/// make it local to). Any other single statement runs after its settings
+/// in one implicit transaction, which is what it was alone.
 async fn run_script(
     conn: &mut PgConnection,
     script: &str,
+    settings: &str,
     backend: &Backend,
 ) -> anyhow::Result<()> {
+    let script = script.strip_prefix('\u{feff}').unwrap_or(script);
     let guard = backend.guard();
-    let single =
-        crate::script::Script::parse(script).is_ok_and(|script| script.statements().len() <= 1);
-    if !single {
+    let parsed = crate::script::Script::parse(script).ok();
+    let alone = parsed.as_ref().is_some_and(|parsed| {
+        parsed.statements().len() <= 1
+            && parsed
+                .statements()
+                .iter()
+                .all(|s| outside_transaction(s.text()))
+    });
+    if !alone {
+        let body = with_settings_again(parsed.as_ref(), script, settings);
         return conn
-            .execute(format!("{guard}{script}").as_str())
+            .execute(format!("{guard}{settings}{body}").as_str())
             .await
             .map(|_| ())
             .map_err(|err| Backend::check(anyhow::Error::new(err)));
     }
-    if !guard.is_empty() {
-        conn.execute(guard.as_str())
+    let session = settings.replace("SET LOCAL ", "SET ");
+    if !guard.is_empty() || !session.is_empty() {
+        conn.execute(format!("{guard}{session}").as_str())
             .await
             .map_err(|err| Backend::check(anyhow::Error::new(err)))?;
     }
-    conn.execute(script)
+    let ran = conn
+        .execute(script)
         .await
         .map(|_| ())
-        .map_err(anyhow::Error::new)
+        .map_err(anyhow::Error::new);
+    if !session.is_empty() {
+        conn.execute(
+            format!("{guard}RESET search_path; RESET lock_timeout; RESET statement_timeout")
+                .as_str(),
+        )
+        .await
+        .map_err(|err| Backend::check(anyhow::Error::new(err)))
+        .context("reset the settings of a statement run outside a transaction")?;
+    }
+    ran
+}
+
+/// The script with `settings` set again after each of its own
+/// transaction-control statements: a `COMMIT` in the script ends the
+/// transaction the settings were LOCAL to, and what follows it must still
+/// be bounded by the limits. Unchanged when it has none (or there is
+/// nothing to set). Statements are separated by a line break before the
+/// `;`, so one ending in a `--` comment stays whole.
+fn with_settings_again<'a>(
+    parsed: Option<&crate::script::Script>,
+    script: &'a str,
+    settings: &str,
+) -> std::borrow::Cow<'a, str> {
+    use crate::script::StatementKind;
+    let Some(parsed) = parsed else {
+        return script.into();
+    };
+    let control =
+        |s: &crate::script::Statement| matches!(s.kind(), StatementKind::TransactionControl(_));
+    if settings.is_empty() || !parsed.statements().iter().any(control) {
+        return script.into();
+    }
+    let mut body = String::with_capacity(script.len() + settings.len() * 2);
+    for statement in parsed.statements() {
+        body.push_str(statement.text());
+        body.push_str("\n;\n");
+        if control(statement) {
+            body.push_str(settings);
+        }
+    }
+    body.into()
 }
 
 /// The `logs` Prisma writes for a failed script: the database's error code
@@ -756,6 +1042,54 @@ mod tests {
     }
 
     #[test]
+    fn names_prisma_orders_otherwise_are_refused() {
+        let dir = Path::new("m");
+        let names = |list: &[&str]| {
+            let mut names: Vec<String> = list.iter().map(|n| (*n).to_owned()).collect();
+            names.sort();
+            names
+        };
+        for clash in [
+            &["20240101_B", "20240101_a"][..],
+            &["20240101_a", "20240101_A"],
+            &["1_init", "2_Users", "2_accounts", "3_z"],
+        ] {
+            let err = check_order(dir, &names(clash)).expect_err("clash");
+            assert!(err.to_string().contains("rename one"), "{err}");
+        }
+        for fine in [
+            &["20240101_a", "20240102_B"][..],
+            &["1_Init", "2_init_more", "3_Z"],
+        ] {
+            check_order(dir, &names(fine)).expect("same order both ways");
+        }
+    }
+
+    #[test]
+    fn statements_that_cannot_run_in_a_transaction_block() {
+        for yes in [
+            "CREATE INDEX CONCURRENTLY \"a\" ON \"T\"(\"x\")",
+            "-- CreateIndex\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS a ON t (x)",
+            "/* a /* nested */ comment */ -- and a line\n  drop index concurrently a",
+            "ALTER TABLE \"Some\" DETACH PARTITION \"Part\" CONCURRENTLY",
+            "REINDEX TABLE CONCURRENTLY t",
+            "VACUUM t",
+            "ALTER SYSTEM SET work_mem = '8MB'",
+            "CREATE DATABASE x",
+        ] {
+            assert!(outside_transaction(yes), "{yes}");
+        }
+        for no in [
+            "CREATE INDEX a ON t (x)",
+            "-- CREATE INDEX CONCURRENTLY is not used here\nALTER TABLE t ADD COLUMN c int",
+            "ALTER TABLE t ADD COLUMN x int",
+            "SELECT 1",
+        ] {
+            assert!(!outside_transaction(no), "{no}");
+        }
+    }
+
+    #[test]
     fn classifies_as_prisma_does() {
         let f = folder(&[
             ("1_a", "A"),
@@ -773,7 +1107,7 @@ mod tests {
             row("4_d", "D", false, false),
             row("9_gone", "G", true, false),
         ];
-        let state = State::compare(&f, Some(&rows));
+        let state = State::compare(&f, Some(&rows), false);
         assert_eq!(state.applied, ["1_a", "2_b"]);
         assert_eq!(state.checksum_changed, ["2_b"]);
         assert_eq!(state.rolled_back, ["3_c"]);
@@ -781,7 +1115,7 @@ mod tests {
         assert_eq!(state.failed, ["4_d"]);
         assert_eq!(state.missing_from_folder, ["9_gone"]);
         assert!(state.check().is_err());
-        let fresh = State::compare(&f, None);
+        let fresh = State::compare(&f, None, false);
         assert_eq!(fresh.pending.len(), 5);
         assert!(!fresh.table);
         assert!(fresh.check().is_ok());

@@ -651,6 +651,15 @@ async fn check_prisma(
                     ),
                 ));
             }
+            if !state.in_progress.is_empty() {
+                findings.push(finding(
+                    "migrating",
+                    format!(
+                        "Prisma migration(s) being applied right now (Prisma's lock is held): {}",
+                        state.in_progress.join(", ")
+                    ),
+                ));
+            }
             if let Err(problem) = state.check() {
                 findings.push(finding("migration_problem", problem.to_string()));
             }

@@ -396,8 +396,12 @@ fn a_command_migrator_gets_the_tenant_connection_and_nothing_else() {
     );
     assert!(dumped.contains(&format!("TENANT_DB_NAME={db_a}")));
     assert!(!dumped.contains("other-sekret-9"), "{dumped}");
-    assert!(!dumped.contains("MASTER_DATABASE_URL"), "{dumped}");
-    assert!(!dumped.contains("POSTGRES_BASE_URL"), "{dumped}");
+    // Emptied rather than removed (a dotenv loader would fill them back).
+    for line in dumped.lines() {
+        if line.starts_with("MASTER_DATABASE_URL") || line.starts_with("POSTGRES_BASE_URL") {
+            assert!(line.ends_with('='), "{dumped}");
+        }
+    }
 
     // Every selected tenant, whatever it has (tenantctl cannot know).
     std::fs::remove_file(env.workdir.path().join(format!("env.{a}.txt"))).expect("rm");

@@ -11,6 +11,7 @@ mod adopt;
 mod app_attacks;
 mod app_edges;
 mod app_migrator;
+mod app_migrator_attacks;
 mod app_ready;
 mod bad_input;
 mod baseline;

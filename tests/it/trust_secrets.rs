@@ -237,10 +237,15 @@ fn assert_no_password(passwords: &[(&str, &str)], what: &str, text: &str) {
     }
 }
 
+/// The variables `env` printed with a value: a withheld variable other
+/// than libpq's is set empty (a dotenv loader would fill an unset one back
+/// from the project's `.env`), which gives the child nothing.
 fn variable_names(env_output: &str) -> Vec<&str> {
     env_output
         .lines()
-        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(_, value)| !value.trim().is_empty())
+        .map(|(name, _)| name)
         .collect()
 }
 

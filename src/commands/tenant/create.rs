@@ -814,6 +814,7 @@ enum TenantSchema {
     Prisma {
         folder: prisma::Folder,
         schema: String,
+        search_path: bool,
         command: Option<AppCommand>,
     },
     /// The application's command.
@@ -828,11 +829,13 @@ impl TenantSchema {
             Migrator::Prisma {
                 migrations,
                 schema,
+                search_path,
                 command,
             } => Self::Prisma {
                 folder: prisma::Folder::read(migrations)
                     .map_err(|e| UsageError(crate::error::render(&e)))?,
                 schema: schema.clone(),
+                search_path: *search_path,
                 command: command.clone(),
             },
             Migrator::Command(command) => Self::Command(command.clone()),
@@ -877,16 +880,28 @@ async fn provision(
         let stop = ctx.interruptible();
         let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
         let mut executed = Executed::default();
-        return run_app_command(
+        let prisma_schema = match migrations {
+            TenantSchema::Prisma { folder, schema, .. } => Some((folder, schema.as_str())),
+            _ => None,
+        };
+        run_app_command(
             &ctx.connector,
             &ctx.connector.child_env(),
             command,
+            prisma_schema.and_then(|(_, schema)| prisma::url_schema(schema)),
             tenant,
             stop,
             progress,
             &mut executed,
         )
-        .await;
+        .await?;
+        if let Some((folder, schema)) = prisma_schema {
+            let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
+            let checked = prisma::check_after_command(&mut conn, folder, schema, Ok(())).await;
+            let released = ctx.connector.release(conn).await;
+            return checked.and(released);
+        }
+        return Ok(());
     }
     let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
     let result = match migrations {
@@ -896,11 +911,20 @@ async fn provision(
             applied.versions.append(&mut done.versions);
             result
         }
-        TenantSchema::Prisma { folder, schema, .. } => {
+        TenantSchema::Prisma {
+            folder,
+            schema,
+            search_path,
+            ..
+        } => {
             let redactor = ctx.connector.child_env().redactor(&[]);
             let redact = move |text: &str| redactor.redact(text).into_owned();
             let mut done = prisma::Applied::default();
-            let result = prisma::apply(&mut conn, folder, schema, limits, &redact, &mut done).await;
+            let target = prisma::Target {
+                schema,
+                search_path: *search_path,
+            };
+            let result = prisma::apply(&mut conn, folder, target, limits, &redact, &mut done).await;
             applied.names.append(&mut done.names);
             result
         }

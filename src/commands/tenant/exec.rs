@@ -168,6 +168,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     interactive,
                     lines: &lines,
                     tracker: &tracker,
+                    url_schema: None,
                 };
                 let result = child.run(&connector, &tenant, &mut executed).await;
                 (executed, result)
@@ -189,6 +190,9 @@ pub(crate) struct Child<'a> {
     interactive: bool,
     lines: &'a Lines,
     tracker: &'a Stop,
+    /// Prisma's `?schema=` to add to `DATABASE_URL`, for a Prisma
+    /// migrator whose schema is not `public`.
+    url_schema: Option<&'a str>,
 }
 
 impl Child<'_> {
@@ -203,7 +207,10 @@ impl Child<'_> {
             .command
             .split_first()
             .context("no program given after --")?;
-        let env = connector.tenant_env(tenant.server()?, db)?;
+        let mut env = connector.tenant_env(tenant.server()?, db)?;
+        if let Some(schema) = self.url_schema {
+            with_url_schema(&mut env, schema);
+        }
         let redactor = redactor_for(self.env, &env, tenant);
         let mut cmd = self.command_for(program, program_args, &env, tenant, db.as_str());
         let mut child = cmd.spawn().with_context(|| format!("start {program:?}"))?;
@@ -334,14 +341,31 @@ impl Child<'_> {
     }
 }
 
+/// Adds `schema=<schema>` to the child's `DATABASE_URL` query (Prisma's
+/// parameter naming the schema of its tables and `_prisma_migrations`),
+/// percent-encoded, never `+` for a space.
+fn with_url_schema(env: &mut [(&'static str, String)], schema: &str) {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    if let Some((_, url)) = env.iter_mut().find(|(k, _)| *k == "DATABASE_URL") {
+        let value = utf8_percent_encode(schema, NON_ALPHANUMERIC);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url.push(sep);
+        url.push_str("schema=");
+        url.extend(value);
+    }
+}
+
 /// Runs the application's migrator command for one tenant, as `tenant
 /// exec` runs a program (same environment, scrubbed; output captured and
 /// redacted), in the command's own folder. A non-zero exit is a failure
 /// whose error carries the end of the child's (redacted) output.
+/// `url_schema`: see [`Child::url_schema`].
+#[allow(clippy::too_many_arguments, reason = "one call per migrator kind")]
 pub(crate) async fn run_app_command(
     connector: &Connector,
     child_env: &ChildEnv,
     command: &crate::config::AppCommand,
+    url_schema: Option<&str>,
     tenant: &Tenant,
     tracker: &Stop,
     progress: Arc<Progress>,
@@ -359,6 +383,7 @@ pub(crate) async fn run_app_command(
         interactive: false,
         lines: &lines,
         tracker,
+        url_schema,
     };
     let result = child.run(connector, tenant, executed).await;
     result.map_err(|err| {

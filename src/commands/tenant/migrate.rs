@@ -123,9 +123,18 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         Migrator::Prisma {
             migrations,
             schema,
+            search_path,
             command,
         } => {
-            return run_prisma(args, ctx, migrations, schema, command.as_ref()).await;
+            return run_prisma(
+                args,
+                ctx,
+                migrations,
+                schema,
+                *search_path,
+                command.as_ref(),
+            )
+            .await;
         }
         Migrator::Command(command) => return run_command(args, ctx, command).await,
     }
@@ -220,6 +229,7 @@ async fn run_prisma(
     ctx: &Context,
     dir: &Path,
     schema: &str,
+    search_path: bool,
     command: Option<&AppCommand>,
 ) -> anyhow::Result<Outcome> {
     refuse_to(&args, ctx)?;
@@ -288,6 +298,7 @@ async fn run_prisma(
                                 &connector,
                                 &child_env,
                                 command,
+                                prisma::url_schema(&schema),
                                 tenant,
                                 &tracker,
                                 progress,
@@ -295,13 +306,17 @@ async fn run_prisma(
                             )
                             .await;
                             migrated.exit_code = executed.exit_code;
-                            ran
+                            prisma::check_after_command(conn, &folder, &schema, ran).await
                         }
                     } else {
                         let redact = move |text: &str| redactor.redact(text).into_owned();
                         let mut applied = prisma::Applied::default();
+                        let target = prisma::Target {
+                            schema: &schema,
+                            search_path,
+                        };
                         let result =
-                            prisma::apply(conn, &folder, &schema, &limits, &redact, &mut applied)
+                            prisma::apply(conn, &folder, target, &limits, &redact, &mut applied)
                                 .await;
                         migrated.applied = applied.names;
                         result
@@ -375,6 +390,7 @@ async fn run_command(
                     &connector,
                     &child_env,
                     &command,
+                    None,
                     &tenant,
                     &tracker,
                     progress,

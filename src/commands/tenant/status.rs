@@ -84,6 +84,7 @@ impl TenantValue for PrismaTenantState {
             }
         };
         note("failed", &s.failed);
+        note("in progress", &s.in_progress);
         note("rolled back", &s.rolled_back);
         note("checksum changed", &s.checksum_changed);
         note("missing from folder", &s.missing_from_folder);
