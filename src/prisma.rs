@@ -130,24 +130,47 @@ impl Folder {
     }
 }
 
-/// Prisma's CLI orders the folder with JavaScript's `localeCompare`,
-/// which ignores case first; tenantctl orders by bytes. Two names the two
-/// orders disagree on would be applied in one order here and in the other
-/// by `prisma migrate deploy`: refused, naming both.
+/// Prisma's CLI orders the folder with JavaScript's `localeCompare`
+/// (ICU's collation: punctuation before digits before letters, case
+/// ignored first); tenantctl orders by bytes. Two names the two orders
+/// disagree on (`10_tag` before `1_init` by bytes, after it for Prisma;
+/// `_B` before `_a`) would be applied in one order here and in the other
+/// by `prisma migrate deploy`: refused, naming both. Names equal at ICU's
+/// first level (differing only in case) are refused too: which comes
+/// first then is ICU's finer rules, not ours to guess.
 fn check_order(dir: &Path, names: &[String]) -> anyhow::Result<()> {
     for (i, first) in names.iter().enumerate() {
         for second in &names[i + 1..] {
-            // Equal ignoring case counts too: ICU puts the lowercase one
-            // first, bytes the uppercase one.
-            if first.to_lowercase() >= second.to_lowercase() {
+            if collation_key(first) >= collation_key(second) {
                 anyhow::bail!(
-                    "{}: migrations {first} and {second} are ordered one way by bytes and the other way by Prisma's CLI (which ignores case): rename one so both orders agree",
+                    "{}: migrations {first} and {second} are ordered one way by bytes and the other way by Prisma's CLI (which sorts punctuation before digits before letters, ignoring case): rename one so both orders agree",
                     dir.display()
                 );
             }
         }
     }
     Ok(())
+}
+
+/// The first-level weights ICU's root collation gives an ASCII name,
+/// which is what `localeCompare` compares first: the punctuation in ICU's
+/// order, then digits, then letters without case; anything else after
+/// them, by code point.
+fn collation_key(name: &str) -> Vec<u32> {
+    const PUNCTUATION: &str = " _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$";
+    name.chars()
+        .map(|c| {
+            if let Some(i) = PUNCTUATION.find(c) {
+                u32::try_from(i).unwrap_or(0)
+            } else if c.is_ascii_digit() {
+                100 + u32::from(c) - u32::from('0')
+            } else if c.is_ascii_alphabetic() {
+                200 + u32::from(c.to_ascii_lowercase()) - u32::from('a')
+            } else {
+                1000 + u32::from(c)
+            }
+        })
+        .collect()
 }
 
 /// sha256 of the script, lowercase hex, as Prisma computes it
@@ -531,6 +554,10 @@ pub async fn apply(
 /// `backend` records. The timeouts are set LOCAL and put back in the same
 /// transaction. On a pinned connection the lock is the transaction's, and
 /// `search_path` is set LOCAL there too (everything runs in it).
+/// How long Prisma's schema engine waits for its migration lock before it
+/// gives up (P1002), and tenantctl by default.
+const PRISMA_LOCK_WAIT_MS: u128 = 10_000;
+
 async fn lock(
     conn: &mut PgConnection,
     target: Target<'_>,
@@ -543,7 +570,11 @@ async fn lock(
     } else {
         "pg_advisory_lock"
     };
-    let wait_ms = limits.lock_timeout.map_or(0, |t| t.as_millis().max(1));
+    // Prisma's own schema engine gives up on this lock after 10 s (P1002);
+    // so does tenantctl, unless --lock-timeout says otherwise.
+    let wait_ms = limits
+        .lock_timeout
+        .map_or(PRISMA_LOCK_WAIT_MS, |t| t.as_millis().max(1));
     let path = if pinned && target.search_path {
         format!("SET LOCAL search_path TO {}; ", quote_ident(target.schema))
     } else {
@@ -564,7 +595,7 @@ async fn lock(
             let err = anyhow::Error::new(err);
             if has_sqlstate(&err, "55P03") {
                 return Err(err.context(format!(
-                    "Prisma's migration lock (pg_advisory_lock({LOCK_KEY})) on this database was not granted within --lock-timeout: a `prisma migrate deploy` elsewhere (or another tenantctl tenant migrate) holds it while it applies migrations; run again once it is done"
+                    "Prisma's migration lock (pg_advisory_lock({LOCK_KEY})) on this database was not granted within {wait_ms} ms (--lock-timeout, else Prisma's own 10 s): a `prisma migrate deploy` elsewhere (or another tenantctl tenant migrate) holds it while it applies migrations; run again once it is done"
                 )));
             }
             return Err(err.context(format!("take Prisma's migration lock ({LOCK_KEY})")));
@@ -859,20 +890,31 @@ async fn run_script(
     let script = script.strip_prefix('\u{feff}').unwrap_or(script);
     let guard = backend.guard();
     let parsed = crate::script::Script::parse(script).ok();
-    let alone = parsed.as_ref().is_some_and(|parsed| {
-        parsed.statements().len() <= 1
-            && parsed
+    let single = parsed
+        .as_ref()
+        .is_some_and(|parsed| parsed.statements().len() <= 1);
+    let alone = single
+        && parsed.as_ref().is_some_and(|parsed| {
+            parsed
                 .statements()
                 .iter()
                 .all(|s| outside_transaction(s.text()))
-    });
+        });
     if !alone {
         let body = with_settings_again(parsed.as_ref(), script, settings);
-        return conn
+        let ran = conn
             .execute(format!("{guard}{settings}{body}").as_str())
             .await
             .map(|_| ())
             .map_err(|err| Backend::check(anyhow::Error::new(err)));
+        // Prisma sends a one-statement script as it is, outside any
+        // transaction block; one our list does not know (REINDEX SCHEMA,
+        // say) is refused inside ours before it does anything (25001),
+        // and is then sent alone, as Prisma would have sent it.
+        match ran {
+            Err(err) if single && has_sqlstate(&err, "25001") => {}
+            ran => return ran,
+        }
     }
     let session = settings.replace("SET LOCAL ", "SET ");
     if !guard.is_empty() || !session.is_empty() {
@@ -1053,6 +1095,8 @@ mod tests {
             &["20240101_B", "20240101_a"][..],
             &["20240101_a", "20240101_A"],
             &["1_init", "2_Users", "2_accounts", "3_z"],
+            &["1_init", "2_note", "10_tag"],
+            &["20240102000000_x", "20240102000000-y", "20240102000000.z"],
         ] {
             let err = check_order(dir, &names(clash)).expect_err("clash");
             assert!(err.to_string().contains("rename one"), "{err}");

@@ -804,3 +804,50 @@ fn a_concurrent_index_runs_alone_and_a_cut_short_one_stays_failed() {
         .json();
     assert_eq!(find(&status, &slug)["failed"], serde_json::json!([name]));
 }
+
+/// Third pass. A one-statement script Prisma sends as it is, which cannot
+/// run in a transaction block and which no list names (REINDEX SCHEMA), is
+/// applied as Prisma applies it; and a folder Prisma orders otherwise than
+/// bytes (punctuation before digits: `1_init` before `10_tag`) is refused
+/// before anything is applied.
+#[test]
+fn one_statement_scripts_go_alone_and_prismas_collation_order_is_respected() {
+    let env = TestEnv::new();
+    let (dir, slug, db) = one_tenant(&env, "reindex", "");
+    add_migration(
+        &dir,
+        "20240102000000_reindex",
+        "-- Reindex\nREINDEX SCHEMA public;\n",
+    );
+    env.run(&["tenant", "migrate", &slug]).ok();
+    let status = prisma(&env, &dir, &db, &["migrate", "status"]).ok();
+    assert!(status.stdout.contains("up to date"), "{}", status.stdout);
+
+    let env = TestEnv::new();
+    let dir = schema(&env, "order");
+    std::fs::rename(
+        dir.join("migrations/20240101000000_orders"),
+        dir.join("migrations/1_init"),
+    )
+    .expect("rename");
+    add_migration(
+        &dir,
+        "2_note",
+        "ALTER TABLE \"Order\" ADD COLUMN note text;\n",
+    );
+    add_migration(
+        &dir,
+        "10_tag",
+        "ALTER TABLE \"Order\" ADD COLUMN tag text;\n",
+    );
+    write_toml(&env, &toml("order", ""));
+    env.run(&["master", "migrate"]).ok();
+    let run = env.run(&["tenant", "create", &env.slug("order")]);
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("10_tag") && run.stderr.contains("1_init"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.database_exists(&env.db("order")));
+}
