@@ -614,7 +614,7 @@ fn warn_shared(tenants: &[Tenant]) {
 /// cancel landing between two statements is dropped by the server, and
 /// the next statement may wait on a lock too). Returns the work's result
 /// and whether a cancel was sent.
-async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
+pub(crate) async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
     work: F,
     stop: &Stop,
     connector: &Connector,

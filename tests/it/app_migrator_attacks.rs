@@ -851,3 +851,71 @@ fn one_statement_scripts_go_alone_and_prismas_collation_order_is_respected() {
     );
     assert!(!env.database_exists(&env.db("order")));
 }
+
+/// Third pass. An interrupt during `tenant create` cancels the migration
+/// on the server, as `tenant migrate` does: the script does not go on to
+/// commit behind an exited process, Prisma's row says rolled back (the
+/// server undid it whole), the create is left failed, exit 130, and a
+/// rerun finishes it.
+#[test]
+fn an_interrupted_create_cancels_its_migration_on_the_server() {
+    let env = TestEnv::new();
+    let dir = schema(&env, "slow");
+    add_migration(
+        &dir,
+        "20240102000000_slow",
+        "SELECT pg_sleep(30);\nCREATE TABLE after_sleep (x int);\n",
+    );
+    write_toml(&env, &toml("slow", ""));
+    env.run(&["master", "migrate"]).ok();
+    let slug = env.slug("slow");
+    let db = env.db("slow");
+    let child = env.spawn(&["tenant", "create", &slug]);
+    wait_until(Duration::from_secs(30), "the slow migration to run", || {
+        (!env
+            .query(
+                "postgres",
+                &format!(
+                    "SELECT pid::text FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()"
+                ),
+            )
+            .is_empty())
+        .then_some(())
+    });
+    for _ in 0..2 {
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = crate::support::wait_with_deadline(child, Duration::from_secs(30));
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(
+        env.query(&db, "SELECT to_regclass('after_sleep')::text")
+            .iter()
+            .all(String::is_empty),
+        "the script went on after the interrupt"
+    );
+    assert_eq!(
+        env.query(
+            &db,
+            "SELECT (rolled_back_at IS NOT NULL)::text FROM _prisma_migrations WHERE migration_name = '20240102000000_slow'"
+        ),
+        ["true"]
+    );
+    // Fixed, the rerun finishes it.
+    std::fs::write(
+        dir.join("migrations/20240102000000_slow/migration.sql"),
+        "CREATE TABLE after_sleep (x int);\n",
+    )
+    .expect("rewrite");
+    env.run(&["tenant", "create", &slug]).ok();
+    assert_eq!(
+        env.query(&db, "SELECT to_regclass('after_sleep')::text"),
+        ["after_sleep"]
+    );
+}

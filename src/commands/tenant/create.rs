@@ -903,34 +903,56 @@ async fn provision(
         }
         return Ok(());
     }
-    let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
-    let result = match migrations {
-        TenantSchema::Sqlx(set) => {
-            let mut done = migrations::Done::default();
-            let result = migrations::apply_with(&mut conn, db, set, None, limits, &mut done).await;
-            applied.versions.append(&mut done.versions);
-            result
-        }
-        TenantSchema::Prisma {
-            folder,
-            schema,
-            search_path,
-            ..
-        } => {
-            let redactor = ctx.connector.child_env().redactor(&[]);
-            let redact = move |text: &str| redactor.redact(text).into_owned();
-            let mut done = prisma::Applied::default();
-            let target = prisma::Target {
+    // An interrupt cancels the statement in flight on the server (after
+    // the grace period, or at once on a second one), as `tenant migrate`
+    // does: a migration cut short is recorded as the migrator records it,
+    // the create is left failed (and resumable), and the master's locks
+    // are given back, instead of the process dying with the script still
+    // running on the server.
+    let stop = ctx.interruptible().clone();
+    let (mut conn, key) = ctx
+        .connector
+        .connect_tenant_cancellable(placed, db, limits)
+        .await?;
+    let work = async {
+        match migrations {
+            TenantSchema::Sqlx(set) => {
+                let mut done = migrations::Done::default();
+                let result =
+                    migrations::apply_with(&mut conn, db, set, None, limits, &mut done).await;
+                applied.versions.append(&mut done.versions);
+                result
+            }
+            TenantSchema::Prisma {
+                folder,
                 schema,
-                search_path: *search_path,
-            };
-            let result = prisma::apply(&mut conn, folder, target, limits, &redact, &mut done).await;
-            applied.names.append(&mut done.names);
-            result
+                search_path,
+                ..
+            } => {
+                let redactor = ctx.connector.child_env().redactor(&[]);
+                let redact = move |text: &str| redactor.redact(text).into_owned();
+                let mut done = prisma::Applied::default();
+                let target = prisma::Target {
+                    schema,
+                    search_path: *search_path,
+                };
+                let result =
+                    prisma::apply(&mut conn, folder, target, limits, &redact, &mut done).await;
+                applied.names.append(&mut done.names);
+                result
+            }
+            TenantSchema::Command(_) => Ok(()),
         }
-        TenantSchema::Command(_) => Ok(()),
-    }
-    .map_err(|err| ctx.connector.explain_pooler(placed, err));
+    };
+    let (result, cancelled) =
+        crate::commands::context::cancel_when_due(work, &stop, &ctx.connector, &key, tenant, db)
+            .await;
+    let result = result.map_err(|err| ctx.connector.explain_pooler(placed, err));
     let released = ctx.connector.release(conn).await;
-    result.and(released)
+    let result = result.and(released);
+    if cancelled {
+        result.map_err(|err| err.context(crate::error::Cancelled))
+    } else {
+        result
+    }
 }
