@@ -750,7 +750,25 @@ fn undone_by_rollback(script: &str) -> bool {
         && !parsed
             .statements()
             .iter()
-            .any(|s| outside_transaction(s.text()))
+            .any(|s| outside_transaction(s.text()) || may_take_sequence_values(s.text()))
+}
+
+/// Whether a statement may draw values from a sequence without naming it:
+/// rows written into a table whose column defaults to `nextval` (a
+/// `serial`, an identity). A rollback does not give them back, so a
+/// script that writes rows is never called undone whole.
+fn may_take_sequence_values(statement: &str) -> bool {
+    let words: Vec<String> = without_leading_comments(statement)
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let writes = |w: &str| matches!(w, "INSERT" | "MERGE" | "COPY");
+    match words.first().map(String::as_str) {
+        Some("WITH") => words.iter().any(|w| writes(w)),
+        Some(first) => writes(first),
+        None => false,
+    }
 }
 
 /// Whether a statement cannot run inside a transaction block (it commits
@@ -1107,6 +1125,21 @@ mod tests {
         ] {
             check_order(dir, &names(fine)).expect("same order both ways");
         }
+    }
+
+    #[test]
+    fn a_script_that_writes_rows_is_never_undone_whole() {
+        for writes in [
+            "INSERT INTO \"Order\" (total) VALUES (1); SELECT pg_sleep(1);",
+            "-- Seed\nINSERT INTO t VALUES (1);",
+            "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x;",
+            "COPY t FROM '/dev/null';",
+        ] {
+            assert!(!undone_by_rollback(writes), "{writes}");
+        }
+        assert!(undone_by_rollback(
+            "ALTER TABLE t ADD COLUMN note text; SELECT pg_sleep(1);"
+        ));
     }
 
     #[test]
