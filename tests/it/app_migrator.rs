@@ -7,10 +7,6 @@ use std::path::PathBuf;
 use crate::support::TestEnv;
 use crate::support::prisma::{add_migration, copy_schema, example, prisma};
 
-fn write_toml(env: &TestEnv, text: &str) {
-    std::fs::write(env.workdir.path().join("tenantctl.toml"), text).expect("write tenantctl.toml");
-}
-
 /// A Prisma schema of our own (not the kit's example): `schema.prisma` and
 /// one migration, laid out as `prisma migrate dev` leaves them.
 fn own_schema(env: &TestEnv, name: &str) -> PathBuf {
@@ -57,7 +53,7 @@ fn create_and_migrate_through_prisma_migrations_that_prisma_agrees_with() {
     let env = TestEnv::new();
     let schema = copy_schema(&env, &example("tenant"), "app");
     // Relative to the toml file's folder.
-    write_toml(&env, &prisma_toml("app/migrations"));
+    env.write_config(prisma_toml("app/migrations"));
     env.run(&["master", "migrate"]).ok();
     let (a, b) = (env.slug("a"), env.slug("b"));
     let created = env
@@ -163,10 +159,9 @@ fn create_and_migrate_through_prisma_migrations_that_prisma_agrees_with() {
 fn a_failing_migration_in_one_tenant_is_what_prisma_calls_failed() {
     let env = TestEnv::new();
     let schema = own_schema(&env, "billing");
-    write_toml(
-        &env,
-        &prisma_toml(&schema.join("migrations").display().to_string()),
-    );
+    env.write_config(prisma_toml(
+        &schema.join("migrations").display().to_string(),
+    ));
     env.run(&["master", "migrate"]).ok();
     let (ok, bad, bare) = (env.slug("ok"), env.slug("bad"), env.slug("bare"));
     for slug in [&ok, &bad, &bare] {
@@ -299,14 +294,11 @@ fn status_reads_what_prisma_recorded() {
     let env = TestEnv::new();
     let schema = own_schema(&env, "books");
     let run_sh = crate::support::prisma::kit().join("run.sh");
-    write_toml(
-        &env,
-        &format!(
-            "{}apply = \"command\"\ncommand = [\"bash\", \"{}\", \"books\", \"migrate\", \"deploy\"]\n",
-            prisma_toml("books/migrations"),
-            run_sh.display()
-        ),
-    );
+    env.write_config(format!(
+        "{}apply = \"command\"\ncommand = [\"bash\", \"{}\", \"books\", \"migrate\", \"deploy\"]\n",
+        prisma_toml("books/migrations"),
+        run_sh.display()
+    ));
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("s");
     env.run(&["tenant", "create", &slug]).ok();
@@ -320,7 +312,7 @@ fn status_reads_what_prisma_recorded() {
         .json();
     assert_eq!(crate::support::find(&report, &slug)["ran_command"], false);
 
-    write_toml(&env, &prisma_toml("books/migrations"));
+    env.write_config(prisma_toml("books/migrations"));
     let first = schema.join("migrations/20250101000000_invoices/migration.sql");
     let crlf = std::fs::read_to_string(&first).expect("read");
     assert!(crlf.contains("\r\n"));
@@ -373,7 +365,7 @@ fn dump_env_command(env: &TestEnv, exit: i32) -> String {
 #[test]
 fn a_command_migrator_gets_the_tenant_connection_and_nothing_else() {
     let env = TestEnv::new();
-    write_toml(&env, &dump_env_command(&env, 0));
+    env.write_config(dump_env_command(&env, 0));
     env.run(&["master", "migrate"]).ok();
     let (a, b) = (env.slug("a"), env.slug("b"));
     let other = "postgresql://someone:other-sekret-9@elsewhere:5432/app";
@@ -418,9 +410,7 @@ fn a_command_migrator_gets_the_tenant_connection_and_nothing_else() {
     assert!(env.workdir.path().join(format!("env.{a}.txt")).is_file());
 
     // A command that fails: its tenant fails, with its output, redacted.
-    write_toml(
-        &env,
-        "[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo boom $PGPASSWORD >&2; exit 3\"]\n",
+    env.write_config("[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo boom $PGPASSWORD >&2; exit 3\"]\n",
     );
     let run = env
         .run(&["tenant", "migrate", &a, "--output", "json"])
@@ -464,14 +454,14 @@ fn migrator_configuration_errors_are_one_line_naming_the_key() {
             "nowhere",
         ),
     ] {
-        write_toml(&env, toml);
+        env.write_config(toml);
         let run = env.run(&["tenant", "create", &slug]).code(2);
         assert!(run.stderr.contains(names), "{toml}: {}", run.stderr);
         assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
     }
     assert!(!env.database_exists(&env.db("x")));
 
-    write_toml(&env, &prisma_toml("nowhere"));
+    env.write_config(prisma_toml("nowhere"));
     let both = env
         .run(&["tenant", "status", "--all", "--tenant-migrations", "m"])
         .code(2);
@@ -502,7 +492,7 @@ fn migrator_configuration_errors_are_one_line_naming_the_key() {
 fn native_apply_waits_for_prismas_own_lock() {
     let env = TestEnv::new();
     let schema = own_schema(&env, "locked");
-    write_toml(&env, &prisma_toml("locked/migrations"));
+    env.write_config(prisma_toml("locked/migrations"));
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("l");
     env.run(&["tenant", "create", &slug]).ok();
@@ -569,7 +559,7 @@ fn native_apply_waits_for_prismas_own_lock() {
 fn a_script_cut_short_is_rolled_back_only_when_the_server_undid_it_whole() {
     let env = TestEnv::new();
     let schema = own_schema(&env, "slow");
-    write_toml(&env, &prisma_toml("slow/migrations"));
+    env.write_config(prisma_toml("slow/migrations"));
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("w");
     env.run(&["tenant", "create", &slug]).ok();
@@ -626,9 +616,7 @@ fn a_script_cut_short_is_rolled_back_only_when_the_server_undid_it_whole() {
 #[test]
 fn a_failing_app_migrator_leaves_the_create_failed_and_resumable() {
     let env = TestEnv::new();
-    write_toml(
-        &env,
-        "[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo cannot migrate >&2; exit 4\"]\n",
+    env.write_config("[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo cannot migrate >&2; exit 4\"]\n",
     );
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("f");
@@ -639,7 +627,7 @@ fn a_failing_app_migrator_leaves_the_create_failed_and_resumable() {
         failed.stderr
     );
     assert_eq!(env.status_of(&slug), ["failed"]);
-    write_toml(&env, &dump_env_command(&env, 0));
+    env.write_config(dump_env_command(&env, 0));
     let finished = env.run(&["tenant", "create", &slug]).ok();
     assert!(finished.stdout.contains("finished"), "{}", finished.all());
     assert_eq!(env.status_of(&slug), ["active"]);
@@ -670,7 +658,7 @@ fn prisma_migrations_through_pgbouncer_leave_no_session_state() {
         let base = format!("{}/{query}", bouncer.url_as("app", PW));
         let master = format!("{}/master{query}", bouncer.url_as("app", PW));
         let schema = own_schema(&env, "pooled");
-        write_toml(&env, &prisma_toml("pooled/migrations"));
+        env.write_config(prisma_toml("pooled/migrations"));
         let through = |args: &[&str]| {
             env.run_with(args, |c| {
                 c.env("POSTGRES_BASE_URL", &base)
@@ -747,7 +735,7 @@ fn prisma_migrations_through_pgbouncer_leave_no_session_state() {
 fn an_interrupted_prisma_migration_is_undone_and_the_rerun_applies_it() {
     let env = TestEnv::new();
     let schema = own_schema(&env, "intr");
-    write_toml(&env, &prisma_toml("intr/migrations"));
+    env.write_config(prisma_toml("intr/migrations"));
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("i");
     env.run(&["tenant", "create", &slug]).ok();
@@ -835,10 +823,7 @@ fn a_sqlx_migrator_folder_named_in_the_toml_is_used() {
         "29990101000000_extra.sql",
         "CREATE TABLE extra (x int);",
     );
-    write_toml(
-        &env,
-        "[tenants.migrator]\nkind = \"sqlx\"\nmigrations = \"own\"\n",
-    );
+    env.write_config("[tenants.migrator]\nkind = \"sqlx\"\nmigrations = \"own\"\n");
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("q");
     env.run(&["tenant", "create", &slug]).ok();
@@ -853,9 +838,7 @@ fn a_sqlx_migrator_folder_named_in_the_toml_is_used() {
 #[test]
 fn an_interrupted_create_stops_the_migrator_command() {
     let env = TestEnv::new();
-    write_toml(
-        &env,
-        &format!(
+    env.write_config(format!(
             "[tenants.migrator]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 60; echo {}\"]\n",
             env.token
         ),
@@ -916,7 +899,7 @@ fn empty_and_concurrent_index_migrations_apply_as_prisma_applies_them() {
         "20250103000000_concurrent",
         "CREATE INDEX CONCURRENTLY \"Invoice_number_idx\" ON \"Invoice\"(\"number\");\n",
     );
-    write_toml(&env, &prisma_toml("odd/migrations"));
+    env.write_config(prisma_toml("odd/migrations"));
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("o");
     let created = env

@@ -12,10 +12,6 @@ use std::time::Duration;
 use crate::support::prisma::{add_migration, kit, prisma};
 use crate::support::{TestEnv, find, wait_until};
 
-fn write_toml(env: &TestEnv, text: &str) {
-    std::fs::write(env.workdir.path().join("tenantctl.toml"), text).expect("write tenantctl.toml");
-}
-
 /// A Prisma schema of our own (an `Order` table, another shape than the
 /// kit's), as `prisma migrate dev` lays it out.
 fn schema(env: &TestEnv, name: &str) -> PathBuf {
@@ -49,7 +45,7 @@ fn toml(name: &str, extra: &str) -> String {
 /// database.
 fn one_tenant(env: &TestEnv, name: &str, extra: &str) -> (PathBuf, String, String) {
     let dir = schema(env, name);
-    write_toml(env, &toml(name, extra));
+    env.write_config(toml(name, extra));
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug(name);
     env.run(&["tenant", "create", &slug]).ok();
@@ -263,7 +259,7 @@ fn an_undeclared_round_robin_pooler_gets_no_session_setting() {
     let base = bouncer.url_as("app", PW);
     let master = format!("{base}/master");
     let dir = schema(&env, "rr");
-    write_toml(&env, &toml("rr", "schema = \"public\"\n"));
+    env.write_config(toml("rr", "schema = \"public\"\n"));
     let through = |args: &[&str]| {
         env.run_with(args, |c| {
             c.env("POSTGRES_BASE_URL", &base)
@@ -353,7 +349,7 @@ fn an_undeclared_round_robin_pooler_gets_no_session_setting() {
 fn without_a_configured_schema_the_roles_search_path_holds() {
     let env = TestEnv::new();
     let dir = schema(&env, "path");
-    write_toml(&env, &toml("path", ""));
+    env.write_config(toml("path", ""));
     env.run(&["master", "migrate"]).ok();
     let (a, b) = (env.slug("pa"), env.slug("pb"));
     for slug in [&a, &b] {
@@ -396,7 +392,7 @@ fn a_configured_schema_is_created_and_used() {
     for schema_name in ["app", "Tenant Data"] {
         let name = if schema_name == "app" { "sa" } else { "sb" };
         let dir = schema(&env, name);
-        write_toml(&env, &toml(name, &format!("schema = \"{schema_name}\"\n")));
+        env.write_config(toml(name, &format!("schema = \"{schema_name}\"\n")));
         env.run(&["master", "migrate"]).ok();
         let slug = env.slug(name);
         env.run(&["tenant", "create", &slug]).ok();
@@ -689,13 +685,10 @@ fn a_command_that_leaves_the_schema_pending_fails_its_tenant() {
     let command =
         "command = [\"sh\", \"-c\", \"echo \\\"$DATABASE_URL\\\" > url.$TENANT_SLUG.txt\"]\n";
     for (schema_name, encoded) in [("app", "app"), ("Tenant Data", "Tenant%20Data")] {
-        write_toml(
-            &env,
-            &toml(
-                "cmd",
-                &format!("schema = \"{schema_name}\"\napply = \"command\"\n{command}"),
-            ),
-        );
+        env.write_config(toml(
+            "cmd",
+            &format!("schema = \"{schema_name}\"\napply = \"command\"\n{command}"),
+        ));
         let slug = env.slug(&encoded.to_lowercase().replace('%', ""));
         let run = env.run(&["tenant", "create", &slug]).code(1);
         assert!(
@@ -712,7 +705,7 @@ fn a_command_that_leaves_the_schema_pending_fails_its_tenant() {
         );
     }
     // migrate: a tenant made natively, then a command that does nothing.
-    write_toml(&env, &toml("cmd", "schema = \"app\"\n"));
+    env.write_config(toml("cmd", "schema = \"app\"\n"));
     let slug = env.slug("made");
     env.run(&["tenant", "create", &slug]).ok();
     add_migration(
@@ -720,13 +713,10 @@ fn a_command_that_leaves_the_schema_pending_fails_its_tenant() {
         "20240201000000_more",
         "ALTER TABLE \"Order\" ADD COLUMN \"m\" TEXT;\n",
     );
-    write_toml(
-        &env,
-        &toml(
-            "cmd",
-            &format!("schema = \"app\"\napply = \"command\"\n{command}"),
-        ),
-    );
+    env.write_config(toml(
+        "cmd",
+        &format!("schema = \"app\"\napply = \"command\"\n{command}"),
+    ));
     let run = env.run(&["tenant", "migrate", &slug]).code(1);
     assert!(
         run.stderr.contains("still pending in schema app"),
@@ -734,10 +724,7 @@ fn a_command_that_leaves_the_schema_pending_fails_its_tenant() {
         run.stderr
     );
     // With public (Prisma's default) the URL is left as it is.
-    write_toml(
-        &env,
-        &toml("cmd", &format!("apply = \"command\"\n{command}")),
-    );
+    env.write_config(toml("cmd", &format!("apply = \"command\"\n{command}")));
     let public = env.slug("pub");
     env.run(&["tenant", "create", &public]).code(1);
     let url = std::fs::read_to_string(env.workdir.path().join(format!("url.{public}.txt")))
@@ -840,7 +827,7 @@ fn one_statement_scripts_go_alone_and_prismas_collation_order_is_respected() {
         "10_tag",
         "ALTER TABLE \"Order\" ADD COLUMN tag text;\n",
     );
-    write_toml(&env, &toml("order", ""));
+    env.write_config(toml("order", ""));
     env.run(&["master", "migrate"]).ok();
     let run = env.run(&["tenant", "create", &env.slug("order")]);
     assert_ne!(run.code, 0, "{}", run.all());
@@ -866,7 +853,7 @@ fn an_interrupted_create_cancels_its_migration_on_the_server() {
         "20240102000000_slow",
         "SELECT pg_sleep(30);\nCREATE TABLE after_sleep (x int);\n",
     );
-    write_toml(&env, &toml("slow", ""));
+    env.write_config(toml("slow", ""));
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("slow");
     let db = env.db("slow");

@@ -144,19 +144,7 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         migrations.check_target(to)?;
     }
     let dry_run = args.dry_run;
-    let (tenants, log) = if dry_run {
-        (ctx.select(&args.selection).await?, None)
-    } else {
-        let (tenants, log) = ctx
-            .select_for_run(&args.selection, |tenants| RunRequest {
-                kind: RunKind::Migrate,
-                target: to,
-                undoes: None,
-                tenants,
-            })
-            .await?;
-        (tenants, Some(log))
-    };
+    let (tenants, log) = select(ctx, &args, to).await?;
     let op_log = log.clone();
     let limits = SessionLimits::from(&args.session);
     let run = ctx
@@ -209,6 +197,27 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// The selected tenants, and for a run that changes anything (not a dry
+/// run) its record, opened in the master before any tenant is touched.
+async fn select(
+    ctx: &Context,
+    args: &MigrateArgs,
+    target: Option<i64>,
+) -> anyhow::Result<(Vec<crate::tenant::Tenant>, Option<Arc<crate::runs::RunLog>>)> {
+    if args.dry_run {
+        return Ok((ctx.select(&args.selection).await?, None));
+    }
+    let (tenants, log) = ctx
+        .select_for_run(&args.selection, |tenants| RunRequest {
+            kind: RunKind::Migrate,
+            target,
+            undoes: None,
+            tenants,
+        })
+        .await?;
+    Ok((tenants, Some(log)))
+}
+
 /// `--to` names a sqlx version; the application's migrators have none.
 fn refuse_to(args: &MigrateArgs, ctx: &Context) -> anyhow::Result<()> {
     if args.to.is_some() {
@@ -238,19 +247,7 @@ async fn run_prisma(
     let schema: Arc<str> = schema.into();
     let command = command.cloned().map(Arc::new);
     let dry_run = args.dry_run;
-    let (tenants, log) = if dry_run {
-        (ctx.select(&args.selection).await?, None)
-    } else {
-        let (tenants, log) = ctx
-            .select_for_run(&args.selection, |tenants| RunRequest {
-                kind: RunKind::Migrate,
-                target: None,
-                undoes: None,
-                tenants,
-            })
-            .await?;
-        (tenants, Some(log))
-    };
+    let (tenants, log) = select(ctx, &args, None).await?;
     let op_log = log.clone();
     let limits = SessionLimits::from(&args.session);
     let op_limits = limits.clone();
@@ -349,14 +346,8 @@ async fn run_command(
         )
         .into());
     }
-    let (tenants, log) = ctx
-        .select_for_run(&args.selection, |tenants| RunRequest {
-            kind: RunKind::Migrate,
-            target: None,
-            undoes: None,
-            tenants,
-        })
-        .await?;
+    let (tenants, log) = select(ctx, &args, None).await?;
+    let log = log.expect("not a dry run: the run is recorded");
     // Said even under --quiet: a run that cannot skip up-to-date tenants
     // is not progress but what the run is.
     crate::output::warn(format_args!(

@@ -356,6 +356,12 @@ impl TestEnv {
         dir.to_str().expect("utf-8 path").to_owned()
     }
 
+    /// Writes `tenantctl.toml` in the directory the binary runs in.
+    pub fn write_config(&self, text: impl AsRef<str>) {
+        std::fs::write(self.workdir.path().join("tenantctl.toml"), text.as_ref())
+            .expect("write tenantctl.toml");
+    }
+
     /// Copies a fixture migration folder into this test's scratch space.
     pub fn fixture(&self, name: &str) -> PathBuf {
         let from = Path::new(env!("CARGO_MANIFEST_DIR"))
