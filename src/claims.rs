@@ -229,13 +229,13 @@ pub async fn record(conn: &mut PgConnection, claim: &Claim) -> anyhow::Result<()
     .await
     .map_err(|err| {
         let err = anyhow::Error::new(err);
-        if crate::connect::has_sqlstate(&err, "23505") {
+        if crate::connect::has_sqlstate(&err, crate::error::sqlstate::UNIQUE_VIOLATION) {
             anyhow::anyhow!(
                 "tenant {} or database {} is already being created (see `tenantctl tenant list`); pick another slug or --db-name",
                 claim.slug,
                 claim.db
             )
-        } else if crate::connect::has_sqlstate(&err, "42501") {
+        } else if crate::connect::has_sqlstate(&err, crate::error::sqlstate::INSUFFICIENT_PRIVILEGE) {
             err.context(format!(
                 "record the claim on {} in {CLAIMS}: this role needs INSERT, UPDATE, DELETE and SELECT on it (GRANT ... ON ALL TABLES IN SCHEMA {} TO <role>)",
                 claim.slug,

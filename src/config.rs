@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::UsageError;
-use crate::tenant::Lifecycle;
+use crate::lifecycle::Lifecycle;
 
 /// The file looked for in the working directory when none is named.
 pub const DEFAULT_FILE: &str = "tenantctl.toml";

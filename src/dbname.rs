@@ -71,6 +71,20 @@ impl fmt::Display for DbName {
     }
 }
 
+/// Whether `raw` is a lower-case handle: 1 to `max_len` ASCII lower-case
+/// letters, digits and `separator`, starting with a letter or digit (slugs
+/// use `-`, server names `_`).
+pub fn is_handle(raw: &str, max_len: usize, separator: char) -> bool {
+    raw.len() <= max_len
+        && raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

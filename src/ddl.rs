@@ -40,7 +40,9 @@ pub async fn create_if_missing(conn: &mut PgConnection, db: &DbName) -> anyhow::
             // Another process created it meanwhile: 42P04 duplicate_database,
             // or, when both got past the catalog check at once, 23505 from
             // pg_database's unique index.
-            if has_sqlstate(&err, "42P04") || has_sqlstate(&err, "23505") {
+            if has_sqlstate(&err, crate::error::sqlstate::DUPLICATE_DATABASE)
+                || has_sqlstate(&err, crate::error::sqlstate::UNIQUE_VIOLATION)
+            {
                 Ok(false)
             } else {
                 Err(err.context(format!("create database {db}")))
@@ -145,7 +147,7 @@ pub async fn rename(conn: &mut PgConnection, from: &DbName, to: &DbName) -> anyh
             Err(err) => {
                 let err = anyhow::Error::new(err);
                 attempt += 1;
-                if has_sqlstate(&err, "55006") && attempt < 20 {
+                if has_sqlstate(&err, crate::error::sqlstate::OBJECT_IN_USE) && attempt < 20 {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }

@@ -26,6 +26,7 @@ pub mod ddl;
 pub mod envfile;
 pub mod error;
 pub mod fleet;
+pub mod lifecycle;
 pub mod migrations;
 pub mod moves;
 pub mod output;
@@ -39,6 +40,7 @@ pub mod selection;
 pub mod servers;
 pub mod state;
 pub mod tenant;
+pub mod text;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -117,7 +119,7 @@ pub fn main() -> ExitCode {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
             let message = error::render(&err);
-            error::print_json_error(output_mode, &err, &message);
+            output::print_json_error(output_mode, &err, &message);
             output::warn(format_args!("error: {message}"));
             error::exit_code(&err)
         }

@@ -413,7 +413,7 @@ async fn read_ledger_on(
     backend.observe(pid_of(&rows))?;
     if let Some(err) = failed {
         // 42P01 undefined_table: never migrated.
-        if has_sqlstate(&err, "42P01") {
+        if has_sqlstate(&err, crate::error::sqlstate::UNDEFINED_TABLE) {
             if guarded {
                 conn.execute(
                     "ROLLBACK TO SAVEPOINT tenantctl_read_applied; \

@@ -593,7 +593,7 @@ async fn lock(
         Ok(rows) => rows,
         Err(err) => {
             let err = anyhow::Error::new(err);
-            if has_sqlstate(&err, "55P03") {
+            if has_sqlstate(&err, crate::error::sqlstate::LOCK_NOT_AVAILABLE) {
                 return Err(err.context(format!(
                     "Prisma's migration lock (pg_advisory_lock({LOCK_KEY})) on this database was not granted within {wait_ms} ms (--lock-timeout, else Prisma's own 10 s): a `prisma migrate deploy` elsewhere (or another tenantctl tenant migrate) holds it while it applies migrations; run again once it is done"
                 )));
@@ -844,7 +844,8 @@ async fn record_failure(
     // back (what `prisma migrate resolve --rolled-back` would record), so
     // a rerun applies it. Any other failure stays failed, as Prisma
     // leaves it, for a person to look at.
-    let undone = (has_sqlstate(&err, "57014") || has_sqlstate(&err, "55P03"))
+    let undone = (has_sqlstate(&err, crate::error::sqlstate::QUERY_CANCELED)
+        || has_sqlstate(&err, crate::error::sqlstate::LOCK_NOT_AVAILABLE))
         && undone_by_rollback(&migration.script);
     let pinned = conn.is_in_transaction();
     // Behind a transaction-mode pooler the failure aborted the
@@ -930,7 +931,9 @@ async fn run_script(
         // say) is refused inside ours before it does anything (25001),
         // and is then sent alone, as Prisma would have sent it.
         match ran {
-            Err(err) if single && has_sqlstate(&err, "25001") => {}
+            Err(err)
+                if single && has_sqlstate(&err, crate::error::sqlstate::ACTIVE_SQL_TRANSACTION) => {
+            }
             ran => return ran,
         }
     }
@@ -1006,7 +1009,7 @@ fn prisma_logs(err: &anyhow::Error) -> String {
 
 /// Whether an error is PostgreSQL's "relation does not exist".
 pub fn is_undefined_table(err: &anyhow::Error) -> bool {
-    has_sqlstate(err, "42P01")
+    has_sqlstate(err, crate::error::sqlstate::UNDEFINED_TABLE)
 }
 
 fn quote_ident(name: &str) -> String {

@@ -33,7 +33,7 @@ impl ServerName {
     pub const DEFAULT: &'static str = "default";
 
     pub fn parse(raw: &str) -> Result<Self, ServerNameError> {
-        if crate::tenant::is_handle(raw, MAX_LEN, '_') {
+        if crate::dbname::is_handle(raw, MAX_LEN, '_') {
             Ok(Self(raw.to_owned()))
         } else {
             Err(ServerNameError(raw.to_owned()))

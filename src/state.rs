@@ -101,7 +101,7 @@ pub async fn ensure_schema(conn: &mut PgConnection) -> anyhow::Result<()> {
     crate::companies::create_under_lock(conn, &format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         .await
         .map_err(|err| {
-            if has_sqlstate(&err, "42501") {
+            if has_sqlstate(&err, crate::error::sqlstate::INSUFFICIENT_PRIVILEGE) {
                 err.context(format!(
                     "create schema {SCHEMA} in the master for tenantctl's own records: this role may not (grant it CREATE on the master database, or have the database's owner run `CREATE SCHEMA {SCHEMA} AUTHORIZATION <this role>`)"
                 ))

@@ -4,9 +4,10 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::dbname::DbName;
+pub use crate::dbname::is_handle;
+pub use crate::lifecycle::Lifecycle;
 use crate::servers::ServerName;
 
 /// Longest slug accepted; keeps derived database names well under 63 bytes.
@@ -26,20 +27,6 @@ pub struct Slug(String);
     "invalid slug {0:?}: use 1 to {SLUG_MAX_LEN} lowercase letters, digits and hyphens, starting with a letter or digit"
 )]
 pub struct SlugError(String);
-
-/// Whether `raw` is a lower-case handle: 1 to `max_len` ASCII lower-case
-/// letters, digits and `separator`, starting with a letter or digit (slugs
-/// use `-`, server names `_`).
-pub fn is_handle(raw: &str, max_len: usize, separator: char) -> bool {
-    raw.len() <= max_len
-        && raw
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator)
-}
 
 impl Slug {
     pub fn parse(raw: &str) -> Result<Self, SlugError> {
@@ -69,58 +56,6 @@ impl fmt::Display for Slug {
     }
 }
 
-/// Lifecycle of a company's database as recorded in the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lifecycle {
-    /// Row inserted, database being created or migrated.
-    Provisioning,
-    /// Ready for use.
-    Active,
-    /// Provisioning stopped on an error; `tenant create` again finishes it.
-    Failed,
-    /// Database dropped, row kept for the record.
-    Dropped,
-    /// Being copied to another server by `tenant move`; fleet commands skip it
-    // An active tenant: kept in tenantctl's own `tenantctl.moves`, never in
-    // the application's status.
-    Moving,
-}
-
-impl Lifecycle {
-    /// The states a status column (or `tenantctl.lifecycle`) records;
-    /// `moving` lives in the move's own record.
-    pub const STORED: [Self; 4] = [
-        Self::Provisioning,
-        Self::Active,
-        Self::Failed,
-        Self::Dropped,
-    ];
-
-    /// The stored state with this name, ignoring case.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::STORED
-            .into_iter()
-            .find(|l| l.as_str().eq_ignore_ascii_case(name))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Provisioning => "provisioning",
-            Self::Active => "active",
-            Self::Failed => "failed",
-            Self::Dropped => "dropped",
-            Self::Moving => "moving",
-        }
-    }
-}
-
-impl fmt::Display for Lifecycle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A `--status` value: one of tenantctl's lifecycle states, or a value of
 /// the application's own status column (an enum's `SUSPENDED`, say),
 /// which stands for no lifecycle state.
@@ -135,12 +70,10 @@ impl StatusWanted {
     /// value as given; whether the table has it is checked against the
     /// master ([`crate::selection::check_statuses`]).
     pub fn parse(raw: &str) -> Result<Self, String> {
-        use clap::ValueEnum as _;
         if raw.trim().is_empty() {
             return Err("give a status".into());
         }
-        Ok(Lifecycle::from_str(raw, true)
-            .map_or_else(|_| Self::App(raw.to_owned()), Self::Lifecycle))
+        Ok(Lifecycle::named(raw).map_or_else(|| Self::App(raw.to_owned()), Self::Lifecycle))
     }
 
     pub fn as_str(&self) -> &str {

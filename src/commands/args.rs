@@ -45,7 +45,7 @@ pub struct GlobalArgs {
     pub tenant_migrations: Option<PathBuf>,
 
     /// Output format
-    #[arg(long, value_enum, default_value_t = OutputMode::Table, global = true)]
+    #[arg(long, value_parser = output_mode(), default_value = "table", global = true)]
     pub output: OutputMode,
 
     /// Give up on a connection attempt after this long
@@ -234,6 +234,16 @@ impl From<&FilterArgs> for Filter {
             servers: args.servers.clone(),
         }
     }
+}
+
+/// `--output`'s values, read into the output layer's own type (which knows
+/// no command line).
+fn output_mode() -> impl clap::builder::TypedValueParser<Value = OutputMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new(
+        OutputMode::ALL.map(|mode| PossibleValue::new(mode.as_str()).help(mode.about())),
+    )
+    .map(|name| OutputMode::parse(&name).unwrap_or(OutputMode::Table))
 }
 
 #[cfg(test)]

@@ -1,4 +1,8 @@
-//! The errors code branches on, and the process exit codes they map to.
+//! The errors code branches on, the SQLSTATE codes it asks about
+//! ([`sqlstate`]), and the process exit codes they map to ([`Exit`]): a leaf
+//! that imports no other module of the crate.
+
+pub mod sqlstate;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -40,23 +44,65 @@ pub enum Outcome {
 impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         match self {
-            Self::Success => ExitCode::SUCCESS,
-            Self::Failed => ExitCode::from(1),
-            Self::Interrupted => ExitCode::from(130),
-            Self::Refused => ExitCode::from(2),
+            Self::Success => Exit::Success,
+            Self::Failed => Exit::Failed,
+            Self::Interrupted => Exit::Interrupted,
+            Self::Refused => Exit::Usage,
         }
+        .into()
+    }
+}
+
+/// Every exit status tenantctl gives, decided here and nowhere else (the
+/// crate root maps each way a run can end to one of these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for was done.
+    Success,
+    /// A failure: the command's, or some tenant's.
+    Failed,
+    /// Bad configuration or arguments, or refused before changing anything:
+    /// 2, like a clap usage error.
+    Usage,
+    /// Ctrl-C or SIGTERM: 130, the shell's own status for SIGINT.
+    Interrupted,
+    /// stdout closed before everything was printed: 141, the shell's own
+    /// status for a process ended by SIGPIPE.
+    StdoutClosed,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failed => 1,
+            Self::Usage => 2,
+            Self::Interrupted => 130,
+            Self::StdoutClosed => 141,
+        }
+    }
+
+    /// How a command that ended in this error exits.
+    pub fn of(err: &anyhow::Error) -> Self {
+        if is_interrupt(err) {
+            Self::Interrupted
+        } else if is_usage(err) {
+            Self::Usage
+        } else {
+            Self::Failed
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        Self::from(exit.code())
     }
 }
 
 /// Exit status for an error that ended the command.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    if is_interrupt(err) {
-        ExitCode::from(130)
-    } else if is_usage(err) {
-        ExitCode::from(2)
-    } else {
-        ExitCode::from(1)
-    }
+    Exit::of(err).into()
 }
 
 /// The error and its causes on one line, `outer: inner: root`.
@@ -114,7 +160,12 @@ fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
     }
     // A statement prepared on one server connection and used on another:
     // what a transaction-mode pooler does to a client that does not know.
-    if matches!(pg.code(), "26000" | "42P05") {
+    if [
+        sqlstate::INVALID_SQL_STATEMENT_NAME,
+        sqlstate::DUPLICATE_PREPARED_STATEMENT,
+    ]
+    .contains(&pg.code())
+    {
         let _ = write!(
             text,
             "; hint: behind a transaction-mode pooler (PgBouncer pool_mode = transaction)? set pooler = \"transaction\" in tenantctl.toml [servers.default] (or add ?pgbouncer=true to POSTGRES_BASE_URL and MASTER_DATABASE_URL), or use a session-mode pool"
@@ -123,31 +174,14 @@ fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// With `--output json`/`jsonl`, a command that fails before it has a
-/// report still prints one JSON object on stdout, so a machine reading it
-/// always gets JSON: `{"error": "...", "kind": "usage" | "failure"}`.
-pub fn print_json_error(mode: crate::output::OutputMode, err: &anyhow::Error, message: &str) {
-    if mode == crate::output::OutputMode::Table {
-        return;
-    }
-    let kind = if is_interrupt(err) {
-        "interrupted"
-    } else if is_usage(err) {
-        "usage"
-    } else {
-        "failure"
-    };
-    crate::output::print_json(mode, &serde_json::json!({ "error": message, "kind": kind }));
-}
-
 /// Whether the command ended because of an interrupt (exit status 130).
-fn is_interrupt(err: &anyhow::Error) -> bool {
+pub fn is_interrupt(err: &anyhow::Error) -> bool {
     err.downcast_ref::<Quit>().is_some() || err.downcast_ref::<Cancelled>().is_some()
 }
 
 /// Whether the error is the operator's to fix in the command line or the
 /// configuration (exit status 2).
-fn is_usage(err: &anyhow::Error) -> bool {
+pub fn is_usage(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause.is::<UsageError>()
             || cause
