@@ -34,7 +34,11 @@ mutants *ARGS:
     if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/mutants.sh {{ARGS}}; else pg_virtualenv -t scripts/mutants.sh {{ARGS}}; fi
 
 # What CI runs: formatting, lints with warnings denied, tests
-ci: fmt-check clippy test
+ci: fmt-check clippy layering test
+
+# The layering ARCHITECTURE.md documents (imports one way, no cycle, clap only in the command line, short functions): seconds, no database
+layering:
+    cargo test --quiet --test layering
 
 fmt-check:
     cargo fmt --all -- --check
