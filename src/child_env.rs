@@ -148,9 +148,10 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_child_inherits_no_server_and_no_known_password() {
-        let child = ChildEnv::new(
+    /// An operator's environment with every kind of server URL and
+    /// password a child must not inherit, and some it may.
+    fn crowded_environment() -> ChildEnv {
+        ChildEnv::new(
             vec!["default-Pw-123".into(), "eu2-Pw-456".into(), "pw".into()],
             vec!["app".into(), "db.internal".into()],
             &["EU3_DB_URL".into(), "POSTGRES_BASE_URL_EU4".into()],
@@ -194,7 +195,12 @@ mod tests {
                     " POSTGRES://someone:direct-Pw-5@elsewhere/appdb",
                 ),
             ]),
-        );
+        )
+    }
+
+    #[test]
+    fn a_child_inherits_no_server_and_no_known_password() {
+        let child = crowded_environment();
         let mut removed: Vec<String> = child
             .remove
             .iter()

@@ -361,6 +361,24 @@ pub async fn holds_master(conn: &mut PgConnection) -> anyhow::Result<bool> {
         .is_some_and(|rows| rows.iter().any(|row| master.recorded(row))))
 }
 
+/// The rows a multi-statement query returned, and the error that stopped
+/// it, if one did (checked for a changed server process).
+async fn fetch_rows(
+    conn: &mut PgConnection,
+    sql: &str,
+) -> (Vec<sqlx::postgres::PgRow>, Option<anyhow::Error>) {
+    let mut rows = Vec::new();
+    let mut stream = conn.fetch_many(sql);
+    loop {
+        match stream.try_next().await {
+            Ok(Some(sqlx::Either::Right(row))) => rows.push(row),
+            Ok(Some(sqlx::Either::Left(_))) => {}
+            Ok(None) => return (rows, None),
+            Err(err) => return (rows, Some(Backend::check(anyhow::Error::new(err)))),
+        }
+    }
+}
+
 async fn read_ledger_on(
     conn: &mut PgConnection,
     ledger: &str,
@@ -394,22 +412,7 @@ async fn read_ledger_on(
             limits.local().unwrap_or_default()
         )
     };
-    let mut rows = Vec::new();
-    let mut failed = None;
-    {
-        let mut stream = conn.fetch_many(sql.as_str());
-        loop {
-            match stream.try_next().await {
-                Ok(Some(sqlx::Either::Right(row))) => rows.push(row),
-                Ok(Some(sqlx::Either::Left(_))) => {}
-                Ok(None) => break,
-                Err(err) => {
-                    failed = Some(Backend::check(anyhow::Error::new(err)));
-                    break;
-                }
-            }
-        }
-    }
+    let (rows, failed) = fetch_rows(conn, &sql).await;
     backend.observe(pid_of(&rows))?;
     if let Some(err) = failed {
         // 42P01 undefined_table: never migrated.

@@ -339,11 +339,10 @@ pub struct Read {
 /// such table; with whether the schema holds any table (for P3005) and
 /// whether Prisma's lock is held on the database. One simple-protocol
 /// round trip: an up-to-date tenant costs this query only.
-pub async fn read(conn: &mut PgConnection, schema: &str) -> anyhow::Result<Read> {
-    // Inside a pooled connection's transaction a missing table would abort
-    // the transaction: there the read is guarded by a savepoint.
-    let guarded = conn.is_in_transaction();
-    let sql = format!(
+/// One round trip: whether the schema has tables, whether Prisma's lock is
+/// held, and the rows of `_prisma_migrations`.
+fn read_sql(schema: &str, guarded: bool) -> String {
+    format!(
         "{begin}SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = {literal} AND c.relkind IN ('r', 'p') \
@@ -368,13 +367,21 @@ pub async fn read(conn: &mut PgConnection, schema: &str) -> anyhow::Result<Read>
         },
         literal = quote_literal(schema),
         quoted = quote_ident(schema),
-    );
+    )
+}
+
+/// Runs [`read_sql`]: what it says of the schema and the lock, the rows it
+/// read, and the error that stopped it (a missing table, say).
+async fn fetch_read(
+    conn: &mut PgConnection,
+    sql: &str,
+) -> anyhow::Result<(Option<bool>, bool, Vec<Row>, Option<anyhow::Error>)> {
     let mut has_tables = None;
     let mut locked = false;
     let mut rows = Vec::new();
     let mut failed = None;
     {
-        let mut stream = conn.fetch_many(sql.as_str());
+        let mut stream = conn.fetch_many(sql);
         loop {
             match stream.try_next().await {
                 Ok(Some(sqlx::Either::Right(row))) => {
@@ -403,6 +410,15 @@ pub async fn read(conn: &mut PgConnection, schema: &str) -> anyhow::Result<Read>
             }
         }
     }
+    Ok((has_tables, locked, rows, failed))
+}
+
+pub async fn read(conn: &mut PgConnection, schema: &str) -> anyhow::Result<Read> {
+    // Inside a pooled connection's transaction a missing table would abort
+    // the transaction: there the read is guarded by a savepoint.
+    let guarded = conn.is_in_transaction();
+    let sql = read_sql(schema, guarded);
+    let (has_tables, locked, rows, failed) = fetch_read(conn, &sql).await?;
     let has_tables = has_tables.unwrap_or(false);
     match failed {
         None => Ok(Read {
@@ -648,29 +664,7 @@ async fn apply_locked(
     let state = read_state(conn, folder, schema, false).await?;
     state.check()?;
     if !state.table {
-        // As Prisma's engine: the schema first if it is missing
-        // (CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even
-        // when the schema exists, hence the look first).
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
-        )
-        .persistent(false)
-        .bind(schema)
-        .fetch_one(&mut *conn)
-        .await
-        .with_context(|| format!("look for the schema {schema}"))?;
-        if !exists {
-            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)).as_str())
-                .await
-                .with_context(|| format!("create the schema {schema}"))?;
-        }
-        conn.execute(
-            CREATE_TABLE
-                .replacen("_prisma_migrations", &table, 1)
-                .as_str(),
-        )
-        .await
-        .context("create _prisma_migrations")?;
+        create_table(conn, schema, &table).await?;
     }
     // What each script's transaction needs, set LOCAL in front of it; on a
     // pinned connection it is all set for the one transaction already.
@@ -691,50 +685,110 @@ async fn apply_locked(
             .iter()
             .find(|m| &m.name == name)
             .expect("pending names come from the folder");
-        let id: String = sqlx::query_scalar(&format!(
-            "INSERT INTO {table} (id, checksum, started_at, migration_name) \
-             VALUES (gen_random_uuid()::text, $1, clock_timestamp(), $2) RETURNING id"
-        ))
-        .persistent(false)
-        .bind(migration.checksum())
-        .bind(&migration.name)
-        .fetch_one(&mut *conn)
-        .await
-        .with_context(|| format!("record migration {name} as started"))?;
-        let ran = run_script(conn, &migration.script, &settings, backend).await;
-        match ran {
-            Ok(()) => {
-                let done = sqlx::query(&format!(
-                    "UPDATE {table} SET applied_steps_count = applied_steps_count + 1, \
-                     finished_at = clock_timestamp() WHERE id = $1"
-                ))
+        let step = Step {
+            table: &table,
+            settings: &settings,
+            backend,
+            redact,
+        };
+        apply_one(conn, migration, &step, applied).await?;
+    }
+    Ok(())
+}
+
+/// As Prisma's engine: the schema first if it is missing (CREATE SCHEMA IF
+/// NOT EXISTS needs CREATE on the database even when the schema exists,
+/// hence the look first), then `_prisma_migrations`.
+async fn create_table(conn: &mut PgConnection, schema: &str, table: &str) -> anyhow::Result<()> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+    )
+    .persistent(false)
+    .bind(schema)
+    .fetch_one(&mut *conn)
+    .await
+    .with_context(|| format!("look for the schema {schema}"))?;
+    if !exists {
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)).as_str())
+            .await
+            .with_context(|| format!("create the schema {schema}"))?;
+    }
+    conn.execute(
+        CREATE_TABLE
+            .replacen("_prisma_migrations", table, 1)
+            .as_str(),
+    )
+    .await
+    .context("create _prisma_migrations")?;
+    Ok(())
+}
+
+/// What applying each pending migration of one run shares.
+struct Step<'a> {
+    /// `_prisma_migrations`, named with its schema.
+    table: &'a str,
+    /// `SET LOCAL`s to send in front of each script.
+    settings: &'a str,
+    backend: &'a Backend,
+    redact: &'a (dyn Fn(&str) -> String + Send + Sync),
+}
+
+/// Records one migration as started, runs its script, and records how it
+/// ended, as Prisma's engine does.
+async fn apply_one(
+    conn: &mut PgConnection,
+    migration: &Migration,
+    step: &Step<'_>,
+    applied: &mut Applied,
+) -> anyhow::Result<()> {
+    let Step {
+        table,
+        settings,
+        backend,
+        redact,
+    } = *step;
+    let name = &migration.name;
+    let id: String = sqlx::query_scalar(&format!(
+        "INSERT INTO {table} (id, checksum, started_at, migration_name) \
+         VALUES (gen_random_uuid()::text, $1, clock_timestamp(), $2) RETURNING id"
+    ))
+    .persistent(false)
+    .bind(migration.checksum())
+    .bind(&migration.name)
+    .fetch_one(&mut *conn)
+    .await
+    .with_context(|| format!("record migration {name} as started"))?;
+    let ran = run_script(conn, &migration.script, settings, backend).await;
+    match ran {
+        Ok(()) => {
+            let done = sqlx::query(&format!(
+                "UPDATE {table} SET applied_steps_count = applied_steps_count + 1, \
+                 finished_at = clock_timestamp() WHERE id = $1"
+            ))
+            .persistent(false)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("record migration {name} as finished"))?;
+            if done.rows_affected() != 1 {
+                anyhow::bail!(
+                    "migration {name} ran, but its row in {table} (id {id}) was gone when it was to be marked finished: someone deleted it meanwhile; `prisma migrate status` will call the migration pending although its script ran: check the database, then `prisma migrate resolve --applied {name}`"
+                );
+            }
+            applied.names.push(name.clone());
+            Ok(())
+        }
+        Err(err) if err.is::<BackendChanged>() => {
+            // The script never ran: the started row goes.
+            let _ = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
                 .persistent(false)
                 .bind(&id)
                 .execute(&mut *conn)
-                .await
-                .with_context(|| format!("record migration {name} as finished"))?;
-                if done.rows_affected() != 1 {
-                    anyhow::bail!(
-                        "migration {name} ran, but its row in {table} (id {id}) was gone when it was to be marked finished: someone deleted it meanwhile; `prisma migrate status` will call the migration pending although its script ran: check the database, then `prisma migrate resolve --applied {name}`"
-                    );
-                }
-                applied.names.push(name.clone());
-            }
-            Err(err) if err.is::<BackendChanged>() => {
-                // The script never ran: the started row goes.
-                let _ = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
-                    .persistent(false)
-                    .bind(&id)
-                    .execute(&mut *conn)
-                    .await;
-                return Err(err.context(format!("apply migration {name}")));
-            }
-            Err(err) => {
-                return Err(record_failure(conn, &table, migration, &id, err, redact).await);
-            }
+                .await;
+            Err(err.context(format!("apply migration {name}")))
         }
+        Err(err) => Err(record_failure(conn, table, migration, &id, err, redact).await),
     }
-    Ok(())
 }
 
 /// Whether the server undid a script whole when one of its statements was

@@ -125,8 +125,18 @@ pub fn sources(
             settings: Settings::default(),
         },
     );
+    add_from_environment(&mut found, &vars)?;
+    add_from_config(&mut found, &vars, listed)?;
+    Ok(found.into_values().collect())
+}
+
+/// The servers named by `POSTGRES_BASE_URL_<NAME>` variables.
+fn add_from_environment(
+    found: &mut BTreeMap<ServerName, ServerSource>,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), UsageError> {
     let prefix = format!("{URL_VAR}_");
-    for (var, value) in &vars {
+    for (var, value) in vars {
         let Some(suffix) = var.strip_prefix(&prefix) else {
             continue;
         };
@@ -158,6 +168,16 @@ pub fn sources(
             },
         );
     }
+    Ok(())
+}
+
+/// The servers `tenantctl.toml` lists (`[servers.NAME]`), and its settings
+/// for the default server.
+fn add_from_config(
+    found: &mut BTreeMap<ServerName, ServerSource>,
+    vars: &BTreeMap<String, String>,
+    listed: &BTreeMap<String, ServerConfig>,
+) -> Result<(), UsageError> {
     for (raw, config) in listed {
         let name = ServerName::parse(raw)
             .map_err(|e| UsageError(format!("tenantctl.toml [servers.{raw}]: {e}")))?;
@@ -191,7 +211,7 @@ pub fn sources(
             },
         );
     }
-    Ok(found.into_values().collect())
+    Ok(())
 }
 
 #[cfg(test)]

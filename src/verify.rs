@@ -35,12 +35,23 @@ struct Contents {
 }
 
 async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
+    Ok(Contents {
+        migrations: read_migrations(conn).await?,
+        prisma: read_prisma(conn).await?,
+        tables: count_rows(conn).await?,
+        sequences: read_sequences(conn).await?,
+    })
+}
+
+async fn read_migrations(
+    conn: &mut PgConnection,
+) -> anyhow::Result<Vec<(i64, String, bool, String)>> {
     let has_migrations: bool =
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
             .persistent(false)
             .fetch_one(&mut *conn)
             .await?;
-    let migrations = if has_migrations {
+    Ok(if has_migrations {
         sqlx::query_as(
             "SELECT version, description, success, encode(checksum, 'hex') \
              FROM _sqlx_migrations ORDER BY version",
@@ -51,7 +62,13 @@ async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
         .context("read _sqlx_migrations")?
     } else {
         Vec::new()
-    };
+    })
+}
+
+/// Every `_prisma_migrations` table's rows, by table.
+async fn read_prisma(
+    conn: &mut PgConnection,
+) -> anyhow::Result<Vec<(String, String, String, bool, bool)>> {
     let prisma_tables: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -76,6 +93,11 @@ async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
                 .map(|(name, sum, finished, rolled)| (table.clone(), name, sum, finished, rolled)),
         );
     }
+    Ok(prisma)
+}
+
+/// Row count by table.
+async fn count_rows(conn: &mut PgConnection) -> anyhow::Result<BTreeMap<String, i64>> {
     // Names quoted by the server itself (format's %I), so any identifier
     // an application used reads back as the same table.
     let tables: Vec<String> = sqlx::query_scalar(
@@ -97,6 +119,11 @@ async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
             .with_context(|| format!("count the rows of {table}"))?;
         counts.insert(table, count);
     }
+    Ok(counts)
+}
+
+/// `(last_value, is_called)` by sequence.
+async fn read_sequences(conn: &mut PgConnection) -> anyhow::Result<BTreeMap<String, (i64, bool)>> {
     let sequences: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences ORDER BY 1",
     )
@@ -114,12 +141,7 @@ async fn read(conn: &mut PgConnection) -> anyhow::Result<Contents> {
                 .with_context(|| format!("read sequence {sequence}"))?;
         values.insert(sequence, value);
     }
-    Ok(Contents {
-        migrations,
-        prisma,
-        tables: counts,
-        sequences: values,
-    })
+    Ok(values)
 }
 
 /// Reads both databases (each in one repeatable-read snapshot) and
