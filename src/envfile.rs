@@ -27,7 +27,7 @@ impl Loaded {
     pub fn describe(&self) -> String {
         let mut text = format!(
             "note: loaded {}, which sets {}",
-            crate::output::shown(&self.path.display().to_string()),
+            crate::text::shown(&self.path.display().to_string()),
             if self.set.is_empty() {
                 "nothing".to_owned()
             } else {

@@ -365,7 +365,7 @@ fn versions(list: &[i64]) -> String {
     if list.is_empty() {
         return "none".into();
     }
-    crate::output::join_versions(list)
+    crate::text::join_versions(list)
 }
 
 #[cfg(test)]

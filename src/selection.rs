@@ -108,7 +108,7 @@ impl Source {
             }
             Self::EnvFile { variable, file } => format!(
                 "{value} (from {variable} in {})",
-                crate::output::shown(file)
+                crate::text::shown(file)
             ),
         }
     }
@@ -240,7 +240,7 @@ impl Selection {
                 .tenants
                 .iter()
                 .take(SHOWN)
-                .map(|t| crate::output::shown(t))
+                .map(|t| crate::text::shown(t))
                 .collect();
             if self.tenants.len() > SHOWN {
                 named.push(format!("and {} more", self.tenants.len() - SHOWN));
@@ -271,7 +271,7 @@ impl Selection {
             self.selected, self.companies
         );
         if let Some(table) = &self.table {
-            let _ = write!(text, " in {}", crate::output::shown(table));
+            let _ = write!(text, " in {}", crate::text::shown(table));
         }
         if !parts.is_empty() {
             let _ = write!(text, ": {}", parts.join(", "));
@@ -398,7 +398,7 @@ fn nobody_selected(everyone: &[Tenant], lifecycles: &[StatusWanted]) -> UsageErr
     }
     let found: Vec<String> = found
         .into_iter()
-        .map(|(status, n)| format!("{} ({n})", crate::output::shown(status)))
+        .map(|(status, n)| format!("{} ({n})", crate::text::shown(status)))
         .collect();
     let wanted: Vec<&str> = lifecycles.iter().map(StatusWanted::as_str).collect();
     UsageError(format!(
@@ -441,21 +441,21 @@ pub fn check_statuses(
         return Err(UsageError(if layout.status.is_none() {
             format!(
                 "--status {}: not a tenantctl status ({ours}), and {} has no status column of its own",
-                crate::output::shown(value),
-                crate::output::shown(&layout.label)
+                crate::text::shown(value),
+                crate::text::shown(&layout.label)
             )
         } else {
             known.sort();
             format!(
                 "--status {}: not a tenantctl status ({ours}) nor a value of {}'s status column ({})",
-                crate::output::shown(value),
-                crate::output::shown(&layout.label),
+                crate::text::shown(value),
+                crate::text::shown(&layout.label),
                 if known.is_empty() {
                     "none yet".to_owned()
                 } else {
                     known
                         .iter()
-                        .map(|k| crate::output::shown(k))
+                        .map(|k| crate::text::shown(k))
                         .collect::<Vec<_>>()
                         .join(", ")
                 }
@@ -481,8 +481,8 @@ fn by_name(
             match layout.visibility.row_security.first() {
                 Some(rls) => err.context(format!(
                     "row-level security on {} may hide it from role {}",
-                    crate::output::shown(&rls.table),
-                    crate::output::shown(&rls.role)
+                    crate::text::shown(&rls.table),
+                    crate::text::shown(&rls.role)
                 )),
                 None => err,
             }

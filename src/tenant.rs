@@ -155,12 +155,12 @@ pub fn describe(tenant: &Tenant) -> String {
     let slug = tenant
         .slug
         .as_deref()
-        .map(|s| format!("slug {}, ", crate::output::shown(s)))
+        .map(|s| format!("slug {}, ", crate::text::shown(s)))
         .unwrap_or_default();
     format!(
         "company {} ({slug}server {})",
-        crate::output::shown(&tenant.id),
-        crate::output::shown(tenant.server_label())
+        crate::text::shown(&tenant.id),
+        crate::text::shown(tenant.server_label())
     )
 }
 
@@ -355,7 +355,7 @@ pub fn find_tenant<'a>(
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "tenant {:?} is ambiguous: companies {} all answer to it (by slug, id, database name, name, or the database `tenant create` would derive from it); name one by its id or database name",
-    crate::output::shown(key),
+    crate::text::shown(key),
     ids.join(", ")
 )]
 pub struct AmbiguousName {
@@ -367,7 +367,7 @@ pub struct AmbiguousName {
 pub fn unknown_tenant(key: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "unknown tenant {:?}: no company has that slug, id, database name or (without a slug) name (see `tenantctl tenant list`)",
-        crate::output::shown(key)
+        crate::text::shown(key)
     )
 }
 
@@ -378,8 +378,8 @@ impl fmt::Display for Tenant {
         let db = self
             .db_name_raw
             .as_deref()
-            .map_or_else(|| "no dbName".to_owned(), crate::output::shown);
-        let handle = crate::output::shown(self.handle());
+            .map_or_else(|| "no dbName".to_owned(), crate::text::shown);
+        let handle = crate::text::shown(self.handle());
         if handle == db {
             // A row named by its database alone: once is enough.
             f.write_str(&db)
