@@ -106,10 +106,9 @@ impl Source {
             Self::Environment { variable } => {
                 format!("{value} (from {variable} in the environment)")
             }
-            Self::EnvFile { variable, file } => format!(
-                "{value} (from {variable} in {})",
-                crate::text::shown(file)
-            ),
+            Self::EnvFile { variable, file } => {
+                format!("{value} (from {variable} in {})", crate::text::shown(file))
+            }
         }
     }
 }

@@ -12,6 +12,20 @@ use std::process::ExitCode;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// An error that is the operator's to fix (a migrations folder that does
+/// not read, a script that does not parse): exit status 2 like
+/// [`UsageError`], but the error itself is kept, with its causes, rather
+/// than turned into a string where it is found.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Usage(pub anyhow::Error);
+
+impl Usage {
+    pub fn of(err: impl Into<anyhow::Error>) -> Self {
+        Self(err.into())
+    }
+}
+
 /// Marks a tenant's error as the result of an interrupt: its statement in
 /// flight was cancelled on the server (see `fleet::INTERRUPT_GRACE`), so
 /// the tenant is reported `interrupted`, not `failed`. Added as the
@@ -184,8 +198,44 @@ pub fn is_interrupt(err: &anyhow::Error) -> bool {
 pub fn is_usage(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause.is::<UsageError>()
+            || cause.is::<Usage>()
             || cause
                 .downcast_ref::<crate::companies::MissingTable>()
                 .is_some_and(|missing| missing.configured)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_usage_error_renders_as_itself_and_exits_2() {
+        let inner = anyhow::anyhow!("no such folder").context("read the migrations in ./m");
+        let plain = render(&inner);
+        let usage = anyhow::Error::new(Usage(inner));
+        assert_eq!(render(&usage), plain);
+        assert_eq!(plain, "read the migrations in ./m: no such folder");
+        assert_eq!(Exit::of(&usage), Exit::Usage);
+        assert_eq!(Exit::of(&anyhow::anyhow!("boom")), Exit::Failed);
+        assert_eq!(
+            Exit::of(&anyhow::Error::new(UsageError("bad".into())).context("while parsing")),
+            Exit::Usage
+        );
+        assert_eq!(Exit::of(&anyhow::Error::new(Quit)), Exit::Interrupted);
+    }
+
+    #[test]
+    fn every_exit_status_has_its_number() {
+        let codes: Vec<u8> = [
+            Exit::Success,
+            Exit::Failed,
+            Exit::Usage,
+            Exit::Interrupted,
+            Exit::StdoutClosed,
+        ]
+        .map(Exit::code)
+        .to_vec();
+        assert_eq!(codes, [0, 1, 2, 130, 141]);
+    }
 }
