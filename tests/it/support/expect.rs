@@ -185,6 +185,7 @@ impl Normalizer {
         literal.push((env.token.clone(), "{T}".to_owned()));
         if let Some(user) = user {
             literal.push((format!("//{user}:"), "//{user}:".to_owned()));
+            literal.push((format!("user \"{user}\""), "user \"{user}\"".to_owned()));
             literal.push((format!("//{user}@"), "//{user}@".to_owned()));
         }
         if let Some(host) = host {
@@ -195,7 +196,6 @@ impl Normalizer {
                 format!("\"host\": \"{host}\""),
                 "\"host\": \"{host}\"".to_owned(),
             ));
-            literal.push((format!("@{host}"), "@{host}".to_owned()));
         }
         Self { literal, port }
     }
@@ -236,14 +236,16 @@ fn replace_number(text: &str, number: &str, placeholder: &str) -> String {
 }
 
 /// Each run of characters that can make up a UUID or timestamp, replaced
-/// where `matches` says it is one.
+/// where `matches` says it is one (a trailing `:` or `.` is punctuation).
 fn replace_words(text: &str, matches: fn(&str) -> bool, placeholder: &str) -> String {
     let word_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+');
     let mut out = String::new();
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
-        if matches(word) {
+        let core = word.trim_end_matches([':', '.']);
+        if matches(core) {
             out.push_str(placeholder);
+            out.push_str(&word[core.len()..]);
         } else {
             out.push_str(word);
         }
@@ -548,7 +550,7 @@ fn normalizes_tables_timings_and_ids() {
 │ 99cb3f55-1d3a-4443-99a4-79222e80c6c2 ┆ acme-t1 ┆ 93ms │
 │ d859033b-2e2c-4be3-8874-f577152fe812 ┆ b-t1    ┆ 1.2s │
 └──────────────────────────────────────┴─────────┴──────┘
-2 tenant(s) at 2026-12-05T13:44:25Z, not 2026-12-05 nor 93ms
+2 tenant(s) at 2026-12-05T13:44:25Z: company 99cb3f55-1d3a-4443-99a4-79222e80c6c2: not 2026-12-05 nor 93ms
 {\"duration_ms\": 83, \"duration_ms\":7}
 ";
     let expected = unindent(
@@ -559,7 +561,7 @@ fn normalizes_tables_timings_and_ids() {
         │ {uuid} ┆ acme-t1 ┆ {ms} │
         │ {uuid} ┆ b-t1    ┆ {ms} │
         └────────┴─────────┴──────┘
-        2 tenant(s) at {time}, not 2026-12-05 nor 93ms
+        2 tenant(s) at {time}: company {uuid}: not 2026-12-05 nor 93ms
         {\"duration_ms\": {ms}, \"duration_ms\":{ms}}
         ",
     );
