@@ -130,6 +130,7 @@ impl<'a> Expect<'a> {
             status,
             placeholders,
         } = self;
+        let shown = shown_args(env, &args);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = env.run_with(&args, |c| {
             for f in configure {
@@ -161,8 +162,22 @@ impl<'a> Expect<'a> {
                 Ok(_) => {}
             }
         }
-        assert!(report.is_empty(), "tenantctl {}\n{report}", args.join(" "));
+        assert!(report.is_empty(), "tenantctl {shown}\n{report}");
         run
+    }
+}
+
+/// The arguments for a failure message, without the test server's password
+/// (a test may pass `--base-url`).
+fn shown_args(env: &TestEnv, args: &[String]) -> String {
+    let password = url::Url::parse(&env.base_url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty());
+    let joined = args.join(" ");
+    match password {
+        Some(password) => joined.replace(&password, "***"),
+        None => joined,
     }
 }
 
