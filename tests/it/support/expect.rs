@@ -14,6 +14,7 @@
 //!
 //! What varies per run, and what stands for it in the expected text:
 //! - `{T}`: the test's token ([`TestEnv::token`]), so `acme-{T}` is `env.slug("acme")`;
+//! - `{workdir}`: the directory the binary runs in ([`TestEnv::workdir`]);
 //! - `{host}`, `{port}`, `{user}`: the test server's address and user, as
 //!   the base URL gives them (only where they stand as a whole, e.g.
 //!   `{host}:{port}`, `"port": {port}`, `//{user}:***@`);
@@ -197,6 +198,9 @@ impl Normalizer {
             .map(|u| u.username().to_owned())
             .filter(|u| !u.is_empty());
         let port = url.as_ref().and_then(url::Url::port).map(|p| p.to_string());
+        // The scratch directory holds the token: it goes first.
+        let workdir = env.workdir.path().display().to_string();
+        literal.push((workdir, "{workdir}".to_owned()));
         literal.push((env.token.clone(), "{T}".to_owned()));
         if let Some(user) = user {
             literal.push((format!("//{user}:"), "//{user}:".to_owned()));
