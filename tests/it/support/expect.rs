@@ -47,6 +47,7 @@ pub struct Expect<'a> {
     stderr: String,
     status: i32,
     placeholders: Vec<(String, String)>,
+    stderr_in_any_order: bool,
 }
 
 impl TestEnv {
@@ -62,6 +63,7 @@ impl TestEnv {
             stderr: String::new(),
             status: 0,
             placeholders: Vec::new(),
+            stderr_in_any_order: false,
         }
     }
 }
@@ -101,6 +103,14 @@ impl<'a> Expect<'a> {
         self
     }
 
+    /// Compares stderr's lines whatever their order: each tenant's failure
+    /// line is printed when that tenant finishes, and tenants run at once.
+    /// Every line must still be there exactly, as often as expected.
+    pub fn stderr_in_any_order(mut self) -> Self {
+        self.stderr_in_any_order = true;
+        self
+    }
+
     /// The exit status expected (default: 0).
     pub fn status(mut self, code: i32) -> Self {
         self.status = code;
@@ -130,7 +140,18 @@ impl<'a> Expect<'a> {
             stderr,
             status,
             placeholders,
+            stderr_in_any_order,
         } = self;
+        let sorted = |text: &str| {
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort_unstable();
+            lines.join("\n") + "\n"
+        };
+        let stderr = if stderr_in_any_order {
+            sorted(&stderr)
+        } else {
+            stderr
+        };
         let shown = shown_args(env, &args);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = env.run_with(&args, |c| {
@@ -150,7 +171,14 @@ impl<'a> Expect<'a> {
             ("stdout", &stdout, &run.stdout),
             ("stderr", &stderr, &run.stderr),
         ] {
-            match normalizer.normalize(actual) {
+            let normalized = normalizer.normalize(actual).map(|text| {
+                if name == "stderr" && stderr_in_any_order {
+                    sorted(&text)
+                } else {
+                    text
+                }
+            });
+            match normalized {
                 Err(problem) => {
                     report.push_str(&format!("{name}: {problem}\n--- as printed:\n{actual}\n"));
                 }
