@@ -37,12 +37,15 @@ use std::process::Command;
 
 use super::{Run, TestEnv};
 
+/// A change to the command before it runs.
+type Configure<'a> = Box<dyn FnOnce(&mut Command) + 'a>;
+
 /// A run of the binary and what it must print; see the module docs.
 #[must_use = "nothing runs until `.run()`"]
 pub struct Expect<'a> {
     env: &'a TestEnv,
     args: Vec<String>,
-    configure: Vec<Box<dyn FnOnce(&mut Command) + 'a>>,
+    configure: Vec<Configure<'a>>,
     stdout: String,
     stderr: String,
     status: i32,
