@@ -625,3 +625,35 @@ fn normalizes_tables_timings_and_ids() {
     let misaligned = printed.replacen("│ id   ", "│ id  ", 1);
     assert!(normalizer.normalize(&misaligned).is_err());
 }
+
+#[test]
+fn expect_passes_on_the_exact_output() {
+    let env = TestEnv::new();
+    let run = env
+        .expect(&["--version"])
+        .stdout(format!("tenantctl {}\n", env!("CARGO_PKG_VERSION")))
+        .run();
+    assert_eq!(run.code, 0);
+}
+
+#[test]
+#[should_panic(expected = "stdout differs")]
+fn expect_fails_on_a_line_too_many() {
+    TestEnv::new().expect(&["--version"]).stdout("").run();
+}
+
+#[test]
+#[should_panic(expected = "exit status: expected 2, got 0")]
+fn expect_fails_on_another_status() {
+    TestEnv::new()
+        .expect(&["--version"])
+        .stdout(format!("tenantctl {}\n", env!("CARGO_PKG_VERSION")))
+        .status(2)
+        .run();
+}
+
+#[test]
+#[should_panic(expected = "stderr differs")]
+fn expect_fails_on_stderr_it_was_not_told_of() {
+    TestEnv::new().expect(&["tenant"]).status(2).run();
+}
