@@ -69,17 +69,42 @@ fn prisma_master(env: &TestEnv) -> [String; 3] {
     dbs
 }
 
-#[test]
-fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
-    let env = TestEnv::new();
-    let dbs = prisma_master(&env);
-    let company = definition(&env, "\"Company\"");
-    let prisma = definition(&env, "\"_prisma_migrations\"");
+/// What `master migrate` finds in the Prisma master (every run says so).
+const ADOPTED: &str = r#"adopted the existing companies table in master_{T}, changing nothing in it; found:
+  companies table: Company
+  id: column "id" (text)
+  database name: column "dbName" (text)
+  slug: none
+  name: column "name" (text)
+  status: column "status" ("CompanyStatus")
+  lifecycle (provisioning, failed, dropped): kept in tenantctl's own tenantctl.lifecycle table
+  new companies: kept in tenantctl's own tenantctl.claims until their database is ready, then inserted (the application never sees one that is not ready)
+  server: kept in tenantctl's own tenantctl.placement table (none recorded: default)
+"#;
 
-    let run = env.run(&["master", "migrate"]).ok();
-    assert!(run.stdout.contains("adopted"), "{}", run.stdout);
-    assert!(run.stdout.contains("tenantctl.lifecycle"), "{}", run.stdout);
-    env.run(&["master", "migrate"]).ok(); // and again, idempotent
+/// A Prisma master as [`prisma_master`] makes it, adopted by `master
+/// migrate`; returns the companies' databases and the definitions of
+/// "Company" and "_prisma_migrations" from before.
+fn adopted_prisma_master(env: &TestEnv) -> ([String; 3], Vec<String>, Vec<String>) {
+    let dbs = prisma_master(env);
+    let company = definition(env, "\"Company\"");
+    let prisma = definition(env, "\"_prisma_migrations\"");
+    env.expect(&["master", "migrate"])
+        .stdout(format!(
+            "{ADOPTED}\
+             created tenantctl's own tenantctl.lifecycle table (each company's lifecycle)\n\
+             created tenantctl's own tenantctl.placement table (each tenant's server)\n"
+        ))
+        .run();
+    (dbs, company, prisma)
+}
+
+#[test]
+fn a_prisma_master_is_adopted_unchanged() {
+    let env = TestEnv::new();
+    let (_, company, prisma) = adopted_prisma_master(&env);
+    // And again, idempotent: nothing more created.
+    env.expect(&["master", "migrate"]).stdout(ADOPTED).run();
     assert_eq!(definition(&env, "\"Company\""), company);
     assert_eq!(definition(&env, "\"_prisma_migrations\""), prisma);
     assert_eq!(
@@ -94,7 +119,12 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
     let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
     assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
     assert!(list[0]["slug"].is_null(), "{list}");
+}
 
+#[test]
+fn on_an_adopted_prisma_master_migrate_all_skips_suspended_companies_and_records_its_run() {
+    let env = TestEnv::new();
+    let (dbs, _, _) = adopted_prisma_master(&env);
     // migrate --all: the two ACTIVE ones, never the SUSPENDED one.
     let report = env
         .run(&["tenant", "migrate", "--all", "--output", "json"])
@@ -148,6 +178,13 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
         refused.stderr
     );
     assert_eq!(env.applied(&dbs[0]), applied);
+}
+
+#[test]
+fn on_an_adopted_prisma_master_a_created_tenant_is_reached_by_name_id_and_database() {
+    let env = TestEnv::new();
+    let (dbs, company, _) = adopted_prisma_master(&env);
+    env.run(&["tenant", "migrate", "--all"]).ok();
 
     // create: a row the application would accept.
     let slug = env.slug("acme");
@@ -183,25 +220,48 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
     );
 
     // status, settings by id and by database name, exec, sql.
-    env.run(&["tenant", "status", "--all"]).ok();
+    env.expect(&["tenant", "status", "--all"])
+        .stdout(
+            "
+            ┌───────────┬──────────────────┬─────────┬────────┬────────────────┬─────────┬──────┐
+            │ tenant    ┆ db name          ┆ server  ┆ result ┆ latest         ┆ pending ┆ time │
+            ╞═══════════╪══════════════════╪═════════╪════════╪════════════════╪═════════╪══════╡
+            │ Acme Corp ┆ tenant_acme_{T}  ┆ default ┆ ok     ┆ 20240101000006 ┆ 0       ┆ {ms} │
+            │ Company 0 ┆ db_greencity_{T} ┆ default ┆ ok     ┆ 20240101000006 ┆ 0       ┆ {ms} │
+            │ Company 1 ┆ db_riverside_{T} ┆ default ┆ ok     ┆ 20240101000006 ┆ 0       ┆ {ms} │
+            └───────────┴──────────────────┴─────────┴────────┴────────────────┴─────────┴──────┘
+            3 ok, 0 failed, 0 skipped
+            selected 3 of the master's 4 companies: --all, status active (by default)
+            ",
+        )
+        .run();
     env.run(&["tenant", "settings", "set", "clx0app", "theme", "dark"])
         .ok();
-    let got = env
-        .run(&["tenant", "settings", "get", &dbs[0], "theme"])
-        .ok();
-    assert_eq!(got.stdout.trim(), "\"dark\"");
-    let exec = env
-        .run(&[
-            "tenant",
-            "exec",
-            "clx1app",
-            "--",
-            "sh",
-            "-c",
-            "echo $TENANT_DB_NAME",
-        ])
-        .ok();
-    assert!(exec.stdout.contains(&dbs[1]), "{}", exec.stdout);
+    env.expect(&["tenant", "settings", "get", &dbs[0], "theme"])
+        .stdout("\"dark\"\n")
+        .run();
+    env.expect(&[
+        "tenant",
+        "exec",
+        "clx1app",
+        "--",
+        "sh",
+        "-c",
+        "echo $TENANT_DB_NAME",
+    ])
+    .stdout(
+        "
+        Company 1 | db_riverside_{T}
+        ┌───────────┬──────────────────┬─────────┬────────┬──────┬──────┐
+        │ tenant    ┆ db name          ┆ server  ┆ result ┆ exit ┆ time │
+        ╞═══════════╪══════════════════╪═════════╪════════╪══════╪══════╡
+        │ Company 1 ┆ db_riverside_{T} ┆ default ┆ ok     ┆ 0    ┆ {ms} │
+        └───────────┴──────────────────┴─────────┴────────┴──────┴──────┘
+        1 ok, 0 failed, 0 skipped
+        selected 1 of the master's 4 companies: named clx1app
+        ",
+    )
+    .run();
     let sql = env
         .run(&[
             "tenant",
@@ -220,15 +280,37 @@ fn a_prisma_master_is_adopted_unchanged_and_every_command_works_on_it() {
     // The table has no slug column: the new tenant is addressed by its
     // name, id or database name, and by the slug it was created with (the
     // database that slug derives), as `create` told the operator.
-    env.run(&["tenant", "status", &slug]).ok();
-    env.run(&["tenant", "status", "Acme Corp"]).ok();
-    env.run(&["tenant", "status", &id]).ok();
+    for (key, named) in [
+        (slug.as_str(), "acme-{T}"),
+        ("Acme Corp", "Acme Corp"),
+        (&id, "{acme_id}"),
+    ] {
+        let table = "
+            ┌───────────┬─────────────────┬─────────┬────────┬────────────────┬─────────┬──────┐
+            │ tenant    ┆ db name         ┆ server  ┆ result ┆ latest         ┆ pending ┆ time │
+            ╞═══════════╪═════════════════╪═════════╪════════╪════════════════╪═════════╪══════╡
+            │ Acme Corp ┆ tenant_acme_{T} ┆ default ┆ ok     ┆ 20240101000006 ┆ 0       ┆ {ms} │
+            └───────────┴─────────────────┴─────────┴────────┴────────────────┴─────────┴──────┘
+            1 ok, 0 failed, 0 skipped
+            selected 1 of the master's 4 companies: named {named}
+            ";
+        env.expect(&["tenant", "status", key])
+            .with(&id, "{acme_id}")
+            .stdout(table.replace("{named}", named))
+            .run();
+    }
     // drop --keep-row would leave a row the application reads as ACTIVE
     // with no database: refused, nothing changed; a plain drop deletes it.
-    let refused = env
-        .run(&["tenant", "drop", &env.db("acme"), "--keep-row", "--yes"])
-        .code(2);
-    assert!(refused.stderr.contains("dropped"), "{}", refused.stderr);
+    env.expect(&["tenant", "drop", &env.db("acme"), "--keep-row", "--yes"])
+        .stderr(
+            "error: --keep-row: the master's Company cannot mark a company dropped: its status \
+             column \"status\" has no value for dropped, so the row would still look live to the \
+             application; map one of the application's inactive statuses in tenantctl.toml \
+             (`[master.statuses]` dropped = \"...\"), or drop without --keep-row (the row is \
+             deleted); nothing was changed\n",
+        )
+        .status(2)
+        .run();
     assert!(env.database_exists(&env.db("acme")));
     env.run(&["tenant", "drop", &env.db("acme"), "--yes"]).ok();
     assert!(!env.database_exists(&env.db("acme")));

@@ -3,45 +3,40 @@
 
 use crate::support::{TestEnv, password};
 
-/// Asserts the error is one line on stderr and nothing on stdout.
-#[track_caller]
-fn one_error_line(run: &crate::support::Run) {
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one error line, got:\n{}",
-        run.stderr
-    );
-    assert!(lines[0].starts_with("error: "), "{}", run.stderr);
-    assert!(run.stdout.is_empty(), "stdout: {}", run.stdout);
-}
-
 #[test]
 fn missing_and_malformed_base_url() {
     let env = TestEnv::new();
-    let run = env.run_with(&["tenant", "list"], |c| {
-        c.env_remove("POSTGRES_BASE_URL");
-    });
-    assert_eq!(run.code, 2);
-    one_error_line(&run);
-    assert!(
-        run.stderr.contains("POSTGRES_BASE_URL is not set"),
-        "{}",
-        run.stderr
-    );
+    env.expect(&["tenant", "list"])
+        .env_remove("POSTGRES_BASE_URL")
+        .stderr(
+            "error: POSTGRES_BASE_URL is not set: set it (or pass --base-url) to the server root, \
+             e.g. postgresql://user:password@localhost:5432\n",
+        )
+        .status(2)
+        .run();
 
-    for bad in [
-        "localhost:5432",
-        "mysql://u:s3cr3t-pw@h:3306",
-        "postgres://u:s3cr3t-pw@:5432",
-        "not a url",
+    for (bad, error) in [
+        (
+            "localhost:5432",
+            r#"scheme "localhost", expected postgres or postgresql"#,
+        ),
+        (
+            "mysql://u:s3cr3t-pw@h:3306",
+            r#"scheme "mysql", expected postgres or postgresql"#,
+        ),
+        ("postgres://u:s3cr3t-pw@:5432", "empty host"),
+        ("not a url", "relative URL without a base"),
     ] {
-        let run = env.run_with(&["tenant", "list"], |c| {
-            c.env("POSTGRES_BASE_URL", bad);
-        });
-        assert_eq!(run.code, 2, "{bad}: {}", run.stderr);
-        one_error_line(&run);
+        let error = format!(
+            "error: POSTGRES_BASE_URL is not a valid PostgreSQL URL ({error}); \
+             expected postgresql://user:password@host:5432\n"
+        );
+        let run = env
+            .expect(&["tenant", "list"])
+            .env("POSTGRES_BASE_URL", bad)
+            .stderr(error)
+            .status(2)
+            .run();
         assert!(!run.stderr.contains("s3cr3t-pw"), "{}", run.stderr);
     }
 }
@@ -49,35 +44,37 @@ fn missing_and_malformed_base_url() {
 #[test]
 fn base_url_naming_a_database_is_rejected() {
     let env = TestEnv::new();
-    let run = env.run_with(&["tenant", "list"], |c| {
-        c.env(
+    let run = env
+        .expect(&["tenant", "list"])
+        .env(
             "POSTGRES_BASE_URL",
             "postgresql://app:s3cr3t-pw@localhost:5432/appdb",
-        );
-    });
-    assert_eq!(run.code, 2);
-    one_error_line(&run);
-    assert!(
-        run.stderr.contains("names a database") && run.stderr.contains("appdb"),
-        "{}",
-        run.stderr
-    );
+        )
+        .stderr(
+            "error: POSTGRES_BASE_URL names a database (\"appdb\"); give the server root only, \
+             e.g. postgresql://app:***@localhost:5432/\n",
+        )
+        .status(2)
+        .run();
     assert!(!run.stderr.contains("s3cr3t-pw"), "{}", run.stderr);
 }
 
 #[test]
 fn unreachable_server_names_host_and_port() {
     let env = TestEnv::new();
-    let run = env.run_with(&["tenant", "list"], |c| {
-        c.env(
+    let run = env
+        .expect(&["tenant", "list"])
+        .env(
             "POSTGRES_BASE_URL",
             "postgresql://app:s3cr3t-pw@127.0.0.1:1",
         )
-        .env_remove("MASTER_DATABASE_URL");
-    });
-    assert_eq!(run.code, 1);
-    one_error_line(&run);
-    assert!(run.stderr.contains("127.0.0.1:1"), "{}", run.stderr);
+        .env_remove("MASTER_DATABASE_URL")
+        .stderr(
+            "error: connect to database master on 127.0.0.1:1: error communicating with database: \
+             Connection refused (os error 111)\n",
+        )
+        .status(1)
+        .run();
     assert!(!run.stderr.contains("s3cr3t-pw"), "{}", run.stderr);
 }
 
@@ -86,17 +83,16 @@ fn wrong_password_never_appears() {
     let env = TestEnv::new();
     let mut url = url::Url::parse(&env.base_url).expect("base url");
     url.set_password(Some("Wr0ng-Pa55")).expect("set password");
-    let run = env.run_with(&["tenant", "list"], |c| {
-        c.env("POSTGRES_BASE_URL", url.as_str())
-            .env_remove("MASTER_DATABASE_URL");
-    });
-    assert_eq!(run.code, 1);
-    one_error_line(&run);
-    assert!(
-        run.stderr.contains("password authentication failed"),
-        "{}",
-        run.stderr
-    );
+    let run = env
+        .expect(&["tenant", "list"])
+        .env("POSTGRES_BASE_URL", url.as_str())
+        .env_remove("MASTER_DATABASE_URL")
+        .stderr(
+            "error: connect to database master on {host}:{port}: password authentication failed \
+             for user \"{user}\" (SQLSTATE 28P01)\n",
+        )
+        .status(1)
+        .run();
     assert!(!run.all().contains("Wr0ng-Pa55"), "{}", run.all());
 }
 
@@ -104,29 +100,37 @@ fn wrong_password_never_appears() {
 fn invalid_slugs_change_nothing() {
     let env = TestEnv::new();
     env.run(&["master", "migrate"]).ok();
-    for bad in [
-        "Acme",
-        "acme corp",
-        "acme'--",
-        "a\"b",
-        &"a".repeat(41),
-        "-acme",
-        "",
+    let long = "a".repeat(41);
+    for (bad, error) in [
+        ("Acme", "\"Acme\""),
+        ("acme corp", "\"acme corp\""),
+        ("acme'--", "\"acme'--\""),
+        ("a\"b", r#""a\"b""#),
+        (long.as_str(), &format!("\"{long}\"")),
+        ("-acme", "\"-acme\""),
+        ("", "\"\""),
     ] {
-        let run = env.run(&["tenant", "create", "--", bad]);
-        assert_eq!(run.code, 2, "{bad:?}: {}", run.stderr);
-        one_error_line(&run);
-        assert!(run.stderr.contains("invalid slug"), "{}", run.stderr);
+        env.expect(&["tenant", "create", "--", bad])
+            .stderr(format!(
+                "error: invalid slug {error}: use 1 to 40 lowercase letters, digits and hyphens, \
+                 starting with a letter or digit\n"
+            ))
+            .status(2)
+            .run();
     }
-    let run = env.run(&[
+    env.expect(&[
         "tenant",
         "create",
         &env.slug("ok"),
         "--db-name",
         "Bad\"Name",
-    ]);
-    assert_eq!(run.code, 2);
-    one_error_line(&run);
+    ])
+    .stderr(
+        r#"error: --db-name: database name "Bad\"Name" is not a safe identifier (only ASCII letters, digits, _ and -)
+"#,
+    )
+    .status(2)
+    .run();
     assert_eq!(
         env.query(&env.master, r#"SELECT count(*)::text FROM "Company""#),
         ["0"]
@@ -178,6 +182,7 @@ fn unsafe_db_name_in_master_fails_only_that_tenant() {
         .find(|t| t["slug"] == evil)
         .expect("evil reported");
     assert_eq!(evil_report["status"], "failed");
+    let evil_id = evil_report["id"].as_str().expect("id").to_owned();
     assert!(
         evil_report["error"]
             .as_str()
@@ -191,19 +196,24 @@ fn unsafe_db_name_in_master_fails_only_that_tenant() {
     );
 
     // Single-tenant commands refuse it the same way.
-    let run = env.run(&["tenant", "settings", "list", &evil]);
-    assert_eq!(run.code, 1);
-    one_error_line(&run);
+    env.expect(&["tenant", "settings", "list", &evil])
+        .with(evil_id, "{evil_id}")
+        .stderr(
+            r#"error: tenant evil-{T} (x"; DROP DATABASE master_{T}; --): company {evil_id}: refusing its "dbName" from the master's Company: database name "x\"; DROP DATABASE master_{T}; --" is not a safe identifier (only ASCII letters, digits, _ and -); fix that row
+"#,
+        )
+        .status(1)
+        .run();
 }
 
 #[test]
 fn duplicate_slug_and_unknown_tenant() {
     let env = TestEnv::new();
     env.with_tenants(&["dup"]);
-    let run = env.run(&["tenant", "create", &env.slug("dup")]);
-    assert_eq!(run.code, 1);
-    one_error_line(&run);
-    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    env.expect(&["tenant", "create", &env.slug("dup")])
+        .stderr("error: tenant dup-{T} already exists (status active, id {uuid})\n")
+        .status(1)
+        .run();
     assert_eq!(
         env.query(&env.master, r#"SELECT count(*)::text FROM "Company""#),
         ["1"]
@@ -214,14 +224,13 @@ fn duplicate_slug_and_unknown_tenant() {
         &["tenant", "settings", "list", "no-such-tenant"],
         &["tenant", "status", "no-such-tenant"],
     ] {
-        let run = env.run(args);
-        assert_eq!(run.code, 1, "{args:?}");
-        one_error_line(&run);
-        assert!(
-            run.stderr.contains("unknown tenant \"no-such-tenant\""),
-            "{}",
-            run.stderr
-        );
+        env.expect(args)
+            .stderr(
+                "error: unknown tenant \"no-such-tenant\": no company has that slug, id, database name \
+                 or (without a slug) name (see `tenantctl tenant list`)\n",
+            )
+            .status(1)
+            .run();
     }
 }
 
@@ -229,15 +238,14 @@ fn duplicate_slug_and_unknown_tenant() {
 fn master_not_migrated_says_what_to_do() {
     let env = TestEnv::new();
     // No master database at all.
-    let run = env.run(&["tenant", "list"]);
-    assert_eq!(run.code, 1);
-    one_error_line(&run);
-    assert!(
-        run.stderr.contains("does not exist yet")
-            && run.stderr.contains("tenantctl master migrate"),
-        "{}",
-        run.stderr
-    );
+    env.expect(&["tenant", "list"])
+        .stderr(
+            "error: the master database master_{T} does not exist yet; run `tenantctl master migrate` \
+             first: connect to database master_{T} on {host}:{port}: database \"master_{T}\" does not \
+             exist (SQLSTATE 3D000)\n",
+        )
+        .status(1)
+        .run();
     // A master database someone created, without the "Company" table.
     env.exec("postgres", &format!("CREATE DATABASE \"{}\"", env.master));
     for args in [
@@ -245,15 +253,13 @@ fn master_not_migrated_says_what_to_do() {
         &["tenant", "migrate", "--all"],
         &["tenant", "settings", "list", "acme"],
     ] {
-        let run = env.run(args);
-        assert_eq!(run.code, 1, "{args:?}");
-        one_error_line(&run);
-        assert!(
-            run.stderr.contains("no \"Company\" table")
-                && run.stderr.contains("tenantctl master migrate"),
-            "{args:?}: {}",
-            run.stderr
-        );
+        env.expect(args)
+            .stderr(
+                "error: the master database has no \"Company\" table; run `tenantctl master migrate` \
+                 first, or name the companies table in tenantctl.toml ([master] table = ...)\n",
+            )
+            .status(1)
+            .run();
     }
 }
 
@@ -306,28 +312,28 @@ fn password_in_a_query_parameter_is_used_and_never_shown() {
         c.env("MASTER_DATABASE_URL", master.as_str());
     });
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let shown = env.run_with(&["tenant", "url", &slug], |c| {
-        configure(c);
-        c.env("MASTER_DATABASE_URL", master.as_str());
-    });
-    assert_eq!(shown.code, 0, "{}", shown.stderr);
-    assert!(
-        shown.stdout.contains("***") && !shown.all().contains(&password),
-        "{}",
-        shown.all()
-    );
+    let shown = env
+        .expect(&["tenant", "url", &slug])
+        .configure(|c| {
+            configure(c);
+            c.env("MASTER_DATABASE_URL", master.as_str());
+        })
+        .stdout("postgresql://{user}:***@{host}:{port}/tenant_qp_{T}\n")
+        .run();
+    assert!(!shown.all().contains(&password), "{}", shown.all());
     assert!(!shown.stdout.contains("password="), "{}", shown.stdout);
 
     // A database named in the query counts as naming a database.
-    let run = env.run_with(&["tenant", "list"], |c| {
-        let mut with_db = url.clone();
-        with_db.query_pairs_mut().append_pair("dbname", "postgres");
-        c.env("POSTGRES_BASE_URL", with_db.as_str());
-    });
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("names a database") && !run.stderr.contains(&password),
-        "{}",
-        run.stderr
-    );
+    let mut with_db = url.clone();
+    with_db.query_pairs_mut().append_pair("dbname", "postgres");
+    let run = env
+        .expect(&["tenant", "list"])
+        .env("POSTGRES_BASE_URL", with_db.as_str())
+        .stderr(
+            "error: POSTGRES_BASE_URL names a database (\"postgres\"); give the server root only, \
+             e.g. postgresql://{user}:***@{host}:{port}/\n",
+        )
+        .status(2)
+        .run();
+    assert!(!run.stderr.contains(&password), "{}", run.stderr);
 }

@@ -3,7 +3,7 @@
 use crate::support::TestEnv;
 
 #[test]
-fn end_to_end_create_list_migrate_settings() {
+fn master_migrate_creates_the_master_once_and_reports_it() {
     let env = TestEnv::new();
     let master = env
         .run(&["master", "migrate", "--output", "json"])
@@ -23,7 +23,12 @@ fn end_to_end_create_list_migrate_settings() {
     let again: serde_json::Value = serde_json::from_str(&again.stdout).expect("json");
     assert_eq!(again["created"], false);
     assert_eq!(again["applied"], serde_json::json!([]));
+}
 
+/// `master migrate`, then acme (named "Acme Inc") and globex, created as
+/// an operator would; returns their slugs.
+fn acme_and_globex(env: &TestEnv) -> (String, String) {
+    env.run(&["master", "migrate"]).ok();
     let (acme, globex) = (env.slug("acme"), env.slug("globex"));
     let created = env
         .run(&[
@@ -40,14 +45,38 @@ fn end_to_end_create_list_migrate_settings() {
         Some(embedded.len())
     );
     env.run(&["tenant", "create", &globex]).ok();
+    (acme, globex)
+}
 
-    // list: table and JSON
-    let table = env.run(&["tenant", "list"]).ok();
-    assert!(
-        table.stdout.contains(&acme) && table.stdout.contains("Acme Inc"),
-        "{}",
-        table.stdout
-    );
+/// The id the master gave a tenant.
+fn id_of(env: &TestEnv, slug: &str) -> String {
+    env.query(
+        &env.master,
+        &format!(r#"SELECT id FROM "Company" WHERE slug = '{slug}'"#),
+    )
+    .pop()
+    .expect("id")
+}
+
+#[test]
+fn tenant_list_shows_every_company_as_a_table_and_as_json() {
+    let env = TestEnv::new();
+    let (acme, _) = acme_and_globex(&env);
+    env.expect(&["tenant", "list"])
+        .with(id_of(&env, &acme), "{acme_id}")
+        .with(id_of(&env, &env.slug("globex")), "{globex_id}")
+        .stdout(
+            "
+            ┌─────────────┬────────────┬────────────┬───────────────────┬─────────┬────────┬─────────┐
+            │ id          ┆ slug       ┆ name       ┆ db name           ┆ server  ┆ status ┆ created │
+            ╞═════════════╪════════════╪════════════╪═══════════════════╪═════════╪════════╪═════════╡
+            │ {acme_id}   ┆ acme-{T}   ┆ Acme Inc   ┆ tenant_acme_{T}   ┆ default ┆ active ┆ {time}  │
+            │ {globex_id} ┆ globex-{T} ┆ globex-{T} ┆ tenant_globex_{T} ┆ default ┆ active ┆ {time}  │
+            └─────────────┴────────────┴────────────┴───────────────────┴─────────┴────────┴─────────┘
+            2 tenant(s)
+            ",
+        )
+        .run();
     let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
     let rows = list.as_array().expect("array");
     assert_eq!(rows.len(), 2);
@@ -72,7 +101,12 @@ fn end_to_end_create_list_migrate_settings() {
     assert_eq!(rows[0]["server"], "default");
     assert_eq!(rows[0]["slug"], acme);
     assert_eq!(rows[0]["status"], "active");
+}
 
+#[test]
+fn tenant_migrate_reaches_all_tenants_or_one_by_id() {
+    let env = TestEnv::new();
+    let (_, globex) = acme_and_globex(&env);
     // migrate --all with nothing pending
     let report = env
         .run(&["tenant", "migrate", "--all", "--output", "json"])
@@ -94,14 +128,20 @@ fn end_to_end_create_list_migrate_settings() {
     assert_eq!(tenant["applied"], serde_json::json!([]));
 
     // migrate one tenant by id
-    let id = rows[1]["id"].as_str().expect("id");
+    let id = id_of(&env, &globex);
     let one = env
-        .run(&["tenant", "migrate", id, "--output", "json"])
+        .run(&["tenant", "migrate", &id, "--output", "json"])
         .ok()
         .json();
     assert_eq!(one["tenants"].as_array().map(Vec::len), Some(1));
     assert_eq!(one["tenants"][0]["slug"], globex);
+}
 
+#[test]
+fn settings_hold_json_values_and_plain_strings_per_tenant() {
+    let env = TestEnv::new();
+    let (acme, globex) = acme_and_globex(&env);
+    let id = id_of(&env, &globex);
     // settings: JSON values and plain strings
     env.run(&["tenant", "settings", "set", &acme, "theme", "dark"])
         .ok();
@@ -116,10 +156,11 @@ fn end_to_end_create_list_migrate_settings() {
     .ok();
     env.run(&["tenant", "settings", "set", &acme, "theme", "light"])
         .ok();
-    let theme = env.run(&["tenant", "settings", "get", &acme, "theme"]).ok();
-    assert_eq!(theme.stdout.trim(), r#""light""#);
+    env.expect(&["tenant", "settings", "get", &acme, "theme"])
+        .stdout("\"light\"\n")
+        .run();
     // By id: set, get and list reach globex's database, and only it.
-    env.run(&["tenant", "settings", "set", id, "region", "eu"])
+    env.run(&["tenant", "settings", "set", &id, "region", "eu"])
         .ok();
     assert_eq!(
         env.query(
@@ -128,32 +169,34 @@ fn end_to_end_create_list_migrate_settings() {
         ),
         [r#""eu""#]
     );
-    let region = env.run(&["tenant", "settings", "get", id, "region"]).ok();
-    assert_eq!(region.stdout.trim(), r#""eu""#);
+    env.expect(&["tenant", "settings", "get", &id, "region"])
+        .stdout("\"eu\"\n")
+        .run();
     let by_id = env
-        .run(&["tenant", "settings", "list", id, "--output", "json"])
+        .run(&["tenant", "settings", "list", &id, "--output", "json"])
         .ok()
         .json();
     assert_eq!(by_id[0]["key"], "region", "{by_id}");
-    let limits = env
-        .run(&[
-            "tenant", "settings", "get", id, "limits", "--output", "json",
-        ])
-        .code(1);
-    assert!(
-        limits.json()["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("no setting \"limits\"")),
-        "limits was set on acme, not on globex: {}",
-        limits.stdout
-    );
-    let limits = env
-        .run(&[
-            "tenant", "settings", "get", &acme, "limits", "--output", "json",
-        ])
-        .ok()
-        .json();
-    assert_eq!(limits, serde_json::json!({"users": 10}));
+    // limits was set on acme, not on globex.
+    env.expect(&[
+        "tenant", "settings", "get", &id, "limits", "--output", "json",
+    ])
+    .stdout(
+        r#"
+        {
+          "error": "tenant globex-{T} (tenant_globex_{T}): no setting \"limits\"",
+          "kind": "failure"
+        }
+        "#,
+    )
+    .stderr("error: tenant globex-{T} (tenant_globex_{T}): no setting \"limits\"\n")
+    .status(1)
+    .run();
+    env.expect(&[
+        "tenant", "settings", "get", &acme, "limits", "--output", "json",
+    ])
+    .stdout("{\"users\": 10}\n")
+    .run();
     let stored = env.query(
         &env.db("acme"),
         "SELECT jsonb_typeof(value) FROM settings WHERE key = 'limits'",
@@ -170,10 +213,10 @@ fn end_to_end_create_list_migrate_settings() {
         .filter_map(|s| s["key"].as_str())
         .collect();
     assert_eq!(keys, ["limits", "theme"]);
-    let missing = env
-        .run(&["tenant", "settings", "get", &acme, "nope"])
-        .code(1);
-    assert!(missing.stderr.contains("no setting"), "{}", missing.stderr);
+    env.expect(&["tenant", "settings", "get", &acme, "nope"])
+        .stderr("error: tenant acme-{T} (tenant_acme_{T}): no setting \"nope\"\n")
+        .status(1)
+        .run();
 }
 
 #[test]
@@ -254,52 +297,18 @@ fn dotenv_is_loaded_and_real_environment_wins() {
             .env_remove("MASTER_DATABASE_URL");
     })
     .ok();
-    let run = env.run_with(&["tenant", "list"], |c| {
-        c.env_remove("POSTGRES_BASE_URL");
-        c.env(
+    env.expect(&["tenant", "list"])
+        .env_remove("POSTGRES_BASE_URL")
+        .env(
             "MASTER_DATABASE_URL",
             "postgresql://nobody@127.0.0.1:1/master",
-        );
-    });
-    assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("127.0.0.1:1"), "{}", run.stderr);
-}
-
-#[test]
-fn help_matches_snapshot() {
-    let env = TestEnv::new();
-    let mut text = String::new();
-    for args in [
-        &["--help"][..],
-        &["tenant", "--help"],
-        &["tenant", "create", "--help"],
-        &["tenant", "migrate", "--help"],
-        &["tenant", "exec", "--help"],
-        &["tenant", "sql", "--help"],
-        &["tenant", "settings", "set", "--help"],
-        &["tenant", "drop", "--help"],
-        &["doctor", "--help"],
-        &["server", "list", "--help"],
-        &["tenant", "move", "--help"],
-        &["tenant", "revert", "--help"],
-        &["tenant", "runs", "--help"],
-    ] {
-        let run = env.run_with(args, |c| {
-            c.env("COLUMNS", "100");
-        });
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        text.push_str(&format!("$ tenantctl {}\n{}\n", args.join(" "), run.stdout));
-    }
-    // The password from the environment must never appear in --help.
-    assert!(!text.contains(&crate::support::password()));
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/help.txt");
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, &text).expect("write snapshot");
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        text, expected,
-        "--help changed; rerun with UPDATE_SNAPSHOTS=1 if that is intended"
-    );
+        )
+        .stderr(
+            "note: loaded {workdir}/.env, which sets POSTGRES_BASE_URL (MASTER_DATABASE_URL already \
+             set in the environment, which wins)\n\
+             error: connect to database master on 127.0.0.1:1: error communicating with database: \
+             Connection refused (os error 111)\n",
+        )
+        .status(1)
+        .run();
 }

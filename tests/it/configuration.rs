@@ -42,12 +42,16 @@ fn base_url_and_master_url_work_as_flags_and_win_over_the_environment() {
     assert_eq!(find(&report, &slug)["status"], "ok", "{report}");
     // --master-url names the master; without it the base URL's "master"
     // database is used, which this server does not have.
-    let run = alone(&["tenant", "list", &base_flag]).code(1);
-    assert!(
-        run.stderr.contains("master database master does not exist"),
-        "{}",
-        run.stderr
-    );
+    env.expect(&["tenant", "list", &base_flag])
+        .env_remove("POSTGRES_BASE_URL")
+        .env_remove("MASTER_DATABASE_URL")
+        .stderr(
+            "error: the master database master does not exist yet; run `tenantctl master migrate` \
+             first: connect to database master on {host}:{port}: database \"master\" does not exist \
+             (SQLSTATE 3D000)\n",
+        )
+        .status(1)
+        .run();
 }
 
 #[test]
@@ -59,26 +63,42 @@ fn quiet_drops_the_failure_lines_and_keeps_the_report() {
     env.exec("postgres", &format!("DROP DATABASE \"{}\"", env.db("gone")));
     let args = ["tenant", "migrate", "--all", "--tenant-migrations", dir];
 
-    let loud = env.run(&args).code(1);
-    assert!(
-        loud.stderr
-            .contains(&format!("failed: tenant {}", slugs[1])),
-        "{}",
-        loud.stderr
-    );
-    for quiet in ["--quiet", "-q"] {
+    let missing = "the tenant database tenant_gone_{T} is missing from the server default (dropped \
+                   by hand?): connect to database tenant_gone_{T} on {host}:{port}: database \
+                   \"tenant_gone_{T}\" does not exist (SQLSTATE 3D000)";
+    let report = |run: u32| {
+        let table = "
+            ┌──────────┬─────────────────┬─────────┬────────┬────────────┬──────┬─{line}─┐
+            │ tenant   ┆ db name         ┆ server  ┆ result ┆ migrations ┆ time ┆ {error} │
+            ╞══════════╪═════════════════╪═════════╪════════╪════════════╪══════╪═{double}═╡
+            │ gone-{T} ┆ tenant_gone_{T} ┆ default ┆ failed ┆ 0          ┆ {ms} ┆ {missing} │
+            │ kept-{T} ┆ tenant_kept_{T} ┆ default ┆ ok     ┆ 0          ┆ {ms} ┆ {empty} │
+            └──────────┴─────────────────┴─────────┴────────┴────────────┴──────┴─{line}─┘
+            1 ok, 1 failed, 0 skipped; recorded as run {run}
+            selected 2 of the master's 2 companies: --all, status active (by default)
+            ";
+        // The error column is as wide as the error.
+        let w = missing.chars().count();
+        crate::support::expect::unindent(table)
+            .replace("{line}", &"─".repeat(w))
+            .replace("{double}", &"═".repeat(w))
+            .replace("{error}", &format!("{:w$}", "error"))
+            .replace("{empty}", &" ".repeat(w))
+            .replace("{missing}", missing)
+            .replace("{run}", &run.to_string())
+    };
+    env.expect(&args)
+        .stdout(report(1))
+        .stderr(format!(
+            "failed: tenant gone-{{T}} (tenant_gone_{{T}}): {missing}\n"
+        ))
+        .status(1)
+        .run();
+    assert_eq!(slugs, [env.slug("kept"), env.slug("gone")]);
+    for (run, quiet) in [(2, "--quiet"), (3, "-q")] {
         let mut with = args.to_vec();
         with.push(quiet);
-        let run = env.run(&with).code(1);
-        assert!(run.stderr.is_empty(), "{quiet}: {}", run.stderr);
-        // The report on stdout is still all there.
-        for slug in &slugs {
-            assert!(run.stdout.contains(slug.as_str()), "{}", run.stdout);
-        }
-        assert!(
-            run.stdout.contains("1 ok, 1 failed, 0 skipped"),
-            "{}",
-            run.stdout
-        );
+        // The report on stdout is all there, and nothing on stderr.
+        env.expect(&with).stdout(report(run)).status(1).run();
     }
 }

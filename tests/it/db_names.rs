@@ -7,14 +7,12 @@ fn template_and_maintenance_databases_are_refused_as_tenant_databases() {
     let env = TestEnv::new();
     env.run(&["master", "migrate"]).ok();
     for reserved in ["template0", "template1", "postgres"] {
-        let run = env
-            .run(&["tenant", "create", &env.slug("t"), "--db-name", reserved])
-            .code(2);
-        assert!(
-            run.stderr.contains(&format!("{reserved:?} is reserved")),
-            "{}",
-            run.stderr
-        );
+        env.expect(&["tenant", "create", &env.slug("t"), "--db-name", reserved])
+            .stderr(format!(
+                "error: --db-name: database name {reserved:?} is reserved by PostgreSQL\n"
+            ))
+            .status(2)
+            .run();
     }
     assert_eq!(
         env.query(&env.master, r#"SELECT count(*)::text FROM "Company""#),

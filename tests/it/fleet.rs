@@ -115,11 +115,18 @@ fn selection_status_filter_and_shards() {
         .json();
     assert_eq!(slugs(&by_env), by_flag);
 
-    let bad = env.run(&["tenant", "migrate", "--all", "--shard", "3/3"]);
-    assert_eq!(bad.code, 2, "{}", bad.stderr);
-    let neither = env.run(&["tenant", "migrate"]);
-    assert_eq!(neither.code, 2, "{}", neither.stderr);
-    assert!(neither.stderr.contains("--all"), "{}", neither.stderr);
+    env.expect(&["tenant", "migrate", "--all", "--shard", "3/3"])
+        .stderr(
+            "error: invalid value '3/3' for '--shard <I/N>': \"3/3\" is not a shard: use I/N with \
+             0 <= I < N, e.g. 0/4\n\n\
+             For more information, try '--help'.\n",
+        )
+        .status(2)
+        .run();
+    env.expect(&["tenant", "migrate"])
+        .stderr("error: name one or more tenants (slug or id), or pass --all or --status\n")
+        .status(2)
+        .run();
 }
 
 /// 64-bit FNV-1a, as its definition gives it (the shard split's hash).

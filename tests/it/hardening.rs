@@ -54,15 +54,16 @@ fn a_broken_env_file_names_file_line_and_variable_never_the_value() {
         ),
     ] {
         std::fs::write(env.workdir.path().join(".env"), &contents).expect("write .env");
-        let run = env.run(&["tenant", "list"]).code(2);
-        assert!(
-            run.stderr.contains(&format!(".env line {line} ({var})")),
-            "{contents:?}: {}",
-            run.stderr
-        );
+        let run = env
+            .expect(&["tenant", "list"])
+            .stderr(format!(
+                "error: {{workdir}}/.env line {line} ({var}): cannot be parsed; check its quoting \
+                 (values with spaces or # need quotes, and every quote must be closed)\n"
+            ))
+            .status(2)
+            .run();
         assert!(!run.all().contains("Sup3rSecretPW"), "{}", run.all());
         assert!(!run.all().contains("postgresql://"), "{}", run.all());
-        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     }
 }
 
@@ -135,29 +136,51 @@ fn passwords_with_reserved_characters_work_unencoded_and_never_show() {
     );
 }
 
+/// The line clap ends a usage error with.
+const MORE: &str = "For more information, try '--help'.\n";
+
 #[test]
 fn server_timeouts_outside_postgres_range_are_usage_errors_naming_the_flag() {
     let env = TestEnv::new();
     env.with_tenants(&["a"]);
-    for (flag, goods) in [
-        ("--lock-timeout", ["1ms", "1500us", "24d"]),
-        ("--statement-timeout", ["5s", "2m", "24d"]),
+    let too_small = "must be at least 1ms: PostgreSQL counts whole milliseconds and reads 0 as no \
+                     timeout";
+    let too_large = "must be at most 2147483647ms (about 24 days), PostgreSQL's limit";
+    for (flag, name, goods) in [
+        ("--lock-timeout", "LOCK_TIMEOUT", ["1ms", "1500us", "24d"]),
+        (
+            "--statement-timeout",
+            "STATEMENT_TIMEOUT",
+            ["5s", "2m", "24d"],
+        ),
     ] {
-        for bad in ["1ns", "500us", "999us", "1y", "25d", "2147483648ms"] {
-            let run = env.run(&["tenant", "migrate", "--all", flag, bad]).code(2);
-            assert!(run.stderr.contains(flag), "{flag} {bad}: {}", run.stderr);
+        for (bad, why) in [
+            ("1ns", too_small),
+            ("500us", too_small),
+            ("999us", too_small),
+            ("1y", too_large),
+            ("25d", too_large),
+            ("2147483648ms", too_large),
+        ] {
+            env.expect(&["tenant", "migrate", "--all", flag, bad])
+                .stderr(format!(
+                    "error: invalid value '{bad}' for '{flag} <{name}>': {why}\n\n{MORE}"
+                ))
+                .status(2)
+                .run();
         }
         // Values within the server's range work.
         for good in goods {
             env.run(&["tenant", "migrate", "--all", flag, good]).ok();
         }
     }
-    let run = env
-        .run_with(&["tenant", "migrate", "--all"], |c| {
-            c.env("TENANTCTL_LOCK_TIMEOUT", "500us");
-        })
-        .code(2);
-    assert!(run.stderr.contains("--lock-timeout"), "{}", run.stderr);
+    env.expect(&["tenant", "migrate", "--all"])
+        .env("TENANTCTL_LOCK_TIMEOUT", "500us")
+        .stderr(format!(
+            "error: invalid value '500us' for '--lock-timeout <LOCK_TIMEOUT>': {too_small}\n\n{MORE}"
+        ))
+        .status(2)
+        .run();
 }
 
 #[test]
@@ -181,13 +204,13 @@ fn a_migrations_folder_with_two_files_of_one_version_is_refused() {
         vec!["tenant", "migrate", "--all", "--tenant-migrations", dir],
         vec!["tenant", "status", "--all", "--tenant-migrations", dir],
     ] {
-        let run = env.run(&args).code(2);
-        assert!(
-            run.stderr.contains("20240201000001_a.sql")
-                && run.stderr.contains("020240201000001_b.sql"),
-            "{}",
-            run.stderr
-        );
+        env.expect(&args)
+            .stderr(
+                "error: {workdir}/dup: 020240201000001_b.sql and 20240201000001_a.sql both have \
+                 version 20240201000001; give one of them another version\n",
+            )
+            .status(2)
+            .run();
     }
     let tables = env.query(
         &env.db("a"),
@@ -215,18 +238,19 @@ fn settings_keep_every_digit_typed() {
         );
         let expected = env.query("postgres", &format!("SELECT '{typed}'::jsonb::text"));
         assert_eq!(stored, expected, "{key}");
-        let shown = env.run(&["tenant", "settings", "get", &slug, key]).ok();
-        assert_eq!(shown.stdout.trim(), expected[0], "{key}");
-        let json = env
-            .run(&["tenant", "settings", "get", &slug, key, "--output", "json"])
-            .ok();
-        assert_eq!(json.stdout.trim(), expected[0], "{key}");
+        env.expect(&["tenant", "settings", "get", &slug, key])
+            .stdout(format!("{}\n", expected[0]))
+            .run();
+        env.expect(&["tenant", "settings", "get", &slug, key, "--output", "json"])
+            .stdout(format!("{}\n", expected[0]))
+            .run();
     }
     // Something that is not JSON is stored as a string.
     env.run(&["tenant", "settings", "set", &slug, "theme", "dark mode"])
         .ok();
-    let got = env.run(&["tenant", "settings", "get", &slug, "theme"]).ok();
-    assert_eq!(got.stdout.trim(), "\"dark mode\"");
+    env.expect(&["tenant", "settings", "get", &slug, "theme"])
+        .stdout("\"dark mode\"\n")
+        .run();
 }
 
 #[test]
@@ -234,20 +258,25 @@ fn a_missing_setting_is_one_error_and_json_says_so() {
     let env = TestEnv::new();
     env.with_tenants(&["a"]);
     let slug = env.slug("a");
+    env.expect(&["tenant", "settings", "get", &slug, "nosuch"])
+        .stderr("error: tenant a-{T} (tenant_a_{T}): no setting \"nosuch\"\n")
+        .status(1)
+        .run();
     let run = env
-        .run(&["tenant", "settings", "get", &slug, "nosuch"])
-        .code(1);
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("no setting \"nosuch\""),
-        "{}",
-        run.stderr
-    );
-    let run = env
-        .run(&[
+        .expect(&[
             "tenant", "settings", "get", &slug, "nosuch", "--output", "json",
         ])
-        .code(1);
+        .stdout(
+            r#"
+            {
+              "error": "tenant a-{T} (tenant_a_{T}): no setting \"nosuch\"",
+              "kind": "failure"
+            }
+            "#,
+        )
+        .stderr("error: tenant a-{T} (tenant_a_{T}): no setting \"nosuch\"\n")
+        .status(1)
+        .run();
     let json = run.json();
     assert!(
         json["error"].as_str().is_some_and(|e| e.contains("nosuch")),

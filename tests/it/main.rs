@@ -24,6 +24,7 @@ mod exec;
 mod failures;
 mod fleet;
 mod hardening;
+mod help;
 mod library;
 mod migrate;
 mod moves;

@@ -22,27 +22,47 @@ fn migrate_refuses_dirty_and_unknown_rows_and_prints_its_table() {
         "INSERT INTO _sqlx_migrations VALUES (20240101000000, 'elsewhere', now(), true, '\\x00', 0)",
     );
 
-    let run = env
-        .run(&["tenant", "migrate", "--all", "--tenant-migrations", dir])
-        .code(1);
-    // Each refusal says why, on its own failure line.
-    let failure = |slug: &str| -> String {
-        run.stderr
-            .lines()
-            .find(|l| l.starts_with(&format!("failed: tenant {slug}")))
-            .unwrap_or_else(|| panic!("no failure line for {slug}: {}", run.stderr))
-            .to_owned()
-    };
-    let dirty = failure(&slugs[0]);
-    assert!(
-        dirty.contains("migration 20250101000002") && dirty.contains("dirty"),
-        "{dirty}"
-    );
-    let unknown = failure(&slugs[2]);
-    assert!(
-        unknown.contains("migration 20240101000000")
-            && unknown.contains("missing from the migrations in use"),
-        "{unknown}"
+    let dirty = "migration 20250101000002 failed part-way and is marked dirty; repair the schema \
+                 by hand, then delete its row from _sqlx_migrations";
+    let unknown = "migration 20240101000000 is applied in the database but missing from the \
+                   migrations in use; use the folder that has it";
+    // The error column is as wide as the longer error.
+    let w = dirty.len();
+    // Each refusal says why, on its own failure line; the table has one
+    // row per tenant: tenant, database, server, result, migrations applied,
+    // time, and the error, since there is one.
+    env.expect(&["tenant", "migrate", "--all", "--tenant-migrations", dir])
+        .stdout(
+            "
+            ┌─────────────┬────────────────────┬─────────┬────────┬───────────────────────────┬──────┬─{line}─┐
+            │ tenant      ┆ db name            ┆ server  ┆ result ┆ migrations                ┆ time ┆ {error} │
+            ╞═════════════╪════════════════════╪═════════╪════════╪═══════════════════════════╪══════╪═{double}═╡
+            │ dirty-{T}   ┆ tenant_dirty_{T}   ┆ default ┆ failed ┆ 0                         ┆ {ms} ┆ {dirty} │
+            │ fine-{T}    ┆ tenant_fine_{T}    ┆ default ┆ ok     ┆ applied 1: 20250101000003 ┆ {ms} ┆ {empty} │
+            │ unknown-{T} ┆ tenant_unknown_{T} ┆ default ┆ failed ┆ 0                         ┆ {ms} ┆ {unknown} │
+            └─────────────┴────────────────────┴─────────┴────────┴───────────────────────────┴──────┴─{line}─┘
+            1 ok, 2 failed, 0 skipped; recorded as run 1
+            selected 3 of the master's 3 companies: --all, status active (by default)
+            "
+            .replace("{line}", &"─".repeat(w))
+            .replace("{double}", &"═".repeat(w))
+            .replace("{error}", &format!("{:w$}", "error"))
+            .replace("{empty}", &" ".repeat(w))
+            .replace("{dirty}", dirty)
+            .replace("{unknown}", &format!("{unknown:w$}")),
+        )
+        .stderr(format!(
+            "failed: tenant dirty-{{T}} (tenant_dirty_{{T}}): {dirty}\n\
+             failed: tenant unknown-{{T}} (tenant_unknown_{{T}}): {unknown}\n\
+             run 1 did not succeed everywhere and changed 1 tenant(s); to take exactly those back \
+             to where they were: tenantctl tenant revert --run 1\n"
+        ))
+        .stderr_in_any_order()
+        .status(1)
+        .run();
+    assert_eq!(
+        slugs,
+        [env.slug("dirty"), env.slug("fine"), env.slug("unknown")]
     );
     // Nothing applied to either; the fine tenant went ahead.
     let more = "SELECT coalesce(to_regclass('more')::text, '')";
@@ -50,60 +70,4 @@ fn migrate_refuses_dirty_and_unknown_rows_and_prints_its_table() {
         assert_eq!(env.query(&env.db(name), more), [""], "{name}");
     }
     assert_eq!(env.query(&env.db("fine"), more), ["more"]);
-
-    // The table: tenant, database, result, migrations applied, time (and
-    // the error, since there is one), one row per tenant.
-    let header = run
-        .stdout
-        .lines()
-        .find(|l| l.contains("tenant"))
-        .expect("header row");
-    let columns: Vec<&str> = header
-        .split(['│', '┆'])
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    assert_eq!(
-        columns,
-        [
-            "tenant",
-            "db name",
-            "server",
-            "result",
-            "migrations",
-            "time",
-            "error"
-        ],
-        "{}",
-        run.stdout
-    );
-    let row = |slug: &str| -> Vec<String> {
-        run.stdout
-            .lines()
-            .find(|l| l.contains(slug))
-            .unwrap_or_else(|| panic!("no row for {slug}: {}", run.stdout))
-            .split(['│', '┆'])
-            .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty())
-            .collect()
-    };
-    let fine = row(&slugs[1]);
-    assert_eq!(
-        fine[..5],
-        [
-            slugs[1].clone(),
-            env.db("fine"),
-            "default".to_owned(),
-            "ok".to_owned(),
-            "applied 1: 20250101000003".to_owned()
-        ],
-        "{}",
-        run.stdout
-    );
-    assert_eq!(row(&slugs[0])[3], "failed", "{}", run.stdout);
-    assert!(
-        run.stdout.contains("1 ok, 2 failed, 0 skipped"),
-        "{}",
-        run.stdout
-    );
 }

@@ -163,26 +163,66 @@ fn every_command_works_through_pgbouncer_in_session_mode_and_timeouts_apply() {
     assert!(!bouncer.log().is_empty());
 }
 
-#[test]
-fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
-    let env = TestEnv::new();
-    let (server, bouncer) = pooled(&env, "transaction");
-    server.exec("postgres", "CREATE DATABASE master OWNER app");
-    let base = format!("{}/?pgbouncer=true", bouncer.url_as("app", APP_PASSWORD));
-    let master = format!(
-        "{}/master?pgbouncer=true",
-        bouncer.url_as("app", APP_PASSWORD)
-    );
-    let through = |args: &[&str]| {
-        env.run_with(args, |c| {
-            c.env("POSTGRES_BASE_URL", &base)
-                .env("MASTER_DATABASE_URL", &master);
-        })
-    };
-    through(&["master", "migrate"]).ok();
-    for slug in ["acme", "globex", "initech"] {
-        through(&["tenant", "create", slug]).ok();
+/// A private server behind PgBouncer in transaction mode, with URLs that
+/// say `pgbouncer=true`, a migrated master and tenants acme, globex and
+/// initech: what each transaction-mode scenario starts from.
+struct Transactional {
+    env: TestEnv,
+    server: PrivateServer,
+    bouncer: PgBouncer,
+    base: String,
+    master: String,
+}
+
+impl Transactional {
+    fn start() -> Self {
+        let env = TestEnv::new();
+        let (server, bouncer) = pooled(&env, "transaction");
+        server.exec("postgres", "CREATE DATABASE master OWNER app");
+        let base = format!("{}/?pgbouncer=true", bouncer.url_as("app", APP_PASSWORD));
+        let master = format!(
+            "{}/master?pgbouncer=true",
+            bouncer.url_as("app", APP_PASSWORD)
+        );
+        let pooled = Self {
+            env,
+            server,
+            bouncer,
+            base,
+            master,
+        };
+        pooled.through(&["master", "migrate"]).ok();
+        for slug in ["acme", "globex", "initech"] {
+            pooled.through(&["tenant", "create", slug]).ok();
+        }
+        pooled
     }
+
+    /// The binary, connecting through the pooler only.
+    fn through(&self, args: &[&str]) -> crate::support::Run {
+        self.env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &self.base)
+                .env("MASTER_DATABASE_URL", &self.master);
+        })
+    }
+
+    /// A count a `tenant sql` query returns for one tenant, as text.
+    fn scalar(&self, tenant: &str, sql: &str) -> String {
+        let report = self
+            .through(&["tenant", "sql", tenant, "-c", sql, "--output", "json"])
+            .ok()
+            .json();
+        report["tenants"][0]["result_sets"][0]["rows"][0][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no value in {report}"))
+            .to_owned()
+    }
+}
+
+#[test]
+fn through_pgbouncer_in_transaction_mode_fleet_commands_and_settings_work() {
+    let pooled = Transactional::start();
+    let through = |args: &[&str]| pooled.through(args);
     through(&["tenant", "list"]).ok();
     through(&["tenant", "status", "--all"]).ok();
     through(&["tenant", "migrate", "--all", "--concurrency", "3"]).ok();
@@ -198,14 +238,19 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
         .ok();
     }
     let got = through(&["tenant", "settings", "get", "globex", "limit"]).ok();
-    assert_eq!(got.stdout.trim(), "12345678901234567890");
+    assert_eq!(got.stdout, "12345678901234567890\n");
     let all = through(&[
         "tenant", "settings", "get", "--all", "limit", "--output", "json",
     ])
     .ok()
     .json();
     assert_eq!(all["summary"]["ok"], 3, "{all}");
+}
 
+#[test]
+fn through_pgbouncer_in_transaction_mode_timeouts_and_session_state_stay_out_of_the_pool() {
+    let pooled = Transactional::start();
+    let through = |args: &[&str]| pooled.through(args);
     // Timeouts apply inside the transaction, and never leak to the pool.
     let shown = through(&[
         "tenant",
@@ -224,21 +269,7 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
         shown["tenants"][0]["result_sets"][0]["rows"][0][0], "777ms",
         "{shown}"
     );
-    let after = through(&[
-        "tenant",
-        "sql",
-        "acme",
-        "-c",
-        "SHOW lock_timeout",
-        "--output",
-        "json",
-    ])
-    .ok()
-    .json();
-    assert_eq!(
-        after["tenants"][0]["result_sets"][0]["rows"][0][0], "0",
-        "{after}"
-    );
+    assert_eq!(pooled.scalar("acme", "SHOW lock_timeout"), "0");
 
     // What a script does to its session stays out of the pool's one
     // server connection: the next client gets it clean.
@@ -251,26 +282,33 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
          PREPARE leak AS SELECT 1; CREATE TEMP TABLE leak (x int); SELECT 1",
     ])
     .ok();
-    let (search_path, timeout, prepared, temp) = next_client_sees(&bouncer, "tenant_acme");
+    let (search_path, timeout, prepared, temp) = next_client_sees(&pooled.bouncer, "tenant_acme");
     assert!(!search_path.contains("pg_temp"), "{search_path}");
     assert_eq!(timeout, "0");
     assert_eq!(prepared, "0");
     assert_eq!(temp, "0");
+}
 
-    // A failing migration rolls back and leaves no lock behind.
-    let broken = env.tenant_schema_plus(
+#[test]
+fn through_pgbouncer_in_transaction_mode_a_failing_migration_leaves_no_lock() {
+    let pooled = Transactional::start();
+    let broken = pooled.env.tenant_schema_plus(
         "broken",
         "29990101000002_broken.sql",
         "CREATE TABLE half (x int); SELECT * FROM no_such_table;",
     );
-    through(&["tenant", "migrate", "acme", "--tenant-migrations", &broken]).code(1);
-    server.exec("postgres", "SELECT 1");
+    pooled
+        .through(&["tenant", "migrate", "acme", "--tenant-migrations", &broken])
+        .code(1);
+    pooled.server.exec("postgres", "SELECT 1");
     let locks = crate::support::block_on(async {
         use sqlx::Connection as _;
-        let mut conn =
-            sqlx::postgres::PgConnection::connect(&format!("{}/postgres", server.base_url()))
-                .await
-                .expect("connect");
+        let mut conn = sqlx::postgres::PgConnection::connect(&format!(
+            "{}/postgres",
+            pooled.server.base_url()
+        ))
+        .await
+        .expect("connect");
         let n: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
                 .fetch_one(&mut conn)
@@ -280,11 +318,16 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
         n
     });
     assert_eq!(locks, 0, "an advisory lock outlived the run");
+}
 
+#[test]
+fn through_pgbouncer_in_transaction_mode_a_run_goes_up_and_is_reverted() {
     // A reversible migration goes up and comes back down through the
     // pooler, and the run is recorded, and read back, through the pooled
     // master.
-    let rev = env.tenant_schema_plus(
+    let pooled = Transactional::start();
+    let through = |args: &[&str]| pooled.through(args);
+    let rev = pooled.env.tenant_schema_plus(
         "rev",
         "29990101000003_flags.up.sql",
         "CREATE TABLE flags (name text PRIMARY KEY);",
@@ -334,10 +377,19 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
     ])
     .ok()
     .json();
-    for tenant in left["tenants"].as_array().expect("tenants") {
+    let tenants = left["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 3, "{left}");
+    for tenant in tenants {
         assert_eq!(tenant["result_sets"][0]["rows"][0][0], "0", "{left}");
     }
+}
 
+#[test]
+fn through_pgbouncer_in_transaction_mode_sql_commits_a_dry_run_does_not_and_exec_keeps_the_flag() {
+    let pooled = Transactional::start();
+    let through = |args: &[&str]| pooled.through(args);
+    // A row of the test's own, so the dry run below has something to delete.
+    through(&["tenant", "settings", "set", "acme", "limit", "1"]).ok();
     // Writes through sql commit; a dry run does not.
     through(&[
         "tenant",
@@ -357,20 +409,10 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
         "DELETE FROM settings",
     ])
     .ok();
-    let count = through(&[
-        "tenant",
-        "sql",
-        "acme",
-        "-c",
-        "SELECT count(*) FROM settings",
-        "--output",
-        "json",
-    ])
-    .ok()
-    .json();
+    assert_eq!(pooled.scalar("acme", "SELECT count(*) FROM settings"), "2");
     assert_eq!(
-        count["tenants"][0]["result_sets"][0]["rows"][0][0], "2",
-        "{count}"
+        pooled.scalar("initech", "SELECT count(*) FROM settings"),
+        "1"
     );
 
     let exec = through(&[
@@ -386,10 +428,15 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
     assert!(exec.stdout.contains("pgbouncer=true"), "{}", exec.stdout);
     through(&["tenant", "url", "acme"]).ok();
     through(&["doctor"]).ok();
+}
 
+#[test]
+fn through_pgbouncer_in_transaction_mode_a_no_transaction_migration_is_refused_and_drop_works() {
+    let pooled = Transactional::start();
+    let through = |args: &[&str]| pooled.through(args);
     // A -- no-transaction migration cannot run here: refused before any
     // tenant is touched.
-    let notx = env.tenant_schema_plus(
+    let notx = pooled.env.tenant_schema_plus(
         "notx",
         "29990101000001_concurrently.sql",
         "-- no-transaction\nCREATE INDEX CONCURRENTLY settings_value ON settings (key, value);",
@@ -397,6 +444,11 @@ fn through_pgbouncer_in_transaction_mode_with_pgbouncer_true() {
     let run = through(&["tenant", "migrate", "--all", "--tenant-migrations", &notx]).code(2);
     assert!(run.stderr.contains("session-mode pool"), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let index = pooled.scalar(
+        "acme",
+        "SELECT count(*) FROM pg_indexes WHERE indexname = 'settings_value'",
+    );
+    assert_eq!(index, "0", "no tenant touched");
 
     through(&["tenant", "drop", "initech", "--yes"]).ok();
     let list = through(&["tenant", "list", "--output", "json"]).ok().json();

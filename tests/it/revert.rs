@@ -195,10 +195,40 @@ fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
     migrate(&env, &full, &[&slugs[2], "--to", &V5.to_string()]).ok();
 
     // An unknown version is a usage error that touches nothing.
-    let typo = migrate(&env, &full, &["--all", "--to", "20250101000009"]).code(2);
-    assert!(typo.stderr.contains("20250101000009"), "{}", typo.stderr);
-    let typo = revert(&env, &full, &["--all", "--to", "2025", "--yes"]).code(2);
-    assert!(typo.stderr.contains("2025"), "{}", typo.stderr);
+    let dir = s(&full);
+    env.expect(&[
+        "tenant",
+        "migrate",
+        "--tenant-migrations",
+        dir,
+        "--all",
+        "--to",
+        "20250101000009",
+    ])
+    .stderr(
+        "error: --to 20250101000009: no migration has that version in {workdir}/full (the newest is \
+         20250101000005); see \
+         `tenantctl tenant status` for what each tenant has\n",
+    )
+    .status(2)
+    .run();
+    env.expect(&[
+        "tenant",
+        "revert",
+        "--tenant-migrations",
+        dir,
+        "--all",
+        "--to",
+        "2025",
+        "--yes",
+    ])
+    .stderr(
+        "error: --to 2025: no migration has that version in {workdir}/full (the newest is \
+         20250101000005); see \
+         `tenantctl tenant status` for what each tenant has\n",
+    )
+    .status(2)
+    .run();
     assert_eq!(env.applied(&env.db("c")), [V1, V2, V3, V4, V5]);
 
     // Down: the plan first, per tenant; nothing changes.
@@ -214,12 +244,22 @@ fn migrate_to_and_revert_to_go_both_ways_and_stop_where_told() {
     assert_eq!(env.applied(&env.db("c")), [V1, V2, V3, V4, V5]);
 
     // Without a terminal, only --yes goes ahead.
-    let unconfirmed = revert(&env, &full, &["--all", "--to", &V2.to_string()]).code(2);
-    assert!(
-        unconfirmed.stderr.contains("--yes"),
-        "{}",
-        unconfirmed.stderr
-    );
+    env.expect(&[
+        "tenant",
+        "revert",
+        "--tenant-migrations",
+        dir,
+        "--all",
+        "--to",
+        &V2.to_string(),
+    ])
+    .stderr(
+        "error: refusing to revert 3 tenant(s), running the down scripts of 20250101000005, \
+         20250101000004, 20250101000003 (newest first) without confirmation: no terminal to ask \
+         on; pass --yes\n",
+    )
+    .status(2)
+    .run();
     assert_eq!(env.applied(&env.db("c")), [V1, V2, V3, V4, V5]);
 
     let down = revert(&env, &full, &["--all", "--to", &V2.to_string(), "--yes"])

@@ -44,6 +44,18 @@ impl TwoServers {
         .ok();
     }
 
+    /// [`TestEnv::expect`] with eu2 configured; eu2's address shows as
+    /// `127.0.0.1:{eu2_port}`.
+    pub fn expect<'a>(&'a self, args: &[&str]) -> crate::support::expect::Expect<'a> {
+        self.env
+            .expect(args)
+            .configure(|cmd| self.configure(cmd))
+            .with(
+                format!("127.0.0.1:{}", self.eu2.port),
+                "127.0.0.1:{eu2_port}",
+            )
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let run = self.env.run_with(args, |cmd| self.configure(cmd));
         self.assert_no_password(&run);
@@ -219,24 +231,21 @@ fn create_places_tenants_explicitly_or_on_the_least_used_server_that_accepts_new
         "[servers.default]\naccepts_new = false\n[servers.eu2]\naccepts_new = false\n",
     );
     let slug = env.slug("g");
-    let refused = two
-        .run(&["tenant", "create", &slug, "--tenant-migrations", dir])
-        .code(2);
-    assert!(refused.stderr.contains("--server"), "{}", refused.stderr);
+    two.expect(&["tenant", "create", &slug, "--tenant-migrations", dir])
+        .stderr(
+            "error: no configured server accepts new tenants (tenantctl.toml sets accepts_new = \
+             false on all of them); pick one with --server\n",
+        )
+        .status(2)
+        .run();
     assert_eq!(create("g", &["--server", "default"])["server"], "default");
 
     // An unknown server is refused before anything is recorded.
     let slug = env.slug("h");
-    let unknown = two
-        .run(&["tenant", "create", &slug, "--server", "eu3"])
-        .code(1);
-    assert!(
-        unknown
-            .stderr
-            .contains("server eu3 is not configured: set POSTGRES_BASE_URL_EU3"),
-        "{}",
-        unknown.stderr
-    );
+    two.expect(&["tenant", "create", &slug, "--server", "eu3"])
+        .stderr("error: server eu3 is not configured: set POSTGRES_BASE_URL_EU3\n")
+        .status(1)
+        .run();
     assert!(two.placement(&slug).is_empty());
 
     // The list shows each tenant's server.
@@ -248,8 +257,24 @@ fn create_places_tenants_explicitly_or_on_the_least_used_server_that_accepts_new
         .find(|r| r["slug"] == env.slug("b"))
         .expect("b listed");
     assert_eq!(b["server"], "eu2");
-    let table = two.run(&["tenant", "list"]).ok();
-    assert!(table.stdout.contains("server"), "{}", table.stdout);
+    two.expect(&["tenant", "list"])
+        .stdout(
+            "
+            ┌────────┬───────┬───────┬──────────────┬─────────┬────────┬─────────┐
+            │ id     ┆ slug  ┆ name  ┆ db name      ┆ server  ┆ status ┆ created │
+            ╞════════╪═══════╪═══════╪══════════════╪═════════╪════════╪═════════╡
+            │ {uuid} ┆ a-{T} ┆ a-{T} ┆ tenant_a_{T} ┆ default ┆ active ┆ {time}  │
+            │ {uuid} ┆ b-{T} ┆ b-{T} ┆ tenant_b_{T} ┆ eu2     ┆ active ┆ {time}  │
+            │ {uuid} ┆ c-{T} ┆ c-{T} ┆ tenant_c_{T} ┆ eu2     ┆ active ┆ {time}  │
+            │ {uuid} ┆ d-{T} ┆ d-{T} ┆ tenant_d_{T} ┆ default ┆ active ┆ {time}  │
+            │ {uuid} ┆ e-{T} ┆ e-{T} ┆ tenant_e_{T} ┆ default ┆ active ┆ {time}  │
+            │ {uuid} ┆ f-{T} ┆ f-{T} ┆ tenant_f_{T} ┆ eu2     ┆ active ┆ {time}  │
+            │ {uuid} ┆ g-{T} ┆ g-{T} ┆ tenant_g_{T} ┆ default ┆ active ┆ {time}  │
+            └────────┴───────┴───────┴──────────────┴─────────┴────────┴─────────┘
+            7 tenant(s)
+            ",
+        )
+        .run();
 }
 
 #[test]
@@ -278,14 +303,13 @@ fn a_failed_create_resumes_on_the_server_it_recorded() {
 
     // Another server asked for: refused; none asked for: eu2 again, though
     // default has fewer tenants.
-    let other = two
-        .run(&["tenant", "create", &slug, "--server", "default"])
-        .code(1);
-    assert!(
-        other.stderr.contains("already recorded on server eu2"),
-        "{}",
-        other.stderr
-    );
+    two.expect(&["tenant", "create", &slug, "--server", "default"])
+        .stderr(
+            "error: tenant acme-{T} is already recorded on server eu2; rerun without --server (or \
+             with that server) to finish it\n",
+        )
+        .status(1)
+        .run();
     let fixed = env.fixture("two-step");
     let done = two
         .run(&[
@@ -363,10 +387,13 @@ fn fleet_commands_reach_both_servers_select_by_server_and_fail_loudly_on_an_unco
         .json();
     assert_eq!(servers_of(&named), [(env.slug("a"), "default".into())]);
     // A server nobody configured or uses is a usage error.
-    let typo = two
-        .run(&["tenant", "migrate", "--all", "--server", "eu9"])
-        .code(2);
-    assert!(typo.stderr.contains("--server eu9"), "{}", typo.stderr);
+    two.expect(&["tenant", "migrate", "--all", "--server", "eu9"])
+        .stderr(
+            "error: --server eu9: no such server is configured and no company is placed on it \
+             (configured: default, eu2)\n",
+        )
+        .status(2)
+        .run();
 
     // A tenant placed on a server this environment does not configure.
     env.exec(
@@ -411,15 +438,27 @@ fn fleet_commands_reach_both_servers_select_by_server_and_fail_loudly_on_an_unco
     }
     assert_eq!(env.applied(&env.db("c")).len(), 2, "never sent to default");
     // The table report has a server column and says why.
-    let table = two
-        .run(&["tenant", "migrate", "--all", "--tenant-migrations", dir_s])
-        .code(1);
-    assert!(table.stdout.contains("server"), "{}", table.stdout);
-    assert!(
-        table.all().contains("set POSTGRES_BASE_URL_EU3"),
-        "{}",
-        table.all()
-    );
+    two.expect(&["tenant", "migrate", "--all", "--tenant-migrations", dir_s])
+        .stdout(
+            "
+            ┌────────┬──────────────┬─────────┬────────┬────────────┬──────┬─────────────────────────────────────────────────────────┐
+            │ tenant ┆ db name      ┆ server  ┆ result ┆ migrations ┆ time ┆ error                                                   │
+            ╞════════╪══════════════╪═════════╪════════╪════════════╪══════╪═════════════════════════════════════════════════════════╡
+            │ a-{T}  ┆ tenant_a_{T} ┆ default ┆ ok     ┆ 0          ┆ {ms} ┆                                                         │
+            │ b-{T}  ┆ tenant_b_{T} ┆ eu2     ┆ ok     ┆ 0          ┆ {ms} ┆                                                         │
+            │ c-{T}  ┆ tenant_c_{T} ┆ eu3     ┆ failed ┆ 0          ┆ {ms} ┆ server eu3 is not configured: set POSTGRES_BASE_URL_EU3 │
+            │ d-{T}  ┆ tenant_d_{T} ┆ eu2     ┆ ok     ┆ 0          ┆ {ms} ┆                                                         │
+            └────────┴──────────────┴─────────┴────────┴────────────┴──────┴─────────────────────────────────────────────────────────┘
+            3 ok, 1 failed, 0 skipped; recorded as run 3
+            selected 4 of the master's 4 companies: --all, status active (by default)
+            ",
+        )
+        .stderr(
+            "failed: tenant c-{T} (tenant_c_{T}): server eu3 is not configured: set \
+             POSTGRES_BASE_URL_EU3\n",
+        )
+        .status(1)
+        .run();
     // doctor says so too.
     let doctor = two.run(&["doctor", "--output", "json"]).code(1).json();
     let finding = doctor["findings"]

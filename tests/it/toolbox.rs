@@ -33,33 +33,35 @@ fn settings_across_tenants_url_and_psql() {
     let got = got.json();
     assert_eq!(find(&got, &slugs[1])["value"], "dark");
     assert_eq!(find(&got, &slugs[2])["status"], "failed");
-    let table = env
-        .run(&["tenant", "settings", "get", &slugs[0], &slugs[1], "plan"])
-        .ok();
-    assert!(
-        table.stdout.contains(&slugs[1]) && table.stdout.contains(r#"{"tier": "pro"}"#),
-        "{}",
-        table.stdout
-    );
-    let bad = env.run(&["tenant", "settings", "set", "--all", &slugs[0], "k", "v"]);
-    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    env.expect(&["tenant", "settings", "get", &slugs[0], &slugs[1], "plan"])
+        .stdout(
+            r#"
+            ┌────────┬──────────────┬─────────┬────────┬──────┬─────────────────┬──────┐
+            │ tenant ┆ db name      ┆ server  ┆ result ┆ key  ┆ value           ┆ time │
+            ╞════════╪══════════════╪═════════╪════════╪══════╪═════════════════╪══════╡
+            │ a-{T}  ┆ tenant_a_{T} ┆ default ┆ ok     ┆ plan ┆ {"tier": "pro"} ┆ {ms} │
+            │ b-{T}  ┆ tenant_b_{T} ┆ default ┆ ok     ┆ plan ┆ {"tier": "pro"} ┆ {ms} │
+            └────────┴──────────────┴─────────┴────────┴──────┴─────────────────┴──────┘
+            2 ok, 0 failed, 0 skipped
+            selected 2 of the master's 3 companies: named a-{T}, b-{T}
+            "#,
+        )
+        .run();
+    env.expect(&["tenant", "settings", "set", "--all", &slugs[0], "k", "v"])
+        .stderr("error: name tenants or pass --all, not both (got a-{T})\n")
+        .status(2)
+        .run();
 
-    let url = env.run(&["tenant", "url", &slugs[0]]).ok();
-    assert!(
-        url.stdout.trim().ends_with(&format!("/{}", env.db("a"))),
-        "{}",
-        url.stdout
-    );
+    let url = env
+        .expect(&["tenant", "url", &slugs[0]])
+        .stdout("postgresql://{user}:***@{host}:{port}/tenant_a_{T}\n")
+        .run();
     if let Some(password) = base_password() {
-        assert!(
-            !url.stdout.contains(&password) && url.stdout.contains("***"),
-            "{}",
-            url.stdout
-        );
-        let shown = env
-            .run(&["tenant", "url", &slugs[0], "--show-password"])
-            .ok();
-        assert!(shown.stdout.contains(&password));
+        assert!(!url.stdout.contains(&password), "{}", url.stdout);
+        env.expect(&["tenant", "url", &slugs[0], "--show-password"])
+            .with(password, "{password}")
+            .stdout("postgresql://{user}:{password}@{host}:{port}/tenant_a_{T}\n")
+            .run();
     }
 
     let psql = env
@@ -112,17 +114,22 @@ fn drop_asks_keeps_or_deletes_the_row_and_never_touches_the_master() {
             env.master, slugs[2]
         ),
     );
-    let run = env.run(&["tenant", "drop", &slugs[2], "--yes"]);
-    assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("master"), "{}", run.stderr);
+    env.expect(&["tenant", "drop", &slugs[2], "--yes"])
+        .stderr("error: database master_{T} is the master database, not a tenant database\n")
+        .status(1)
+        .run();
     assert!(env.database_exists(&env.master));
     // No command takes a database name to drop: only a company's slug or id,
     // so a database no company names cannot be reached.
     let stranger = format!("tenant_stranger_{}", env.token);
     env.exec("postgres", &format!("CREATE DATABASE \"{stranger}\""));
-    let run = env.run(&["tenant", "drop", &stranger, "--yes"]);
-    assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("unknown tenant"), "{}", run.stderr);
+    env.expect(&["tenant", "drop", &stranger, "--yes"])
+        .stderr(
+            "error: unknown tenant \"tenant_stranger_{T}\": no company has that slug, id, database \
+             name or (without a slug) name (see `tenantctl tenant list`)\n",
+        )
+        .status(1)
+        .run();
     assert!(env.database_exists(&stranger));
 }
 

@@ -7,6 +7,7 @@
     reason = "each test module uses a different part of the harness"
 )]
 
+pub mod expect;
 pub mod pooler;
 pub mod prisma;
 pub mod server;
