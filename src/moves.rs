@@ -70,10 +70,6 @@ impl Step {
         Self::Done,
     ];
 
-    /// The steps during which the tenant is `moving`, as an SQL list.
-    pub const UNSWITCHED_SQL: &'static str =
-        "'started', 'source_closed', 'copied', 'verified', 'switching'";
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
@@ -102,8 +98,23 @@ impl fmt::Display for Step {
     }
 }
 
+/// Creates tenantctl's record of moves between servers, if the master has
+/// none yet. The master's companies table only joins it; the table and
+/// its steps are this module's.
+pub async fn ensure_table(conn: &mut PgConnection, layout: &mut Layout) -> anyhow::Result<()> {
+    if layout.has_moves {
+        return Ok(());
+    }
+    crate::state::ensure_schema(conn).await?;
+    crate::state::create_under_lock(conn, &create_table_sql(&layout.moves_sql))
+        .await
+        .with_context(|| format!("create tenantctl's {MOVES} table"))?;
+    layout.has_moves = true;
+    Ok(())
+}
+
 /// The DDL of `tenantctl.moves` (`table` quoted and schema-qualified).
-pub fn create_table_sql(table: &str) -> String {
+fn create_table_sql(table: &str) -> String {
     let steps: Vec<String> = Step::ALL
         .iter()
         .map(|s| format!("'{}'", s.as_str()))
@@ -124,17 +135,19 @@ pub fn create_table_sql(table: &str) -> String {
     )
 }
 
-/// One row of `tenantctl.moves`: a move of one company's database.
+/// One row of `tenantctl.moves`: a move of one company's database, its
+/// names validated once, when read.
 #[derive(Debug, Clone)]
 pub struct MoveRecord {
+    /// The company's id as the master's table spells it (any type, as text).
     pub company_id: String,
-    pub db_name: String,
-    pub from_server: String,
-    pub to_server: String,
+    pub db_name: DbName,
+    pub from_server: ServerName,
+    pub to_server: ServerName,
     /// The source's name from `SourceClosed` on, on `from_server`.
-    pub parked_name: String,
+    pub parked_name: DbName,
     /// The copy's name on `to_server` until the switch.
-    pub incoming_name: String,
+    pub incoming_name: DbName,
     pub step: Step,
     /// The size of the database copied, once it is.
     pub bytes: Option<i64>,
@@ -167,13 +180,18 @@ fn record(row: RecordRow) -> anyhow::Result<MoveRecord> {
     ) = row;
     let step = Step::parse(&step)
         .with_context(|| format!("{MOVES}: company {company_id} has unknown step {step:?}"))?;
+    // A name edited by hand is refused as the record is read, in the words
+    // the move itself used to refuse it with.
+    let server =
+        |raw: &str| ServerName::parse(raw).with_context(|| format!("{MOVES}: server {raw:?}"));
+    let db = |raw: &str| DbName::parse(raw).with_context(|| format!("{MOVES}: database {raw:?}"));
     Ok(MoveRecord {
+        from_server: server(&from_server)?,
+        to_server: server(&to_server)?,
+        db_name: db(&db_name)?,
+        parked_name: db(&parked_name)?,
+        incoming_name: db(&incoming_name)?,
         company_id,
-        db_name,
-        from_server,
-        to_server,
-        parked_name,
-        incoming_name,
         step,
         bytes,
         started_at,
@@ -221,7 +239,7 @@ pub async fn get(
 
 /// Records a new move at [`Step::Started`], replacing a finished one
 /// (`done`) of the same company; refuses while another is recorded.
-pub async fn start(
+async fn insert(
     conn: &mut PgConnection,
     layout: &Layout,
     record: &MoveRecord,
@@ -238,11 +256,11 @@ pub async fn start(
     ))
     .persistent(false)
     .bind(&record.company_id)
-    .bind(&record.db_name)
-    .bind(&record.from_server)
-    .bind(&record.to_server)
-    .bind(&record.parked_name)
-    .bind(&record.incoming_name)
+    .bind(record.db_name.as_str())
+    .bind(record.from_server.as_str())
+    .bind(record.to_server.as_str())
+    .bind(record.parked_name.as_str())
+    .bind(record.incoming_name.as_str())
     .execute(conn)
     .await
     .with_context(|| format!("record the move in {MOVES}"))?;
@@ -254,8 +272,8 @@ pub async fn start(
     Ok(())
 }
 
-/// Records that a move reached `step`.
-pub async fn set_step(
+/// Records that a move reached `step` (see [`enter`], the one caller).
+async fn set_step(
     conn: &mut PgConnection,
     layout: &Layout,
     company_id: &str,
@@ -383,32 +401,72 @@ pub struct Mover<'a> {
     pub say: &'a (dyn Fn(&str) + Sync),
 }
 
-/// A recorded move's names, validated.
-struct Plan {
-    from: ServerName,
-    to: ServerName,
-    db: DbName,
-    parked: DbName,
-    incoming: DbName,
+/// Where [`Steps::enter`] writes a step: on the master connection, or in
+/// the switch's own transaction, committed with the step.
+enum On<'c> {
+    Master(&'c mut PgConnection),
+    Switch(sqlx::Transaction<'c, sqlx::Postgres>),
 }
 
-impl Plan {
-    fn of(record: &MoveRecord) -> anyhow::Result<Self> {
-        let server =
-            |raw: &str| ServerName::parse(raw).with_context(|| format!("{MOVES}: server {raw:?}"));
-        let db =
-            |raw: &str| DbName::parse(raw).with_context(|| format!("{MOVES}: database {raw:?}"));
-        Ok(Self {
-            from: server(&record.from_server)?,
-            to: server(&record.to_server)?,
-            db: db(&record.db_name)?,
-            parked: db(&record.parked_name)?,
-            incoming: db(&record.incoming_name)?,
-        })
+/// What entering a step needs besides the master connection, apart from
+/// the [`Mover`] so that the switch's transaction can hold that connection.
+#[derive(Clone, Copy)]
+struct Steps<'a> {
+    layout: &'a Layout,
+    stop: &'a Stop,
+    say: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Steps<'_> {
+    /// Enters a step of a move, the one way any step is taken: writes it
+    /// to the master (a new move's row at [`Step::Started`], a step of the
+    /// switch committed with it), records it on `record`, says `said` (the
+    /// switch is told once committed; the other steps as their work ends),
+    /// then pauses there if a test asked (see [`pause`]).
+    async fn enter(
+        self,
+        on: On<'_>,
+        record: &mut MoveRecord,
+        step: Step,
+        bytes: Option<i64>,
+        said: Option<&str>,
+    ) -> anyhow::Result<()> {
+        match on {
+            On::Master(conn) if step == Step::Started => insert(conn, self.layout, record).await?,
+            On::Master(conn) => {
+                set_step(conn, self.layout, &record.company_id, step, bytes).await?;
+            }
+            On::Switch(mut tx) => {
+                set_step(&mut tx, self.layout, &record.company_id, step, bytes).await?;
+                tx.commit().await.context("commit the switch")?;
+            }
+        }
+        record.step = step;
+        if let Some(said) = said {
+            (self.say)(said);
+        }
+        pause(step.as_str(), self.stop).await;
+        Ok(())
     }
 }
 
-impl Mover<'_> {
+impl<'a> Mover<'a> {
+    fn steps(&self) -> Steps<'a> {
+        Steps {
+            layout: self.layout,
+            stop: self.stop,
+            say: self.say,
+        }
+    }
+
+    /// Records a new move (step `started`): the tenant is `moving` from
+    /// here on.
+    pub async fn start(&mut self, record: &mut MoveRecord) -> anyhow::Result<()> {
+        self.steps()
+            .enter(On::Master(self.master), record, Step::Started, None, None)
+            .await
+    }
+
     /// Takes a recorded move from its step to the switch (and, with
     /// `drop_source`, past it). A failure before the switch undoes the move
     /// and returns the error, saying so.
@@ -426,15 +484,15 @@ impl Mover<'_> {
         match result {
             Ok(()) => Ok(moved),
             Err(err) if record.step.before_switch() => {
-                let plan = Plan::of(&record)?;
+                let plan = &record;
                 match self.undo(&tenant.id).await {
                     Ok(()) => Err(err.context(format!(
                         "tenant {tenant}: the move to server {} failed and was undone (the tenant is on server {} as before, its database reopened)",
-                        plan.to, plan.from
+                        plan.to_server, plan.from_server
                     ))),
                     Err(undo) => Err(err.context(format!(
                         "tenant {tenant}: the move to server {} failed, and undoing it failed too ({}); rerun `tenantctl tenant move {} --abort`",
-                        plan.to,
+                        plan.to_server,
                         crate::error::render(&undo),
                         tenant.handle()
                     ))),
@@ -450,96 +508,132 @@ impl Mover<'_> {
         drop_source: bool,
         moved: &mut Moved,
     ) -> anyhow::Result<()> {
-        let plan = Plan::of(record)?;
+        let steps = self.steps();
         loop {
             if record.step.before_switch() && self.stop.is_set() {
                 anyhow::bail!("interrupted at step {}", record.step);
             }
-            let next = match record.step {
-                Step::Started => {
-                    self.close_source(&plan).await.context("close the source")?;
-                    (self.say)(&format!(
-                        "closed the source: sessions ended, renamed to {} on server {}",
-                        plan.parked, plan.from
-                    ));
-                    Step::SourceClosed
-                }
-                Step::SourceClosed => {
-                    let started = Instant::now();
-                    let bytes = self.copy(&plan).await.context("copy the database")?;
-                    moved.bytes = Some(bytes);
-                    moved.copy_time = Some(started.elapsed());
-                    (self.say)(&format!(
-                        "copied {} to {} on server {}",
-                        crate::output::format_bytes(moved.bytes.unwrap_or_default()),
-                        plan.incoming,
-                        plan.to
-                    ));
-                    Step::Copied
-                }
-                Step::Copied => {
-                    let matched = self.verify(&plan).await.context("verify the copy")?;
-                    (self.say)(&format!(
-                        "verified: {} tables, {} rows, {} sequences, {} migrations match",
-                        matched.tables, matched.rows, matched.sequences, matched.migrations
-                    ));
-                    moved.matched = Some(matched);
-                    let mut conn = self.connector.connect_maintenance(&plan.from).await?;
-                    let closed = async {
-                        ddl::allow_connections(&mut conn, &plan.parked, false).await?;
-                        ddl::end_sessions(&mut conn, &plan.parked).await
-                    }
-                    .await;
-                    let _ = conn.close().await;
-                    closed.context("close the source to connections")?;
-                    Step::Verified
-                }
-                Step::Verified => Step::Switching,
-                Step::Switching => {
-                    self.switch(&plan, &record.company_id)
-                        .await
-                        .context("switch to the copy")?;
-                    record.step = Step::Switched;
-                    (self.say)(&format!(
+            if record.step == Step::Switching {
+                let switched = async {
+                    let tx = self.switch(record).await?;
+                    let said = format!(
                         "switched: the master places the tenant on server {}",
-                        plan.to
-                    ));
-                    pause(Step::Switched.as_str(), self.stop).await;
-                    continue;
-                }
-                Step::Switched if drop_source => {
-                    self.drop_parked(&plan).await.context("drop the source")?;
-                    moved.source_dropped = true;
-                    (self.say)(&format!(
-                        "dropped the source {} on server {}",
-                        plan.parked, plan.from
-                    ));
-                    Step::Done
-                }
-                Step::Switched | Step::Done => return Ok(()),
+                        record.to_server
+                    );
+                    steps
+                        .enter(On::Switch(tx), record, Step::Switched, None, Some(&said))
+                        .await
+                };
+                switched.await.context("switch to the copy")?;
+                continue;
+            }
+            let Some(next) = self.work(record, drop_source, moved).await? else {
+                return Ok(());
             };
             let bytes = (next == Step::Copied).then_some(moved.bytes).flatten();
-            set_step(self.master, self.layout, &record.company_id, next, bytes).await?;
-            record.step = next;
-            pause(next.as_str(), self.stop).await;
+            steps
+                .enter(On::Master(self.master), record, next, bytes, None)
+                .await?;
         }
+    }
+
+    /// Does the work that leads from the record's step to the next (but
+    /// the switch's), telling the operator; the step it reached, if any.
+    async fn work(
+        &mut self,
+        record: &MoveRecord,
+        drop_source: bool,
+        moved: &mut Moved,
+    ) -> anyhow::Result<Option<Step>> {
+        let plan = record;
+        Ok(Some(match record.step {
+            Step::Started => {
+                self.close_source(plan).await.context("close the source")?;
+                (self.say)(&format!(
+                    "closed the source: sessions ended, renamed to {} on server {}",
+                    plan.parked_name, plan.from_server
+                ));
+                Step::SourceClosed
+            }
+            Step::SourceClosed => {
+                let started = Instant::now();
+                let bytes = self.copy(plan).await.context("copy the database")?;
+                moved.bytes = Some(bytes);
+                moved.copy_time = Some(started.elapsed());
+                (self.say)(&format!(
+                    "copied {} to {} on server {}",
+                    crate::output::format_bytes(moved.bytes.unwrap_or_default()),
+                    plan.incoming_name,
+                    plan.to_server
+                ));
+                Step::Copied
+            }
+            Step::Copied => {
+                let matched = self.verify(plan).await.context("verify the copy")?;
+                (self.say)(&format!(
+                    "verified: {} tables, {} rows, {} sequences, {} migrations match",
+                    matched.tables, matched.rows, matched.sequences, matched.migrations
+                ));
+                moved.matched = Some(matched);
+                self.close_parked(plan)
+                    .await
+                    .context("close the source to connections")?;
+                Step::Verified
+            }
+            Step::Verified => Step::Switching,
+            Step::Switched if drop_source => {
+                self.drop_parked(plan).await.context("drop the source")?;
+                moved.source_dropped = true;
+                (self.say)(&format!(
+                    "dropped the source {} on server {}",
+                    plan.parked_name, plan.from_server
+                ));
+                Step::Done
+            }
+            // The switch is [`Self::advance`]'s own.
+            Step::Switching | Step::Switched | Step::Done => return Ok(None),
+        }))
+    }
+
+    /// Closes the verified, parked source to connections and ends any
+    /// session that got in meanwhile.
+    async fn close_parked(&self, plan: &MoveRecord) -> anyhow::Result<()> {
+        let mut conn = self
+            .connector
+            .connect_maintenance(&plan.from_server)
+            .await?;
+        let closed = async {
+            ddl::allow_connections(&mut conn, &plan.parked_name, false).await?;
+            ddl::end_sessions(&mut conn, &plan.parked_name).await
+        }
+        .await;
+        let _ = conn.close().await;
+        closed
     }
 
     /// Ends the source's sessions and renames it to its parked name (done
     /// already if only the parked name exists).
-    async fn close_source(&self, plan: &Plan) -> anyhow::Result<()> {
-        let mut conn = self.connector.connect_maintenance(&plan.from).await?;
+    async fn close_source(&self, plan: &MoveRecord) -> anyhow::Result<()> {
+        let mut conn = self
+            .connector
+            .connect_maintenance(&plan.from_server)
+            .await?;
         let closed = rename_once(
             &mut conn,
-            &plan.db,
-            &plan.parked,
+            &plan.db_name,
+            &plan.parked_name,
             || {
                 format!(
                     "both {} and {} exist on server {}",
-                    plan.db, plan.parked, plan.from
+                    plan.db_name, plan.parked_name, plan.from_server
                 )
             },
-            || format!("database {} is not on server {}", plan.db, plan.from),
+            || {
+                format!(
+                    "database {} is not on server {}",
+                    plan.db_name, plan.from_server
+                )
+            },
         )
         .await;
         let _ = conn.close().await;
@@ -549,37 +643,44 @@ impl Mover<'_> {
     /// Creates the copy, empty, like the source, and restores the source
     /// into it (a copy left by an interrupted run is dropped first).
     /// Returns the source's size.
-    async fn copy(&self, plan: &Plan) -> anyhow::Result<i64> {
+    async fn copy(&self, plan: &MoveRecord) -> anyhow::Result<i64> {
         let tools = PgTools::find(self.pg_bin.as_deref()).await?;
-        let mut source = self.connector.connect_maintenance(&plan.from).await?;
+        let mut source = self
+            .connector
+            .connect_maintenance(&plan.from_server)
+            .await?;
         let like = async {
             let major = ddl::server_major(&mut source).await?;
-            let like = ddl::character(&mut source, &plan.parked).await?;
+            let like = ddl::character(&mut source, &plan.parked_name).await?;
             anyhow::Ok((major, like))
         }
         .await;
         let _ = source.close().await;
         let (source_major, like) = like?;
-        let mut target = self.connector.connect_maintenance(&plan.to).await?;
+        let mut target = self.connector.connect_maintenance(&plan.to_server).await?;
         let created = async {
             tools.check(source_major, ddl::server_major(&mut target).await?)?;
-            ddl::drop_force(&mut target, &plan.incoming).await?;
-            ddl::create_empty(&mut target, &plan.incoming, &like).await
+            ddl::drop_force(&mut target, &plan.incoming_name).await?;
+            ddl::create_empty(&mut target, &plan.incoming_name, &like).await
         }
         .await;
         let _ = target.close().await;
         created?;
-        let from_env = self.connector.tenant_env(&plan.from, &plan.parked)?;
-        let to_env = self.connector.tenant_env(&plan.to, &plan.incoming)?;
+        let from_env = self
+            .connector
+            .tenant_env(&plan.from_server, &plan.parked_name)?;
+        let to_env = self
+            .connector
+            .tenant_env(&plan.to_server, &plan.incoming_name)?;
         copy::dump_restore(
             &tools,
             &self.connector.child_env(),
             &copy::End {
-                db: plan.parked.as_str(),
+                db: plan.parked_name.as_str(),
                 env: &from_env,
             },
             &copy::End {
-                db: plan.incoming.as_str(),
+                db: plan.incoming_name.as_str(),
                 env: &to_env,
             },
             self.stop,
@@ -588,16 +689,16 @@ impl Mover<'_> {
         Ok(like.size_bytes)
     }
 
-    async fn verify(&self, plan: &Plan) -> anyhow::Result<Matched> {
+    async fn verify(&self, plan: &MoveRecord) -> anyhow::Result<Matched> {
         let limits = SessionLimits::default();
         let mut source = self
             .connector
-            .connect_tenant(&plan.from, &plan.parked, &limits)
+            .connect_tenant(&plan.from_server, &plan.parked_name, &limits)
             .await
             .context("connect to the source")?;
         let copied = self
             .connector
-            .connect_tenant(&plan.to, &plan.incoming, &limits)
+            .connect_tenant(&plan.to_server, &plan.incoming_name, &limits)
             .await
             .context("connect to the copy");
         let result = match copied {
@@ -612,21 +713,25 @@ impl Mover<'_> {
         result
     }
 
-    /// Gives the copy the tenant's name, then moves the placement and
-    /// records the switch in one master transaction.
-    async fn switch(&mut self, plan: &Plan, company_id: &str) -> anyhow::Result<()> {
-        let mut target = self.connector.connect_maintenance(&plan.to).await?;
+    /// Gives the copy the tenant's name, then moves the placement in a
+    /// master transaction, returned for the switch's step to commit with it.
+    async fn switch(
+        &mut self,
+        plan: &MoveRecord,
+    ) -> anyhow::Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+        let company_id = plan.company_id.as_str();
+        let mut target = self.connector.connect_maintenance(&plan.to_server).await?;
         let renamed = rename_once(
             &mut target,
-            &plan.incoming,
-            &plan.db,
+            &plan.incoming_name,
+            &plan.db_name,
             || {
                 format!(
                     "a database {} appeared on server {} during the move",
-                    plan.db, plan.to
+                    plan.db_name, plan.to_server
                 )
             },
-            || format!("the copy is gone from server {}", plan.to),
+            || format!("the copy is gone from server {}", plan.to_server),
         )
         .await;
         let _ = target.close().await;
@@ -644,33 +749,36 @@ impl Mover<'_> {
             .await?
             .with_context(|| format!("company {company_id} is gone from the master"))?;
         anyhow::ensure!(
-            tenant.db_name_raw.as_deref() == Some(plan.db.as_str())
-                && tenant.server.as_ref() == Ok(&plan.from),
+            tenant.db_name_raw.as_deref() == Some(plan.db_name.as_str())
+                && tenant.server.as_ref() == Ok(&plan.from_server),
             "company {company_id}'s row now names database {} on server {} (the move copied {} from {}): it changed during the move; nothing was switched (`--abort` puts the source back)",
             crate::output::shown(tenant.db_label()),
             crate::output::shown(tenant.server_label()),
-            plan.db,
-            plan.from
+            plan.db_name,
+            plan.from_server
         );
-        self.layout.set_server(&mut tx, &tenant, &plan.to).await?;
+        self.layout
+            .set_server(&mut tx, &tenant, &plan.to_server)
+            .await?;
         // As the transaction would commit it, AFTER triggers included.
         let after = self.layout.find_by_id(&mut tx, company_id).await?;
         anyhow::ensure!(
             after
                 .as_ref()
-                .is_some_and(|row| row.server.as_ref() == Ok(&plan.to)
-                    && row.db_name_raw.as_deref() == Some(plan.db.as_str())),
+                .is_some_and(|row| row.server.as_ref() == Ok(&plan.to_server)
+                    && row.db_name_raw.as_deref() == Some(plan.db_name.as_str())),
             "the master did not keep company {company_id} on server {} (a trigger on its table changed the row); nothing was switched (`--abort` puts the source back)",
-            plan.to
+            plan.to_server
         );
-        set_step(&mut tx, self.layout, company_id, Step::Switched, None).await?;
-        tx.commit().await.context("commit the switch")?;
-        Ok(())
+        Ok(tx)
     }
 
-    async fn drop_parked(&self, plan: &Plan) -> anyhow::Result<()> {
-        let mut source = self.connector.connect_maintenance(&plan.from).await?;
-        let dropped = ddl::drop_force(&mut source, &plan.parked).await;
+    async fn drop_parked(&self, plan: &MoveRecord) -> anyhow::Result<()> {
+        let mut source = self
+            .connector
+            .connect_maintenance(&plan.from_server)
+            .await?;
+        let dropped = ddl::drop_force(&mut source, &plan.parked_name).await;
         let _ = source.close().await;
         dropped
     }
@@ -682,16 +790,16 @@ impl Mover<'_> {
             "the move is at step {}, not switched: nothing to finish",
             record.step
         );
-        let plan = Plan::of(record)?;
-        self.drop_parked(&plan).await?;
-        set_step(
-            self.master,
-            self.layout,
-            &record.company_id,
-            Step::Done,
-            None,
-        )
-        .await
+        self.drop_parked(record).await?;
+        self.steps()
+            .enter(
+                On::Master(self.master),
+                &mut record.clone(),
+                Step::Done,
+                None,
+                None,
+            )
+            .await
     }
 
     /// Undoes a move that has not switched, reading where it stands from
@@ -706,26 +814,29 @@ impl Mover<'_> {
             "the move already switched to server {}: there is nothing to undo (move it back instead)",
             record.to_server
         );
-        let plan = Plan::of(&record)?;
-        let mut source = self.connector.connect_maintenance(&plan.from).await?;
+        let plan = &record;
+        let mut source = self
+            .connector
+            .connect_maintenance(&plan.from_server)
+            .await?;
         let reopened = async {
-            if ddl::exists(&mut source, &plan.parked).await? {
-                ddl::allow_connections(&mut source, &plan.parked, true).await?;
+            if ddl::exists(&mut source, &plan.parked_name).await? {
+                ddl::allow_connections(&mut source, &plan.parked_name, true).await?;
                 anyhow::ensure!(
-                    !ddl::exists(&mut source, &plan.db).await?,
+                    !ddl::exists(&mut source, &plan.db_name).await?,
                     "a new database {} exists on server {}; the source is kept as {}",
-                    plan.db,
-                    plan.from,
-                    plan.parked
+                    plan.db_name,
+                    plan.from_server,
+                    plan.parked_name
                 );
-                ddl::rename(&mut source, &plan.parked, &plan.db).await?;
+                ddl::rename(&mut source, &plan.parked_name, &plan.db_name).await?;
             } else {
                 anyhow::ensure!(
-                    ddl::exists(&mut source, &plan.db).await?,
+                    ddl::exists(&mut source, &plan.db_name).await?,
                     "neither {} nor {} is on server {}",
-                    plan.db,
-                    plan.parked,
-                    plan.from
+                    plan.db_name,
+                    plan.parked_name,
+                    plan.from_server
                 );
             }
             anyhow::Ok(())
@@ -733,14 +844,16 @@ impl Mover<'_> {
         .await;
         let _ = source.close().await;
         reopened.context("reopen the source")?;
-        let mut target = self.connector.connect_maintenance(&plan.to).await?;
+        let mut target = self.connector.connect_maintenance(&plan.to_server).await?;
         let dropped = async {
-            let incoming = ddl::exists(&mut target, &plan.incoming).await?;
+            let incoming = ddl::exists(&mut target, &plan.incoming_name).await?;
             if incoming {
-                ddl::drop_force(&mut target, &plan.incoming).await?;
-            } else if record.step == Step::Switching && ddl::exists(&mut target, &plan.db).await? {
+                ddl::drop_force(&mut target, &plan.incoming_name).await?;
+            } else if record.step == Step::Switching
+                && ddl::exists(&mut target, &plan.db_name).await?
+            {
                 // Renamed by the switch that did not reach the master.
-                ddl::drop_force(&mut target, &plan.db).await?;
+                ddl::drop_force(&mut target, &plan.db_name).await?;
             }
             anyhow::Ok(())
         }
@@ -773,7 +886,7 @@ async fn rename_once(
 /// to a step's name, the move says `paused after <step>` on stderr once it
 /// is there, then waits until the file `TENANTCTL_TEST_MOVE_RESUME` names
 /// exists, or it is interrupted, or killed.
-pub async fn pause(after: &str, stop: &Stop) {
+async fn pause(after: &str, stop: &Stop) {
     #[cfg(debug_assertions)]
     if std::env::var("TENANTCTL_TEST_MOVE_PAUSE").is_ok_and(|p| p == after) {
         crate::output::warn(format_args!("paused after {after}"));
@@ -812,6 +925,6 @@ mod tests {
             .filter(|s| s.before_switch())
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        assert_eq!(unswitched.join(", "), Step::UNSWITCHED_SQL);
+        assert_eq!(unswitched.join(", "), crate::state::MOVES_UNSWITCHED_SQL);
     }
 }
