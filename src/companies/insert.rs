@@ -46,6 +46,55 @@ impl Layout {
         self.check_can_record_lifecycle()?;
         self.check_can_record_server(new.server)?;
         let values = self.insert_values(new)?;
+        let (sql, binds, checked) = self.insert_sql(&values);
+        let mut tx = conn.begin().await.context("begin")?;
+        // Deferred constraints and constraint triggers fire at each
+        // statement, so the row read back below is what COMMIT keeps.
+        tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            .await
+            .context("check the master's deferred constraints as they happen")?;
+        let mut query = sqlx::query(&sql).persistent(false);
+        for bind in &binds {
+            query = query.bind(bind);
+        }
+        let row = query
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|err| self.insert_error(err.into(), new))?;
+        let id: Option<String> = row.try_get(0).context("read the new company's id")?;
+        let id = id.context("the master gave the new company no id")?;
+        for (i, (column, wanted)) in checked.iter().enumerate() {
+            let stored: Option<String> = row.try_get(i + 1).context("read back the new row")?;
+            // Dropped with the transaction: nothing is recorded or created.
+            self.check_stored(column, wanted, stored.as_deref())?;
+        }
+        if self.uses_bookkeeping() {
+            self.record_own(&mut tx, &id, Lifecycle::Provisioning, None)
+                .await?;
+        }
+        if self.server.is_none() && !new.server.is_default() {
+            self.record_placement(&mut tx, &id, new.server).await?;
+        }
+        let stored = self.read_inserted(&mut tx, &id, new).await?;
+        if keep {
+            tx.commit().await.context("commit")?;
+        } else {
+            tx.rollback().await.context("roll back")?;
+        }
+        Ok(stored)
+    }
+
+    /// The INSERT of these values, its binds, and the columns whose value
+    /// is read back (RETURNING, after the id).
+    ///
+    /// Every value written is read back as the table stored it: a
+    /// `varchar(n)` cuts a cast value short without a word, a trigger or a
+    /// domain may rewrite it, and a database name stored as another
+    /// company's would hand that company's database to this one.
+    fn insert_sql<'v>(
+        &'v self,
+        values: &'v [(String, Value)],
+    ) -> (String, Vec<String>, Vec<(&'v Column, &'v str)>) {
         let names: Vec<String> = values.iter().map(|(c, _)| quote(c)).collect();
         let mut binds = Vec::new();
         let exprs: Vec<String> = values
@@ -58,10 +107,6 @@ impl Layout {
                 }
             })
             .collect();
-        // Every value written is read back as the table stored it: a
-        // `varchar(n)` cuts a cast value short without a word, a trigger or
-        // a domain may rewrite it, and a database name stored as another
-        // company's would hand that company's database to this one.
         let checked: Vec<(&Column, &str)> = values
             .iter()
             .filter_map(|(name, value)| match value {
@@ -86,57 +131,34 @@ impl Layout {
             exprs.join(", "),
             returning.join(", ")
         );
-        let mut tx = conn.begin().await.context("begin")?;
-        // Deferred constraints and constraint triggers fire at each
-        // statement, so the row read back below is what COMMIT keeps.
-        tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            .await
-            .context("check the master's deferred constraints as they happen")?;
-        let mut query = sqlx::query(&sql).persistent(false);
-        for bind in &binds {
-            query = query.bind(bind);
-        }
-        let row = query.fetch_one(&mut *tx).await.map_err(|err| {
-            let err = anyhow::Error::new(err);
-            if has_sqlstate(&err, "23505") {
-                anyhow::anyhow!(
-                    "tenant {} or database {} is already recorded in the master; pick another slug or --db-name",
-                    new.slug,
-                    new.db
-                )
-            } else if ["23514", "23502", "22001", "22P02", "22003", "22007", "22008"]
-                .iter()
-                .any(|code| has_sqlstate(&err, code))
-            {
-                // A value the column refuses (a domain's CHECK, a type it
-                // does not parse): the operator's input to change.
-                let why = crate::error::render(&err);
-                UsageError(format!("the master's {} refuses the new company's row: {why}; nothing was recorded", self.label)).into()
-            } else {
-                self.error(err).context("record the company")
-            }
-        })?;
-        let id: Option<String> = row.try_get(0).context("read the new company's id")?;
-        let id = id.context("the master gave the new company no id")?;
-        for (i, (column, wanted)) in checked.iter().enumerate() {
-            let stored: Option<String> = row.try_get(i + 1).context("read back the new row")?;
-            // Dropped with the transaction: nothing is recorded or created.
-            self.check_stored(column, wanted, stored.as_deref())?;
-        }
-        if self.uses_bookkeeping() {
-            self.record_own(&mut tx, &id, Lifecycle::Provisioning, None)
-                .await?;
-        }
-        if self.server.is_none() && !new.server.is_default() {
-            self.record_placement(&mut tx, &id, new.server).await?;
-        }
-        let stored = self.read_inserted(&mut tx, &id, new).await?;
-        if keep {
-            tx.commit().await.context("commit")?;
+        (sql, binds, checked)
+    }
+
+    /// The error of an INSERT the master refused, in the operator's terms.
+    fn insert_error(&self, err: anyhow::Error, new: &NewCompany<'_>) -> anyhow::Error {
+        if has_sqlstate(&err, "23505") {
+            anyhow::anyhow!(
+                "tenant {} or database {} is already recorded in the master; pick another slug or --db-name",
+                new.slug,
+                new.db
+            )
+        } else if [
+            "23514", "23502", "22001", "22P02", "22003", "22007", "22008",
+        ]
+        .iter()
+        .any(|code| has_sqlstate(&err, code))
+        {
+            // A value the column refuses (a domain's CHECK, a type it
+            // does not parse): the operator's input to change.
+            let why = crate::error::render(&err);
+            UsageError(format!(
+                "the master's {} refuses the new company's row: {why}; nothing was recorded",
+                self.label
+            ))
+            .into()
         } else {
-            tx.rollback().await.context("roll back")?;
+            self.error(err).context("record the company")
         }
-        Ok(stored)
     }
 
     /// The new row as the transaction would commit it: RETURNING shows it
@@ -212,86 +234,14 @@ impl Layout {
 
     /// What `insert` writes into each column it fills.
     fn insert_values(&self, new: &NewCompany<'_>) -> anyhow::Result<Vec<(String, Value)>> {
-        // The columns tenantctl fills and checks itself: `--column` setting
-        // one would get past those checks (a database name never verified
-        // free, a status that says active before anything exists).
-        let own = [
-            Some(&self.id),
-            Some(&self.db_name),
-            self.slug.as_ref(),
-            self.name.as_ref(),
-            self.status.as_ref(),
-        ];
-        if let Some((name, _)) = new
-            .extra
-            .iter()
-            .find(|(name, _)| own.iter().flatten().any(|c| &c.name == name))
-        {
-            return Err(UsageError(format!(
-                "--column {name}: tenantctl fills that column itself (use the slug, --name or --db-name)"
-            ))
-            .into());
-        }
+        self.check_not_own(new)?;
         let mut values: Vec<(String, Value)> = Vec::new();
-        let given = |column: &Column| {
-            new.extra
-                .iter()
-                .find(|(name, _)| *name == column.name)
-                .map(|(_, v)| Value::Bind(v.clone(), column.sql_type.clone()))
-        };
         let mut missing = Vec::new();
         for column in &self.columns {
-            let ours = |c: &Option<Column>| c.as_ref().is_some_and(|c| c.name == column.name);
-            let value = if let Some(value) = given(column) {
-                Some(value)
-            } else if column.name == self.db_name.name {
-                Some(Value::Bind(
-                    new.db.as_str().to_owned(),
-                    column.sql_type.clone(),
-                ))
-            } else if ours(&self.slug) {
-                Some(Value::Bind(
-                    new.slug.as_str().to_owned(),
-                    column.sql_type.clone(),
-                ))
-            } else if ours(&self.name) {
-                Some(Value::Bind(new.name.to_owned(), column.sql_type.clone()))
-            } else if ours(&self.server) {
-                // NULL means the default server, as on rows written before
-                // there were servers; a NOT NULL column gets the name.
-                (!new.server.is_default() || column.not_null)
-                    .then(|| Value::Bind(new.server.as_str().to_owned(), column.sql_type.clone()))
-            } else if ours(&self.status)
-                && let Some(value) = self.status_value(Lifecycle::Provisioning)
-            {
-                Some(Value::Bind(value, column.sql_type.clone()))
-            } else if ours(&self.status)
-                && !column.has_default
-                && column.not_null
-                && let Some(value) = self.status_value(Lifecycle::Active)
-            {
-                // A required status with no default and no value for
-                // "provisioning": the application's own "active"; tenantctl's
-                // row says provisioning until it is.
-                Some(Value::Bind(value, column.sql_type.clone()))
-            } else if (ours(&self.created_at) || ours(&self.updated_at)) && !column.has_default {
-                // What an ORM fills in, nullable or not.
-                Some(Value::Sql(format!("CAST(now() AS {})", column.sql_type)))
-            } else if column.has_default || !column.not_null {
-                None
-            } else if column.name == self.id.name && matches!(column.category, 'S' | 'U') {
-                Some(Value::Sql(format!(
-                    "CAST(gen_random_uuid() AS {})",
-                    column.sql_type
-                )))
-            } else if column.category == 'D' {
-                Some(Value::Sql(format!("CAST(now() AS {})", column.sql_type)))
-            } else {
-                missing.push(column.name.clone());
-                None
-            };
-            if let Some(value) = value {
-                values.push((column.name.clone(), value));
+            match self.value_for(column, new) {
+                Ok(Some(value)) => values.push((column.name.clone(), value)),
+                Ok(None) => {}
+                Err(Unfilled) => missing.push(column.name.clone()),
             }
         }
         if let Some(name) = new
@@ -317,6 +267,91 @@ impl Layout {
         }
         Ok(values)
     }
+
+    /// Refuses `--column` for a column tenantctl fills and checks itself:
+    /// it would get past those checks (a database name never verified
+    /// free, a status that says active before anything exists).
+    fn check_not_own(&self, new: &NewCompany<'_>) -> anyhow::Result<()> {
+        let own = [
+            Some(&self.id),
+            Some(&self.db_name),
+            self.slug.as_ref(),
+            self.name.as_ref(),
+            self.status.as_ref(),
+        ];
+        if let Some((name, _)) = new
+            .extra
+            .iter()
+            .find(|(name, _)| own.iter().flatten().any(|c| &c.name == name))
+        {
+            return Err(UsageError(format!(
+                "--column {name}: tenantctl fills that column itself (use the slug, --name or --db-name)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The value `insert` writes into one column: `--column`'s, else what
+    /// tenantctl or the application's ORM would fill, else none where the
+    /// column has a default or takes NULL; [`Unfilled`] where it can do
+    /// neither.
+    fn value_for(&self, column: &Column, new: &NewCompany<'_>) -> Result<Option<Value>, Unfilled> {
+        let given = new
+            .extra
+            .iter()
+            .find(|(name, _)| *name == column.name)
+            .map(|(_, v)| Value::Bind(v.clone(), column.sql_type.clone()));
+        let ours = |c: &Option<Column>| c.as_ref().is_some_and(|c| c.name == column.name);
+        let value = if let Some(value) = given {
+            Some(value)
+        } else if column.name == self.db_name.name {
+            Some(Value::Bind(
+                new.db.as_str().to_owned(),
+                column.sql_type.clone(),
+            ))
+        } else if ours(&self.slug) {
+            Some(Value::Bind(
+                new.slug.as_str().to_owned(),
+                column.sql_type.clone(),
+            ))
+        } else if ours(&self.name) {
+            Some(Value::Bind(new.name.to_owned(), column.sql_type.clone()))
+        } else if ours(&self.server) {
+            // NULL means the default server, as on rows written before
+            // there were servers; a NOT NULL column gets the name.
+            (!new.server.is_default() || column.not_null)
+                .then(|| Value::Bind(new.server.as_str().to_owned(), column.sql_type.clone()))
+        } else if ours(&self.status)
+            && let Some(value) = self.status_value(Lifecycle::Provisioning)
+        {
+            Some(Value::Bind(value, column.sql_type.clone()))
+        } else if ours(&self.status)
+            && !column.has_default
+            && column.not_null
+            && let Some(value) = self.status_value(Lifecycle::Active)
+        {
+            // A required status with no default and no value for
+            // "provisioning": the application's own "active"; tenantctl's
+            // row says provisioning until it is.
+            Some(Value::Bind(value, column.sql_type.clone()))
+        } else if (ours(&self.created_at) || ours(&self.updated_at)) && !column.has_default {
+            // What an ORM fills in, nullable or not.
+            Some(Value::Sql(format!("CAST(now() AS {})", column.sql_type)))
+        } else if column.has_default || !column.not_null {
+            None
+        } else if column.name == self.id.name && matches!(column.category, 'S' | 'U') {
+            Some(Value::Sql(format!(
+                "CAST(gen_random_uuid() AS {})",
+                column.sql_type
+            )))
+        } else if column.category == 'D' {
+            Some(Value::Sql(format!("CAST(now() AS {})", column.sql_type)))
+        } else {
+            return Err(Unfilled);
+        };
+        Ok(value)
+    }
 }
 
 /// The row `create` records.
@@ -329,6 +364,9 @@ pub struct NewCompany<'a> {
     /// `--column NAME=VALUE` pairs.
     pub extra: &'a [(String, String)],
 }
+
+/// A required column `insert` has no value for.
+struct Unfilled;
 
 enum Value {
     /// An SQL expression of our own (`now()`, a UUID).

@@ -125,40 +125,7 @@ impl Layout {
             Some(schema) => format!("{}.{}", quote(schema), quote(&table)),
             None => quote(&table),
         };
-        let rows: Vec<CatalogRow> = sqlx::query_as(&format!(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
-                    a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', \
-                    t.typcategory::text, \
-                    CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
-                         WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END, \
-                    n.nspname::text, \
-                    {lifecycle}, {placement}, {moves}, \
-                    coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k \
-                              WHERE k.conrelid = a.attrelid AND k.contype = 'c' \
-                                AND a.attnum = ANY(k.conkey)), ''), \
-                    c.relkind::text, row_security_active(c.oid), \
-                    ARRAY(SELECT o.relname::text FROM pg_class o \
-                          WHERE o.relnamespace = n.oid AND o.relname = ANY($5) \
-                          ORDER BY o.relname) \
-             FROM pg_class c \
-             JOIN pg_attribute a ON a.attrelid = c.oid \
-             JOIN pg_type t ON t.oid = a.atttypid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum",
-            lifecycle = crate::state::exists_sql("$2"),
-            placement = crate::state::exists_sql("$3"),
-            moves = crate::state::exists_sql("$4"),
-        ))
-        .persistent(false)
-        .bind(&regclass)
-        .bind(crate::state::short(BOOKKEEPING))
-        .bind(crate::state::short(PLACEMENT))
-        .bind(crate::state::short(MOVES))
-        .bind(crate::state::legacy_names())
-        .fetch_all(&mut *conn)
-        .await
-        .context("read the master table's columns")?;
+        let rows = catalog_rows(conn, &regclass).await?;
         let Some(first) = rows.first() else {
             return Err(MissingTable {
                 table: config.table.clone(),
@@ -183,37 +150,7 @@ impl Layout {
             row_security,
             relkind,
         };
-        let columns: Vec<Column> = rows
-            .into_iter()
-            .map(
-                |(
-                    name,
-                    sql_type,
-                    not_null,
-                    has_default,
-                    category,
-                    labels,
-                    _,
-                    _,
-                    _,
-                    _,
-                    checks,
-                    _,
-                    _,
-                    _,
-                )| {
-                    Column {
-                        name,
-                        sql_type,
-                        not_null,
-                        has_default,
-                        category: category.chars().next().unwrap_or('X'),
-                        labels,
-                        checks,
-                    }
-                },
-            )
-            .collect();
+        let columns: Vec<Column> = rows.into_iter().map(column_of).collect();
         let mut layout = Self::from_columns(config, &schema, &regclass, columns, own)?;
         layout.visibility = visibility;
         layout.legacy = legacy;
@@ -492,6 +429,62 @@ impl Layout {
     fn reads_own_tables(&self) -> bool {
         self.has_bookkeeping || self.has_placement || self.has_moves
     }
+}
+
+/// One column of the catalog query's rows.
+fn column_of(row: CatalogRow) -> Column {
+    let (name, sql_type, not_null, has_default, category, labels, _, _, _, _, checks, _, _, _) =
+        row;
+    Column {
+        name,
+        sql_type,
+        not_null,
+        has_default,
+        category: category.chars().next().unwrap_or('X'),
+        labels,
+        checks,
+    }
+}
+
+/// The catalog query of [`Layout::load`]: one row per column of the table
+/// `regclass`, each carrying what is known of the table as a whole too
+/// (its schema, which of tenantctl's own tables exist, its kind, whether
+/// row security is active, the legacy tables beside it).
+async fn catalog_rows(conn: &mut PgConnection, regclass: &str) -> anyhow::Result<Vec<CatalogRow>> {
+    sqlx::query_as(&format!(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', \
+                t.typcategory::text, \
+                CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
+                     WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END, \
+                n.nspname::text, \
+                {lifecycle}, {placement}, {moves}, \
+                coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k \
+                          WHERE k.conrelid = a.attrelid AND k.contype = 'c' \
+                            AND a.attnum = ANY(k.conkey)), ''), \
+                c.relkind::text, row_security_active(c.oid), \
+                ARRAY(SELECT o.relname::text FROM pg_class o \
+                      WHERE o.relnamespace = n.oid AND o.relname = ANY($5) \
+                      ORDER BY o.relname) \
+         FROM pg_class c \
+         JOIN pg_attribute a ON a.attrelid = c.oid \
+         JOIN pg_type t ON t.oid = a.atttypid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+        lifecycle = crate::state::exists_sql("$2"),
+        placement = crate::state::exists_sql("$3"),
+        moves = crate::state::exists_sql("$4"),
+    ))
+    .persistent(false)
+    .bind(regclass)
+    .bind(crate::state::short(BOOKKEEPING))
+    .bind(crate::state::short(PLACEMENT))
+    .bind(crate::state::short(MOVES))
+    .bind(crate::state::legacy_names())
+    .fetch_all(conn)
+    .await
+    .context("read the master table's columns")
 }
 
 /// `schema.table` or `table`, as configured.

@@ -57,10 +57,6 @@ async fn lock_session(conn: &mut PgConnection, prefix: &str, name: &str) -> anyh
             "the master is behind a transaction-mode pooler (PgBouncer or similar) that tenantctl.toml does not declare: this session already holds a lock another client of that server connection took; set pooler = \"transaction\" in tenantctl.toml [servers.default] (the server the master is on), or point the master's URL at a session-mode pool or the server itself; nothing was changed"
         );
     }
-    anyhow::ensure!(
-        !held,
-        "the master is behind a transaction-mode pooler (PgBouncer or similar) that tenantctl.toml does not declare: this session already holds a lock another client of that server connection took; set pooler = \"transaction\" in tenantctl.toml [servers.default] (the server the master is on), or point the master's URL at a session-mode pool or the server itself; nothing was changed"
-    );
     let pid: i32 = sqlx::query_scalar(&format!(
         "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock({key})) l"
     ))
@@ -88,9 +84,44 @@ async fn lock_session(conn: &mut PgConnection, prefix: &str, name: &str) -> anyh
     if now == pid {
         return Ok(());
     }
+    Err(give_back_moved(conn, prefix, name, pid, now).await)
+}
+
+/// The error for a session whose statements moved from server process
+/// `pid` (which holds the lock on `prefix || name`) to `now`: the lock is
+/// given back there first, as far as the pooler lets us.
+async fn give_back_moved(
+    conn: &mut PgConnection,
+    prefix: &str,
+    name: &str,
+    pid: i32,
+    now: i32,
+) -> anyhow::Error {
+    let given_back = match give_back(conn, prefix, name, pid).await {
+        Ok(given_back) => given_back,
+        Err(err) => return err,
+    };
+    anyhow::anyhow!(
+        "the master is behind a transaction-mode pooler (PgBouncer or similar) that tenantctl.toml does not declare: its statements moved from server process {pid} to {now}, so a lock it must hold across them cannot be kept{}; set pooler = \"transaction\" in tenantctl.toml [servers.default] (the server the master is on), or point the master's URL at a session-mode pool or the server itself; nothing was changed",
+        if given_back {
+            ""
+        } else {
+            " (and the lock taken may stay with that server connection until the pooler closes it)"
+        }
+    )
+}
+
+/// Gives back the lock on `prefix || name` that server process `pid`
+/// holds, trying until a statement lands there; whether one did.
+async fn give_back(
+    conn: &mut PgConnection,
+    prefix: &str,
+    name: &str,
+    pid: i32,
+) -> anyhow::Result<bool> {
+    let key = "hashtextextended($1 || $2, 0)";
     // Only a statement that lands on that server connection can give the
     // lock back; a round-robin pool gets there within a few tries.
-    let mut given_back = false;
     for _ in 0..32 {
         let mut tx = conn.begin().await.context("begin")?;
         let released: Option<bool> = sqlx::query_scalar(&format!(
@@ -104,18 +135,10 @@ async fn lock_session(conn: &mut PgConnection, prefix: &str, name: &str) -> anyh
         .await?;
         tx.commit().await.context("commit")?;
         if released.is_some() {
-            given_back = true;
-            break;
+            return Ok(true);
         }
     }
-    anyhow::bail!(
-        "the master is behind a transaction-mode pooler (PgBouncer or similar) that tenantctl.toml does not declare: its statements moved from server process {pid} to {now}, so a lock it must hold across them cannot be kept{}; set pooler = \"transaction\" in tenantctl.toml [servers.default] (the server the master is on), or point the master's URL at a session-mode pool or the server itself; nothing was changed",
-        if given_back {
-            ""
-        } else {
-            " (and the lock taken may stay with that server connection until the pooler closes it)"
-        }
-    )
+    Ok(false)
 }
 
 /// Gives back the session-level locks [`lock_slug`] and [`lock_db`] took,

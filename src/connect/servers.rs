@@ -45,40 +45,13 @@ impl Connector {
     ) -> Result<Self, UsageError> {
         let mut servers = BTreeMap::new();
         let mut vars = BTreeMap::new();
-        let mut passwords = Vec::new();
-        let mut words = Vec::new();
-        let mut tls_from = Vec::new();
+        let mut seen = Seen::default();
         for source in sources {
             vars.insert(source.name.clone(), source.var.clone());
             let Some(raw) = &source.url else { continue };
-            let base_url = parse_url(&source.var, raw)?;
-            if let Some(db) = url_database(&base_url) {
-                return Err(UsageError(format!(
-                    "{} names a database ({db:?}); give the server root only, e.g. {}",
-                    source.var,
-                    redact(&server_root(&base_url))
-                )));
-            }
-            let has_query = base_url.query().is_some_and(|q| !q.is_empty());
-            let from = sslmode_from(&base_url, &source.var, &source.settings, &source.name);
-            let settings = source
-                .settings
-                .clone()
-                .with_libpq_environment(|name| std::env::var(name).ok());
-            let base_url = with_settings(base_url, &settings);
-            let base = options_from(&base_url)?;
-            tls_from.push(((base.get_host().to_owned(), base.get_port()), from));
-            remember_secrets(&base_url, &mut passwords, &mut words);
             servers.insert(
                 source.name.clone(),
-                Server {
-                    base,
-                    pooled: is_transaction_pooled(&base_url),
-                    base_url,
-                    accepts_new: source.accepts_new,
-                    settings,
-                    has_query,
-                },
+                Server::from_source(source, raw, &mut seen)?,
             );
         }
         let default_url = servers
@@ -87,49 +60,18 @@ impl Connector {
             .ok_or_else(|| UsageError(format!("{} is not set", crate::servers::URL_VAR)))?;
 
         let (master_url, master_db) = match master_url {
-            Some(raw) => {
-                let url = parse_url("MASTER_DATABASE_URL", raw)?;
-                let name = url_database(&url).ok_or_else(|| {
-                    UsageError(format!(
-                        "MASTER_DATABASE_URL ({}) names no database; add it to the path, e.g. /master",
-                        redact(&url)
-                    ))
-                })?;
-                let db = DbName::parse(&name)
-                    .map_err(|err| UsageError(format!("MASTER_DATABASE_URL: master {err}")))?;
-                // The master on a configured server's address (the
-                // default's first) is reached as that server is: through
-                // its pooler, with its TLS settings.
-                let at = options_from(&url)?;
-                let on = servers
-                    .get(&ServerName::default())
-                    .into_iter()
-                    .chain(servers.values())
-                    .find(|s| {
-                        place(s.base.get_host(), s.base.get_port())
-                            == place(at.get_host(), at.get_port())
-                    });
-                if has_sslmode(&url) {
-                    tls_from.insert(
-                        0,
-                        (
-                            (at.get_host().to_owned(), at.get_port()),
-                            "MASTER_DATABASE_URL's query".to_owned(),
-                        ),
-                    );
-                }
-                let url = match on {
-                    Some(server) => with_settings(url, &server.settings),
-                    None => url,
-                };
-                (url, db)
-            }
+            Some(raw) => master_from(raw, &servers, &mut seen.tls_from)?,
             None => {
                 let db = DbName::parse(DEFAULT_MASTER_DB).expect("constant is valid");
                 (with_database(&default_url, db.as_str()), db)
             }
         };
         let master = options_from(&master_url)?.database(master_db.as_str());
+        let Seen {
+            mut passwords,
+            mut words,
+            tls_from,
+        } = seen;
         remember_secrets(&master_url, &mut passwords, &mut words);
         words.push(master_db.as_str().to_owned());
 
@@ -285,6 +227,90 @@ impl Connector {
             .insert(name.clone(), asked.clone());
         asked
     }
+}
+
+/// What building a [`Connector`] gathers from every URL besides the
+/// servers themselves.
+#[derive(Default)]
+struct Seen {
+    passwords: Vec<String>,
+    words: Vec<String>,
+    tls_from: Vec<((String, u16), String)>,
+}
+
+impl Server {
+    /// One configured server from its URL (`raw`, from `source.var`),
+    /// which must name no database, with its settings joined in.
+    fn from_source(source: &ServerSource, raw: &str, seen: &mut Seen) -> Result<Self, UsageError> {
+        let base_url = parse_url(&source.var, raw)?;
+        if let Some(db) = url_database(&base_url) {
+            return Err(UsageError(format!(
+                "{} names a database ({db:?}); give the server root only, e.g. {}",
+                source.var,
+                redact(&server_root(&base_url))
+            )));
+        }
+        let has_query = base_url.query().is_some_and(|q| !q.is_empty());
+        let from = sslmode_from(&base_url, &source.var, &source.settings, &source.name);
+        let settings = source
+            .settings
+            .clone()
+            .with_libpq_environment(|name| std::env::var(name).ok());
+        let base_url = with_settings(base_url, &settings);
+        let base = options_from(&base_url)?;
+        seen.tls_from
+            .push(((base.get_host().to_owned(), base.get_port()), from));
+        remember_secrets(&base_url, &mut seen.passwords, &mut seen.words);
+        Ok(Self {
+            base,
+            pooled: is_transaction_pooled(&base_url),
+            base_url,
+            accepts_new: source.accepts_new,
+            settings,
+            has_query,
+        })
+    }
+}
+
+/// The master's URL and database from `MASTER_DATABASE_URL`: on a
+/// configured server's address (the default's first) it is reached as that
+/// server is, through its pooler, with its TLS settings.
+fn master_from(
+    raw: &str,
+    servers: &BTreeMap<ServerName, Server>,
+    tls_from: &mut Vec<((String, u16), String)>,
+) -> Result<(Url, DbName), UsageError> {
+    let url = parse_url("MASTER_DATABASE_URL", raw)?;
+    let name = url_database(&url).ok_or_else(|| {
+        UsageError(format!(
+            "MASTER_DATABASE_URL ({}) names no database; add it to the path, e.g. /master",
+            redact(&url)
+        ))
+    })?;
+    let db = DbName::parse(&name)
+        .map_err(|err| UsageError(format!("MASTER_DATABASE_URL: master {err}")))?;
+    let at = options_from(&url)?;
+    let on = servers
+        .get(&ServerName::default())
+        .into_iter()
+        .chain(servers.values())
+        .find(|s| {
+            place(s.base.get_host(), s.base.get_port()) == place(at.get_host(), at.get_port())
+        });
+    if has_sslmode(&url) {
+        tls_from.insert(
+            0,
+            (
+                (at.get_host().to_owned(), at.get_port()),
+                "MASTER_DATABASE_URL's query".to_owned(),
+            ),
+        );
+    }
+    let url = match on {
+        Some(server) => with_settings(url, &server.settings),
+        None => url,
+    };
+    Ok((url, db))
 }
 
 #[cfg(test)]

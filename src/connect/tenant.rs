@@ -201,45 +201,6 @@ impl Connector {
         server: &ServerName,
         db: &DbName,
     ) -> anyhow::Result<Vec<(&'static str, String)>> {
-        /// libpq connection parameters that may appear in the URL's query
-        /// and have an environment variable (sqlx's spellings included).
-        const FROM_QUERY: &[(&str, &str)] = &[
-            ("host", "PGHOST"),
-            ("hostaddr", "PGHOSTADDR"),
-            ("port", "PGPORT"),
-            ("sslmode", "PGSSLMODE"),
-            ("ssl-mode", "PGSSLMODE"),
-            ("sslrootcert", "PGSSLROOTCERT"),
-            ("ssl-root-cert", "PGSSLROOTCERT"),
-            ("ssl-ca", "PGSSLROOTCERT"),
-            ("sslcert", "PGSSLCERT"),
-            ("ssl-cert", "PGSSLCERT"),
-            ("sslkey", "PGSSLKEY"),
-            ("ssl-key", "PGSSLKEY"),
-            ("sslcrl", "PGSSLCRL"),
-            ("sslcrldir", "PGSSLCRLDIR"),
-            ("sslsni", "PGSSLSNI"),
-            ("sslnegotiation", "PGSSLNEGOTIATION"),
-            ("sslcompression", "PGSSLCOMPRESSION"),
-            ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
-            ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
-            ("requiressl", "PGREQUIRESSL"),
-            ("requirepeer", "PGREQUIREPEER"),
-            ("require_auth", "PGREQUIREAUTH"),
-            ("channel_binding", "PGCHANNELBINDING"),
-            ("gssencmode", "PGGSSENCMODE"),
-            ("gsslib", "PGGSSLIB"),
-            ("gssdelegation", "PGGSSDELEGATION"),
-            ("krbsrvname", "PGKRBSRVNAME"),
-            ("application_name", "PGAPPNAME"),
-            ("connect_timeout", "PGCONNECT_TIMEOUT"),
-            ("client_encoding", "PGCLIENTENCODING"),
-            ("options", "PGOPTIONS"),
-            ("target_session_attrs", "PGTARGETSESSIONATTRS"),
-            ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
-            ("passfile", "PGPASSFILE"),
-            ("service", "PGSERVICE"),
-        ];
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8_lossy()
@@ -275,7 +236,7 @@ impl Connector {
         for piece in url.query().unwrap_or_default().split('&') {
             let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
             let key = decode(key);
-            if let Some(&(_, var)) = FROM_QUERY.iter().find(|(k, _)| *k == key) {
+            if let Some(&(_, var)) = LIBPQ_FROM_QUERY.iter().find(|(k, _)| *k == key) {
                 // As in libpq, a parameter overrides the URL's own host or port.
                 env.retain(|(name, _)| *name != var);
                 env.push((var, decode(value)));
@@ -368,6 +329,47 @@ impl BackendKey {
         }
     }
 }
+
+/// libpq connection parameters that may appear in the URL's query
+/// and have an environment variable (sqlx's spellings included), for
+/// [`Connector::tenant_env`].
+const LIBPQ_FROM_QUERY: &[(&str, &str)] = &[
+    ("host", "PGHOST"),
+    ("hostaddr", "PGHOSTADDR"),
+    ("port", "PGPORT"),
+    ("sslmode", "PGSSLMODE"),
+    ("ssl-mode", "PGSSLMODE"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("ssl-root-cert", "PGSSLROOTCERT"),
+    ("ssl-ca", "PGSSLROOTCERT"),
+    ("sslcert", "PGSSLCERT"),
+    ("ssl-cert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("ssl-key", "PGSSLKEY"),
+    ("sslcrl", "PGSSLCRL"),
+    ("sslcrldir", "PGSSLCRLDIR"),
+    ("sslsni", "PGSSLSNI"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("sslcompression", "PGSSLCOMPRESSION"),
+    ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
+    ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
+    ("requiressl", "PGREQUIRESSL"),
+    ("requirepeer", "PGREQUIREPEER"),
+    ("require_auth", "PGREQUIREAUTH"),
+    ("channel_binding", "PGCHANNELBINDING"),
+    ("gssencmode", "PGGSSENCMODE"),
+    ("gsslib", "PGGSSLIB"),
+    ("gssdelegation", "PGGSSDELEGATION"),
+    ("krbsrvname", "PGKRBSRVNAME"),
+    ("application_name", "PGAPPNAME"),
+    ("connect_timeout", "PGCONNECT_TIMEOUT"),
+    ("client_encoding", "PGCLIENTENCODING"),
+    ("options", "PGOPTIONS"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+    ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
+    ("passfile", "PGPASSFILE"),
+    ("service", "PGSERVICE"),
+];
 
 #[cfg(test)]
 mod tests {
