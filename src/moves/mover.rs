@@ -126,7 +126,7 @@ impl<'a> Mover<'a> {
         match result {
             Ok(()) => Ok(moved),
             Err(err) if record.step.before_switch() => {
-                let plan = &record;
+                let plan = record;
                 match self.undo(&tenant.id).await {
                     Ok(()) => Err(err.context(format!(
                         "tenant {tenant}: the move to server {} failed and was undone (the tenant is on server {} as before, its database reopened)",
@@ -182,13 +182,12 @@ impl<'a> Mover<'a> {
     /// Does the work that leads from the record's step to the next (but
     /// the switch's), telling the operator; the step it reached, if any.
     async fn work(
-        &mut self,
-        record: &MoveRecord,
+        &self,
+        plan: &MoveRecord,
         drop_source: bool,
         moved: &mut Moved,
     ) -> anyhow::Result<Option<Step>> {
-        let plan = record;
-        Ok(Some(match record.step {
+        Ok(Some(match plan.step {
             Step::Started => {
                 self.close_source(plan).await.context("close the source")?;
                 (self.say)(&format!(
