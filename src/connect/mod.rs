@@ -345,7 +345,7 @@ impl Connector {
     /// itself answers for a database named `pgbouncer` (its console), with
     /// its own refusal for a user who may not use it, where PostgreSQL says
     /// there is no such database.
-    pub(super) async fn answers_like_pgbouncer(&self, options: &PgConnectOptions) -> bool {
+    async fn answers_like_pgbouncer(&self, options: &PgConnectOptions) -> bool {
         let console = options.clone().database("pgbouncer");
         let probe = tokio::time::timeout(
             self.connect_timeout.min(Duration::from_secs(3)),

@@ -56,7 +56,7 @@ impl Connector {
         Ok((conn, key))
     }
 
-    pub(super) async fn open_tenant(
+    async fn open_tenant(
         &self,
         server: &ServerName,
         db: &DbName,

@@ -131,7 +131,7 @@ pub(super) fn parse_url(var: &str, raw: &str) -> Result<Url, UsageError> {
 /// such a URL mean what its writer meant, and keeps all of the userinfo
 /// where redaction finds it. `%` followed by two hex digits is taken as
 /// already encoded and left alone.
-pub(super) fn encode_userinfo(raw: &str) -> Result<String, &'static str> {
+fn encode_userinfo(raw: &str) -> Result<String, &'static str> {
     let Some(scheme_end) = raw.find("://") else {
         return Ok(raw.to_owned());
     };
@@ -170,7 +170,7 @@ pub(super) fn encode_userinfo(raw: &str) -> Result<String, &'static str> {
 /// `u:pw@host/?app=a@b`) the URL is refused rather than guessed at: a wrong
 /// guess would send the password to another host. With none qualifying,
 /// the last `@` is taken, so nothing before it can show in a message.
-pub(super) fn userinfo_end(rest: &str) -> Result<Option<usize>, &'static str> {
+fn userinfo_end(rest: &str) -> Result<Option<usize>, &'static str> {
     let candidates: Vec<usize> = rest
         .match_indices('@')
         .map(|(i, _)| i)
@@ -186,7 +186,7 @@ pub(super) fn userinfo_end(rest: &str) -> Result<Option<usize>, &'static str> {
 }
 
 /// Whether `tail` starts like `host[:port][/path][?query][#fragment]`.
-pub(super) fn authority_follows(tail: &str) -> bool {
+fn authority_follows(tail: &str) -> bool {
     let end = if tail.starts_with('[') {
         match tail.find(']') {
             Some(i) => i + 1,
@@ -228,7 +228,7 @@ pub(super) fn authority_follows(tail: &str) -> bool {
 /// `dbname` left in its query. The other parameters are kept exactly as
 /// written, since sqlx and libpq (psql, `exec` children) decode a query
 /// differently (`+` is a space to one, a plus to the other).
-pub(super) fn normalize(mut url: Url) -> Result<Url, &'static str> {
+fn normalize(mut url: Url) -> Result<Url, &'static str> {
     use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
     let Some(query) = url.query().map(str::to_owned) else {
