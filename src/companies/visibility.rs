@@ -28,7 +28,7 @@ pub struct RowSecurity {
 }
 
 /// What reading the companies table may leave out, worked out by the
-/// catalog query of [`Layout::load`] at no extra round trip: the rows are
+/// catalog query of [`super::Layout::load`] at no extra round trip: the rows are
 /// read through `SELECT`, and whatever filters that select (row-level
 /// security, a view's own `WHERE`) is invisible in what comes back.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ impl Visibility {
 
 /// The catalog's verdict on which row-level security hides rows from
 /// whom, as JSON, for the table or view `$1`. Asked only when the catalog
-/// query of [`Layout::load`] found row security active on the table or
+/// query of [`super::Layout::load`] found row security active on the table or
 /// found a view: planning it costs more than that whole query (cold, in a
 /// new session, some 10 ms), which no ordinary master should pay on every
 /// command. For a table, `row_security_active()` asks the server itself; for a

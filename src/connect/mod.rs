@@ -3,9 +3,10 @@
 //! strings.
 //!
 //! Split by concern: the servers and the master as configured
-//! ([`servers`]), a tenant's connection and what a child process is told
-//! to reach it ([`tenant`]), the backend a connection reached and its
-//! cancel key ([`backend`]), and URL parsing and redaction ([`url`]).
+//! (`servers.rs`); a tenant's connection, its cancel key and what a child
+//! process is told to reach it (`tenant.rs`); the guard on the backend a
+//! connection reached and the session limits (`backend.rs`); URL parsing
+//! and redaction (`url.rs`). Connecting, pinning and releasing stay here.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
