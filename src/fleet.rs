@@ -558,7 +558,7 @@ impl Queue {
         } else if let Some(to) = &tenant.moving_to {
             Some(format!(
                 "moving to server {}: a `tenantctl tenant move` has it (rerun it to finish)",
-                crate::output::shown(to)
+                crate::output::shown(to.as_str())
             ))
         } else {
             let sharing = tenant.sharing.as_ref()?;
@@ -775,7 +775,7 @@ mod tests {
     #[tokio::test]
     async fn a_moving_tenant_is_skipped_and_says_why() {
         let mut moving = tenant("m", None);
-        moving.moving_to = Some("eu2".into());
+        moving.moving_to = Some(crate::servers::ServerName::parse("eu2").expect("valid"));
         let run = run(
             vec![tenant("a", None), moving],
             FleetOptions {

@@ -14,6 +14,7 @@
 
 use anyhow::Context as _;
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
 use crate::connect::has_sqlstate;
 
@@ -30,6 +31,12 @@ pub const CLAIMS: &str = "tenantctl.claims";
 pub const PLACEMENT: &str = "tenantctl.placement";
 /// Moves between servers in progress (see [`crate::moves`]).
 pub const MOVES: &str = "tenantctl.moves";
+/// The steps of a row of [`MOVES`] while its company is being moved (the
+/// master still places it on the source), as an SQL list: what reading the
+/// companies table joins on to call a tenant `moving`, without knowing the
+/// steps themselves (`moves::Step` holds itself to this list in a test).
+pub const MOVES_UNSWITCHED_SQL: &str =
+    "'started', 'source_closed', 'copied', 'verified', 'switching'";
 /// One row per recorded run (see [`crate::runs`]).
 pub const RUNS: &str = "tenantctl.runs";
 /// One row per tenant a run changed or failed on.
@@ -98,7 +105,7 @@ pub async fn ensure_schema(conn: &mut PgConnection) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    crate::companies::create_under_lock(conn, &format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+    create_under_lock(conn, &format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         .await
         .map_err(|err| {
             if has_sqlstate(&err, crate::error::sqlstate::INSUFFICIENT_PRIVILEGE) {
@@ -218,7 +225,7 @@ pub async fn move_legacy(
             !both,
             "both {from}.{old} and {target} exist (an older tenantctl ran after its tables were moved?): move the rows of {from}.{old} into {target} by hand, then drop {from}.{old}"
         );
-        crate::companies::create_under_lock(
+        create_under_lock(
             conn,
             &format!(
                 "ALTER TABLE {from}.\"{old}\" SET SCHEMA {SCHEMA}; \
@@ -259,10 +266,33 @@ async fn grant_usage_to_users_of(
     if grantees.is_empty() {
         return Ok(());
     }
-    crate::companies::create_under_lock(
+    create_under_lock(
         conn,
         &format!("GRANT USAGE ON SCHEMA {SCHEMA} TO {}", grantees.join(", ")),
     )
     .await
     .with_context(|| format!("grant USAGE on schema {SCHEMA} to {}", grantees.join(", ")))
+}
+
+/// The advisory lock (in the master) that every change tenantctl makes to
+/// the master's schema holds: `master migrate` for all it does, and each
+/// `CREATE TABLE IF NOT EXISTS` of tenantctl's own tables (the first run
+/// creating the run tables, the first move creating its table). Two
+/// sessions creating one table at once collide in the catalog (23505 on
+/// `pg_type`'s unique index) however `IF NOT EXISTS` is spelled; under
+/// this lock the second waits, then finds the table. (The value is the one
+/// the run tables' creation has always taken, so older versions exclude
+/// newer ones.)
+pub const SCHEMA_LOCK: i64 = 0x7465_6e61_6e74_7275; // "tenantru"
+
+/// Runs DDL that creates tenantctl's own tables in a transaction of its
+/// own (a savepoint on a pinned connection) under [`SCHEMA_LOCK`], held
+/// until that transaction ends: the table is committed before the next
+/// creator looks for it.
+pub async fn create_under_lock(conn: &mut PgConnection, ddl: &str) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await.context("begin")?;
+    tx.execute(format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {ddl}").as_str())
+        .await?;
+    tx.commit().await.context("commit")?;
+    Ok(())
 }

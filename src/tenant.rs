@@ -129,7 +129,7 @@ pub struct Tenant {
     /// The validated server name, or why the recorded one is refused.
     pub server: Result<ServerName, String>,
     /// While a `tenant move` has it: the server it is being moved to.
-    pub moving_to: Option<String>,
+    pub moving_to: Option<ServerName>,
     /// Set by a selection when other companies' rows name the same
     /// database on the same server.
     pub sharing: Option<Sharing>,

@@ -201,9 +201,9 @@ impl Context {
         if let Some(to) = &tenant.moving_to {
             anyhow::bail!(
                 "tenant {tenant} is being moved to server {}: its database is closed until `tenantctl tenant move {} --to {}` finishes (or --abort undoes it)",
-                crate::output::shown(to),
+                crate::output::shown(to.as_str()),
                 crate::output::shown(tenant.handle()),
-                crate::output::shown(to)
+                crate::output::shown(to.as_str())
             );
         }
         Ok(tenant)

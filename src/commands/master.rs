@@ -166,7 +166,7 @@ async fn migrate_or_adopt(
                     !layout.has_bookkeeping && layout.ensure_bookkeeping(conn).await?;
                 result.placement_created =
                     !layout.has_placement && layout.ensure_placement(conn).await?;
-                layout.ensure_moves(conn).await?;
+                crate::moves::ensure_table(conn, &mut layout).await?;
                 if layout.keeps_claims() {
                     crate::claims::ensure_table(conn).await?;
                 }
@@ -184,7 +184,7 @@ async fn migrate_or_adopt(
     // tenantctl's records of moves between servers and of migrate runs,
     // beside its own table.
     let mut layout = Layout::load(conn, &ctx.config.master).await?;
-    layout.ensure_moves(conn).await?;
+    crate::moves::ensure_table(conn, &mut layout).await?;
     crate::runs::ensure_tables(conn, &layout).await?;
     state::check_owners(conn).await
 }

@@ -388,9 +388,9 @@ fn refuse_moving(tenant: &Tenant) -> anyhow::Result<()> {
     if let Some(to) = &tenant.moving_to {
         anyhow::bail!(
             "tenant {tenant} is being moved to server {}: finish the move (`tenantctl tenant move {} --to {}`) or undo it (--abort) first",
-            shown(to),
+            shown(to.as_str()),
             shown(tenant.handle()),
-            shown(to)
+            shown(to.as_str())
         );
     }
     Ok(())

@@ -94,7 +94,7 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let result = async {
         let tenant = layout.get(&mut master, &args.tenant).await?;
         if !args.dry_run {
-            layout.ensure_moves(&mut master).await?;
+            moves::ensure_table(&mut master, &mut layout).await?;
             moves::lock(&mut master, &tenant.id).await?;
             locked = Some(tenant.id.clone());
         }
@@ -153,14 +153,14 @@ fn report(tenant: &Tenant, record: &MoveRecord, action: &'static str) -> Report 
         id: tenant.id.clone(),
         slug: tenant.slug.clone(),
         db_name: tenant.db_name_raw.clone(),
-        from: record.from_server.clone(),
-        to: record.to_server.clone(),
+        from: record.from_server.to_string(),
+        to: record.to_server.to_string(),
         action,
         resumed: false,
         bytes: record.bytes,
         copy_ms: None,
         mb_per_s: None,
-        source_kept_as: (record.step == Step::Switched).then(|| record.parked_name.clone()),
+        source_kept_as: (record.step == Step::Switched).then(|| record.parked_name.to_string()),
         source_dropped: record.step == Step::Done,
         plan: None,
     }
@@ -220,7 +220,7 @@ async fn start_or_resume(
     let (record, resumed) = match record {
         Some(record) if record.step.before_switch() => {
             anyhow::ensure!(
-                record.to_server == to.as_str(),
+                record.to_server == to,
                 "tenant {tenant} is being moved to server {} (step {}); rerun with --to {} to finish that move, or --abort to undo it",
                 record.to_server,
                 record.step,
@@ -228,9 +228,7 @@ async fn start_or_resume(
             );
             (record, true)
         }
-        Some(record) if record.step == Step::Switched && record.to_server == to.as_str() => {
-            (record, true)
-        }
+        Some(record) if record.step == Step::Switched && record.to_server == to => (record, true),
         Some(record) if record.step == Step::Switched => anyhow::bail!(
             "tenant {tenant}'s last move kept its source {} on server {}; finish it first (`tenantctl tenant move {} --finish`)",
             record.parked_name,
@@ -245,7 +243,7 @@ async fn start_or_resume(
     let mut report = report(tenant, &record, "moved");
     report.resumed = resumed;
     fill(&mut report, &done);
-    report.source_kept_as = (!done.source_dropped).then(|| record.parked_name.clone());
+    report.source_kept_as = (!done.source_dropped).then(|| record.parked_name.to_string());
     Ok(report)
 }
 
@@ -323,19 +321,18 @@ async fn start(
         "tenant {tenant}: a database {db} already exists on server {to}; drop or rename it first"
     );
 
-    let record = MoveRecord {
+    let mut record = MoveRecord {
         company_id: tenant.id.clone(),
-        db_name: db.as_str().to_owned(),
-        from_server: from.as_str().to_owned(),
-        to_server: to.as_str().to_owned(),
-        parked_name: parked.as_str().to_owned(),
-        incoming_name: incoming.as_str().to_owned(),
+        db_name: db,
+        from_server: from,
+        to_server: to.clone(),
+        parked_name: parked,
+        incoming_name: incoming,
         step: Step::Started,
         bytes: None,
         started_at: chrono::Utc::now(),
     };
-    moves::start(mover.master, mover.layout, &record).await?;
-    moves::pause(Step::Started.as_str(), mover.stop).await;
+    mover.start(&mut record).await?;
     Ok(record)
 }
 
@@ -358,7 +355,7 @@ async fn plan(
     let sized = async {
         let major = ddl::server_major(&mut source).await?;
         let name = match in_progress {
-            Some(r) if r.step != Step::Started => crate::dbname::DbName::parse(&r.parked_name)?,
+            Some(r) if r.step != Step::Started => r.parked_name.clone(),
             _ => db.clone(),
         };
         anyhow::Ok((major, ddl::character(&mut source, &name).await?.size_bytes))
