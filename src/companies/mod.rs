@@ -41,30 +41,7 @@ pub const PLACEMENT: &str = crate::state::PLACEMENT;
 /// tenantctl's record of moves between servers, kept by `tenant move`.
 pub const MOVES: &str = crate::state::MOVES;
 
-/// The companies table is not in the master: not migrated yet (exit 1),
-/// or, when tenantctl.toml names the table, a configuration to fix (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{}", self.message())]
-pub struct MissingTable {
-    pub table: String,
-    pub configured: bool,
-}
-
-impl MissingTable {
-    fn message(&self) -> String {
-        if self.configured {
-            format!(
-                "the master database has no table {} (named in tenantctl.toml); fix [master] table, or run `tenantctl master migrate` if it is tenantctl's own",
-                self.table
-            )
-        } else {
-            format!(
-                "the master database has no {} table; run `tenantctl master migrate` first, or name the companies table in tenantctl.toml ([master] table = ...)",
-                quote(&self.table)
-            )
-        }
-    }
-}
+pub use crate::error::MissingTable;
 
 /// An identifier quoted for SQL.
 pub fn quote(name: &str) -> String {

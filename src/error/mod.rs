@@ -26,6 +26,31 @@ impl Usage {
     }
 }
 
+/// The companies table is not in the master: not migrated yet (exit 1),
+/// or, when tenantctl.toml names the table, a configuration to fix (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct MissingTable {
+    pub table: String,
+    pub configured: bool,
+}
+
+impl MissingTable {
+    fn message(&self) -> String {
+        if self.configured {
+            format!(
+                "the master database has no table {} (named in tenantctl.toml); fix [master] table, or run `tenantctl master migrate` if it is tenantctl's own",
+                self.table
+            )
+        } else {
+            format!(
+                "the master database has no {} table; run `tenantctl master migrate` first, or name the companies table in tenantctl.toml ([master] table = ...)",
+                format!("\"{}\"", self.table.replace('"', "\"\""))
+            )
+        }
+    }
+}
+
 /// Marks a tenant's error as the result of an interrupt: its statement in
 /// flight was cancelled on the server (see `fleet::INTERRUPT_GRACE`), so
 /// the tenant is reported `interrupted`, not `failed`. Added as the
@@ -200,7 +225,7 @@ pub fn is_usage(err: &anyhow::Error) -> bool {
         cause.is::<UsageError>()
             || cause.is::<Usage>()
             || cause
-                .downcast_ref::<crate::companies::MissingTable>()
+                .downcast_ref::<MissingTable>()
                 .is_some_and(|missing| missing.configured)
     })
 }
