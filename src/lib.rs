@@ -33,6 +33,7 @@ pub mod prisma;
 pub mod recheck;
 pub mod redact;
 pub mod revert;
+pub mod runner;
 pub mod runs;
 pub mod script;
 pub mod selection;

@@ -945,7 +945,7 @@ async fn provision(
         }
     };
     let (result, cancelled) =
-        crate::commands::context::cancel_when_due(work, &stop, &ctx.connector, &key, tenant, db)
+        crate::runner::cancel_when_due(work, &stop, &ctx.connector, &key, tenant, db)
             .await;
     let result = result.map_err(|err| ctx.connector.explain_pooler(placed, err));
     let released = ctx.connector.release(conn).await;
