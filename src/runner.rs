@@ -212,7 +212,9 @@ impl Runner {
             async move {
                 let mut value = T::default();
                 let result = runner
-                    .on_tenant(&tenant, &mut value, |conn, value, _| op(&tenant, conn, value))
+                    .on_tenant(&tenant, &mut value, |conn, value, _| {
+                        op(&tenant, conn, value)
+                    })
                     .await;
                 (value, result)
             }
@@ -233,7 +235,8 @@ impl Runner {
             .await;
         let (mut conn, key) = connected.inspect_err(|err| value.connect_failed(err))?;
         let work = op(&mut conn, value, &&());
-        let (result, cancelled) = cancel_when_due(work, &self.stop, connector, &key, tenant, db).await;
+        let (result, cancelled) =
+            cancel_when_due(work, &self.stop, connector, &key, tenant, db).await;
         // A pooler the URL does not declare: the message names it.
         let result = result.map_err(|err| connector.explain_pooler(server, err));
         let result = ended(result, connector.release(conn).await);
@@ -256,21 +259,59 @@ impl Runner {
         op: F,
     ) -> Vec<anyhow::Result<T>>
     where
-        F: for<'c> Fn(&'c ServerName, &'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+        T: Send,
+        F: for<'c> Fn(&'c ServerName, &'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>
+            + Sync,
     {
         let op = &op;
-        let asks = servers.iter().map(|server| async move {
-            self.connector.check_server(server)?;
-            let conn = match self.connector.connect_maintenance(server).await {
-                Ok(conn) => conn,
-                Err(_) if self.connector.master_on_server(server) => {
-                    self.connector.connect_master().await?
-                }
-                Err(err) => return Err(err),
-            };
-            self.scoped(conn, |conn, _| op(server, conn, &&())).await
-        });
+        // Boxed, so the compiler need not prove a higher-ranked `Send` of
+        // each ask (it cannot, through the iterator's closure).
+        let asks: Vec<ConnFuture<'_, T>> = servers
+            .iter()
+            .map(|server| -> ConnFuture<'_, T> {
+                Box::pin(async move {
+                    self.connector.check_server(server)?;
+                    let conn = match self.connector.connect_maintenance(server).await {
+                        Ok(conn) => conn,
+                        Err(_) if self.connector.master_on_server(server) => {
+                            self.connector.connect_master().await?
+                        }
+                        Err(err) => return Err(err),
+                    };
+                    self.scoped(conn, |conn, _| op(server, conn, &&())).await
+                })
+            })
+            .collect();
         futures_util::future::join_all(asks).await
+    }
+
+    /// Runs `op` on each of these databases, at most `--concurrency` at
+    /// once, each on its own connection with the session limits; the
+    /// answers come back in the order given. For databases no company
+    /// names (`doctor`'s orphan check), which have no tenant to report on
+    /// and no row to read again, so no fleet report either.
+    pub async fn each_database<'e, T, F>(
+        &self,
+        dbs: &'e [(ServerName, DbName)],
+        op: F,
+    ) -> Vec<anyhow::Result<T>>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T> + Sync,
+    {
+        use futures_util::StreamExt as _;
+        let op = &op;
+        // Boxed, as in [`Self::each_server`].
+        let asks: Vec<ConnFuture<'_, T>> = dbs
+            .iter()
+            .map(|(server, db)| -> ConnFuture<'_, T> {
+                Box::pin(self.with_tenant(server, db, move |conn, _| op(conn, &&())))
+            })
+            .collect();
+        futures_util::stream::iter(asks)
+            .buffered(self.options.concurrency.max(1))
+            .collect()
+            .await
     }
 
     /// Runs `op` on `conn` and ends the connection by the one rule (see
@@ -312,7 +353,8 @@ impl Runner {
     /// two server connections (binding another client's statement).
     pub async fn with_master<'e, T, F>(&self, op: F) -> anyhow::Result<T>
     where
-        F: for<'c> FnOnce(&'c mut PgConnection, Layout, Borrows<'c, 'e>) -> ConnFuture<'c, T> + Send,
+        F: for<'c> FnOnce(&'c mut PgConnection, Layout, Borrows<'c, 'e>) -> ConnFuture<'c, T>
+            + Send,
     {
         let conn = self.connector.connect_master().await?;
         let master = &self.master;
@@ -340,7 +382,12 @@ impl Runner {
     }
 
     /// A connection to one tenant's database with the session limits.
-    pub async fn with_tenant<'e, T, F>(&self, server: &ServerName, db: &DbName, op: F) -> anyhow::Result<T>
+    pub async fn with_tenant<'e, T, F>(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+        op: F,
+    ) -> anyhow::Result<T>
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {

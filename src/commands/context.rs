@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-
 use anyhow::Context as _;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;

@@ -945,8 +945,7 @@ async fn provision(
         }
     };
     let (result, cancelled) =
-        crate::runner::cancel_when_due(work, &stop, &ctx.connector, &key, tenant, db)
-            .await;
+        crate::runner::cancel_when_due(work, &stop, &ctx.connector, &key, tenant, db).await;
     let result = result.map_err(|err| ctx.connector.explain_pooler(placed, err));
     let released = ctx.connector.release(conn).await;
     let result = result.and(released);
