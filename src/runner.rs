@@ -228,12 +228,45 @@ impl Runner {
         T: TenantValue,
         F: for<'c> FnOnce(&'c mut PgConnection, &'c mut T, Borrows<'c, 'e>) -> ConnFuture<'c, ()>,
     {
+        self.cancellable(tenant, value, T::connect_failed, op).await
+    }
+
+    /// A connection to one tenant's database with the session limits, for
+    /// work an interrupt may cut short: once its grace period is over, the
+    /// statement in flight is cancelled on the server, and the error says
+    /// so ([`crate::error::Cancelled`]). What `on_each_tenant` does for
+    /// each tenant, for a command working on one (`tenant create`).
+    pub async fn with_tenant_cancellable<'e, T, F>(
+        &self,
+        tenant: &Tenant,
+        op: F,
+    ) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        self.cancellable(tenant, &mut (), |(), _| {}, |conn, (), _| op(conn, &&()))
+            .await
+    }
+
+    /// Connects to the tenant (telling `value` when that fails), runs `op`
+    /// until it ends or its cancel is due, and ends the connection by the
+    /// one rule.
+    async fn cancellable<'e, V, T, F>(
+        &self,
+        tenant: &Tenant,
+        value: &mut V,
+        connect_failed: fn(&mut V, &anyhow::Error),
+        op: F,
+    ) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, &'c mut V, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
         let connector = &self.connector;
         let (server, db) = (tenant.server()?, tenant.db_name()?);
         let connected = connector
             .connect_tenant_cancellable(server, db, &self.limits)
             .await;
-        let (mut conn, key) = connected.inspect_err(|err| value.connect_failed(err))?;
+        let (mut conn, key) = connected.inspect_err(|err| connect_failed(value, err))?;
         let work = op(&mut conn, value, &&());
         let (result, cancelled) =
             cancel_when_due(work, &self.stop, connector, &key, tenant, db).await;
@@ -440,14 +473,14 @@ async fn load_layout(conn: &mut PgConnection, master: &MasterConfig) -> anyhow::
 /// cancel landing between two statements is dropped by the server, and
 /// the next statement may wait on a lock too). Returns the work's result
 /// and whether a cancel was sent.
-pub(crate) async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
+async fn cancel_when_due<T, F: Future<Output = anyhow::Result<T>>>(
     work: F,
     stop: &Stop,
     connector: &Connector,
     key: &BackendKey,
     tenant: &Tenant,
     db: &DbName,
-) -> (anyhow::Result<()>, bool) {
+) -> (anyhow::Result<T>, bool) {
     tokio::pin!(work);
     tokio::select! {
         biased;

@@ -253,16 +253,19 @@ async fn claim(
         }
         None => least_placed(ctx, &layout.list(master_conn).await?)?,
     };
-    let mut server = ctx.connector.connect_maintenance(&placed).await?;
-    let db = match requested_db {
-        Some(db) => ensure_free(master_conn, layout, &mut server, &db)
-            .await
-            .map(|()| db),
-        None => free_db_name(master_conn, layout, &mut server, slug).await,
-    };
-    let _ = server.close().await;
+    let master = &mut *master_conn;
+    let db = ctx
+        .runner
+        .with_maintenance(&placed, |server, _| {
+            Box::pin(async move {
+                match requested_db {
+                    Some(db) => ensure_free(master, layout, server, &db).await.map(|()| db),
+                    None => free_db_name(master, layout, server, slug).await,
+                }
+            })
+        })
+        .await?;
     let name = args.name.as_deref().unwrap_or(slug.as_str());
-    let db = db?;
     // Held with the slug's until this connection is released, so a `drop`
     // of a tenant recorded with this database waits for the provisioning.
     companies::lock_db(master_conn, db.as_str()).await?;
@@ -859,10 +862,12 @@ async fn provision(
 ) -> anyhow::Result<()> {
     let db = tenant.db_name()?;
     let placed = tenant.server()?;
-    let mut server = ctx.connector.connect_maintenance(placed).await?;
-    let created = ddl::create_if_missing(&mut server, db).await;
-    let _ = server.close().await;
-    created?;
+    let runner = ctx.runner.with_limits(limits.clone());
+    runner
+        .with_maintenance(placed, |server, _| {
+            Box::pin(async move { ddl::create_if_missing(server, db).await })
+        })
+        .await?;
     let command = match migrations {
         TenantSchema::Command(command)
         | TenantSchema::Prisma {
@@ -896,10 +901,11 @@ async fn provision(
         )
         .await?;
         if let Some((folder, schema)) = prisma_schema {
-            let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
-            let checked = prisma::check_after_command(&mut conn, folder, schema, Ok(())).await;
-            let released = ctx.connector.release(conn).await;
-            return checked.and(released);
+            return runner
+                .with_tenant(placed, db, |conn, _| {
+                    Box::pin(prisma::check_after_command(conn, folder, schema, Ok(())))
+                })
+                .await;
         }
         return Ok(());
     }
@@ -909,49 +915,39 @@ async fn provision(
     // the create is left failed (and resumable), and the master's locks
     // are given back, instead of the process dying with the script still
     // running on the server.
-    let stop = ctx.interruptible().clone();
-    let (mut conn, key) = ctx
-        .connector
-        .connect_tenant_cancellable(placed, db, limits)
-        .await?;
-    let work = async {
-        match migrations {
-            TenantSchema::Sqlx(set) => {
-                let mut done = migrations::Done::default();
-                let result =
-                    migrations::apply_with(&mut conn, db, set, None, limits, &mut done).await;
-                applied.versions.append(&mut done.versions);
-                result
-            }
-            TenantSchema::Prisma {
-                folder,
-                schema,
-                search_path,
-                ..
-            } => {
-                let redactor = ctx.connector.child_env().redactor(&[]);
-                let redact = move |text: &str| redactor.redact(text).into_owned();
-                let mut done = prisma::Applied::default();
-                let target = prisma::Target {
-                    schema,
-                    search_path: *search_path,
-                };
-                let result =
-                    prisma::apply(&mut conn, folder, target, limits, &redact, &mut done).await;
-                applied.names.append(&mut done.names);
-                result
-            }
-            TenantSchema::Command(_) => Ok(()),
-        }
-    };
-    let (result, cancelled) =
-        crate::runner::cancel_when_due(work, &stop, &ctx.connector, &key, tenant, db).await;
-    let result = result.map_err(|err| ctx.connector.explain_pooler(placed, err));
-    let released = ctx.connector.release(conn).await;
-    let result = result.and(released);
-    if cancelled {
-        result.map_err(|err| err.context(crate::error::Cancelled))
-    } else {
-        result
-    }
+    ctx.interruptible();
+    runner
+        .with_tenant_cancellable(tenant, |conn, _| {
+            Box::pin(async move {
+                match migrations {
+                    TenantSchema::Sqlx(set) => {
+                        let mut done = migrations::Done::default();
+                        let result =
+                            migrations::apply_with(conn, db, set, None, limits, &mut done).await;
+                        applied.versions.append(&mut done.versions);
+                        result
+                    }
+                    TenantSchema::Prisma {
+                        folder,
+                        schema,
+                        search_path,
+                        ..
+                    } => {
+                        let redactor = ctx.connector.child_env().redactor(&[]);
+                        let redact = move |text: &str| redactor.redact(text).into_owned();
+                        let mut done = prisma::Applied::default();
+                        let target = prisma::Target {
+                            schema,
+                            search_path: *search_path,
+                        };
+                        let result =
+                            prisma::apply(conn, folder, target, limits, &redact, &mut done).await;
+                        applied.names.append(&mut done.names);
+                        result
+                    }
+                    TenantSchema::Command(_) => Ok(()),
+                }
+            })
+        })
+        .await
 }

@@ -8,7 +8,6 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::commands::context::Context;
 use crate::companies::{self, Layout};
-use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
@@ -150,32 +149,48 @@ async fn drop_tenant(
 
     // What could stop the drop on the server is found out before the
     // master commits, on the connection that then drops it.
-    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
-    let checked = ddl::check_droppable(&mut on_server, &db).await;
-    if let Err(err) = checked {
-        let _ = on_server.close().await;
-        return Err(err.context(format!(
+    let now = ctx
+        .runner
+        .with_maintenance(&server, |on_server, _| {
+            Box::pin(drop_checked(
+                args,
+                ctx,
+                master_conn,
+                layout,
+                &tenant,
+                on_server,
+            ))
+        })
+        .await?;
+    Ok((now, db, server))
+}
+
+/// Checks on the server that the database can be dropped, changes the
+/// master, then drops it: what could stop the drop is found out before
+/// the master commits, on the connection that then drops it.
+async fn drop_checked(
+    args: &DropArgs,
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    tenant: &Tenant,
+    on_server: &mut PgConnection,
+) -> anyhow::Result<Tenant> {
+    let (db, server) = (tenant.db_name()?, tenant.server()?);
+    ddl::check_droppable(on_server, db).await.map_err(|err| {
+        err.context(format!(
             "cannot drop database {db} on server {server}; nothing was changed"
-        )));
-    }
-    let changed = change_master(args, ctx, master_conn, layout, &tenant).await;
-    let now = match changed {
-        Ok(now) => now,
-        Err(err) => {
-            let _ = on_server.close().await;
-            return Err(err);
-        }
-    };
-    let dropped = ddl::drop_force(&mut on_server, &db).await;
-    let _ = on_server.close().await;
-    dropped.with_context(|| {
+        ))
+    })?;
+    let now = change_master(args, ctx, master_conn, layout, tenant).await?;
+    ddl::drop_force(on_server, db).await.with_context(|| {
         format!(
             "the master no longer lists tenant {} as active ({}), but dropping database {db} on server {server} failed, so the database is still there with its data; drop it by hand once you are sure (`tenantctl doctor` lists it)",
             shown(tenant.handle()),
             if args.keep_row { "row kept with status dropped" } else { "row deleted" }
         )
     })?;
-    Ok((now, db, server))
+    Ok(now)
 }
 
 /// Deletes (or marks dropped) the company's row as it is now, locked, and
@@ -316,19 +331,22 @@ async fn drop_claim(
     )?;
     companies::lock_slug(master_conn, &claim.slug).await?;
     companies::lock_db(master_conn, db.as_str()).await?;
-    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
-    let result = async {
+    let (db_, server_, claim_) = (&db, &server, &claim);
+    ctx.runner
+        .with_maintenance(&server, |on_server, _| {
+            Box::pin(async move {
+                let (db, server, claim) = (db_, server_, claim_);
         // What could stop the drop is found out before the claim goes.
-        let made = ddl::exists(&mut on_server, &db).await?;
+        let made = ddl::exists(on_server, db).await?;
         if made {
-            ddl::check_droppable(&mut on_server, &db).await.map_err(|err| {
+            ddl::check_droppable(on_server, db).await.map_err(|err| {
                 err.context(format!(
                     "cannot drop database {db} on server {server}; nothing was changed"
                 ))
             })?;
         }
         let mut tx = master_conn.begin().await?;
-        let now = crate::claims::lock(&mut tx, &db).await?.with_context(|| {
+        let now = crate::claims::lock(&mut tx, db).await?.with_context(|| {
             format!("tenant {}: its claim is gone (finished or given up meanwhile); nothing was dropped", claim.slug)
         })?;
         anyhow::ensure!(
@@ -336,8 +354,8 @@ async fn drop_claim(
             "tenant {}: its claim changed since it was read; nothing was dropped",
             claim.slug
         );
-        let owner = layout.find_by_db(&mut tx, &db).await?;
-        crate::claims::forget(&mut tx, &db).await?;
+        let owner = layout.find_by_db(&mut tx, db).await?;
+        crate::claims::forget(&mut tx, db).await?;
         tx.commit()
             .await
             .context("the master refused the change at commit; nothing was dropped")?;
@@ -350,15 +368,14 @@ async fn drop_claim(
             return Ok(());
         }
         if made {
-            ddl::drop_force(&mut on_server, &db).await.with_context(|| {
+            ddl::drop_force(on_server, db).await.with_context(|| {
                 format!("the claim on tenant {} was removed, but dropping database {db} on server {server} failed, so it is still there; drop it by hand (`tenantctl doctor` lists it)", claim.slug)
             })?;
         }
         Ok(())
-    }
-    .await;
-    let _ = on_server.close().await;
-    result?;
+    })
+        })
+        .await?;
     Ok((tenant, db, server))
 }
 
@@ -366,16 +383,14 @@ async fn drop_claim(
 /// naming another installation's master (a staging copy, say) must never
 /// get it dropped. A database that cannot be read is left to the drop.
 async fn refuse_a_master(ctx: &Context, server: &ServerName, db: &DbName) -> anyhow::Result<()> {
-    let Ok(mut conn) = ctx
-        .connector
-        .connect_tenant(server, db, &SessionLimits::default())
-        .await
-    else {
-        return Ok(());
-    };
-    let is_master = migrations::holds_master(&mut conn).await;
-    let _ = ctx.connector.release(conn).await;
-    if is_master.unwrap_or(false) {
+    let is_master = ctx
+        .runner
+        .with_tenant(server, db, |conn, _| {
+            Box::pin(async move { Ok(migrations::holds_master(conn).await) })
+        })
+        .await;
+    // Not reached, or not read: left to the drop.
+    if matches!(is_master, Ok(Ok(true))) {
         return Err(UsageError(format!(
             "refusing to drop database {db} on server {server}: it holds tenantctl's master migrations or records, so it is a master database (another installation's?), not a tenant's; fix the company row that names it"
         ))
