@@ -119,24 +119,60 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let migrations = TenantSchema::of(ctx).await?;
 
-    let (mut master_conn, layout) = ctx.master().await?;
+    let (claimed, applied) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                let created =
+                    create_on(ctx, &args, conn, &layout, slug, requested_db, &migrations).await;
+                // The locks are given back whatever happened, and the
+                // connection committed (behind a transaction-mode pooler the
+                // row and its status live in its transaction): a failed
+                // provisioning must stay recorded as failed.
+                let unlocked = companies::unlock_all(conn).await;
+                let created = created?;
+                unlocked?;
+                Ok(created)
+            })
+        })
+        .await?;
+    print(ctx, &claimed, &applied);
+    Ok(Outcome::Success)
+}
+
+/// Claims the company on the master connection, holding its slug's lock,
+/// and provisions its database unless a concurrent create did.
+async fn create_on(
+    ctx: &Context,
+    args: &CreateArgs,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    slug: Slug,
+    requested_db: Option<DbName>,
+    migrations: &TenantSchema,
+) -> anyhow::Result<(Claimed, Applied)> {
     let key_db = requested_db
         .clone()
         .unwrap_or_else(|| slug.default_db_name());
     let before = layout
-        .find_for_create(&mut master_conn, &slug, Some(&key_db))
+        .find_for_create(&mut *master_conn, &slug, Some(&key_db))
         .await?;
     let claimed_before = if layout.keeps_claims() {
-        claims::find(&mut master_conn, Some(slug.as_str()), Some(key_db.as_str())).await?
+        claims::find(
+            &mut *master_conn,
+            Some(slug.as_str()),
+            Some(key_db.as_str()),
+        )
+        .await?
     } else {
         None
     };
     // Held until this connection closes: a second `create` of the same slug
     // waits here for the first to finish, then finds its row.
-    companies::lock_slug(&mut master_conn, &slug).await?;
+    companies::lock_slug(&mut *master_conn, &slug).await?;
     let master = Master {
-        conn: &mut master_conn,
-        layout: &layout,
+        conn: &mut *master_conn,
+        layout,
     };
     // What this run saw before it waited for the slug's lock: whatever
     // changed meanwhile was a concurrent create of the same slug.
@@ -144,12 +180,12 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         row: before.is_some(),
         claim: claimed_before.map(|c| c.lifecycle),
     };
-    let mut claimed = claim(ctx, master, &args, &slug, requested_db, seen).await;
+    let mut claimed = claim(ctx, master, args, &slug, requested_db, seen).await;
     // The claimed row is kept before the database is made, so a create
     // killed after this point is resumed by the next run, whatever the
     // pooler in front of the master.
     if claimed.is_ok()
-        && let Err(err) = ctx.connector.checkpoint(&mut master_conn).await
+        && let Err(err) = ctx.connector.checkpoint(&mut *master_conn).await
     {
         claimed = Err(err);
     }
@@ -160,8 +196,8 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             let provisioned =
                 provision(ctx, &claimed.tenant, &migrations, &limits, &mut applied).await;
             let master = Master {
-                conn: &mut master_conn,
-                layout: &layout,
+                conn: &mut *master_conn,
+                layout,
             };
             match &claimed.claim {
                 Some(claim) => finish_claim(master, claim, &slug, provisioned)
@@ -175,18 +211,11 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         // Nothing to provision: done by a concurrent run, or not claimed.
         _ => Ok(None),
     };
-    // Committed whatever happened (behind a transaction-mode pooler the
-    // row and its status live in this connection's transaction): a failed
-    // provisioning must stay recorded as failed.
-    let unlocked = companies::unlock_all(&mut master_conn).await;
-    let released = ctx.connector.release(master_conn).await.and(unlocked);
     let mut claimed = claimed?;
     if let Some(recorded) = finished? {
         claimed.tenant = recorded;
     }
-    released?;
-    print(ctx, &claimed, &applied);
-    Ok(Outcome::Success)
+    Ok((claimed, applied))
 }
 
 /// The master connection and how its companies table is laid out.

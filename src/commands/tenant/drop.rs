@@ -39,13 +39,21 @@ pub struct DropArgs {
 }
 
 pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (mut master_conn, layout) = ctx.master().await?;
-    let result = drop_tenant(&args, ctx, &mut master_conn, &layout).await;
-    // Released only now: the locks taken below are held through the drop.
-    let unlocked = companies::unlock_all(&mut master_conn).await;
-    let released = ctx.connector.release(master_conn).await.and(unlocked);
-    let (tenant, db, server) = result?;
-    released?;
+    let args = &args;
+    let (tenant, db, server) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                let dropped = drop_tenant(args, ctx, conn, &layout).await;
+                // Given back only now: the locks taken below are held
+                // through the drop.
+                let unlocked = companies::unlock_all(conn).await;
+                let dropped = dropped?;
+                unlocked?;
+                Ok(dropped)
+            })
+        })
+        .await?;
     match ctx.output {
         OutputMode::Table => {
             line(format_args!(

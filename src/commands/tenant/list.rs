@@ -37,19 +37,25 @@ struct Row<'a> {
 // reported below, like one whose database name is refused.
 
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (mut conn, layout) = ctx.master().await?;
-    // Listing what we can see is still useful; calling it everything is not.
-    if let Some(rls) = layout.visibility.row_security.first() {
-        crate::output::warn(format_args!(
-            "warning: row-level security applies to role {} on table {}: companies its policies hide are not listed",
-            crate::output::shown(&rls.role),
-            crate::output::shown(&rls.table)
-        ));
-    }
-    let tenants = layout.list(&mut conn).await;
-    let claimed = crate::claims::all(&mut conn).await;
-    let _ = ctx.connector.release(conn).await;
-    let mut tenants = tenants?;
+    let (layout, mut tenants, claimed) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                // Listing what we can see is still useful; calling it
+                // everything is not.
+                if let Some(rls) = layout.visibility.row_security.first() {
+                    crate::output::warn(format_args!(
+                        "warning: row-level security applies to role {} on table {}: companies its policies hide are not listed",
+                        crate::output::shown(&rls.role),
+                        crate::output::shown(&rls.table)
+                    ));
+                }
+                let tenants = layout.list(conn).await?;
+                let claimed = crate::claims::all(conn).await;
+                Ok((layout, tenants, claimed))
+            })
+        })
+        .await?;
     crate::selection::check_statuses(&args.status, &layout, &tenants)?;
     tenants.extend(claimed?.iter().map(crate::claims::Claim::tenant));
     if !args.status.is_empty() {

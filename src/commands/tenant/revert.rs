@@ -370,13 +370,20 @@ async fn run_goals(
     ctx: &Context,
     id: i64,
 ) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
-    let (mut conn, layout) = ctx.master().await?;
-    let found = runs::get(&mut conn, &layout, id).await;
-    let everyone = match &found {
-        Ok(Some(_)) => layout.list(&mut conn).await,
-        _ => Ok(Vec::new()),
-    };
-    let _ = ctx.connector.release(conn).await;
+    // The errors are kept for later, each where it was checked before.
+    let (layout, found, everyone) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                let found = runs::get(conn, &layout, id).await;
+                let everyone = match &found {
+                    Ok(Some(_)) => layout.list(conn).await,
+                    _ => Ok(Vec::new()),
+                };
+                Ok((layout, found, everyone))
+            })
+        })
+        .await?;
     let Some((summary, recorded)) = found? else {
         return Err(UsageError(format!(
             "no run {id} is recorded in the master; `tenantctl tenant runs` lists the recorded runs"
