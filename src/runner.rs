@@ -25,11 +25,16 @@
 //! it on failure).
 //!
 //! Connections that outlive one closure are not scoped here: the run
-//! record's ([`crate::runs::RunLog`]) and a run's recheck of the master
-//! ([`Recheck`]) are each held across every tenant's turn of a run, and
-//! end when the run does.
+//! record's ([`crate::runs::RunLog`], opened by [`Runner::open_master`])
+//! and a run's recheck of the master ([`Recheck`]) are each held across
+//! every tenant's turn of a run, and end when the run does, released by
+//! the same rule, with two deliberate exceptions in the run record: a
+//! connection whose first write (the run's own row) failed is closed
+//! without committing, and one that broke during a long run is closed and
+//! replaced by a fresh one, never committed.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +61,12 @@ pub type ConnFuture<'c, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Se
 /// tells the compiler that what the closure borrows from its caller
 /// (`'e`) outlives the connection's loan (`'c`), so the closure's future
 /// may borrow both. Closures ignore it (`|conn, _| ...`).
-pub type Borrows<'c, 'e> = &'c &'e ();
+pub struct Borrows<'c, 'e>(PhantomData<&'c &'e ()>);
+
+/// The one value of [`Borrows`], which only the runner makes.
+const fn borrows<'c, 'e>() -> Borrows<'c, 'e> {
+    Borrows(PhantomData)
+}
 
 /// Owns what every database touch needs; cheap to clone (each clone shares
 /// the connector and the stop flag).
@@ -244,8 +254,13 @@ impl Runner {
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        self.cancellable(tenant, &mut (), |(), _| {}, |conn, (), _| op(conn, &&()))
-            .await
+        self.cancellable(
+            tenant,
+            &mut (),
+            |(), _| {},
+            |conn, (), _| op(conn, borrows()),
+        )
+        .await
     }
 
     /// Connects to the tenant (telling `value` when that fails), runs `op`
@@ -267,7 +282,7 @@ impl Runner {
             .connect_tenant_cancellable(server, db, &self.limits)
             .await;
         let (mut conn, key) = connected.inspect_err(|err| connect_failed(value, err))?;
-        let work = op(&mut conn, value, &&());
+        let work = op(&mut conn, value, borrows());
         let (result, cancelled) =
             cancel_when_due(work, &self.stop, connector, &key, tenant, db).await;
         // A pooler the URL does not declare: the message names it.
@@ -311,7 +326,8 @@ impl Runner {
                         }
                         Err(err) => return Err(err),
                     };
-                    self.scoped(conn, |conn, _| op(server, conn, &&())).await
+                    self.scoped(conn, |conn, _| op(server, conn, borrows()))
+                        .await
                 })
             })
             .collect();
@@ -338,7 +354,7 @@ impl Runner {
         let asks: Vec<ConnFuture<'_, T>> = dbs
             .iter()
             .map(|(server, db)| -> ConnFuture<'_, T> {
-                Box::pin(self.with_tenant(server, db, move |conn, _| op(conn, &&())))
+                Box::pin(self.with_tenant(server, db, move |conn, _| op(conn, borrows())))
             })
             .collect();
         futures_util::stream::iter(asks)
@@ -353,7 +369,7 @@ impl Runner {
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        let result = op(&mut conn, &&()).await;
+        let result = op(&mut conn, borrows()).await;
         ended(result, self.connector.release(conn).await)
     }
 
@@ -368,7 +384,7 @@ impl Runner {
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        match op(&mut conn, &&()).await {
+        match op(&mut conn, borrows()).await {
             Ok(value) => self.connector.release(conn).await.map(|()| value),
             Err(err) => {
                 let _ = conn.close().await;
@@ -394,7 +410,7 @@ impl Runner {
         self.scoped(conn, |conn, _| {
             Box::pin(async move {
                 let layout = load_layout(conn, master).await?;
-                op(conn, layout, &&()).await
+                op(conn, layout, borrows()).await
             })
         })
         .await

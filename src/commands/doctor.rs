@@ -38,7 +38,7 @@ pub struct DoctorArgs {
 }
 
 /// What kind of problem a [`Finding`] is: its `kind` in JSON and the
-/// `problem` column of the table, by these snake_case names.
+/// `problem` column of the table, by these `snake_case` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -363,25 +363,7 @@ fn compare_company(
 ) -> (Vec<Finding>, bool) {
     let mut findings = Vec::new();
     let finding = |kind, detail: String| Finding::about(kind, company, detail);
-    if company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed) {
-        findings.push(finding(
-            Kind::Stuck,
-            match &company.slug {
-                Some(slug) => format!(
-                    "status {}; `tenantctl tenant create {}` finishes it",
-                    company.status_label(),
-                    shown(slug)
-                ),
-                // No slug to give back to create: it finds the row by the
-                // database it names.
-                None => format!(
-                    "status {}; `tenantctl tenant create resume --db-name {}` finishes it (the table keeps no slug, so any slug will do)",
-                    company.status_label(),
-                    company.db_label()
-                ),
-            },
-        ));
-    }
+    findings.extend(stuck(company));
     if company.has_status(Lifecycle::Dropped) {
         findings.extend(dropped_but_seen(layout, company, on_servers));
         return (findings, false);
@@ -400,30 +382,12 @@ fn compare_company(
         ));
         return (findings, false);
     }
-    let server = match company.server() {
-        Ok(server) => server,
-        Err(err) => {
-            findings.push(finding(Kind::InvalidServer, err.to_string()));
+    let (server, db) = match placement(ctx, company) {
+        Ok(placed) => placed,
+        Err(found) => {
+            findings.push(*found);
             return (findings, false);
         }
-    };
-    if let Err(err) = ctx.connector.check_server(server) {
-        findings.push(finding(Kind::ServerNotConfigured, err.to_string()));
-        return (findings, false);
-    }
-    let db = match &company.db {
-        Err(err) => {
-            findings.push(finding(Kind::InvalidDbName, err.clone()));
-            return (findings, false);
-        }
-        Ok(db) if ctx.connector.check_tenant_db(db).is_err() => {
-            findings.push(finding(
-                Kind::InvalidDbName,
-                "names the master database, which is never a tenant database".into(),
-            ));
-            return (findings, false);
-        }
-        Ok(db) => db,
     };
     let Some(Ok(here)) = on_servers.get(server) else {
         // Unreachable: reported once, for the server.
@@ -464,6 +428,52 @@ fn compare_company(
     // Only tenants `migrate --all` would reach can be behind; an
     // application's own states (SUSPENDED) are its business.
     (findings, reachable && company.has_status(Lifecycle::Active))
+}
+
+/// A company stuck in its create (provisioning or failed), and how to
+/// finish it.
+fn stuck(company: &Tenant) -> Option<Finding> {
+    if !(company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed)) {
+        return None;
+    }
+    let detail = match &company.slug {
+        Some(slug) => format!(
+            "status {}; `tenantctl tenant create {}` finishes it",
+            company.status_label(),
+            shown(slug)
+        ),
+        // No slug to give back to create: it finds the row by the
+        // database it names.
+        None => format!(
+            "status {}; `tenantctl tenant create resume --db-name {}` finishes it (the table keeps no slug, so any slug will do)",
+            company.status_label(),
+            company.db_label()
+        ),
+    };
+    Some(Finding::about(Kind::Stuck, company, detail))
+}
+
+/// The server and database a company's row names, or the finding that
+/// says why they cannot be used.
+fn placement<'t>(
+    ctx: &Context,
+    company: &'t Tenant,
+) -> Result<(&'t ServerName, &'t DbName), Box<Finding>> {
+    let finding = |kind, detail: String| Box::new(Finding::about(kind, company, detail));
+    let server = company
+        .server()
+        .map_err(|err| finding(Kind::InvalidServer, err.to_string()))?;
+    if let Err(err) = ctx.connector.check_server(server) {
+        return Err(finding(Kind::ServerNotConfigured, err.to_string()));
+    }
+    match &company.db {
+        Err(err) => Err(finding(Kind::InvalidDbName, err.clone())),
+        Ok(db) if ctx.connector.check_tenant_db(db).is_err() => Err(finding(
+            Kind::InvalidDbName,
+            "names the master database, which is never a tenant database".into(),
+        )),
+        Ok(db) => Ok((server, db)),
+    }
 }
 
 /// A company tenantctl recorded as dropped, whose database is gone, but

@@ -68,21 +68,7 @@ async fn list(ctx: &Context) -> anyhow::Result<Outcome> {
         .filter(|t| !t.has_status(Lifecycle::Dropped))
         .collect();
 
-    let mut servers = ctx.connector.servers();
-    // Servers the master places tenants on but nobody configured.
-    for company in &companies {
-        if let Ok(name) = &company.server
-            && !servers.iter().any(|s| &s.name == name)
-        {
-            servers.push(crate::connect::ServerInfo {
-                name: name.clone(),
-                address: None,
-                accepts_new: false,
-                var: name.default_var(),
-            });
-        }
-    }
-    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    let servers = known_servers(ctx, &companies);
 
     let names: Vec<ServerName> = servers.iter().map(|s| s.name.clone()).collect();
     let answers = ctx
@@ -142,6 +128,27 @@ async fn list(ctx: &Context) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Failed
     })
+}
+
+/// The configured servers, and those the master places tenants on that
+/// nobody configured, by name.
+fn known_servers(ctx: &Context, companies: &[Tenant]) -> Vec<crate::connect::ServerInfo> {
+    let mut servers = ctx.connector.servers();
+    // Servers the master places tenants on but nobody configured.
+    for company in companies {
+        if let Ok(name) = &company.server
+            && !servers.iter().any(|s| &s.name == name)
+        {
+            servers.push(crate::connect::ServerInfo {
+                name: name.clone(),
+                address: None,
+                accepts_new: false,
+                var: name.default_var(),
+            });
+        }
+    }
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    servers
 }
 
 /// Asks one server for its version, connections and the size of the

@@ -194,7 +194,7 @@ async fn create_on(
         Ok(claimed) if !claimed.concurrent => {
             let limits = SessionLimits::from(&args.session);
             let provisioned =
-                provision(ctx, &claimed.tenant, &migrations, &limits, &mut applied).await;
+                provision(ctx, &claimed.tenant, migrations, &limits, &mut applied).await;
             let master = Master {
                 conn: &mut *master_conn,
                 layout,
@@ -222,6 +222,50 @@ async fn create_on(
 struct Master<'a> {
     conn: &'a mut PgConnection,
     layout: &'a Layout,
+}
+
+/// The server a new company goes on and its database's name, free there
+/// and in the master, with the name's lock taken.
+async fn place(
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    args: &CreateArgs,
+    slug: &Slug,
+    requested_db: Option<DbName>,
+) -> anyhow::Result<(ServerName, DbName)> {
+    let placed = match &args.server {
+        Some(server) => {
+            ctx.connector.check_server(server)?;
+            server.clone()
+        }
+        None => least_placed(ctx, &layout.list(master_conn).await?)?,
+    };
+    let master = &mut *master_conn;
+    let db = ctx
+        .runner
+        .with_maintenance(&placed, |server, _| {
+            Box::pin(async move {
+                match requested_db {
+                    Some(db) => ensure_free(master, layout, server, &db).await.map(|()| db),
+                    None => free_db_name(master, layout, server, slug).await,
+                }
+            })
+        })
+        .await?;
+    // Held with the slug's until this connection is released, so a `drop`
+    // of a tenant recorded with this database waits for the provisioning.
+    companies::lock_db(master_conn, db.as_str()).await?;
+    // Checked again under the lock: another create (of another slug) that
+    // chose this name before us has recorded it by now.
+    if let Some(owner) = layout.find_by_db(master_conn, &db).await? {
+        anyhow::bail!(
+            "database {db} already belongs to tenant {} (recorded by a create running at the same time); pick another --db-name",
+            shown(owner.handle())
+        );
+    }
+    refuse_taken(master_conn, layout, &[("database name", db.as_str())]).await?;
+    Ok((placed, db))
 }
 
 /// Finds or records the company row this run works on.
@@ -275,38 +319,8 @@ async fn claim(
         keys.push(("--name", name));
     }
     refuse_taken(master_conn, layout, &keys).await?;
-    let placed = match &args.server {
-        Some(server) => {
-            ctx.connector.check_server(server)?;
-            server.clone()
-        }
-        None => least_placed(ctx, &layout.list(master_conn).await?)?,
-    };
-    let master = &mut *master_conn;
-    let db = ctx
-        .runner
-        .with_maintenance(&placed, |server, _| {
-            Box::pin(async move {
-                match requested_db {
-                    Some(db) => ensure_free(master, layout, server, &db).await.map(|()| db),
-                    None => free_db_name(master, layout, server, slug).await,
-                }
-            })
-        })
-        .await?;
+    let (placed, db) = place(ctx, master_conn, layout, args, slug, requested_db).await?;
     let name = args.name.as_deref().unwrap_or(slug.as_str());
-    // Held with the slug's until this connection is released, so a `drop`
-    // of a tenant recorded with this database waits for the provisioning.
-    companies::lock_db(master_conn, db.as_str()).await?;
-    // Checked again under the lock: another create (of another slug) that
-    // chose this name before us has recorded it by now.
-    if let Some(owner) = layout.find_by_db(master_conn, &db).await? {
-        anyhow::bail!(
-            "database {db} already belongs to tenant {} (recorded by a create running at the same time); pick another --db-name",
-            shown(owner.handle())
-        );
-    }
-    refuse_taken(master_conn, layout, &[("database name", db.as_str())]).await?;
     let new = NewCompany {
         slug,
         server: &placed,
@@ -498,6 +512,43 @@ async fn resume_claim(
     })
 }
 
+/// Inserts the claimed company's row, active, forgets the claim, and
+/// reads the row back as the master kept it.
+async fn record_row(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    claim: &Claim,
+    slug: &Slug,
+) -> anyhow::Result<Tenant> {
+    let db = &claim.db;
+    let new = NewCompany {
+        slug,
+        server: &claim.server,
+        name: &claim.name,
+        db,
+        extra: &claim.columns,
+    };
+    let row = layout.insert(&mut *conn, &new).await?;
+    layout
+        .set_lifecycle(&mut *conn, &row, Lifecycle::Active, None)
+        .await?;
+    claims::forget(&mut *conn, db).await?;
+    let after = layout.find_by_id(&mut *conn, &row.id).await?;
+    let after = after
+        .filter(|r| {
+            r.has_status(Lifecycle::Active)
+                && r.db_name_raw == row.db_name_raw
+                && r.server_raw == row.server_raw
+        })
+        .with_context(|| {
+            format!(
+                "tenant {slug}: the master's {} did not keep the new row active on database {db} (a trigger on the table changed it)",
+                layout.label
+            )
+        })?;
+    Ok(after)
+}
+
 /// Records a claimed company in the application's table, now that its
 /// database is ready, in the transaction that removes the claim: the
 /// application sees the company when, and only when, it can use it. A
@@ -538,31 +589,7 @@ async fn finish_claim(
         if let Err(err) = provisioned {
             return Ok(Err(err));
         }
-        let new = NewCompany {
-            slug,
-            server: &claim.server,
-            name: &claim.name,
-            db,
-            extra: &claim.columns,
-        };
-        let row = layout.insert(&mut tx, &new).await?;
-        layout
-            .set_lifecycle(&mut tx, &row, Lifecycle::Active, None)
-            .await?;
-        claims::forget(&mut tx, db).await?;
-        let after = layout.find_by_id(&mut tx, &row.id).await?;
-        let after = after
-            .filter(|r| {
-                r.has_status(Lifecycle::Active)
-                    && r.db_name_raw == row.db_name_raw
-                    && r.server_raw == row.server_raw
-            })
-            .with_context(|| {
-                format!(
-                    "tenant {slug}: the master's {} did not keep the new row active on database {db} (a trigger on the table changed it)",
-                    layout.label
-                )
-            })?;
+        let after = record_row(&mut tx, layout, claim, slug).await?;
         tx.commit()
             .await
             .with_context(|| format!("tenant {slug}: record it in the master"))?;
@@ -882,6 +909,52 @@ struct Applied {
     names: Vec<String>,
 }
 
+/// Provisions with the application's own command: nothing of tenantctl's
+/// goes into the database, the application's tool makes its schema
+/// (checked afterwards when it is Prisma's).
+async fn provision_by_command(
+    ctx: &Context,
+    tenant: &Tenant,
+    command: &AppCommand,
+    migrations: &TenantSchema,
+    limits: &SessionLimits,
+) -> anyhow::Result<()> {
+    let (placed, db) = (tenant.server()?, tenant.db_name()?);
+    // Nothing of tenantctl's goes into the database: the application's
+    // own tool makes its schema.
+    // Listening for Ctrl-C: the child runs in a process group of its
+    // own, which a terminal's interrupt does not reach; tenantctl stops
+    // it (SIGTERM, then SIGKILL) and the create is left failed.
+    let stop = ctx.interruptible();
+    let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
+    let mut executed = Executed::default();
+    let prisma_schema = match migrations {
+        TenantSchema::Prisma { folder, schema, .. } => Some((folder, schema.as_str())),
+        _ => None,
+    };
+    run_app_command(
+        &ctx.connector,
+        &ctx.connector.child_env(),
+        command,
+        prisma_schema.and_then(|(_, schema)| prisma::url_schema(schema)),
+        tenant,
+        stop,
+        progress,
+        &mut executed,
+    )
+    .await?;
+    if let Some((folder, schema)) = prisma_schema {
+        return ctx
+            .runner
+            .with_limits(limits.clone())
+            .with_tenant(placed, db, |conn, _| {
+                Box::pin(prisma::check_after_command(conn, folder, schema, Ok(())))
+            })
+            .await;
+    }
+    Ok(())
+}
+
 async fn provision(
     ctx: &Context,
     tenant: &Tenant,
@@ -906,37 +979,7 @@ async fn provision(
         _ => None,
     };
     if let Some(command) = command {
-        // Nothing of tenantctl's goes into the database: the application's
-        // own tool makes its schema.
-        // Listening for Ctrl-C: the child runs in a process group of its
-        // own, which a terminal's interrupt does not reach; tenantctl stops
-        // it (SIGTERM, then SIGKILL) and the create is left failed.
-        let stop = ctx.interruptible();
-        let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
-        let mut executed = Executed::default();
-        let prisma_schema = match migrations {
-            TenantSchema::Prisma { folder, schema, .. } => Some((folder, schema.as_str())),
-            _ => None,
-        };
-        run_app_command(
-            &ctx.connector,
-            &ctx.connector.child_env(),
-            command,
-            prisma_schema.and_then(|(_, schema)| prisma::url_schema(schema)),
-            tenant,
-            stop,
-            progress,
-            &mut executed,
-        )
-        .await?;
-        if let Some((folder, schema)) = prisma_schema {
-            return runner
-                .with_tenant(placed, db, |conn, _| {
-                    Box::pin(prisma::check_after_command(conn, folder, schema, Ok(())))
-                })
-                .await;
-        }
-        return Ok(());
+        return provision_by_command(ctx, tenant, command, migrations, limits).await;
     }
     // An interrupt cancels the statement in flight on the server (after
     // the grace period, or at once on a second one), as `tenant migrate`

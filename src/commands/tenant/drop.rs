@@ -77,16 +77,19 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Checks, asks, then changes the master and only after it has committed
-/// drops the database: the one step nothing can undo comes last, so a
-/// master that refuses (a soft-delete trigger, a deferred foreign key, a
-/// row changed meanwhile) leaves the database where it was.
-async fn drop_tenant(
+/// What the key names: a company, or an unfinished create.
+enum Named {
+    Company(Tenant),
+    Unfinished(crate::claims::Claim),
+}
+
+/// The company or unfinished create the key names, refusing a key that
+/// names one of each.
+async fn named(
     args: &DropArgs,
-    ctx: &Context,
     master_conn: &mut PgConnection,
     layout: &Layout,
-) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+) -> anyhow::Result<Named> {
     let key = args.tenant.as_str();
     if args.unfinished {
         let claim = crate::claims::find(master_conn, Some(key), Some(key))
@@ -97,7 +100,7 @@ async fn drop_tenant(
                     shown(key)
                 ))
             })?;
-        return drop_claim(args, ctx, master_conn, layout, claim).await;
+        return Ok(Named::Unfinished(claim));
     }
     // A claim and a company that both answer to the key (a slug-less
     // company named like the claim's slug, or one whose database is the
@@ -105,7 +108,7 @@ async fn drop_tenant(
     // customer's.
     let company = layout.get(master_conn, key).await;
     let claim = crate::claims::find(master_conn, Some(key), Some(key)).await;
-    let tenant = match (company, claim) {
+    Ok(match (company, claim) {
         (Ok(company), Ok(Some(claim))) => {
             return Err(UsageError(format!(
                 "{} names both {} and the unfinished create of {} (database {} on server {}); nothing was dropped: `tenantctl tenant drop --unfinished {}` gives up the create without touching the company, `tenantctl tenant drop {}` drops the company",
@@ -119,13 +122,31 @@ async fn drop_tenant(
             ))
             .into());
         }
-        (Ok(company), _) => company,
+        (Ok(company), _) => Named::Company(company),
         (Err(err), Ok(Some(claim)))
             if err.downcast_ref::<crate::tenant::AmbiguousName>().is_none() =>
         {
-            return drop_claim(args, ctx, master_conn, layout, claim).await;
+            return Ok(Named::Unfinished(claim));
         }
         (Err(err), _) => return Err(err),
+    })
+}
+
+/// Checks, asks, then changes the master and only after it has committed
+/// drops the database: the one step nothing can undo comes last, so a
+/// master that refuses (a soft-delete trigger, a deferred foreign key, a
+/// row changed meanwhile) leaves the database where it was.
+async fn drop_tenant(
+    args: &DropArgs,
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+    let tenant = match named(args, master_conn, layout).await? {
+        Named::Company(tenant) => tenant,
+        Named::Unfinished(claim) => {
+            return drop_claim(args, ctx, master_conn, layout, claim).await;
+        }
     };
     if args.keep_row {
         check_can_keep(layout)?;
@@ -339,52 +360,64 @@ async fn drop_claim(
     )?;
     companies::lock_slug(master_conn, &claim.slug).await?;
     companies::lock_db(master_conn, db.as_str()).await?;
-    let (db_, server_, claim_) = (&db, &server, &claim);
     ctx.runner
         .with_maintenance(&server, |on_server, _| {
-            Box::pin(async move {
-                let (db, server, claim) = (db_, server_, claim_);
-        // What could stop the drop is found out before the claim goes.
-        let made = ddl::exists(on_server, db).await?;
-        if made {
-            ddl::check_droppable(on_server, db).await.map_err(|err| {
-                err.context(format!(
-                    "cannot drop database {db} on server {server}; nothing was changed"
-                ))
-            })?;
-        }
-        let mut tx = master_conn.begin().await?;
-        let now = crate::claims::lock(&mut tx, db).await?.with_context(|| {
-            format!("tenant {}: its claim is gone (finished or given up meanwhile); nothing was dropped", claim.slug)
-        })?;
-        anyhow::ensure!(
-            now.slug == claim.slug && now.server == claim.server,
-            "tenant {}: its claim changed since it was read; nothing was dropped",
-            claim.slug
-        );
-        let owner = layout.find_by_db(&mut tx, db).await?;
-        crate::claims::forget(&mut tx, db).await?;
-        tx.commit()
-            .await
-            .context("the master refused the change at commit; nothing was dropped")?;
-        ctx.connector.checkpoint(master_conn).await?;
-        if let Some(owner) = owner {
-            crate::output::warn(format_args!(
-                "warning: database {db} is named by {}: only the claim was removed, the database was kept",
-                crate::tenant::describe(&owner)
-            ));
-            return Ok(());
-        }
-        if made {
-            ddl::drop_force(on_server, db).await.with_context(|| {
-                format!("the claim on tenant {} was removed, but dropping database {db} on server {server} failed, so it is still there; drop it by hand (`tenantctl doctor` lists it)", claim.slug)
-            })?;
-        }
-        Ok(())
-    })
+            Box::pin(give_up(ctx, master_conn, layout, &claim, on_server))
         })
         .await?;
     Ok((tenant, db, server))
+}
+
+/// Removes the claim, then drops its database if the create made it and
+/// no company names it: what could stop the drop is found out first.
+async fn give_up(
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    claim: &crate::claims::Claim,
+    on_server: &mut PgConnection,
+) -> anyhow::Result<()> {
+    let (db, server) = (&claim.db, &claim.server);
+    // What could stop the drop is found out before the claim goes.
+    let made = ddl::exists(on_server, db).await?;
+    if made {
+        ddl::check_droppable(on_server, db).await.map_err(|err| {
+            err.context(format!(
+                "cannot drop database {db} on server {server}; nothing was changed"
+            ))
+        })?;
+    }
+    let mut tx = master_conn.begin().await?;
+    let now = crate::claims::lock(&mut tx, db).await?.with_context(|| {
+        format!(
+            "tenant {}: its claim is gone (finished or given up meanwhile); nothing was dropped",
+            claim.slug
+        )
+    })?;
+    anyhow::ensure!(
+        now.slug == claim.slug && now.server == claim.server,
+        "tenant {}: its claim changed since it was read; nothing was dropped",
+        claim.slug
+    );
+    let owner = layout.find_by_db(&mut tx, db).await?;
+    crate::claims::forget(&mut tx, db).await?;
+    tx.commit()
+        .await
+        .context("the master refused the change at commit; nothing was dropped")?;
+    ctx.connector.checkpoint(master_conn).await?;
+    if let Some(owner) = owner {
+        crate::output::warn(format_args!(
+            "warning: database {db} is named by {}: only the claim was removed, the database was kept",
+            crate::tenant::describe(&owner)
+        ));
+        return Ok(());
+    }
+    if made {
+        ddl::drop_force(on_server, db).await.with_context(|| {
+                format!("the claim on tenant {} was removed, but dropping database {db} on server {server} failed, so it is still there; drop it by hand (`tenantctl doctor` lists it)", claim.slug)
+            })?;
+    }
+    Ok(())
 }
 
 /// Refuses a database that holds tenantctl's master migrations: a row

@@ -82,10 +82,28 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 .map(String::as_str),
         })
         .collect();
-    match ctx.output {
-        OutputMode::Json => print_json(OutputMode::Json, &rows),
+    print(ctx.output, &rows);
+    // Unusable rows are listed, and said so, without hiding the others.
+    let broken: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
+    for row in &broken {
+        warn(format_args!(
+            "warning: {}",
+            shown(row.error.unwrap_or_default())
+        ));
+    }
+    Ok(if broken.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// The rows, as a table or JSON.
+fn print(output: OutputMode, rows: &[Row]) {
+    match output {
+        OutputMode::Json => print_json(OutputMode::Json, rows),
         OutputMode::Jsonl => {
-            for row in &rows {
+            for row in rows {
                 print_json(OutputMode::Jsonl, row);
             }
         }
@@ -93,7 +111,7 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             let mut out = table([
                 "id", "slug", "name", "db name", "server", "status", "created",
             ]);
-            for r in &rows {
+            for r in rows {
                 out.add_row([
                     r.id.map_or_else(|| "(none yet)".to_owned(), shown),
                     shown(r.slug.unwrap_or_default()),
@@ -108,17 +126,4 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             line(format_args!("{} tenant(s)", rows.len()));
         }
     }
-    // Unusable rows are listed, and said so, without hiding the others.
-    let broken: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
-    for row in &broken {
-        warn(format_args!(
-            "warning: {}",
-            shown(row.error.unwrap_or_default())
-        ));
-    }
-    Ok(if broken.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
 }
