@@ -6,10 +6,12 @@
 //!
 //! Layout: `cli` parses the command line and hands it to `commands` (one
 //! module per command, mirroring the command tree; `commands::args` holds
-//! the shared flag groups, `commands::context` the validated configuration
-//! and the per-tenant runner). Below them are the domain modules, which take
-//! plain values: `connect` (URLs and connections), `dbname`, `tenant`,
-//! `companies` (the master's table), `selection`, `fleet`, `migrations`
+//! the shared flag groups, `commands::context` the validated configuration).
+//! Below them are the domain modules, which take plain values: `runner`
+//! (the only way to reach a database: each tenant, each server, one scoped
+//! connection), `connect` (URLs and connections), `dbname`, `tenant`,
+//! `companies` (the master's table), `selection`, `fleet` (the runner's
+//! engine), `migrations`
 //! (tenantctl's own sqlx migrations), `prisma` (an application's Prisma
 //! migrations and `_prisma_migrations`), `ddl`; and `output`, which owns everything printed.
 
@@ -34,6 +36,7 @@ pub mod prisma;
 pub mod recheck;
 pub mod redact;
 pub mod revert;
+pub mod runner;
 pub mod runs;
 pub mod script;
 pub mod selection;

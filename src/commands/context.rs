@@ -1,10 +1,11 @@
-//! Global flags turned, once, into what every command works with, and the
-//! one way a command runs an operation on each selected tenant.
+//! Global flags turned, once, into what every command works with: the
+//! configuration, the [`Runner`] built from it, the selection read from
+//! the master, and the run records and reports of fleet runs. Every
+//! database touch goes through the runner.
 
 use std::future::Future;
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,32 +16,35 @@ use sqlx::postgres::PgConnection;
 use crate::commands::args::{FilterArgs, FleetArgs, GlobalArgs, Origins, SelectionArgs};
 use crate::companies::Layout;
 use crate::config::{Config, Migrator, MigratorKind};
-use crate::connect::{BackendKey, Connector, SessionLimits};
-use crate::dbname::DbName;
+use crate::connect::{Connector, SessionLimits};
 use crate::error::{Outcome, UsageError};
-use crate::fleet::{self, Attempt, FleetRun, Stop, Verdict};
+use crate::fleet::{Attempt, FleetRun, Stop, Verdict};
 use crate::migrations::MigrationSet;
 use crate::output::OutputMode;
 use crate::output::progress::Progress;
 use crate::output::report::{Extra, TenantValue, print_fleet_with};
-use crate::recheck::Recheck;
+use crate::runner::{ConnFuture, Runner};
 use crate::runs::{RunLog, RunRequest};
 use crate::selection::{self, Filter, Selection};
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Tenant};
 
 /// The future an operation on one tenant's connection returns; it borrows
-/// the connection, which [`Context::on_each_tenant`] closes afterwards.
-pub type TenantFuture<'c, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'c>>;
+/// the connection, which the runner ends afterwards.
+pub type TenantFuture<'c, T> = ConnFuture<'c, T>;
 
 /// Validated configuration shared by all commands.
 pub struct Context {
+    /// The connector, for what it knows without connecting (servers,
+    /// URLs for a child); connections go through [`Self::runner`].
     pub connector: Arc<Connector>,
     pub output: OutputMode,
     pub quiet: bool,
+    /// The runner's stop flag.
     pub stop: Stop,
     pub config: Config,
-    listening: AtomicBool,
+    /// The only way to reach a database.
+    pub runner: Runner,
     /// Whether fleet runs stream each tenant's report in `jsonl` mode
     /// (off while `revert` plans, whose plan is not the report).
     streaming: AtomicBool,
@@ -96,13 +100,15 @@ impl Context {
                 .filter(|s| !s.trim().is_empty()),
             global.connect_timeout,
         )?;
+        let connector = Arc::new(connector);
+        let runner = Runner::new(connector.clone(), config.master.clone());
         Ok(Self {
-            connector: Arc::new(connector),
+            connector,
             output: global.output,
             quiet: global.quiet,
-            stop: Stop::default(),
+            stop: runner.stop().clone(),
             config,
-            listening: AtomicBool::new(false),
+            runner,
             streaming: AtomicBool::new(true),
             tenant_migrations_dir,
             migrator,
@@ -160,44 +166,30 @@ impl Context {
         Ok(set)
     }
 
-    /// A connection to the master and the layout of its companies table.
-    ///
-    /// The catalog is read in a transaction of its own: its queries carry
-    /// parameters, which sqlx sends as two protocol exchanges, and a
-    /// transaction-mode pooler nobody declared could otherwise run them on
-    /// two server connections (binding another client's statement).
+    /// A connection to the master and the layout of its companies table,
+    /// for a run record to hold (see [`Runner::open_master`]).
     pub async fn master(&self) -> anyhow::Result<(PgConnection, Layout)> {
-        let mut conn = self.connector.connect_master().await?;
-        let loaded = async {
-            let mut tx = conn.begin().await.context("begin")?;
-            let layout = Layout::load(&mut tx, &self.config.master).await?;
-            tx.commit().await.context("commit")?;
-            layout.check_current()?;
-            anyhow::Ok(layout)
-        }
-        .await;
-        match loaded {
-            Ok(layout) => Ok((conn, layout)),
-            Err(err) => {
-                let _ = conn.close().await;
-                Err(err)
-            }
-        }
+        self.runner.open_master().await
     }
 
     /// The one tenant with this slug, id or database name, read from the
     /// master, to connect to: one being moved is refused (its database is
     /// out of reach until the move ends).
     pub async fn tenant(&self, key: &str) -> anyhow::Result<Tenant> {
-        let (mut conn, layout) = self.master().await?;
-        let mut tenant = layout.get(&mut conn, key).await;
-        if tenant.is_err()
-            && let Some(err) = claimed(&mut conn, &layout, &[key.to_owned()]).await
-        {
-            tenant = Err(err);
-        }
-        let _ = self.connector.release(conn).await;
-        let tenant = tenant?;
+        let tenant = self
+            .runner
+            .with_master(|conn, layout, _| {
+                Box::pin(async move {
+                    let tenant = layout.get(conn, key).await;
+                    if tenant.is_err()
+                        && let Some(err) = claimed(conn, &layout, &[key.to_owned()]).await
+                    {
+                        return Err(err);
+                    }
+                    tenant
+                })
+            })
+            .await?;
         if let Some(to) = &tenant.moving_to {
             anyhow::bail!(
                 "tenant {tenant} is being moved to server {}: its database is closed until `tenantctl tenant move {} --to {}` finishes (or --abort undoes it)",
@@ -221,12 +213,14 @@ impl Context {
         names: &[String],
         filter: &FilterArgs,
     ) -> anyhow::Result<Vec<Tenant>> {
-        let (mut conn, layout) = self.master().await?;
-        let tenants = self
-            .resolve_in_transaction(&mut conn, &layout, names, filter)
-            .await;
-        let _ = self.connector.release(conn).await;
-        tenants
+        self.runner
+            .with_master(|conn, layout, _| {
+                Box::pin(async move {
+                    self.resolve_in_transaction(conn, &layout, names, filter)
+                        .await
+                })
+            })
+            .await
     }
 
     /// [`Self::resolve`] in a transaction of its own (see [`Self::master`]).
@@ -403,19 +397,16 @@ impl Context {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(selection);
     }
 
-    /// The stop flag, with Ctrl-C and SIGTERM now setting it. Only fleet
-    /// runs listen: elsewhere an interrupt ends the process as usual, which
-    /// for a single database is the right thing (the server rolls back).
+    /// The stop flag, with Ctrl-C and SIGTERM now setting it (see
+    /// [`Runner::interruptible`]).
     pub fn interruptible(&self) -> &Stop {
-        if !self.listening.swap(true, Ordering::SeqCst) {
-            self.stop.listen_for_signals();
-        }
-        &self.stop
+        self.runner.interruptible()
     }
 
     /// Runs `op` for each tenant with the fleet flags, interruptible and
-    /// with progress on stderr. For operations that do not simply work on
-    /// one connection (`exec`); the rest use [`Self::on_each_tenant`].
+    /// with progress on stderr (see [`Runner::each_tenant`]). For
+    /// operations that do not simply work on one connection; the rest use
+    /// [`Self::on_each_tenant`].
     pub async fn fleet<T, F, Fut>(
         &self,
         tenants: Vec<Tenant>,
@@ -427,46 +418,16 @@ impl Context {
         F: Fn(Tenant) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Attempt<T>> + Send + 'static,
     {
-        // Each row is read again when its tenant's turn comes: a row the
-        // application changed since the selection is skipped, not acted on.
-        let recheck = self.recheck_for(&tenants);
-        let op = Arc::new(op);
-        let checked = recheck.clone();
-        let run = fleet::run(
-            tenants,
-            args.into(),
-            self.interruptible(),
-            &self.progress(),
-            move |tenant| {
-                let (recheck, op) = (checked.clone(), op.clone());
-                async move {
-                    match recheck.check(&tenant).await {
-                        Ok(()) => op(tenant).await,
-                        Err(err) => (T::default(), Err(err)),
-                    }
-                }
-            },
-        )
-        .await;
-        recheck.close().await;
-        run
+        self.interruptible();
+        self.runner
+            .with_options(args.into())
+            .each_tenant(tenants, &self.progress(), op)
+            .await
     }
 
-    /// What reads each of these tenants' rows again when its turn in a
-    /// fleet run comes (see [`Recheck`]); [`Self::fleet`] uses it, and so
-    /// must any run that drives `fleet::run` itself.
-    pub fn recheck_for(&self, tenants: &[Tenant]) -> Arc<Recheck> {
-        Arc::new(Recheck::new(
-            self.connector.clone(),
-            self.config.master.clone(),
-            tenants,
-        ))
-    }
-
-    /// The pattern of every per-tenant command: for each tenant, connect
-    /// with the session limits, run `op` on the connection, close it, and
-    /// report. `op` fills in its value as it goes (`&mut T`), so what it got
-    /// done before failing is still reported.
+    /// The pattern of every per-tenant command (see
+    /// [`Runner::on_each_tenant`]), with the fleet flags, interruptible
+    /// and with progress on stderr.
     pub async fn on_each_tenant<T, F>(
         &self,
         tenants: Vec<Tenant>,
@@ -481,41 +442,12 @@ impl Context {
             + Sync
             + 'static,
     {
-        let connector = self.connector.clone();
-        let stop = self.stop.clone();
-        let op = Arc::new(op);
-        self.fleet(tenants, args, move |tenant| {
-            let (connector, op, limits, stop) =
-                (connector.clone(), op.clone(), limits.clone(), stop.clone());
-            async move {
-                let mut value = T::default();
-                let result = async {
-                    let (server, db) = (tenant.server()?, tenant.db_name()?);
-                    let connected = connector
-                        .connect_tenant_cancellable(server, db, &limits)
-                        .await;
-                    let (mut conn, key) = connected.inspect_err(|err| value.connect_failed(err))?;
-                    let work = op(&tenant, &mut conn, &mut value);
-                    let (result, cancelled) =
-                        cancel_when_due(work, &stop, &connector, &key, &tenant, db).await;
-                    // A pooler the URL does not declare: the message names it.
-                    let result = result.map_err(|err| connector.explain_pooler(server, err));
-                    // Behind a transaction-mode pooler this commits: a write
-                    // whose commit fails is a failure, not a success.
-                    let released = connector.release(conn).await;
-                    let result = result.and(released);
-                    // Cut short by its cancel: interrupted, not failed.
-                    if cancelled {
-                        result.map_err(|err| err.context(crate::error::Cancelled))
-                    } else {
-                        result
-                    }
-                }
-                .await;
-                (value, result)
-            }
-        })
-        .await
+        self.interruptible();
+        self.runner
+            .with_options(args.into())
+            .with_limits(limits)
+            .on_each_tenant(tenants, &self.progress(), op)
+            .await
     }
 
     /// Prints a fleet run's report and turns it into the exit outcome.
@@ -604,63 +536,6 @@ fn warn_shared(tenants: &[Tenant]) {
                 sharing.others.join(", "),
                 crate::output::shown(tenant.handle())
             ));
-        }
-    }
-}
-
-/// Runs one tenant's work until it ends; once an interrupt's grace period
-/// is over (or at a second interrupt), cancels its statement in flight on
-/// the server, again every [`fleet::CANCEL_EVERY`] while it still runs (a
-/// cancel landing between two statements is dropped by the server, and
-/// the next statement may wait on a lock too). Returns the work's result
-/// and whether a cancel was sent.
-pub(crate) async fn cancel_when_due<F: Future<Output = anyhow::Result<()>>>(
-    work: F,
-    stop: &Stop,
-    connector: &Connector,
-    key: &BackendKey,
-    tenant: &Tenant,
-    db: &DbName,
-) -> (anyhow::Result<()>, bool) {
-    tokio::pin!(work);
-    tokio::select! {
-        biased;
-        result = &mut work => return (result, false),
-        () = stop.cancel_due() => {}
-    }
-    crate::output::warn(format_args!(
-        "interrupted: cancelling the statement in flight on tenant {tenant}"
-    ));
-    let mut warned = false;
-    loop {
-        // Bounded, so a server that does not answer cannot hold the quit.
-        let cancel = tokio::time::timeout(fleet::QUIT_WAIT, connector.cancel(key, db));
-        let sent = tokio::select! {
-            biased;
-            result = &mut work => return (result, true),
-            sent = cancel => sent,
-        };
-        let failed = match sent {
-            Ok(Ok(_)) => None,
-            Ok(Err(err)) => Some(crate::error::render(&err)),
-            Err(_) => Some(format!(
-                "the server did not answer within {}",
-                humantime::format_duration(fleet::QUIT_WAIT)
-            )),
-        };
-        if let Some(why) = failed
-            && !warned
-        {
-            warned = true;
-            crate::output::warn(format_args!(
-                "warning: could not cancel the statement in flight on tenant {tenant} (it may wait on the server until what it waits for is released; tenantctl tries again every {}): {why}",
-                humantime::format_duration(fleet::CANCEL_EVERY)
-            ));
-        }
-        tokio::select! {
-            biased;
-            result = &mut work => return (result, true),
-            () = tokio::time::sleep(fleet::CANCEL_EVERY) => {}
         }
     }
 }

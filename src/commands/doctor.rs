@@ -7,43 +7,91 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use clap::Args;
 use serde::Serialize;
-use sqlx::Connection as _;
 
+use crate::commands::args::{FleetArgs, SessionArgs};
 use crate::commands::context::Context;
 use crate::companies::Layout;
 use crate::config::Migrator;
-use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::Outcome;
 use crate::error::UsageError;
 use crate::error::render;
-use crate::fleet::{self, FleetOptions, Silent, Verdict};
+use crate::fleet::{self, Silent, Verdict};
 use crate::migrations::{self, MigrationSet, Plan};
 use crate::moves::{self, MoveRecord};
 use crate::output::{OutputMode, line, print_json, shown, table};
 use crate::prisma;
+use crate::runner::{ConnFuture, Runner};
 use crate::servers::ServerName;
 use crate::tenant::{DB_PREFIX, Lifecycle, Tenant};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Databases inspected at once, each on its own connection
-    #[arg(long, env = "TENANTCTL_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub concurrency: u16,
+    /// How many databases are inspected at once (`--concurrency`, each on
+    /// its own connection) and on one server (`--per-server`)
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// What kind of problem a [`Finding`] is: its `kind` in JSON and the
+/// `problem` column of the table, by these `snake_case` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    OrphanDatabase,
+    MissingDatabase,
+    DatabaseIsTemplate,
+    DatabaseNotAcceptingConnections,
+    DatabaseOnOtherServer,
+    SharedDatabase,
+    InvalidDbName,
+    InvalidServer,
+    Stuck,
+    CreateUnfinished,
+    MoveInProgress,
+    Behind,
+    /// Prisma's lock is held: a migration is being applied right now.
+    Migrating,
+    MigrationProblem,
+    /// A tenant database that could not be read.
+    Unreachable,
+    ServerUnreachable,
+    ServerNotConfigured,
+}
+
+impl Kind {
+    /// The name JSON and the table give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OrphanDatabase => "orphan_database",
+            Self::MissingDatabase => "missing_database",
+            Self::DatabaseIsTemplate => "database_is_template",
+            Self::DatabaseNotAcceptingConnections => "database_not_accepting_connections",
+            Self::DatabaseOnOtherServer => "database_on_other_server",
+            Self::SharedDatabase => "shared_database",
+            Self::InvalidDbName => "invalid_db_name",
+            Self::InvalidServer => "invalid_server",
+            Self::Stuck => "stuck",
+            Self::CreateUnfinished => "create_unfinished",
+            Self::MoveInProgress => "move_in_progress",
+            Self::Behind => "behind",
+            Self::Migrating => "migrating",
+            Self::MigrationProblem => "migration_problem",
+            Self::Unreachable => "unreachable",
+            Self::ServerUnreachable => "server_unreachable",
+            Self::ServerNotConfigured => "server_not_configured",
+        }
+    }
 }
 
 /// Something out of order between the server and the master.
 #[derive(Debug, Serialize)]
 pub struct Finding {
-    /// `orphan_database`, `missing_database`, `database_is_template`,
-    /// `database_not_accepting_connections`, `database_on_other_server`,
-    /// `shared_database`,
-    /// `invalid_db_name`, `invalid_server`, `stuck`, `create_unfinished`,
-    /// `move_in_progress`,
-    /// `behind`, `migration_problem`, `unreachable` (a tenant database),
-    /// `server_unreachable` or `server_not_configured`.
-    pub kind: &'static str,
+    pub kind: Kind,
     /// How to name the tenant concerned (slug, else name, else database
     /// name), for findings about a company.
     pub tenant: Option<String>,
@@ -58,7 +106,7 @@ pub struct Finding {
 
 impl Finding {
     /// A finding about one company.
-    fn about(kind: &'static str, company: &Tenant, detail: String) -> Self {
+    fn about(kind: Kind, company: &Tenant, detail: String) -> Self {
         Self {
             kind,
             tenant: Some(company.handle().to_owned()),
@@ -78,25 +126,33 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ));
     }
     let migrations = ctx.tenant_migrations().await?;
-    let (mut master_conn, layout) = ctx.master().await?;
-    // Under row-level security a company we cannot see would pass for an
-    // orphan, its real database offered up for deletion, and "no
-    // problems" would vouch for a fleet we only saw part of.
-    if let Some(refusal) = layout
-        .visibility
-        .hiding(&layout.label, "to check the fleet (doctor)")
-    {
-        let _ = ctx.connector.release(master_conn).await;
-        return Err(refusal.into());
-    }
-    let companies = layout.list(&mut master_conn).await;
-    let moves = moves::list(&mut master_conn, &layout).await;
-    let claimed = crate::claims::all(&mut master_conn).await;
-    let on_servers = list_servers(ctx, &mut master_conn).await;
-    let _ = ctx.connector.release(master_conn).await;
-    let companies = companies?;
-    let moves = moves?;
-    let claimed = claimed?;
+    let runner = ctx
+        .runner
+        .with_options((&args.fleet).into())
+        .with_limits((&args.session).into())
+        // Read-only: nothing a changed row could make wrong.
+        .without_recheck();
+    let (layout, companies, moves, claimed) = runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                // Under row-level security a company we cannot see would
+                // pass for an orphan, its real database offered up for
+                // deletion, and "no problems" would vouch for a fleet we
+                // only saw part of.
+                if let Some(refusal) = layout
+                    .visibility
+                    .hiding(&layout.label, "to check the fleet (doctor)")
+                {
+                    return Err(refusal.into());
+                }
+                let companies = layout.list(conn).await?;
+                let moves = moves::list(conn, &layout).await?;
+                let claimed = crate::claims::all(conn).await?;
+                Ok((layout, companies, moves, claimed))
+            })
+        })
+        .await?;
+    let on_servers = list_servers(ctx, &runner).await;
 
     let (mut findings, to_check, mut unnamed) =
         compare(ctx, &layout, &companies, &on_servers, &moves);
@@ -118,13 +174,13 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         )
     });
     if orphans_unchecked.is_none() {
-        findings.extend(find_orphans(ctx, unnamed, &args, &migrations).await);
+        findings.extend(find_orphans(&runner, unnamed, &migrations).await);
     }
     findings.extend(match &ctx.migrator {
-        Migrator::Sqlx { .. } => check_migrations(ctx, to_check, &args, migrations).await,
+        Migrator::Sqlx { .. } => check_migrations(&runner, to_check, migrations).await,
         Migrator::Prisma {
             migrations, schema, ..
-        } => check_prisma(ctx, to_check, &args, migrations, schema).await?,
+        } => check_prisma(&runner, to_check, migrations, schema).await?,
         // An application command's state is not tenantctl's to read.
         Migrator::Command(_) => Vec::new(),
     });
@@ -141,7 +197,7 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 fn unfinished_create(claim: &crate::claims::Claim) -> Finding {
     let slug = claim.slug.as_str();
     Finding {
-        kind: "create_unfinished",
+        kind: Kind::CreateUnfinished,
         tenant: Some(slug.to_owned()),
         id: None,
         slug: Some(slug.to_owned()),
@@ -163,40 +219,37 @@ fn unfinished_create(claim: &crate::claims::Claim) -> Finding {
 /// (not configured, unreachable).
 type Listing = Result<BTreeMap<String, ddl::Listed>, String>;
 
-/// Every known server's database list. `pg_database` is shared by every
-/// database of a server: on the master's server it is read through the
-/// master's connection rather than `postgres` (CONNECT on it may well be
+/// Every known server's database list, read through the runner's
+/// connection to each server (see [`Runner::each_server`]: `pg_database`
+/// is shared by every database of a server, and on the master's server
+/// the master's connection reads it when CONNECT on `postgres` is
 /// revoked).
-async fn list_servers(
-    ctx: &Context,
-    master_conn: &mut sqlx::postgres::PgConnection,
-) -> BTreeMap<ServerName, Listing> {
+async fn list_servers(ctx: &Context, runner: &Runner) -> BTreeMap<ServerName, Listing> {
     let mut listed = BTreeMap::new();
+    let mut configured = Vec::new();
     for server in ctx.connector.servers() {
-        let name = server.name;
-        let listing = if server.address.is_none() {
-            Err(ctx
+        if server.address.is_none() {
+            let why = ctx
                 .connector
-                .check_server(&name)
+                .check_server(&server.name)
                 .err()
                 .map(|e| e.to_string())
-                .unwrap_or_default())
-        } else if ctx.connector.master_on_server(&name) {
-            ddl::list(master_conn).await.map_err(|e| render(&e))
+                .unwrap_or_default();
+            listed.insert(server.name, Err(why));
         } else {
-            async {
-                let mut conn = ctx.connector.connect_maintenance(&name).await?;
-                let names = ddl::list(&mut conn).await;
-                let _ = conn.close().await;
-                names
-            }
-            .await
-            .map_err(|e| render(&e))
-        };
-        listed.insert(
-            name,
-            listing.map(|dbs| dbs.into_iter().map(|d| (d.name.clone(), d)).collect()),
-        );
+            configured.push(server.name);
+        }
+    }
+    let answers = runner
+        .each_server(&configured, |_, conn, _| {
+            Box::pin(async move { ddl::list(conn).await })
+        })
+        .await;
+    for (name, listing) in configured.into_iter().zip(answers) {
+        let listing = listing
+            .map(|dbs| dbs.into_iter().map(|d| (d.name.clone(), d)).collect())
+            .map_err(|e| render(&e));
+        listed.insert(name, listing);
     }
     listed
 }
@@ -230,9 +283,9 @@ fn compare(
         if let Err(why) = listing {
             findings.push(Finding {
                 kind: if ctx.connector.check_server(server).is_err() {
-                    "server_not_configured"
+                    Kind::ServerNotConfigured
                 } else {
-                    "server_unreachable"
+                    Kind::ServerUnreachable
                 },
                 tenant: None,
                 id: None,
@@ -287,7 +340,7 @@ fn shared_databases(ctx: &Context, companies: &[Tenant]) -> Vec<Finding> {
         .filter_map(|company| {
             let sharing = company.sharing.as_ref()?;
             Some(Finding::about(
-                "shared_database",
+                Kind::SharedDatabase,
                 company,
                 format!(
                     "its database is also named by {}; each company needs a database of its own (drop, move and revert refuse it until the master is fixed)",
@@ -310,25 +363,7 @@ fn compare_company(
 ) -> (Vec<Finding>, bool) {
     let mut findings = Vec::new();
     let finding = |kind, detail: String| Finding::about(kind, company, detail);
-    if company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed) {
-        findings.push(finding(
-            "stuck",
-            match &company.slug {
-                Some(slug) => format!(
-                    "status {}; `tenantctl tenant create {}` finishes it",
-                    company.status_label(),
-                    shown(slug)
-                ),
-                // No slug to give back to create: it finds the row by the
-                // database it names.
-                None => format!(
-                    "status {}; `tenantctl tenant create resume --db-name {}` finishes it (the table keeps no slug, so any slug will do)",
-                    company.status_label(),
-                    company.db_label()
-                ),
-            },
-        ));
-    }
+    findings.extend(stuck(company));
     if company.has_status(Lifecycle::Dropped) {
         findings.extend(dropped_but_seen(layout, company, on_servers));
         return (findings, false);
@@ -339,7 +374,7 @@ fn compare_company(
             .find(|m| m.company_id == company.id)
             .map_or("?", |m| m.step.as_str());
         findings.push(finding(
-            "move_in_progress",
+            Kind::MoveInProgress,
             format!(
                 "being moved to server {to} (step {step}); `tenantctl tenant move {} --to {to}` finishes it, --abort undoes it",
                 company.handle()
@@ -347,30 +382,12 @@ fn compare_company(
         ));
         return (findings, false);
     }
-    let server = match company.server() {
-        Ok(server) => server,
-        Err(err) => {
-            findings.push(finding("invalid_server", err.to_string()));
+    let (server, db) = match placement(ctx, company) {
+        Ok(placed) => placed,
+        Err(found) => {
+            findings.push(*found);
             return (findings, false);
         }
-    };
-    if let Err(err) = ctx.connector.check_server(server) {
-        findings.push(finding("server_not_configured", err.to_string()));
-        return (findings, false);
-    }
-    let db = match &company.db {
-        Err(err) => {
-            findings.push(finding("invalid_db_name", err.clone()));
-            return (findings, false);
-        }
-        Ok(db) if ctx.connector.check_tenant_db(db).is_err() => {
-            findings.push(finding(
-                "invalid_db_name",
-                "names the master database, which is never a tenant database".into(),
-            ));
-            return (findings, false);
-        }
-        Ok(db) => db,
     };
     let Some(Ok(here)) = on_servers.get(server) else {
         // Unreachable: reported once, for the server.
@@ -381,7 +398,7 @@ fn compare_company(
     let present = listed.is_some();
     if !elsewhere.is_empty() {
         findings.push(finding(
-            "database_on_other_server",
+            Kind::DatabaseOnOtherServer,
             if present {
                 format!(
                     "a database of this name is also on server {} (a copy left behind?)",
@@ -396,7 +413,7 @@ fn compare_company(
         ));
     } else if !present {
         findings.push(finding(
-            "missing_database",
+            Kind::MissingDatabase,
             format!("the company's database is not on server {server}"),
         ));
     }
@@ -411,6 +428,52 @@ fn compare_company(
     // Only tenants `migrate --all` would reach can be behind; an
     // application's own states (SUSPENDED) are its business.
     (findings, reachable && company.has_status(Lifecycle::Active))
+}
+
+/// A company stuck in its create (provisioning or failed), and how to
+/// finish it.
+fn stuck(company: &Tenant) -> Option<Finding> {
+    if !(company.has_status(Lifecycle::Provisioning) || company.has_status(Lifecycle::Failed)) {
+        return None;
+    }
+    let detail = match &company.slug {
+        Some(slug) => format!(
+            "status {}; `tenantctl tenant create {}` finishes it",
+            company.status_label(),
+            shown(slug)
+        ),
+        // No slug to give back to create: it finds the row by the
+        // database it names.
+        None => format!(
+            "status {}; `tenantctl tenant create resume --db-name {}` finishes it (the table keeps no slug, so any slug will do)",
+            company.status_label(),
+            company.db_label()
+        ),
+    };
+    Some(Finding::about(Kind::Stuck, company, detail))
+}
+
+/// The server and database a company's row names, or the finding that
+/// says why they cannot be used.
+fn placement<'t>(
+    ctx: &Context,
+    company: &'t Tenant,
+) -> Result<(&'t ServerName, &'t DbName), Box<Finding>> {
+    let finding = |kind, detail: String| Box::new(Finding::about(kind, company, detail));
+    let server = company
+        .server()
+        .map_err(|err| finding(Kind::InvalidServer, err.to_string()))?;
+    if let Err(err) = ctx.connector.check_server(server) {
+        return Err(finding(Kind::ServerNotConfigured, err.to_string()));
+    }
+    match &company.db {
+        Err(err) => Err(finding(Kind::InvalidDbName, err.clone())),
+        Ok(db) if ctx.connector.check_tenant_db(db).is_err() => Err(finding(
+            Kind::InvalidDbName,
+            "names the master database, which is never a tenant database".into(),
+        )),
+        Ok(db) => Ok((server, db)),
+    }
 }
 
 /// A company tenantctl recorded as dropped, whose database is gone, but
@@ -430,7 +493,7 @@ fn dropped_but_seen(
     };
     (!here.contains_key(db.as_str())).then(|| {
         Finding::about(
-            "missing_database",
+            Kind::MissingDatabase,
             company,
             format!(
                 "the company's database is not on server {server}, and tenantctl recorded it dropped, but the application still sees the company ({seen}): delete its row, or set its status to one the application treats as inactive"
@@ -475,11 +538,11 @@ fn elsewhere<'a>(
 /// A company's database that is there, but not as a tenant database
 /// should be: each state is its own finding, with what to do, rather than
 /// "missing" or "unreachable".
-fn state_findings(db: &DbName, listed: &ddl::Listed) -> Vec<(&'static str, String)> {
+fn state_findings(db: &DbName, listed: &ddl::Listed) -> Vec<(Kind, String)> {
     let mut found = Vec::new();
     if listed.template {
         found.push((
-            "database_is_template",
+            Kind::DatabaseIsTemplate,
             format!(
                 "the company's database is marked as a template (IS_TEMPLATE): anyone allowed to create databases can copy it, and DROP DATABASE refuses it; `ALTER DATABASE {} IS_TEMPLATE false` makes it an ordinary database again",
                 db.quoted()
@@ -488,7 +551,7 @@ fn state_findings(db: &DbName, listed: &ddl::Listed) -> Vec<(&'static str, Strin
     }
     if !listed.allows_connections {
         found.push((
-            "database_not_accepting_connections",
+            Kind::DatabaseNotAcceptingConnections,
             format!(
                 "the company's database does not accept connections (ALLOW_CONNECTIONS false): no command can reach it; `ALTER DATABASE {} ALLOW_CONNECTIONS true` opens it again",
                 db.quoted()
@@ -505,41 +568,43 @@ fn state_findings(db: &DbName, listed: &ddl::Listed) -> Vec<(&'static str, Strin
 /// reported unless its name has the prefix; one that holds the master's
 /// migrations is another master (a staging copy, say), not a tenant.
 async fn find_orphans(
-    ctx: &Context,
+    runner: &Runner,
     unnamed: Vec<(ServerName, String)>,
-    args: &DoctorArgs,
     migrations: &MigrationSet,
 ) -> Vec<Finding> {
-    use futures_util::StreamExt as _;
-
-    let checks = unnamed.into_iter().map(|(server, name)| async move {
+    let mut found: Vec<(ServerName, String, &str)> = Vec::new();
+    let mut to_read = Vec::new();
+    for (server, name) in unnamed {
         if name.starts_with(DB_PREFIX) {
-            return Some((server, name, "named like a tenant database"));
+            found.push((server, name, "named like a tenant database"));
+        } else if let Ok(db) = DbName::parse(&name) {
+            to_read.push((server, db));
         }
-        let db = DbName::parse(&name).ok()?;
-        let mut conn = ctx
-            .connector
-            .connect_tenant(&server, &db, &SessionLimits::default())
-            .await
-            .ok()?;
-        let rows = migrations::read_applied(&mut conn).await;
-        let is_master = migrations::holds_master(&mut conn).await;
-        let _ = ctx.connector.release(conn).await;
-        let rows = rows.ok()??;
+    }
+    let answers = runner
+        .each_database(&to_read, |conn, _| {
+            Box::pin(async move {
+                let rows = migrations::read_applied(conn).await;
+                let is_master = migrations::holds_master(conn).await;
+                Ok((rows, is_master))
+            })
+        })
+        .await;
+    for ((server, db), answer) in to_read.into_iter().zip(answers) {
+        let Ok((Ok(Some(rows)), is_master)) = answer else {
+            continue;
+        };
         let is_master = is_master.unwrap_or(true);
         let has_tenant_migrations = rows.iter().any(|row| migrations.recorded(row));
-        (has_tenant_migrations && !is_master).then_some((server, name, "holds tenant migrations"))
-    });
-    let mut found: Vec<(ServerName, String, &str)> = futures_util::stream::iter(checks)
-        .buffer_unordered(usize::from(args.concurrency))
-        .filter_map(|found| async move { found })
-        .collect()
-        .await;
+        if has_tenant_migrations && !is_master {
+            found.push((server, db.as_str().to_owned(), "holds tenant migrations"));
+        }
+    }
     found.sort();
     found
         .into_iter()
         .map(|(server, name, why)| Finding {
-            kind: "orphan_database",
+            kind: Kind::OrphanDatabase,
             tenant: None,
             id: None,
             slug: None,
@@ -553,47 +618,51 @@ async fn find_orphans(
 /// How far behind each existing tenant database is, and what is wrong with
 /// its recorded migrations.
 async fn check_migrations(
-    ctx: &Context,
+    runner: &Runner,
     to_check: Vec<Tenant>,
-    args: &DoctorArgs,
     migrations: std::sync::Arc<MigrationSet>,
 ) -> Vec<Finding> {
-    let connector = ctx.connector.clone();
-    let options = FleetOptions {
-        concurrency: usize::from(args.concurrency),
-        per_server: None,
-        fail_fast: false,
-    };
-    let checked = fleet::run(to_check, options, &ctx.stop, &Silent, move |tenant| {
-        let (connector, migrations) = (connector.clone(), migrations.clone());
-        async move {
-            fleet::attempt(
-                async {
-                    let mut conn = connector
-                        .connect_tenant(
-                            tenant.server()?,
-                            tenant.db_name()?,
-                            &SessionLimits::default(),
-                        )
-                        .await?;
-                    let plan = migrations::plan(&mut conn, &migrations).await;
-                    let _ = connector.release(conn).await;
-                    plan
-                }
-                .await,
-            )
-        }
+    let checked = on_each(runner, to_check, move |conn| {
+        let migrations = migrations.clone();
+        Box::pin(async move { migrations::plan(conn, &migrations).await })
     })
     .await;
     checked.reports.iter().flat_map(findings_of).collect()
 }
 
+/// Runs `op` on each tenant's database with the runner's limits, quietly:
+/// doctor prints findings, not a fleet report.
+async fn on_each<T, F>(runner: &Runner, tenants: Vec<Tenant>, op: F) -> fleet::FleetRun<T>
+where
+    T: Default + Send + 'static,
+    F: for<'c> Fn(&'c mut sqlx::postgres::PgConnection) -> ConnFuture<'c, T>
+        + Send
+        + Sync
+        + 'static,
+{
+    let op = std::sync::Arc::new(op);
+    let each = runner.clone();
+    runner
+        .each_tenant(tenants, &Silent, move |tenant| {
+            let (runner, op) = (each.clone(), op.clone());
+            async move {
+                fleet::attempt(
+                    async {
+                        let (server, db) = (tenant.server()?, tenant.db_name()?);
+                        runner.with_tenant(server, db, |conn, _| op(conn)).await
+                    }
+                    .await,
+                )
+            }
+        })
+        .await
+}
+
 /// [`check_migrations`] for Prisma's migrations: pending ones, failed
 /// ones (which stop a deploy), a non-empty schema Prisma would refuse.
 async fn check_prisma(
-    ctx: &Context,
+    runner: &Runner,
     to_check: Vec<Tenant>,
-    args: &DoctorArgs,
     dir: &std::path::Path,
     schema: &str,
 ) -> anyhow::Result<Vec<Finding>> {
@@ -601,31 +670,9 @@ async fn check_prisma(
         prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?,
     );
     let schema: std::sync::Arc<str> = schema.into();
-    let connector = ctx.connector.clone();
-    let options = FleetOptions {
-        concurrency: usize::from(args.concurrency),
-        per_server: None,
-        fail_fast: false,
-    };
-    let checked = fleet::run(to_check, options, &ctx.stop, &Silent, move |tenant| {
-        let (connector, folder, schema) = (connector.clone(), folder.clone(), schema.clone());
-        async move {
-            fleet::attempt(
-                async {
-                    let mut conn = connector
-                        .connect_tenant(
-                            tenant.server()?,
-                            tenant.db_name()?,
-                            &SessionLimits::default(),
-                        )
-                        .await?;
-                    let state = prisma::state(&mut conn, &folder, &schema).await;
-                    let _ = connector.release(conn).await;
-                    state
-                }
-                .await,
-            )
-        }
+    let checked = on_each(runner, to_check, move |conn| {
+        let (folder, schema) = (folder.clone(), schema.clone());
+        Box::pin(async move { prisma::state(conn, &folder, &schema).await })
     })
     .await;
     Ok(checked
@@ -635,7 +682,7 @@ async fn check_prisma(
             let finding = |kind, detail: String| Finding::about(kind, &report.tenant, detail);
             if report.verdict != Verdict::Ok {
                 return vec![finding(
-                    "unreachable",
+                    Kind::Unreachable,
                     report.error.clone().unwrap_or_default(),
                 )];
             }
@@ -643,7 +690,7 @@ async fn check_prisma(
             let mut findings = Vec::new();
             if !state.pending.is_empty() {
                 findings.push(finding(
-                    "behind",
+                    Kind::Behind,
                     format!(
                         "{} Prisma migration(s) pending: {}",
                         state.pending.len(),
@@ -653,7 +700,7 @@ async fn check_prisma(
             }
             if !state.in_progress.is_empty() {
                 findings.push(finding(
-                    "migrating",
+                    Kind::Migrating,
                     format!(
                         "Prisma migration(s) being applied right now (Prisma's lock is held): {}",
                         state.in_progress.join(", ")
@@ -661,7 +708,7 @@ async fn check_prisma(
                 ));
             }
             if let Err(problem) = state.check() {
-                findings.push(finding("migration_problem", problem.to_string()));
+                findings.push(finding(Kind::MigrationProblem, problem.to_string()));
             }
             findings
         })
@@ -674,14 +721,14 @@ fn findings_of(report: &fleet::Report<Plan>) -> Vec<Finding> {
     let plan = &report.value;
     if report.verdict != Verdict::Ok {
         return vec![finding(
-            "unreachable",
+            Kind::Unreachable,
             report.error.clone().unwrap_or_default(),
         )];
     }
     let mut findings = Vec::new();
     if !plan.pending.is_empty() {
         findings.push(finding(
-            "behind",
+            Kind::Behind,
             format!(
                 "{} migration(s) pending, latest applied {}",
                 plan.pending.len(),
@@ -693,7 +740,7 @@ fn findings_of(report: &fleet::Report<Plan>) -> Vec<Finding> {
         ));
     }
     for problem in &plan.problems {
-        findings.push(finding("migration_problem", problem.to_string()));
+        findings.push(finding(Kind::MigrationProblem, problem.to_string()));
     }
     findings
 }
@@ -706,7 +753,7 @@ fn print(
 ) {
     let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
     for f in findings {
-        *summary.entry(f.kind).or_default() += 1;
+        *summary.entry(f.kind.as_str()).or_default() += 1;
     }
     match ctx.output {
         mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
@@ -731,7 +778,7 @@ fn print(
                 let mut out = table(["problem", "tenant", "id", "database", "server", "detail"]);
                 for f in findings {
                     out.add_row([
-                        f.kind.to_owned(),
+                        f.kind.as_str().to_owned(),
                         shown(f.tenant.as_deref().unwrap_or_default()),
                         shown(f.id.as_deref().unwrap_or_default()),
                         f.db_name
@@ -748,6 +795,40 @@ fn print(
                     companies.len()
                 ));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn each_kind_serializes_to_the_name_the_table_shows() {
+        let kinds = [
+            Kind::OrphanDatabase,
+            Kind::MissingDatabase,
+            Kind::DatabaseIsTemplate,
+            Kind::DatabaseNotAcceptingConnections,
+            Kind::DatabaseOnOtherServer,
+            Kind::SharedDatabase,
+            Kind::InvalidDbName,
+            Kind::InvalidServer,
+            Kind::Stuck,
+            Kind::CreateUnfinished,
+            Kind::MoveInProgress,
+            Kind::Behind,
+            Kind::Migrating,
+            Kind::MigrationProblem,
+            Kind::Unreachable,
+            Kind::ServerUnreachable,
+            Kind::ServerNotConfigured,
+        ];
+        for kind in kinds {
+            assert_eq!(
+                serde_json::to_value(kind).expect("serializes"),
+                serde_json::json!(kind.as_str())
+            );
         }
     }
 }

@@ -65,22 +65,27 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
     // revoked on it, refuses at once: then straight to the master, as on a
     // server where it exists.
     let checked = match connector.connect_master_maintenance().await {
-        Ok(mut server) => {
-            let created = ddl::create_if_missing(&mut server, db).await;
-            let _ = server.close().await;
-            Some(created?)
-        }
+        Ok(server) => Some(
+            ctx.runner
+                .scoped(server, |server, _| {
+                    Box::pin(ddl::create_if_missing(server, db))
+                })
+                .await?,
+        ),
         Err(_) => None,
     };
-    let (mut conn, created) = match checked {
+    let (conn, created) = match checked {
         Some(created) => (connector.connect_master().await?, created),
         None => match connector.connect_master().await {
             Ok(conn) => (conn, false),
             Err(err) if is_missing_database(&err) => {
-                let mut server = connector.connect_master_maintenance().await?;
-                let created = ddl::create_if_missing(&mut server, db).await;
-                let _ = server.close().await;
-                (connector.connect_master().await?, created?)
+                let created = ctx
+                    .runner
+                    .with_master_maintenance(|server, _| {
+                        Box::pin(ddl::create_if_missing(server, db))
+                    })
+                    .await?;
+                (connector.connect_master().await?, created)
             }
             Err(err) => return Err(err),
         },
@@ -107,35 +112,36 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
     // connection (`?pgbouncer=true`) is in its transaction already; the
     // steps inside use savepoints. Whatever fails, nothing is kept: the
     // connection is closed inside its transaction.
-    let begun = if conn.is_in_transaction() {
-        Ok(())
-    } else {
-        use sqlx::TransactionManager as _;
-        sqlx::postgres::PgTransactionManager::begin(&mut conn, None)
-            .await
-            .context("begin")
-    };
-    let done = match begun {
-        Ok(()) => match migrations::lock_key(&mut conn, SCHEMA_LOCK).await {
-            Ok(()) => match state::keep_out_of_search_path(&mut conn).await {
-                Ok(()) => migrate_or_adopt(ctx, &mut conn, &mut result).await,
-                Err(err) => Err(err),
-            },
-            Err(err) => Err(err.context("take the master's schema lock")),
-        },
-        Err(err) => Err(err),
-    };
-    let finished = match done {
-        // Commits, and with it frees the lock.
-        Ok(()) => ctx.connector.release(conn).await,
-        Err(err) => {
-            let _ = conn.close().await;
-            Err(err)
-        }
-    };
+    let migrated = &mut result;
+    let finished = ctx
+        .runner
+        .scoped_all_or_nothing(conn, move |conn, _| {
+            Box::pin(in_one_transaction(ctx, conn, migrated))
+        })
+        .await;
     finished.with_context(|| format!("migrate the master database {db}"))?;
     print(ctx, &result);
     Ok(Outcome::Success)
+}
+
+/// [`migrate_or_adopt`] in one transaction under the master's schema
+/// lock (see [`migrate`]).
+async fn in_one_transaction(
+    ctx: &Context,
+    conn: &mut PgConnection,
+    result: &mut Migrated<'_>,
+) -> anyhow::Result<()> {
+    if !conn.is_in_transaction() {
+        use sqlx::TransactionManager as _;
+        sqlx::postgres::PgTransactionManager::begin(conn, None)
+            .await
+            .context("begin")?;
+    }
+    migrations::lock_key(conn, SCHEMA_LOCK)
+        .await
+        .context("take the master's schema lock")?;
+    state::keep_out_of_search_path(conn).await?;
+    migrate_or_adopt(ctx, conn, result).await
 }
 
 /// On a master without the companies table, creates it (tenantctl's

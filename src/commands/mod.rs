@@ -5,9 +5,18 @@
 //! groups from [`args`] (`SelectionArgs`, `FleetArgs`, `SessionArgs`), a
 //! value type implementing `output::report::TenantValue` (its JSON fields
 //! and table columns), and an `async fn run(args, &Context)` that selects
-//! with `ctx.select`, works through `ctx.on_each_tenant` (connect with the
-//! session limits, operate, close, one report per tenant) and ends with
-//! `ctx.finish`. Then add a variant to the parent's enum and its dispatch.
+//! with `ctx.select`, works through `ctx.on_each_tenant` and ends with
+//! `ctx.finish`. `on_each_tenant` turns the flags into plain values
+//! (`FleetOptions`, `SessionLimits`) and hands the work to the
+//! [`crate::runner::Runner`]: it connects to each tenant with the session
+//! limits, runs the operation, ends the connection by the runner's one
+//! rule, and reports once per tenant. Then add a variant to the parent's
+//! enum and its dispatch.
+//!
+//! No command opens or closes a connection itself: a command that needs
+//! the master, a server or one tenant asks `ctx.runner` for a scoped
+//! connection (`with_master`, `with_maintenance`, `with_tenant`,
+//! `each_server`), which ends it whatever the closure does.
 
 pub mod args;
 pub mod context;

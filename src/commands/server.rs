@@ -4,6 +4,7 @@
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
 
 use crate::commands::context::Context;
 use crate::error::{Outcome, render};
@@ -58,46 +59,36 @@ pub async fn run(command: ServerCommand, ctx: &Context) -> anyhow::Result<Outcom
 }
 
 async fn list(ctx: &Context) -> anyhow::Result<Outcome> {
-    let (mut master_conn, layout) = ctx.master().await?;
-    let companies = layout.list(&mut master_conn).await;
-    let _ = ctx.connector.release(master_conn).await;
-    let companies: Vec<Tenant> = companies?
+    let companies = ctx
+        .runner
+        .with_master(|conn, layout, _| Box::pin(async move { layout.list(conn).await }))
+        .await?;
+    let companies: Vec<Tenant> = companies
         .into_iter()
         .filter(|t| !t.has_status(Lifecycle::Dropped))
         .collect();
 
-    let mut servers = ctx.connector.servers();
-    // Servers the master places tenants on but nobody configured.
-    for company in &companies {
-        if let Ok(name) = &company.server
-            && !servers.iter().any(|s| &s.name == name)
-        {
-            servers.push(crate::connect::ServerInfo {
-                name: name.clone(),
-                address: None,
-                accepts_new: false,
-                var: name.default_var(),
-            });
-        }
-    }
-    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    let servers = known_servers(ctx, &companies);
 
-    let probes = servers.iter().map(|server| {
-        let dbs: Vec<String> = companies
-            .iter()
-            .filter(|t| t.server.as_ref() == Ok(&server.name))
-            .filter_map(|t| t.db.as_ref().ok().map(|db| db.as_str().to_owned()))
-            .collect();
+    let names: Vec<ServerName> = servers.iter().map(|s| s.name.clone()).collect();
+    let answers = ctx
+        .runner
+        .each_server(&names, |server, conn, _| {
+            let dbs: Vec<String> = companies
+                .iter()
+                .filter(|t| t.server.as_ref() == Ok(server))
+                .filter_map(|t| t.db.as_ref().ok().map(|db| db.as_str().to_owned()))
+                .collect();
+            Box::pin(async move { probe(conn, &dbs).await })
+        })
+        .await;
+    let answers = servers.iter().zip(answers).map(|(server, probe)| {
         let placed = companies
             .iter()
             .filter(|t| t.server.as_ref() == Ok(&server.name))
             .count();
-        async move {
-            let probe = probe(ctx, &server.name, &dbs).await;
-            (placed, probe)
-        }
+        (placed, probe)
     });
-    let answers = futures_util::future::join_all(probes).await;
     let rows: Vec<Row> = servers
         .iter()
         .zip(answers)
@@ -139,51 +130,59 @@ async fn list(ctx: &Context) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Asks one server for its version, connections and the size of the
-/// tenant databases placed on it.
-async fn probe(ctx: &Context, server: &ServerName, dbs: &[String]) -> anyhow::Result<Probe> {
-    let connector = &ctx.connector;
-    connector.check_server(server)?;
-    // Its maintenance database, else (CONNECT on both revoked) the master
-    // when it lives there: any database of a server sees its catalog.
-    let mut conn = match connector.connect_maintenance(server).await {
-        Ok(conn) => conn,
-        Err(_) if connector.master_on_server(server) => connector.connect_master().await?,
-        Err(err) => return Err(err),
-    };
-    let result = async {
-        // One transaction: parameterized reads stay on one server
-        // connection behind a transaction-mode pooler.
-        let mut tx = conn.begin().await?;
-        let (version, connections, max_connections): (String, i64, i64) = sqlx::query_as(
-            "SELECT split_part(current_setting('server_version'), ' ', 1), \
-                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
-                    current_setting('max_connections')::bigint",
-        )
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (databases, size_bytes): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), COALESCE(sum(CASE WHEN has_database_privilege(oid, 'CONNECT') \
-                    THEN pg_database_size(oid) END), 0)::bigint \
-             FROM pg_database WHERE datname = ANY($1)",
-        )
-        .persistent(false)
-        .bind(dbs)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(Probe {
-            version,
-            connections,
-            max_connections,
-            databases: usize::try_from(databases).unwrap_or_default(),
-            size_bytes,
-        })
+/// The configured servers, and those the master places tenants on that
+/// nobody configured, by name.
+fn known_servers(ctx: &Context, companies: &[Tenant]) -> Vec<crate::connect::ServerInfo> {
+    let mut servers = ctx.connector.servers();
+    // Servers the master places tenants on but nobody configured.
+    for company in companies {
+        if let Ok(name) = &company.server
+            && !servers.iter().any(|s| &s.name == name)
+        {
+            servers.push(crate::connect::ServerInfo {
+                name: name.clone(),
+                address: None,
+                accepts_new: false,
+                var: name.default_var(),
+            });
+        }
     }
-    .await;
-    let _ = connector.release(conn).await;
-    result
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    servers
+}
+
+/// Asks one server for its version, connections and the size of the
+/// tenant databases placed on it, on a connection that sees its catalog
+/// (see [`crate::runner::Runner::each_server`]).
+async fn probe(conn: &mut PgConnection, dbs: &[String]) -> anyhow::Result<Probe> {
+    // One transaction: parameterized reads stay on one server connection
+    // behind a transaction-mode pooler.
+    let mut tx = conn.begin().await?;
+    let (version, connections, max_connections): (String, i64, i64) = sqlx::query_as(
+        "SELECT split_part(current_setting('server_version'), ' ', 1), \
+                (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
+                current_setting('max_connections')::bigint",
+    )
+    .persistent(false)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (databases, size_bytes): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), COALESCE(sum(CASE WHEN has_database_privilege(oid, 'CONNECT') \
+                THEN pg_database_size(oid) END), 0)::bigint \
+         FROM pg_database WHERE datname = ANY($1)",
+    )
+    .persistent(false)
+    .bind(dbs)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Probe {
+        version,
+        connections,
+        max_connections,
+        databases: usize::try_from(databases).unwrap_or_default(),
+        size_bytes,
+    })
 }
 
 fn print(ctx: &Context, rows: &[Row]) {

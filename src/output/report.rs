@@ -126,34 +126,8 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
             &json_extra(serde_json::json!({"summary": summary, "interrupted": run.interrupted})),
         ),
         OutputMode::Table => {
-            let any_error = run.reports.iter().any(|r| r.error.is_some());
-            let mut headers = vec!["tenant", "db name", "server", "result"];
-            headers.extend(T::headers());
-            headers.push("time");
-            if any_error {
-                headers.push("error");
-            }
-            let mut table = table(headers);
-            for r in &run.reports {
-                let mut row = vec![
-                    shown(r.tenant.handle()),
-                    shown(r.tenant.db_label()),
-                    shown(r.tenant.server_label()),
-                    r.verdict.as_str().to_owned(),
-                ];
-                row.extend(r.value.cells());
-                row.push(if r.verdict == Verdict::Skipped {
-                    String::new()
-                } else {
-                    format_duration(r.duration)
-                });
-                if any_error {
-                    row.push(shown(r.error.as_deref().unwrap_or_default()));
-                }
-                table.add_row(row);
-            }
             if !run.reports.is_empty() {
-                line(table);
+                line(fleet_table(run));
             }
             line(format!(
                 "{} ok, {} failed, {} skipped{}{}{}",
@@ -180,4 +154,36 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
             }
         }
     }
+}
+
+/// One row per tenant: who, what happened, the command's own columns,
+/// how long, and (when any tenant has one) the error.
+fn fleet_table<T: TenantValue>(run: &FleetRun<T>) -> comfy_table::Table {
+    let any_error = run.reports.iter().any(|r| r.error.is_some());
+    let mut headers = vec!["tenant", "db name", "server", "result"];
+    headers.extend(T::headers());
+    headers.push("time");
+    if any_error {
+        headers.push("error");
+    }
+    let mut table = table(headers);
+    for r in &run.reports {
+        let mut row = vec![
+            shown(r.tenant.handle()),
+            shown(r.tenant.db_label()),
+            shown(r.tenant.server_label()),
+            r.verdict.as_str().to_owned(),
+        ];
+        row.extend(r.value.cells());
+        row.push(if r.verdict == Verdict::Skipped {
+            String::new()
+        } else {
+            format_duration(r.duration)
+        });
+        if any_error {
+            row.push(shown(r.error.as_deref().unwrap_or_default()));
+        }
+        table.add_row(row);
+    }
+    table
 }

@@ -97,4 +97,21 @@ fn doctor_passes_a_clean_server_and_counts_orphans_by_migrations_and_stuck_tenan
             .is_some_and(|d| d.contains("provisioning") && d.contains("tenant create globex")),
         "{stuck}"
     );
+
+    // Doctor takes the fleet flags every tenant command takes; capped to
+    // one database per server and given session limits, it finds the same.
+    let capped = run(&[
+        "doctor",
+        "--per-server",
+        "1",
+        "--concurrency",
+        "2",
+        "--lock-timeout",
+        "5s",
+        "--output",
+        "json",
+    ])
+    .code(1)
+    .json();
+    assert_eq!(capped, report);
 }

@@ -119,24 +119,60 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let migrations = TenantSchema::of(ctx).await?;
 
-    let (mut master_conn, layout) = ctx.master().await?;
+    let (claimed, applied) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                let created =
+                    create_on(ctx, &args, conn, &layout, slug, requested_db, &migrations).await;
+                // The locks are given back whatever happened, and the
+                // connection committed (behind a transaction-mode pooler the
+                // row and its status live in its transaction): a failed
+                // provisioning must stay recorded as failed.
+                let unlocked = companies::unlock_all(conn).await;
+                let created = created?;
+                unlocked?;
+                Ok(created)
+            })
+        })
+        .await?;
+    print(ctx, &claimed, &applied);
+    Ok(Outcome::Success)
+}
+
+/// Claims the company on the master connection, holding its slug's lock,
+/// and provisions its database unless a concurrent create did.
+async fn create_on(
+    ctx: &Context,
+    args: &CreateArgs,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    slug: Slug,
+    requested_db: Option<DbName>,
+    migrations: &TenantSchema,
+) -> anyhow::Result<(Claimed, Applied)> {
     let key_db = requested_db
         .clone()
         .unwrap_or_else(|| slug.default_db_name());
     let before = layout
-        .find_for_create(&mut master_conn, &slug, Some(&key_db))
+        .find_for_create(&mut *master_conn, &slug, Some(&key_db))
         .await?;
     let claimed_before = if layout.keeps_claims() {
-        claims::find(&mut master_conn, Some(slug.as_str()), Some(key_db.as_str())).await?
+        claims::find(
+            &mut *master_conn,
+            Some(slug.as_str()),
+            Some(key_db.as_str()),
+        )
+        .await?
     } else {
         None
     };
     // Held until this connection closes: a second `create` of the same slug
     // waits here for the first to finish, then finds its row.
-    companies::lock_slug(&mut master_conn, &slug).await?;
+    companies::lock_slug(&mut *master_conn, &slug).await?;
     let master = Master {
-        conn: &mut master_conn,
-        layout: &layout,
+        conn: &mut *master_conn,
+        layout,
     };
     // What this run saw before it waited for the slug's lock: whatever
     // changed meanwhile was a concurrent create of the same slug.
@@ -144,12 +180,12 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         row: before.is_some(),
         claim: claimed_before.map(|c| c.lifecycle),
     };
-    let mut claimed = claim(ctx, master, &args, &slug, requested_db, seen).await;
+    let mut claimed = claim(ctx, master, args, &slug, requested_db, seen).await;
     // The claimed row is kept before the database is made, so a create
     // killed after this point is resumed by the next run, whatever the
     // pooler in front of the master.
     if claimed.is_ok()
-        && let Err(err) = ctx.connector.checkpoint(&mut master_conn).await
+        && let Err(err) = ctx.connector.checkpoint(&mut *master_conn).await
     {
         claimed = Err(err);
     }
@@ -158,10 +194,10 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         Ok(claimed) if !claimed.concurrent => {
             let limits = SessionLimits::from(&args.session);
             let provisioned =
-                provision(ctx, &claimed.tenant, &migrations, &limits, &mut applied).await;
+                provision(ctx, &claimed.tenant, migrations, &limits, &mut applied).await;
             let master = Master {
-                conn: &mut master_conn,
-                layout: &layout,
+                conn: &mut *master_conn,
+                layout,
             };
             match &claimed.claim {
                 Some(claim) => finish_claim(master, claim, &slug, provisioned)
@@ -175,24 +211,61 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         // Nothing to provision: done by a concurrent run, or not claimed.
         _ => Ok(None),
     };
-    // Committed whatever happened (behind a transaction-mode pooler the
-    // row and its status live in this connection's transaction): a failed
-    // provisioning must stay recorded as failed.
-    let unlocked = companies::unlock_all(&mut master_conn).await;
-    let released = ctx.connector.release(master_conn).await.and(unlocked);
     let mut claimed = claimed?;
     if let Some(recorded) = finished? {
         claimed.tenant = recorded;
     }
-    released?;
-    print(ctx, &claimed, &applied);
-    Ok(Outcome::Success)
+    Ok((claimed, applied))
 }
 
 /// The master connection and how its companies table is laid out.
 struct Master<'a> {
     conn: &'a mut PgConnection,
     layout: &'a Layout,
+}
+
+/// The server a new company goes on and its database's name, free there
+/// and in the master, with the name's lock taken.
+async fn place(
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    args: &CreateArgs,
+    slug: &Slug,
+    requested_db: Option<DbName>,
+) -> anyhow::Result<(ServerName, DbName)> {
+    let placed = match &args.server {
+        Some(server) => {
+            ctx.connector.check_server(server)?;
+            server.clone()
+        }
+        None => least_placed(ctx, &layout.list(master_conn).await?)?,
+    };
+    let master = &mut *master_conn;
+    let db = ctx
+        .runner
+        .with_maintenance(&placed, |server, _| {
+            Box::pin(async move {
+                match requested_db {
+                    Some(db) => ensure_free(master, layout, server, &db).await.map(|()| db),
+                    None => free_db_name(master, layout, server, slug).await,
+                }
+            })
+        })
+        .await?;
+    // Held with the slug's until this connection is released, so a `drop`
+    // of a tenant recorded with this database waits for the provisioning.
+    companies::lock_db(master_conn, db.as_str()).await?;
+    // Checked again under the lock: another create (of another slug) that
+    // chose this name before us has recorded it by now.
+    if let Some(owner) = layout.find_by_db(master_conn, &db).await? {
+        anyhow::bail!(
+            "database {db} already belongs to tenant {} (recorded by a create running at the same time); pick another --db-name",
+            shown(owner.handle())
+        );
+    }
+    refuse_taken(master_conn, layout, &[("database name", db.as_str())]).await?;
+    Ok((placed, db))
 }
 
 /// Finds or records the company row this run works on.
@@ -246,35 +319,8 @@ async fn claim(
         keys.push(("--name", name));
     }
     refuse_taken(master_conn, layout, &keys).await?;
-    let placed = match &args.server {
-        Some(server) => {
-            ctx.connector.check_server(server)?;
-            server.clone()
-        }
-        None => least_placed(ctx, &layout.list(master_conn).await?)?,
-    };
-    let mut server = ctx.connector.connect_maintenance(&placed).await?;
-    let db = match requested_db {
-        Some(db) => ensure_free(master_conn, layout, &mut server, &db)
-            .await
-            .map(|()| db),
-        None => free_db_name(master_conn, layout, &mut server, slug).await,
-    };
-    let _ = server.close().await;
+    let (placed, db) = place(ctx, master_conn, layout, args, slug, requested_db).await?;
     let name = args.name.as_deref().unwrap_or(slug.as_str());
-    let db = db?;
-    // Held with the slug's until this connection is released, so a `drop`
-    // of a tenant recorded with this database waits for the provisioning.
-    companies::lock_db(master_conn, db.as_str()).await?;
-    // Checked again under the lock: another create (of another slug) that
-    // chose this name before us has recorded it by now.
-    if let Some(owner) = layout.find_by_db(master_conn, &db).await? {
-        anyhow::bail!(
-            "database {db} already belongs to tenant {} (recorded by a create running at the same time); pick another --db-name",
-            shown(owner.handle())
-        );
-    }
-    refuse_taken(master_conn, layout, &[("database name", db.as_str())]).await?;
     let new = NewCompany {
         slug,
         server: &placed,
@@ -466,6 +512,43 @@ async fn resume_claim(
     })
 }
 
+/// Inserts the claimed company's row, active, forgets the claim, and
+/// reads the row back as the master kept it.
+async fn record_row(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    claim: &Claim,
+    slug: &Slug,
+) -> anyhow::Result<Tenant> {
+    let db = &claim.db;
+    let new = NewCompany {
+        slug,
+        server: &claim.server,
+        name: &claim.name,
+        db,
+        extra: &claim.columns,
+    };
+    let row = layout.insert(&mut *conn, &new).await?;
+    layout
+        .set_lifecycle(&mut *conn, &row, Lifecycle::Active, None)
+        .await?;
+    claims::forget(&mut *conn, db).await?;
+    let after = layout.find_by_id(&mut *conn, &row.id).await?;
+    let after = after
+        .filter(|r| {
+            r.has_status(Lifecycle::Active)
+                && r.db_name_raw == row.db_name_raw
+                && r.server_raw == row.server_raw
+        })
+        .with_context(|| {
+            format!(
+                "tenant {slug}: the master's {} did not keep the new row active on database {db} (a trigger on the table changed it)",
+                layout.label
+            )
+        })?;
+    Ok(after)
+}
+
 /// Records a claimed company in the application's table, now that its
 /// database is ready, in the transaction that removes the claim: the
 /// application sees the company when, and only when, it can use it. A
@@ -506,31 +589,7 @@ async fn finish_claim(
         if let Err(err) = provisioned {
             return Ok(Err(err));
         }
-        let new = NewCompany {
-            slug,
-            server: &claim.server,
-            name: &claim.name,
-            db,
-            extra: &claim.columns,
-        };
-        let row = layout.insert(&mut tx, &new).await?;
-        layout
-            .set_lifecycle(&mut tx, &row, Lifecycle::Active, None)
-            .await?;
-        claims::forget(&mut tx, db).await?;
-        let after = layout.find_by_id(&mut tx, &row.id).await?;
-        let after = after
-            .filter(|r| {
-                r.has_status(Lifecycle::Active)
-                    && r.db_name_raw == row.db_name_raw
-                    && r.server_raw == row.server_raw
-            })
-            .with_context(|| {
-                format!(
-                    "tenant {slug}: the master's {} did not keep the new row active on database {db} (a trigger on the table changed it)",
-                    layout.label
-                )
-            })?;
+        let after = record_row(&mut tx, layout, claim, slug).await?;
         tx.commit()
             .await
             .with_context(|| format!("tenant {slug}: record it in the master"))?;
@@ -850,6 +909,52 @@ struct Applied {
     names: Vec<String>,
 }
 
+/// Provisions with the application's own command: nothing of tenantctl's
+/// goes into the database, the application's tool makes its schema
+/// (checked afterwards when it is Prisma's).
+async fn provision_by_command(
+    ctx: &Context,
+    tenant: &Tenant,
+    command: &AppCommand,
+    migrations: &TenantSchema,
+    limits: &SessionLimits,
+) -> anyhow::Result<()> {
+    let (placed, db) = (tenant.server()?, tenant.db_name()?);
+    // Nothing of tenantctl's goes into the database: the application's
+    // own tool makes its schema.
+    // Listening for Ctrl-C: the child runs in a process group of its
+    // own, which a terminal's interrupt does not reach; tenantctl stops
+    // it (SIGTERM, then SIGKILL) and the create is left failed.
+    let stop = ctx.interruptible();
+    let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
+    let mut executed = Executed::default();
+    let prisma_schema = match migrations {
+        TenantSchema::Prisma { folder, schema, .. } => Some((folder, schema.as_str())),
+        _ => None,
+    };
+    run_app_command(
+        &ctx.connector,
+        &ctx.connector.child_env(),
+        command,
+        prisma_schema.and_then(|(_, schema)| prisma::url_schema(schema)),
+        tenant,
+        stop,
+        progress,
+        &mut executed,
+    )
+    .await?;
+    if let Some((folder, schema)) = prisma_schema {
+        return ctx
+            .runner
+            .with_limits(limits.clone())
+            .with_tenant(placed, db, |conn, _| {
+                Box::pin(prisma::check_after_command(conn, folder, schema, Ok(())))
+            })
+            .await;
+    }
+    Ok(())
+}
+
 async fn provision(
     ctx: &Context,
     tenant: &Tenant,
@@ -859,10 +964,12 @@ async fn provision(
 ) -> anyhow::Result<()> {
     let db = tenant.db_name()?;
     let placed = tenant.server()?;
-    let mut server = ctx.connector.connect_maintenance(placed).await?;
-    let created = ddl::create_if_missing(&mut server, db).await;
-    let _ = server.close().await;
-    created?;
+    let runner = ctx.runner.with_limits(limits.clone());
+    runner
+        .with_maintenance(placed, |server, _| {
+            Box::pin(async move { ddl::create_if_missing(server, db).await })
+        })
+        .await?;
     let command = match migrations {
         TenantSchema::Command(command)
         | TenantSchema::Prisma {
@@ -872,36 +979,7 @@ async fn provision(
         _ => None,
     };
     if let Some(command) = command {
-        // Nothing of tenantctl's goes into the database: the application's
-        // own tool makes its schema.
-        // Listening for Ctrl-C: the child runs in a process group of its
-        // own, which a terminal's interrupt does not reach; tenantctl stops
-        // it (SIGTERM, then SIGKILL) and the create is left failed.
-        let stop = ctx.interruptible();
-        let progress = std::sync::Arc::new(Progress::new(ctx.output, true, stop.clone()));
-        let mut executed = Executed::default();
-        let prisma_schema = match migrations {
-            TenantSchema::Prisma { folder, schema, .. } => Some((folder, schema.as_str())),
-            _ => None,
-        };
-        run_app_command(
-            &ctx.connector,
-            &ctx.connector.child_env(),
-            command,
-            prisma_schema.and_then(|(_, schema)| prisma::url_schema(schema)),
-            tenant,
-            stop,
-            progress,
-            &mut executed,
-        )
-        .await?;
-        if let Some((folder, schema)) = prisma_schema {
-            let mut conn = ctx.connector.connect_tenant(placed, db, limits).await?;
-            let checked = prisma::check_after_command(&mut conn, folder, schema, Ok(())).await;
-            let released = ctx.connector.release(conn).await;
-            return checked.and(released);
-        }
-        return Ok(());
+        return provision_by_command(ctx, tenant, command, migrations, limits).await;
     }
     // An interrupt cancels the statement in flight on the server (after
     // the grace period, or at once on a second one), as `tenant migrate`
@@ -909,50 +987,39 @@ async fn provision(
     // the create is left failed (and resumable), and the master's locks
     // are given back, instead of the process dying with the script still
     // running on the server.
-    let stop = ctx.interruptible().clone();
-    let (mut conn, key) = ctx
-        .connector
-        .connect_tenant_cancellable(placed, db, limits)
-        .await?;
-    let work = async {
-        match migrations {
-            TenantSchema::Sqlx(set) => {
-                let mut done = migrations::Done::default();
-                let result =
-                    migrations::apply_with(&mut conn, db, set, None, limits, &mut done).await;
-                applied.versions.append(&mut done.versions);
-                result
-            }
-            TenantSchema::Prisma {
-                folder,
-                schema,
-                search_path,
-                ..
-            } => {
-                let redactor = ctx.connector.child_env().redactor(&[]);
-                let redact = move |text: &str| redactor.redact(text).into_owned();
-                let mut done = prisma::Applied::default();
-                let target = prisma::Target {
-                    schema,
-                    search_path: *search_path,
-                };
-                let result =
-                    prisma::apply(&mut conn, folder, target, limits, &redact, &mut done).await;
-                applied.names.append(&mut done.names);
-                result
-            }
-            TenantSchema::Command(_) => Ok(()),
-        }
-    };
-    let (result, cancelled) =
-        crate::commands::context::cancel_when_due(work, &stop, &ctx.connector, &key, tenant, db)
-            .await;
-    let result = result.map_err(|err| ctx.connector.explain_pooler(placed, err));
-    let released = ctx.connector.release(conn).await;
-    let result = result.and(released);
-    if cancelled {
-        result.map_err(|err| err.context(crate::error::Cancelled))
-    } else {
-        result
-    }
+    ctx.interruptible();
+    runner
+        .with_tenant_cancellable(tenant, |conn, _| {
+            Box::pin(async move {
+                match migrations {
+                    TenantSchema::Sqlx(set) => {
+                        let mut done = migrations::Done::default();
+                        let result =
+                            migrations::apply_with(conn, db, set, None, limits, &mut done).await;
+                        applied.versions.append(&mut done.versions);
+                        result
+                    }
+                    TenantSchema::Prisma {
+                        folder,
+                        schema,
+                        search_path,
+                        ..
+                    } => {
+                        let redactor = ctx.connector.child_env().redactor(&[]);
+                        let redact = move |text: &str| redactor.redact(text).into_owned();
+                        let mut done = prisma::Applied::default();
+                        let target = prisma::Target {
+                            schema,
+                            search_path: *search_path,
+                        };
+                        let result =
+                            prisma::apply(conn, folder, target, limits, &redact, &mut done).await;
+                        applied.names.append(&mut done.names);
+                        result
+                    }
+                    TenantSchema::Command(_) => Ok(()),
+                }
+            })
+        })
+        .await
 }

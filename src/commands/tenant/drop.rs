@@ -8,7 +8,6 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::commands::context::Context;
 use crate::companies::{self, Layout};
-use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
@@ -40,13 +39,21 @@ pub struct DropArgs {
 }
 
 pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (mut master_conn, layout) = ctx.master().await?;
-    let result = drop_tenant(&args, ctx, &mut master_conn, &layout).await;
-    // Released only now: the locks taken below are held through the drop.
-    let unlocked = companies::unlock_all(&mut master_conn).await;
-    let released = ctx.connector.release(master_conn).await.and(unlocked);
-    let (tenant, db, server) = result?;
-    released?;
+    let args = &args;
+    let (tenant, db, server) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                let dropped = drop_tenant(args, ctx, conn, &layout).await;
+                // Given back only now: the locks taken below are held
+                // through the drop.
+                let unlocked = companies::unlock_all(conn).await;
+                let dropped = dropped?;
+                unlocked?;
+                Ok(dropped)
+            })
+        })
+        .await?;
     match ctx.output {
         OutputMode::Table => {
             line(format_args!(
@@ -70,16 +77,19 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Checks, asks, then changes the master and only after it has committed
-/// drops the database: the one step nothing can undo comes last, so a
-/// master that refuses (a soft-delete trigger, a deferred foreign key, a
-/// row changed meanwhile) leaves the database where it was.
-async fn drop_tenant(
+/// What the key names: a company, or an unfinished create.
+enum Named {
+    Company(Tenant),
+    Unfinished(crate::claims::Claim),
+}
+
+/// The company or unfinished create the key names, refusing a key that
+/// names one of each.
+async fn named(
     args: &DropArgs,
-    ctx: &Context,
     master_conn: &mut PgConnection,
     layout: &Layout,
-) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+) -> anyhow::Result<Named> {
     let key = args.tenant.as_str();
     if args.unfinished {
         let claim = crate::claims::find(master_conn, Some(key), Some(key))
@@ -90,7 +100,7 @@ async fn drop_tenant(
                     shown(key)
                 ))
             })?;
-        return drop_claim(args, ctx, master_conn, layout, claim).await;
+        return Ok(Named::Unfinished(claim));
     }
     // A claim and a company that both answer to the key (a slug-less
     // company named like the claim's slug, or one whose database is the
@@ -98,7 +108,7 @@ async fn drop_tenant(
     // customer's.
     let company = layout.get(master_conn, key).await;
     let claim = crate::claims::find(master_conn, Some(key), Some(key)).await;
-    let tenant = match (company, claim) {
+    Ok(match (company, claim) {
         (Ok(company), Ok(Some(claim))) => {
             return Err(UsageError(format!(
                 "{} names both {} and the unfinished create of {} (database {} on server {}); nothing was dropped: `tenantctl tenant drop --unfinished {}` gives up the create without touching the company, `tenantctl tenant drop {}` drops the company",
@@ -112,13 +122,31 @@ async fn drop_tenant(
             ))
             .into());
         }
-        (Ok(company), _) => company,
+        (Ok(company), _) => Named::Company(company),
         (Err(err), Ok(Some(claim)))
             if err.downcast_ref::<crate::tenant::AmbiguousName>().is_none() =>
         {
-            return drop_claim(args, ctx, master_conn, layout, claim).await;
+            return Ok(Named::Unfinished(claim));
         }
         (Err(err), _) => return Err(err),
+    })
+}
+
+/// Checks, asks, then changes the master and only after it has committed
+/// drops the database: the one step nothing can undo comes last, so a
+/// master that refuses (a soft-delete trigger, a deferred foreign key, a
+/// row changed meanwhile) leaves the database where it was.
+async fn drop_tenant(
+    args: &DropArgs,
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+) -> anyhow::Result<(Tenant, DbName, ServerName)> {
+    let tenant = match named(args, master_conn, layout).await? {
+        Named::Company(tenant) => tenant,
+        Named::Unfinished(claim) => {
+            return drop_claim(args, ctx, master_conn, layout, claim).await;
+        }
     };
     if args.keep_row {
         check_can_keep(layout)?;
@@ -150,32 +178,48 @@ async fn drop_tenant(
 
     // What could stop the drop on the server is found out before the
     // master commits, on the connection that then drops it.
-    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
-    let checked = ddl::check_droppable(&mut on_server, &db).await;
-    if let Err(err) = checked {
-        let _ = on_server.close().await;
-        return Err(err.context(format!(
+    let now = ctx
+        .runner
+        .with_maintenance(&server, |on_server, _| {
+            Box::pin(drop_checked(
+                args,
+                ctx,
+                master_conn,
+                layout,
+                &tenant,
+                on_server,
+            ))
+        })
+        .await?;
+    Ok((now, db, server))
+}
+
+/// Checks on the server that the database can be dropped, changes the
+/// master, then drops it: what could stop the drop is found out before
+/// the master commits, on the connection that then drops it.
+async fn drop_checked(
+    args: &DropArgs,
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    tenant: &Tenant,
+    on_server: &mut PgConnection,
+) -> anyhow::Result<Tenant> {
+    let (db, server) = (tenant.db_name()?, tenant.server()?);
+    ddl::check_droppable(on_server, db).await.map_err(|err| {
+        err.context(format!(
             "cannot drop database {db} on server {server}; nothing was changed"
-        )));
-    }
-    let changed = change_master(args, ctx, master_conn, layout, &tenant).await;
-    let now = match changed {
-        Ok(now) => now,
-        Err(err) => {
-            let _ = on_server.close().await;
-            return Err(err);
-        }
-    };
-    let dropped = ddl::drop_force(&mut on_server, &db).await;
-    let _ = on_server.close().await;
-    dropped.with_context(|| {
+        ))
+    })?;
+    let now = change_master(args, ctx, master_conn, layout, tenant).await?;
+    ddl::drop_force(on_server, db).await.with_context(|| {
         format!(
             "the master no longer lists tenant {} as active ({}), but dropping database {db} on server {server} failed, so the database is still there with its data; drop it by hand once you are sure (`tenantctl doctor` lists it)",
             shown(tenant.handle()),
             if args.keep_row { "row kept with status dropped" } else { "row deleted" }
         )
     })?;
-    Ok((now, db, server))
+    Ok(now)
 }
 
 /// Deletes (or marks dropped) the company's row as it is now, locked, and
@@ -316,66 +360,78 @@ async fn drop_claim(
     )?;
     companies::lock_slug(master_conn, &claim.slug).await?;
     companies::lock_db(master_conn, db.as_str()).await?;
-    let mut on_server = ctx.connector.connect_maintenance(&server).await?;
-    let result = async {
-        // What could stop the drop is found out before the claim goes.
-        let made = ddl::exists(&mut on_server, &db).await?;
-        if made {
-            ddl::check_droppable(&mut on_server, &db).await.map_err(|err| {
-                err.context(format!(
-                    "cannot drop database {db} on server {server}; nothing was changed"
-                ))
-            })?;
-        }
-        let mut tx = master_conn.begin().await?;
-        let now = crate::claims::lock(&mut tx, &db).await?.with_context(|| {
-            format!("tenant {}: its claim is gone (finished or given up meanwhile); nothing was dropped", claim.slug)
+    ctx.runner
+        .with_maintenance(&server, |on_server, _| {
+            Box::pin(give_up(ctx, master_conn, layout, &claim, on_server))
+        })
+        .await?;
+    Ok((tenant, db, server))
+}
+
+/// Removes the claim, then drops its database if the create made it and
+/// no company names it: what could stop the drop is found out first.
+async fn give_up(
+    ctx: &Context,
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    claim: &crate::claims::Claim,
+    on_server: &mut PgConnection,
+) -> anyhow::Result<()> {
+    let (db, server) = (&claim.db, &claim.server);
+    // What could stop the drop is found out before the claim goes.
+    let made = ddl::exists(on_server, db).await?;
+    if made {
+        ddl::check_droppable(on_server, db).await.map_err(|err| {
+            err.context(format!(
+                "cannot drop database {db} on server {server}; nothing was changed"
+            ))
         })?;
-        anyhow::ensure!(
-            now.slug == claim.slug && now.server == claim.server,
-            "tenant {}: its claim changed since it was read; nothing was dropped",
+    }
+    let mut tx = master_conn.begin().await?;
+    let now = crate::claims::lock(&mut tx, db).await?.with_context(|| {
+        format!(
+            "tenant {}: its claim is gone (finished or given up meanwhile); nothing was dropped",
             claim.slug
-        );
-        let owner = layout.find_by_db(&mut tx, &db).await?;
-        crate::claims::forget(&mut tx, &db).await?;
-        tx.commit()
-            .await
-            .context("the master refused the change at commit; nothing was dropped")?;
-        ctx.connector.checkpoint(master_conn).await?;
-        if let Some(owner) = owner {
-            crate::output::warn(format_args!(
-                "warning: database {db} is named by {}: only the claim was removed, the database was kept",
-                crate::tenant::describe(&owner)
-            ));
-            return Ok(());
-        }
-        if made {
-            ddl::drop_force(&mut on_server, &db).await.with_context(|| {
+        )
+    })?;
+    anyhow::ensure!(
+        now.slug == claim.slug && now.server == claim.server,
+        "tenant {}: its claim changed since it was read; nothing was dropped",
+        claim.slug
+    );
+    let owner = layout.find_by_db(&mut tx, db).await?;
+    crate::claims::forget(&mut tx, db).await?;
+    tx.commit()
+        .await
+        .context("the master refused the change at commit; nothing was dropped")?;
+    ctx.connector.checkpoint(master_conn).await?;
+    if let Some(owner) = owner {
+        crate::output::warn(format_args!(
+            "warning: database {db} is named by {}: only the claim was removed, the database was kept",
+            crate::tenant::describe(&owner)
+        ));
+        return Ok(());
+    }
+    if made {
+        ddl::drop_force(on_server, db).await.with_context(|| {
                 format!("the claim on tenant {} was removed, but dropping database {db} on server {server} failed, so it is still there; drop it by hand (`tenantctl doctor` lists it)", claim.slug)
             })?;
-        }
-        Ok(())
     }
-    .await;
-    let _ = on_server.close().await;
-    result?;
-    Ok((tenant, db, server))
+    Ok(())
 }
 
 /// Refuses a database that holds tenantctl's master migrations: a row
 /// naming another installation's master (a staging copy, say) must never
 /// get it dropped. A database that cannot be read is left to the drop.
 async fn refuse_a_master(ctx: &Context, server: &ServerName, db: &DbName) -> anyhow::Result<()> {
-    let Ok(mut conn) = ctx
-        .connector
-        .connect_tenant(server, db, &SessionLimits::default())
-        .await
-    else {
-        return Ok(());
-    };
-    let is_master = migrations::holds_master(&mut conn).await;
-    let _ = ctx.connector.release(conn).await;
-    if is_master.unwrap_or(false) {
+    let is_master = ctx
+        .runner
+        .with_tenant(server, db, |conn, _| {
+            Box::pin(async move { Ok(migrations::holds_master(conn).await) })
+        })
+        .await;
+    // Not reached, or not read: left to the drop.
+    if matches!(is_master, Ok(Ok(true))) {
         return Err(UsageError(format!(
             "refusing to drop database {db} on server {server}: it holds tenantctl's master migrations or records, so it is a master database (another installation's?), not a tenant's; fix the company row that names it"
         ))

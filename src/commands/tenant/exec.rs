@@ -25,7 +25,7 @@ use crate::commands::args::{FleetArgs, SelectionArgs, parse_duration};
 use crate::commands::context::Context;
 use crate::connect::Connector;
 use crate::error::{Outcome, UsageError};
-use crate::fleet::{self, Stop};
+use crate::fleet::Stop;
 use crate::output::progress::Progress;
 use crate::output::report::TenantValue;
 use crate::output::{OutputMode, format_duration};
@@ -138,14 +138,10 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ctx.interruptible()
     };
     let tracker = stop.clone();
-    let recheck = ctx.recheck_for(&tenants);
-    let checked = recheck.clone();
-    let run = fleet::run(
-        tenants,
-        (&args.fleet).into(),
-        stop,
-        &*progress,
-        move |tenant| {
+    let run = ctx
+        .runner
+        .with_options((&args.fleet).into())
+        .each_tenant(tenants, &*progress, move |tenant| {
             let (connector, child_env, command, lines, tracker) = (
                 connector.clone(),
                 child_env.clone(),
@@ -153,13 +149,8 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 lines.clone(),
                 tracker.clone(),
             );
-            let recheck = checked.clone();
             async move {
                 let mut executed = Executed::default();
-                // A row changed since the selection is skipped, not run on.
-                if let Err(err) = recheck.check(&tenant).await {
-                    return (executed, Err(err));
-                }
                 let child = Child {
                     command: &command,
                     cwd: None,
@@ -173,10 +164,8 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 let result = child.run(&connector, &tenant, &mut executed).await;
                 (executed, result)
             }
-        },
-    )
-    .await;
-    recheck.close().await;
+        })
+        .await;
     Ok(ctx.finish(&run))
 }
 
@@ -484,7 +473,11 @@ async fn pump(
 /// kept either way.
 async fn drain(readers: [Option<tokio::task::JoinHandle<()>>; 2]) {
     let mut handles: Vec<_> = readers.into_iter().flatten().collect();
-    let all = futures_util::future::join_all(handles.iter_mut());
+    let all = async {
+        for handle in &mut handles {
+            let _ = handle.await;
+        }
+    };
     if tokio::time::timeout(Duration::from_secs(2), all)
         .await
         .is_err()

@@ -37,19 +37,25 @@ struct Row<'a> {
 // reported below, like one whose database name is refused.
 
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (mut conn, layout) = ctx.master().await?;
-    // Listing what we can see is still useful; calling it everything is not.
-    if let Some(rls) = layout.visibility.row_security.first() {
-        crate::output::warn(format_args!(
-            "warning: row-level security applies to role {} on table {}: companies its policies hide are not listed",
-            crate::output::shown(&rls.role),
-            crate::output::shown(&rls.table)
-        ));
-    }
-    let tenants = layout.list(&mut conn).await;
-    let claimed = crate::claims::all(&mut conn).await;
-    let _ = ctx.connector.release(conn).await;
-    let mut tenants = tenants?;
+    let (layout, mut tenants, claimed) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                // Listing what we can see is still useful; calling it
+                // everything is not.
+                if let Some(rls) = layout.visibility.row_security.first() {
+                    crate::output::warn(format_args!(
+                        "warning: row-level security applies to role {} on table {}: companies its policies hide are not listed",
+                        crate::output::shown(&rls.role),
+                        crate::output::shown(&rls.table)
+                    ));
+                }
+                let tenants = layout.list(conn).await?;
+                let claimed = crate::claims::all(conn).await;
+                Ok((layout, tenants, claimed))
+            })
+        })
+        .await?;
     crate::selection::check_statuses(&args.status, &layout, &tenants)?;
     tenants.extend(claimed?.iter().map(crate::claims::Claim::tenant));
     if !args.status.is_empty() {
@@ -76,10 +82,28 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 .map(String::as_str),
         })
         .collect();
-    match ctx.output {
-        OutputMode::Json => print_json(OutputMode::Json, &rows),
+    print(ctx.output, &rows);
+    // Unusable rows are listed, and said so, without hiding the others.
+    let broken: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
+    for row in &broken {
+        warn(format_args!(
+            "warning: {}",
+            shown(row.error.unwrap_or_default())
+        ));
+    }
+    Ok(if broken.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// The rows, as a table or JSON.
+fn print(output: OutputMode, rows: &[Row]) {
+    match output {
+        OutputMode::Json => print_json(OutputMode::Json, rows),
         OutputMode::Jsonl => {
-            for row in &rows {
+            for row in rows {
                 print_json(OutputMode::Jsonl, row);
             }
         }
@@ -87,7 +111,7 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             let mut out = table([
                 "id", "slug", "name", "db name", "server", "status", "created",
             ]);
-            for r in &rows {
+            for r in rows {
                 out.add_row([
                     r.id.map_or_else(|| "(none yet)".to_owned(), shown),
                     shown(r.slug.unwrap_or_default()),
@@ -102,17 +126,4 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             line(format_args!("{} tenant(s)", rows.len()));
         }
     }
-    // Unusable rows are listed, and said so, without hiding the others.
-    let broken: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
-    for row in &broken {
-        warn(format_args!(
-            "warning: {}",
-            shown(row.error.unwrap_or_default())
-        ));
-    }
-    Ok(if broken.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
 }

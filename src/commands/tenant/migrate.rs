@@ -242,93 +242,112 @@ async fn run_prisma(
     command: Option<&AppCommand>,
 ) -> anyhow::Result<Outcome> {
     refuse_to(&args, ctx)?;
-    let folder =
-        Arc::new(prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?);
-    let schema: Arc<str> = schema.into();
-    let command = command.cloned().map(Arc::new);
-    let dry_run = args.dry_run;
+    let folder = prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?;
     let (tenants, log) = select(ctx, &args, None).await?;
-    let op_log = log.clone();
     let limits = SessionLimits::from(&args.session);
-    let op_limits = limits.clone();
-    let connector = ctx.connector.clone();
-    let child_env = Arc::new(connector.child_env());
-    let redactor = Arc::new(connector.child_env().redactor(&[]));
-    let tracker = ctx.interruptible().clone();
-    let progress = Arc::new(ctx.progress());
+    let child_env = ctx.connector.child_env();
+    let job = Arc::new(PrismaJob {
+        folder,
+        schema: schema.to_owned(),
+        search_path,
+        dry_run: args.dry_run,
+        command: command.cloned(),
+        limits: limits.clone(),
+        connector: ctx.connector.clone(),
+        redactor: child_env.redactor(&[]),
+        child_env,
+        tracker: ctx.interruptible().clone(),
+        progress: Arc::new(ctx.progress()),
+        log: log.clone(),
+    });
     let run = ctx
         .on_each_tenant(
             tenants,
             &args.fleet,
             limits,
             move |tenant, conn, migrated: &mut AppMigrated| {
-                let (folder, schema, log, command, limits) = (
-                    folder.clone(),
-                    schema.clone(),
-                    op_log.clone(),
-                    command.clone(),
-                    op_limits.clone(),
-                );
-                let (connector, child_env, redactor, tracker, progress) = (
-                    connector.clone(),
-                    child_env.clone(),
-                    redactor.clone(),
-                    tracker.clone(),
-                    progress.clone(),
-                );
-                Box::pin(async move {
-                    if dry_run {
-                        let state = prisma::state(conn, &folder, &schema).await?;
-                        migrated.pending = Some(state.pending.clone());
-                        return state.check();
-                    }
-                    let mut result = if let Some(command) = &command {
-                        // The command only where something is pending: an
-                        // up-to-date tenant costs one query, no process.
-                        let state = prisma::state(conn, &folder, &schema).await?;
-                        if state.pending.is_empty() && state.failed.is_empty() && !state.not_empty {
-                            Ok(())
-                        } else {
-                            migrated.ran_command = true;
-                            let mut executed = super::exec::Executed::default();
-                            let ran = super::exec::run_app_command(
-                                &connector,
-                                &child_env,
-                                command,
-                                prisma::url_schema(&schema),
-                                tenant,
-                                &tracker,
-                                progress,
-                                &mut executed,
-                            )
-                            .await;
-                            migrated.exit_code = executed.exit_code;
-                            prisma::check_after_command(conn, &folder, &schema, ran).await
-                        }
-                    } else {
-                        let redact = move |text: &str| redactor.redact(text).into_owned();
-                        let mut applied = prisma::Applied::default();
-                        let target = prisma::Target {
-                            schema: &schema,
-                            search_path,
-                        };
-                        let result =
-                            prisma::apply(conn, &folder, target, &limits, &redact, &mut applied)
-                                .await;
-                        migrated.applied = applied.names;
-                        result
-                    };
-                    if let Some(log) = &log {
-                        result = log
-                            .commit_and_record(conn, tenant, &migrations::Done::default(), result)
-                            .await;
-                    }
-                    result
-                })
+                let job = job.clone();
+                Box::pin(async move { job.migrate(tenant, conn, migrated).await })
             },
         )
         .await;
     Ok(ctx.finish_run(&run, log.as_deref()).await)
+}
+
+/// What each tenant of a Prisma run needs.
+struct PrismaJob {
+    folder: prisma::Folder,
+    schema: String,
+    search_path: bool,
+    dry_run: bool,
+    /// The application's command, when it applies the migrations.
+    command: Option<AppCommand>,
+    limits: SessionLimits,
+    connector: Arc<crate::connect::Connector>,
+    child_env: crate::child_env::ChildEnv,
+    redactor: crate::redact::Redactor,
+    tracker: crate::fleet::Stop,
+    progress: Arc<crate::output::progress::Progress>,
+    log: Option<Arc<crate::runs::RunLog>>,
+}
+
+impl PrismaJob {
+    /// One tenant: its pending migrations applied (natively, or by the
+    /// application's command), or with `--dry-run` only listed.
+    async fn migrate(
+        &self,
+        tenant: &crate::tenant::Tenant,
+        conn: &mut sqlx::postgres::PgConnection,
+        migrated: &mut AppMigrated,
+    ) -> anyhow::Result<()> {
+        let (folder, schema) = (&self.folder, self.schema.as_str());
+        if self.dry_run {
+            let state = prisma::state(conn, folder, schema).await?;
+            migrated.pending = Some(state.pending.clone());
+            return state.check();
+        }
+        let mut result = if let Some(command) = &self.command {
+            // The command only where something is pending: an up-to-date
+            // tenant costs one query, no process.
+            let state = prisma::state(conn, folder, schema).await?;
+            if state.pending.is_empty() && state.failed.is_empty() && !state.not_empty {
+                Ok(())
+            } else {
+                migrated.ran_command = true;
+                let mut executed = super::exec::Executed::default();
+                let ran = super::exec::run_app_command(
+                    &self.connector,
+                    &self.child_env,
+                    command,
+                    prisma::url_schema(schema),
+                    tenant,
+                    &self.tracker,
+                    self.progress.clone(),
+                    &mut executed,
+                )
+                .await;
+                migrated.exit_code = executed.exit_code;
+                prisma::check_after_command(conn, folder, schema, ran).await
+            }
+        } else {
+            let redact = |text: &str| self.redactor.redact(text).into_owned();
+            let mut applied = prisma::Applied::default();
+            let target = prisma::Target {
+                schema,
+                search_path: self.search_path,
+            };
+            let result =
+                prisma::apply(conn, folder, target, &self.limits, &redact, &mut applied).await;
+            migrated.applied = applied.names;
+            result
+        };
+        if let Some(log) = &self.log {
+            result = log
+                .commit_and_record(conn, tenant, &migrations::Done::default(), result)
+                .await;
+        }
+        result
+    }
 }
 
 /// `tenant migrate` with an application command: tenantctl cannot know

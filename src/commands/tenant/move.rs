@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
-use sqlx::Connection as _;
 
 use crate::commands::context::Context;
 use crate::copy::PgTools;
+use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError, render};
 use crate::moves::{self, MoveRecord, Moved, Mover, Step};
@@ -89,50 +89,58 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         )
         .into());
     }
-    let (mut master, mut layout) = ctx.master().await?;
-    let mut locked = None;
-    let result = async {
-        let tenant = layout.get(&mut master, &args.tenant).await?;
-        if !args.dry_run {
-            moves::ensure_table(&mut master, &mut layout).await?;
-            moves::lock(&mut master, &tenant.id).await?;
-            locked = Some(tenant.id.clone());
-        }
-        let record = moves::get(&mut master, &layout, &tenant.id).await?;
-        let say = |text: &str| {
-            if !ctx.quiet {
-                warn(format_args!(
-                    "tenant {}: {}",
-                    shown(tenant.handle()),
-                    shown(text)
-                ));
-            }
-        };
-        let mut mover = Mover {
-            connector: &ctx.connector,
-            layout: &layout,
-            master: &mut master,
-            stop: ctx.interruptible(),
-            pg_bin: args.pg_bin.clone(),
-            say: &say,
-        };
-        if args.finish {
-            finish(&mut mover, &tenant, record).await
-        } else if args.abort {
-            abort(&mut mover, &tenant, record).await
-        } else if args.dry_run {
-            plan(ctx, &args, &tenant, record.as_ref()).await
-        } else {
-            start_or_resume(ctx, &mut mover, &args, &tenant, record).await
-        }
-    }
-    .await;
-    // Given back before closing, whatever happened: a pooler the URL does
-    // not declare would keep it on the server connection otherwise.
-    if let Some(id) = &locked {
-        let _ = moves::unlock(&mut master, id).await;
-    }
-    let _ = ctx.connector.release(master).await;
+    // The master connection is held through the whole move: the move's
+    // lock on the company lives on it.
+    let result = ctx
+        .runner
+        .with_master(|master, mut layout, _| {
+            Box::pin(async move {
+                let mut locked = None;
+                let result = async {
+                    let tenant = layout.get(&mut *master, &args.tenant).await?;
+                    if !args.dry_run {
+                        moves::ensure_table(&mut *master, &mut layout).await?;
+                        moves::lock(&mut *master, &tenant.id).await?;
+                        locked = Some(tenant.id.clone());
+                    }
+                    let record = moves::get(&mut *master, &layout, &tenant.id).await?;
+                    let say = |text: &str| {
+                        if !ctx.quiet {
+                            warn(format_args!(
+                                "tenant {}: {}",
+                                shown(tenant.handle()),
+                                shown(text)
+                            ));
+                        }
+                    };
+                    let mut mover = Mover {
+                        connector: &ctx.connector,
+                        layout: &layout,
+                        master: &mut *master,
+                        stop: ctx.interruptible(),
+                        pg_bin: args.pg_bin.clone(),
+                        say: &say,
+                    };
+                    if args.finish {
+                        finish(&mut mover, &tenant, record).await
+                    } else if args.abort {
+                        abort(&mut mover, &tenant, record).await
+                    } else if args.dry_run {
+                        plan(ctx, &args, &tenant, record.as_ref()).await
+                    } else {
+                        start_or_resume(ctx, &mut mover, &args, &tenant, record).await
+                    }
+                }
+                .await;
+                // Given back before closing, whatever happened: a pooler the URL does
+                // not declare would keep it on the server connection otherwise.
+                if let Some(id) = &locked {
+                    let _ = moves::unlock(&mut *master, id).await;
+                }
+                Ok(result)
+            })
+        })
+        .await?;
     match result {
         Ok(report) => {
             print(ctx, &report);
@@ -295,26 +303,12 @@ async fn start(
 
     // The copy must be possible before anything is touched.
     let tools = PgTools::find(mover.pg_bin.as_deref()).await?;
-    let mut source = ctx.connector.connect_maintenance(&from).await?;
-    let there = async {
-        let major = ddl::server_major(&mut source).await?;
-        anyhow::Ok((major, ddl::exists(&mut source, &db).await?))
-    }
-    .await;
-    let _ = source.close().await;
-    let (source_major, there) = there?;
+    let (source_major, there) = major_and_exists(ctx, &from, &db).await?;
     anyhow::ensure!(
         there,
         "tenant {tenant}: database {db} is not on server {from}"
     );
-    let mut target = ctx.connector.connect_maintenance(to).await?;
-    let free = async {
-        let major = ddl::server_major(&mut target).await?;
-        anyhow::Ok((major, ddl::exists(&mut target, &db).await?))
-    }
-    .await;
-    let _ = target.close().await;
-    let (target_major, taken) = free?;
+    let (target_major, taken) = major_and_exists(ctx, to, &db).await?;
     tools.check(source_major, target_major)?;
     anyhow::ensure!(
         !taken,
@@ -336,6 +330,22 @@ async fn start(
     Ok(record)
 }
 
+/// A server's major version, and whether it has a database of this name.
+async fn major_and_exists(
+    ctx: &Context,
+    server: &ServerName,
+    db: &DbName,
+) -> anyhow::Result<(u32, bool)> {
+    ctx.runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async move {
+                let major = ddl::server_major(conn).await?;
+                anyhow::Ok((major, ddl::exists(conn, db).await?))
+            })
+        })
+        .await
+}
+
 /// `--dry-run`: what a move would do, and how big the database is.
 async fn plan(
     ctx: &Context,
@@ -351,22 +361,23 @@ async fn plan(
     let db = tenant.db_name()?.clone();
     let in_progress = record.filter(|r| r.step.before_switch() || r.step == Step::Switched);
     let tools = PgTools::find(args.pg_bin.as_deref()).await;
-    let mut source = ctx.connector.connect_maintenance(&from).await?;
-    let sized = async {
-        let major = ddl::server_major(&mut source).await?;
-        let name = match in_progress {
-            Some(r) if r.step != Step::Started => r.parked_name.clone(),
-            _ => db.clone(),
-        };
-        anyhow::Ok((major, ddl::character(&mut source, &name).await?.size_bytes))
-    }
-    .await;
-    let _ = source.close().await;
-    let (source_major, size) = sized?;
-    let mut target = ctx.connector.connect_maintenance(&to).await?;
-    let target_major = ddl::server_major(&mut target).await;
-    let _ = target.close().await;
-    let target_major = target_major?;
+    let (source_major, size) = ctx
+        .runner
+        .with_maintenance(&from, |source, _| {
+            Box::pin(async move {
+                let major = ddl::server_major(source).await?;
+                let name = match in_progress {
+                    Some(r) if r.step != Step::Started => r.parked_name.clone(),
+                    _ => db.clone(),
+                };
+                anyhow::Ok((major, ddl::character(source, &name).await?.size_bytes))
+            })
+        })
+        .await?;
+    let target_major = ctx
+        .runner
+        .with_maintenance(&to, |target, _| Box::pin(ddl::server_major(target)))
+        .await?;
     let problem = match &tools {
         Ok(tools) => tools.check(source_major, target_major).err(),
         Err(err) => Some(anyhow::anyhow!("{}", render(err))),

@@ -180,6 +180,20 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Interrupted);
     }
 
+    take_back(ctx, &args, planned, plans, set, goals, limits).await
+}
+
+/// Records the run, then takes back each tenant's planned versions (the
+/// others are reported as planned).
+async fn take_back(
+    ctx: &Context,
+    args: &RevertArgs,
+    planned: FleetRun<Reverted>,
+    plans: HashMap<String, Vec<i64>>,
+    set: Arc<MigrationSet>,
+    goals: Goals,
+    limits: SessionLimits,
+) -> anyhow::Result<Outcome> {
     let log = ctx
         .start_run(RunRequest {
             kind: RunKind::Revert,
@@ -370,13 +384,20 @@ async fn run_goals(
     ctx: &Context,
     id: i64,
 ) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
-    let (mut conn, layout) = ctx.master().await?;
-    let found = runs::get(&mut conn, &layout, id).await;
-    let everyone = match &found {
-        Ok(Some(_)) => layout.list(&mut conn).await,
-        _ => Ok(Vec::new()),
-    };
-    let _ = ctx.connector.release(conn).await;
+    // The errors are kept for later, each where it was checked before.
+    let (layout, found, everyone) = ctx
+        .runner
+        .with_master(|conn, layout, _| {
+            Box::pin(async move {
+                let found = runs::get(conn, &layout, id).await;
+                let everyone = match &found {
+                    Ok(Some(_)) => layout.list(conn).await,
+                    _ => Ok(Vec::new()),
+                };
+                Ok((layout, found, everyone))
+            })
+        })
+        .await?;
     let Some((summary, recorded)) = found? else {
         return Err(UsageError(format!(
             "no run {id} is recorded in the master; `tenantctl tenant runs` lists the recorded runs"
@@ -410,9 +431,6 @@ async fn run_goals(
         ),
         None => "no longer in the master (dropped since the run?); nothing to revert".to_owned(),
     };
-    let mut tenants = Vec::new();
-    let mut goals = HashMap::new();
-    let mut missing = Vec::new();
     if summary.outcome == "running" {
         crate::output::warn(format_args!(
             "warning: run {id} has not recorded its end (still running, or killed): only the tenants it recorded as changed are taken back"
@@ -422,6 +440,27 @@ async fn run_goals(
             "warning: run {id} could not record every tenant it changed (its warnings said which): only the tenants it recorded are taken back"
         ));
     }
+    let (tenants, goals, missing) = sort_changes(id, recorded, &everyone, &gone);
+    ctx.set_selection(crate::selection::Selection::of_run(
+        id,
+        companies,
+        tenants.len(),
+    ));
+    Ok((tenants, Goals::Run(Arc::new(goals)), missing))
+}
+
+/// The changes a run recorded, sorted: the tenants to take back, each
+/// with its goal, and skipped reports for those whose row is gone or names
+/// another database now.
+fn sort_changes(
+    id: i64,
+    recorded: Vec<runs::RunTenant>,
+    everyone: &[Tenant],
+    gone: &str,
+) -> (Vec<Tenant>, HashMap<String, Target>, Vec<Report<Reverted>>) {
+    let mut tenants = Vec::new();
+    let mut goals = HashMap::new();
+    let mut missing = Vec::new();
     for change in recorded.into_iter().filter(|t| !t.versions.is_empty()) {
         let target = Target::Run {
             id,
@@ -460,16 +499,11 @@ async fn run_goals(
                     None,
                     None,
                 ),
-                gone.clone(),
+                gone.to_owned(),
             )),
         }
     }
-    ctx.set_selection(crate::selection::Selection::of_run(
-        id,
-        companies,
-        tenants.len(),
-    ));
-    Ok((tenants, Goals::Run(Arc::new(goals)), missing))
+    (tenants, goals, missing)
 }
 
 /// A tenant of the run reported skipped, with why, and nothing reverted.

@@ -20,16 +20,23 @@ pub struct RunsArgs {
 }
 
 pub async fn run(args: RunsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (mut conn, layout) = ctx.master().await?;
     match args.run {
         None => {
-            let listed = runs::recent(&mut conn, &layout, args.limit).await;
-            let _ = ctx.connector.release(conn).await;
-            print_runs(ctx.output, &listed?);
+            let listed = ctx
+                .runner
+                .with_master(|conn, layout, _| {
+                    Box::pin(async move { runs::recent(conn, &layout, args.limit).await })
+                })
+                .await?;
+            print_runs(ctx.output, &listed);
         }
         Some(id) => {
-            let found = runs::get(&mut conn, &layout, id).await;
-            let _ = ctx.connector.release(conn).await;
+            let found = ctx
+                .runner
+                .with_master(|conn, layout, _| {
+                    Box::pin(async move { runs::get(conn, &layout, id).await })
+                })
+                .await;
             let Some((summary, tenants)) = found? else {
                 return Err(UsageError(format!(
                     "no run {id} is recorded in the master; `tenantctl tenant runs` lists the recorded runs"

@@ -13,6 +13,7 @@ use crate::connect::{SessionLimits, has_sqlstate};
 use crate::error::{Outcome, UsageError};
 use crate::output::report::TenantValue;
 use crate::output::{OutputMode, line, print_json, shown, table};
+use crate::runner::{Borrows, ConnFuture};
 use crate::tenant::Tenant;
 
 #[derive(Debug, Subcommand)]
@@ -182,9 +183,10 @@ async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 
 /// One tenant named: just the value, or one error.
 async fn get_one(ctx: &Context, name: &str, key: &str) -> anyhow::Result<Outcome> {
-    let (tenant, mut conn) = open(ctx, name).await?;
-    let value = read_one(&mut conn, key).await;
-    let _ = ctx.connector.release(conn).await;
+    let (tenant, value) = on_tenant(ctx, name, |conn, _| {
+        Box::pin(async move { Ok(read_one(conn, key).await) })
+    })
+    .await?;
     let value = value.with_context(|| format!("tenant {tenant}"))?;
     match ctx.output {
         OutputMode::Table => {
@@ -196,9 +198,10 @@ async fn get_one(ctx: &Context, name: &str, key: &str) -> anyhow::Result<Outcome
 }
 
 async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (tenant, mut conn) = open(ctx, &args.tenant).await?;
-    let result = read(&mut conn, None).await;
-    let _ = ctx.connector.release(conn).await;
+    let (tenant, result) = on_tenant(ctx, &args.tenant, |conn, _| {
+        Box::pin(async move { Ok(read(conn, None).await) })
+    })
+    .await?;
     let settings = result
         .map_err(settings_error)
         .with_context(|| format!("tenant {tenant}"))?;
@@ -225,17 +228,25 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-async fn open(ctx: &Context, key: &str) -> anyhow::Result<(Tenant, PgConnection)> {
+/// Runs `op` on the database of the one tenant named, through the
+/// runner: the tenant, and what `op` got (its own error kept apart from
+/// the connection's, which names the tenant).
+async fn on_tenant<'e, T, F>(
+    ctx: &'e Context,
+    key: &str,
+    op: F,
+) -> anyhow::Result<(Tenant, anyhow::Result<T>)>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, anyhow::Result<T>>,
+{
     let tenant = ctx.tenant(key).await?;
-    let conn = async {
-        let db = tenant.db_name()?;
-        ctx.connector
-            .connect_tenant(tenant.server()?, db, &SessionLimits::default())
-            .await
+    let got = async {
+        let (server, db) = (tenant.server()?, tenant.db_name()?);
+        ctx.runner.with_tenant(server, db, op).await
     }
     .await
     .with_context(|| format!("tenant {tenant}"))?;
-    Ok((tenant, conn))
+    Ok((tenant, got))
 }
 
 /// Upserts one setting from its JSON text; returns the value as stored.

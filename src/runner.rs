@@ -1,0 +1,541 @@
+//! The one way to reach a database: each tenant of a selection, each
+//! server, or one scoped connection. A [`Runner`] owns the connector, the
+//! stop flag, the fleet limits (`--concurrency`, `--per-server`,
+//! `--fail-fast`) and the session limits (`--lock-timeout`,
+//! `--statement-timeout`; the connect timeout is the connector's), and
+//! knows nothing of the command line: commands turn their flags into
+//! [`FleetOptions`] and [`SessionLimits`] and hand them over.
+//!
+//! # How a connection ends
+//!
+//! Every connection the runner opens for a closure is ended by one rule,
+//! whatever the closure returns and however it fails: it is handed to
+//! [`Connector::release`]. Behind a transaction-mode pooler that cleans
+//! the session and COMMITs, so a pinned connection's partial work (the
+//! migrations applied before a failing one, say) is kept, as it would be
+//! on a direct connection where each statement commits as it goes; on a
+//! direct connection it simply closes. After a closure that succeeded,
+//! release's own error is the result (a write whose commit fails is not a
+//! success); after one that failed, the closure's error stands.
+//!
+//! One exception, asked for by name: [`Runner::scoped_all_or_nothing`]
+//! closes a connection whose closure failed without committing, so behind
+//! a pooler the pinned transaction's work is dropped with it (`master
+//! migrate`, which runs every step in one transaction and must keep none of
+//! it on failure).
+//!
+//! Connections that outlive one closure are not scoped here: the run
+//! record's ([`crate::runs::RunLog`], opened by [`Runner::open_master`])
+//! and a run's recheck of the master ([`Recheck`]) are each held across
+//! every tenant's turn of a run, and end when the run does, released by
+//! the same rule, with two deliberate exceptions in the run record: a
+//! connection whose first write (the run's own row) failed is closed
+//! without committing, and one that broke during a long run is closed and
+//! replaced by a fresh one, never committed.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+
+use crate::companies::Layout;
+use crate::config::MasterConfig;
+use crate::connect::{BackendKey, Connector, SessionLimits};
+use crate::dbname::DbName;
+use crate::fleet::{self, Attempt, FleetOptions, FleetRun, Observer, Stop};
+use crate::output::report::TenantValue;
+use crate::recheck::Recheck;
+use crate::servers::ServerName;
+use crate::tenant::Tenant;
+
+/// The future a closure given a connection returns; it borrows the
+/// connection, which the runner ends afterwards.
+pub type ConnFuture<'c, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'c>>;
+
+/// The last argument of a scoped closure, there only for its type: it
+/// tells the compiler that what the closure borrows from its caller
+/// (`'e`) outlives the connection's loan (`'c`), so the closure's future
+/// may borrow both. Closures ignore it (`|conn, _| ...`).
+pub struct Borrows<'c, 'e>(PhantomData<&'c &'e ()>);
+
+/// The one value of [`Borrows`], which only the runner makes.
+const fn borrows<'c, 'e>() -> Borrows<'c, 'e> {
+    Borrows(PhantomData)
+}
+
+/// Owns what every database touch needs; cheap to clone (each clone shares
+/// the connector and the stop flag).
+#[derive(Clone)]
+pub struct Runner {
+    connector: Arc<Connector>,
+    stop: Stop,
+    master: MasterConfig,
+    options: FleetOptions,
+    limits: SessionLimits,
+    /// Whether each tenant's row is read again when its turn comes.
+    recheck: bool,
+    listening: Arc<AtomicBool>,
+}
+
+impl Runner {
+    /// A runner with the default fleet limits (4 in flight, no cap per
+    /// server) and no session limits.
+    pub fn new(connector: Arc<Connector>, master: MasterConfig) -> Self {
+        Self {
+            connector,
+            stop: Stop::default(),
+            master,
+            options: FleetOptions {
+                concurrency: 4,
+                per_server: None,
+                fail_fast: false,
+            },
+            limits: SessionLimits::default(),
+            recheck: true,
+            listening: Arc::default(),
+        }
+    }
+
+    pub fn connector(&self) -> &Arc<Connector> {
+        &self.connector
+    }
+
+    pub fn stop(&self) -> &Stop {
+        &self.stop
+    }
+
+    /// This runner with a command's fleet limits.
+    #[must_use]
+    pub fn with_options(&self, options: FleetOptions) -> Self {
+        Self {
+            options,
+            ..self.clone()
+        }
+    }
+
+    /// This runner with a command's session limits.
+    #[must_use]
+    pub fn with_limits(&self, limits: SessionLimits) -> Self {
+        Self {
+            limits,
+            ..self.clone()
+        }
+    }
+
+    /// This runner without the master's rows read again before each
+    /// tenant: for read-only runs, which act on nothing a changed row
+    /// could make wrong (`doctor`).
+    #[must_use]
+    pub fn without_recheck(&self) -> Self {
+        Self {
+            recheck: false,
+            ..self.clone()
+        }
+    }
+
+    /// The stop flag, with Ctrl-C and SIGTERM now setting it. Only runs
+    /// that ask listen: elsewhere an interrupt ends the process as usual,
+    /// which for a single database is the right thing (the server rolls
+    /// back).
+    pub fn interruptible(&self) -> &Stop {
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            self.stop.listen_for_signals();
+        }
+        &self.stop
+    }
+
+    /// What reads each of these tenants' rows again when its turn in a run
+    /// comes (see [`Recheck`]).
+    fn recheck_for(&self, tenants: &[Tenant]) -> Arc<Recheck> {
+        Arc::new(Recheck::new(
+            self.connector.clone(),
+            self.master.clone(),
+            tenants,
+        ))
+    }
+
+    /// Runs `op` for each tenant under the fleet limits, reporting to
+    /// `observer`. Each row is read again when its tenant's turn comes
+    /// (unless [`Self::without_recheck`]): a row the application changed
+    /// since the selection is skipped, not acted on. For operations that
+    /// do not simply work on one connection (`exec` runs a program);
+    /// the rest use [`Self::on_each_tenant`].
+    pub async fn each_tenant<T, F, Fut>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: Default + Send + 'static,
+        F: Fn(Tenant) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Attempt<T>> + Send + 'static,
+    {
+        if !self.recheck {
+            return fleet::run(tenants, self.options, &self.stop, observer, op).await;
+        }
+        let recheck = self.recheck_for(&tenants);
+        let op = Arc::new(op);
+        let checked = recheck.clone();
+        let run = fleet::run(tenants, self.options, &self.stop, observer, move |tenant| {
+            let (recheck, op) = (checked.clone(), op.clone());
+            async move {
+                match recheck.check(&tenant).await {
+                    Ok(()) => op(tenant).await,
+                    Err(err) => (T::default(), Err(err)),
+                }
+            }
+        })
+        .await;
+        recheck.close().await;
+        run
+    }
+
+    /// The pattern of every per-tenant command: for each tenant, connect
+    /// with the session limits, run `op` on the connection, end it (see
+    /// the module doc), and report. `op` fills in its value as it goes
+    /// (`&mut T`), so what it got done before failing is still reported.
+    /// Once an interrupt's grace period is over, the statement in flight
+    /// is cancelled on the server, and the tenant reported interrupted.
+    pub async fn on_each_tenant<T, F>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> ConnFuture<'c, ()>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let runner = self.clone();
+        let op = Arc::new(op);
+        self.each_tenant(tenants, observer, move |tenant| {
+            let (runner, op) = (runner.clone(), op.clone());
+            async move {
+                let mut value = T::default();
+                let result = runner
+                    .on_tenant(&tenant, &mut value, |conn, value, _| {
+                        op(&tenant, conn, value)
+                    })
+                    .await;
+                (value, result)
+            }
+        })
+        .await
+    }
+
+    /// One tenant's turn in [`Self::on_each_tenant`].
+    async fn on_tenant<'e, T, F>(&self, tenant: &Tenant, value: &mut T, op: F) -> anyhow::Result<()>
+    where
+        T: TenantValue,
+        F: for<'c> FnOnce(&'c mut PgConnection, &'c mut T, Borrows<'c, 'e>) -> ConnFuture<'c, ()>,
+    {
+        self.cancellable(tenant, value, T::connect_failed, op).await
+    }
+
+    /// A connection to one tenant's database with the session limits, for
+    /// work an interrupt may cut short: once its grace period is over, the
+    /// statement in flight is cancelled on the server, and the error says
+    /// so ([`crate::error::Cancelled`]). What `on_each_tenant` does for
+    /// each tenant, for a command working on one (`tenant create`).
+    pub async fn with_tenant_cancellable<'e, T, F>(
+        &self,
+        tenant: &Tenant,
+        op: F,
+    ) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        self.cancellable(
+            tenant,
+            &mut (),
+            |(), _| {},
+            |conn, (), _| op(conn, borrows()),
+        )
+        .await
+    }
+
+    /// Connects to the tenant (telling `value` when that fails), runs `op`
+    /// until it ends or its cancel is due, and ends the connection by the
+    /// one rule.
+    async fn cancellable<'e, V, T, F>(
+        &self,
+        tenant: &Tenant,
+        value: &mut V,
+        connect_failed: fn(&mut V, &anyhow::Error),
+        op: F,
+    ) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, &'c mut V, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        let connector = &self.connector;
+        let (server, db) = (tenant.server()?, tenant.db_name()?);
+        let connected = connector
+            .connect_tenant_cancellable(server, db, &self.limits)
+            .await;
+        let (mut conn, key) = connected.inspect_err(|err| connect_failed(value, err))?;
+        let work = op(&mut conn, value, borrows());
+        let (result, cancelled) =
+            cancel_when_due(work, &self.stop, connector, &key, tenant, db).await;
+        // A pooler the URL does not declare: the message names it.
+        let result = result.map_err(|err| connector.explain_pooler(server, err));
+        let result = ended(result, connector.release(conn).await);
+        // Cut short by its cancel: interrupted, not failed.
+        if cancelled {
+            result.map_err(|err| err.context(crate::error::Cancelled))
+        } else {
+            result
+        }
+    }
+
+    /// Runs `op` once for each server, all at once, each on a connection
+    /// that sees the server's catalog: its maintenance database, else
+    /// (CONNECT on both `postgres` and `template1` revoked) the master when
+    /// it lives there (any database of a server sees `pg_database`). The
+    /// answers come back in the order of `servers`.
+    pub async fn each_server<'e, T, F>(
+        &self,
+        servers: &'e [ServerName],
+        op: F,
+    ) -> Vec<anyhow::Result<T>>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c ServerName, &'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>
+            + Sync,
+    {
+        let op = &op;
+        // Boxed, so the compiler need not prove a higher-ranked `Send` of
+        // each ask (it cannot, through the iterator's closure).
+        let asks: Vec<ConnFuture<'_, T>> = servers
+            .iter()
+            .map(|server| -> ConnFuture<'_, T> {
+                Box::pin(async move {
+                    self.connector.check_server(server)?;
+                    let conn = match self.connector.connect_maintenance(server).await {
+                        Ok(conn) => conn,
+                        Err(_) if self.connector.master_on_server(server) => {
+                            self.connector.connect_master().await?
+                        }
+                        Err(err) => return Err(err),
+                    };
+                    self.scoped(conn, |conn, _| op(server, conn, borrows()))
+                        .await
+                })
+            })
+            .collect();
+        futures_util::future::join_all(asks).await
+    }
+
+    /// Runs `op` on each of these databases, at most `--concurrency` at
+    /// once, each on its own connection with the session limits; the
+    /// answers come back in the order given. For databases no company
+    /// names (`doctor`'s orphan check), which have no tenant to report on
+    /// and no row to read again, so no fleet report either.
+    pub async fn each_database<'e, T, F>(
+        &self,
+        dbs: &'e [(ServerName, DbName)],
+        op: F,
+    ) -> Vec<anyhow::Result<T>>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T> + Sync,
+    {
+        use futures_util::StreamExt as _;
+        let op = &op;
+        // Boxed, as in [`Self::each_server`].
+        let asks: Vec<ConnFuture<'_, T>> = dbs
+            .iter()
+            .map(|(server, db)| -> ConnFuture<'_, T> {
+                Box::pin(self.with_tenant(server, db, move |conn, _| op(conn, borrows())))
+            })
+            .collect();
+        futures_util::stream::iter(asks)
+            .buffered(self.options.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// Runs `op` on `conn` and ends the connection by the one rule (see
+    /// the module doc).
+    pub async fn scoped<'e, T, F>(&self, mut conn: PgConnection, op: F) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        let result = op(&mut conn, borrows()).await;
+        ended(result, self.connector.release(conn).await)
+    }
+
+    /// [`Self::scoped`], but a connection whose `op` failed is closed
+    /// without committing: behind a pooler its pinned transaction, and all
+    /// `op` did in it, is dropped.
+    pub async fn scoped_all_or_nothing<'e, T, F>(
+        &self,
+        mut conn: PgConnection,
+        op: F,
+    ) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        match op(&mut conn, borrows()).await {
+            Ok(value) => self.connector.release(conn).await.map(|()| value),
+            Err(err) => {
+                let _ = conn.close().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// A connection to the master with the layout of its companies table,
+    /// for `op`.
+    ///
+    /// The catalog is read in a transaction of its own: its queries carry
+    /// parameters, which sqlx sends as two protocol exchanges, and a
+    /// transaction-mode pooler nobody declared could otherwise run them on
+    /// two server connections (binding another client's statement).
+    pub async fn with_master<'e, T, F>(&self, op: F) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Layout, Borrows<'c, 'e>) -> ConnFuture<'c, T>
+            + Send,
+    {
+        let conn = self.connector.connect_master().await?;
+        let master = &self.master;
+        self.scoped(conn, |conn, _| {
+            Box::pin(async move {
+                let layout = load_layout(conn, master).await?;
+                op(conn, layout, borrows()).await
+            })
+        })
+        .await
+    }
+
+    /// A master connection and its layout, for the one connection a run
+    /// holds open to record itself ([`crate::runs::RunLog`]), which ends it.
+    pub async fn open_master(&self) -> anyhow::Result<(PgConnection, Layout)> {
+        let mut conn = self.connector.connect_master().await?;
+        match load_layout(&mut conn, &self.master).await {
+            Ok(layout) => Ok((conn, layout)),
+            Err(err) => {
+                // Nothing was written: the connection is not worth a commit.
+                let _ = conn.close().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// A connection to one tenant's database with the session limits.
+    pub async fn with_tenant<'e, T, F>(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+        op: F,
+    ) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        let conn = self
+            .connector
+            .connect_tenant(server, db, &self.limits)
+            .await?;
+        self.scoped(conn, op).await
+    }
+
+    /// A connection to a server's maintenance database, for creating,
+    /// renaming and dropping databases and reading its catalog.
+    pub async fn with_maintenance<'e, T, F>(&self, server: &ServerName, op: F) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        let conn = self.connector.connect_maintenance(server).await?;
+        self.scoped(conn, op).await
+    }
+
+    /// [`Self::with_maintenance`] on the master's server.
+    pub async fn with_master_maintenance<'e, T, F>(&self, op: F) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
+    {
+        let conn = self.connector.connect_master_maintenance().await?;
+        self.scoped(conn, op).await
+    }
+}
+
+/// The one rule's result: the work's error stands; after success, the
+/// ending's.
+fn ended<T>(result: anyhow::Result<T>, released: anyhow::Result<()>) -> anyhow::Result<T> {
+    result.and_then(|value| released.map(|()| value))
+}
+
+/// The companies table's layout, read in a transaction of its own (see
+/// [`Runner::with_master`]), and refused when it is not current.
+async fn load_layout(conn: &mut PgConnection, master: &MasterConfig) -> anyhow::Result<Layout> {
+    let mut tx = conn.begin().await.context("begin")?;
+    let layout = Layout::load(&mut tx, master).await?;
+    tx.commit().await.context("commit")?;
+    layout.check_current()?;
+    Ok(layout)
+}
+
+/// Runs one tenant's work until it ends; once an interrupt's grace period
+/// is over (or at a second interrupt), cancels its statement in flight on
+/// the server, again every [`fleet::CANCEL_EVERY`] while it still runs (a
+/// cancel landing between two statements is dropped by the server, and
+/// the next statement may wait on a lock too). Returns the work's result
+/// and whether a cancel was sent.
+async fn cancel_when_due<T, F: Future<Output = anyhow::Result<T>>>(
+    work: F,
+    stop: &Stop,
+    connector: &Connector,
+    key: &BackendKey,
+    tenant: &Tenant,
+    db: &DbName,
+) -> (anyhow::Result<T>, bool) {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        result = &mut work => return (result, false),
+        () = stop.cancel_due() => {}
+    }
+    crate::output::warn(format_args!(
+        "interrupted: cancelling the statement in flight on tenant {tenant}"
+    ));
+    let mut warned = false;
+    loop {
+        // Bounded, so a server that does not answer cannot hold the quit.
+        let cancel = tokio::time::timeout(fleet::QUIT_WAIT, connector.cancel(key, db));
+        let sent = tokio::select! {
+            biased;
+            result = &mut work => return (result, true),
+            sent = cancel => sent,
+        };
+        let failed = match sent {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(crate::error::render(&err)),
+            Err(_) => Some(format!(
+                "the server did not answer within {}",
+                humantime::format_duration(fleet::QUIT_WAIT)
+            )),
+        };
+        if let Some(why) = failed
+            && !warned
+        {
+            warned = true;
+            crate::output::warn(format_args!(
+                "warning: could not cancel the statement in flight on tenant {tenant} (it may wait on the server until what it waits for is released; tenantctl tries again every {}): {why}",
+                humantime::format_duration(fleet::CANCEL_EVERY)
+            ));
+        }
+        tokio::select! {
+            biased;
+            result = &mut work => return (result, true),
+            () = tokio::time::sleep(fleet::CANCEL_EVERY) => {}
+        }
+    }
+}
