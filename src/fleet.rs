@@ -558,16 +558,16 @@ impl Queue {
         } else if let Some(to) = &tenant.moving_to {
             Some(format!(
                 "moving to server {}: a `tenantctl tenant move` has it (rerun it to finish)",
-                crate::output::shown(to.as_str())
+                crate::text::shown(to.as_str())
             ))
         } else {
             let sharing = tenant.sharing.as_ref()?;
             let lead = sharing.worked_by.as_ref()?;
             Some(format!(
                 "database {} is also named by {}: worked on once, under tenant {}",
-                crate::output::shown(tenant.db_label()),
+                crate::text::shown(tenant.db_label()),
                 sharing.others.join(", "),
-                crate::output::shown(lead)
+                crate::text::shown(lead)
             ))
         }
     }

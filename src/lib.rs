@@ -52,7 +52,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::cli::Cli;
 use crate::commands::context::Context;
-use crate::error::Outcome;
+use crate::error::{Exit, Outcome};
 
 /// The whole program: load `.env`, parse arguments, run, map the result to
 /// an exit status.
@@ -71,7 +71,7 @@ pub fn main() -> ExitCode {
         Ok(None) => {}
         Err(message) => {
             output::warn(format_args!("error: {message}"));
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     }
     let cli = match parse() {
@@ -92,7 +92,15 @@ pub fn main() -> ExitCode {
                     &serde_json::json!({ "error": first, "kind": "usage" }),
                 );
             }
-            err.exit()
+            // Help and version are printed on stdout and exit 0; a refused
+            // command line is a usage error.
+            let _ = err.print();
+            return if err.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            }
+            .into();
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -102,7 +110,7 @@ pub fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             output::warn(format_args!("error: start the async runtime: {err}"));
-            return ExitCode::from(1);
+            return Exit::Failed.into();
         }
     };
     let output_mode = cli.global.output;
@@ -112,11 +120,11 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     if let Some(kind) = output::stdout_error() {
         output::warn(format_args!("error: cannot write to stdout: {kind}"));
-        return ExitCode::from(1);
+        return Exit::Failed.into();
     }
     if output::stdout_closed() {
         // Nobody reads what is left to say; the status says it was cut short.
-        return ExitCode::from(output::EXIT_STDOUT_CLOSED);
+        return Exit::StdoutClosed.into();
     }
     match result {
         Ok(outcome) => outcome.exit_code(),

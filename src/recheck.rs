@@ -20,8 +20,8 @@ use crate::companies::Layout;
 use crate::config::MasterConfig;
 use crate::connect::Connector;
 use crate::fleet::Skip;
-use crate::output::shown;
 use crate::tenant::Tenant;
+use crate::text::shown;
 
 /// Rows read per query: the next tenants in the run's order.
 pub const BATCH: usize = 64;

@@ -34,8 +34,6 @@
 //! replaced by a fresh one, never committed.
 
 use std::future::Future;
-use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -45,6 +43,8 @@ use sqlx::postgres::PgConnection;
 
 use crate::companies::Layout;
 use crate::config::MasterConfig;
+pub use crate::connect::scope::{Borrows, ConnFuture};
+use crate::connect::scope::{borrows, ended};
 use crate::connect::{BackendKey, Connector, SessionLimits};
 use crate::dbname::DbName;
 use crate::fleet::{self, Attempt, FleetOptions, FleetRun, Observer, Stop};
@@ -52,21 +52,6 @@ use crate::output::report::TenantValue;
 use crate::recheck::Recheck;
 use crate::servers::ServerName;
 use crate::tenant::Tenant;
-
-/// The future a closure given a connection returns; it borrows the
-/// connection, which the runner ends afterwards.
-pub type ConnFuture<'c, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'c>>;
-
-/// The last argument of a scoped closure, there only for its type: it
-/// tells the compiler that what the closure borrows from its caller
-/// (`'e`) outlives the connection's loan (`'c`), so the closure's future
-/// may borrow both. Closures ignore it (`|conn, _| ...`).
-pub struct Borrows<'c, 'e>(PhantomData<&'c &'e ()>);
-
-/// The one value of [`Borrows`], which only the runner makes.
-const fn borrows<'c, 'e>() -> Borrows<'c, 'e> {
-    Borrows(PhantomData)
-}
 
 /// Owns what every database touch needs; cheap to clone (each clone shares
 /// the connector and the stop flag).
@@ -364,13 +349,12 @@ impl Runner {
     }
 
     /// Runs `op` on `conn` and ends the connection by the one rule (see
-    /// the module doc).
-    pub async fn scoped<'e, T, F>(&self, mut conn: PgConnection, op: F) -> anyhow::Result<T>
+    /// [`crate::connect::scope`]).
+    pub async fn scoped<'e, T, F>(&self, conn: PgConnection, op: F) -> anyhow::Result<T>
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        let result = op(&mut conn, borrows()).await;
-        ended(result, self.connector.release(conn).await)
+        self.connector.scoped(conn, op).await
     }
 
     /// [`Self::scoped`], but a connection whose `op` failed is closed
@@ -378,19 +362,13 @@ impl Runner {
     /// `op` did in it, is dropped.
     pub async fn scoped_all_or_nothing<'e, T, F>(
         &self,
-        mut conn: PgConnection,
+        conn: PgConnection,
         op: F,
     ) -> anyhow::Result<T>
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        match op(&mut conn, borrows()).await {
-            Ok(value) => self.connector.release(conn).await.map(|()| value),
-            Err(err) => {
-                let _ = conn.close().await;
-                Err(err)
-            }
-        }
+        self.connector.scoped_all_or_nothing(conn, op).await
     }
 
     /// A connection to the master with the layout of its companies table,
@@ -424,7 +402,7 @@ impl Runner {
             Ok(layout) => Ok((conn, layout)),
             Err(err) => {
                 // Nothing was written: the connection is not worth a commit.
-                let _ = conn.close().await;
+                self.connector.abandon(conn).await;
                 Err(err)
             }
         }
@@ -453,8 +431,7 @@ impl Runner {
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        let conn = self.connector.connect_maintenance(server).await?;
-        self.scoped(conn, op).await
+        self.connector.with_maintenance(server, op).await
     }
 
     /// [`Self::with_maintenance`] on the master's server.
@@ -462,15 +439,8 @@ impl Runner {
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        let conn = self.connector.connect_master_maintenance().await?;
-        self.scoped(conn, op).await
+        self.connector.with_master_maintenance(op).await
     }
-}
-
-/// The one rule's result: the work's error stands; after success, the
-/// ending's.
-fn ended<T>(result: anyhow::Result<T>, released: anyhow::Result<()>) -> anyhow::Result<T> {
-    result.and_then(|value| released.map(|()| value))
 }
 
 /// The companies table's layout, read in a transaction of its own (see

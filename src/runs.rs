@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Connection as _;
+
 use sqlx::postgres::PgConnection;
 
 use crate::companies::Layout;
@@ -150,7 +150,7 @@ impl RunLog {
         let id = match started {
             Ok(id) => id,
             Err(err) => {
-                let _ = conn.close().await;
+                connector.abandon(conn).await;
                 return Err(err.context(format!(
                     "record this run in the master before touching any tenant (tenantctl's {RUNS} table): the master role needs USAGE on schema tenantctl and INSERT and UPDATE on it, and CREATE on the database until `tenantctl master migrate` has created it"
                 )));
@@ -254,7 +254,8 @@ impl RunLog {
             // The master connection may have dropped during a long run:
             // one fresh connection, one more try.
             if let Ok(fresh) = self.reconnect().await {
-                let _ = std::mem::replace(conn, fresh).close().await;
+                let broken = std::mem::replace(conn, fresh);
+                self.connector.abandon(broken).await;
                 written = self.insert_tenant(conn, tenant, done, error).await;
             }
         }
@@ -314,7 +315,8 @@ impl RunLog {
         if written.is_err()
             && let Ok(fresh) = self.reconnect().await
         {
-            let _ = std::mem::replace(&mut conn, fresh).close().await;
+            let broken = std::mem::replace(&mut conn, fresh);
+            self.connector.abandon(broken).await;
             written = self.write_end(&mut conn, outcome, counts).await;
         }
         let released = self.connector.release(conn).await;

@@ -8,6 +8,7 @@
 //! second wall asks the server afterwards whether that transaction is still
 //! the one open.
 
+use crate::error::sqlstate;
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
@@ -843,7 +844,7 @@ async fn used_since(
             .as_database_error()
             .and_then(sqlx::error::DatabaseError::code)
             .as_deref()
-            == Some("55000"));
+            == Some(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE));
         if asked.is_err() && in_transaction {
             conn.execute("ROLLBACK TO SAVEPOINT tenantctl_currval")
                 .await?;

@@ -136,7 +136,7 @@ impl Context {
             Some(dir) => Ok(Arc::new(
                 MigrationSet::from_dir(dir)
                     .await
-                    .map_err(|e| UsageError(crate::error::render(&e)))?,
+                    .map_err(crate::error::Usage)?,
             )),
             None => Ok(Arc::new(MigrationSet::embedded_tenant())),
         }
@@ -252,7 +252,8 @@ impl Context {
         {
             Ok(tenants) => tenants,
             Err(err) => {
-                let _ = self.connector.release(conn).await;
+                // Nothing was written: the connection is not worth a commit.
+                self.connector.abandon(conn).await;
                 return Err(err);
             }
         };

@@ -15,7 +15,6 @@ use crate::config::Migrator;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::Outcome;
-use crate::error::UsageError;
 use crate::error::render;
 use crate::fleet::{self, Silent, Verdict};
 use crate::migrations::{self, MigrationSet, Plan};
@@ -666,9 +665,7 @@ async fn check_prisma(
     dir: &std::path::Path,
     schema: &str,
 ) -> anyhow::Result<Vec<Finding>> {
-    let folder = std::sync::Arc::new(
-        prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?,
-    );
+    let folder = std::sync::Arc::new(prisma::Folder::read(dir).map_err(crate::error::Usage)?);
     let schema: std::sync::Arc<str> = schema.into();
     let checked = on_each(runner, to_check, move |conn| {
         let (folder, schema) = (folder.clone(), schema.clone());

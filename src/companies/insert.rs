@@ -1,6 +1,7 @@
 //! Recording a new company: the row `create` inserts, filled the way the
 //! application would fill it, and read back as the table stored it.
 
+use crate::error::sqlstate;
 use anyhow::Context as _;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Executor as _, Row as _};
@@ -136,14 +137,20 @@ impl Layout {
 
     /// The error of an INSERT the master refused, in the operator's terms.
     fn insert_error(&self, err: anyhow::Error, new: &NewCompany<'_>) -> anyhow::Error {
-        if has_sqlstate(&err, "23505") {
+        if has_sqlstate(&err, sqlstate::UNIQUE_VIOLATION) {
             anyhow::anyhow!(
                 "tenant {} or database {} is already recorded in the master; pick another slug or --db-name",
                 new.slug,
                 new.db
             )
         } else if [
-            "23514", "23502", "22001", "22P02", "22003", "22007", "22008",
+            sqlstate::CHECK_VIOLATION,
+            sqlstate::NOT_NULL_VIOLATION,
+            sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            sqlstate::INVALID_DATETIME_FORMAT,
+            sqlstate::DATETIME_FIELD_OVERFLOW,
         ]
         .iter()
         .any(|code| has_sqlstate(&err, code))
@@ -181,12 +188,12 @@ impl Layout {
                 && stored.server.as_ref() == Ok(new.server),
             "the master's {} changed the new company's row after inserting it (a trigger?): it names database {} on server {}{}; nothing was recorded",
             self.label,
-            crate::output::shown(stored.db_label()),
-            crate::output::shown(stored.server_label()),
+            crate::text::shown(stored.db_label()),
+            crate::text::shown(stored.server_label()),
             stored
                 .slug
                 .as_deref()
-                .map(|s| format!(" with slug {}", crate::output::shown(s)))
+                .map(|s| format!(" with slug {}", crate::text::shown(s)))
                 .unwrap_or_default()
         );
         Ok(stored)
@@ -221,8 +228,8 @@ impl Layout {
             self.label,
             column.quoted(),
             column.sql_type,
-            crate::output::shown(wanted),
-            stored.map_or_else(|| "NULL".to_owned(), |s| format!("{:?}", crate::output::shown(s))),
+            crate::text::shown(wanted),
+            stored.map_or_else(|| "NULL".to_owned(), |s| format!("{:?}", crate::text::shown(s))),
             if column.name == self.db_name.name {
                 "pick a database name it keeps as it is (--db-name), or fix the column"
             } else {

@@ -3,6 +3,7 @@
 //! column, and which of tenantctl's own tables the master has. One catalog
 //! query per run ([`Layout::load`]); everything else reads the result.
 
+use crate::error::sqlstate;
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
@@ -13,8 +14,8 @@ use super::{BOOKKEEPING, MOVES, MissingTable, PLACEMENT, quote};
 use crate::config::MasterConfig;
 use crate::connect::has_sqlstate;
 use crate::error::UsageError;
-use crate::output::shown;
 use crate::tenant::Lifecycle;
+use crate::text::shown;
 
 /// Names tried, in order, for each column the configuration leaves out.
 const DEFAULTS: [(&str, &[&str]); 8] = [
@@ -408,12 +409,12 @@ impl Layout {
     }
 
     pub(super) fn error(&self, err: anyhow::Error) -> anyhow::Error {
-        if has_sqlstate(&err, "42P01") {
+        if has_sqlstate(&err, sqlstate::UNDEFINED_TABLE) {
             err.context(format!(
                 "the master database has no {} table; run `tenantctl master migrate` first",
                 self.label
             ))
-        } else if has_sqlstate(&err, "42501") && self.reads_own_tables() {
+        } else if has_sqlstate(&err, sqlstate::INSUFFICIENT_PRIVILEGE) && self.reads_own_tables() {
             // Privileges granted on the application's schema do not reach
             // ours: say what a role that runs tenantctl needs there.
             err.context(format!(

@@ -409,7 +409,7 @@ impl Layout {
                 "the master's {} has {} rows with id {}: an id must name one company; fix the table",
                 self.label,
                 more.len(),
-                crate::output::shown(company_id)
+                crate::text::shown(company_id)
             ),
         }
     }
@@ -421,7 +421,7 @@ impl Layout {
         anyhow::anyhow!(
             "the master's {} did not let tenantctl {verb} company {}'s row: 0 rows changed (the row is gone, hidden from this role by row-level security, or a trigger on the table skipped the change)",
             self.label,
-            crate::output::shown(company_id)
+            crate::text::shown(company_id)
         )
     }
 
@@ -486,16 +486,16 @@ impl Layout {
             [(db,)] if db.as_deref() == tenant.db_name_raw.as_deref() => Ok(()),
             [(db,)] => anyhow::bail!(
                 "company {}'s row named database {} when deleted, not {}: it changed meanwhile",
-                crate::output::shown(&tenant.id),
+                crate::text::shown(&tenant.id),
                 db.as_deref()
-                    .map_or_else(|| "NULL".into(), crate::output::shown),
-                crate::output::shown(tenant.db_label())
+                    .map_or_else(|| "NULL".into(), crate::text::shown),
+                crate::text::shown(tenant.db_label())
             ),
             more => anyhow::bail!(
                 "the master's {} has {} rows with id {}: an id must name one company; fix the table",
                 self.label,
                 more.len(),
-                crate::output::shown(&tenant.id)
+                crate::text::shown(&tenant.id)
             ),
         }
     }

@@ -7,7 +7,7 @@ use sqlx::postgres::PgConnection;
 
 use super::quote;
 use crate::error::UsageError;
-use crate::output::shown;
+use crate::text::shown;
 
 /// A table of the master whose row-level security applies to the role that
 /// reads it for tenantctl: the companies table itself (for tenantctl's own

@@ -8,6 +8,7 @@
 //! connection reached and the session limits (`backend.rs`); URL parsing
 //! and redaction (`url.rs`). Connecting, pinning and releasing stay here.
 
+use crate::error::sqlstate;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::dbname::DbName;
 use crate::servers::ServerName;
 
 mod backend;
+pub mod scope;
 mod servers;
 mod tenant;
 mod url;
@@ -258,7 +260,10 @@ impl Connector {
             match self.connect(&server.clone().database(db), false).await {
                 Ok(conn) => return Ok(conn),
                 // Missing, or CONNECT revoked: try the next one.
-                Err(err) if has_sqlstate(&err, "3D000") || has_sqlstate(&err, "42501") => {
+                Err(err)
+                    if has_sqlstate(&err, sqlstate::INVALID_CATALOG_NAME)
+                        || has_sqlstate(&err, sqlstate::INSUFFICIENT_PRIVILEGE) =>
+                {
                     last = Some(err);
                 }
                 Err(err) => return Err(err),
@@ -355,11 +360,11 @@ impl Connector {
         .await;
         match probe {
             Ok(Ok(conn)) => {
-                let _ = conn.close().await;
+                self.abandon(conn).await;
                 true
             }
             Ok(Err(err)) => err.as_database_error().is_some_and(|e| {
-                e.code().as_deref() != Some("3D000")
+                e.code().as_deref() != Some(sqlstate::INVALID_CATALOG_NAME)
                     && matches!(e.message(), "not allowed" | "no such user")
             }),
             Err(_) => false,
@@ -371,13 +376,13 @@ impl Connector {
 /// or PgBouncer's relay of it (which it sends as a protocol violation,
 /// 08P01, with the server's words).
 pub fn is_missing_database(err: &anyhow::Error) -> bool {
-    has_sqlstate(err, "3D000")
+    has_sqlstate(err, sqlstate::INVALID_CATALOG_NAME)
         || err.chain().any(|cause| {
             cause
                 .downcast_ref::<sqlx::Error>()
                 .and_then(|e| e.as_database_error())
                 .is_some_and(|e| {
-                    e.code().as_deref() == Some("08P01")
+                    e.code().as_deref() == Some(sqlstate::PROTOCOL_VIOLATION)
                         && e.message().starts_with("database \"")
                         && e.message().ends_with("\" does not exist")
                 })
@@ -385,15 +390,7 @@ pub fn is_missing_database(err: &anyhow::Error) -> bool {
 }
 
 /// True if the error chain holds a database error with this SQLSTATE.
-pub fn has_sqlstate(err: &anyhow::Error, code: &str) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<sqlx::Error>()
-            .and_then(|e| e.as_database_error())
-            .and_then(sqlx::error::DatabaseError::code)
-            .is_some_and(|c| c == code)
-    })
-}
+pub use crate::error::sqlstate::is as has_sqlstate;
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::Connection as _;
-
 use super::url::{
     has_sslmode, is_transaction_pooled, options_from, parse_url, place, remember_secrets,
     server_root, sslmode_from, url_database, with_database, with_settings,
@@ -206,21 +204,20 @@ impl Connector {
         {
             return known.clone();
         }
-        let asked = async {
-            let mut conn = self.connect_maintenance(name).await?;
-            let found: anyhow::Result<(String,)> = sqlx::query_as(
-                "SELECT system_identifier::text || ':' || current_setting('port') FROM pg_control_system()",
-            )
-            .persistent(false)
-            .fetch_one(&mut conn)
+        let asked = self
+            .with_maintenance(name, |conn, _| {
+                Box::pin(async move {
+                    let (id,): (String,) = sqlx::query_as(
+                        "SELECT system_identifier::text || ':' || current_setting('port') FROM pg_control_system()",
+                    )
+                    .persistent(false)
+                    .fetch_one(conn)
+                    .await?;
+                    Ok(id)
+                })
+            })
             .await
-            .map_err(Into::into);
-            let _ = conn.close().await;
-            found
-        }
-        .await
-        .ok()
-        .map(|(id,)| id);
+            .ok();
         self.identities
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

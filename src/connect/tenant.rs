@@ -6,8 +6,8 @@
 
 use ::url::Url;
 use anyhow::Context as _;
+use sqlx::Executor as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection as _, Executor as _};
 
 use super::url::with_database;
 use super::*;
@@ -142,7 +142,7 @@ impl Connector {
         let sql = key.cancel_sql();
         let server = self.server(&key.server)?;
         let first = match self.maintenance_on(&server.base).await {
-            Ok(conn) => send_cancel(conn, &sql).await,
+            Ok(conn) => send_cancel(self, conn, &sql).await,
             Err(err) => Err(err),
         };
         if let Ok(true) = first {
@@ -159,7 +159,7 @@ impl Connector {
                 Err(maintenance) => err.context(crate::error::render(maintenance)),
                 Ok(_) => err,
             })?;
-        send_cancel(conn, &sql).await
+        send_cancel(self, conn, &sql).await
     }
 
     /// The tenant's URL with credentials, for a child process's environment
@@ -253,12 +253,18 @@ impl Connector {
 
 /// Runs a [`BackendKey::cancel_sql`] and closes the connection; whether
 /// the session was found.
-async fn send_cancel(mut conn: PgConnection, sql: &str) -> anyhow::Result<bool> {
-    let signalled = conn.fetch_all(sql).await;
-    let _ = conn.close().await;
-    Ok(!signalled
-        .context("cancel the statement in flight")?
-        .is_empty())
+async fn send_cancel(connector: &Connector, conn: PgConnection, sql: &str) -> anyhow::Result<bool> {
+    connector
+        .scoped(conn, |conn, _| {
+            Box::pin(async move {
+                let signalled = conn
+                    .fetch_all(sql)
+                    .await
+                    .context("cancel the statement in flight")?;
+                Ok(!signalled.is_empty())
+            })
+        })
+        .await
 }
 
 /// Which server session a tenant connection is: enough to cancel its

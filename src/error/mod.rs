@@ -44,8 +44,8 @@ impl MissingTable {
             )
         } else {
             format!(
-                "the master database has no {} table; run `tenantctl master migrate` first, or name the companies table in tenantctl.toml ([master] table = ...)",
-                format!("\"{}\"", self.table.replace('"', "\"\""))
+                "the master database has no \"{}\" table; run `tenantctl master migrate` first, or name the companies table in tenantctl.toml ([master] table = ...)",
+                self.table.replace('"', "\"\"")
             )
         }
     }

@@ -203,7 +203,7 @@ impl<'a> Mover<'a> {
                 moved.copy_time = Some(started.elapsed());
                 (self.say)(&format!(
                     "copied {} to {} on server {}",
-                    crate::output::format_bytes(moved.bytes.unwrap_or_default()),
+                    crate::text::format_bytes(moved.bytes.unwrap_or_default()),
                     plan.incoming_name,
                     plan.to_server
                 ));
@@ -239,46 +239,40 @@ impl<'a> Mover<'a> {
     /// Closes the verified, parked source to connections and ends any
     /// session that got in meanwhile.
     async fn close_parked(&self, plan: &MoveRecord) -> anyhow::Result<()> {
-        let mut conn = self
-            .connector
-            .connect_maintenance(&plan.from_server)
-            .await?;
-        let closed = async {
-            ddl::allow_connections(&mut conn, &plan.parked_name, false).await?;
-            ddl::end_sessions(&mut conn, &plan.parked_name).await
-        }
-        .await;
-        let _ = conn.close().await;
-        closed
+        self.connector
+            .with_maintenance(&plan.from_server, |conn, _| {
+                Box::pin(async move {
+                    ddl::allow_connections(conn, &plan.parked_name, false).await?;
+                    ddl::end_sessions(conn, &plan.parked_name).await
+                })
+            })
+            .await
     }
 
     /// Ends the source's sessions and renames it to its parked name (done
     /// already if only the parked name exists).
     async fn close_source(&self, plan: &MoveRecord) -> anyhow::Result<()> {
-        let mut conn = self
-            .connector
-            .connect_maintenance(&plan.from_server)
-            .await?;
-        let closed = rename_once(
-            &mut conn,
-            &plan.db_name,
-            &plan.parked_name,
-            || {
-                format!(
-                    "both {} and {} exist on server {}",
-                    plan.db_name, plan.parked_name, plan.from_server
-                )
-            },
-            || {
-                format!(
-                    "database {} is not on server {}",
-                    plan.db_name, plan.from_server
-                )
-            },
-        )
-        .await;
-        let _ = conn.close().await;
-        closed
+        self.connector
+            .with_maintenance(&plan.from_server, |conn, _| {
+                Box::pin(rename_once(
+                    conn,
+                    &plan.db_name,
+                    &plan.parked_name,
+                    move || {
+                        format!(
+                            "both {} and {} exist on server {}",
+                            plan.db_name, plan.parked_name, plan.from_server
+                        )
+                    },
+                    move || {
+                        format!(
+                            "database {} is not on server {}",
+                            plan.db_name, plan.from_server
+                        )
+                    },
+                ))
+            })
+            .await
     }
 
     /// Creates the copy, empty, like the source, and restores the source
@@ -286,27 +280,26 @@ impl<'a> Mover<'a> {
     /// Returns the source's size.
     async fn copy(&self, plan: &MoveRecord) -> anyhow::Result<i64> {
         let tools = PgTools::find(self.pg_bin.as_deref()).await?;
-        let mut source = self
+        let (source_major, like) = self
             .connector
-            .connect_maintenance(&plan.from_server)
+            .with_maintenance(&plan.from_server, |source, _| {
+                Box::pin(async move {
+                    let major = ddl::server_major(source).await?;
+                    let like = ddl::character(source, &plan.parked_name).await?;
+                    anyhow::Ok((major, like))
+                })
+            })
             .await?;
-        let like = async {
-            let major = ddl::server_major(&mut source).await?;
-            let like = ddl::character(&mut source, &plan.parked_name).await?;
-            anyhow::Ok((major, like))
-        }
-        .await;
-        let _ = source.close().await;
-        let (source_major, like) = like?;
-        let mut target = self.connector.connect_maintenance(&plan.to_server).await?;
-        let created = async {
-            tools.check(source_major, ddl::server_major(&mut target).await?)?;
-            ddl::drop_force(&mut target, &plan.incoming_name).await?;
-            ddl::create_empty(&mut target, &plan.incoming_name, &like).await
-        }
-        .await;
-        let _ = target.close().await;
-        created?;
+        let (tools, like) = (&tools, &like);
+        self.connector
+            .with_maintenance(&plan.to_server, |target, _| {
+                Box::pin(async move {
+                    tools.check(source_major, ddl::server_major(target).await?)?;
+                    ddl::drop_force(target, &plan.incoming_name).await?;
+                    ddl::create_empty(target, &plan.incoming_name, like).await
+                })
+            })
+            .await?;
         let from_env = self
             .connector
             .tenant_env(&plan.from_server, &plan.parked_name)?;
@@ -314,7 +307,7 @@ impl<'a> Mover<'a> {
             .connector
             .tenant_env(&plan.to_server, &plan.incoming_name)?;
         copy::dump_restore(
-            &tools,
+            tools,
             &self.connector.child_env(),
             &copy::End {
                 db: plan.parked_name.as_str(),
@@ -332,26 +325,28 @@ impl<'a> Mover<'a> {
 
     async fn verify(&self, plan: &MoveRecord) -> anyhow::Result<Matched> {
         let limits = SessionLimits::default();
-        let mut source = self
+        let source = self
             .connector
             .connect_tenant(&plan.from_server, &plan.parked_name, &limits)
             .await
             .context("connect to the source")?;
-        let copied = self
-            .connector
-            .connect_tenant(&plan.to_server, &plan.incoming_name, &limits)
+        let connector = self.connector;
+        let limits = &limits;
+        connector
+            .scoped(source, |source, _| {
+                Box::pin(async move {
+                    let copied = connector
+                        .connect_tenant(&plan.to_server, &plan.incoming_name, limits)
+                        .await
+                        .context("connect to the copy")?;
+                    connector
+                        .scoped(copied, |copied, _| {
+                            Box::pin(verify::compare(source, copied))
+                        })
+                        .await
+                })
+            })
             .await
-            .context("connect to the copy");
-        let result = match copied {
-            Ok(mut copied) => {
-                let result = verify::compare(&mut source, &mut copied).await;
-                let _ = copied.close().await;
-                result
-            }
-            Err(err) => Err(err),
-        };
-        let _ = source.close().await;
-        result
     }
 
     /// Gives the copy the tenant's name, then moves the placement in a
@@ -361,22 +356,22 @@ impl<'a> Mover<'a> {
         plan: &MoveRecord,
     ) -> anyhow::Result<sqlx::Transaction<'_, sqlx::Postgres>> {
         let company_id = plan.company_id.as_str();
-        let mut target = self.connector.connect_maintenance(&plan.to_server).await?;
-        let renamed = rename_once(
-            &mut target,
-            &plan.incoming_name,
-            &plan.db_name,
-            || {
-                format!(
-                    "a database {} appeared on server {} during the move",
-                    plan.db_name, plan.to_server
-                )
-            },
-            || format!("the copy is gone from server {}", plan.to_server),
-        )
-        .await;
-        let _ = target.close().await;
-        renamed?;
+        self.connector
+            .with_maintenance(&plan.to_server, |target, _| {
+                Box::pin(rename_once(
+                    target,
+                    &plan.incoming_name,
+                    &plan.db_name,
+                    move || {
+                        format!(
+                            "a database {} appeared on server {} during the move",
+                            plan.db_name, plan.to_server
+                        )
+                    },
+                    move || format!("the copy is gone from server {}", plan.to_server),
+                ))
+            })
+            .await?;
         pause("target_renamed", self.stop).await;
         let mut tx = self.master.begin().await.context("begin")?;
         tx.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -393,8 +388,8 @@ impl<'a> Mover<'a> {
             tenant.db_name_raw.as_deref() == Some(plan.db_name.as_str())
                 && tenant.server.as_ref() == Ok(&plan.from_server),
             "company {company_id}'s row now names database {} on server {} (the move copied {} from {}): it changed during the move; nothing was switched (`--abort` puts the source back)",
-            crate::output::shown(tenant.db_label()),
-            crate::output::shown(tenant.server_label()),
+            crate::text::shown(tenant.db_label()),
+            crate::text::shown(tenant.server_label()),
             plan.db_name,
             plan.from_server
         );
@@ -415,13 +410,11 @@ impl<'a> Mover<'a> {
     }
 
     async fn drop_parked(&self, plan: &MoveRecord) -> anyhow::Result<()> {
-        let mut source = self
-            .connector
-            .connect_maintenance(&plan.from_server)
-            .await?;
-        let dropped = ddl::drop_force(&mut source, &plan.parked_name).await;
-        let _ = source.close().await;
-        dropped
+        self.connector
+            .with_maintenance(&plan.from_server, |source, _| {
+                Box::pin(ddl::drop_force(source, &plan.parked_name))
+            })
+            .await
     }
 
     /// Drops the source a switched move kept, and records the move done.
@@ -456,53 +449,57 @@ impl<'a> Mover<'a> {
             record.to_server
         );
         let plan = &record;
-        let mut source = self
-            .connector
-            .connect_maintenance(&plan.from_server)
-            .await?;
-        let reopened = async {
-            if ddl::exists(&mut source, &plan.parked_name).await? {
-                ddl::allow_connections(&mut source, &plan.parked_name, true).await?;
-                anyhow::ensure!(
-                    !ddl::exists(&mut source, &plan.db_name).await?,
-                    "a new database {} exists on server {}; the source is kept as {}",
-                    plan.db_name,
-                    plan.from_server,
-                    plan.parked_name
-                );
-                ddl::rename(&mut source, &plan.parked_name, &plan.db_name).await?;
-            } else {
-                anyhow::ensure!(
-                    ddl::exists(&mut source, &plan.db_name).await?,
-                    "neither {} nor {} is on server {}",
-                    plan.db_name,
-                    plan.parked_name,
-                    plan.from_server
-                );
-            }
-            anyhow::Ok(())
-        }
-        .await;
-        let _ = source.close().await;
-        reopened.context("reopen the source")?;
-        let mut target = self.connector.connect_maintenance(&plan.to_server).await?;
-        let dropped = async {
-            let incoming = ddl::exists(&mut target, &plan.incoming_name).await?;
-            if incoming {
-                ddl::drop_force(&mut target, &plan.incoming_name).await?;
-            } else if record.step == Step::Switching
-                && ddl::exists(&mut target, &plan.db_name).await?
-            {
-                // Renamed by the switch that did not reach the master.
-                ddl::drop_force(&mut target, &plan.db_name).await?;
-            }
-            anyhow::Ok(())
-        }
-        .await;
-        let _ = target.close().await;
-        dropped.context("drop the copy")?;
+        self.connector
+            .with_maintenance(&plan.from_server, |source, _| {
+                Box::pin(reopen_source(source, plan))
+            })
+            .await
+            .context("reopen the source")?;
+        self.connector
+            .with_maintenance(&plan.to_server, |target, _| {
+                Box::pin(drop_copy(target, plan))
+            })
+            .await
+            .context("drop the copy")?;
         forget(self.master, self.layout, company_id).await
     }
+}
+
+/// Reopens a source an undone move parked under its own name (it is under
+/// it already when the move had not parked it yet).
+async fn reopen_source(source: &mut PgConnection, plan: &MoveRecord) -> anyhow::Result<()> {
+    if ddl::exists(source, &plan.parked_name).await? {
+        ddl::allow_connections(source, &plan.parked_name, true).await?;
+        anyhow::ensure!(
+            !ddl::exists(source, &plan.db_name).await?,
+            "a new database {} exists on server {}; the source is kept as {}",
+            plan.db_name,
+            plan.from_server,
+            plan.parked_name
+        );
+        ddl::rename(source, &plan.parked_name, &plan.db_name).await?;
+    } else {
+        anyhow::ensure!(
+            ddl::exists(source, &plan.db_name).await?,
+            "neither {} nor {} is on server {}",
+            plan.db_name,
+            plan.parked_name,
+            plan.from_server
+        );
+    }
+    Ok(())
+}
+
+/// Drops whatever copy an undone move made on the target.
+async fn drop_copy(target: &mut PgConnection, plan: &MoveRecord) -> anyhow::Result<()> {
+    let incoming = ddl::exists(target, &plan.incoming_name).await?;
+    if incoming {
+        ddl::drop_force(target, &plan.incoming_name).await?;
+    } else if plan.step == Step::Switching && ddl::exists(target, &plan.db_name).await? {
+        // Renamed by the switch that did not reach the master.
+        ddl::drop_force(target, &plan.db_name).await?;
+    }
+    Ok(())
 }
 
 /// Renames `from` to `to`, unless the run interrupted at this step already

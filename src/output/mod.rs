@@ -56,10 +56,6 @@ impl OutputMode {
     }
 }
 
-/// Exit status when stdout was closed before everything was printed: the
-/// shell's own status for a process ended by SIGPIPE.
-pub const EXIT_STDOUT_CLOSED: u8 = 141;
-
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a write to stdout has failed because nobody reads it any more.

@@ -103,7 +103,7 @@ struct Claimed {
 }
 
 pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let slug = Slug::parse(&args.slug).map_err(|e| UsageError(e.to_string()))?;
+    let slug = Slug::parse(&args.slug).map_err(crate::error::Usage::of)?;
     let requested_db = args
         .db_name
         .as_deref()
@@ -891,8 +891,7 @@ impl TenantSchema {
                 search_path,
                 command,
             } => Self::Prisma {
-                folder: prisma::Folder::read(migrations)
-                    .map_err(|e| UsageError(crate::error::render(&e)))?,
+                folder: prisma::Folder::read(migrations).map_err(crate::error::Usage)?,
                 schema: schema.clone(),
                 search_path: *search_path,
                 command: command.clone(),

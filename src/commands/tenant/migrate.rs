@@ -242,7 +242,7 @@ async fn run_prisma(
     command: Option<&AppCommand>,
 ) -> anyhow::Result<Outcome> {
     refuse_to(&args, ctx)?;
-    let folder = prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?;
+    let folder = prisma::Folder::read(dir).map_err(crate::error::Usage)?;
     let (tenants, log) = select(ctx, &args, None).await?;
     let limits = SessionLimits::from(&args.session);
     let child_env = ctx.connector.child_env();

@@ -1,5 +1,6 @@
 //! `tenantctl tenant settings set|get|list`: a tenant's `settings` table.
 
+use crate::error::sqlstate;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
@@ -304,7 +305,7 @@ fn raw(text: String) -> anyhow::Result<Box<RawValue>> {
 }
 
 fn settings_error(err: anyhow::Error) -> anyhow::Error {
-    if has_sqlstate(&err, "42P01") {
+    if has_sqlstate(&err, sqlstate::UNDEFINED_TABLE) {
         err.context(
             "the tenant database has no settings table; run `tenantctl tenant migrate` for it",
         )

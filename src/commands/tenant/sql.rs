@@ -86,16 +86,14 @@ pub async fn run(args: SqlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     };
     // Refused before any connection: a script that does not parse, has no
     // statements, or would end, reshape or stream outside our transaction.
-    let script = Script::parse(sql).map_err(|e| UsageError(e.to_string()))?;
+    let script = Script::parse(sql).map_err(crate::error::Usage::of)?;
     script
         .check_single_transaction()
-        .map_err(|e| UsageError(e.to_string()))?;
+        .map_err(crate::error::Usage::of)?;
     // A dry run that could not undo what the script does would be a lie:
     // refused before any connection too. A real run does what it is asked.
     if args.dry_run {
-        script
-            .check_dry_run()
-            .map_err(|e| UsageError(e.to_string()))?;
+        script.check_dry_run().map_err(crate::error::Usage::of)?;
     }
 
     let tenants = ctx.select(&args.selection).await?;

@@ -155,8 +155,7 @@ async fn run_prisma(
     dir: &Path,
     schema: &str,
 ) -> anyhow::Result<Outcome> {
-    let folder =
-        Arc::new(prisma::Folder::read(dir).map_err(|e| UsageError(crate::error::render(&e)))?);
+    let folder = Arc::new(prisma::Folder::read(dir).map_err(crate::error::Usage)?);
     let schema: Arc<str> = schema.into();
     let tenants = ctx.select(&args.selection).await?;
     let run = ctx
