@@ -8,21 +8,12 @@
 //!
 //! # How a connection ends
 //!
-//! Every connection the runner opens for a closure is ended by one rule,
-//! whatever the closure returns and however it fails: it is handed to
-//! [`Connector::release`]. Behind a transaction-mode pooler that cleans
-//! the session and COMMITs, so a pinned connection's partial work (the
-//! migrations applied before a failing one, say) is kept, as it would be
-//! on a direct connection where each statement commits as it goes; on a
-//! direct connection it simply closes. After a closure that succeeded,
-//! release's own error is the result (a write whose commit fails is not a
-//! success); after one that failed, the closure's error stands.
-//!
-//! One exception, asked for by name: [`Runner::scoped_all_or_nothing`]
-//! closes a connection whose closure failed without committing, so behind
-//! a pooler the pinned transaction's work is dropped with it (`master
-//! migrate`, which runs every step in one transaction and must keep none of
-//! it on failure).
+//! Every connection the runner opens for a closure is ended by the one
+//! rule of [`crate::connect::scope`] (released: after success the
+//! release's error is the result, after a failure the closure's error
+//! stands), with its one named exception,
+//! [`Runner::scoped_all_or_nothing`] (`master migrate`, which runs every
+//! step in one transaction and must keep none of it on failure).
 //!
 //! Connections that outlive one closure are not scoped here: the run
 //! record's ([`crate::runs::RunLog`], opened by [`Runner::open_master`])

@@ -440,39 +440,13 @@ impl Script {
         // `currval` means this session only there).
         let mut used = None;
         if dry_run && result.is_ok() {
-            result = async {
-                run.unverified = self
-                    .unverified(&mut tx)
-                    .await
-                    .context("look up the functions the script calls")?;
-                used = Some(
-                    used_since(&mut tx, &before, true)
-                        .await
-                        .context("find the sequences the script used")?,
-                );
-                anyhow::Ok(())
-            }
-            .await;
+            result = self
+                .dry_run_findings(&mut tx, &before, run)
+                .await
+                .map(|found| used = Some(found));
         }
         if plain {
-            let cleanup = if result.is_ok() {
-                SESSION_CLEANUP.to_owned()
-            } else {
-                format!("ROLLBACK TO SAVEPOINT tenantctl_script; {SESSION_CLEANUP}")
-            };
-            let mut cleared = tx
-                .execute(cleanup.as_str())
-                .await
-                .map(|_| ())
-                .context("clear what the script left in the session");
-            // DEALLOCATE ALL took the statements sqlx had prepared on this
-            // connection too: it forgets them, so the caller's next query
-            // prepares its statement again instead of naming a gone one.
-            if cleared.is_ok() {
-                cleared = sqlx::Connection::clear_cached_statements(&mut *tx)
-                    .await
-                    .context("forget the statements the cleanup deallocated");
-            }
+            let cleared = clear_session(&mut tx, result.is_ok()).await;
             // After a failure the script's error is the one to report.
             if result.is_ok() {
                 cleared?;
@@ -506,6 +480,23 @@ impl Script {
             tx.commit().await.context("commit")?;
         }
         Ok(())
+    }
+
+    /// After a dry run's script, in its transaction: what it cannot vouch
+    /// for (into `run`), and the sequences this session used.
+    async fn dry_run_findings(
+        &self,
+        tx: &mut PgConnection,
+        before: &SequenceState,
+        run: &mut ScriptRun,
+    ) -> anyhow::Result<Vec<i64>> {
+        run.unverified = self
+            .unverified(tx)
+            .await
+            .context("look up the functions the script calls")?;
+        used_since(tx, before, true)
+            .await
+            .context("find the sequences the script used")
     }
 
     /// The script and the walls around it, in the open transaction.
@@ -783,6 +774,25 @@ impl ScriptRun {
 /// Every sequence this session may see: oid, qualified name, last value
 /// (`None` if never used, or not ours to read).
 type SequenceState = Vec<(i64, String, Option<i64>)>;
+
+/// Clears what a script left in the session, inside its transaction (after
+/// a failure, back to the savepoint first so the transaction answers).
+async fn clear_session(tx: &mut PgConnection, succeeded: bool) -> anyhow::Result<()> {
+    let cleanup = if succeeded {
+        SESSION_CLEANUP.to_owned()
+    } else {
+        format!("ROLLBACK TO SAVEPOINT tenantctl_script; {SESSION_CLEANUP}")
+    };
+    tx.execute(cleanup.as_str())
+        .await
+        .context("clear what the script left in the session")?;
+    // DEALLOCATE ALL took the statements sqlx had prepared on this
+    // connection too: it forgets them, so the caller's next query
+    // prepares its statement again instead of naming a gone one.
+    sqlx::Connection::clear_cached_statements(tx)
+        .await
+        .context("forget the statements the cleanup deallocated")
+}
 
 async fn sequences(conn: &mut PgConnection) -> anyhow::Result<SequenceState> {
     Ok(sqlx::query_as(
