@@ -311,7 +311,7 @@ impl Runner {
     }
 
     /// Runs `op` on each of these databases, at most `--concurrency` at
-    /// once, each on its own connection with the session limits; the
+    /// once and `--per-server` on any one server, each on its own connection with the session limits; the
     /// answers come back in the order given. For databases no company
     /// names (`doctor`'s orphan check), which have no tenant to report on
     /// and no row to read again, so no fleet report either.
@@ -327,10 +327,29 @@ impl Runner {
         use futures_util::StreamExt as _;
         let op = &op;
         // Boxed, as in [`Self::each_server`].
+        // `--per-server` holds here too: a server's own share of the
+        // connections in flight.
+        let caps: std::collections::BTreeMap<&ServerName, tokio::sync::Semaphore> = self
+            .options
+            .per_server
+            .map(|cap| {
+                dbs.iter()
+                    .map(|(server, _)| (server, tokio::sync::Semaphore::new(cap.max(1))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let caps = &caps;
         let asks: Vec<ConnFuture<'_, T>> = dbs
             .iter()
             .map(|(server, db)| -> ConnFuture<'_, T> {
-                Box::pin(self.with_tenant(server, db, move |conn, _| op(conn, borrows())))
+                Box::pin(async move {
+                    let _turn = match caps.get(server) {
+                        Some(cap) => Some(cap.acquire().await?),
+                        None => None,
+                    };
+                    self.with_tenant(server, db, move |conn, _| op(conn, borrows()))
+                        .await
+                })
             })
             .collect();
         futures_util::stream::iter(asks)
