@@ -22,6 +22,8 @@ pub mod args;
 pub mod context;
 pub mod doctor;
 pub mod master;
+pub mod record;
+pub mod select;
 pub mod server;
 pub mod tenant;
 

@@ -115,3 +115,87 @@ fn doctor_passes_a_clean_server_and_counts_orphans_by_migrations_and_stuck_tenan
     .json();
     assert_eq!(capped, report);
 }
+
+/// doctor takes the session limits every fleet command takes: a tenant
+/// whose migrations table another session holds locked is reported once
+/// `--lock-timeout` runs out, instead of holding the whole check up (as it
+/// did before doctor went through the runner), and `--per-server` is
+/// accepted with it.
+#[test]
+fn doctor_gives_up_on_a_locked_tenant_when_its_lock_timeout_runs_out() {
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&env.token);
+    let base = server.base_url();
+    let with_server = |c: &mut std::process::Command| {
+        c.env("POSTGRES_BASE_URL", &base)
+            .env_remove("MASTER_DATABASE_URL");
+    };
+    env.run_with(&["master", "migrate"], with_server).ok();
+    for slug in ["acme", "globex"] {
+        env.run_with(&["tenant", "create", slug], with_server).ok();
+    }
+    let mut holder = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-d",
+            &format!("{base}/tenant_acme"),
+            "-c",
+            "BEGIN; LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    crate::support::wait_until(
+        std::time::Duration::from_secs(20),
+        "the lock on acme's _sqlx_migrations",
+        || {
+            let held = crate::support::block_on(async {
+                use sqlx::Connection as _;
+                let mut conn =
+                    sqlx::postgres::PgConnection::connect(&format!("{base}/tenant_acme"))
+                        .await
+                        .ok()?;
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+                     AND relation = '_sqlx_migrations'::regclass AND granted",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+                let _ = conn.close().await;
+                Some(n)
+            });
+            (held == Some(1)).then_some(())
+        },
+    );
+    let mut doctor = env.cmd();
+    with_server(&mut doctor);
+    doctor.args([
+        "doctor",
+        "--lock-timeout",
+        "300ms",
+        "--per-server",
+        "1",
+        "--output",
+        "json",
+    ]);
+    let child = doctor
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tenantctl");
+    let run = crate::support::wait_with_deadline(child, std::time::Duration::from_secs(60));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let report = run.json();
+    let findings = report["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["slug"], "acme", "{report}");
+    assert_eq!(findings[0]["kind"], "unreachable", "{report}");
+    let detail = findings[0]["detail"].as_str().expect("detail");
+    assert!(detail.contains("lock timeout"), "{detail}");
+    assert!(detail.contains("55P03"), "{detail}");
+}

@@ -1,0 +1,101 @@
+//! The end of a fleet run, and the record of one that changes tenants:
+//! the run opened in the master before any tenant is touched, closed with
+//! its outcome, and the report that names it.
+
+use std::sync::Arc;
+
+use super::context::Context;
+use crate::commands::args::SelectionArgs;
+use crate::error::Outcome;
+use crate::fleet::{FleetRun, Verdict};
+use crate::output::report::{Extra, TenantValue, print_fleet_with};
+use crate::runs::{RunLog, RunRequest};
+use crate::tenant::Tenant;
+
+impl Context {
+    /// [`Self::select`] for a run that changes tenants, on the same master
+    /// connection: the run is recorded (see [`RunLog`]) before any tenant
+    /// is touched, and the connection stays open to record each tenant.
+    pub async fn select_for_run(
+        &self,
+        selection: &SelectionArgs,
+        request: impl FnOnce(usize) -> RunRequest,
+    ) -> anyhow::Result<(Vec<Tenant>, Arc<RunLog>)> {
+        let (mut conn, layout) = self.master().await?;
+        let tenants = match self
+            .resolve_in_transaction(&mut conn, &layout, &selection.tenants, &selection.filter)
+            .await
+        {
+            Ok(tenants) => tenants,
+            Err(err) => {
+                // Nothing was written: the connection is not worth a commit.
+                self.connector.abandon(conn).await;
+                return Err(err);
+            }
+        };
+        let request = request(tenants.len());
+        let log = RunLog::start(
+            self.connector.clone(),
+            conn,
+            &layout,
+            request,
+            self.selection().as_ref(),
+        )
+        .await?;
+        Ok((tenants, Arc::new(log)))
+    }
+
+    /// Prints a fleet run's report and turns it into the exit outcome.
+    pub fn finish<T: TenantValue>(&self, run: &FleetRun<T>) -> Outcome {
+        let extra = Extra {
+            selection: self.selection(),
+            ..Extra::default()
+        };
+        print_fleet_with(run, self.output, &extra);
+        run.outcome()
+    }
+
+    /// Opens a run record in the master for a run about to change tenants.
+    pub async fn start_run(&self, request: RunRequest) -> anyhow::Result<Arc<RunLog>> {
+        let (conn, layout) = self.master().await?;
+        Ok(Arc::new(
+            RunLog::start(
+                self.connector.clone(),
+                conn,
+                &layout,
+                request,
+                self.selection().as_ref(),
+            )
+            .await?,
+        ))
+    }
+
+    /// [`Self::finish`] for a run with a run record: closes the record with
+    /// the outcome and names the run in the report.
+    pub async fn finish_run<T: TenantValue>(
+        &self,
+        run: &FleetRun<T>,
+        log: Option<&RunLog>,
+    ) -> Outcome {
+        let outcome = run.outcome();
+        if let Some(log) = log {
+            // The record has no column of its own for tenants cut short
+            // by an interrupt: they count as failed there (the run's
+            // outcome says `interrupted`).
+            log.finish(
+                outcome,
+                run.count(Verdict::Ok),
+                run.count(Verdict::Failed) + run.count(Verdict::Interrupted),
+                run.count(Verdict::Skipped),
+            )
+            .await;
+        }
+        let extra = Extra {
+            run_id: log.map(|l| l.id),
+            refused: false,
+            selection: self.selection(),
+        };
+        print_fleet_with(run, self.output, &extra);
+        outcome
+    }
+}
