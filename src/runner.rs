@@ -311,7 +311,8 @@ impl Runner {
     }
 
     /// Runs `op` on each of these databases, at most `--concurrency` at
-    /// once and `--per-server` on any one server, each on its own connection with the session limits; the
+    /// once and `--per-server` on any one server, each on its own connection
+    /// and in a transaction of its own with the session limits; the
     /// answers come back in the order given. For databases no company
     /// names (`doctor`'s orphan check), which have no tenant to report on
     /// and no row to read again, so no fleet report either.
@@ -326,7 +327,6 @@ impl Runner {
     {
         use futures_util::StreamExt as _;
         let op = &op;
-        // Boxed, as in [`Self::each_server`].
         // `--per-server` holds here too: a server's own share of the
         // connections in flight.
         let caps: std::collections::BTreeMap<&ServerName, tokio::sync::Semaphore> = self
@@ -339,6 +339,7 @@ impl Runner {
             })
             .unwrap_or_default();
         let caps = &caps;
+        // Boxed, as in [`Self::each_server`].
         let asks: Vec<ConnFuture<'_, T>> = dbs
             .iter()
             .map(|(server, db)| -> ConnFuture<'_, T> {
@@ -347,7 +348,7 @@ impl Runner {
                         Some(cap) => Some(cap.acquire().await?),
                         None => None,
                     };
-                    self.with_tenant(server, db, move |conn, _| op(conn, borrows()))
+                    self.with_tenant_read(server, db, move |conn, _| op(conn, borrows()))
                         .await
                 })
             })
@@ -433,6 +434,38 @@ impl Runner {
             .connect_tenant(server, db, &self.limits)
             .await?;
         self.scoped(conn, op).await
+    }
+
+    /// [`Self::with_tenant`] for reading: `op` runs in one transaction
+    /// with the session limits set in it (`SET LOCAL`, so they end with it
+    /// and never reach a pooler's next client), then committed. What a
+    /// read-only check needs so that `--lock-timeout` and
+    /// `--statement-timeout` hold for it (`doctor`).
+    pub async fn with_tenant_read<'e, T, F>(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+        op: F,
+    ) -> anyhow::Result<T>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T> + Send + 'e,
+    {
+        let limits = self.limits.local();
+        self.with_tenant(server, db, |conn, _| {
+            Box::pin(async move {
+                let mut tx = conn.begin().await.context("begin")?;
+                if let Some(sql) = &limits {
+                    sqlx::Executor::execute(&mut *tx, sql.as_str())
+                        .await
+                        .context("set the session's timeouts")?;
+                }
+                let value = op(&mut tx, borrows()).await?;
+                tx.commit().await.context("commit")?;
+                Ok(value)
+            })
+        })
+        .await
     }
 
     /// A connection to a server's maintenance database, for creating,

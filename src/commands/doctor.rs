@@ -648,7 +648,9 @@ where
                 fleet::attempt(
                     async {
                         let (server, db) = (tenant.server()?, tenant.db_name()?);
-                        runner.with_tenant(server, db, |conn, _| op(conn)).await
+                        runner
+                            .with_tenant_read(server, db, |conn, _| op(conn))
+                            .await
                     }
                     .await,
                 )
