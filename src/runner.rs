@@ -208,6 +208,37 @@ impl Runner {
         .await
     }
 
+    /// [`Self::on_each_tenant`] for work that is one transaction on each
+    /// tenant (reading its migrations, writing a setting): `op` runs in a
+    /// transaction with the session limits set in it (`SET LOCAL`, so they
+    /// end with it), committed when `op` succeeds. How `--lock-timeout` and
+    /// `--statement-timeout` reach work that sets no limits of its own.
+    pub async fn on_each_tenant_limited<T, F>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> ConnFuture<'c, ()>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let limits: Arc<Option<String>> = Arc::new(self.limits.local());
+        let op = Arc::new(op);
+        self.on_each_tenant(tenants, observer, move |tenant, conn, value| {
+            let (limits, op) = (limits.clone(), op.clone());
+            Box::pin(async move {
+                let mut tx = begin_limited(conn, (*limits).as_ref()).await?;
+                op(tenant, &mut tx, value).await?;
+                tx.commit().await.context("commit")
+            })
+        })
+        .await
+    }
+
     /// One tenant's turn in [`Self::on_each_tenant`].
     async fn on_tenant<'e, T, F>(&self, tenant: &Tenant, value: &mut T, op: F) -> anyhow::Result<()>
     where
@@ -454,12 +485,7 @@ impl Runner {
         let limits = self.limits.local();
         self.with_tenant(server, db, |conn, _| {
             Box::pin(async move {
-                let mut tx = conn.begin().await.context("begin")?;
-                if let Some(sql) = &limits {
-                    sqlx::Executor::execute(&mut *tx, sql.as_str())
-                        .await
-                        .context("set the session's timeouts")?;
-                }
+                let mut tx = begin_limited(conn, limits.as_ref()).await?;
                 let value = op(&mut tx, borrows()).await?;
                 tx.commit().await.context("commit")?;
                 Ok(value)
@@ -484,6 +510,21 @@ impl Runner {
     {
         self.connector.with_master_maintenance(op).await
     }
+}
+
+/// A transaction of its own on `conn`, with the session limits (`SET
+/// LOCAL` statements, if any) set in it first: they end with it.
+async fn begin_limited<'c>(
+    conn: &'c mut PgConnection,
+    limits: Option<&String>,
+) -> anyhow::Result<sqlx::Transaction<'c, sqlx::Postgres>> {
+    let mut tx = conn.begin().await.context("begin")?;
+    if let Some(sql) = limits {
+        sqlx::Executor::execute(&mut *tx, sql.as_str())
+            .await
+            .context("set the session's timeouts")?;
+    }
+    Ok(tx)
 }
 
 /// The companies table's layout, read in a transaction of its own (see

@@ -222,6 +222,31 @@ impl Context {
             .await
     }
 
+    /// [`Self::on_each_tenant`] for work that is one transaction on each
+    /// tenant, with the session limits set in it (see
+    /// [`Runner::on_each_tenant_limited`]).
+    pub async fn on_each_tenant_limited<T, F>(
+        &self,
+        tenants: Vec<Tenant>,
+        args: &FleetArgs,
+        limits: SessionLimits,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> TenantFuture<'c, ()>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.interruptible();
+        self.runner
+            .with_options(args.into())
+            .with_limits(limits)
+            .on_each_tenant_limited(tenants, &self.progress(), op)
+            .await
+    }
+
     /// The progress display for a fleet run.
     pub fn progress(&self) -> Progress {
         let output = if self.streaming.load(Ordering::SeqCst) {

@@ -94,3 +94,104 @@ fn tenantctl_lock_and_statement_timeouts_are_read_from_the_environment() {
     );
     assert_eq!(env.applied(&env.db("a")).len(), 2);
 }
+
+/// The session limits reach the commands whose work sets none of its own
+/// (`tenant status`, `tenant settings get|set|list`): each tenant's work
+/// runs in a transaction with them set, so a table another session holds
+/// locked fails that tenant once `--lock-timeout` (or its variable) runs
+/// out, instead of holding the command up for ever.
+#[test]
+fn status_and_settings_give_up_on_a_locked_table_when_the_lock_timeout_runs_out() {
+    let env = TestEnv::new();
+    env.with_tenants(&["a"]);
+    let slug = env.slug("a");
+    let spawn = |args: &[&str], var: Option<(&str, &str)>| {
+        let mut cmd = env.cmd();
+        cmd.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some((name, value)) = var {
+            cmd.env(name, value);
+        }
+        cmd.spawn().expect("spawn tenantctl")
+    };
+    let under_lock = |table: &str, args: &[&str], var: Option<(&str, &str)>| {
+        block_on(async {
+            use sqlx::Executor as _;
+            let mut conn = env.connect(&env.db("a")).await;
+            conn.execute(format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE").as_str())
+                .await
+                .expect("lock");
+            let run = wait_with_deadline(spawn(args, var), Duration::from_secs(30));
+            conn.execute("ROLLBACK").await.expect("unlock");
+            run
+        })
+    };
+
+    let run = under_lock(
+        "_sqlx_migrations",
+        &[
+            "tenant",
+            "status",
+            &slug,
+            "--lock-timeout",
+            "200ms",
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    let error = run.json()["tenants"][0]["error"].clone();
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("lock timeout")),
+        "{error}"
+    );
+
+    let run = under_lock(
+        "settings",
+        &[
+            "tenant", "settings", "set", "--all", "plan", "\"pro\"", "--output", "json",
+        ],
+        Some(("TENANTCTL_LOCK_TIMEOUT", "200ms")),
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    let error = run.json()["tenants"][0]["error"].clone();
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("lock timeout")),
+        "{error}"
+    );
+
+    let run = under_lock(
+        "settings",
+        &[
+            "tenant",
+            "settings",
+            "get",
+            &slug,
+            "plan",
+            "--lock-timeout",
+            "200ms",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("lock timeout"), "{}", run.stderr);
+
+    // Unlocked, the same commands work and the setting was never written.
+    let run = env
+        .run(&[
+            "tenant",
+            "settings",
+            "list",
+            &slug,
+            "--lock-timeout",
+            "200ms",
+            "--output",
+            "json",
+        ])
+        .ok();
+    assert_eq!(run.json(), serde_json::json!([]), "{}", run.stdout);
+    env.run(&["tenant", "status", &slug, "--statement-timeout", "5s"])
+        .ok();
+}

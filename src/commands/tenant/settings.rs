@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::postgres::PgConnection;
 
-use crate::commands::args::{FilterArgs, FleetArgs};
+use crate::commands::args::{FilterArgs, FleetArgs, SessionArgs};
 use crate::commands::context::Context;
-use crate::connect::{SessionLimits, has_sqlstate};
+use crate::connect::has_sqlstate;
 use crate::error::{Outcome, UsageError};
 use crate::output::report::TenantValue;
 use crate::output::{OutputMode, line, print_json, shown, table};
@@ -39,6 +39,9 @@ pub struct SetArgs {
 
     #[command(flatten)]
     pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +55,9 @@ pub struct GetArgs {
 
     #[command(flatten)]
     pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +65,9 @@ pub struct ListArgs {
     /// Tenant slug or id
     #[arg(value_name = "SLUG|ID")]
     pub tenant: String,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// One setting as stored. The value is jsonb's own text, carried as raw
@@ -137,10 +146,10 @@ async fn set(args: SetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let tenants = ctx.select_names(names, &args.filter).await?;
     let run = ctx
-        .on_each_tenant(
+        .on_each_tenant_limited(
             tenants,
             &args.fleet,
-            SessionLimits::default(),
+            (&args.session).into(),
             move |_, conn, setting: &mut SettingValue| {
                 let (key, value) = (key.clone(), value.clone());
                 Box::pin(async move {
@@ -161,14 +170,14 @@ async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     if let [name] = names
         && !args.filter.all
     {
-        return get_one(ctx, name, &key).await;
+        return get_one(ctx, name, &key, &args.session).await;
     }
     let tenants = ctx.select_names(names, &args.filter).await?;
     let run = ctx
-        .on_each_tenant(
+        .on_each_tenant_limited(
             tenants,
             &args.fleet,
-            SessionLimits::default(),
+            (&args.session).into(),
             move |_, conn, setting: &mut SettingValue| {
                 let key = key.clone();
                 Box::pin(async move {
@@ -183,8 +192,13 @@ async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 }
 
 /// One tenant named: just the value, or one error.
-async fn get_one(ctx: &Context, name: &str, key: &str) -> anyhow::Result<Outcome> {
-    let (tenant, value) = on_tenant(ctx, name, |conn, _| {
+async fn get_one(
+    ctx: &Context,
+    name: &str,
+    key: &str,
+    session: &SessionArgs,
+) -> anyhow::Result<Outcome> {
+    let (tenant, value) = on_tenant(ctx, name, session, |conn, _| {
         Box::pin(async move { Ok(read_one(conn, key).await) })
     })
     .await?;
@@ -199,7 +213,7 @@ async fn get_one(ctx: &Context, name: &str, key: &str) -> anyhow::Result<Outcome
 }
 
 async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let (tenant, result) = on_tenant(ctx, &args.tenant, |conn, _| {
+    let (tenant, result) = on_tenant(ctx, &args.tenant, &args.session, |conn, _| {
         Box::pin(async move { Ok(read(conn, None).await) })
     })
     .await?;
@@ -235,15 +249,22 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 async fn on_tenant<'e, T, F>(
     ctx: &'e Context,
     key: &str,
+    session: &SessionArgs,
     op: F,
 ) -> anyhow::Result<(Tenant, anyhow::Result<T>)>
 where
-    F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, anyhow::Result<T>>,
+    T: Send,
+    F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, anyhow::Result<T>>
+        + Send
+        + 'e,
 {
     let tenant = ctx.tenant(key).await?;
     let got = async {
         let (server, db) = (tenant.server()?, tenant.db_name()?);
-        ctx.runner.with_tenant(server, db, op).await
+        ctx.runner
+            .with_limits(session.into())
+            .with_tenant_read(server, db, op)
+            .await
     }
     .await
     .with_context(|| format!("tenant {tenant}"))?;

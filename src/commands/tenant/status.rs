@@ -1,9 +1,9 @@
 //! `tenantctl tenant status`: each tenant's migration state and problems,
 //! read-only, on the same fleet machinery as `migrate`.
 
-use crate::commands::args::{FleetArgs, SelectionArgs};
+use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
-use crate::connect::{SessionLimits, is_missing_database};
+use crate::connect::is_missing_database;
 use crate::error::Outcome;
 use crate::migrations::{self, Problem};
 use crate::output::report::TenantValue;
@@ -23,6 +23,9 @@ pub struct StatusArgs {
 
     #[command(flatten)]
     pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// A problem `status` reports, by kind.
@@ -121,10 +124,10 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
     let run = ctx
-        .on_each_tenant(
+        .on_each_tenant_limited(
             tenants,
             &args.fleet,
-            SessionLimits::default(),
+            (&args.session).into(),
             move |_, conn, state: &mut TenantState| {
                 let migrations = migrations.clone();
                 Box::pin(async move {
@@ -159,10 +162,10 @@ async fn run_prisma(
     let schema: Arc<str> = schema.into();
     let tenants = ctx.select(&args.selection).await?;
     let run = ctx
-        .on_each_tenant(
+        .on_each_tenant_limited(
             tenants,
             &args.fleet,
-            SessionLimits::default(),
+            (&args.session).into(),
             move |_, conn, value: &mut PrismaTenantState| {
                 let (folder, schema) = (folder.clone(), schema.clone());
                 Box::pin(async move {
