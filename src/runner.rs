@@ -226,12 +226,16 @@ impl Runner {
             + Sync
             + 'static,
     {
-        let limits: Arc<Option<String>> = Arc::new(self.limits.local());
+        let Some(limits) = self.limits.local() else {
+            // No limits: nothing to set, no transaction to open for it.
+            return self.on_each_tenant(tenants, observer, op).await;
+        };
+        let limits = Arc::new(limits);
         let op = Arc::new(op);
         self.on_each_tenant(tenants, observer, move |tenant, conn, value| {
             let (limits, op) = (limits.clone(), op.clone());
             Box::pin(async move {
-                let mut tx = begin_limited(conn, (*limits).as_ref()).await?;
+                let mut tx = begin_limited(conn, &limits).await?;
                 op(tenant, &mut tx, value).await?;
                 tx.commit().await.context("commit")
             })
@@ -482,10 +486,13 @@ impl Runner {
         T: Send,
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T> + Send + 'e,
     {
-        let limits = self.limits.local();
+        let Some(limits) = self.limits.local() else {
+            // No limits: nothing to set, no transaction to open for it.
+            return self.with_tenant(server, db, op).await;
+        };
         self.with_tenant(server, db, |conn, _| {
             Box::pin(async move {
-                let mut tx = begin_limited(conn, limits.as_ref()).await?;
+                let mut tx = begin_limited(conn, &limits).await?;
                 let value = op(&mut tx, borrows()).await?;
                 tx.commit().await.context("commit")?;
                 Ok(value)
@@ -513,17 +520,15 @@ impl Runner {
 }
 
 /// A transaction of its own on `conn`, with the session limits (`SET
-/// LOCAL` statements, if any) set in it first: they end with it.
+/// LOCAL` statements) set in it first: they end with it.
 async fn begin_limited<'c>(
     conn: &'c mut PgConnection,
-    limits: Option<&String>,
+    limits: &str,
 ) -> anyhow::Result<sqlx::Transaction<'c, sqlx::Postgres>> {
     let mut tx = conn.begin().await.context("begin")?;
-    if let Some(sql) = limits {
-        sqlx::Executor::execute(&mut *tx, sql.as_str())
-            .await
-            .context("set the session's timeouts")?;
-    }
+    sqlx::Executor::execute(&mut *tx, limits)
+        .await
+        .context("set the session's timeouts")?;
     Ok(tx)
 }
 
