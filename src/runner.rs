@@ -471,11 +471,12 @@ impl Runner {
         self.scoped(conn, op).await
     }
 
-    /// [`Self::with_tenant`] for reading: `op` runs in one transaction
-    /// with the session limits set in it (`SET LOCAL`, so they end with it
-    /// and never reach a pooler's next client), then committed. What a
-    /// read-only check needs so that `--lock-timeout` and
-    /// `--statement-timeout` hold for it (`doctor`).
+    /// [`Self::with_tenant`] for reading: `op` runs in a transaction of its
+    /// own, rolled back after (see [`read_guard`]), with the session limits
+    /// set in it (`SET LOCAL`, so they end with it and never reach a
+    /// pooler's next client): what a read-only check needs so that
+    /// `--lock-timeout` and `--statement-timeout` hold for it (`doctor`,
+    /// `settings get`).
     pub async fn with_tenant_read<'e, T, F>(
         &self,
         server: &ServerName,
@@ -486,16 +487,39 @@ impl Runner {
         T: Send,
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T> + Send + 'e,
     {
-        let Some(limits) = self.limits.local() else {
-            // No limits: nothing to set, no transaction to open for it.
-            return self.with_tenant(server, db, op).await;
-        };
+        let limits = self.limits.local();
         self.with_tenant(server, db, |conn, _| {
             Box::pin(async move {
-                let mut tx = begin_limited(conn, &limits).await?;
-                let value = op(&mut tx, borrows()).await?;
-                tx.commit().await.context("commit")?;
-                Ok(value)
+                let Some(mut tx) = read_guard(conn, limits.as_deref()).await? else {
+                    return op(conn, borrows()).await;
+                };
+                let value = op(&mut tx, borrows()).await;
+                tx.rollback().await.context("roll back the read")?;
+                value
+            })
+        })
+        .await
+    }
+
+    /// [`Self::with_master`] for reading: `op` runs in a transaction of its
+    /// own, rolled back after (see [`read_guard`]), so a read that fails
+    /// (a role without rights on one of tenantctl's tables, say) is the
+    /// error reported, even behind a transaction-mode pooler.
+    pub async fn with_master_read<'e, T, F>(&self, op: F) -> anyhow::Result<T>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c mut PgConnection, Layout, Borrows<'c, 'e>) -> ConnFuture<'c, T>
+            + Send
+            + 'e,
+    {
+        self.with_master(|conn, layout, _| {
+            Box::pin(async move {
+                let Some(mut tx) = read_guard(conn, None).await? else {
+                    return op(conn, layout, borrows()).await;
+                };
+                let value = op(&mut tx, layout, borrows()).await;
+                tx.rollback().await.context("roll back the read")?;
+                value
             })
         })
         .await
@@ -517,6 +541,25 @@ impl Runner {
     {
         self.connector.with_master_maintenance(op).await
     }
+}
+
+/// The transaction a read runs in, when it needs one: on a pinned
+/// connection (behind a transaction-mode pooler), whose one transaction a
+/// failed read would leave aborted, so that its COMMIT at release fails
+/// and hides the read's own error (a savepoint there, rolled back after);
+/// and wherever there are session limits to set. `None`: a plain
+/// connection without limits, where the read runs as it is.
+async fn read_guard<'c>(
+    conn: &'c mut PgConnection,
+    limits: Option<&str>,
+) -> anyhow::Result<Option<sqlx::Transaction<'c, sqlx::Postgres>>> {
+    if let Some(limits) = limits {
+        return begin_limited(conn, limits).await.map(Some);
+    }
+    if conn.is_in_transaction() {
+        return conn.begin().await.map(Some).context("begin");
+    }
+    Ok(None)
 }
 
 /// A transaction of its own on `conn`, with the session limits (`SET

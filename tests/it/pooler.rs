@@ -454,3 +454,38 @@ fn through_pgbouncer_in_transaction_mode_a_no_transaction_migration_is_refused_a
     let list = through(&["tenant", "list", "--output", "json"]).ok().json();
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
 }
+
+/// A read that fails inside the pooled connection's one transaction is the
+/// error reported, not the COMMIT that fails after it at release ("current
+/// transaction is aborted"): each read runs under a savepoint rolled back
+/// after it.
+#[test]
+fn through_pgbouncer_in_transaction_mode_a_failed_read_is_the_error_reported() {
+    let pooled = Transactional::start();
+    pooled.server.exec("tenant_globex", "DROP TABLE settings");
+    for args in [
+        &["tenant", "settings", "get", "globex", "theme"][..],
+        &["tenant", "settings", "list", "globex"],
+    ] {
+        let run = pooled.through(args).code(1);
+        assert!(
+            run.stderr.contains("no settings table"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("25P02"), "{args:?}: {}", run.stderr);
+    }
+    pooled.through(&["tenant", "migrate", "--all"]).ok();
+    pooled
+        .server
+        .exec("master", "REVOKE SELECT ON tenantctl.runs FROM app");
+    let run = pooled
+        .through(&["tenant", "revert", "--run", "1", "--yes"])
+        .code(1);
+    assert!(
+        run.stderr.contains("permission denied for table runs"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("25P02"), "{}", run.stderr);
+}

@@ -39,7 +39,7 @@ struct Row<'a> {
 pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (layout, mut tenants, claimed) = ctx
         .runner
-        .with_master(|conn, layout, _| {
+        .with_master_read(|conn, layout, _| {
             Box::pin(async move {
                 // Listing what we can see is still useful; calling it
                 // everything is not.

@@ -387,7 +387,7 @@ async fn run_goals(
     // The errors are kept for later, each where it was checked before.
     let (layout, found, everyone) = ctx
         .runner
-        .with_master(|conn, layout, _| {
+        .with_master_read(|conn, layout, _| {
             Box::pin(async move {
                 let found = runs::get(conn, &layout, id).await;
                 let everyone = match &found {
