@@ -775,7 +775,9 @@ mod tests {
     #[tokio::test]
     async fn a_moving_tenant_is_skipped_and_says_why() {
         let mut moving = tenant("m", None);
-        moving.moving_to = Some(crate::servers::ServerName::parse("eu2").expect("valid"));
+        moving.moving_to = Some(crate::tenant::MovingTo::Server(
+            crate::servers::ServerName::parse("eu2").expect("valid"),
+        ));
         let run = run(
             vec![tenant("a", None), moving],
             FleetOptions {

@@ -129,7 +129,7 @@ pub struct Tenant {
     /// The validated server name, or why the recorded one is refused.
     pub server: Result<ServerName, String>,
     /// While a `tenant move` has it: the server it is being moved to.
-    pub moving_to: Option<ServerName>,
+    pub moving_to: Option<MovingTo>,
     /// Set by a selection when other companies' rows name the same
     /// database on the same server.
     pub sharing: Option<Sharing>,
@@ -369,6 +369,32 @@ pub fn unknown_tenant(key: &str) -> anyhow::Error {
         "unknown tenant {:?}: no company has that slug, id, database name or (without a slug) name (see `tenantctl tenant list`)",
         crate::text::shown(key)
     )
+}
+
+/// Where a move is taking a tenant, as tenantctl's record names it: a
+/// server, or the text of a name edited by hand into no valid one. Either
+/// way the tenant is being moved: nothing may reach its database until the
+/// move is finished or undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MovingTo {
+    Server(ServerName),
+    Unreadable(String),
+}
+
+impl MovingTo {
+    /// The record's name for it, as written.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Server(name) => name.as_str(),
+            Self::Unreadable(raw) => raw,
+        }
+    }
+}
+
+impl fmt::Display for MovingTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::text::shown(self.as_str()))
+    }
 }
 
 impl fmt::Display for Tenant {

@@ -18,7 +18,7 @@ use crate::error::Outcome;
 use crate::error::render;
 use crate::fleet::{self, Silent, Verdict};
 use crate::migrations::{self, MigrationSet, Plan};
-use crate::moves::{self, MoveRecord};
+use crate::moves::{self, MoveRow};
 use crate::output::{OutputMode, line, print_json, shown, table};
 use crate::prisma;
 use crate::runner::{ConnFuture, Runner};
@@ -255,7 +255,7 @@ async fn list_servers(ctx: &Context, runner: &Runner) -> BTreeMap<ServerName, Li
 
 /// Names a move owns on each server (the parked source, the copy), which
 /// are neither orphans nor databases on the wrong server.
-fn owned_by_moves(moves: &[MoveRecord]) -> BTreeSet<(&str, &str)> {
+fn owned_by_moves(moves: &[MoveRow]) -> BTreeSet<(&str, &str)> {
     let mut owned = BTreeSet::new();
     for m in moves {
         owned.insert((m.from_server.as_str(), m.parked_name.as_str()));
@@ -275,7 +275,7 @@ fn compare(
     layout: &Layout,
     companies: &[Tenant],
     on_servers: &BTreeMap<ServerName, Listing>,
-    moves: &[MoveRecord],
+    moves: &[MoveRow],
 ) -> (Vec<Finding>, Vec<Tenant>, Vec<(ServerName, String)>) {
     let mut findings = Vec::new();
     for (server, listing) in on_servers {
@@ -357,7 +357,7 @@ fn compare_company(
     layout: &Layout,
     company: &Tenant,
     on_servers: &BTreeMap<ServerName, Listing>,
-    moves: &[MoveRecord],
+    moves: &[MoveRow],
     owned: &BTreeSet<(&str, &str)>,
 ) -> (Vec<Finding>, bool) {
     let mut findings = Vec::new();

@@ -13,7 +13,7 @@ use super::{BOOKKEEPING, PLACEMENT, quote};
 use crate::dbname::DbName;
 use crate::error::UsageError;
 use crate::servers::ServerName;
-use crate::tenant::{Lifecycle, Slug, Tenant, find_tenant, unknown_tenant};
+use crate::tenant::{Lifecycle, MovingTo, Slug, Tenant, find_tenant, unknown_tenant};
 
 impl Layout {
     fn select(&self) -> String {
@@ -114,18 +114,12 @@ impl Layout {
         if let Some(to) = moving_to {
             tenant.lifecycle = Some(Lifecycle::Moving);
             tenant.status = Some(Lifecycle::Moving.as_str().to_owned());
-            match ServerName::parse(&to) {
-                Ok(to) => tenant.moving_to = Some(to),
-                // Edited by hand into no server's name: where the tenant
-                // is, is in doubt, so nothing may reach its database.
-                Err(err) => {
-                    tenant.server = Err(format!(
-                        "company {}: refusing the server {} says it is moving to: {err}; fix that row",
-                        tenant.id,
-                        super::MOVES
-                    ));
-                }
-            }
+            tenant.moving_to = Some(match ServerName::parse(&to) {
+                Ok(to) => MovingTo::Server(to),
+                // Edited by hand into no server's name: still a move, and
+                // shown as recorded.
+                Err(_) => MovingTo::Unreadable(to),
+            });
         }
         tenant
     }

@@ -162,6 +162,13 @@ type RecordRow = (
     DateTime<Utc>,
 );
 
+/// A recorded step; one tenantctl does not know is refused (a newer
+/// tenantctl's move, or a row edited by hand).
+fn step_of(company_id: &str, raw: &str) -> anyhow::Result<Step> {
+    Step::parse(raw)
+        .with_context(|| format!("{MOVES}: company {company_id} has unknown step {raw:?}"))
+}
+
 fn record(row: RecordRow) -> anyhow::Result<MoveRecord> {
     let (
         company_id,
@@ -174,8 +181,7 @@ fn record(row: RecordRow) -> anyhow::Result<MoveRecord> {
         bytes,
         started_at,
     ) = row;
-    let step = Step::parse(&step)
-        .with_context(|| format!("{MOVES}: company {company_id} has unknown step {step:?}"))?;
+    let step = step_of(&company_id, &step)?;
     // A name edited by hand is refused as the record is read, in the words
     // the move itself used to refuse it with.
     let server =
@@ -196,8 +202,24 @@ fn record(row: RecordRow) -> anyhow::Result<MoveRecord> {
 
 const COLUMNS: &str = "company_id, db_name, from_server, to_server, parked_name, incoming_name, step, bytes, started_at";
 
+/// One row of `tenantctl.moves` as recorded, its names as text: what a
+/// report on every move shows (`doctor`), so that a row edited by hand into
+/// names tenantctl refuses to act on is still shown, and does not hide the
+/// rest of the fleet. Acting on a move reads it with [`get`], which parses
+/// it into a [`MoveRecord`].
+#[derive(Debug, Clone)]
+pub struct MoveRow {
+    pub company_id: String,
+    pub db_name: String,
+    pub from_server: String,
+    pub to_server: String,
+    pub parked_name: String,
+    pub incoming_name: String,
+    pub step: Step,
+}
+
 /// Every recorded move (none when the table is not there yet).
-pub async fn list(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Vec<MoveRecord>> {
+pub async fn list(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Vec<MoveRow>> {
     if !layout.has_moves {
         return Ok(Vec::new());
     }
@@ -209,7 +231,22 @@ pub async fn list(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Ve
     .fetch_all(conn)
     .await
     .with_context(|| format!("read {MOVES}"))?;
-    rows.into_iter().map(record).collect()
+    rows.into_iter()
+        .map(|row| {
+            let (company_id, db_name, from_server, to_server, parked_name, incoming_name, step, ..) =
+                row;
+            let step = step_of(&company_id, &step)?;
+            Ok(MoveRow {
+                company_id,
+                db_name,
+                from_server,
+                to_server,
+                parked_name,
+                incoming_name,
+                step,
+            })
+        })
+        .collect()
 }
 
 /// The recorded move of this company, if any.

@@ -199,3 +199,106 @@ fn doctor_gives_up_on_a_locked_tenant_when_its_lock_timeout_runs_out() {
     assert!(detail.contains("lock timeout"), "{detail}");
     assert!(detail.contains("55P03"), "{detail}");
 }
+
+/// A row of tenantctl.moves edited by hand into names tenantctl refuses
+/// (a database name with a space, a server name with capitals) is shown as
+/// recorded, by doctor among the rest of the fleet's findings, and by fleet
+/// commands as a tenant being moved (skipped), as before the move records
+/// were typed: one bad row neither hides the fleet nor changes outcomes.
+#[test]
+fn a_move_record_edited_into_bad_names_is_reported_not_fatal() {
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&env.token);
+    let base = server.base_url();
+    let with_server = |c: &mut std::process::Command| {
+        c.env("POSTGRES_BASE_URL", &base)
+            .env_remove("MASTER_DATABASE_URL");
+    };
+    let run = |args: &[&str]| env.run_with(args, with_server);
+    run(&["master", "migrate"]).ok();
+    for slug in ["a1", "a2", "a3"] {
+        run(&["tenant", "create", slug]).ok();
+    }
+    let id = |slug: &str| {
+        run(&["tenant", "list", "--output", "json"])
+            .ok()
+            .json()
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["slug"] == slug)
+            .map(|t| {
+                t["id"]
+                    .as_str()
+                    .map_or_else(|| t["id"].to_string(), str::to_owned)
+            })
+            .expect("listed")
+    };
+    let (a2, a3) = (id("a2"), id("a3"));
+    server.exec(
+        "master",
+        &format!(
+            "INSERT INTO tenantctl.moves (company_id, db_name, from_server, to_server, parked_name, incoming_name, step) VALUES \
+             ('{a2}', 'tenant_a2', 'default', 'eu2', 'tenant_a2_moved x', 'tenant_a2_in_x', 'copied'), \
+             ('{a3}', 'tenant_a3', 'default', 'Bad Server!', 'tenant_a3_moved', 'tenant_a3_in', 'started')"
+        ),
+    );
+
+    let report = run(&["doctor", "--output", "json"]).code(1).json();
+    let moving: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["kind"] == "move_in_progress")
+        .map(|f| {
+            (
+                f["slug"].as_str().unwrap_or_default().to_owned(),
+                f["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(moving.len(), 2, "{report}");
+    assert_eq!(moving[0].0, "a2", "{report}");
+    assert!(
+        moving[0]
+            .1
+            .starts_with("being moved to server eu2 (step copied)"),
+        "{report}"
+    );
+    assert_eq!(moving[1].0, "a3", "{report}");
+    assert!(
+        moving[1]
+            .1
+            .starts_with("being moved to server Bad Server! (step started)"),
+        "{report}"
+    );
+
+    let status = run(&["tenant", "status", "--all", "--output", "json"])
+        .code(1)
+        .json();
+    let verdicts: Vec<(String, String)> = status["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .map(|t| {
+            (
+                t["tenant"].as_str().unwrap_or_default().to_owned(),
+                t["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(status["summary"]["ok"], 1, "{status}");
+    assert_eq!(status["summary"]["failed"], 0, "{status}");
+    assert_eq!(status["summary"]["skipped"], 2, "{status}");
+    let skipped = status["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t.to_string().contains("Bad Server!"))
+        .unwrap_or_else(|| panic!("{verdicts:?} {status}"));
+    assert!(
+        skipped.to_string().contains("moving to server Bad Server!"),
+        "{skipped}"
+    );
+    run(&["tenant", "list"]).ok();
+}
