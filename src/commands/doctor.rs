@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use clap::Args;
 use serde::Serialize;
 
-use crate::commands::args::{FleetArgs, SessionArgs};
+use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
 use crate::companies::Layout;
 use crate::config::Migrator;
@@ -27,11 +27,17 @@ use crate::tenant::{DB_PREFIX, Lifecycle, Tenant};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// How many databases are inspected at once (`--concurrency`, each on
-    /// its own connection) and on one server (`--per-server`)
-    #[command(flatten)]
-    pub fleet: FleetArgs,
+    /// Databases inspected at once, each on its own connection
+    #[arg(long, env = "TENANTCTL_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
 
+    /// At most this many of them on any one server [default: no cap beyond
+    /// --concurrency]
+    #[arg(long, env = "TENANTCTL_PER_SERVER", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub per_server: Option<u16>,
+
+    // No --fail-fast: a check that stopped early would call the tenants
+    // it never looked at unreachable.
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -127,7 +133,11 @@ pub async fn run(args: DoctorArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let runner = ctx
         .runner
-        .with_options((&args.fleet).into())
+        .with_options(crate::fleet::FleetOptions {
+            concurrency: usize::from(args.concurrency),
+            per_server: args.per_server.map(usize::from),
+            fail_fast: false,
+        })
         .with_limits((&args.session).into())
         // Read-only: nothing a changed row could make wrong.
         .without_recheck();
