@@ -214,37 +214,18 @@ impl Context {
             + Sync
             + 'static,
     {
-        self.interruptible();
-        self.runner
-            .with_options(args.into())
-            .with_limits(limits)
+        self.fleet_runner(args, limits)
             .on_each_tenant(tenants, &self.progress(), op)
             .await
     }
 
-    /// [`Self::on_each_tenant`] for work that is one transaction on each
-    /// tenant, with the session limits set in it (see
-    /// [`Runner::on_each_tenant_limited`]).
-    pub async fn on_each_tenant_limited<T, F>(
-        &self,
-        tenants: Vec<Tenant>,
-        args: &FleetArgs,
-        limits: SessionLimits,
-        op: F,
-    ) -> FleetRun<T>
-    where
-        T: TenantValue + Default + Send + 'static,
-        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> TenantFuture<'c, ()>
-            + Send
-            + Sync
-            + 'static,
-    {
+    /// The runner for a fleet run with these flags and limits, listening
+    /// for interrupts: what [`Self::on_each_tenant`] runs on, for commands
+    /// that call the runner's other per-tenant entry points
+    /// ([`Runner::on_each_tenant_limited`]).
+    pub fn fleet_runner(&self, args: &FleetArgs, limits: SessionLimits) -> Runner {
         self.interruptible();
-        self.runner
-            .with_options(args.into())
-            .with_limits(limits)
-            .on_each_tenant_limited(tenants, &self.progress(), op)
-            .await
+        self.runner.with_options(args.into()).with_limits(limits)
     }
 
     /// The progress display for a fleet run.

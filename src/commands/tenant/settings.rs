@@ -146,10 +146,10 @@ async fn set(args: SetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let tenants = ctx.select_names(names, &args.filter).await?;
     let run = ctx
+        .fleet_runner(&args.fleet, (&args.session).into())
         .on_each_tenant_limited(
             tenants,
-            &args.fleet,
-            (&args.session).into(),
+            &ctx.progress(),
             move |_, conn, setting: &mut SettingValue| {
                 let (key, value) = (key.clone(), value.clone());
                 Box::pin(async move {
@@ -174,10 +174,10 @@ async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let tenants = ctx.select_names(names, &args.filter).await?;
     let run = ctx
+        .fleet_runner(&args.fleet, (&args.session).into())
         .on_each_tenant_limited(
             tenants,
-            &args.fleet,
-            (&args.session).into(),
+            &ctx.progress(),
             move |_, conn, setting: &mut SettingValue| {
                 let key = key.clone();
                 Box::pin(async move {

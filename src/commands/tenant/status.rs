@@ -124,10 +124,10 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
     let run = ctx
+        .fleet_runner(&args.fleet, (&args.session).into())
         .on_each_tenant_limited(
             tenants,
-            &args.fleet,
-            (&args.session).into(),
+            &ctx.progress(),
             move |_, conn, state: &mut TenantState| {
                 let migrations = migrations.clone();
                 Box::pin(async move {
@@ -162,10 +162,10 @@ async fn run_prisma(
     let schema: Arc<str> = schema.into();
     let tenants = ctx.select(&args.selection).await?;
     let run = ctx
+        .fleet_runner(&args.fleet, (&args.session).into())
         .on_each_tenant_limited(
             tenants,
-            &args.fleet,
-            (&args.session).into(),
+            &ctx.progress(),
             move |_, conn, value: &mut PrismaTenantState| {
                 let (folder, schema) = (folder.clone(), schema.clone());
                 Box::pin(async move {
