@@ -1371,6 +1371,32 @@ mod tests {
         );
     }
 
+    /// Every DML statement returns rows with a `RETURNING` list and only
+    /// then: a `DELETE ... RETURNING` that deletes nothing still shows its
+    /// columns. `MERGE ... RETURNING` is PostgreSQL 17's; the parser here
+    /// (`pg_query` 18) reads it, though a server test on 15 cannot run it.
+    #[test]
+    fn dml_returns_rows_exactly_when_it_has_a_returning_list() {
+        assert_eq!(
+            kinds(
+                "DELETE FROM t RETURNING *; delete from t using u where t.a = u.a returning t.a, u.b; \
+                 DELETE FROM t WHERE false; \
+                 MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE RETURNING merge_action(), t.*; \
+                 MERGE INTO t USING u ON t.a = u.a WHEN NOT MATCHED THEN INSERT VALUES (u.a); \
+                 UPDATE t SET a = 2; INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING RETURNING a"
+            ),
+            [
+                StatementKind::ReturnsRows,
+                StatementKind::ReturnsRows,
+                StatementKind::Other,
+                StatementKind::ReturnsRows,
+                StatementKind::Other,
+                StatementKind::Other,
+                StatementKind::ReturnsRows,
+            ]
+        );
+    }
+
     #[test]
     fn splits_at_the_statements_postgresql_sees() {
         let sql = "/* lead; */ select 1;;\r\n-- commit;\r\nINSERT INTO t VALUES (';');\rCREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC SELECT 1; END;  ";
