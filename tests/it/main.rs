@@ -27,6 +27,7 @@ mod hardening;
 mod library;
 mod migrate;
 mod moves;
+mod mutants_kill;
 mod pooler;
 mod prisma_master;
 mod revert;
