@@ -854,6 +854,10 @@ mod tests {
             "abc efghijk",
             "abc%65fghijk",
             "abc\\x65fghijk",
+            // Hex digits spell a byte only after `\x` (or `%`).
+            "abc\\y64efghijk",
+            "abcyx64efghijk",
+            "abc\\\\64efghijk",
         ] {
             assert_eq!(redacted(&r, line), line);
         }
