@@ -854,14 +854,22 @@ mod tests {
             "abc efghijk",
             "abc%65fghijk",
             "abc\\x65fghijk",
-            // Hex digits spell a byte only after `\x` (or `%`).
+            // Hex digits spell a byte only after `\x` or `%`, octal ones
+            // only after a backslash.
             "abc\\y64efghijk",
             "abcyx64efghijk",
             "abc\\\\64efghijk",
+            "abcy64efghijk",
+            "abcy144efghijk",
         ] {
             assert_eq!(redacted(&r, line), line);
         }
-        for line in ["abc%64efghijk", "abc\\x64efghijk", "abc\\u0064efghijk"] {
+        for line in [
+            "abc%64efghijk",
+            "abc\\x64efghijk",
+            "abc\\u0064efghijk",
+            "abc\\144efghijk",
+        ] {
             assert_eq!(redacted(&r, line), "***", "{line:?}");
         }
         // An escape needs its backslash, its letter and its own character.
