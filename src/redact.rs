@@ -897,6 +897,16 @@ mod tests {
         ] {
             assert_eq!(redacted(&r, line), line, "{line:?}");
         }
+        // JSON's and C's short escapes for control characters.
+        let r = Redactor::new("ret\rback\u{8}feed\u{c}-pw", WORDS);
+        assert_eq!(redacted(&r, "[ret\\rback\\bfeed\\f-pw]"), "[***]");
+        assert_eq!(
+            redacted(&r, "[ret\\u000dback\\u0008feed\\u000C-pw]"),
+            "[***]"
+        );
+        for line in ["ret\\nback\\bfeed\\f-pw", "ret\\rback\\ffeed\\b-pw"] {
+            assert_eq!(redacted(&r, line), line, "{line:?}");
+        }
         // Outside the BMP: a surrogate pair, both halves right.
         let r = Redactor::new("emoji-😀-password", WORDS);
         assert_eq!(redacted(&r, "emoji-\\ud83d\\ude00-password"), "***");
