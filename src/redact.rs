@@ -794,6 +794,9 @@ mod tests {
                 "{word}"
             );
         }
+        // MIN_FREE_TEXT_CHARS characters are enough, one fewer is not.
+        assert!(Redactor::new("x7Kp2mQ\u{e9}", &[]).masks_free_text());
+        assert!(!Redactor::new("x7Kp2mQ", &[]).masks_free_text());
         assert!(!Redactor::new("internal", &["db.internal.example"]).masks_free_text());
         assert!(Redactor::new("internal-x", &["db.internal.example"]).masks_free_text());
     }
