@@ -238,6 +238,11 @@ impl Secret {
         let bytes = text.as_bytes();
         // Most positions cannot start any spelling: decided without
         // allocating, since this runs at every byte of a child's output.
+        // Only a shortcut: every spelling `char_ends` accepts begins with
+        // one of these bytes (ASCII or a UTF-8 lead byte, so always on a
+        // character boundary), which is why loosening either test changes
+        // the time taken and never the result (two equivalent mutants,
+        // docs/mutants-redact-script.md).
         let Some(&got) = bytes.get(start) else {
             return Vec::new();
         };
@@ -789,6 +794,9 @@ mod tests {
                 "{word}"
             );
         }
+        // MIN_FREE_TEXT_CHARS characters are enough, one fewer is not.
+        assert!(Redactor::new("x7Kp2mQ\u{e9}", &[]).masks_free_text());
+        assert!(!Redactor::new("x7Kp2mQ", &[]).masks_free_text());
         assert!(!Redactor::new("internal", &["db.internal.example"]).masks_free_text());
         assert!(Redactor::new("internal-x", &["db.internal.example"]).masks_free_text());
     }
@@ -849,10 +857,22 @@ mod tests {
             "abc efghijk",
             "abc%65fghijk",
             "abc\\x65fghijk",
+            // Hex digits spell a byte only after `\x` or `%`, octal ones
+            // only after a backslash.
+            "abc\\y64efghijk",
+            "abcyx64efghijk",
+            "abc\\\\64efghijk",
+            "abcy64efghijk",
+            "abcy144efghijk",
         ] {
             assert_eq!(redacted(&r, line), line);
         }
-        for line in ["abc%64efghijk", "abc\\x64efghijk", "abc\\u0064efghijk"] {
+        for line in [
+            "abc%64efghijk",
+            "abc\\x64efghijk",
+            "abc\\u0064efghijk",
+            "abc\\144efghijk",
+        ] {
             assert_eq!(redacted(&r, line), "***", "{line:?}");
         }
         // An escape needs its backslash, its letter and its own character.
@@ -878,6 +898,16 @@ mod tests {
             "quote\"and'back\\slash/new\nline\ttab-\\u0e9",
             "quote\\'and\"back\\slash/new\nline\ttab-\u{e9}",
         ] {
+            assert_eq!(redacted(&r, line), line, "{line:?}");
+        }
+        // JSON's and C's short escapes for control characters.
+        let r = Redactor::new("ret\rback\u{8}feed\u{c}-pw", WORDS);
+        assert_eq!(redacted(&r, "[ret\\rback\\bfeed\\f-pw]"), "[***]");
+        assert_eq!(
+            redacted(&r, "[ret\\u000dback\\u0008feed\\u000C-pw]"),
+            "[***]"
+        );
+        for line in ["ret\\nback\\bfeed\\f-pw", "ret\\rback\\ffeed\\b-pw"] {
             assert_eq!(redacted(&r, line), line, "{line:?}");
         }
         // Outside the BMP: a surrogate pair, both halves right.

@@ -1382,6 +1382,90 @@ mod tests {
         );
     }
 
+    /// Every DML statement returns rows with a `RETURNING` list and only
+    /// then: a `DELETE ... RETURNING` that deletes nothing still shows its
+    /// columns. `MERGE ... RETURNING` is PostgreSQL 17's; the parser here
+    /// (`pg_query` 18) reads it, though a server test on 15 cannot run it.
+    #[test]
+    fn dml_returns_rows_exactly_when_it_has_a_returning_list() {
+        assert_eq!(
+            kinds(
+                "DELETE FROM t RETURNING *; delete from t using u where t.a = u.a returning t.a, u.b; \
+                 DELETE FROM t WHERE false; \
+                 MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE RETURNING merge_action(), t.*; \
+                 MERGE INTO t USING u ON t.a = u.a WHEN NOT MATCHED THEN INSERT VALUES (u.a); \
+                 UPDATE t SET a = 2; INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING RETURNING a"
+            ),
+            [
+                StatementKind::ReturnsRows,
+                StatementKind::ReturnsRows,
+                StatementKind::Other,
+                StatementKind::ReturnsRows,
+                StatementKind::Other,
+                StatementKind::Other,
+                StatementKind::ReturnsRows,
+            ]
+        );
+    }
+
+    #[test]
+    fn statements_are_found_and_labelled_by_number() {
+        let script = Script::parse("SELECT 1;\n\nSELECT 2; SELECT 3").expect("parses");
+        let texts: Vec<Option<&str>> = (0..5)
+            .map(|n| script.statement(n).map(Statement::text))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                None,
+                Some("SELECT 1"),
+                Some("SELECT 2"),
+                Some("SELECT 3"),
+                None
+            ]
+        );
+        assert_eq!(script.label(2), "statement 2 (line 3)");
+        // A number past the end (a server's extra result) keeps its number.
+        assert_eq!(script.label(7), "statement 7");
+        assert_eq!(
+            ResultSet::for_statement(4),
+            ResultSet {
+                statement: 4,
+                ..ResultSet::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_snippet_is_one_line_cut_at_sixty_characters() {
+        let snippet = |sql: &str| Script::parse(sql).expect("parses").statements()[0].snippet();
+        assert_eq!(snippet("SELECT\n\t1,   2\r\n  AS x"), "SELECT 1, 2 AS x");
+        // 60 characters stay whole, 61 become 59 and an ellipsis.
+        let sixty = format!("SELECT '{}'", "é".repeat(51));
+        assert_eq!(sixty.chars().count(), 60);
+        assert_eq!(snippet(&sixty), sixty);
+        let long = format!("SELECT '{}'", "é".repeat(52));
+        assert_eq!(snippet(&long), format!("SELECT '{}…", "é".repeat(51)));
+    }
+
+    #[test]
+    fn a_rollback_is_incomplete_if_anything_is_unverified_or_advanced() {
+        let advanced = SequenceAdvanced {
+            sequence: "public.s".to_owned(),
+            before: Some(1),
+            after: Some(2),
+        };
+        let run = |unverified: &[&str], advanced: &[SequenceAdvanced]| ScriptRun {
+            unverified: unverified.iter().map(|s| (*s).to_owned()).collect(),
+            sequences_advanced: advanced.to_vec(),
+            ..ScriptRun::default()
+        };
+        assert!(!run(&[], &[]).rollback_incomplete());
+        assert!(run(&["public.f()"], &[]).rollback_incomplete());
+        assert!(run(&[], std::slice::from_ref(&advanced)).rollback_incomplete());
+        assert!(run(&["public.f()"], &[advanced]).rollback_incomplete());
+    }
+
     #[test]
     fn splits_at_the_statements_postgresql_sees() {
         let sql = "/* lead; */ select 1;;\r\n-- commit;\r\nINSERT INTO t VALUES (';');\rCREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC SELECT 1; END;  ";
@@ -1590,6 +1674,56 @@ mod dry_run_tests {
             let refused = verdict(sql).expect_err(sql);
             assert!(refused.contains(what), "{sql}: {refused}");
         }
+    }
+
+    #[test]
+    fn checkpoint_load_and_discard_are_refused_for_what_they_are() {
+        for (sql, what) in [
+            (
+                "CHECKPOINT",
+                "is CHECKPOINT, which forces a checkpoint of the whole server",
+            ),
+            (
+                "LOAD 'auto_explain'",
+                "is LOAD, which loads a library into the session, for good",
+            ),
+            (
+                "DISCARD SEQUENCES",
+                "is DISCARD, which clears session state the dry run's own checks read",
+            ),
+        ] {
+            let refused = verdict(sql).expect_err(sql);
+            assert!(
+                refused.starts_with(&format!("statement 1 (line 1, {sql:?}) {what}")),
+                "{sql}: {refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tables_written_to_are_kept_with_their_schema() {
+        let script = Script::parse(
+            "INSERT INTO s.t VALUES (1); UPDATE u SET a = 1; \
+             WITH d AS (DELETE FROM \"Ft\" RETURNING x) SELECT count(*) FROM d; \
+             MERGE INTO m USING n ON m.a = n.a WHEN MATCHED THEN DELETE; SELECT * FROM r",
+        )
+        .expect("parses");
+        let writes: Vec<Vec<String>> = script
+            .dry_run_facts()
+            .expect("parses")
+            .iter()
+            .map(|f| f.writes.iter().map(Call::shown).collect())
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                vec!["s.t()".to_owned()],
+                vec!["u()".to_owned()],
+                vec!["Ft()".to_owned()],
+                vec!["m()".to_owned()],
+                vec![],
+            ]
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod help;
 mod library;
 mod migrate;
 mod moves;
+mod mutants_kill;
 mod pooler;
 mod prisma_master;
 mod revert;
