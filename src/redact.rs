@@ -875,6 +875,10 @@ mod tests {
         ] {
             assert_eq!(redacted(&r, line), "***", "{line:?}");
         }
+    }
+
+    #[test]
+    fn an_escape_matches_only_with_its_backslash_letter_and_character() {
         // An escape needs its backslash, its letter and its own character.
         let r = Redactor::new("quote\"and'back\\slash/new\nline\ttab-\u{e9}", WORDS);
         assert_eq!(
