@@ -599,7 +599,25 @@ async fn find_orphans(
             })
         })
         .await;
+    let mut timed_out = Vec::new();
     for ((server, db), answer) in to_read.into_iter().zip(answers) {
+        // A read that --lock-timeout or --statement-timeout cut short says
+        // nothing of whose database it is: reported, never taken for
+        // somebody else's.
+        if let Some(err) = cut_short(&answer) {
+            timed_out.push(Finding {
+                kind: Kind::Unreachable,
+                tenant: None,
+                id: None,
+                slug: None,
+                db_name: Some(db.as_str().to_owned()),
+                server: Some(server.to_string()),
+                detail: format!(
+                    "no company names it, and it could not be read to tell whether it holds tenant migrations: {err}"
+                ),
+            });
+            continue;
+        }
         let Ok((Ok(Some(rows)), is_master)) = answer else {
             continue;
         };
@@ -621,7 +639,28 @@ async fn find_orphans(
             server: Some(server.to_string()),
             detail: format!("{why}, but no company names it"),
         })
+        .chain(timed_out)
         .collect()
+}
+
+/// The error of an orphan check's read that a session limit cut short
+/// (`lock_timeout`, `statement_timeout`), if it was.
+fn cut_short<T>(
+    answer: &anyhow::Result<(anyhow::Result<T>, anyhow::Result<bool>)>,
+) -> Option<String> {
+    let timed_out = |err: &anyhow::Error| {
+        use crate::error::sqlstate;
+        sqlstate::is(err, sqlstate::LOCK_NOT_AVAILABLE)
+            || sqlstate::is(err, sqlstate::QUERY_CANCELED)
+    };
+    let errors = match answer {
+        Err(err) => vec![err],
+        Ok((rows, is_master)) => [rows.as_ref().err(), is_master.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
+    errors.into_iter().find(|err| timed_out(err)).map(render)
 }
 
 /// How far behind each existing tenant database is, and what is wrong with

@@ -134,42 +134,16 @@ fn doctor_gives_up_on_a_locked_tenant_when_its_lock_timeout_runs_out() {
     for slug in ["acme", "globex"] {
         env.run_with(&["tenant", "create", slug], with_server).ok();
     }
-    let mut holder = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-d",
-            &format!("{base}/tenant_acme"),
-            "-c",
-            "BEGIN; LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120)",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    crate::support::wait_until(
-        std::time::Duration::from_secs(20),
-        "the lock on acme's _sqlx_migrations",
-        || {
-            let held = crate::support::block_on(async {
-                use sqlx::Connection as _;
-                let mut conn =
-                    sqlx::postgres::PgConnection::connect(&format!("{base}/tenant_acme"))
-                        .await
-                        .ok()?;
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
-                     AND relation = '_sqlx_migrations'::regclass AND granted",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .ok()?;
-                let _ = conn.close().await;
-                Some(n)
-            });
-            (held == Some(1)).then_some(())
-        },
+    // An orphan holding tenant migrations, locked too: a read cut short
+    // is reported, never taken for somebody else's database.
+    server.exec(
+        "postgres",
+        "CREATE DATABASE legacy_x TEMPLATE tenant_globex",
     );
+    let holders: Vec<std::process::Child> = ["tenant_acme", "legacy_x"]
+        .into_iter()
+        .map(|db| lock_migrations(&base, db))
+        .collect();
     let mut doctor = env.cmd();
     with_server(&mut doctor);
     doctor.args([
@@ -187,17 +161,26 @@ fn doctor_gives_up_on_a_locked_tenant_when_its_lock_timeout_runs_out() {
         .spawn()
         .expect("tenantctl");
     let run = crate::support::wait_with_deadline(child, std::time::Duration::from_secs(60));
-    let _ = holder.kill();
-    let _ = holder.wait();
+    for mut holder in holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
     assert_eq!(run.code, 1, "{}", run.all());
     let report = run.json();
     let findings = report["findings"].as_array().expect("findings");
-    assert_eq!(findings.len(), 1, "{report}");
-    assert_eq!(findings[0]["slug"], "acme", "{report}");
-    assert_eq!(findings[0]["kind"], "unreachable", "{report}");
-    let detail = findings[0]["detail"].as_str().expect("detail");
-    assert!(detail.contains("lock timeout"), "{detail}");
-    assert!(detail.contains("55P03"), "{detail}");
+    assert_eq!(findings.len(), 2, "{report}");
+    let mut dbs: Vec<&str> = findings
+        .iter()
+        .map(|f| f["db_name"].as_str().unwrap_or_default())
+        .collect();
+    dbs.sort_unstable();
+    assert_eq!(dbs, ["legacy_x", "tenant_acme"], "{report}");
+    for finding in findings {
+        assert_eq!(finding["kind"], "unreachable", "{report}");
+        let detail = finding["detail"].as_str().expect("detail");
+        assert!(detail.contains("lock timeout"), "{detail}");
+        assert!(detail.contains("55P03"), "{detail}");
+    }
 }
 
 /// A row of tenantctl.moves edited by hand into names tenantctl refuses
@@ -301,4 +284,45 @@ fn a_move_record_edited_into_bad_names_is_reported_not_fatal() {
         "{skipped}"
     );
     run(&["tenant", "list"]).ok();
+}
+
+/// A psql session holding `db`'s `_sqlx_migrations` locked (ACCESS
+/// EXCLUSIVE, in an open transaction), returned once the lock is granted.
+fn lock_migrations(base: &str, db: &str) -> std::process::Child {
+    let holder = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-d",
+            &format!("{base}/{db}"),
+            "-c",
+            "BEGIN; LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    crate::support::wait_until(
+        std::time::Duration::from_secs(20),
+        &format!("the lock on {db}'s _sqlx_migrations"),
+        || {
+            let held = crate::support::block_on(async {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::postgres::PgConnection::connect(&format!("{base}/{db}"))
+                    .await
+                    .ok()?;
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+                     AND relation = '_sqlx_migrations'::regclass AND granted",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+                let _ = conn.close().await;
+                Some(n)
+            });
+            (held == Some(1)).then_some(())
+        },
+    );
+    holder
 }
