@@ -284,6 +284,19 @@ fn a_move_record_edited_into_bad_names_is_reported_not_fatal() {
         "{skipped}"
     );
     run(&["tenant", "list"]).ok();
+    // Acting on the bad record is refused, naming the tenant and the value.
+    for args in [&["--finish"][..], &["--abort"]] {
+        let mut argv = vec!["tenant", "move", "a2"];
+        argv.extend_from_slice(args);
+        let refused = run(&argv).code(1);
+        assert!(
+            refused.stderr.starts_with(
+                "error: tenant a2 (tenant_a2): tenantctl.moves: database \"tenant_a2_moved x\""
+            ),
+            "{}",
+            refused.stderr
+        );
+    }
 }
 
 /// A psql session holding `db`'s `_sqlx_migrations` locked (ACCESS

@@ -103,7 +103,11 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         moves::lock(&mut *master, &tenant.id).await?;
                         locked = Some(tenant.id.clone());
                     }
-                    let record = moves::get(&mut *master, &layout, &tenant.id).await?;
+                    // A record edited by hand into names tenantctl refuses
+                    // is refused here, naming the tenant it belongs to.
+                    let record = moves::get(&mut *master, &layout, &tenant.id)
+                        .await
+                        .map_err(|err| err.context(format!("tenant {tenant}")))?;
                     let say = |text: &str| {
                         if !ctx.quiet {
                             warn(format_args!(
