@@ -220,7 +220,9 @@ fn on_an_adopted_prisma_master_a_created_tenant_is_reached_by_name_id_and_databa
     );
 
     // status, settings by id and by database name, exec, sql.
+    // Rows in the master's order, by id: acme's is a generated uuid.
     env.expect(&["tenant", "status", "--all"])
+        .stdout_in_any_order()
         .stdout(
             "
             ┌───────────┬──────────────────┬─────────┬────────┬────────────────┬─────────┬──────┐

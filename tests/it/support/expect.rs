@@ -51,6 +51,7 @@ pub struct Expect<'a> {
     status: i32,
     placeholders: Vec<(String, String)>,
     stderr_in_any_order: bool,
+    stdout_in_any_order: bool,
 }
 
 impl TestEnv {
@@ -67,6 +68,7 @@ impl TestEnv {
             status: 0,
             placeholders: Vec::new(),
             stderr_in_any_order: false,
+            stdout_in_any_order: false,
         }
     }
 }
@@ -114,6 +116,15 @@ impl<'a> Expect<'a> {
         self
     }
 
+    /// Compares stdout's lines whatever their order: the rows of a fleet
+    /// report whose order depends on ids the run generates (a uuid sorts
+    /// anywhere). Every line must still be there exactly, as often as
+    /// expected.
+    pub fn stdout_in_any_order(mut self) -> Self {
+        self.stdout_in_any_order = true;
+        self
+    }
+
     /// The exit status expected (default: 0).
     pub fn status(mut self, code: i32) -> Self {
         self.status = code;
@@ -144,16 +155,12 @@ impl<'a> Expect<'a> {
             status,
             placeholders,
             stderr_in_any_order,
+            stdout_in_any_order,
         } = self;
         let sorted = |text: &str| {
             let mut lines: Vec<&str> = text.lines().collect();
             lines.sort_unstable();
             lines.join("\n") + "\n"
-        };
-        let stderr = if stderr_in_any_order {
-            sorted(&stderr)
-        } else {
-            stderr
         };
         let shown = shown_args(env, &args);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -170,26 +177,22 @@ impl<'a> Expect<'a> {
                 run.code
             ));
         }
-        for (name, expected, actual) in [
-            ("stdout", &stdout, &run.stdout),
-            ("stderr", &stderr, &run.stderr),
+        for (name, expected, actual, any_order) in [
+            ("stdout", &stdout, &run.stdout, stdout_in_any_order),
+            ("stderr", &stderr, &run.stderr, stderr_in_any_order),
         ] {
             // A literal in the expected text that happens to be this run's
             // value (the test server at localhost:5432, say) stands for its
             // placeholder too.
             let expected = &normalizer.literals(expected);
-            let expected = &if name == "stderr" && stderr_in_any_order {
+            let expected = &if any_order {
                 sorted(expected)
             } else {
                 expected.clone()
             };
-            let normalized = normalizer.normalize(actual).map(|text| {
-                if name == "stderr" && stderr_in_any_order {
-                    sorted(&text)
-                } else {
-                    text
-                }
-            });
+            let normalized = normalizer
+                .normalize(actual)
+                .map(|text| if any_order { sorted(&text) } else { text });
             match normalized {
                 Err(problem) => {
                     report.push_str(&format!("{name}: {problem}\n--- as printed:\n{actual}\n"));
