@@ -24,6 +24,7 @@ pub mod config;
 pub mod connect;
 pub mod copy;
 pub mod dbname;
+pub mod drift;
 pub mod ddl;
 pub mod envfile;
 pub mod error;

@@ -13,13 +13,13 @@ use crate::claims::{self, Claim};
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
 use crate::commands::tenant::exec::{Executed, run_app_command};
+use crate::commands::tenant::provision::{Applied, TenantSchema, apply_schema};
 use crate::companies::{self, Layout, NewCompany};
-use crate::config::{AppCommand, Migrator, MigratorKind};
+use crate::config::{AppCommand, MigratorKind};
 use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
-use crate::migrations::{self, MigrationSet};
 use crate::output::progress::Progress;
 use crate::output::{OutputMode, join_versions, line, print_json, shown, warn};
 use crate::prisma;
@@ -864,50 +864,6 @@ async fn free_db_name(
     anyhow::bail!("no free database name derived from {base}; pass --db-name")
 }
 
-/// What migrates a new tenant's database.
-enum TenantSchema {
-    /// tenantctl's own sqlx migrations.
-    Sqlx(std::sync::Arc<MigrationSet>),
-    /// The application's Prisma migrations, applied natively (or by its
-    /// command with `apply = "command"`).
-    Prisma {
-        folder: prisma::Folder,
-        schema: String,
-        search_path: bool,
-        command: Option<AppCommand>,
-    },
-    /// The application's command.
-    Command(AppCommand),
-}
-
-impl TenantSchema {
-    /// Read (and checked) before anything is created.
-    async fn of(ctx: &Context) -> anyhow::Result<Self> {
-        Ok(match &ctx.migrator {
-            Migrator::Sqlx { .. } => Self::Sqlx(ctx.tenant_migrations_to_apply().await?),
-            Migrator::Prisma {
-                migrations,
-                schema,
-                search_path,
-                command,
-            } => Self::Prisma {
-                folder: prisma::Folder::read(migrations).map_err(crate::error::Usage)?,
-                schema: schema.clone(),
-                search_path: *search_path,
-                command: command.clone(),
-            },
-            Migrator::Command(command) => Self::Command(command.clone()),
-        })
-    }
-}
-
-/// What provisioning applied.
-#[derive(Default)]
-struct Applied {
-    versions: Vec<i64>,
-    names: Vec<String>,
-}
-
 /// Provisions with the application's own command: nothing of tenantctl's
 /// goes into the database, the application's tool makes its schema
 /// (checked afterwards when it is Prisma's).
@@ -989,36 +945,7 @@ async fn provision(
     ctx.interruptible();
     runner
         .with_tenant_cancellable(tenant, |conn, _| {
-            Box::pin(async move {
-                match migrations {
-                    TenantSchema::Sqlx(set) => {
-                        let mut done = migrations::Done::default();
-                        let result =
-                            migrations::apply_with(conn, db, set, None, limits, &mut done).await;
-                        applied.versions.append(&mut done.versions);
-                        result
-                    }
-                    TenantSchema::Prisma {
-                        folder,
-                        schema,
-                        search_path,
-                        ..
-                    } => {
-                        let redactor = ctx.connector.child_env().redactor(&[]);
-                        let redact = move |text: &str| redactor.redact(text).into_owned();
-                        let mut done = prisma::Applied::default();
-                        let target = prisma::Target {
-                            schema,
-                            search_path: *search_path,
-                        };
-                        let result =
-                            prisma::apply(conn, folder, target, limits, &redact, &mut done).await;
-                        applied.names.append(&mut done.names);
-                        result
-                    }
-                    TenantSchema::Command(_) => Ok(()),
-                }
-            })
+            Box::pin(apply_schema(ctx, conn, db, migrations, limits, applied))
         })
         .await
 }

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod list;
 pub mod migrate;
 pub mod r#move;
+pub mod provision;
 pub mod psql;
 pub mod revert;
 pub mod runs;

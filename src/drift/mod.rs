@@ -1,0 +1,316 @@
+//! Schema drift: a database's real schema, read from its catalog and
+//! reduced to a canonical form (objects by kind and name, each with the
+//! properties that make it what it is), compared with a reference schema.
+//!
+//! The canonical form holds no OID, database name or creation order, so
+//! two databases made by the same statements compare equal on any server;
+//! what differs is reported once per object and property, with the
+//! statement that would repair it where one is obvious.
+
+mod acl;
+mod catalog;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use catalog::read;
+
+/// Which properties that often differ by design are compared.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope {
+    /// Who owns each object.
+    pub owners: bool,
+    /// `COMMENT ON` texts.
+    pub comments: bool,
+}
+
+/// What identifies an object across databases: its kind (`index`,
+/// `column`, `grant`, ...) and its name as SQL writes it, qualified unless
+/// it is in `public` (`audit_log_at_idx`, `users.email`,
+/// `SELECT on table settings to app`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Key {
+    pub kind: String,
+    pub name: String,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)
+    }
+}
+
+/// One object: what is compared, and the statements that make it, remove
+/// it, or set one of its properties as it is here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Object {
+    pub props: BTreeMap<String, String>,
+    pub create: Option<String>,
+    pub drop: Option<String>,
+    pub fixes: BTreeMap<String, String>,
+}
+
+/// A database's schema in canonical form.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    pub objects: BTreeMap<Key, Object>,
+}
+
+impl Schema {
+    /// Adds an object; a second object under the same key (which the
+    /// catalog should never give) is kept under a numbered name rather
+    /// than lost.
+    fn insert(&mut self, key: Key, object: Object) {
+        let mut key = key;
+        let mut n = 1;
+        while self.objects.contains_key(&key) {
+            n += 1;
+            key.name = format!("{} #{n}", key.name.trim_end_matches(&format!(" #{}", n - 1)));
+        }
+        self.objects.insert(key, object);
+    }
+
+    /// A digest of the compared form (kinds, names, properties): equal for
+    /// equal schemas, so tenants can be grouped without comparing each
+    /// pair.
+    pub fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        for (key, object) in &self.objects {
+            for part in [key.kind.as_str(), key.name.as_str()] {
+                hash.update(part.len().to_le_bytes());
+                hash.update(part.as_bytes());
+            }
+            for (k, v) in &object.props {
+                for part in [k, v] {
+                    hash.update(part.len().to_le_bytes());
+                    hash.update(part.as_bytes());
+                }
+            }
+            hash.update([0xff]);
+        }
+        hash.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// How many objects the schema has.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// How an object differs from the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// In the reference, not in the tenant.
+    Missing,
+    /// In the tenant, not in the reference.
+    Extra,
+    /// In both, with a property that differs.
+    Changed,
+}
+
+/// One difference between a tenant's schema and the reference.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Difference {
+    /// The object's kind (`index`, `column`, `grant`, ...).
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+    pub change: Change,
+    /// For a changed object: the property that differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// For a changed object: the property in the reference (`None`: not
+    /// set there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// For a changed object: the property in the tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The statement that would make the tenant match the reference, when
+    /// there is an obvious one; tenantctl never runs it.
+    pub repair: Option<String>,
+}
+
+/// What a tenant's schema has that the reference has not, lacks, or has
+/// otherwise, in key order.
+pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let difference = |key: &Key, change, repair: Option<&String>| Difference {
+        kind: key.kind.clone(),
+        name: key.name.clone(),
+        change,
+        property: None,
+        reference: None,
+        tenant: None,
+        repair: repair.cloned(),
+    };
+    for (key, want) in &reference.objects {
+        let Some(have) = tenant.objects.get(key) else {
+            out.push(difference(key, Change::Missing, want.create.as_ref()));
+            continue;
+        };
+        let props = want.props.keys().chain(have.props.keys());
+        let mut seen: Vec<&String> = props.collect();
+        seen.sort();
+        seen.dedup();
+        for prop in seen {
+            let (r, t) = (want.props.get(prop), have.props.get(prop));
+            if r != t {
+                out.push(Difference {
+                    property: Some(prop.clone()),
+                    reference: r.cloned(),
+                    tenant: t.cloned(),
+                    ..difference(key, Change::Changed, want.fixes.get(prop))
+                });
+            }
+        }
+    }
+    for (key, have) in &tenant.objects {
+        if !reference.objects.contains_key(key) {
+            out.push(difference(key, Change::Extra, have.drop.as_ref()));
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Difference {
+    /// One line for people: `index audit_log_at_idx missing`,
+    /// `column users.email default changed: 'x'::text (reference) vs none`.
+    /// Long or multi-line values are cut short (`--output json` has them
+    /// whole).
+    pub fn describe(&self) -> String {
+        let what = format!("{} {}", self.kind, self.name);
+        match self.change {
+            Change::Missing => format!("{what} missing"),
+            Change::Extra => format!("{what} not in the reference"),
+            Change::Changed => format!(
+                "{what} {} changed: {} (reference) vs {}",
+                self.property.as_deref().unwrap_or_default(),
+                brief(self.reference.as_deref()),
+                brief(self.tenant.as_deref()),
+            ),
+        }
+    }
+}
+
+/// A value as the one-line report shows it.
+fn brief(value: Option<&str>) -> String {
+    const MAX: usize = 60;
+    let Some(value) = value else {
+        return "none".into();
+    };
+    let flat = value.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= MAX && !value.trim().contains('\n') {
+        return crate::text::shown(&flat);
+    }
+    let cut: String = flat.chars().take(MAX).collect();
+    format!("{}…", crate::text::shown(&cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(props: &[(&str, &str)]) -> Object {
+        Object {
+            props: props
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            create: Some("CREATE it;".into()),
+            drop: Some("DROP it;".into()),
+            fixes: [("default".to_owned(), "SET DEFAULT 'x';".to_owned())].into(),
+        }
+    }
+
+    fn schema(objects: &[(&str, &str, Object)]) -> Schema {
+        let mut s = Schema::default();
+        for (kind, name, o) in objects {
+            s.insert(
+                Key {
+                    kind: (*kind).into(),
+                    name: (*name).into(),
+                },
+                o.clone(),
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn missing_extra_and_changed_each_carry_their_repair() {
+        let reference = schema(&[
+            ("index", "a_idx", object(&[("definition", "CREATE INDEX a")])),
+            ("column", "t.c", object(&[("default", "'x'::text")])),
+        ]);
+        let tenant = schema(&[
+            ("column", "t.c", object(&[])),
+            ("table", "extra", object(&[])),
+        ]);
+        let diffs = compare(&reference, &tenant);
+        let lines: Vec<_> = diffs.iter().map(Difference::describe).collect();
+        assert_eq!(
+            lines,
+            [
+                "column t.c default changed: 'x'::text (reference) vs none",
+                "index a_idx missing",
+                "table extra not in the reference",
+            ]
+        );
+        assert_eq!(diffs[0].repair.as_deref(), Some("SET DEFAULT 'x';"));
+        assert_eq!(diffs[1].repair.as_deref(), Some("CREATE it;"));
+        assert_eq!(diffs[2].repair.as_deref(), Some("DROP it;"));
+        assert!(compare(&reference, &reference).is_empty());
+    }
+
+    #[test]
+    fn fingerprints_follow_the_compared_form_only() {
+        let a = schema(&[("table", "t", object(&[("x", "1")]))]);
+        let mut b = a.clone();
+        // Repairs are not schema.
+        b.objects.values_mut().for_each(|o| o.create = None);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let c = schema(&[("table", "t", object(&[("x", "2")]))]);
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        // Boundaries count: ("ab","c") is not ("a","bc").
+        let d = schema(&[("table", "t", object(&[("ab", "c")]))]);
+        let e = schema(&[("table", "t", object(&[("a", "bc")]))]);
+        assert_ne!(d.fingerprint(), e.fingerprint());
+    }
+
+    #[test]
+    fn long_and_multiline_values_are_cut_and_escaped() {
+        assert_eq!(brief(None), "none");
+        assert_eq!(brief(Some("begin\n  return 1;\nend")).chars().last(), Some('…'));
+        assert_eq!(brief(Some("a\u{1b}b")), "a\\u{1b}b");
+        let long = "x".repeat(100);
+        assert_eq!(brief(Some(&long)).chars().count(), 61);
+    }
+
+    #[test]
+    fn a_duplicate_key_is_kept_under_a_numbered_name() {
+        let mut s = Schema::default();
+        let key = Key {
+            kind: "index".into(),
+            name: "i".into(),
+        };
+        s.insert(key.clone(), Object::default());
+        s.insert(key.clone(), Object::default());
+        s.insert(key, Object::default());
+        let names: Vec<_> = s.objects.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["i", "i #2", "i #3"]);
+    }
+}
