@@ -200,7 +200,7 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_item(r#""we ""ird""=X/"o=w/n""#).map(|i| i.grantee),
+            parse_item(r#""we ""ird"=X/"o=w/n""#).map(|i| i.grantee),
             Some(Some(r#"we "ird"#.to_owned()))
         );
         assert_eq!(parse_item("app=?/x"), None, "an unknown letter");
