@@ -94,6 +94,7 @@ impl Context {
             run_id: log.map(|l| l.id),
             refused: false,
             selection: self.selection(),
+            ..Extra::default()
         };
         print_fleet_with(run, self.output, &extra);
         outcome

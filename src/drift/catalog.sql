@@ -153,7 +153,8 @@ WHERE c.relkind IN ('r', 'p', 'f', 'c') AND a.attnum > 0 AND NOT a.attisdropped
 -- Constraints of tables and of domains.
 SELECT 'constraint', quote_ident(k.conname) || ' on ' || on_shown,
        jsonb_build_object(
-           'definition', regexp_replace(condef, ' NOT VALID$', ''),
+           'definition', regexp_replace(condef, '( DEFERRABLE)?( INITIALLY DEFERRED)?( NOT VALID)?$', ''),
+           'deferrable', deferral,
            'valid', k.convalidated,
            'comment', (SELECT ds.description FROM pg_description ds WHERE ds.objoid = k.oid AND ds.classoid = 'pg_constraint'::regclass AND ds.objsubid = 0))::text,
        /*repair*/format('ALTER %s %s ADD CONSTRAINT %I %s;', keyword, q, k.conname, condef)/*end*/,
@@ -162,6 +163,9 @@ SELECT 'constraint', quote_ident(k.conname) || ' on ' || on_shown,
            'definition', format('ALTER %1$s %2$s DROP CONSTRAINT %3$I; ALTER %1$s %2$s ADD CONSTRAINT %3$I %4$s;',
                                 keyword, q, k.conname, condef),
            'valid', CASE WHEN k.convalidated THEN format('ALTER %s %s VALIDATE CONSTRAINT %I;', keyword, q, k.conname) END,
+           'deferrable', CASE WHEN k.contype = 'f' THEN format('ALTER TABLE %s ALTER CONSTRAINT %I %s;', q, k.conname, upper(deferral))
+                              ELSE format('ALTER %1$s %2$s DROP CONSTRAINT %3$I; ALTER %1$s %2$s ADD CONSTRAINT %3$I %4$s;',
+                                          keyword, q, k.conname, condef) END,
            'comment', format('COMMENT ON CONSTRAINT %I ON %s%s IS %s;', k.conname,
                              CASE WHEN keyword = 'DOMAIN' THEN 'DOMAIN ' ELSE '' END, q,
                              coalesce(quote_literal((SELECT ds.description FROM pg_description ds WHERE ds.objoid = k.oid AND ds.classoid = 'pg_constraint'::regclass AND ds.objsubid = 0)), 'NULL'))))::text/*end*/,
@@ -177,7 +181,9 @@ LATERAL (SELECT
         || CASE WHEN n.nspname = 'public' THEN '' ELSE quote_ident(n.nspname) || '.' END
         || quote_ident(coalesce(c.relname, t.typname)) AS on_shown,
     format('%I.%I', n.nspname, coalesce(c.relname, t.typname)) AS q,
-    pg_get_constraintdef(k.oid) AS condef) x
+    pg_get_constraintdef(k.oid) AS condef,
+    CASE WHEN k.condeferred THEN 'deferrable initially deferred'
+         WHEN k.condeferrable THEN 'deferrable initially immediate' ELSE 'not deferrable' END AS deferral) x
 WHERE (c.oid IS NOT NULL OR t.oid IS NOT NULL)
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)';
 

@@ -192,32 +192,70 @@ impl Difference {
     /// Long or multi-line values are cut short (`--output json` has them
     /// whole).
     pub fn describe(&self) -> String {
-        let what = format!("{} {}", self.kind, self.name);
+        let what = crate::text::shown(&format!("{} {}", self.kind, self.name));
         match self.change {
             Change::Missing => format!("{what} missing"),
             Change::Extra => format!("{what} not in the reference"),
-            Change::Changed => format!(
-                "{what} {} changed: {} (reference) vs {}",
-                self.property.as_deref().unwrap_or_default(),
-                brief(self.reference.as_deref()),
-                brief(self.tenant.as_deref()),
-            ),
+            Change::Changed => {
+                let (reference, tenant) =
+                    brief_pair(self.reference.as_deref(), self.tenant.as_deref());
+                format!(
+                    "{what} {} changed: {reference} (reference) vs {tenant}",
+                    crate::text::shown(self.property.as_deref().unwrap_or_default()),
+                )
+            }
         }
     }
 }
 
+/// The longest value a one-line report shows whole.
+const MAX: usize = 60;
+
 /// A value as the one-line report shows it.
 fn brief(value: Option<&str>) -> String {
-    const MAX: usize = 60;
+    brief_from(value, 0)
+}
+
+/// `value` on one line from its `skip`th character, cut at [`MAX`].
+fn brief_from(value: Option<&str>, skip: usize) -> String {
     let Some(value) = value else {
         return "none".into();
     };
-    let flat = value.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= MAX && !value.trim().contains('\n') {
-        return crate::text::shown(&flat);
+    let flat: Vec<char> = value
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .collect();
+    if skip == 0 && flat.len() <= MAX && !value.trim().contains('\n') {
+        return crate::text::shown(&flat.iter().collect::<String>());
     }
-    let cut: String = flat.chars().take(MAX).collect();
-    format!("{}…", crate::text::shown(&cut))
+    let skip = skip.min(flat.len());
+    let cut: String = flat[skip..].iter().take(MAX).collect();
+    format!(
+        "{}{}{}",
+        if skip > 0 { "…" } else { "" },
+        crate::text::shown(&cut),
+        if flat.len() - skip > MAX { "…" } else { "" }
+    )
+}
+
+/// Two values that differ, each cut to show where they part ways: long
+/// definitions that differ only at the end (a constraint's `DEFERRABLE`)
+/// would otherwise look the same.
+fn brief_pair(reference: Option<&str>, tenant: Option<&str>) -> (String, String) {
+    let (Some(r), Some(t)) = (reference, tenant) else {
+        return (brief(reference), brief(tenant));
+    };
+    let flat = |v: &str| v.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (fr, ft) = (flat(r), flat(t));
+    if fr.chars().count() <= MAX && ft.chars().count() <= MAX && !r.contains('\n') {
+        return (brief(reference), brief(tenant));
+    }
+    let common = fr.chars().zip(ft.chars()).take_while(|(a, b)| a == b).count();
+    // Some context before the first difference.
+    let skip = common.saturating_sub(20);
+    (brief_from(Some(r), skip), brief_from(Some(t), skip))
 }
 
 #[cfg(test)]
@@ -294,10 +332,20 @@ mod tests {
     #[test]
     fn long_and_multiline_values_are_cut_and_escaped() {
         assert_eq!(brief(None), "none");
-        assert_eq!(brief(Some("begin\n  return 1;\nend")).chars().last(), Some('…'));
+        assert_eq!(brief(Some("begin\n  return 1;\nend")), "begin return 1; end");
         assert_eq!(brief(Some("a\u{1b}b")), "a\\u{1b}b");
         let long = "x".repeat(100);
         assert_eq!(brief(Some(&long)).chars().count(), 61);
+    }
+
+    #[test]
+    fn long_values_that_differ_late_show_where() {
+        let base = "FOREIGN KEY (\"siteId\") REFERENCES sites(id) ON DELETE CASCADE";
+        let (r, t) = brief_pair(Some(&format!("{base} DEFERRABLE")), Some(base));
+        assert!(r.starts_with('…') && r.ends_with("CASCADE DEFERRABLE"), "{r}");
+        assert!(t.starts_with('…') && t.ends_with("CASCADE"), "{t}");
+        assert_ne!(r, t);
+        assert_eq!(brief_pair(Some("a"), None), ("a".into(), "none".into()));
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct Extra {
     /// What was selected and why; every fleet run that selected from the
     /// master states it.
     pub selection: Option<Selection>,
+    /// Top-level fields a command adds to its JSON report (`drift`: the
+    /// reference and the differences across the fleet).
+    pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 /// [`print_fleet`] with the fields some commands add.
@@ -109,6 +112,9 @@ pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, ext
         }
         if let Some(selection) = &extra.selection {
             value["selection"] = serde_json::to_value(selection).expect("a selection serializes");
+        }
+        for (name, field) in &extra.fields {
+            value[*name] = field.clone();
         }
         value
     };

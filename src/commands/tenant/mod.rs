@@ -2,6 +2,7 @@
 
 pub mod baseline;
 pub mod create;
+pub mod drift;
 pub mod drop;
 pub mod exec;
 pub mod list;
@@ -44,6 +45,17 @@ pub enum TenantCommand {
     Runs(runs::RunsArgs),
     /// Show each tenant's migration state and problems, changing nothing
     Status(status::StatusArgs),
+    /// Compare each tenant's real schema with the one its migrations make
+    ///
+    /// The reference is built once per run in a scratch database (created,
+    /// migrated as `tenant create` migrates a new tenant, read, dropped), or
+    /// is a named tenant's schema (--against). Each tenant's catalog is read
+    /// in one round trip and reduced to a canonical form (no OIDs, database
+    /// names or creation order); each difference is reported once with the
+    /// tenants it affects. Tenants not at the latest migration are reported
+    /// as pending, not compared. Exit 0 when no tenant differs, 1 when one
+    /// does (or could not be read).
+    Drift(drift::DriftArgs),
     /// Read and write tenants' settings tables
     #[command(subcommand)]
     Settings(settings::SettingsCommand),
@@ -71,6 +83,7 @@ pub async fn run(command: TenantCommand, ctx: &Context) -> anyhow::Result<Outcom
         TenantCommand::Revert(args) => revert::run(args, ctx).await,
         TenantCommand::Runs(args) => runs::run(args, ctx).await,
         TenantCommand::Status(args) => status::run(args, ctx).await,
+        TenantCommand::Drift(args) => drift::run(args, ctx).await,
         TenantCommand::Settings(cmd) => settings::run(cmd, ctx).await,
         TenantCommand::Exec(args) => exec::run(args, ctx).await,
         TenantCommand::Sql(args) => sql::run(args, ctx).await,

@@ -298,6 +298,7 @@ fn refuse(ctx: &Context, planned: &FleetRun<Reverted>, blocked: usize) -> Outcom
             run_id: None,
             refused: true,
             selection: ctx.selection(),
+            ..Extra::default()
         },
     );
     crate::output::warn(format_args!(

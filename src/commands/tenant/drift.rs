@@ -1,0 +1,545 @@
+//! `tenantctl tenant drift`: every selected tenant's real schema, read from
+//! its catalog, against a reference: the schema the migrations make (built
+//! once per run in a scratch database, migrated as `tenant create` migrates
+//! a new tenant, read, dropped) or a named tenant's (`--against`). Tenants
+//! are grouped by fingerprint and each difference is reported once with
+//! the tenants it affects; `--sql` prints the repairs, never runs them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clap::Args;
+use serde::Serialize;
+use sqlx::postgres::PgConnection;
+
+use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
+use crate::commands::context::Context;
+use crate::commands::tenant::provision::{Applied, TenantSchema, apply_schema};
+use crate::config::Migrator;
+use crate::connect::{SessionLimits, is_missing_database};
+use crate::dbname::DbName;
+use crate::ddl;
+use crate::drift::{self, Difference, Schema, Scope};
+use crate::error::{Outcome, UsageError};
+use crate::fleet::{FleetRun, Verdict};
+use crate::migrations::{self, MigrationSet};
+use crate::output::report::{Extra, TenantValue, print_fleet_with};
+use crate::output::{OutputMode, line, shown, warn};
+use crate::prisma;
+use crate::servers::ServerName;
+use crate::tenant::Tenant;
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// Compare with this tenant's schema instead of the one the migrations
+    /// make (required when an application command migrates the tenants)
+    #[arg(long, value_name = "SLUG|ID")]
+    pub against: Option<String>,
+
+    /// Print, for each drifted tenant, the statements that would make it
+    /// match the reference (taken from the reference's own catalog text);
+    /// tenantctl never runs them: review them, then run them with
+    /// `tenantctl tenant sql`
+    #[arg(long)]
+    pub sql: bool,
+
+    /// Also compare who owns each schema, table, sequence, function and type
+    #[arg(long)]
+    pub owners: bool,
+
+    /// Also compare comments (COMMENT ON)
+    #[arg(long)]
+    pub comments: bool,
+}
+
+/// Where a tenant stands against the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    /// Its schema is the reference's.
+    Match,
+    /// Its schema differs from the reference's.
+    Differs,
+    /// Not at the latest migration: not compared.
+    Pending,
+}
+
+/// One tenant's drift, as reported.
+#[derive(Debug, Default, Serialize)]
+pub struct TenantDrift {
+    /// `null` when the tenant could not be read.
+    pub drift: Option<Standing>,
+    /// How many migrations it has pending (only when pending).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<usize>,
+    /// A digest of its schema: equal digests, equal schemas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    pub differences: Vec<Difference>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<&'static str>,
+}
+
+impl TenantValue for TenantDrift {
+    fn headers() -> Vec<&'static str> {
+        vec!["drift", "differences"]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            match self.drift {
+                Some(Standing::Match) => "match".into(),
+                Some(Standing::Differs) => "differs".into(),
+                Some(Standing::Pending) => "pending".into(),
+                None => "-".into(),
+            },
+            self.differences.len().to_string(),
+        ]
+    }
+
+    fn connect_failed(&mut self, err: &anyhow::Error) {
+        if is_missing_database(err) {
+            self.problems.push("database_missing");
+        }
+    }
+}
+
+/// What a tenant must be at to be compared: the latest migration.
+enum Latest {
+    Sqlx(Arc<MigrationSet>),
+    Prisma(Arc<prisma::Folder>, Arc<str>),
+    /// An application command migrates: tenantctl cannot tell.
+    Unknown,
+}
+
+impl Latest {
+    async fn of(ctx: &Context) -> anyhow::Result<Self> {
+        Ok(match &ctx.migrator {
+            Migrator::Sqlx { .. } => Self::Sqlx(ctx.tenant_migrations().await?),
+            Migrator::Prisma {
+                migrations, schema, ..
+            } => Self::Prisma(
+                Arc::new(prisma::Folder::read(migrations).map_err(crate::error::Usage)?),
+                schema.as_str().into(),
+            ),
+            Migrator::Command(_) => Self::Unknown,
+        })
+    }
+
+    /// How many migrations the tenant has pending; an error for a tenant
+    /// its migrator reports a problem on (a failed or changed migration).
+    async fn pending(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
+        match self {
+            Self::Sqlx(set) => {
+                let plan = migrations::plan(conn, set).await?;
+                plan.check()?;
+                Ok(plan.pending.len())
+            }
+            Self::Prisma(folder, schema) => {
+                let state = prisma::state(conn, folder, schema).await?;
+                state.check()?;
+                Ok(state.pending.len())
+            }
+            Self::Unknown => Ok(0),
+        }
+    }
+}
+
+/// The schema tenants are compared with, and where it came from.
+struct Reference {
+    schema: Schema,
+    /// For people: `the migrations (built in a scratch database on server
+    /// default)`, `tenant acme`.
+    source: String,
+    /// For JSON: `migrations` or `tenant`.
+    kind: &'static str,
+    tenant: Option<String>,
+}
+
+pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    let scope = Scope {
+        owners: args.owners,
+        comments: args.comments,
+    };
+    let limits = SessionLimits::from(&args.session);
+    let latest = Arc::new(Latest::of(ctx).await?);
+    if matches!(*latest, Latest::Unknown) && args.against.is_none() {
+        return Err(UsageError(
+            "tenant drift needs a reference: [tenants.migrator] kind = \"command\" makes the tenants' schema with the application's own command, which tenantctl does not run against a scratch database; compare with a tenant you trust: --against SLUG".into(),
+        )
+        .into());
+    }
+    let tenants = ctx.select(&args.selection).await?;
+    // Listening before the reference is built: an interrupt then stops the
+    // run after the scratch database is dropped, not with it left behind.
+    ctx.interruptible();
+    let Some(reference) = reference(ctx, &args, &tenants, &latest, &limits, scope).await? else {
+        return Ok(Outcome::Interrupted);
+    };
+    let reference = Arc::new(reference);
+    let shared = reference.clone();
+    let run = ctx
+        .fleet_runner(&args.fleet, limits)
+        .on_each_tenant_limited(
+            tenants,
+            &ctx.progress(),
+            move |_, conn, value: &mut TenantDrift| {
+                let (reference, latest) = (shared.clone(), latest.clone());
+                Box::pin(async move {
+                    let pending = latest.pending(conn).await?;
+                    if pending > 0 {
+                        value.drift = Some(Standing::Pending);
+                        value.pending = Some(pending);
+                        return Ok(());
+                    }
+                    let schema = drift::read(conn, false, scope).await?;
+                    value.fingerprint = Some(schema.fingerprint());
+                    value.differences = drift::compare(&reference.schema, &schema);
+                    value.drift = Some(if value.differences.is_empty() {
+                        Standing::Match
+                    } else {
+                        Standing::Differs
+                    });
+                    Ok(())
+                })
+            },
+        )
+        .await;
+    report(ctx, &run, &reference, args.sql);
+    Ok(outcome(&run))
+}
+
+/// Exit 0 only when every tenant was read and none drifted: a deploy step
+/// can gate on it. Pending tenants are not drift.
+fn outcome(run: &FleetRun<TenantDrift>) -> Outcome {
+    let drifted = run
+        .reports
+        .iter()
+        .any(|r| r.value.drift == Some(Standing::Differs));
+    match run.outcome() {
+        Outcome::Success if drifted => Outcome::Failed,
+        other => other,
+    }
+}
+
+/// The reference, or `None` when an interrupt came while it was built.
+async fn reference(
+    ctx: &Context,
+    args: &DriftArgs,
+    tenants: &[Tenant],
+    latest: &Latest,
+    limits: &SessionLimits,
+    scope: Scope,
+) -> anyhow::Result<Option<Reference>> {
+    if let Some(key) = &args.against {
+        return against(ctx, key, latest, limits, scope).await.map(Some);
+    }
+    // Built on the server of the first tenant selected (none selected:
+    // nothing to compare, no database to build).
+    let Some(server) = tenants.iter().find_map(|t| t.server().ok()) else {
+        return Ok(Some(Reference {
+            schema: Schema::default(),
+            source: "the migrations (no tenant selected: not built)".into(),
+            kind: "migrations",
+            tenant: None,
+        }));
+    };
+    let schema = scratch(ctx, server, limits, scope).await?;
+    if ctx.stop.is_set() {
+        return Ok(None);
+    }
+    Ok(Some(Reference {
+        schema,
+        source: format!("the migrations (built in a scratch database on server {server})"),
+        kind: "migrations",
+        tenant: None,
+    }))
+}
+
+/// A named tenant's schema as the reference; refused when it is not at the
+/// latest migration itself.
+async fn against(
+    ctx: &Context,
+    key: &str,
+    latest: &Latest,
+    limits: &SessionLimits,
+    scope: Scope,
+) -> anyhow::Result<Reference> {
+    let tenant = ctx.tenant(key).await?;
+    let (server, db) = (tenant.server()?, tenant.db_name()?);
+    let (pending, schema) = ctx
+        .runner
+        .with_limits(limits.clone())
+        .with_tenant_read(server, db, |conn, _| {
+            Box::pin(async move {
+                let pending = latest.pending(conn).await?;
+                Ok((pending, drift::read(conn, true, scope).await?))
+            })
+        })
+        .await
+        .map_err(|err| err.context(format!("read the schema of {}", crate::tenant::describe(&tenant))))?;
+    if pending > 0 {
+        return Err(UsageError(format!(
+            "--against {}: that tenant has {pending} migration(s) pending, so its schema is not the latest; migrate it first or compare with an up-to-date tenant",
+            shown(key)
+        ))
+        .into());
+    }
+    Ok(Reference {
+        schema,
+        source: format!("tenant {}", shown(tenant.handle())),
+        kind: "tenant",
+        tenant: Some(tenant.handle().to_owned()),
+    })
+}
+
+/// A database name no tenant has: `tenantctl_drift_<pid>_<time>`.
+fn scratch_name() -> anyhow::Result<DbName> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Ok(DbName::parse(&format!(
+        "tenantctl_drift_{}_{:x}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    ))?)
+}
+
+/// The schema the migrations make: a scratch database created on `server`,
+/// migrated as `tenant create` migrates a new tenant, read, and dropped
+/// whatever happened.
+async fn scratch(
+    ctx: &Context,
+    server: &ServerName,
+    limits: &SessionLimits,
+    scope: Scope,
+) -> anyhow::Result<Schema> {
+    let migrations = TenantSchema::of(ctx).await?;
+    let db = scratch_name()?;
+    let runner = ctx.runner.with_limits(limits.clone());
+    let created = runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async { ddl::create_if_missing(conn, &db).await })
+        })
+        .await?;
+    if !created {
+        anyhow::bail!(
+            "database {db} already exists on server {server}, so tenantctl will not use it as its scratch database; run again"
+        );
+    }
+    let built = async {
+        runner
+            .with_tenant(server, &db, |conn, _| {
+                Box::pin(async {
+                    apply_schema(ctx, conn, &db, &migrations, limits, &mut Applied::default()).await
+                })
+            })
+            .await
+            .map_err(|err| err.context("migrate the scratch database the reference is read from"))?;
+        runner
+            .with_tenant_read(server, &db, |conn, _| {
+                Box::pin(async move { drift::read(conn, true, scope).await })
+            })
+            .await
+    }
+    .await;
+    let dropped = runner
+        .with_maintenance(server, |conn, _| Box::pin(async { ddl::drop_force(conn, &db).await }))
+        .await;
+    if let Err(err) = dropped {
+        warn(format_args!(
+            "could not drop the scratch database {db} on server {server}: {}; drop it by hand (it holds no tenant's data)",
+            crate::error::render(&err)
+        ));
+    }
+    built
+}
+
+/// One difference across the fleet: what it is and whom it affects.
+#[derive(Debug, Serialize)]
+struct Shared<'a> {
+    #[serde(flatten)]
+    difference: &'a Difference,
+    tenants: Vec<&'a str>,
+}
+
+/// Each distinct difference once, with the tenants that have it, the most
+/// widespread first.
+fn shared(run: &FleetRun<TenantDrift>) -> Vec<Shared<'_>> {
+    let mut by: BTreeMap<&Difference, Vec<&str>> = BTreeMap::new();
+    for report in &run.reports {
+        for d in &report.value.differences {
+            by.entry(d).or_default().push(report.tenant.handle());
+        }
+    }
+    let mut all: Vec<_> = by
+        .into_iter()
+        .map(|(difference, tenants)| Shared {
+            difference,
+            tenants,
+        })
+        .collect();
+    all.sort_by(|a, b| b.tenants.len().cmp(&a.tenants.len()));
+    all
+}
+
+fn count(run: &FleetRun<TenantDrift>, standing: Standing) -> usize {
+    run.reports
+        .iter()
+        .filter(|r| r.value.drift == Some(standing))
+        .count()
+}
+
+fn report(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Reference, sql: bool) {
+    match ctx.output {
+        OutputMode::Table if sql => print_repairs(run, reference),
+        OutputMode::Table => print_groups(ctx, run, reference),
+        _ => {
+            let fields = vec![(
+                "drift",
+                serde_json::json!({
+                    "reference": {
+                        "kind": reference.kind,
+                        "tenant": reference.tenant,
+                        "fingerprint": reference.schema.fingerprint(),
+                        "objects": reference.schema.len(),
+                    },
+                    "matched": count(run, Standing::Match),
+                    "differ": count(run, Standing::Differs),
+                    "pending": count(run, Standing::Pending),
+                    "differences": shared(run),
+                }),
+            )];
+            let extra = Extra {
+                selection: ctx.selection(),
+                fields,
+                ..Extra::default()
+            };
+            print_fleet_with(run, ctx.output, &extra);
+        }
+    }
+}
+
+/// Names for a line: up to five, then how many more.
+fn some_names(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| shown(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(", and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+fn tenants(n: usize) -> String {
+    if n == 1 {
+        "1 tenant".into()
+    } else {
+        format!("{n} tenants")
+    }
+}
+
+/// The report for people: how many match, then each difference once with
+/// the tenants it affects, then those not compared.
+fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Reference) {
+    line(format!(
+        "reference: {} ({} objects)",
+        reference.source,
+        reference.schema.len()
+    ));
+    let failed = run
+        .reports
+        .iter()
+        .filter(|r| r.verdict != Verdict::Ok)
+        .collect::<Vec<_>>();
+    line(format!(
+        "{} match the reference; {} differ; {} pending; {} not read{}",
+        count(run, Standing::Match),
+        count(run, Standing::Differs),
+        count(run, Standing::Pending),
+        failed.len(),
+        if run.interrupted { " (interrupted)" } else { "" }
+    ));
+    for group in shared(run) {
+        line(format!(
+            "{} ({}: {})",
+            group.difference.describe(),
+            tenants(group.tenants.len()),
+            some_names(&group.tenants)
+        ));
+    }
+    let pending: Vec<&str> = run
+        .reports
+        .iter()
+        .filter(|r| r.value.drift == Some(Standing::Pending))
+        .map(|r| r.tenant.handle())
+        .collect();
+    if !pending.is_empty() {
+        line(format!(
+            "pending, not compared (not at the latest migration; `tenantctl tenant migrate` them): {}",
+            some_names(&pending)
+        ));
+    }
+    for r in failed {
+        line(format!(
+            "not read: {}: {}{}",
+            shown(r.tenant.handle()),
+            r.verdict.as_str(),
+            r.error
+                .as_deref()
+                .map(|e| format!(": {}", shown(e)))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(selection) = ctx.selection() {
+        line(selection.describe());
+    }
+}
+
+/// `--sql`: a script for people to review, one block per drifted tenant.
+/// Every line that is not a statement is a comment, and every name in a
+/// comment is escaped, so no name can end a comment and start a statement.
+fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
+    line(format!(
+        "-- tenantctl tenant drift: repairs towards {}; review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`",
+        shown(&reference.source)
+    ));
+    for r in &run.reports {
+        if r.value.drift != Some(Standing::Differs) {
+            continue;
+        }
+        line(format!(
+            "\n-- tenant {} (database {} on server {}): {} difference(s)",
+            shown(r.tenant.handle()),
+            shown(r.tenant.db_label()),
+            shown(r.tenant.server_label()),
+            r.value.differences.len()
+        ));
+        for d in &r.value.differences {
+            match &d.repair {
+                Some(sql) => line(format!("-- {}\n{sql}", shown(&d.describe()))),
+                None => line(format!("-- no obvious repair: {}", shown(&d.describe()))),
+            };
+        }
+    }
+    let not_compared = run.reports.len() - count(run, Standing::Differs) - count(run, Standing::Match);
+    if not_compared > 0 {
+        line(format!(
+            "\n-- {} not compared (pending or not read): see `tenantctl tenant drift` without --sql",
+            tenants(not_compared)
+        ));
+    }
+}
