@@ -28,10 +28,40 @@ const PRIVILEGES: &[(char, &str)] = &[
 
 /// One `aclitem`: who, and which privileges with or without grant option.
 #[derive(Debug, PartialEq, Eq)]
-struct Item {
+pub struct Item {
     /// `None`: PUBLIC.
     grantee: Option<String>,
-    privileges: Vec<(&'static str, bool)>,
+    pub privileges: Vec<(&'static str, bool)>,
+}
+
+impl Item {
+    /// The grantee as reports name it: `PUBLIC`, `(owner)` for the object's
+    /// owner, else the role's name as SQL writes it.
+    pub fn shown(&self, owner: Option<&str>) -> String {
+        match &self.grantee {
+            None => "PUBLIC".into(),
+            Some(g) if Some(g.as_str()) == owner => "(owner)".into(),
+            Some(g) => quote_role(g),
+        }
+    }
+
+    /// The grantee as a GRANT names it; `None` for the owner, whose name is
+    /// its own database's.
+    fn sql(&self, owner: &str) -> Option<String> {
+        match &self.grantee {
+            None => Some("PUBLIC".into()),
+            Some(g) if g == owner => None,
+            Some(g) => Some(quote_role(g)),
+        }
+    }
+}
+
+/// The items of an ACL given as a JSON array of `aclitem` texts.
+pub fn items(json: Option<&str>) -> Vec<Item> {
+    let texts: Vec<String> = json
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    texts.iter().filter_map(|t| parse_item(t)).collect()
 }
 
 /// Parses `grantee=privileges/grantor`: the grantee empty for PUBLIC,
@@ -76,7 +106,7 @@ fn parse_item(text: &str) -> Option<Item> {
 
 /// A role name as SQL writes it: bare when it is a plain lower-case name,
 /// else double-quoted.
-fn quote_role(name: &str) -> String {
+pub fn quote_role(name: &str) -> String {
     let plain = name
         .chars()
         .next()
@@ -104,31 +134,22 @@ const RESERVED_ROLE_WORDS: &[&str] = &[
     "none",
 ];
 
-/// The grants of one object's `privileges` row: `on` is how the row names
-/// the object (`table settings`), `json` its ACL, owner, SQL target and
-/// column list.
-pub fn grants(on: &str, json: Option<&str>) -> Vec<(Key, Object)> {
-    let Some(serde_json::Value::Object(row)) = json.and_then(|j| serde_json::from_str(j).ok())
-    else {
-        return Vec::new();
-    };
-    let text = |k: &str| row.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-    let (owner, target, columns) = (text("owner"), text("target"), text("columns"));
-    let items = row
-        .get("acl")
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|v| parse_item(v.as_str()?)).collect())
-        .unwrap_or_else(Vec::new);
+/// The grants of one object: `on` is how reports name it (`table
+/// settings`), `acl` its ACL (a JSON array of `aclitem` texts, the defaults
+/// spelled out), `target` how GRANT names it (`TABLE public.settings`) and
+/// `columns` its column list for a column's grants (` (email)`).
+pub fn grants(
+    on: &str,
+    acl: Option<&str>,
+    owner: &str,
+    target: &str,
+    columns: &str,
+) -> Vec<(Key, Object)> {
     // A grantee may hold a privilege from several grantors: one grant,
     // grantable if any of them made it so.
     let mut merged: BTreeMap<(String, &str), (Option<String>, bool)> = BTreeMap::new();
-    for item in items {
-        let (shown, sql) = match &item.grantee {
-            None => ("PUBLIC".to_owned(), Some("PUBLIC".to_owned())),
-            // The owner's name is its tenant's own: no statement names it.
-            Some(g) if g == owner => ("(owner)".to_owned(), None),
-            Some(g) => (quote_role(g), Some(quote_role(g))),
-        };
+    for item in items(acl) {
+        let (shown, sql) = (item.shown(Some(owner)), item.sql(owner));
         for (privilege, grantable) in item.privileges {
             let entry = merged
                 .entry((shown.clone(), privilege))
@@ -208,9 +229,8 @@ mod tests {
 
     #[test]
     fn the_owner_becomes_owner_and_has_no_statement() {
-        let json = r#"{"acl": ["alice=arw/alice", "app=r/alice", "=r/alice", "App=r*/bob"],
-                       "owner": "alice", "target": "TABLE public.t", "columns": ""}"#;
-        let grants = grants("table t", Some(json));
+        let acl = r#"["alice=arw/alice", "app=r/alice", "=r/alice", "App=r*/bob"]"#;
+        let grants = grants("table t", Some(acl), "alice", "TABLE public.t", "");
         let names: Vec<_> = grants.iter().map(|(k, _)| k.name.as_str()).collect();
         assert!(names.contains(&"SELECT on table t to (owner)"), "{names:?}");
         assert!(names.contains(&"SELECT on table t to app"));
@@ -219,12 +239,12 @@ mod tests {
         let (_, owner) = grants
             .iter()
             .find(|(k, _)| k.name == "INSERT on table t to (owner)")
-            .unwrap();
+            .expect("the grant is listed");
         assert_eq!(owner.create, None);
         let (_, app) = grants
             .iter()
             .find(|(k, _)| k.name == "SELECT on table t to \"App\"")
-            .unwrap();
+            .expect("the grant is listed");
         assert_eq!(
             app.create.as_deref(),
             Some("GRANT SELECT ON TABLE public.t TO \"App\" WITH GRANT OPTION;")
@@ -237,9 +257,14 @@ mod tests {
 
     #[test]
     fn column_grants_name_their_columns() {
-        let json = r#"{"acl": ["app=r/alice"], "owner": "alice",
-                       "target": "TABLE public.users", "columns": " (email)"}"#;
-        let grants = grants("column users.email", Some(json));
+        let acl = r#"["app=r/alice"]"#;
+        let grants = grants(
+            "column users.email",
+            Some(acl),
+            "alice",
+            "TABLE public.users",
+            " (email)",
+        );
         assert_eq!(
             grants[0].1.create.as_deref(),
             Some("GRANT SELECT (email) ON TABLE public.users TO app;")

@@ -1,23 +1,23 @@
-//! Reading a database's schema from its catalog (`catalog.sql`) into a
-//! [`Schema`]: the rows of every statement, less what belongs to an
-//! extension, with each object's privileges split into one grant apiece.
+//! Reading a database's catalog (`catalog.sql`) as raw rows, in one round
+//! trip; `build` turns them into a schema.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use anyhow::Context;
 use futures_util::TryStreamExt;
 use sqlx::{Executor, PgConnection, Row};
 
-use super::{Key, Object, Schema, Scope};
-
-/// Every statement, with the repairs: what the reference is read with.
+/// Every statement, with the repair columns: what the reference is read
+/// with.
 const WITH_REPAIRS: &str = include_str!("catalog.sql");
 
-/// The statements without the repairs (each `/*repair*/ ... /*end*/` span
-/// made NULL): what each tenant is read with. A tenant's own statements
-/// are needed only to drop what it has and the reference has not, and the
-/// deparsing the repairs repeat is a good part of a read's cost.
+/// Comments, read only when they are compared.
+const COMMENTS: &str = "SELECT 'C', d.classoid::text, d.objoid::text, d.objsubid::text, d.description \
+     FROM pg_description d WHERE d.objoid >= 16384 OR (d.objoid = 2200 AND d.classoid = 2615);";
+
+/// The statements without the repair columns (each `/*repair*/ ... /*end*/`
+/// span made NULL): what each tenant is read with.
 fn without_repairs() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| strip_repairs(WITH_REPAIRS))
@@ -38,141 +38,82 @@ fn strip_repairs(sql: &str) -> String {
     out
 }
 
-/// One row of `catalog.sql`.
-struct Row8 {
-    kind: String,
-    name: Option<String>,
-    props: Option<String>,
-    create: Option<String>,
-    drop: Option<String>,
-    fixes: Option<String>,
-    class: Option<String>,
-    oid: Option<String>,
-}
+/// One row: its columns after the tag, as text.
+#[derive(Debug, Clone, Default)]
+pub struct Raw(pub Vec<Option<String>>);
 
-impl Row8 {
-    fn of(row: &sqlx::postgres::PgRow) -> anyhow::Result<Self> {
-        let text = |i: usize| -> anyhow::Result<Option<String>> {
-            row.try_get::<Option<String>, _>(i)
-                .with_context(|| format!("read column {i} of the catalog's rows"))
-        };
-        Ok(Self {
-            kind: text(0)?.unwrap_or_default(),
-            name: text(1)?,
-            props: text(2)?,
-            create: text(3)?,
-            drop: text(4)?,
-            fixes: text(5)?,
-            class: text(6)?,
-            oid: text(7)?,
-        })
+impl Raw {
+    /// Column `i` (0: the first after the tag), `None` when NULL or absent.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.0.get(i).and_then(|c| c.as_deref())
+    }
+
+    /// Column `i`, empty when NULL.
+    pub fn text(&self, i: usize) -> &str {
+        self.get(i).unwrap_or_default()
+    }
+
+    /// Column `i` as a boolean (`true`, `t`).
+    pub fn flag(&self, i: usize) -> bool {
+        matches!(self.get(i), Some("true" | "t"))
+    }
+
+    /// Column `i` as an OID (0 when NULL).
+    pub fn oid(&self, i: usize) -> u32 {
+        self.get(i).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 }
 
-/// Reads the schema of the database `conn` is connected to, in one round
-/// trip. `repairs`: also read the statements that would make each object
-/// as it is here (for the reference).
-pub async fn read(conn: &mut PgConnection, repairs: bool, scope: Scope) -> anyhow::Result<Schema> {
-    let sql = if repairs {
+/// The rows of every statement, by tag.
+#[derive(Debug, Default)]
+pub struct Rows(HashMap<String, Vec<Raw>>);
+
+impl Rows {
+    pub fn of(&self, tag: &str) -> &[Raw] {
+        self.0.get(tag).map_or(&[], Vec::as_slice)
+    }
+
+    #[cfg(test)]
+    pub fn push(&mut self, tag: &str, cols: &[Option<&str>]) {
+        self.0
+            .entry(tag.to_owned())
+            .or_default()
+            .push(Raw(cols.iter().map(|c| c.map(str::to_owned)).collect()));
+    }
+}
+
+/// Reads the catalog of the database `conn` is connected to, in one round
+/// trip. `repairs`: also what only the reference's repairs need;
+/// `comments`: also the comments.
+pub async fn fetch(conn: &mut PgConnection, repairs: bool, comments: bool) -> anyhow::Result<Rows> {
+    let base = if repairs {
         WITH_REPAIRS
     } else {
         without_repairs()
     };
-    let mut rows = Vec::new();
-    let mut stream = conn.fetch_many(sql);
+    let sql = if comments {
+        format!("{base}\n{COMMENTS}")
+    } else {
+        base.to_owned()
+    };
+    let mut rows = Rows::default();
+    let mut stream = conn.fetch_many(sql.as_str());
     while let Some(item) = stream
         .try_next()
         .await
         .context("read the schema from the catalog")?
     {
         if let sqlx::Either::Right(row) = item {
-            rows.push(Row8::of(&row)?);
+            let tag: String = row.try_get(0).context("read the catalog's rows")?;
+            let cols = (1..row.len())
+                .map(|i| row.try_get::<Option<String>, _>(i))
+                .collect::<Result<Vec<_>, _>>()
+                .context("read the catalog's rows")?;
+            rows.0.entry(tag).or_default().push(Raw(cols));
         }
     }
     drop(stream);
-    Ok(assemble(rows, scope))
-}
-
-/// The rows into a schema: extension members left out, privileges split.
-fn assemble(rows: Vec<Row8>, scope: Scope) -> Schema {
-    let members: HashSet<(String, String)> = rows
-        .iter()
-        .filter(|r| r.kind == "member")
-        .filter_map(|r| Some((r.class.clone()?, r.oid.clone()?)))
-        .collect();
-    let mut schema = Schema::default();
-    for row in rows {
-        if row.kind == "member" {
-            continue;
-        }
-        if let (Some(class), Some(oid)) = (&row.class, &row.oid)
-            && members.contains(&(class.clone(), oid.clone()))
-        {
-            continue;
-        }
-        let Some(name) = row.name.clone() else {
-            continue;
-        };
-        if row.kind == "privileges" {
-            for (key, object) in super::acl::grants(&name, row.props.as_deref()) {
-                schema.insert(key, object);
-            }
-            continue;
-        }
-        let object = Object {
-            props: props(row.props.as_deref(), scope),
-            create: row.create,
-            drop: row.drop,
-            fixes: fixes(row.fixes.as_deref()),
-        };
-        schema.insert(
-            Key {
-                kind: row.kind,
-                name,
-            },
-            object,
-        );
-    }
-    schema
-}
-
-/// A JSON object of properties as text, nulls left out (absent and null
-/// are the same), and `owner`/`comment` only when the scope asks.
-fn props(json: Option<&str>, scope: Scope) -> BTreeMap<String, String> {
-    let Some(serde_json::Value::Object(map)) = json.and_then(|j| serde_json::from_str(j).ok())
-    else {
-        return BTreeMap::new();
-    };
-    map.into_iter()
-        .filter(|(k, _)| match k.as_str() {
-            "owner" => scope.owners,
-            "comment" => scope.comments,
-            _ => true,
-        })
-        .filter_map(|(k, v)| Some((k, value_text(v)?)))
-        .collect()
-}
-
-/// A property's value as compared and shown.
-pub(super) fn value_text(value: serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    }
-}
-
-fn fixes(json: Option<&str>) -> BTreeMap<String, String> {
-    let Some(serde_json::Value::Object(map)) = json.and_then(|j| serde_json::from_str(j).ok())
-    else {
-        return BTreeMap::new();
-    };
-    map.into_iter()
-        .filter_map(|(k, v)| match v {
-            serde_json::Value::String(s) => Some((k, s)),
-            _ => None,
-        })
-        .collect()
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -192,28 +133,5 @@ mod tests {
             strip_repairs("a /*repair*/x(1,\n2)/*end*/, b /*repair*/y/*end*/"),
             "a NULL, b NULL"
         );
-    }
-
-    #[test]
-    fn owner_and_comment_count_only_when_asked() {
-        let json = r#"{"owner": "alice", "comment": null, "type": "text", "not null": true}"#;
-        let plain = props(Some(json), Scope::default());
-        assert_eq!(
-            plain.into_iter().collect::<Vec<_>>(),
-            [
-                ("not null".to_owned(), "true".to_owned()),
-                ("type".to_owned(), "text".to_owned())
-            ]
-        );
-        let all = props(
-            Some(json),
-            Scope {
-                owners: true,
-                comments: true,
-            },
-        );
-        assert_eq!(all.get("owner").map(String::as_str), Some("alice"));
-        // A null comment is no comment: equal to a database without one.
-        assert!(!all.contains_key("comment"));
     }
 }

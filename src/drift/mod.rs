@@ -8,6 +8,7 @@
 //! statement that would repair it where one is obvious.
 
 mod acl;
+mod build;
 mod catalog;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,17 @@ use std::fmt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use catalog::read;
+/// Reads the schema of the database `conn` is connected to, in one round
+/// trip. `repairs`: also read what the reference's repair statements need
+/// (a tenant's are not needed).
+pub async fn read(
+    conn: &mut sqlx::PgConnection,
+    repairs: bool,
+    scope: Scope,
+) -> anyhow::Result<Schema> {
+    let rows = catalog::fetch(conn, repairs, scope.comments).await?;
+    Ok(build::schema(&rows, scope))
+}
 
 /// Which properties that often differ by design are compared.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,7 +79,10 @@ impl Schema {
         let mut n = 1;
         while self.objects.contains_key(&key) {
             n += 1;
-            key.name = format!("{} #{n}", key.name.trim_end_matches(&format!(" #{}", n - 1)));
+            key.name = format!(
+                "{} #{n}",
+                key.name.trim_end_matches(&format!(" #{}", n - 1))
+            );
         }
         self.objects.insert(key, object);
     }
@@ -91,11 +105,7 @@ impl Schema {
             }
             hash.update([0xff]);
         }
-        hash.finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::migrations::hex(&hash.finalize()[..8])
     }
 
     /// How many objects the schema has.
@@ -252,7 +262,11 @@ fn brief_pair(reference: Option<&str>, tenant: Option<&str>) -> (String, String)
     if fr.chars().count() <= MAX && ft.chars().count() <= MAX && !r.contains('\n') {
         return (brief(reference), brief(tenant));
     }
-    let common = fr.chars().zip(ft.chars()).take_while(|(a, b)| a == b).count();
+    let common = fr
+        .chars()
+        .zip(ft.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
     // Some context before the first difference.
     let skip = common.saturating_sub(20);
     (brief_from(Some(r), skip), brief_from(Some(t), skip))
@@ -291,7 +305,11 @@ mod tests {
     #[test]
     fn missing_extra_and_changed_each_carry_their_repair() {
         let reference = schema(&[
-            ("index", "a_idx", object(&[("definition", "CREATE INDEX a")])),
+            (
+                "index",
+                "a_idx",
+                object(&[("definition", "CREATE INDEX a")]),
+            ),
             ("column", "t.c", object(&[("default", "'x'::text")])),
         ]);
         let tenant = schema(&[
@@ -316,23 +334,26 @@ mod tests {
 
     #[test]
     fn fingerprints_follow_the_compared_form_only() {
-        let a = schema(&[("table", "t", object(&[("x", "1")]))]);
-        let mut b = a.clone();
+        let one = schema(&[("table", "t", object(&[("x", "1")]))]);
+        let mut bare = one.clone();
         // Repairs are not schema.
-        b.objects.values_mut().for_each(|o| o.create = None);
-        assert_eq!(a.fingerprint(), b.fingerprint());
-        let c = schema(&[("table", "t", object(&[("x", "2")]))]);
-        assert_ne!(a.fingerprint(), c.fingerprint());
+        bare.objects.values_mut().for_each(|o| o.create = None);
+        assert_eq!(one.fingerprint(), bare.fingerprint());
+        let two = schema(&[("table", "t", object(&[("x", "2")]))]);
+        assert_ne!(one.fingerprint(), two.fingerprint());
         // Boundaries count: ("ab","c") is not ("a","bc").
-        let d = schema(&[("table", "t", object(&[("ab", "c")]))]);
-        let e = schema(&[("table", "t", object(&[("a", "bc")]))]);
-        assert_ne!(d.fingerprint(), e.fingerprint());
+        let left = schema(&[("table", "t", object(&[("ab", "c")]))]);
+        let right = schema(&[("table", "t", object(&[("a", "bc")]))]);
+        assert_ne!(left.fingerprint(), right.fingerprint());
     }
 
     #[test]
     fn long_and_multiline_values_are_cut_and_escaped() {
         assert_eq!(brief(None), "none");
-        assert_eq!(brief(Some("begin\n  return 1;\nend")), "begin return 1; end");
+        assert_eq!(
+            brief(Some("begin\n  return 1;\nend")),
+            "begin return 1; end"
+        );
         assert_eq!(brief(Some("a\u{1b}b")), "a\\u{1b}b");
         let long = "x".repeat(100);
         assert_eq!(brief(Some(&long)).chars().count(), 61);
@@ -342,7 +363,10 @@ mod tests {
     fn long_values_that_differ_late_show_where() {
         let base = "FOREIGN KEY (\"siteId\") REFERENCES sites(id) ON DELETE CASCADE";
         let (r, t) = brief_pair(Some(&format!("{base} DEFERRABLE")), Some(base));
-        assert!(r.starts_with('…') && r.ends_with("CASCADE DEFERRABLE"), "{r}");
+        assert!(
+            r.starts_with('…') && r.ends_with("CASCADE DEFERRABLE"),
+            "{r}"
+        );
         assert!(t.starts_with('…') && t.ends_with("CASCADE"), "{t}");
         assert_ne!(r, t);
         assert_eq!(brief_pair(Some("a"), None), ("a".into(), "none".into()));

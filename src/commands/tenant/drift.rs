@@ -286,7 +286,12 @@ async fn against(
             })
         })
         .await
-        .map_err(|err| err.context(format!("read the schema of {}", crate::tenant::describe(&tenant))))?;
+        .map_err(|err| {
+            err.context(format!(
+                "read the schema of {}",
+                crate::tenant::describe(&tenant)
+            ))
+        })?;
     if pending > 0 {
         return Err(UsageError(format!(
             "--against {}: that tenant has {pending} migration(s) pending, so its schema is not the latest; migrate it first or compare with an up-to-date tenant",
@@ -344,7 +349,9 @@ async fn scratch(
                 })
             })
             .await
-            .map_err(|err| err.context("migrate the scratch database the reference is read from"))?;
+            .map_err(|err| {
+                err.context("migrate the scratch database the reference is read from")
+            })?;
         runner
             .with_tenant_read(server, &db, |conn, _| {
                 Box::pin(async move { drift::read(conn, true, scope).await })
@@ -353,7 +360,9 @@ async fn scratch(
     }
     .await;
     let dropped = runner
-        .with_maintenance(server, |conn, _| Box::pin(async { ddl::drop_force(conn, &db).await }))
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async { ddl::drop_force(conn, &db).await })
+        })
         .await;
     if let Err(err) = dropped {
         warn(format_args!(
@@ -388,7 +397,7 @@ fn shared(run: &FleetRun<TenantDrift>) -> Vec<Shared<'_>> {
             tenants,
         })
         .collect();
-    all.sort_by(|a, b| b.tenants.len().cmp(&a.tenants.len()));
+    all.sort_by_key(|group| std::cmp::Reverse(group.tenants.len()));
     all
 }
 
@@ -432,16 +441,11 @@ fn report(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Reference, sql
 /// Names for a line: up to five, then how many more.
 fn some_names(names: &[&str]) -> String {
     const SHOWN: usize = 5;
-    let mut text = names
-        .iter()
-        .take(SHOWN)
-        .map(|n| shown(n))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut parts: Vec<String> = names.iter().take(SHOWN).map(|n| shown(n)).collect();
     if names.len() > SHOWN {
-        text.push_str(&format!(", and {} more", names.len() - SHOWN));
+        parts.push(format!("and {} more", names.len() - SHOWN));
     }
-    text
+    parts.join(", ")
 }
 
 fn tenants(n: usize) -> String {
@@ -471,7 +475,11 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
         count(run, Standing::Differs),
         count(run, Standing::Pending),
         failed.len(),
-        if run.interrupted { " (interrupted)" } else { "" }
+        if run.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     ));
     for group in shared(run) {
         line(format!(
@@ -535,7 +543,8 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
             };
         }
     }
-    let not_compared = run.reports.len() - count(run, Standing::Differs) - count(run, Standing::Match);
+    let not_compared =
+        run.reports.len() - count(run, Standing::Differs) - count(run, Standing::Match);
     if not_compared > 0 {
         line(format!(
             "\n-- {} not compared (pending or not read): see `tenantctl tenant drift` without --sql",
