@@ -206,6 +206,20 @@ fn literal(text: &str) -> String {
 
 pub(super) use super::acl::quote_role;
 
+fn key(kind: &str, name: &str) -> Key {
+    Key {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// `o`, part of `parent`: not reported on its own when the parent is
+/// missing or extra as a whole.
+fn under(mut o: Object, parent: Key) -> Object {
+    o.parent = Some(parent);
+    o
+}
+
 fn set(o: &mut Object, key: &str, value: Option<&str>) {
     if let Some(v) = value {
         o.props.insert(key.to_owned(), v.to_owned());
@@ -238,8 +252,8 @@ fn schemas(ctx: &mut Ctx<'_>) {
         );
         ctx.add("schema", name.clone(), o);
         let grants = super::acl::grants(&format!("schema {name}"), r.get(3), r.text(2), &on, "");
-        for (key, object) in grants {
-            ctx.out.insert(key, object);
+        for (grant, object) in grants {
+            ctx.out.insert(grant, under(object, key("schema", &name)));
         }
     }
 }
@@ -272,7 +286,8 @@ fn relations(ctx: &mut Ctx<'_>) {
             Some((rel.raw.text(4), format!("ALTER {keyword} {}", rel.q))),
             &comment(PG_CLASS, *oid, 0, format!("{keyword} {}", rel.q)),
         );
-        built.push((kind, rel.shown.clone(), o));
+        let schema = ctx.ns.get(&rel.raw.oid(1)).map_or("", String::as_str);
+        built.push((kind, rel.shown.clone(), under(o, key("schema", schema))));
         if rel.relkind != 'c' {
             let (on, target) = if rel.relkind == 'S' {
                 ("sequence", format!("SEQUENCE {}", rel.q))
@@ -285,6 +300,7 @@ fn relations(ctx: &mut Ctx<'_>) {
                 rel.raw.text(4),
                 &target,
                 "",
+                &key(kind, &rel.shown),
             ));
         }
     }
@@ -299,10 +315,11 @@ fn grant_objects(
     owner: &str,
     target: &str,
     columns: &str,
+    parent: &Key,
 ) -> Vec<(&'static str, String, Object)> {
     super::acl::grants(on, acl, owner, target, columns)
         .into_iter()
-        .map(|(key, o)| ("grant", key.name, o))
+        .map(|(grant, o)| ("grant", grant.name, under(o, parent.clone())))
         .collect()
 }
 
@@ -464,6 +481,7 @@ fn columns(ctx: &mut Ctx<'_>) {
                 rel.raw.text(4),
                 &format!("TABLE {}", rel.q),
                 &format!(" ({})", a.text(1)),
+                &key("column", &format!("{}.{}", rel.shown, a.text(1))),
             ));
         }
         if !matches!(rel.relkind, 'r' | 'p' | 'f' | 'c') {
@@ -472,7 +490,12 @@ fn columns(ctx: &mut Ctx<'_>) {
         let mut o = column(a, rel);
         let on = format!("COLUMN {}.{}", rel.q, a.text(1));
         ctx.extras(&mut o, None, &comment(PG_CLASS, a.oid(0), attnum, on));
-        built.push(("column", format!("{}.{}", rel.shown, a.text(1)), o));
+        let parent = key(rel_kind(rel.relkind).map_or("table", |k| k.0), &rel.shown);
+        built.push((
+            "column",
+            format!("{}.{}", rel.shown, a.text(1)),
+            under(o, parent),
+        ));
     }
     for (kind, name, o) in built {
         ctx.add(kind, name, o);
@@ -556,10 +579,17 @@ fn bare_definition(def: &str) -> &str {
 fn constraints(ctx: &mut Ctx<'_>) {
     let mut built = Vec::new();
     for k in ctx.rows.of("k") {
-        let (on_shown, keyword, q) = if let Some(rel) = ctx.rel(k.oid(2)) {
-            (rel.shown.clone(), "TABLE", rel.q.clone())
+        let (on_shown, keyword, q, parent) = if let Some(rel) = ctx.rel(k.oid(2)) {
+            let kind = rel_kind(rel.relkind).map_or("table", |k| k.0);
+            (
+                rel.shown.clone(),
+                "TABLE",
+                rel.q.clone(),
+                key(kind, &rel.shown),
+            )
         } else if let Some((shown, q)) = domain(ctx, k.oid(3)) {
-            (format!("domain {shown}"), "DOMAIN", q)
+            let parent = key("domain", &shown);
+            (format!("domain {shown}"), "DOMAIN", q, parent)
         } else {
             continue;
         };
@@ -604,7 +634,7 @@ fn constraints(ctx: &mut Ctx<'_>) {
             if keyword == "DOMAIN" { "DOMAIN " } else { "" }
         );
         ctx.extras(&mut o, None, &comment(PG_CONSTRAINT, k.oid(0), 0, on));
-        built.push((format!("{name} on {on_shown}"), o));
+        built.push((format!("{name} on {on_shown}"), under(o, parent)));
     }
     for (name, o) in built {
         ctx.add("constraint", name, o);
@@ -655,7 +685,11 @@ fn indexes(ctx: &mut Ctx<'_>) {
         fix(&mut o, "valid", format!("REINDEX INDEX {};", rel.q));
         let on = format!("INDEX {}", rel.q);
         ctx.extras(&mut o, None, &comment(PG_CLASS, index, 0, on));
-        built.push((rel.shown.clone(), o));
+        let table = ctx
+            .rels
+            .get(&table)
+            .map_or_else(String::new, |t| t.shown.clone());
+        built.push((rel.shown.clone(), under(o, key("table", &table))));
     }
     for (name, o) in built {
         ctx.add("index", name, o);
@@ -697,8 +731,9 @@ fn functions(ctx: &mut Ctx<'_>) {
             f.text(14),
             &target,
             "",
+            &key(kind, &shown),
         ));
-        built.push((kind, shown, o));
+        built.push((kind, shown, under(o, key("schema", schema))));
     }
     for (kind, name, o) in built {
         ctx.add(kind, name, o);
@@ -786,7 +821,10 @@ fn triggers(ctx: &mut Ctx<'_>) {
         );
         let on = format!("TRIGGER {name} ON {q}");
         ctx.extras(&mut o, None, &comment(PG_TRIGGER, t.oid(4), 0, on));
-        built.push((format!("{name} on {}", rel.shown), o));
+        built.push((
+            format!("{name} on {}", rel.shown),
+            under(o, key("table", &rel.shown)),
+        ));
     }
     for (name, o) in built {
         ctx.add("trigger", name, o);
@@ -837,7 +875,10 @@ fn policies(ctx: &mut Ctx<'_>) {
             fix(&mut o, prop, format!("DROP POLICY {name} ON {q}; {create}"));
         }
         o.create = Some(create);
-        built.push((format!("{name} on {}", rel.shown), o));
+        built.push((
+            format!("{name} on {}", rel.shown),
+            under(o, key("table", &rel.shown)),
+        ));
     }
     for (name, o) in built {
         ctx.add("policy", name, o);
@@ -857,7 +898,11 @@ fn rules(ctx: &mut Ctx<'_>) {
         };
         set(&mut o, "definition", r.get(2));
         set(&mut o, "enabled", r.get(3));
-        built.push((format!("{} on {}", r.text(1), rel.shown), o));
+        let kind = rel_kind(rel.relkind).map_or("table", |k| k.0);
+        built.push((
+            format!("{} on {}", r.text(1), rel.shown),
+            under(o, key(kind, &rel.shown)),
+        ));
     }
     for (name, o) in built {
         ctx.add("rule", name, o);
@@ -903,7 +948,12 @@ fn types(ctx: &mut Ctx<'_>) {
             Some((t.text(8), alter)),
             &comment(PG_TYPE, t.oid(0), 0, format!("{keyword} {q}")),
         );
-        built.push((kind, format!("{}{}", prefix(schema), t.text(2)), o));
+        let parent = key("schema", schema);
+        built.push((
+            kind,
+            format!("{}{}", prefix(schema), t.text(2)),
+            under(o, parent),
+        ));
     }
     for (kind, name, o) in built {
         ctx.add(kind, name, o);

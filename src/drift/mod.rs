@@ -62,6 +62,10 @@ pub struct Object {
     pub create: Option<String>,
     pub drop: Option<String>,
     pub fixes: BTreeMap<String, String>,
+    /// What the object is part of (a column's table, a table's schema, a
+    /// grant's object): when that is missing or extra as a whole, so is
+    /// this, and only the whole is reported.
+    pub parent: Option<Key>,
 }
 
 /// A database's schema in canonical form.
@@ -166,9 +170,18 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
         tenant: None,
         repair: repair.cloned(),
     };
+    // Only the whole of what is missing or extra: not its columns, grants
+    // or indexes one by one.
+    let within = |o: &Object, absent_from: &Schema, present_in: &Schema| {
+        o.parent.as_ref().is_some_and(|p| {
+            present_in.objects.contains_key(p) && !absent_from.objects.contains_key(p)
+        })
+    };
     for (key, want) in &reference.objects {
         let Some(have) = tenant.objects.get(key) else {
-            out.push(difference(key, Change::Missing, want.create.as_ref()));
+            if !within(want, tenant, reference) {
+                out.push(difference(key, Change::Missing, want.create.as_ref()));
+            }
             continue;
         };
         let props = want.props.keys().chain(have.props.keys());
@@ -188,7 +201,7 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
         }
     }
     for (key, have) in &tenant.objects {
-        if !reference.objects.contains_key(key) {
+        if !reference.objects.contains_key(key) && !within(have, reference, tenant) {
             out.push(difference(key, Change::Extra, have.drop.as_ref()));
         }
     }
@@ -285,6 +298,7 @@ mod tests {
             create: Some("CREATE it;".into()),
             drop: Some("DROP it;".into()),
             fixes: [("default".to_owned(), "SET DEFAULT 'x';".to_owned())].into(),
+            parent: None,
         }
     }
 
@@ -330,6 +344,32 @@ mod tests {
         assert_eq!(diffs[1].repair.as_deref(), Some("CREATE it;"));
         assert_eq!(diffs[2].repair.as_deref(), Some("DROP it;"));
         assert!(compare(&reference, &reference).is_empty());
+    }
+
+    #[test]
+    fn only_the_whole_of_an_extra_or_missing_object_is_reported() {
+        let table = Key {
+            kind: "table".into(),
+            name: "t".into(),
+        };
+        let column = Object {
+            parent: Some(table.clone()),
+            ..object(&[("type", "int")])
+        };
+        let with = schema(&[
+            ("table", "t", object(&[])),
+            ("column", "t.c", column.clone()),
+        ]);
+        let without = schema(&[]);
+        let lines = |a: &Schema, b: &Schema| -> Vec<String> {
+            compare(a, b).iter().map(Difference::describe).collect()
+        };
+        assert_eq!(lines(&without, &with), ["table t not in the reference"]);
+        assert_eq!(lines(&with, &without), ["table t missing"]);
+        // The table there, the column not: the column is reported.
+        let bare = schema(&[("table", "t", object(&[]))]);
+        assert_eq!(lines(&bare, &with), ["column t.c not in the reference"]);
+        assert_eq!(lines(&with, &bare), ["column t.c missing"]);
     }
 
     #[test]
