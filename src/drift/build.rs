@@ -1158,8 +1158,14 @@ fn settings(ctx: &mut Ctx<'_>) {
         };
         for setting in config {
             let (name, value) = setting.split_once('=').unwrap_or((&setting, ""));
+            // A parameter's name goes into the statement bare: only when it
+            // is one PostgreSQL could have accepted bare.
+            let plain = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$'));
             let mut o = Object {
-                drop: Some(format!("ALTER {target} RESET {name};")),
+                drop: plain.then(|| format!("ALTER {target} RESET {name};")),
                 ..Object::default()
             };
             set(&mut o, "value", Some(value));

@@ -156,7 +156,11 @@ impl Latest {
 
 /// The schema tenants are compared with, and where it came from.
 struct Reference {
-    schema: Schema,
+    /// The reference schema for each server's tenants: built on each server
+    /// the selection spans, since the text a server's deparsers print can
+    /// differ between major versions (a fleet half moved to a newer
+    /// server); with `--against`, one schema for all.
+    schemas: BTreeMap<ServerName, Schema>,
     /// For people: `the migrations (built in a scratch database on server
     /// default)`, `tenant acme`.
     source: String,
@@ -187,13 +191,18 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     };
     let reference = Arc::new(reference);
     let shared = reference.clone();
+    // A function body or a default may hold a password tenantctl knows (a
+    // dblink connection string): every value reported goes through the
+    // redactor that masks the servers' passwords in a child's output.
+    let redactor = Arc::new(ctx.connector.child_env().redactor(&[]));
     let run = ctx
         .fleet_runner(&args.fleet, limits)
         .on_each_tenant_limited(
             tenants,
             &ctx.progress(),
-            move |_, conn, value: &mut TenantDrift| {
-                let (reference, latest) = (shared.clone(), latest.clone());
+            move |tenant, conn, value: &mut TenantDrift| {
+                let (reference, latest, redactor) =
+                    (shared.clone(), latest.clone(), redactor.clone());
                 Box::pin(async move {
                     let pending = latest.pending(conn).await?;
                     if pending > 0 {
@@ -203,7 +212,13 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     }
                     let schema = drift::read(conn, false, scope).await?;
                     value.fingerprint = Some(schema.fingerprint());
-                    value.differences = drift::compare(&reference.schema, &schema);
+                    let Some(against) = reference.for_tenant(tenant) else {
+                        anyhow::bail!("no reference schema was built for this tenant's server");
+                    };
+                    value.differences = drift::compare(against, &schema)
+                        .into_iter()
+                        .map(|d| redacted(&redactor, d))
+                        .collect();
                     value.drift = Some(if value.differences.is_empty() {
                         Standing::Match
                     } else {
@@ -216,6 +231,19 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .await;
     report(ctx, &run, &reference, args.sql);
     Ok(outcome(&run))
+}
+
+/// `d` with every password tenantctl knows masked in its values.
+fn redacted(redactor: &crate::redact::Redactor, mut d: Difference) -> Difference {
+    for value in [&mut d.reference, &mut d.tenant, &mut d.repair]
+        .into_iter()
+        .flatten()
+    {
+        if let std::borrow::Cow::Owned(masked) = redactor.redact(value) {
+            *value = masked;
+        }
+    }
+    d
 }
 
 /// Exit 0 only when every tenant was read and none drifted: a deploy step
@@ -243,26 +271,71 @@ async fn reference(
     if let Some(key) = &args.against {
         return against(ctx, key, latest, limits, scope).await.map(Some);
     }
-    // Built on the server of the first tenant selected (none selected:
-    // nothing to compare, no database to build).
-    let Some(server) = tenants.iter().find_map(|t| t.server().ok()) else {
-        return Ok(Some(Reference {
-            schema: Schema::default(),
-            source: "the migrations (no tenant selected: not built)".into(),
-            kind: "migrations",
-            tenant: None,
-        }));
-    };
-    let schema = scratch(ctx, server, limits, scope).await?;
-    if ctx.stop.is_set() {
-        return Ok(None);
+    // Built on each server the selection spans (none selected: nothing to
+    // compare, no database to build).
+    let servers: std::collections::BTreeSet<&ServerName> =
+        tenants.iter().filter_map(|t| t.server().ok()).collect();
+    let mut schemas = BTreeMap::new();
+    for server in &servers {
+        let schema = scratch(ctx, server, limits, scope).await?;
+        if ctx.stop.is_set() {
+            return Ok(None);
+        }
+        schemas.insert((*server).clone(), schema);
     }
+    let names: Vec<String> = servers.iter().map(ToString::to_string).collect();
+    let source = match names.len() {
+        0 => "the migrations (no tenant selected: not built)".to_owned(),
+        1 => format!(
+            "the migrations (built in a scratch database on server {})",
+            names[0]
+        ),
+        _ => format!(
+            "the migrations (built in a scratch database on each of servers {})",
+            names.join(", ")
+        ),
+    };
     Ok(Some(Reference {
-        schema,
-        source: format!("the migrations (built in a scratch database on server {server})"),
+        schemas,
+        source,
         kind: "migrations",
         tenant: None,
     }))
+}
+
+impl Reference {
+    /// The schema `tenant` is compared with: its server's, or the only one.
+    fn for_tenant(&self, tenant: &Tenant) -> Option<&Schema> {
+        tenant
+            .server()
+            .ok()
+            .and_then(|s| self.schemas.get(s))
+            .or_else(|| self.schemas.values().next())
+    }
+
+    /// How many objects the reference has (the first server's).
+    fn objects(&self) -> usize {
+        self.schemas.values().next().map_or(0, Schema::len)
+    }
+
+    /// Whether the servers' references differ from one another.
+    fn servers_differ(&self) -> bool {
+        let mut prints = self.schemas.values().map(Schema::fingerprint);
+        let first = prints.next();
+        prints.any(|p| Some(p) != first)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.kind,
+            "tenant": self.tenant,
+            "servers": self.schemas.iter().map(|(server, schema)| serde_json::json!({
+                "server": server.to_string(),
+                "fingerprint": schema.fingerprint(),
+                "objects": schema.len(),
+            })).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// A named tenant's schema as the reference; refused when it is not at the
@@ -300,7 +373,7 @@ async fn against(
         .into());
     }
     Ok(Reference {
-        schema,
+        schemas: BTreeMap::from([(server.clone(), schema)]),
         source: format!("tenant {}", shown(tenant.handle())),
         kind: "tenant",
         tenant: Some(tenant.handle().to_owned()),
@@ -416,12 +489,7 @@ fn report(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Reference, sql
             let fields = vec![(
                 "drift",
                 serde_json::json!({
-                    "reference": {
-                        "kind": reference.kind,
-                        "tenant": reference.tenant,
-                        "fingerprint": reference.schema.fingerprint(),
-                        "objects": reference.schema.len(),
-                    },
+                    "reference": reference.json(),
                     "matched": count(run, Standing::Match),
                     "differ": count(run, Standing::Differs),
                     "pending": count(run, Standing::Pending),
@@ -462,8 +530,13 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
     line(format!(
         "reference: {} ({} objects)",
         reference.source,
-        reference.schema.len()
+        reference.objects()
     ));
+    if reference.servers_differ() {
+        line(
+            "the reference differs between servers (another PostgreSQL version prints some definitions otherwise): each tenant is compared with its own server's",
+        );
+    }
     let failed = run
         .reports
         .iter()
