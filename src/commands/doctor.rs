@@ -584,7 +584,13 @@ async fn find_orphans(
     let mut found: Vec<(ServerName, String, &str)> = Vec::new();
     let mut to_read = Vec::new();
     for (server, name) in unnamed {
-        if name.starts_with(DB_PREFIX) {
+        if name.starts_with(crate::commands::tenant::drift::SCRATCH_PREFIX) {
+            found.push((
+                server,
+                name,
+                "a scratch database `tenant drift` builds its reference in (a run in progress, or one that was killed and left it: then drop it)",
+            ));
+        } else if name.starts_with(DB_PREFIX) {
             found.push((server, name, "named like a tenant database"));
         } else if let Ok(db) = DbName::parse(&name) {
             to_read.push((server, db));

@@ -380,13 +380,16 @@ async fn against(
     })
 }
 
+/// How the scratch databases' names start (`doctor` knows them by it).
+pub const SCRATCH_PREFIX: &str = "tenantctl_drift_";
+
 /// A database name no tenant has: `tenantctl_drift_<pid>_<time>`.
 fn scratch_name() -> anyhow::Result<DbName> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     Ok(DbName::parse(&format!(
-        "tenantctl_drift_{}_{:x}",
+        "{SCRATCH_PREFIX}{}_{:x}",
         std::process::id(),
         nanos & 0xffff_ffff_ffff
     ))?)
