@@ -1088,6 +1088,7 @@ fn others(ctx: &mut Ctx<'_>) {
         built.push(("event trigger", name.to_owned(), o));
     }
     built.extend(collations_casts_operators(ctx));
+    built.extend(publications_and_servers(ctx));
     for (kind, name, o) in built {
         ctx.add(kind, name, o);
     }
@@ -1133,6 +1134,45 @@ fn collations_casts_operators(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Objec
         set(&mut o, "function", u.get(5));
         set(&mut o, "returns", u.get(6));
         built.push(("operator", name, o));
+    }
+    built
+}
+
+/// Publications (logical replication) and foreign servers.
+fn publications_and_servers(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Object)> {
+    let mut built = Vec::new();
+    for p in ctx.rows.of("P") {
+        let name = p.text(1);
+        let rels: Vec<String> = p
+            .get(5)
+            .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+            .unwrap_or_default();
+        let mut tables: Vec<&str> = rels
+            .iter()
+            .filter_map(|oid| ctx.rels.get(&oid.parse().ok()?).map(|r| r.shown.as_str()))
+            .collect();
+        tables.sort_unstable();
+        let mut o = Object {
+            drop: Some(format!("DROP PUBLICATION {name};")),
+            ..Object::default()
+        };
+        set(&mut o, "all tables", Some(yes_no(p.flag(2))));
+        set(&mut o, "publish", p.get(3));
+        set(&mut o, "via root", Some(yes_no(p.flag(4))));
+        set(&mut o, "tables", Some(&tables.join(", ")));
+        built.push(("publication", name.to_owned(), o));
+    }
+    for f in ctx.rows.of("F") {
+        let name = f.text(1);
+        let mut o = Object {
+            drop: Some(format!("DROP SERVER {name};")),
+            ..Object::default()
+        };
+        set(&mut o, "wrapper", f.get(2));
+        set(&mut o, "type", f.get(3));
+        set(&mut o, "version", f.get(4));
+        set(&mut o, "options", f.get(5));
+        built.push(("foreign server", name.to_owned(), o));
     }
     built
 }

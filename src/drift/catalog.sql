@@ -103,6 +103,14 @@ FROM pg_cast ca WHERE ca.oid >= 16384;
 SELECT 'u', op.oid::text, op.oprnamespace::text, op.oprname::text, format_type(NULLIF(op.oprleft, 0), NULL),
        format_type(op.oprright, NULL), op.oprcode::regproc::text, format_type(op.oprresult, NULL)
 FROM pg_operator op WHERE op.oid >= 16384;
+SELECT 'P', p.oid::text, quote_ident(p.pubname), p.puballtables::text,
+       concat_ws(', ', CASE WHEN p.pubinsert THEN 'insert' END, CASE WHEN p.pubupdate THEN 'update' END,
+                 CASE WHEN p.pubdelete THEN 'delete' END, CASE WHEN p.pubtruncate THEN 'truncate' END),
+       p.pubviaroot::text, to_json(ARRAY(SELECT r.prrelid::text FROM pg_publication_rel r WHERE r.prpubid = p.oid))::text
+FROM pg_publication p;
+SELECT 'F', s.oid::text, quote_ident(s.srvname), quote_ident(w.fdwname), s.srvtype, s.srvversion,
+       array_to_string(s.srvoptions, ', ')
+FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw;
 SELECT 'g', rs.setrole::text, pg_get_userbyid(rs.setrole), to_json(rs.setconfig)::text, quote_ident(current_database())
 FROM pg_db_role_setting rs
 WHERE rs.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database());
