@@ -339,3 +339,52 @@ fn lock_migrations(base: &str, db: &str) -> std::process::Child {
     );
     holder
 }
+
+/// `tenant drift` builds its reference in a scratch database it drops
+/// after; one left behind by a killed run is an orphan doctor names for
+/// what it is, and a finished run leaves none.
+#[test]
+fn doctor_names_a_scratch_database_a_killed_drift_run_left() {
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&env.token);
+    let base = server.base_url();
+    let run = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env_remove("MASTER_DATABASE_URL")
+                .env_remove("TENANT_MIGRATIONS_DIR");
+        })
+    };
+    run(&["master", "migrate"]).ok();
+    run(&["tenant", "create", "acme"]).ok();
+    let drift = run(&["tenant", "drift", "--all", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(drift["drift"]["matched"], 1, "{drift}");
+    let clean = run(&["doctor", "--output", "json"]).ok().json();
+    assert_eq!(clean["findings"], serde_json::json!([]), "{clean}");
+
+    crate::support::block_on(async {
+        use sqlx::{Connection as _, Executor as _};
+        let mut conn = sqlx::postgres::PgConnection::connect(&format!("{base}/postgres"))
+            .await
+            .expect("connect to the private server");
+        conn.execute("CREATE DATABASE tenantctl_drift_999_dead")
+            .await
+            .expect("create");
+        let _ = conn.close().await;
+    });
+    let report = run(&["doctor", "--output", "json"]).code(1).json();
+    let findings = report["findings"].as_array().expect("findings");
+    let [orphan] = findings.as_slice() else {
+        panic!("one finding: {report}");
+    };
+    assert_eq!(orphan["kind"], "orphan_database", "{orphan}");
+    assert_eq!(orphan["db_name"], "tenantctl_drift_999_dead", "{orphan}");
+    assert!(
+        orphan["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("scratch database `tenant drift`")),
+        "{orphan}"
+    );
+}
