@@ -1,0 +1,352 @@
+//! `tenant drift` (issue 18): each kind of drift planted by hand in one
+//! tenant of a fleet whose majority is untouched, found on that tenant and
+//! nowhere else; pending tenants, `--against`, `--sql` repairs run back
+//! through `tenant sql`, two servers, PgBouncer in both modes, the scratch
+//! database gone after every run, and bad input.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sqlx::{Connection as _, Executor as _};
+
+use crate::servers::TwoServers;
+use crate::support::pooler::PgBouncer;
+use crate::support::server::PrivateServer;
+use crate::support::{Run, TestEnv, block_on, find, wait_with_deadline};
+
+/// The last migration of the drift fixture folder: one object of each
+/// kind the embedded schema lacks, so each kind can be both removed and
+/// changed in a tenant.
+const OBJECTS: &str = r#"
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TYPE reading_kind AS ENUM ('metered', 'estimated');
+CREATE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW."updatedAt" := now();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER settings_touch BEFORE UPDATE ON settings
+    FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+CREATE FUNCTION site_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM sites $$;
+ALTER TABLE goals ENABLE ROW LEVEL SECURITY;
+CREATE POLICY goals_visible ON goals USING (true);
+ALTER TABLE goals ADD CONSTRAINT goals_site_deferred FOREIGN KEY ("siteId") REFERENCES sites (id)
+    DEFERRABLE INITIALLY DEFERRED;
+GRANT SELECT ON settings TO PUBLIC;
+"#;
+
+/// The embedded schema plus [`OBJECTS`], in the test's scratch space.
+fn drift_folder(env: &TestEnv) -> String {
+    env.tenant_schema_plus("drift", "20240201000001_objects.sql", OBJECTS)
+}
+
+/// A difference as the tests name it: kind, name, change and (for a
+/// changed object) the property.
+type Diff = (String, String, String, String);
+
+fn diff(kind: &str, name: &str, change: &str, property: &str) -> Diff {
+    (kind.into(), name.into(), change.into(), property.into())
+}
+
+/// A tenant's differences in a JSON report, as [`Diff`]s.
+fn diffs_of(report: &serde_json::Value, slug: &str) -> BTreeSet<Diff> {
+    find(report, slug)["differences"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no differences for {slug} in {report}"))
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+            (s("kind"), s("name"), s("change"), s("property"))
+        })
+        .collect()
+}
+
+/// `tenant drift ARGS` with `more` applied to the command; also returns
+/// the process id, which names its scratch database
+/// (`tenantctl_drift_<pid>_<hex>`).
+fn drift_with(
+    env: &TestEnv,
+    args: &[&str],
+    more: impl FnOnce(&mut std::process::Command),
+) -> (Run, u32) {
+    let mut cmd = env.cmd();
+    more(&mut cmd);
+    let child = cmd
+        .args(["tenant", "drift"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tenantctl");
+    let pid = child.id();
+    (wait_with_deadline(child, Duration::from_secs(120)), pid)
+}
+
+fn drift(env: &TestEnv, args: &[&str]) -> (Run, u32) {
+    drift_with(env, args, |_| {})
+}
+
+/// The scratch databases a run with this process id left on the server at
+/// `url` (a server root): there must be none.
+fn scratch_left(url: &str, pid: u32) -> Vec<String> {
+    crate::servers::query_url(
+        &format!("{url}/postgres"),
+        &format!(
+            r"SELECT datname::text FROM pg_database WHERE datname LIKE 'tenantctl\_drift\_{pid}\_%'"
+        ),
+    )
+}
+
+/// Runs one statement expected to fail (a `CREATE UNIQUE INDEX
+/// CONCURRENTLY` on duplicate data, which leaves its index INVALID); on
+/// its own, so it runs outside a transaction block.
+fn exec_failing(env: &TestEnv, db: &str, sql: &str) -> String {
+    block_on(async {
+        let mut conn = env.connect(db).await;
+        let err = conn
+            .execute(sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql}: expected an error"));
+        let _ = conn.close().await;
+        err.to_string()
+    })
+}
+
+/// One kind of drift: a tenant's name, what is done to it, and the
+/// differences that must be reported for it.
+struct Planted {
+    name: &'static str,
+    plant: &'static [&'static str],
+    found: Vec<Diff>,
+}
+
+fn kinds_of_drift() -> Vec<Planted> {
+    vec![
+        Planted {
+            name: "extra-table",
+            plant: &["CREATE TABLE scratchpad (note text)"],
+            // Its column and its owner's grants come with it: checked apart.
+            found: vec![
+                diff("table", "scratchpad", "extra", ""),
+                diff("column", "scratchpad.note", "extra", ""),
+            ],
+        },
+        Planted {
+            name: "dropped-index",
+            plant: &["DROP INDEX sites_manager_idx"],
+            found: vec![diff("index", "sites_manager_idx", "missing", "")],
+        },
+        Planted {
+            name: "invalid-index",
+            // The same index, made again concurrently over duplicates:
+            // left INVALID, its definition unchanged.
+            plant: &[
+                "DROP INDEX users_email_key",
+                "INSERT INTO users (email, name) VALUES ('a@example.com', 'A'), ('A@example.com', 'B')",
+            ],
+            found: vec![diff("index", "users_email_key", "changed", "valid")],
+        },
+        Planted {
+            name: "changed-default",
+            plant: &["ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'"],
+            found: vec![diff("column", "users.role", "changed", "default")],
+        },
+        Planted {
+            name: "changed-type",
+            plant: &["ALTER TABLE sites ALTER COLUMN address TYPE varchar(200)"],
+            found: vec![diff("column", "sites.address", "changed", "type")],
+        },
+        Planted {
+            name: "revoked-grant",
+            plant: &["REVOKE SELECT ON settings FROM PUBLIC"],
+            found: vec![diff("grant", "SELECT on table settings to PUBLIC", "missing", "")],
+        },
+        Planted {
+            name: "new-trigger",
+            plant: &[
+                "CREATE TRIGGER users_touch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch_updated_at()",
+            ],
+            found: vec![diff("trigger", "users_touch on users", "extra", "")],
+        },
+        Planted {
+            name: "disabled-trigger",
+            plant: &["ALTER TABLE settings DISABLE TRIGGER settings_touch"],
+            found: vec![diff("trigger", "settings_touch on settings", "changed", "enabled")],
+        },
+        Planted {
+            name: "function-body",
+            plant: &[
+                "CREATE OR REPLACE FUNCTION site_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM sites WHERE kind <> 'park' $$",
+            ],
+            found: vec![diff("function", "site_count()", "changed", "body")],
+        },
+        Planted {
+            name: "new-policy",
+            plant: &["CREATE POLICY goals_hidden ON goals AS RESTRICTIVE USING (false)"],
+            found: vec![diff("policy", "goals_hidden on goals", "extra", "")],
+        },
+        Planted {
+            name: "no-extension",
+            plant: &["DROP EXTENSION citext"],
+            found: vec![diff("extension", "citext", "missing", "")],
+        },
+        Planted {
+            name: "enum-label",
+            plant: &["ALTER TYPE reading_kind ADD VALUE 'imported'"],
+            found: vec![diff("enum", "reading_kind", "changed", "labels")],
+        },
+        Planted {
+            name: "immediate",
+            plant: &["ALTER TABLE goals ALTER CONSTRAINT goals_site_deferred NOT DEFERRABLE"],
+            found: vec![diff(
+                "constraint",
+                "goals_site_deferred on goals",
+                "changed",
+                "deferrable",
+            )],
+        },
+    ]
+}
+
+/// Plants a kind of drift in the tenant's database.
+fn plant(env: &TestEnv, planted: &Planted) {
+    let db = env.db(planted.name);
+    for sql in planted.plant {
+        env.exec(&db, sql);
+    }
+    if planted.name == "invalid-index" {
+        let err = exec_failing(
+            env,
+            &db,
+            "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (lower(email))",
+        );
+        assert!(err.contains("could not create unique index"), "{err}");
+        assert_eq!(
+            env.query(
+                &db,
+                "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'users_email_key'::regclass"
+            ),
+            ["false"]
+        );
+    }
+}
+
+const CLEAN: [&str; 3] = ["clean-a", "clean-b", "clean-c"];
+
+#[test]
+fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
+    let env = TestEnv::new();
+    let dir = drift_folder(&env);
+    let planted = kinds_of_drift();
+    let mut names: Vec<&str> = CLEAN.to_vec();
+    names.extend(planted.iter().map(|p| p.name));
+    env.tenants_with(std::path::Path::new(&dir), &names);
+    for p in &planted {
+        plant(&env, p);
+    }
+
+    let (run, pid) = drift(&env, &["--all", "--output", "json", "--tenant-migrations", &dir]);
+    let run = run.code(1);
+    assert_eq!(run.stderr, "");
+    assert!(scratch_left(&env.base_url, pid).is_empty());
+    let report = run.json();
+    for name in CLEAN {
+        let t = find(&report, &env.slug(name));
+        assert_eq!(t["drift"], "match", "{t}");
+        assert_eq!(t["differences"], serde_json::json!([]), "{t}");
+        assert_eq!(t["fingerprint"], report["drift"]["reference"]["fingerprint"]);
+    }
+    for p in &planted {
+        let slug = env.slug(p.name);
+        let t = find(&report, &slug);
+        assert_eq!(t["drift"], "differs", "{t}");
+        assert_ne!(t["fingerprint"], report["drift"]["reference"]["fingerprint"]);
+        let mut found = diffs_of(&report, &slug);
+        if p.name == "extra-table" {
+            // The owner's privileges on the new table are extra grants too.
+            assert!(
+                found.contains(&diff("grant", "SELECT on table scratchpad to (owner)", "extra", "")),
+                "{found:?}"
+            );
+            found.retain(|(kind, name, change, _)| {
+                !(kind == "grant" && name.ends_with(" on table scratchpad to (owner)") && change == "extra")
+            });
+        }
+        let expected: BTreeSet<Diff> = p.found.iter().cloned().collect();
+        assert_eq!(found, expected, "{slug}");
+    }
+    let summary = &report["drift"];
+    assert_eq!(summary["matched"], 3);
+    assert_eq!(summary["differ"], planted.len());
+    assert_eq!(summary["pending"], 0);
+    assert_eq!(summary["reference"]["kind"], "migrations");
+    // Each difference once, with the one tenant that has it.
+    for group in summary["differences"].as_array().expect("differences") {
+        assert_eq!(group["tenants"].as_array().map(Vec::len), Some(1), "{group}");
+    }
+
+    // The report for people names each tenant on its difference's line.
+    let (table, _) = drift(&env, &["--all", "--tenant-migrations", &dir]);
+    let table = table.code(1);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(
+        lines[1],
+        format!("3 match the reference; {} differ; 0 pending; 0 not read", planted.len())
+    );
+    let on = |name: &str| format!("(1 tenant: {})", env.slug(name));
+    for expected in [
+        format!("table scratchpad not in the reference {}", on("extra-table")),
+        format!("index sites_manager_idx missing {}", on("dropped-index")),
+        format!("index users_email_key valid changed: true (reference) vs false {}", on("invalid-index")),
+        format!(
+            "column users.role default changed: 'member'::text (reference) vs 'viewer'::text {}",
+            on("changed-default")
+        ),
+        format!(
+            "column sites.address type changed: text (reference) vs character varying(200) {}",
+            on("changed-type")
+        ),
+        format!("grant SELECT on table settings to PUBLIC missing {}", on("revoked-grant")),
+        format!("trigger users_touch on users not in the reference {}", on("new-trigger")),
+        format!(
+            "trigger settings_touch on settings enabled changed: enabled (reference) vs disabled {}",
+            on("disabled-trigger")
+        ),
+        format!("policy goals_hidden on goals not in the reference {}", on("new-policy")),
+        format!("extension citext missing {}", on("no-extension")),
+        format!(
+            "enum reading_kind labels changed: 'metered', 'estimated' (reference) vs 'metered', 'estimated', 'imported' {}",
+            on("enum-label")
+        ),
+        format!(
+            "constraint goals_site_deferred on goals deferrable changed: deferrable initially deferred (reference) vs not deferrable {}",
+            on("immediate")
+        ),
+    ] {
+        assert!(lines.contains(&expected.as_str()), "no line {expected:?} in:\n{}", table.stdout);
+    }
+    let body = lines
+        .iter()
+        .find(|l| l.starts_with("function site_count() body changed: "))
+        .unwrap_or_else(|| panic!("no function body line in:\n{}", table.stdout));
+    assert!(body.ends_with(&on("function-body")), "{body}");
+
+    // The clean tenants alone: nothing drifted, exit 0.
+    let clean: Vec<String> = CLEAN.iter().map(|n| env.slug(n)).collect();
+    let mut args = vec!["tenant", "drift"];
+    args.extend(clean.iter().map(String::as_str));
+    args.extend(["--tenant-migrations", &dir]);
+    let objects = report["drift"]["reference"]["objects"].to_string();
+    env.expect(&args)
+        .with(format!("({objects} objects)"), "({n} objects)")
+        .stdout(
+            "
+            reference: the migrations (built in a scratch database on server default) ({n} objects)
+            3 match the reference; 0 differ; 0 pending; 0 not read
+            selected 3 of the master's 16 companies: named clean-a-{T}, clean-b-{T}, clean-c-{T}
+            ",
+        )
+        .run();
+}
