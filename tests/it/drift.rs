@@ -350,3 +350,196 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
         )
         .run();
 }
+
+/// The number of objects in the reference a JSON report names.
+fn objects(report: &serde_json::Value) -> String {
+    report["drift"]["reference"]["objects"].to_string()
+}
+
+#[test]
+fn a_tenant_behind_is_pending_not_drifted_and_cannot_be_the_reference() {
+    let env = TestEnv::new();
+    let dir = drift_folder(&env);
+    env.tenants_with(std::path::Path::new(&dir), &["up-a", "up-b"]);
+    // Made with the embedded migrations: one migration behind the folder,
+    // and so without its objects; its schema is not compared at all.
+    env.run(&["tenant", "create", &env.slug("behind")]).ok();
+    env.exec(&env.db("behind"), "CREATE TABLE by_hand (id int)");
+
+    let (run, pid) = drift(&env, &["--all", "--output", "json", "--tenant-migrations", &dir]);
+    let report = run.ok().json();
+    assert!(scratch_left(&env.base_url, pid).is_empty());
+    let behind = find(&report, &env.slug("behind"));
+    assert_eq!(behind["drift"], "pending", "{behind}");
+    assert_eq!(behind["pending"], 1, "{behind}");
+    assert_eq!(behind["differences"], serde_json::json!([]), "{behind}");
+    assert_eq!(find(&report, &env.slug("up-a"))["drift"], "match");
+    assert_eq!(find(&report, &env.slug("up-a")).get("pending"), None);
+    assert_eq!(report["drift"]["pending"], 1);
+    assert_eq!(report["drift"]["differences"], serde_json::json!([]));
+
+    // Pending alone is not drift: exit 0.
+    env.expect(&["tenant", "drift", "--all", "--tenant-migrations", &dir])
+        .with(format!("({} objects)", objects(&report)), "({n} objects)")
+        .stdout(
+            "
+            reference: the migrations (built in a scratch database on server default) ({n} objects)
+            2 match the reference; 0 differ; 1 pending; 0 not read
+            pending, not compared (not at the latest migration; `tenantctl tenant migrate` them): behind-{T}
+            selected 3 of the master's 3 companies: --all, status active (by default)
+            ",
+        )
+        .stdout_in_any_order()
+        .run();
+
+    // A tenant behind cannot be the reference: one line, a usage error.
+    env.expect(&["tenant", "drift", "--all", "--against", &env.slug("behind"), "--tenant-migrations", &dir])
+        .stderr(
+            "error: --against behind-{T}: that tenant has 1 migration(s) pending, so its schema is not \
+             the latest; migrate it first or compare with an up-to-date tenant\n",
+        )
+        .status(2)
+        .run();
+
+    // --against compares with that tenant's schema, not the migrations':
+    // up-a's own default is the reference, so the untouched up-b differs.
+    env.exec(&env.db("up-a"), "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'");
+    let against = env
+        .run(&[
+            "tenant", "drift", "--all", "--against", &env.slug("up-a"), "--output", "json",
+            "--tenant-migrations", &dir,
+        ])
+        .code(1)
+        .json();
+    assert_eq!(against["drift"]["reference"]["kind"], "tenant");
+    assert_eq!(against["drift"]["reference"]["tenant"], env.slug("up-a"));
+    assert_eq!(
+        against["drift"]["reference"]["fingerprint"],
+        find(&against, &env.slug("up-a"))["fingerprint"]
+    );
+    env.expect(&["tenant", "drift", "--all", "--against", &env.slug("up-a"), "--tenant-migrations", &dir])
+        .with(format!("({} objects)", objects(&against)), "({n} objects)")
+        .stdout(
+            "
+            reference: tenant up-a-{T} ({n} objects)
+            1 match the reference; 1 differ; 1 pending; 0 not read
+            column users.role default changed: 'viewer'::text (reference) vs 'member'::text (1 tenant: up-b-{T})
+            pending, not compared (not at the latest migration; `tenantctl tenant migrate` them): behind-{T}
+            selected 3 of the master's 3 companies: --all, status active (by default)
+            ",
+        )
+        .status(1)
+        .run();
+}
+
+/// The blocks of a `--sql` script, by tenant slug: each `-- tenant SLUG
+/// (...)` line and what follows it up to the next.
+fn blocks(script: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in script.lines() {
+        if let Some(rest) = line.strip_prefix("-- tenant ") {
+            let slug = rest.split(' ').next().expect("slug").to_owned();
+            out.push((slug, String::new()));
+        }
+        if let Some((_, text)) = out.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
+    let env = TestEnv::new();
+    let dir = drift_folder(&env);
+    let names = [
+        "clean", "dropped-index", "extra-index", "revoked-grant", "changed-type", "several",
+    ];
+    env.tenants_with(std::path::Path::new(&dir), &names);
+    env.exec(&env.db("dropped-index"), "DROP INDEX sites_manager_idx");
+    env.exec(&env.db("extra-index"), "CREATE INDEX sites_name_idx ON sites (name)");
+    env.exec(&env.db("revoked-grant"), "REVOKE SELECT ON settings FROM PUBLIC");
+    env.exec(&env.db("changed-type"), "ALTER TABLE sites ALTER COLUMN address TYPE varchar(200)");
+    env.exec(
+        &env.db("several"),
+        "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer';
+         ALTER TABLE settings DISABLE TRIGGER settings_touch;
+         ALTER TABLE goals ALTER CONSTRAINT goals_site_deferred NOT DEFERRABLE;
+         ALTER TABLE goals DISABLE ROW LEVEL SECURITY;
+         DROP POLICY goals_visible ON goals;",
+    );
+
+    let script = env
+        .expect(&["tenant", "drift", "--all", "--sql", "--tenant-migrations", &dir])
+        .stdout(
+            "
+            -- tenantctl tenant drift: repairs towards the migrations (built in a scratch database on server default); review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`
+
+            -- tenant changed-type-{T} (database tenant_changed_type_{T} on server default): 1 difference(s)
+            -- no obvious repair: column sites.address type changed: text (reference) vs character varying(200)
+
+            -- tenant dropped-index-{T} (database tenant_dropped_index_{T} on server default): 1 difference(s)
+            -- index sites_manager_idx missing
+            CREATE INDEX sites_manager_idx ON public.sites USING btree (\"managerId\");
+
+            -- tenant extra-index-{T} (database tenant_extra_index_{T} on server default): 1 difference(s)
+            -- index sites_name_idx not in the reference
+            DROP INDEX public.sites_name_idx;
+
+            -- tenant revoked-grant-{T} (database tenant_revoked_grant_{T} on server default): 1 difference(s)
+            -- grant SELECT on table settings to PUBLIC missing
+            GRANT SELECT ON TABLE public.settings TO PUBLIC;
+
+            -- tenant several-{T} (database tenant_several_{T} on server default): 5 difference(s)
+            -- column users.role default changed: 'member'::text (reference) vs 'viewer'::text
+            ALTER TABLE public.users ALTER COLUMN role SET DEFAULT 'member'::text;
+            -- constraint goals_site_deferred on goals deferrable changed: deferrable initially deferred (reference) vs not deferrable
+            ALTER TABLE public.goals ALTER CONSTRAINT goals_site_deferred DEFERRABLE INITIALLY DEFERRED;
+            -- policy goals_visible on goals missing
+            CREATE POLICY goals_visible ON public.goals AS PERMISSIVE FOR ALL TO PUBLIC USING (true);
+            -- table goals row level security changed: true (reference) vs false
+            ALTER TABLE public.goals ENABLE ROW LEVEL SECURITY;
+            -- trigger settings_touch on settings enabled changed: enabled (reference) vs disabled
+            ALTER TABLE public.settings ENABLE TRIGGER settings_touch;
+            ",
+        )
+        // Blocks follow the tenants' ids, which sort anywhere.
+        .stdout_in_any_order()
+        .status(1)
+        .run()
+        .stdout;
+
+    // Each block run as the operator would, then read again.
+    let mut repaired = Vec::new();
+    for (slug, block) in blocks(&script) {
+        let file = env.workdir.path().join(format!("{slug}.sql"));
+        std::fs::write(&file, &block).expect("write the block");
+        let run = env.run(&["tenant", "sql", &slug, "-f", file.to_str().expect("utf-8")]);
+        if block.lines().all(|l| l.is_empty() || l.starts_with("--")) {
+            // Nothing but comments: `tenant sql` has nothing to run.
+            assert_eq!(
+                (run.code, run.stderr.as_str()),
+                (2, "error: the SQL has no statements, only comments or white space\n")
+            );
+            continue;
+        }
+        run.ok();
+        repaired.push(slug);
+    }
+    repaired.sort();
+    let expected: Vec<String> = ["dropped-index", "extra-index", "revoked-grant", "several"]
+        .iter()
+        .map(|n| env.slug(n))
+        .collect();
+    assert_eq!(repaired, expected);
+    let report = env
+        .run(&["tenant", "drift", "--all", "--output", "json", "--tenant-migrations", &dir])
+        .code(1)
+        .json();
+    for name in names {
+        let t = find(&report, &env.slug(name));
+        let want = if name == "changed-type" { "differs" } else { "match" };
+        assert_eq!(t["drift"], want, "{name}: {t}");
+    }
+}
