@@ -543,3 +543,204 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
         assert_eq!(t["drift"], want, "{name}: {t}");
     }
 }
+
+/// Any scratch database left on a private server (no other test uses it).
+fn any_scratch_left(base: &str) -> Vec<String> {
+    crate::servers::query_url(
+        &format!("{base}/postgres"),
+        r"SELECT datname::text FROM pg_database WHERE datname LIKE 'tenantctl\_drift\_%'",
+    )
+}
+
+#[test]
+fn tenants_on_two_servers_with_equal_schemas_match_and_drift_on_the_second_is_found() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    two.run(&["master", "migrate"]).ok();
+    let dir = drift_folder(env);
+    // Alternating servers, eu2 first: other OIDs, other creation order.
+    for (name, server) in [
+        ("b", "eu2"),
+        ("a", "default"),
+        ("c", "eu2"),
+        ("d", "default"),
+        ("e", "eu2"),
+    ] {
+        two.create(&env.slug(name), server, &dir);
+    }
+    // c: an index made again (another OID, made last) and a column added
+    // and dropped (attisdropped); d: a column dropped and added back (last
+    // in the table now). Neither is drift.
+    two.eu2_exec(
+        &env.db("c"),
+        r#"DROP INDEX sites_manager_idx;
+           CREATE INDEX sites_manager_idx ON sites ("managerId");
+           ALTER TABLE settings ADD COLUMN scratch int;
+           ALTER TABLE settings DROP COLUMN scratch;"#,
+    );
+    env.exec(
+        &env.db("d"),
+        r#"ALTER TABLE audit_log DROP COLUMN "entityId";
+           ALTER TABLE audit_log ADD COLUMN "entityId" text;"#,
+    );
+
+    let (run, pid) = drift_with(
+        env,
+        &["--all", "--output", "json", "--tenant-migrations", &dir],
+        |c| two.configure(c),
+    );
+    let report = run.ok().json();
+    assert_eq!(report["drift"]["matched"], 5, "{report}");
+    assert!(scratch_left(&env.base_url, pid).is_empty());
+    assert!(any_scratch_left(&two.eu2.base_url()).is_empty());
+    let fingerprints: BTreeSet<String> = report["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .map(|t| t["fingerprint"].as_str().expect("fingerprint").to_owned())
+        .collect();
+    assert_eq!(fingerprints.len(), 1, "{report}");
+
+    // Drift on eu2 is found there, with the reference built on eu2 itself.
+    two.eu2_exec(&env.db("e"), "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'");
+    let (run, pid) = drift_with(
+        env,
+        &["--all", "--output", "json", "--tenant-migrations", &dir],
+        |c| two.configure(c),
+    );
+    let report = run.code(1).json();
+    assert!(scratch_left(&env.base_url, pid).is_empty());
+    assert_eq!(find(&report, &env.slug("e"))["server"], "eu2");
+    assert_eq!(
+        diffs_of(&report, &env.slug("e")),
+        BTreeSet::from([diff("column", "users.role", "changed", "default")])
+    );
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(find(&report, &env.slug(name))["drift"], "match", "{name}");
+    }
+    two.expect(&["tenant", "drift", "--all", "--server", "eu2", "--tenant-migrations", &dir])
+        .with(format!("({} objects)", objects(&report)), "({n} objects)")
+        .stdout(
+            "
+            reference: the migrations (built in a scratch database on server eu2) ({n} objects)
+            2 match the reference; 1 differ; 0 pending; 0 not read
+            column users.role default changed: 'member'::text (reference) vs 'viewer'::text (1 tenant: e-{T})
+            selected 3 of the master's 5 companies: --all, status active (by default), --server eu2
+            ",
+        )
+        .status(1)
+        .run();
+    assert!(any_scratch_left(&two.eu2.base_url()).is_empty());
+}
+
+const APP_PASSWORD: &str = "app-Drift-pw1";
+
+/// A private server with role `app` owning a master database, PgBouncer in
+/// front of it in `mode`.
+fn pooled(env: &TestEnv, mode: &str) -> (PrivateServer, PgBouncer) {
+    let server = PrivateServer::start(&env.token);
+    server.exec(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'"),
+    );
+    // Made beforehand, as production has it: a login to a database that
+    // does not exist yet makes PgBouncer wait before it tries again.
+    server.exec("postgres", "CREATE DATABASE master OWNER app");
+    let bouncer = PgBouncer::start(&server, &env.token, mode, &[("app", APP_PASSWORD)]);
+    (server, bouncer)
+}
+
+/// Three tenants made through the pooler (`through` runs the binary
+/// there), globex then drifted by hand; drift through the pooler finds it
+/// on globex alone and leaves no scratch database.
+fn drift_through_the_pooler(
+    env: &TestEnv,
+    server: &PrivateServer,
+    through: &dyn Fn(&[&str]) -> Run,
+) {
+    through(&["master", "migrate"]).ok();
+    for slug in ["acme", "globex", "initech"] {
+        through(&["tenant", "create", slug]).ok();
+    }
+    let clean = through(&["tenant", "drift", "--all", "--output", "json"]).ok().json();
+    assert_eq!(clean["drift"]["matched"], 3, "{clean}");
+    assert!(any_scratch_left(&server.base_url()).is_empty());
+
+    server.exec("tenant_globex", "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'");
+    let report = through(&["tenant", "drift", "--all", "--output", "json"]).code(1).json();
+    assert!(any_scratch_left(&server.base_url()).is_empty());
+    let objects = objects(&report);
+    let table = through(&["tenant", "drift", "--all"]).code(1);
+    assert_eq!(
+        table.stdout,
+        format!(
+            "reference: the migrations (built in a scratch database on server default) ({objects} objects)\n\
+             2 match the reference; 1 differ; 0 pending; 0 not read\n\
+             column users.role default changed: 'member'::text (reference) vs 'viewer'::text (1 tenant: globex)\n\
+             selected 3 of the master's 3 companies: --all, status active (by default)\n"
+        )
+    );
+    assert!(any_scratch_left(&server.base_url()).is_empty());
+    let _ = env;
+}
+
+#[test]
+fn through_pgbouncer_in_session_mode_drift_is_found() {
+    let env = TestEnv::new();
+    let (server, bouncer) = pooled(&env, "session");
+    let base = bouncer.url_as("app", APP_PASSWORD);
+    drift_through_the_pooler(&env, &server, &|args| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("MASTER_DATABASE_URL", format!("{base}/master"));
+        })
+    });
+}
+
+#[test]
+fn through_pgbouncer_in_transaction_mode_declared_or_on_the_url_drift_is_found() {
+    let env = TestEnv::new();
+    let (server, bouncer) = pooled(&env, "transaction");
+    let base = bouncer.url_as("app", APP_PASSWORD);
+    // Declared in tenantctl.toml, the URLs bare.
+    env.write_config("[servers.default]\npooler = \"transaction\"\n");
+    drift_through_the_pooler(&env, &server, &|args| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", &base)
+                .env("MASTER_DATABASE_URL", format!("{base}/master"));
+        })
+    });
+    // Said on the URLs instead: the same tenants, the same report.
+    std::fs::remove_file(env.workdir.path().join("tenantctl.toml")).expect("remove the config");
+    let flagged = |args: &[&str]| {
+        env.run_with(args, |c| {
+            c.env("POSTGRES_BASE_URL", format!("{base}/?pgbouncer=true"))
+                .env("MASTER_DATABASE_URL", format!("{base}/master?pgbouncer=true"));
+        })
+    };
+    let report = flagged(&["tenant", "drift", "--all", "--output", "json"]).code(1).json();
+    assert_eq!(report["drift"]["matched"], 2, "{report}");
+    assert_eq!(
+        diffs_of(&report, "globex"),
+        BTreeSet::from([diff("column", "users.role", "changed", "default")])
+    );
+    assert!(any_scratch_left(&server.base_url()).is_empty());
+}
+
+#[test]
+fn the_scratch_database_is_dropped_also_when_the_migrations_fail() {
+    let env = TestEnv::new();
+    let good = env.fixture("two-step");
+    env.tenants_with(&good, &["one", "two"]);
+    let broken = env.fixture("broken");
+    let (run, pid) = drift(&env, &["--all", "--tenant-migrations", broken.to_str().expect("utf-8")]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "error: migrate the scratch database the reference is read from: apply migration \
+         20250101000002_broken: relation \"table_that_does_not_exist\" does not exist \
+         (SQLSTATE 42P01, at character 135)\n"
+    );
+    assert!(scratch_left(&env.base_url, pid).is_empty());
+}
