@@ -161,7 +161,12 @@ fn kinds_of_drift() -> Vec<Planted> {
         Planted {
             name: "revoked-grant",
             plant: &["REVOKE SELECT ON settings FROM PUBLIC"],
-            found: vec![diff("grant", "SELECT on table settings to PUBLIC", "missing", "")],
+            found: vec![diff(
+                "grant",
+                "SELECT on table settings to PUBLIC",
+                "missing",
+                "",
+            )],
         },
         Planted {
             name: "new-trigger",
@@ -173,7 +178,12 @@ fn kinds_of_drift() -> Vec<Planted> {
         Planted {
             name: "disabled-trigger",
             plant: &["ALTER TABLE settings DISABLE TRIGGER settings_touch"],
-            found: vec![diff("trigger", "settings_touch on settings", "changed", "enabled")],
+            found: vec![diff(
+                "trigger",
+                "settings_touch on settings",
+                "changed",
+                "enabled",
+            )],
         },
         Planted {
             name: "function-body",
@@ -247,7 +257,10 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
         plant(&env, p);
     }
 
-    let (run, pid) = drift(&env, &["--all", "--output", "json", "--tenant-migrations", &dir]);
+    let (run, pid) = drift(
+        &env,
+        &["--all", "--output", "json", "--tenant-migrations", &dir],
+    );
     let run = run.code(1);
     assert_eq!(run.stderr, "");
     assert!(scratch_left(&env.base_url, pid).is_empty());
@@ -256,22 +269,35 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
         let t = find(&report, &env.slug(name));
         assert_eq!(t["drift"], "match", "{t}");
         assert_eq!(t["differences"], serde_json::json!([]), "{t}");
-        assert_eq!(t["fingerprint"], report["drift"]["reference"]["fingerprint"]);
+        assert_eq!(
+            t["fingerprint"],
+            report["drift"]["reference"]["fingerprint"]
+        );
     }
     for p in &planted {
         let slug = env.slug(p.name);
         let t = find(&report, &slug);
         assert_eq!(t["drift"], "differs", "{t}");
-        assert_ne!(t["fingerprint"], report["drift"]["reference"]["fingerprint"]);
+        assert_ne!(
+            t["fingerprint"],
+            report["drift"]["reference"]["fingerprint"]
+        );
         let mut found = diffs_of(&report, &slug);
         if p.name == "extra-table" {
             // The owner's privileges on the new table are extra grants too.
             assert!(
-                found.contains(&diff("grant", "SELECT on table scratchpad to (owner)", "extra", "")),
+                found.contains(&diff(
+                    "grant",
+                    "SELECT on table scratchpad to (owner)",
+                    "extra",
+                    ""
+                )),
                 "{found:?}"
             );
             found.retain(|(kind, name, change, _)| {
-                !(kind == "grant" && name.ends_with(" on table scratchpad to (owner)") && change == "extra")
+                !(kind == "grant"
+                    && name.ends_with(" on table scratchpad to (owner)")
+                    && change == "extra")
             });
         }
         let expected: BTreeSet<Diff> = p.found.iter().cloned().collect();
@@ -284,7 +310,11 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
     assert_eq!(summary["reference"]["kind"], "migrations");
     // Each difference once, with the one tenant that has it.
     for group in summary["differences"].as_array().expect("differences") {
-        assert_eq!(group["tenants"].as_array().map(Vec::len), Some(1), "{group}");
+        assert_eq!(
+            group["tenants"].as_array().map(Vec::len),
+            Some(1),
+            "{group}"
+        );
     }
 
     // The report for people names each tenant on its difference's line.
@@ -293,13 +323,22 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
     let lines: Vec<&str> = table.stdout.lines().collect();
     assert_eq!(
         lines[1],
-        format!("3 match the reference; {} differ; 0 pending; 0 not read", planted.len())
+        format!(
+            "3 match the reference; {} differ; 0 pending; 0 not read",
+            planted.len()
+        )
     );
     let on = |name: &str| format!("(1 tenant: {})", env.slug(name));
     for expected in [
-        format!("table scratchpad not in the reference {}", on("extra-table")),
+        format!(
+            "table scratchpad not in the reference {}",
+            on("extra-table")
+        ),
         format!("index sites_manager_idx missing {}", on("dropped-index")),
-        format!("index users_email_key valid changed: true (reference) vs false {}", on("invalid-index")),
+        format!(
+            "index users_email_key valid changed: true (reference) vs false {}",
+            on("invalid-index")
+        ),
         format!(
             "column users.role default changed: 'member'::text (reference) vs 'viewer'::text {}",
             on("changed-default")
@@ -308,13 +347,22 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
             "column sites.address type changed: text (reference) vs character varying(200) {}",
             on("changed-type")
         ),
-        format!("grant SELECT on table settings to PUBLIC missing {}", on("revoked-grant")),
-        format!("trigger users_touch on users not in the reference {}", on("new-trigger")),
+        format!(
+            "grant SELECT on table settings to PUBLIC missing {}",
+            on("revoked-grant")
+        ),
+        format!(
+            "trigger users_touch on users not in the reference {}",
+            on("new-trigger")
+        ),
         format!(
             "trigger settings_touch on settings enabled changed: enabled (reference) vs disabled {}",
             on("disabled-trigger")
         ),
-        format!("policy goals_hidden on goals not in the reference {}", on("new-policy")),
+        format!(
+            "policy goals_hidden on goals not in the reference {}",
+            on("new-policy")
+        ),
         format!("extension citext missing {}", on("no-extension")),
         format!(
             "enum reading_kind labels changed: 'metered', 'estimated' (reference) vs 'metered', 'estimated', 'imported' {}",
@@ -325,7 +373,11 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
             on("immediate")
         ),
     ] {
-        assert!(lines.contains(&expected.as_str()), "no line {expected:?} in:\n{}", table.stdout);
+        assert!(
+            lines.contains(&expected.as_str()),
+            "no line {expected:?} in:\n{}",
+            table.stdout
+        );
     }
     let body = lines
         .iter()
@@ -366,7 +418,10 @@ fn a_tenant_behind_is_pending_not_drifted_and_cannot_be_the_reference() {
     env.run(&["tenant", "create", &env.slug("behind")]).ok();
     env.exec(&env.db("behind"), "CREATE TABLE by_hand (id int)");
 
-    let (run, pid) = drift(&env, &["--all", "--output", "json", "--tenant-migrations", &dir]);
+    let (run, pid) = drift(
+        &env,
+        &["--all", "--output", "json", "--tenant-migrations", &dir],
+    );
     let report = run.ok().json();
     assert!(scratch_left(&env.base_url, pid).is_empty());
     let behind = find(&report, &env.slug("behind"));
@@ -393,21 +448,39 @@ fn a_tenant_behind_is_pending_not_drifted_and_cannot_be_the_reference() {
         .run();
 
     // A tenant behind cannot be the reference: one line, a usage error.
-    env.expect(&["tenant", "drift", "--all", "--against", &env.slug("behind"), "--tenant-migrations", &dir])
-        .stderr(
-            "error: --against behind-{T}: that tenant has 1 migration(s) pending, so its schema is not \
+    env.expect(&[
+        "tenant",
+        "drift",
+        "--all",
+        "--against",
+        &env.slug("behind"),
+        "--tenant-migrations",
+        &dir,
+    ])
+    .stderr(
+        "error: --against behind-{T}: that tenant has 1 migration(s) pending, so its schema is not \
              the latest; migrate it first or compare with an up-to-date tenant\n",
-        )
-        .status(2)
-        .run();
+    )
+    .status(2)
+    .run();
 
     // --against compares with that tenant's schema, not the migrations':
     // up-a's own default is the reference, so the untouched up-b differs.
-    env.exec(&env.db("up-a"), "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'");
+    env.exec(
+        &env.db("up-a"),
+        "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'",
+    );
     let against = env
         .run(&[
-            "tenant", "drift", "--all", "--against", &env.slug("up-a"), "--output", "json",
-            "--tenant-migrations", &dir,
+            "tenant",
+            "drift",
+            "--all",
+            "--against",
+            &env.slug("up-a"),
+            "--output",
+            "json",
+            "--tenant-migrations",
+            &dir,
         ])
         .code(1)
         .json();
@@ -454,13 +527,27 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
     let env = TestEnv::new();
     let dir = drift_folder(&env);
     let names = [
-        "clean", "dropped-index", "extra-index", "revoked-grant", "changed-type", "several",
+        "clean",
+        "dropped-index",
+        "extra-index",
+        "revoked-grant",
+        "changed-type",
+        "several",
     ];
     env.tenants_with(std::path::Path::new(&dir), &names);
     env.exec(&env.db("dropped-index"), "DROP INDEX sites_manager_idx");
-    env.exec(&env.db("extra-index"), "CREATE INDEX sites_name_idx ON sites (name)");
-    env.exec(&env.db("revoked-grant"), "REVOKE SELECT ON settings FROM PUBLIC");
-    env.exec(&env.db("changed-type"), "ALTER TABLE sites ALTER COLUMN address TYPE varchar(200)");
+    env.exec(
+        &env.db("extra-index"),
+        "CREATE INDEX sites_name_idx ON sites (name)",
+    );
+    env.exec(
+        &env.db("revoked-grant"),
+        "REVOKE SELECT ON settings FROM PUBLIC",
+    );
+    env.exec(
+        &env.db("changed-type"),
+        "ALTER TABLE sites ALTER COLUMN address TYPE varchar(200)",
+    );
     env.exec(
         &env.db("several"),
         "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer';
@@ -520,7 +607,10 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
             // Nothing but comments: `tenant sql` has nothing to run.
             assert_eq!(
                 (run.code, run.stderr.as_str()),
-                (2, "error: the SQL has no statements, only comments or white space\n")
+                (
+                    2,
+                    "error: the SQL has no statements, only comments or white space\n"
+                )
             );
             continue;
         }
@@ -534,12 +624,24 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
         .collect();
     assert_eq!(repaired, expected);
     let report = env
-        .run(&["tenant", "drift", "--all", "--output", "json", "--tenant-migrations", &dir])
+        .run(&[
+            "tenant",
+            "drift",
+            "--all",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            &dir,
+        ])
         .code(1)
         .json();
     for name in names {
         let t = find(&report, &env.slug(name));
-        let want = if name == "changed-type" { "differs" } else { "match" };
+        let want = if name == "changed-type" {
+            "differs"
+        } else {
+            "match"
+        };
         assert_eq!(t["drift"], want, "{name}: {t}");
     }
 }
@@ -602,7 +704,10 @@ fn tenants_on_two_servers_with_equal_schemas_match_and_drift_on_the_second_is_fo
     assert_eq!(fingerprints.len(), 1, "{report}");
 
     // Drift on eu2 is found there, with the reference built on eu2 itself.
-    two.eu2_exec(&env.db("e"), "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'");
+    two.eu2_exec(
+        &env.db("e"),
+        "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'",
+    );
     let (run, pid) = drift_with(
         env,
         &["--all", "--output", "json", "--tenant-migrations", &dir],
@@ -662,12 +767,19 @@ fn drift_through_the_pooler(
     for slug in ["acme", "globex", "initech"] {
         through(&["tenant", "create", slug]).ok();
     }
-    let clean = through(&["tenant", "drift", "--all", "--output", "json"]).ok().json();
+    let clean = through(&["tenant", "drift", "--all", "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(clean["drift"]["matched"], 3, "{clean}");
     assert!(any_scratch_left(&server.base_url()).is_empty());
 
-    server.exec("tenant_globex", "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'");
-    let report = through(&["tenant", "drift", "--all", "--output", "json"]).code(1).json();
+    server.exec(
+        "tenant_globex",
+        "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'viewer'",
+    );
+    let report = through(&["tenant", "drift", "--all", "--output", "json"])
+        .code(1)
+        .json();
     assert!(any_scratch_left(&server.base_url()).is_empty());
     let objects = objects(&report);
     let table = through(&["tenant", "drift", "--all"]).code(1);
@@ -715,10 +827,15 @@ fn through_pgbouncer_in_transaction_mode_declared_or_on_the_url_drift_is_found()
     let flagged = |args: &[&str]| {
         env.run_with(args, |c| {
             c.env("POSTGRES_BASE_URL", format!("{base}/?pgbouncer=true"))
-                .env("MASTER_DATABASE_URL", format!("{base}/master?pgbouncer=true"));
+                .env(
+                    "MASTER_DATABASE_URL",
+                    format!("{base}/master?pgbouncer=true"),
+                );
         })
     };
-    let report = flagged(&["tenant", "drift", "--all", "--output", "json"]).code(1).json();
+    let report = flagged(&["tenant", "drift", "--all", "--output", "json"])
+        .code(1)
+        .json();
     assert_eq!(report["drift"]["matched"], 2, "{report}");
     assert_eq!(
         diffs_of(&report, "globex"),
@@ -733,7 +850,14 @@ fn the_scratch_database_is_dropped_also_when_the_migrations_fail() {
     let good = env.fixture("two-step");
     env.tenants_with(&good, &["one", "two"]);
     let broken = env.fixture("broken");
-    let (run, pid) = drift(&env, &["--all", "--tenant-migrations", broken.to_str().expect("utf-8")]);
+    let (run, pid) = drift(
+        &env,
+        &[
+            "--all",
+            "--tenant-migrations",
+            broken.to_str().expect("utf-8"),
+        ],
+    );
     assert_eq!(run.code, 1, "{}", run.all());
     assert_eq!(run.stdout, "");
     assert_eq!(
@@ -743,4 +867,66 @@ fn the_scratch_database_is_dropped_also_when_the_migrations_fail() {
          (SQLSTATE 42P01, at character 135)\n"
     );
     assert!(scratch_left(&env.base_url, pid).is_empty());
+}
+
+#[test]
+fn bad_input_is_one_line() {
+    let env = TestEnv::new();
+    env.with_tenants(&["only"]);
+    // An unknown tenant, as reference or selected, as every command says it.
+    for args in [
+        &["tenant", "drift", "--all", "--against", "nosuch"][..],
+        &["tenant", "drift", "nosuch"],
+    ] {
+        env.expect(args)
+            .stderr(
+                "error: unknown tenant \"nosuch\": no company has that slug, id, database name \
+                 or (without a slug) name (see `tenantctl tenant list`)\n",
+            )
+            .status(1)
+            .run();
+    }
+    env.expect(&["tenant", "drift"])
+        .stderr("error: name one or more tenants (slug or id), or pass --all or --status\n")
+        .status(2)
+        .run();
+
+    // An application command migrates: no reference without --against.
+    env.write_config("[tenants.migrator]\nkind = \"command\"\ncommand = [\"true\"]\n");
+    env.expect(&["tenant", "drift", "--all"])
+        .stderr(
+            "error: tenant drift needs a reference: [tenants.migrator] kind = \"command\" makes the \
+             tenants' schema with the application's own command, which tenantctl does not run against \
+             a scratch database; compare with a tenant you trust: --against SLUG\n",
+        )
+        .status(2)
+        .run();
+    env.expect(&["tenant", "drift", "--all", "--against", &env.slug("only")])
+        .with(
+            format!(
+                "({} objects)",
+                objects(
+                    &env.run(&[
+                        "tenant",
+                        "drift",
+                        "--all",
+                        "--against",
+                        &env.slug("only"),
+                        "--output",
+                        "json"
+                    ])
+                    .ok()
+                    .json()
+                )
+            ),
+            "({n} objects)",
+        )
+        .stdout(
+            "
+            reference: tenant only-{T} ({n} objects)
+            1 match the reference; 0 differ; 0 pending; 0 not read
+            selected 1 of the master's 1 companies: --all, status active (by default)
+            ",
+        )
+        .run();
 }
