@@ -68,7 +68,10 @@ impl Schema {
         let mut n = 1;
         while self.objects.contains_key(&key) {
             n += 1;
-            key.name = format!("{} #{n}", key.name.trim_end_matches(&format!(" #{}", n - 1)));
+            key.name = format!(
+                "{} #{n}",
+                key.name.trim_end_matches(&format!(" #{}", n - 1))
+            );
         }
         self.objects.insert(key, object);
     }
@@ -252,7 +255,11 @@ fn brief_pair(reference: Option<&str>, tenant: Option<&str>) -> (String, String)
     if fr.chars().count() <= MAX && ft.chars().count() <= MAX && !r.contains('\n') {
         return (brief(reference), brief(tenant));
     }
-    let common = fr.chars().zip(ft.chars()).take_while(|(a, b)| a == b).count();
+    let common = fr
+        .chars()
+        .zip(ft.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
     // Some context before the first difference.
     let skip = common.saturating_sub(20);
     (brief_from(Some(r), skip), brief_from(Some(t), skip))
@@ -291,7 +298,11 @@ mod tests {
     #[test]
     fn missing_extra_and_changed_each_carry_their_repair() {
         let reference = schema(&[
-            ("index", "a_idx", object(&[("definition", "CREATE INDEX a")])),
+            (
+                "index",
+                "a_idx",
+                object(&[("definition", "CREATE INDEX a")]),
+            ),
             ("column", "t.c", object(&[("default", "'x'::text")])),
         ]);
         let tenant = schema(&[
@@ -332,7 +343,10 @@ mod tests {
     #[test]
     fn long_and_multiline_values_are_cut_and_escaped() {
         assert_eq!(brief(None), "none");
-        assert_eq!(brief(Some("begin\n  return 1;\nend")), "begin return 1; end");
+        assert_eq!(
+            brief(Some("begin\n  return 1;\nend")),
+            "begin return 1; end"
+        );
         assert_eq!(brief(Some("a\u{1b}b")), "a\\u{1b}b");
         let long = "x".repeat(100);
         assert_eq!(brief(Some(&long)).chars().count(), 61);
@@ -342,7 +356,10 @@ mod tests {
     fn long_values_that_differ_late_show_where() {
         let base = "FOREIGN KEY (\"siteId\") REFERENCES sites(id) ON DELETE CASCADE";
         let (r, t) = brief_pair(Some(&format!("{base} DEFERRABLE")), Some(base));
-        assert!(r.starts_with('…') && r.ends_with("CASCADE DEFERRABLE"), "{r}");
+        assert!(
+            r.starts_with('…') && r.ends_with("CASCADE DEFERRABLE"),
+            "{r}"
+        );
         assert!(t.starts_with('…') && t.ends_with("CASCADE"), "{t}");
         assert_ne!(r, t);
         assert_eq!(brief_pair(Some("a"), None), ("a".into(), "none".into()));

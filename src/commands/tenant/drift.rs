@@ -286,7 +286,12 @@ async fn against(
             })
         })
         .await
-        .map_err(|err| err.context(format!("read the schema of {}", crate::tenant::describe(&tenant))))?;
+        .map_err(|err| {
+            err.context(format!(
+                "read the schema of {}",
+                crate::tenant::describe(&tenant)
+            ))
+        })?;
     if pending > 0 {
         return Err(UsageError(format!(
             "--against {}: that tenant has {pending} migration(s) pending, so its schema is not the latest; migrate it first or compare with an up-to-date tenant",
@@ -344,7 +349,9 @@ async fn scratch(
                 })
             })
             .await
-            .map_err(|err| err.context("migrate the scratch database the reference is read from"))?;
+            .map_err(|err| {
+                err.context("migrate the scratch database the reference is read from")
+            })?;
         runner
             .with_tenant_read(server, &db, |conn, _| {
                 Box::pin(async move { drift::read(conn, true, scope).await })
@@ -353,7 +360,9 @@ async fn scratch(
     }
     .await;
     let dropped = runner
-        .with_maintenance(server, |conn, _| Box::pin(async { ddl::drop_force(conn, &db).await }))
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async { ddl::drop_force(conn, &db).await })
+        })
         .await;
     if let Err(err) = dropped {
         warn(format_args!(
@@ -471,7 +480,11 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
         count(run, Standing::Differs),
         count(run, Standing::Pending),
         failed.len(),
-        if run.interrupted { " (interrupted)" } else { "" }
+        if run.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     ));
     for group in shared(run) {
         line(format!(
@@ -535,7 +548,8 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
             };
         }
     }
-    let not_compared = run.reports.len() - count(run, Standing::Differs) - count(run, Standing::Match);
+    let not_compared =
+        run.reports.len() - count(run, Standing::Differs) - count(run, Standing::Match);
     if not_compared > 0 {
         line(format!(
             "\n-- {} not compared (pending or not read): see `tenantctl tenant drift` without --sql",
