@@ -114,11 +114,11 @@ pub fn grants(on: &str, json: Option<&str>) -> Vec<(Key, Object)> {
     };
     let text = |k: &str| row.get(k).and_then(|v| v.as_str()).unwrap_or_default();
     let (owner, target, columns) = (text("owner"), text("target"), text("columns"));
-    let items = row
+    let items: Vec<Item> = row
         .get("acl")
         .and_then(|v| v.as_array())
         .map(|a| a.iter().filter_map(|v| parse_item(v.as_str()?)).collect())
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     // A grantee may hold a privilege from several grantors: one grant,
     // grantable if any of them made it so.
     let mut merged: BTreeMap<(String, &str), (Option<String>, bool)> = BTreeMap::new();
@@ -219,12 +219,12 @@ mod tests {
         let (_, owner) = grants
             .iter()
             .find(|(k, _)| k.name == "INSERT on table t to (owner)")
-            .unwrap();
+            .expect("the owner's INSERT");
         assert_eq!(owner.create, None);
         let (_, app) = grants
             .iter()
             .find(|(k, _)| k.name == "SELECT on table t to \"App\"")
-            .unwrap();
+            .expect("App's SELECT");
         assert_eq!(
             app.create.as_deref(),
             Some("GRANT SELECT ON TABLE public.t TO \"App\" WITH GRANT OPTION;")

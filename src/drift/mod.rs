@@ -97,8 +97,11 @@ impl Schema {
         hash.finalize()
             .iter()
             .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+            .fold(String::with_capacity(16), |mut hex, b| {
+                hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+                hex.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+                hex
+            })
     }
 
     /// How many objects the schema has.
@@ -327,17 +330,17 @@ mod tests {
 
     #[test]
     fn fingerprints_follow_the_compared_form_only() {
-        let a = schema(&[("table", "t", object(&[("x", "1")]))]);
-        let mut b = a.clone();
+        let one = schema(&[("table", "t", object(&[("x", "1")]))]);
+        let mut bare = one.clone();
         // Repairs are not schema.
-        b.objects.values_mut().for_each(|o| o.create = None);
-        assert_eq!(a.fingerprint(), b.fingerprint());
-        let c = schema(&[("table", "t", object(&[("x", "2")]))]);
-        assert_ne!(a.fingerprint(), c.fingerprint());
+        bare.objects.values_mut().for_each(|o| o.create = None);
+        assert_eq!(one.fingerprint(), bare.fingerprint());
+        let two = schema(&[("table", "t", object(&[("x", "2")]))]);
+        assert_ne!(one.fingerprint(), two.fingerprint());
         // Boundaries count: ("ab","c") is not ("a","bc").
-        let d = schema(&[("table", "t", object(&[("ab", "c")]))]);
-        let e = schema(&[("table", "t", object(&[("a", "bc")]))]);
-        assert_ne!(d.fingerprint(), e.fingerprint());
+        let ab_c = schema(&[("table", "t", object(&[("ab", "c")]))]);
+        let a_bc = schema(&[("table", "t", object(&[("a", "bc")]))]);
+        assert_ne!(ab_c.fingerprint(), a_bc.fingerprint());
     }
 
     #[test]

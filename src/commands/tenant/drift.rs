@@ -397,7 +397,7 @@ fn shared(run: &FleetRun<TenantDrift>) -> Vec<Shared<'_>> {
             tenants,
         })
         .collect();
-    all.sort_by(|a, b| b.tenants.len().cmp(&a.tenants.len()));
+    all.sort_by_key(|group| std::cmp::Reverse(group.tenants.len()));
     all
 }
 
@@ -448,7 +448,9 @@ fn some_names(names: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     if names.len() > SHOWN {
-        text.push_str(&format!(", and {} more", names.len() - SHOWN));
+        text.push_str(", and ");
+        text.push_str(&(names.len() - SHOWN).to_string());
+        text.push_str(" more");
     }
     text
 }
