@@ -2,14 +2,14 @@
 //! [`Schema`]: the rows of every statement, less what belongs to an
 //! extension, with each object's privileges split into one grant apiece.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
 
 use anyhow::Context;
 use futures_util::TryStreamExt;
 use sqlx::{Executor, PgConnection, Row};
 
-use super::{Key, Object, Schema, Scope};
+use super::{Key, Object, PARTS, Schema, Scope};
 
 /// Every statement, with the repairs: what the reference is read with.
 const WITH_REPAIRS: &str = include_str!("catalog.sql");
@@ -100,6 +100,7 @@ fn assemble(rows: Vec<Row8>, scope: Scope) -> Schema {
         .filter(|r| r.kind == "member")
         .filter_map(|r| Some((r.class.clone()?, r.oid.clone()?)))
         .collect();
+    let wholes = wholes(&rows);
     let mut schema = Schema::default();
     for row in rows {
         if row.kind == "member" {
@@ -113,8 +114,17 @@ fn assemble(rows: Vec<Row8>, scope: Scope) -> Schema {
         let Some(name) = row.name.clone() else {
             continue;
         };
+        let within = match (&row.class, &row.oid) {
+            (Some(class), Some(oid))
+                if row.kind == "privileges" || PARTS.contains(&row.kind.as_str()) =>
+            {
+                wholes.get(&(class.clone(), oid.clone())).cloned()
+            }
+            _ => None,
+        };
         if row.kind == "privileges" {
-            for (key, object) in super::acl::grants(&name, row.props.as_deref()) {
+            for (key, mut object) in super::acl::grants(&name, row.props.as_deref()) {
+                object.within.clone_from(&within);
                 schema.insert(key, object);
             }
             continue;
@@ -124,6 +134,7 @@ fn assemble(rows: Vec<Row8>, scope: Scope) -> Schema {
             create: row.create,
             drop: row.drop,
             fixes: fixes(row.fixes.as_deref()),
+            within,
         };
         schema.insert(
             Key {
@@ -134,6 +145,23 @@ fn assemble(rows: Vec<Row8>, scope: Scope) -> Schema {
         );
     }
     schema
+}
+
+/// The objects that others are parts of (tables, functions, types,
+/// schemas...), by the catalog row that is each one's own: a part's row
+/// (a column, an index, a grant) names its whole's.
+fn wholes(rows: &[Row8]) -> HashMap<(String, String), Key> {
+    rows.iter()
+        .filter(|r| !matches!(r.kind.as_str(), "member" | "privileges"))
+        .filter(|r| !PARTS.contains(&r.kind.as_str()))
+        .filter_map(|r| {
+            let key = Key {
+                kind: r.kind.clone(),
+                name: r.name.clone()?,
+            };
+            Some(((r.class.clone()?, r.oid.clone()?), key))
+        })
+        .collect()
 }
 
 /// A JSON object of properties as text, nulls left out (absent and null

@@ -43,6 +43,19 @@ impl fmt::Display for Key {
     }
 }
 
+/// The kinds of object that are parts of another (a table's column, a
+/// function's grant): what the catalog reads of them names their whole.
+pub const PARTS: &[&str] = &[
+    "column",
+    "constraint",
+    "index",
+    "trigger",
+    "policy",
+    "rule",
+    "statistics",
+    "grant",
+];
+
 /// One object: what is compared, and the statements that make it, remove
 /// it, or set one of its properties as it is here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +64,9 @@ pub struct Object {
     pub create: Option<String>,
     pub drop: Option<String>,
     pub fixes: BTreeMap<String, String>,
+    /// For a part (a column, an index, a grant): the object it is part of.
+    /// Not compared: the part's name already says where it is.
+    pub within: Option<Key>,
 }
 
 /// A database's schema in canonical form.
@@ -147,6 +163,12 @@ pub struct Difference {
     /// The statement that would make the tenant match the reference, when
     /// there is an obvious one; tenantctl never runs it.
     pub repair: Option<String>,
+    /// For a part of an object that is itself extra, or missing with no
+    /// statement to make it (`table audit_log`): that object, whose repair
+    /// this part's goes with (dropping a table drops its grants; its
+    /// columns cannot be added to a table that is not there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
 }
 
 /// What a tenant's schema has that the reference has not, lacks, or has
@@ -161,10 +183,25 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
         reference: None,
         tenant: None,
         repair: repair.cloned(),
+        with: None,
     };
     for (key, want) in &reference.objects {
         let Some(have) = tenant.objects.get(key) else {
-            out.push(difference(key, Change::Missing, want.create.as_ref()));
+            // A part of a whole the tenant lacks and no statement makes.
+            let whole = want.within.as_ref().filter(|w| {
+                !tenant.objects.contains_key(*w)
+                    && reference
+                        .objects
+                        .get(*w)
+                        .is_some_and(|o| o.create.is_none())
+            });
+            out.push(match whole {
+                Some(whole) => Difference {
+                    with: Some(whole.to_string()),
+                    ..difference(key, Change::Missing, None)
+                },
+                None => difference(key, Change::Missing, want.create.as_ref()),
+            });
             continue;
         };
         let props = want.props.keys().chain(have.props.keys());
@@ -185,7 +222,18 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
     }
     for (key, have) in &tenant.objects {
         if !reference.objects.contains_key(key) {
-            out.push(difference(key, Change::Extra, have.drop.as_ref()));
+            // A part of a whole that is extra too goes when it goes.
+            let whole = have
+                .within
+                .as_ref()
+                .filter(|w| !reference.objects.contains_key(*w));
+            out.push(match whole {
+                Some(whole) => Difference {
+                    with: Some(whole.to_string()),
+                    ..difference(key, Change::Extra, None)
+                },
+                None => difference(key, Change::Extra, have.drop.as_ref()),
+            });
         }
     }
     out.sort();
@@ -281,6 +329,7 @@ mod tests {
             create: Some("CREATE it;".into()),
             drop: Some("DROP it;".into()),
             fixes: [("default".to_owned(), "SET DEFAULT 'x';".to_owned())].into(),
+            within: None,
         }
     }
 
@@ -366,6 +415,60 @@ mod tests {
         assert!(t.starts_with('…') && t.ends_with("CASCADE"), "{t}");
         assert_ne!(r, t);
         assert_eq!(brief_pair(Some("a"), None), ("a".into(), "none".into()));
+    }
+
+    #[test]
+    fn parts_of_an_extra_or_unmakeable_whole_go_with_it() {
+        let key = |kind: &str, name: &str| Key {
+            kind: kind.into(),
+            name: name.into(),
+        };
+        let part_of = |whole: Key| Object {
+            within: Some(whole),
+            ..object(&[])
+        };
+        let unmakeable = Object {
+            create: None,
+            ..object(&[])
+        };
+        let reference = schema(&[
+            ("table", "gone", unmakeable),
+            ("column", "gone.c", part_of(key("table", "gone"))),
+            ("function", "f()", object(&[])),
+            (
+                "grant",
+                "EXECUTE on function f() to PUBLIC",
+                part_of(key("function", "f()")),
+            ),
+        ]);
+        let tenant = schema(&[
+            ("table", "extra", object(&[])),
+            ("column", "extra.c", part_of(key("table", "extra"))),
+        ]);
+        let diffs = compare(&reference, &tenant);
+        let shown: Vec<_> = diffs
+            .iter()
+            .map(|d| (d.name.as_str(), d.repair.as_deref(), d.with.as_deref()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                // Its table is extra: dropping the table drops it.
+                ("extra.c", None, Some("table extra")),
+                // Its table is missing and nothing makes it.
+                ("gone.c", None, Some("table gone")),
+                // The function is missing but can be made: its grant can
+                // be given after it.
+                ("f()", Some("CREATE it;"), None),
+                (
+                    "EXECUTE on function f() to PUBLIC",
+                    Some("CREATE it;"),
+                    None
+                ),
+                ("extra", Some("DROP it;"), None),
+                ("gone", None, None),
+            ]
+        );
     }
 
     #[test]

@@ -579,14 +579,14 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
             GRANT SELECT ON TABLE public.settings TO PUBLIC;
 
             -- tenant several-{T} (database tenant_several_{T} on server default): 5 difference(s)
+            -- table goals row level security changed: true (reference) vs false
+            ALTER TABLE public.goals ENABLE ROW LEVEL SECURITY;
             -- column users.role default changed: 'member'::text (reference) vs 'viewer'::text
             ALTER TABLE public.users ALTER COLUMN role SET DEFAULT 'member'::text;
             -- constraint goals_site_deferred on goals deferrable changed: deferrable initially deferred (reference) vs not deferrable
             ALTER TABLE public.goals ALTER CONSTRAINT goals_site_deferred DEFERRABLE INITIALLY DEFERRED;
             -- policy goals_visible on goals missing
             CREATE POLICY goals_visible ON public.goals AS PERMISSIVE FOR ALL TO PUBLIC USING (true);
-            -- table goals row level security changed: true (reference) vs false
-            ALTER TABLE public.goals ENABLE ROW LEVEL SECURITY;
             -- trigger settings_touch on settings enabled changed: enabled (reference) vs disabled
             ALTER TABLE public.settings ENABLE TRIGGER settings_touch;
             ",
@@ -598,26 +598,7 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
         .stdout;
 
     // Each block run as the operator would, then read again.
-    let mut repaired = Vec::new();
-    for (slug, block) in blocks(&script) {
-        let file = env.workdir.path().join(format!("{slug}.sql"));
-        std::fs::write(&file, &block).expect("write the block");
-        let run = env.run(&["tenant", "sql", &slug, "-f", file.to_str().expect("utf-8")]);
-        if block.lines().all(|l| l.is_empty() || l.starts_with("--")) {
-            // Nothing but comments: `tenant sql` has nothing to run.
-            assert_eq!(
-                (run.code, run.stderr.as_str()),
-                (
-                    2,
-                    "error: the SQL has no statements, only comments or white space\n"
-                )
-            );
-            continue;
-        }
-        run.ok();
-        repaired.push(slug);
-    }
-    repaired.sort();
+    let repaired = run_blocks(&env, &script);
     let expected: Vec<String> = ["dropped-index", "extra-index", "revoked-grant", "several"]
         .iter()
         .map(|n| env.slug(n))
@@ -929,4 +910,173 @@ fn bad_input_is_one_line() {
             ",
         )
         .run();
+}
+
+/// Runs each block of a `--sql` script on its tenant with `tenant sql -f`;
+/// a block of comments only is refused (nothing to run). Returns the
+/// slugs whose block ran, sorted.
+fn run_blocks(env: &TestEnv, script: &str) -> Vec<String> {
+    let mut ran = Vec::new();
+    for (slug, block) in blocks(script) {
+        let file = env.workdir.path().join(format!("{slug}.sql"));
+        std::fs::write(&file, &block).expect("write the block");
+        let run = env.run(&["tenant", "sql", &slug, "-f", file.to_str().expect("utf-8")]);
+        if block.lines().all(|l| l.is_empty() || l.starts_with("--")) {
+            assert_eq!(
+                (run.code, run.stderr.as_str()),
+                (
+                    2,
+                    "error: the SQL has no statements, only comments or white space\n"
+                )
+            );
+            continue;
+        }
+        run.ok();
+        ran.push(slug);
+    }
+    ran.sort();
+    ran
+}
+
+/// Where `needle` starts in `haystack`; fails the test if it is not there.
+#[track_caller]
+fn at(haystack: &str, needle: &str) -> usize {
+    haystack
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in:\n{haystack}"))
+}
+
+#[test]
+fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
+    let env = TestEnv::new();
+    let dir = drift_folder(&env);
+    let names = ["extra-wholes", "missing-table", "missing-wholes"];
+    env.tenants_with(std::path::Path::new(&dir), &names);
+    env.exec(
+        &env.db("extra-wholes"),
+        "CREATE TABLE scratchpad (note text);
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+    );
+    env.exec(&env.db("missing-table"), "DROP TABLE settings");
+    env.exec(
+        &env.db("missing-wholes"),
+        "DROP TRIGGER settings_touch ON settings;
+         DROP FUNCTION touch_updated_at();
+         DROP FUNCTION site_count();",
+    );
+    let script = env
+        .run(&[
+            "tenant",
+            "drift",
+            "--all",
+            "--sql",
+            "--tenant-migrations",
+            &dir,
+        ])
+        .code(1)
+        .stdout;
+    let block = |name: &str| -> String {
+        let slug = env.slug(name);
+        blocks(&script)
+            .into_iter()
+            .find(|(s, _)| *s == slug)
+            .unwrap_or_else(|| panic!("no block for {slug} in:\n{script}"))
+            .1
+    };
+
+    // Extra wholes: dropping them is the repair; their parts (columns,
+    // grants, PUBLIC's EXECUTE on the function) go with them, with no
+    // statement of their own that would fail once the whole is gone.
+    let extra = block("extra-wholes");
+    let statements: Vec<&str> = extra
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .collect();
+    assert_eq!(
+        statements,
+        ["DROP FUNCTION public.f();", "DROP TABLE public.scratchpad;"],
+        "{extra}"
+    );
+    for part in [
+        "-- column scratchpad.note not in the reference (part of table scratchpad: see above)",
+        "-- grant EXECUTE on function f() to PUBLIC not in the reference (part of function f(): see above)",
+        "-- grant SELECT on table scratchpad to (owner) not in the reference (part of table scratchpad: see above)",
+    ] {
+        assert!(extra.lines().any(|l| l == part), "no {part:?} in:\n{extra}");
+    }
+
+    // A missing table has no obvious repair, and neither have its parts.
+    let missing = block("missing-table");
+    assert!(
+        missing
+            .lines()
+            .any(|l| l == "-- no obvious repair: table settings missing"),
+        "{missing}"
+    );
+    for part in [
+        "-- column settings.value missing (part of table settings: see above)",
+        "-- trigger settings_touch on settings missing (part of table settings: see above)",
+        "-- grant SELECT on table settings to PUBLIC missing (part of table settings: see above)",
+        "-- constraint settings_pkey on settings missing (part of table settings: see above)",
+    ] {
+        assert!(
+            missing.lines().any(|l| l == part),
+            "no {part:?} in:\n{missing}"
+        );
+    }
+
+    // Missing wholes are made before the parts that name them.
+    let wholes = block("missing-wholes");
+    assert!(
+        at(
+            &wholes,
+            "CREATE OR REPLACE FUNCTION public.touch_updated_at()"
+        ) < at(
+            &wholes,
+            "CREATE TRIGGER settings_touch BEFORE UPDATE ON public.settings"
+        )
+    );
+    assert!(
+        at(&wholes, "CREATE OR REPLACE FUNCTION public.site_count()")
+            < at(
+                &wholes,
+                "GRANT EXECUTE ON FUNCTION public.site_count() TO PUBLIC;"
+            )
+    );
+
+    // JSON says which whole a part goes with.
+    let json = |env: &TestEnv| {
+        env.run(&[
+            "tenant",
+            "drift",
+            "--all",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            &dir,
+        ])
+        .code(1)
+        .json()
+    };
+    let report = json(&env);
+    let note = find(&report, &env.slug("extra-wholes"))["differences"]
+        .as_array()
+        .expect("differences")
+        .iter()
+        .find(|d| d["name"] == "scratchpad.note")
+        .cloned()
+        .expect("the column");
+    assert_eq!(note["with"], "table scratchpad", "{note}");
+    assert_eq!(note["repair"], serde_json::Value::Null, "{note}");
+
+    // Every block with statements runs whole, and its tenant then matches.
+    let ran = run_blocks(&env, &script);
+    assert_eq!(ran, [env.slug("extra-wholes"), env.slug("missing-wholes")]);
+    let report = json(&env);
+    assert_eq!(find(&report, &env.slug("extra-wholes"))["drift"], "match");
+    assert_eq!(find(&report, &env.slug("missing-wholes"))["drift"], "match");
+    assert_eq!(
+        find(&report, &env.slug("missing-table"))["drift"],
+        "differs"
+    );
 }

@@ -543,10 +543,19 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
             shown(r.tenant.server_label()),
             r.value.differences.len()
         ));
-        for d in &r.value.differences {
-            match &d.repair {
-                Some(sql) => line(format!("-- {}\n{sql}", shown(&d.describe()))),
-                None => line(format!("-- no obvious repair: {}", shown(&d.describe()))),
+        // Wholes first: a view, sequence or function is made before the
+        // grants and defaults that name it.
+        let mut differences: Vec<&Difference> = r.value.differences.iter().collect();
+        differences.sort_by_key(|d| drift::PARTS.contains(&d.kind.as_str()));
+        for d in differences {
+            match (&d.repair, &d.with) {
+                (Some(sql), _) => line(format!("-- {}\n{sql}", shown(&d.describe()))),
+                (None, Some(whole)) => line(format!(
+                    "-- {} (part of {}: see above)",
+                    shown(&d.describe()),
+                    shown(whole)
+                )),
+                (None, None) => line(format!("-- no obvious repair: {}", shown(&d.describe()))),
             };
         }
     }
