@@ -950,7 +950,12 @@ fn at(haystack: &str, needle: &str) -> usize {
 fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
     let env = TestEnv::new();
     let dir = drift_folder(&env);
-    let names = ["extra-wholes", "missing-table", "missing-wholes"];
+    let names = [
+        "extra-wholes",
+        "missing-table",
+        "missing-wholes",
+        "index-for-constraint",
+    ];
     env.tenants_with(std::path::Path::new(&dir), &names);
     env.exec(
         &env.db("extra-wholes"),
@@ -963,6 +968,12 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
         "DROP TRIGGER settings_touch ON settings;
          DROP FUNCTION touch_updated_at();
          DROP FUNCTION site_count();",
+    );
+    // A unique constraint replaced by a unique index of the same name.
+    env.exec(
+        &env.db("index-for-constraint"),
+        r#"ALTER TABLE meters DROP CONSTRAINT "meters_siteId_serial_key";
+           CREATE UNIQUE INDEX "meters_siteId_serial_key" ON meters ("siteId", serial);"#,
     );
     let script = env
         .run(&[
@@ -1044,6 +1055,17 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
             )
     );
 
+    // The index goes before the constraint that makes one of its name.
+    let replaced = block("index-for-constraint");
+    assert!(
+        at(&replaced, "DROP INDEX public.\"meters_siteId_serial_key\";")
+            < at(
+                &replaced,
+                "ALTER TABLE public.meters ADD CONSTRAINT \"meters_siteId_serial_key\" UNIQUE (\"siteId\", serial);"
+            ),
+        "{replaced}"
+    );
+
     // JSON says which whole a part goes with.
     let json = |env: &TestEnv| {
         env.run(&[
@@ -1071,10 +1093,18 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
 
     // Every block with statements runs whole, and its tenant then matches.
     let ran = run_blocks(&env, &script);
-    assert_eq!(ran, [env.slug("extra-wholes"), env.slug("missing-wholes")]);
+    assert_eq!(
+        ran,
+        [
+            env.slug("extra-wholes"),
+            env.slug("index-for-constraint"),
+            env.slug("missing-wholes")
+        ]
+    );
     let report = json(&env);
-    assert_eq!(find(&report, &env.slug("extra-wholes"))["drift"], "match");
-    assert_eq!(find(&report, &env.slug("missing-wholes"))["drift"], "match");
+    for name in ["extra-wholes", "index-for-constraint", "missing-wholes"] {
+        assert_eq!(find(&report, &env.slug(name))["drift"], "match", "{name}");
+    }
     assert_eq!(
         find(&report, &env.slug("missing-table"))["drift"],
         "differs"

@@ -544,9 +544,16 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
             r.value.differences.len()
         ));
         // Wholes first: a view, sequence or function is made before the
-        // grants and defaults that name it.
+        // grants and defaults that name it. Among each, what is extra goes
+        // first: an extra index is dropped before a missing constraint
+        // makes one of the same name.
         let mut differences: Vec<&Difference> = r.value.differences.iter().collect();
-        differences.sort_by_key(|d| drift::PARTS.contains(&d.kind.as_str()));
+        differences.sort_by_key(|d| {
+            (
+                drift::PARTS.contains(&d.kind.as_str()),
+                d.change != drift::Change::Extra,
+            )
+        });
         for d in differences {
             match (&d.repair, &d.with) {
                 (Some(sql), _) => line(format!("-- {}\n{sql}", shown(&d.describe()))),
