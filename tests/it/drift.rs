@@ -1110,3 +1110,60 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
         "differs"
     );
 }
+
+#[test]
+fn a_tenant_not_read_fails_the_run_and_jsonl_ends_with_the_summary() {
+    // The embedded schema: no --tenant-migrations anywhere.
+    let env = TestEnv::new();
+    env.with_tenants(&["here", "gone"]);
+    env.exec("postgres", &format!("DROP DATABASE \"{}\"", env.db("gone")));
+    let missing = "the tenant database tenant_gone_{T} is missing from the server default (dropped by \
+                   hand?): connect to database tenant_gone_{T} on {host}:{port}: database \
+                   \"tenant_gone_{T}\" does not exist (SQLSTATE 3D000)";
+    let report = env
+        .run(&["tenant", "drift", "--all", "--output", "json"])
+        .code(1)
+        .json();
+    env.expect(&["tenant", "drift", "--all"])
+        .with(format!("({} objects)", objects(&report)), "({n} objects)")
+        .stdout(format!(
+            "
+            reference: the migrations (built in a scratch database on server default) ({{n}} objects)
+            1 match the reference; 0 differ; 0 pending; 1 not read
+            not read: gone-{{T}}: failed: {missing}
+            selected 2 of the master's 2 companies: --all, status active (by default)
+            "
+        ))
+        .stderr(format!("failed: tenant gone-{{T}} (tenant_gone_{{T}}): {missing}\n"))
+        .status(1)
+        .run();
+    let gone = find(&report, &env.slug("gone"));
+    assert_eq!(gone["drift"], serde_json::Value::Null, "{gone}");
+    assert_eq!(
+        gone["problems"],
+        serde_json::json!(["database_missing"]),
+        "{gone}"
+    );
+
+    // JSONL: each tenant, then the summary with the same drift object.
+    let run = env
+        .run(&["tenant", "drift", "--all", "--output", "jsonl"])
+        .code(1);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    let mut slugs: Vec<&str> = lines[..2]
+        .iter()
+        .map(|t| t["slug"].as_str().expect("slug"))
+        .collect();
+    slugs.sort();
+    assert_eq!(slugs, [env.slug("gone"), env.slug("here")]);
+    assert_eq!(lines[2]["drift"], report["drift"]);
+    assert_eq!(
+        lines[2]["summary"],
+        serde_json::json!({"ok": 1, "failed": 1, "skipped": 0})
+    );
+}
