@@ -1167,3 +1167,57 @@ fn a_tenant_not_read_fails_the_run_and_jsonl_ends_with_the_summary() {
         serde_json::json!({"ok": 1, "failed": 1, "skipped": 0})
     );
 }
+
+#[test]
+fn an_interrupt_while_the_reference_is_built_stops_the_run_and_drops_the_scratch_database() {
+    let env = TestEnv::new();
+    // A last migration that waits at a gate until the test opens it (or
+    // about a minute): a long migration of the reference.
+    let gate = crate::support::Gate::new(&env);
+    let dir = env.tenant_schema_plus("gated", "20240301000001_gate.sql", &gate.sql());
+    {
+        let _open = gate.open(&env);
+        env.tenants_with(std::path::Path::new(&dir), &["one", "two"]);
+    }
+    let child = env
+        .cmd()
+        .args(["tenant", "drift", "--all", "--tenant-migrations", &dir])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tenantctl");
+    let pid = child.id();
+    let waiting = gate.wait_for(&env, 1);
+    assert!(
+        waiting[0].starts_with(&format!("tenantctl_drift_{pid}_")),
+        "{waiting:?}"
+    );
+    let interrupted = std::time::Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    // The migration is cut short once the interrupt's grace (5 s) is over,
+    // not waited for: the gate would hold it for a minute.
+    let run = wait_with_deadline(child, Duration::from_secs(30));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        interrupted.elapsed()
+    );
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "interrupted: starting no new tenant, giving those in flight 5s to finish before \
+         cancelling them (interrupt again to cancel them now)\n"
+    );
+    assert!(scratch_left(&env.base_url, pid).is_empty());
+    assert!(
+        gate.waiting(&env).is_empty(),
+        "the scratch migration's session ended"
+    );
+}

@@ -253,7 +253,11 @@ async fn reference(
             tenant: None,
         }));
     };
-    let schema = scratch(ctx, server, limits, scope).await?;
+    let schema = match scratch(ctx, server, limits, scope).await {
+        // Cut short by an interrupt: the run stops, interrupted.
+        Err(_) if ctx.stop.is_set() => return Ok(None),
+        built => built?,
+    };
     if ctx.stop.is_set() {
         return Ok(None);
     }
@@ -357,8 +361,13 @@ async fn scratch(
                 Box::pin(async move { drift::read(conn, true, scope).await })
             })
             .await
-    }
-    .await;
+    };
+    // An interrupt cuts a long migration short when its grace is over (at
+    // once on a second one): the forced drop below ends its session.
+    let built = tokio::select! {
+        built = built => built,
+        () = ctx.stop.cancel_due() => Err(anyhow::anyhow!("interrupted while the reference was built")),
+    };
     let dropped = runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async { ddl::drop_force(conn, &db).await })
