@@ -419,17 +419,41 @@ FROM (
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
 ) o;
 
--- Default privileges for objects created later, by role and schema.
-SELECT 'default privileges',
-       format('%s on %s%s for %s to %s', a.privilege_type,
-              CASE da.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences' WHEN 'f' THEN 'functions'
-                                    WHEN 'T' THEN 'types' ELSE 'schemas' END,
-              CASE WHEN da.defaclnamespace = 0 THEN '' ELSE ' in schema ' || da.defaclnamespace::regnamespace::text END,
-              quote_ident(pg_get_userbyid(da.defaclrole)),
-              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END),
-       jsonb_build_object('with grant option', a.is_grantable)::text,
-       NULL, NULL, '{}', 'pg_default_acl', da.oid::text
-FROM pg_default_acl da, LATERAL aclexplode(da.defaclacl) a;
+-- Default privileges for objects created later, by role and schema: each
+-- grant beyond what the role's objects get with none set (a role's entry
+-- for every schema spells out its own privileges too, which is no drift),
+-- and each of those built-in ones the entry revokes.
+SELECT CASE WHEN d.revoked THEN 'default privileges revoked' ELSE 'default privileges' END,
+       format('%s on %s%s for %s %s %s', d.privilege_type, lower(objects), in_schema,
+              quote_ident(pg_get_userbyid(da.defaclrole)), CASE WHEN d.revoked THEN 'from' ELSE 'to' END, who),
+       jsonb_build_object('with grant option', d.is_grantable)::text,
+       /*repair*/CASE WHEN d.revoked THEN revoke_it ELSE grant_it END/*end*/,
+       CASE WHEN d.revoked THEN grant_it ELSE revoke_it END,
+       '{}', 'pg_default_acl', da.oid::text
+FROM pg_default_acl da,
+LATERAL (SELECT
+    CASE da.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'
+                          WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END AS objects,
+    CASE WHEN da.defaclnamespace = 0 THEN '' ELSE ' in schema ' || da.defaclnamespace::regnamespace::text END AS in_schema,
+    format('ALTER DEFAULT PRIVILEGES FOR ROLE %I%s', pg_get_userbyid(da.defaclrole),
+           CASE WHEN da.defaclnamespace = 0 THEN '' ELSE ' IN SCHEMA ' || da.defaclnamespace::regnamespace::text END) AS alter_for) x,
+LATERAL (
+    SELECT a.grantee, a.privilege_type, a.is_grantable, false AS revoked
+    FROM aclexplode(da.defaclacl) a
+    WHERE da.defaclnamespace <> 0
+       OR NOT EXISTS (SELECT FROM aclexplode(acldefault(da.defaclobjtype, da.defaclrole)) b
+                      WHERE (b.grantee, b.privilege_type, b.is_grantable) = (a.grantee, a.privilege_type, a.is_grantable))
+    UNION ALL
+    SELECT b.grantee, b.privilege_type, b.is_grantable, true
+    FROM aclexplode(acldefault(da.defaclobjtype, da.defaclrole)) b
+    WHERE da.defaclnamespace = 0
+      AND NOT EXISTS (SELECT FROM aclexplode(da.defaclacl) a
+                      WHERE (a.grantee, a.privilege_type) = (b.grantee, b.privilege_type))) d,
+LATERAL (SELECT CASE WHEN d.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(d.grantee)) END AS who) g,
+LATERAL (SELECT
+    format('%s GRANT %s ON %s TO %s%s;', alter_for, d.privilege_type, objects, who,
+           CASE WHEN d.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) AS grant_it,
+    format('%s REVOKE %s ON %s FROM %s;', alter_for, d.privilege_type, objects, who) AS revoke_it) y;
 
 -- Extended statistics, event triggers, collations, casts and operators
 -- made in the database, and the settings of ALTER DATABASE ... SET.

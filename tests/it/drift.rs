@@ -1221,3 +1221,80 @@ fn an_interrupt_while_the_reference_is_built_stops_the_run_and_drops_the_scratch
         "the scratch migration's session ended"
     );
 }
+
+#[test]
+fn default_privileges_count_beyond_the_built_in_ones_and_their_repairs_run() {
+    let env = TestEnv::new();
+    let names = ["clean", "granted", "revoked", "in-schema"];
+    env.with_tenants(&names);
+    let role = env
+        .query(&env.db("clean"), "SELECT current_user::text")
+        .remove(0);
+    env.exec(
+        &env.db("granted"),
+        "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+    );
+    env.exec(
+        &env.db("revoked"),
+        "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
+    );
+    env.exec(
+        &env.db("in-schema"),
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO PUBLIC",
+    );
+    let report = env
+        .run(&["tenant", "drift", "--all", "--output", "json"])
+        .code(1)
+        .json();
+    assert_eq!(find(&report, &env.slug("clean"))["drift"], "match");
+    // The role's own privileges that an entry for every schema spells out
+    // are no drift: one difference each.
+    for (name, expected) in [
+        (
+            "granted",
+            diff(
+                "default privileges",
+                &format!("SELECT on tables for {role} to PUBLIC"),
+                "extra",
+                "",
+            ),
+        ),
+        (
+            "revoked",
+            diff(
+                "default privileges revoked",
+                &format!("EXECUTE on functions for {role} from PUBLIC"),
+                "extra",
+                "",
+            ),
+        ),
+        (
+            "in-schema",
+            diff(
+                "default privileges",
+                &format!("USAGE on sequences in schema public for {role} to PUBLIC"),
+                "extra",
+                "",
+            ),
+        ),
+    ] {
+        assert_eq!(
+            diffs_of(&report, &env.slug(name)),
+            BTreeSet::from([expected]),
+            "{name}"
+        );
+    }
+    let script = env
+        .run(&["tenant", "drift", "--all", "--sql"])
+        .code(1)
+        .stdout;
+    assert!(
+        script.contains(&format!(
+            "\nALTER DEFAULT PRIVILEGES FOR ROLE {role} GRANT EXECUTE ON FUNCTIONS TO PUBLIC;\n"
+        )),
+        "{script}"
+    );
+    let ran = run_blocks(&env, &script);
+    assert_eq!(ran.len(), 3, "{script}");
+    env.run(&["tenant", "drift", "--all"]).ok();
+}
