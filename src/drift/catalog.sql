@@ -129,7 +129,7 @@ SELECT 'column', shown,
                            ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s;', q, a.attname, def) END,
            'not null', format('ALTER TABLE %s ALTER COLUMN %I %s NOT NULL;', q, a.attname,
                               CASE WHEN a.attnotnull THEN 'SET' ELSE 'DROP' END),
-           'statistics', format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS %s;', q, a.attname, a.attstattarget),
+           'statistics', format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS %s;', q, a.attname, coalesce(a.attstattarget, -1)),
            'storage', format('ALTER TABLE %s ALTER COLUMN %I SET STORAGE %s;', q, a.attname,
                              CASE a.attstorage WHEN 'p' THEN 'PLAIN' WHEN 'e' THEN 'EXTERNAL'
                                                WHEN 'm' THEN 'MAIN' ELSE 'EXTENDED' END),

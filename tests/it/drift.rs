@@ -533,6 +533,7 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
         "revoked-grant",
         "changed-type",
         "several",
+        "statistics",
     ];
     env.tenants_with(std::path::Path::new(&dir), &names);
     env.exec(&env.db("dropped-index"), "DROP INDEX sites_manager_idx");
@@ -555,6 +556,10 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
          ALTER TABLE goals ALTER CONSTRAINT goals_site_deferred NOT DEFERRABLE;
          ALTER TABLE goals DISABLE ROW LEVEL SECURITY;
          DROP POLICY goals_visible ON goals;",
+    );
+    env.exec(
+        &env.db("statistics"),
+        "ALTER TABLE users ALTER COLUMN email SET STATISTICS 500",
     );
 
     let script = env
@@ -589,6 +594,10 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
             CREATE POLICY goals_visible ON public.goals AS PERMISSIVE FOR ALL TO PUBLIC USING (true);
             -- trigger settings_touch on settings enabled changed: enabled (reference) vs disabled
             ALTER TABLE public.settings ENABLE TRIGGER settings_touch;
+
+            -- tenant statistics-{T} (database tenant_statistics_{T} on server default): 1 difference(s)
+            -- column users.email statistics changed: none (reference) vs 500
+            ALTER TABLE public.users ALTER COLUMN email SET STATISTICS -1;
             ",
         )
         // Blocks follow the tenants' ids, which sort anywhere.
@@ -599,10 +608,16 @@ fn sql_prints_the_repairs_and_running_them_makes_the_tenants_match() {
 
     // Each block run as the operator would, then read again.
     let repaired = run_blocks(&env, &script);
-    let expected: Vec<String> = ["dropped-index", "extra-index", "revoked-grant", "several"]
-        .iter()
-        .map(|n| env.slug(n))
-        .collect();
+    let expected: Vec<String> = [
+        "dropped-index",
+        "extra-index",
+        "revoked-grant",
+        "several",
+        "statistics",
+    ]
+    .iter()
+    .map(|n| env.slug(n))
+    .collect();
     assert_eq!(repaired, expected);
     let report = env
         .run(&[
