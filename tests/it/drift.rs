@@ -1313,3 +1313,67 @@ fn default_privileges_count_beyond_the_built_in_ones_and_their_repairs_run() {
     assert_eq!(ran.len(), 3, "{script}");
     env.run(&["tenant", "drift", "--all"]).ok();
 }
+
+#[test]
+fn prisma_migrated_tenants_of_an_adopted_orm_master_are_compared_with_prisma_migrations() {
+    use crate::support::prisma::add_migration;
+    let env = TestEnv::new();
+    env.orm_master(&["provisioning", "active", "failed", "dropped"]);
+    env.run(&["master", "migrate"]).ok();
+    // The application's Prisma migrations, applied by tenantctl natively.
+    let schema = env.workdir.path().join("app");
+    std::fs::create_dir_all(schema.join("migrations")).expect("mkdir");
+    std::fs::write(
+        schema.join("migrations/migration_lock.toml"),
+        "provider = \"postgresql\"\n",
+    )
+    .expect("lock");
+    add_migration(
+        &schema,
+        "20250101000000_invoices",
+        "CREATE TABLE \"Invoice\" (\r\n    \"id\" SERIAL NOT NULL,\r\n    \"number\" TEXT NOT NULL,\r\n    \
+         CONSTRAINT \"Invoice_pkey\" PRIMARY KEY (\"id\")\r\n);\r\n\
+         CREATE UNIQUE INDEX \"Invoice_number_key\" ON \"Invoice\"(\"number\");\r\n",
+    );
+    env.write_config("[tenants.migrator]\nkind = \"prisma\"\nmigrations = \"app/migrations\"\n");
+    env.run(&["tenant", "create", &env.slug("behind")]).ok();
+    add_migration(
+        &schema,
+        "20250201000000_paid",
+        "ALTER TABLE \"Invoice\" ADD COLUMN \"paidAt\" TIMESTAMP(3);\r\n",
+    );
+    for name in ["a", "b", "c"] {
+        env.run(&["tenant", "create", &env.slug(name)]).ok();
+    }
+    env.exec(&env.db("b"), r#"DROP INDEX "Invoice_number_key""#);
+
+    let (run, pid) = drift(&env, &["--all", "--output", "json"]);
+    let report = run.code(1).json();
+    assert!(scratch_left(&env.base_url, pid).is_empty());
+    assert_eq!(find(&report, &env.slug("a"))["drift"], "match");
+    assert_eq!(find(&report, &env.slug("c"))["drift"], "match");
+    let behind = find(&report, &env.slug("behind"));
+    assert_eq!(
+        (&behind["drift"], &behind["pending"]),
+        (&"pending".into(), &1.into()),
+        "{behind}"
+    );
+    // Prisma's own ledger rows (applied times, checksums) are not schema.
+    assert_eq!(
+        diffs_of(&report, &env.slug("b")),
+        BTreeSet::from([diff("index", "\"Invoice_number_key\"", "missing", "")])
+    );
+    env.expect(&["tenant", "drift", "--all"])
+        .with(format!("({} objects)", objects(&report)), "({n} objects)")
+        .stdout(
+            "
+            reference: the migrations (built in a scratch database on server default) ({n} objects)
+            2 match the reference; 1 differ; 1 pending; 0 not read
+            index \"Invoice_number_key\" missing (1 tenant: b-{T})
+            pending, not compared (not at the latest migration; `tenantctl tenant migrate` them): behind-{T}
+            selected 4 of the master's 4 companies: --all, status active (by default)
+            ",
+        )
+        .status(1)
+        .run();
+}
