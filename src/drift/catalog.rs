@@ -144,7 +144,38 @@ fn assemble(rows: Vec<Row8>, scope: Scope) -> Schema {
             object,
         );
     }
+    own_sequences(&mut schema);
     schema
+}
+
+/// A sequence a column owns (`serial`, identity) is a part of that
+/// column's table: it is made and dropped with the table, never alone.
+fn own_sequences(schema: &mut Schema) {
+    let tables: Vec<Key> = schema
+        .objects
+        .keys()
+        .filter(|k| k.kind == "table")
+        .cloned()
+        .collect();
+    for (key, object) in &mut schema.objects {
+        let Some(owner) = object
+            .props
+            .get("owned by")
+            .filter(|_| key.kind == "sequence")
+        else {
+            continue;
+        };
+        // `owned by` is `table.column`: the longest table name it starts with.
+        object.within = tables
+            .iter()
+            .filter(|t| {
+                owner
+                    .strip_prefix(t.name.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .max_by_key(|t| t.name.len())
+            .cloned();
+    }
 }
 
 /// The objects that others are parts of (tables, functions, types,

@@ -974,10 +974,15 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
     env.tenants_with(std::path::Path::new(&dir), &names);
     env.exec(
         &env.db("extra-wholes"),
-        "CREATE TABLE scratchpad (note text);
-         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        "CREATE TABLE scratchpad (id serial, note text);
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         CREATE SCHEMA archive;
+         CREATE TABLE archive.ledger (id bigint GENERATED ALWAYS AS IDENTITY);",
     );
-    env.exec(&env.db("missing-table"), "DROP TABLE settings");
+    env.exec(
+        &env.db("missing-table"),
+        "DROP TABLE settings; DROP TABLE audit_log",
+    );
     env.exec(
         &env.db("missing-wholes"),
         "DROP TRIGGER settings_touch ON settings;
@@ -1011,8 +1016,10 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
     };
 
     // Extra wholes: dropping them is the repair; their parts (columns,
-    // grants, PUBLIC's EXECUTE on the function) go with them, with no
-    // statement of their own that would fail once the whole is gone.
+    // grants, PUBLIC's EXECUTE on the function, the sequences of serial
+    // and identity columns) go with them, with no statement of their own
+    // that would fail once the whole is gone; the schema goes once what is
+    // in it is gone.
     let extra = block("extra-wholes");
     let statements: Vec<&str> = extra
         .lines()
@@ -1020,13 +1027,20 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
         .collect();
     assert_eq!(
         statements,
-        ["DROP FUNCTION public.f();", "DROP TABLE public.scratchpad;"],
+        [
+            "DROP FUNCTION public.f();",
+            "DROP TABLE archive.ledger;",
+            "DROP TABLE public.scratchpad;",
+            "DROP SCHEMA archive;"
+        ],
         "{extra}"
     );
     for part in [
         "-- column scratchpad.note not in the reference (part of table scratchpad: see above)",
         "-- grant EXECUTE on function f() to PUBLIC not in the reference (part of function f(): see above)",
         "-- grant SELECT on table scratchpad to (owner) not in the reference (part of table scratchpad: see above)",
+        "-- sequence scratchpad_id_seq not in the reference (part of table scratchpad: see above)",
+        "-- sequence archive.ledger_id_seq not in the reference (part of table archive.ledger: see above)",
     ] {
         assert!(extra.lines().any(|l| l == part), "no {part:?} in:\n{extra}");
     }
@@ -1044,6 +1058,7 @@ fn sql_repairs_of_parts_go_with_their_whole_which_comes_first() {
         "-- trigger settings_touch on settings missing (part of table settings: see above)",
         "-- grant SELECT on table settings to PUBLIC missing (part of table settings: see above)",
         "-- constraint settings_pkey on settings missing (part of table settings: see above)",
+        "-- sequence audit_log_id_seq missing (part of table audit_log: see above)",
     ] {
         assert!(
             missing.lines().any(|l| l == part),

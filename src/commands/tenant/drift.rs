@@ -555,12 +555,14 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
         // Wholes first: a view, sequence or function is made before the
         // grants and defaults that name it. Among each, what is extra goes
         // first: an extra index is dropped before a missing constraint
-        // makes one of the same name.
+        // makes one of the same name; an extra schema last of all the
+        // extra wholes, once what is in it is gone.
         let mut differences: Vec<&Difference> = r.value.differences.iter().collect();
         differences.sort_by_key(|d| {
             (
                 drift::PARTS.contains(&d.kind.as_str()),
                 d.change != drift::Change::Extra,
+                d.kind == "schema",
             )
         });
         for d in differences {
