@@ -1,8 +1,11 @@
 //! `tenant drift` (issue 18): each kind of drift planted by hand in one
 //! tenant of a fleet whose majority is untouched, found on that tenant and
-//! nowhere else; pending tenants, `--against`, `--sql` repairs run back
-//! through `tenant sql`, two servers, PgBouncer in both modes, the scratch
-//! database gone after every run, and bad input.
+//! nowhere else; pending tenants and `--against`; `--sql` repairs run back
+//! through `tenant sql` (parts going with their whole, wholes first);
+//! default privileges; a tenant not read and JSONL; two servers; PgBouncer
+//! in both modes; an adopted ORM master with Prisma-migrated tenants; the
+//! scratch database gone after every run, a failed build and an interrupt;
+//! bad input.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
