@@ -286,8 +286,7 @@ fn relations(ctx: &mut Ctx<'_>) {
             Some((rel.raw.text(4), format!("ALTER {keyword} {}", rel.q))),
             &comment(PG_CLASS, *oid, 0, format!("{keyword} {}", rel.q)),
         );
-        let schema = ctx.ns.get(&rel.raw.oid(1)).map_or("", String::as_str);
-        built.push((kind, rel.shown.clone(), under(o, key("schema", schema))));
+        built.push((kind, rel.shown.clone(), o));
         if rel.relkind != 'c' {
             let (on, target) = if rel.relkind == 'S' {
                 ("sequence", format!("SEQUENCE {}", rel.q))
@@ -464,6 +463,11 @@ fn sequence(ctx: &Ctx<'_>, oid: u32, q: &str, o: &mut Object) {
             .map(|a| a.text(1).to_owned())
             .unwrap_or_default();
         set(o, "owned by", Some(&format!("{}.{column}", table.shown)));
+        // A sequence a column owns (`serial`, identity) is made and dropped
+        // with its table, never alone.
+        if let Some((kind, _)) = rel_kind(table.relkind) {
+            o.parent = Some(key(kind, &table.shown));
+        }
     }
 }
 
@@ -733,7 +737,7 @@ fn functions(ctx: &mut Ctx<'_>) {
             "",
             &key(kind, &shown),
         ));
-        built.push((kind, shown, under(o, key("schema", schema))));
+        built.push((kind, shown, o));
     }
     for (kind, name, o) in built {
         ctx.add(kind, name, o);
@@ -948,12 +952,7 @@ fn types(ctx: &mut Ctx<'_>) {
             Some((t.text(8), alter)),
             &comment(PG_TYPE, t.oid(0), 0, format!("{keyword} {q}")),
         );
-        let parent = key("schema", schema);
-        built.push((
-            kind,
-            format!("{}{}", prefix(schema), t.text(2)),
-            under(o, parent),
-        ));
+        built.push((kind, format!("{}{}", prefix(schema), t.text(2)), o));
     }
     for (kind, name, o) in built {
         ctx.add(kind, name, o);
@@ -1014,36 +1013,89 @@ fn extensions(ctx: &mut Ctx<'_>) {
     }
 }
 
+/// Default privileges for objects created later, by role and schema: each
+/// grant beyond what the role's objects get with none set (an entry for
+/// every schema spells out the role's own privileges too, which is no
+/// drift), and each of those built-in ones the entry revokes.
 fn default_privileges(ctx: &mut Ctx<'_>) {
     let mut built = Vec::new();
     for d in ctx.rows.of("d") {
         let objects = match d.text(2) {
-            "r" => "tables",
-            "S" => "sequences",
-            "f" => "functions",
-            "T" => "types",
-            _ => "schemas",
+            "r" => "TABLES",
+            "S" => "SEQUENCES",
+            "f" => "FUNCTIONS",
+            "T" => "TYPES",
+            _ => "SCHEMAS",
         };
-        let schema = match d.oid(1) {
-            0 => String::new(),
-            ns => format!(" in schema {}", ctx.ns.get(&ns).map_or("?", String::as_str)),
+        let (shown_schema, sql_schema) = match d.oid(1) {
+            0 => (String::new(), String::new()),
+            ns => {
+                let name = ctx.ns.get(&ns).map_or("?", String::as_str);
+                (format!(" in schema {name}"), format!(" IN SCHEMA {name}"))
+            }
         };
         let role = quote_role(d.text(0));
-        for grant in super::acl::items(d.get(3)) {
-            let grantee = grant.shown(None);
-            for (privilege, grantable) in grant.privileges {
-                let mut o = Object::default();
-                set(&mut o, "with grant option", Some(yes_no(grantable)));
-                built.push((
-                    format!("{privilege} on {objects}{schema} for {role} to {grantee}"),
-                    o,
-                ));
-            }
+        let alter = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {role}{sql_schema}");
+        let lower = objects.to_lowercase();
+        for (revoked, grantee, privilege, grantable) in default_grants(d) {
+            let grant = format!(
+                "{alter} GRANT {privilege} ON {objects} TO {grantee}{};",
+                if grantable { " WITH GRANT OPTION" } else { "" }
+            );
+            let revoke = format!("{alter} REVOKE {privilege} ON {objects} FROM {grantee};");
+            let (kind, word, create, drop) = if revoked {
+                ("default privileges revoked", "from", revoke, grant)
+            } else {
+                ("default privileges", "to", grant, revoke)
+            };
+            let mut o = Object {
+                create: Some(create),
+                drop: Some(drop),
+                ..Object::default()
+            };
+            set(&mut o, "with grant option", Some(yes_no(grantable)));
+            let name = format!("{privilege} on {lower}{shown_schema} for {role} {word} {grantee}");
+            built.push((kind, name, o));
         }
     }
-    for (name, o) in built {
-        ctx.add("default privileges", name, o);
+    for (kind, name, o) in built {
+        ctx.add(kind, name, o);
     }
+}
+
+/// A default-privileges entry as (revoked, grantee, privilege, grantable):
+/// for all schemas, what it grants beyond the built-in defaults and the
+/// built-in ones it revokes; for one schema, all it grants (an entry for a
+/// schema can only add).
+fn default_grants(d: &Raw) -> Vec<(bool, String, &'static str, bool)> {
+    let flatten = |json: Option<&str>| -> Vec<(String, &'static str, bool)> {
+        super::acl::items(json)
+            .into_iter()
+            .flat_map(|item| {
+                let grantee = item.shown(None);
+                item.privileges
+                    .into_iter()
+                    .map(move |(p, g)| (grantee.clone(), p, g))
+            })
+            .collect()
+    };
+    let set = flatten(d.get(3));
+    if d.oid(1) != 0 {
+        return set.into_iter().map(|(w, p, g)| (false, w, p, g)).collect();
+    }
+    let builtin = flatten(d.get(4));
+    let mut out: Vec<_> = set
+        .iter()
+        .filter(|grant| !builtin.contains(grant))
+        .map(|(w, p, g)| (false, w.clone(), *p, *g))
+        .collect();
+    out.extend(
+        builtin
+            .iter()
+            .filter(|(w, p, _)| !set.iter().any(|(sw, sp, _)| sw == w && sp == p))
+            .map(|(w, p, g)| (true, w.clone(), *p, *g)),
+    );
+    out
 }
 
 /// Extended statistics, event triggers, collations, casts and operators.

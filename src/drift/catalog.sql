@@ -87,7 +87,7 @@ SELECT 'e', e.enumtypid::text, quote_literal(e.enumlabel) FROM pg_enum e ORDER B
 SELECT 'x', x.oid::text, quote_ident(x.extname), x.extversion, x.extnamespace::regnamespace::text FROM pg_extension x;
 SELECT 'm', d.classid::text, d.objid::text FROM pg_depend d WHERE d.refclassid = 3079 AND d.deptype = 'e';
 SELECT 'd', pg_get_userbyid(da.defaclrole), da.defaclnamespace::text, da.defaclobjtype::text,
-       to_json(da.defaclacl::text[])::text
+       to_json(da.defaclacl::text[])::text, to_json(acldefault(da.defaclobjtype, da.defaclrole)::text[])::text
 FROM pg_default_acl da;
 SELECT 'z', st.stxrelid::text, st.stxnamespace::text, quote_ident(st.stxname), pg_get_statisticsobjdef(st.oid)
 FROM pg_statistic_ext st;

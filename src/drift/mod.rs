@@ -54,6 +54,20 @@ impl fmt::Display for Key {
     }
 }
 
+/// The kinds of object that are parts of another (a table's column, a
+/// function's grant, a table's own sequence): when the whole is extra, or
+/// missing with nothing to make it, the part's repair goes with the whole's.
+pub const PARTS: &[&str] = &[
+    "column",
+    "constraint",
+    "index",
+    "trigger",
+    "policy",
+    "rule",
+    "statistics",
+    "grant",
+];
+
 /// One object: what is compared, and the statements that make it, remove
 /// it, or set one of its properties as it is here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,9 +76,10 @@ pub struct Object {
     pub create: Option<String>,
     pub drop: Option<String>,
     pub fixes: BTreeMap<String, String>,
-    /// What the object is part of (a column's table, a table's schema, a
-    /// grant's object): when that is missing or extra as a whole, so is
-    /// this, and only the whole is reported.
+    /// What the object is part of (a column's table, a grant's object, a
+    /// table's own sequence): not compared (the name says where it is), but
+    /// when the whole is extra, or missing with nothing to make it, this
+    /// part's repair is the whole's.
     pub parent: Option<Key>,
 }
 
@@ -155,6 +170,12 @@ pub struct Difference {
     /// The statement that would make the tenant match the reference, when
     /// there is an obvious one; tenantctl never runs it.
     pub repair: Option<String>,
+    /// For a part of an object that is itself extra, or missing with no
+    /// statement to make it (`table audit_log`): that object, whose repair
+    /// this part's goes with (dropping a table drops its grants; its
+    /// columns cannot be added to a table that is not there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
 }
 
 /// What a tenant's schema has that the reference has not, lacks, or has
@@ -169,19 +190,25 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
         reference: None,
         tenant: None,
         repair: repair.cloned(),
-    };
-    // Only the whole of what is missing or extra: not its columns, grants
-    // or indexes one by one.
-    let within = |o: &Object, absent_from: &Schema, present_in: &Schema| {
-        o.parent.as_ref().is_some_and(|p| {
-            present_in.objects.contains_key(p) && !absent_from.objects.contains_key(p)
-        })
+        with: None,
     };
     for (key, want) in &reference.objects {
         let Some(have) = tenant.objects.get(key) else {
-            if !within(want, tenant, reference) {
-                out.push(difference(key, Change::Missing, want.create.as_ref()));
-            }
+            // A part of a whole the tenant lacks and no statement makes.
+            let whole = want.parent.as_ref().filter(|w| {
+                !tenant.objects.contains_key(*w)
+                    && reference
+                        .objects
+                        .get(*w)
+                        .is_some_and(|o| o.create.is_none())
+            });
+            out.push(match whole {
+                Some(whole) => Difference {
+                    with: Some(whole.to_string()),
+                    ..difference(key, Change::Missing, None)
+                },
+                None => difference(key, Change::Missing, want.create.as_ref()),
+            });
             continue;
         };
         let props = want.props.keys().chain(have.props.keys());
@@ -201,8 +228,19 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
         }
     }
     for (key, have) in &tenant.objects {
-        if !reference.objects.contains_key(key) && !within(have, reference, tenant) {
-            out.push(difference(key, Change::Extra, have.drop.as_ref()));
+        if !reference.objects.contains_key(key) {
+            // A part of a whole that is extra too goes when it goes.
+            let whole = have
+                .parent
+                .as_ref()
+                .filter(|w| !reference.objects.contains_key(*w));
+            out.push(match whole {
+                Some(whole) => Difference {
+                    with: Some(whole.to_string()),
+                    ..difference(key, Change::Extra, None)
+                },
+                None => difference(key, Change::Extra, have.drop.as_ref()),
+            });
         }
     }
     out.sort();
@@ -347,29 +385,57 @@ mod tests {
     }
 
     #[test]
-    fn only_the_whole_of_an_extra_or_missing_object_is_reported() {
-        let table = Key {
-            kind: "table".into(),
-            name: "t".into(),
+    fn parts_of_an_extra_or_unmakeable_whole_go_with_it() {
+        let key = |kind: &str, name: &str| Key {
+            kind: kind.into(),
+            name: name.into(),
         };
-        let column = Object {
-            parent: Some(table.clone()),
-            ..object(&[("type", "int")])
+        let part_of = |whole: Key| Object {
+            parent: Some(whole),
+            ..object(&[])
         };
-        let with = schema(&[
-            ("table", "t", object(&[])),
-            ("column", "t.c", column.clone()),
+        let unmakeable = Object {
+            create: None,
+            ..object(&[])
+        };
+        let reference = schema(&[
+            ("table", "gone", unmakeable),
+            ("column", "gone.c", part_of(key("table", "gone"))),
+            ("function", "f()", object(&[])),
+            (
+                "grant",
+                "EXECUTE on function f() to PUBLIC",
+                part_of(key("function", "f()")),
+            ),
         ]);
-        let without = schema(&[]);
-        let lines = |a: &Schema, b: &Schema| -> Vec<String> {
-            compare(a, b).iter().map(Difference::describe).collect()
-        };
-        assert_eq!(lines(&without, &with), ["table t not in the reference"]);
-        assert_eq!(lines(&with, &without), ["table t missing"]);
-        // The table there, the column not: the column is reported.
-        let bare = schema(&[("table", "t", object(&[]))]);
-        assert_eq!(lines(&bare, &with), ["column t.c not in the reference"]);
-        assert_eq!(lines(&with, &bare), ["column t.c missing"]);
+        let tenant = schema(&[
+            ("table", "extra", object(&[])),
+            ("column", "extra.c", part_of(key("table", "extra"))),
+        ]);
+        let diffs = compare(&reference, &tenant);
+        let shown: Vec<_> = diffs
+            .iter()
+            .map(|d| (d.name.as_str(), d.repair.as_deref(), d.with.as_deref()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                // Its table is extra: dropping the table drops it.
+                ("extra.c", None, Some("table extra")),
+                // Its table is missing and nothing makes it.
+                ("gone.c", None, Some("table gone")),
+                // The function is missing but can be made: its grant is
+                // given after it.
+                ("f()", Some("CREATE it;"), None),
+                (
+                    "EXECUTE on function f() to PUBLIC",
+                    Some("CREATE it;"),
+                    None
+                ),
+                ("extra", Some("DROP it;"), None),
+                ("gone", None, None),
+            ]
+        );
     }
 
     #[test]

@@ -277,7 +277,11 @@ async fn reference(
         tenants.iter().filter_map(|t| t.server().ok()).collect();
     let mut schemas = BTreeMap::new();
     for server in &servers {
-        let schema = scratch(ctx, server, limits, scope).await?;
+        let schema = match scratch(ctx, server, limits, scope).await {
+            // Cut short by an interrupt: the run stops, interrupted.
+            Err(_) if ctx.stop.is_set() => return Ok(None),
+            built => built?,
+        };
         if ctx.stop.is_set() {
             return Ok(None);
         }
@@ -326,9 +330,12 @@ impl Reference {
     }
 
     fn json(&self) -> serde_json::Value {
+        let first = self.schemas.values().next();
         serde_json::json!({
             "kind": self.kind,
             "tenant": self.tenant,
+            "fingerprint": first.map(Schema::fingerprint),
+            "objects": first.map_or(0, Schema::len),
             "servers": self.schemas.iter().map(|(server, schema)| serde_json::json!({
                 "server": server.to_string(),
                 "fingerprint": schema.fingerprint(),
@@ -417,7 +424,7 @@ async fn scratch(
             "database {db} already exists on server {server}, so tenantctl will not use it as its scratch database; run again"
         );
     }
-    let built = async {
+    let reading = async {
         runner
             .with_tenant(server, &db, |conn, _| {
                 Box::pin(async {
@@ -433,8 +440,13 @@ async fn scratch(
                 Box::pin(async move { drift::read(conn, true, scope).await })
             })
             .await
-    }
-    .await;
+    };
+    // An interrupt cuts a long migration short when its grace is over (at
+    // once on a second one): the forced drop below ends its session.
+    let built = tokio::select! {
+        built = reading => built,
+        () = ctx.stop.cancel_due() => Err(anyhow::anyhow!("interrupted while the reference was built")),
+    };
     let dropped = runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async { ddl::drop_force(conn, &db).await })
@@ -557,7 +569,12 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
             ""
         }
     ));
-    for group in shared(run) {
+    // A part of an extra or missing whole (an extra table's columns and
+    // grants) is the whole's line: JSON and --sql list it.
+    for group in shared(run)
+        .into_iter()
+        .filter(|g| g.difference.with.is_none())
+    {
         line(format!(
             "{} ({}: {})",
             group.difference.describe(),
@@ -612,10 +629,28 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
             shown(r.tenant.server_label()),
             r.value.differences.len()
         ));
-        for d in &r.value.differences {
-            match &d.repair {
-                Some(sql) => line(format!("-- {}\n{sql}", shown(&d.describe()))),
-                None => line(format!("-- no obvious repair: {}", shown(&d.describe()))),
+        // Wholes first: a view, sequence or function is made before the
+        // grants and defaults that name it. Among each, what is extra goes
+        // first: an extra index is dropped before a missing constraint
+        // makes one of the same name; an extra schema last of all the
+        // extra wholes, once what is in it is gone.
+        let mut differences: Vec<&Difference> = r.value.differences.iter().collect();
+        differences.sort_by_key(|d| {
+            (
+                drift::PARTS.contains(&d.kind.as_str()),
+                d.change != drift::Change::Extra,
+                d.kind == "schema",
+            )
+        });
+        for d in differences {
+            match (&d.repair, &d.with) {
+                (Some(sql), _) => line(format!("-- {}\n{sql}", shown(&d.describe()))),
+                (None, Some(whole)) => line(format!(
+                    "-- {} (part of {}: see above)",
+                    shown(&d.describe()),
+                    shown(whole)
+                )),
+                (None, None) => line(format!("-- no obvious repair: {}", shown(&d.describe()))),
             };
         }
     }
