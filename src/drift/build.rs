@@ -792,6 +792,17 @@ fn function(f: &Raw, keyword: &str, q: &str) -> Object {
     o
 }
 
+/// When a trigger fires (`tgenabled`, `evtenabled`): as reported, and the
+/// `ALTER ... TRIGGER` words that set it.
+fn firing(code: &str) -> (&'static str, &'static str) {
+    match code {
+        "D" => ("disabled", "DISABLE"),
+        "R" => ("replica", "ENABLE REPLICA"),
+        "A" => ("always", "ENABLE ALWAYS"),
+        _ => ("enabled", "ENABLE"),
+    }
+}
+
 fn triggers(ctx: &mut Ctx<'_>) {
     let mut built = Vec::new();
     for t in ctx.rows.of("t") {
@@ -799,12 +810,7 @@ fn triggers(ctx: &mut Ctx<'_>) {
             continue;
         };
         let (name, def, q) = (t.text(1), t.text(2), &rel.q);
-        let (enabled, switch) = match t.text(3) {
-            "D" => ("disabled", "DISABLE"),
-            "R" => ("replica", "ENABLE REPLICA"),
-            "A" => ("always", "ENABLE ALWAYS"),
-            _ => ("enabled", "ENABLE"),
-        };
+        let (enabled, switch) = firing(t.text(3));
         let switch_sql = format!("ALTER TABLE {q} {switch} TRIGGER {name};");
         let mut o = Object {
             create: Some(if enabled == "enabled" {
@@ -1118,12 +1124,7 @@ fn others(ctx: &mut Ctx<'_>) {
             continue;
         }
         let name = v.text(1);
-        let (enabled, switch) = match v.text(4) {
-            "D" => ("disabled", "DISABLE"),
-            "R" => ("replica", "ENABLE REPLICA"),
-            "A" => ("always", "ENABLE ALWAYS"),
-            _ => ("enabled", "ENABLE"),
-        };
+        let (enabled, switch) = firing(v.text(4));
         let mut o = Object {
             drop: Some(format!("DROP EVENT TRIGGER {name};")),
             ..Object::default()
