@@ -13,7 +13,22 @@
 -- `public` is 2200. Temporary schemas are left out by name, extension
 -- members by the `m` rows. A `/*repair*/ ... /*end*/` span is read only for
 -- the reference (it is NULL for tenants).
+--
+-- The deparsers print what the session's settings say: a name outside the
+-- search_path comes out qualified, `quote_all_identifiers` quotes every
+-- name, IntervalStyle, bytea_output, DateStyle, TimeZone,
+-- extra_float_digits, lc_monetary and standard_conforming_strings change
+-- how a constant is written. A database or role may set any of them
+-- (`ALTER DATABASE ... SET`, which is reported on its own): pinned here for
+-- this read only (`set_config(..., true)` ends with the transaction the
+-- statements run in, so nothing reaches a pooler's next client), every
+-- database is printed alike and the repairs read as they are meant.
 
+SELECT 'set', set_config('search_path', 'public', true), set_config('quote_all_identifiers', 'off', true),
+       set_config('IntervalStyle', 'postgres', true), set_config('bytea_output', 'hex', true),
+       set_config('DateStyle', 'ISO, MDY', true), set_config('TimeZone', 'UTC', true),
+       set_config('extra_float_digits', '1', true), set_config('lc_monetary', 'C', true),
+       set_config('standard_conforming_strings', 'on', true);
 SELECT 'n', n.oid::text, quote_ident(n.nspname), pg_get_userbyid(n.nspowner),
        to_json(coalesce(n.nspacl, acldefault('n', n.nspowner))::text[])::text
 FROM pg_namespace n

@@ -20,6 +20,7 @@ mod concurrency;
 mod configuration;
 mod db_names;
 mod doctor;
+mod drift_attacks;
 mod exec;
 mod failures;
 mod fleet;

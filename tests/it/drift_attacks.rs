@@ -1,0 +1,51 @@
+//! `tenant drift` attacked as a hostile user would: settings a database
+//! carries that change how the catalog is printed, drift the catalog keeps
+//! where the first read did not look, names and values built to mislead the
+//! report or break a repair, and an interrupt while the reference is built.
+
+use crate::support::TestEnv;
+
+/// A migration whose defaults print otherwise under another IntervalStyle,
+/// bytea_output or standard_conforming_strings.
+const CONSTANTS: &str = r"CREATE TABLE spans (
+    id integer PRIMARY KEY,
+    span interval DEFAULT '1 day 02:00:00',
+    blob bytea DEFAULT '\x0102',
+    note text DEFAULT E'a\\b'
+);
+";
+
+#[test]
+fn database_settings_that_change_how_the_catalog_prints_are_not_drift_of_every_object() {
+    let env = TestEnv::new();
+    let dir = env.tenant_schema_plus("constants", "20990101000001_constants.sql", CONSTANTS);
+    env.tenants_with(std::path::Path::new(&dir), &["clean", "settings"]);
+    let db = env.db("settings");
+    // Each is a real difference, reported once as a database setting; none
+    // may make the same schema read as another: quote_all_identifiers used
+    // to make `public` and `plpgsql` read as `"public"` and `"plpgsql"`,
+    // the whole schema missing and extra, with `DROP EXTENSION "plpgsql"`
+    // and `DROP SCHEMA "public"` as its repairs.
+    for setting in [
+        "quote_all_identifiers = on",
+        "IntervalStyle = iso_8601",
+        "bytea_output = escape",
+        "standard_conforming_strings = off",
+    ] {
+        env.exec("postgres", &format!("ALTER DATABASE \"{db}\" SET {setting}"));
+    }
+    env.expect(&["tenant", "drift", "--all", "--tenant-migrations", &dir])
+        .stdout(
+            "
+            reference: the migrations (built in a scratch database on server default) (152 objects)
+            1 match the reference; 1 differ; 0 pending; 0 not read
+            database setting IntervalStyle not in the reference (1 tenant: settings-{T})
+            database setting bytea_output not in the reference (1 tenant: settings-{T})
+            database setting quote_all_identifiers not in the reference (1 tenant: settings-{T})
+            database setting standard_conforming_strings not in the reference (1 tenant: settings-{T})
+            selected 2 of the master's 2 companies: --all, status active (by default)
+            ",
+        )
+        .status(1)
+        .run();
+}
