@@ -49,3 +49,77 @@ fn database_settings_that_change_how_the_catalog_prints_are_not_drift_of_every_o
         .status(1)
         .run();
 }
+
+/// A migration that sleeps only in drift's scratch database: tenants are
+/// created at once, the reference takes seconds to build.
+const SLOW_IN_SCRATCH: &str = r"DO $$
+BEGIN
+    IF current_database() LIKE 'tenantctl\_drift\_%' THEN
+        PERFORM pg_sleep(4);
+    END IF;
+END
+$$;
+";
+
+#[test]
+fn an_interrupt_while_the_reference_is_built_still_prints_the_report_and_drops_the_scratch_database()
+{
+    let env = TestEnv::new();
+    let dir = env.tenant_schema_plus("slow", "20990101000001_slow.sql", SLOW_IN_SCRATCH);
+    let slugs = env.tenants_with(std::path::Path::new(&dir), &["one", "two"]);
+    let scratch = || {
+        env.query(
+            "postgres",
+            "SELECT datname::text FROM pg_stat_activity WHERE datname LIKE 'tenantctl\\_drift\\_%' AND query LIKE '%pg_sleep%'",
+        )
+    };
+    for output in ["json", "table"] {
+        let child = env.spawn(&[
+            "tenant",
+            "drift",
+            "--all",
+            "--tenant-migrations",
+            &dir,
+            "--output",
+            output,
+        ]);
+        let started = std::time::Instant::now();
+        let building = loop {
+            let found = scratch();
+            if !found.is_empty() || started.elapsed() > std::time::Duration::from_secs(20) {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(building.len(), 1, "the reference is being built");
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let run = crate::support::Run::from(child.wait_with_output().expect("wait"));
+        assert_eq!(run.code, 130, "{}{}", run.stdout, run.stderr);
+        if output == "json" {
+            let report = run.json();
+            assert_eq!(report["interrupted"], true, "{report}");
+            for slug in &slugs {
+                let tenant = crate::support::find(&report, slug);
+                assert_eq!(tenant["status"], "skipped", "{report}");
+                assert_eq!(tenant["drift"], serde_json::Value::Null, "{report}");
+            }
+            assert_eq!(report["drift"]["matched"], 0, "{report}");
+        } else {
+            assert!(
+                run.stdout
+                    .contains("0 match the reference; 0 differ; 0 pending; 2 not read (interrupted)"),
+                "{}",
+                run.stdout
+            );
+        }
+        assert!(
+            !env.database_exists(&building[0]),
+            "{} was left behind",
+            building[0]
+        );
+    }
+}

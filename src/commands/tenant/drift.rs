@@ -186,9 +186,12 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // Listening before the reference is built: an interrupt then stops the
     // run after the scratch database is dropped, not with it left behind.
     ctx.interruptible();
-    let Some(reference) = reference(ctx, &args, &tenants, &latest, &limits, scope).await? else {
-        return Ok(Outcome::Interrupted);
-    };
+    // Interrupted while the reference was built: no tenant starts (the stop
+    // flag is set, so each is reported skipped), and the report still comes
+    // out in the chosen format.
+    let reference = reference(ctx, &args, &tenants, &latest, &limits, scope)
+        .await?
+        .unwrap_or_else(Reference::interrupted);
     let reference = Arc::new(reference);
     let shared = reference.clone();
     // A function body or a default may hold a password tenantctl knows (a
@@ -304,6 +307,16 @@ async fn reference(
 }
 
 impl Reference {
+    /// None: an interrupt came while it was built.
+    fn interrupted() -> Self {
+        Self {
+            schemas: BTreeMap::new(),
+            source: "the migrations (interrupted while it was built: nothing compared)".to_owned(),
+            kind: "migrations",
+            tenant: None,
+        }
+    }
+
     /// The schema `tenant` is compared with: its server's, or the only one.
     fn for_tenant(&self, tenant: &Tenant) -> Option<&Schema> {
         tenant
