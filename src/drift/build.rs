@@ -610,6 +610,9 @@ fn constraints(ctx: &mut Ctx<'_>) {
             ..Object::default()
         };
         set(&mut o, "definition", Some(bare_definition(def)));
+        if k.text(4) == "f" {
+            set(&mut o, "triggers", Some(fk_triggers(ctx.rows, k.oid(0))));
+        }
         set(&mut o, "deferrable", Some(deferral));
         set(&mut o, "valid", Some(yes_no(k.flag(6))));
         fix(&mut o, "definition", readd.clone());
@@ -638,6 +641,24 @@ fn constraints(ctx: &mut Ctx<'_>) {
     }
     for (name, o) in built {
         ctx.add("constraint", name, o);
+    }
+}
+
+/// How the internal triggers that enforce a foreign key are set: `enabled`
+/// as PostgreSQL makes them, `disabled` after `ALTER TABLE ... DISABLE
+/// TRIGGER ALL` (the key is no longer checked). No repair: the triggers'
+/// names are the tenant's own.
+fn fk_triggers(rows: &Rows, constraint: u32) -> &'static str {
+    let states: HashSet<&str> = rows
+        .of("t")
+        .iter()
+        .filter(|t| t.flag(5) && t.oid(6) == constraint)
+        .map(|t| t.text(3))
+        .collect();
+    match states.iter().copied().collect::<Vec<_>>().as_slice() {
+        [] | ["O"] => "enabled",
+        ["D"] | ["D", "O"] | ["O", "D"] => "disabled",
+        _ => "not all enabled",
     }
 }
 
@@ -764,6 +785,9 @@ fn function(f: &Raw, keyword: &str, q: &str) -> Object {
     set(&mut o, "leakproof", Some(yes_no(f.flag(10))));
     set(&mut o, "parallel", Some(parallel));
     set(&mut o, "settings", f.get(12));
+    // The signature names a function by its arguments' types; what a
+    // caller may leave out (`DEFAULT`) and the OUT arguments are only here.
+    set(&mut o, "arguments", f.get(18).filter(|a| Some(*a) != f.get(3)));
     set(&mut o, "body", f.get(13));
     set(&mut o, "aggregate", f.get(16));
     if keyword != "AGGREGATE" {
@@ -791,7 +815,7 @@ fn function(f: &Raw, keyword: &str, q: &str) -> Object {
 fn triggers(ctx: &mut Ctx<'_>) {
     let mut built = Vec::new();
     for t in ctx.rows.of("t") {
-        let Some(rel) = ctx.rel(t.oid(0)) else {
+        let Some(rel) = ctx.rel(t.oid(0)).filter(|_| !t.flag(5)) else {
             continue;
         };
         let (name, def, q) = (t.text(1), t.text(2), &rel.q);

@@ -75,12 +75,16 @@ SELECT 'f', p.oid::text, p.pronamespace::text, quote_ident(p.proname), pg_get_fu
                           ag.aggtransfn::regproc, format_type(ag.aggtranstype, NULL),
                           ag.aggfinalfn::regproc, ag.agginitval, ag.aggcombinefn::regproc)
             FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid) END,
-       /*repair*/CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END/*end*/
+       /*repair*/CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END/*end*/,
+       pg_get_function_arguments(p.oid)
 FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
 WHERE p.oid >= 16384;
-SELECT 't', t.tgrelid::text, quote_ident(t.tgname), pg_get_triggerdef(t.oid), t.tgenabled::text, t.oid::text
+-- Internal triggers (those enforcing a foreign key) too: `ALTER TABLE ...
+-- DISABLE TRIGGER ALL` disables them, and the key is no longer enforced.
+SELECT 't', t.tgrelid::text, quote_ident(t.tgname), CASE WHEN NOT t.tgisinternal THEN pg_get_triggerdef(t.oid) END,
+       t.tgenabled::text, t.oid::text, t.tgisinternal::text, t.tgconstraint::text
 FROM pg_trigger t
-WHERE t.oid >= 16384 AND NOT t.tgisinternal;
+WHERE t.oid >= 16384;
 SELECT 'p', po.polrelid::text, quote_ident(po.polname), po.polpermissive::text, po.polcmd::text,
        array_to_string(ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END
                              FROM unnest(po.polroles) r ORDER BY 1), ', '),
