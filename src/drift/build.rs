@@ -787,7 +787,11 @@ fn function(f: &Raw, keyword: &str, q: &str) -> Object {
     set(&mut o, "settings", f.get(12));
     // The signature names a function by its arguments' types; what a
     // caller may leave out (`DEFAULT`) and the OUT arguments are only here.
-    set(&mut o, "arguments", f.get(18).filter(|a| Some(*a) != f.get(3)));
+    set(
+        &mut o,
+        "arguments",
+        f.get(18).filter(|a| Some(*a) != f.get(3)),
+    );
     set(&mut o, "body", f.get(13));
     set(&mut o, "aggregate", f.get(16));
     if keyword != "AGGREGATE" {

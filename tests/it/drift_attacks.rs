@@ -32,7 +32,10 @@ fn database_settings_that_change_how_the_catalog_prints_are_not_drift_of_every_o
         "bytea_output = escape",
         "standard_conforming_strings = off",
     ] {
-        env.exec("postgres", &format!("ALTER DATABASE \"{db}\" SET {setting}"));
+        env.exec(
+            "postgres",
+            &format!("ALTER DATABASE \"{db}\" SET {setting}"),
+        );
     }
     env.expect(&["tenant", "drift", "--all", "--tenant-migrations", &dir])
         .stdout(
@@ -63,7 +66,7 @@ $$;
 
 #[test]
 fn an_interrupt_while_the_reference_is_built_still_prints_the_report_and_drops_the_scratch_database()
-{
+ {
     let env = TestEnv::new();
     let dir = env.tenant_schema_plus("slow", "20990101000001_slow.sql", SLOW_IN_SCRATCH);
     let slugs = env.tenants_with(std::path::Path::new(&dir), &["one", "two"]);
@@ -110,8 +113,9 @@ fn an_interrupt_while_the_reference_is_built_still_prints_the_report_and_drops_t
             assert_eq!(report["drift"]["matched"], 0, "{report}");
         } else {
             assert!(
-                run.stdout
-                    .contains("0 match the reference; 0 differ; 0 pending; 2 not read (interrupted)"),
+                run.stdout.contains(
+                    "0 match the reference; 0 differ; 0 pending; 2 not read (interrupted)"
+                ),
                 "{}",
                 run.stdout
             );
