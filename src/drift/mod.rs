@@ -267,6 +267,36 @@ fn brief_from(value: Option<&str>, skip: usize) -> String {
 /// definitions that differ only at the end (a constraint's `DEFERRABLE`)
 /// would otherwise look the same.
 fn brief_pair(reference: Option<&str>, tenant: Option<&str>) -> (String, String) {
+    let pair = flat_pair(reference, tenant);
+    match (reference, tenant) {
+        // Two values that differ only in white space (a newline where the
+        // other has a space) would read the same once flattened: shown as
+        // they are, escaped, from where they part ways.
+        (Some(r), Some(t)) if pair.0 == pair.1 && r != t => {
+            let (r, t) = (crate::text::shown(r), crate::text::shown(t));
+            let common = r.chars().zip(t.chars()).take_while(|(a, b)| a == b).count();
+            let skip = common.saturating_sub(20);
+            (exact_from(&r, skip), exact_from(&t, skip))
+        }
+        _ => pair,
+    }
+}
+
+/// `shown` (escaped already) from its `skip`th character, cut at [`MAX`],
+/// white space kept.
+fn exact_from(shown: &str, skip: usize) -> String {
+    let chars: Vec<char> = shown.chars().collect();
+    let skip = skip.min(chars.len());
+    let cut: String = chars[skip..].iter().take(MAX).collect();
+    format!(
+        "{}{cut}{}",
+        if skip > 0 { "…" } else { "" },
+        if chars.len() - skip > MAX { "…" } else { "" }
+    )
+}
+
+/// [`brief_pair`] on the values as [`brief`] flattens them.
+fn flat_pair(reference: Option<&str>, tenant: Option<&str>) -> (String, String) {
     let (Some(r), Some(t)) = (reference, tenant) else {
         return (brief(reference), brief(tenant));
     };
@@ -410,6 +440,20 @@ mod tests {
         assert!(t.starts_with('…') && t.ends_with("CASCADE"), "{t}");
         assert_ne!(r, t);
         assert_eq!(brief_pair(Some("a"), None), ("a".into(), "none".into()));
+    }
+
+    #[test]
+    fn values_that_differ_only_in_white_space_never_read_the_same() {
+        assert_eq!(
+            brief_pair(Some("'a b'::text"), Some("'a\nb'::text")),
+            ("'a b'::text".into(), "'a\\nb'::text".into())
+        );
+        let (r, t) = brief_pair(Some("'a  b'"), Some("'a b'"));
+        assert_ne!(r, t);
+        let body = format!("{}\n  return 1;", "x".repeat(100));
+        let (r, t) = brief_pair(Some(&body), Some(&body.replace('\n', " ")));
+        assert_ne!(r, t);
+        assert!(r.starts_with('…') && r.contains("\\n"), "{r}");
     }
 
     #[test]
