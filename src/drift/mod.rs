@@ -244,6 +244,12 @@ fn brief_from(value: Option<&str>, skip: usize) -> String {
     let Some(value) = value else {
         return "none".into();
     };
+    // A short value is shown exactly, escaped: flattened, `'a\nb'` and
+    // `'a b'` (two tenants' defaults) would read the same.
+    let exact = crate::text::shown(value);
+    if skip == 0 && exact.chars().count() <= MAX {
+        return exact;
+    }
     let flat: Vec<char> = value
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -422,8 +428,10 @@ mod tests {
         assert_eq!(brief(None), "none");
         assert_eq!(
             brief(Some("begin\n  return 1;\nend")),
-            "begin return 1; end"
+            "begin\\n  return 1;\\nend"
         );
+        let long = format!("begin\n  return {};\nend", "1".repeat(60));
+        assert!(brief(Some(&long)).starts_with("begin return 111"));
         assert_eq!(brief(Some("a\u{1b}b")), "a\\u{1b}b");
         let long = "x".repeat(100);
         assert_eq!(brief(Some(&long)).chars().count(), 61);
