@@ -172,7 +172,9 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
     let _role = Role("select");
     let env = TestEnv::new();
     let dir = env.tenant_schema_plus("greet", "20990101000001_greet.sql", GREET);
-    let names = ["clean", "fk-off", "args", "newline", "space", "role"];
+    let names = [
+        "clean", "fk-off", "args", "newline", "space", "role", "hidden",
+    ];
     env.tenants_with(std::path::Path::new(&dir), &names);
     // DISABLE TRIGGER ALL disables the triggers that enforce goals' foreign
     // key: rows pointing nowhere go in, and the catalog read skipped them.
@@ -192,6 +194,11 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
         &env.db("space"),
         "ALTER TABLE users ALTER COLUMN email SET DEFAULT 'a b'",
     );
+    // A zero-width space: shown escaped, or 'x\u{200b}' reads as 'x'.
+    env.exec(
+        &env.db("hidden"),
+        "ALTER TABLE users ALTER COLUMN name SET DEFAULT U&'x\\200B'",
+    );
     // A role named like a reserved word: its REVOKE must parse.
     env.exec(
         "postgres",
@@ -204,13 +211,14 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
         .stdout(
             r#"
             reference: the migrations (built in a scratch database on server default) ({n} objects)
-            1 match the reference; 5 differ; 0 pending; 0 not read
+            1 match the reference; 6 differ; 0 pending; 0 not read
             column users.email default changed: none (reference) vs 'a\nb'::text (1 tenant: newline-{T})
             column users.email default changed: none (reference) vs 'a b'::text (1 tenant: space-{T})
+            column users.name default changed: none (reference) vs 'x\u{200b}'::text (1 tenant: hidden-{T})
             constraint "goals_siteId_fkey" on goals triggers changed: enabled (reference) vs disabled (1 tenant: fk-off-{T})
             function greet(name text) arguments changed: name text DEFAULT 'world'::text (reference) vs name text DEFAULT 'there'::text (1 tenant: args-{T})
             grant SELECT on table settings to "select" not in the reference (1 tenant: role-{T})
-            selected 6 of the master's 6 companies: --all, status active (by default)
+            selected 7 of the master's 7 companies: --all, status active (by default)
             "#,
         )
         .status(1)
