@@ -247,3 +247,50 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
     let after = env.run(&["tenant", "drift", &role, "--tenant-migrations", &dir]);
     assert_eq!(after.code, 0, "{}{}", after.stdout, after.stderr);
 }
+
+#[test]
+fn a_repair_names_the_objects_the_reference_meant_whatever_the_tenants_search_path() {
+    let env = TestEnv::new();
+    env.with_tenants(&["shadowed"]);
+    let (slug, db) = (env.slug("shadowed"), env.db("shadowed"));
+    // Another `sites` ahead of public's on the database's search_path, and
+    // the foreign key to public's gone.
+    env.exec(
+        &db,
+        r#"CREATE SCHEMA shadow; CREATE TABLE shadow.sites (id uuid PRIMARY KEY);
+           ALTER TABLE goals DROP CONSTRAINT "goals_siteId_fkey";"#,
+    );
+    env.exec(
+        "postgres",
+        &format!("ALTER DATABASE \"{db}\" SET search_path = shadow, public"),
+    );
+    let script = env.run(&["tenant", "drift", &slug, "--sql"]).code(1).stdout;
+    // What an operator keeps of the block: the settings line and the one
+    // repair wanted (dropping the schema is another decision).
+    let kept: Vec<&str> = script
+        .lines()
+        .filter(|l| l.starts_with("SET ") || l.contains("ADD CONSTRAINT"))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "SET search_path = public; SET standard_conforming_strings = on;",
+            r#"ALTER TABLE public.goals ADD CONSTRAINT "goals_siteId_fkey" FOREIGN KEY ("siteId") REFERENCES sites(id) ON DELETE CASCADE;"#,
+        ],
+        "{script}"
+    );
+    let file = env.workdir.path().join("repair.sql");
+    std::fs::write(&file, kept.join("\n")).expect("write the script");
+    env.run(&["tenant", "sql", &slug, "-f", file.to_str().expect("utf-8")])
+        .ok();
+    // public.sites, not shadow.sites: the key is the reference's again.
+    assert_eq!(
+        env.query(
+            &db,
+            "SELECT c.confrelid::regclass::text FROM pg_constraint c WHERE c.conname = 'goals_siteId_fkey'",
+        ),
+        ["public.sites"]
+    );
+    let after = env.run(&["tenant", "drift", &slug]).code(1).stdout;
+    assert!(!after.contains("goals_siteId_fkey"), "{after}");
+}

@@ -606,6 +606,18 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
     }
 }
 
+/// The settings the repairs were printed under (see `drift/catalog.sql`),
+/// set again before they run: a tenant whose database puts another schema
+/// first in its `search_path` would find another table behind the
+/// reference's `REFERENCES sites(id)`. A session setting, not `SET LOCAL`,
+/// which would do nothing under psql's autocommit; `tenant sql` clears what
+/// a script sets when it ends. `standard_conforming_strings` takes effect
+/// for the statements after it only where they are sent one by one (psql):
+/// `tenant sql` sends a script as one message, which the server reads whole
+/// first, so on a database that sets it off a backslash in a repair's
+/// string constant is still read as an escape there.
+const SESSION_FOR_REPAIRS: &str = "SET search_path = public; SET standard_conforming_strings = on;";
+
 /// `--sql`: a script for people to review, one block per drifted tenant.
 /// Every line that is not a statement is a comment, and every name in a
 /// comment is escaped, so no name can end a comment and start a statement.
@@ -625,6 +637,7 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
             shown(r.tenant.server_label()),
             r.value.differences.len()
         ));
+        line(SESSION_FOR_REPAIRS);
         for d in &r.value.differences {
             match &d.repair {
                 Some(sql) => line(format!("-- {}\n{sql}", shown(&d.describe()))),
