@@ -294,3 +294,36 @@ fn a_repair_names_the_objects_the_reference_meant_whatever_the_tenants_search_pa
     let after = env.run(&["tenant", "drift", &slug]).code(1).stdout;
     assert!(!after.contains("goals_siteId_fkey"), "{after}");
 }
+
+#[test]
+fn a_server_the_reference_cannot_be_built_on_costs_its_own_tenants_not_the_report() {
+    let env = TestEnv::new();
+    env.with_tenants(&["here"]);
+    // `there` on a second server name (the same server while it is made).
+    let there = env.slug("there");
+    env.run_with(&["tenant", "create", &there, "--server", "eu2"], |c| {
+        c.env("POSTGRES_BASE_URL_EU2", &env.base_url);
+    })
+    .ok();
+    // Then eu2 is down: nothing listens on its port.
+    let mut down = url::Url::parse(&env.base_url).expect("base URL");
+    down.set_host(Some("127.0.0.1")).expect("host");
+    down.set_port(Some(crate::support::server::free_port()))
+        .expect("port");
+    let run = env.run_with(&["tenant", "drift", "--all", "--output", "json"], |c| {
+        c.env("POSTGRES_BASE_URL_EU2", down.as_str());
+    });
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    let here = crate::support::find(&report, &env.slug("here"));
+    assert_eq!(here["drift"], "match", "{report}");
+    let there = crate::support::find(&report, &there);
+    assert_eq!(there["status"], "failed", "{report}");
+    assert_eq!(there["drift"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["drift"]["matched"], 1, "{report}");
+    let servers = report["drift"]["reference"]["servers"]
+        .as_array()
+        .expect("servers");
+    assert_eq!(servers.len(), 1, "{report}");
+    assert_eq!(servers[0]["server"], "default", "{report}");
+}

@@ -161,6 +161,9 @@ struct Reference {
     /// differ between major versions (a fleet half moved to a newer
     /// server); with `--against`, one schema for all.
     schemas: BTreeMap<ServerName, Schema>,
+    /// Servers the reference could not be built on, with why: their
+    /// tenants are not read (never compared with another server's).
+    unbuilt: BTreeMap<ServerName, String>,
     /// For people: `the migrations (built in a scratch database on server
     /// default)`, `tenant acme`.
     source: String,
@@ -213,11 +216,9 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         value.pending = Some(pending);
                         return Ok(());
                     }
+                    let against = reference.for_tenant(tenant)?;
                     let schema = drift::read(conn, false, scope).await?;
                     value.fingerprint = Some(schema.fingerprint());
-                    let Some(against) = reference.for_tenant(tenant) else {
-                        anyhow::bail!("no reference schema was built for this tenant's server");
-                    };
                     value.differences = drift::compare(against, &schema)
                         .into_iter()
                         .map(|d| redacted(&redactor, d))
@@ -278,16 +279,30 @@ async fn reference(
     // compare, no database to build).
     let servers: std::collections::BTreeSet<&ServerName> =
         tenants.iter().filter_map(|t| t.server().ok()).collect();
-    let mut schemas = BTreeMap::new();
+    let (mut schemas, mut unbuilt) = (BTreeMap::new(), BTreeMap::new());
+    let mut first_error = None;
     for server in &servers {
-        let schema = scratch(ctx, server, limits, scope).await?;
+        let built = scratch(ctx, server, limits, scope).await;
         if ctx.stop.is_set() {
             return Ok(None);
         }
-        schemas.insert((*server).clone(), schema);
+        // One server down (or refusing CREATE DATABASE) costs its own
+        // tenants, not the fleet's report.
+        match built {
+            Ok(schema) => {
+                schemas.insert((*server).clone(), schema);
+            }
+            Err(err) => {
+                unbuilt.insert((*server).clone(), crate::error::render(&err));
+                first_error.get_or_insert(err);
+            }
+        }
     }
-    let names: Vec<String> = servers.iter().map(ToString::to_string).collect();
-    let source = match names.len() {
+    if let Some(err) = first_error.filter(|_| schemas.is_empty()) {
+        return Err(err);
+    }
+    let names: Vec<String> = schemas.keys().map(ToString::to_string).collect();
+    let mut source = match names.len() {
         0 => "the migrations (no tenant selected: not built)".to_owned(),
         1 => format!(
             "the migrations (built in a scratch database on server {})",
@@ -298,8 +313,16 @@ async fn reference(
             names.join(", ")
         ),
     };
+    if !unbuilt.is_empty() {
+        let failed: Vec<String> = unbuilt.keys().map(ToString::to_string).collect();
+        source = format!(
+            "{source}; not built on server(s) {}, whose tenants are not compared",
+            failed.join(", ")
+        );
+    }
     Ok(Some(Reference {
         schemas,
+        unbuilt,
         source,
         kind: "migrations",
         tenant: None,
@@ -311,6 +334,7 @@ impl Reference {
     fn interrupted() -> Self {
         Self {
             schemas: BTreeMap::new(),
+            unbuilt: BTreeMap::new(),
             source: "the migrations (interrupted while it was built: nothing compared)".to_owned(),
             kind: "migrations",
             tenant: None,
@@ -318,12 +342,26 @@ impl Reference {
     }
 
     /// The schema `tenant` is compared with: its server's, or the only one.
-    fn for_tenant(&self, tenant: &Tenant) -> Option<&Schema> {
-        tenant
-            .server()
-            .ok()
-            .and_then(|s| self.schemas.get(s))
-            .or_else(|| self.schemas.values().next())
+    /// With `--against`, the one schema; else its own server's, or why
+    /// there is none (never another server's).
+    fn for_tenant(&self, tenant: &Tenant) -> anyhow::Result<&Schema> {
+        if self.kind == "tenant" {
+            return self
+                .schemas
+                .values()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no reference schema was read"));
+        }
+        let server = tenant.server()?;
+        match (self.schemas.get(server), self.unbuilt.get(server)) {
+            (Some(schema), _) => Ok(schema),
+            (None, Some(why)) => Err(anyhow::anyhow!(
+                "the reference could not be built on server {server}, so this tenant was not compared: {why}"
+            )),
+            (None, None) => Err(anyhow::anyhow!(
+                "no reference schema was built for server {server}"
+            )),
+        }
     }
 
     /// How many objects the reference has (the first server's).
@@ -387,6 +425,7 @@ async fn against(
     }
     Ok(Reference {
         schemas: BTreeMap::from([(server.clone(), schema)]),
+        unbuilt: BTreeMap::new(),
         source: format!("tenant {}", shown(tenant.handle())),
         kind: "tenant",
         tenant: Some(tenant.handle().to_owned()),
