@@ -23,12 +23,20 @@
 -- this read only (`set_config(..., true)` ends with the transaction the
 -- statements run in, so nothing reaches a pooler's next client), every
 -- database is printed alike and the repairs read as they are meant.
-
-SELECT 'set', set_config('search_path', 'public', true), set_config('quote_all_identifiers', 'off', true),
-       set_config('IntervalStyle', 'postgres', true), set_config('bytea_output', 'hex', true),
-       set_config('DateStyle', 'ISO, MDY', true), set_config('TimeZone', 'UTC', true),
-       set_config('extra_float_digits', '1', true), set_config('lc_monetary', 'C', true),
-       set_config('standard_conforming_strings', 'on', true);
+--
+-- The search_path is pinned empty (pg_catalog alone), as pg_dump does: an
+-- operator or function a tenant's user makes in `public` (`>=(oid,
+-- integer)`, an exact match where the built-in needs a cast) would
+-- otherwise be called by these statements, with tenantctl's privileges.
+-- So everything outside pg_catalog comes out qualified, and this first
+-- statement names pg_catalog itself: it runs under the tenant's settings.
+SELECT 'set', pg_catalog.set_config('search_path', '', true),
+       pg_catalog.set_config('quote_all_identifiers', 'off', true),
+       pg_catalog.set_config('IntervalStyle', 'postgres', true),
+       pg_catalog.set_config('bytea_output', 'hex', true),
+       pg_catalog.set_config('DateStyle', 'ISO, MDY', true), pg_catalog.set_config('TimeZone', 'UTC', true),
+       pg_catalog.set_config('extra_float_digits', '1', true), pg_catalog.set_config('lc_monetary', 'C', true),
+       pg_catalog.set_config('standard_conforming_strings', 'on', true);
 SELECT 'n', n.oid::text, quote_ident(n.nspname), pg_get_userbyid(n.nspowner),
        to_json(coalesce(n.nspacl, acldefault('n', n.nspowner))::text[])::text
 FROM pg_namespace n

@@ -151,7 +151,7 @@ const GREET: &str = r"CREATE FUNCTION greet(name text DEFAULT 'world') RETURNS t
 /// Drops the cluster-wide role a test made, however the test ends
 /// (declared before the test's `TestEnv`, so its databases, where the role
 /// may still hold a grant, are gone by then); never panics.
-struct Role(&'static str);
+struct Role(String);
 
 impl Drop for Role {
     fn drop(&mut self) {
@@ -169,7 +169,7 @@ impl Drop for Role {
 
 #[test]
 fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
-    let _role = Role("select");
+    let _role = Role("select".to_owned());
     let env = TestEnv::new();
     let dir = env.tenant_schema_plus("greet", "20990101000001_greet.sql", GREET);
     let names = [
@@ -233,6 +233,7 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
             -- tenantctl tenant drift: repairs towards the migrations (built in a scratch database on server default); review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`
 
             -- tenant role-{T} (database tenant_role_{T} on server default): 1 difference(s)
+            SET search_path = ''; SET check_function_bodies = false; SET standard_conforming_strings = on;
             -- grant SELECT on table settings to "select" not in the reference
             REVOKE SELECT ON TABLE public.settings FROM "select";
             "#,
@@ -274,8 +275,8 @@ fn a_repair_names_the_objects_the_reference_meant_whatever_the_tenants_search_pa
     assert_eq!(
         kept,
         [
-            "SET search_path = public; SET standard_conforming_strings = on;",
-            r#"ALTER TABLE public.goals ADD CONSTRAINT "goals_siteId_fkey" FOREIGN KEY ("siteId") REFERENCES sites(id) ON DELETE CASCADE;"#,
+            "SET search_path = ''; SET check_function_bodies = false; SET standard_conforming_strings = on;",
+            r#"ALTER TABLE public.goals ADD CONSTRAINT "goals_siteId_fkey" FOREIGN KEY ("siteId") REFERENCES public.sites(id) ON DELETE CASCADE;"#,
         ],
         "{script}"
     );
@@ -326,4 +327,75 @@ fn a_server_the_reference_cannot_be_built_on_costs_its_own_tenants_not_the_repor
         .expect("servers");
     assert_eq!(servers.len(), 1, "{report}");
     assert_eq!(servers[0]["server"], "default", "{report}");
+}
+
+/// What a hostile owner of a tenant database plants: a function and an
+/// operator that shadow PostgreSQL's own for the statements tenantctl
+/// sends (an exact match for `oid >= 16384`, where the built-in needs a
+/// cast; `encode(bytea, text)` ahead of pg_catalog on the search_path),
+/// each counting its calls and trying to make its owner a superuser.
+fn plant(env: &TestEnv, db: &str, role: &str) {
+    env.exec(
+        "postgres",
+        &format!("CREATE ROLE \"{role}\" LOGIN; ALTER DATABASE \"{db}\" OWNER TO \"{role}\""),
+    );
+    env.exec(
+        db,
+        &format!(
+            r#"GRANT CREATE ON SCHEMA public TO "{role}";
+            SET ROLE "{role}";
+            CREATE SEQUENCE public.calls;
+            CREATE FUNCTION public.escalate() RETURNS void LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_catalog.nextval('public.calls');
+                IF pg_catalog.current_setting('is_superuser') = 'on' THEN
+                    EXECUTE 'ALTER ROLE "{role}" SUPERUSER';
+                END IF;
+            END $$;
+            CREATE FUNCTION public.oid_ge_int(oid, integer) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN PERFORM public.escalate(); RETURN $1::int8 >= $2; END $$;
+            CREATE OPERATOR public.>= (LEFTARG = oid, RIGHTARG = integer, FUNCTION = public.oid_ge_int);
+            CREATE FUNCTION public.encode(bytea, text) RETURNS text LANGUAGE plpgsql AS $$
+            BEGIN PERFORM public.escalate(); RETURN pg_catalog.encode($1, $2); END $$;
+            ALTER DATABASE "{db}" SET search_path = public, pg_catalog;
+            RESET ROLE;"#
+        ),
+    );
+}
+
+#[test]
+fn a_tenant_databases_owner_cannot_run_code_as_tenantctl_through_drift() {
+    // Declared before the environment, so it goes after the databases.
+    let role = Role(format!(
+        "hostile_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    let env = TestEnv::new();
+    env.with_tenants(&["hostile"]);
+    let (slug, db) = (env.slug("hostile"), env.db("hostile"));
+    plant(&env, &db, &role.0);
+    // The report is read (what was planted is drift), and nothing planted
+    // ran: not in the migrations check, not in the catalog read.
+    let run = env.run(&["tenant", "drift", &slug, "--output", "json"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(crate::support::find(&report, &slug)["drift"], "differs");
+    assert_eq!(
+        env.query(&db, "SELECT is_called::text FROM public.calls"),
+        ["false"],
+        "a planted function ran"
+    );
+    assert_eq!(
+        env.query(
+            "postgres",
+            &format!(
+                "SELECT rolsuper::text FROM pg_roles WHERE rolname = '{}'",
+                role.0
+            )
+        ),
+        ["false"]
+    );
 }

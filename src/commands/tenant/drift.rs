@@ -646,16 +646,20 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
 }
 
 /// The settings the repairs were printed under (see `drift/catalog.sql`),
-/// set again before they run: a tenant whose database puts another schema
-/// first in its `search_path` would find another table behind the
-/// reference's `REFERENCES sites(id)`. A session setting, not `SET LOCAL`,
-/// which would do nothing under psql's autocommit; `tenant sql` clears what
-/// a script sets when it ends. `standard_conforming_strings` takes effect
-/// for the statements after it only where they are sent one by one (psql):
-/// `tenant sql` sends a script as one message, which the server reads whole
-/// first, so on a database that sets it off a backslash in a repair's
-/// string constant is still read as an escape there.
-const SESSION_FOR_REPAIRS: &str = "SET search_path = public; SET standard_conforming_strings = on;";
+/// set again before they run, as pg_dump's scripts do: an empty
+/// `search_path`, under which every name they hold is qualified (a tenant
+/// whose search_path puts another schema first would otherwise find
+/// another table behind `REFERENCES sites(id)`, and an operator a tenant's
+/// user made would run with the privileges of whoever runs the script);
+/// function bodies not checked at creation (a SQL function's body names
+/// its tables as the function's callers find them). A session setting, not
+/// `SET LOCAL`, which would do nothing under psql's autocommit; `tenant
+/// sql` clears what a script sets when it ends. `standard_conforming_strings`
+/// takes effect for the statements after it only where they are sent one
+/// by one (psql): `tenant sql` sends a script as one message, which the
+/// server reads whole first, so on a database that sets it off a backslash
+/// in a repair's string constant is still read as an escape there.
+const SESSION_FOR_REPAIRS: &str = "SET search_path = ''; SET check_function_bodies = false; SET standard_conforming_strings = on;";
 
 /// `--sql`: a script for people to review, one block per drifted tenant.
 /// Every line that is not a statement is a comment, and every name in a
