@@ -399,3 +399,35 @@ fn a_tenant_databases_owner_cannot_run_code_as_tenantctl_through_drift() {
         ["false"]
     );
 }
+
+#[test]
+fn a_scratch_build_that_fails_with_the_password_in_its_error_shows_it_masked() {
+    let env = TestEnv::new();
+    env.with_tenants(&["one"]);
+    let password = crate::support::password();
+    // A migration whose error quotes a connection string, as a failing
+    // dblink or a RAISE of a setting would.
+    let boom = format!(
+        "DO $$ BEGIN RAISE EXCEPTION '%', 'cannot reach postgresql://app:{}@db/x'; END $$;\n",
+        password.replace('\'', "''")
+    );
+    let dir = env.tenant_schema_plus("boom", "20990101000001_boom.sql", &boom);
+    for output in ["table", "json"] {
+        let run = env.run(&[
+            "tenant",
+            "drift",
+            "--all",
+            "--tenant-migrations",
+            &dir,
+            "--output",
+            output,
+        ]);
+        assert_eq!(run.code, 1, "{}", run.all());
+        assert!(!run.all().contains(&password), "{}", run.all());
+        assert!(
+            run.all().contains("cannot reach postgresql://app:***@db/x"),
+            "{}",
+            run.all()
+        );
+    }
+}

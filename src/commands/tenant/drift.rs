@@ -498,7 +498,20 @@ async fn scratch(
             crate::error::render(&err)
         ));
     }
-    built
+    // A migration's error may quote what it was given (a dblink connection
+    // string, a RAISE of a setting): the servers' passwords masked in it.
+    let redactor = ctx.connector.child_env().redactor(&[]);
+    built.map_err(|err| redacted_error(&redactor, err))
+}
+
+/// `err`, or its text with every password tenantctl knows masked when it
+/// holds one (then a plain error: its causes are in the text).
+fn redacted_error(redactor: &crate::redact::Redactor, err: anyhow::Error) -> anyhow::Error {
+    let text = crate::error::render(&err);
+    match redactor.redact(&text) {
+        std::borrow::Cow::Owned(masked) => anyhow::anyhow!(masked),
+        std::borrow::Cow::Borrowed(_) => err,
+    }
 }
 
 /// One difference across the fleet: what it is and whom it affects.
