@@ -659,9 +659,9 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
 }
 
 /// The settings the repairs were printed under (see `drift/catalog.sql`),
-/// set again before they run, as pg_dump's scripts do: an empty
+/// set again before they run, as `pg_dump`'s scripts do: an empty
 /// `search_path`, under which every name they hold is qualified (a tenant
-/// whose search_path puts another schema first would otherwise find
+/// whose `search_path` puts another schema first would otherwise find
 /// another table behind `REFERENCES sites(id)`, and an operator a tenant's
 /// user made would run with the privileges of whoever runs the script);
 /// function bodies not checked at creation (a SQL function's body names
