@@ -1012,7 +1012,7 @@ fn domain_properties(o: &mut Object, t: &Raw, q: &str) {
 }
 
 fn extensions(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+    let (mut built, mut ctx_members) = (Vec::new(), Vec::new());
     for x in ctx.rows.of("x") {
         let (name, version, schema) = (x.text(1), x.text(2), x.text(3));
         let mut o = Object {
@@ -1035,10 +1035,28 @@ fn extensions(ctx: &mut Ctx<'_>) {
             "schema",
             format!("ALTER EXTENSION {name} SET SCHEMA {schema};"),
         );
+        let mut members: Vec<&str> = ctx
+            .rows
+            .of("m")
+            .iter()
+            .filter(|m| m.oid(2) == x.oid(0))
+            .filter_map(|m| m.get(3))
+            .collect();
+        members.sort_unstable();
+        for member in members {
+            let part = under(Object::default(), key("extension", name));
+            ctx_members.push((format!("{name}: {member}"), part));
+        }
         built.push((name.to_owned(), o));
     }
     for (name, o) in built {
         ctx.add("extension", name, o);
+    }
+    // Which objects each extension holds: one added with `ALTER EXTENSION
+    // ... ADD` leaves every other comparison; no repair (dropping it from
+    // the extension or the object is a decision).
+    for (name, o) in ctx_members {
+        ctx.add("extension member", name, o);
     }
 }
 

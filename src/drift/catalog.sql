@@ -112,7 +112,11 @@ LEFT JOIN pg_range rg ON rg.rngtypid = t.oid
 WHERE t.oid >= 16384 AND t.typtype IN ('e', 'd', 'r');
 SELECT 'e', e.enumtypid::text, quote_literal(e.enumlabel) FROM pg_enum e ORDER BY e.enumtypid, e.enumsortorder;
 SELECT 'x', x.oid::text, quote_ident(x.extname), x.extversion, x.extnamespace::regnamespace::text FROM pg_extension x;
-SELECT 'm', d.classid::text, d.objid::text FROM pg_depend d WHERE d.refclassid = 3079 AND d.deptype = 'e';
+-- What each extension holds, named (`table public.t`): its objects are not
+-- compared one by one, but which they are is (ALTER EXTENSION ... ADD would
+-- otherwise hide any object from the comparison).
+SELECT 'm', d.classid::text, d.objid::text, d.refobjid::text, pg_describe_object(d.classid, d.objid, 0)
+FROM pg_depend d WHERE d.refclassid = 3079 AND d.deptype = 'e';
 SELECT 'd', pg_get_userbyid(da.defaclrole), da.defaclnamespace::text, da.defaclobjtype::text,
        to_json(da.defaclacl::text[])::text
 FROM pg_default_acl da;

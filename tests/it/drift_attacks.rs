@@ -173,7 +173,7 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
     let env = TestEnv::new();
     let dir = env.tenant_schema_plus("greet", "20990101000001_greet.sql", GREET);
     let names = [
-        "clean", "fk-off", "args", "newline", "space", "role", "hidden",
+        "clean", "fk-off", "args", "newline", "space", "role", "hidden", "member",
     ];
     env.tenants_with(std::path::Path::new(&dir), &names);
     // DISABLE TRIGGER ALL disables the triggers that enforce goals' foreign
@@ -199,6 +199,14 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
         &env.db("hidden"),
         "ALTER TABLE users ALTER COLUMN name SET DEFAULT U&'x\\200B'",
     );
+    // A table made a member of an extension (ALTER EXTENSION ... ADD, which
+    // the owner of a trusted extension like pgcrypto may do): an extension's
+    // objects are not compared one by one, so it used to vanish from the
+    // comparison.
+    env.exec(
+        &env.db("member"),
+        "CREATE TABLE hidden_t (id int); ALTER EXTENSION plpgsql ADD TABLE hidden_t",
+    );
     // A role named like a reserved word: its REVOKE must parse.
     env.exec(
         "postgres",
@@ -211,14 +219,15 @@ fn drift_the_first_read_missed_and_values_that_read_alike_are_told_apart() {
         .stdout(
             r#"
             reference: the migrations (built in a scratch database on server default) ({n} objects)
-            1 match the reference; 6 differ; 0 pending; 0 not read
+            1 match the reference; 7 differ; 0 pending; 0 not read
             column users.email default changed: none (reference) vs 'a\nb'::text (1 tenant: newline-{T})
             column users.email default changed: none (reference) vs 'a b'::text (1 tenant: space-{T})
             column users.name default changed: none (reference) vs 'x\u{200b}'::text (1 tenant: hidden-{T})
             constraint "goals_siteId_fkey" on goals triggers changed: enabled (reference) vs disabled (1 tenant: fk-off-{T})
+            extension member plpgsql: table public.hidden_t not in the reference (1 tenant: member-{T})
             function greet(name text) arguments changed: name text DEFAULT 'world'::text (reference) vs name text DEFAULT 'there'::text (1 tenant: args-{T})
             grant SELECT on table settings to "select" not in the reference (1 tenant: role-{T})
-            selected 7 of the master's 7 companies: --all, status active (by default)
+            selected 8 of the master's 8 companies: --all, status active (by default)
             "#,
         )
         .status(1)
