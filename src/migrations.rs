@@ -396,17 +396,20 @@ async fn read_ledger_on(
     // one implicit transaction) and the server process's pid come first,
     // so they are in before a missing table ends the query.
     let guarded = conn.is_in_transaction();
+    // `pg_catalog.encode`: a tenant database's owner may set its
+    // search_path to `public, pg_catalog` and make `public.encode(bytea,
+    // text)`, which an unqualified call would run with our privileges.
     let sql = if guarded {
         format!(
             "SAVEPOINT tenantctl_read_applied; \
-         SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
+         SELECT version, pg_catalog.encode(checksum, 'hex') AS checksum, success, installed_on \
          FROM {ledger} ORDER BY version; \
          RELEASE SAVEPOINT tenantctl_read_applied"
         )
     } else {
         format!(
             "{}{}{BACKEND_PID}; \
-             SELECT version, encode(checksum, 'hex') AS checksum, success, installed_on \
+             SELECT version, pg_catalog.encode(checksum, 'hex') AS checksum, success, installed_on \
              FROM {ledger} ORDER BY version",
             backend.guard(),
             limits.local().unwrap_or_default()

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 /// Text from the master or a tenant (a slug, a name, an error) made safe for
 /// a terminal: control characters, which could move the cursor, recolour
-/// the screen or forge a line, are shown escaped (`\n`, `\u{1b}`).
+/// the screen or forge a line, are shown escaped (`\n`, `\u{1b}`), and so
+/// are the invisible ones that make text read as other text (a zero-width
+/// space in `users\u{200b}`, a right-to-left override that shows `nimda`
+/// as `admin`, a line separator).
 pub fn shown(text: &str) -> String {
-    if text.chars().any(char::is_control) {
+    if text.chars().any(hidden) {
         text.chars()
             .map(|c| {
-                if c.is_control() {
+                if hidden(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()
@@ -21,6 +24,26 @@ pub fn shown(text: &str) -> String {
     } else {
         text.to_owned()
     }
+}
+
+/// A control character, or one that shows nothing yet changes how the text
+/// around it reads: Unicode's format characters (zero-width, bidirectional
+/// embeddings, overrides and isolates, the byte-order mark) and the line
+/// and paragraph separators.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
 }
 
 /// `850ms`, `1.2s`, `3m 05s`.
@@ -72,6 +95,19 @@ mod tests {
         assert_eq!(shown("\u{1b}[31mred"), "\\u{1b}[31mred");
         assert_eq!(shown("tab\there\r"), "tab\\there\\r");
         assert_eq!(shown("Zürich"), "Zürich");
+    }
+
+    #[test]
+    fn invisible_characters_that_change_how_text_reads_are_escaped() {
+        assert_eq!(shown("users\u{200b}"), "users\\u{200b}");
+        assert_eq!(shown("\u{202e}nimda"), "\\u{202e}nimda");
+        assert_eq!(shown("a\u{2028}b"), "a\\u{2028}b");
+        assert_eq!(shown("\u{feff}x"), "\\u{feff}x");
+        assert_eq!(
+            shown("عربي"),
+            "عربي",
+            "right-to-left letters themselves are text"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ async fn read_migrations(
             .await?;
     Ok(if has_migrations {
         sqlx::query_as(
-            "SELECT version, description, success, encode(checksum, 'hex') \
+            "SELECT version, description, success, pg_catalog.encode(checksum, 'hex') \
              FROM _sqlx_migrations ORDER BY version",
         )
         .persistent(false)

@@ -122,16 +122,22 @@ pub fn quote_role(name: &str) -> String {
     }
 }
 
-/// Words a role name cannot be written as bare in GRANT ... TO.
+/// Words a role name cannot be written as bare in GRANT ... TO: PostgreSQL's
+/// reserved keywords (`pg_get_keywords()`, category `R`, through version
+/// 17, with 16's `system_user`), and `public` and `none`, which a role
+/// specification reads as PUBLIC and as no role. A role named `select`
+/// written bare would make `REVOKE ... FROM select;`, which does not parse.
+#[rustfmt::skip]
 const RESERVED_ROLE_WORDS: &[&str] = &[
-    "public",
-    "current_role",
-    "current_user",
-    "session_user",
-    "user",
-    "all",
-    "group",
-    "none",
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case",
+    "cast", "check", "collate", "column", "constraint", "create", "current_catalog", "current_date",
+    "current_role", "current_time", "current_timestamp", "current_user", "default", "deferrable",
+    "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "from",
+    "grant", "group", "having", "in", "initially", "intersect", "into", "lateral", "leading",
+    "limit", "localtime", "localtimestamp", "none", "not", "null", "offset", "on", "only", "or",
+    "order", "placing", "primary", "public", "references", "returning", "select", "session_user",
+    "some", "symmetric", "system_user", "table", "then", "to", "trailing", "true", "union",
+    "unique", "user", "using", "variadic", "when", "where", "window", "with",
 ];
 
 /// The grants of one object: `on` is how reports name it (`table
@@ -252,6 +258,22 @@ mod tests {
         assert_eq!(
             app.drop.as_deref(),
             Some("REVOKE SELECT ON TABLE public.t FROM \"App\";")
+        );
+    }
+
+    #[test]
+    fn a_role_named_like_a_reserved_word_is_quoted() {
+        for word in ["select", "table", "from", "user", "none", "public", "order"] {
+            assert_eq!(quote_role(word), format!("\"{word}\""));
+        }
+        for plain in ["app", "app_2", "_x", "admin", "role", "owner"] {
+            assert_eq!(quote_role(plain), plain);
+        }
+        let acl = r#"["select=r/alice"]"#;
+        let grants = grants("table t", Some(acl), "alice", "TABLE public.t", "");
+        assert_eq!(
+            grants[0].1.drop.as_deref(),
+            Some("REVOKE SELECT ON TABLE public.t FROM \"select\";")
         );
     }
 

@@ -614,6 +614,9 @@ fn constraints(ctx: &mut Ctx<'_>) {
             ..Object::default()
         };
         set(&mut o, "definition", Some(bare_definition(def)));
+        if k.text(4) == "f" {
+            set(&mut o, "triggers", Some(fk_triggers(ctx.rows, k.oid(0))));
+        }
         set(&mut o, "deferrable", Some(deferral));
         set(&mut o, "valid", Some(yes_no(k.flag(6))));
         fix(&mut o, "definition", readd.clone());
@@ -642,6 +645,24 @@ fn constraints(ctx: &mut Ctx<'_>) {
     }
     for (name, o) in built {
         ctx.add("constraint", name, o);
+    }
+}
+
+/// How the internal triggers that enforce a foreign key are set: `enabled`
+/// as PostgreSQL makes them, `disabled` after `ALTER TABLE ... DISABLE
+/// TRIGGER ALL` (the key is no longer checked). No repair: the triggers'
+/// names are the tenant's own.
+fn fk_triggers(rows: &Rows, constraint: u32) -> &'static str {
+    let states: HashSet<&str> = rows
+        .of("t")
+        .iter()
+        .filter(|t| t.flag(5) && t.oid(6) == constraint)
+        .map(|t| t.text(3))
+        .collect();
+    match states.iter().copied().collect::<Vec<_>>().as_slice() {
+        [] | ["O"] => "enabled",
+        ["D"] | ["D", "O"] | ["O", "D"] => "disabled",
+        _ => "not all enabled",
     }
 }
 
@@ -768,6 +789,13 @@ fn function(f: &Raw, keyword: &str, q: &str) -> Object {
     set(&mut o, "leakproof", Some(yes_no(f.flag(10))));
     set(&mut o, "parallel", Some(parallel));
     set(&mut o, "settings", f.get(12));
+    // The signature names a function by its arguments' types; what a
+    // caller may leave out (`DEFAULT`) and the OUT arguments are only here.
+    set(
+        &mut o,
+        "arguments",
+        f.get(18).filter(|a| Some(*a) != f.get(3)),
+    );
     set(&mut o, "body", f.get(13));
     set(&mut o, "aggregate", f.get(16));
     if keyword != "AGGREGATE" {
@@ -806,7 +834,7 @@ fn firing(code: &str) -> (&'static str, &'static str) {
 fn triggers(ctx: &mut Ctx<'_>) {
     let mut built = Vec::new();
     for t in ctx.rows.of("t") {
-        let Some(rel) = ctx.rel(t.oid(0)) else {
+        let Some(rel) = ctx.rel(t.oid(0)).filter(|_| !t.flag(5)) else {
             continue;
         };
         let (name, def, q) = (t.text(1), t.text(2), &rel.q);
@@ -989,7 +1017,7 @@ fn domain_properties(o: &mut Object, t: &Raw, q: &str) {
 }
 
 fn extensions(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+    let (mut built, mut ctx_members) = (Vec::new(), Vec::new());
     for x in ctx.rows.of("x") {
         let (name, version, schema) = (x.text(1), x.text(2), x.text(3));
         let mut o = Object {
@@ -1012,10 +1040,28 @@ fn extensions(ctx: &mut Ctx<'_>) {
             "schema",
             format!("ALTER EXTENSION {name} SET SCHEMA {schema};"),
         );
+        let mut members: Vec<&str> = ctx
+            .rows
+            .of("m")
+            .iter()
+            .filter(|m| m.oid(2) == x.oid(0))
+            .filter_map(|m| m.get(3))
+            .collect();
+        members.sort_unstable();
+        for member in members {
+            let part = under(Object::default(), key("extension", name));
+            ctx_members.push((format!("{name}: {member}"), part));
+        }
         built.push((name.to_owned(), o));
     }
     for (name, o) in built {
         ctx.add("extension", name, o);
+    }
+    // Which objects each extension holds: one added with `ALTER EXTENSION
+    // ... ADD` leaves every other comparison; no repair (dropping it from
+    // the extension or the object is a decision).
+    for (name, o) in ctx_members {
+        ctx.add("extension member", name, o);
     }
 }
 

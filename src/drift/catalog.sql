@@ -13,7 +13,30 @@
 -- `public` is 2200. Temporary schemas are left out by name, extension
 -- members by the `m` rows. A `/*repair*/ ... /*end*/` span is read only for
 -- the reference (it is NULL for tenants).
-
+--
+-- The deparsers print what the session's settings say: a name outside the
+-- search_path comes out qualified, `quote_all_identifiers` quotes every
+-- name, IntervalStyle, bytea_output, DateStyle, TimeZone,
+-- extra_float_digits, lc_monetary and standard_conforming_strings change
+-- how a constant is written. A database or role may set any of them
+-- (`ALTER DATABASE ... SET`, which is reported on its own): pinned here for
+-- this read only (`set_config(..., true)` ends with the transaction the
+-- statements run in, so nothing reaches a pooler's next client), every
+-- database is printed alike and the repairs read as they are meant.
+--
+-- The search_path is pinned empty (pg_catalog alone), as pg_dump does: an
+-- operator or function a tenant's user makes in `public` (`>=(oid,
+-- integer)`, an exact match where the built-in needs a cast) would
+-- otherwise be called by these statements, with tenantctl's privileges.
+-- So everything outside pg_catalog comes out qualified, and this first
+-- statement names pg_catalog itself: it runs under the tenant's settings.
+SELECT 'set', pg_catalog.set_config('search_path', '', true),
+       pg_catalog.set_config('quote_all_identifiers', 'off', true),
+       pg_catalog.set_config('IntervalStyle', 'postgres', true),
+       pg_catalog.set_config('bytea_output', 'hex', true),
+       pg_catalog.set_config('DateStyle', 'ISO, MDY', true), pg_catalog.set_config('TimeZone', 'UTC', true),
+       pg_catalog.set_config('extra_float_digits', '1', true), pg_catalog.set_config('lc_monetary', 'C', true),
+       pg_catalog.set_config('standard_conforming_strings', 'on', true);
 SELECT 'n', n.oid::text, quote_ident(n.nspname), pg_get_userbyid(n.nspowner),
        to_json(coalesce(n.nspacl, acldefault('n', n.nspowner))::text[])::text
 FROM pg_namespace n
@@ -60,12 +83,16 @@ SELECT 'f', p.oid::text, p.pronamespace::text, quote_ident(p.proname), pg_get_fu
                           ag.aggtransfn::regproc, format_type(ag.aggtranstype, NULL),
                           ag.aggfinalfn::regproc, ag.agginitval, ag.aggcombinefn::regproc)
             FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid) END,
-       /*repair*/CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END/*end*/
+       /*repair*/CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END/*end*/,
+       pg_get_function_arguments(p.oid)
 FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
 WHERE p.oid >= 16384;
-SELECT 't', t.tgrelid::text, quote_ident(t.tgname), pg_get_triggerdef(t.oid), t.tgenabled::text, t.oid::text
+-- Internal triggers (those enforcing a foreign key) too: `ALTER TABLE ...
+-- DISABLE TRIGGER ALL` disables them, and the key is no longer enforced.
+SELECT 't', t.tgrelid::text, quote_ident(t.tgname), CASE WHEN NOT t.tgisinternal THEN pg_get_triggerdef(t.oid) END,
+       t.tgenabled::text, t.oid::text, t.tgisinternal::text, t.tgconstraint::text
 FROM pg_trigger t
-WHERE t.oid >= 16384 AND NOT t.tgisinternal;
+WHERE t.oid >= 16384;
 SELECT 'p', po.polrelid::text, quote_ident(po.polname), po.polpermissive::text, po.polcmd::text,
        array_to_string(ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END
                              FROM unnest(po.polroles) r ORDER BY 1), ', '),
@@ -85,7 +112,11 @@ LEFT JOIN pg_range rg ON rg.rngtypid = t.oid
 WHERE t.oid >= 16384 AND t.typtype IN ('e', 'd', 'r');
 SELECT 'e', e.enumtypid::text, quote_literal(e.enumlabel) FROM pg_enum e ORDER BY e.enumtypid, e.enumsortorder;
 SELECT 'x', x.oid::text, quote_ident(x.extname), x.extversion, x.extnamespace::regnamespace::text FROM pg_extension x;
-SELECT 'm', d.classid::text, d.objid::text FROM pg_depend d WHERE d.refclassid = 3079 AND d.deptype = 'e';
+-- What each extension holds, named (`table public.t`): its objects are not
+-- compared one by one, but which they are is (ALTER EXTENSION ... ADD would
+-- otherwise hide any object from the comparison).
+SELECT 'm', d.classid::text, d.objid::text, d.refobjid::text, pg_describe_object(d.classid, d.objid, 0)
+FROM pg_depend d WHERE d.refclassid = 3079 AND d.deptype = 'e';
 SELECT 'd', pg_get_userbyid(da.defaclrole), da.defaclnamespace::text, da.defaclobjtype::text,
        to_json(da.defaclacl::text[])::text, to_json(acldefault(da.defaclobjtype, da.defaclrole)::text[])::text
 FROM pg_default_acl da;

@@ -192,8 +192,19 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
         repair: repair.cloned(),
         with: None,
     };
+    // What an extension holds comes and goes with it: its members are
+    // compared only where both sides have the extension.
+    let bundled = |key: &Key, o: &Object, other: &Schema| {
+        key.kind == "extension member"
+            && o.parent
+                .as_ref()
+                .is_some_and(|p| !other.objects.contains_key(p))
+    };
     for (key, want) in &reference.objects {
         let Some(have) = tenant.objects.get(key) else {
+            if bundled(key, want, tenant) {
+                continue;
+            }
             // A part of a whole the tenant lacks and no statement makes.
             let whole = want.parent.as_ref().filter(|w| {
                 !tenant.objects.contains_key(*w)
@@ -228,7 +239,7 @@ pub fn compare(reference: &Schema, tenant: &Schema) -> Vec<Difference> {
         }
     }
     for (key, have) in &tenant.objects {
-        if !reference.objects.contains_key(key) {
+        if !reference.objects.contains_key(key) && !bundled(key, have, reference) {
             // A part of a whole that is extra too goes when it goes.
             let whole = have
                 .parent
@@ -282,6 +293,12 @@ fn brief_from(value: Option<&str>, skip: usize) -> String {
     let Some(value) = value else {
         return "none".into();
     };
+    // A short value is shown exactly, escaped: flattened, `'a\nb'` and
+    // `'a b'` (two tenants' defaults) would read the same.
+    let exact = crate::text::shown(value);
+    if skip == 0 && exact.chars().count() <= MAX {
+        return exact;
+    }
     let flat: Vec<char> = value
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -305,6 +322,36 @@ fn brief_from(value: Option<&str>, skip: usize) -> String {
 /// definitions that differ only at the end (a constraint's `DEFERRABLE`)
 /// would otherwise look the same.
 fn brief_pair(reference: Option<&str>, tenant: Option<&str>) -> (String, String) {
+    let pair = flat_pair(reference, tenant);
+    match (reference, tenant) {
+        // Two values that differ only in white space (a newline where the
+        // other has a space) would read the same once flattened: shown as
+        // they are, escaped, from where they part ways.
+        (Some(r), Some(t)) if pair.0 == pair.1 && r != t => {
+            let (r, t) = (crate::text::shown(r), crate::text::shown(t));
+            let common = r.chars().zip(t.chars()).take_while(|(a, b)| a == b).count();
+            let skip = common.saturating_sub(20);
+            (exact_from(&r, skip), exact_from(&t, skip))
+        }
+        _ => pair,
+    }
+}
+
+/// `shown` (escaped already) from its `skip`th character, cut at [`MAX`],
+/// white space kept.
+fn exact_from(shown: &str, skip: usize) -> String {
+    let chars: Vec<char> = shown.chars().collect();
+    let skip = skip.min(chars.len());
+    let cut: String = chars[skip..].iter().take(MAX).collect();
+    format!(
+        "{}{cut}{}",
+        if skip > 0 { "…" } else { "" },
+        if chars.len() - skip > MAX { "…" } else { "" }
+    )
+}
+
+/// [`brief_pair`] on the values as [`brief`] flattens them.
+fn flat_pair(reference: Option<&str>, tenant: Option<&str>) -> (String, String) {
     let (Some(r), Some(t)) = (reference, tenant) else {
         return (brief(reference), brief(tenant));
     };
@@ -458,8 +505,10 @@ mod tests {
         assert_eq!(brief(None), "none");
         assert_eq!(
             brief(Some("begin\n  return 1;\nend")),
-            "begin return 1; end"
+            "begin\\n  return 1;\\nend"
         );
+        let long = format!("begin\n  return {};\nend", "1".repeat(60));
+        assert!(brief(Some(&long)).starts_with("begin return 111"));
         assert_eq!(brief(Some("a\u{1b}b")), "a\\u{1b}b");
         let long = "x".repeat(100);
         assert_eq!(brief(Some(&long)).chars().count(), 61);
@@ -476,6 +525,20 @@ mod tests {
         assert!(t.starts_with('…') && t.ends_with("CASCADE"), "{t}");
         assert_ne!(r, t);
         assert_eq!(brief_pair(Some("a"), None), ("a".into(), "none".into()));
+    }
+
+    #[test]
+    fn values_that_differ_only_in_white_space_never_read_the_same() {
+        assert_eq!(
+            brief_pair(Some("'a b'::text"), Some("'a\nb'::text")),
+            ("'a b'::text".into(), "'a\\nb'::text".into())
+        );
+        let (r, t) = brief_pair(Some("'a  b'"), Some("'a b'"));
+        assert_ne!(r, t);
+        let body = format!("{}\n  return 1;", "x".repeat(100));
+        let (r, t) = brief_pair(Some(&body), Some(&body.replace('\n', " ")));
+        assert_ne!(r, t);
+        assert!(r.starts_with('…') && r.contains("\\n"), "{r}");
     }
 
     #[test]

@@ -161,6 +161,9 @@ struct Reference {
     /// differ between major versions (a fleet half moved to a newer
     /// server); with `--against`, one schema for all.
     schemas: BTreeMap<ServerName, Schema>,
+    /// Servers the reference could not be built on, with why: their
+    /// tenants are not read (never compared with another server's).
+    unbuilt: BTreeMap<ServerName, String>,
     /// For people: `the migrations (built in a scratch database on server
     /// default)`, `tenant acme`.
     source: String,
@@ -186,9 +189,12 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // Listening before the reference is built: an interrupt then stops the
     // run after the scratch database is dropped, not with it left behind.
     ctx.interruptible();
-    let Some(reference) = reference(ctx, &args, &tenants, &latest, &limits, scope).await? else {
-        return Ok(Outcome::Interrupted);
-    };
+    // Interrupted while the reference was built: no tenant starts (the stop
+    // flag is set, so each is reported skipped), and the report still comes
+    // out in the chosen format.
+    let reference = reference(ctx, &args, &tenants, &latest, &limits, scope)
+        .await?
+        .unwrap_or_else(Reference::interrupted);
     let reference = Arc::new(reference);
     let shared = reference.clone();
     // A function body or a default may hold a password tenantctl knows (a
@@ -210,11 +216,9 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         value.pending = Some(pending);
                         return Ok(());
                     }
+                    let against = reference.for_tenant(tenant)?;
                     let schema = drift::read(conn, false, scope).await?;
                     value.fingerprint = Some(schema.fingerprint());
-                    let Some(against) = reference.for_tenant(tenant) else {
-                        anyhow::bail!("no reference schema was built for this tenant's server");
-                    };
                     value.differences = drift::compare(against, &schema)
                         .into_iter()
                         .map(|d| redacted(&redactor, d))
@@ -275,20 +279,30 @@ async fn reference(
     // compare, no database to build).
     let servers: std::collections::BTreeSet<&ServerName> =
         tenants.iter().filter_map(|t| t.server().ok()).collect();
-    let mut schemas = BTreeMap::new();
+    let (mut schemas, mut unbuilt) = (BTreeMap::new(), BTreeMap::new());
+    let mut first_error = None;
     for server in &servers {
-        let schema = match scratch(ctx, server, limits, scope).await {
-            // Cut short by an interrupt: the run stops, interrupted.
-            Err(_) if ctx.stop.is_set() => return Ok(None),
-            built => built?,
-        };
+        let built = scratch(ctx, server, limits, scope).await;
         if ctx.stop.is_set() {
             return Ok(None);
         }
-        schemas.insert((*server).clone(), schema);
+        // One server down (or refusing CREATE DATABASE) costs its own
+        // tenants, not the fleet's report.
+        match built {
+            Ok(schema) => {
+                schemas.insert((*server).clone(), schema);
+            }
+            Err(err) => {
+                unbuilt.insert((*server).clone(), crate::error::render(&err));
+                first_error.get_or_insert(err);
+            }
+        }
     }
-    let names: Vec<String> = servers.iter().map(ToString::to_string).collect();
-    let source = match names.len() {
+    if let Some(err) = first_error.filter(|_| schemas.is_empty()) {
+        return Err(err);
+    }
+    let names: Vec<String> = schemas.keys().map(ToString::to_string).collect();
+    let mut source = match names.len() {
         0 => "the migrations (no tenant selected: not built)".to_owned(),
         1 => format!(
             "the migrations (built in a scratch database on server {})",
@@ -299,8 +313,16 @@ async fn reference(
             names.join(", ")
         ),
     };
+    if !unbuilt.is_empty() {
+        let failed: Vec<String> = unbuilt.keys().map(ToString::to_string).collect();
+        source = format!(
+            "{source}; not built on server(s) {}, whose tenants are not compared",
+            failed.join(", ")
+        );
+    }
     Ok(Some(Reference {
         schemas,
+        unbuilt,
         source,
         kind: "migrations",
         tenant: None,
@@ -308,13 +330,38 @@ async fn reference(
 }
 
 impl Reference {
+    /// None: an interrupt came while it was built.
+    fn interrupted() -> Self {
+        Self {
+            schemas: BTreeMap::new(),
+            unbuilt: BTreeMap::new(),
+            source: "the migrations (interrupted while it was built: nothing compared)".to_owned(),
+            kind: "migrations",
+            tenant: None,
+        }
+    }
+
     /// The schema `tenant` is compared with: its server's, or the only one.
-    fn for_tenant(&self, tenant: &Tenant) -> Option<&Schema> {
-        tenant
-            .server()
-            .ok()
-            .and_then(|s| self.schemas.get(s))
-            .or_else(|| self.schemas.values().next())
+    /// With `--against`, the one schema; else its own server's, or why
+    /// there is none (never another server's).
+    fn for_tenant(&self, tenant: &Tenant) -> anyhow::Result<&Schema> {
+        if self.kind == "tenant" {
+            return self
+                .schemas
+                .values()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no reference schema was read"));
+        }
+        let server = tenant.server()?;
+        match (self.schemas.get(server), self.unbuilt.get(server)) {
+            (Some(schema), _) => Ok(schema),
+            (None, Some(why)) => Err(anyhow::anyhow!(
+                "the reference could not be built on server {server}, so this tenant was not compared: {why}"
+            )),
+            (None, None) => Err(anyhow::anyhow!(
+                "no reference schema was built for server {server}"
+            )),
+        }
     }
 
     /// How many objects the reference has (the first server's).
@@ -381,6 +428,7 @@ async fn against(
     }
     Ok(Reference {
         schemas: BTreeMap::from([(server.clone(), schema)]),
+        unbuilt: BTreeMap::new(),
         source: format!("tenant {}", shown(tenant.handle())),
         kind: "tenant",
         tenant: Some(tenant.handle().to_owned()),
@@ -458,7 +506,20 @@ async fn scratch(
             crate::error::render(&err)
         ));
     }
-    built
+    // A migration's error may quote what it was given (a dblink connection
+    // string, a RAISE of a setting): the servers' passwords masked in it.
+    let redactor = ctx.connector.child_env().redactor(&[]);
+    built.map_err(|err| redacted_error(&redactor, err))
+}
+
+/// `err`, or its text with every password tenantctl knows masked when it
+/// holds one (then a plain error: its causes are in the text).
+fn redacted_error(redactor: &crate::redact::Redactor, err: anyhow::Error) -> anyhow::Error {
+    let text = crate::error::render(&err);
+    match redactor.redact(&text) {
+        std::borrow::Cow::Owned(masked) => anyhow::anyhow!(masked),
+        std::borrow::Cow::Borrowed(_) => err,
+    }
 }
 
 /// One difference across the fleet: what it is and whom it affects.
@@ -610,6 +671,22 @@ fn print_groups(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Referenc
     }
 }
 
+/// The settings the repairs were printed under (see `drift/catalog.sql`),
+/// set again before they run, as `pg_dump`'s scripts do: an empty
+/// `search_path`, under which every name they hold is qualified (a tenant
+/// whose `search_path` puts another schema first would otherwise find
+/// another table behind `REFERENCES sites(id)`, and an operator a tenant's
+/// user made would run with the privileges of whoever runs the script);
+/// function bodies not checked at creation (a SQL function's body names
+/// its tables as the function's callers find them). A session setting, not
+/// `SET LOCAL`, which would do nothing under psql's autocommit; `tenant
+/// sql` clears what a script sets when it ends. `standard_conforming_strings`
+/// takes effect for the statements after it only where they are sent one
+/// by one (psql): `tenant sql` sends a script as one message, which the
+/// server reads whole first, so on a database that sets it off a backslash
+/// in a repair's string constant is still read as an escape there.
+const SESSION_FOR_REPAIRS: &str = "SET search_path = ''; SET check_function_bodies = false; SET standard_conforming_strings = on;";
+
 /// `--sql`: a script for people to review, one block per drifted tenant.
 /// Every line that is not a statement is a comment, and every name in a
 /// comment is escaped, so no name can end a comment and start a statement.
@@ -629,6 +706,11 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
             shown(r.tenant.server_label()),
             r.value.differences.len()
         ));
+        // Only a block with something to run sets the session for it: one
+        // with no repair stays comments, which `tenant sql` refuses to run.
+        if r.value.differences.iter().any(|d| d.repair.is_some()) {
+            line(SESSION_FOR_REPAIRS);
+        }
         // Wholes first: a view, sequence or function is made before the
         // grants and defaults that name it. Among each, what is extra goes
         // first: an extra index is dropped before a missing constraint
