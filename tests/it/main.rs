@@ -21,6 +21,7 @@ mod configuration;
 mod db_names;
 mod doctor;
 mod drift;
+mod drift_prisma;
 mod exec;
 mod failures;
 mod fleet;
