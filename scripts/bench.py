@@ -1010,7 +1010,7 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
             result.samples.append(timed())
             log(f"rep {rep + 1}/{cfg.reps}: {result.label}: {result.samples[-1].seconds:.3f} s")
     psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);")
-    psql(cfg, f"DELETE FROM \"Company\" WHERE id = 'move';\nDELETE FROM _tenantctl_moves WHERE company_id = 'move';", MASTER_DB)
+    psql(cfg, f"DELETE FROM \"Company\" WHERE id = 'move';\nDELETE FROM tenantctl.moves WHERE company_id = 'move';", MASTER_DB)
     psql(cfg, f"DROP DATABASE IF EXISTS {MOVE_DB} WITH (FORCE);")
     return size, [manual, there, back]
 
