@@ -111,20 +111,31 @@ fn prisma_tenants_match_the_native_reference_and_planted_drift_is_found_on_its_t
         ))
         .status(1)
         .run();
-    env.expect(&["tenant", "drift", "--all", "--sql"])
-        .stdout(
+    // The repairs, one tenant at a time (blocks follow the report's order,
+    // which follows the companies' ids: uuids here).
+    let header = "-- tenantctl tenant drift: repairs towards the migrations (built in a scratch database on server default); review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`";
+    env.expect(&["tenant", "drift", &env.slug("b"), "--sql"])
+        .stdout(format!(
             "
-            -- tenantctl tenant drift: repairs towards the migrations (built in a scratch database on server default); review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`
+            {header}
 
-            -- tenant b-{T} (database tenant_b_{T} on server default): 1 difference(s)
+            -- tenant b-{{T}} (database tenant_b_{{T}} on server default): 1 difference(s)
             -- index \"Meter_siteId_idx\" missing
             CREATE INDEX \"Meter_siteId_idx\" ON public.\"Meter\" USING btree (\"siteId\");
+            "
+        ))
+        .status(1)
+        .run();
+    env.expect(&["tenant", "drift", &env.slug("c"), "--sql"])
+        .stdout(format!(
+            "
+            {header}
 
-            -- tenant c-{T} (database tenant_c_{T} on server default): 1 difference(s)
+            -- tenant c-{{T}} (database tenant_c_{{T}} on server default): 1 difference(s)
             -- column \"Site\".timezone default changed: 'UTC'::text (reference) vs 'Europe/Paris'::text
             ALTER TABLE public.\"Site\" ALTER COLUMN timezone SET DEFAULT 'UTC'::text;
-            ",
-        )
+            "
+        ))
         .status(1)
         .run();
 
@@ -154,7 +165,10 @@ fn prisma_tenants_match_the_native_reference_and_planted_drift_is_found_on_its_t
         .run(&["tenant", "drift", "--all", "--output", "json"])
         .code(1)
         .json();
-    let reference = report["drift"]["reference"]["fingerprint"].clone();
+    let servers = &report["drift"]["reference"]["servers"];
+    assert_eq!(servers[0]["server"], "default", "{servers}");
+    assert_eq!(servers[0]["objects"], 74, "{servers}");
+    let reference = servers[0]["fingerprint"].clone();
     for name in ["a", "p"] {
         let row = by_db(&report, &env.db(name));
         assert_eq!(row["drift"], "match", "{row}");
@@ -234,7 +248,8 @@ fn a_non_public_prisma_schema_matches_and_its_drift_is_found() {
 
     env.exec(&env.db("b"), "DROP INDEX app.\"Meter_siteId_idx\"");
     // In c, a hotfix in app and a table of the same name in public (the
-    // reference's public is empty): each of its parts is reported.
+    // reference's public is empty): reported as one table, not piece by
+    // piece.
     env.exec(
         &env.db("c"),
         "ALTER TABLE app.\"Site\" ALTER COLUMN timezone SET DEFAULT 'CET'; \
@@ -245,16 +260,7 @@ fn a_non_public_prisma_schema_matches_and_its_drift_is_found() {
             "
             {REFERENCE} (76 objects)
             1 match the reference; 2 differ; 0 pending; 0 not read
-            column \"Site\".id not in the reference (1 tenant: c-{{T}})
             column app.\"Site\".timezone default changed: 'UTC'::text (reference) vs 'CET'::text (1 tenant: c-{{T}})
-            constraint \"Site_pkey\" on \"Site\" not in the reference (1 tenant: c-{{T}})
-            grant DELETE on table \"Site\" to (owner) not in the reference (1 tenant: c-{{T}})
-            grant INSERT on table \"Site\" to (owner) not in the reference (1 tenant: c-{{T}})
-            grant REFERENCES on table \"Site\" to (owner) not in the reference (1 tenant: c-{{T}})
-            grant SELECT on table \"Site\" to (owner) not in the reference (1 tenant: c-{{T}})
-            grant TRIGGER on table \"Site\" to (owner) not in the reference (1 tenant: c-{{T}})
-            grant TRUNCATE on table \"Site\" to (owner) not in the reference (1 tenant: c-{{T}})
-            grant UPDATE on table \"Site\" to (owner) not in the reference (1 tenant: c-{{T}})
             index app.\"Meter_siteId_idx\" missing (1 tenant: b-{{T}})
             table \"Site\" not in the reference (1 tenant: c-{{T}})
             {selected}
@@ -263,35 +269,45 @@ fn a_non_public_prisma_schema_matches_and_its_drift_is_found() {
         .status(1)
         .run();
 
-    // The repairs name the schema.
-    let b = env.slug("b");
+    // The repairs name the schema; the extra table's is one statement.
+    let (b, c) = (env.slug("b"), env.slug("c"));
+    let header = "-- tenantctl tenant drift: repairs towards the migrations (built in a scratch database on server default); review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`";
     env.expect(&["tenant", "drift", &b, "--sql"])
-        .stdout(
+        .stdout(format!(
             "
-            -- tenantctl tenant drift: repairs towards the migrations (built in a scratch database on server default); review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`
+            {header}
 
-            -- tenant b-{T} (database tenant_b_{T} on server default): 1 difference(s)
+            -- tenant b-{{T}} (database tenant_b_{{T}} on server default): 1 difference(s)
             -- index app.\"Meter_siteId_idx\" missing
             CREATE INDEX \"Meter_siteId_idx\" ON app.\"Meter\" USING btree (\"siteId\");
-            ",
-        )
+            "
+        ))
         .status(1)
         .run();
-    let report = env
-        .run(&["tenant", "drift", &env.slug("c"), "--output", "json"])
-        .code(1)
-        .json();
-    let repairs: Vec<&str> = by_db(&report, &env.db("c"))["differences"]
-        .as_array()
-        .expect("differences")
-        .iter()
-        .filter(|d| d["kind"] == "column" && d["change"] == "changed")
-        .filter_map(|d| d["repair"].as_str())
-        .collect();
-    assert_eq!(
-        repairs,
-        ["ALTER TABLE app.\"Site\" ALTER COLUMN timezone SET DEFAULT 'UTC'::text;"]
+    env.expect(&["tenant", "drift", &c, "--sql"])
+        .stdout(format!(
+            "
+            {header}
+
+            -- tenant c-{{T}} (database tenant_c_{{T}} on server default): 2 difference(s)
+            -- column app.\"Site\".timezone default changed: 'UTC'::text (reference) vs 'CET'::text
+            ALTER TABLE app.\"Site\" ALTER COLUMN timezone SET DEFAULT 'UTC'::text;
+            -- table \"Site\" not in the reference
+            DROP TABLE public.\"Site\";
+            "
+        ))
+        .status(1)
+        .run();
+    // Run as printed, the repairs leave c matching.
+    env.exec(
+        &env.db("c"),
+        "ALTER TABLE app.\"Site\" ALTER COLUMN timezone SET DEFAULT 'UTC'::text; DROP TABLE public.\"Site\";",
     );
+    let report = env
+        .run(&["tenant", "drift", &c, "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(by_db(&report, &env.db("c"))["drift"], "match", "{report}");
 
     // Pending is read from app._prisma_migrations: c, not migrated, is
     // pending and its drift not reported until it is.
