@@ -42,17 +42,6 @@ fn by_db<'a>(report: &'a serde_json::Value, db: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("{db} not in {report}"))
 }
 
-/// Databases named like drift's scratch database that this test's
-/// tenantctl runs could have left (pids of finished runs are not reused
-/// by a running one; any left by this run is a leak).
-fn scratch_left(env: &TestEnv) -> Vec<String> {
-    env.query(
-        "postgres",
-        "SELECT datname::text FROM pg_database WHERE datname LIKE 'tenantctl\\_drift\\_%' \
-           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = pg_database.datname)",
-    )
-}
-
 #[test]
 fn prisma_tenants_match_the_native_reference_and_planted_drift_is_found_on_its_tenant_only() {
     let env = TestEnv::new();
@@ -200,7 +189,6 @@ fn prisma_tenants_match_the_native_reference_and_planted_drift_is_found_on_its_t
         "{}",
         report["drift"]
     );
-    assert!(scratch_left(&env).is_empty(), "{:?}", scratch_left(&env));
 
     // Once d is migrated too, and b and c repaired with the printed
     // statements, the whole fleet matches again.
@@ -353,7 +341,6 @@ fn a_command_migrator_needs_against_and_compares_with_the_named_tenant() {
         )
         .status(2)
         .run();
-    assert!(scratch_left(&env).is_empty(), "{:?}", scratch_left(&env));
 
     let a = env.slug("a");
     let selected = "selected 3 of the master's 3 companies: --all, status active (by default)";
