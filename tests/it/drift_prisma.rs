@@ -257,7 +257,8 @@ fn a_non_public_prisma_schema_matches_and_its_drift_is_found() {
         .status(1)
         .run();
 
-    // The repairs name the schema; the extra table's is one statement.
+    // The repairs name the schema; the extra table's is one statement,
+    // its parts comments under it.
     let (b, c) = (env.slug("b"), env.slug("c"));
     let header = "-- tenantctl tenant drift: repairs towards the migrations (built in a scratch database on server default); review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`";
     env.expect(&["tenant", "drift", &b, "--sql"])
@@ -277,11 +278,20 @@ fn a_non_public_prisma_schema_matches_and_its_drift_is_found() {
             "
             {header}
 
-            -- tenant c-{{T}} (database tenant_c_{{T}} on server default): 2 difference(s)
-            -- column app.\"Site\".timezone default changed: 'UTC'::text (reference) vs 'CET'::text
-            ALTER TABLE app.\"Site\" ALTER COLUMN timezone SET DEFAULT 'UTC'::text;
+            -- tenant c-{{T}} (database tenant_c_{{T}} on server default): 11 difference(s)
             -- table \"Site\" not in the reference
             DROP TABLE public.\"Site\";
+            -- column \"Site\".id not in the reference (part of table \"Site\": see above)
+            -- constraint \"Site_pkey\" on \"Site\" not in the reference (part of table \"Site\": see above)
+            -- grant DELETE on table \"Site\" to (owner) not in the reference (part of table \"Site\": see above)
+            -- grant INSERT on table \"Site\" to (owner) not in the reference (part of table \"Site\": see above)
+            -- grant REFERENCES on table \"Site\" to (owner) not in the reference (part of table \"Site\": see above)
+            -- grant SELECT on table \"Site\" to (owner) not in the reference (part of table \"Site\": see above)
+            -- grant TRIGGER on table \"Site\" to (owner) not in the reference (part of table \"Site\": see above)
+            -- grant TRUNCATE on table \"Site\" to (owner) not in the reference (part of table \"Site\": see above)
+            -- grant UPDATE on table \"Site\" to (owner) not in the reference (part of table \"Site\": see above)
+            -- column app.\"Site\".timezone default changed: 'UTC'::text (reference) vs 'CET'::text
+            ALTER TABLE app.\"Site\" ALTER COLUMN timezone SET DEFAULT 'UTC'::text;
             "
         ))
         .status(1)
