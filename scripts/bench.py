@@ -86,6 +86,20 @@ that noise spreads over all of them.
       MB/s is the database's size (pg_database_size, 10^6 bytes) over the
       wall time, so the move's bookkeeping, renames and verification count.
 
+5. Drift (`tenant drift --all`, issue 18) against an up-to-date `tenant
+   status --all` over the same N migrated tenants, in the same run, `-c C`
+   for both, interleaved (the order alternates per round) for D rounds
+   (`--drift-reps`, default 5): the issue's target is drift at most about
+   2x status. A third scenario, `tenant drift --all --against bench-1`,
+   compares with a tenant instead of the scratch database, so the
+   difference between the two drift medians is what building the
+   reference costs (create, migrate, read, drop the scratch database) and
+   the `--against` median over status is the per-tenant catalog read's
+   share. Every drift run must exit 0 with all N tenants `match`. With
+   `--scale`, the same three are timed at each size; `--drift-only` skips
+   sections 1, 2 and 4 (for a quick drift measurement at a large N:
+   `just bench --drift-only --n 1000`).
+
 `--scale 100,1000` additionally times the up-to-date `tenantctl tenant
 migrate --all` at each size (R reps, median) and prints ms/tenant per size and
 the growth ratio last/first (1.0 = linear). Off by default because creating
@@ -478,16 +492,31 @@ def tenantctl_migrate(cfg: Config, n: int, expect_applied: int) -> Sample:
     return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
 
-def tenantctl_status(cfg: Config) -> Sample:
+def tenantctl_status(cfg: Config, n: int | None = None) -> Sample:
+    n = cfg.n if n is None else n
     what = "tenantctl tenant status --all"
     proc = run(
         cfg,
         [cfg.tenantctl, "tenant", "status", "--all", "--concurrency", str(cfg.c), "--output", "json", "--quiet"],
     )
-    report = tenantctl_json(cfg, proc, what, cfg.n)
+    report = tenantctl_json(cfg, proc, what, n)
     for t in report["tenants"]:
         if t.get("pending") != 0 or t.get("problems"):
             raise BenchError(f"{what}: {t.get('db_name')} pending={t.get('pending')} problems={t.get('problems')}")
+    return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+
+def tenantctl_drift(cfg: Config, n: int, against: str | None = None) -> Sample:
+    what = "tenantctl tenant drift --all" + (f" --against {against}" if against else "")
+    cmd = [cfg.tenantctl, "tenant", "drift", "--all", "--concurrency", str(cfg.c), "--output", "json", "--quiet"]
+    proc = run(cfg, cmd + (["--against", against] if against else []))
+    report = tenantctl_json(cfg, proc, what, n)
+    drift = report.get("drift") or {}
+    if (drift.get("matched"), drift.get("differ"), drift.get("pending")) != (n, 0, 0):
+        raise BenchError(
+            f"{what}: expected {n} matching, got matched={drift.get('matched')} differ={drift.get('differ')}"
+            f" pending={drift.get('pending')}"
+        )
     return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
 
@@ -693,11 +722,75 @@ def bench_up_to_date(cfg: Config) -> list[Result]:
     return results
 
 
-def bench_scale(cfg: Config, sizes: list[int]) -> tuple[list[Result], list[Result]]:
+def bench_drift(cfg: Config, n: int, reps: int) -> list[Result]:
+    """Up-to-date status, drift and drift --against over the n tenants
+    bench_1..bench_n (registered and migrated), interleaved, `reps` rounds;
+    the order alternates per round so neither goes first every time."""
+    c = cfg.c
+    results = [
+        Result(f"drift.{n}.status", "drift", f"tenantctl tenant status --all -c{c}", n),
+        Result(f"drift.{n}.drift", "drift", f"tenantctl tenant drift --all -c{c}", n),
+        Result(f"drift.{n}.against", "drift", f"tenantctl tenant drift --all -c{c} --against bench-1", n),
+    ]
+    fns = [
+        lambda: tenantctl_status(cfg, n),
+        lambda: tenantctl_drift(cfg, n),
+        lambda: tenantctl_drift(cfg, n, against="bench-1"),
+    ]
+    log(f"drift: N={n}, warm-up (untimed)")
+    tenantctl_drift(cfg, n)
+    for rep in range(reps):
+        pairs = list(zip(results, fns))
+        for r, fn in pairs if rep % 2 == 0 else pairs[::-1]:
+            r.samples.append(fn())
+        log(
+            f"drift N={n} round {rep + 1}/{reps}: status {results[0].samples[-1].seconds:.3f} s,"
+            f" drift {results[1].samples[-1].seconds:.3f} s, --against {results[2].samples[-1].seconds:.3f} s"
+        )
+    return results
+
+
+def drift_json(results: list[Result]) -> dict:
+    status, drift, against = results
+    return {
+        "n": status.units,
+        "status_median_s": round(status.median, 4),
+        "drift_median_s": round(drift.median, 4),
+        "against_median_s": round(against.median, 4),
+        "status_ms_per_tenant": round(status.ms_per_unit, 3),
+        "drift_ms_per_tenant": round(drift.ms_per_unit, 3),
+        "against_ms_per_tenant": round(against.ms_per_unit, 3),
+        "ratio_drift_over_status": round(drift.median / status.median, 3),
+        "ratio_against_over_status": round(against.median / status.median, 3),
+        "client_cpu_s": {r.key: round(r.cpu_median, 4) for r in results},
+        "peak_rss_mib": {r.key: round(r.maxrss_mib, 1) for r in results},
+        "samples_s": {r.key: [round(x.seconds, 4) for x in r.samples] for r in results},
+    }
+
+
+def print_drift(cfg: Config, sets: list[list[Result]], reps: int) -> None:
+    print(f"drift against an up-to-date status over the same tenants, -c{cfg.c} (median of {reps}, interleaved):")
+    for results in sets:
+        status, drift, against = results
+        print(f"  N={status.units}")
+        for r in results:
+            print(
+                f"    {r.label:<58} {r.median:8.3f} s  {r.ms_per_unit:7.2f} ms/tenant"
+                f"  CPU {r.cpu_median:6.2f} s  RSS {r.maxrss_mib:.1f} MiB"
+            )
+        print(
+            f"    drift over status: {drift.median / status.median:.2f}x (target: at most about 2x);"
+            f" --against over status: {against.median / status.median:.2f}x;"
+            f" the reference (scratch database) costs {drift.median - against.median:+.3f} s"
+        )
+
+
+def bench_scale(cfg: Config, sizes: list[int], drift_reps: int) -> tuple[list[Result], list[Result], list[list[Result]]]:
     """Up-to-date tenantctl migrate at each size, and as a reference the same
     check by sqlx-cli, C at once: growth both share is the server's (more
-    databases to start backends in), growth only tenantctl shows is ours."""
-    results, references = [], []
+    databases to start backends in), growth only tenantctl shows is ours.
+    Then drift against status at that size (bench_drift)."""
+    results, references, drift_sets = [], [], []
     for size in sizes:
         log(f"scale: {size} tenants, migrated once by tenantctl (untimed)")
         fresh_databases(cfg, size)
@@ -715,7 +808,21 @@ def bench_scale(cfg: Config, sizes: list[int]) -> tuple[list[Result], list[Resul
             )
         results.append(r)
         references.append(ref)
-    return results, references
+        drift_sets.append(bench_drift(cfg, size, drift_reps))
+    return results, references, drift_sets
+
+
+def bench_drift_scale(cfg: Config, sizes: list[int], reps: int) -> list[list[Result]]:
+    """bench_drift at each size, on databases made and migrated for it."""
+    out = []
+    for size in sizes:
+        log(f"drift scale: {size} tenants, migrated once by tenantctl (untimed)")
+        fresh_databases(cfg, size)
+        register_tenants(cfg, size)
+        tenantctl_migrate(cfg, size, expect_applied=len(cfg.migrations))
+        checkpoint(cfg)
+        out.append(bench_drift(cfg, size, reps))
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -903,7 +1010,7 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
             result.samples.append(timed())
             log(f"rep {rep + 1}/{cfg.reps}: {result.label}: {result.samples[-1].seconds:.3f} s")
     psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);")
-    psql(cfg, f"DELETE FROM \"Company\" WHERE id = 'move';\nDELETE FROM _tenantctl_moves WHERE company_id = 'move';", MASTER_DB)
+    psql(cfg, f"DELETE FROM \"Company\" WHERE id = 'move';\nDELETE FROM tenantctl.moves WHERE company_id = 'move';", MASTER_DB)
     psql(cfg, f"DROP DATABASE IF EXISTS {MOVE_DB} WITH (FORCE);")
     return size, [manual, there, back]
 
@@ -1014,14 +1121,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="",
         help="comma-separated sizes, e.g. 100,1000: also time up-to-date tenantctl migrate at each (default off)",
     )
+    ap.add_argument(
+        "--drift-reps", type=int, default=5, help="interleaved rounds of status/drift (default 5)"
+    )
+    ap.add_argument(
+        "--drift-only",
+        action="store_true",
+        help="only the drift section (at --n, and at each --scale size): no fresh, up-to-date, servers",
+    )
     ap.add_argument("--tenantctl", default="target/release/tenantctl", help="binary (default target/release/tenantctl)")
     ap.add_argument("--sqlx", default=None, help="sqlx-cli binary (default: sqlx on PATH or ~/.cargo/bin/sqlx)")
     ap.add_argument("--no-servers", action="store_true", help="skip the second server (split migrate, tenant move)")
     ap.add_argument("--move-mb", type=int, default=100, help="size of the moved tenant in MB (default 100)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "out"), help="where the JSON goes (default bench/out)")
     args = ap.parse_args(argv)
-    if args.n < 1 or args.reps < 1 or args.concurrency < 1:
-        ap.error("--n, --reps and --concurrency must be at least 1")
+    if args.n < 1 or args.reps < 1 or args.concurrency < 1 or args.drift_reps < 1:
+        ap.error("--n, --reps, --drift-reps and --concurrency must be at least 1")
     try:
         args.scale_sizes = [int(s) for s in args.scale.split(",") if s.strip()]
     except ValueError:
@@ -1056,17 +1171,26 @@ def main(argv: list[str]) -> int:
         setup_master(cfg)
         register_tenants(cfg, cfg.n)
 
-        fresh = bench_fresh(cfg)
-        upd = bench_up_to_date(cfg)
-        servers, moves, move_size = [], [], 0
-        if not args.no_servers:
-            second = start_second_server(cfg)
-            try:
-                servers = bench_servers(cfg, second)
-                move_size, moves = bench_move(cfg, second, args.move_mb)
-            finally:
-                second.stop()
-        scale, scale_ref = bench_scale(cfg, args.scale_sizes) if args.scale_sizes else ([], [])
+        fresh, upd, servers, moves, move_size, scale, scale_ref = [], [], [], [], 0, [], []
+        if args.drift_only:
+            sizes = list(dict.fromkeys([cfg.n, *args.scale_sizes]))
+            drift_sets = bench_drift_scale(cfg, sizes, args.drift_reps)
+        else:
+            fresh = bench_fresh(cfg)
+            upd = bench_up_to_date(cfg)
+            # Right after up-to-date: the n tenants are migrated and all on
+            # the default server (the servers section moves them about).
+            drift_sets = [bench_drift(cfg, cfg.n, args.drift_reps)]
+            if not args.no_servers:
+                second = start_second_server(cfg)
+                try:
+                    servers = bench_servers(cfg, second)
+                    move_size, moves = bench_move(cfg, second, args.move_mb)
+                finally:
+                    second.stop()
+            if args.scale_sizes:
+                scale, scale_ref, more = bench_scale(cfg, args.scale_sizes, args.drift_reps)
+                drift_sets += [d for d in more if d[0].units != cfg.n]
     except BenchError as e:
         log(f"FAILED: {e}")
         return 1
@@ -1079,8 +1203,11 @@ def main(argv: list[str]) -> int:
             log(f"cleanup failed: {e}")
         shutil.rmtree(cfg.scratch, ignore_errors=True)
 
-    rows = summarize(fresh, upd)
-    tenantctl_rss = max(r.maxrss_mib for r in fresh + upd + scale if "tenantctl" in r.key or r.group == "scale")
+    rows = summarize(fresh, upd) if fresh else []
+    drift_results = [r for d in drift_sets for r in d]
+    tenantctl_rss = max(
+        r.maxrss_mib for r in fresh + upd + scale + drift_results if "tenantctl" in r.key or r.group in ("scale", "drift")
+    )
     elapsed = time.perf_counter() - started
 
     print(f"command:    {command_line}")
@@ -1090,11 +1217,13 @@ def main(argv: list[str]) -> int:
         f" {sqlx_version}; {tenantctl_version} (git {git_describe()}); {pgbench_version}; {os.cpu_count()} CPUs"
     )
     print()
-    print_table(rows)
-    print()
-    print("x floor: ms/tenant over the floor's (fresh: psql floor; up-to-date: pgbench -C floor, per connection).")
-    print("vs sqlx: sqlx-cli median / tenantctl median in the same section (>1 = tenantctl faster).")
-    print("RSS MiB: peak resident set of one process (max over reps); CPU s: user+sys of the client processes.")
+    if rows:
+        print_table(rows)
+        print()
+    if rows:
+        print("x floor: ms/tenant over the floor's (fresh: psql floor; up-to-date: pgbench -C floor, per connection).")
+        print("vs sqlx: sqlx-cli median / tenantctl median in the same section (>1 = tenantctl faster).")
+        print("RSS MiB: peak resident set of one process (max over reps); CPU s: user+sys of the client processes.")
     print(f"tenantctl peak RSS: {tenantctl_rss:.1f} MiB (max over all its runs)")
     by_key = {r.key: r for r in upd}
     if "uptodate.connect_floor" in by_key:
@@ -1168,6 +1297,8 @@ def main(argv: list[str]) -> int:
             "sqlx_parallel_ms_per_tenant": [round(r.ms_per_unit, 3) for r in scale_ref],
             "sqlx_parallel_growth": round(ref_growth, 3),
         }
+    print()
+    print_drift(cfg, drift_sets, args.drift_reps)
     print(f"\ntotal wall time: {elapsed:.1f} s")
 
     out_dir = pathlib.Path(args.out_dir)
@@ -1194,6 +1325,7 @@ def main(argv: list[str]) -> int:
                 "scale": scale_json,
                 "servers": servers_json,
                 "move": move_json,
+                "drift": [drift_json(d) for d in drift_sets],
                 "total_wall_s": round(elapsed, 1),
             },
             indent=2,

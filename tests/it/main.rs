@@ -22,6 +22,7 @@ mod db_names;
 mod doctor;
 mod drift;
 mod drift_attacks;
+mod drift_prisma;
 mod exec;
 mod failures;
 mod fleet;

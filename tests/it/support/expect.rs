@@ -20,6 +20,9 @@
 //!   `{host}:{port}`, `"port": {port}`, `//{user}:***@`);
 //! - `{uuid}`: any UUID (company ids), unless [`Expect::with`] names it;
 //! - `{time}`: any RFC 3339 timestamp (`2026-12-05T13:44:25Z`);
+//! - `{n} objects`: the size of `tenant drift`'s reference (`(147 objects)`),
+//!   which follows the server's version (its built-in grants, plpgsql's
+//!   objects), not the test;
 //! - `{ms}`: a duration where it is a timing: a whole table cell
 //!   (`93ms`, `1.2s`, `3m 05s`) or a JSON `"duration_ms"` value. A duration
 //!   inside a message (a timeout's limit, say) is compared as it is.
@@ -283,6 +286,7 @@ impl Normalizer {
         let text = replace_words(&text, is_uuid, "{uuid}");
         let text = replace_words(&text, is_timestamp, "{time}");
         let text = json_durations(&text);
+        let text = object_counts(&text);
         Ok(tables(&text))
     }
 }
@@ -388,6 +392,27 @@ fn is_duration(cell: &str) -> bool {
     cell.strip_suffix('s')
         .and_then(|s| s.split_once('.'))
         .is_some_and(|(a, b)| digits(a) && b.len() == 1 && digits(b))
+}
+
+/// `(147 objects)` → `({n} objects)`.
+fn object_counts(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(" objects)") {
+        let head = &rest[..at];
+        let digits = head.len() - head.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let open = at - digits;
+        if digits > 0 && head[..open].ends_with('(') {
+            out.push_str(&rest[..open]);
+            out.push_str("{n}");
+        } else {
+            out.push_str(head);
+        }
+        out.push_str(" objects)");
+        rest = &rest[at + " objects)".len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `"duration_ms": 83` → `"duration_ms": {ms}`, also in compact JSON.
