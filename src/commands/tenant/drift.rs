@@ -527,23 +527,29 @@ fn redacted_error(redactor: &crate::redact::Redactor, err: anyhow::Error) -> any
 struct Shared<'a> {
     #[serde(flatten)]
     difference: &'a Difference,
+    /// The tenants' handles (slug, else name, else id), as the report for
+    /// people names them.
     tenants: Vec<&'a str>,
+    /// The same tenants' ids, in the same order: what the `tenants` rows
+    /// of the JSON report carry whatever the master's columns.
+    tenant_ids: Vec<&'a str>,
 }
 
 /// Each distinct difference once, with the tenants that have it, the most
 /// widespread first.
 fn shared(run: &FleetRun<TenantDrift>) -> Vec<Shared<'_>> {
-    let mut by: BTreeMap<&Difference, Vec<&str>> = BTreeMap::new();
+    let mut by: BTreeMap<&Difference, Vec<&Tenant>> = BTreeMap::new();
     for report in &run.reports {
         for d in &report.value.differences {
-            by.entry(d).or_default().push(report.tenant.handle());
+            by.entry(d).or_default().push(&report.tenant);
         }
     }
     let mut all: Vec<_> = by
         .into_iter()
         .map(|(difference, tenants)| Shared {
             difference,
-            tenants,
+            tenants: tenants.iter().map(|t| t.handle()).collect(),
+            tenant_ids: tenants.iter().map(|t| t.id.as_str()).collect(),
         })
         .collect();
     all.sort_by_key(|group| std::cmp::Reverse(group.tenants.len()));
@@ -695,7 +701,11 @@ fn print_repairs(run: &FleetRun<TenantDrift>, reference: &Reference) {
         "-- tenantctl tenant drift: repairs towards {}; review each block, then run it with `tenantctl tenant sql <tenant> -f FILE`",
         shown(&reference.source)
     ));
-    for r in &run.reports {
+    // In the tenants' handles' order: the same script for the same fleet,
+    // whatever order the master's ids give.
+    let mut reports: Vec<_> = run.reports.iter().collect();
+    reports.sort_by_key(|r| r.tenant.handle());
+    for r in reports {
         if r.value.drift != Some(Standing::Differs) {
             continue;
         }
