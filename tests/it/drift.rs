@@ -320,7 +320,11 @@ fn each_kind_of_drift_is_found_on_its_tenant_and_nothing_on_the_clean_ones() {
         );
         // Its id too, the key every `tenants` row has.
         let row = find(&report, group["tenants"][0].as_str().expect("a handle"));
-        assert_eq!(group["tenant_ids"], serde_json::json!([row["id"]]), "{group}");
+        assert_eq!(
+            group["tenant_ids"],
+            serde_json::json!([row["id"]]),
+            "{group}"
+        );
     }
 
     // The report for people names each tenant on its difference's line.
