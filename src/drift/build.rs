@@ -37,7 +37,7 @@ struct Rel<'a> {
 }
 
 /// What every builder needs: the names of schemas and relations, what
-/// belongs to an extension, the comments, and the schema being built.
+/// belongs to an extension, and the comments.
 struct Ctx<'a> {
     rows: &'a Rows,
     scope: Scope,
@@ -46,27 +46,42 @@ struct Ctx<'a> {
     rels: HashMap<u32, Rel<'a>>,
     members: HashSet<(u32, u32)>,
     comments: HashMap<(u32, u32, i64), &'a str>,
-    out: Schema,
 }
 
 /// Builds the schema from the rows of `catalog.sql`.
 pub fn schema(rows: &Rows, scope: Scope) -> Schema {
-    let mut ctx = Ctx::new(rows, scope);
-    schemas(&mut ctx);
-    relations(&mut ctx);
-    columns(&mut ctx);
-    constraints(&mut ctx);
-    indexes(&mut ctx);
-    functions(&mut ctx);
-    triggers(&mut ctx);
-    policies(&mut ctx);
-    rules(&mut ctx);
-    types(&mut ctx);
-    extensions(&mut ctx);
-    default_privileges(&mut ctx);
-    others(&mut ctx);
-    settings(&mut ctx);
-    ctx.out
+    let ctx = Ctx::new(rows, scope);
+    let mut out = Schema::default();
+    for build in [
+        schemas,
+        relations,
+        columns,
+        constraints,
+        indexes,
+        functions,
+        triggers,
+        policies,
+        rules,
+        types,
+        extensions,
+        default_privileges,
+        others,
+        settings,
+    ] {
+        build(&ctx, &mut out);
+    }
+    out
+}
+
+/// Adds an object to the schema being built.
+fn add(out: &mut Schema, kind: &str, name: String, object: Object) {
+    out.insert(
+        Key {
+            kind: kind.to_owned(),
+            name,
+        },
+        object,
+    );
 }
 
 impl<'a> Ctx<'a> {
@@ -113,7 +128,6 @@ impl<'a> Ctx<'a> {
             rels,
             members,
             comments,
-            out: Schema::default(),
         }
     }
 
@@ -159,16 +173,6 @@ impl<'a> Ctx<'a> {
                 ),
             );
         }
-    }
-
-    fn add(&mut self, kind: &str, name: String, object: Object) {
-        self.out.insert(
-            Key {
-                kind: kind.to_owned(),
-                name,
-            },
-            object,
-        );
     }
 }
 
@@ -234,7 +238,7 @@ fn yes_no(flag: bool) -> &'static str {
     if flag { "true" } else { "false" }
 }
 
-fn schemas(ctx: &mut Ctx<'_>) {
+fn schemas(ctx: &Ctx<'_>, out: &mut Schema) {
     for r in ctx.rows.of("n") {
         let Some(name) = ctx.ns.get(&r.oid(0)).cloned() else {
             continue;
@@ -250,10 +254,10 @@ fn schemas(ctx: &mut Ctx<'_>) {
             Some((r.text(2), format!("ALTER SCHEMA {name}"))),
             &comment(PG_NAMESPACE, r.oid(0), 0, on.clone()),
         );
-        ctx.add("schema", name.clone(), o);
+        add(out, "schema", name.clone(), o);
         let grants = super::acl::grants(&format!("schema {name}"), r.get(3), r.text(2), &on, "");
         for (grant, object) in grants {
-            ctx.out.insert(grant, under(object, key("schema", &name)));
+            out.insert(grant, under(object, key("schema", &name)));
         }
     }
 }
@@ -271,8 +275,7 @@ fn rel_kind(relkind: char) -> Option<(&'static str, &'static str)> {
     })
 }
 
-fn relations(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn relations(ctx: &Ctx<'_>, out: &mut Schema) {
     for (oid, rel) in &ctx.rels {
         if ctx.members.contains(&(PG_CLASS, *oid)) {
             continue;
@@ -286,40 +289,39 @@ fn relations(ctx: &mut Ctx<'_>) {
             Some((rel.raw.text(4), format!("ALTER {keyword} {}", rel.q))),
             &comment(PG_CLASS, *oid, 0, format!("{keyword} {}", rel.q)),
         );
-        built.push((kind, rel.shown.clone(), o));
+        add(out, kind, rel.shown.clone(), o);
         if rel.relkind != 'c' {
             let (on, target) = if rel.relkind == 'S' {
                 ("sequence", format!("SEQUENCE {}", rel.q))
             } else {
                 ("table", format!("TABLE {}", rel.q))
             };
-            built.extend(grant_objects(
+            grant_objects(
+                out,
                 &format!("{on} {}", rel.shown),
                 rel.raw.get(5),
                 rel.raw.text(4),
                 &target,
                 "",
                 &key(kind, &rel.shown),
-            ));
+            );
         }
-    }
-    for (kind, name, o) in built {
-        ctx.add(kind, name, o);
     }
 }
 
+/// The grants of one object, each a part of it.
 fn grant_objects(
+    out: &mut Schema,
     on: &str,
     acl: Option<&str>,
     owner: &str,
     target: &str,
     columns: &str,
     parent: &Key,
-) -> Vec<(&'static str, String, Object)> {
-    super::acl::grants(on, acl, owner, target, columns)
-        .into_iter()
-        .map(|(grant, o)| ("grant", grant.name, under(o, parent.clone())))
-        .collect()
+) {
+    for (grant, o) in super::acl::grants(on, acl, owner, target, columns) {
+        out.insert(grant, under(o, parent.clone()));
+    }
 }
 
 /// A relation's own properties and statements.
@@ -471,22 +473,22 @@ fn sequence(ctx: &Ctx<'_>, oid: u32, q: &str, o: &mut Object) {
     }
 }
 
-fn columns(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn columns(ctx: &Ctx<'_>, out: &mut Schema) {
     for a in ctx.rows.of("a") {
         let Some(rel) = ctx.rel(a.oid(0)) else {
             continue;
         };
         let attnum = a.get(12).and_then(|n| n.parse().ok()).unwrap_or(0);
         if let Some(acl) = a.get(11).filter(|acl| *acl != "null") {
-            built.extend(grant_objects(
+            grant_objects(
+                out,
                 &format!("column {}.{}", rel.shown, a.text(1)),
                 Some(acl),
                 rel.raw.text(4),
                 &format!("TABLE {}", rel.q),
                 &format!(" ({})", a.text(1)),
                 &key("column", &format!("{}.{}", rel.shown, a.text(1))),
-            ));
+            );
         }
         if !matches!(rel.relkind, 'r' | 'p' | 'f' | 'c') {
             continue;
@@ -495,14 +497,12 @@ fn columns(ctx: &mut Ctx<'_>) {
         let on = format!("COLUMN {}.{}", rel.q, a.text(1));
         ctx.extras(&mut o, None, &comment(PG_CLASS, a.oid(0), attnum, on));
         let parent = key(rel_kind(rel.relkind).map_or("table", |k| k.0), &rel.shown);
-        built.push((
+        add(
+            out,
             "column",
             format!("{}.{}", rel.shown, a.text(1)),
             under(o, parent),
-        ));
-    }
-    for (kind, name, o) in built {
-        ctx.add(kind, name, o);
+        );
     }
 }
 
@@ -580,8 +580,7 @@ fn bare_definition(def: &str) -> &str {
     def
 }
 
-fn constraints(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn constraints(ctx: &Ctx<'_>, out: &mut Schema) {
     for k in ctx.rows.of("k") {
         let (on_shown, keyword, q, parent) = if let Some(rel) = ctx.rel(k.oid(2)) {
             let kind = rel_kind(rel.relkind).map_or("table", |k| k.0);
@@ -641,10 +640,12 @@ fn constraints(ctx: &mut Ctx<'_>) {
             if keyword == "DOMAIN" { "DOMAIN " } else { "" }
         );
         ctx.extras(&mut o, None, &comment(PG_CONSTRAINT, k.oid(0), 0, on));
-        built.push((format!("{name} on {on_shown}"), under(o, parent)));
-    }
-    for (name, o) in built {
-        ctx.add("constraint", name, o);
+        add(
+            out,
+            "constraint",
+            format!("{name} on {on_shown}"),
+            under(o, parent),
+        );
     }
 }
 
@@ -676,7 +677,7 @@ fn domain(ctx: &Ctx<'_>, oid: u32) -> Option<(String, String)> {
     ))
 }
 
-fn indexes(ctx: &mut Ctx<'_>) {
+fn indexes(ctx: &Ctx<'_>, out: &mut Schema) {
     // An index a constraint owns is the constraint's: reported as it.
     let owned: HashSet<(u32, u32)> = ctx
         .rows
@@ -685,7 +686,6 @@ fn indexes(ctx: &mut Ctx<'_>) {
         .filter(|k| matches!(k.text(4), "p" | "u" | "x"))
         .map(|k| (k.oid(9), k.oid(2)))
         .collect();
-    let mut built = Vec::new();
     for i in ctx.rows.of("i") {
         let (index, table) = (i.oid(0), i.oid(1));
         if owned.contains(&(index, table)) || ctx.rel(table).is_none() {
@@ -714,15 +714,16 @@ fn indexes(ctx: &mut Ctx<'_>) {
             .rels
             .get(&table)
             .map_or_else(String::new, |t| t.shown.clone());
-        built.push((rel.shown.clone(), under(o, key("table", &table))));
-    }
-    for (name, o) in built {
-        ctx.add("index", name, o);
+        add(
+            out,
+            "index",
+            rel.shown.clone(),
+            under(o, key("table", &table)),
+        );
     }
 }
 
-fn functions(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn functions(ctx: &Ctx<'_>, out: &mut Schema) {
     for f in ctx.rows.of("f") {
         let Some(schema) = ctx.schema_of(f.oid(1), PG_PROC, f.oid(0)) else {
             continue;
@@ -750,18 +751,16 @@ fn functions(ctx: &mut Ctx<'_>) {
                 "FUNCTION"
             }
         );
-        built.extend(grant_objects(
+        grant_objects(
+            out,
             &format!("{kind} {shown}"),
             f.get(15),
             f.text(14),
             &target,
             "",
             &key(kind, &shown),
-        ));
-        built.push((kind, shown, o));
-    }
-    for (kind, name, o) in built {
-        ctx.add(kind, name, o);
+        );
+        add(out, kind, shown, o);
     }
 }
 
@@ -831,8 +830,7 @@ fn firing(code: &str) -> (&'static str, &'static str) {
     }
 }
 
-fn triggers(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn triggers(ctx: &Ctx<'_>, out: &mut Schema) {
     for t in ctx.rows.of("t") {
         let Some(rel) = ctx.rel(t.oid(0)).filter(|_| !t.flag(5)) else {
             continue;
@@ -859,18 +857,16 @@ fn triggers(ctx: &mut Ctx<'_>) {
         );
         let on = format!("TRIGGER {name} ON {q}");
         ctx.extras(&mut o, None, &comment(PG_TRIGGER, t.oid(4), 0, on));
-        built.push((
+        add(
+            out,
+            "trigger",
             format!("{name} on {}", rel.shown),
             under(o, key("table", &rel.shown)),
-        ));
-    }
-    for (name, o) in built {
-        ctx.add("trigger", name, o);
+        );
     }
 }
 
-fn policies(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn policies(ctx: &Ctx<'_>, out: &mut Schema) {
     for p in ctx.rows.of("p") {
         let Some(rel) = ctx.rel(p.oid(0)) else {
             continue;
@@ -913,18 +909,16 @@ fn policies(ctx: &mut Ctx<'_>) {
             fix(&mut o, prop, format!("DROP POLICY {name} ON {q}; {create}"));
         }
         o.create = Some(create);
-        built.push((
+        add(
+            out,
+            "policy",
             format!("{name} on {}", rel.shown),
             under(o, key("table", &rel.shown)),
-        ));
-    }
-    for (name, o) in built {
-        ctx.add("policy", name, o);
+        );
     }
 }
 
-fn rules(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn rules(ctx: &Ctx<'_>, out: &mut Schema) {
     for r in ctx.rows.of("r") {
         let Some(rel) = ctx.rel(r.oid(0)) else {
             continue;
@@ -937,18 +931,16 @@ fn rules(ctx: &mut Ctx<'_>) {
         set(&mut o, "definition", r.get(2));
         set(&mut o, "enabled", r.get(3));
         let kind = rel_kind(rel.relkind).map_or("table", |k| k.0);
-        built.push((
+        add(
+            out,
+            "rule",
             format!("{} on {}", r.text(1), rel.shown),
             under(o, key(kind, &rel.shown)),
-        ));
-    }
-    for (name, o) in built {
-        ctx.add("rule", name, o);
+        );
     }
 }
 
-fn types(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn types(ctx: &Ctx<'_>, out: &mut Schema) {
     for t in ctx.rows.of("y") {
         let Some(schema) = ctx.schema_of(t.oid(1), PG_TYPE, t.oid(0)) else {
             continue;
@@ -986,10 +978,7 @@ fn types(ctx: &mut Ctx<'_>) {
             Some((t.text(8), alter)),
             &comment(PG_TYPE, t.oid(0), 0, format!("{keyword} {q}")),
         );
-        built.push((kind, format!("{}{}", prefix(schema), t.text(2)), o));
-    }
-    for (kind, name, o) in built {
-        ctx.add(kind, name, o);
+        add(out, kind, format!("{}{}", prefix(schema), t.text(2)), o);
     }
 }
 
@@ -1016,8 +1005,8 @@ fn domain_properties(o: &mut Object, t: &Raw, q: &str) {
     fix(o, "not null", format!("ALTER DOMAIN {q} {null} NOT NULL;"));
 }
 
-fn extensions(ctx: &mut Ctx<'_>) {
-    let (mut built, mut ctx_members) = (Vec::new(), Vec::new());
+fn extensions(ctx: &Ctx<'_>, out: &mut Schema) {
+    let mut members_of = Vec::new();
     for x in ctx.rows.of("x") {
         let (name, version, schema) = (x.text(1), x.text(2), x.text(3));
         let mut o = Object {
@@ -1050,18 +1039,15 @@ fn extensions(ctx: &mut Ctx<'_>) {
         members.sort_unstable();
         for member in members {
             let part = under(Object::default(), key("extension", name));
-            ctx_members.push((format!("{name}: {member}"), part));
+            members_of.push((format!("{name}: {member}"), part));
         }
-        built.push((name.to_owned(), o));
-    }
-    for (name, o) in built {
-        ctx.add("extension", name, o);
+        add(out, "extension", name.to_owned(), o);
     }
     // Which objects each extension holds: one added with `ALTER EXTENSION
     // ... ADD` leaves every other comparison; no repair (dropping it from
     // the extension or the object is a decision).
-    for (name, o) in ctx_members {
-        ctx.add("extension member", name, o);
+    for (name, o) in members_of {
+        add(out, "extension member", name, o);
     }
 }
 
@@ -1069,8 +1055,7 @@ fn extensions(ctx: &mut Ctx<'_>) {
 /// grant beyond what the role's objects get with none set (an entry for
 /// every schema spells out the role's own privileges too, which is no
 /// drift), and each of those built-in ones the entry revokes.
-fn default_privileges(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn default_privileges(ctx: &Ctx<'_>, out: &mut Schema) {
     for d in ctx.rows.of("d") {
         let objects = match d.text(2) {
             "r" => "TABLES",
@@ -1107,11 +1092,8 @@ fn default_privileges(ctx: &mut Ctx<'_>) {
             };
             set(&mut o, "with grant option", Some(yes_no(grantable)));
             let name = format!("{privilege} on {lower}{shown_schema} for {role} {word} {grantee}");
-            built.push((kind, name, o));
+            add(out, kind, name, o);
         }
-    }
-    for (kind, name, o) in built {
-        ctx.add(kind, name, o);
     }
 }
 
@@ -1151,8 +1133,7 @@ fn default_grants(d: &Raw) -> Vec<(bool, String, &'static str, bool)> {
 }
 
 /// Extended statistics, event triggers, collations, casts and operators.
-fn others(ctx: &mut Ctx<'_>) {
-    let mut built: Vec<(&str, String, Object)> = Vec::new();
+fn others(ctx: &Ctx<'_>, out: &mut Schema) {
     for z in ctx.rows.of("z") {
         let (Some(_), Some(schema)) = (ctx.rel(z.oid(0)), ctx.ns.get(&z.oid(1))) else {
             continue;
@@ -1163,7 +1144,12 @@ fn others(ctx: &mut Ctx<'_>) {
             ..Object::default()
         };
         set(&mut o, "definition", z.get(3));
-        built.push(("statistics", format!("{}{}", prefix(schema), z.text(2)), o));
+        add(
+            out,
+            "statistics",
+            format!("{}{}", prefix(schema), z.text(2)),
+            o,
+        );
     }
     for v in ctx.rows.of("v") {
         if ctx.members.contains(&(PG_EVENT_TRIGGER, v.oid(0))) {
@@ -1184,17 +1170,13 @@ fn others(ctx: &mut Ctx<'_>) {
             "enabled",
             format!("ALTER EVENT TRIGGER {name} {switch};"),
         );
-        built.push(("event trigger", name.to_owned(), o));
+        add(out, "event trigger", name.to_owned(), o);
     }
-    built.extend(collations_casts_operators(ctx));
-    built.extend(publications_and_servers(ctx));
-    for (kind, name, o) in built {
-        ctx.add(kind, name, o);
-    }
+    collations_casts_operators(ctx, out);
+    publications_and_servers(ctx, out);
 }
 
-fn collations_casts_operators(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Object)> {
-    let mut built = Vec::new();
+fn collations_casts_operators(ctx: &Ctx<'_>, out: &mut Schema) {
     for l in ctx.rows.of("l") {
         let Some(schema) = ctx.schema_of(l.oid(1), PG_COLLATION, l.oid(0)) else {
             continue;
@@ -1207,7 +1189,12 @@ fn collations_casts_operators(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Objec
         set(&mut o, "collate", l.get(4));
         set(&mut o, "ctype", l.get(5));
         set(&mut o, "deterministic", Some(yes_no(l.flag(6))));
-        built.push(("collation", format!("{}{}", prefix(schema), l.text(2)), o));
+        add(
+            out,
+            "collation",
+            format!("{}{}", prefix(schema), l.text(2)),
+            o,
+        );
     }
     for c in ctx.rows.of("q") {
         if ctx.members.contains(&(PG_CAST, c.oid(0))) {
@@ -1221,7 +1208,7 @@ fn collations_casts_operators(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Objec
         set(&mut o, "function", c.get(3));
         set(&mut o, "context", c.get(4));
         set(&mut o, "method", c.get(5));
-        built.push(("cast", name, o));
+        add(out, "cast", name, o);
     }
     for u in ctx.rows.of("u") {
         let Some(schema) = ctx.schema_of(u.oid(1), PG_OPERATOR, u.oid(0)) else {
@@ -1232,14 +1219,12 @@ fn collations_casts_operators(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Objec
         let mut o = Object::default();
         set(&mut o, "function", u.get(5));
         set(&mut o, "returns", u.get(6));
-        built.push(("operator", name, o));
+        add(out, "operator", name, o);
     }
-    built
 }
 
 /// Publications (logical replication) and foreign servers.
-fn publications_and_servers(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Object)> {
-    let mut built = Vec::new();
+fn publications_and_servers(ctx: &Ctx<'_>, out: &mut Schema) {
     for p in ctx.rows.of("P") {
         let name = p.text(1);
         let rels: Vec<String> = p
@@ -1259,7 +1244,7 @@ fn publications_and_servers(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Object)
         set(&mut o, "publish", p.get(3));
         set(&mut o, "via root", Some(yes_no(p.flag(4))));
         set(&mut o, "tables", Some(&tables.join(", ")));
-        built.push(("publication", name.to_owned(), o));
+        add(out, "publication", name.to_owned(), o);
     }
     for f in ctx.rows.of("F") {
         let name = f.text(1);
@@ -1271,15 +1256,13 @@ fn publications_and_servers(ctx: &Ctx<'_>) -> Vec<(&'static str, String, Object)
         set(&mut o, "type", f.get(3));
         set(&mut o, "version", f.get(4));
         set(&mut o, "options", f.get(5));
-        built.push(("foreign server", name.to_owned(), o));
+        add(out, "foreign server", name.to_owned(), o);
     }
-    built
 }
 
 /// Settings made with `ALTER DATABASE ... SET` (or `ALTER ROLE ... IN
 /// DATABASE ... SET`).
-fn settings(ctx: &mut Ctx<'_>) {
-    let mut built = Vec::new();
+fn settings(ctx: &Ctx<'_>, out: &mut Schema) {
     for g in ctx.rows.of("g") {
         let config: Vec<String> = g
             .get(2)
@@ -1308,11 +1291,8 @@ fn settings(ctx: &mut Ctx<'_>) {
                 ..Object::default()
             };
             set(&mut o, "value", Some(value));
-            built.push((format!("{name}{role_name}"), o));
+            add(out, "database setting", format!("{name}{role_name}"), o);
         }
-    }
-    for (name, o) in built {
-        ctx.add("database setting", name, o);
     }
 }
 

@@ -167,9 +167,9 @@ struct Reference {
     /// For people: `the migrations (built in a scratch database on server
     /// default)`, `tenant acme`.
     source: String,
-    /// For JSON: `migrations` or `tenant`.
-    kind: &'static str,
-    tenant: Option<String>,
+    /// With `--against`: that tenant's handle (the reference is its
+    /// schema, for every server); else the migrations are.
+    against: Option<String>,
 }
 
 pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -281,8 +281,15 @@ async fn reference(
         tenants.iter().filter_map(|t| t.server().ok()).collect();
     let (mut schemas, mut unbuilt) = (BTreeMap::new(), BTreeMap::new());
     let mut first_error = None;
+    // Read (and checked) once, whatever the number of servers.
+    let migrations = if servers.is_empty() {
+        None
+    } else {
+        Some(TenantSchema::of(ctx).await?)
+    };
     for server in &servers {
-        let built = scratch(ctx, server, limits, scope).await;
+        let Some(migrations) = &migrations else { break };
+        let built = scratch(ctx, server, migrations, limits, scope).await;
         if ctx.stop.is_set() {
             return Ok(None);
         }
@@ -324,8 +331,7 @@ async fn reference(
         schemas,
         unbuilt,
         source,
-        kind: "migrations",
-        tenant: None,
+        against: None,
     }))
 }
 
@@ -336,8 +342,7 @@ impl Reference {
             schemas: BTreeMap::new(),
             unbuilt: BTreeMap::new(),
             source: "the migrations (interrupted while it was built: nothing compared)".to_owned(),
-            kind: "migrations",
-            tenant: None,
+            against: None,
         }
     }
 
@@ -345,7 +350,7 @@ impl Reference {
     /// With `--against`, the one schema; else its own server's, or why
     /// there is none (never another server's).
     fn for_tenant(&self, tenant: &Tenant) -> anyhow::Result<&Schema> {
-        if self.kind == "tenant" {
+        if self.against.is_some() {
             return self
                 .schemas
                 .values()
@@ -379,8 +384,8 @@ impl Reference {
     fn json(&self) -> serde_json::Value {
         let first = self.schemas.values().next();
         serde_json::json!({
-            "kind": self.kind,
-            "tenant": self.tenant,
+            "kind": if self.against.is_some() { "tenant" } else { "migrations" },
+            "tenant": self.against,
             "fingerprint": first.map(Schema::fingerprint),
             "objects": first.map_or(0, Schema::len),
             "servers": self.schemas.iter().map(|(server, schema)| serde_json::json!({
@@ -430,8 +435,7 @@ async fn against(
         schemas: BTreeMap::from([(server.clone(), schema)]),
         unbuilt: BTreeMap::new(),
         source: format!("tenant {}", shown(tenant.handle())),
-        kind: "tenant",
-        tenant: Some(tenant.handle().to_owned()),
+        against: Some(tenant.handle().to_owned()),
     })
 }
 
@@ -456,10 +460,10 @@ fn scratch_name() -> anyhow::Result<DbName> {
 async fn scratch(
     ctx: &Context,
     server: &ServerName,
+    migrations: &TenantSchema,
     limits: &SessionLimits,
     scope: Scope,
 ) -> anyhow::Result<Schema> {
-    let migrations = TenantSchema::of(ctx).await?;
     let db = scratch_name()?;
     let runner = ctx.runner.with_limits(limits.clone());
     let created = runner
@@ -476,7 +480,7 @@ async fn scratch(
         runner
             .with_tenant(server, &db, |conn, _| {
                 Box::pin(async {
-                    apply_schema(ctx, conn, &db, &migrations, limits, &mut Applied::default()).await
+                    apply_schema(ctx, conn, &db, migrations, limits, &mut Applied::default()).await
                 })
             })
             .await
