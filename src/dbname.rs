@@ -6,6 +6,10 @@ use std::fmt;
 /// would silently make two different names collide.
 pub const MAX_LEN: usize = 63;
 
+/// How tenantctl's template databases are named (`tenantctl_template_`
+/// and the migration set's hash): never a tenant's database.
+pub const TEMPLATE_PREFIX: &str = "tenantctl_template_";
+
 const RESERVED: &[&str] = &["postgres", "template0", "template1"];
 
 /// A database name that is safe to quote into DDL and to put into a URL path.

@@ -37,6 +37,7 @@ pub mod prisma;
 pub mod recheck;
 pub mod redact;
 pub mod revert;
+pub mod template;
 pub mod runner;
 pub mod runs;
 pub mod script;

@@ -450,6 +450,21 @@ async fn read_ledger_on(
         .context("read _sqlx_migrations")
 }
 
+/// Moves a cloned database's ledger times to now, their spacing kept: the
+/// rows came from its template, applied when the template was built.
+pub async fn restamp(conn: &mut PgConnection, ledger: &str) -> anyhow::Result<()> {
+    conn.execute(
+        format!(
+            "UPDATE {ledger} SET installed_on = installed_on \
+             + (pg_catalog.now() - (SELECT pg_catalog.max(installed_on) FROM {ledger}))"
+        )
+        .as_str(),
+    )
+    .await
+    .with_context(|| format!("record the migrations in {ledger} as applied now"))?;
+    Ok(())
+}
+
 /// Reads the database's migration state and compares it with the set.
 pub async fn plan(conn: &mut PgConnection, set: &MigrationSet) -> anyhow::Result<Plan> {
     let rows = read_applied(conn).await?;

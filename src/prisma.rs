@@ -468,6 +468,24 @@ async fn read_state(
     Ok(state)
 }
 
+/// Moves a cloned database's `_prisma_migrations` times to now, their
+/// spacing kept: the rows came from its template, applied when the
+/// template was built.
+pub async fn restamp(conn: &mut PgConnection, schema: &str) -> anyhow::Result<()> {
+    let table = format!("{}._prisma_migrations", quote_ident(schema));
+    conn.execute(
+        format!(
+            "UPDATE {table} SET started_at = started_at + d, finished_at = finished_at + d \
+             FROM (SELECT pg_catalog.now() - pg_catalog.max(COALESCE(finished_at, started_at)) AS d \
+                   FROM {table}) AS shift"
+        )
+        .as_str(),
+    )
+    .await
+    .context("record the migrations in _prisma_migrations as applied now")?;
+    Ok(())
+}
+
 /// Prisma's `?schema=` for an application command's `DATABASE_URL`:
 /// given only for a schema other than `public`, Prisma's default.
 pub fn url_schema(schema: &str) -> Option<&str> {

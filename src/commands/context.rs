@@ -53,6 +53,8 @@ pub struct Context {
     /// What the last selection read from the master picked and why, for
     /// the report and the run record to state.
     pub(super) selection: std::sync::Mutex<Option<Selection>>,
+    /// The template databases this run has found ready, per server.
+    pub templates: crate::template::Ready,
 }
 
 impl Context {
@@ -111,6 +113,7 @@ impl Context {
             migrator,
             origins: Origins::default(),
             selection: std::sync::Mutex::new(None),
+            templates: crate::template::Ready::default(),
         })
     }
 

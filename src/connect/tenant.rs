@@ -22,6 +22,10 @@ impl Connector {
             db != &self.master_db,
             "database {db} is the master database, not a tenant database"
         );
+        anyhow::ensure!(
+            !db.as_str().starts_with(crate::dbname::TEMPLATE_PREFIX),
+            "database {db} is one of tenantctl's template databases, not a tenant database"
+        );
         Ok(())
     }
 
@@ -29,6 +33,24 @@ impl Connector {
     pub fn for_tenant(&self, server: &ServerName, db: &DbName) -> anyhow::Result<PgConnectOptions> {
         self.check_tenant_db(db)?;
         Ok(self.server(server)?.base.clone().database(db.as_str()))
+    }
+
+    /// Opens a connection to a template database being built (which
+    /// [`Self::check_tenant_db`] refuses as a tenant's).
+    pub async fn connect_template(
+        &self,
+        server: &ServerName,
+        db: &DbName,
+    ) -> anyhow::Result<PgConnection> {
+        anyhow::ensure!(
+            db.as_str().starts_with(crate::dbname::TEMPLATE_PREFIX),
+            "database {db} is not a template database"
+        );
+        let pooled = self.server(server)?.pooled;
+        let options = self.server(server)?.base.clone().database(db.as_str());
+        let mut conn = self.connect(&options, pooled).await?;
+        self.pin(&mut conn, pooled).await?;
+        Ok(conn)
     }
 
     /// Opens a single connection to a tenant database on its server.

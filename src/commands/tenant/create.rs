@@ -13,7 +13,7 @@ use crate::claims::{self, Claim};
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
 use crate::commands::tenant::exec::{Executed, run_app_command};
-use crate::commands::tenant::provision::{Applied, TenantSchema, apply_schema};
+use crate::commands::tenant::provision::{Applied, TenantSchema, apply_schema, clone_template};
 use crate::companies::{self, Layout, NewCompany};
 use crate::config::{AppCommand, MigratorKind};
 use crate::connect::SessionLimits;
@@ -49,6 +49,11 @@ pub struct CreateArgs {
     #[arg(long, value_name = "NAME")]
     pub server: Option<ServerName>,
 
+    /// Migrate the new database in place instead of cloning the
+    /// migration set's template database (built on first use)
+    #[arg(long)]
+    pub no_template: bool,
+
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -81,6 +86,10 @@ struct Created<'a> {
     /// The application's migrations applied (prisma).
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     applied_migrations: &'a [String],
+    /// The template database it was cloned from (absent: migrated in
+    /// place).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<&'a str>,
 }
 
 /// What a create saw of its slug before it waited for the slug's lock.
@@ -118,6 +127,9 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .into());
     }
     let migrations = TenantSchema::of(ctx).await?;
+    if args.no_template {
+        ctx.templates.turn_off();
+    }
 
     let (claimed, applied) = ctx
         .runner
@@ -692,6 +704,7 @@ async fn finish(
 
 fn print(ctx: &Context, claimed: &Claimed, applied: &Applied) {
     let names = &applied.names;
+    let template = applied.template.as_ref().map(DbName::as_str);
     let applied = &applied.versions[..];
     let tenant = &claimed.tenant;
     let created = Created {
@@ -707,6 +720,7 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &Applied) {
         applied,
         migrator: ctx.migrator.kind().as_str(),
         applied_migrations: names,
+        template,
     };
     match ctx.output {
         OutputMode::Table => {
@@ -919,6 +933,11 @@ async fn provision(
 ) -> anyhow::Result<()> {
     let db = tenant.db_name()?;
     let placed = tenant.server()?;
+    // A clone of the set's template, when there is one to use and the
+    // database is not there yet (a create resumed finishes in place).
+    if clone_template(ctx, placed, db, migrations, limits, applied).await? {
+        return Ok(());
+    }
     let runner = ctx.runner.with_limits(limits.clone());
     runner
         .with_maintenance(placed, |server, _| {

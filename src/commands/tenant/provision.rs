@@ -2,14 +2,22 @@
 //! by `tenant create` and by `tenant drift`, whose reference is a scratch
 //! database migrated exactly as a new tenant is.
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::commands::context::Context;
 use crate::config::{AppCommand, Migrator};
-use crate::connect::SessionLimits;
+use crate::connect::{SessionLimits, has_sqlstate};
 use crate::dbname::DbName;
+use crate::ddl;
+use crate::error::sqlstate;
 use crate::migrations::{self, MigrationSet};
 use crate::prisma;
+use crate::servers::ServerName;
+use crate::template::{self, SetHash};
 
 /// What migrates a new tenant's database.
 pub enum TenantSchema {
@@ -53,6 +61,8 @@ impl TenantSchema {
 pub struct Applied {
     pub versions: Vec<i64>,
     pub names: Vec<String>,
+    /// The template the database was cloned from, if it was.
+    pub template: Option<DbName>,
 }
 
 /// Applies the schema natively on `conn`, connected to `db`: tenantctl's
@@ -92,4 +102,247 @@ pub async fn apply_schema(
         }
         TenantSchema::Command(_) => Ok(()),
     }
+}
+
+impl TenantSchema {
+    /// The hash a template of this schema is named by: what is applied and
+    /// how. `None` where tenantctl does not make the schema itself (the
+    /// application's command), so there is nothing it could build once.
+    pub fn template_hash(&self) -> Option<SetHash> {
+        match self {
+            Self::Sqlx(set) => {
+                let mut parts: Vec<Vec<u8>> = vec![b"sqlx".to_vec(), set.ledger().into()];
+                for m in set.iter() {
+                    parts.push(m.version.to_string().into_bytes());
+                    parts.push(m.description.as_bytes().to_vec());
+                    parts.push(m.checksum.to_vec());
+                    parts.push(vec![u8::from(m.no_tx)]);
+                }
+                Some(SetHash::of(parts.iter().map(Vec::as_slice)))
+            }
+            Self::Prisma {
+                folder,
+                schema,
+                search_path,
+                command: None,
+            } => {
+                let mut parts: Vec<Vec<u8>> = vec![
+                    b"prisma".to_vec(),
+                    schema.as_bytes().to_vec(),
+                    vec![u8::from(*search_path)],
+                ];
+                for m in &folder.migrations {
+                    parts.push(m.name.as_bytes().to_vec());
+                    parts.push(m.script.as_bytes().to_vec());
+                }
+                Some(SetHash::of(parts.iter().map(Vec::as_slice)))
+            }
+            Self::Prisma { .. } | Self::Command(_) => None,
+        }
+    }
+}
+
+/// The schema's template on `server`, built now if it is not there (see
+/// [`build_template`]); `None` with `--no-template` or where tenantctl
+/// does not make the schema itself.
+pub async fn template_for(
+    ctx: &Context,
+    server: &ServerName,
+    schema: &TenantSchema,
+    limits: &SessionLimits,
+) -> anyhow::Result<Option<Arc<template::Source>>> {
+    if ctx.templates.is_off() {
+        return Ok(None);
+    }
+    let Some(hash) = schema.template_hash() else {
+        return Ok(None);
+    };
+    let source = ctx
+        .templates
+        .get_or_make(server, || build_template(ctx, server, schema, &hash, limits))
+        .await?;
+    Ok(Some(source))
+}
+
+/// Finds the set's sealed template on the server, or builds it: under the
+/// set's build lock, taken in a transaction on a connection of its own, so
+/// two creates (of any processes) never build it twice; a template found
+/// unsealed under the lock was left half-built by a build that died, and
+/// is dropped and built again.
+pub async fn build_template(
+    ctx: &Context,
+    server: &ServerName,
+    schema: &TenantSchema,
+    hash: &SetHash,
+    limits: &SessionLimits,
+) -> anyhow::Result<template::Source> {
+    if let Some(source) = sealed_source(ctx, server, hash).await? {
+        return Ok(source);
+    }
+    let lock_conn = ctx.connector.connect_maintenance(server).await?;
+    ctx.runner
+        .scoped(lock_conn, |lock_conn, _| {
+            Box::pin(async move {
+                let mut tx = lock_conn.begin().await.context("begin")?;
+                template::lock(&mut tx, hash).await?;
+                let built = match sealed_source(ctx, server, hash).await? {
+                    Some(source) => Ok(source),
+                    None => build_locked(ctx, server, schema, hash, limits).await,
+                };
+                tx.commit().await.context("release the template's build lock")?;
+                built
+            })
+        })
+        .await
+}
+
+/// The set's template on the server, if it is there and sealed.
+async fn sealed_source(
+    ctx: &Context,
+    server: &ServerName,
+    hash: &SetHash,
+) -> anyhow::Result<Option<template::Source>> {
+    ctx.runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async move {
+                match template::find(conn, hash).await? {
+                    Some(found) if found.sealed => {
+                        let major = ddl::server_major(conn).await?;
+                        template::source(conn, &found.name, major).await.map(Some)
+                    }
+                    _ => Ok(None),
+                }
+            })
+        })
+        .await
+}
+
+/// Builds the template, the build lock held: created empty, migrated by
+/// the code that migrates a tenant in place, sealed. A build that fails
+/// drops what it made, so no half-built template is ever cloned.
+async fn build_locked(
+    ctx: &Context,
+    server: &ServerName,
+    schema: &TenantSchema,
+    hash: &SetHash,
+    limits: &SessionLimits,
+) -> anyhow::Result<template::Source> {
+    let name = hash.template();
+    let name = &name;
+    ctx.runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async move {
+                if template::find(conn, hash).await?.is_some() {
+                    template::discard(conn, name).await?;
+                }
+                template::create_empty(conn, name).await
+            })
+        })
+        .await?;
+    let conn = ctx.connector.connect_template(server, name).await?;
+    let mut applied = Applied::default();
+    let migrated = ctx
+        .runner
+        .scoped(conn, |conn, _| {
+            Box::pin(apply_schema(ctx, conn, name, schema, limits, &mut applied))
+        })
+        .await;
+    ctx.runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async move {
+                if let Err(err) = migrated {
+                    // Best effort: the migration's error is the one to report.
+                    let _ = template::discard(conn, name).await;
+                    return Err(err.context(format!(
+                        "build template {name} on server {server} (nothing is left of it; fix the migration and run again, or pass --no-template)"
+                    )));
+                }
+                template::seal(conn, name).await?;
+                let major = ddl::server_major(conn).await?;
+                template::source(conn, name, major).await
+            })
+        })
+        .await
+}
+
+/// Makes `db` a clone of the schema's template. `Ok(false)`: there is no
+/// template to use (`--no-template`, the application's command) or `db`
+/// exists already (a create resumed): the caller migrates in place.
+pub async fn clone_template(
+    ctx: &Context,
+    server: &ServerName,
+    db: &DbName,
+    schema: &TenantSchema,
+    limits: &SessionLimits,
+    applied: &mut Applied,
+) -> anyhow::Result<bool> {
+    for attempt in 0..2 {
+        let Some(source) = template_for(ctx, server, schema, limits).await? else {
+            return Ok(false);
+        };
+        let cloned = ctx
+            .runner
+            .with_maintenance(server, |conn, _| {
+                let source = &source;
+                Box::pin(async move { template::clone_into(conn, source, db).await })
+            })
+            .await;
+        match cloned {
+            Ok(false) => return Ok(false),
+            Ok(true) => {
+                applied.template = Some(source.name.clone());
+                break;
+            }
+            // Pruned by another run since this one found it: built again.
+            Err(err) if attempt == 0 && has_sqlstate(&err, sqlstate::INVALID_CATALOG_NAME) => {
+                ctx.templates.forget(server).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    ctx.runner
+        .with_limits(limits.clone())
+        .with_tenant(server, db, |conn, _| {
+            Box::pin(stamp_clone(conn, schema, applied))
+        })
+        .await?;
+    Ok(true)
+}
+
+/// Records the clone's migrations as applied now, and checks it holds
+/// exactly the set: the template's ledger rows came with the copy, their
+/// times moved to now (their spacing kept), so `status`, `drift`,
+/// sqlx-cli and Prisma see a tenant migrated at its creation.
+async fn stamp_clone(
+    conn: &mut PgConnection,
+    schema: &TenantSchema,
+    applied: &mut Applied,
+) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await.context("begin")?;
+    match schema {
+        TenantSchema::Sqlx(set) => {
+            migrations::restamp(&mut tx, set.ledger()).await?;
+            let plan = migrations::plan(&mut tx, set).await?;
+            plan.check()?;
+            anyhow::ensure!(
+                plan.pending.is_empty(),
+                "the template did not hold every migration (pending: {:?})",
+                plan.pending
+            );
+            applied.versions = plan.applied;
+        }
+        TenantSchema::Prisma { folder, schema, .. } => {
+            prisma::restamp(&mut tx, schema).await?;
+            let state = prisma::state(&mut tx, folder, schema).await?;
+            state.check()?;
+            anyhow::ensure!(
+                state.pending.is_empty(),
+                "the template did not hold every migration (pending: {:?})",
+                state.pending
+            );
+            applied.names = state.applied;
+        }
+        TenantSchema::Command(_) => {}
+    }
+    tx.commit().await.context("record the clone's migrations")
 }

@@ -1,0 +1,605 @@
+//! Template databases: on each server, one database per migration set,
+//! migrated once, then sealed (`IS_TEMPLATE true`, `ALLOW_CONNECTIONS
+//! false`) for `tenant create` to clone. Named after the set's hash, so a
+//! changed set never clones a stale schema: it gets a template of its own,
+//! and the old one waits for `template prune`.
+//!
+//! A clone copies what is inside the database, not what the server keeps
+//! about it: database-level grants, `ALTER DATABASE ... SET` (and `ALTER
+//! ROLE ... IN DATABASE ... SET`) settings and the owner. Those are read
+//! from the template here and replayed on each clone.
+
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _, Row as _};
+
+use crate::connect::has_sqlstate;
+use crate::dbname::DbName;
+use crate::servers::ServerName;
+use std::sync::Arc;
+pub use crate::dbname::TEMPLATE_PREFIX;
+
+/// The advisory lock class of template builds (`pg_advisory_xact_lock(int,
+/// int)`, whose key space is apart from the single-`bigint` locks the rest
+/// of tenantctl takes): the second key is the set's hash.
+const LOCK_CLASS: i32 = 0x746d_706c; // "tmpl"
+
+/// Size above which a clone copies files (`STRATEGY FILE_COPY`, two
+/// checkpoints) rather than writing every block to the WAL (`WAL_LOG`, the
+/// default since PostgreSQL 15); see the README's figures.
+const FILE_COPY_ABOVE: i64 = 64 * 1024 * 1024;
+
+/// What identifies a migration set's schema: 16 hex digits of a SHA-256
+/// over what the set applies and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SetHash(String);
+
+impl SetHash {
+    /// Hashes the parts in order, each length-prefixed so no two lists of
+    /// parts hash alike by running into each other.
+    pub fn of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut hasher = Sha256::new();
+        // Bumped when what a template holds changes for the same set
+        // (how tenantctl records migrations, say).
+        hasher.update(b"tenantctl-template-1");
+        for part in parts {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        Self(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The hash a template's name carries, if it is one of tenantctl's.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let hex = name.strip_prefix(TEMPLATE_PREFIX)?;
+        (hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(hex.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The template's database name.
+    pub fn template(&self) -> DbName {
+        DbName::parse(&format!("{TEMPLATE_PREFIX}{}", self.0))
+            .expect("a prefix and 16 hex digits make a valid database name")
+    }
+
+    fn lock_key(&self) -> i32 {
+        u32::from_str_radix(&self.0[..8], 16).expect("hex digits") as i32
+    }
+}
+
+impl std::fmt::Display for SetHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The templates one run has found ready, per server: looked up (and
+/// built, if need be) once per run, whatever the number of tenants it
+/// creates.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// `--no-template`: every tenant is migrated in place.
+    off: std::sync::atomic::AtomicBool,
+    sources: tokio::sync::Mutex<std::collections::HashMap<ServerName, Arc<Source>>>,
+}
+
+impl Ready {
+    pub fn turn_off(&self) {
+        self.off.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.off.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The server's template, found or made by `make` the first time
+    /// (under this run's lock, so concurrent creates of one run wait for
+    /// one build).
+    pub async fn get_or_make<F, Fut>(&self, server: &ServerName, make: F) -> anyhow::Result<Arc<Source>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Source>>,
+    {
+        let mut sources = self.sources.lock().await;
+        if let Some(found) = sources.get(server) {
+            return Ok(found.clone());
+        }
+        let made = Arc::new(make().await?);
+        sources.insert(server.clone(), made.clone());
+        Ok(made)
+    }
+
+    /// Forgets a server's template (gone when a clone was made: pruned by
+    /// another run), so the next create finds or builds it again.
+    pub async fn forget(&self, server: &ServerName) {
+        self.sources.lock().await.remove(server);
+    }
+}
+
+/// One of tenantctl's templates on a server, as `pg_database` has it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: DbName,
+    pub hash: SetHash,
+    /// Finished: `IS_TEMPLATE true` and `ALLOW_CONNECTIONS false`. A
+    /// template is sealed only once fully migrated, so one that is not is
+    /// being built, or was left half-built by a build that died.
+    pub sealed: bool,
+    pub size_bytes: i64,
+}
+
+/// Every template of tenantctl's on the server `conn` is connected to.
+pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
+    let mut tx = conn.begin().await.context("begin")?;
+    let rows = sqlx::query(
+        "SELECT datname::text AS name, datistemplate AND NOT datallowconn AS sealed, \
+                pg_catalog.pg_database_size(oid) AS size \
+         FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname::text, $1) \
+         ORDER BY datname",
+    )
+    .persistent(false)
+    .bind(TEMPLATE_PREFIX)
+    .fetch_all(&mut *tx)
+    .await
+    .context("list the template databases")?;
+    tx.commit().await.context("commit")?;
+    let mut listed = Vec::new();
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        // Only names tenantctl makes: anything else with the prefix is
+        // not ours to report or prune.
+        let (Some(hash), Ok(db)) = (SetHash::from_name(&name), DbName::parse(&name)) else {
+            continue;
+        };
+        listed.push(Listed {
+            name: db,
+            hash,
+            sealed: row.try_get("sealed")?,
+            size_bytes: row.try_get("size")?,
+        });
+    }
+    Ok(listed)
+}
+
+/// The set's template on this server, if there is one.
+pub async fn find(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Result<Option<Listed>> {
+    Ok(list(conn).await?.into_iter().find(|t| &t.hash == hash))
+}
+
+/// Takes the set's build lock in `tx` (until it ends): two builds of one
+/// template on one server, from any number of processes, never overlap.
+pub async fn lock(tx: &mut PgConnection, hash: &SetHash) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)")
+        .persistent(false)
+        .bind(LOCK_CLASS)
+        .bind(hash.lock_key())
+        .execute(tx)
+        .await
+        .with_context(|| format!("wait for the build lock of template {}", hash.template()))?;
+    Ok(())
+}
+
+/// Whether a build of the set's template is running now (its lock is
+/// held), asked in a transaction of its own that takes and gives the lock
+/// straight back.
+pub async fn being_built(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Result<bool> {
+    let mut tx = conn.begin().await.context("begin")?;
+    let free: bool = sqlx::query_scalar("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)")
+        .persistent(false)
+        .bind(LOCK_CLASS)
+        .bind(hash.lock_key())
+        .fetch_one(&mut *tx)
+        .await
+        .context("ask whether a template is being built")?;
+    tx.rollback().await.context("roll back")?;
+    Ok(!free)
+}
+
+/// Creates the empty database a template is built in, as `tenant create`
+/// creates a tenant's without one (from `template1`).
+pub async fn create_empty(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+    conn.execute(format!("CREATE DATABASE {}", name.quoted()).as_str())
+        .await
+        .with_context(|| format!("create template database {name}"))?;
+    Ok(())
+}
+
+/// Seals a built template: no one may connect to it any more (a clone
+/// needs its source free of sessions), and any role that may create
+/// databases may clone it.
+pub async fn seal(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+    // Sessions a pooler keeps open to the database from the build would
+    // make every clone fail.
+    crate::ddl::end_sessions(conn, name).await?;
+    conn.execute(
+        format!(
+            "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+            name.quoted()
+        )
+        .as_str(),
+    )
+    .await
+    .with_context(|| format!("seal template database {name}"))?;
+    Ok(())
+}
+
+/// Drops a template (sealed or not): a template database cannot be
+/// dropped until it is no longer marked one.
+pub async fn discard(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+    conn.execute(format!("ALTER DATABASE {} WITH IS_TEMPLATE false", name.quoted()).as_str())
+        .await
+        .with_context(|| format!("unmark template database {name}"))?;
+    crate::ddl::drop_force(conn, name).await
+}
+
+/// What a clone of the template is created with, and replayed on it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: DbName,
+    pub size_bytes: i64,
+    /// `STRATEGY` is PostgreSQL 15's; older servers copy files.
+    pub strategies: bool,
+    /// What gives a clone the template's database-level state.
+    pub replay: Vec<Replay>,
+    /// The database-level state to check a clone against, when there is
+    /// any to replay.
+    pub level: Option<String>,
+}
+
+/// One statement of the database-level state a clone does not copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    Owner(String),
+    /// The defaults a new database starts with, revoked before the
+    /// template's own list is granted.
+    RevokeDefaults,
+    Grant {
+        privilege: String,
+        /// `None`: PUBLIC.
+        grantee: Option<String>,
+        grantable: bool,
+    },
+    Set {
+        /// `None`: every role (`ALTER DATABASE ... SET`).
+        role: Option<String>,
+        name: String,
+        values: Vec<String>,
+    },
+}
+
+impl Replay {
+    /// The statement for database `db`: names quoted as identifiers,
+    /// values as literals.
+    pub fn sql(&self, db: &DbName) -> String {
+        let db = db.quoted();
+        match self {
+            Self::Owner(owner) => format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(owner)),
+            Self::RevokeDefaults => format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+            Self::Grant {
+                privilege,
+                grantee,
+                grantable,
+            } => format!(
+                "GRANT {privilege} ON DATABASE {db} TO {}{}",
+                grantee.as_deref().map_or("PUBLIC".to_owned(), quote_ident),
+                if *grantable { " WITH GRANT OPTION" } else { "" }
+            ),
+            Self::Set { role, name, values } => {
+                let target = match role {
+                    Some(role) => format!("ROLE {} IN DATABASE {db}", quote_ident(role)),
+                    None => format!("DATABASE {db}"),
+                };
+                let name: Vec<String> = name.split('.').map(quote_ident).collect();
+                let values: Vec<String> = values.iter().map(|v| quote_literal(v)).collect();
+                format!(
+                    "ALTER {target} SET {} TO {}",
+                    name.join("."),
+                    if values.is_empty() {
+                        "''".to_owned()
+                    } else {
+                        values.join(", ")
+                    }
+                )
+            }
+        }
+    }
+}
+
+/// How a clone copies the template.
+pub fn strategy(source: &Source) -> Option<&'static str> {
+    source.strategies.then_some(if source.size_bytes > FILE_COPY_ABOVE {
+        "FILE_COPY"
+    } else {
+        "WAL_LOG"
+    })
+}
+
+/// Creates `db` as a copy of the template and gives it the template's
+/// database-level state. Returns false if `db` exists already (a create
+/// resumed, or a concurrent one), touching nothing.
+pub async fn clone_into(
+    conn: &mut PgConnection,
+    source: &Source,
+    db: &DbName,
+) -> anyhow::Result<bool> {
+    let strategy = strategy(source)
+        .map(|s| format!(" STRATEGY {s}"))
+        .unwrap_or_default();
+    let created = conn
+        .execute(
+            format!(
+                "CREATE DATABASE {} TEMPLATE {}{strategy}",
+                db.quoted(),
+                source.name.quoted()
+            )
+            .as_str(),
+        )
+        .await;
+    if let Err(err) = created {
+        let err = anyhow::Error::new(err);
+        if has_sqlstate(&err, crate::error::sqlstate::DUPLICATE_DATABASE)
+            || has_sqlstate(&err, crate::error::sqlstate::UNIQUE_VIOLATION)
+        {
+            return Ok(false);
+        }
+        return Err(err.context(format!("create database {db} from template {}", source.name)));
+    }
+    for replay in &source.replay {
+        conn.execute(replay.sql(db).as_str())
+            .await
+            .with_context(|| format!("give database {db} the template's database-level state"))?;
+    }
+    if let Some(level) = &source.level {
+        let now = database_level(conn, db).await?;
+        anyhow::ensure!(
+            &now == level,
+            "database {db} did not take the template's database-level grants and settings ({now} where the template has {level})"
+        );
+    }
+    Ok(true)
+}
+
+/// The database-level state a clone does not copy, as one comparable
+/// text: owner, grants (without grantors) and settings per role.
+async fn database_level(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<String> {
+    let mut tx = conn.begin().await.context("begin")?;
+    let level: Option<String> = sqlx::query_scalar(LEVEL_SQL)
+        .persistent(false)
+        .bind(db.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .with_context(|| format!("read database {db}'s grants and settings"))?;
+    tx.commit().await.context("commit")?;
+    level.with_context(|| format!("database {db} does not exist"))
+}
+
+const LEVEL_SQL: &str = "SELECT pg_catalog.concat_ws(' / ', \
+       'owner ' || pg_catalog.pg_get_userbyid(d.datdba), \
+       'grants ' || COALESCE((SELECT pg_catalog.string_agg( \
+            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
+            || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' \
+            ORDER BY 1) FROM pg_catalog.aclexplode(d.datacl) a), 'default'), \
+       'settings ' || COALESCE((SELECT pg_catalog.string_agg( \
+            COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
+            || pg_catalog.array_to_string(s.setconfig, ';'), ',' ORDER BY 1) \
+            FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), 'none')) \
+  FROM pg_catalog.pg_database d WHERE d.datname = $1";
+
+/// Reads what clones of the template are made with: its size, and what
+/// replays its database-level state (nothing when it has the state a
+/// plain `CREATE DATABASE` gives).
+pub async fn source(conn: &mut PgConnection, name: &DbName, major: u32) -> anyhow::Result<Source> {
+    let mut tx = conn.begin().await.context("begin")?;
+    let (size_bytes, owner, has_acl, ours): (i64, String, bool, bool) = sqlx::query_as(
+        "SELECT pg_catalog.pg_database_size(d.oid), pg_catalog.pg_get_userbyid(d.datdba)::text, \
+                d.datacl IS NOT NULL, pg_catalog.pg_get_userbyid(d.datdba) = current_user \
+         FROM pg_catalog.pg_database d WHERE d.datname = $1",
+    )
+    .persistent(false)
+    .bind(name.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .with_context(|| format!("read template {name}"))?
+    .with_context(|| format!("template {name} is gone (pruned meanwhile?)"))?;
+    let grants: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT a.privilege_type, \
+                CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
+                a.is_grantable \
+         FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a \
+         WHERE d.datname = $1 ORDER BY a.grantee, a.privilege_type",
+    )
+    .persistent(false)
+    .bind(name.as_str())
+    .fetch_all(&mut *tx)
+    .await
+    .with_context(|| format!("read template {name}'s grants"))?;
+    let settings: Vec<(Option<String>, Vec<String>)> = sqlx::query_as(
+        "SELECT pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, s.setconfig \
+         FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase \
+         WHERE d.datname = $1 ORDER BY 1 NULLS FIRST",
+    )
+    .persistent(false)
+    .bind(name.as_str())
+    .fetch_all(&mut *tx)
+    .await
+    .with_context(|| format!("read template {name}'s settings"))?;
+    tx.commit().await.context("commit")?;
+    let replay = replay_of(&owner, ours, has_acl, grants, &settings)?;
+    let level = if replay.is_empty() {
+        None
+    } else {
+        Some(database_level(conn, name).await?)
+    };
+    Ok(Source {
+        name: name.clone(),
+        size_bytes,
+        strategies: major >= 15,
+        replay,
+        level,
+    })
+}
+
+fn replay_of(
+    owner: &str,
+    ours: bool,
+    has_acl: bool,
+    grants: Vec<(String, Option<String>, bool)>,
+    settings: &[(Option<String>, Vec<String>)],
+) -> anyhow::Result<Vec<Replay>> {
+    let mut replay = Vec::new();
+    if !ours {
+        replay.push(Replay::Owner(owner.to_owned()));
+    }
+    if has_acl {
+        replay.push(Replay::RevokeDefaults);
+        for (privilege, grantee, grantable) in grants {
+            // A keyword from aclexplode (CONNECT, CREATE, TEMPORARY): it
+            // goes into the statement as it is.
+            anyhow::ensure!(
+                privilege.bytes().all(|b| b.is_ascii_uppercase()),
+                "unexpected database privilege {privilege:?}"
+            );
+            replay.push(Replay::Grant {
+                privilege,
+                grantee,
+                grantable,
+            });
+        }
+    }
+    for (role, config) in settings {
+        for item in config {
+            let (name, value) = item
+                .split_once('=')
+                .with_context(|| format!("read the setting {item:?}"))?;
+            let values = if LIST_SETTINGS.contains(&name) {
+                split_list(value)
+            } else {
+                vec![value.to_owned()]
+            };
+            replay.push(Replay::Set {
+                role: role.clone(),
+                name: name.to_owned(),
+                values,
+            });
+        }
+    }
+    Ok(replay)
+}
+
+/// Settings whose value is a list of names, each quoted on its own
+/// (PostgreSQL's GUC_LIST_QUOTE ones, as pg_dump lists them).
+const LIST_SETTINGS: &[&str] = &[
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "local_preload_libraries",
+    "unix_socket_directories",
+];
+
+/// Splits a list setting as PostgreSQL prints it (`"$user", public, "a,b"`)
+/// into its names.
+fn split_list(value: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut item = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                if c == '"' && chars.peek() == Some(&'"') {
+                    chars.next();
+                    item.push('"');
+                } else if c == '"' {
+                    break;
+                } else {
+                    item.push(c);
+                }
+            }
+            while chars.peek().is_some_and(|c| *c != ',') {
+                chars.next();
+            }
+        } else {
+            while let Some(c) = chars.peek().copied().filter(|c| *c != ',') {
+                item.push(c);
+                chars.next();
+            }
+            item = item.trim_end().to_owned();
+        }
+        items.push(item);
+        chars.next(); // the comma
+    }
+    items
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(value: &str) -> String {
+    // E'' keeps a backslash literal whatever standard_conforming_strings.
+    if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_stable_and_tell_parts_apart() {
+        let a = SetHash::of([b"ab".as_slice(), b"c".as_slice()]);
+        let b = SetHash::of([b"a".as_slice(), b"bc".as_slice()]);
+        assert_ne!(a, b);
+        assert_eq!(a, SetHash::of([b"ab".as_slice(), b"c".as_slice()]));
+        assert_eq!(a.as_str().len(), 16);
+        assert_eq!(SetHash::from_name(a.template().as_str()), Some(a));
+        assert_eq!(SetHash::from_name("tenantctl_template_xyz"), None);
+        assert_eq!(SetHash::from_name("tenant_acme"), None);
+    }
+
+    #[test]
+    fn list_settings_split_as_postgres_prints_them() {
+        assert_eq!(
+            split_list(r#""$user", public, "a,""b""", x"#),
+            vec!["$user", "public", "a,\"b\"", "x"]
+        );
+        assert_eq!(split_list(""), Vec::<String>::new());
+        let db = DbName::parse("t_1").unwrap();
+        let replay = replay_of(
+            "owner",
+            true,
+            false,
+            Vec::new(),
+            &[
+                (None, vec![r#"search_path="$user", app"#.to_owned()]),
+                (Some("r\"x".to_owned()), vec!["app.note=it's {db}".to_owned()]),
+            ],
+        )
+        .unwrap();
+        let sql: Vec<String> = replay.iter().map(|r| r.sql(&db)).collect();
+        assert_eq!(
+            sql,
+            vec![
+                r#"ALTER DATABASE "t_1" SET "search_path" TO '$user', 'app'"#.to_owned(),
+                r#"ALTER ROLE "r""x" IN DATABASE "t_1" SET "app"."note" TO 'it''s {db}'"#
+                    .to_owned(),
+            ]
+        );
+    }
+}
