@@ -185,6 +185,18 @@ pub async fn lock(tx: &mut PgConnection, hash: &SetHash) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes the set's build lock in `tx` if it is free; false if a build (or
+/// a prune) holds it.
+pub async fn try_lock(tx: &mut PgConnection, hash: &SetHash) -> anyhow::Result<bool> {
+    sqlx::query_scalar("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)")
+        .persistent(false)
+        .bind(LOCK_CLASS)
+        .bind(hash.lock_key())
+        .fetch_one(tx)
+        .await
+        .context("take a template's build lock")
+}
+
 /// Whether a build of the set's template is running now (its lock is
 /// held), asked in a transaction of its own that takes and gives the lock
 /// straight back.

@@ -590,6 +590,13 @@ async fn find_orphans(
                 name,
                 "a scratch database `tenant drift` builds its reference in (a run in progress, or one that was killed and left it: then drop it)",
             ));
+        } else if crate::template::SetHash::from_name(&name).is_some() {
+            // Sealed templates are templates (skipped above); this one is not.
+            found.push((
+                server,
+                name,
+                "a template database `tenant create` was building and never sealed (a build running now, or one that died and left it half-built: `tenantctl template prune` drops it)",
+            ));
         } else if name.starts_with(DB_PREFIX) {
             found.push((server, name, "named like a tenant database"));
         } else if let Ok(db) = DbName::parse(&name) {

@@ -25,6 +25,7 @@ pub mod master;
 pub mod record;
 pub mod select;
 pub mod server;
+pub mod template;
 pub mod tenant;
 
 use clap::Subcommand;
@@ -43,6 +44,10 @@ pub enum Command {
     /// The PostgreSQL servers that hold tenant databases
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// The template databases new tenants are cloned from, one per server
+    /// and migration set
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
     /// Compare the servers with the master: orphans, missing or misplaced
     /// databases, unreachable servers, stuck and outdated tenants (read-only)
     Doctor(doctor::DoctorArgs),
@@ -53,6 +58,7 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<Outcome> {
         Command::Master(cmd) => master::run(cmd, ctx).await,
         Command::Tenant(cmd) => tenant::run(cmd, ctx).await,
         Command::Server(cmd) => server::run(cmd, ctx).await,
+        Command::Template(cmd) => template::run(cmd, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
     }
 }
