@@ -51,6 +51,13 @@ impl SetHash {
         Self(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
     }
 
+    /// The hash of this set as built by `role`: a template's objects are
+    /// owned by the role that built it, as a tenant's are by the role that
+    /// migrates it, so each role gets templates of its own.
+    pub fn for_role(&self, role: &str) -> Self {
+        Self::of([self.0.as_bytes(), role.as_bytes()])
+    }
+
     /// The hash a template's name carries, if it is one of tenantctl's.
     pub fn from_name(name: &str) -> Option<Self> {
         let hex = name.strip_prefix(TEMPLATE_PREFIX)?;
@@ -66,6 +73,13 @@ impl SetHash {
     pub fn template(&self) -> DbName {
         DbName::parse(&format!("{TEMPLATE_PREFIX}{}", self.0))
             .expect("a prefix and 16 hex digits make a valid database name")
+    }
+
+    /// The key of this template's build lock on `server`. The lock is
+    /// taken in the master (see `tenant::provision::build_template`), so
+    /// it names the server too.
+    pub fn build_key(&self, server: &ServerName) -> Self {
+        Self::of([server.as_str().as_bytes(), self.0.as_bytes()])
     }
 
     fn lock_key(&self) -> i32 {
@@ -172,8 +186,19 @@ pub async fn find(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Result<Opt
     Ok(list(conn).await?.into_iter().find(|t| &t.hash == hash))
 }
 
-/// Takes the set's build lock in `tx` (until it ends): two builds of one
-/// template on one server, from any number of processes, never overlap.
+/// The role this connection works as, whose templates it uses.
+pub async fn role(conn: &mut PgConnection) -> anyhow::Result<String> {
+    // Simple protocol, one round trip: no transaction needed behind a
+    // transaction-mode pooler.
+    conn.fetch_one("SELECT current_user::text")
+        .await
+        .and_then(|row| row.try_get(0))
+        .context("read the role tenantctl connects as")
+}
+
+/// Takes a template's build lock (`key`: [`SetHash::build_key`]) in `tx`,
+/// until it ends: two builds of one template on one server, from any
+/// number of processes, never overlap.
 pub async fn lock(tx: &mut PgConnection, hash: &SetHash) -> anyhow::Result<()> {
     sqlx::query("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)")
         .persistent(false)
@@ -406,7 +431,11 @@ const LEVEL_SQL: &str = "SELECT pg_catalog.concat_ws(' / ', \
 /// Reads what clones of the template are made with: its size, and what
 /// replays its database-level state (nothing when it has the state a
 /// plain `CREATE DATABASE` gives).
-pub async fn source(conn: &mut PgConnection, name: &DbName, major: u32) -> anyhow::Result<Source> {
+pub async fn source(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<Source> {
+    // From the connection's startup, not a query: behind a transaction
+    // pooler a statement outside a transaction may not find its own
+    // prepared form.
+    let major = conn.server_version_num().unwrap_or(0) / 10_000;
     let mut tx = conn.begin().await.context("begin")?;
     let (size_bytes, owner, has_acl, ours): (i64, String, bool, bool) = sqlx::query_as(
         "SELECT pg_catalog.pg_database_size(d.oid), pg_catalog.pg_get_userbyid(d.datdba)::text, \

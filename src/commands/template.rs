@@ -135,20 +135,46 @@ fn failed(server: &ServerName, err: &anyhow::Error) -> Row {
     }
 }
 
+/// The templates on each server, with the current set's hash for the
+/// role tenantctl connects there as.
+async fn found_on(
+    ctx: &Context,
+    servers: &[ServerName],
+    set: Option<&SetHash>,
+) -> Vec<(ServerName, anyhow::Result<(Option<SetHash>, Vec<template::Listed>)>)> {
+    let answers = ctx
+        .runner
+        .each_server(servers, |_, conn, _| {
+            Box::pin(async move {
+                let current = match set {
+                    Some(set) => Some(set.for_role(&template::role(conn).await?)),
+                    None => None,
+                };
+                Ok((current, template::list(conn).await?))
+            })
+        })
+        .await;
+    servers.iter().cloned().zip(answers).collect()
+}
+
 /// A template's row, its state read: unsealed is either being built now
-/// (its build lock is held) or left half-built.
+/// (its build lock, in the master, is held) or left half-built.
 async fn describe(
-    conn: &mut sqlx::PgConnection,
+    ctx: &Context,
     server: &ServerName,
-    found: template::Listed,
+    found: &template::Listed,
     current: Option<&SetHash>,
 ) -> anyhow::Result<Row> {
     let state = if found.sealed {
         "sealed"
-    } else if template::being_built(conn, &found.hash).await? {
-        "being built"
     } else {
-        "half-built"
+        let key = found.hash.build_key(server);
+        let key = &key;
+        let busy = ctx
+            .runner
+            .with_master(|conn, _, _| Box::pin(template::being_built(conn, key)))
+            .await?;
+        if busy { "being built" } else { "half-built" }
     };
     Ok(Row {
         server: server.to_string(),
@@ -162,25 +188,21 @@ async fn describe(
     })
 }
 
-async fn list(ctx: &Context, servers: &[ServerName], current: &Option<SetHash>) -> Vec<Row> {
-    let current = current.as_ref();
-    let answers = ctx
-        .runner
-        .each_server(servers, |server, conn, _| {
-            Box::pin(async move {
-                let mut rows = Vec::new();
-                for found in template::list(conn).await? {
-                    rows.push(describe(conn, server, found, current).await?);
-                }
-                Ok(rows)
-            })
-        })
+async fn list(ctx: &Context, servers: &[ServerName], set: &Option<SetHash>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (server, answer) in found_on(ctx, servers, set.as_ref()).await {
+        let described = async {
+            let (current, found) = answer?;
+            let mut rows = Vec::new();
+            for t in &found {
+                rows.push(describe(ctx, &server, t, current.as_ref()).await?);
+            }
+            anyhow::Ok(rows)
+        }
         .await;
-    servers
-        .iter()
-        .zip(answers)
-        .flat_map(|(server, answer)| answer.unwrap_or_else(|err| vec![failed(server, &err)]))
-        .collect()
+        rows.extend(described.unwrap_or_else(|err| vec![failed(&server, &err)]));
+    }
+    rows
 }
 
 async fn build(
@@ -195,7 +217,12 @@ async fn build(
         let built = async {
             let before = ctx
                 .runner
-                .with_maintenance(server, |conn, _| Box::pin(template::find(conn, hash)))
+                .with_maintenance(server, |conn, _| {
+                    Box::pin(async move {
+                        let hash = hash.for_role(&template::role(conn).await?);
+                        template::find(conn, &hash).await
+                    })
+                })
                 .await?;
             let source = build_template(ctx, server, schema, hash, limits).await?;
             anyhow::Ok((before.is_some_and(|t| t.sealed), source))
@@ -204,8 +231,8 @@ async fn build(
         rows.push(match built {
             Ok((found, source)) => Row {
                 server: server.to_string(),
+                hash: SetHash::from_name(source.name.as_str()).map(|h| h.to_string()),
                 name: Some(source.name.to_string()),
-                hash: Some(hash.to_string()),
                 current: true,
                 state: Some("sealed"),
                 size_bytes: Some(source.size_bytes),
@@ -221,36 +248,33 @@ async fn build(
 async fn prune(
     ctx: &Context,
     servers: &[ServerName],
-    current: Option<&SetHash>,
+    set: Option<&SetHash>,
     dry_run: bool,
 ) -> Vec<Row> {
-    let answers = ctx
-        .runner
-        .each_server(servers, |server, conn, _| {
-            Box::pin(async move {
-                let mut rows = Vec::new();
-                for found in template::list(conn).await? {
-                    let mut row = describe(conn, server, found.clone(), current).await?;
-                    let keep = row.state == Some("being built")
-                        || (row.current && row.state == Some("sealed"));
-                    row.action = Some(if keep {
-                        "kept"
-                    } else if dry_run {
-                        "would drop"
-                    } else {
-                        drop_unlocked(ctx, server, &found).await?
-                    });
-                    rows.push(row);
-                }
-                Ok(rows)
-            })
-        })
+    let mut rows = Vec::new();
+    for (server, answer) in found_on(ctx, servers, set).await {
+        let pruned = async {
+            let (current, found) = answer?;
+            let mut rows = Vec::new();
+            for t in &found {
+                let mut row = describe(ctx, &server, t, current.as_ref()).await?;
+                let keep = row.state == Some("being built")
+                    || (row.current && row.state == Some("sealed"));
+                row.action = Some(if keep {
+                    "kept"
+                } else if dry_run {
+                    "would drop"
+                } else {
+                    drop_unlocked(ctx, &server, t).await?
+                });
+                rows.push(row);
+            }
+            anyhow::Ok(rows)
+        }
         .await;
-    servers
-        .iter()
-        .zip(answers)
-        .flat_map(|(server, answer)| answer.unwrap_or_else(|err| vec![failed(server, &err)]))
-        .collect()
+        rows.extend(pruned.unwrap_or_else(|err| vec![failed(&server, &err)]));
+    }
+    rows
 }
 
 /// Drops a template holding its build lock, so a build that starts
@@ -261,12 +285,13 @@ async fn drop_unlocked(
     server: &ServerName,
     found: &template::Listed,
 ) -> anyhow::Result<&'static str> {
-    let lock_conn = ctx.connector.connect_maintenance(server).await?;
+    let key = found.hash.build_key(server);
+    let key = &key;
     ctx.runner
-        .scoped(lock_conn, |lock_conn, _| {
+        .with_master(|lock_conn, _, _| {
             Box::pin(async move {
                 let mut tx = lock_conn.begin().await.context("begin")?;
-                if !template::try_lock(&mut tx, &found.hash).await? {
+                if !template::try_lock(&mut tx, key).await? {
                     return Ok("kept");
                 }
                 ctx.runner

@@ -857,7 +857,9 @@ fn an_interrupted_create_cancels_its_migration_on_the_server() {
     env.run(&["master", "migrate"]).ok();
     let slug = env.slug("slow");
     let db = env.db("slow");
-    let child = env.spawn(&["tenant", "create", &slug]);
+    // In place: the migration runs in the tenant's own database (see
+    // template.rs for an interrupt during a template's build).
+    let child = env.spawn(&["tenant", "create", &slug, "--no-template"]);
     wait_until(Duration::from_secs(30), "the slow migration to run", || {
         (!env
             .query(

@@ -38,6 +38,7 @@ mod revert;
 mod selection;
 mod servers;
 mod sql;
+mod template;
 mod tenant_drop;
 mod terminal;
 mod timeouts;

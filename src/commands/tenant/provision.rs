@@ -12,7 +12,6 @@ use crate::commands::context::Context;
 use crate::config::{AppCommand, Migrator};
 use crate::connect::{SessionLimits, has_sqlstate};
 use crate::dbname::DbName;
-use crate::ddl;
 use crate::error::sqlstate;
 use crate::migrations::{self, MigrationSet};
 use crate::prisma;
@@ -168,24 +167,31 @@ pub async fn template_for(
 /// set's build lock, taken in a transaction on a connection of its own, so
 /// two creates (of any processes) never build it twice; a template found
 /// unsealed under the lock was left half-built by a build that died, and
-/// is dropped and built again.
+/// is dropped and built again. The template is the one of the set as the
+/// role tenantctl connects as builds it (see [`SetHash::for_role`]).
 pub async fn build_template(
     ctx: &Context,
     server: &ServerName,
     schema: &TenantSchema,
-    hash: &SetHash,
+    set: &SetHash,
     limits: &SessionLimits,
 ) -> anyhow::Result<template::Source> {
-    if let Some(source) = sealed_source(ctx, server, hash).await? {
+    let (hash, found) = sealed_source(ctx, server, set).await?;
+    if let Some(source) = found {
         return Ok(source);
     }
-    let lock_conn = ctx.connector.connect_maintenance(server).await?;
+    let hash = &hash;
+    // The lock lives in the master, not on the server: a transaction held
+    // on the server's maintenance database while another connection there
+    // creates the template would wait forever for the one server
+    // connection a pooler with a pool of one gives that database.
+    let lock_conn = ctx.connector.connect_master().await?;
     ctx.runner
         .scoped(lock_conn, |lock_conn, _| {
             Box::pin(async move {
                 let mut tx = lock_conn.begin().await.context("begin")?;
-                template::lock(&mut tx, hash).await?;
-                let built = match sealed_source(ctx, server, hash).await? {
+                template::lock(&mut tx, &hash.build_key(server)).await?;
+                let built = match sealed_source(ctx, server, set).await?.1 {
                     Some(source) => Ok(source),
                     None => build_locked(ctx, server, schema, hash, limits).await,
                 };
@@ -196,22 +202,24 @@ pub async fn build_template(
         .await
 }
 
-/// The set's template on the server, if it is there and sealed.
+/// The hash of the set's template for the role on this server, and the
+/// template if it is there and sealed.
 async fn sealed_source(
     ctx: &Context,
     server: &ServerName,
-    hash: &SetHash,
-) -> anyhow::Result<Option<template::Source>> {
+    set: &SetHash,
+) -> anyhow::Result<(SetHash, Option<template::Source>)> {
     ctx.runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async move {
-                match template::find(conn, hash).await? {
+                let hash = set.for_role(&template::role(conn).await?);
+                let source = match template::find(conn, &hash).await? {
                     Some(found) if found.sealed => {
-                        let major = ddl::server_major(conn).await?;
-                        template::source(conn, &found.name, major).await.map(Some)
+                        Some(template::source(conn, &found.name).await?)
                     }
-                    _ => Ok(None),
-                }
+                    _ => None,
+                };
+                Ok((hash, source))
             })
         })
         .await
@@ -241,12 +249,24 @@ async fn build_locked(
         .await?;
     let conn = ctx.connector.connect_template(server, name).await?;
     let mut applied = Applied::default();
-    let migrated = ctx
-        .runner
-        .scoped(conn, |conn, _| {
-            Box::pin(apply_schema(ctx, conn, name, schema, limits, &mut applied))
-        })
-        .await;
+    let stop = ctx.interruptible().clone();
+    let migrating = ctx.runner.scoped(conn, |conn, _| {
+        Box::pin(apply_schema(ctx, conn, name, schema, limits, &mut applied))
+    });
+    // An interrupt (after its grace period) drops the template being
+    // built, which ends the migration's session on the server: nothing
+    // goes on running there behind an exited process.
+    let migrated = tokio::select! {
+        biased;
+        migrated = migrating => migrated,
+        () = stop.cancel_due() => {
+            crate::output::warn(format_args!(
+                "interrupted: dropping template {name} being built on server {server}"
+            ));
+            Err(anyhow::anyhow!("the template's build was interrupted")
+                .context(crate::error::Cancelled))
+        }
+    };
     ctx.runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async move {
@@ -254,12 +274,11 @@ async fn build_locked(
                     // Best effort: the migration's error is the one to report.
                     let _ = template::discard(conn, name).await;
                     return Err(err.context(format!(
-                        "build template {name} on server {server} (nothing is left of it; fix the migration and run again, or pass --no-template)"
+                        "build template {name} on server {server} (dropped, nothing is left of it; fix the cause and run again, or pass --no-template to migrate in place)"
                     )));
                 }
                 template::seal(conn, name).await?;
-                let major = ddl::server_major(conn).await?;
-                template::source(conn, name, major).await
+                template::source(conn, name).await
             })
         })
         .await
