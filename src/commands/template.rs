@@ -224,7 +224,12 @@ async fn build(
                     })
                 })
                 .await?;
-            let source = build_template(ctx, server, schema, hash, limits).await?;
+            let source = ctx
+                .runner
+                .with_master(|master, _, _| {
+                    Box::pin(build_template(ctx, master, server, schema, hash, limits))
+                })
+                .await?;
             anyhow::Ok((before.is_some_and(|t| t.sealed), source))
         }
         .await;

@@ -205,8 +205,15 @@ async fn create_on(
     let finished = match &claimed {
         Ok(claimed) if !claimed.concurrent => {
             let limits = SessionLimits::from(&args.session);
-            let provisioned =
-                provision(ctx, &claimed.tenant, migrations, &limits, &mut applied).await;
+            let provisioned = provision(
+                ctx,
+                &mut *master_conn,
+                &claimed.tenant,
+                migrations,
+                &limits,
+                &mut applied,
+            )
+            .await;
             let master = Master {
                 conn: &mut *master_conn,
                 layout,
@@ -926,6 +933,7 @@ async fn provision_by_command(
 
 async fn provision(
     ctx: &Context,
+    master_conn: &mut PgConnection,
     tenant: &Tenant,
     migrations: &TenantSchema,
     limits: &SessionLimits,
@@ -935,7 +943,7 @@ async fn provision(
     let placed = tenant.server()?;
     // A clone of the set's template, when there is one to use and the
     // database is not there yet (a create resumed finishes in place).
-    if clone_template(ctx, placed, db, migrations, limits, applied).await? {
+    if clone_template(ctx, master_conn, placed, db, migrations, limits, applied).await? {
         return Ok(());
     }
     let runner = ctx.runner.with_limits(limits.clone());

@@ -146,6 +146,7 @@ impl TenantSchema {
 /// does not make the schema itself.
 pub async fn template_for(
     ctx: &Context,
+    master: &mut PgConnection,
     server: &ServerName,
     schema: &TenantSchema,
     limits: &SessionLimits,
@@ -158,19 +159,28 @@ pub async fn template_for(
     };
     let source = ctx
         .templates
-        .get_or_make(server, || build_template(ctx, server, schema, &hash, limits))
+        .get_or_make(server, || {
+            build_template(ctx, master, server, schema, &hash, limits)
+        })
         .await?;
     Ok(Some(source))
 }
 
 /// Finds the set's sealed template on the server, or builds it: under the
-/// set's build lock, taken in a transaction on a connection of its own, so
-/// two creates (of any processes) never build it twice; a template found
-/// unsealed under the lock was left half-built by a build that died, and
-/// is dropped and built again. The template is the one of the set as the
-/// role tenantctl connects as builds it (see [`SetHash::for_role`]).
+/// set's build lock, so two creates (of any processes) never build it
+/// twice; a template found unsealed under the lock was left half-built by
+/// a build that died, and is dropped and built again. The template is the
+/// one of the set as the role tenantctl connects as builds it (see
+/// [`SetHash::for_role`]).
+///
+/// The lock is taken on `master`, the master connection the caller holds,
+/// in a transaction (a savepoint on a pinned connection) until the build
+/// ends: a transaction held on the server's maintenance database while
+/// another connection there creates the template, or on a second master
+/// connection, would wait forever behind a pooler with a pool of one.
 pub async fn build_template(
     ctx: &Context,
+    master: &mut PgConnection,
     server: &ServerName,
     schema: &TenantSchema,
     set: &SetHash,
@@ -180,26 +190,14 @@ pub async fn build_template(
     if let Some(source) = found {
         return Ok(source);
     }
-    let hash = &hash;
-    // The lock lives in the master, not on the server: a transaction held
-    // on the server's maintenance database while another connection there
-    // creates the template would wait forever for the one server
-    // connection a pooler with a pool of one gives that database.
-    let lock_conn = ctx.connector.connect_master().await?;
-    ctx.runner
-        .scoped(lock_conn, |lock_conn, _| {
-            Box::pin(async move {
-                let mut tx = lock_conn.begin().await.context("begin")?;
-                template::lock(&mut tx, &hash.build_key(server)).await?;
-                let built = match sealed_source(ctx, server, set).await?.1 {
-                    Some(source) => Ok(source),
-                    None => build_locked(ctx, server, schema, hash, limits).await,
-                };
-                tx.commit().await.context("release the template's build lock")?;
-                built
-            })
-        })
-        .await
+    let mut tx = master.begin().await.context("begin")?;
+    template::lock(&mut tx, &hash.build_key(server)).await?;
+    let built = match sealed_source(ctx, server, set).await?.1 {
+        Some(source) => Ok(source),
+        None => build_locked(ctx, server, schema, &hash, limits).await,
+    };
+    tx.commit().await.context("release the template's build lock")?;
+    built
 }
 
 /// The hash of the set's template for the role on this server, and the
@@ -289,6 +287,7 @@ async fn build_locked(
 /// exists already (a create resumed): the caller migrates in place.
 pub async fn clone_template(
     ctx: &Context,
+    master: &mut PgConnection,
     server: &ServerName,
     db: &DbName,
     schema: &TenantSchema,
@@ -296,7 +295,7 @@ pub async fn clone_template(
     applied: &mut Applied,
 ) -> anyhow::Result<bool> {
     for attempt in 0..2 {
-        let Some(source) = template_for(ctx, server, schema, limits).await? else {
+        let Some(source) = template_for(ctx, &mut *master, server, schema, limits).await? else {
             return Ok(false);
         };
         let cloned = ctx
