@@ -129,6 +129,16 @@ impl Ready {
         Ok(made)
     }
 
+    /// The server's template, if this run has found it.
+    pub async fn cached(&self, server: &ServerName) -> Option<Arc<Source>> {
+        self.sources.lock().await.get(server).cloned()
+    }
+
+    /// Remembers the server's template for the rest of the run.
+    pub async fn put(&self, server: &ServerName, source: Arc<Source>) {
+        self.sources.lock().await.insert(server.clone(), source);
+    }
+
     /// Forgets a server's template (gone when a clone was made: pruned by
     /// another run), so the next create finds or builds it again.
     pub async fn forget(&self, server: &ServerName) {
@@ -430,61 +440,80 @@ const LEVEL_SQL: &str = "SELECT pg_catalog.concat_ws(' / ', \
 
 /// Reads what clones of the template are made with: its size, and what
 /// replays its database-level state (nothing when it has the state a
-/// plain `CREATE DATABASE` gives).
-pub async fn source(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<Source> {
-    // From the connection's startup, not a query: behind a transaction
-    // pooler a statement outside a transaction may not find its own
-    // prepared form.
-    let major = conn.server_version_num().unwrap_or(0) / 10_000;
-    let mut tx = conn.begin().await.context("begin")?;
-    let (size_bytes, owner, has_acl, ours): (i64, String, bool, bool) = sqlx::query_as(
-        "SELECT pg_catalog.pg_database_size(d.oid), pg_catalog.pg_get_userbyid(d.datdba)::text, \
-                d.datacl IS NOT NULL, pg_catalog.pg_get_userbyid(d.datdba) = current_user \
-         FROM pg_catalog.pg_database d WHERE d.datname = $1",
-    )
-    .persistent(false)
-    .bind(name.as_str())
-    .fetch_optional(&mut *tx)
-    .await
-    .with_context(|| format!("read template {name}"))?
-    .with_context(|| format!("template {name} is gone (pruned meanwhile?)"))?;
-    let grants: Vec<(String, Option<String>, bool)> = sqlx::query_as(
-        "SELECT a.privilege_type, \
-                CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
-                a.is_grantable \
-         FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a \
-         WHERE d.datname = $1 ORDER BY a.grantee, a.privilege_type",
-    )
-    .persistent(false)
-    .bind(name.as_str())
-    .fetch_all(&mut *tx)
-    .await
-    .with_context(|| format!("read template {name}'s grants"))?;
-    let settings: Vec<(Option<String>, Vec<String>)> = sqlx::query_as(
-        "SELECT pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, s.setconfig \
-         FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase \
-         WHERE d.datname = $1 ORDER BY 1 NULLS FIRST",
-    )
-    .persistent(false)
-    .bind(name.as_str())
-    .fetch_all(&mut *tx)
-    .await
-    .with_context(|| format!("read template {name}'s settings"))?;
-    tx.commit().await.context("commit")?;
-    let replay = replay_of(&owner, ours, has_acl, grants, &settings)?;
+/// plain `CREATE DATABASE` gives). `None` if there is no such database;
+/// the flag says whether it is sealed.
+///
+/// One simple-protocol round trip (the name is a validated [`DbName`],
+/// quoted as a literal): it runs once per create, and behind a
+/// transaction-mode pooler needs no transaction.
+pub async fn lookup(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<Option<(bool, Source)>> {
+    let sql = LOOKUP_SQL.replace("$1", &format!("'{}'", name.as_str().replace('\'', "''")));
+    let Some(row) = conn
+        .fetch_optional(sql.as_str())
+        .await
+        .with_context(|| format!("read template {name}"))?
+    else {
+        return Ok(None);
+    };
+    let sealed: bool = row.try_get("sealed")?;
+    let owner: String = row.try_get("owner")?;
+    let ours: bool = row.try_get("ours")?;
+    let has_acl: bool = row.try_get("has_acl")?;
+    let grants: sqlx::types::Json<Vec<(String, Option<String>, bool)>> = row.try_get("grants")?;
+    let settings: sqlx::types::Json<Vec<(Option<String>, Vec<String>)>> =
+        row.try_get("settings")?;
+    let replay = replay_of(&owner, ours, has_acl, grants.0, &settings.0)?;
     let level = if replay.is_empty() {
         None
     } else {
-        Some(database_level(conn, name).await?)
+        Some(row.try_get("level")?)
     };
-    Ok(Source {
-        name: name.clone(),
-        size_bytes,
-        strategies: major >= 15,
-        replay,
-        level,
-    })
+    // From the connection's startup, not a query.
+    let major = conn.server_version_num().unwrap_or(0) / 10_000;
+    Ok(Some((
+        sealed,
+        Source {
+            name: name.clone(),
+            size_bytes: row.try_get("size")?,
+            strategies: major >= 15,
+            replay,
+            level,
+        },
+    )))
 }
+
+/// [`lookup`] of a template that must be there.
+pub async fn source(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<Source> {
+    lookup(conn, name)
+        .await?
+        .map(|(_, source)| source)
+        .with_context(|| format!("template {name} is gone (pruned meanwhile?)"))
+}
+
+const LOOKUP_SQL: &str = "SELECT d.datistemplate AND NOT d.datallowconn AS sealed, \
+       pg_catalog.pg_database_size(d.oid) AS size, \
+       pg_catalog.pg_get_userbyid(d.datdba)::text AS owner, \
+       pg_catalog.pg_get_userbyid(d.datdba) = current_user AS ours, \
+       d.datacl IS NOT NULL AS has_acl, \
+       COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.privilege_type, \
+                   CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
+                   a.is_grantable) ORDER BY a.grantee, a.privilege_type) \
+                 FROM pg_catalog.aclexplode(d.datacl) a), '[]') AS grants, \
+       COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_array( \
+                   pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, s.setconfig) \
+                   ORDER BY s.setrole) \
+                 FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), '[]') AS settings, \
+       (SELECT pg_catalog.concat_ws(' / ', \
+            'owner ' || pg_catalog.pg_get_userbyid(d.datdba), \
+            'grants ' || COALESCE((SELECT pg_catalog.string_agg( \
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
+                 || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' \
+                 ORDER BY 1) FROM pg_catalog.aclexplode(d.datacl) a), 'default'), \
+            'settings ' || COALESCE((SELECT pg_catalog.string_agg( \
+                 COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
+                 || pg_catalog.array_to_string(s.setconfig, ';'), ',' ORDER BY 1) \
+                 FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), 'none'))) AS level \
+  FROM pg_catalog.pg_database d WHERE d.datname = $1";
 
 fn replay_of(
     owner: &str,

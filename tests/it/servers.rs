@@ -294,6 +294,8 @@ fn a_failed_create_resumes_on_the_server_it_recorded() {
             "eu2",
             "--tenant-migrations",
             broken,
+            // In place, so the half-migrated database is there to resume.
+            "--no-template",
         ])
         .code(1);
     assert!(failed.stderr.contains("status failed"), "{}", failed.stderr);

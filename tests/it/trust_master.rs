@@ -445,7 +445,15 @@ fn create_and_drop_of_one_slug_never_leave_half_a_tenant() {
     let gate = Gate::new(&env);
     let dir = gated(&env, &gate);
     let slug = env.slug("race");
-    let create = env.spawn(&["tenant", "create", &slug, "--tenant-migrations", &dir]);
+    // In place: the gate holds the migration in the tenant's own database.
+    let create = env.spawn(&[
+        "tenant",
+        "create",
+        &slug,
+        "--tenant-migrations",
+        &dir,
+        "--no-template",
+    ]);
     gate.wait_for(&env, 1);
     let drop = env.spawn(&[
         "tenant",

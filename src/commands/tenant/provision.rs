@@ -211,10 +211,8 @@ async fn sealed_source(
         .with_maintenance(server, |conn, _| {
             Box::pin(async move {
                 let hash = set.for_role(&template::role(conn).await?);
-                let source = match template::find(conn, &hash).await? {
-                    Some(found) if found.sealed => {
-                        Some(template::source(conn, &found.name).await?)
-                    }
+                let source = match template::lookup(conn, &hash.template()).await? {
+                    Some((true, source)) => Some(source),
                     _ => None,
                 };
                 Ok((hash, source))
@@ -285,6 +283,10 @@ async fn build_locked(
 /// Makes `db` a clone of the schema's template. `Ok(false)`: there is no
 /// template to use (`--no-template`, the application's command) or `db`
 /// exists already (a create resumed): the caller migrates in place.
+///
+/// The template is looked up and cloned on one maintenance connection;
+/// only when it is not there (or was pruned in between) is it built, then
+/// cloned.
 pub async fn clone_template(
     ctx: &Context,
     master: &mut PgConnection,
@@ -294,30 +296,36 @@ pub async fn clone_template(
     limits: &SessionLimits,
     applied: &mut Applied,
 ) -> anyhow::Result<bool> {
-    for attempt in 0..2 {
-        let Some(source) = template_for(ctx, &mut *master, server, schema, limits).await? else {
-            return Ok(false);
-        };
-        let cloned = ctx
-            .runner
-            .with_maintenance(server, |conn, _| {
-                let source = &source;
-                Box::pin(async move { template::clone_into(conn, source, db).await })
-            })
-            .await;
-        match cloned {
-            Ok(false) => return Ok(false),
-            Ok(true) => {
-                applied.template = Some(source.name.clone());
+    if ctx.templates.is_off() {
+        return Ok(false);
+    }
+    let Some(set) = schema.template_hash() else {
+        return Ok(false);
+    };
+    let mut cloned = None;
+    for _ in 0..3 {
+        let cached = ctx.templates.cached(server).await;
+        match clone_found(ctx, server, &set, cached, db).await {
+            Ok(Found::Cloned(source)) => {
+                cloned = Some(source);
                 break;
             }
+            Ok(Found::Exists) => return Ok(false),
+            Ok(Found::Missing) => {
+                template_for(ctx, &mut *master, server, schema, limits).await?;
+            }
             // Pruned by another run since this one found it: built again.
-            Err(err) if attempt == 0 && has_sqlstate(&err, sqlstate::INVALID_CATALOG_NAME) => {
+            Err(err) if has_sqlstate(&err, sqlstate::INVALID_CATALOG_NAME) => {
                 ctx.templates.forget(server).await;
             }
             Err(err) => return Err(err),
         }
     }
+    let source = cloned.with_context(|| {
+        format!("template of the migration set on server {server} kept disappearing (a `template prune` running in a loop?); run again")
+    })?;
+    ctx.templates.put(server, source.clone()).await;
+    applied.template = Some(source.name.clone());
     ctx.runner
         .with_limits(limits.clone())
         .with_tenant(server, db, |conn, _| {
@@ -325,6 +333,47 @@ pub async fn clone_template(
         })
         .await?;
     Ok(true)
+}
+
+/// What a clone found.
+enum Found {
+    Cloned(Arc<template::Source>),
+    /// The database exists already.
+    Exists,
+    /// No sealed template of the set on the server.
+    Missing,
+}
+
+/// Looks the set's template up (unless this run knows it) and clones it
+/// into `db`, on one maintenance connection.
+async fn clone_found(
+    ctx: &Context,
+    server: &ServerName,
+    set: &SetHash,
+    cached: Option<Arc<template::Source>>,
+    db: &DbName,
+) -> anyhow::Result<Found> {
+    ctx.runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(async move {
+                let source = match cached {
+                    Some(source) => source,
+                    None => {
+                        let hash = set.for_role(&template::role(conn).await?);
+                        match template::lookup(conn, &hash.template()).await? {
+                            Some((true, source)) => Arc::new(source),
+                            _ => return Ok(Found::Missing),
+                        }
+                    }
+                };
+                Ok(if template::clone_into(conn, &source, db).await? {
+                    Found::Cloned(source)
+                } else {
+                    Found::Exists
+                })
+            })
+        })
+        .await
 }
 
 /// Records the clone's migrations as applied now, and checks it holds
