@@ -16,9 +16,9 @@ use sqlx::{Connection as _, Executor as _, Row as _};
 
 use crate::connect::has_sqlstate;
 use crate::dbname::DbName;
+pub use crate::dbname::TEMPLATE_PREFIX;
 use crate::servers::ServerName;
 use std::sync::Arc;
-pub use crate::dbname::TEMPLATE_PREFIX;
 
 /// The advisory lock class of template builds (`pg_advisory_xact_lock(int,
 /// int)`, whose key space is apart from the single-`bigint` locks the rest
@@ -58,11 +58,32 @@ impl SetHash {
         Self::of([self.0.as_bytes(), role.as_bytes()])
     }
 
-    /// The hash a template's name carries, if it is one of tenantctl's.
+    /// The hash a template's name carries, if it is one of tenantctl's:
+    /// a template (`<prefix><hash>`) or one being built under a name of
+    /// its own (`<prefix><hash>_<8 hex>`, see [`Self::building`]).
     pub fn from_name(name: &str) -> Option<Self> {
-        let hex = name.strip_prefix(TEMPLATE_PREFIX)?;
-        (hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| Self(hex.to_owned()))
+        let rest = name.strip_prefix(TEMPLATE_PREFIX)?;
+        let (hex, suffix) = match rest.split_once('_') {
+            Some((hex, suffix)) => (hex, Some(suffix)),
+            None => (rest, None),
+        };
+        let is_hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        (is_hex(hex, 16) && suffix.is_none_or(|s| is_hex(s, 8))).then(|| Self(hex.to_owned()))
+    }
+
+    /// A name of its own to build the template under, renamed to
+    /// [`Self::template`] once sealed: a build never shows a half-made
+    /// template under the name creates clone, and two builds that do not
+    /// share a lock (two masters on one server) never touch each other's.
+    pub fn building(&self) -> DbName {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let salt = nanos ^ std::process::id().rotate_left(16);
+        DbName::parse(&format!("{TEMPLATE_PREFIX}{}_{salt:08x}", self.0))
+            .expect("a prefix and hex digits make a valid database name")
     }
 
     pub fn as_str(&self) -> &str {
@@ -115,7 +136,11 @@ impl Ready {
     /// The server's template, found or made by `make` the first time
     /// (under this run's lock, so concurrent creates of one run wait for
     /// one build).
-    pub async fn get_or_make<F, Fut>(&self, server: &ServerName, make: F) -> anyhow::Result<Arc<Source>>
+    pub async fn get_or_make<F, Fut>(
+        &self,
+        server: &ServerName,
+        make: F,
+    ) -> anyhow::Result<Arc<Source>>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<Source>>,
@@ -151,6 +176,8 @@ impl Ready {
 pub struct Listed {
     pub name: DbName,
     pub hash: SetHash,
+    /// Named as a build in progress ([`SetHash::building`]), never cloned.
+    pub building: bool,
     /// Finished: `IS_TEMPLATE true` and `ALLOW_CONNECTIONS false`. A
     /// template is sealed only once fully migrated, so one that is not is
     /// being built, or was left half-built by a build that died.
@@ -182,6 +209,7 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
             continue;
         };
         listed.push(Listed {
+            building: db != hash.template(),
             name: db,
             hash,
             sealed: row.try_get("sealed")?,
@@ -193,7 +221,10 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
 
 /// The set's template on this server, if there is one.
 pub async fn find(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Result<Option<Listed>> {
-    Ok(list(conn).await?.into_iter().find(|t| &t.hash == hash))
+    Ok(list(conn)
+        .await?
+        .into_iter()
+        .find(|t| &t.hash == hash && !t.building))
 }
 
 /// The role this connection works as, whose templates it uses.
@@ -274,6 +305,37 @@ pub async fn seal(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> 
     .await
     .with_context(|| format!("seal template database {name}"))?;
     Ok(())
+}
+
+/// Gives a built, sealed template its name. `Ok(false)`: a template of
+/// that name is there already (another build won), and this one is left
+/// for the caller to drop.
+pub async fn rename_built(
+    conn: &mut PgConnection,
+    building: &DbName,
+    name: &DbName,
+) -> anyhow::Result<bool> {
+    let renamed = conn
+        .execute(
+            format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                building.quoted(),
+                name.quoted()
+            )
+            .as_str(),
+        )
+        .await;
+    match renamed {
+        Ok(_) => Ok(true),
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            if has_sqlstate(&err, crate::error::sqlstate::DUPLICATE_DATABASE) {
+                Ok(false)
+            } else {
+                Err(err.context(format!("rename template {building} to {name}")))
+            }
+        }
+    }
 }
 
 /// Drops a template (sealed or not): a template database cannot be
@@ -360,11 +422,13 @@ impl Replay {
 
 /// How a clone copies the template.
 pub fn strategy(source: &Source) -> Option<&'static str> {
-    source.strategies.then_some(if source.size_bytes > FILE_COPY_ABOVE {
-        "FILE_COPY"
-    } else {
-        "WAL_LOG"
-    })
+    source
+        .strategies
+        .then_some(if source.size_bytes > FILE_COPY_ABOVE {
+            "FILE_COPY"
+        } else {
+            "WAL_LOG"
+        })
 }
 
 /// Creates `db` as a copy of the template and gives it the template's
@@ -395,7 +459,10 @@ pub async fn clone_into(
         {
             return Ok(false);
         }
-        return Err(err.context(format!("create database {db} from template {}", source.name)));
+        return Err(err.context(format!(
+            "create database {db} from template {}",
+            source.name
+        )));
     }
     for replay in &source.replay {
         conn.execute(replay.sql(db).as_str())
@@ -446,7 +513,10 @@ const LEVEL_SQL: &str = "SELECT pg_catalog.concat_ws(' / ', \
 /// One simple-protocol round trip (the name is a validated [`DbName`],
 /// quoted as a literal): it runs once per create, and behind a
 /// transaction-mode pooler needs no transaction.
-pub async fn lookup(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<Option<(bool, Source)>> {
+pub async fn lookup(
+    conn: &mut PgConnection,
+    name: &DbName,
+) -> anyhow::Result<Option<(bool, Source)>> {
     let sql = LOOKUP_SQL.replace("$1", &format!("'{}'", name.as_str().replace('\'', "''")));
     let Some(row) = conn
         .fetch_optional(sql.as_str())
@@ -638,8 +708,16 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, SetHash::of([b"ab".as_slice(), b"c".as_slice()]));
         assert_eq!(a.as_str().len(), 16);
-        assert_eq!(SetHash::from_name(a.template().as_str()), Some(a));
+        assert_eq!(SetHash::from_name(a.template().as_str()), Some(a.clone()));
         assert_eq!(SetHash::from_name("tenantctl_template_xyz"), None);
+        let building = a.building();
+        assert_eq!(SetHash::from_name(building.as_str()), Some(a.clone()));
+        assert_ne!(building, a.template());
+        assert_eq!(
+            SetHash::from_name(&format!("{}_xyz", a.template())),
+            None,
+            "only hex suffixes"
+        );
         assert_eq!(SetHash::from_name("tenant_acme"), None);
     }
 
@@ -658,7 +736,10 @@ mod tests {
             Vec::new(),
             &[
                 (None, vec![r#"search_path="$user", app"#.to_owned()]),
-                (Some("r\"x".to_owned()), vec!["app.note=it's {db}".to_owned()]),
+                (
+                    Some("r\"x".to_owned()),
+                    vec!["app.note=it's {db}".to_owned()],
+                ),
             ],
         )
         .unwrap();

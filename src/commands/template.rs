@@ -92,7 +92,10 @@ pub async fn run(command: TemplateCommand, ctx: &Context) -> anyhow::Result<Outc
         }
         TemplateCommand::Prune(args) => {
             let servers = servers(ctx, &args.servers)?;
-            (prune(ctx, &servers, current.as_ref(), args.dry_run).await, true)
+            (
+                prune(ctx, &servers, current.as_ref(), args.dry_run).await,
+                true,
+            )
         }
     };
     print(ctx, &rows, action);
@@ -141,7 +144,10 @@ async fn found_on(
     ctx: &Context,
     servers: &[ServerName],
     set: Option<&SetHash>,
-) -> Vec<(ServerName, anyhow::Result<(Option<SetHash>, Vec<template::Listed>)>)> {
+) -> Vec<(
+    ServerName,
+    anyhow::Result<(Option<SetHash>, Vec<template::Listed>)>,
+)> {
     let answers = ctx
         .runner
         .each_server(servers, |_, conn, _| {
@@ -165,7 +171,7 @@ async fn describe(
     found: &template::Listed,
     current: Option<&SetHash>,
 ) -> anyhow::Result<Row> {
-    let state = if found.sealed {
+    let state = if found.sealed && !found.building {
         "sealed"
     } else {
         let key = found.hash.build_key(server);
@@ -331,7 +337,12 @@ fn print(ctx: &Context, rows: &[Row], action: bool) {
                     r.name.clone().unwrap_or_default(),
                     if r.current { "yes" } else { "no" }.to_owned(),
                     r.state.map_or_else(
-                        || format!("error: {}", r.error.as_deref().map(shown).unwrap_or_default()),
+                        || {
+                            format!(
+                                "error: {}",
+                                r.error.as_deref().map(shown).unwrap_or_default()
+                            )
+                        },
                         str::to_owned,
                     ),
                     r.size_bytes.map(format_bytes).unwrap_or_default(),

@@ -56,8 +56,15 @@ fn giving_up_a_failed_create_never_reaches_a_company_that_answers_to_the_same_ke
     // A create that fails, then the application takes its database's name.
     let bad = env.slug("bad");
     let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
-    env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken, "--no-template"])
-        .code(1);
+    env.run(&[
+        "tenant",
+        "create",
+        &bad,
+        "--tenant-migrations",
+        &broken,
+        "--no-template",
+    ])
+    .code(1);
     app_company(&env, "app2", "App Two", &env.db("bad"));
     // `drop bad` now names both: refused, nothing dropped.
     let ambiguous = env.run(&["tenant", "drop", &bad, "--yes"]).code(2);
@@ -429,12 +436,26 @@ fn create_refuses_handles_other_companies_answer_to_in_every_way() {
     // Resuming: the application took the slug as a name meanwhile.
     let bad = env.slug("bad");
     let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
-    env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken, "--no-template"])
-        .code(1);
+    env.run(&[
+        "tenant",
+        "create",
+        &bad,
+        "--tenant-migrations",
+        &broken,
+        "--no-template",
+    ])
+    .code(1);
     app_company(&env, "app1", &bad, &format!("app1_{}", env.token));
     std::fs::write(std::path::Path::new(&broken).join(FAILING), "SELECT 1;").expect("fix");
     let run = env
-        .run(&["tenant", "create", &bad, "--tenant-migrations", &broken, "--no-template"])
+        .run(&[
+            "tenant",
+            "create",
+            &bad,
+            "--tenant-migrations",
+            &broken,
+            "--no-template",
+        ])
         .code(2);
     assert!(
         run.stderr.contains("already answers to it"),
@@ -607,8 +628,15 @@ fn text_status_collisions_and_keep_row_on_a_claim_are_refused() {
     kit_master(&env);
     let bad = env.slug("bad");
     let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
-    env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken, "--no-template"])
-        .code(1);
+    env.run(&[
+        "tenant",
+        "create",
+        &bad,
+        "--tenant-migrations",
+        &broken,
+        "--no-template",
+    ])
+    .code(1);
     let run = env
         .run(&["tenant", "drop", &bad, "--keep-row", "--yes"])
         .code(2);

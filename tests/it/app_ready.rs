@@ -44,7 +44,14 @@ fn a_failed_create_is_invisible_to_the_prisma_client_until_a_rerun_finishes_it()
     let bad = env.slug("bad");
     let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
     let failed = env
-        .run(&["tenant", "create", &bad, "--tenant-migrations", &broken, "--no-template"])
+        .run(&[
+            "tenant",
+            "create",
+            &bad,
+            "--tenant-migrations",
+            &broken,
+            "--no-template",
+        ])
         .code(1);
     assert!(
         failed
@@ -97,8 +104,15 @@ fn a_failed_create_is_invisible_to_the_prisma_client_until_a_rerun_finishes_it()
 
     // Fixed, the rerun finishes it: the row appears, active, to the app.
     std::fs::write(std::path::Path::new(&broken).join(FAILING), "SELECT 1;").expect("fix");
-    env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken, "--no-template"])
-        .ok();
+    env.run(&[
+        "tenant",
+        "create",
+        &bad,
+        "--tenant-migrations",
+        &broken,
+        "--no-template",
+    ])
+    .ok();
     assert_eq!(company_rows(&env), [env.db("bad"), env.db("good")]);
     let listed = client(&env, &[]).ok();
     assert!(listed.stdout.contains("2 companies"), "{}", listed.stdout);
@@ -161,8 +175,15 @@ fn drop_gives_up_a_failed_create_with_its_database() {
         }
         let bad = env.slug("bad");
         let broken = env.tenant_schema_plus("broken", FAILING, "SELECT 1/0;");
-        env.run(&["tenant", "create", &bad, "--tenant-migrations", &broken, "--no-template"])
-            .code(1);
+        env.run(&[
+            "tenant",
+            "create",
+            &bad,
+            "--tenant-migrations",
+            &broken,
+            "--no-template",
+        ])
+        .code(1);
         assert!(env.database_exists(&env.db("bad")));
         env.run(&["tenant", "drop", &bad, "--yes"]).ok();
         assert!(

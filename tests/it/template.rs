@@ -88,7 +88,9 @@ fn two_concurrent_creates_build_the_template_once() {
         .expect("spawn")
     };
     let (first, second) = (spawn(&a), spawn(&b));
-    let first = wait_with_deadline(first, Duration::from_secs(60)).ok().json();
+    let first = wait_with_deadline(first, Duration::from_secs(60))
+        .ok()
+        .json();
     let second = wait_with_deadline(second, Duration::from_secs(60))
         .ok()
         .json();
@@ -127,7 +129,15 @@ fn a_clone_records_its_migrations_as_a_tenant_migrated_in_place() {
     assert!(stale.is_empty(), "installed before the create: {stale:?}");
     // What status, drift and sqlx-cli's ledger see: no difference.
     let status = s
-        .run(&["tenant", "status", "--all", "--tenant-migrations", &dir, "--output", "json"])
+        .run(&[
+            "tenant",
+            "status",
+            "--all",
+            "--tenant-migrations",
+            &dir,
+            "--output",
+            "json",
+        ])
         .ok()
         .json();
     for slug in [s.env.slug("c"), s.env.slug("p")] {
@@ -175,10 +185,15 @@ END $$;"#
     let (c, p) = (s.env.db("c"), s.env.db("p"));
     let in_place = level(&p);
     assert!(
-        in_place.iter().any(|l| l.contains(&role) && l.contains("CONNECT:true")),
+        in_place
+            .iter()
+            .any(|l| l.contains(&role) && l.contains("CONNECT:true")),
         "{in_place:?}"
     );
-    assert!(in_place.iter().any(|l| l.contains("work_mem=3MB")), "{in_place:?}");
+    assert!(
+        in_place.iter().any(|l| l.contains("work_mem=3MB")),
+        "{in_place:?}"
+    );
     assert_eq!(level(&c), in_place);
     // PUBLIC lost CONNECT on the clone too.
     let public = s.eu2_query(
@@ -246,7 +261,14 @@ fn a_changed_set_gets_a_template_of_its_own_and_prune_drops_the_old() {
     assert_eq!(templates(&s).len(), 2);
     let listed = s
         .run(&[
-            "template", "list", "--server", "eu2", "--tenant-migrations", &new, "--output", "json",
+            "template",
+            "list",
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &new,
+            "--output",
+            "json",
         ])
         .ok()
         .json();
@@ -261,14 +283,27 @@ fn a_changed_set_gets_a_template_of_its_own_and_prune_drops_the_old() {
     // A dry run drops nothing.
     let dry = s
         .run(&[
-            "template", "prune", "--server", "eu2", "--tenant-migrations", &new, "--dry-run",
+            "template",
+            "prune",
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &new,
+            "--dry-run",
         ])
         .ok()
         .all();
     assert!(dry.contains("would drop"), "{dry}");
     assert_eq!(templates(&s).len(), 2);
-    s.run(&["template", "prune", "--server", "eu2", "--tenant-migrations", &new])
-        .ok();
+    s.run(&[
+        "template",
+        "prune",
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &new,
+    ])
+    .ok();
     assert_eq!(templates(&s), vec![format!("{new_t}:true:false")]);
     // The tenants themselves are untouched, and the old set still creates
     // (building its template again).
@@ -297,7 +332,14 @@ fn a_half_built_template_is_reported_rebuilt_and_pruned() {
         "{doctor}"
     );
     let listed = s
-        .run(&["template", "list", "--server", "eu2", "--tenant-migrations", &dir])
+        .run(&[
+            "template",
+            "list",
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+        ])
         .ok()
         .all();
     assert!(listed.contains("half-built"), "{listed}");
@@ -308,9 +350,17 @@ fn a_half_built_template_is_reported_rebuilt_and_pruned() {
     assert_eq!(templates(&s), vec![format!("{template}:true:false")]);
     // One left half-built by a stranger's set is pruned.
     let stray = format!("{PREFIX}00000000deadbeef");
-    s.eu2.exec("postgres", &format!("CREATE DATABASE \"{stray}\""));
-    s.run(&["template", "prune", "--server", "eu2", "--tenant-migrations", &dir])
-        .ok();
+    s.eu2
+        .exec("postgres", &format!("CREATE DATABASE \"{stray}\""));
+    s.run(&[
+        "template",
+        "prune",
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &dir,
+    ])
+    .ok();
     assert_eq!(templates(&s), vec![format!("{template}:true:false")]);
 }
 
@@ -322,7 +372,13 @@ fn a_migration_that_fails_leaves_no_template_and_the_create_resumable() {
     let slug = s.env.slug("a");
     let failed = s
         .run(&[
-            "tenant", "create", &slug, "--server", "eu2", "--tenant-migrations", &dir,
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
         ])
         .code(1)
         .all();
@@ -348,7 +404,15 @@ fn an_interrupt_during_a_build_drops_the_template_and_ends_its_migration() {
     let mut cmd = s.env.cmd();
     s.configure(&mut cmd);
     let child = cmd
-        .args(["tenant", "create", &slug, "--server", "eu2", "--tenant-migrations", &dir])
+        .args([
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -372,7 +436,11 @@ fn an_interrupt_during_a_build_drops_the_template_and_ends_its_migration() {
     let run = wait_with_deadline(child, Duration::from_secs(30));
     assert_eq!(run.code, 130, "{}", run.all());
     assert!(templates(&s).is_empty(), "{:?}", templates(&s));
-    assert!(sleeping().is_empty(), "the migration runs on: {:?}", sleeping());
+    assert!(
+        sleeping().is_empty(),
+        "the migration runs on: {:?}",
+        sleeping()
+    );
     assert_eq!(s.env.status_of(&slug), ["failed"]);
     // Fixed, the same create finishes the job.
     std::fs::write(

@@ -196,7 +196,9 @@ pub async fn build_template(
         Some(source) => Ok(source),
         None => build_locked(ctx, server, schema, &hash, limits).await,
     };
-    tx.commit().await.context("release the template's build lock")?;
+    tx.commit()
+        .await
+        .context("release the template's build lock")?;
     built
 }
 
@@ -221,9 +223,11 @@ async fn sealed_source(
         .await
 }
 
-/// Builds the template, the build lock held: created empty, migrated by
-/// the code that migrates a tenant in place, sealed. A build that fails
-/// drops what it made, so no half-built template is ever cloned.
+/// Builds the template, the build lock held: created empty under a name
+/// of its own, migrated by the code that migrates a tenant in place,
+/// sealed, then renamed to the template's name. A build that fails (or is
+/// interrupted) drops what it made, so no half-built template is ever
+/// cloned.
 async fn build_locked(
     ctx: &Context,
     server: &ServerName,
@@ -231,53 +235,76 @@ async fn build_locked(
     hash: &SetHash,
     limits: &SessionLimits,
 ) -> anyhow::Result<template::Source> {
-    let name = hash.template();
-    let name = &name;
+    let (name, building) = (hash.template(), hash.building());
+    let (name, building) = (&name, &building);
     ctx.runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async move {
+                // Left unsealed under the template's own name (by a build
+                // of an older tenantctl, or by hand): never cloned.
                 if template::find(conn, hash).await?.is_some() {
                     template::discard(conn, name).await?;
                 }
-                template::create_empty(conn, name).await
+                template::create_empty(conn, building).await
             })
         })
         .await?;
-    let conn = ctx.connector.connect_template(server, name).await?;
-    let mut applied = Applied::default();
-    let stop = ctx.interruptible().clone();
-    let migrating = ctx.runner.scoped(conn, |conn, _| {
-        Box::pin(apply_schema(ctx, conn, name, schema, limits, &mut applied))
-    });
-    // An interrupt (after its grace period) drops the template being
-    // built, which ends the migration's session on the server: nothing
-    // goes on running there behind an exited process.
-    let migrated = tokio::select! {
-        biased;
-        migrated = migrating => migrated,
-        () = stop.cancel_due() => {
-            crate::output::warn(format_args!(
-                "interrupted: dropping template {name} being built on server {server}"
-            ));
-            Err(anyhow::anyhow!("the template's build was interrupted")
-                .context(crate::error::Cancelled))
-        }
-    };
+    let migrated = migrate_building(ctx, server, building, schema, limits).await;
     ctx.runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async move {
                 if let Err(err) = migrated {
                     // Best effort: the migration's error is the one to report.
-                    let _ = template::discard(conn, name).await;
+                    let _ = template::discard(conn, building).await;
                     return Err(err.context(format!(
                         "build template {name} on server {server} (dropped, nothing is left of it; fix the cause and run again, or pass --no-template to migrate in place)"
                     )));
                 }
-                template::seal(conn, name).await?;
+                template::seal(conn, building).await?;
+                if !template::rename_built(conn, building, name).await? {
+                    template::discard(conn, building).await?;
+                }
                 template::source(conn, name).await
             })
         })
         .await
+}
+
+/// Migrates the template being built. An interrupt (after its grace
+/// period) ends the build: the caller drops the database, which ends the
+/// migration's session on the server, so nothing goes on running there
+/// behind an exited process.
+async fn migrate_building(
+    ctx: &Context,
+    server: &ServerName,
+    building: &DbName,
+    schema: &TenantSchema,
+    limits: &SessionLimits,
+) -> anyhow::Result<()> {
+    let conn = ctx.connector.connect_template(server, building).await?;
+    let mut applied = Applied::default();
+    let stop = ctx.interruptible().clone();
+    let migrating = ctx.runner.scoped(conn, |conn, _| {
+        Box::pin(apply_schema(
+            ctx,
+            conn,
+            building,
+            schema,
+            limits,
+            &mut applied,
+        ))
+    });
+    tokio::select! {
+        biased;
+        migrated = migrating => migrated,
+        () = stop.cancel_due() => {
+            crate::output::warn(format_args!(
+                "interrupted: dropping the template being built on server {server}"
+            ));
+            Err(anyhow::anyhow!("the template's build was interrupted")
+                .context(crate::error::Cancelled))
+        }
+    }
 }
 
 /// Makes `db` a clone of the schema's template. `Ok(false)`: there is no
