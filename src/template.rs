@@ -33,6 +33,7 @@ const FILE_COPY_ABOVE: i64 = 64 * 1024 * 1024;
 /// What identifies a migration set's schema: 16 hex digits of a SHA-256
 /// over what the set applies and how.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[must_use]
 pub struct SetHash(String);
 
 impl SetHash {
@@ -48,7 +49,11 @@ impl SetHash {
             hasher.update(part);
         }
         let digest = hasher.finalize();
-        Self(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+        Self(digest[..8].iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        }))
     }
 
     /// The hash of this set as built by `role`: a template's objects are
@@ -104,7 +109,9 @@ impl SetHash {
     }
 
     fn lock_key(&self) -> i32 {
-        u32::from_str_radix(&self.0[..8], 16).expect("hex digits") as i32
+        u32::from_str_radix(&self.0[..8], 16)
+            .expect("hex digits")
+            .cast_signed()
     }
 }
 
@@ -149,9 +156,9 @@ impl Ready {
         if let Some(found) = sources.get(server) {
             return Ok(found.clone());
         }
-        let made = Arc::new(make().await?);
-        sources.insert(server.clone(), made.clone());
-        Ok(made)
+        let source = Arc::new(make().await?);
+        sources.insert(server.clone(), source.clone());
+        Ok(source)
     }
 
     /// The server's template, if this run has found it.
@@ -633,7 +640,7 @@ fn replay_of(
 }
 
 /// Settings whose value is a list of names, each quoted on its own
-/// (PostgreSQL's GUC_LIST_QUOTE ones, as pg_dump lists them).
+/// (PostgreSQL's `GUC_LIST_QUOTE` ones, as `pg_dump` lists them).
 const LIST_SETTINGS: &[&str] = &[
     "search_path",
     "temp_tablespaces",
@@ -676,7 +683,7 @@ fn split_list(value: &str) -> Vec<String> {
                 item.push(c);
                 chars.next();
             }
-            item = item.trim_end().to_owned();
+            item.truncate(item.trim_end().len());
         }
         items.push(item);
         chars.next(); // the comma
@@ -728,7 +735,7 @@ mod tests {
             vec!["$user", "public", "a,\"b\"", "x"]
         );
         assert_eq!(split_list(""), Vec::<String>::new());
-        let db = DbName::parse("t_1").unwrap();
+        let db = DbName::parse("t_1").expect("valid");
         let replay = replay_of(
             "owner",
             true,
@@ -742,7 +749,7 @@ mod tests {
                 ),
             ],
         )
-        .unwrap();
+        .expect("replayable");
         let sql: Vec<String> = replay.iter().map(|r| r.sql(&db)).collect();
         assert_eq!(
             sql,

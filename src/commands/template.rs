@@ -79,7 +79,10 @@ pub async fn run(command: TemplateCommand, ctx: &Context) -> anyhow::Result<Outc
     let schema = TenantSchema::of(ctx).await?;
     let current = schema.template_hash();
     let (rows, action) = match command {
-        TemplateCommand::List(args) => (list(ctx, &servers(ctx, &args)?, &current).await, false),
+        TemplateCommand::List(args) => (
+            list(ctx, &servers(ctx, &args)?, current.as_ref()).await,
+            false,
+        ),
         TemplateCommand::Build(args) => {
             let hash = current.ok_or_else(|| {
                 UsageError(
@@ -194,9 +197,9 @@ async fn describe(
     })
 }
 
-async fn list(ctx: &Context, servers: &[ServerName], set: &Option<SetHash>) -> Vec<Row> {
+async fn list(ctx: &Context, servers: &[ServerName], set: Option<&SetHash>) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (server, answer) in found_on(ctx, servers, set.as_ref()).await {
+    for (server, answer) in found_on(ctx, servers, set).await {
         let described = async {
             let (current, found) = answer?;
             let mut rows = Vec::new();
@@ -333,7 +336,7 @@ fn print(ctx: &Context, rows: &[Row], action: bool) {
             let mut out = table(headers);
             for r in rows {
                 let mut cells = vec![
-                    shown(&r.server).to_string(),
+                    shown(&r.server).clone(),
                     r.name.clone().unwrap_or_default(),
                     if r.current { "yes" } else { "no" }.to_owned(),
                     r.state.map_or_else(

@@ -276,7 +276,12 @@ fn a_changed_set_gets_a_template_of_its_own_and_prune_drops_the_old() {
         .as_array()
         .expect("templates")
         .iter()
-        .map(|t| (t["name"].as_str().unwrap().to_owned(), t["current"] == true))
+        .map(|t| {
+            (
+                t["name"].as_str().expect("name").to_owned(),
+                t["current"] == true,
+            )
+        })
         .collect();
     assert!(current.contains(&(new_t.clone(), true)), "{listed}");
     assert!(current.contains(&(old_t.clone(), false)), "{listed}");

@@ -205,15 +205,8 @@ async fn create_on(
     let finished = match &claimed {
         Ok(claimed) if !claimed.concurrent => {
             let limits = SessionLimits::from(&args.session);
-            let provisioned = provision(
-                ctx,
-                &mut *master_conn,
-                &claimed.tenant,
-                migrations,
-                &limits,
-                &mut applied,
-            )
-            .await;
+            let (tenant, conn) = (&claimed.tenant, &mut *master_conn);
+            let provisioned = provision(ctx, conn, tenant, migrations, &limits, &mut applied).await;
             let master = Master {
                 conn: &mut *master_conn,
                 layout,
