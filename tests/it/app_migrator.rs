@@ -61,6 +61,14 @@ fn create_and_migrate_through_prisma_migrations_that_prisma_agrees_with() {
         .ok()
         .json();
     assert_eq!(created["migrator"], "prisma");
+    // A clone of the set's template, which the real Prisma CLI below
+    // finds up to date.
+    assert!(
+        created["template"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("tenantctl_template_")),
+        "{created}"
+    );
     assert_eq!(
         created["applied_migrations"],
         serde_json::json!(["20261205064509_init", "20261205064704_site_timezone"])
