@@ -466,3 +466,38 @@ fn nix_kill(pid: u32) {
             .success()
     );
 }
+
+#[test]
+fn a_tenant_may_not_be_named_like_tenantctls_own_databases() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    for name in [
+        format!("{PREFIX}00000000deadbeef"),
+        format!("{PREFIX}x_{}", s.env.token),
+        format!("tenantctl_drift_1_{}", s.env.token),
+    ] {
+        let slug = s.env.slug("a");
+        let refused = s
+            .run(&[
+                "tenant",
+                "create",
+                &slug,
+                "--db-name",
+                &name,
+                "--server",
+                "eu2",
+            ])
+            .code(2);
+        assert!(
+            refused.stderr.contains("tenantctl's own"),
+            "{}",
+            refused.stderr
+        );
+        assert!(!s.on_eu2(&name));
+        let rows = s.env.query(
+            &s.env.master,
+            &format!(r#"SELECT count(*)::text FROM "Company" WHERE slug = '{slug}'"#),
+        );
+        assert_eq!(rows, ["0"]);
+    }
+}

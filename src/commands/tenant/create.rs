@@ -119,6 +119,17 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .map(DbName::parse)
         .transpose()
         .map_err(|e| UsageError(format!("--db-name: {e}")))?;
+    if let Some(db) = &requested_db
+        && (db.as_str().starts_with(crate::dbname::TEMPLATE_PREFIX)
+            || db
+                .as_str()
+                .starts_with(crate::commands::tenant::drift::SCRATCH_PREFIX))
+    {
+        return Err(UsageError(format!(
+            "--db-name: {db} is named like tenantctl's own databases (templates, drift's scratch databases), which commands would refuse or drop as such; pick another name"
+        ))
+        .into());
+    }
     if requested_db.as_ref() == Some(ctx.connector.master_db()) {
         return Err(UsageError(format!(
             "--db-name: {} is the master database",
