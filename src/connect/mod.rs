@@ -285,6 +285,18 @@ impl Connector {
         })
     }
 
+    /// Whether a master connection can stand in for a maintenance
+    /// connection to this server for what a create does there: the master
+    /// lives on it and connects as the same role (what a database is made
+    /// by decides who owns it).
+    pub fn master_stands_for(&self, server: &ServerName) -> bool {
+        self.master_on_server(server)
+            && self
+                .servers
+                .get(server)
+                .is_some_and(|s| s.base.get_username() == self.master.get_username())
+    }
+
     pub(super) async fn connect(
         &self,
         options: &PgConnectOptions,

@@ -332,7 +332,7 @@ pub async fn clone_template(
     let mut cloned = None;
     for _ in 0..3 {
         let cached = ctx.templates.cached(server).await;
-        match clone_found(ctx, server, &set, cached, db).await {
+        match clone_found(ctx, &mut *master, server, &set, cached, db).await {
             Ok(Found::Cloned(source)) => {
                 cloned = Some(source);
                 break;
@@ -372,35 +372,50 @@ enum Found {
 }
 
 /// Looks the set's template up (unless this run knows it) and clones it
-/// into `db`, on one maintenance connection.
+/// into `db`, on one connection: the create's own master connection when
+/// it can stand for the server's (one connection fewer per create), else
+/// a maintenance connection.
 async fn clone_found(
     ctx: &Context,
+    master: &mut PgConnection,
     server: &ServerName,
     set: &SetHash,
     cached: Option<Arc<template::Source>>,
     db: &DbName,
 ) -> anyhow::Result<Found> {
+    // Not inside a transaction (a pinned connection's): CREATE DATABASE
+    // cannot run in one.
+    if ctx.connector.master_stands_for(server) && !master.is_in_transaction() {
+        return lookup_and_clone(master, set, cached, db).await;
+    }
     ctx.runner
         .with_maintenance(server, |conn, _| {
-            Box::pin(async move {
-                let source = match cached {
-                    Some(source) => source,
-                    None => {
-                        let hash = set.for_role(&template::role(conn).await?);
-                        match template::lookup(conn, &hash.template()).await? {
-                            Some((true, source)) => Arc::new(source),
-                            _ => return Ok(Found::Missing),
-                        }
-                    }
-                };
-                Ok(if template::clone_into(conn, &source, db).await? {
-                    Found::Cloned(source)
-                } else {
-                    Found::Exists
-                })
-            })
+            Box::pin(lookup_and_clone(conn, set, cached, db))
         })
         .await
+}
+
+async fn lookup_and_clone(
+    conn: &mut PgConnection,
+    set: &SetHash,
+    cached: Option<Arc<template::Source>>,
+    db: &DbName,
+) -> anyhow::Result<Found> {
+    let source = match cached {
+        Some(source) => source,
+        None => {
+            let hash = set.for_role(&template::role(conn).await?);
+            match template::lookup(conn, &hash.template()).await? {
+                Some((true, source)) => Arc::new(source),
+                _ => return Ok(Found::Missing),
+            }
+        }
+    };
+    Ok(if template::clone_into(conn, &source, db).await? {
+        Found::Cloned(source)
+    } else {
+        Found::Exists
+    })
 }
 
 /// Records the clone's migrations as applied now, and checks it holds
