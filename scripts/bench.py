@@ -85,6 +85,10 @@ that noise spreads over all of them.
       hand from the same database into an empty one on eu2, interleaved.
       MB/s is the database's size (pg_database_size, 10^6 bytes) over the
       wall time, so the move's bookkeeping, renames and verification count.
+      Both servers are checkpointed (untimed) before each scenario, so that
+      none pays for the dirty buffers the one before left (a move's DROP
+      DATABASE of its source forces a checkpoint there).
+      `--move-only` runs only this (`just bench --move-only --n 2`).
 
 5. Drift (`tenant drift --all`, issue 18) against an up-to-date `tenant
    status --all` over the same N migrated tenants, in the same run, `-c C`
@@ -1001,11 +1005,20 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
         check(cfg, proc, "pg_dump | pg_restore")
         return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
+    def settle() -> None:
+        # Both servers write their dirty buffers out (untimed) before each
+        # scenario, so none pays for the writes of the one before: a move's
+        # DROP DATABASE forces a checkpoint on its source server, which
+        # would otherwise also write out the previous scenario's copy.
+        checkpoint(cfg)
+        psql_on(cfg, server, "CHECKPOINT;")
+
     # The tenant must be on default before each round: "there" then "back".
     for rep in range(cfg.reps):
         for result, prepare, timed in ((manual, fresh_manual, by_hand), (there, None, lambda: move("eu2")), (back, None, lambda: move("default"))):
             if prepare:
                 prepare()
+            settle()
             log(f"rep {rep + 1}/{cfg.reps}: {result.label} ...")
             result.samples.append(timed())
             log(f"rep {rep + 1}/{cfg.reps}: {result.label}: {result.samples[-1].seconds:.3f} s")
@@ -1133,8 +1146,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--sqlx", default=None, help="sqlx-cli binary (default: sqlx on PATH or ~/.cargo/bin/sqlx)")
     ap.add_argument("--no-servers", action="store_true", help="skip the second server (split migrate, tenant move)")
     ap.add_argument("--move-mb", type=int, default=100, help="size of the moved tenant in MB (default 100)")
+    ap.add_argument(
+        "--move-only",
+        action="store_true",
+        help="only the tenant move section (second server, --move-mb): no fresh, up-to-date, split migrate, drift",
+    )
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "out"), help="where the JSON goes (default bench/out)")
     args = ap.parse_args(argv)
+    if args.move_only and (args.no_servers or args.drift_only):
+        ap.error("--move-only needs the second server; it excludes --no-servers and --drift-only")
     if args.n < 1 or args.reps < 1 or args.concurrency < 1 or args.drift_reps < 1:
         ap.error("--n, --reps, --drift-reps and --concurrency must be at least 1")
     try:
@@ -1172,7 +1192,14 @@ def main(argv: list[str]) -> int:
         register_tenants(cfg, cfg.n)
 
         fresh, upd, servers, moves, move_size, scale, scale_ref = [], [], [], [], 0, [], []
-        if args.drift_only:
+        drift_sets = []
+        if args.move_only:
+            second = start_second_server(cfg)
+            try:
+                move_size, moves = bench_move(cfg, second, args.move_mb)
+            finally:
+                second.stop()
+        elif args.drift_only:
             sizes = list(dict.fromkeys([cfg.n, *args.scale_sizes]))
             drift_sets = bench_drift_scale(cfg, sizes, args.drift_reps)
         else:
@@ -1206,7 +1233,8 @@ def main(argv: list[str]) -> int:
     rows = summarize(fresh, upd) if fresh else []
     drift_results = [r for d in drift_sets for r in d]
     tenantctl_rss = max(
-        r.maxrss_mib for r in fresh + upd + scale + drift_results if "tenantctl" in r.key or r.group in ("scale", "drift")
+        (r.maxrss_mib for r in fresh + upd + scale + drift_results if "tenantctl" in r.key or r.group in ("scale", "drift")),
+        default=0.0,
     )
     elapsed = time.perf_counter() - started
 
@@ -1297,8 +1325,9 @@ def main(argv: list[str]) -> int:
             "sqlx_parallel_ms_per_tenant": [round(r.ms_per_unit, 3) for r in scale_ref],
             "sqlx_parallel_growth": round(ref_growth, 3),
         }
-    print()
-    print_drift(cfg, drift_sets, args.drift_reps)
+    if drift_sets:
+        print()
+        print_drift(cfg, drift_sets, args.drift_reps)
     print(f"\ntotal wall time: {elapsed:.1f} s")
 
     out_dir = pathlib.Path(args.out_dir)
