@@ -217,7 +217,7 @@ impl<'a> Mover<'a> {
             Step::SourceClosed => {
                 let started = Instant::now();
                 let (bytes, source) = self
-                    .copy(plan, drop_source)
+                    .copy(plan)
                     .await
                     .context("copy the database")?;
                 moved.bytes = Some(bytes);
@@ -322,9 +322,8 @@ impl<'a> Mover<'a> {
     /// Creates the copy, empty, like the source, and restores the source
     /// into it (a copy left by an interrupted run is dropped first), while
     /// reading the source for the verification in the snapshot `pg_dump`
-    /// copies, and (`flush`) writing the source server's dirty buffers out
-    /// (see [`flush_source`]). Returns the source's size and contents.
-    async fn copy(&self, plan: &MoveRecord, flush: bool) -> anyhow::Result<(i64, Contents)> {
+    /// copies. Returns the source's size and contents.
+    async fn copy(&self, plan: &MoveRecord) -> anyhow::Result<(i64, Contents)> {
         let tools = match &self.tools {
             Some(tools) => tools.clone(),
             None => PgTools::find(self.pg_bin.as_deref()).await?,
@@ -358,14 +357,9 @@ impl<'a> Mover<'a> {
                         })
                     });
                     let dump = copy::Dump { snapshot: Some(snapshot), target_ready };
-                    let (copied, read, ()) = tokio::join!(
+                    let (copied, read) = tokio::join!(
                         self.dump_restore(plan, tools, dump),
-                        verify::read_open(source),
-                        async {
-                            if flush {
-                                flush_source(self.connector, &plan.from_server).await;
-                            }
-                        }
+                        verify::read_open(source)
                     );
                     let ended = verify::end_snapshot(source).await;
                     copied?;
@@ -556,22 +550,6 @@ impl<'a> Mover<'a> {
             .context("drop the copy")?;
         forget(self.master, self.layout, company_id).await
     }
-}
-
-/// Writes the source server's dirty buffers out (`CHECKPOINT`) while the
-/// copy runs, so that the checkpoint PostgreSQL forces on `DROP DATABASE`
-/// at the end of the move finds little left to write. Only an
-/// optimisation: a role that may not checkpoint (neither superuser nor
-/// `pg_checkpoint`) skips it, and any failure is ignored.
-async fn flush_source(connector: &Connector, server: &crate::servers::ServerName) {
-    let _ = connector
-        .with_maintenance(server, |conn, _| {
-            Box::pin(async move {
-                conn.execute("CHECKPOINT").await?;
-                anyhow::Ok(())
-            })
-        })
-        .await;
 }
 
 /// Reopens a source an undone move parked under its own name (it is under

@@ -437,9 +437,9 @@ async fn plan(
         "steps": [
             "record the move (the tenant is moving; fleet commands skip it)",
             "end the source's sessions and rename it, keeping the application out",
-            "create the copy on the target and pg_dump | pg_restore into it",
-            "verify: _sqlx_migrations rows, row counts, sequence values",
-            "close the source to connections, give the copy the tenant's name",
+            "create the copy on the target and pg_dump | pg_restore into it, reading the source's side of the verification in the snapshot pg_dump copies",
+            "verify the copy: _sqlx_migrations rows, exact row counts, sequence values; close the source to connections",
+            "give the copy the tenant's name",
             "switch the placement in the master",
             if args.drop_source { "drop the source" } else { "keep the source, renamed and closed, until --finish" },
         ],
