@@ -195,7 +195,7 @@ where
 
 /// Starts `pg_restore` reading the dump from `piped`. The command (and
 /// with it this process's end of the pipe) is gone once it runs: if
-/// pg_restore dies, pg_dump then stops on a broken pipe instead of waiting
+/// `pg_restore` dies, `pg_dump` then stops on a broken pipe instead of waiting
 /// for a reader.
 fn spawn_restore(
     tools: &PgTools,

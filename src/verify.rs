@@ -196,8 +196,14 @@ pub async fn export_snapshot(conn: &mut PgConnection) -> anyhow::Result<String> 
         .context("export the source's snapshot")
 }
 
-/// Reads the contents in the transaction [`export_snapshot`] opened.
+/// Reads the contents in the transaction [`export_snapshot`] opened. It
+/// runs beside the copy, so each count takes one process, not a parallel
+/// query's several: the cores are the copy's.
 pub async fn read_open(conn: &mut PgConnection) -> anyhow::Result<Contents> {
+    use sqlx::Executor as _;
+    conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        .await
+        .context("read the source on one process")?;
     read(conn).await
 }
 

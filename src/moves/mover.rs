@@ -216,10 +216,7 @@ impl<'a> Mover<'a> {
             }
             Step::SourceClosed => {
                 let started = Instant::now();
-                let (bytes, source) = self
-                    .copy(plan)
-                    .await
-                    .context("copy the database")?;
+                let (bytes, source) = self.copy(plan).await.context("copy the database")?;
                 moved.bytes = Some(bytes);
                 moved.source = Some(source);
                 moved.copy_time = Some(started.elapsed());
@@ -340,7 +337,11 @@ impl<'a> Mover<'a> {
             .await?;
         let source = self
             .connector
-            .connect_tenant(&plan.from_server, &plan.parked_name, &SessionLimits::default())
+            .connect_tenant(
+                &plan.from_server,
+                &plan.parked_name,
+                &SessionLimits::default(),
+            )
             .await
             .context("connect to the source")?;
         let (tools, like) = (&tools, &like);
@@ -349,14 +350,19 @@ impl<'a> Mover<'a> {
             .scoped(source, |source, _| {
                 Box::pin(async move {
                     let snapshot = verify::export_snapshot(source).await?;
-                    let target_ready = self.connector.with_maintenance(&plan.to_server, |target, _| {
-                        Box::pin(async move {
-                            tools.check(source_major, ddl::server_major(target).await?)?;
-                            ddl::drop_force(target, &plan.incoming_name).await?;
-                            ddl::create_empty(target, &plan.incoming_name, like).await
-                        })
-                    });
-                    let dump = copy::Dump { snapshot: Some(snapshot), target_ready };
+                    let target_ready =
+                        self.connector
+                            .with_maintenance(&plan.to_server, |target, _| {
+                                Box::pin(async move {
+                                    tools.check(source_major, ddl::server_major(target).await?)?;
+                                    ddl::drop_force(target, &plan.incoming_name).await?;
+                                    ddl::create_empty(target, &plan.incoming_name, like).await
+                                })
+                            });
+                    let dump = copy::Dump {
+                        snapshot: Some(snapshot),
+                        target_ready,
+                    };
                     let (copied, read) = tokio::join!(
                         self.dump_restore(plan, tools, dump),
                         verify::read_open(source)
@@ -406,7 +412,11 @@ impl<'a> Mover<'a> {
 
     /// Compares the copy with the source: with the source's contents read
     /// during the copy, only the copy is read; else (a resumed move) both.
-    async fn verify(&self, plan: &MoveRecord, source: Option<&Contents>) -> anyhow::Result<Matched> {
+    async fn verify(
+        &self,
+        plan: &MoveRecord,
+        source: Option<&Contents>,
+    ) -> anyhow::Result<Matched> {
         let limits = SessionLimits::default();
         let connector = self.connector;
         let limits = &limits;
@@ -416,7 +426,9 @@ impl<'a> Mover<'a> {
             .context("connect to the copy")?;
         if let Some(source) = source {
             return connector
-                .scoped(copied, |copied, _| Box::pin(verify::compare_with(source, copied)))
+                .scoped(copied, |copied, _| {
+                    Box::pin(verify::compare_with(source, copied))
+                })
                 .await;
         }
         let source = connector

@@ -574,21 +574,28 @@ fn a_copy_with_a_moved_sequence_or_a_lost_row_fails_the_move_and_is_undone() {
     let slug = with_tenant(&two, "seq-rerun");
     let before = on_default(&two, "seq-rerun");
     let rows = env.query(&env.db("seq-rerun"), "SELECT count(*)::text FROM items");
-    let paused = Paused::start(&two, &["tenant", "move", &slug, "--to", "eu2"], "copied", None);
+    let paused = Paused::start(
+        &two,
+        &["tenant", "move", &slug, "--to", "eu2"],
+        "copied",
+        None,
+    );
     paused.signal("-KILL");
     let _ = paused.finish();
     let (_, _, incoming) = record(&two, &slug).expect("recorded");
     two.eu2_exec(&incoming, "DELETE FROM items WHERE id = 1");
-    let run = two
-        .run(&["tenant", "move", &slug, "--to", "eu2"])
-        .code(1);
+    let run = two.run(&["tenant", "move", &slug, "--to", "eu2"]).code(1);
     let expected = format!(
         "table public.items has {} rows on the source and {} on the copy",
         rows[0],
         rows[0].parse::<i64>().expect("count") - 1
     );
     assert!(run.stderr.contains(&expected), "{}", run.stderr);
-    assert!(run.stderr.contains("failed and was undone"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("failed and was undone"),
+        "{}",
+        run.stderr
+    );
     assert_untouched(&two, "seq-rerun", &before);
 }
 

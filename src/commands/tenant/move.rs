@@ -96,12 +96,7 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         )
         .into());
     }
-    // Looking for pg_dump and pg_restore starts two processes: begun now,
-    // it runs while the master is read.
-    let looking = (args.to.is_some() && !args.dry_run).then(|| {
-        let pg_bin = args.pg_bin.clone();
-        tokio::spawn(async move { PgTools::find(pg_bin.as_deref()).await })
-    });
+    let looking = look_for_tools(&args);
     // The master connection is held through the whole move: the move's
     // lock on the company lives on it.
     let result = ctx
@@ -172,6 +167,15 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         }
         Err(err) => Err(err),
     }
+}
+
+/// Starts looking for `pg_dump` and `pg_restore` (two processes) when the
+/// run may copy: begun before the master is read, it runs meanwhile.
+fn look_for_tools(args: &MoveArgs) -> Option<tokio::task::JoinHandle<anyhow::Result<PgTools>>> {
+    (args.to.is_some() && !args.dry_run).then(|| {
+        let pg_bin = args.pg_bin.clone();
+        tokio::spawn(async move { PgTools::find(pg_bin.as_deref()).await })
+    })
 }
 
 fn report(tenant: &Tenant, record: &MoveRecord, action: &'static str) -> Report {
@@ -280,7 +284,10 @@ async fn start_or_resume(
     let mut report = report(tenant, &record, "moved");
     report.resumed = resumed;
     if !resumed {
-        report.step_ms.insert(Step::Started.as_str(), millis(done.began.duration_since(began)));
+        report.step_ms.insert(
+            Step::Started.as_str(),
+            millis(done.began.duration_since(began)),
+        );
     }
     fill(&mut report, &done);
     report.source_kept_as = (!done.source_dropped).then(|| record.parked_name.to_string());
@@ -294,9 +301,12 @@ fn millis(time: Duration) -> u64 {
 fn fill(report: &mut Report, moved: &Moved) {
     report.bytes = moved.bytes.or(report.bytes);
     report.copy_ms = moved.copy_time.map(millis);
-    report
-        .step_ms
-        .extend(moved.step_times.iter().map(|(step, t)| (step.as_str(), millis(*t))));
+    report.step_ms.extend(
+        moved
+            .step_times
+            .iter()
+            .map(|(step, t)| (step.as_str(), millis(*t))),
+    );
     #[allow(clippy::cast_precision_loss, reason = "a rate shown with one decimal")]
     {
         report.mb_per_s = moved
