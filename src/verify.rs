@@ -186,9 +186,15 @@ fn matched(source: &Contents, copied: &Contents) -> anyhow::Result<Matched> {
 /// dump is over (the snapshot can be imported only while it is open).
 pub async fn export_snapshot(conn: &mut PgConnection) -> anyhow::Result<String> {
     use sqlx::Executor as _;
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .context("begin the source's snapshot")?;
+    // Idle in its transaction while the copy runs, as long as that takes:
+    // a server's idle_in_transaction_session_timeout must not end it (nor
+    // the snapshot pg_dump reads in), as pg_dump's own session sets too.
+    conn.execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+         SET LOCAL idle_in_transaction_session_timeout = 0",
+    )
+    .await
+    .context("begin the source's snapshot")?;
     sqlx::query_scalar("SELECT pg_catalog.pg_export_snapshot()")
         .persistent(false)
         .fetch_one(&mut *conn)

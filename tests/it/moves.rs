@@ -599,6 +599,39 @@ fn a_copy_with_a_moved_sequence_or_a_lost_row_fails_the_move_and_is_undone() {
     assert_untouched(&two, "seq-rerun", &before);
 }
 
+/// The source's side of the verification is read in the transaction whose
+/// snapshot pg_dump copies, which then stays open, idle, until the copy
+/// ends: a source database that ends idle transactions quickly still moves.
+#[test]
+fn a_source_that_ends_idle_transactions_at_once_still_moves() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    let slug = with_tenant(&two, "idle");
+    let before = on_default(&two, "idle");
+    env.exec(
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{}\" SET idle_in_transaction_session_timeout = '10ms'",
+            env.db("idle")
+        ),
+    );
+    let run = two
+        .run(&[
+            "tenant",
+            "move",
+            &slug,
+            "--to",
+            "eu2",
+            "--drop-source",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(run["action"], "moved", "{run}");
+    assert_moved(&two, "idle", &before);
+}
+
 /// A copy that fails halfway (the source grants to a role the target does
 /// not have, so pg_restore stops) is dropped, and the source reopened.
 #[test]
