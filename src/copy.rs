@@ -177,20 +177,25 @@ where
         lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
     };
     // pg_restore first: when it fails, pg_dump's broken pipe is only the
-    // consequence.
+    // consequence. When both failed, pg_dump's words follow: pg_restore's
+    // "input file is too short" says nothing of why pg_dump stopped.
+    let dump_failed = if dumped.success() {
+        None
+    } else {
+        let said = shown(dump_err.await.unwrap_or_default());
+        Some(format!("pg_dump failed ({dumped}): {said}"))
+    };
     if !restored.success() {
-        anyhow::bail!(
-            "pg_restore failed ({restored}): {}",
-            shown(restore_err.await.unwrap_or_default())
-        );
+        let restore = shown(restore_err.await.unwrap_or_default());
+        match dump_failed {
+            Some(dump) => anyhow::bail!("pg_restore failed ({restored}): {restore}; {dump}"),
+            None => anyhow::bail!("pg_restore failed ({restored}): {restore}"),
+        }
     }
-    if !dumped.success() {
-        anyhow::bail!(
-            "pg_dump failed ({dumped}): {}",
-            shown(dump_err.await.unwrap_or_default())
-        );
+    match dump_failed {
+        Some(dump) => anyhow::bail!("{dump}"),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Starts `pg_restore` reading the dump from `piped`. The command (and
