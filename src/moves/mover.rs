@@ -11,7 +11,7 @@ use sqlx::{Connection as _, Executor as _};
 
 use super::{MoveRecord, Step, forget, get, insert, set_step};
 use crate::companies::Layout;
-use crate::connect::{Connector, SessionLimits};
+use crate::connect::{BackendKey, Connector, SessionLimits};
 use crate::copy::{self, PgTools};
 use crate::dbname::DbName;
 use crate::ddl;
@@ -335,15 +335,16 @@ impl<'a> Mover<'a> {
                 })
             })
             .await?;
-        let source = self
+        let (source, key) = self
             .connector
-            .connect_tenant(
+            .connect_tenant_cancellable(
                 &plan.from_server,
                 &plan.parked_name,
                 &SessionLimits::default(),
             )
             .await
             .context("connect to the source")?;
+        let key = &key;
         let (tools, like) = (&tools, &like);
         let contents = self
             .connector
@@ -365,7 +366,7 @@ impl<'a> Mover<'a> {
                     };
                     let (copied, read) = tokio::join!(
                         self.dump_restore(plan, tools, dump),
-                        verify::read_open(source)
+                        self.read_source(source, key, plan)
                     );
                     let ended = verify::end_snapshot(source).await;
                     copied?;
@@ -375,6 +376,26 @@ impl<'a> Mover<'a> {
             })
             .await?;
         Ok((like.size_bytes, contents))
+    }
+
+    /// Reads the source's side of the verification beside the copy; an
+    /// interrupt cancels the read on the server (a count of a large table
+    /// would otherwise hold the undo up until it ends).
+    async fn read_source(
+        &self,
+        source: &mut PgConnection,
+        key: &BackendKey,
+        plan: &MoveRecord,
+    ) -> anyhow::Result<Contents> {
+        let reading = verify::read_open(source);
+        tokio::pin!(reading);
+        tokio::select! {
+            read = &mut reading => read,
+            () = copy::stopped(self.stop) => {
+                let _ = self.connector.cancel(key, &plan.parked_name).await;
+                reading.await
+            }
+        }
     }
 
     async fn dump_restore<F>(

@@ -632,6 +632,59 @@ fn a_source_that_ends_idle_transactions_at_once_still_moves() {
     assert_moved(&two, "idle", &before);
 }
 
+/// An interrupt while the source's side of the verification waits (here on
+/// a lock another session holds on the parked source, as pg_dump does)
+/// cancels that read on the server: the move is undone then, not once the
+/// lock goes ten minutes later.
+#[test]
+fn an_interrupt_cancels_the_source_read_that_waits_on_a_lock() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    let slug = with_tenant(&two, "int-read");
+    let before = on_default(&two, "int-read");
+    let resume = env.workdir.path().join("resume-int-read");
+    let paused = Paused::start(
+        &two,
+        &["tenant", "move", &slug, "--to", "eu2"],
+        "source_closed",
+        Some(&resume),
+    );
+    let (_, parked, _) = record(&two, &slug).expect("recorded");
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &env.db_url(&parked), "-c"])
+        .arg("LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let waiting = |mode: &str, granted: bool| {
+        env.query(
+            &parked,
+            &format!(
+                "SELECT count(*)::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'items' AND l.mode = '{mode}' AND l.granted = {granted}"
+            ),
+        )[0]
+        .parse::<i64>()
+        .expect("count")
+    };
+    crate::support::wait_until(Duration::from_secs(20), "psql to hold the lock", || {
+        (waiting("AccessExclusiveLock", true) == 1).then_some(())
+    });
+    std::fs::write(&resume, "").expect("resume");
+    // pg_dump and the verification's read both wait for the table.
+    crate::support::wait_until(Duration::from_secs(60), "the copy to wait", || {
+        (waiting("AccessShareLock", false) == 2).then_some(())
+    });
+    paused.signal("-INT");
+    let run = paused.finish().code(130);
+    assert!(run.stderr.contains("undone"), "{}", run.stderr);
+    // Reopening the source ended the holder's session.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_untouched(&two, "int-read", &before);
+}
+
 /// A copy that fails halfway (the source grants to a role the target does
 /// not have, so pg_restore stops) is dropped, and the source reopened.
 #[test]
