@@ -85,6 +85,10 @@ that noise spreads over all of them.
       hand from the same database into an empty one on eu2, interleaved.
       MB/s is the database's size (pg_database_size, 10^6 bytes) over the
       wall time, so the move's bookkeeping, renames and verification count.
+      Both servers are checkpointed (untimed) before each scenario, so that
+      none pays for the dirty buffers the one before left (a move's DROP
+      DATABASE of its source forces a checkpoint there).
+      `--move-only` runs only this (`just bench --move-only --n 2`).
 
 5. Drift (`tenant drift --all`, issue 18) against an up-to-date `tenant
    status --all` over the same N migrated tenants, in the same run, `-c C`
@@ -972,8 +976,10 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
         MASTER_DB,
     )
     checkpoint(cfg)
-    there = Result("move.to_eu2", "move", "tenant move --to eu2 --drop-source", 1)
-    back = Result("move.to_default", "move", "tenant move --to default --drop-source", 1)
+    there = Result("move.to_eu2", "move", "tenant move --to eu2 (source kept)", 1)
+    back = Result("move.to_default", "move", "tenant move --to default (source kept)", 1)
+    there_drop = Result("move.to_eu2_finish", "move", "  then tenant move --finish (drops the source on default)", 1)
+    back_drop = Result("move.to_default_finish", "move", "  then tenant move --finish (drops the source on eu2)", 1)
     manual = Result("move.pg_dump_restore", "move", "pg_dump -Fc -Z0 | pg_restore by hand", 1)
     script = cfg.scratch / "manual-copy.sh"
     script.write_text(
@@ -986,11 +992,20 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
     )
 
     def move(to: str) -> Sample:
-        proc = run(cfg, [cfg.tenantctl, "tenant", "move", "bench-move", "--to", to, "--drop-source", "--output", "json", "--quiet"])
+        proc = run(cfg, [cfg.tenantctl, "tenant", "move", "bench-move", "--to", to, "--output", "json", "--quiet"])
         check(cfg, proc, f"tenant move --to {to}")
         report = json.loads(proc.stdout)
-        if report.get("to") != to or not report.get("source_dropped"):
+        if report.get("to") != to or report.get("source_dropped") or not report.get("source_kept_as"):
             raise BenchError(f"tenant move --to {to}: unexpected report {report}")
+        log(f"  tenant move --to {to}: step_ms {report.get('step_ms')}")
+        return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
+    def finish(to: str) -> Sample:
+        proc = run(cfg, [cfg.tenantctl, "tenant", "move", "bench-move", "--finish", "--output", "json", "--quiet"])
+        check(cfg, proc, "tenant move --finish")
+        report = json.loads(proc.stdout)
+        if report.get("to") != to or not report.get("source_dropped"):
+            raise BenchError(f"tenant move --finish: unexpected report {report}")
         return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
     def fresh_manual() -> None:
@@ -1001,18 +1016,47 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
         check(cfg, proc, "pg_dump | pg_restore")
         return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
+    def settle() -> None:
+        # Both servers write their dirty buffers out (untimed) before each
+        # scenario, so none pays for the writes of the one before: a move's
+        # DROP DATABASE forces a checkpoint on its source server, which
+        # would otherwise also write out the previous scenario's copy.
+        checkpoint(cfg)
+        psql_on(cfg, server, "CHECKPOINT;")
+
     # The tenant must be on default before each round: "there" then "back".
     for rep in range(cfg.reps):
-        for result, prepare, timed in ((manual, fresh_manual, by_hand), (there, None, lambda: move("eu2")), (back, None, lambda: move("default"))):
+        for result, prepare, timed in (
+            (manual, fresh_manual, by_hand),
+            (there, None, lambda: move("eu2")),
+            (there_drop, None, lambda: finish("eu2")),
+            (back, None, lambda: move("default")),
+            (back_drop, None, lambda: finish("default")),
+        ):
             if prepare:
                 prepare()
+            # Not between a move and its --finish: the drop's checkpoint
+            # writes out what the move left, as --drop-source would.
+            if result is not there_drop and result is not back_drop:
+                settle()
             log(f"rep {rep + 1}/{cfg.reps}: {result.label} ...")
             result.samples.append(timed())
             log(f"rep {rep + 1}/{cfg.reps}: {result.label}: {result.samples[-1].seconds:.3f} s")
     psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);")
     psql(cfg, f"DELETE FROM \"Company\" WHERE id = 'move';\nDELETE FROM tenantctl.moves WHERE company_id = 'move';", MASTER_DB)
     psql(cfg, f"DROP DATABASE IF EXISTS {MOVE_DB} WITH (FORCE);")
-    return size, [manual, there, back]
+    whole = []
+    for moved, dropped, key, label in (
+        (there, there_drop, "move.to_eu2_and_finish", "tenant move --to eu2, then --finish"),
+        (back, back_drop, "move.to_default_and_finish", "tenant move --to default, then --finish"),
+    ):
+        both = Result(key, "move", label, 1)
+        both.samples = [
+            Sample(a.seconds + b.seconds, max(a.maxrss_kib, b.maxrss_kib), a.cpu_seconds + b.cpu_seconds)
+            for a, b in zip(moved.samples, dropped.samples)
+        ]
+        whole.append(both)
+    return size, [manual, there, there_drop, back, back_drop, *whole]
 
 
 # --------------------------------------------------------------------------
@@ -1133,8 +1177,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--sqlx", default=None, help="sqlx-cli binary (default: sqlx on PATH or ~/.cargo/bin/sqlx)")
     ap.add_argument("--no-servers", action="store_true", help="skip the second server (split migrate, tenant move)")
     ap.add_argument("--move-mb", type=int, default=100, help="size of the moved tenant in MB (default 100)")
+    ap.add_argument(
+        "--move-only",
+        action="store_true",
+        help="only the tenant move section (second server, --move-mb): no fresh, up-to-date, split migrate, drift",
+    )
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "out"), help="where the JSON goes (default bench/out)")
     args = ap.parse_args(argv)
+    if args.move_only and (args.no_servers or args.drift_only):
+        ap.error("--move-only needs the second server; it excludes --no-servers and --drift-only")
     if args.n < 1 or args.reps < 1 or args.concurrency < 1 or args.drift_reps < 1:
         ap.error("--n, --reps, --drift-reps and --concurrency must be at least 1")
     try:
@@ -1172,7 +1223,14 @@ def main(argv: list[str]) -> int:
         register_tenants(cfg, cfg.n)
 
         fresh, upd, servers, moves, move_size, scale, scale_ref = [], [], [], [], 0, [], []
-        if args.drift_only:
+        drift_sets = []
+        if args.move_only:
+            second = start_second_server(cfg)
+            try:
+                move_size, moves = bench_move(cfg, second, args.move_mb)
+            finally:
+                second.stop()
+        elif args.drift_only:
             sizes = list(dict.fromkeys([cfg.n, *args.scale_sizes]))
             drift_sets = bench_drift_scale(cfg, sizes, args.drift_reps)
         else:
@@ -1206,7 +1264,8 @@ def main(argv: list[str]) -> int:
     rows = summarize(fresh, upd) if fresh else []
     drift_results = [r for d in drift_sets for r in d]
     tenantctl_rss = max(
-        r.maxrss_mib for r in fresh + upd + scale + drift_results if "tenantctl" in r.key or r.group in ("scale", "drift")
+        (r.maxrss_mib for r in fresh + upd + scale + drift_results if "tenantctl" in r.key or r.group in ("scale", "drift")),
+        default=0.0,
     )
     elapsed = time.perf_counter() - started
 
@@ -1260,7 +1319,12 @@ def main(argv: list[str]) -> int:
         manual = rates["move.pg_dump_restore"]
         print(
             f"  tenant move over pg_dump | pg_restore by hand: "
-            f"{rates['move.to_eu2'] / manual:.2f}x and {rates['move.to_default'] / manual:.2f}x the throughput"
+            f"{rates['move.to_eu2'] / manual:.2f}x and {rates['move.to_default'] / manual:.2f}x the throughput "
+            f"(target: at least 0.90x)"
+        )
+        print(
+            f"  with the source dropped too (--finish, as --drop-source): "
+            f"{rates['move.to_eu2_and_finish'] / manual:.2f}x and {rates['move.to_default_and_finish'] / manual:.2f}x"
         )
         move_json = {
             "size_bytes": move_size,
@@ -1297,8 +1361,9 @@ def main(argv: list[str]) -> int:
             "sqlx_parallel_ms_per_tenant": [round(r.ms_per_unit, 3) for r in scale_ref],
             "sqlx_parallel_growth": round(ref_growth, 3),
         }
-    print()
-    print_drift(cfg, drift_sets, args.drift_reps)
+    if drift_sets:
+        print()
+        print_drift(cfg, drift_sets, args.drift_reps)
     print(f"\ntotal wall time: {elapsed:.1f} s")
 
     out_dir = pathlib.Path(args.out_dir)

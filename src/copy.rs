@@ -29,8 +29,9 @@ impl PgTools {
     pub async fn find(dir: Option<&Path>) -> anyhow::Result<Self> {
         let tool = |name: &str| dir.map_or_else(|| PathBuf::from(name), |d| d.join(name));
         let (pg_dump, pg_restore) = (tool("pg_dump"), tool("pg_restore"));
-        let dump_version = version_of(&pg_dump).await?;
-        let restore_version = version_of(&pg_restore).await?;
+        let (dump_version, restore_version) =
+            tokio::join!(version_of(&pg_dump), version_of(&pg_restore));
+        let (dump_version, restore_version) = (dump_version?, restore_version?);
         anyhow::ensure!(
             dump_version == restore_version,
             "pg_dump is {dump_version} but pg_restore is {restore_version}; point --pg-bin at one PostgreSQL installation's bin directory"
@@ -106,56 +107,62 @@ pub struct End<'a> {
     pub env: &'a [(&'static str, String)],
 }
 
+/// What `pg_dump` copies besides its source: the snapshot it reads in
+/// (exported by a transaction that stays open until the dump is over), and
+/// what must be done before `pg_restore` can start (the target created).
+pub struct Dump<F> {
+    pub snapshot: Option<String>,
+    pub target_ready: F,
+}
+
 /// Runs `pg_dump` of `from` into `pg_restore` of `to` (an empty database),
 /// in one transaction on the target, through an operating-system pipe
-/// between the two. Stops both tools if `stop` is set meanwhile. `child`
-/// says what they may inherit and what is masked in what they print.
-pub async fn dump_restore(
+/// between the two. `pg_dump` starts first and reads the source's catalog
+/// while `dump.target_ready` makes the target (it then waits on the full
+/// pipe); `pg_restore` starts once that is done. Stops both tools if `stop`
+/// is set meanwhile. `child` says what they may inherit and what is masked
+/// in what they print.
+pub async fn dump_restore<F>(
     tools: &PgTools,
     child: &ChildEnv,
-    from: &End<'_>,
-    to: &End<'_>,
+    (from, to): (&End<'_>, &End<'_>),
+    dump: Dump<F>,
     stop: &Stop,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
     let words = [from.db, to.db, "postgres"];
     let redactor = [from.env, to.env]
         .iter()
         .flat_map(|env| env.iter().filter(|(k, _)| *k == "PGPASSWORD"))
         .fold(child.redactor(&words), |r, (_, p)| r.with(p, &words));
-    let mut dump = tool(&tools.pg_dump, child, from.env);
-    dump.args(["--format=custom", "--compress=0", "--dbname"])
+    let mut dumping = tool(&tools.pg_dump, child, from.env);
+    dumping
+        .args(["--format=custom", "--compress=0"])
+        .args(dump.snapshot.map(|id| format!("--snapshot={id}")))
+        .arg("--dbname")
         .arg(from.db)
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    let mut dump = dump.spawn().context("start pg_dump")?;
-    let piped: Stdio = dump
+    let mut dumping = dumping.spawn().context("start pg_dump")?;
+    let dump_err = collect(dumping.stderr.take());
+    let piped: Stdio = dumping
         .stdout
         .take()
         .context("pg_dump's output")?
         .try_into()
         .context("pass pg_dump's output to pg_restore")?;
-    // The command (and with it this process's end of the pipe) is gone
-    // once pg_restore runs: if pg_restore dies, pg_dump then stops on a
-    // broken pipe instead of waiting for a reader.
-    let mut restore = {
-        let mut restore = tool(&tools.pg_restore, child, to.env);
-        restore
-            .args([
-                "--exit-on-error",
-                "--single-transaction",
-                "--no-owner",
-                "--dbname",
-            ])
-            .arg(to.db)
-            .stdin(piped)
-            .stdout(Stdio::null());
-        restore.spawn().context("start pg_restore")?
-    };
-    let dump_err = collect(dump.stderr.take());
+    // pg_dump is killed (kill_on_drop) if the target cannot be made.
+    tokio::select! {
+        ready = dump.target_ready => ready?,
+        () = stopped(stop) => anyhow::bail!("interrupted during the copy"),
+    }
+    let mut restore = spawn_restore(tools, child, to, piped)?;
     let restore_err = collect(restore.stderr.take());
 
     let work = async {
-        let dumped = dump.wait().await.context("wait for pg_dump")?;
+        let dumped = dumping.wait().await.context("wait for pg_dump")?;
         let restored = restore.wait().await.context("wait for pg_restore")?;
         anyhow::Ok((dumped, restored))
     };
@@ -170,20 +177,49 @@ pub async fn dump_restore(
         lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
     };
     // pg_restore first: when it fails, pg_dump's broken pipe is only the
-    // consequence.
+    // consequence. When both failed, pg_dump's words follow: pg_restore's
+    // "input file is too short" says nothing of why pg_dump stopped.
+    let dump_failed = if dumped.success() {
+        None
+    } else {
+        let said = shown(dump_err.await.unwrap_or_default());
+        Some(format!("pg_dump failed ({dumped}): {said}"))
+    };
     if !restored.success() {
-        anyhow::bail!(
-            "pg_restore failed ({restored}): {}",
-            shown(restore_err.await.unwrap_or_default())
-        );
+        let restore = shown(restore_err.await.unwrap_or_default());
+        match dump_failed {
+            Some(dump) => anyhow::bail!("pg_restore failed ({restored}): {restore}; {dump}"),
+            None => anyhow::bail!("pg_restore failed ({restored}): {restore}"),
+        }
     }
-    if !dumped.success() {
-        anyhow::bail!(
-            "pg_dump failed ({dumped}): {}",
-            shown(dump_err.await.unwrap_or_default())
-        );
+    match dump_failed {
+        Some(dump) => anyhow::bail!("{dump}"),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Starts `pg_restore` reading the dump from `piped`. The command (and
+/// with it this process's end of the pipe) is gone once it runs: if
+/// `pg_restore` dies, `pg_dump` then stops on a broken pipe instead of waiting
+/// for a reader.
+fn spawn_restore(
+    tools: &PgTools,
+    child: &ChildEnv,
+    to: &End<'_>,
+    piped: Stdio,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut restore = tool(&tools.pg_restore, child, to.env);
+    restore
+        .args([
+            "--exit-on-error",
+            "--single-transaction",
+            "--no-owner",
+            "--dbname",
+        ])
+        .arg(to.db)
+        .stdin(piped)
+        .stdout(Stdio::null());
+    restore.spawn().context("start pg_restore")
 }
 
 /// A tool with only this end's libpq variables: inherited `PG*` settings

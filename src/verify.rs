@@ -1,6 +1,11 @@
 //! Checking that a copied database matches its source before a move
 //! switches to it: the same `_sqlx_migrations` (and `_prisma_migrations`) rows, the same number of
 //! rows in every table, the same value in every sequence.
+//!
+//! A move reads the source while it copies, in the very snapshot `pg_dump`
+//! copies ([`export_snapshot`], [`read_open`]), so only the copy is left
+//! to read once the restore commits ([`compare_with`]). A move resumed at
+//! its `copied` step reads both sides afresh, side by side ([`compare`]).
 
 use std::collections::BTreeMap;
 
@@ -22,8 +27,8 @@ pub struct Matched {
 pub struct Mismatch(pub Vec<String>);
 
 /// One side's contents, as far as the comparison looks.
-#[derive(Debug, Default, PartialEq)]
-struct Contents {
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Contents {
     migrations: Vec<(i64, String, bool, String)>,
     /// `_prisma_migrations` in any schema: name, checksum, finished,
     /// rolled back (an application's Prisma migrator owns the schema).
@@ -144,15 +149,26 @@ async fn read_sequences(conn: &mut PgConnection) -> anyhow::Result<BTreeMap<Stri
     Ok(values)
 }
 
-/// Reads both databases (each in one repeatable-read snapshot) and
-/// compares them; a difference is a [`Mismatch`].
+/// Reads both databases (each in one repeatable-read snapshot, both at
+/// once) and compares them; a difference is a [`Mismatch`].
 pub async fn compare(
     source: &mut PgConnection,
     copy: &mut PgConnection,
 ) -> anyhow::Result<Matched> {
-    let source = snapshot(source).await.context("read the source")?;
+    let (source, copied) = tokio::join!(snapshot(source), snapshot(copy));
+    let source = source.context("read the source")?;
+    matched(&source, &copied.context("read the copy")?)
+}
+
+/// Reads the copy and compares it with the source's contents read
+/// before; a difference is a [`Mismatch`].
+pub async fn compare_with(source: &Contents, copy: &mut PgConnection) -> anyhow::Result<Matched> {
     let copied = snapshot(copy).await.context("read the copy")?;
-    let differences = differences(&source, &copied);
+    matched(source, &copied)
+}
+
+fn matched(source: &Contents, copied: &Contents) -> anyhow::Result<Matched> {
+    let differences = differences(source, copied);
     if !differences.is_empty() {
         return Err(Mismatch(differences).into());
     }
@@ -162,6 +178,48 @@ pub async fn compare(
         sequences: source.sequences.len(),
         migrations: source.migrations.len() + source.prisma.len(),
     })
+}
+
+/// Opens a repeatable-read, read-only transaction and exports its
+/// snapshot for `pg_dump --snapshot`: what [`read_open`] then reads in it
+/// is exactly what the dump holds. End it with [`end_snapshot`] once the
+/// dump is over (the snapshot can be imported only while it is open).
+pub async fn export_snapshot(conn: &mut PgConnection) -> anyhow::Result<String> {
+    use sqlx::Executor as _;
+    // Idle in its transaction while the copy runs, as long as that takes:
+    // a server's idle_in_transaction_session_timeout must not end it (nor
+    // the snapshot pg_dump reads in), as pg_dump's own session sets too.
+    conn.execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+         SET LOCAL idle_in_transaction_session_timeout = 0",
+    )
+    .await
+    .context("begin the source's snapshot")?;
+    sqlx::query_scalar("SELECT pg_catalog.pg_export_snapshot()")
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await
+        .context("export the source's snapshot")
+}
+
+/// Reads the contents in the transaction [`export_snapshot`] opened. It
+/// runs beside the copy, so each count takes one process, not a parallel
+/// query's several: the cores are the copy's.
+pub async fn read_open(conn: &mut PgConnection) -> anyhow::Result<Contents> {
+    use sqlx::Executor as _;
+    conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        .await
+        .context("read the source on one process")?;
+    read(conn).await
+}
+
+/// Ends the transaction [`export_snapshot`] opened.
+pub async fn end_snapshot(conn: &mut PgConnection) -> anyhow::Result<()> {
+    use sqlx::Executor as _;
+    conn.execute("ROLLBACK")
+        .await
+        .context("end the source's snapshot")?;
+    Ok(())
 }
 
 async fn snapshot(conn: &mut PgConnection) -> anyhow::Result<Contents> {

@@ -9,10 +9,11 @@
 //! a parked name the application does not know (so it stays out, while
 //! tenantctl's own `pg_dump` can still connect, which `ALLOW_CONNECTIONS
 //! false` would prevent); create the copy on the target under an incoming
-//! name and `pg_dump | pg_restore` into it; verify (see
-//! [`crate::verify`]); close the parked source to connections; give the
-//! copy the tenant's name; switch the placement and the step in one master
-//! transaction. Any failure before the switch undoes everything: the copy
+//! name and `pg_dump | pg_restore` into it, reading the source's side of
+//! the verification in the snapshot `pg_dump` copies; verify (see
+//! [`crate::verify`]) while closing the parked source to connections; give
+//! the copy the tenant's name; switch the placement and the step in one
+//! master transaction. Any failure before the switch undoes everything: the copy
 //! is dropped and the source renamed back and reopened. The parked source
 //! is dropped only after the switch (`--drop-source`, `--finish`).
 

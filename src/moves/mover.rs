@@ -11,16 +11,16 @@ use sqlx::{Connection as _, Executor as _};
 
 use super::{MoveRecord, Step, forget, get, insert, set_step};
 use crate::companies::Layout;
-use crate::connect::{Connector, SessionLimits};
+use crate::connect::{BackendKey, Connector, SessionLimits};
 use crate::copy::{self, PgTools};
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::fleet::Stop;
 use crate::tenant::Tenant;
-use crate::verify::{self, Matched};
+use crate::verify::{self, Contents, Matched};
 
 /// What a move did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Moved {
     /// The size of the database copied (this run or the one recorded).
     pub bytes: Option<i64>,
@@ -29,6 +29,14 @@ pub struct Moved {
     pub matched: Option<Matched>,
     /// Whether the parked source was dropped.
     pub source_dropped: bool,
+    /// How long this run took to reach each step it entered, in order:
+    /// where a move's time goes, for the operator and the benchmark.
+    pub step_times: Vec<(Step, Duration)>,
+    /// When this run began driving the move.
+    pub began: Instant,
+    /// The source's contents, read during this run's copy in the snapshot
+    /// it copied, for the verification.
+    pub source: Option<Contents>,
 }
 
 /// The master connection, the connector and the knobs a move works with.
@@ -39,6 +47,8 @@ pub struct Mover<'a> {
     pub stop: &'a Stop,
     /// Where `pg_dump` and `pg_restore` are (`None`: `PATH`).
     pub pg_bin: Option<PathBuf>,
+    /// The tools found there, once a run has looked.
+    pub tools: Option<PgTools>,
     /// Told each step as it is done, for the operator.
     pub say: &'a (dyn Fn(&str) + Sync),
 }
@@ -120,7 +130,12 @@ impl<'a> Mover<'a> {
     ) -> anyhow::Result<Moved> {
         let mut moved = Moved {
             bytes: record.bytes,
-            ..Moved::default()
+            copy_time: None,
+            matched: None,
+            source_dropped: false,
+            step_times: Vec::new(),
+            began: Instant::now(),
+            source: None,
         };
         let result = self.advance(&mut record, drop_source, &mut moved).await;
         match result {
@@ -155,6 +170,7 @@ impl<'a> Mover<'a> {
             if record.step.before_switch() && self.stop.is_set() {
                 anyhow::bail!("interrupted at step {}", record.step);
             }
+            let began = Instant::now();
             if record.step == Step::Switching {
                 let switched = async {
                     let tx = self.switch(record).await?;
@@ -167,6 +183,7 @@ impl<'a> Mover<'a> {
                         .await
                 };
                 switched.await.context("switch to the copy")?;
+                moved.step_times.push((Step::Switched, began.elapsed()));
                 continue;
             }
             let Some(next) = self.work(record, drop_source, moved).await? else {
@@ -176,6 +193,7 @@ impl<'a> Mover<'a> {
             steps
                 .enter(On::Master(self.master), record, next, bytes, None)
                 .await?;
+            moved.step_times.push((next, began.elapsed()));
         }
     }
 
@@ -198,8 +216,9 @@ impl<'a> Mover<'a> {
             }
             Step::SourceClosed => {
                 let started = Instant::now();
-                let bytes = self.copy(plan).await.context("copy the database")?;
+                let (bytes, source) = self.copy(plan).await.context("copy the database")?;
                 moved.bytes = Some(bytes);
+                moved.source = Some(source);
                 moved.copy_time = Some(started.elapsed());
                 (self.say)(&format!(
                     "copied {} to {} on server {}",
@@ -210,15 +229,12 @@ impl<'a> Mover<'a> {
                 Step::Copied
             }
             Step::Copied => {
-                let matched = self.verify(plan).await.context("verify the copy")?;
+                let matched = self.verify_and_close(plan, moved.source.take()).await?;
                 (self.say)(&format!(
                     "verified: {} tables, {} rows, {} sequences, {} migrations match",
                     matched.tables, matched.rows, matched.sequences, matched.migrations
                 ));
                 moved.matched = Some(matched);
-                self.close_parked(plan)
-                    .await
-                    .context("close the source to connections")?;
                 Step::Verified
             }
             Step::Verified => Step::Switching,
@@ -234,6 +250,31 @@ impl<'a> Mover<'a> {
             // The switch is [`Self::advance`]'s own.
             Step::Switching | Step::Switched | Step::Done => return Ok(None),
         }))
+    }
+
+    /// Verifies the copy and closes the parked source to connections: at
+    /// once when the source was read during the copy (closing ends every
+    /// session on the source, which a verification reading it would be).
+    /// An undo reopens a source closed before a mismatch was found.
+    async fn verify_and_close(
+        &self,
+        plan: &MoveRecord,
+        source: Option<Contents>,
+    ) -> anyhow::Result<Matched> {
+        let matched = if let Some(source) = &source {
+            let (matched, closed) =
+                tokio::join!(self.verify(plan, Some(source)), self.close_parked(plan));
+            let matched = matched.context("verify the copy")?;
+            closed.context("close the source to connections")?;
+            matched
+        } else {
+            let matched = self.verify(plan, None).await.context("verify the copy")?;
+            self.close_parked(plan)
+                .await
+                .context("close the source to connections")?;
+            matched
+        };
+        Ok(matched)
     }
 
     /// Closes the verified, parked source to connections and ends any
@@ -276,10 +317,14 @@ impl<'a> Mover<'a> {
     }
 
     /// Creates the copy, empty, like the source, and restores the source
-    /// into it (a copy left by an interrupted run is dropped first).
-    /// Returns the source's size.
-    async fn copy(&self, plan: &MoveRecord) -> anyhow::Result<i64> {
-        let tools = PgTools::find(self.pg_bin.as_deref()).await?;
+    /// into it (a copy left by an interrupted run is dropped first), while
+    /// reading the source for the verification in the snapshot `pg_dump`
+    /// copies. Returns the source's size and contents.
+    async fn copy(&self, plan: &MoveRecord) -> anyhow::Result<(i64, Contents)> {
+        let tools = match &self.tools {
+            Some(tools) => tools.clone(),
+            None => PgTools::find(self.pg_bin.as_deref()).await?,
+        };
         let (source_major, like) = self
             .connector
             .with_maintenance(&plan.from_server, |source, _| {
@@ -290,55 +335,130 @@ impl<'a> Mover<'a> {
                 })
             })
             .await?;
+        let (source, key) = self
+            .connector
+            .connect_tenant_cancellable(
+                &plan.from_server,
+                &plan.parked_name,
+                &SessionLimits::default(),
+            )
+            .await
+            .context("connect to the source")?;
+        let key = &key;
         let (tools, like) = (&tools, &like);
-        self.connector
-            .with_maintenance(&plan.to_server, |target, _| {
+        let contents = self
+            .connector
+            .scoped(source, |source, _| {
                 Box::pin(async move {
-                    tools.check(source_major, ddl::server_major(target).await?)?;
-                    ddl::drop_force(target, &plan.incoming_name).await?;
-                    ddl::create_empty(target, &plan.incoming_name, like).await
+                    let snapshot = verify::export_snapshot(source).await?;
+                    let target_ready =
+                        self.connector
+                            .with_maintenance(&plan.to_server, |target, _| {
+                                Box::pin(async move {
+                                    tools.check(source_major, ddl::server_major(target).await?)?;
+                                    ddl::drop_force(target, &plan.incoming_name).await?;
+                                    ddl::create_empty(target, &plan.incoming_name, like).await
+                                })
+                            });
+                    let dump = copy::Dump {
+                        snapshot: Some(snapshot),
+                        target_ready,
+                    };
+                    let (copied, read) = tokio::join!(
+                        self.dump_restore(plan, tools, dump),
+                        self.read_source(source, key, plan)
+                    );
+                    let ended = verify::end_snapshot(source).await;
+                    copied?;
+                    let read = read.context("read the source")?;
+                    ended.map(|()| read)
                 })
             })
             .await?;
+        Ok((like.size_bytes, contents))
+    }
+
+    /// Reads the source's side of the verification beside the copy; an
+    /// interrupt cancels the read on the server (a count of a large table
+    /// would otherwise hold the undo up until it ends).
+    async fn read_source(
+        &self,
+        source: &mut PgConnection,
+        key: &BackendKey,
+        plan: &MoveRecord,
+    ) -> anyhow::Result<Contents> {
+        let reading = verify::read_open(source);
+        tokio::pin!(reading);
+        tokio::select! {
+            read = &mut reading => read,
+            () = copy::stopped(self.stop) => {
+                let _ = self.connector.cancel(key, &plan.parked_name).await;
+                reading.await
+            }
+        }
+    }
+
+    async fn dump_restore<F>(
+        &self,
+        plan: &MoveRecord,
+        tools: &PgTools,
+        dump: copy::Dump<F>,
+    ) -> anyhow::Result<()>
+    where
+        F: std::future::Future<Output = anyhow::Result<()>>,
+    {
         let from_env = self
             .connector
             .tenant_env(&plan.from_server, &plan.parked_name)?;
         let to_env = self
             .connector
             .tenant_env(&plan.to_server, &plan.incoming_name)?;
+        let from = copy::End {
+            db: plan.parked_name.as_str(),
+            env: &from_env,
+        };
+        let to = copy::End {
+            db: plan.incoming_name.as_str(),
+            env: &to_env,
+        };
         copy::dump_restore(
             tools,
             &self.connector.child_env(),
-            &copy::End {
-                db: plan.parked_name.as_str(),
-                env: &from_env,
-            },
-            &copy::End {
-                db: plan.incoming_name.as_str(),
-                env: &to_env,
-            },
+            (&from, &to),
+            dump,
             self.stop,
         )
-        .await?;
-        Ok(like.size_bytes)
+        .await
     }
 
-    async fn verify(&self, plan: &MoveRecord) -> anyhow::Result<Matched> {
+    /// Compares the copy with the source: with the source's contents read
+    /// during the copy, only the copy is read; else (a resumed move) both.
+    async fn verify(
+        &self,
+        plan: &MoveRecord,
+        source: Option<&Contents>,
+    ) -> anyhow::Result<Matched> {
         let limits = SessionLimits::default();
-        let source = self
-            .connector
-            .connect_tenant(&plan.from_server, &plan.parked_name, &limits)
-            .await
-            .context("connect to the source")?;
         let connector = self.connector;
         let limits = &limits;
+        let copied = connector
+            .connect_tenant(&plan.to_server, &plan.incoming_name, limits)
+            .await
+            .context("connect to the copy")?;
+        if let Some(source) = source {
+            return connector
+                .scoped(copied, |copied, _| {
+                    Box::pin(verify::compare_with(source, copied))
+                })
+                .await;
+        }
+        let source = connector
+            .connect_tenant(&plan.from_server, &plan.parked_name, limits)
+            .await
+            .context("connect to the source")?;
         connector
             .scoped(source, |source, _| {
                 Box::pin(async move {
-                    let copied = connector
-                        .connect_tenant(&plan.to_server, &plan.incoming_name, limits)
-                        .await
-                        .context("connect to the copy")?;
                     connector
                         .scoped(copied, |copied, _| {
                             Box::pin(verify::compare(source, copied))

@@ -532,6 +532,159 @@ fn a_copy_that_does_not_verify_leaves_the_source_as_it_was() {
     assert_untouched(&two, "drift", &before);
 }
 
+/// The source is read for the verification while it is copied; the copy
+/// alone is read after. A sequence moved on the copy, or a row the copy
+/// gained, still fails the move and undoes it; so does a row it lost when
+/// a rerun picks the move up at `copied` (both sides read afresh then).
+#[test]
+fn a_copy_with_a_moved_sequence_or_a_lost_row_fails_the_move_and_is_undone() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    let slug = with_tenant(&two, "seq");
+    let before = on_default(&two, "seq");
+    let last = env.query(&env.db("seq"), "SELECT last_value::text FROM counter");
+    let resume = env.workdir.path().join("resume-seq");
+    let paused = Paused::start(
+        &two,
+        &["tenant", "move", &slug, "--to", "eu2"],
+        "copied",
+        Some(&resume),
+    );
+    let (_, _, incoming) = record(&two, &slug).expect("recorded");
+    two.eu2_exec(
+        &incoming,
+        "SELECT setval('counter', 5000); INSERT INTO \"Odd Name\" VALUES ('c', 3)",
+    );
+    std::fs::write(&resume, "").expect("resume");
+    let run = paused.finish().code(1);
+    two.assert_no_password(&run);
+    for expected in [
+        format!(
+            "sequence public.counter is at {} on the source and 5000 on the copy",
+            last[0]
+        ),
+        "table public.\"Odd Name\" has 2 rows on the source and 3 on the copy".to_owned(),
+        "failed and was undone".to_owned(),
+    ] {
+        assert!(run.stderr.contains(&expected), "{expected}: {}", run.stderr);
+    }
+    assert_untouched(&two, "seq", &before);
+
+    // Killed at `copied`, a row deleted from the copy, then rerun.
+    let slug = with_tenant(&two, "seq-rerun");
+    let before = on_default(&two, "seq-rerun");
+    let rows = env.query(&env.db("seq-rerun"), "SELECT count(*)::text FROM items");
+    let paused = Paused::start(
+        &two,
+        &["tenant", "move", &slug, "--to", "eu2"],
+        "copied",
+        None,
+    );
+    paused.signal("-KILL");
+    let _ = paused.finish();
+    let (_, _, incoming) = record(&two, &slug).expect("recorded");
+    two.eu2_exec(&incoming, "DELETE FROM items WHERE id = 1");
+    let run = two.run(&["tenant", "move", &slug, "--to", "eu2"]).code(1);
+    let expected = format!(
+        "table public.items has {} rows on the source and {} on the copy",
+        rows[0],
+        rows[0].parse::<i64>().expect("count") - 1
+    );
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("failed and was undone"),
+        "{}",
+        run.stderr
+    );
+    assert_untouched(&two, "seq-rerun", &before);
+}
+
+/// The source's side of the verification is read in the transaction whose
+/// snapshot pg_dump copies, which then stays open, idle, until the copy
+/// ends: a source database that ends idle transactions quickly still moves.
+#[test]
+fn a_source_that_ends_idle_transactions_at_once_still_moves() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    let slug = with_tenant(&two, "idle");
+    let before = on_default(&two, "idle");
+    env.exec(
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{}\" SET idle_in_transaction_session_timeout = '10ms'",
+            env.db("idle")
+        ),
+    );
+    let run = two
+        .run(&[
+            "tenant",
+            "move",
+            &slug,
+            "--to",
+            "eu2",
+            "--drop-source",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(run["action"], "moved", "{run}");
+    assert_moved(&two, "idle", &before);
+}
+
+/// An interrupt while the source's side of the verification waits (here on
+/// a lock another session holds on the parked source, as pg_dump does)
+/// cancels that read on the server: the move is undone then, not once the
+/// lock goes ten minutes later.
+#[test]
+fn an_interrupt_cancels_the_source_read_that_waits_on_a_lock() {
+    let two = TwoServers::new();
+    let env = &two.env;
+    let slug = with_tenant(&two, "int-read");
+    let before = on_default(&two, "int-read");
+    let resume = env.workdir.path().join("resume-int-read");
+    let paused = Paused::start(
+        &two,
+        &["tenant", "move", &slug, "--to", "eu2"],
+        "source_closed",
+        Some(&resume),
+    );
+    let (_, parked, _) = record(&two, &slug).expect("recorded");
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &env.db_url(&parked), "-c"])
+        .arg("LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let waiting = |mode: &str, granted: bool| {
+        env.query(
+            &parked,
+            &format!(
+                "SELECT count(*)::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'items' AND l.mode = '{mode}' AND l.granted = {granted}"
+            ),
+        )[0]
+        .parse::<i64>()
+        .expect("count")
+    };
+    crate::support::wait_until(Duration::from_secs(20), "psql to hold the lock", || {
+        (waiting("AccessExclusiveLock", true) == 1).then_some(())
+    });
+    std::fs::write(&resume, "").expect("resume");
+    // pg_dump and the verification's read both wait for the table.
+    crate::support::wait_until(Duration::from_secs(60), "the copy to wait", || {
+        (waiting("AccessShareLock", false) == 2).then_some(())
+    });
+    paused.signal("-INT");
+    let run = paused.finish().code(130);
+    assert!(run.stderr.contains("undone"), "{}", run.stderr);
+    // Reopening the source ended the holder's session.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_untouched(&two, "int-read", &before);
+}
+
 /// A copy that fails halfway (the source grants to a role the target does
 /// not have, so pg_restore stops) is dropped, and the source reopened.
 #[test]

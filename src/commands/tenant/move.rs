@@ -4,8 +4,11 @@
 //! `--dry-run` prints the plan. The steps and how a rerun picks them up
 //! are in [`crate::moves`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
@@ -74,6 +77,10 @@ struct Report {
     copy_ms: Option<u64>,
     /// Copy throughput, megabytes (10^6 bytes) per second.
     mb_per_s: Option<f64>,
+    /// Milliseconds this run took to reach each step it entered (`started`
+    /// included when this run recorded the move): where the time went.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    step_ms: BTreeMap<&'static str, u64>,
     /// The parked source, while it is kept.
     source_kept_as: Option<String>,
     source_dropped: bool,
@@ -89,6 +96,7 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         )
         .into());
     }
+    let looking = look_for_tools(&args);
     // The master connection is held through the whole move: the move's
     // lock on the company lives on it.
     let result = ctx
@@ -123,6 +131,7 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         master: &mut *master,
                         stop: ctx.interruptible(),
                         pg_bin: args.pg_bin.clone(),
+                        tools: None,
                         say: &say,
                     };
                     if args.finish {
@@ -132,7 +141,7 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     } else if args.dry_run {
                         plan(ctx, &args, &tenant, record.as_ref()).await
                     } else {
-                        start_or_resume(ctx, &mut mover, &args, &tenant, record).await
+                        start_or_resume(ctx, &mut mover, &args, &tenant, record, looking).await
                     }
                 }
                 .await;
@@ -160,6 +169,15 @@ pub async fn run(args: MoveArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Starts looking for `pg_dump` and `pg_restore` (two processes) when the
+/// run may copy: begun before the master is read, it runs meanwhile.
+fn look_for_tools(args: &MoveArgs) -> Option<tokio::task::JoinHandle<anyhow::Result<PgTools>>> {
+    (args.to.is_some() && !args.dry_run).then(|| {
+        let pg_bin = args.pg_bin.clone();
+        tokio::spawn(async move { PgTools::find(pg_bin.as_deref()).await })
+    })
+}
+
 fn report(tenant: &Tenant, record: &MoveRecord, action: &'static str) -> Report {
     Report {
         id: tenant.id.clone(),
@@ -172,6 +190,7 @@ fn report(tenant: &Tenant, record: &MoveRecord, action: &'static str) -> Report 
         bytes: record.bytes,
         copy_ms: None,
         mb_per_s: None,
+        step_ms: BTreeMap::new(),
         source_kept_as: (record.step == Step::Switched).then(|| record.parked_name.to_string()),
         source_dropped: record.step == Step::Done,
         plan: None,
@@ -224,11 +243,19 @@ async fn start_or_resume(
     args: &MoveArgs,
     tenant: &Tenant,
     record: Option<MoveRecord>,
+    looking: Option<tokio::task::JoinHandle<anyhow::Result<PgTools>>>,
 ) -> anyhow::Result<Report> {
     let to = args
         .to
         .clone()
         .ok_or_else(|| UsageError("--to is required".into()))?;
+    let began = Instant::now();
+    let tools = async {
+        match looking {
+            Some(looking) => looking.await.context("look for pg_dump and pg_restore")?,
+            None => PgTools::find(args.pg_bin.as_deref()).await,
+        }
+    };
     let (record, resumed) = match record {
         Some(record) if record.step.before_switch() => {
             anyhow::ensure!(
@@ -238,6 +265,8 @@ async fn start_or_resume(
                 record.step,
                 record.to_server
             );
+            // A copy still to make finds the tools again, saying why not.
+            mover.tools = tools.await.ok();
             (record, true)
         }
         Some(record) if record.step == Step::Switched && record.to_server == to => (record, true),
@@ -247,23 +276,37 @@ async fn start_or_resume(
             record.from_server,
             tenant.handle()
         ),
-        _ => (start(ctx, mover, tenant, &to).await?, false),
+        _ => (start(ctx, mover, tenant, &to, tools).await?, false),
     };
     let done = mover
         .drive(tenant, record.clone(), args.drop_source)
         .await?;
     let mut report = report(tenant, &record, "moved");
     report.resumed = resumed;
+    if !resumed {
+        report.step_ms.insert(
+            Step::Started.as_str(),
+            millis(done.began.duration_since(began)),
+        );
+    }
     fill(&mut report, &done);
     report.source_kept_as = (!done.source_dropped).then(|| record.parked_name.to_string());
     Ok(report)
 }
 
+fn millis(time: Duration) -> u64 {
+    u64::try_from(time.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn fill(report: &mut Report, moved: &Moved) {
     report.bytes = moved.bytes.or(report.bytes);
-    report.copy_ms = moved
-        .copy_time
-        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    report.copy_ms = moved.copy_time.map(millis);
+    report.step_ms.extend(
+        moved
+            .step_times
+            .iter()
+            .map(|(step, t)| (step.as_str(), millis(*t))),
+    );
     #[allow(clippy::cast_precision_loss, reason = "a rate shown with one decimal")]
     {
         report.mb_per_s = moved
@@ -280,6 +323,7 @@ async fn start(
     mover: &mut Mover<'_>,
     tenant: &Tenant,
     to: &ServerName,
+    tools: impl std::future::Future<Output = anyhow::Result<PgTools>>,
 ) -> anyhow::Result<MoveRecord> {
     anyhow::ensure!(
         tenant.has_status(Lifecycle::Active),
@@ -305,14 +349,20 @@ async fn start(
     }
     let (parked, incoming) = moves::names(&db, &moves::token())?;
 
-    // The copy must be possible before anything is touched.
-    let tools = PgTools::find(mover.pg_bin.as_deref()).await?;
-    let (source_major, there) = major_and_exists(ctx, &from, &db).await?;
+    // The copy must be possible before anything is touched. The three
+    // looks are independent: taken at once, their answers read in order.
+    let (tools, source, target) = tokio::join!(
+        tools,
+        major_and_exists(ctx, &from, &db),
+        major_and_exists(ctx, to, &db)
+    );
+    let tools = tools?;
+    let (source_major, there) = source?;
     anyhow::ensure!(
         there,
         "tenant {tenant}: database {db} is not on server {from}"
     );
-    let (target_major, taken) = major_and_exists(ctx, to, &db).await?;
+    let (target_major, taken) = target?;
     tools.check(source_major, target_major)?;
     anyhow::ensure!(
         !taken,
@@ -331,6 +381,7 @@ async fn start(
         started_at: chrono::Utc::now(),
     };
     mover.start(&mut record).await?;
+    mover.tools = Some(tools);
     Ok(record)
 }
 
@@ -396,9 +447,9 @@ async fn plan(
         "steps": [
             "record the move (the tenant is moving; fleet commands skip it)",
             "end the source's sessions and rename it, keeping the application out",
-            "create the copy on the target and pg_dump | pg_restore into it",
-            "verify: _sqlx_migrations rows, row counts, sequence values",
-            "close the source to connections, give the copy the tenant's name",
+            "create the copy on the target and pg_dump | pg_restore into it, reading the source's side of the verification in the snapshot pg_dump copies",
+            "verify the copy: _sqlx_migrations rows, exact row counts, sequence values; close the source to connections",
+            "give the copy the tenant's name",
             "switch the placement in the master",
             if args.drop_source { "drop the source" } else { "keep the source, renamed and closed, until --finish" },
         ],
@@ -414,6 +465,7 @@ async fn plan(
         bytes: Some(size),
         copy_ms: None,
         mb_per_s: None,
+        step_ms: BTreeMap::new(),
         source_kept_as: None,
         source_dropped: false,
         plan: Some(plan),
