@@ -981,11 +981,20 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
     there_drop = Result("move.to_eu2_finish", "move", "  then tenant move --finish (drops the source on default)", 1)
     back_drop = Result("move.to_default_finish", "move", "  then tenant move --finish (drops the source on eu2)", 1)
     manual = Result("move.pg_dump_restore", "move", "pg_dump -Fc -Z0 | pg_restore by hand", 1)
-    script = cfg.scratch / "manual-copy.sh"
-    script.write_text(
-        "set -euo pipefail\n"
+    # The same by hand, creating its target too, as a move must: the
+    # baseline a hand-run move between servers really is.
+    manual_create = Result("move.createdb_pg_dump_restore", "move", "createdb, then pg_dump | pg_restore by hand", 1)
+    pipe = (
         f'pg_dump -Fc -Z0 -d {MOVE_DB} | PGHOST=127.0.0.1 PGPORT="$EU2_PORT" PGUSER=postgres PGPASSWORD="$EU2_PASSWORD" '
         f"pg_restore --exit-on-error --single-transaction --no-owner -d {MANUAL_DB}\n"
+    )
+    script = cfg.scratch / "manual-copy.sh"
+    script.write_text("set -euo pipefail\n" + pipe)
+    script_create = cfg.scratch / "manual-createdb-copy.sh"
+    script_create.write_text(
+        "set -euo pipefail\n"
+        f'PGHOST=127.0.0.1 PGPORT="$EU2_PORT" PGUSER=postgres PGPASSWORD="$EU2_PASSWORD" '
+        f"psql -XAtq -d postgres -c 'CREATE DATABASE {MANUAL_DB} TEMPLATE template0'\n" + pipe
     )
     manual_cfg = dataclasses.replace(
         cfg, env={**cfg.env, "EU2_PORT": str(server.port), "EU2_PASSWORD": server.password}
@@ -1016,6 +1025,14 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
         check(cfg, proc, "pg_dump | pg_restore")
         return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
+    def no_manual() -> None:
+        psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);")
+
+    def by_hand_with_create() -> Sample:
+        proc = run(manual_cfg, ["bash", str(script_create)])
+        check(cfg, proc, "createdb, pg_dump | pg_restore")
+        return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
     def settle() -> None:
         # Both servers write their dirty buffers out (untimed) before each
         # scenario, so none pays for the writes of the one before: a move's
@@ -1028,6 +1045,7 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
     for rep in range(cfg.reps):
         for result, prepare, timed in (
             (manual, fresh_manual, by_hand),
+            (manual_create, no_manual, by_hand_with_create),
             (there, None, lambda: move("eu2")),
             (there_drop, None, lambda: finish("eu2")),
             (back, None, lambda: move("default")),
@@ -1056,7 +1074,7 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
             for a, b in zip(moved.samples, dropped.samples)
         ]
         whole.append(both)
-    return size, [manual, there, there_drop, back, back_drop, *whole]
+    return size, [manual, manual_create, there, there_drop, back, back_drop, *whole]
 
 
 # --------------------------------------------------------------------------
@@ -1321,6 +1339,11 @@ def main(argv: list[str]) -> int:
             f"  tenant move over pg_dump | pg_restore by hand: "
             f"{rates['move.to_eu2'] / manual:.2f}x and {rates['move.to_default'] / manual:.2f}x the throughput "
             f"(target: at least 0.90x)"
+        )
+        created = rates["move.createdb_pg_dump_restore"]
+        print(
+            f"  over the hand pipe that creates its target too (createdb, as a move must): "
+            f"{rates['move.to_eu2'] / created:.2f}x and {rates['move.to_default'] / created:.2f}x"
         )
         print(
             f"  with the source dropped too (--finish, as --drop-source): "
