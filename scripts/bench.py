@@ -990,6 +990,14 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
     )
     script = cfg.scratch / "manual-copy.sh"
     script.write_text("set -euo pipefail\n" + pipe)
+    # Back: from eu2 (where the tenant is after its move there) to default.
+    manual_back = Result("move.pg_dump_restore_back", "move", "pg_dump -Fc -Z0 | pg_restore by hand, eu2 to default", 1)
+    script_back = cfg.scratch / "manual-copy-back.sh"
+    script_back.write_text(
+        "set -euo pipefail\n"
+        f'PGHOST=127.0.0.1 PGPORT="$EU2_PORT" PGUSER=postgres PGPASSWORD="$EU2_PASSWORD" pg_dump -Fc -Z0 -d {MOVE_DB} | '
+        f"pg_restore --exit-on-error --single-transaction --no-owner -d {MANUAL_DB}\n"
+    )
     script_create = cfg.scratch / "manual-createdb-copy.sh"
     script_create.write_text(
         "set -euo pipefail\n"
@@ -1025,6 +1033,15 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
         check(cfg, proc, "pg_dump | pg_restore")
         return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
 
+    def fresh_manual_back() -> None:
+        psql(cfg, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);\nCREATE DATABASE {MANUAL_DB} TEMPLATE template0;")
+
+    def by_hand_back() -> Sample:
+        proc = run(manual_cfg, ["bash", str(script_back)])
+        check(cfg, proc, "pg_dump | pg_restore, eu2 to default")
+        psql(cfg, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);")
+        return Sample(proc.seconds, proc.maxrss_kib, proc.cpu_seconds)
+
     def no_manual() -> None:
         psql_on(cfg, server, f"DROP DATABASE IF EXISTS {MANUAL_DB} WITH (FORCE);")
 
@@ -1048,6 +1065,7 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
             (manual_create, no_manual, by_hand_with_create),
             (there, None, lambda: move("eu2")),
             (there_drop, None, lambda: finish("eu2")),
+            (manual_back, fresh_manual_back, by_hand_back),
             (back, None, lambda: move("default")),
             (back_drop, None, lambda: finish("default")),
         ):
@@ -1074,7 +1092,7 @@ def bench_move(cfg: Config, server: SecondServer, megabytes: int) -> tuple[int, 
             for a, b in zip(moved.samples, dropped.samples)
         ]
         whole.append(both)
-    return size, [manual, manual_create, there, there_drop, back, back_drop, *whole]
+    return size, [manual, manual_back, manual_create, there, there_drop, back, back_drop, *whole]
 
 
 # --------------------------------------------------------------------------
@@ -1339,6 +1357,11 @@ def main(argv: list[str]) -> int:
             f"  tenant move over pg_dump | pg_restore by hand: "
             f"{rates['move.to_eu2'] / manual:.2f}x and {rates['move.to_default'] / manual:.2f}x the throughput "
             f"(target: at least 0.90x)"
+        )
+        manual_back_rate = rates["move.pg_dump_restore_back"]
+        print(
+            f"  each direction over the hand pipe in the same direction: "
+            f"{rates['move.to_eu2'] / manual:.2f}x and {rates['move.to_default'] / manual_back_rate:.2f}x"
         )
         created = rates["move.createdb_pg_dump_restore"]
         print(
