@@ -242,8 +242,17 @@ pub async fn revert(
     done: &mut Done,
 ) -> anyhow::Result<()> {
     let mut backend = Backend::default();
-    // The lock and the state under it in one round trip.
-    let read = migrations::lock_and_read_on(conn, db, limits, &mut backend).await?;
+    // The lock and the state under it in one round trip. Its failure on a
+    // connection found gone is marked: nothing was done on it.
+    let read = migrations::lock_and_read_on(conn, db, limits, &mut backend)
+        .await
+        .map_err(|err| {
+            if crate::error::sqlstate::connection_lost(&err) {
+                crate::error::Unused(err.into()).into()
+            } else {
+                err
+            }
+        })?;
     let result = match read {
         Ok(rows) => revert_locked(conn, set, target, expected, rows, limits, &backend, done).await,
         Err(err) => Err(err),
