@@ -888,19 +888,26 @@ fn a_revert_on_kept_connections_still_rechecks_and_replaces_one_the_server_ended
         "--tenant-migrations",
         s(&full),
     ]);
-    wait_until(Duration::from_secs(60), "tenantctl to wait on a's lock", || {
-        sessions_in(&env, &a)
-            .iter()
-            .any(|s| s.ends_with(":Lock"))
-            .then_some(())
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "tenantctl to wait on a's lock",
+        || {
+            sessions_in(&env, &a)
+                .iter()
+                .any(|s| s.ends_with(":Lock"))
+                .then_some(())
+        },
+    );
     // Planned and kept, idle, one each.
     for db in [&b, &c, &d] {
         assert_eq!(sessions_in(&env, db), ["idle:Client"], "{db}");
     }
     // b changes under tenantctl (5 taken back by hand, its row with it);
     // c's kept connection is ended by the server.
-    env.exec(&b, &format!("DELETE FROM _sqlx_migrations WHERE version = {V5}"));
+    env.exec(
+        &b,
+        &format!("DELETE FROM _sqlx_migrations WHERE version = {V5}"),
+    );
     let ended = env.query(
         "postgres",
         &format!(
@@ -934,7 +941,10 @@ fn a_revert_on_kept_connections_still_rechecks_and_replaces_one_the_server_ended
     }
     // c is recorded once, as reverted, not as failed on its dead connection.
     let (_, after, reverted, status) = recorded(&env, &report["run_id"], &c);
-    assert_eq!((after, reverted, status.as_str()), (json!(V2), vec![V5, V4, V3], "ok"));
+    assert_eq!(
+        (after, reverted, status.as_str()),
+        (json!(V2), vec![V5, V4, V3], "ok")
+    );
 }
 
 /// More tenants than the server can spare connections for (here the

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
+use crate::connect::Connector;
 use crate::connect::SessionLimits;
 use crate::error::{Outcome, Unused, UsageError};
 use crate::fleet::{FleetRun, Report, Verdict};
@@ -26,8 +27,9 @@ use crate::output::report::{Extra, TenantValue, print_fleet_with, tenant_json};
 use crate::output::{OutputMode, print_json};
 use crate::revert::{self, Refusal, Target};
 use crate::runner::Kept;
-use crate::runs::{self, RunKind, RunRequest};
+use crate::runs::{self, RunKind, RunLog, RunRequest};
 use crate::tenant::Tenant;
+use sqlx::postgres::PgConnection;
 
 #[derive(Debug, Args)]
 pub struct RevertArgs {
@@ -261,7 +263,8 @@ async fn take_back(
         kept,
     } = work;
     let shared = Arc::new((set, goals, plans, limits.clone(), first_on_kept));
-    let op_log = log.clone();
+    let records = Records::new(log.clone(), ctx.runner.connector().clone());
+    let op_records = records.clone();
     let done = ctx
         .fleet_runner(&args.fleet, limits)
         .on_each_tenant_reusing(
@@ -269,7 +272,7 @@ async fn take_back(
             &ctx.progress(),
             kept,
             move |tenant, conn, value: &mut Reverted| {
-                let (shared, log) = (shared.clone(), op_log.clone());
+                let (shared, records) = (shared.clone(), op_records.clone());
                 Box::pin(async move {
                     let (set, goals, plans, limits, first_on_kept) = &*shared;
                     let (db, target) = (tenant.db_name()?, goals.target(tenant));
@@ -284,15 +287,75 @@ async fn take_back(
                     if on_kept && result.as_ref().is_err_and(|err| err.is::<Unused>()) {
                         return result;
                     }
-                    let result = log.commit_and_record(conn, tenant, &done, result).await;
                     value.reverted.clone_from(&done.versions);
-                    result
+                    records.commit_and_record(conn, tenant, done, result).await
                 })
             },
         )
         .await;
+    records.written().await;
     let merged = merge(planned, done);
     Ok(ctx.finish_run(&merged, Some(&log)).await)
+}
+
+/// Each tenant's row in the run record, written off its turn: the master's
+/// `INSERT` and its commit wait on the master's disk, one tenant after
+/// another, and the tenant's place in the fleet (its connection, its
+/// `--concurrency` slot) need not wait with them. Written in the order the
+/// tenants finish, as soon as the one before is; [`Records::written`]
+/// waits for them all before the run records its end.
+#[derive(Clone)]
+struct Records {
+    log: Arc<RunLog>,
+    connector: Arc<Connector>,
+    pending: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Records {
+    fn new(log: Arc<RunLog>, connector: Arc<Connector>) -> Self {
+        Self {
+            log,
+            connector,
+            pending: Arc::default(),
+        }
+    }
+
+    /// What [`RunLog::commit_and_record`] does, the record written off the
+    /// tenant's turn: its work is committed (a pinned connection's too)
+    /// before the row that says so is queued.
+    async fn commit_and_record(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        done: Done,
+        result: anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let result = result.and(self.connector.checkpoint(conn).await);
+        let error = result
+            .as_ref()
+            .err()
+            .map(|err| anyhow::anyhow!("{}", crate::error::render(err)));
+        let (log, tenant) = (self.log.clone(), tenant.clone());
+        let task = tokio::spawn(async move { log.tenant(&tenant, &done, error.as_ref()).await });
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(task);
+        result
+    }
+
+    /// Waits until every queued row is written (or reported unwritten).
+    async fn written(&self) {
+        let tasks: Vec<_> = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Asks once, saying how many tenants and which versions.
