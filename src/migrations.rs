@@ -389,7 +389,7 @@ async fn read_ledger_on(
     // (`sqlx::raw_sql(..).fetch_all` would too, but its future is not Send
     // for every lifetime, so it cannot run on a spawned task.)
     let guarded = conn.is_in_transaction();
-    let sql = read_statements(ledger, limits, backend, guarded);
+    let sql = read_statements(ledger, limits, *backend, guarded);
     let (rows, failed) = fetch_rows(conn, &sql).await;
     backend.observe(pid_of(&rows))?;
     read_outcome(conn, rows, failed, guarded).await
@@ -406,7 +406,7 @@ async fn read_ledger_on(
 fn read_statements(
     ledger: &str,
     limits: &SessionLimits,
-    backend: &Backend,
+    backend: Backend,
     guarded: bool,
 ) -> String {
     // `pg_catalog.encode`: a tenant database's owner may set its
@@ -489,8 +489,8 @@ pub(crate) async fn lock_and_read_on(
     }
     let sql = format!(
         "{}; {}",
-        lock_statements(db, false, backend),
-        read_statements(TENANT_LEDGER, limits, &Backend::default(), false)
+        lock_statements(db, false, *backend),
+        read_statements(TENANT_LEDGER, limits, Backend::default(), false)
     );
     let (rows, failed) = fetch_rows(conn, &sql).await;
     let locked = rows
@@ -840,7 +840,7 @@ pub(crate) async fn lock_on(
     db: &DbName,
     backend: &mut Backend,
 ) -> anyhow::Result<()> {
-    let sql = lock_statements(db, conn.is_in_transaction(), backend);
+    let sql = lock_statements(db, conn.is_in_transaction(), *backend);
     let rows = conn
         .fetch_all(sql.as_str())
         .await
@@ -850,7 +850,7 @@ pub(crate) async fn lock_on(
 }
 
 /// The statements of [`lock_on`], ending with the server process's pid.
-fn lock_statements(db: &DbName, pinned: bool, backend: &Backend) -> String {
+fn lock_statements(db: &DbName, pinned: bool, backend: Backend) -> String {
     let function = if pinned {
         "pg_advisory_xact_lock"
     } else {

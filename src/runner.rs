@@ -60,6 +60,9 @@ pub struct Runner {
     listening: Arc<AtomicBool>,
 }
 
+/// Where a first pass keeps connections, and which.
+type KeepIn<'k, T> = (&'k Kept, fn(&T) -> bool);
+
 /// What a per-tenant pass does with its connections (see [`Kept`]).
 enum Keeping<T> {
     /// End each one.
@@ -378,7 +381,7 @@ impl Runner {
         mut conn: PgConnection,
         key: BackendKey,
         value: &mut T,
-        keep: Option<(&Kept, fn(&T) -> bool)>,
+        keep: Option<KeepIn<'_, T>>,
         op: &F,
     ) -> anyhow::Result<()>
     where

@@ -284,7 +284,7 @@ async fn take_back(
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .remove(&tenant.id);
-                    if on_kept && result.as_ref().is_err_and(|err| err.is::<Unused>()) {
+                    if on_kept && result.as_ref().is_err_and(anyhow::Error::is::<Unused>) {
                         return result;
                     }
                     value.reverted.clone_from(&done.versions);
