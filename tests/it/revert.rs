@@ -1010,3 +1010,37 @@ fn a_revert_wider_than_the_connections_it_may_keep_reconnects_the_rest() {
         );
     }
 }
+
+/// The down script and the deletion of its row go to the server in one
+/// query: a trigger that quietly drops the delete (the row stays) fails the
+/// tenant, and the down script is rolled back with it, so the record never
+/// says applied over a schema taken back.
+#[test]
+fn a_down_script_whose_row_will_not_go_is_rolled_back() {
+    let env = TestEnv::new();
+    let upto4 = folder(&env, "upto4", V4);
+    env.tenants_with(&upto4, &["a"]);
+    let a = env.db("a");
+    env.exec(
+        &a,
+        "CREATE FUNCTION keep_rows() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RETURN NULL; END $$; \
+         CREATE TRIGGER keep_rows BEFORE DELETE ON _sqlx_migrations \
+         FOR EACH ROW EXECUTE FUNCTION keep_rows()",
+    );
+    let before = schema(&env, &a);
+    let run = revert(&env, &upto4, &["--all", "--to", &V3.to_string(), "--yes"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let report = run.json();
+    let tenant = find(&report, &env.slug("a"));
+    assert_eq!(tenant["status"], "failed", "{tenant}");
+    assert!(
+        tenant["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer recorded in _sqlx_migrations")),
+        "{tenant}"
+    );
+    assert_eq!(versions(&tenant["reverted"]), Vec::<i64>::new());
+    assert_eq!(env.applied(&a), [V1, V2, V3, V4]);
+    assert_eq!(schema(&env, &a), before, "the down script was rolled back");
+}

@@ -6,7 +6,10 @@
 //! `_sqlx_migrations`, changing nothing; if any tenant cannot be reverted as
 //! asked, or could not be read, the whole revert is refused with that list
 //! before a single down script runs. The second runs the plan on the
-//! tenants that have something to revert, after one confirmation.
+//! tenants that have something to revert, after one confirmation. With
+//! `--yes` the second pass works on the connections the first kept open,
+//! as far as the servers have room for them (`connect::kept`), and plans
+//! each tenant again under its lock all the same.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
