@@ -11,7 +11,10 @@ reversible migration (a table with an index and a foreign key). Each of R
 rounds (`--reps`, default 7) times, interleaved:
 
   a. `tenantctl tenant revert --all --to PREV --yes` (C at once, default 4):
-     one down script per tenant, planned for every tenant first;
+     one down script per tenant, planned for every tenant first (each
+     tenant reverted on the connection its plan was read on, as far as the
+     server's max_connections leaves room to keep them: about 80 of 100 on
+     this throwaway cluster's default of 100);
   b. `tenantctl tenant migrate --all` back up (the same migration again);
   c. sqlx-cli, C processes at once: `sqlx migrate revert` on each tenant;
   d. sqlx-cli, C at once: `sqlx migrate run` on each tenant (back up).

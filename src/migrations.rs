@@ -388,18 +388,31 @@ async fn read_ledger_on(
     // A plain &str runs through the simple query protocol: no prepare step.
     // (`sqlx::raw_sql(..).fetch_all` would too, but its future is not Send
     // for every lifetime, so it cannot run on a spawned task.)
-    //
-    // Inside a pooled connection's transaction a missing table would abort
-    // the transaction, so there the read is guarded by a savepoint (same
-    // round trip); that transaction's limits and server process are set.
-    // On a plain connection the guard, the limits (SET LOCAL: the query is
-    // one implicit transaction) and the server process's pid come first,
-    // so they are in before a missing table ends the query.
     let guarded = conn.is_in_transaction();
+    let sql = read_statements(ledger, limits, *backend, guarded);
+    let (rows, failed) = fetch_rows(conn, &sql).await;
+    backend.observe(pid_of(&rows))?;
+    read_outcome(conn, rows, failed, guarded).await
+}
+
+/// The statements that read a ledger, for one simple-protocol query.
+///
+/// Inside a pooled connection's transaction a missing table would abort
+/// the transaction, so there the read is guarded by a savepoint (same
+/// round trip); that transaction's limits and server process are set.
+/// On a plain connection the guard, the limits (SET LOCAL: the query is
+/// one implicit transaction) and the server process's pid come first,
+/// so they are in before a missing table ends the query.
+fn read_statements(
+    ledger: &str,
+    limits: &SessionLimits,
+    backend: Backend,
+    guarded: bool,
+) -> String {
     // `pg_catalog.encode`: a tenant database's owner may set its
     // search_path to `public, pg_catalog` and make `public.encode(bytea,
     // text)`, which an unqualified call would run with our privileges.
-    let sql = if guarded {
+    if guarded {
         format!(
             "SAVEPOINT tenantctl_read_applied; \
          SELECT version, pg_catalog.encode(checksum, 'hex') AS checksum, success, installed_on \
@@ -414,9 +427,17 @@ async fn read_ledger_on(
             backend.guard(),
             limits.local().unwrap_or_default()
         )
-    };
-    let (rows, failed) = fetch_rows(conn, &sql).await;
-    backend.observe(pid_of(&rows))?;
+    }
+}
+
+/// The applied rows among a read's rows, or what its error means (a
+/// missing table: never migrated, `None`).
+async fn read_outcome(
+    conn: &mut PgConnection,
+    rows: Vec<sqlx::postgres::PgRow>,
+    failed: Option<anyhow::Error>,
+    guarded: bool,
+) -> anyhow::Result<Option<Vec<AppliedRow>>> {
     if let Some(err) = failed {
         // 42P01 undefined_table: never migrated.
         if has_sqlstate(&err, crate::error::sqlstate::UNDEFINED_TABLE) {
@@ -435,8 +456,10 @@ async fn read_ledger_on(
         }
         return Err(err.context("read _sqlx_migrations"));
     }
+    // Only the ledger's rows carry a checksum: not the pid's, nor those of
+    // statements sent in the same query (a lock's).
     rows.iter()
-        .filter(|row| row.try_column("tenantctl_backend").is_err())
+        .filter(|row| row.try_column("checksum").is_ok())
         .map(|row| {
             Ok(AppliedRow {
                 version: row.try_get("version")?,
@@ -463,6 +486,39 @@ pub async fn restamp(conn: &mut PgConnection, ledger: &str) -> anyhow::Result<()
     .await
     .with_context(|| format!("record the migrations in {ledger} as applied now"))?;
     Ok(())
+}
+
+/// [`lock_on`] then [`read_applied_on`], in one round trip on a plain
+/// connection (two on a pinned one): what every step under the lock starts
+/// with. The outer error: the lock was not taken. The inner one: it was,
+/// and must be given back, but the read failed.
+pub(crate) async fn lock_and_read_on(
+    conn: &mut PgConnection,
+    db: &DbName,
+    limits: &SessionLimits,
+    backend: &mut Backend,
+) -> anyhow::Result<anyhow::Result<Option<Vec<AppliedRow>>>> {
+    if conn.is_in_transaction() {
+        lock_on(conn, db, backend).await?;
+        return Ok(read_applied_on(conn, limits, backend).await);
+    }
+    let sql = format!(
+        "{}; {}",
+        lock_statements(db, false, *backend),
+        read_statements(TENANT_LEDGER, limits, Backend::default(), false)
+    );
+    let (rows, failed) = fetch_rows(conn, &sql).await;
+    let locked = rows
+        .iter()
+        .any(|r| r.try_column("tenantctl_locked").is_ok());
+    if !locked {
+        let err = failed.unwrap_or_else(|| anyhow::anyhow!("the lock query returned no rows"));
+        return Err(lock_failed(err));
+    }
+    if let Err(changed) = backend.observe(pid_of(&rows)) {
+        return Ok(Err(changed.into()));
+    }
+    Ok(read_outcome(conn, rows, failed, false).await)
 }
 
 /// Reads the database's migration state and compares it with the set.
@@ -799,17 +855,27 @@ pub(crate) async fn lock_on(
     db: &DbName,
     backend: &mut Backend,
 ) -> anyhow::Result<()> {
-    let pinned = conn.is_in_transaction();
+    let sql = lock_statements(db, conn.is_in_transaction(), *backend);
+    let rows = conn
+        .fetch_all(sql.as_str())
+        .await
+        .map_err(|err| lock_failed(anyhow::Error::new(err)))?;
+    backend.observe(pid_of(&rows))?;
+    Ok(())
+}
+
+/// The statements of [`lock_on`], ending with the server process's pid.
+fn lock_statements(db: &DbName, pinned: bool, backend: Backend) -> String {
     let function = if pinned {
         "pg_advisory_xact_lock"
     } else {
         "pg_advisory_lock"
     };
-    let sql = format!(
+    format!(
         "{guard}SELECT set_config('tenantctl.lock_timeout', current_setting('lock_timeout'), true), \
                 set_config('tenantctl.statement_timeout', current_setting('statement_timeout'), true); \
          SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
-         SELECT {function}({}); \
+         SELECT true AS tenantctl_locked FROM {function}({}); \
          SELECT set_config('lock_timeout', current_setting('tenantctl.lock_timeout'), true), \
                 set_config('statement_timeout', current_setting('tenantctl.statement_timeout'), true); \
          {BACKEND_PID}",
@@ -819,20 +885,17 @@ pub(crate) async fn lock_on(
         } else {
             backend.guard()
         },
-    );
-    let rows = conn
-        .fetch_all(sql.as_str())
-        .await
-        .map_err(|err| Backend::check(anyhow::Error::new(err)))
-        .map_err(|err| {
-            if err.is::<BackendChanged>() {
-                err
-            } else {
-                err.context("take the migration lock")
-            }
-        })?;
-    backend.observe(pid_of(&rows))?;
-    Ok(())
+    )
+}
+
+/// A lock query's error, named, unless the guard raised it.
+fn lock_failed(err: anyhow::Error) -> anyhow::Error {
+    let err = Backend::check(err);
+    if err.is::<BackendChanged>() {
+        err
+    } else {
+        err.context("take the migration lock")
+    }
 }
 
 pub(crate) async fn unlock(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<()> {
@@ -846,13 +909,41 @@ pub(crate) async fn unlock_on(
     db: &DbName,
     backend: &mut Backend,
 ) -> anyhow::Result<()> {
+    unlock_then(conn, db, backend, "").await
+}
+
+/// [`unlock_on`], then [`crate::connect::clear_session`], in one round
+/// trip on a plain connection (a pinned one is cleared by its release).
+pub(crate) async fn unlock_and_clear_on(
+    conn: &mut PgConnection,
+    db: &DbName,
+    backend: &mut Backend,
+) -> anyhow::Result<()> {
+    if conn.is_in_transaction() {
+        return Ok(());
+    }
+    let then = format!("; {}", crate::connect::SESSION_CLEANUP);
+    unlock_then(conn, db, backend, &then).await?;
+    conn.clear_cached_statements()
+        .await
+        .context("forget the statements the cleanup deallocated")
+}
+
+/// [`unlock_on`], with `then` (statements after a `; `) sent in the same
+/// query once the lock is given back.
+async fn unlock_then(
+    conn: &mut PgConnection,
+    db: &DbName,
+    backend: &mut Backend,
+    then: &str,
+) -> anyhow::Result<()> {
     // A pinned connection holds the transaction-level lock (see `lock`),
     // which its commit releases.
     if conn.is_in_transaction() {
         return Ok(());
     }
     let sql = format!(
-        "{}SELECT pg_advisory_unlock({}) AS unlocked, pg_catalog.pg_backend_pid() AS tenantctl_backend",
+        "{}SELECT pg_advisory_unlock({}) AS unlocked, pg_catalog.pg_backend_pid() AS tenantctl_backend{then}",
         backend.guard(),
         lock_id(db)
     );

@@ -8,13 +8,13 @@ use std::fmt;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Executor as _;
 use sqlx::migrate::Migration;
 use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Executor as _};
 
 use crate::connect::{Backend, SessionLimits};
 use crate::dbname::DbName;
-use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex, lock_on, unlock_on};
+use crate::migrations::{self, AppliedRow, Done, MigrationSet, Problem, hex};
 
 /// Where a revert stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,25 +242,40 @@ pub async fn revert(
     done: &mut Done,
 ) -> anyhow::Result<()> {
     let mut backend = Backend::default();
-    lock_on(conn, db, &mut backend).await?;
-    let result = revert_locked(conn, set, target, expected, limits, &mut backend, done).await;
-    let unlocked = unlock_on(conn, db, &mut backend).await;
-    let cleared = crate::connect::clear_session(conn).await;
+    // The lock and the state under it in one round trip. Its failure on a
+    // connection found gone is marked: nothing was done on it.
+    let read = migrations::lock_and_read_on(conn, db, limits, &mut backend)
+        .await
+        .map_err(|err| {
+            if crate::error::sqlstate::connection_lost(&err) {
+                crate::error::Unused(err.into()).into()
+            } else {
+                err
+            }
+        })?;
+    let result = match read {
+        Ok(rows) => revert_locked(conn, set, target, expected, rows, limits, &backend, done).await,
+        Err(err) => Err(err),
+    };
+    let released = migrations::unlock_and_clear_on(conn, db, &mut backend).await;
     result?;
-    unlocked?;
-    cleared
+    released
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the state read under the lock joins the revert's own inputs"
+)]
 async fn revert_locked(
     conn: &mut PgConnection,
     set: &MigrationSet,
     target: &Target,
     expected: &[i64],
+    rows: Option<Vec<AppliedRow>>,
     limits: &SessionLimits,
-    backend: &mut Backend,
+    backend: &Backend,
     done: &mut Done,
 ) -> anyhow::Result<()> {
-    let rows = migrations::read_applied_on(conn, limits, backend).await?;
     let plan = RevertPlan::compare(set, rows.as_deref(), target);
     *done = Done {
         before: plan.latest,
@@ -335,12 +350,68 @@ async fn revert_one(
         let mut tx = migrations::begin_guarded(conn, &SessionLimits::default(), backend).await?;
         forget(&mut tx, down.version).await?;
         tx.commit().await.context("commit")
-    } else {
+    } else if conn.is_in_transaction() {
+        // Pinned: the pooled connection's transaction holds it all.
         let mut tx = migrations::begin_guarded(conn, limits, backend).await?;
         tx.execute(&*down.sql).await?;
         forget(&mut tx, down.version).await?;
         tx.commit().await.context("commit")
+    } else {
+        revert_in_one_query(conn, down, limits, backend).await
     }
+}
+
+/// What the row check raises when the migration's row was not there to
+/// delete: text PostgreSQL cannot read as a number, as the backend guard's
+/// (built from the count, so the planner cannot fold it into an error
+/// raised whether or not the row went).
+const NOT_RECORDED_MARK: &str = "tenantctl migration no longer recorded";
+
+/// A transactional down script on a plain connection, in one round trip:
+/// `BEGIN`, the guard and the limits, the script, the deletion of its row
+/// (refused, so nothing commits, unless exactly that one row went), and
+/// `COMMIT`. After any error the transaction is rolled back: the server
+/// skipped everything after the failing statement, `COMMIT` included.
+async fn revert_in_one_query(
+    conn: &mut PgConnection,
+    down: &Migration,
+    limits: &SessionLimits,
+    backend: &Backend,
+) -> anyhow::Result<()> {
+    let version = down.version;
+    // The script's own text ends where it ends: a line break closes a
+    // trailing `--` comment, and the `;` a statement it left open.
+    let sql = format!(
+        "BEGIN; {guard}{limits}{script}\n;\n\
+         WITH gone AS (DELETE FROM _sqlx_migrations WHERE version = {version} RETURNING 1) \
+         SELECT ('{NOT_RECORDED_MARK} ' || n)::int FROM (SELECT pg_catalog.count(*) AS n FROM gone) AS c WHERE n <> 1; \
+         COMMIT",
+        guard = backend.guard(),
+        limits = limits.local().unwrap_or_default(),
+        script = &*down.sql,
+    );
+    let Err(err) = conn.execute(sql.as_str()).await else {
+        return Ok(());
+    };
+    // Best effort: on a broken connection the server rolls back anyway.
+    let _ = conn.execute("ROLLBACK").await;
+    let err = Backend::check(anyhow::Error::new(err));
+    if is_not_recorded(&err) {
+        // Under the migration lock nobody else can have removed it; if
+        // the row is gone anyway, the down script must not commit.
+        anyhow::bail!("migration {version} was no longer recorded in _sqlx_migrations");
+    }
+    Err(err)
+}
+
+/// Whether an error is the row check's of [`revert_in_one_query`].
+fn is_not_recorded(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .is_some_and(|db| db.message().contains(NOT_RECORDED_MARK))
+    })
 }
 
 /// Deletes a migration's `_sqlx_migrations` row, as sqlx's revert does.

@@ -34,10 +34,12 @@ use sqlx::postgres::PgConnection;
 
 use crate::companies::Layout;
 use crate::config::MasterConfig;
+pub use crate::connect::kept::Kept;
 pub use crate::connect::scope::{Borrows, ConnFuture};
 use crate::connect::scope::{borrows, ended};
 use crate::connect::{BackendKey, Connector, SessionLimits};
 use crate::dbname::DbName;
+use crate::error::Unused;
 use crate::fleet::{self, Attempt, FleetOptions, FleetRun, Observer, Stop};
 use crate::output::report::TenantValue;
 use crate::recheck::Recheck;
@@ -56,6 +58,29 @@ pub struct Runner {
     /// Whether each tenant's row is read again when its turn comes.
     recheck: bool,
     listening: Arc<AtomicBool>,
+}
+
+/// Where a first pass keeps connections, and which.
+type KeepIn<'k, T> = (&'k Kept, fn(&T) -> bool);
+
+/// What a per-tenant pass does with its connections (see [`Kept`]).
+enum Keeping<T> {
+    /// End each one.
+    No,
+    /// Keep those whose value the function picks.
+    Keep(Arc<Kept>, fn(&T) -> bool),
+    /// Work on the kept ones.
+    Reuse(Arc<Kept>),
+}
+
+impl<T> Clone for Keeping<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::No => Self::No,
+            Self::Keep(kept, keep) => Self::Keep(kept.clone(), *keep),
+            Self::Reuse(kept) => Self::Reuse(kept.clone()),
+        }
+    }
 }
 
 impl Runner {
@@ -191,14 +216,84 @@ impl Runner {
             + Sync
             + 'static,
     {
+        self.on_each_tenant_with(tenants, observer, Keeping::No, op)
+            .await
+    }
+
+    /// [`Self::on_each_tenant`] for the first pass of a two-pass run: the
+    /// connection of each tenant whose work succeeded and whose value
+    /// `keep` picks is kept in `kept`, within its bound (see
+    /// [`Kept`]), instead of ended; the second pass
+    /// ([`Self::on_each_tenant_reusing`]) works on it. Without `kept`,
+    /// exactly [`Self::on_each_tenant`].
+    pub async fn on_each_tenant_keeping<T, F>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        kept: Option<Arc<Kept>>,
+        keep: fn(&T) -> bool,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> ConnFuture<'c, ()>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let keeping = kept.map_or(Keeping::No, |kept| Keeping::Keep(kept, keep));
+        self.on_each_tenant_with(tenants, observer, keeping, op)
+            .await
+    }
+
+    /// [`Self::on_each_tenant`] for the second pass: each tenant's work runs
+    /// on the connection the first pass kept for it, if any (a fresh one
+    /// otherwise). Work that fails with [`Unused`] on a kept connection
+    /// (found gone before it did anything) runs again on a fresh one.
+    /// Whatever is still kept at the end is released.
+    pub async fn on_each_tenant_reusing<T, F>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        kept: Arc<Kept>,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> ConnFuture<'c, ()>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let run = self
+            .on_each_tenant_with(tenants, observer, Keeping::Reuse(kept.clone()), op)
+            .await;
+        kept.release_all(&self.connector).await;
+        run
+    }
+
+    async fn on_each_tenant_with<T, F>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        keeping: Keeping<T>,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: TenantValue + Default + Send + 'static,
+        F: for<'c> Fn(&'c Tenant, &'c mut PgConnection, &'c mut T) -> ConnFuture<'c, ()>
+            + Send
+            + Sync
+            + 'static,
+    {
         let runner = self.clone();
         let op = Arc::new(op);
         self.each_tenant(tenants, observer, move |tenant| {
-            let (runner, op) = (runner.clone(), op.clone());
+            let (runner, op, keeping) = (runner.clone(), op.clone(), keeping.clone());
             async move {
                 let mut value = T::default();
                 let result = runner
-                    .on_tenant(&tenant, &mut value, |conn, value, _| {
+                    .on_tenant(&tenant, &mut value, &keeping, |conn, value, _| {
                         op(&tenant, conn, value)
                     })
                     .await;
@@ -243,13 +338,77 @@ impl Runner {
         .await
     }
 
-    /// One tenant's turn in [`Self::on_each_tenant`].
-    async fn on_tenant<'e, T, F>(&self, tenant: &Tenant, value: &mut T, op: F) -> anyhow::Result<()>
+    /// One tenant's turn in [`Self::on_each_tenant`]: on the connection a
+    /// first pass kept for it, else on a fresh one.
+    async fn on_tenant<'e, T, F>(
+        &self,
+        tenant: &Tenant,
+        value: &mut T,
+        keeping: &Keeping<T>,
+        op: F,
+    ) -> anyhow::Result<()>
     where
-        T: TenantValue,
-        F: for<'c> FnOnce(&'c mut PgConnection, &'c mut T, Borrows<'c, 'e>) -> ConnFuture<'c, ()>,
+        T: TenantValue + Default,
+        F: for<'c> Fn(&'c mut PgConnection, &'c mut T, Borrows<'c, 'e>) -> ConnFuture<'c, ()>,
     {
-        self.cancellable(tenant, value, T::connect_failed, op).await
+        let keep = match keeping {
+            Keeping::Keep(kept, keep) => Some((&**kept, *keep)),
+            _ => None,
+        };
+        if let Keeping::Reuse(kept) = keeping
+            && let Some((conn, key)) = kept.take(&tenant.id)
+        {
+            match self.work_and_end(tenant, conn, key, value, None, &op).await {
+                Err(err) if err.is::<Unused>() => *value = T::default(),
+                done => return done,
+            }
+        }
+        let (server, db) = (tenant.server()?, tenant.db_name()?);
+        let connected = self
+            .connector
+            .connect_tenant_cancellable(server, db, &self.limits)
+            .await;
+        let (conn, key) = connected.inspect_err(|err| T::connect_failed(value, err))?;
+        self.work_and_end(tenant, conn, key, value, keep, &op).await
+    }
+
+    /// Runs `op` on a tenant's connection until it ends or its cancel is
+    /// due, then keeps the connection (`keep`, when the work succeeded and
+    /// its value asks for it, within the bound) or ends it by the one rule.
+    async fn work_and_end<'e, T, F>(
+        &self,
+        tenant: &Tenant,
+        mut conn: PgConnection,
+        key: BackendKey,
+        value: &mut T,
+        keep: Option<KeepIn<'_, T>>,
+        op: &F,
+    ) -> anyhow::Result<()>
+    where
+        F: for<'c> Fn(&'c mut PgConnection, &'c mut T, Borrows<'c, 'e>) -> ConnFuture<'c, ()>,
+    {
+        let connector = &self.connector;
+        let (server, db) = (tenant.server()?, tenant.db_name()?);
+        let work = op(&mut conn, value, borrows());
+        let (result, cancelled) =
+            cancel_when_due(work, &self.stop, connector, &key, tenant, db).await;
+        let result = result.map_err(|err| connector.explain_pooler(server, err));
+        if let Some((kept, wanted)) = keep
+            && result.is_ok()
+            && !cancelled
+            && wanted(value)
+        {
+            match kept.offer(&tenant.id, server, conn, key).await {
+                None => return result,
+                Some((back, _)) => conn = back,
+            }
+        }
+        let result = ended(result, connector.release(conn).await);
+        if cancelled {
+            result.map_err(|err| err.context(crate::error::Cancelled))
+        } else {
+            result
+        }
     }
 
     /// A connection to one tenant's database with the session limits, for

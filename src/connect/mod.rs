@@ -22,6 +22,7 @@ use crate::dbname::DbName;
 use crate::servers::ServerName;
 
 mod backend;
+pub mod kept;
 pub mod scope;
 mod servers;
 mod tenant;

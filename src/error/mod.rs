@@ -60,6 +60,14 @@ impl MissingTable {
 #[error("interrupted: its statement in flight was cancelled on the server")]
 pub struct Cancelled;
 
+/// Work found its connection gone before it did anything on it (a
+/// connection a first pass kept open, which the server ended meanwhile:
+/// `idle_session_timeout`, a restart, an administrator): the runner opens a
+/// fresh one and runs the work again. Shows as the error it wraps.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Unused(pub Box<dyn std::error::Error + Send + Sync + 'static>);
+
 /// The second interrupt came and the command did not return in time to
 /// print its report: exit status 130 all the same.
 #[derive(Debug, thiserror::Error)]

@@ -54,3 +54,20 @@ pub fn is(err: &anyhow::Error, code: &str) -> bool {
             .is_some_and(|c| c == code)
     })
 }
+
+/// Whether `err` says the connection itself is gone: a broken socket or
+/// stream, or the server ending the session (class 08, connection
+/// exception; 57P01-57P05, an administrator's or a timeout's termination).
+pub fn connection_lost(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) => true,
+            Some(other) => other
+                .as_database_error()
+                .and_then(sqlx::error::DatabaseError::code)
+                .is_some_and(|c| {
+                    c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "57P05")
+                }),
+            None => cause.downcast_ref::<std::io::Error>().is_some(),
+        })
+}

@@ -825,3 +825,222 @@ fn the_first_run_creates_the_run_tables_where_master_migrate_did_not() {
     assert_eq!(listed["runs"][0]["changed"], 1, "{listed}");
     assert_eq!(listed["runs"][0]["outcome"], "succeeded", "{listed}");
 }
+
+/// tenantctl's sessions in `db` (by their `application_name`), as
+/// `state:wait_event_type`.
+fn sessions_in(env: &TestEnv, db: &str) -> Vec<String> {
+    env.query(
+        "postgres",
+        &format!(
+            "SELECT state || ':' || coalesce(wait_event_type, '') FROM pg_stat_activity \
+             WHERE datname = '{db}' AND application_name LIKE 'tenantctl%'"
+        ),
+    )
+}
+
+/// With `--yes`, each tenant is reverted on the connection its plan was
+/// read on, kept open between the passes; that changes none of the
+/// guarantees: a tenant whose migrations changed since its plan is still
+/// refused under the lock, and a kept connection the server ended
+/// meanwhile is replaced by a fresh one, its tenant reverted and recorded
+/// once.
+#[test]
+fn a_revert_on_kept_connections_still_rechecks_and_replaces_one_the_server_ended() {
+    use crate::support::{block_on, wait_until};
+
+    let env = TestEnv::new();
+    let full = folder(&env, "full", V5);
+    env.tenants_with(&full, &["a", "b", "c", "d"]);
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| env.db(n));
+    // The test holds a's migration lock: tenantctl, one tenant at a time
+    // in slug order, plans all four, then waits on a's lock with the
+    // other three's connections kept.
+    let lock = tenantctl::migrations::lock_id(&tenantctl::dbname::DbName::parse(&a).expect("db"));
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let url = env.db_url(&a);
+    let holder = std::thread::spawn(move || {
+        block_on(async move {
+            use sqlx::{Connection as _, Executor as _};
+            let mut conn = sqlx::postgres::PgConnection::connect(&url)
+                .await
+                .expect("connect to hold a's lock");
+            conn.execute(format!("SELECT pg_advisory_lock({lock})").as_str())
+                .await
+                .expect("take a's lock");
+            let _ = held_tx.send(());
+            let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+            let _ = conn.close().await;
+        });
+    });
+    held_rx.recv().expect("a's lock taken");
+    let child = env.spawn(&[
+        "tenant",
+        "revert",
+        "--all",
+        "--to",
+        &V2.to_string(),
+        "--yes",
+        "--concurrency",
+        "1",
+        "--output",
+        "json",
+        "--tenant-migrations",
+        s(&full),
+    ]);
+    wait_until(
+        Duration::from_secs(60),
+        "tenantctl to wait on a's lock",
+        || {
+            sessions_in(&env, &a)
+                .iter()
+                .any(|s| s.ends_with(":Lock"))
+                .then_some(())
+        },
+    );
+    // Planned and kept, idle, one each.
+    for db in [&b, &c, &d] {
+        assert_eq!(sessions_in(&env, db), ["idle:Client"], "{db}");
+    }
+    // b changes under tenantctl (5 taken back by hand, its row with it);
+    // c's kept connection is ended by the server.
+    env.exec(
+        &b,
+        &format!("DELETE FROM _sqlx_migrations WHERE version = {V5}"),
+    );
+    let ended = env.query(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity \
+             WHERE datname = '{c}' AND application_name LIKE 'tenantctl%'"
+        ),
+    );
+    assert_eq!(ended, ["true"]);
+    drop(release_tx);
+    holder.join().expect("a's lock released");
+
+    let run = wait_with_deadline(child, Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{}", run.all());
+    let report = run.json();
+    assert_eq!(
+        report["summary"],
+        json!({"ok": 3, "failed": 1, "skipped": 0}),
+        "{report}"
+    );
+    let b_report = find(&report, &env.slug("b"));
+    assert_eq!(b_report["status"], "failed");
+    assert!(
+        b_report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("changed after the revert was planned")),
+        "{b_report}"
+    );
+    assert_eq!(env.applied(&b), [V1, V2, V3, V4], "b untouched");
+    for db in [&a, &c, &d] {
+        assert_eq!(env.applied(db), [V1, V2], "{db}");
+    }
+    // c is recorded once, as reverted, not as failed on its dead connection.
+    let (_, after, reverted, status) = recorded(&env, &report["run_id"], &c);
+    assert_eq!(
+        (after, reverted, status.as_str()),
+        (json!(V2), vec![V5, V4, V3], "ok")
+    );
+}
+
+/// More tenants than the server can spare connections for (here the
+/// role's `CONNECTION LIMIT` of 20, for 24 tenants): as many as fit are
+/// kept, the rest connect again, and every tenant is reverted. Keeping
+/// them all would have been refused by the server half way through the
+/// plan.
+#[test]
+fn a_revert_wider_than_the_connections_it_may_keep_reconnects_the_rest() {
+    use crate::support::server::PrivateServer;
+
+    const PW: &str = "app-Keep-pw1";
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&format!("{}keep", env.token));
+    server.exec(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN CREATEDB CONNECTION LIMIT 20 PASSWORD '{PW}'"),
+    );
+    server.exec("postgres", "CREATE DATABASE master OWNER app");
+    let base = server.url_as("app", PW);
+    let configure = |c: &mut std::process::Command| {
+        c.env("POSTGRES_BASE_URL", &base)
+            .env("MASTER_DATABASE_URL", format!("{base}/master"));
+    };
+    let full = folder(&env, "full", V5);
+    env.run_with(&["master", "migrate"], configure).ok();
+    let names: Vec<String> = (0..24).map(|i| format!("k{i:02}")).collect();
+    for name in &names {
+        env.run_with(
+            &["tenant", "create", name, "--tenant-migrations", s(&full)],
+            configure,
+        )
+        .ok();
+    }
+    let run = env.run_with(
+        &[
+            "tenant",
+            "revert",
+            "--all",
+            "--to",
+            &V2.to_string(),
+            "--yes",
+            "--concurrency",
+            "2",
+            "--output",
+            "json",
+            "--tenant-migrations",
+            s(&full),
+        ],
+        configure,
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert_eq!(
+        report["summary"],
+        json!({"ok": 24, "failed": 0, "skipped": 0})
+    );
+    for name in &names {
+        assert_eq!(
+            versions(&find(&report, name)["reverted"]),
+            [V5, V4, V3],
+            "{name}"
+        );
+    }
+}
+
+/// The down script and the deletion of its row go to the server in one
+/// query: a trigger that quietly drops the delete (the row stays) fails the
+/// tenant, and the down script is rolled back with it, so the record never
+/// says applied over a schema taken back.
+#[test]
+fn a_down_script_whose_row_will_not_go_is_rolled_back() {
+    let env = TestEnv::new();
+    let upto4 = folder(&env, "upto4", V4);
+    env.tenants_with(&upto4, &["a"]);
+    let a = env.db("a");
+    env.exec(
+        &a,
+        "CREATE FUNCTION keep_rows() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RETURN NULL; END $$; \
+         CREATE TRIGGER keep_rows BEFORE DELETE ON _sqlx_migrations \
+         FOR EACH ROW EXECUTE FUNCTION keep_rows()",
+    );
+    let before = schema(&env, &a);
+    let run = revert(&env, &upto4, &["--all", "--to", &V3.to_string(), "--yes"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let report = run.json();
+    let tenant = find(&report, &env.slug("a"));
+    assert_eq!(tenant["status"], "failed", "{tenant}");
+    assert!(
+        tenant["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer recorded in _sqlx_migrations")),
+        "{tenant}"
+    );
+    assert_eq!(versions(&tenant["reverted"]), Vec::<i64>::new());
+    assert_eq!(env.applied(&a), [V1, V2, V3, V4]);
+    assert_eq!(schema(&env, &a), before, "the down script was rolled back");
+}

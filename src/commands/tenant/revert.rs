@@ -6,18 +6,22 @@
 //! `_sqlx_migrations`, changing nothing; if any tenant cannot be reverted as
 //! asked, or could not be read, the whole revert is refused with that list
 //! before a single down script runs. The second runs the plan on the
-//! tenants that have something to revert, after one confirmation.
+//! tenants that have something to revert, after one confirmation. With
+//! `--yes` the second pass works on the connections the first kept open,
+//! as far as the servers have room for them (`connect::kept`), and plans
+//! each tenant again under its lock all the same.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clap::Args;
 use serde::Serialize;
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
+use crate::connect::Connector;
 use crate::connect::SessionLimits;
-use crate::error::{Outcome, UsageError};
+use crate::error::{Outcome, Unused, UsageError};
 use crate::fleet::{FleetRun, Report, Verdict};
 use crate::migrations::{Done, MigrationSet};
 use crate::output::confirm::confirm;
@@ -25,8 +29,10 @@ use crate::output::join_versions;
 use crate::output::report::{Extra, TenantValue, print_fleet_with, tenant_json};
 use crate::output::{OutputMode, print_json};
 use crate::revert::{self, Refusal, Target};
-use crate::runs::{self, RunKind, RunRequest};
+use crate::runner::Kept;
+use crate::runs::{self, RunKind, RunLog, RunRequest};
 use crate::tenant::Tenant;
+use sqlx::postgres::PgConnection;
 
 #[derive(Debug, Args)]
 pub struct RevertArgs {
@@ -136,8 +142,43 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let set = ctx.tenant_migrations_to_apply().await?;
     let (tenants, goals, missing) = selected(ctx, &args, &set).await?;
     let limits = SessionLimits::from(&args.session);
+    // With --yes the revert follows the plan at once: each tenant with
+    // something to revert keeps its planning connection for it, within
+    // the bound (see `Kept`). Never across a prompt: its wait is a
+    // person's, and the connections would hold the server's slots.
+    let kept = Arc::new(Kept::new(usize::from(args.fleet.concurrency)));
+    let keeping = (args.yes && !args.dry_run).then(|| kept.clone());
+    let planned = plan_all(ctx, tenants, &args, &limits, &set, &goals, keeping).await;
+    let work = Work {
+        set,
+        goals,
+        limits,
+        kept: kept.clone(),
+    };
+    let result = decide(ctx, &args, planned, missing, work).await;
+    // Whatever the revert did not reach (refused, interrupted, nothing to
+    // do, a row changed since), ended by the one rule.
+    kept.release_all(ctx.runner.connector()).await;
+    result
+}
 
-    let mut planned = plan_all(ctx, tenants, &args.fleet, &limits, &set, &goals).await;
+/// What the revert pass works with.
+struct Work {
+    set: Arc<MigrationSet>,
+    goals: Goals,
+    limits: SessionLimits,
+    kept: Arc<Kept>,
+}
+
+/// After the plan: refuses, reports the dry run or that nothing needs
+/// doing, or asks and reverts.
+async fn decide(
+    ctx: &Context,
+    args: &RevertArgs,
+    mut planned: FleetRun<Reverted>,
+    missing: Vec<Report<Reverted>>,
+    work: Work,
+) -> anyhow::Result<Outcome> {
     // Tenants dropped since the run are reported, and block nothing.
     let blocked = planned
         .reports
@@ -180,19 +221,18 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Interrupted);
     }
 
-    take_back(ctx, &args, planned, plans, set, goals, limits).await
+    take_back(ctx, args, planned, plans, work).await
 }
 
 /// Records the run, then takes back each tenant's planned versions (the
-/// others are reported as planned).
+/// others are reported as planned), on the connection its plan was read
+/// on where one was kept.
 async fn take_back(
     ctx: &Context,
     args: &RevertArgs,
     planned: FleetRun<Reverted>,
     plans: HashMap<String, Vec<i64>>,
-    set: Arc<MigrationSet>,
-    goals: Goals,
-    limits: SessionLimits,
+    work: Work,
 ) -> anyhow::Result<Outcome> {
     let log = ctx
         .start_run(RunRequest {
@@ -202,7 +242,7 @@ async fn take_back(
             tenants: planned.reports.len(),
         })
         .await?;
-    let work: Vec<Tenant> = planned
+    let tenants: Vec<Tenant> = planned
         .reports
         .iter()
         .filter(|r| plans.contains_key(&r.tenant.id))
@@ -215,31 +255,110 @@ async fn take_back(
             .iter()
             .filter(|r| !plans.contains_key(&r.tenant.id)),
     );
-    let shared = Arc::new((set, goals, plans, limits.clone()));
-    let op_log = log.clone();
+    // The tenants whose first try is on a kept connection: found gone
+    // there, they are tried again on a fresh one, and only that try is
+    // recorded.
+    let first_on_kept = Mutex::new(work.kept.keys());
+    let Work {
+        set,
+        goals,
+        limits,
+        kept,
+    } = work;
+    let shared = Arc::new((set, goals, plans, limits.clone(), first_on_kept));
+    let records = Records::new(log.clone(), ctx.runner.connector().clone());
+    let op_records = records.clone();
     let done = ctx
-        .on_each_tenant(
-            work,
-            &args.fleet,
-            limits,
+        .fleet_runner(&args.fleet, limits)
+        .on_each_tenant_reusing(
+            tenants,
+            &ctx.progress(),
+            kept,
             move |tenant, conn, value: &mut Reverted| {
-                let (shared, log) = (shared.clone(), op_log.clone());
+                let (shared, records) = (shared.clone(), op_records.clone());
                 Box::pin(async move {
-                    let (set, goals, plans, limits) = &*shared;
+                    let (set, goals, plans, limits, first_on_kept) = &*shared;
                     let (db, target) = (tenant.db_name()?, goals.target(tenant));
                     let expected = plans.get(&tenant.id).map_or(&[][..], Vec::as_slice);
                     let mut done = Done::default();
                     let result =
                         revert::revert(conn, db, set, &target, expected, limits, &mut done).await;
-                    let result = log.commit_and_record(conn, tenant, &done, result).await;
+                    let on_kept = first_on_kept
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&tenant.id);
+                    if on_kept && result.as_ref().is_err_and(anyhow::Error::is::<Unused>) {
+                        return result;
+                    }
                     value.reverted.clone_from(&done.versions);
-                    result
+                    records.commit_and_record(conn, tenant, done, result).await
                 })
             },
         )
         .await;
+    records.written().await;
     let merged = merge(planned, done);
     Ok(ctx.finish_run(&merged, Some(&log)).await)
+}
+
+/// Each tenant's row in the run record, written off its turn: the master's
+/// `INSERT` and its commit wait on the master's disk, one tenant after
+/// another, and the tenant's place in the fleet (its connection, its
+/// `--concurrency` slot) need not wait with them. Written in the order the
+/// tenants finish, as soon as the one before is; [`Records::written`]
+/// waits for them all before the run records its end.
+#[derive(Clone)]
+struct Records {
+    log: Arc<RunLog>,
+    connector: Arc<Connector>,
+    pending: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Records {
+    fn new(log: Arc<RunLog>, connector: Arc<Connector>) -> Self {
+        Self {
+            log,
+            connector,
+            pending: Arc::default(),
+        }
+    }
+
+    /// What [`RunLog::commit_and_record`] does, the record written off the
+    /// tenant's turn: its work is committed (a pinned connection's too)
+    /// before the row that says so is queued.
+    async fn commit_and_record(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        done: Done,
+        result: anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let result = result.and(self.connector.checkpoint(conn).await);
+        let error = result
+            .as_ref()
+            .err()
+            .map(|err| anyhow::anyhow!("{}", crate::error::render(err)));
+        let (log, tenant) = (self.log.clone(), tenant.clone());
+        let task = tokio::spawn(async move { log.tenant(&tenant, &done, error.as_ref()).await });
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(task);
+        result
+    }
+
+    /// Waits until every queued row is written (or reported unwritten).
+    async fn written(&self) {
+        let tasks: Vec<_> = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Asks once, saying how many tenants and which versions.
@@ -322,29 +441,34 @@ fn selects(selection: &SelectionArgs) -> bool {
     filter.all || !filter.status.is_empty() || filter.shard.is_some() || !filter.servers.is_empty()
 }
 
-/// Plans every tenant, changing nothing.
+/// Plans every tenant, changing nothing; with `keeping`, each tenant with
+/// something to revert keeps its connection there for the revert, within
+/// the bound.
 async fn plan_all(
     ctx: &Context,
     tenants: Vec<Tenant>,
-    fleet: &FleetArgs,
+    args: &RevertArgs,
     limits: &SessionLimits,
     set: &Arc<MigrationSet>,
     goals: &Goals,
+    keeping: Option<Arc<Kept>>,
 ) -> FleetRun<Reverted> {
     let (set, goals) = (set.clone(), goals.clone());
     // Every tenant is planned, so a refusal lists them all.
     let fleet = FleetArgs {
         fail_fast: false,
-        ..fleet.clone()
+        ..args.fleet.clone()
     };
     // In jsonl mode the plan is printed only if it is the report (dry run,
     // refusal); otherwise each tenant's line is its revert's.
     ctx.set_streaming(false);
     let planned = ctx
-        .on_each_tenant(
+        .fleet_runner(&fleet, limits.clone())
+        .on_each_tenant_keeping(
             tenants,
-            &fleet,
-            limits.clone(),
+            &ctx.progress(),
+            keeping,
+            has_work,
             move |tenant, conn, value: &mut Reverted| {
                 let (set, goals) = (set.clone(), goals.clone());
                 Box::pin(async move {
@@ -366,6 +490,15 @@ async fn plan_all(
         .await;
     ctx.set_streaming(true);
     planned
+}
+
+/// Whether a planned tenant has something to revert (its connection is
+/// worth keeping).
+fn has_work(value: &Reverted) -> bool {
+    value
+        .to_revert
+        .as_ref()
+        .is_some_and(|plan| !plan.is_empty())
 }
 
 /// In `jsonl` mode, prints these tenants' report lines (the ones no fleet
