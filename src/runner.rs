@@ -172,6 +172,26 @@ impl Runner {
         run
     }
 
+    /// Runs `op` for each of these tenants not yet in the master (`tenant
+    /// create --from-file`: made-up rows saying where each will go, for the
+    /// per-server caps), under the fleet limits and the stop flag, reporting
+    /// to `observer`. No row is read again (there is none yet), and `op`
+    /// may borrow the caller's state: the tenants run concurrently on this
+    /// task (see [`fleet::run_borrowing`]).
+    pub async fn each_new<'a, T, F, Fut>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: Default + 'a,
+        F: Fn(Tenant) -> Fut + 'a,
+        Fut: Future<Output = Attempt<T>> + 'a,
+    {
+        fleet::run_borrowing(tenants, self.options, &self.stop, observer, op).await
+    }
+
     /// The pattern of every per-tenant command: for each tenant, connect
     /// with the session limits, run `op` on the connection, end it (see
     /// the module doc), and report. `op` fills in its value as it goes
