@@ -399,7 +399,14 @@ where
     let call = |tenant: Tenant| {
         std::panic::AssertUnwindSafe(op(tenant))
             .catch_unwind()
-            .map(|caught| caught.unwrap_or_else(|_| (T::default(), Err(anyhow::anyhow!("internal error: panicked")))))
+            .map(|caught| {
+                caught.unwrap_or_else(|_| {
+                    (
+                        T::default(),
+                        Err(anyhow::anyhow!("internal error: panicked")),
+                    )
+                })
+            })
     };
     let workers = futures_util::future::join_all(
         (0..workers(&options, total)).map(|_| work_with(&queue, &call, tx.clone())),

@@ -233,10 +233,7 @@ async fn create_on(
     limits: &SessionLimits,
 ) -> anyhow::Result<(Claimed, Applied)> {
     let slug = &request.slug;
-    let key_db = request
-        .db
-        .clone()
-        .unwrap_or_else(|| slug.default_db_name());
+    let key_db = request.db.clone().unwrap_or_else(|| slug.default_db_name());
     let before = layout
         .find_for_create(&mut *master_conn, &slug, Some(&key_db))
         .await?;
@@ -362,10 +359,7 @@ async fn claim(
         layout,
     } = master;
     let slug = &request.slug;
-    let key_db = request
-        .db
-        .clone()
-        .unwrap_or_else(|| slug.default_db_name());
+    let key_db = request.db.clone().unwrap_or_else(|| slug.default_db_name());
     if let Some(existing) = layout
         .find_for_create(master_conn, slug, Some(&key_db))
         .await?
@@ -871,8 +865,7 @@ async fn run_file(args: &CreateArgs, path: &Path, ctx: &Context) -> anyhow::Resu
         .runner
         .with_options((&args.fleet).into())
         .each_new(plan.tenants, &observer, |tenant: Tenant| async move {
-            let Some((line, request)) = tenant.slug.as_deref().and_then(|s| requests.get(s))
-            else {
+            let Some((line, request)) = tenant.slug.as_deref().and_then(|s| requests.get(s)) else {
                 let err = anyhow::anyhow!("internal error: tenant {tenant} is on no line");
                 return (FileResult::default(), Err(err));
             };
@@ -929,7 +922,12 @@ async fn plan(ctx: &Context, file: &TenantFile) -> anyhow::Result<Plan> {
             .iter()
             .find(|t| t.slug.as_deref() == Some(slug) && !t.has_status(Lifecycle::Dropped))
             .cloned()
-            .or_else(|| claimed.iter().find(|c| c.slug == line.slug).map(Claim::tenant));
+            .or_else(|| {
+                claimed
+                    .iter()
+                    .find(|c| c.slug == line.slug)
+                    .map(Claim::tenant)
+            });
         let mut placed = None;
         let tenant = match known {
             Some(tenant) => tenant,
@@ -944,8 +942,15 @@ async fn plan(ctx: &Context, file: &TenantFile) -> anyhow::Result<Plan> {
                 placed = Some(server.clone());
                 let db = line.db_or_default();
                 let name = line.name.clone().unwrap_or_else(|| slug.to_owned());
-                Tenant::new(String::new(), Some(slug.to_owned()), Some(name), Some(db.to_string()), None, None)
-                    .with_server((!server.is_default()).then(|| server.as_str().to_owned()))
+                Tenant::new(
+                    String::new(),
+                    Some(slug.to_owned()),
+                    Some(name),
+                    Some(db.to_string()),
+                    None,
+                    None,
+                )
+                .with_server((!server.is_default()).then(|| server.as_str().to_owned()))
             }
         };
         let request = Request {
@@ -958,7 +963,8 @@ async fn plan(ctx: &Context, file: &TenantFile) -> anyhow::Result<Plan> {
             present_ok: true,
         };
         plan.tenants.push(tenant);
-        plan.requests.insert(slug.to_owned(), (line.number, request));
+        plan.requests
+            .insert(slug.to_owned(), (line.number, request));
     }
     Ok(plan)
 }
@@ -978,9 +984,22 @@ fn check_columns(layout: &Layout, file: &TenantFile) -> anyhow::Result<()> {
     for (column, line) in &file.columns {
         let field = shown(column);
         if own.iter().flatten().any(|c| &c.name == column) {
-            problems.push((*line, format!("field {field}: tenantctl fills that column itself (use the fields {})", create_file::FIELDS.join(", "))));
+            problems.push((
+                *line,
+                format!(
+                    "field {field}: tenantctl fills that column itself (use the fields {})",
+                    create_file::FIELDS.join(", ")
+                ),
+            ));
         } else if !layout.columns.iter().any(|c| &c.name == column) {
-            problems.push((*line, format!("field {field} is neither one of {} nor a column of the master table {}", create_file::FIELDS.join(", "), layout.label)));
+            problems.push((
+                *line,
+                format!(
+                    "field {field} is neither one of {} nor a column of the master table {}",
+                    create_file::FIELDS.join(", "),
+                    layout.label
+                ),
+            ));
         }
     }
     if problems.is_empty() {
@@ -1083,7 +1102,10 @@ impl Placement {
             .filter(|s| s.address.is_some() && s.accepts_new)
             .map(|s| (s.name, 0))
             .collect();
-        for tenant in everyone.iter().filter(|t| !t.has_status(Lifecycle::Dropped)) {
+        for tenant in everyone
+            .iter()
+            .filter(|t| !t.has_status(Lifecycle::Dropped))
+        {
             if let Ok(server) = &tenant.server {
                 placed.entry(server.clone()).and_modify(|n| *n += 1);
             }

@@ -41,7 +41,9 @@ pub struct FileLine {
 impl FileLine {
     /// The database name this line asks for, or the one its slug derives.
     pub fn db_or_default(&self) -> DbName {
-        self.db.clone().unwrap_or_else(|| self.slug.default_db_name())
+        self.db
+            .clone()
+            .unwrap_or_else(|| self.slug.default_db_name())
     }
 }
 
@@ -205,9 +207,7 @@ fn read_csv(text: &str) -> Read {
     for record in reader.records() {
         match record {
             Ok(record) => {
-                let number = record
-                    .position()
-                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+                let number = line_at(text, record.position());
                 let fields = headers
                     .iter()
                     .zip(record.iter())
@@ -216,14 +216,25 @@ fn read_csv(text: &str) -> Read {
                 raws.push(Raw { number, fields });
             }
             Err(err) => {
-                let number = err
-                    .position()
-                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+                let number = line_at(text, err.position());
                 problems.push((number, csv_problem(&err)));
             }
         }
     }
     (raws, problems, columns)
+}
+
+/// The line a record starts on, counted from its byte offset (the
+/// reader's own line count leaves out the blank lines it skips).
+fn line_at(text: &str, position: Option<&csv::Position>) -> usize {
+    let mut at = position.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+    // Its position is where the reader began to look for it: before the
+    // blank lines it then skipped.
+    while matches!(text.as_bytes().get(at), Some(b'\n' | b'\r')) {
+        at += 1;
+    }
+    let before = text.as_bytes().get(..at).unwrap_or(text.as_bytes());
+    before.iter().filter(|b| **b == b'\n').count() + 1
 }
 
 /// A CSV reader's error in the operator's terms (its own message names a
@@ -260,6 +271,7 @@ fn read_jsonl(text: &str) -> Read {
             }
         };
         let mut fields = Vec::new();
+        let mut bad = false;
         for (key, value) in object {
             let value = match value {
                 serde_json::Value::Null => None,
@@ -271,6 +283,7 @@ fn read_jsonl(text: &str) -> Read {
                 }
                 _ => {
                     problems.push((number, format!("{}: give a string", shown(&key))));
+                    bad = true;
                     continue;
                 }
             };
@@ -279,7 +292,9 @@ fn read_jsonl(text: &str) -> Read {
             }
             fields.push((key, value));
         }
-        raws.push(Raw { number, fields });
+        if !bad {
+            raws.push(Raw { number, fields });
+        }
     }
     (raws, problems, columns)
 }
@@ -334,13 +349,17 @@ fn duplicates(lines: &[FileLine]) -> Vec<(usize, String)> {
             }
             own.push(key);
             match seen.get(key) {
-                Some((other, its)) => problems.push((
-                    line.number,
-                    format!(
-                        "{what} {} is also line {other}'s {its}: each tenant needs names of its own",
-                        shown(key)
-                    ),
-                )),
+                Some((other, its)) => {
+                    problems.push((
+                        line.number,
+                        format!(
+                            "{what} \"{}\" is also line {other}'s {its}: each tenant needs names of its own",
+                            shown(key)
+                        ),
+                    ));
+                    // One is enough to say what is wrong with the line.
+                    break;
+                }
                 None => {
                     seen.insert(key.clone(), (line.number, what));
                 }
@@ -367,8 +386,11 @@ mod tests {
 
     #[test]
     fn csv_lines_are_numbered_from_the_header_and_blank_cells_are_absent() {
-        let file = parsed("a.csv", "slug,name,plan\nacme,,pro\n\n\"b-2\",\"B, Inc\",\n")
-            .expect("valid");
+        let file = parsed(
+            "a.csv",
+            "slug,name,plan\nacme,,pro\n\n\"b-2\",\"B, Inc\",\n",
+        )
+        .expect("valid");
         let got: Vec<(usize, &str, Option<&str>)> = file
             .lines
             .iter()
@@ -401,7 +423,12 @@ mod tests {
         ] {
             assert!(err.contains(wanted), "{wanted} in {err}");
         }
-        assert!(err.ends_with("refused before anything was created; fix the line(s) above and run again"), "{err}");
+        assert!(
+            err.ends_with(
+                "refused before anything was created; fix the line(s) above and run again"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -413,11 +440,14 @@ mod tests {
         .expect("valid");
         assert_eq!(file.lines[1].number, 3);
         assert_eq!(file.lines[0].columns, [("seats".into(), "3".into())]);
-        let err = parsed("d.jsonl", "{\"slug\":\"a\"}\n{\"slug\":1}\nnot json\n{\"slug\":\"c\",\"name\":\"a\"}\n")
-            .expect_err("refused")
-            .0;
+        let err = parsed(
+            "d.jsonl",
+            "{\"slug\":\"a\"}\n{\"slug\":1}\nnot json\n{\"slug\":\"c\",\"name\":\"a\"}\n",
+        )
+        .expect_err("refused")
+        .0;
         for wanted in [
-            "line 2: \"slug\": give a string",
+            "line 2: slug: give a string",
             "line 3: not a JSON object",
             "line 4: name \"a\" is also line 1's slug",
         ] {
@@ -430,7 +460,10 @@ mod tests {
         let err = parsed("e.csv", "slug,db_name\na-b,\nc,tenant_a_b\n")
             .expect_err("refused")
             .0;
-        assert!(err.contains("line 3: database name \"tenant_a_b\" is also line 2's database name"), "{err}");
+        assert!(
+            err.contains("line 3: database name \"tenant_a_b\" is also line 2's database name"),
+            "{err}"
+        );
         assert!(parsed("f.csv", "slug\n").is_err());
     }
 }
