@@ -861,6 +861,7 @@ async fn run_file(args: &CreateArgs, path: &Path, ctx: &Context) -> anyhow::Resu
     let progress = ctx.progress();
     let observer = AsRecorded(&progress);
     let (requests, migrations, limits) = (&plan.requests, &migrations, &limits);
+    let masters = &Masters::new(ctx);
     let mut run = ctx
         .runner
         .with_options((&args.fleet).into())
@@ -873,14 +874,88 @@ async fn run_file(args: &CreateArgs, path: &Path, ctx: &Context) -> anyhow::Resu
                 line: *line,
                 ..FileResult::default()
             };
-            let created = create_one(ctx, request, migrations, limits).await;
+            let created = masters.create(request, migrations, limits).await;
             let result = created.map(|(claimed, applied)| value.record(claimed, applied));
             (value, result)
         })
         .await;
+    masters.close().await;
     run.reports = run.reports.iter().map(recorded).collect();
     print_fleet(&run, ctx.output);
     Ok(run.outcome())
+}
+
+/// The master connections of a file's run, each kept from one line to the
+/// next (a connection costs a TLS handshake and an authentication, as
+/// much as the rest of a line's work in the master): a line takes an idle
+/// one or opens its own, so no two lines ever share one at once, and gives
+/// it back with its locks given back ([`companies::unlock_all`]), just as
+/// a single create's connection ends. One that is not plain (pinned behind
+/// a transaction-mode pooler, whose release is what commits and unlocks)
+/// or whose line failed is ended by the one rule instead of kept.
+struct Masters<'c> {
+    ctx: &'c Context,
+    idle: std::sync::Mutex<Vec<(PgConnection, Layout)>>,
+}
+
+impl<'c> Masters<'c> {
+    fn new(ctx: &'c Context) -> Self {
+        Self {
+            ctx,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(PgConnection, Layout)>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`create_one`], on an idle master connection if there is one.
+    async fn create(
+        &self,
+        request: &Request,
+        migrations: &TenantSchema,
+        limits: &SessionLimits,
+    ) -> anyhow::Result<(Claimed, Applied)> {
+        let ctx = self.ctx;
+        let idle = self.idle().pop();
+        let (mut conn, layout) = match idle {
+            Some(idle) => idle,
+            None => ctx.runner.open_master().await?,
+        };
+        let created = create_on(ctx, request, &mut conn, &layout, migrations, limits).await;
+        let unlocked = companies::unlock_all(&mut conn).await;
+        let mut released = Ok(());
+        if created.is_ok() && unlocked.is_ok() && !conn.is_in_transaction() {
+            self.idle().push((conn, layout));
+        } else {
+            released = ctx
+                .runner
+                .scoped(conn, |_, _| Box::pin(async { Ok(()) }))
+                .await;
+        }
+        // The line's own error first, then the release's (a pinned
+        // connection's commit).
+        let created = created?;
+        unlocked?;
+        released?;
+        Ok(created)
+    }
+
+    /// Ends every idle connection by the one rule.
+    async fn close(&self) {
+        let idle = std::mem::take(&mut *self.idle());
+        for (conn, _) in idle {
+            // Nothing of a line is left to commit in a plain connection.
+            let _ = self
+                .ctx
+                .runner
+                .scoped(conn, |_, _| Box::pin(async { Ok(()) }))
+                .await;
+        }
+    }
 }
 
 /// What a file's run works on: a made-up row per line saying where it
