@@ -22,7 +22,9 @@
 //! the same rule, with two deliberate exceptions in the run record: a
 //! connection whose first write (the run's own row) failed is closed
 //! without committing, and one that broke during a long run is closed and
-//! replaced by a fresh one, never committed.
+//! replaced by a fresh one, never committed. So are the master
+//! connections `tenant create --from-file` keeps from one line to the
+//! next (each line's locks given back before another line takes one).
 
 use std::future::Future;
 use std::sync::Arc;
