@@ -240,14 +240,14 @@ fn a_rerun_after_kill_9_finishes_every_tenant_once() {
         "json",
     ];
     let mut child = env.spawn(&args);
-    let active = format!(r#"SELECT count(*)::text FROM "Company" WHERE status = 'active'"#);
+    let active = r#"SELECT count(*)::text FROM "Company" WHERE status = 'active'"#;
     wait_until(Duration::from_secs(60), "some tenants active", || {
-        let n: usize = env.query(&env.master, &active)[0].parse().ok()?;
+        let n: usize = env.query(&env.master, active)[0].parse().ok()?;
         (n >= 3).then_some(())
     });
     child.kill().expect("kill -9");
     let _ = child.wait();
-    let done: usize = env.query(&env.master, &active)[0].parse().expect("count");
+    let done: usize = env.query(&env.master, active)[0].parse().expect("count");
     assert!(
         done < slugs.len(),
         "killed too late to test a rerun: {done}"

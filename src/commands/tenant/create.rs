@@ -67,7 +67,7 @@ pub struct CreateArgs {
     /// Create every tenant of FILE, one a line: a CSV whose header names
     /// the fields, or JSON Lines (by the extension .csv or .jsonl, else by
     /// the content; `-` reads standard input). Fields: slug, and optionally
-    /// name, db_name, server, and values for columns of the companies table
+    /// name, `db_name`, server, and values for columns of the companies table
     /// by their names. Every line is checked before anything is created; a
     /// rerun finishes what was left and reports what is done as present
     #[arg(long, value_name = "FILE", conflicts_with_all = ["slug", "name", "db_name", "columns", "server"])]
@@ -235,7 +235,7 @@ async fn create_on(
     let slug = &request.slug;
     let key_db = request.db.clone().unwrap_or_else(|| slug.default_db_name());
     let before = layout
-        .find_for_create(&mut *master_conn, &slug, Some(&key_db))
+        .find_for_create(&mut *master_conn, slug, Some(&key_db))
         .await?;
     let claimed_before = if layout.keeps_claims() {
         claims::find(

@@ -234,7 +234,8 @@ fn line_at(text: &str, position: Option<&csv::Position>) -> usize {
         at += 1;
     }
     let before = text.as_bytes().get(..at).unwrap_or(text.as_bytes());
-    before.iter().filter(|b| **b == b'\n').count() + 1
+    // The newlines before it, plus one: its own line.
+    before.split(|b| *b == b'\n').count()
 }
 
 /// A CSV reader's error in the operator's terms (its own message names a
