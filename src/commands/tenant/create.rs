@@ -5,8 +5,9 @@
 //!
 //! `tenant create --from-file FILE` does the same for each line of a file
 //! (read and checked whole first: see [`super::create_file`]), each line
-//! through the very function a single create runs ([`create_one`]), on a
-//! master connection of its own, under the fleet's limits.
+//! through the very claim, provisioning and finish a single create runs
+//! ([`create_on`]), on a master connection of its own, its locks given
+//! back when it ends, under the fleet's limits.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
