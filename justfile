@@ -29,6 +29,8 @@ bench *ARGS:
     pg_virtualenv -t python3 scripts/bench_prisma.py
     # tenant create from a template against a bare CREATE DATABASE ... TEMPLATE and --no-template (issue 19)
     pg_virtualenv -t python3 scripts/bench_template.py
+    # tenant create --from-file of 500 tenants against 500 sequential tenant create processes
+    pg_virtualenv -t python3 scripts/bench_bulk.py
 
 # Mutation testing (cargo-mutants) of FILES against the suite, in a throwaway cluster; slow, so per file and in the background, not in CI. After `--`, cargo-mutants arguments: `just mutants src/migrations.rs -- --re Plan`
 mutants *ARGS:

@@ -10,6 +10,16 @@ pub const MAX_LEN: usize = 63;
 /// and the migration set's hash): never a tenant's database.
 pub const TEMPLATE_PREFIX: &str = "tenantctl_template_";
 
+/// How `tenant drift`'s scratch databases are named.
+pub const SCRATCH_PREFIX: &str = "tenantctl_drift_";
+
+/// Whether the name is one tenantctl gives its own databases (templates,
+/// drift's scratch databases): never a tenant's, since commands refuse or
+/// drop such databases as tenantctl's.
+pub fn is_tenantctls_own(name: &str) -> bool {
+    name.starts_with(TEMPLATE_PREFIX) || name.starts_with(SCRATCH_PREFIX)
+}
+
 const RESERVED: &[&str] = &["postgres", "template0", "template1"];
 
 /// A database name that is safe to quote into DDL and to put into a URL path.

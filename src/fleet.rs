@@ -366,12 +366,79 @@ where
     observer.start(total);
     let queue = Arc::new(Queue::new(tenants, &options, stop));
     let op = Arc::new(op);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..options.concurrency.clamp(1, total.max(1)) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..workers(&options, total) {
         tokio::spawn(work(queue.clone(), op.clone(), tx.clone()));
     }
     drop(tx);
+    collect(&queue, rx, stop, observer).await
+}
 
+/// [`run`] for work that borrows the caller's state (`tenant create
+/// --from-file`: the context, the migrations read once): the tenants run
+/// concurrently on the caller's task instead of tasks of their own, under
+/// the same limits, stop flag and reports. A panic still fails its tenant
+/// only.
+pub async fn run_borrowing<'a, T, F, Fut>(
+    tenants: Vec<Tenant>,
+    options: FleetOptions,
+    stop: &Stop,
+    observer: &dyn Observer<T>,
+    op: F,
+) -> FleetRun<T>
+where
+    T: Default + 'a,
+    F: Fn(Tenant) -> Fut + 'a,
+    Fut: Future<Output = Attempt<T>> + 'a,
+{
+    use futures_util::FutureExt as _;
+    let total = tenants.len();
+    observer.start(total);
+    let queue = Queue::new(tenants, &options, stop);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let call = |tenant: Tenant| {
+        std::panic::AssertUnwindSafe(op(tenant))
+            .catch_unwind()
+            .map(|caught| {
+                caught.unwrap_or_else(|_| {
+                    (
+                        T::default(),
+                        Err(anyhow::anyhow!("internal error: panicked")),
+                    )
+                })
+            })
+    };
+    let workers = futures_util::future::join_all(
+        (0..workers(&options, total)).map(|_| work_with(&queue, &call, tx.clone())),
+    );
+    drop(tx);
+    let collected = collect(&queue, rx, stop, observer);
+    tokio::pin!(workers, collected);
+    let mut working = true;
+    loop {
+        tokio::select! {
+            biased;
+            run = &mut collected => return run,
+            _ = &mut workers, if working => working = false,
+        }
+    }
+}
+
+/// How many workers a run of `total` tenants needs.
+fn workers(options: &FleetOptions, total: usize) -> usize {
+    options.concurrency.clamp(1, total.max(1))
+}
+
+/// Receives the workers' reports until they are all in (or, after a second
+/// interrupt, until [`QUIT_WAIT`] is over), tells the observer, and puts
+/// them in the order the tenants were given.
+async fn collect<T: Default>(
+    queue: &Queue,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(usize, Report<T>)>,
+    stop: &Stop,
+    observer: &dyn Observer<T>,
+) -> FleetRun<T> {
+    let total = queue.tenants.len();
     let mut slots: Vec<Option<Report<T>>> = std::iter::repeat_with(|| None).take(total).collect();
     loop {
         // Reports first; after a second interrupt, stop waiting for them
@@ -573,8 +640,7 @@ impl Queue {
     }
 }
 
-/// One worker: takes tenants off the queue until it is empty, sending a
-/// report for each, whether it ran, failed, panicked or was skipped.
+/// One worker of [`run`]: each tenant's work on a task of its own.
 async fn work<T, F, Fut>(
     queue: Arc<Queue>,
     op: Arc<F>,
@@ -583,6 +649,30 @@ async fn work<T, F, Fut>(
     T: Default + Send + 'static,
     F: Fn(Tenant) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Attempt<T>> + Send + 'static,
+{
+    // A task of its own, so a panic fails this tenant only.
+    let call = |tenant: Tenant| {
+        let spawned = tokio::spawn(op(tenant));
+        async move {
+            match spawned.await {
+                Ok(attempt) => attempt,
+                Err(join) => (T::default(), Err(anyhow::anyhow!("internal error: {join}"))),
+            }
+        }
+    };
+    work_with(&queue, &call, tx).await;
+}
+
+/// One worker: takes tenants off the queue until it is empty, sending a
+/// report for each, whether it ran, failed, panicked or was skipped.
+async fn work_with<T, C, CFut>(
+    queue: &Queue,
+    call: &C,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, Report<T>)>,
+) where
+    T: Default,
+    C: Fn(Tenant) -> CFut,
+    CFut: Future<Output = Attempt<T>>,
 {
     while let Some((index, lane)) = queue.take().await {
         let tenant = &queue.tenants[index];
@@ -596,11 +686,7 @@ async fn work<T, F, Fut>(
             }
         } else {
             let started = queue.start(index);
-            // A task of its own, so a panic fails this tenant only.
-            let (value, result) = match tokio::spawn(op(tenant.clone())).await {
-                Ok(attempt) => attempt,
-                Err(join) => (T::default(), Err(anyhow::anyhow!("internal error: {join}"))),
-            };
+            let (value, result) = call(tenant.clone()).await;
             // A row that changed since the selection was not worked on:
             // skipped, and no reason for --fail-fast to stop the rest.
             let verdict = match &result {

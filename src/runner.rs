@@ -22,7 +22,9 @@
 //! the same rule, with two deliberate exceptions in the run record: a
 //! connection whose first write (the run's own row) failed is closed
 //! without committing, and one that broke during a long run is closed and
-//! replaced by a fresh one, never committed.
+//! replaced by a fresh one, never committed. So are the master
+//! connections `tenant create --from-file` keeps from one line to the
+//! next (each line's locks given back before another line takes one).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -195,6 +197,26 @@ impl Runner {
         .await;
         recheck.close().await;
         run
+    }
+
+    /// Runs `op` for each of these tenants not yet in the master (`tenant
+    /// create --from-file`: made-up rows saying where each will go, for the
+    /// per-server caps), under the fleet limits and the stop flag, reporting
+    /// to `observer`. No row is read again (there is none yet), and `op`
+    /// may borrow the caller's state: the tenants run concurrently on this
+    /// task (see [`fleet::run_borrowing`]).
+    pub async fn each_new<'a, T, F, Fut>(
+        &self,
+        tenants: Vec<Tenant>,
+        observer: &dyn Observer<T>,
+        op: F,
+    ) -> FleetRun<T>
+    where
+        T: Default + 'a,
+        F: Fn(Tenant) -> Fut + 'a,
+        Fut: Future<Output = Attempt<T>> + 'a,
+    {
+        fleet::run_borrowing(tenants, self.options, &self.stop, observer, op).await
     }
 
     /// The pattern of every per-tenant command: for each tenant, connect

@@ -71,7 +71,7 @@ async fn lock_session(conn: &mut PgConnection, prefix: &str, name: &str) -> anyh
     }
     HELD.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push((pid, format!("{prefix}{name}")));
+        .push((owner(conn), pid, format!("{prefix}{name}")));
     // Each statement below in a transaction of its own, which such a
     // pooler keeps on one server connection (a parameterized statement
     // alone may be split across two).
@@ -150,11 +150,17 @@ pub async fn unlock_all(conn: &mut PgConnection) -> anyhow::Result<()> {
     if conn.is_in_transaction() {
         return Ok(());
     }
-    let held = std::mem::take(
-        &mut *HELD
+    let held: Vec<(i32, String)> = {
+        let mut all = HELD
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ours = owner(conn);
+        let (mine, others) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|(by, _, _)| *by == ours);
+        *all = others;
+        mine.into_iter().map(|(_, pid, key)| (pid, key)).collect()
+    };
     // Each lock where it was taken: behind a pooler nobody declared, the
     // server connection may have changed since (under load, a pool that
     // reuses its most recent connection first moves a client now and
@@ -196,9 +202,20 @@ pub async fn unlock_all(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The session-level locks this process holds in the master (server
-/// process, key text), to give back where they were taken.
-static HELD: std::sync::Mutex<Vec<(i32, String)>> = std::sync::Mutex::new(Vec::new());
+/// The session-level locks this process holds in the master (the client
+/// connection that took it, server process, key text), to give back where
+/// they were taken. By client connection, because one process may hold
+/// several at once (`tenant create --from-file`): each gives back its own,
+/// and never tries another's, still held on a live server process, as if
+/// a pooler had moved it.
+static HELD: std::sync::Mutex<Vec<(usize, i32, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Which client connection took a lock: its address, which stays put from
+/// the lock to [`unlock_all`], both on the one connection a command's
+/// scope holds (pinned in its future) and ended only after.
+fn owner(conn: &PgConnection) -> usize {
+    std::ptr::from_ref(conn) as usize
+}
 
 /// Takes a session-level advisory lock on this database name in the
 /// master, held until the connection is released: `create` holds it while

@@ -16,6 +16,7 @@ mod app_ready;
 mod bad_input;
 mod baseline;
 mod basics;
+mod bulk_create;
 mod concurrency;
 mod configuration;
 mod db_names;

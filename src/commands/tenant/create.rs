@@ -2,6 +2,15 @@
 //! migrate it, mark it active. Rerunning it for a tenant left in
 //! `provisioning` or `failed` finishes the job, on the server its row
 //! records (the server is recorded before the database is created).
+//!
+//! `tenant create --from-file FILE` does the same for each line of a file
+//! (read and checked whole first: see [`super::create_file`]), each line
+//! through the very claim, provisioning and finish a single create runs
+//! ([`create_on`]), on a master connection of its own, its locks given
+//! back when it ends, under the fleet's limits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -10,8 +19,9 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Executor as _};
 
 use crate::claims::{self, Claim};
-use crate::commands::args::SessionArgs;
+use crate::commands::args::{FleetArgs, SessionArgs};
 use crate::commands::context::Context;
+use crate::commands::tenant::create_file::{self, FileLine, TenantFile};
 use crate::commands::tenant::exec::{Executed, run_app_command};
 use crate::commands::tenant::provision::{Applied, TenantSchema, apply_schema, clone_template};
 use crate::companies::{self, Layout, NewCompany};
@@ -20,7 +30,9 @@ use crate::connect::SessionLimits;
 use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError};
+use crate::fleet::{Observer, Report};
 use crate::output::progress::Progress;
+use crate::output::report::{TenantValue, print_fleet};
 use crate::output::{OutputMode, join_versions, line, print_json, shown, warn};
 use crate::prisma;
 use crate::servers::ServerName;
@@ -29,7 +41,8 @@ use crate::tenant::{Lifecycle, Slug, Tenant};
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Lowercase letters, digits and hyphens, starting with a letter or digit
-    pub slug: String,
+    #[arg(required_unless_present = "from_file")]
+    pub slug: Option<String>,
 
     /// Display name [default: the slug]
     #[arg(long)]
@@ -56,6 +69,18 @@ pub struct CreateArgs {
 
     #[command(flatten)]
     pub session: SessionArgs,
+
+    /// Create every tenant of FILE, one a line: a CSV whose header names
+    /// the fields, or JSON Lines (by the extension .csv or .jsonl, else by
+    /// the content; `-` reads standard input). Fields: slug, and optionally
+    /// name, `db_name`, server, and values for columns of the companies table
+    /// by their names. Every line is checked before anything is created; a
+    /// rerun finishes what was left and reports what is done as present
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["slug", "name", "db_name", "columns", "server"])]
+    pub from_file: Option<PathBuf>,
+
+    #[command(flatten, next_help_heading = "With --from-file")]
+    pub fleet: FleetArgs,
 }
 
 fn parse_column(raw: &str) -> Result<(String, String), String> {
@@ -106,13 +131,56 @@ struct Claimed {
     tenant: Tenant,
     resumed: bool,
     concurrent: bool,
+    /// Already active, as the line of a `--from-file` rerun asks: nothing
+    /// to do.
+    present: bool,
     /// Where the table cannot say "not ready": the claim the company
     /// waits in until its database is, and no row yet.
     claim: Option<Claim>,
 }
 
+impl Claimed {
+    /// What the run did for it, as reported.
+    fn result(&self) -> &'static str {
+        if self.concurrent {
+            "concurrent"
+        } else if self.present {
+            "present"
+        } else if self.resumed {
+            "finished"
+        } else {
+            "created"
+        }
+    }
+}
+
+/// One tenant to create: the command line's, or a line of `--from-file`.
+#[derive(Debug, Clone)]
+struct Request {
+    slug: Slug,
+    name: Option<String>,
+    db: Option<DbName>,
+    server: Option<ServerName>,
+    columns: Vec<(String, String)>,
+    /// Where a new company goes when no server is asked for: chosen for
+    /// every line of a file up front, so that they spread (each line
+    /// choosing the least placed server for itself at once would put
+    /// them all on the same one). `None`: the least placed, now.
+    placement: Option<ServerName>,
+    /// An active company that already is what this asks for is reported
+    /// present instead of refused (a rerun of a file).
+    present_ok: bool,
+}
+
 pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let slug = Slug::parse(&args.slug).map_err(crate::error::Usage::of)?;
+    if args.no_template {
+        ctx.templates.turn_off();
+    }
+    if let Some(file) = &args.from_file {
+        return run_file(&args, file, ctx).await;
+    }
+    let slug = args.slug.as_deref().unwrap_or_default();
+    let slug = Slug::parse(slug).map_err(crate::error::Usage::of)?;
     let requested_db = args
         .db_name
         .as_deref()
@@ -120,10 +188,7 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .transpose()
         .map_err(|e| UsageError(format!("--db-name: {e}")))?;
     if let Some(db) = &requested_db
-        && (db.as_str().starts_with(crate::dbname::TEMPLATE_PREFIX)
-            || db
-                .as_str()
-                .starts_with(crate::commands::tenant::drift::SCRATCH_PREFIX))
+        && crate::dbname::is_tenantctls_own(db.as_str())
     {
         return Err(UsageError(format!(
             "--db-name: {db} is named like tenantctl's own databases (templates, drift's scratch databases), which commands would refuse or drop as such; pick another name"
@@ -137,17 +202,34 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
+    let request = Request {
+        slug,
+        name: args.name,
+        db: requested_db,
+        server: args.server,
+        columns: args.columns,
+        placement: None,
+        present_ok: false,
+    };
     let migrations = TenantSchema::of(ctx).await?;
-    if args.no_template {
-        ctx.templates.turn_off();
-    }
+    let limits = SessionLimits::from(&args.session);
+    let (claimed, applied) = create_one(ctx, &request, &migrations, &limits).await?;
+    print(ctx, &claimed, &applied);
+    Ok(Outcome::Success)
+}
 
-    let (claimed, applied) = ctx
-        .runner
+/// One tenant's whole create, on a master connection of its own: claim,
+/// provision, finish, and the slug's and database's locks given back.
+async fn create_one(
+    ctx: &Context,
+    request: &Request,
+    migrations: &TenantSchema,
+    limits: &SessionLimits,
+) -> anyhow::Result<(Claimed, Applied)> {
+    ctx.runner
         .with_master(|conn, layout, _| {
             Box::pin(async move {
-                let created =
-                    create_on(ctx, &args, conn, &layout, slug, requested_db, &migrations).await;
+                let created = create_on(ctx, request, conn, &layout, migrations, limits).await;
                 // The locks are given back whatever happened, and the
                 // connection committed (behind a transaction-mode pooler the
                 // row and its status live in its transaction): a failed
@@ -158,27 +240,23 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 Ok(created)
             })
         })
-        .await?;
-    print(ctx, &claimed, &applied);
-    Ok(Outcome::Success)
+        .await
 }
 
 /// Claims the company on the master connection, holding its slug's lock,
 /// and provisions its database unless a concurrent create did.
 async fn create_on(
     ctx: &Context,
-    args: &CreateArgs,
+    request: &Request,
     master_conn: &mut PgConnection,
     layout: &Layout,
-    slug: Slug,
-    requested_db: Option<DbName>,
     migrations: &TenantSchema,
+    limits: &SessionLimits,
 ) -> anyhow::Result<(Claimed, Applied)> {
-    let key_db = requested_db
-        .clone()
-        .unwrap_or_else(|| slug.default_db_name());
+    let slug = &request.slug;
+    let key_db = request.db.clone().unwrap_or_else(|| slug.default_db_name());
     let before = layout
-        .find_for_create(&mut *master_conn, &slug, Some(&key_db))
+        .find_for_create(&mut *master_conn, slug, Some(&key_db))
         .await?;
     let claimed_before = if layout.keeps_claims() {
         claims::find(
@@ -192,7 +270,7 @@ async fn create_on(
     };
     // Held until this connection closes: a second `create` of the same slug
     // waits here for the first to finish, then finds its row.
-    companies::lock_slug(&mut *master_conn, &slug).await?;
+    companies::lock_slug(&mut *master_conn, slug).await?;
     let master = Master {
         conn: &mut *master_conn,
         layout,
@@ -203,7 +281,7 @@ async fn create_on(
         row: before.is_some(),
         claim: claimed_before.map(|c| c.lifecycle),
     };
-    let mut claimed = claim(ctx, master, args, &slug, requested_db, seen).await;
+    let mut claimed = claim(ctx, master, request, seen).await;
     // The claimed row is kept before the database is made, so a create
     // killed after this point is resumed by the next run, whatever the
     // pooler in front of the master.
@@ -214,24 +292,24 @@ async fn create_on(
     }
     let mut applied = Applied::default();
     let finished = match &claimed {
-        Ok(claimed) if !claimed.concurrent => {
-            let limits = SessionLimits::from(&args.session);
+        Ok(claimed) if !claimed.concurrent && !claimed.present => {
             let (tenant, conn) = (&claimed.tenant, &mut *master_conn);
-            let provisioned = provision(ctx, conn, tenant, migrations, &limits, &mut applied).await;
+            let provisioned = provision(ctx, conn, tenant, migrations, limits, &mut applied).await;
             let master = Master {
                 conn: &mut *master_conn,
                 layout,
             };
             match &claimed.claim {
-                Some(claim) => finish_claim(master, claim, &slug, provisioned)
+                Some(claim) => finish_claim(master, claim, slug, provisioned)
                     .await
                     .map(Some),
-                None => finish(ctx, master, &claimed.tenant, &slug, provisioned)
+                None => finish(ctx, master, &claimed.tenant, slug, provisioned)
                     .await
                     .map(|()| None),
             }
         }
-        // Nothing to provision: done by a concurrent run, or not claimed.
+        // Nothing to provision: done by a concurrent run, already
+        // present, or not claimed.
         _ => Ok(None),
     };
     let mut claimed = claimed?;
@@ -253,16 +331,15 @@ async fn place(
     ctx: &Context,
     master_conn: &mut PgConnection,
     layout: &Layout,
-    args: &CreateArgs,
-    slug: &Slug,
-    requested_db: Option<DbName>,
+    request: &Request,
 ) -> anyhow::Result<(ServerName, DbName)> {
-    let placed = match &args.server {
-        Some(server) => {
+    let (slug, requested_db) = (&request.slug, request.db.clone());
+    let placed = match (&request.server, &request.placement) {
+        (Some(server), _) | (None, Some(server)) => {
             ctx.connector.check_server(server)?;
             server.clone()
         }
-        None => least_placed(ctx, &layout.list(master_conn).await?)?,
+        (None, None) => least_placed(ctx, &layout.list(master_conn).await?)?,
     };
     let master = &mut *master_conn;
     let db = ctx
@@ -295,32 +372,20 @@ async fn place(
 async fn claim(
     ctx: &Context,
     master: Master<'_>,
-    args: &CreateArgs,
-    slug: &Slug,
-    requested_db: Option<DbName>,
+    request: &Request,
     seen: Seen,
 ) -> anyhow::Result<Claimed> {
     let Master {
         conn: master_conn,
         layout,
     } = master;
-    let key_db = requested_db
-        .clone()
-        .unwrap_or_else(|| slug.default_db_name());
+    let slug = &request.slug;
+    let key_db = request.db.clone().unwrap_or_else(|| slug.default_db_name());
     if let Some(existing) = layout
         .find_for_create(master_conn, slug, Some(&key_db))
         .await?
     {
-        return resume_row(
-            ctx,
-            master_conn,
-            layout,
-            existing,
-            args,
-            requested_db,
-            !seen.row,
-        )
-        .await;
+        return resume_row(ctx, master_conn, layout, existing, request, !seen.row).await;
     }
     if layout.keeps_claims()
         && let Some(found) =
@@ -331,25 +396,24 @@ async fn claim(
             master_conn,
             layout,
             found,
-            args,
-            requested_db,
+            request,
             seen.claim != Some(Lifecycle::Failed),
         )
         .await;
     }
     let mut keys = vec![("slug", slug.as_str())];
-    if let Some(name) = args.name.as_deref() {
+    if let Some(name) = request.name.as_deref() {
         keys.push(("--name", name));
     }
     refuse_taken(master_conn, layout, &keys).await?;
-    let (placed, db) = place(ctx, master_conn, layout, args, slug, requested_db).await?;
-    let name = args.name.as_deref().unwrap_or(slug.as_str());
+    let (placed, db) = place(ctx, master_conn, layout, request).await?;
+    let name = request.name.as_deref().unwrap_or(slug.as_str());
     let new = NewCompany {
         slug,
         server: &placed,
         name,
         db: &db,
-        extra: &args.columns,
+        extra: &request.columns,
     };
     if layout.keeps_claims() {
         return claim_new(master_conn, layout, &new).await;
@@ -359,6 +423,7 @@ async fn claim(
         tenant,
         resumed: false,
         concurrent: false,
+        present: false,
         claim: None,
     })
 }
@@ -399,16 +464,26 @@ async fn resume_row(
     master_conn: &mut PgConnection,
     layout: &Layout,
     existing: Tenant,
-    args: &CreateArgs,
-    requested_db: Option<DbName>,
+    request: &Request,
     absent_before: bool,
 ) -> anyhow::Result<Claimed> {
-    let slug = &args.slug;
+    let slug = &request.slug;
     if absent_before && existing.has_status(Lifecycle::Active) {
         return Ok(Claimed {
             tenant: existing,
             resumed: false,
             concurrent: true,
+            present: false,
+            claim: None,
+        });
+    }
+    if request.present_ok && existing.has_status(Lifecycle::Active) {
+        check_present(&existing, request)?;
+        return Ok(Claimed {
+            tenant: existing,
+            resumed: false,
+            concurrent: false,
+            present: true,
             claim: None,
         });
     }
@@ -416,7 +491,7 @@ async fn resume_row(
         !(absent_before && existing.has_status(Lifecycle::Failed)),
         "tenant {slug}: a `tenant create` running at the same time failed to provision it (status failed); run `tenantctl tenant create {slug}` again to finish"
     );
-    let tenant = resume(existing, requested_db.as_ref(), args.server.as_ref())?;
+    let tenant = resume(existing, request.db.as_ref(), request.server.as_ref())?;
     // A row that names a database another company's row also names is
     // never finished: provisioning "its" database would migrate, and
     // report as new, a database that holds someone else's data.
@@ -438,6 +513,7 @@ async fn resume_row(
         tenant,
         resumed: true,
         concurrent: false,
+        present: false,
         claim: None,
     })
 }
@@ -471,6 +547,7 @@ async fn claim_new(
         tenant: claim.tenant(),
         resumed: false,
         concurrent: false,
+        present: false,
         claim: Some(claim),
     })
 }
@@ -482,12 +559,11 @@ async fn resume_claim(
     master_conn: &mut PgConnection,
     layout: &Layout,
     found: Claim,
-    args: &CreateArgs,
-    requested_db: Option<DbName>,
+    request: &Request,
     not_failed_before: bool,
 ) -> anyhow::Result<Claimed> {
     anyhow::ensure!(
-        found.slug.as_str() == args.slug,
+        found.slug == request.slug,
         "database {} is already being created for tenant {} (`tenantctl tenant list` shows it); pick another --db-name",
         found.db,
         found.slug
@@ -498,7 +574,7 @@ async fn resume_claim(
         found.slug,
         found.slug
     );
-    let tenant = resume(found.tenant(), requested_db.as_ref(), args.server.as_ref())?;
+    let tenant = resume(found.tenant(), request.db.as_ref(), request.server.as_ref())?;
     companies::lock_db(master_conn, found.db.as_str()).await?;
     // A company that came to answer to the claim's slug, name or database
     // while it waited: finishing would make its handles ambiguous.
@@ -531,6 +607,7 @@ async fn resume_claim(
         tenant,
         resumed: true,
         concurrent: false,
+        present: false,
         claim: Some(found),
     })
 }
@@ -781,30 +858,410 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &Applied) {
     }
 }
 
+/// `--from-file`: every line checked (the file, then its columns against
+/// the master), placed, then created concurrently, each line as a single
+/// `create` of it would be; one report line per tenant.
+async fn run_file(args: &CreateArgs, path: &Path, ctx: &Context) -> anyhow::Result<Outcome> {
+    let master_db = ctx.connector.master_db();
+    let check = |line: &FileLine| {
+        let mut problems = Vec::new();
+        if line.db.as_ref() == Some(master_db) {
+            problems.push(format!("db_name: {master_db} is the master database"));
+        }
+        if let Some(server) = &line.server
+            && let Err(err) = ctx.connector.check_server(server)
+        {
+            problems.push(format!("server: {err}"));
+        }
+        problems
+    };
+    let file = create_file::read(path, &check)?;
+    // Read once for every line: the same migrations for all of them.
+    let migrations = TenantSchema::of(ctx).await?;
+    let plan = plan(ctx, &file).await?;
+    let limits = SessionLimits::from(&args.session);
+    ctx.interruptible();
+    let progress = ctx.progress();
+    let observer = AsRecorded(&progress);
+    let (requests, migrations, limits) = (&plan.requests, &migrations, &limits);
+    let masters = &Masters::new(ctx);
+    let mut run = ctx
+        .runner
+        .with_options((&args.fleet).into())
+        .each_new(plan.tenants, &observer, |tenant: Tenant| async move {
+            let Some((line, request)) = tenant.slug.as_deref().and_then(|s| requests.get(s)) else {
+                let err = anyhow::anyhow!("internal error: tenant {tenant} is on no line");
+                return (FileResult::default(), Err(err));
+            };
+            let mut value = FileResult {
+                line: *line,
+                ..FileResult::default()
+            };
+            let created = masters.create(request, migrations, limits).await;
+            let result = created.map(|(claimed, applied)| value.record(claimed, applied));
+            (value, result)
+        })
+        .await;
+    masters.close().await;
+    run.reports = run.reports.iter().map(recorded).collect();
+    print_fleet(&run, ctx.output);
+    Ok(run.outcome())
+}
+
+/// The master connections of a file's run, each kept from one line to the
+/// next (a connection costs a TLS handshake and an authentication, as
+/// much as the rest of a line's work in the master): a line takes an idle
+/// one or opens its own, so no two lines ever share one at once, and gives
+/// it back with its locks given back ([`companies::unlock_all`]), just as
+/// a single create's connection ends. One that is not plain (pinned behind
+/// a transaction-mode pooler, whose release is what commits and unlocks)
+/// or whose line failed is ended by the one rule instead of kept.
+struct Masters<'c> {
+    ctx: &'c Context,
+    idle: std::sync::Mutex<Vec<(PgConnection, Layout)>>,
+}
+
+impl<'c> Masters<'c> {
+    fn new(ctx: &'c Context) -> Self {
+        Self {
+            ctx,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(PgConnection, Layout)>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`create_one`], on an idle master connection if there is one.
+    async fn create(
+        &self,
+        request: &Request,
+        migrations: &TenantSchema,
+        limits: &SessionLimits,
+    ) -> anyhow::Result<(Claimed, Applied)> {
+        let ctx = self.ctx;
+        let idle = self.idle().pop();
+        let (mut conn, layout) = match idle {
+            Some(idle) => idle,
+            None => ctx.runner.open_master().await?,
+        };
+        let created = create_on(ctx, request, &mut conn, &layout, migrations, limits).await;
+        let unlocked = companies::unlock_all(&mut conn).await;
+        let mut released = Ok(());
+        if created.is_ok() && unlocked.is_ok() && !conn.is_in_transaction() {
+            self.idle().push((conn, layout));
+        } else {
+            released = ctx
+                .runner
+                .scoped(conn, |_, _| Box::pin(async { Ok(()) }))
+                .await;
+        }
+        // The line's own error first, then the release's (a pinned
+        // connection's commit).
+        let created = created?;
+        unlocked?;
+        released?;
+        Ok(created)
+    }
+
+    /// Ends every idle connection by the one rule.
+    async fn close(&self) {
+        let idle = std::mem::take(&mut *self.idle());
+        for (conn, _) in idle {
+            // Nothing of a line is left to commit in a plain connection.
+            let _ = self
+                .ctx
+                .runner
+                .scoped(conn, |_, _| Box::pin(async { Ok(()) }))
+                .await;
+        }
+    }
+}
+
+/// What a file's run works on: a made-up row per line saying where it
+/// will go (the row itself for a slug the master already has), for the
+/// per-server caps and the report of a line that fails before it has a
+/// row; and each line's request, by slug.
+struct Plan {
+    tenants: Vec<Tenant>,
+    requests: BTreeMap<String, (usize, Request)>,
+}
+
+/// Checks the file's columns against the master's table, and places each
+/// new tenant that names no server, so that they spread over the servers
+/// that accept new ones as one create at a time would spread them.
+async fn plan(ctx: &Context, file: &TenantFile) -> anyhow::Result<Plan> {
+    let (rows, claimed) = ctx
+        .runner
+        .with_master_read(|conn, layout, _| {
+            Box::pin(async move {
+                check_columns(&layout, file)?;
+                let rows = layout.list(&mut *conn).await?;
+                let claimed = if layout.keeps_claims() {
+                    claims::all(&mut *conn).await?
+                } else {
+                    Vec::new()
+                };
+                Ok((rows, claimed))
+            })
+        })
+        .await?;
+    let mut placement = Placement::of(ctx, &rows);
+    let mut plan = Plan {
+        tenants: Vec::new(),
+        requests: BTreeMap::new(),
+    };
+    for line in &file.lines {
+        let slug = line.slug.as_str();
+        let known = rows
+            .iter()
+            .find(|t| t.slug.as_deref() == Some(slug) && !t.has_status(Lifecycle::Dropped))
+            .cloned()
+            .or_else(|| {
+                claimed
+                    .iter()
+                    .find(|c| c.slug == line.slug)
+                    .map(Claim::tenant)
+            });
+        let mut placed = None;
+        let tenant = match known {
+            Some(tenant) => tenant,
+            None => {
+                let server = match &line.server {
+                    Some(server) => {
+                        placement.add(server);
+                        server.clone()
+                    }
+                    None => placement.next()?,
+                };
+                placed = Some(server.clone());
+                let db = line.db_or_default();
+                let name = line.name.clone().unwrap_or_else(|| slug.to_owned());
+                Tenant::new(
+                    String::new(),
+                    Some(slug.to_owned()),
+                    Some(name),
+                    Some(db.to_string()),
+                    None,
+                    None,
+                )
+                .with_server((!server.is_default()).then(|| server.as_str().to_owned()))
+            }
+        };
+        let request = Request {
+            slug: line.slug.clone(),
+            name: line.name.clone(),
+            db: line.db.clone(),
+            server: line.server.clone(),
+            columns: line.columns.clone(),
+            placement: placed,
+            present_ok: true,
+        };
+        plan.tenants.push(tenant);
+        plan.requests
+            .insert(slug.to_owned(), (line.number, request));
+    }
+    Ok(plan)
+}
+
+/// Refuses a field of the file that names no column of the companies
+/// table, or one tenantctl fills itself, before anything is created.
+fn check_columns(layout: &Layout, file: &TenantFile) -> anyhow::Result<()> {
+    let own = [
+        Some(&layout.id),
+        Some(&layout.db_name),
+        layout.slug.as_ref(),
+        layout.name.as_ref(),
+        layout.status.as_ref(),
+        layout.server.as_ref(),
+    ];
+    let mut problems = Vec::new();
+    for (column, line) in &file.columns {
+        let field = shown(column);
+        if own.iter().flatten().any(|c| &c.name == column) {
+            problems.push((
+                *line,
+                format!(
+                    "field {field}: tenantctl fills that column itself (use the fields {})",
+                    create_file::FIELDS.join(", ")
+                ),
+            ));
+        } else if !layout.columns.iter().any(|c| &c.name == column) {
+            problems.push((
+                *line,
+                format!(
+                    "field {field} is neither one of {} nor a column of the master table {}",
+                    create_file::FIELDS.join(", "),
+                    layout.label
+                ),
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(file.refuse(&problems).into())
+    }
+}
+
+/// One line's report: its line, what was done, what was applied.
+#[derive(Debug, Clone, Default, Serialize)]
+struct FileResult {
+    line: usize,
+    /// created, finished (a create left unfinished, resumed), present
+    /// (already active as the line asks), concurrent (done by another
+    /// create at the same time); none when it failed.
+    result: Option<&'static str>,
+    applied: Vec<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    applied_migrations: Vec<String>,
+    /// The company as recorded, which the report shows instead of the
+    /// made-up row the run started from.
+    #[serde(skip)]
+    recorded: Option<Tenant>,
+}
+
+impl FileResult {
+    fn record(&mut self, claimed: Claimed, applied: Applied) {
+        self.result = Some(claimed.result());
+        self.applied = applied.versions;
+        self.applied_migrations = applied.names;
+        self.recorded = Some(claimed.tenant);
+    }
+}
+
+impl TenantValue for FileResult {
+    fn headers() -> Vec<&'static str> {
+        vec!["line", "done", "applied"]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let applied = if self.applied_migrations.is_empty() {
+            self.applied.len()
+        } else {
+            self.applied_migrations.len()
+        };
+        vec![
+            self.line.to_string(),
+            self.result.unwrap_or_default().to_owned(),
+            applied.to_string(),
+        ]
+    }
+}
+
+/// A line's report with the company as the master recorded it.
+fn recorded(report: &Report<FileResult>) -> Report<FileResult> {
+    let mut report = report.clone();
+    if let Some(tenant) = report.value.recorded.take() {
+        report.tenant = tenant;
+    }
+    report
+}
+
+/// The progress display, shown each report as [`recorded`] makes it (in
+/// `jsonl` mode each line's report is streamed the moment it ends).
+struct AsRecorded<'p>(&'p Progress);
+
+impl Observer<FileResult> for AsRecorded<'_> {
+    fn start(&self, total: usize) {
+        Observer::<FileResult>::start(self.0, total);
+    }
+
+    fn done(&self, report: &Report<FileResult>) {
+        self.0.done(&recorded(report));
+    }
+
+    fn finish(&self) {
+        Observer::<FileResult>::finish(self.0);
+    }
+}
+
 /// Of the configured servers that accept new tenants, the one with the
 /// fewest tenants placed (dropped ones aside); ties go by name.
 fn least_placed(ctx: &Context, everyone: &[Tenant]) -> anyhow::Result<ServerName> {
-    let open: Vec<ServerName> = ctx
-        .connector
-        .servers()
-        .into_iter()
-        .filter(|s| s.address.is_some() && s.accepts_new)
-        .map(|s| s.name)
-        .collect();
-    open.into_iter()
-        .min_by_key(|server| {
-            let placed = everyone
-                .iter()
-                .filter(|t| !t.has_status(Lifecycle::Dropped) && t.server.as_ref() == Ok(server))
-                .count();
-            (placed, server.clone())
-        })
-        .ok_or_else(|| {
-            UsageError(
-                "no configured server accepts new tenants (tenantctl.toml sets accepts_new = false on all of them); pick one with --server".into(),
-            )
-            .into()
-        })
+    Placement::of(ctx, everyone).next()
+}
+
+/// How many tenants each server that accepts new ones has, for placing
+/// new ones on the least placed.
+struct Placement {
+    placed: BTreeMap<ServerName, usize>,
+}
+
+impl Placement {
+    fn of(ctx: &Context, everyone: &[Tenant]) -> Self {
+        let mut placed: BTreeMap<ServerName, usize> = ctx
+            .connector
+            .servers()
+            .into_iter()
+            .filter(|s| s.address.is_some() && s.accepts_new)
+            .map(|s| (s.name, 0))
+            .collect();
+        for tenant in everyone
+            .iter()
+            .filter(|t| !t.has_status(Lifecycle::Dropped))
+        {
+            if let Ok(server) = &tenant.server {
+                placed.entry(server.clone()).and_modify(|n| *n += 1);
+            }
+        }
+        Self { placed }
+    }
+
+    /// The least placed server (ties by name), counted as one more.
+    fn next(&mut self) -> anyhow::Result<ServerName> {
+        let (server, placed) = self
+            .placed
+            .iter_mut()
+            // The first of the least placed: ties go by name.
+            .min_by_key(|(_, placed)| **placed)
+            .ok_or_else(|| {
+                UsageError(
+                    "no configured server accepts new tenants (tenantctl.toml sets accepts_new = false on all of them); pick one with --server".into(),
+                )
+            })?;
+        *placed += 1;
+        Ok(server.clone())
+    }
+
+    /// One more tenant placed on `server` (ignored unless it accepts new
+    /// ones).
+    fn add(&mut self, server: &ServerName) {
+        self.placed.entry(server.clone()).and_modify(|n| *n += 1);
+    }
+}
+
+/// Refuses to report as present an active company that is not what the
+/// line asks for: another database, server or name than the line gives.
+fn check_present(existing: &Tenant, request: &Request) -> anyhow::Result<()> {
+    let differs = |what: &str, has: &str, asked: &str| {
+        anyhow::anyhow!(
+            "tenant {} already exists (active) with {what} {}, not the {} this line asks for; change the line or the company",
+            shown(existing.handle()),
+            shown(has),
+            shown(asked)
+        )
+    };
+    if let Some(db) = &request.db
+        && existing.db_name_raw.as_deref() != Some(db.as_str())
+    {
+        return Err(differs("database", existing.db_label(), db.as_str()));
+    }
+    if let Some(server) = &request.server
+        && existing.server.as_ref() != Ok(server)
+    {
+        return Err(differs("server", existing.server_label(), server.as_str()));
+    }
+    if let Some(name) = &request.name
+        && existing.name.as_deref() != Some(name.as_str())
+    {
+        let has = existing.name.as_deref().unwrap_or("(none)");
+        return Err(differs("name", has, name));
+    }
+    Ok(())
 }
 
 /// An existing row may only be picked up again if provisioning never

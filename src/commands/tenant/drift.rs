@@ -440,7 +440,7 @@ async fn against(
 }
 
 /// How the scratch databases' names start (`doctor` knows them by it).
-pub const SCRATCH_PREFIX: &str = "tenantctl_drift_";
+pub use crate::dbname::SCRATCH_PREFIX;
 
 /// A database name no tenant has: `tenantctl_drift_<pid>_<time>`.
 fn scratch_name() -> anyhow::Result<DbName> {

@@ -2,6 +2,7 @@
 
 pub mod baseline;
 pub mod create;
+pub mod create_file;
 pub mod drift;
 pub mod drop;
 pub mod exec;
