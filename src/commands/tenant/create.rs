@@ -342,17 +342,17 @@ async fn place(
         (None, None) => least_placed(ctx, &layout.list(master_conn).await?)?,
     };
     let master = &mut *master_conn;
-    let db = ctx
-        .runner
-        .with_maintenance(&placed, |server, _| {
-            Box::pin(async move {
-                match requested_db {
-                    Some(db) => ensure_free(master, layout, server, &db).await.map(|()| db),
-                    None => free_db_name(master, layout, server, slug).await,
-                }
+    // The master's own connection sees the server's catalog when the
+    // master lives there (one connection fewer per create).
+    let db = if ctx.connector.master_stands_for(&placed) && !master.is_in_transaction() {
+        free_on(master, layout, None, slug, requested_db).await?
+    } else {
+        ctx.runner
+            .with_maintenance(&placed, |server, _| {
+                Box::pin(free_on(master, layout, Some(server), slug, requested_db))
             })
-        })
-        .await?;
+            .await?
+    };
     // Held with the slug's until this connection is released, so a `drop`
     // of a tenant recorded with this database waits for the provisioning.
     companies::lock_db(master_conn, db.as_str()).await?;
@@ -1306,7 +1306,7 @@ fn resume(
 async fn ensure_free(
     master_conn: &mut PgConnection,
     layout: &Layout,
-    server: &mut PgConnection,
+    mut server: Option<&mut PgConnection>,
     db: &DbName,
 ) -> anyhow::Result<()> {
     if let Some(owner) = layout.find_by_db(master_conn, db).await? {
@@ -1316,10 +1316,38 @@ async fn ensure_free(
         );
     }
     anyhow::ensure!(
-        !ddl::exists(server, db).await?,
+        !exists_on(master_conn, &mut server, db).await?,
         "database {db} already exists on the server and no company names it; pick another --db-name"
     );
     Ok(())
+}
+
+/// Whether the database exists, asked on the server's connection (`None`:
+/// the master's, on the same server).
+async fn exists_on(
+    master_conn: &mut PgConnection,
+    server: &mut Option<&mut PgConnection>,
+    db: &DbName,
+) -> anyhow::Result<bool> {
+    match server {
+        Some(server) => ddl::exists(server, db).await,
+        None => ddl::exists(master_conn, db).await,
+    }
+}
+
+/// The requested database name checked free, or the first free one
+/// derived from the slug.
+async fn free_on(
+    master_conn: &mut PgConnection,
+    layout: &Layout,
+    server: Option<&mut PgConnection>,
+    slug: &Slug,
+    requested: Option<DbName>,
+) -> anyhow::Result<DbName> {
+    match requested {
+        Some(db) => ensure_free(master_conn, layout, server, &db).await.map(|()| db),
+        None => free_db_name(master_conn, layout, server, slug).await,
+    }
 }
 
 /// The slug's default database name, or the same with `_2`, `_3`... if
@@ -1327,7 +1355,7 @@ async fn ensure_free(
 async fn free_db_name(
     master_conn: &mut PgConnection,
     layout: &Layout,
-    server: &mut PgConnection,
+    mut server: Option<&mut PgConnection>,
     slug: &Slug,
 ) -> anyhow::Result<DbName> {
     let base = slug.default_db_name();
@@ -1338,7 +1366,7 @@ async fn free_db_name(
             DbName::parse(&format!("{base}_{n}")).context("derive a database name")?
         };
         if layout.find_by_db(master_conn, &candidate).await?.is_none()
-            && !ddl::exists(server, &candidate).await?
+            && !exists_on(master_conn, &mut server, &candidate).await?
         {
             return Ok(candidate);
         }
