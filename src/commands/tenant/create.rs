@@ -119,6 +119,17 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .map(DbName::parse)
         .transpose()
         .map_err(|e| UsageError(format!("--db-name: {e}")))?;
+    if let Some(db) = requested_db
+        .as_ref()
+        .filter(|db| db.as_str().starts_with(crate::dbname::TEMPLATE_PREFIX))
+    {
+        // No tenant command could reach it, nor drop it, once made.
+        return Err(UsageError(format!(
+            "--db-name: {db} starts with {}, which names tenantctl's template databases; choose another name",
+            crate::dbname::TEMPLATE_PREFIX
+        ))
+        .into());
+    }
     if requested_db.as_ref() == Some(ctx.connector.master_db()) {
         return Err(UsageError(format!(
             "--db-name: {} is the master database",
