@@ -190,6 +190,8 @@ pub struct Listed {
     /// being built, or was left half-built by a build that died.
     pub sealed: bool,
     pub size_bytes: i64,
+    /// Its comment, which says which master's it is (see [`mark`]).
+    pub mark: Option<String>,
 }
 
 /// Every template of tenantctl's on the server `conn` is connected to.
@@ -197,7 +199,8 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
     let mut tx = conn.begin().await.context("begin")?;
     let rows = sqlx::query(
         "SELECT datname::text AS name, datistemplate AND NOT datallowconn AS sealed, \
-                pg_catalog.pg_database_size(oid) AS size \
+                pg_catalog.pg_database_size(oid) AS size, \
+                pg_catalog.shobj_description(oid, 'pg_database') AS mark \
          FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname::text, $1) \
          ORDER BY datname",
     )
@@ -221,6 +224,7 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
             hash,
             sealed: row.try_get("sealed")?,
             size_bytes: row.try_get("size")?,
+            mark: row.try_get("mark")?,
         });
     }
     Ok(listed)
@@ -287,11 +291,31 @@ pub async fn being_built(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Res
 }
 
 /// Creates the empty database a template is built in, as `tenant create`
-/// creates a tenant's without one (from `template1`).
-pub async fn create_empty(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+/// creates a tenant's without one (from `template1`), marked as the
+/// master's (`mark`, see [`mark`]) before anything else can see it.
+pub async fn create_empty(
+    conn: &mut PgConnection,
+    name: &DbName,
+    mark: &str,
+) -> anyhow::Result<()> {
     conn.execute(format!("CREATE DATABASE {}", name.quoted()).as_str())
         .await
         .with_context(|| format!("create template database {name}"))?;
+    let marked = conn
+        .execute(
+            format!(
+                "COMMENT ON DATABASE {} IS {}",
+                name.quoted(),
+                quote_literal(mark)
+            )
+            .as_str(),
+        )
+        .await
+        .with_context(|| format!("mark template database {name} as this master's"));
+    if let Err(err) = marked {
+        let _ = crate::ddl::drop_force(conn, name).await;
+        return Err(err);
+    }
     Ok(())
 }
 
@@ -354,6 +378,27 @@ pub async fn discard(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<(
     crate::ddl::drop_force(conn, name).await
 }
 
+/// How a template's comment begins when it says which installation built
+/// it: `template prune` drops only its own master's templates, never
+/// those of another master that shares the server.
+const MARK_PREFIX: &str = "tenantctl template of master ";
+
+/// The mark of the master `conn` is connected to: its cluster's system
+/// identifier and its database's OID, the same whatever URL (direct or
+/// through a pooler) reaches it.
+pub async fn mark(conn: &mut PgConnection) -> anyhow::Result<String> {
+    let id: String = conn
+        .fetch_one(
+            "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::text \
+                    || '/' || d.oid::text \
+             FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .context("read the master's identity (which templates are this master's)")?;
+    Ok(format!("{MARK_PREFIX}{id}"))
+}
+
 /// What a clone of the template is created with, and replayed on it.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -381,6 +426,8 @@ pub enum Replay {
         grantee: Option<String>,
         grantable: bool,
     },
+    ConnLimit(i32),
+    Comment(String),
     Set {
         /// `None`: every role (`ALTER DATABASE ... SET`).
         role: Option<String>,
@@ -397,6 +444,8 @@ impl Replay {
         match self {
             Self::Owner(owner) => format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(owner)),
             Self::RevokeDefaults => format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+            Self::ConnLimit(limit) => format!("ALTER DATABASE {db} CONNECTION LIMIT {limit}"),
+            Self::Comment(text) => format!("COMMENT ON DATABASE {db} IS {}", quote_literal(text)),
             Self::Grant {
                 privilege,
                 grantee,
@@ -438,9 +487,13 @@ pub fn strategy(source: &Source) -> Option<&'static str> {
         })
 }
 
-/// Creates `db` as a copy of the template and gives it the template's
-/// database-level state. Returns false if `db` exists already (a create
-/// resumed, or a concurrent one), touching nothing.
+/// Creates `db` as a copy of the template. Returns false if `db` exists
+/// already (a create resumed, or a concurrent one), touching nothing. The
+/// template's database-level state is given afterwards ([`give_state`]),
+/// once the clone's ledger is stamped: the stamp's session then sees the
+/// database as the in-place migrations' session saw it, without the
+/// settings (`default_transaction_read_only`, `search_path`, `role`...)
+/// the migrations left for later sessions.
 pub async fn clone_into(
     conn: &mut PgConnection,
     source: &Source,
@@ -471,6 +524,15 @@ pub async fn clone_into(
             source.name
         )));
     }
+    Ok(true)
+}
+
+/// Gives a clone the template's database-level state, and checks it took.
+pub async fn give_state(
+    conn: &mut PgConnection,
+    source: &Source,
+    db: &DbName,
+) -> anyhow::Result<()> {
     for replay in &source.replay {
         conn.execute(replay.sql(db).as_str())
             .await
@@ -483,7 +545,7 @@ pub async fn clone_into(
             "database {db} did not take the template's database-level grants and settings ({now} where the template has {level})"
         );
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The database-level state a clone does not copy, as one comparable
@@ -500,17 +562,31 @@ async fn database_level(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<
     level.with_context(|| format!("database {db} does not exist"))
 }
 
-const LEVEL_SQL: &str = "SELECT pg_catalog.concat_ws(' / ', \
+/// The database-level state of `pg_database` row `d` as one text: owner,
+/// connection limit, grants (without grantors) and settings per role,
+/// each list sorted by its items' text (the order PostgreSQL keeps an ACL
+/// in depends on how it was granted, which a replay cannot reproduce).
+macro_rules! level_of_d {
+    () => {
+        "pg_catalog.concat_ws(' / ', \
        'owner ' || pg_catalog.pg_get_userbyid(d.datdba), \
-       'grants ' || COALESCE((SELECT pg_catalog.string_agg( \
-            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
-            || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' \
-            ORDER BY 1) FROM pg_catalog.aclexplode(d.datacl) a), 'default'), \
-       'settings ' || COALESCE((SELECT pg_catalog.string_agg( \
-            COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
-            || pg_catalog.array_to_string(s.setconfig, ';'), ',' ORDER BY 1) \
-            FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), 'none')) \
-  FROM pg_catalog.pg_database d WHERE d.datname = $1";
+       'connection limit ' || d.datconnlimit, \
+       'grants ' || COALESCE((SELECT pg_catalog.string_agg(g.item, ',' ORDER BY g.item) FROM ( \
+            SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
+                   || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END AS item \
+            FROM pg_catalog.aclexplode(d.datacl) a) g), 'default'), \
+       'settings ' || COALESCE((SELECT pg_catalog.string_agg(r.item, ',' ORDER BY r.item) FROM ( \
+            SELECT COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
+                   || pg_catalog.array_to_string(s.setconfig, ';') AS item \
+            FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid) r), 'none'))"
+    };
+}
+
+const LEVEL_SQL: &str = concat!(
+    "SELECT ",
+    level_of_d!(),
+    " FROM pg_catalog.pg_database d WHERE d.datname = $1"
+);
 
 /// Reads what clones of the template are made with: its size, and what
 /// replays its database-level state (nothing when it has the state a
@@ -539,7 +615,17 @@ pub async fn lookup(
     let grants: sqlx::types::Json<Vec<(String, Option<String>, bool)>> = row.try_get("grants")?;
     let settings: sqlx::types::Json<Vec<(Option<String>, Vec<String>)>> =
         row.try_get("settings")?;
-    let replay = replay_of(&owner, ours, has_acl, grants.0, &settings.0)?;
+    let connlimit: i32 = row.try_get("connlimit")?;
+    let comment: Option<String> = row.try_get("comment")?;
+    let mut replay = replay_of(&owner, ours, has_acl, grants.0, &settings.0)?;
+    if connlimit != -1 {
+        replay.push(Replay::ConnLimit(connlimit));
+    }
+    // The build's mark says whose template it is (see [`mark`]); any
+    // other comment is the migrations', which a clone does not copy.
+    if let Some(comment) = comment.filter(|c| !c.starts_with(MARK_PREFIX)) {
+        replay.push(Replay::Comment(comment));
+    }
     let level = if replay.is_empty() {
         None
     } else {
@@ -567,11 +653,14 @@ pub async fn source(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<So
         .with_context(|| format!("template {name} is gone (pruned meanwhile?)"))
 }
 
-const LOOKUP_SQL: &str = "SELECT d.datistemplate AND NOT d.datallowconn AS sealed, \
+const LOOKUP_SQL: &str = concat!(
+    "SELECT d.datistemplate AND NOT d.datallowconn AS sealed, \
        pg_catalog.pg_database_size(d.oid) AS size, \
        pg_catalog.pg_get_userbyid(d.datdba)::text AS owner, \
        pg_catalog.pg_get_userbyid(d.datdba) = current_user AS ours, \
        d.datacl IS NOT NULL AS has_acl, \
+       d.datconnlimit AS connlimit, \
+       pg_catalog.shobj_description(d.oid, 'pg_database') AS comment, \
        COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.privilege_type, \
                    CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
                    a.is_grantable) ORDER BY a.grantee, a.privilege_type) \
@@ -580,17 +669,11 @@ const LOOKUP_SQL: &str = "SELECT d.datistemplate AND NOT d.datallowconn AS seale
                    pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, s.setconfig) \
                    ORDER BY s.setrole) \
                  FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), '[]') AS settings, \
-       (SELECT pg_catalog.concat_ws(' / ', \
-            'owner ' || pg_catalog.pg_get_userbyid(d.datdba), \
-            'grants ' || COALESCE((SELECT pg_catalog.string_agg( \
-                 CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
-                 || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' \
-                 ORDER BY 1) FROM pg_catalog.aclexplode(d.datacl) a), 'default'), \
-            'settings ' || COALESCE((SELECT pg_catalog.string_agg( \
-                 COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
-                 || pg_catalog.array_to_string(s.setconfig, ';'), ',' ORDER BY 1) \
-                 FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), 'none'))) AS level \
-  FROM pg_catalog.pg_database d WHERE d.datname = $1";
+       (SELECT ",
+    level_of_d!(),
+    ") AS level \
+  FROM pg_catalog.pg_database d WHERE d.datname = $1"
+);
 
 fn replay_of(
     owner: &str,

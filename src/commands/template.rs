@@ -69,7 +69,9 @@ struct Row {
     state: Option<&'static str>,
     size_bytes: Option<i64>,
     /// What this run did (`build`, `prune`): `built`, `found`, `dropped`,
-    /// `would drop`, `kept`.
+    /// `would drop`, `kept`, `kept: not this master's` (built by another
+    /// master sharing the server, or its mark overwritten by a migration's
+    /// `COMMENT ON DATABASE`).
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<&'static str>,
     error: Option<String>,
@@ -266,15 +268,24 @@ async fn prune(
     dry_run: bool,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
+    // Another master's templates (another installation on this server)
+    // are built and pruned under its own locks: never ours to drop.
+    let ours = ctx
+        .runner
+        .with_master(|conn, _, _| Box::pin(template::mark(conn)))
+        .await;
     for (server, answer) in found_on(ctx, servers, set).await {
         let pruned = async {
             let (current, found) = answer?;
+            let ours = ours.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
             let mut rows = Vec::new();
             for t in &found {
                 let mut row = describe(ctx, &server, t, current.as_ref()).await?;
                 let keep = row.state == Some("being built")
                     || (row.current && row.state == Some("sealed"));
-                row.action = Some(if keep {
+                row.action = Some(if t.mark.as_ref() != Some(ours) {
+                    "kept: not this master's"
+                } else if keep {
                     "kept"
                 } else if dry_run {
                     "would drop"

@@ -194,7 +194,10 @@ pub async fn build_template(
     template::lock(&mut tx, &hash.build_key(server)).await?;
     let built = match sealed_source(ctx, server, set).await?.1 {
         Some(source) => Ok(source),
-        None => build_locked(ctx, server, schema, &hash, limits).await,
+        None => {
+            let mark = template::mark(&mut tx).await?;
+            build_locked(ctx, server, schema, (&hash, &mark), limits).await
+        }
     };
     tx.commit()
         .await
@@ -232,7 +235,7 @@ async fn build_locked(
     ctx: &Context,
     server: &ServerName,
     schema: &TenantSchema,
-    hash: &SetHash,
+    (hash, mark): (&SetHash, &str),
     limits: &SessionLimits,
 ) -> anyhow::Result<template::Source> {
     let (name, building) = (hash.template(), hash.building());
@@ -245,7 +248,7 @@ async fn build_locked(
                 if template::find(conn, hash).await?.is_some() {
                     template::discard(conn, name).await?;
                 }
-                template::create_empty(conn, building).await
+                template::create_empty(conn, building, mark).await
             })
         })
         .await?;
@@ -359,6 +362,13 @@ pub async fn clone_template(
             Box::pin(stamp_clone(conn, schema, applied))
         })
         .await?;
+    if !source.replay.is_empty() {
+        ctx.runner
+            .with_maintenance(server, |conn, _| {
+                Box::pin(template::give_state(conn, &source, db))
+            })
+            .await?;
+    }
     Ok(true)
 }
 

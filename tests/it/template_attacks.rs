@@ -1,0 +1,255 @@
+//! Attacks on template databases (issue 19): what a clone must carry that
+//! the template holds at the database level, who may drop a template, and
+//! names a tenant must never take. Each test works on the private server
+//! `eu2` with a migration set of its own (see `template.rs`).
+
+use std::time::Duration;
+
+use crate::servers::TwoServers;
+use crate::support::wait_with_deadline;
+
+const PREFIX: &str = "tenantctl_template_";
+
+fn set(s: &TwoServers, folder: &str, sql: &str) -> String {
+    s.env.tenant_schema_plus(
+        folder,
+        "29990101000001_test_extra.sql",
+        &format!("-- {}\n{sql}", s.env.token),
+    )
+}
+
+fn create(s: &TwoServers, slug: &str, dir: &str, more: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "tenant",
+        "create",
+        slug,
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        dir,
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(more);
+    s.run(&args).ok().json()
+}
+
+fn templates(s: &TwoServers) -> Vec<String> {
+    s.eu2_query(
+        "postgres",
+        &format!("SELECT datname::text FROM pg_database WHERE datname LIKE '{PREFIX}%' ORDER BY 1"),
+    )
+}
+
+/// Every database-level attribute a clone could miss, as one sorted list.
+fn attributes(s: &TwoServers, db: &str) -> Vec<String> {
+    s.eu2_query(
+        "postgres",
+        &format!(
+            "SELECT 'owner ' || pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{db}' \
+             UNION ALL SELECT 'limit ' || datconnlimit FROM pg_database WHERE datname = '{db}' \
+             UNION ALL SELECT 'comment ' || coalesce(shobj_description(oid, 'pg_database'), '-') \
+               FROM pg_database WHERE datname = '{db}' \
+             UNION ALL SELECT 'grant ' || coalesce(pg_get_userbyid(nullif(a.grantee, 0)), 'PUBLIC') \
+               || ':' || a.privilege_type || ':' || a.is_grantable \
+               FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = '{db}' \
+             UNION ALL SELECT 'setting ' || coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '*') \
+               || '=' || array_to_string(s.setconfig, ';') \
+               FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
+               WHERE d.datname = '{db}' \
+             ORDER BY 1"
+        ),
+    )
+}
+
+/// Revoking CONNECT from PUBLIC (the commonest hardening) leaves PUBLIC's
+/// TEMPORARY first in the template's ACL, where a replay appends it last:
+/// the check compared the lists in that order and failed every create.
+/// A comment and a connection limit were not replayed at all.
+#[test]
+fn a_clone_has_every_database_level_attribute_an_in_place_create_has() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(
+        &s,
+        "m",
+        r#"DO $$ BEGIN
+  EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', current_database());
+  EXECUTE format('COMMENT ON DATABASE %I IS %L', current_database(), 'it''s a \ {db}; tenant');
+  EXECUTE format('ALTER DATABASE %I CONNECTION LIMIT 7', current_database());
+  EXECUTE format('ALTER DATABASE %I SET app.note TO %L', current_database(), 'a''b\c;{db}');
+  EXECUTE format('ALTER DATABASE %I SET app.empty TO %L', current_database(), '');
+END $$;"#,
+    );
+    let cloned = create(&s, &s.env.slug("c"), &dir, &[]);
+    assert!(cloned["template"].is_string(), "{cloned}");
+    create(&s, &s.env.slug("p"), &dir, &["--no-template"]);
+    let in_place = attributes(&s, &s.env.db("p"));
+    for expected in [
+        "limit 7",
+        "comment it's a \\ {db}; tenant",
+        "grant PUBLIC:TEMPORARY:false",
+    ] {
+        assert!(
+            in_place.iter().any(|a| a == expected),
+            "{expected}: {in_place:?}"
+        );
+    }
+    assert_eq!(attributes(&s, &s.env.db("c")), in_place);
+}
+
+/// Settings the migrations leave for later sessions reached the session
+/// that stamps the clone's ledger (made after they were replayed), where
+/// the in-place migrations' session never saw them: a read-only default
+/// or a `search_path` without `public` failed the create.
+#[test]
+fn the_clones_stamp_sees_the_database_as_the_migrations_did() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(
+        &s,
+        "m",
+        r#"CREATE SCHEMA app;
+DO $$ BEGIN
+  EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only TO on', current_database());
+  EXECUTE format('ALTER DATABASE %I SET search_path TO app', current_database());
+END $$;"#,
+    );
+    let slug = s.env.slug("c");
+    let cloned = create(&s, &slug, &dir, &[]);
+    assert!(cloned["template"].is_string(), "{cloned}");
+    assert_eq!(cloned["status"], "active", "{cloned}");
+    assert_eq!(attributes(&s, &s.env.db("c")), {
+        create(&s, &s.env.slug("p"), &dir, &["--no-template"]);
+        attributes(&s, &s.env.db("p"))
+    });
+    // Stamped: applied now, not when the template was built.
+    let stamped = s.eu2_query(
+        &s.env.db("c"),
+        "SELECT count(*)::text FROM public._sqlx_migrations WHERE installed_on > now() - interval '1 minute'",
+    );
+    assert_eq!(stamped, vec!["7"]);
+}
+
+/// Two installations (two masters) on one server: each one's `template
+/// prune` saw the other's templates as "not current" and dropped them,
+/// a build in progress included, failing the other's create.
+#[test]
+fn prune_never_drops_another_masters_templates() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let other_master = format!("{}/{}_b", s.env.base_url, s.env.master);
+    let as_other = |args: &[&str]| {
+        s.env.run_with(args, |cmd| {
+            s.configure(cmd);
+            cmd.env("MASTER_DATABASE_URL", &other_master);
+        })
+    };
+    as_other(&["master", "migrate"]).ok();
+    let ours = set(&s, "a", "SELECT pg_sleep(3);");
+    let theirs = set(&s, "b", "CREATE TABLE b (id int);");
+    let stranger = format!("{PREFIX}00000000deadbeef");
+    s.eu2
+        .exec("postgres", &format!("CREATE DATABASE \"{stranger}\""));
+    let slug = s.env.slug("a");
+    let mut cmd = s.env.cmd();
+    s.configure(&mut cmd);
+    let child = cmd
+        .args([
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &ours,
+        ])
+        .args(["--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    crate::support::wait_until(Duration::from_secs(30), "the build", || {
+        let building = s.eu2_query(
+            "postgres",
+            &format!(
+                "SELECT datname::text FROM pg_stat_activity WHERE datname LIKE '{PREFIX}%\\_%' \
+                 AND query LIKE '%pg_sleep(3)%'"
+            ),
+        );
+        (!building.is_empty()).then_some(())
+    });
+    let pruned = as_other(&[
+        "template",
+        "prune",
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &theirs,
+    ])
+    .ok()
+    .all();
+    assert!(pruned.contains("not this master's"), "{pruned}");
+    let created = wait_with_deadline(child, Duration::from_secs(60))
+        .ok()
+        .json();
+    let template = created["template"].as_str().expect("cloned").to_owned();
+    // The other master's prune leaves our sealed template and a stranger's
+    // database alone; our own prune drops neither of those it did not make.
+    as_other(&[
+        "template",
+        "prune",
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &theirs,
+    ])
+    .ok();
+    assert_eq!(templates(&s), {
+        let mut both = vec![stranger.clone(), template.clone()];
+        both.sort();
+        both
+    });
+    let mine = s
+        .run(&[
+            "template",
+            "prune",
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &theirs,
+        ])
+        .ok()
+        .all();
+    assert!(mine.contains("dropped"), "{mine}");
+    assert_eq!(templates(&s), vec![stranger]);
+}
+
+/// A tenant's database named like a template was created, then refused by
+/// every tenant command, `drop` included, and left behind for `template
+/// prune` to drop as half-built: refused before anything is made.
+#[test]
+fn a_template_name_is_no_tenant_database_name() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(&s, "m", "SELECT 1;");
+    let name = format!("{PREFIX}0123456789abcdef");
+    let slug = s.env.slug("a");
+    let refused = s
+        .run(&[
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+            "--db-name",
+            &name,
+        ])
+        .code(2)
+        .all();
+    assert!(refused.contains("--db-name"), "{refused}");
+    assert!(s.env.status_of(&slug).is_empty());
+    assert!(templates(&s).is_empty(), "{:?}", templates(&s));
+}
