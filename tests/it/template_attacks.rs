@@ -253,3 +253,27 @@ fn a_template_name_is_no_tenant_database_name() {
     assert!(s.env.status_of(&slug).is_empty());
     assert!(templates(&s).is_empty(), "{:?}", templates(&s));
 }
+
+/// A build killed between its seal and its rename leaves a sealed
+/// template under its building name: `doctor` skipped it as a template
+/// (template0's kind), so nothing reported it.
+#[test]
+fn doctor_reports_a_template_sealed_but_never_renamed() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let left = format!("{PREFIX}0123456789abcdef_0badf00d");
+    s.eu2.exec("postgres", &format!("CREATE DATABASE \"{left}\""));
+    s.eu2.exec(
+        "postgres",
+        &format!("ALTER DATABASE \"{left}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
+    );
+    let doctor = s.run(&["doctor"]).all();
+    assert!(
+        doctor.contains(&left) && doctor.contains("never sealed and renamed"),
+        "{doctor}"
+    );
+    s.eu2.exec(
+        "postgres",
+        &format!("ALTER DATABASE \"{left}\" WITH IS_TEMPLATE false"),
+    );
+}
