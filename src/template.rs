@@ -189,7 +189,10 @@ pub struct Listed {
     /// template is sealed only once fully migrated, so one that is not is
     /// being built, or was left half-built by a build that died.
     pub sealed: bool,
-    pub size_bytes: i64,
+    /// `None` where the role may not read it: `pg_database_size` needs
+    /// CONNECT, which a template's migrations may have revoked from
+    /// PUBLIC (another role's template, a stranger's database).
+    pub size_bytes: Option<i64>,
     /// Its comment, which says which master's it is (see [`mark`]).
     pub mark: Option<String>,
 }
@@ -199,7 +202,9 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
     let mut tx = conn.begin().await.context("begin")?;
     let rows = sqlx::query(
         "SELECT datname::text AS name, datistemplate AND NOT datallowconn AS sealed, \
-                pg_catalog.pg_database_size(oid) AS size, \
+                CASE WHEN pg_catalog.has_database_privilege(oid, 'CONNECT') \
+                     OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') \
+                THEN pg_catalog.pg_database_size(oid) END AS size, \
                 pg_catalog.shobj_description(oid, 'pg_database') AS mark \
          FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname::text, $1) \
          ORDER BY datname",
@@ -403,7 +408,8 @@ pub async fn mark(conn: &mut PgConnection) -> anyhow::Result<String> {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: DbName,
-    pub size_bytes: i64,
+    /// `None`: not readable by this role (see [`Listed::size_bytes`]).
+    pub size_bytes: Option<i64>,
     /// `STRATEGY` is PostgreSQL 15's; older servers copy files.
     pub strategies: bool,
     /// What gives a clone the template's database-level state.
@@ -480,7 +486,7 @@ impl Replay {
 pub fn strategy(source: &Source) -> Option<&'static str> {
     source
         .strategies
-        .then_some(if source.size_bytes > FILE_COPY_ABOVE {
+        .then_some(if source.size_bytes.unwrap_or(0) > FILE_COPY_ABOVE {
             "FILE_COPY"
         } else {
             "WAL_LOG"
@@ -655,7 +661,9 @@ pub async fn source(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<So
 
 const LOOKUP_SQL: &str = concat!(
     "SELECT d.datistemplate AND NOT d.datallowconn AS sealed, \
-       pg_catalog.pg_database_size(d.oid) AS size, \
+       CASE WHEN pg_catalog.has_database_privilege(d.oid, 'CONNECT') \
+                     OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') \
+                THEN pg_catalog.pg_database_size(d.oid) END AS size, \
        pg_catalog.pg_get_userbyid(d.datdba)::text AS owner, \
        pg_catalog.pg_get_userbyid(d.datdba) = current_user AS ours, \
        d.datacl IS NOT NULL AS has_acl, \

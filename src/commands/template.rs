@@ -193,7 +193,7 @@ async fn describe(
         current: Some(&found.hash) == current,
         hash: Some(found.hash.to_string()),
         state: Some(state),
-        size_bytes: Some(found.size_bytes),
+        size_bytes: found.size_bytes,
         action: None,
         error: None,
     })
@@ -251,7 +251,7 @@ async fn build(
                 name: Some(source.name.to_string()),
                 current: true,
                 state: Some("sealed"),
-                size_bytes: Some(source.size_bytes),
+                size_bytes: source.size_bytes,
                 action: Some(if found { "found" } else { "built" }),
                 error: None,
             },

@@ -262,7 +262,8 @@ fn doctor_reports_a_template_sealed_but_never_renamed() {
     let s = TwoServers::new();
     s.run(&["master", "migrate"]).ok();
     let left = format!("{PREFIX}0123456789abcdef_0badf00d");
-    s.eu2.exec("postgres", &format!("CREATE DATABASE \"{left}\""));
+    s.eu2
+        .exec("postgres", &format!("CREATE DATABASE \"{left}\""));
     s.eu2.exec(
         "postgres",
         &format!("ALTER DATABASE \"{left}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
@@ -275,5 +276,79 @@ fn doctor_reports_a_template_sealed_but_never_renamed() {
     s.eu2.exec(
         "postgres",
         &format!("ALTER DATABASE \"{left}\" WITH IS_TEMPLATE false"),
+    );
+}
+
+/// `pg_database_size` needs CONNECT: a database with the template prefix
+/// whose CONNECT is revoked from PUBLIC (another role's template whose
+/// migrations harden it, a stranger's) made listing the templates fail,
+/// and with it every create on the server by any other role.
+#[test]
+fn a_template_another_role_may_not_connect_to_blocks_no_create() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(&s, "m", "SELECT 1;");
+    let role = format!("builder_{}", s.env.token);
+    s.eu2.exec(
+        "postgres",
+        &format!("CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'builder-pw'"),
+    );
+    let hardened = format!("{PREFIX}00000000deadbeef");
+    s.eu2
+        .exec("postgres", &format!("CREATE DATABASE \"{hardened}\""));
+    s.eu2.exec(
+        "postgres",
+        &format!("REVOKE CONNECT ON DATABASE \"{hardened}\" FROM PUBLIC"),
+    );
+    let as_role = format!("postgresql://{role}:builder-pw@127.0.0.1:{}", s.eu2.port);
+    let slug = s.env.slug("a");
+    let run = |args: &[&str]| {
+        s.env.run_with(args, |cmd| {
+            cmd.env("POSTGRES_BASE_URL_EU2", &as_role);
+        })
+    };
+    let created = run(&[
+        "tenant",
+        "create",
+        &slug,
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &dir,
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert!(created["template"].is_string(), "{created}");
+    let listed = run(&[
+        "template",
+        "list",
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &dir,
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    let sizes: Vec<(String, bool)> = listed["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or("").to_owned(),
+                t["size_bytes"].is_null(),
+            )
+        })
+        .collect();
+    assert!(sizes.contains(&(hardened, true)), "{listed}");
+    assert!(
+        sizes
+            .iter()
+            .any(|(n, unknown)| n != &format!("{PREFIX}00000000deadbeef") && !unknown),
+        "{listed}"
     );
 }
