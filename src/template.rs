@@ -6,7 +6,8 @@
 //!
 //! A clone copies what is inside the database, not what the server keeps
 //! about it: database-level grants, `ALTER DATABASE ... SET` (and `ALTER
-//! ROLE ... IN DATABASE ... SET`) settings and the owner. Those are read
+//! ROLE ... IN DATABASE ... SET`) settings, the connection limit and the
+//! comment. Those are read
 //! from the template here and replayed on each clone.
 
 use anyhow::Context as _;
@@ -422,7 +423,6 @@ pub struct Source {
 /// One statement of the database-level state a clone does not copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
-    Owner(String),
     /// The defaults a new database starts with, revoked before the
     /// template's own list is granted.
     RevokeDefaults,
@@ -448,7 +448,6 @@ impl Replay {
     pub fn sql(&self, db: &DbName) -> String {
         let db = db.quoted();
         match self {
-            Self::Owner(owner) => format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(owner)),
             Self::RevokeDefaults => format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
             Self::ConnLimit(limit) => format!("ALTER DATABASE {db} CONNECTION LIMIT {limit}"),
             Self::Comment(text) => format!("COMMENT ON DATABASE {db} IS {}", quote_literal(text)),
@@ -614,16 +613,19 @@ pub async fn lookup(
     else {
         return Ok(None);
     };
-    let sealed: bool = row.try_get("sealed")?;
-    let owner: String = row.try_get("owner")?;
     let ours: bool = row.try_get("ours")?;
+    // Only a template this role owns is cloned: any role with CREATEDB can
+    // make a sealed template under any name, and its objects, its data and
+    // (replayed) its owner would be every new tenant's. No other role can
+    // make a database this one owns.
+    let sealed = row.try_get::<bool, _>("sealed")? && ours;
     let has_acl: bool = row.try_get("has_acl")?;
     let grants: sqlx::types::Json<Vec<(String, Option<String>, bool)>> = row.try_get("grants")?;
     let settings: sqlx::types::Json<Vec<(Option<String>, Vec<String>)>> =
         row.try_get("settings")?;
     let connlimit: i32 = row.try_get("connlimit")?;
     let comment: Option<String> = row.try_get("comment")?;
-    let mut replay = replay_of(&owner, ours, has_acl, grants.0, &settings.0)?;
+    let mut replay = replay_of(has_acl, grants.0, &settings.0)?;
     if connlimit != -1 {
         replay.push(Replay::ConnLimit(connlimit));
     }
@@ -651,12 +653,56 @@ pub async fn lookup(
     )))
 }
 
-/// [`lookup`] of a template that must be there.
+/// [`lookup`] of a template that must be there, sealed and this role's.
 pub async fn source(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<Source> {
-    lookup(conn, name)
-        .await?
-        .map(|(_, source)| source)
-        .with_context(|| format!("template {name} is gone (pruned meanwhile?)"))
+    match lookup(conn, name).await? {
+        Some((true, source)) => Ok(source),
+        Some((false, _)) => anyhow::bail!(
+            "template {name} is not one this role built (not sealed, or owned by another role): it is not cloned; drop it, or pass --no-template"
+        ),
+        None => anyhow::bail!("template {name} is gone (pruned meanwhile?)"),
+    }
+}
+
+/// The database's owner, and whether it is the role `conn` works as.
+pub async fn owner(
+    conn: &mut PgConnection,
+    name: &DbName,
+) -> anyhow::Result<Option<(String, bool)>> {
+    let sql = format!(
+        "SELECT pg_catalog.pg_get_userbyid(datdba)::text, pg_catalog.pg_get_userbyid(datdba) = current_user \
+         FROM pg_catalog.pg_database WHERE datname = '{}'",
+        name.as_str().replace('\'', "''")
+    );
+    let row = conn
+        .fetch_optional(sql.as_str())
+        .await
+        .with_context(|| format!("read the owner of database {name}"))?;
+    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()
+}
+
+/// Refuses a built template whose migrations gave the database another
+/// owner: a template is cloned only when this role owns it (see
+/// [`lookup`]), so such a set cannot have one.
+pub async fn check_owner(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+    if let Some((owner, false)) = owner(conn, name).await? {
+        anyhow::bail!(
+            "the migrations make role {owner:?} the database's owner, and a template is cloned only while owned by the role that built it; pass --no-template to create tenants of this set in place"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a database under the template's name that another role owns:
+/// not ours to clone, nor to drop.
+pub async fn check_not_squatted(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+    if let Some((owner, false)) = owner(conn, name).await? {
+        anyhow::bail!(
+            "database {name} has this migration set's template name but is owned by role {owner:?}, not the role tenantctl connects as: tenantctl neither clones nor drops it; drop or rename it, or pass --no-template"
+        );
+    }
+    Ok(())
 }
 
 const LOOKUP_SQL: &str = concat!(
@@ -684,16 +730,11 @@ const LOOKUP_SQL: &str = concat!(
 );
 
 fn replay_of(
-    owner: &str,
-    ours: bool,
     has_acl: bool,
     grants: Vec<(String, Option<String>, bool)>,
     settings: &[(Option<String>, Vec<String>)],
 ) -> anyhow::Result<Vec<Replay>> {
     let mut replay = Vec::new();
-    if !ours {
-        replay.push(Replay::Owner(owner.to_owned()));
-    }
     if has_acl {
         replay.push(Replay::RevokeDefaults);
         for (privilege, grantee, grantable) in grants {
@@ -828,8 +869,6 @@ mod tests {
         assert_eq!(split_list(""), Vec::<String>::new());
         let db = DbName::parse("t_1").expect("valid");
         let replay = replay_of(
-            "owner",
-            true,
             false,
             Vec::new(),
             &[

@@ -352,3 +352,133 @@ fn a_template_another_role_may_not_connect_to_blocks_no_create() {
         "{listed}"
     );
 }
+
+/// Any role with CREATEDB can make a sealed template under any name. One
+/// made under the name of this set's template (the role's, the set's hash)
+/// was cloned into every new tenant, its objects and data with it, and its
+/// owner replayed: the tenant's database was the stranger's. Now it is
+/// neither cloned nor dropped, and the create says why.
+#[test]
+fn a_template_planted_by_another_role_is_never_cloned() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(&s, "m", "CREATE TABLE extra (id int);");
+    let built = s
+        .run(&[
+            "template",
+            "build",
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let name = built["templates"][0]["name"]
+        .as_str()
+        .expect("built")
+        .to_owned();
+    s.eu2.exec(
+        "postgres",
+        &format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false"),
+    );
+    s.eu2.exec("postgres", &format!("DROP DATABASE \"{name}\""));
+    // The stranger plants its own, sealed, under that name.
+    let stranger = format!("stranger_{}", s.env.token);
+    s.eu2.exec(
+        "postgres",
+        &format!("CREATE ROLE \"{stranger}\" LOGIN CREATEDB PASSWORD 'stranger-pw'"),
+    );
+    let as_stranger = format!(
+        "postgresql://{stranger}:stranger-pw@127.0.0.1:{}",
+        s.eu2.port
+    );
+    crate::servers::exec_url(
+        &format!("{as_stranger}/postgres"),
+        &format!("CREATE DATABASE \"{name}\""),
+    );
+    crate::servers::exec_url(
+        &format!("{as_stranger}/{name}"),
+        "CREATE TABLE backdoor (x int)",
+    );
+    crate::servers::exec_url(
+        &format!("{as_stranger}/postgres"),
+        &format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
+    );
+    let slug = s.env.slug("a");
+    let refused = s
+        .run(&[
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+        ])
+        .code(1)
+        .all();
+    assert!(
+        refused.contains(&stranger) && refused.contains("neither clones nor drops"),
+        "{refused}"
+    );
+    assert!(!s.on_eu2(&s.env.db("a")), "no database made from it");
+    assert_eq!(
+        templates(&s),
+        vec![name.clone()],
+        "the stranger's database stays"
+    );
+    // Gone, the create builds this role's own.
+    s.eu2.exec(
+        "postgres",
+        &format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false"),
+    );
+    s.eu2.exec("postgres", &format!("DROP DATABASE \"{name}\""));
+    let done = create(&s, &slug, &dir, &[]);
+    assert_eq!(done["template"].as_str(), Some(name.as_str()), "{done}");
+    let owner = s.eu2_query(
+        "postgres",
+        &format!(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = '{}'",
+            s.env.db("a")
+        ),
+    );
+    assert_ne!(owner, vec![stranger]);
+}
+
+/// A set whose migrations give the database another owner cannot have a
+/// template (one not owned by the role that built it is never cloned):
+/// the create says so and how to go on, and leaves no template.
+#[test]
+fn a_set_that_changes_the_databases_owner_is_refused_a_template() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let app = format!("app_{}", s.env.token);
+    s.eu2.exec("postgres", &format!("CREATE ROLE \"{app}\""));
+    let dir = set(
+        &s,
+        "m",
+        &format!(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I OWNER TO %I', current_database(), '{app}'); END $$;"
+        ),
+    );
+    let slug = s.env.slug("a");
+    let refused = s
+        .run(&[
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+        ])
+        .code(1)
+        .all();
+    assert!(refused.contains("--no-template"), "{refused}");
+    assert!(templates(&s).is_empty(), "{:?}", templates(&s));
+    let done = create(&s, &slug, &dir, &["--no-template"]);
+    assert_eq!(done["status"], "active", "{done}");
+}

@@ -245,6 +245,7 @@ async fn build_locked(
             Box::pin(async move {
                 // Left unsealed under the template's own name (by a build
                 // of an older tenantctl, or by hand): never cloned.
+                template::check_not_squatted(conn, name).await?;
                 if template::find(conn, hash).await?.is_some() {
                     template::discard(conn, name).await?;
                 }
@@ -256,6 +257,10 @@ async fn build_locked(
     ctx.runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async move {
+                let migrated = match migrated {
+                    Ok(()) => template::check_owner(conn, building).await,
+                    Err(err) => Err(err),
+                };
                 if let Err(err) = migrated {
                     // Best effort: the migration's error is the one to report.
                     let _ = template::discard(conn, building).await;
