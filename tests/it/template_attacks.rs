@@ -482,3 +482,58 @@ fn a_set_that_changes_the_databases_owner_is_refused_a_template() {
     let done = create(&s, &slug, &dir, &["--no-template"]);
     assert_eq!(done["status"], "active", "{done}");
 }
+
+/// A create that died after its clone, before the template's
+/// database-level state was given to it, was resumed in place: nothing
+/// left to migrate, marked `active`, its grants and settings missing.
+#[test]
+fn a_create_resumed_after_its_clone_gets_the_templates_database_level_state() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(
+        &s,
+        "m",
+        r#"DO $$ BEGIN
+  EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', current_database());
+  EXECUTE format('ALTER DATABASE %I SET app.note TO %L', current_database(), 'x');
+END $$;"#,
+    );
+    let built = s
+        .run(&[
+            "template",
+            "build",
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let template = built["templates"][0]["name"]
+        .as_str()
+        .expect("built")
+        .to_owned();
+    // What the dead create left: its row, failed, and the bare clone.
+    let (slug, db) = (s.env.slug("c"), s.env.db("c"));
+    s.env.exec(
+        &s.env.master,
+        &format!(
+            r#"INSERT INTO "Company" (id, slug, name, "dbName", "dbServer", status) VALUES ('{slug}', '{slug}', '{slug}', '{db}', 'eu2', 'failed')"#
+        ),
+    );
+    s.eu2.exec(
+        "postgres",
+        &format!("CREATE DATABASE \"{db}\" TEMPLATE \"{template}\""),
+    );
+    let resumed = create(&s, &slug, &dir, &[]);
+    assert_eq!(resumed["status"], "active", "{resumed}");
+    create(&s, &s.env.slug("p"), &dir, &["--no-template"]);
+    let in_place = attributes(&s, &s.env.db("p"));
+    assert!(
+        in_place.iter().any(|a| a == "setting *=app.note=x"),
+        "{in_place:?}"
+    );
+    assert_eq!(attributes(&s, &db), in_place);
+}

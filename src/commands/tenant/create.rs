@@ -13,7 +13,9 @@ use crate::claims::{self, Claim};
 use crate::commands::args::SessionArgs;
 use crate::commands::context::Context;
 use crate::commands::tenant::exec::{Executed, run_app_command};
-use crate::commands::tenant::provision::{Applied, TenantSchema, apply_schema, clone_template};
+use crate::commands::tenant::provision::{
+    Applied, TenantSchema, apply_schema, clone_template, give_resumed_state,
+};
 use crate::companies::{self, Layout, NewCompany};
 use crate::config::{AppCommand, MigratorKind};
 use crate::connect::SessionLimits;
@@ -978,5 +980,6 @@ async fn provision(
         .with_tenant_cancellable(tenant, |conn, _| {
             Box::pin(apply_schema(ctx, conn, db, migrations, limits, applied))
         })
-        .await
+        .await?;
+    give_resumed_state(ctx, placed, db, applied).await
 }

@@ -62,6 +62,9 @@ pub struct Applied {
     pub names: Vec<String>,
     /// The template the database was cloned from, if it was.
     pub template: Option<DbName>,
+    /// The template whose database-level state a resumed create gives the
+    /// database it found (see [`give_resumed_state`]).
+    pub resumed_from: Option<Arc<template::Source>>,
 }
 
 /// Applies the schema natively on `conn`, connected to `db`: tenantctl's
@@ -345,7 +348,10 @@ pub async fn clone_template(
                 cloned = Some(source);
                 break;
             }
-            Ok(Found::Exists) => return Ok(false),
+            Ok(Found::Exists(source)) => {
+                applied.resumed_from = Some(source);
+                return Ok(false);
+            }
             Ok(Found::Missing) => {
                 template_for(ctx, &mut *master, server, schema, limits).await?;
             }
@@ -377,11 +383,36 @@ pub async fn clone_template(
     Ok(true)
 }
 
+/// Gives a database a resumed create found the set's database-level
+/// state, once it is migrated in place: a create that died after its
+/// clone, before that state was given, would otherwise end `active`
+/// without it. Replaying is idempotent on a database the set's migrations
+/// made in place, which already has that state.
+pub async fn give_resumed_state(
+    ctx: &Context,
+    server: &ServerName,
+    db: &DbName,
+    applied: &Applied,
+) -> anyhow::Result<()> {
+    let Some(source) = applied
+        .resumed_from
+        .as_ref()
+        .filter(|s| !s.replay.is_empty())
+    else {
+        return Ok(());
+    };
+    ctx.runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(template::give_state(conn, source, db))
+        })
+        .await
+}
+
 /// What a clone found.
 enum Found {
     Cloned(Arc<template::Source>),
-    /// The database exists already.
-    Exists,
+    /// The database exists already (the set's template is this).
+    Exists(Arc<template::Source>),
     /// No sealed template of the set on the server.
     Missing,
 }
@@ -411,7 +442,7 @@ async fn clone_found(
                 Ok(if template::clone_into(conn, &source, db).await? {
                     Found::Cloned(source)
                 } else {
-                    Found::Exists
+                    Found::Exists(source)
                 })
             })
         })
