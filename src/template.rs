@@ -244,14 +244,22 @@ pub async fn find(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Result<Opt
         .find(|t| &t.hash == hash && !t.building))
 }
 
-/// The role this connection works as, whose templates it uses.
+/// The role this connection works as, whose templates it uses, with the
+/// `search_path` its sessions start with: where a migration's unqualified
+/// names land, so a role whose `search_path` changed (`ALTER ROLE ... SET
+/// search_path`, `options` in the base URL) gets templates of its own
+/// rather than clones of a schema made under the old one.
 pub async fn role(conn: &mut PgConnection) -> anyhow::Result<String> {
     // Simple protocol, one round trip: no transaction needed behind a
-    // transaction-mode pooler.
-    conn.fetch_one("SELECT current_user::text")
-        .await
-        .and_then(|row| row.try_get(0))
-        .context("read the role tenantctl connects as")
+    // transaction-mode pooler. The role's length first: no role and path
+    // run into each other.
+    conn.fetch_one(
+        "SELECT pg_catalog.length(current_user)::text || ':' || current_user::text \
+                || pg_catalog.current_setting('search_path')",
+    )
+    .await
+    .and_then(|row| row.try_get(0))
+    .context("read the role tenantctl connects as")
 }
 
 /// Takes a template's build lock (`key`: [`SetHash::build_key`]) in `tx`,

@@ -537,3 +537,53 @@ END $$;"#,
     );
     assert_eq!(attributes(&s, &db), in_place);
 }
+
+/// The template's key named the role, not where its sessions put
+/// unqualified names: after `ALTER ROLE ... SET search_path`, new tenants
+/// were still clones of a schema built under the old path.
+#[test]
+fn a_roles_new_search_path_gets_a_template_of_its_own() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(
+        &s,
+        "m",
+        "CREATE SCHEMA IF NOT EXISTS app; CREATE TABLE t (id int);",
+    );
+    let role = format!("builder_{}", s.env.token);
+    s.eu2.exec(
+        "postgres",
+        &format!("CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'builder-pw'"),
+    );
+    let as_role = format!("postgresql://{role}:builder-pw@127.0.0.1:{}", s.eu2.port);
+    let create_as = |name: &str, more: &[&str]| {
+        let slug = s.env.slug(name);
+        let mut args = vec![
+            "tenant",
+            "create",
+            &slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+        ];
+        args.extend_from_slice(more);
+        s.env
+            .run_with(&args, |cmd| {
+                cmd.env("POSTGRES_BASE_URL_EU2", &as_role);
+            })
+            .ok();
+        s.eu2_query(
+            &s.env.db(name),
+            "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 't'",
+        )
+    };
+    assert_eq!(create_as("a", &[]), vec!["public"]);
+    s.eu2.exec(
+        "postgres",
+        &format!("ALTER ROLE \"{role}\" SET search_path = app, public"),
+    );
+    let in_place = create_as("p", &["--no-template"]);
+    assert_eq!(in_place, vec!["app"]);
+    assert_eq!(create_as("b", &[]), in_place);
+}
