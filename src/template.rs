@@ -264,16 +264,31 @@ pub async fn role(conn: &mut PgConnection) -> anyhow::Result<String> {
 
 /// Takes a template's build lock (`key`: [`SetHash::build_key`]) in `tx`,
 /// until it ends: two builds of one template on one server, from any
-/// number of processes, never overlap.
-pub async fn lock(tx: &mut PgConnection, hash: &SetHash) -> anyhow::Result<()> {
-    sqlx::query("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)")
-        .persistent(false)
-        .bind(LOCK_CLASS)
-        .bind(hash.lock_key())
-        .execute(tx)
-        .await
-        .with_context(|| format!("wait for the build lock of template {}", hash.template()))?;
-    Ok(())
+/// number of processes, never overlap. Given up on an interrupt: the lock
+/// is asked for again every
+/// 100 ms rather than waited for in one statement, so an interrupt while
+/// another process builds (which can take as long as the whole migration
+/// set) ends the wait at once, with no statement left waiting on the
+/// server and the create reported as interrupted, instead of the process
+/// dying in the wait with nothing reported.
+pub async fn lock_or_stop(
+    tx: &mut PgConnection,
+    hash: &SetHash,
+    stop: &crate::fleet::Stop,
+) -> anyhow::Result<()> {
+    loop {
+        if try_lock(&mut *tx, hash).await? {
+            return Ok(());
+        }
+        if stop.is_set() {
+            return Err(anyhow::anyhow!(
+                "interrupted while waiting for another build of template {}",
+                hash.template()
+            )
+            .context(crate::error::Cancelled));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Takes the set's build lock in `tx` if it is free; false if a build (or

@@ -587,3 +587,58 @@ fn a_roles_new_search_path_gets_a_template_of_its_own() {
     assert_eq!(in_place, vec!["app"]);
     assert_eq!(create_as("b", &[]), in_place);
 }
+
+/// A create waiting for another process's build of the template (as long
+/// as the whole migration set takes) died on SIGTERM with nothing
+/// reported, its company left `provisioning`.
+#[test]
+fn an_interrupt_while_waiting_for_another_build_is_reported() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(&s, "m", "SELECT pg_sleep(4);");
+    let spawn = |slug: &str| {
+        let mut cmd = s.env.cmd();
+        s.configure(&mut cmd);
+        cmd.args([
+            "tenant",
+            "create",
+            slug,
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+        ])
+        .args(["--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+    };
+    let building = spawn(&s.env.slug("a"));
+    crate::support::wait_until(Duration::from_secs(30), "the build", || {
+        let sleeping = s.eu2_query(
+            "postgres",
+            "SELECT pid::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()",
+        );
+        (!sleeping.is_empty()).then_some(())
+    });
+    let slug = s.env.slug("b");
+    let waiting = spawn(&slug);
+    // Its row claimed, it goes on to the template and waits there.
+    crate::support::wait_until(Duration::from_secs(30), "the second create's row", || {
+        (!s.env.status_of(&slug).is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &waiting.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let run = wait_with_deadline(waiting, Duration::from_secs(10));
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert_eq!(run.json()["kind"], "interrupted", "{}", run.all());
+    assert_eq!(s.env.status_of(&slug), ["failed"]);
+    wait_with_deadline(building, Duration::from_secs(60)).ok();
+}

@@ -193,8 +193,11 @@ pub async fn build_template(
     if let Some(source) = found {
         return Ok(source);
     }
+    // Listening for interrupts from here: a create waiting for another
+    // process's build is stopped by one, not killed.
+    let stop = ctx.interruptible().clone();
     let mut tx = master.begin().await.context("begin")?;
-    template::lock(&mut tx, &hash.build_key(server)).await?;
+    template::lock_or_stop(&mut tx, &hash.build_key(server), &stop).await?;
     let built = match sealed_source(ctx, server, set).await?.1 {
         Some(source) => Ok(source),
         None => {
