@@ -196,6 +196,9 @@ pub struct Listed {
     pub size_bytes: Option<i64>,
     /// Its comment, which says which master's it is (see [`mark`]).
     pub mark: Option<String>,
+    /// Owned by the role `conn` works as: another role's templates are
+    /// that role's to clone and to prune.
+    pub owned: bool,
 }
 
 /// Every template of tenantctl's on the server `conn` is connected to.
@@ -206,7 +209,8 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
                 CASE WHEN pg_catalog.has_database_privilege(oid, 'CONNECT') \
                      OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') \
                 THEN pg_catalog.pg_database_size(oid) END AS size, \
-                pg_catalog.shobj_description(oid, 'pg_database') AS mark \
+                pg_catalog.shobj_description(oid, 'pg_database') AS mark, \
+                pg_catalog.pg_get_userbyid(datdba) = current_user AS owned \
          FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname::text, $1) \
          ORDER BY datname",
     )
@@ -231,6 +235,7 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
             sealed: row.try_get("sealed")?,
             size_bytes: row.try_get("size")?,
             mark: row.try_get("mark")?,
+            owned: row.try_get("owned")?,
         });
     }
     Ok(listed)

@@ -69,7 +69,8 @@ struct Row {
     state: Option<&'static str>,
     size_bytes: Option<i64>,
     /// What this run did (`build`, `prune`): `built`, `found`, `dropped`,
-    /// `would drop`, `kept`, `kept: not this master's` (built by another
+    /// `would drop`, `kept`, `kept: another role's` (this master's, built
+    /// by another role: its own to prune), `kept: not this master's` (built by another
     /// master sharing the server, or its mark overwritten by a migration's
     /// `COMMENT ON DATABASE`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -285,6 +286,8 @@ async fn prune(
                     || (row.current && row.state == Some("sealed"));
                 row.action = Some(if t.mark.as_ref() != Some(ours) {
                     "kept: not this master's"
+                } else if !t.owned {
+                    "kept: another role's"
                 } else if keep {
                     "kept"
                 } else if dry_run {

@@ -642,3 +642,48 @@ fn an_interrupt_while_waiting_for_another_build_is_reported() {
     assert_eq!(s.env.status_of(&slug), ["failed"]);
     wait_with_deadline(building, Duration::from_secs(60)).ok();
 }
+
+/// Two roles on one master (an operator's and the deploy's) each have
+/// their set's template: each one's prune took the other's for a stale
+/// set and dropped it (a superuser) or failed on it (anyone else).
+#[test]
+fn prune_leaves_another_roles_templates_alone() {
+    let s = TwoServers::new();
+    s.run(&["master", "migrate"]).ok();
+    let dir = set(&s, "m", "SELECT 1;");
+    let role = format!("builder_{}", s.env.token);
+    s.eu2.exec(
+        "postgres",
+        &format!("CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'builder-pw'"),
+    );
+    let as_role = format!("postgresql://{role}:builder-pw@127.0.0.1:{}", s.eu2.port);
+    let run_as_role = |args: &[&str]| {
+        s.env.run_with(args, |cmd| {
+            cmd.env("POSTGRES_BASE_URL_EU2", &as_role);
+        })
+    };
+    let build = [
+        "template",
+        "build",
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &dir,
+    ];
+    s.run(&build).ok();
+    run_as_role(&build).ok();
+    assert_eq!(templates(&s).len(), 2);
+    let prune = [
+        "template",
+        "prune",
+        "--server",
+        "eu2",
+        "--tenant-migrations",
+        &dir,
+    ];
+    let by_role = run_as_role(&prune).ok().all();
+    assert!(by_role.contains("another role's"), "{by_role}");
+    let by_superuser = s.run(&prune).ok().all();
+    assert!(by_superuser.contains("another role's"), "{by_superuser}");
+    assert_eq!(templates(&s).len(), 2);
+}
