@@ -6,7 +6,8 @@
 //!
 //! A clone copies what is inside the database, not what the server keeps
 //! about it: database-level grants, `ALTER DATABASE ... SET` (and `ALTER
-//! ROLE ... IN DATABASE ... SET`) settings and the owner. Those are read
+//! ROLE ... IN DATABASE ... SET`) settings, the connection limit and the
+//! comment. Those are read
 //! from the template here and replayed on each clone.
 
 use anyhow::Context as _;
@@ -189,7 +190,15 @@ pub struct Listed {
     /// template is sealed only once fully migrated, so one that is not is
     /// being built, or was left half-built by a build that died.
     pub sealed: bool,
-    pub size_bytes: i64,
+    /// `None` where the role may not read it: `pg_database_size` needs
+    /// CONNECT, which a template's migrations may have revoked from
+    /// PUBLIC (another role's template, a stranger's database).
+    pub size_bytes: Option<i64>,
+    /// Its comment, which says which master's it is (see [`mark`]).
+    pub mark: Option<String>,
+    /// Owned by the role `conn` works as: another role's templates are
+    /// that role's to clone and to prune.
+    pub owned: bool,
 }
 
 /// Every template of tenantctl's on the server `conn` is connected to.
@@ -197,7 +206,11 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
     let mut tx = conn.begin().await.context("begin")?;
     let rows = sqlx::query(
         "SELECT datname::text AS name, datistemplate AND NOT datallowconn AS sealed, \
-                pg_catalog.pg_database_size(oid) AS size \
+                CASE WHEN pg_catalog.has_database_privilege(oid, 'CONNECT') \
+                     OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') \
+                THEN pg_catalog.pg_database_size(oid) END AS size, \
+                pg_catalog.shobj_description(oid, 'pg_database') AS mark, \
+                pg_catalog.pg_get_userbyid(datdba) = current_user AS owned \
          FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname::text, $1) \
          ORDER BY datname",
     )
@@ -221,6 +234,8 @@ pub async fn list(conn: &mut PgConnection) -> anyhow::Result<Vec<Listed>> {
             hash,
             sealed: row.try_get("sealed")?,
             size_bytes: row.try_get("size")?,
+            mark: row.try_get("mark")?,
+            owned: row.try_get("owned")?,
         });
     }
     Ok(listed)
@@ -234,28 +249,59 @@ pub async fn find(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Result<Opt
         .find(|t| &t.hash == hash && !t.building))
 }
 
-/// The role this connection works as, whose templates it uses.
+/// The role this connection works as, whose templates it uses, with the
+/// `search_path` its sessions start with: where a migration's unqualified
+/// names land, so a role whose `search_path` changed (`ALTER ROLE ... SET
+/// search_path`, `options` in the base URL) gets templates of its own
+/// rather than clones of a schema made under the old one.
 pub async fn role(conn: &mut PgConnection) -> anyhow::Result<String> {
     // Simple protocol, one round trip: no transaction needed behind a
-    // transaction-mode pooler.
-    conn.fetch_one("SELECT current_user::text")
-        .await
-        .and_then(|row| row.try_get(0))
-        .context("read the role tenantctl connects as")
+    // transaction-mode pooler. The role's length first: no role and path
+    // run into each other.
+    // The role's own settings (`ALTER ROLE ... SET search_path`, ...),
+    // which every session of the template's build starts with, read from
+    // the catalog rather than from this session: the same on whichever
+    // database of the server this connection happens to be (the master's
+    // own may set its search_path).
+    conn.fetch_one(
+        "SELECT pg_catalog.length(current_user)::text || ':' || current_user::text \
+                || COALESCE((SELECT pg_catalog.array_to_string(s.setconfig, E'\\n') \
+                   FROM pg_catalog.pg_db_role_setting s \
+                   WHERE s.setdatabase = 0 AND s.setrole = (SELECT r.oid FROM pg_catalog.pg_roles r \
+                                                            WHERE r.rolname = current_user)), '')",
+    )
+    .await
+    .and_then(|row| row.try_get(0))
+    .context("read the role tenantctl connects as")
 }
 
 /// Takes a template's build lock (`key`: [`SetHash::build_key`]) in `tx`,
 /// until it ends: two builds of one template on one server, from any
-/// number of processes, never overlap.
-pub async fn lock(tx: &mut PgConnection, hash: &SetHash) -> anyhow::Result<()> {
-    sqlx::query("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)")
-        .persistent(false)
-        .bind(LOCK_CLASS)
-        .bind(hash.lock_key())
-        .execute(tx)
-        .await
-        .with_context(|| format!("wait for the build lock of template {}", hash.template()))?;
-    Ok(())
+/// number of processes, never overlap. Given up on an interrupt: the lock
+/// is asked for again every
+/// 100 ms rather than waited for in one statement, so an interrupt while
+/// another process builds (which can take as long as the whole migration
+/// set) ends the wait at once, with no statement left waiting on the
+/// server and the create reported as interrupted, instead of the process
+/// dying in the wait with nothing reported.
+pub async fn lock_or_stop(
+    tx: &mut PgConnection,
+    hash: &SetHash,
+    stop: &crate::fleet::Stop,
+) -> anyhow::Result<()> {
+    loop {
+        if try_lock(&mut *tx, hash).await? {
+            return Ok(());
+        }
+        if stop.is_set() {
+            return Err(anyhow::anyhow!(
+                "interrupted while waiting for another build of template {}",
+                hash.template()
+            )
+            .context(crate::error::Cancelled));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Takes the set's build lock in `tx` if it is free; false if a build (or
@@ -287,11 +333,31 @@ pub async fn being_built(conn: &mut PgConnection, hash: &SetHash) -> anyhow::Res
 }
 
 /// Creates the empty database a template is built in, as `tenant create`
-/// creates a tenant's without one (from `template1`).
-pub async fn create_empty(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+/// creates a tenant's without one (from `template1`), marked as the
+/// master's (`mark`, see [`mark`]) before anything else can see it.
+pub async fn create_empty(
+    conn: &mut PgConnection,
+    name: &DbName,
+    mark: &str,
+) -> anyhow::Result<()> {
     conn.execute(format!("CREATE DATABASE {}", name.quoted()).as_str())
         .await
         .with_context(|| format!("create template database {name}"))?;
+    let marked = conn
+        .execute(
+            format!(
+                "COMMENT ON DATABASE {} IS {}",
+                name.quoted(),
+                quote_literal(mark)
+            )
+            .as_str(),
+        )
+        .await
+        .with_context(|| format!("mark template database {name} as this master's"));
+    if let Err(err) = marked {
+        let _ = crate::ddl::drop_force(conn, name).await;
+        return Err(err);
+    }
     Ok(())
 }
 
@@ -354,11 +420,33 @@ pub async fn discard(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<(
     crate::ddl::drop_force(conn, name).await
 }
 
+/// How a template's comment begins when it says which installation built
+/// it: `template prune` drops only its own master's templates, never
+/// those of another master that shares the server.
+const MARK_PREFIX: &str = "tenantctl template of master ";
+
+/// The mark of the master `conn` is connected to: its cluster's system
+/// identifier and its database's OID, the same whatever URL (direct or
+/// through a pooler) reaches it.
+pub async fn mark(conn: &mut PgConnection) -> anyhow::Result<String> {
+    let id: String = conn
+        .fetch_one(
+            "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::text \
+                    || '/' || d.oid::text \
+             FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .context("read the master's identity (which templates are this master's)")?;
+    Ok(format!("{MARK_PREFIX}{id}"))
+}
+
 /// What a clone of the template is created with, and replayed on it.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: DbName,
-    pub size_bytes: i64,
+    /// `None`: not readable by this role (see [`Listed::size_bytes`]).
+    pub size_bytes: Option<i64>,
     /// `STRATEGY` is PostgreSQL 15's; older servers copy files.
     pub strategies: bool,
     /// What gives a clone the template's database-level state.
@@ -371,7 +459,6 @@ pub struct Source {
 /// One statement of the database-level state a clone does not copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
-    Owner(String),
     /// The defaults a new database starts with, revoked before the
     /// template's own list is granted.
     RevokeDefaults,
@@ -381,6 +468,8 @@ pub enum Replay {
         grantee: Option<String>,
         grantable: bool,
     },
+    ConnLimit(i32),
+    Comment(String),
     Set {
         /// `None`: every role (`ALTER DATABASE ... SET`).
         role: Option<String>,
@@ -395,8 +484,9 @@ impl Replay {
     pub fn sql(&self, db: &DbName) -> String {
         let db = db.quoted();
         match self {
-            Self::Owner(owner) => format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(owner)),
             Self::RevokeDefaults => format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+            Self::ConnLimit(limit) => format!("ALTER DATABASE {db} CONNECTION LIMIT {limit}"),
+            Self::Comment(text) => format!("COMMENT ON DATABASE {db} IS {}", quote_literal(text)),
             Self::Grant {
                 privilege,
                 grantee,
@@ -431,16 +521,20 @@ impl Replay {
 pub fn strategy(source: &Source) -> Option<&'static str> {
     source
         .strategies
-        .then_some(if source.size_bytes > FILE_COPY_ABOVE {
+        .then_some(if source.size_bytes.unwrap_or(0) > FILE_COPY_ABOVE {
             "FILE_COPY"
         } else {
             "WAL_LOG"
         })
 }
 
-/// Creates `db` as a copy of the template and gives it the template's
-/// database-level state. Returns false if `db` exists already (a create
-/// resumed, or a concurrent one), touching nothing.
+/// Creates `db` as a copy of the template. Returns false if `db` exists
+/// already (a create resumed, or a concurrent one), touching nothing. The
+/// template's database-level state is given afterwards ([`give_state`]),
+/// once the clone's ledger is stamped: the stamp's session then sees the
+/// database as the in-place migrations' session saw it, without the
+/// settings (`default_transaction_read_only`, `search_path`, `role`...)
+/// the migrations left for later sessions.
 pub async fn clone_into(
     conn: &mut PgConnection,
     source: &Source,
@@ -471,6 +565,15 @@ pub async fn clone_into(
             source.name
         )));
     }
+    Ok(true)
+}
+
+/// Gives a clone the template's database-level state, and checks it took.
+pub async fn give_state(
+    conn: &mut PgConnection,
+    source: &Source,
+    db: &DbName,
+) -> anyhow::Result<()> {
     for replay in &source.replay {
         conn.execute(replay.sql(db).as_str())
             .await
@@ -483,7 +586,7 @@ pub async fn clone_into(
             "database {db} did not take the template's database-level grants and settings ({now} where the template has {level})"
         );
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The database-level state a clone does not copy, as one comparable
@@ -500,17 +603,31 @@ async fn database_level(conn: &mut PgConnection, db: &DbName) -> anyhow::Result<
     level.with_context(|| format!("database {db} does not exist"))
 }
 
-const LEVEL_SQL: &str = "SELECT pg_catalog.concat_ws(' / ', \
+/// The database-level state of `pg_database` row `d` as one text: owner,
+/// connection limit, grants (without grantors) and settings per role,
+/// each list sorted by its items' text (the order PostgreSQL keeps an ACL
+/// in depends on how it was granted, which a replay cannot reproduce).
+macro_rules! level_of_d {
+    () => {
+        "pg_catalog.concat_ws(' / ', \
        'owner ' || pg_catalog.pg_get_userbyid(d.datdba), \
-       'grants ' || COALESCE((SELECT pg_catalog.string_agg( \
-            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
-            || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' \
-            ORDER BY 1) FROM pg_catalog.aclexplode(d.datacl) a), 'default'), \
-       'settings ' || COALESCE((SELECT pg_catalog.string_agg( \
-            COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
-            || pg_catalog.array_to_string(s.setconfig, ';'), ',' ORDER BY 1) \
-            FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), 'none')) \
-  FROM pg_catalog.pg_database d WHERE d.datname = $1";
+       'connection limit ' || d.datconnlimit, \
+       'grants ' || COALESCE((SELECT pg_catalog.string_agg(g.item, ',' ORDER BY g.item) FROM ( \
+            SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
+                   || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END AS item \
+            FROM pg_catalog.aclexplode(d.datacl) a) g), 'default'), \
+       'settings ' || COALESCE((SELECT pg_catalog.string_agg(r.item, ',' ORDER BY r.item) FROM ( \
+            SELECT COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
+                   || pg_catalog.array_to_string(s.setconfig, ';') AS item \
+            FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid) r), 'none'))"
+    };
+}
+
+const LEVEL_SQL: &str = concat!(
+    "SELECT ",
+    level_of_d!(),
+    " FROM pg_catalog.pg_database d WHERE d.datname = $1"
+);
 
 /// Reads what clones of the template are made with: its size, and what
 /// replays its database-level state (nothing when it has the state a
@@ -532,14 +649,27 @@ pub async fn lookup(
     else {
         return Ok(None);
     };
-    let sealed: bool = row.try_get("sealed")?;
-    let owner: String = row.try_get("owner")?;
     let ours: bool = row.try_get("ours")?;
+    // Only a template this role owns is cloned: any role with CREATEDB can
+    // make a sealed template under any name, and its objects, its data and
+    // (replayed) its owner would be every new tenant's. No other role can
+    // make a database this one owns.
+    let sealed = row.try_get::<bool, _>("sealed")? && ours;
     let has_acl: bool = row.try_get("has_acl")?;
     let grants: sqlx::types::Json<Vec<(String, Option<String>, bool)>> = row.try_get("grants")?;
     let settings: sqlx::types::Json<Vec<(Option<String>, Vec<String>)>> =
         row.try_get("settings")?;
-    let replay = replay_of(&owner, ours, has_acl, grants.0, &settings.0)?;
+    let connlimit: i32 = row.try_get("connlimit")?;
+    let comment: Option<String> = row.try_get("comment")?;
+    let mut replay = replay_of(has_acl, grants.0, &settings.0)?;
+    if connlimit != -1 {
+        replay.push(Replay::ConnLimit(connlimit));
+    }
+    // The build's mark says whose template it is (see [`mark`]); any
+    // other comment is the migrations', which a clone does not copy.
+    if let Some(comment) = comment.filter(|c| !c.starts_with(MARK_PREFIX)) {
+        replay.push(Replay::Comment(comment));
+    }
     let level = if replay.is_empty() {
         None
     } else {
@@ -559,19 +689,68 @@ pub async fn lookup(
     )))
 }
 
-/// [`lookup`] of a template that must be there.
+/// [`lookup`] of a template that must be there, sealed and this role's.
 pub async fn source(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<Source> {
-    lookup(conn, name)
-        .await?
-        .map(|(_, source)| source)
-        .with_context(|| format!("template {name} is gone (pruned meanwhile?)"))
+    match lookup(conn, name).await? {
+        Some((true, source)) => Ok(source),
+        Some((false, _)) => anyhow::bail!(
+            "template {name} is not one this role built (not sealed, or owned by another role): it is not cloned; drop it, or pass --no-template"
+        ),
+        None => anyhow::bail!("template {name} is gone (pruned meanwhile?)"),
+    }
 }
 
-const LOOKUP_SQL: &str = "SELECT d.datistemplate AND NOT d.datallowconn AS sealed, \
-       pg_catalog.pg_database_size(d.oid) AS size, \
+/// The database's owner, and whether it is the role `conn` works as.
+pub async fn owner(
+    conn: &mut PgConnection,
+    name: &DbName,
+) -> anyhow::Result<Option<(String, bool)>> {
+    let sql = format!(
+        "SELECT pg_catalog.pg_get_userbyid(datdba)::text, pg_catalog.pg_get_userbyid(datdba) = current_user \
+         FROM pg_catalog.pg_database WHERE datname = '{}'",
+        name.as_str().replace('\'', "''")
+    );
+    let row = conn
+        .fetch_optional(sql.as_str())
+        .await
+        .with_context(|| format!("read the owner of database {name}"))?;
+    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()
+}
+
+/// Refuses a built template whose migrations gave the database another
+/// owner: a template is cloned only when this role owns it (see
+/// [`lookup`]), so such a set cannot have one.
+pub async fn check_owner(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+    if let Some((owner, false)) = owner(conn, name).await? {
+        anyhow::bail!(
+            "the migrations make role {owner:?} the database's owner, and a template is cloned only while owned by the role that built it; pass --no-template to create tenants of this set in place"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a database under the template's name that another role owns:
+/// not ours to clone, nor to drop.
+pub async fn check_not_squatted(conn: &mut PgConnection, name: &DbName) -> anyhow::Result<()> {
+    if let Some((owner, false)) = owner(conn, name).await? {
+        anyhow::bail!(
+            "database {name} has this migration set's template name but is owned by role {owner:?}, not the role tenantctl connects as: tenantctl neither clones nor drops it; drop or rename it, or pass --no-template"
+        );
+    }
+    Ok(())
+}
+
+const LOOKUP_SQL: &str = concat!(
+    "SELECT d.datistemplate AND NOT d.datallowconn AS sealed, \
+       CASE WHEN pg_catalog.has_database_privilege(d.oid, 'CONNECT') \
+                     OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') \
+                THEN pg_catalog.pg_database_size(d.oid) END AS size, \
        pg_catalog.pg_get_userbyid(d.datdba)::text AS owner, \
        pg_catalog.pg_get_userbyid(d.datdba) = current_user AS ours, \
        d.datacl IS NOT NULL AS has_acl, \
+       d.datconnlimit AS connlimit, \
+       pg_catalog.shobj_description(d.oid, 'pg_database') AS comment, \
        COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.privilege_type, \
                    CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
                    a.is_grantable) ORDER BY a.grantee, a.privilege_type) \
@@ -580,29 +759,18 @@ const LOOKUP_SQL: &str = "SELECT d.datistemplate AND NOT d.datallowconn AS seale
                    pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, s.setconfig) \
                    ORDER BY s.setrole) \
                  FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), '[]') AS settings, \
-       (SELECT pg_catalog.concat_ws(' / ', \
-            'owner ' || pg_catalog.pg_get_userbyid(d.datdba), \
-            'grants ' || COALESCE((SELECT pg_catalog.string_agg( \
-                 CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END \
-                 || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' \
-                 ORDER BY 1) FROM pg_catalog.aclexplode(d.datacl) a), 'default'), \
-            'settings ' || COALESCE((SELECT pg_catalog.string_agg( \
-                 COALESCE(pg_catalog.pg_get_userbyid(NULLIF(s.setrole, 0))::text, '*') || '=' \
-                 || pg_catalog.array_to_string(s.setconfig, ';'), ',' ORDER BY 1) \
-                 FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid), 'none'))) AS level \
-  FROM pg_catalog.pg_database d WHERE d.datname = $1";
+       (SELECT ",
+    level_of_d!(),
+    ") AS level \
+  FROM pg_catalog.pg_database d WHERE d.datname = $1"
+);
 
 fn replay_of(
-    owner: &str,
-    ours: bool,
     has_acl: bool,
     grants: Vec<(String, Option<String>, bool)>,
     settings: &[(Option<String>, Vec<String>)],
 ) -> anyhow::Result<Vec<Replay>> {
     let mut replay = Vec::new();
-    if !ours {
-        replay.push(Replay::Owner(owner.to_owned()));
-    }
     if has_acl {
         replay.push(Replay::RevokeDefaults);
         for (privilege, grantee, grantable) in grants {
@@ -737,8 +905,6 @@ mod tests {
         assert_eq!(split_list(""), Vec::<String>::new());
         let db = DbName::parse("t_1").expect("valid");
         let replay = replay_of(
-            "owner",
-            true,
             false,
             Vec::new(),
             &[

@@ -316,7 +316,11 @@ fn compare(
         for (db, listed) in databases {
             // A template no company names is a template (template0,
             // template1, an extension's), not an orphan.
-            let ours = listed.template
+            // A template under a build's name was sealed by a build that
+            // died before renaming it: half-built, reported below.
+            let building = crate::template::SetHash::from_name(db.as_str())
+                .is_some_and(|h| h.template().as_str() != db.as_str());
+            let ours = (listed.template && !building)
                 || db.as_str() == ctx.connector.master_db().as_str()
                 || db.as_str() == "postgres"
                 || named.contains(db.as_str())
@@ -595,7 +599,7 @@ async fn find_orphans(
             found.push((
                 server,
                 name,
-                "a template database `tenant create` was building and never sealed (a build running now, or one that died and left it half-built: `tenantctl template prune` drops it)",
+                "a template database `tenant create` was building and never sealed and renamed (a build running now, or one that died and left it half-built: `tenantctl template prune` drops it)",
             ));
         } else if name.starts_with(DB_PREFIX) {
             found.push((server, name, "named like a tenant database"));

@@ -69,7 +69,10 @@ struct Row {
     state: Option<&'static str>,
     size_bytes: Option<i64>,
     /// What this run did (`build`, `prune`): `built`, `found`, `dropped`,
-    /// `would drop`, `kept`.
+    /// `would drop`, `kept`, `kept: another role's` (this master's, built
+    /// by another role: its own to prune), `kept: not this master's` (built by another
+    /// master sharing the server, or its mark overwritten by a migration's
+    /// `COMMENT ON DATABASE`).
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<&'static str>,
     error: Option<String>,
@@ -191,7 +194,7 @@ async fn describe(
         current: Some(&found.hash) == current,
         hash: Some(found.hash.to_string()),
         state: Some(state),
-        size_bytes: Some(found.size_bytes),
+        size_bytes: found.size_bytes,
         action: None,
         error: None,
     })
@@ -249,7 +252,7 @@ async fn build(
                 name: Some(source.name.to_string()),
                 current: true,
                 state: Some("sealed"),
-                size_bytes: Some(source.size_bytes),
+                size_bytes: source.size_bytes,
                 action: Some(if found { "found" } else { "built" }),
                 error: None,
             },
@@ -266,15 +269,26 @@ async fn prune(
     dry_run: bool,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
+    // Another master's templates (another installation on this server)
+    // are built and pruned under its own locks: never ours to drop.
+    let ours = ctx
+        .runner
+        .with_master(|conn, _, _| Box::pin(template::mark(conn)))
+        .await;
     for (server, answer) in found_on(ctx, servers, set).await {
         let pruned = async {
             let (current, found) = answer?;
+            let ours = ours.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
             let mut rows = Vec::new();
             for t in &found {
                 let mut row = describe(ctx, &server, t, current.as_ref()).await?;
                 let keep = row.state == Some("being built")
                     || (row.current && row.state == Some("sealed"));
-                row.action = Some(if keep {
+                row.action = Some(if t.mark.as_ref() != Some(ours) {
+                    "kept: not this master's"
+                } else if !t.owned {
+                    "kept: another role's"
+                } else if keep {
                     "kept"
                 } else if dry_run {
                     "would drop"

@@ -40,6 +40,7 @@ mod selection;
 mod servers;
 mod sql;
 mod template;
+mod template_attacks;
 mod tenant_drop;
 mod terminal;
 mod timeouts;

@@ -353,20 +353,30 @@ fn a_half_built_template_is_reported_rebuilt_and_pruned() {
     let leftover = s.eu2_query(&s.env.db("b"), "SELECT to_regclass('leftover')::text");
     assert_eq!(leftover, vec![""]);
     assert_eq!(templates(&s), vec![format!("{template}:true:false")]);
-    // One left half-built by a stranger's set is pruned.
+    // A database named like a template that this master's builds did not
+    // make (another installation's, a stranger's) is not pruned.
     let stray = format!("{PREFIX}00000000deadbeef");
     s.eu2
         .exec("postgres", &format!("CREATE DATABASE \"{stray}\""));
-    s.run(&[
-        "template",
-        "prune",
-        "--server",
-        "eu2",
-        "--tenant-migrations",
-        &dir,
-    ])
-    .ok();
-    assert_eq!(templates(&s), vec![format!("{template}:true:false")]);
+    let pruned = s
+        .run(&[
+            "template",
+            "prune",
+            "--server",
+            "eu2",
+            "--tenant-migrations",
+            &dir,
+        ])
+        .ok()
+        .all();
+    assert!(pruned.contains("not this master's"), "{pruned}");
+    assert_eq!(
+        templates(&s),
+        vec![
+            format!("{stray}:false:true"),
+            format!("{template}:true:false")
+        ]
+    );
 }
 
 #[test]

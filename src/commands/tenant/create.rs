@@ -23,7 +23,9 @@ use crate::commands::args::{FleetArgs, SessionArgs};
 use crate::commands::context::Context;
 use crate::commands::tenant::create_file::{self, FileLine, TenantFile};
 use crate::commands::tenant::exec::{Executed, run_app_command};
-use crate::commands::tenant::provision::{Applied, TenantSchema, apply_schema, clone_template};
+use crate::commands::tenant::provision::{
+    Applied, TenantSchema, apply_schema, clone_template, give_resumed_state,
+};
 use crate::companies::{self, Layout, NewCompany};
 use crate::config::{AppCommand, MigratorKind};
 use crate::connect::SessionLimits;
@@ -1345,7 +1347,9 @@ async fn free_on(
     requested: Option<DbName>,
 ) -> anyhow::Result<DbName> {
     match requested {
-        Some(db) => ensure_free(master_conn, layout, server, &db).await.map(|()| db),
+        Some(db) => ensure_free(master_conn, layout, server, &db)
+            .await
+            .map(|()| db),
         None => free_db_name(master_conn, layout, server, slug).await,
     }
 }
@@ -1463,5 +1467,6 @@ async fn provision(
         .with_tenant_cancellable(tenant, |conn, _| {
             Box::pin(apply_schema(ctx, conn, db, migrations, limits, applied))
         })
-        .await
+        .await?;
+    give_resumed_state(ctx, placed, db, applied).await
 }

@@ -62,6 +62,9 @@ pub struct Applied {
     pub names: Vec<String>,
     /// The template the database was cloned from, if it was.
     pub template: Option<DbName>,
+    /// The template whose database-level state a resumed create gives the
+    /// database it found (see [`give_resumed_state`]).
+    pub resumed_from: Option<Arc<template::Source>>,
 }
 
 /// Applies the schema natively on `conn`, connected to `db`: tenantctl's
@@ -190,11 +193,17 @@ pub async fn build_template(
     if let Some(source) = found {
         return Ok(source);
     }
+    // Listening for interrupts from here: a create waiting for another
+    // process's build is stopped by one, not killed.
+    let stop = ctx.interruptible().clone();
     let mut tx = master.begin().await.context("begin")?;
-    template::lock(&mut tx, &hash.build_key(server)).await?;
+    template::lock_or_stop(&mut tx, &hash.build_key(server), &stop).await?;
     let built = match sealed_source(ctx, server, set).await?.1 {
         Some(source) => Ok(source),
-        None => build_locked(ctx, server, schema, &hash, limits).await,
+        None => {
+            let mark = template::mark(&mut tx).await?;
+            build_locked(ctx, server, schema, (&hash, &mark), limits).await
+        }
     };
     tx.commit()
         .await
@@ -232,7 +241,7 @@ async fn build_locked(
     ctx: &Context,
     server: &ServerName,
     schema: &TenantSchema,
-    hash: &SetHash,
+    (hash, mark): (&SetHash, &str),
     limits: &SessionLimits,
 ) -> anyhow::Result<template::Source> {
     let (name, building) = (hash.template(), hash.building());
@@ -242,10 +251,11 @@ async fn build_locked(
             Box::pin(async move {
                 // Left unsealed under the template's own name (by a build
                 // of an older tenantctl, or by hand): never cloned.
+                template::check_not_squatted(conn, name).await?;
                 if template::find(conn, hash).await?.is_some() {
                     template::discard(conn, name).await?;
                 }
-                template::create_empty(conn, building).await
+                template::create_empty(conn, building, mark).await
             })
         })
         .await?;
@@ -253,6 +263,10 @@ async fn build_locked(
     ctx.runner
         .with_maintenance(server, |conn, _| {
             Box::pin(async move {
+                let migrated = match migrated {
+                    Ok(()) => template::check_owner(conn, building).await,
+                    Err(err) => Err(err),
+                };
                 if let Err(err) = migrated {
                     // Best effort: the migration's error is the one to report.
                     let _ = template::discard(conn, building).await;
@@ -337,7 +351,10 @@ pub async fn clone_template(
                 cloned = Some(source);
                 break;
             }
-            Ok(Found::Exists) => return Ok(false),
+            Ok(Found::Exists(source)) => {
+                applied.resumed_from = Some(source);
+                return Ok(false);
+            }
             Ok(Found::Missing) => {
                 template_for(ctx, &mut *master, server, schema, limits).await?;
             }
@@ -359,14 +376,46 @@ pub async fn clone_template(
             Box::pin(stamp_clone(conn, schema, applied))
         })
         .await?;
+    if !source.replay.is_empty() {
+        ctx.runner
+            .with_maintenance(server, |conn, _| {
+                Box::pin(template::give_state(conn, &source, db))
+            })
+            .await?;
+    }
     Ok(true)
+}
+
+/// Gives a database a resumed create found the set's database-level
+/// state, once it is migrated in place: a create that died after its
+/// clone, before that state was given, would otherwise end `active`
+/// without it. Replaying is idempotent on a database the set's migrations
+/// made in place, which already has that state.
+pub async fn give_resumed_state(
+    ctx: &Context,
+    server: &ServerName,
+    db: &DbName,
+    applied: &Applied,
+) -> anyhow::Result<()> {
+    let Some(source) = applied
+        .resumed_from
+        .as_ref()
+        .filter(|s| !s.replay.is_empty())
+    else {
+        return Ok(());
+    };
+    ctx.runner
+        .with_maintenance(server, |conn, _| {
+            Box::pin(template::give_state(conn, source, db))
+        })
+        .await
 }
 
 /// What a clone found.
 enum Found {
     Cloned(Arc<template::Source>),
-    /// The database exists already.
-    Exists,
+    /// The database exists already (the set's template is this).
+    Exists(Arc<template::Source>),
     /// No sealed template of the set on the server.
     Missing,
 }
@@ -414,7 +463,7 @@ async fn lookup_and_clone(
     Ok(if template::clone_into(conn, &source, db).await? {
         Found::Cloned(source)
     } else {
-        Found::Exists
+        Found::Exists(source)
     })
 }
 
