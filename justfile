@@ -37,8 +37,14 @@ mutants *ARGS:
     scripts/prereqs.sh mutants
     if [ -n "${POSTGRES_BASE_URL:-}" ]; then scripts/mutants.sh {{ARGS}}; else pg_virtualenv -t scripts/mutants.sh {{ARGS}}; fi
 
-# What CI runs: formatting, lints with warnings denied, tests
-ci: fmt-check clippy layering test
+# What CI runs: formatting, lints with warnings denied, the book, tests
+ci: fmt-check clippy layering docs test
+
+# The book (docs/src, mdBook) into docs/book; its links and anchors are checked by `cargo test --test docs`
+docs:
+    scripts/prereqs.sh docs
+    mdbook build docs
+    cargo test --quiet --test docs
 
 # The layering ARCHITECTURE.md documents (imports one way, no cycle, clap only in the command line, short functions): seconds, no database
 layering:

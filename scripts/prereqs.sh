@@ -6,7 +6,7 @@
 #
 #   scripts/prereqs.sh MODE [--check]
 #
-# MODE is test, demo, bench, mutants or ci (ci = test + just itself).
+# MODE is test, demo, bench, mutants, docs or ci (ci = test + docs + just itself).
 # Without --check, what is missing is installed: apt packages when running
 # as root, cargo and pip packages as anyone. What cannot be installed (no
 # root for apt, no network for cargo) gets one line on stderr naming it and
@@ -17,7 +17,7 @@
 # To add a prerequisite, add one `need` line below.
 set -euo pipefail
 
-usage() { echo "usage: scripts/prereqs.sh test|demo|bench|mutants|ci [--check]" >&2; exit 2; }
+usage() { echo "usage: scripts/prereqs.sh test|demo|bench|mutants|docs|ci [--check]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 mode=$1
 check_only=false
@@ -26,7 +26,7 @@ case "${2:-}" in
   --check) check_only=true ;;
   *) usage ;;
 esac
-case "$mode" in test | demo | bench | mutants | ci) ;; *) usage ;; esac
+case "$mode" in test | demo | bench | mutants | docs | ci) ;; *) usage ;; esac
 # Paths below (the Prisma kit) are relative to the repository.
 cd "$(dirname "$0")/.."
 
@@ -54,6 +54,7 @@ has_node() {
 }
 has_prisma_kit() { [ -x tests/prisma-kit/node_modules/.bin/prisma ] && [ -f tests/prisma-kit/node_modules/.prisma-kit-stamp ]; }
 has_mutants() { cargo mutants --version >/dev/null 2>&1; }
+has_mdbook() { mdbook --version 2>/dev/null | grep -q '^mdbook v0\.5\.4$'; }
 
 # --- the list ------------------------------------------------------------
 # need NAME "MODES" CHECK KIND WHAT... WHY
@@ -78,6 +79,9 @@ need "the Prisma kit" "test bench ci" has_prisma_kit \
   cmd "tests/prisma-kit/setup.sh" "the real Prisma CLI and client, installed offline-safe from npm"
 need "cargo-mutants" "mutants" has_mutants \
   cmd "cargo install --locked cargo-mutants" "mutation testing"
+need "mdBook 0.5.4" "docs ci" has_mdbook \
+  cmd "cargo install --locked mdbook --version 0.5.4 --no-default-features --features search" \
+  "builds the book (docs/) that just docs and CI build"
 need "just" "ci" has_just \
   cmd "python3 -m pip install --quiet rust-just || cargo install --locked just" "runs the recipes CI calls"
 

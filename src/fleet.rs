@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::error::{Cancelled, Outcome};
 use crate::tenant::Tenant;
@@ -397,7 +398,8 @@ where
     let queue = Queue::new(tenants, &options, stop);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let call = |tenant: Tenant| {
-        std::panic::AssertUnwindSafe(op(tenant))
+        let scope = statement_scope(&tenant);
+        std::panic::AssertUnwindSafe(op(tenant).instrument(scope))
             .catch_unwind()
             .map(|caught| {
                 caught.unwrap_or_else(|_| {
@@ -422,6 +424,11 @@ where
             _ = &mut workers, if working => working = false,
         }
     }
+}
+
+/// Where `--verbose` says a tenant's statements went.
+fn statement_scope(tenant: &Tenant) -> tracing::Span {
+    crate::statement_log::scope(&format!("tenant {}", tenant.handle()))
 }
 
 /// How many workers a run of `total` tenants needs.
@@ -652,7 +659,8 @@ async fn work<T, F, Fut>(
 {
     // A task of its own, so a panic fails this tenant only.
     let call = |tenant: Tenant| {
-        let spawned = tokio::spawn(op(tenant));
+        let scope = statement_scope(&tenant);
+        let spawned = tokio::spawn(op(tenant).instrument(scope));
         async move {
             match spawned.await {
                 Ok(attempt) => attempt,

@@ -43,6 +43,7 @@ pub mod script;
 pub mod selection;
 pub mod servers;
 pub mod state;
+pub mod statement_log;
 pub mod template;
 pub mod tenant;
 pub mod text;
@@ -56,6 +57,23 @@ use crate::cli::Cli;
 use crate::commands::context::Context;
 use crate::error::{Exit, Outcome};
 
+/// Loads the `.env` file, if there is one, naming it; a broken one is
+/// returned as the error that stops every command but those that read no
+/// configuration.
+fn load_env() -> Option<String> {
+    match envfile::load() {
+        // Named even under --quiet: --quiet silences progress, and a file
+        // that changes what the run does (a shard, another server) is not
+        // progress; scripted runs are where it is least expected.
+        Ok(Some(loaded)) => {
+            output::warn(loaded.describe());
+            None
+        }
+        Ok(None) => None,
+        Err(message) => Some(message),
+    }
+}
+
 /// The whole program: load `.env`, parse arguments, run, map the result to
 /// an exit status.
 pub fn main() -> ExitCode {
@@ -64,89 +82,187 @@ pub fn main() -> ExitCode {
     // the same user, which gets none of them in its own environment.
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_dumpable(false);
-    // A missing .env is normal; a broken one is worth stopping for.
-    match envfile::load() {
-        // Named even under --quiet: --quiet silences progress, and a file
-        // that changes what the run does (a shard, another server) is not
-        // progress; scripted runs are where it is least expected.
-        Ok(Some(loaded)) => output::warn(loaded.describe()),
-        Ok(None) => {}
-        Err(message) => {
+    let broken_env = load_env();
+    let parsed = parse();
+    // Help, version, completions and man pages need no configuration, so
+    // a broken .env in a parent folder does not stop them.
+    if let Some(message) = broken_env {
+        let offline = match &parsed {
+            Ok((cli, _)) => cli.command.run_offline_only(),
+            Err(err) => !err.use_stderr(),
+        };
+        if !offline {
             output::warn(format_args!("error: {message}"));
+            early_report(&message);
             return Exit::Usage.into();
         }
     }
-    let cli = match parse() {
-        Ok(cli) => cli,
-        Err(err) => {
-            // A refused command line is a usage error like any other: with
-            // --output json it still gets its JSON object.
-            if err.use_stderr() && wants_json() {
-                let message = err.kind().as_str().unwrap_or("invalid command line");
-                let first = err.to_string();
-                let first = first
-                    .lines()
-                    .next()
-                    .unwrap_or(message)
-                    .trim_start_matches("error: ");
-                output::print_json(
-                    output::OutputMode::Json,
-                    &serde_json::json!({ "error": first, "kind": "usage" }),
-                );
-            }
-            // Help and version are printed on stdout and exit 0; a refused
-            // command line is a usage error.
-            let _ = err.print();
-            return if err.use_stderr() {
-                Exit::Usage
-            } else {
-                Exit::Success
-            }
-            .into();
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            output::warn(format_args!("error: start the async runtime: {err}"));
-            return Exit::Failed.into();
-        }
+    let (cli, command) = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => return refused_command_line(&err),
     };
     let output_mode = cli.global.output;
+    if let Err(message) = output::sink::open(output::sink::Wanted {
+        report: cli.global.report_file.clone(),
+        summary: cli.global.summary_file.clone(),
+        annotations: output::github::in_actions(),
+        command: command.clone(),
+    }) {
+        // Refused before anything ran: no report can be written there.
+        if matches!(
+            output_mode,
+            output::OutputMode::Json | output::OutputMode::Jsonl
+        ) {
+            output::print_json(
+                output_mode,
+                &serde_json::json!({ "error": message, "kind": "usage" }),
+            );
+        }
+        output::warn(format_args!("error: {message}"));
+        return Exit::Usage.into();
+    }
+    let result = match commands::context::check_output(&command, &cli.global) {
+        Err(err) => Err(err.into()),
+        Ok(()) => run_on_runtime(cli),
+    };
+    conclude(&result, output_mode)
+}
+
+/// Runs the command on a runtime of its own.
+fn run_on_runtime(cli: Cli) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| anyhow::anyhow!("start the async runtime: {err}"))?;
     let result = runtime.block_on(run(cli));
     // Tasks abandoned by a second interrupt (a connection still closing, a
     // name lookup) must not hold the exit up.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-    if let Some(kind) = output::stdout_error() {
+    result
+}
+
+/// The end of every run that got past the command line: the error (if
+/// any) shown, the report and summary files written, the exit status.
+fn conclude(result: &anyhow::Result<Outcome>, output_mode: output::OutputMode) -> ExitCode {
+    // Read before the error's JSON is printed: a pipe closed by that
+    // print is not why the run ends.
+    let stdout_error = output::stdout_error();
+    let stdout_closed = output::stdout_closed();
+    let message = result.as_ref().err().map(|err| {
+        let message = error::render(err);
+        // Printed (for json/jsonl/junit) and kept for the report file.
+        output::print_json_error(output_mode, err, &message);
+        message
+    });
+    let mut code = if let Some(kind) = stdout_error {
         output::warn(format_args!("error: cannot write to stdout: {kind}"));
-        return Exit::Failed.into();
-    }
-    if output::stdout_closed() {
+        Exit::Failed.into()
+    } else if stdout_closed {
         // Nobody reads what is left to say; the status says it was cut short.
-        return Exit::StdoutClosed.into();
-    }
-    match result {
-        Ok(outcome) => outcome.exit_code(),
-        Err(err) => {
-            let message = error::render(&err);
-            output::print_json_error(output_mode, &err, &message);
-            output::warn(format_args!("error: {message}"));
-            error::exit_code(&err)
+        Exit::StdoutClosed.into()
+    } else {
+        match (result, message) {
+            (Ok(outcome), _) => outcome.exit_code(),
+            (Err(err), message) => {
+                output::warn(format_args!("error: {}", message.unwrap_or_default()));
+                error::exit_code(err)
+            }
         }
+    };
+    let errors = output::sink::finish();
+    for err in &errors {
+        output::warn(format_args!("error: {err}"));
     }
+    if !errors.is_empty()
+        && result
+            .as_ref()
+            .is_ok_and(|o| o.exit_code() == ExitCode::SUCCESS)
+    {
+        code = Exit::Failed.into();
+    }
+    code
+}
+
+/// A command line clap refused (or help and version, which it prints on
+/// stdout with status 0).
+fn refused_command_line(err: &clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        let _ = err.print();
+        return Exit::Success.into();
+    }
+    let message = err.kind().as_str().unwrap_or("invalid command line");
+    let text = err.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or(message)
+        .trim_start_matches("error: ");
+    // A refused command line is a usage error like any other: with
+    // --output json it still gets its JSON object.
+    if wants_json() {
+        output::print_json(
+            output::OutputMode::Json,
+            &serde_json::json!({ "error": first, "kind": "usage" }),
+        );
+    }
+    let _ = err.print();
+    early_report(first);
+    Exit::Usage.into()
+}
+
+/// The report and summary files (and annotations) for a usage error met
+/// before the command line could be parsed, from the raw arguments and
+/// the environment.
+fn early_report(message: &str) {
+    let wanted = output::sink::Wanted {
+        report: raw_flag("--report-file")
+            .or_else(|| std::env::var_os("TENANTCTL_REPORT_FILE"))
+            .map(Into::into),
+        summary: raw_flag("--summary-file")
+            .or_else(|| std::env::var_os("TENANTCTL_SUMMARY_FILE"))
+            .map(Into::into),
+        annotations: output::github::in_actions(),
+        command: "(command line)".into(),
+    };
+    if let Err(err) = output::sink::open(wanted) {
+        output::warn(format_args!("error: {err}"));
+        return;
+    }
+    output::error_document(output::OutputMode::Table, message, "usage");
+    for err in output::sink::finish() {
+        output::warn(format_args!("error: {err}"));
+    }
+}
+
+/// The value of `--flag VALUE` or `--flag=VALUE` in the raw arguments.
+fn raw_flag(flag: &str) -> Option<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, arg)| {
+        let arg = arg.to_str()?;
+        if arg == flag {
+            args.get(i + 1).cloned()
+        } else {
+            arg.strip_prefix(&prefix).map(Into::into)
+        }
+    })
 }
 
 /// Parses the command line, noting where the values that narrow a
 /// selection came from (a flag, the environment, a `.env` file), which
-/// only the raw matches know.
-fn parse() -> Result<Cli, clap::Error> {
-    let matches = Cli::command().try_get_matches()?;
-    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut Cli::command()))?;
+/// only the raw matches know, and which command runs (`tenant migrate`).
+fn parse() -> Result<(Cli, String), clap::Error> {
+    let command = || Cli::command().long_version(commands::version::long());
+    let matches = command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command()))?;
     cli.origins = commands::args::Origins::of(&matches);
-    Ok(cli)
+    let mut names = Vec::new();
+    let mut leaf = &matches;
+    while let Some((name, sub)) = leaf.subcommand() {
+        names.push(name);
+        leaf = sub;
+    }
+    Ok((cli, names.join(" ")))
 }
 
 /// Whether the raw command line asks for JSON output, for errors that come
@@ -171,6 +287,9 @@ const QUIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
 /// terminal) is abandoned with exit status 130 all the same. The command
 /// runs on a task of its own so that a blocked one cannot hold this up.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    if let Some(done) = cli.command.run_offline() {
+        return done;
+    }
     let mut ctx = Context::new(&cli.global)?;
     ctx.origins = cli.origins;
     let stop = ctx.stop.clone();

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
+use tracing::Instrument as _;
 
 use crate::companies::Layout;
 use crate::config::MasterConfig;
@@ -46,6 +47,7 @@ use crate::fleet::{self, Attempt, FleetOptions, FleetRun, Observer, Stop};
 use crate::output::report::TenantValue;
 use crate::recheck::Recheck;
 use crate::servers::ServerName;
+use crate::statement_log;
 use crate::tenant::Tenant;
 
 /// Owns what every database touch needs; cheap to clone (each clone shares
@@ -509,18 +511,21 @@ impl Runner {
         let asks: Vec<ConnFuture<'_, T>> = servers
             .iter()
             .map(|server| -> ConnFuture<'_, T> {
-                Box::pin(async move {
-                    self.connector.check_server(server)?;
-                    let conn = match self.connector.connect_maintenance(server).await {
-                        Ok(conn) => conn,
-                        Err(_) if self.connector.master_on_server(server) => {
-                            self.connector.connect_master().await?
-                        }
-                        Err(err) => return Err(err),
-                    };
-                    self.scoped(conn, |conn, _| op(server, conn, borrows()))
-                        .await
-                })
+                Box::pin(
+                    async move {
+                        self.connector.check_server(server)?;
+                        let conn = match self.connector.connect_maintenance(server).await {
+                            Ok(conn) => conn,
+                            Err(_) if self.connector.master_on_server(server) => {
+                                self.connector.connect_master().await?
+                            }
+                            Err(err) => return Err(err),
+                        };
+                        self.scoped(conn, |conn, _| op(server, conn, borrows()))
+                            .await
+                    }
+                    .instrument(statement_log::scope(&format!("server {server}"))),
+                )
             })
             .collect();
         futures_util::future::join_all(asks).await
@@ -559,14 +564,17 @@ impl Runner {
         let asks: Vec<ConnFuture<'_, T>> = dbs
             .iter()
             .map(|(server, db)| -> ConnFuture<'_, T> {
-                Box::pin(async move {
-                    let _turn = match caps.get(server) {
-                        Some(cap) => Some(cap.acquire().await?),
-                        None => None,
-                    };
-                    self.with_tenant_read(server, db, move |conn, _| op(conn, borrows()))
-                        .await
-                })
+                Box::pin(
+                    async move {
+                        let _turn = match caps.get(server) {
+                            Some(cap) => Some(cap.acquire().await?),
+                            None => None,
+                        };
+                        self.with_tenant_read(server, db, move |conn, _| op(conn, borrows()))
+                            .await
+                    }
+                    .instrument(statement_log::scope(&format!("database {db} on {server}"))),
+                )
             })
             .collect();
         futures_util::stream::iter(asks)
@@ -610,29 +618,37 @@ impl Runner {
         F: for<'c> FnOnce(&'c mut PgConnection, Layout, Borrows<'c, 'e>) -> ConnFuture<'c, T>
             + Send,
     {
-        let conn = self.connector.connect_master().await?;
         let master = &self.master;
-        self.scoped(conn, |conn, _| {
-            Box::pin(async move {
-                let layout = load_layout(conn, master).await?;
-                op(conn, layout, borrows()).await
+        async move {
+            let conn = self.connector.connect_master().await?;
+            self.scoped(conn, |conn, _| {
+                Box::pin(async move {
+                    let layout = load_layout(conn, master).await?;
+                    op(conn, layout, borrows()).await
+                })
             })
-        })
+            .await
+        }
+        .instrument(statement_log::scope("master"))
         .await
     }
 
     /// A master connection and its layout, for the one connection a run
     /// holds open to record itself ([`crate::runs::RunLog`]), which ends it.
     pub async fn open_master(&self) -> anyhow::Result<(PgConnection, Layout)> {
-        let mut conn = self.connector.connect_master().await?;
-        match load_layout(&mut conn, &self.master).await {
-            Ok(layout) => Ok((conn, layout)),
-            Err(err) => {
-                // Nothing was written: the connection is not worth a commit.
-                self.connector.abandon(conn).await;
-                Err(err)
+        async {
+            let mut conn = self.connector.connect_master().await?;
+            match load_layout(&mut conn, &self.master).await {
+                Ok(layout) => Ok((conn, layout)),
+                Err(err) => {
+                    // Nothing was written: the connection is not worth a commit.
+                    self.connector.abandon(conn).await;
+                    Err(err)
+                }
             }
         }
+        .instrument(statement_log::scope("master"))
+        .await
     }
 
     /// A connection to one tenant's database with the session limits.
@@ -712,7 +728,10 @@ impl Runner {
     where
         F: for<'c> FnOnce(&'c mut PgConnection, Borrows<'c, 'e>) -> ConnFuture<'c, T>,
     {
-        self.connector.with_maintenance(server, op).await
+        self.connector
+            .with_maintenance(server, op)
+            .instrument(statement_log::scope(&format!("server {server}")))
+            .await
     }
 
     /// [`Self::with_maintenance`] on the master's server.

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use sqlx::postgres::PgConnection;
 
@@ -47,8 +48,52 @@ impl RunKind {
     }
 }
 
+/// A deploy's handle (`--label`, e.g. a pipeline id): the runs recorded
+/// under it are listed, rerun and reverted together. Validated once: 1 to
+/// 200 characters, no control characters, not all whitespace. It reaches
+/// SQL only as a bind parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(String);
+
+/// The longest label accepted, in characters.
+pub const LABEL_MAX: usize = 200;
+
+impl std::str::FromStr for Label {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let chars = raw.chars().count();
+        if chars == 0 || chars > LABEL_MAX {
+            return Err(format!(
+                "a label has 1 to {LABEL_MAX} characters (this one has {chars})"
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(
+                "a label may not contain control characters (newlines, tabs, escapes)".into(),
+            );
+        }
+        if raw.chars().all(char::is_whitespace) {
+            return Err("a label may not be all whitespace".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl Label {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
 /// What a run was asked to do, recorded when it starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunRequest {
     pub kind: RunKind,
     /// `--to VERSION`, if given.
@@ -57,6 +102,8 @@ pub struct RunRequest {
     pub undoes: Option<i64>,
     /// How many tenants were selected.
     pub tenants: usize,
+    /// `--label`: the deploy this run belongs to.
+    pub label: Option<Label>,
 }
 
 fn create_sql(runs: &str, tenants: &str) -> String {
@@ -75,7 +122,8 @@ fn create_sql(runs: &str, tenants: &str) -> String {
            incomplete  boolean NOT NULL DEFAULT false, \
            started_at  timestamptz NOT NULL DEFAULT now(), \
            finished_at timestamptz, \
-           selection   jsonb); \
+           selection   jsonb, \
+           label       text); \
          CREATE TABLE IF NOT EXISTS {tenants} (\
            run_id         bigint NOT NULL REFERENCES {runs} (id) ON DELETE CASCADE, \
            company_id     text NOT NULL, \
@@ -85,10 +133,30 @@ fn create_sql(runs: &str, tenants: &str) -> String {
            after_version  bigint, \
            versions       bigint[] NOT NULL, \
            installed_until timestamptz, \
-           status         text NOT NULL CHECK (status IN ('ok', 'failed')), \
+           status         text NOT NULL CONSTRAINT run_tenants_status_check CHECK (status IN {STATUSES}), \
            error          text, \
            recorded_at    timestamptz NOT NULL DEFAULT now(), \
+           slug           text, \
            PRIMARY KEY (run_id, company_id))"
+    )
+}
+
+/// A tenant's row in a run: `pending` from the run's start until the
+/// tenant is done (a run killed outright leaves its never-reached tenants
+/// so), then how it ended.
+const STATUSES: &str = "('pending', 'ok', 'failed', 'skipped', 'interrupted')";
+
+/// What run tables from before labels lack, added in one transaction: the
+/// `label` column and its index, each tenant's `slug`, and the statuses
+/// beyond `ok` and `failed`.
+fn upgrade_sql(runs: &str, tenants: &str) -> String {
+    format!(
+        "ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS selection jsonb; \
+         ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS label text; \
+         CREATE INDEX IF NOT EXISTS runs_label_idx ON {runs} (label); \
+         ALTER TABLE {tenants} ADD COLUMN IF NOT EXISTS slug text; \
+         ALTER TABLE {tenants} DROP CONSTRAINT IF EXISTS run_tenants_status_check; \
+         ALTER TABLE {tenants} ADD CONSTRAINT run_tenants_status_check CHECK (status IN {STATUSES})"
     )
 }
 
@@ -100,20 +168,19 @@ fn create_sql(runs: &str, tenants: &str) -> String {
 pub async fn ensure_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<()> {
     let (runs, tenants) = (layout.own_table(RUNS), layout.own_table(RUN_TENANTS));
     crate::state::ensure_schema(conn).await?;
+    let before = probe(conn, layout).await?;
     crate::companies::create_under_lock(conn, &create_sql(&runs, &tenants))
         .await
         .with_context(|| format!("create tenantctl's {RUNS} and {RUN_TENANTS} tables"))?;
-    // Only when missing: ALTER TABLE needs the table's owner even when
-    // there is nothing to add, and `master migrate` may run as another role.
-    if !probe(conn, layout).await?.selection {
-        crate::companies::create_under_lock(
-            conn,
-            &format!("ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS selection jsonb"),
-        )
-        .await
-        .with_context(|| {
-            format!("add the selection column to tenantctl's {RUNS} table (its owner may)")
-        })?;
+    // Only when missing (or just created, for the label's index): ALTER
+    // TABLE needs the table's owner even when there is nothing to add,
+    // and `master migrate` may run as another role.
+    if !before.exist || !before.selection || !before.deploy {
+        crate::companies::create_under_lock(conn, &upgrade_sql(&runs, &tenants))
+            .await
+            .with_context(|| {
+                format!("add the selection, label and slug columns to tenantctl's {RUNS} and {RUN_TENANTS} tables (their owner may)")
+            })?;
     }
     Ok(())
 }
@@ -122,16 +189,22 @@ pub async fn ensure_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::
 /// tenants with as they finish.
 pub struct RunLog {
     pub id: i64,
+    /// `--label`, as recorded.
+    pub label: Option<Label>,
     conn: tokio::sync::Mutex<Option<PgConnection>>,
     connector: Arc<Connector>,
     runs_sql: String,
     tenants_sql: String,
+    /// The run tables have labels, slugs and pending rows (not an older
+    /// tenantctl's tables this role could not add them to).
+    deploy: bool,
     /// Set when a tenant's row could not be written.
     incomplete: AtomicBool,
 }
 
 impl RunLog {
-    /// Records the start of a run. Fails, before any tenant is touched,
+    /// Records the start of a run, with a `pending` row for each selected
+    /// tenant (in the same statement). Fails, before any tenant is touched,
     /// when the master will not take the record: a run that could not be
     /// undone with `revert --run` should not start.
     pub async fn start(
@@ -140,14 +213,18 @@ impl RunLog {
         layout: &Layout,
         request: RunRequest,
         selection: Option<&Selection>,
+        tenants: &[Tenant],
     ) -> anyhow::Result<Self> {
-        let started = match Self::insert(&mut conn, layout, request, selection).await {
+        let started = match Self::insert(&mut conn, layout, &request, selection, tenants)
+            .instrument(crate::statement_log::scope("master"))
+            .await
+        {
             // Behind a transaction-mode pooler: kept now, not at the end,
             // and each later write commits on its own.
             Ok(id) => connector.unpin(&mut conn).await.map(|()| id),
             Err(err) => Err(err),
         };
-        let id = match started {
+        let (id, deploy) = match started {
             Ok(id) => id,
             Err(err) => {
                 connector.abandon(conn).await;
@@ -158,56 +235,111 @@ impl RunLog {
         };
         Ok(Self {
             id,
+            label: request.label,
             conn: tokio::sync::Mutex::new(Some(conn)),
             connector,
             runs_sql: layout.own_table(RUNS),
             tenants_sql: layout.own_table(RUN_TENANTS),
+            deploy,
             incomplete: AtomicBool::new(false),
         })
     }
 
+    /// The run's row and its tenants' pending rows; returns the run's id
+    /// and whether the tables are current (see [`RunLog::deploy`]).
     async fn insert(
         conn: &mut PgConnection,
         layout: &Layout,
-        request: RunRequest,
+        request: &RunRequest,
         selection: Option<&Selection>,
-    ) -> anyhow::Result<i64> {
-        let tables = probe(conn, layout).await?;
-        let mut with_selection = tables.selection;
-        if !tables.exist {
-            ensure_tables(conn, layout).await?;
-            with_selection = true;
-        } else if !tables.selection {
-            // Run tables an older tenantctl made: add the column if this
-            // role may; if not, the run still goes ahead (its report
-            // states the selection) and the record says less.
-            match ensure_tables(conn, layout).await {
-                Ok(()) => with_selection = true,
-                Err(err) => crate::output::warn(format_args!(
-                    "warning: this run's record will not state its selection: {} (`tenantctl master migrate` as the owner of {RUNS} adds the column)",
-                    crate::error::render(&err)
-                )),
-            }
+        tenants: &[Tenant],
+    ) -> anyhow::Result<(i64, bool)> {
+        let tables = Self::upgrade(conn, layout).await?;
+        if let Some(label) = &request.label
+            && !tables.deploy
+        {
+            return Err(crate::error::UsageError(format!(
+                "--label {label}: the master's run tables predate labels and this role may not add the column; run `tenantctl master migrate` as their owner, or run without --label"
+            ))
+            .into());
         }
         let selection =
             selection.map(|s| serde_json::to_string(s).expect("a selection serializes"));
-        let sql = if with_selection {
-            "INSERT INTO {} (command, target, undoes_run, tenants, selection) VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id"
-        } else {
-            "INSERT INTO {} (command, target, undoes_run, tenants) VALUES ($1, $2, $3, $4) RETURNING id"
+        let tenants_count = i32::try_from(request.tenants).unwrap_or(i32::MAX);
+        if !tables.deploy {
+            let sql = if tables.selection {
+                "INSERT INTO {} (command, target, undoes_run, tenants, selection) VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id"
+            } else {
+                "INSERT INTO {} (command, target, undoes_run, tenants) VALUES ($1, $2, $3, $4) RETURNING id"
+            }
+            .replace("{}", &layout.own_table(RUNS));
+            let mut query = sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(request.kind.as_str())
+                .bind(request.target)
+                .bind(request.undoes)
+                .bind(tenants_count);
+            if tables.selection {
+                query = query.bind(selection);
+            }
+            let (id,): (i64,) = query.fetch_one(&mut *conn).await?;
+            return Ok((id, false));
         }
-        .replace("{}", &layout.own_table(RUNS));
-        let mut query = sqlx::query_as(&sql)
+        // One statement: the run and a pending row per selected tenant, so
+        // a run killed outright still says which tenants it never reached.
+        let sql = format!(
+            "WITH run AS (INSERT INTO {runs} (command, target, undoes_run, tenants, selection, label) \
+                          VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id), \
+                  pending AS (INSERT INTO {tenants} (run_id, company_id, db_name, server, slug, versions, status) \
+                          SELECT run.id, t.company_id, t.db_name, t.server, t.slug, '{{}}', 'pending' \
+                          FROM run, unnest($7::text[], $8::text[], $9::text[], $10::text[]) AS t(company_id, db_name, server, slug) \
+                          ON CONFLICT (run_id, company_id) DO NOTHING) \
+             SELECT id FROM run",
+            runs = layout.own_table(RUNS),
+            tenants = layout.own_table(RUN_TENANTS),
+        );
+        let column = |f: fn(&Tenant) -> Option<String>| tenants.iter().map(f).collect::<Vec<_>>();
+        let (id,): (i64,) = sqlx::query_as(&sql)
             .persistent(false)
             .bind(request.kind.as_str())
             .bind(request.target)
             .bind(request.undoes)
-            .bind(i32::try_from(request.tenants).unwrap_or(i32::MAX));
-        if with_selection {
-            query = query.bind(selection);
+            .bind(tenants_count)
+            .bind(selection)
+            .bind(request.label.as_ref().map(Label::as_str))
+            .bind(column(|t| Some(t.id.clone())))
+            .bind(column(|t| Some(t.db_label().to_owned())))
+            .bind(column(|t| Some(t.server_label().to_owned())))
+            .bind(column(|t| t.slug.clone()))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok((id, true))
+    }
+
+    /// Brings run tables an older tenantctl made up to date if this role
+    /// may; returns what they have then. If it may not, an unlabelled run
+    /// still goes ahead (its report states the selection) and the record
+    /// says less.
+    async fn upgrade(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Tables> {
+        let tables = probe(conn, layout).await?;
+        if tables.exist && tables.selection && tables.deploy {
+            return Ok(tables);
         }
-        let (id,): (i64,) = query.fetch_one(&mut *conn).await?;
-        Ok(id)
+        match ensure_tables(conn, layout).await {
+            Ok(()) => Ok(Tables {
+                exist: true,
+                selection: true,
+                deploy: true,
+            }),
+            Err(err) if tables.exist => {
+                crate::output::warn(format_args!(
+                    "warning: this run's record will not state its selection, label, slugs or skipped tenants: {} (`tenantctl master migrate` as the owner of {RUNS} adds the columns)",
+                    crate::error::render(&err)
+                ));
+                Ok(tables)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Makes a tenant's work so far permanent (behind a transaction-mode
@@ -242,9 +374,20 @@ impl RunLog {
     /// on it. A write that fails is reported on stderr and does not fail
     /// the tenant, whose change has already been committed.
     pub async fn tenant(&self, tenant: &Tenant, done: &Done, error: Option<&anyhow::Error>) {
+        // Written during the tenant's turn, but to the master.
+        self.record_tenant(tenant, done, error)
+            .instrument(crate::statement_log::scope("master"))
+            .await;
+    }
+
+    async fn record_tenant(&self, tenant: &Tenant, done: &Done, error: Option<&anyhow::Error>) {
         if done.versions.is_empty() && error.is_none() {
             return;
         }
+        self.write_tenant(tenant, done, error).await;
+    }
+
+    async fn write_tenant(&self, tenant: &Tenant, done: &Done, error: Option<&anyhow::Error>) {
         let mut guard = self.conn.lock().await;
         let Some(conn) = guard.as_mut() else {
             return;
@@ -276,13 +419,29 @@ impl RunLog {
         done: &Done,
         error: Option<&anyhow::Error>,
     ) -> anyhow::Result<()> {
-        {
-            sqlx::query(&format!(
+        // Current tables: the tenant's pending row becomes its result (a
+        // retry after a write that landed changes nothing). Older ones: a
+        // row of its own, without the slug.
+        let sql = if self.deploy {
+            format!(
+                "INSERT INTO {} AS t (run_id, company_id, db_name, server, before_version, after_version, versions, installed_until, status, error, slug) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (run_id, company_id) DO UPDATE SET db_name = EXCLUDED.db_name, server = EXCLUDED.server, \
+                   before_version = EXCLUDED.before_version, after_version = EXCLUDED.after_version, versions = EXCLUDED.versions, \
+                   installed_until = EXCLUDED.installed_until, status = EXCLUDED.status, error = EXCLUDED.error, \
+                   slug = EXCLUDED.slug, recorded_at = now() \
+                 WHERE t.status = 'pending'",
+                self.tenants_sql
+            )
+        } else {
+            format!(
                 "INSERT INTO {} (run_id, company_id, db_name, server, before_version, after_version, versions, installed_until, status, error) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (run_id, company_id) DO NOTHING",
                 self.tenants_sql
-            ))
+            )
+        };
+        let mut query = sqlx::query(&sql)
             .persistent(false)
             .bind(self.id)
             .bind(&tenant.id)
@@ -293,15 +452,25 @@ impl RunLog {
             .bind(&done.versions)
             .bind(done.installed_until)
             .bind(if error.is_some() { "failed" } else { "ok" })
-            .bind(error.map(crate::error::render))
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
+            .bind(error.map(crate::error::render));
+        if self.deploy {
+            query = query.bind(tenant.slug.as_deref());
         }
+        query.execute(&mut *conn).await?;
+        Ok(())
     }
 
-    /// Records how the run ended and closes the connection.
-    pub async fn finish(&self, outcome: Outcome, ok: usize, failed: usize, skipped: usize) {
+    /// Records how the run ended and closes the connection. `ended` is
+    /// each tenant's result (`ok`, `failed`, `skipped`, `interrupted`) and
+    /// error: in the same statement, every row still pending takes it, so
+    /// an up-to-date tenant costs no write of its own.
+    pub async fn finish(&self, outcome: Outcome, counts: [usize; 3], ended: &[Ended]) {
+        self.end(outcome, counts, ended)
+            .instrument(crate::statement_log::scope("master"))
+            .await;
+    }
+
+    async fn end(&self, outcome: Outcome, [ok, failed, skipped]: [usize; 3], ended: &[Ended]) {
         let Some(mut conn) = self.conn.lock().await.take() else {
             return;
         };
@@ -311,13 +480,13 @@ impl RunLog {
             Outcome::Interrupted => "interrupted",
         };
         let counts = [ok, failed, skipped].map(|n| i32::try_from(n).unwrap_or(i32::MAX));
-        let mut written = self.write_end(&mut conn, outcome, counts).await;
+        let mut written = self.write_end(&mut conn, outcome, counts, ended).await;
         if written.is_err()
             && let Ok(fresh) = self.reconnect().await
         {
             let broken = std::mem::replace(&mut conn, fresh);
             self.connector.abandon(broken).await;
-            written = self.write_end(&mut conn, outcome, counts).await;
+            written = self.write_end(&mut conn, outcome, counts, ended).await;
         }
         let released = self.connector.release(conn).await;
         if let Err(err) = written.and(released) {
@@ -342,20 +511,42 @@ impl RunLog {
         conn: &mut PgConnection,
         outcome: &str,
         [ok, failed, skipped]: [i32; 3],
+        ended: &[Ended],
     ) -> anyhow::Result<()> {
-        let updated = sqlx::query(&format!(
+        let end = format!(
             "UPDATE {} SET outcome = $2, ok = $3, failed = $4, skipped = $5, incomplete = $6, finished_at = now() WHERE id = $1",
             self.runs_sql
-        ))
-        .persistent(false)
-        .bind(self.id)
-        .bind(outcome)
-        .bind(ok)
-        .bind(failed)
-        .bind(skipped)
-        .bind(self.incomplete.load(Ordering::SeqCst))
-        .execute(conn)
-        .await?;
+        );
+        let sql = if self.deploy {
+            format!(
+                "WITH ended AS (UPDATE {tenants} t SET status = e.status, error = coalesce(t.error, e.error), recorded_at = now() \
+                   FROM unnest($7::text[], $8::text[], $9::text[]) AS e(company_id, status, error) \
+                   WHERE t.run_id = $1 AND t.company_id = e.company_id AND t.status = 'pending') {end}",
+                tenants = self.tenants_sql
+            )
+        } else {
+            end
+        };
+        let mut query = sqlx::query(&sql)
+            .persistent(false)
+            .bind(self.id)
+            .bind(outcome)
+            .bind(ok)
+            .bind(failed)
+            .bind(skipped)
+            .bind(self.incomplete.load(Ordering::SeqCst));
+        if self.deploy {
+            query = query
+                .bind(
+                    ended
+                        .iter()
+                        .map(|e| e.company_id.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(ended.iter().map(|e| e.status).collect::<Vec<_>>())
+                .bind(ended.iter().map(|e| e.error.clone()).collect::<Vec<_>>());
+        }
+        let updated = query.execute(conn).await?;
         anyhow::ensure!(
             updated.rows_affected() == 1,
             "run {} is no longer in {RUNS}",
@@ -363,6 +554,15 @@ impl RunLog {
         );
         Ok(())
     }
+}
+
+/// How one tenant of a run ended, for the rows still pending at its end.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub company_id: String,
+    /// `ok`, `failed`, `skipped` or `interrupted`.
+    pub status: &'static str,
+    pub error: Option<String>,
 }
 
 /// A run as `tenant runs` lists it.
@@ -392,12 +592,18 @@ pub struct RunSummary {
     /// tenantctl kept it, and for `revert --run`, which takes back what one
     /// run recorded).
     pub selection: Option<sqlx::types::Json<Selection>>,
+    /// `--label`: the deploy the run belongs to (none for runs without
+    /// one, and runs recorded before tenantctl kept labels).
+    pub label: Option<String>,
 }
 
 /// What a run did to one tenant.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunTenant {
     pub company_id: String,
+    /// The tenant's slug as the master had it at the run (none for runs
+    /// recorded before tenantctl kept it).
+    pub slug: Option<String>,
     pub db_name: String,
     pub server: String,
     pub before: Option<i64>,
@@ -407,15 +613,48 @@ pub struct RunTenant {
     /// When the last version it applied was recorded on the tenant (the
     /// tenant server's clock).
     pub installed_until: Option<DateTime<Utc>>,
+    /// `ok`, `failed`, `skipped`, `interrupted`, or `pending`: selected at
+    /// the run's start and never finished (the run was killed).
     pub status: String,
     pub error: Option<String>,
+}
+
+/// The changes of several runs (newest run first) as one per tenant and
+/// database: its versions from every run, in the order applied; its
+/// version before the oldest of them; the time the newest recorded its
+/// last. A company whose runs changed different databases (its row was
+/// repointed between them) keeps one entry per database, so each is
+/// checked against where its row points now.
+pub fn merge_changes(runs: impl DoubleEndedIterator<Item = Vec<RunTenant>>) -> Vec<RunTenant> {
+    let mut merged: Vec<RunTenant> = Vec::new();
+    for change in runs.rev().flatten().filter(|t| !t.versions.is_empty()) {
+        let same = merged.iter_mut().find(|m| {
+            m.company_id == change.company_id
+                && m.db_name == change.db_name
+                && m.server == change.server
+        });
+        match same {
+            Some(m) => {
+                for version in change.versions {
+                    if !m.versions.contains(&version) {
+                        m.versions.push(version);
+                    }
+                }
+                m.after = change.after;
+                m.installed_until = m.installed_until.max(change.installed_until);
+                m.slug = change.slug.or(m.slug.take());
+            }
+            None => merged.push(change),
+        }
+    }
+    merged
 }
 
 fn summary_sql(layout: &Layout, tables: Tables, filter: &str) -> String {
     format!(
         "SELECT r.id, r.command, r.target AS to, r.undoes_run, r.outcome, r.started_at, r.finished_at, r.tenants, \
                 (SELECT count(*) FROM {tenants} t WHERE t.run_id = r.id AND cardinality(t.versions) > 0) AS changed, \
-                r.ok, r.failed, r.skipped, r.incomplete, {selection} AS selection \
+                r.ok, r.failed, r.skipped, r.incomplete, {selection} AS selection, {label} AS label \
          FROM {runs} r {filter}",
         runs = layout.own_table(RUNS),
         tenants = layout.own_table(RUN_TENANTS),
@@ -424,6 +663,11 @@ fn summary_sql(layout: &Layout, tables: Tables, filter: &str) -> String {
             "r.selection"
         } else {
             "NULL::jsonb"
+        },
+        label = if tables.deploy {
+            "r.label"
+        } else {
+            "NULL::text"
         },
     )
 }
@@ -435,17 +679,28 @@ struct Tables {
     exist: bool,
     /// The runs table's `selection` column, which older versions lack.
     selection: bool,
+    /// The `label` and `slug` columns (and the statuses beyond ok and
+    /// failed, added with them), which older versions lack; only with
+    /// `selection` (a table someone took that column from reads as old).
+    deploy: bool,
 }
 
 async fn probe(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Tables> {
-    let (exist, selection): (bool, bool) = sqlx::query_as(&format!(
-        "SELECT {runs} AND {tenants}, \
-                EXISTS (SELECT FROM pg_attribute a JOIN pg_class o ON o.oid = a.attrelid \
-                        JOIN pg_namespace s ON s.oid = o.relnamespace \
-                        WHERE s.nspname = $3 AND o.relname = $1 \
-                          AND a.attname = 'selection' AND NOT a.attisdropped)",
+    let column = |table: &str, name: &str| {
+        format!(
+            "EXISTS (SELECT FROM pg_attribute a JOIN pg_class o ON o.oid = a.attrelid \
+                     JOIN pg_namespace s ON s.oid = o.relnamespace \
+                     WHERE s.nspname = $3 AND o.relname = {table} \
+                       AND a.attname = '{name}' AND NOT a.attisdropped)"
+        )
+    };
+    let (exist, selection, deploy): (bool, bool, bool) = sqlx::query_as(&format!(
+        "SELECT {runs} AND {tenants}, {selection}, {selection} AND {label} AND {slug}",
         runs = crate::state::exists_sql("$1"),
         tenants = crate::state::exists_sql("$2"),
+        selection = column("$1", "selection"),
+        label = column("$1", "label"),
+        slug = column("$2", "slug"),
     ))
     .persistent(false)
     .bind(crate::state::short(&layout.own_table(RUNS)))
@@ -454,27 +709,249 @@ async fn probe(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Table
     .fetch_one(&mut *conn)
     .await
     .context("look for tenantctl's run records")?;
-    Ok(Tables { exist, selection })
+    Ok(Tables {
+        exist,
+        selection,
+        deploy,
+    })
 }
 
-/// The most recent runs, newest first.
+/// The most recent runs, newest first; with a label, only its runs.
 pub async fn recent(
     conn: &mut PgConnection,
     layout: &Layout,
     limit: u32,
+    label: Option<&Label>,
 ) -> anyhow::Result<Vec<RunSummary>> {
     let tables = probe(conn, layout).await?;
-    if !tables.exist {
+    if !tables.exist || (label.is_some() && !tables.deploy) {
         return Ok(Vec::new());
     }
-    let rows: Vec<RunSummary> =
-        sqlx::query_as(&summary_sql(layout, tables, "ORDER BY r.id DESC LIMIT $1"))
-            .persistent(false)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .context("read tenantctl's run records")?;
+    let filter = if label.is_some() {
+        "WHERE r.label = $2 ORDER BY r.id DESC LIMIT $1"
+    } else {
+        "ORDER BY r.id DESC LIMIT $1"
+    };
+    let sql = summary_sql(layout, tables, filter);
+    let mut query = sqlx::query_as(&sql)
+        .persistent(false)
+        .bind(i64::from(limit));
+    if let Some(label) = label {
+        query = query.bind(label.as_str());
+    }
+    let rows: Vec<RunSummary> = query
+        .fetch_all(&mut *conn)
+        .await
+        .context("read tenantctl's run records")?;
     Ok(rows)
+}
+
+/// The ids of the `migrate` runs recorded under a label, newest first.
+pub async fn migrate_runs(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    label: &Label,
+) -> anyhow::Result<Vec<i64>> {
+    let tables = probe(conn, layout).await?;
+    if !tables.exist || !tables.deploy {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<(i64,)> = sqlx::query_as(&format!(
+        "SELECT id FROM {} WHERE label = $1 AND command = 'migrate' ORDER BY id DESC",
+        layout.own_table(RUNS)
+    ))
+    .persistent(false)
+    .bind(label.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .context("read tenantctl's run records")?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+/// `--failed-in`'s value as typed: `run:N`, `label:TEXT`, or a bare value
+/// that is a label, or (all digits) a run id or a label, as the records
+/// tell ([`recorded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailedIn {
+    Run(i64),
+    Label(Label),
+    /// All digits: the run with this id, or the label spelled so.
+    Either(Label, i64),
+}
+
+impl std::str::FromStr for FailedIn {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        if let Some(id) = raw.strip_prefix("run:") {
+            return id
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .map(Self::Run)
+                .ok_or_else(|| {
+                    format!("{raw:?}: run:N takes a run id (see `tenantctl tenant runs`)")
+                });
+        }
+        if let Some(label) = raw.strip_prefix("label:") {
+            return label.parse().map(Self::Label);
+        }
+        let label: Label = raw.parse()?;
+        if raw.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(id) = raw.parse::<i64>()
+        {
+            return Ok(Self::Either(label, id));
+        }
+        Ok(Self::Label(label))
+    }
+}
+
+impl std::fmt::Display for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Run(id) => write!(f, "run {id}"),
+            Self::Label(label) => write!(f, "label {label}"),
+        }
+    }
+}
+
+/// Which recorded deploy `--failed-in` names, once read: a run by id, or
+/// every run of a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Run(i64),
+    Label(Label),
+}
+
+/// Reads `--failed-in`'s value against the records: `run:N` and
+/// `label:TEXT` say which; a bare value that is all digits is a run id,
+/// unless it is also a label (refused as ambiguous) or only a label; any
+/// other bare value is a label. What names nothing recorded is refused.
+pub async fn recorded(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    wanted: &FailedIn,
+) -> anyhow::Result<Recorded> {
+    use crate::error::UsageError;
+    let tables = probe(conn, layout).await?;
+    let has_run = async |conn: &mut PgConnection, id: i64| -> anyhow::Result<bool> {
+        exists(
+            conn,
+            tables.exist,
+            &format!("{} WHERE id = $1", layout.own_table(RUNS)),
+            id,
+        )
+        .await
+    };
+    let has_label = async |conn: &mut PgConnection, label: &str| -> anyhow::Result<bool> {
+        let sql = format!("{} WHERE label = $1", layout.own_table(RUNS));
+        exists(conn, tables.deploy, &sql, label.to_owned()).await
+    };
+    let no_run = |id: i64| {
+        UsageError(format!(
+            "--failed-in: no run {id} is recorded in the master; `tenantctl tenant runs` lists the recorded runs"
+        ))
+    };
+    let no_label = |label: &Label| {
+        UsageError(format!(
+            "--failed-in: no run is recorded under label {label}; `tenantctl tenant runs` lists the recorded runs and their labels"
+        ))
+    };
+    let found = match wanted {
+        FailedIn::Run(id) => {
+            if !has_run(conn, *id).await? {
+                return Err(no_run(*id).into());
+            }
+            Recorded::Run(*id)
+        }
+        FailedIn::Label(label) => {
+            if !has_label(conn, label.as_str()).await? {
+                return Err(no_label(label).into());
+            }
+            Recorded::Label(label.clone())
+        }
+        FailedIn::Either(label, id) => {
+            let run = has_run(conn, *id).await?;
+            let labelled = has_label(conn, label.as_str()).await?;
+            match (run, labelled) {
+                (true, true) => {
+                    return Err(UsageError(format!(
+                        "--failed-in {id} is ambiguous: it is both a run id and a label; say which with --failed-in run:{id} or --failed-in label:{id}"
+                    ))
+                    .into());
+                }
+                (true, false) => Recorded::Run(*id),
+                (false, true) => Recorded::Label(label.clone()),
+                (false, false) => {
+                    return Err(UsageError(format!(
+                        "--failed-in {id}: no run {id} and no label {label} is recorded in the master; `tenantctl tenant runs` lists the recorded runs and their labels"
+                    ))
+                    .into());
+                }
+            }
+        }
+    };
+    Ok(found)
+}
+
+/// Whether `SELECT FROM {from_where}` finds a row (never, when `tables`
+/// says the table or column is not there).
+async fn exists<T>(
+    conn: &mut PgConnection,
+    tables: bool,
+    from_where: &str,
+    value: T,
+) -> anyhow::Result<bool>
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    if !tables {
+        return Ok(false);
+    }
+    let found = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT FROM {from_where})"))
+        .persistent(false)
+        .bind(value)
+        .fetch_one(conn)
+        .await
+        .context("read tenantctl's run records")?;
+    Ok(found)
+}
+
+/// The tenants that did not end `ok` in a run (failed, skipped,
+/// interrupted, or still pending: never reached), or, for a label, whose
+/// latest row across the label's runs (by run id) is not `ok`.
+pub async fn not_ok(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    recorded: &Recorded,
+) -> anyhow::Result<Vec<String>> {
+    let (runs, tenants) = (layout.own_table(RUNS), layout.own_table(RUN_TENANTS));
+    let (sql, run, label) = match recorded {
+        Recorded::Run(id) => (
+            format!(
+                "SELECT company_id FROM {tenants} WHERE run_id = $1 AND $2::text IS NULL AND status <> 'ok' ORDER BY company_id"
+            ),
+            Some(*id),
+            None,
+        ),
+        Recorded::Label(label) => (
+            format!(
+                "SELECT company_id FROM (SELECT DISTINCT ON (t.company_id) t.company_id, t.status \
+                   FROM {tenants} t JOIN {runs} r ON r.id = t.run_id WHERE r.label = $2 \
+                   ORDER BY t.company_id, t.run_id DESC) latest \
+                 WHERE status <> 'ok' AND $1::bigint IS NULL ORDER BY company_id"
+            ),
+            None,
+            Some(label.as_str()),
+        ),
+    };
+    sqlx::query_scalar(&sql)
+        .persistent(false)
+        .bind(run)
+        .bind(label)
+        .fetch_all(&mut *conn)
+        .await
+        .context("read tenantctl's run records")
 }
 
 /// One run and the tenants it changed or failed on, or `None` if there is
@@ -498,9 +975,10 @@ pub async fn get(
         return Ok(None);
     };
     let tenants: Vec<RunTenant> = sqlx::query_as(&format!(
-        "SELECT company_id, db_name, server, before_version AS before, after_version AS after, versions, installed_until, status, error \
-         FROM {} WHERE run_id = $1 ORDER BY recorded_at, company_id",
-        layout.own_table(RUN_TENANTS)
+        "SELECT company_id, {slug} AS slug, db_name, server, before_version AS before, after_version AS after, versions, installed_until, status, error \
+         FROM {tenants} WHERE run_id = $1 ORDER BY recorded_at, company_id",
+        slug = if tables.deploy { "slug" } else { "NULL::text" },
+        tenants = layout.own_table(RUN_TENANTS)
     ))
     .persistent(false)
     .bind(id)
@@ -508,4 +986,99 @@ pub async fn get(
     .await
     .context("read tenantctl's run records")?;
     Ok(Some((row, tenants)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_checked_once() {
+        for ok in [
+            "ci-41",
+            "1",
+            " x ",
+            "it's \"q\" \\ é",
+            &"x".repeat(200),
+            &"é".repeat(200),
+        ] {
+            assert_eq!(
+                ok.parse::<Label>().map(|l| l.as_str().to_owned()),
+                Ok(ok.to_owned())
+            );
+        }
+        for bad in [
+            "",
+            " ",
+            "\t",
+            "a\nb",
+            "a\u{1b}[0m",
+            "nul\0",
+            &"x".repeat(201),
+        ] {
+            assert!(bad.parse::<Label>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn failed_in_reads_run_label_or_either() {
+        let label = |s: &str| s.parse::<Label>().expect("label");
+        assert_eq!("run:12".parse(), Ok(FailedIn::Run(12)));
+        assert_eq!("label:12".parse(), Ok(FailedIn::Label(label("12"))));
+        assert_eq!("12".parse(), Ok(FailedIn::Either(label("12"), 12)));
+        assert_eq!("ci-12".parse(), Ok(FailedIn::Label(label("ci-12"))));
+        assert_eq!("label:run:3".parse(), Ok(FailedIn::Label(label("run:3"))));
+        for bad in ["run:", "run:x", "run:0", "run:-1", "label:", "", "a\nb"] {
+            assert!(bad.parse::<FailedIn>().is_err(), "{bad:?}");
+        }
+        // Too many digits for a run id: a label only.
+        let big = "99999999999999999999";
+        assert_eq!(big.parse(), Ok(FailedIn::Label(label(big))));
+    }
+
+    fn change(company: &str, db: &str, versions: &[i64], before: i64) -> RunTenant {
+        RunTenant {
+            company_id: company.into(),
+            slug: Some(format!("{company}-slug")),
+            db_name: db.into(),
+            server: "default".into(),
+            before: Some(before),
+            after: versions.last().copied(),
+            versions: versions.to_vec(),
+            installed_until: None,
+            status: "ok".into(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_label_s_runs_merge_per_tenant_and_database() {
+        // Newest run first, as a label's runs are read.
+        let newest = vec![change("a", "db_a", &[5], 4), change("b", "db_b2", &[5], 4)];
+        let oldest = vec![
+            change("a", "db_a", &[3, 4], 2),
+            change("b", "db_b", &[3], 2),
+            change("c", "db_c", &[], 2),
+        ];
+        let merged = merge_changes(vec![newest, oldest].into_iter());
+        let seen: Vec<(&str, &str, &[i64], Option<i64>)> = merged
+            .iter()
+            .map(|m| {
+                (
+                    m.company_id.as_str(),
+                    m.db_name.as_str(),
+                    &m.versions[..],
+                    m.before,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", "db_a", &[3, 4, 5][..], Some(2)),
+                ("b", "db_b", &[3][..], Some(2)),
+                ("b", "db_b2", &[5][..], Some(4)),
+            ]
+        );
+    }
 }

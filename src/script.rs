@@ -63,7 +63,7 @@ struct DryRunFacts {
 /// quoted, nested in a subquery, CTE, argument, `FROM`, a column default or
 /// a function body) is refused before any tenant is touched. A name ending
 /// in `*` stands for every function starting so. This is the one list;
-/// the README's `tenant sql` section shows it.
+/// the book's `tenant sql` section (docs/src/guide/fix.md) shows it.
 ///
 /// Not here, because the rollback does undo them (checked on PostgreSQL
 /// 15): `set_config(..., false)` and `SET` (a session setting made in a
@@ -704,10 +704,13 @@ impl Statement {
     }
 
     /// Its text on one line, white space collapsed and cut at 60
-    /// characters, for messages.
+    /// characters, for messages; a password it sets or connects with
+    /// (`PASSWORD '...'`, `password=...` in a connection string) masked
+    /// before it is cut, as `--verbose` masks it.
     pub fn snippet(&self) -> String {
         const MAX: usize = 60;
-        let words: Vec<&str> = self.text.split_whitespace().collect();
+        let masked = crate::statement_log::mask_password_literals(&self.text);
+        let words: Vec<&str> = masked.split_whitespace().collect();
         let flat = words.join(" ");
         if flat.chars().count() <= MAX {
             flat

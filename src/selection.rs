@@ -24,7 +24,14 @@ impl FromStr for Shard {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{raw:?} is not a shard: use I/N with 0 <= I < N, e.g. 0/4");
+        if raw.trim() == "auto" {
+            return Self::from_ci(|name| std::env::var(name).ok());
+        }
+        let usage = || {
+            format!(
+                "{raw:?} is not a shard: use I/N with 0 <= I < N, e.g. 0/4, or auto in a CI job"
+            )
+        };
         let (i, n) = raw.split_once('/').ok_or_else(usage)?;
         let index: u32 = i.trim().parse().map_err(|_| usage())?;
         let count: u32 = n.trim().parse().map_err(|_| usage())?;
@@ -35,7 +42,59 @@ impl FromStr for Shard {
     }
 }
 
+/// The variables CI systems set in each job of a parallel set: index,
+/// count, and whether the index counts from 1.
+const CI_PARALLEL: [(&str, &str, bool); 4] = [
+    // GitLab's `parallel: N`.
+    ("CI_NODE_INDEX", "CI_NODE_TOTAL", true),
+    // Buildkite's `parallelism: N`.
+    (
+        "BUILDKITE_PARALLEL_JOB",
+        "BUILDKITE_PARALLEL_JOB_COUNT",
+        false,
+    ),
+    // CircleCI's `parallelism: N`.
+    ("CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", false),
+    // Azure Pipelines' `strategy: parallel: N`.
+    ("SYSTEM_JOBPOSITIONINPHASE", "SYSTEM_TOTALJOBSINPHASE", true),
+];
+
 impl Shard {
+    /// `--shard auto`: this job's part of a parallel CI job, from the
+    /// variables the CI system sets in each of them, so a pipeline need
+    /// not do the arithmetic (GitLab counts from 1, `--shard` from 0).
+    pub fn from_ci(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        for (index_var, count_var, from_one) in CI_PARALLEL {
+            let (Some(index), Some(count)) = (var(index_var), var(count_var)) else {
+                continue;
+            };
+            let bad = || {
+                format!(
+                    "--shard auto: {index_var}={index:?} and {count_var}={count:?} are not a job's place in a parallel set"
+                )
+            };
+            let index: u32 = index.trim().parse().map_err(|_| bad())?;
+            let count: u32 = count.trim().parse().map_err(|_| bad())?;
+            let index = if from_one {
+                index.checked_sub(1).ok_or_else(bad)?
+            } else {
+                index
+            };
+            if count == 0 || index >= count {
+                return Err(bad());
+            }
+            return Ok(Self { index, count });
+        }
+        Err(format!(
+            "--shard auto found no parallel job: none of {} is set; pass --shard I/N instead (GitHub Actions: a matrix value)",
+            CI_PARALLEL
+                .iter()
+                .map(|(i, n, _)| format!("{i}/{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// Whether the tenant with this id falls in this shard. FNV-1a is fixed
     /// by its definition, so the split never changes between runs,
     /// machines or versions of this tool.
@@ -63,6 +122,30 @@ pub struct Filter {
     pub shard: Option<Shard>,
     /// Only tenants placed on one of these servers (any, when empty).
     pub servers: Vec<ServerName>,
+    /// `--failed-in`, read from the run records: like `all`, but only
+    /// these companies.
+    pub failed_in: Option<NotOk>,
+}
+
+/// What `--failed-in` read from the run records: the companies whose
+/// result there is not ok.
+#[derive(Debug, Clone, Default)]
+pub struct NotOk {
+    /// `run 12` or `label "deploy-41"`.
+    pub source: String,
+    /// Their company ids.
+    pub ids: Vec<String>,
+}
+
+/// How a `--failed-in` selection came about, as a report states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedInStated {
+    /// `run 12` or `label "deploy-41"`.
+    pub source: String,
+    /// Companies whose result there is not ok.
+    pub not_ok: usize,
+    /// Of those, how many are no longer in the master (never selected).
+    pub gone: usize,
 }
 
 impl Filter {
@@ -136,8 +219,14 @@ pub struct Selection {
     /// `revert --run ID`: the tenants that run changed.
     #[serde(default)]
     pub run: Option<i64>,
+    /// `--failed-in`: where the tenants not ok came from, and how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_in: Option<FailedInStated>,
+    /// `revert --label L`: the label whose runs are taken back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Where each criterion in use came from, by name (`all`, `tenants`,
-    /// `statuses`, `servers`, `shard`, `run`).
+    /// `statuses`, `servers`, `shard`, `run`, `failed_in`, `label`).
     pub from: BTreeMap<String, Source>,
     /// The companies table, when it is not the seed's own: a table or a
     /// view `tenantctl.toml` names can itself narrow the fleet (a view
@@ -173,6 +262,7 @@ impl Selection {
                 .map(|l| l.as_str().to_owned())
                 .collect()
         } else if names.is_empty() {
+            // --all and --failed-in select active tenants by default.
             from.insert("statuses".to_owned(), Source::Default);
             vec![Lifecycle::Active.as_str().to_owned()]
         } else {
@@ -202,6 +292,15 @@ impl Selection {
                 .collect(),
             shard: shard.map(|s| format!("{}/{}", s.index, s.count)),
             run: None,
+            failed_in: filter.failed_in.as_ref().map(|n| {
+                from.insert("failed_in".to_owned(), Source::CommandLine);
+                FailedInStated {
+                    source: n.source.clone(),
+                    not_ok: n.ids.len(),
+                    gone: 0,
+                }
+            }),
+            label: None,
             from,
             table: None,
         }
@@ -219,8 +318,21 @@ impl Selection {
             servers: Vec::new(),
             shard: None,
             run: Some(id),
+            failed_in: None,
+            label: None,
             from: BTreeMap::from([("run".to_owned(), Source::CommandLine)]),
             table: None,
+        }
+    }
+
+    /// The selection of `revert --label L`: the tenants its migrate runs
+    /// changed, `selected` of them still in the master.
+    pub fn of_label(label: &str, companies: usize, selected: usize) -> Self {
+        Self {
+            run: None,
+            label: Some(label.to_owned()),
+            from: BTreeMap::from([("label".to_owned(), Source::CommandLine)]),
+            ..Self::of_run(0, companies, selected)
         }
     }
 
@@ -259,6 +371,27 @@ impl Selection {
         if let Some(id) = self.run {
             parts.push(format!("--run {id} (the tenants it changed)"));
         }
+        if let Some(label) = &self.label {
+            parts.push(format!(
+                "--label {:?} (the tenants its migrate runs changed)",
+                crate::text::shown(label)
+            ));
+        }
+        if let Some(failed) = &self.failed_in {
+            let mut about = format!(
+                "--failed-in {}: {} tenant(s) not ok there",
+                crate::text::shown(&failed.source),
+                failed.not_ok
+            );
+            if failed.gone > 0 {
+                let _ = write!(
+                    about,
+                    ", {} of them no longer in the master (not selected)",
+                    failed.gone
+                );
+            }
+            parts.push(about);
+        }
         if let Some(shard) = &self.shard {
             parts.push(match source("shard") {
                 Source::CommandLine => format!("--shard {shard}"),
@@ -284,6 +417,9 @@ pub struct Selected {
     pub tenants: Vec<Tenant>,
     /// Rows in the companies table, in every status.
     pub companies: usize,
+    /// With `--failed-in`: the companies not ok there that the master no
+    /// longer has.
+    pub gone: usize,
 }
 
 /// Reads the master once and returns the selected tenants: with `--all`
@@ -313,6 +449,9 @@ pub async fn resolve(
     // which of the rows sharing a database works on it, and only that
     // one's shard does.
     mark_shared(&everyone, &mut tenants, same_place);
+    if let Some(not_ok) = &filter.failed_in {
+        tenants.retain(|t| not_ok.ids.contains(&t.id));
+    }
     if names.is_empty()
         && let Some(shard) = filter.shard
     {
@@ -333,7 +472,18 @@ pub async fn resolve(
         }
         tenants.retain(|t| filter.on_servers(t));
     }
-    Ok(Selected { tenants, companies })
+    let gone = filter.failed_in.as_ref().map_or(0, |not_ok| {
+        not_ok
+            .ids
+            .iter()
+            .filter(|id| !everyone.iter().any(|t| &&t.id == id))
+            .count()
+    });
+    Ok(Selected {
+        tenants,
+        companies,
+        gone,
+    })
 }
 
 fn resolve_unplaced(
@@ -343,9 +493,10 @@ fn resolve_unplaced(
     filter: &Filter,
 ) -> anyhow::Result<Vec<Tenant>> {
     if !names.is_empty() {
-        if filter.all {
+        if filter.all || filter.failed_in.is_some() {
             return Err(UsageError(format!(
-                "name tenants or pass --all, not both (got {})",
+                "name tenants or pass {}, not both (got {})",
+                if filter.all { "--all" } else { "--failed-in" },
                 names.join(" ")
             ))
             .into());
@@ -353,7 +504,7 @@ fn resolve_unplaced(
         check_statuses(&filter.lifecycles, layout, everyone)?;
         return by_name(everyone, layout, names, &filter.lifecycles);
     }
-    if !filter.all && filter.lifecycles.is_empty() {
+    if !filter.all && filter.lifecycles.is_empty() && filter.failed_in.is_none() {
         return Err(UsageError(
             "name one or more tenants (slug or id), or pass --all or --status".into(),
         )
@@ -381,7 +532,11 @@ fn resolve_unplaced(
         .collect();
     // Only `--all` (which means "active") matching nobody is a mistake to
     // report; `--status failed` finding nothing is good news.
-    if tenants.is_empty() && !everyone.is_empty() && filter.lifecycles.is_empty() {
+    if tenants.is_empty()
+        && !everyone.is_empty()
+        && filter.lifecycles.is_empty()
+        && filter.failed_in.is_none()
+    {
         return Err(nobody_selected(everyone, lifecycles).into());
     }
     Ok(tenants)
@@ -501,6 +656,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shard_auto_reads_each_ci_systems_parallel_job() {
+        let from = |pairs: &'static [(&'static str, &'static str)]| {
+            Shard::from_ci(move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let shard = |index, count| Ok(Shard { index, count });
+        assert_eq!(
+            from(&[("CI_NODE_INDEX", "1"), ("CI_NODE_TOTAL", "4")]),
+            shard(0, 4)
+        );
+        assert_eq!(
+            from(&[("CI_NODE_INDEX", "4"), ("CI_NODE_TOTAL", "4")]),
+            shard(3, 4)
+        );
+        assert_eq!(
+            from(&[
+                ("BUILDKITE_PARALLEL_JOB", "0"),
+                ("BUILDKITE_PARALLEL_JOB_COUNT", "3")
+            ]),
+            shard(0, 3)
+        );
+        assert_eq!(
+            from(&[("CIRCLE_NODE_INDEX", "2"), ("CIRCLE_NODE_TOTAL", "3")]),
+            shard(2, 3)
+        );
+        assert_eq!(
+            from(&[
+                ("SYSTEM_JOBPOSITIONINPHASE", "2"),
+                ("SYSTEM_TOTALJOBSINPHASE", "2")
+            ]),
+            shard(1, 2)
+        );
+        for bad in [
+            &[("CI_NODE_INDEX", "0"), ("CI_NODE_TOTAL", "4")][..],
+            &[("CI_NODE_INDEX", "5"), ("CI_NODE_TOTAL", "4")],
+            &[("CIRCLE_NODE_INDEX", "x"), ("CIRCLE_NODE_TOTAL", "3")],
+            &[("CIRCLE_NODE_INDEX", "0"), ("CIRCLE_NODE_TOTAL", "0")],
+            &[("CI_NODE_INDEX", "1")],
+            &[],
+        ] {
+            assert!(from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_selection_says_what_chose_it() {
         let shard = Some(Shard { index: 1, count: 4 });
         let from_file = Source::EnvFile {
@@ -549,6 +753,31 @@ mod tests {
             Selection::of_run(42, 9, 3).describe(),
             "selected 3 of the master's 9 companies: --run 42 (the tenants it changed)"
         );
+    }
+
+    #[test]
+    fn a_failed_in_selection_says_where_from_and_what_is_gone() {
+        let filter = Filter {
+            failed_in: Some(NotOk {
+                source: "label \"ci-41\"".into(),
+                ids: vec!["1".into(), "2".into(), "3".into()],
+            }),
+            ..Filter::default()
+        };
+        let mut selection = Selection::of(&[], &filter, None, 9, 2);
+        if let Some(failed) = &mut selection.failed_in {
+            failed.gone = 1;
+        }
+        assert_eq!(
+            selection.describe(),
+            "selected 2 of the master's 9 companies: status active (by default), --failed-in label \"ci-41\": 3 tenant(s) not ok there, 1 of them no longer in the master (not selected)"
+        );
+        assert_eq!(selection.from.get("failed_in"), Some(&Source::CommandLine));
+        // Read back from a run record written before the field existed.
+        let mut old = serde_json::to_value(Selection::of_run(4, 9, 2)).expect("json");
+        old.as_object_mut().expect("object").remove("failed_in");
+        let old: Selection = serde_json::from_value(old).expect("old selection");
+        assert_eq!(old.failed_in, None);
     }
 
     #[test]

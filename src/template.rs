@@ -28,7 +28,7 @@ const LOCK_CLASS: i32 = 0x746d_706c; // "tmpl"
 
 /// Size above which a clone copies files (`STRATEGY FILE_COPY`, two
 /// checkpoints) rather than writing every block to the WAL (`WAL_LOG`, the
-/// default since PostgreSQL 15); see the README's figures.
+/// default since PostgreSQL 15); see the book's benchmark chapter (docs/src/benchmark.md).
 const FILE_COPY_ABOVE: i64 = 64 * 1024 * 1024;
 
 /// What identifies a migration set's schema: 16 hex digits of a SHA-256

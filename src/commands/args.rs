@@ -10,6 +10,7 @@ use clap::Args;
 use crate::connect::SessionLimits;
 use crate::fleet::FleetOptions;
 use crate::output::OutputMode;
+use crate::runs::{FailedIn, Label};
 use crate::selection::{Filter, Shard, Source};
 use crate::servers::ServerName;
 use crate::tenant::StatusWanted;
@@ -52,9 +53,38 @@ pub struct GlobalArgs {
     #[arg(long, env = "TENANTCTL_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     pub connect_timeout: Duration,
 
-    /// No progress bar and no per-tenant failure lines on stderr
+    /// Also write the JSON report (what --output json prints) to this
+    /// file, whatever --output is, however the run ends; replaced
+    /// atomically, readable by its owner only when new (a pipe or a
+    /// device, such as /dev/stdout, is written through)
+    #[arg(
+        long,
+        env = "TENANTCTL_REPORT_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub report_file: Option<PathBuf>,
+
+    /// Append a Markdown summary of the run to this file (counts, time,
+    /// selection, failed tenants), e.g. `$GITHUB_STEP_SUMMARY`
+    #[arg(
+        long,
+        env = "TENANTCTL_SUMMARY_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub summary_file: Option<PathBuf>,
+
+    /// No progress bar and no notices on stderr; each failed tenant's line
+    /// stays [no progress bar either when CI is set or stderr is not a
+    /// terminal]
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    /// Print each statement tenantctl sends, where it went (tenant,
+    /// master, server) and how long it took, on stderr; passwords masked
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 }
 
 /// Which tenants a command acts on.
@@ -85,7 +115,9 @@ pub struct FilterArgs {
 
     /// Only shard I of N (0-based) of an --all or --status selection: a
     /// stable split by tenant id, so N jobs cover every tenant exactly once
-    /// (tenants named explicitly are never filtered by it)
+    /// (tenants named explicitly are never filtered by it); `auto` reads
+    /// the job's place from GitLab's, Buildkite's, CircleCI's or Azure
+    /// Pipelines' parallel-job variables
     #[arg(long, env = "TENANTCTL_SHARD", value_name = "I/N")]
     pub shard: Option<Shard>,
 
@@ -93,6 +125,40 @@ pub struct FilterArgs {
     /// tenants named or selected with --all
     #[arg(long = "server", value_name = "NAME")]
     pub servers: Vec<ServerName>,
+
+    /// The tenants that failed, were skipped, interrupted or never reached
+    /// in this recorded run, or (a label) whose latest result under that
+    /// label is not ok; like --all otherwise (status active unless --status
+    /// says otherwise; --shard and --server apply). `run:N` or `label:TEXT`
+    /// say which a bare value is
+    #[arg(
+        long,
+        value_name = "RUN|LABEL",
+        conflicts_with = "all",
+        value_parser = clap::builder::ValueParser::new(parse_failed_in)
+    )]
+    pub failed_in: Option<FailedIn>,
+}
+
+/// `--failed-in`'s value, its error without the value repeated by clap.
+fn parse_failed_in(raw: &str) -> Result<FailedIn, String> {
+    raw.parse()
+}
+
+/// `--label`: the deploy a recorded run belongs to.
+#[derive(Debug, Clone, Args)]
+pub struct LabelArgs {
+    /// Record this run under a label (a pipeline id, say: 1 to 200
+    /// characters, no control characters), so `tenant runs --label`,
+    /// `--failed-in` and `tenant revert --label` find every run of the
+    /// deploy
+    #[arg(long, env = "TENANTCTL_LABEL", value_name = "TEXT", value_parser = clap::builder::ValueParser::new(parse_label))]
+    pub label: Option<Label>,
+}
+
+/// `--label`'s value (also `tenant revert --label`'s).
+pub fn parse_label(raw: &str) -> Result<Label, String> {
+    raw.parse()
 }
 
 /// Where the values of the flags that also read a variable came from,
@@ -102,6 +168,8 @@ pub struct FilterArgs {
 pub struct Origins {
     /// Where `--shard` came from, if it was given at all.
     pub shard: Option<Source>,
+    /// Where `--label` came from, if it was given at all.
+    pub label: Option<Source>,
 }
 
 impl Origins {
@@ -114,6 +182,7 @@ impl Origins {
         }
         Self {
             shard: source(leaf, "shard", "TENANTCTL_SHARD"),
+            label: source(leaf, "label", "TENANTCTL_LABEL"),
         }
     }
 }
@@ -232,6 +301,9 @@ impl From<&FilterArgs> for Filter {
             lifecycles: args.status.clone(),
             shard: args.shard,
             servers: args.servers.clone(),
+            // Read against the records by the selection (see
+            // `Context::resolve`).
+            failed_in: None,
         }
     }
 }

@@ -99,6 +99,9 @@ impl Context {
                 .filter(|s| !s.trim().is_empty()),
             global.connect_timeout,
         )?;
+        if global.verbose {
+            crate::statement_log::install(connector.child_env().redactor(&[]));
+        }
         let connector = Arc::new(connector);
         let runner = Runner::new(connector.clone(), config.master.clone());
         Ok(Self {
@@ -246,4 +249,48 @@ impl Context {
     pub fn set_streaming(&self, on: bool) {
         self.streaming.store(on, Ordering::SeqCst);
     }
+}
+
+/// The commands that run per tenant and report a fleet run: the only ones
+/// `--output junit` fits (`tenant create` only with `--from-file`, which
+/// it checks itself).
+const FLEET_COMMANDS: [&str; 10] = [
+    "tenant migrate",
+    "tenant status",
+    "tenant revert",
+    "tenant sql",
+    "tenant exec",
+    "tenant drift",
+    "tenant baseline",
+    "tenant settings get",
+    "tenant settings set",
+    "tenant create",
+];
+
+/// Commands that print no JSON document, so a report file would stay
+/// empty: `--report-file` and `--summary-file` are refused rather than
+/// silently write nothing.
+const NO_REPORT: [&str; 3] = ["tenant psql", "completions", "man"];
+
+/// Refuses, before anything runs, output flags the command (`tenant
+/// migrate`) cannot honour.
+pub fn check_output(command: &str, global: &GlobalArgs) -> Result<(), UsageError> {
+    if global.output == OutputMode::Junit && !FLEET_COMMANDS.contains(&command) {
+        return Err(UsageError(format!(
+            "--output junit reports fleet runs (tenant migrate, status, revert, sql, exec, drift, baseline, settings, create --from-file); `{command}` is not one: use --output json"
+        )));
+    }
+    if NO_REPORT.contains(&command) {
+        for (given, flag) in [
+            (global.report_file.is_some(), "--report-file"),
+            (global.summary_file.is_some(), "--summary-file"),
+        ] {
+            if given {
+                return Err(UsageError(format!(
+                    "{flag}: `{command}` prints no report to write; leave it out (or unset its variable)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use crate::error::render;
 use crate::fleet::{self, Silent, Verdict};
 use crate::migrations::{self, MigrationSet, Plan};
 use crate::moves::{self, MoveRow};
-use crate::output::{OutputMode, line, print_json, shown, table};
+use crate::output::{OutputMode, document, line, print_json, shown, table};
 use crate::prisma;
 use crate::runner::{ConnFuture, Runner};
 use crate::servers::ServerName;
@@ -820,17 +820,17 @@ fn print(
     for f in findings {
         *summary.entry(f.kind.as_str()).or_default() += 1;
     }
+    let value = serde_json::json!({
+        "tenants": companies.len(),
+        "findings": findings,
+        "summary": summary,
+        "orphans_checked": orphans_unchecked.is_none(),
+    });
+    document(ctx.output, &value);
     match ctx.output {
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
-            mode,
-            &serde_json::json!({
-                "tenants": companies.len(),
-                "findings": findings,
-                "summary": summary,
-                "orphans_checked": orphans_unchecked.is_none(),
-            }),
-        ),
-        OutputMode::Table => {
+        OutputMode::Jsonl => print_json(ctx.output, &value),
+        OutputMode::Json => {}
+        OutputMode::Table | OutputMode::Junit => {
             if let Some(why) = orphans_unchecked {
                 crate::output::warn(format_args!("note: {why}"));
             }

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
+use tracing::Instrument as _;
 
 use crate::commands::context::Context;
 use crate::companies::{BOOKKEEPING, Layout, MissingTable, PLACEMENT, SCHEMA_LOCK};
@@ -13,7 +14,7 @@ use crate::connect::is_missing_database;
 use crate::ddl;
 use crate::error::Outcome;
 use crate::migrations::{self, MigrationSet};
-use crate::output::{OutputMode, join_versions, line, print_json};
+use crate::output::{OutputMode, document, join_versions, line, print_json};
 use crate::state;
 
 #[derive(Debug, Subcommand)]
@@ -47,7 +48,11 @@ struct Migrated<'a> {
 
 pub async fn run(command: MasterCommand, ctx: &Context) -> anyhow::Result<Outcome> {
     match command {
-        MasterCommand::Migrate => migrate(ctx).await,
+        MasterCommand::Migrate => {
+            migrate(ctx)
+                .instrument(crate::statement_log::scope("master"))
+                .await
+        }
     }
 }
 
@@ -70,6 +75,7 @@ async fn migrate(ctx: &Context) -> anyhow::Result<Outcome> {
                 .scoped(server, |server, _| {
                     Box::pin(ddl::create_if_missing(server, db))
                 })
+                .instrument(crate::statement_log::scope("the master's server"))
                 .await?,
         ),
         Err(_) => None,
@@ -250,8 +256,9 @@ async fn own_ledger(
 
 fn print(ctx: &Context, result: &Migrated<'_>) {
     let db = result.database;
+    document(ctx.output, result);
     match ctx.output {
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             if result.created {
                 line(format_args!("created master database {db}"));
             }
@@ -287,6 +294,7 @@ fn print(ctx: &Context, result: &Migrated<'_>) {
                 ));
             }
         }
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, result),
+        OutputMode::Jsonl => print_json(ctx.output, result),
+        OutputMode::Json => {}
     }
 }

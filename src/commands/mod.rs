@@ -25,8 +25,10 @@ pub mod master;
 pub mod record;
 pub mod select;
 pub mod server;
+pub mod shell;
 pub mod template;
 pub mod tenant;
+pub mod version;
 
 use clap::Subcommand;
 
@@ -51,6 +53,10 @@ pub enum Command {
     /// Compare the servers with the master: orphans, missing or misplaced
     /// databases, unreachable servers, stuck and outdated tenants (read-only)
     Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (needs no database)
+    Completions(shell::CompletionsArgs),
+    /// Write one manual page per command into a folder (needs no database)
+    Man(shell::ManArgs),
 }
 
 pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<Outcome> {
@@ -60,5 +66,24 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<Outcome> {
         Command::Server(cmd) => server::run(cmd, ctx).await,
         Command::Template(cmd) => template::run(cmd, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
+        Command::Completions(args) => Ok(shell::completions(&args)),
+        Command::Man(args) => shell::man(&args),
+    }
+}
+
+impl Command {
+    /// Whether this is a command that reads no configuration at all.
+    pub fn run_offline_only(&self) -> bool {
+        matches!(self, Self::Completions(_) | Self::Man(_))
+    }
+
+    /// Runs the commands that need no configuration (no base URL, no
+    /// master), before any is read; `None` for every other command.
+    pub fn run_offline(&self) -> Option<anyhow::Result<Outcome>> {
+        match self {
+            Self::Completions(args) => Some(Ok(shell::completions(args))),
+            Self::Man(args) => Some(shell::man(args)),
+            _ => None,
+        }
     }
 }

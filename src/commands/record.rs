@@ -4,12 +4,16 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use super::context::Context;
+
 use crate::commands::args::SelectionArgs;
 use crate::error::Outcome;
 use crate::fleet::{FleetRun, Verdict};
+use crate::output::OutputMode;
 use crate::output::report::{Extra, TenantValue, print_fleet_with};
-use crate::runs::{RunLog, RunRequest};
+use crate::runs::{Ended, RunLog, RunRequest};
 use crate::tenant::Tenant;
 
 impl Context {
@@ -17,6 +21,16 @@ impl Context {
     /// connection: the run is recorded (see [`RunLog`]) before any tenant
     /// is touched, and the connection stays open to record each tenant.
     pub async fn select_for_run(
+        &self,
+        selection: &SelectionArgs,
+        request: impl FnOnce(usize) -> RunRequest,
+    ) -> anyhow::Result<(Vec<Tenant>, Arc<RunLog>)> {
+        self.select_and_record(selection, request)
+            .instrument(crate::statement_log::scope("master"))
+            .await
+    }
+
+    async fn select_and_record(
         &self,
         selection: &SelectionArgs,
         request: impl FnOnce(usize) -> RunRequest,
@@ -40,6 +54,7 @@ impl Context {
             &layout,
             request,
             self.selection().as_ref(),
+            &tenants,
         )
         .await?;
         Ok((tenants, Arc::new(log)))
@@ -55,19 +70,29 @@ impl Context {
         run.outcome()
     }
 
-    /// Opens a run record in the master for a run about to change tenants.
-    pub async fn start_run(&self, request: RunRequest) -> anyhow::Result<Arc<RunLog>> {
-        let (conn, layout) = self.master().await?;
-        Ok(Arc::new(
-            RunLog::start(
-                self.connector.clone(),
-                conn,
-                &layout,
-                request,
-                self.selection().as_ref(),
-            )
-            .await?,
-        ))
+    /// Opens a run record in the master for a run about to change
+    /// `tenants`.
+    pub async fn start_run(
+        &self,
+        request: RunRequest,
+        tenants: &[Tenant],
+    ) -> anyhow::Result<Arc<RunLog>> {
+        async {
+            let (conn, layout) = self.master().await?;
+            Ok(Arc::new(
+                RunLog::start(
+                    self.connector.clone(),
+                    conn,
+                    &layout,
+                    request,
+                    self.selection().as_ref(),
+                    tenants,
+                )
+                .await?,
+            ))
+        }
+        .instrument(crate::statement_log::scope("master"))
+        .await
     }
 
     /// [`Self::finish`] for a run with a run record: closes the record with
@@ -82,21 +107,46 @@ impl Context {
             // The record has no column of its own for tenants cut short
             // by an interrupt: they count as failed there (the run's
             // outcome says `interrupted`).
+            let ended: Vec<Ended> = run
+                .reports
+                .iter()
+                .map(|r| Ended {
+                    company_id: r.tenant.id.clone(),
+                    status: r.verdict.as_str(),
+                    error: r.error.clone(),
+                })
+                .collect();
             log.finish(
                 outcome,
-                run.count(Verdict::Ok),
-                run.count(Verdict::Failed) + run.count(Verdict::Interrupted),
-                run.count(Verdict::Skipped),
+                [
+                    run.count(Verdict::Ok),
+                    run.count(Verdict::Failed) + run.count(Verdict::Interrupted),
+                    run.count(Verdict::Skipped),
+                ],
+                &ended,
             )
             .await;
         }
+        let label = log.and_then(|l| l.label.clone());
         let extra = Extra {
             run_id: log.map(|l| l.id),
             refused: false,
             selection: self.selection(),
-            ..Extra::default()
+            // Documented as present only when the run has one (docs/src/json.md).
+            fields: match (&label, log) {
+                (Some(label), Some(_)) => vec![("label", label.as_str().into())],
+                _ => Vec::new(),
+            },
         };
         print_fleet_with(run, self.output, &extra);
+        if let Some(label) = &label
+            && self.output == OutputMode::Table
+        {
+            crate::output::line(format_args!(
+                "label: {}",
+                crate::output::shown(label.as_str())
+            ));
+        }
         outcome
     }
 }

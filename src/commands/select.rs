@@ -11,7 +11,8 @@ use sqlx::postgres::PgConnection;
 use super::context::Context;
 use crate::commands::args::{FilterArgs, SelectionArgs};
 use crate::companies::Layout;
-use crate::selection::{self, Filter, Selection};
+use crate::runs::{self, FailedIn};
+use crate::selection::{self, Filter, NotOk, Selection};
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Tenant};
 
@@ -86,9 +87,13 @@ impl Context {
         conn: &mut PgConnection,
         layout: &Layout,
         names: &[String],
-        filter: &FilterArgs,
+        filter_args: &FilterArgs,
     ) -> anyhow::Result<Vec<Tenant>> {
-        let filter = Filter::from(filter);
+        let mut filter = Filter::from(filter_args);
+        // Read in the selection's own transaction, beside the companies.
+        if let Some(wanted) = &filter_args.failed_in {
+            filter.failed_in = Some(not_ok(conn, layout, wanted).await?);
+        }
         let configured: Vec<ServerName> = self
             .connector
             .servers()
@@ -105,7 +110,7 @@ impl Context {
                 Ok(selected) => selected,
                 Err(err) => return Err(claimed(conn, layout, names).await.unwrap_or(err)),
             };
-        let tenants = selected.tenants;
+        let (tenants, gone) = (selected.tenants, selected.gone);
         if !self.quiet {
             warn_shared(&tenants);
         }
@@ -117,6 +122,23 @@ impl Context {
             tenants.len(),
         );
         stated.table = self.table_stated(layout);
+        if let Some(failed) = &mut stated.failed_in {
+            failed.gone = gone;
+            if tenants.is_empty() {
+                crate::output::warn(if failed.not_ok == 0 {
+                    format!(
+                        "nothing selected: every tenant of {} ended ok",
+                        crate::output::shown(&failed.source)
+                    )
+                } else {
+                    format!(
+                        "nothing selected: the {} tenant(s) not ok in {} are outside this selection (status, server, shard) or no longer in the master",
+                        failed.not_ok,
+                        crate::output::shown(&failed.source)
+                    )
+                });
+            }
+        }
         self.set_selection(stated);
         if tenants.is_empty() && !names.is_empty() {
             // Named tenants filtered away entirely by --status or --server.
@@ -209,6 +231,20 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(selection);
     }
+}
+
+/// `--failed-in`'s value read against the master's run records.
+async fn not_ok(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    wanted: &FailedIn,
+) -> anyhow::Result<NotOk> {
+    let recorded = runs::recorded(conn, layout, wanted).await?;
+    let ids = runs::not_ok(conn, layout, &recorded).await?;
+    Ok(NotOk {
+        source: recorded.to_string(),
+        ids,
+    })
 }
 
 /// One warning line per database that several selected companies' rows

@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::commands::context::Context;
 use crate::error::{Outcome, render};
-use crate::output::{OutputMode, format_bytes, line, print_json, shown, table};
+use crate::output::{OutputMode, document, format_bytes, line, print_json, shown, table};
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Tenant};
 
@@ -186,14 +186,15 @@ async fn probe(conn: &mut PgConnection, dbs: &[String]) -> anyhow::Result<Probe>
 }
 
 fn print(ctx: &Context, rows: &[Row]) {
+    document(ctx.output, &serde_json::json!({ "servers": rows }));
     match ctx.output {
-        OutputMode::Json => print_json(OutputMode::Json, &serde_json::json!({ "servers": rows })),
+        OutputMode::Json => {}
         OutputMode::Jsonl => {
             for row in rows {
                 print_json(OutputMode::Jsonl, row);
             }
         }
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             let mut out = table([
                 "server",
                 "address",

@@ -11,7 +11,7 @@ use crate::commands::context::Context;
 use crate::commands::tenant::provision::{TenantSchema, build_template};
 use crate::connect::SessionLimits;
 use crate::error::{Outcome, UsageError, render};
-use crate::output::{OutputMode, format_bytes, line, print_json, shown, table};
+use crate::output::{OutputMode, document, format_bytes, line, print_json, shown, table};
 use crate::servers::ServerName;
 use crate::template::{self, SetHash};
 
@@ -335,10 +335,11 @@ async fn drop_unlocked(
 }
 
 fn print(ctx: &Context, rows: &[Row], action: bool) {
+    document(ctx.output, &serde_json::json!({ "templates": rows }));
     match ctx.output {
-        OutputMode::Json => print_json(OutputMode::Json, &serde_json::json!({ "templates": rows })),
+        OutputMode::Json => {}
         OutputMode::Jsonl => rows.iter().for_each(|r| print_json(OutputMode::Jsonl, r)),
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             if rows.is_empty() {
                 line(format_args!("no template databases"));
                 return;

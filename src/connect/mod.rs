@@ -314,6 +314,12 @@ impl Connector {
         if options.get_application_name().is_none() {
             options = options.application_name("tenantctl");
         }
+        if crate::statement_log::enabled() {
+            // Every statement reported at one level, none as "slow".
+            options = options
+                .log_statements(log::LevelFilter::Info)
+                .log_slow_statements(log::LevelFilter::Off, std::time::Duration::MAX);
+        }
         if pooled {
             // Named statements outlive the transaction on a server
             // connection other clients then get.

@@ -5,9 +5,14 @@
 //! (`tenantctl ... | head -1`) is noticed once, never panics, and stops the
 //! run from starting more tenants (see [`stdout_closed`]).
 
+pub mod ci;
 pub mod confirm;
+pub mod github;
+pub mod junit;
+pub mod markdown;
 pub mod progress;
 pub mod report;
+pub mod sink;
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -29,16 +34,19 @@ pub enum OutputMode {
     Json,
     /// One JSON object per line, each printed as soon as it is known
     Jsonl,
+    /// `JUnit` XML at the end, each tenant a test case (fleet commands)
+    Junit,
 }
 
 impl OutputMode {
-    pub const ALL: [Self; 3] = [Self::Table, Self::Json, Self::Jsonl];
+    pub const ALL: [Self; 4] = [Self::Table, Self::Json, Self::Jsonl, Self::Junit];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Table => "table",
             Self::Json => "json",
             Self::Jsonl => "jsonl",
+            Self::Junit => "junit",
         }
     }
 
@@ -48,6 +56,7 @@ impl OutputMode {
             Self::Table => "A table for people",
             Self::Json => "One JSON document at the end",
             Self::Jsonl => "One JSON object per line, each printed as soon as it is known",
+            Self::Junit => "JUnit XML at the end, each tenant a test case (fleet commands only)",
         }
     }
 
@@ -93,21 +102,98 @@ pub fn stdout_error() -> Option<std::io::ErrorKind> {
     STDOUT_ERROR.get().copied()
 }
 
+/// Whether a person is likely watching stderr, so a progress bar is worth
+/// drawing: stderr is a terminal, `TERM` is not `dumb`, and no CI system
+/// says it runs us (a pseudo-terminal in Buildkite or `docker run -t` is a
+/// terminal nobody watches, and a log of redraws is unreadable).
+pub fn person_watching() -> bool {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return false;
+    }
+    if std::env::var_os("TERM").is_some_and(|t| t == "dumb") {
+        return false;
+    }
+    // `--verbose` writes a line per statement there: a bar would be drawn
+    // over and over between them.
+    !ci::in_ci() && !crate::statement_log::enabled()
+}
+
 /// Writes one line to stderr; a closed stderr is ignored, never a panic.
 pub fn warn(text: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
-/// Prints JSON on stdout: pretty for `json`, one line for `jsonl`.
-pub fn print_json<T: Serialize + ?Sized>(mode: OutputMode, value: &T) {
-    let text = if mode == OutputMode::Jsonl {
-        serde_json::to_string(value)
-    } else {
-        serde_json::to_string_pretty(value)
+/// The version of the JSON contract (docs/src/json.md): every JSON object
+/// tenantctl prints at top level carries it as `schema_version`, and it
+/// changes only when a field is removed or changes meaning.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A document or line with `schema_version` first, then the value's own
+/// fields; serialized straight from the value (never through
+/// `serde_json::Value`), so a setting's number keeps every digit.
+#[derive(Serialize)]
+struct Versioned<'a, T: ?Sized> {
+    schema_version: u64,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// `value` as JSON text with its `schema_version`: pretty (a document) or
+/// on one line (a JSON Lines line). Every value tenantctl prints is an
+/// object; anything else is printed as it is.
+pub fn versioned<T: Serialize + ?Sized>(value: &T, pretty: bool) -> serde_json::Result<String> {
+    let with = Versioned {
+        schema_version: SCHEMA_VERSION,
+        body: value,
     };
-    match text {
+    let text = if pretty {
+        serde_json::to_string_pretty(&with)
+    } else {
+        serde_json::to_string(&with)
+    };
+    text.or_else(|_| {
+        if pretty {
+            serde_json::to_string_pretty(value)
+        } else {
+            serde_json::to_string(value)
+        }
+    })
+}
+
+/// Prints JSON on stdout: pretty for `json`, one line for `jsonl`, with
+/// its `schema_version`.
+pub fn print_json<T: Serialize + ?Sized>(mode: OutputMode, value: &T) {
+    match versioned(value, mode != OutputMode::Jsonl) {
         Ok(text) => {
             line(text);
+        }
+        Err(err) => warn(format!("error: cannot encode the result as JSON: {err}")),
+    }
+}
+
+/// A command's JSON document, the one `--output json` prints: printed on
+/// stdout in `json` mode, and kept for `--report-file` whatever the mode
+/// (see [`sink`]). Commands call it once, with their final result, then
+/// print their table or JSON lines as before.
+pub fn document<T: Serialize + ?Sized>(mode: OutputMode, value: &T) {
+    document_with(mode, value, None);
+}
+
+/// [`document`], with what the summary file, the annotations and `JUnit`
+/// read of a fleet run or an error (`facts`: its tenants' outcomes);
+/// other documents tell them nothing but that the command ran.
+pub fn document_with<T: Serialize + ?Sized>(
+    mode: OutputMode,
+    value: &T,
+    facts: Option<serde_json::Value>,
+) {
+    match versioned(value, true) {
+        Ok(text) => {
+            sink::keep(&text, facts);
+            if mode == OutputMode::Json {
+                line(text);
+            }
         }
         Err(err) => warn(format!("error: cannot encode the result as JSON: {err}")),
     }
@@ -127,13 +213,12 @@ where
     table
 }
 
-/// With `--output json`/`jsonl`, a command that fails before it has a
-/// report still prints one JSON object on stdout, so a machine reading it
-/// always gets JSON: `{"error": "...", "kind": "usage" | "failure" | "interrupted"}`.
+/// A command that fails before it has a report still leaves one JSON
+/// object, so a machine reading it always gets JSON:
+/// `{"schema_version": 1, "error": "...", "kind": "usage" | "failure" |
+/// "interrupted"}`: on stdout with `--output json`/`jsonl`, in the report
+/// file whatever the mode, and as a failed test case with `--output junit`.
 pub fn print_json_error(mode: OutputMode, err: &anyhow::Error, message: &str) {
-    if mode == OutputMode::Table {
-        return;
-    }
     let kind = if crate::error::is_interrupt(err) {
         "interrupted"
     } else if crate::error::is_usage(err) {
@@ -141,5 +226,20 @@ pub fn print_json_error(mode: OutputMode, err: &anyhow::Error, message: &str) {
     } else {
         "failure"
     };
-    print_json(mode, &serde_json::json!({ "error": message, "kind": kind }));
+    error_document(mode, message, kind);
+}
+
+/// [`print_json_error`] for an error known only by its message and kind.
+pub fn error_document(mode: OutputMode, message: &str, kind: &str) {
+    let value = serde_json::json!({ "error": message, "kind": kind });
+    document_with(mode, &value, Some(value.clone()));
+    match mode {
+        OutputMode::Jsonl => print_json(mode, &value),
+        OutputMode::Junit => {
+            if let Some(xml) = sink::with_document(junit::render) {
+                line(xml);
+            }
+        }
+        OutputMode::Json | OutputMode::Table => {}
+    }
 }

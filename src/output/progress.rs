@@ -2,7 +2,6 @@
 //! is a terminal, and a line per failed tenant. In `jsonl` mode each tenant's
 //! report also goes to stdout the moment it finishes.
 
-use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,7 +15,6 @@ pub const STDOUT_CLOSED: &str = "stdout was closed";
 
 pub struct Progress {
     bar: ProgressBar,
-    quiet: bool,
     stream_json: bool,
     failures: AtomicUsize,
     stop: Stop,
@@ -24,7 +22,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(output: OutputMode, quiet: bool, stop: Stop) -> Self {
-        let target = if quiet || !std::io::stderr().is_terminal() {
+        let target = if quiet || !super::person_watching() {
             ProgressDrawTarget::hidden()
         } else {
             ProgressDrawTarget::stderr()
@@ -44,7 +42,6 @@ impl Progress {
         bar.set_message("0 failed");
         Self {
             bar,
-            quiet,
             stream_json: output == OutputMode::Jsonl,
             failures: AtomicUsize::new(0),
             stop,
@@ -77,7 +74,9 @@ impl<T: TenantValue> Observer<T> for Progress {
         if report.verdict == Verdict::Failed {
             let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
             self.bar.set_message(format!("{failures} failed"));
-            if !self.quiet {
+            // Even under --quiet: a failure is not progress, and a log
+            // with no line for it hides why the run failed.
+            {
                 let line = format!(
                     "failed: tenant {}: {}",
                     report.tenant,
@@ -87,7 +86,8 @@ impl<T: TenantValue> Observer<T> for Progress {
             }
         }
         if self.stream_json {
-            self.data_line(&tenant_json(report).to_string());
+            let line = super::versioned(&tenant_json(report), false).unwrap_or_default();
+            self.data_line(&line);
         }
     }
 

@@ -64,9 +64,11 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-/// One tenant's report as a JSON value.
-pub fn tenant_json<T: TenantValue>(report: &Report<T>) -> serde_json::Value {
-    serde_json::to_value(TenantJson {
+/// One tenant's report, to serialize as JSON (straight from the report,
+/// never through `serde_json::Value`: a setting's `1e400` or 30-digit
+/// number is printed as stored, not refused or rounded).
+pub fn tenant_json<T: TenantValue>(report: &Report<T>) -> impl Serialize + '_ {
+    TenantJson {
         id: &report.tenant.id,
         slug: report.tenant.slug.as_deref(),
         db_name: report.tenant.db_name_raw.as_deref(),
@@ -75,8 +77,19 @@ pub fn tenant_json<T: TenantValue>(report: &Report<T>) -> serde_json::Value {
         value: &report.value,
         error: report.error.as_deref(),
         duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
-    })
-    .expect("reports serialize")
+    }
+}
+
+/// What the summary file, the annotations and `JUnit` read of a tenant:
+/// who, how it ended, why; not the command's own fields.
+#[derive(Serialize)]
+struct TenantFacts<'a> {
+    id: &'a str,
+    slug: Option<&'a str>,
+    server: &'a str,
+    status: Verdict,
+    error: Option<&'a str>,
+    duration_ms: u64,
 }
 
 /// Prints the end-of-run report. In `jsonl` mode the tenants were already
@@ -100,37 +113,103 @@ pub struct Extra {
     pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
+/// The JSON document of a fleet run, the one `--output json` prints
+/// (`jsonl`'s summary line without `tenants`).
+#[derive(Serialize)]
+struct FleetJson<'a, P> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenants: Option<Vec<P>>,
+    summary: Summary,
+    interrupted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    refused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selection: Option<&'a Selection>,
+    #[serde(flatten)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn fleet_json<P>(
+    run_tenants: Option<Vec<P>>,
+    summary: Summary,
+    interrupted: bool,
+    extra: &Extra,
+) -> FleetJson<'_, P> {
+    FleetJson {
+        tenants: run_tenants,
+        summary,
+        interrupted,
+        run_id: extra.run_id,
+        refused: extra.refused,
+        selection: extra.selection.as_ref(),
+        fields: extra
+            .fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect(),
+    }
+}
+
+/// Keeps a fleet run's JSON document for `--report-file`, with what the
+/// summary, annotations and `JUnit` read of it, without printing it: for
+/// commands that print their own table.
+pub fn keep_fleet<T: TenantValue>(run: &FleetRun<T>, extra: &Extra) {
+    if let Some(selection) = &extra.selection {
+        super::sink::note_selection(selection.describe());
+    }
+    let facts = run
+        .reports
+        .iter()
+        .map(|r| TenantFacts {
+            id: &r.tenant.id,
+            slug: r.tenant.slug.as_deref(),
+            server: r.tenant.server_label(),
+            status: r.verdict,
+            error: r.error.as_deref(),
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        })
+        .collect();
+    let facts = serde_json::to_value(fleet_json(
+        Some(facts),
+        Summary::of(run),
+        run.interrupted,
+        extra,
+    ))
+    .unwrap_or_default();
+    let full = fleet_json(
+        Some(run.reports.iter().map(tenant_json).collect()),
+        Summary::of(run),
+        run.interrupted,
+        extra,
+    );
+    super::document_with(OutputMode::Table, &full, Some(facts));
+}
+
 /// [`print_fleet`] with the fields some commands add.
 pub fn print_fleet_with<T: TenantValue>(run: &FleetRun<T>, mode: OutputMode, extra: &Extra) {
     let summary = Summary::of(run);
-    let json_extra = |mut value: serde_json::Value| {
-        if let Some(id) = extra.run_id {
-            value["run_id"] = id.into();
-        }
-        if extra.refused {
-            value["refused"] = true.into();
-        }
-        if let Some(selection) = &extra.selection {
-            value["selection"] = serde_json::to_value(selection).expect("a selection serializes");
-        }
-        for (name, field) in &extra.fields {
-            value[*name] = field.clone();
-        }
-        value
-    };
+    keep_fleet(run, extra);
     match mode {
         OutputMode::Json => print_json(
             mode,
-            &json_extra(serde_json::json!({
-                "tenants": run.reports.iter().map(tenant_json).collect::<Vec<_>>(),
-                "summary": summary,
-                "interrupted": run.interrupted,
-            })),
+            &fleet_json(
+                Some(run.reports.iter().map(tenant_json).collect()),
+                Summary::of(run),
+                run.interrupted,
+                extra,
+            ),
         ),
         OutputMode::Jsonl => print_json(
             mode,
-            &json_extra(serde_json::json!({"summary": summary, "interrupted": run.interrupted})),
+            &fleet_json::<TenantFacts>(None, Summary::of(run), run.interrupted, extra),
         ),
+        OutputMode::Junit => {
+            if let Some(xml) = super::sink::with_document(super::junit::render) {
+                line(xml);
+            }
+        }
         OutputMode::Table => {
             if !run.reports.is_empty() {
                 line(fleet_table(run));

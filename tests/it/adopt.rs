@@ -116,7 +116,7 @@ fn a_prisma_master_is_adopted_unchanged() {
     );
 
     // list: rows without a slug, by id.
-    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
+    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
     assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
     assert!(list[0]["slug"].is_null(), "{list}");
 }
@@ -371,7 +371,7 @@ fn create_on_a_prisma_master_resumes_after_a_failure_and_never_suspends() {
     );
     let list = env.run(&["tenant", "list", "--status", "failed", "--output", "json"]);
     assert_eq!(
-        list.json().as_array().map(Vec::len),
+        list.json()["tenants"].as_array().map(Vec::len),
         Some(1),
         "{}",
         list.stdout
@@ -540,7 +540,7 @@ fn database_names_of_either_case_and_with_hyphens_work_end_to_end() {
         env.run(&["tenant", "drop", &slug, "--yes"]).ok();
         assert!(!env.database_exists(db), "{db}");
     }
-    let report = env.run(&["tenant", "list", "--output", "json"]).ok().json();
+    let report = env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
     assert_eq!(report.as_array().map(Vec::len), Some(0));
 
     for bad in [

@@ -436,7 +436,7 @@ fn a_slugless_master_addresses_a_tenant_by_what_create_printed() {
             created.stdout
         );
         assert_eq!(created.stdout.matches(id.as_str()).count(), 1);
-        let json = env.run(&["tenant", "list", "--output", "json"]).ok().json();
+        let json = env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
         assert_eq!(json[0]["db_name"], db.as_str(), "{json}");
 
         // What create printed, and the slug it was given, both work
@@ -529,7 +529,8 @@ fn the_applications_own_statuses_can_be_listed_and_selected() {
         let list = env
             .run(&["tenant", "list", "--status", spelled, "--output", "json"])
             .ok()
-            .json();
+            .json()["tenants"]
+            .clone();
         let listed: Vec<&str> = list
             .as_array()
             .expect("rows")
@@ -551,7 +552,7 @@ fn the_applications_own_statuses_can_be_listed_and_selected() {
         ])
         .ok()
         .json();
-    assert_eq!(both.as_array().expect("rows").len(), 2);
+    assert_eq!(both["tenants"].as_array().expect("rows").len(), 2);
     // A fleet command selects by it too, and says so.
     let run = env
         .run(&[

@@ -485,7 +485,7 @@ fn a_lock_timeout_in_a_migration_is_rolled_back_unless_not_undone() {
     wait_until(Duration::from_secs(10), "the table lock", || {
         (env.query(
             &db,
-            "SELECT count(*)::text FROM pg_locks WHERE relation = '\"Order\"'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+            "SELECT count(*)::text FROM pg_locks WHERE relation = '\"Order\"'::regclass AND mode = 'AccessExclusiveLock' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         ) == ["1"])
             .then_some(())
     });

@@ -68,7 +68,7 @@ fn a_failed_create_is_invisible_to_the_prisma_client_until_a_rerun_finishes_it()
     assert!(!listed.stdout.contains(&env.db("bad")), "{}", listed.stdout);
 
     // tenantctl still knows it, as failed, with no id yet.
-    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
+    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
     let row = list
         .as_array()
         .expect("array")
@@ -191,7 +191,7 @@ fn drop_gives_up_a_failed_create_with_its_database() {
             "statusless {statusless}"
         );
         assert!(company_rows(&env).is_empty());
-        let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
+        let list = env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
         assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
         // The slug is free again.
         env.run(&["tenant", "create", &bad]).ok();

@@ -77,7 +77,7 @@ fn tenant_list_shows_every_company_as_a_table_and_as_json() {
             ",
         )
         .run();
-    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
+    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
     let rows = list.as_array().expect("array");
     assert_eq!(rows.len(), 2);
     let keys: Vec<&str> = rows[0]
@@ -176,7 +176,7 @@ fn settings_hold_json_values_and_plain_strings_per_tenant() {
         .run(&["tenant", "settings", "list", &id, "--output", "json"])
         .ok()
         .json();
-    assert_eq!(by_id[0]["key"], "region", "{by_id}");
+    assert_eq!(by_id["settings"][0]["key"], "region", "{by_id}");
     // limits was set on acme, not on globex.
     env.expect(&[
         "tenant", "settings", "get", &id, "limits", "--output", "json",
@@ -184,6 +184,7 @@ fn settings_hold_json_values_and_plain_strings_per_tenant() {
     .stdout(
         r#"
         {
+          "schema_version": 1,
           "error": "tenant globex-{T} (tenant_globex_{T}): no setting \"limits\"",
           "kind": "failure"
         }
@@ -192,11 +193,18 @@ fn settings_hold_json_values_and_plain_strings_per_tenant() {
     .stderr("error: tenant globex-{T} (tenant_globex_{T}): no setting \"limits\"\n")
     .status(1)
     .run();
-    env.expect(&[
-        "tenant", "settings", "get", &acme, "limits", "--output", "json",
-    ])
-    .stdout("{\"users\": 10}\n")
-    .run();
+    let limits = env
+        .run(&[
+            "tenant", "settings", "get", &acme, "limits", "--output", "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        limits["value"],
+        serde_json::json!({"users": 10}),
+        "{limits}"
+    );
+    assert_eq!(limits["key"], "limits");
     let stored = env.query(
         &env.db("acme"),
         "SELECT jsonb_typeof(value) FROM settings WHERE key = 'limits'",
@@ -206,7 +214,7 @@ fn settings_hold_json_values_and_plain_strings_per_tenant() {
         .run(&["tenant", "settings", "list", &acme, "--output", "json"])
         .ok()
         .json();
-    let keys: Vec<&str> = all
+    let keys: Vec<&str> = all["settings"]
         .as_array()
         .expect("array")
         .iter()

@@ -1,4 +1,4 @@
-//! Configuration as the README gives it: flags as well as variables, and
+//! Configuration as the book gives it (docs/src/reference.md): flags as well as variables, and
 //! `--quiet`.
 
 use crate::support::{TestEnv, find};
@@ -98,7 +98,14 @@ fn quiet_drops_the_failure_lines_and_keeps_the_report() {
     for (run, quiet) in [(2, "--quiet"), (3, "-q")] {
         let mut with = args.to_vec();
         with.push(quiet);
-        // The report on stdout is all there, and nothing on stderr.
-        env.expect(&with).stdout(report(run)).status(1).run();
+        // The report on stdout is all there, and on stderr only the
+        // failure's line: --quiet hides progress, never why a run failed.
+        env.expect(&with)
+            .stdout(report(run))
+            .stderr(format!(
+                "failed: tenant gone-{{T}} (tenant_gone_{{T}}): {missing}\n"
+            ))
+            .status(1)
+            .run();
     }
 }

@@ -203,9 +203,7 @@ fn a_move_record_edited_into_bad_names_is_reported_not_fatal() {
         run(&["tenant", "create", slug]).ok();
     }
     let id = |slug: &str| {
-        run(&["tenant", "list", "--output", "json"])
-            .ok()
-            .json()
+        run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"]
             .as_array()
             .expect("list")
             .iter()
@@ -325,8 +323,12 @@ fn lock_migrations(base: &str, db: &str) -> std::process::Child {
                     .await
                     .ok()?;
                 let n: i64 = sqlx::query_scalar(
+                    // pg_locks is the whole server's, and databases cloned
+                    // from one template share their tables' OIDs: this
+                    // database's lock only.
                     "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
-                     AND relation = '_sqlx_migrations'::regclass AND granted",
+                     AND relation = '_sqlx_migrations'::regclass AND granted \
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 )
                 .fetch_one(&mut conn)
                 .await

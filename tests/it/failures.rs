@@ -176,7 +176,7 @@ fn orm_created_master_with_enum_status_is_adopted() {
         &env.master,
         r#"INSERT INTO "Company" VALUES ('c1', 'legacy', 'Legacy Ltd', 'nowhere', 'active', now(), now())"#,
     );
-    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json();
+    let list = env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
     assert_eq!(list[0]["slug"], "legacy");
     assert_eq!(list[0]["status"], "active");
     env.run(&["master", "migrate"]).ok();

@@ -61,20 +61,18 @@ fn selection_status_filter_and_shards() {
     // Each shard is exactly the tenants whose id hashes to it with 64-bit
     // FNV-1a (computed here independently), so a constant or wrong hash
     // fails, not only a split that loses or repeats tenants.
-    let ids: Vec<(String, String)> = env
-        .run(&["tenant", "list", "--output", "json"])
-        .ok()
-        .json()
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            (
-                r["slug"].as_str().expect("slug").to_owned(),
-                r["id"].as_str().expect("id").to_owned(),
-            )
-        })
-        .collect();
+    let ids: Vec<(String, String)> =
+        env.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["slug"].as_str().expect("slug").to_owned(),
+                    r["id"].as_str().expect("id").to_owned(),
+                )
+            })
+            .collect();
     let mut seen = BTreeSet::new();
     let mut total = 0;
     for i in 0..3 {
@@ -118,7 +116,7 @@ fn selection_status_filter_and_shards() {
     env.expect(&["tenant", "migrate", "--all", "--shard", "3/3"])
         .stderr(
             "error: invalid value '3/3' for '--shard <I/N>': \"3/3\" is not a shard: use I/N with \
-             0 <= I < N, e.g. 0/4\n\n\
+             0 <= I < N, e.g. 0/4, or auto in a CI job\n\n\
              For more information, try '--help'.\n",
         )
         .status(2)

@@ -241,9 +241,16 @@ fn settings_keep_every_digit_typed() {
         env.expect(&["tenant", "settings", "get", &slug, key])
             .stdout(format!("{}\n", expected[0]))
             .run();
-        env.expect(&["tenant", "settings", "get", &slug, key, "--output", "json"])
-            .stdout(format!("{}\n", expected[0]))
-            .run();
+        // In the JSON document too, digit for digit.
+        let json = env
+            .run(&["tenant", "settings", "get", &slug, key, "--output", "json"])
+            .ok();
+        assert!(
+            json.stdout
+                .contains(&format!("\"value\": {}\n", expected[0])),
+            "{}",
+            json.stdout
+        );
     }
     // Something that is not JSON is stored as a string.
     env.run(&["tenant", "settings", "set", &slug, "theme", "dark mode"])
@@ -269,6 +276,7 @@ fn a_missing_setting_is_one_error_and_json_says_so() {
         .stdout(
             r#"
             {
+              "schema_version": 1,
               "error": "tenant a-{T} (tenant_a_{T}): no setting \"nosuch\"",
               "kind": "failure"
             }
@@ -299,7 +307,7 @@ fn null_columns_in_the_master_fail_their_row_only() {
     );
     // list: every row shown, the broken one named by id and column.
     let run = env.run(&["tenant", "list", "--output", "json"]).code(1);
-    let rows = run.json();
+    let rows = run.json()["tenants"].clone();
     assert_eq!(rows.as_array().map(Vec::len), Some(4), "{rows}");
     assert!(run.stderr.contains("broken-db-row"), "{}", run.stderr);
     assert!(run.stderr.contains("\"dbName\" is NULL"), "{}", run.stderr);

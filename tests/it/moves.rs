@@ -130,7 +130,7 @@ fn assert_untouched(two: &TwoServers, name: &str, before: &[String]) {
         databases_like(two, true, &format!("{db}%")),
         Vec::<String>::new()
     );
-    let list = two.run(&["tenant", "list", "--output", "json"]).ok().json();
+    let list = two.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
     let row = list
         .as_array()
         .expect("rows")
@@ -662,7 +662,8 @@ fn an_interrupt_cancels_the_source_read_that_waits_on_a_lock() {
             &parked,
             &format!(
                 "SELECT count(*)::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE c.relname = 'items' AND l.mode = '{mode}' AND l.granted = {granted}"
+                 WHERE c.relname = 'items' AND l.mode = '{mode}' AND l.granted = {granted} \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ),
         )[0]
         .parse::<i64>()

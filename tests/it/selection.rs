@@ -18,9 +18,7 @@ fn tenant_list_filters_by_status() {
     let listed = |args: &[&str]| -> Vec<(String, String)> {
         let mut full = vec!["tenant", "list", "--output", "json"];
         full.extend_from_slice(args);
-        env.run(&full)
-            .ok()
-            .json()
+        env.run(&full).ok().json()["tenants"]
             .as_array()
             .expect("rows")
             .iter()

@@ -249,7 +249,7 @@ fn create_places_tenants_explicitly_or_on_the_least_used_server_that_accepts_new
     assert!(two.placement(&slug).is_empty());
 
     // The list shows each tenant's server.
-    let list = two.run(&["tenant", "list", "--output", "json"]).ok().json();
+    let list = two.run(&["tenant", "list", "--output", "json"]).ok().json()["tenants"].clone();
     let b = list
         .as_array()
         .expect("rows")

@@ -9,11 +9,11 @@ use std::time::Duration;
 use crate::servers::TwoServers;
 use crate::support::{find, wait_with_deadline};
 
-const PREFIX: &str = "tenantctl_template_";
+pub(crate) const PREFIX: &str = "tenantctl_template_";
 
 /// The test's migration set: the embedded schema plus `sql` in a file of
 /// its own, with the token in it, so the set (and its hash) is the test's.
-fn set(s: &TwoServers, folder: &str, sql: &str) -> String {
+pub(crate) fn set(s: &TwoServers, folder: &str, sql: &str) -> String {
     s.env.tenant_schema_plus(
         folder,
         "29990101000001_test_extra.sql",
@@ -31,7 +31,7 @@ fn templates(s: &TwoServers) -> Vec<String> {
     )
 }
 
-fn create(s: &TwoServers, slug: &str, dir: &str, more: &[&str]) -> serde_json::Value {
+pub(crate) fn create(s: &TwoServers, slug: &str, dir: &str, more: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "tenant",
         "create",

@@ -7,32 +7,7 @@ use std::time::Duration;
 
 use crate::servers::TwoServers;
 use crate::support::wait_with_deadline;
-
-const PREFIX: &str = "tenantctl_template_";
-
-fn set(s: &TwoServers, folder: &str, sql: &str) -> String {
-    s.env.tenant_schema_plus(
-        folder,
-        "29990101000001_test_extra.sql",
-        &format!("-- {}\n{sql}", s.env.token),
-    )
-}
-
-fn create(s: &TwoServers, slug: &str, dir: &str, more: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "tenant",
-        "create",
-        slug,
-        "--server",
-        "eu2",
-        "--tenant-migrations",
-        dir,
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(more);
-    s.run(&args).ok().json()
-}
+use crate::template::{PREFIX, create, set};
 
 fn templates(s: &TwoServers) -> Vec<String> {
     s.eu2_query(

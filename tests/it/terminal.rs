@@ -18,6 +18,16 @@ fn quoted(arg: &str) -> String {
 /// typing `input` into it; `stdout` holds everything the terminal showed
 /// (both streams, and the typed input echoed).
 fn in_terminal(env: &TestEnv, args: &[&str], input: &str) -> Run {
+    in_terminal_env(env, args, input, &[])
+}
+
+/// [`in_terminal`] with these variables set for tenantctl.
+pub(crate) fn in_terminal_env(
+    env: &TestEnv,
+    args: &[&str],
+    input: &str,
+    vars: &[(&str, &str)],
+) -> Run {
     let mut line = quoted(env!("CARGO_BIN_EXE_tenantctl"));
     for arg in args {
         line.push(' ');
@@ -30,6 +40,7 @@ fn in_terminal(env: &TestEnv, args: &[&str], input: &str) -> Run {
         .args(["-qefc", &line, "/dev/null"])
         .env("TERM", "xterm")
         .env("COLUMNS", "160")
+        .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -24,7 +24,7 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// What the test holds in a tenant database while tenantctl runs.
 #[derive(Clone, Copy)]
-enum Held {
+pub(crate) enum Held {
     /// `LOCK TABLE items IN ACCESS EXCLUSIVE MODE` in an open transaction.
     TableLock,
     /// sqlx's migration lock (the advisory lock an application's
@@ -33,13 +33,13 @@ enum Held {
 }
 
 /// A lock held by a connection of the test's own until dropped.
-struct Holding {
+pub(crate) struct Holding {
     release: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Holding {
-    fn start(env: &TestEnv, db: &str, held: Held) -> Self {
+    pub(crate) fn start(env: &TestEnv, db: &str, held: Held) -> Self {
         Self::start_at(env.db_url(db), db, held)
     }
 
@@ -98,7 +98,7 @@ fn tenantctl_sessions(env: &TestEnv, db: &str) -> Vec<String> {
 }
 
 /// Waits until tenantctl's session in `db` waits on a lock.
-fn wait_for_lock_wait(env: &TestEnv, db: &str) {
+pub(crate) fn wait_for_lock_wait(env: &TestEnv, db: &str) {
     wait_until(
         Duration::from_secs(30),
         "tenantctl to wait on the lock",
@@ -122,7 +122,7 @@ fn assert_no_session_left(env: &TestEnv, db: &str) {
     );
 }
 
-fn kill(signal: &str, pid: u32) {
+pub(crate) fn kill(signal: &str, pid: u32) {
     assert!(
         Command::new("kill")
             .args([signal, &pid.to_string()])
@@ -324,7 +324,7 @@ fn a_process_group_sigterm_reports_in_jsonl() {
     assert_eq!(status(&slugs[2]), Some(json!("skipped")));
     assert_eq!(
         lines[3],
-        json!({"summary": {"ok": 1, "failed": 0, "skipped": 1, "interrupted": 1}, "interrupted": true, "run_id": lines[3]["run_id"], "selection": lines[3]["selection"]})
+        json!({"schema_version": 1, "summary": {"ok": 1, "failed": 0, "skipped": 1, "interrupted": 1}, "interrupted": true, "run_id": lines[3]["run_id"], "selection": lines[3]["selection"]})
     );
     assert_rerun_completes(&env, &dir, &slugs);
 }

@@ -35,7 +35,7 @@ use crate::error::{Outcome, UsageError};
 use crate::fleet::{Observer, Report};
 use crate::output::progress::Progress;
 use crate::output::report::{TenantValue, print_fleet};
-use crate::output::{OutputMode, join_versions, line, print_json, shown, warn};
+use crate::output::{OutputMode, document, join_versions, line, print_json, shown, warn};
 use crate::prisma;
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Slug, Tenant};
@@ -180,6 +180,12 @@ pub async fn run(args: CreateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     if let Some(file) = &args.from_file {
         return run_file(&args, file, ctx).await;
+    }
+    if ctx.output == OutputMode::Junit {
+        return Err(UsageError(
+            "--output junit reports fleet runs: use it with --from-file, or --output json for one tenant".into(),
+        )
+        .into());
     }
     let slug = args.slug.as_deref().unwrap_or_default();
     let slug = Slug::parse(slug).map_err(crate::error::Usage::of)?;
@@ -812,8 +818,9 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &Applied) {
         applied_migrations: names,
         template,
     };
+    document(ctx.output, &created);
     match ctx.output {
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             let verb = if claimed.concurrent {
                 "created by a concurrent run:"
             } else if claimed.resumed {
@@ -856,7 +863,8 @@ fn print(ctx: &Context, claimed: &Claimed, applied: &Applied) {
                 }
             ));
         }
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &created),
+        OutputMode::Jsonl => print_json(ctx.output, &created),
+        OutputMode::Json => {}
     }
 }
 

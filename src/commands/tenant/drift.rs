@@ -11,6 +11,7 @@ use std::sync::Arc;
 use clap::Args;
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
+use tracing::Instrument as _;
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
@@ -23,7 +24,7 @@ use crate::drift::{self, Difference, Schema, Scope};
 use crate::error::{Outcome, UsageError};
 use crate::fleet::{FleetRun, Verdict};
 use crate::migrations::{self, MigrationSet};
-use crate::output::report::{Extra, TenantValue, print_fleet_with};
+use crate::output::report::{Extra, TenantValue, keep_fleet, print_fleet_with};
 use crate::output::{OutputMode, line, shown, warn};
 use crate::prisma;
 use crate::servers::ServerName;
@@ -193,6 +194,7 @@ pub async fn run(args: DriftArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     // flag is set, so each is reported skipped), and the report still comes
     // out in the chosen format.
     let reference = reference(ctx, &args, &tenants, &latest, &limits, scope)
+        .instrument(crate::statement_log::scope("reference"))
         .await?
         .unwrap_or_else(Reference::interrupted);
     let reference = Arc::new(reference);
@@ -568,27 +570,32 @@ fn count(run: &FleetRun<TenantDrift>, standing: Standing) -> usize {
 }
 
 fn report(ctx: &Context, run: &FleetRun<TenantDrift>, reference: &Reference, sql: bool) {
+    let fields = vec![(
+        "drift",
+        serde_json::json!({
+            "reference": reference.json(),
+            "matched": count(run, Standing::Match),
+            "differ": count(run, Standing::Differs),
+            "pending": count(run, Standing::Pending),
+            "differences": shared(run),
+        }),
+    )];
+    let extra = Extra {
+        selection: ctx.selection(),
+        fields,
+        ..Extra::default()
+    };
     match ctx.output {
-        OutputMode::Table if sql => print_repairs(run, reference),
-        OutputMode::Table => print_groups(ctx, run, reference),
-        _ => {
-            let fields = vec![(
-                "drift",
-                serde_json::json!({
-                    "reference": reference.json(),
-                    "matched": count(run, Standing::Match),
-                    "differ": count(run, Standing::Differs),
-                    "pending": count(run, Standing::Pending),
-                    "differences": shared(run),
-                }),
-            )];
-            let extra = Extra {
-                selection: ctx.selection(),
-                fields,
-                ..Extra::default()
-            };
-            print_fleet_with(run, ctx.output, &extra);
+        OutputMode::Table => {
+            // The report file gets the JSON document whatever is printed.
+            keep_fleet(run, &extra);
+            if sql {
+                print_repairs(run, reference);
+            } else {
+                print_groups(ctx, run, reference);
+            }
         }
+        _ => print_fleet_with(run, ctx.output, &extra),
     }
 }
 

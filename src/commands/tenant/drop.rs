@@ -13,7 +13,7 @@ use crate::ddl;
 use crate::error::{Outcome, UsageError};
 use crate::migrations;
 use crate::output::confirm::confirm;
-use crate::output::{OutputMode, line, print_json, shown};
+use crate::output::{OutputMode, document, line, print_json, shown};
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Slug, Tenant};
 
@@ -54,8 +54,13 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             })
         })
         .await?;
+    let value = serde_json::json!({
+        "id": tenant.id, "slug": tenant.slug, "db_name": db.as_str(), "server": server.as_str(),
+        "row": if args.keep_row { "kept" } else { "deleted" },
+    });
+    document(ctx.output, &value);
     match ctx.output {
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             line(format_args!(
                 "dropped tenant {} (database {db} on server {server}){}",
                 shown(tenant.handle()),
@@ -66,13 +71,8 @@ pub async fn run(args: DropArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 }
             ));
         }
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
-            mode,
-            &serde_json::json!({
-                "id": tenant.id, "slug": tenant.slug, "db_name": db.as_str(), "server": server.as_str(),
-                "row": if args.keep_row { "kept" } else { "deleted" },
-            }),
-        ),
+        OutputMode::Jsonl => print_json(ctx.output, &value),
+        OutputMode::Json => {}
     }
     Ok(Outcome::Success)
 }

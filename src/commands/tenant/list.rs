@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::commands::context::Context;
 use crate::error::Outcome;
-use crate::output::{OutputMode, line, print_json, shown, table, warn};
+use crate::output::{OutputMode, document, line, print_json, shown, table, warn};
 use crate::tenant::StatusWanted;
 
 #[derive(Debug, Args)]
@@ -100,14 +100,15 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 
 /// The rows, as a table or JSON.
 fn print(output: OutputMode, rows: &[Row]) {
+    document(output, &serde_json::json!({ "tenants": rows }));
     match output {
-        OutputMode::Json => print_json(OutputMode::Json, rows),
+        OutputMode::Json => {}
         OutputMode::Jsonl => {
             for row in rows {
                 print_json(OutputMode::Jsonl, row);
             }
         }
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             let mut out = table([
                 "id", "slug", "name", "db name", "server", "status", "created",
             ]);

@@ -5,7 +5,7 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
+use crate::commands::args::{FleetArgs, LabelArgs, SelectionArgs, SessionArgs};
 use crate::commands::context::Context;
 use crate::config::{AppCommand, Migrator};
 use crate::connect::SessionLimits;
@@ -28,6 +28,9 @@ pub struct MigrateArgs {
 
     #[command(flatten)]
     pub session: SessionArgs,
+
+    #[command(flatten)]
+    pub label: LabelArgs,
 
     /// Apply pending migrations up to and including this version, none
     /// newer (it must be one of the migrations in use)
@@ -184,17 +187,40 @@ pub async fn run(args: MigrateArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         && outcome != Outcome::Success
         && changed > 0
     {
-        crate::output::warn(format_args!(
-            "run {id} {} and changed {changed} tenant(s); to take exactly those back to where they were: tenantctl tenant revert --run {id}",
-            if outcome == Outcome::Interrupted {
-                "was interrupted"
-            } else {
-                "did not succeed everywhere"
-            },
-            id = log.id
-        ));
+        hint_revert(log, outcome, changed);
     }
     Ok(outcome)
+}
+
+/// After a run that did not succeed everywhere but changed tenants: how
+/// to take exactly those back (and, for a labelled run, the whole deploy,
+/// or rerun what is left).
+fn hint_revert(log: &crate::runs::RunLog, outcome: Outcome, changed: usize) {
+    crate::output::warn(format_args!(
+        "run {id} {} and changed {changed} tenant(s); to take exactly those back to where they were: tenantctl tenant revert --run {id}{}",
+        if outcome == Outcome::Interrupted {
+            "was interrupted"
+        } else {
+            "did not succeed everywhere"
+        },
+        log.label.as_ref().map_or_else(String::new, |label| format!(
+            " (every run of the deploy: tenantctl tenant revert --label {}; the tenants to rerun: --failed-in {})",
+            shell_word(label.as_str()),
+            shell_word(label.as_str())
+        )),
+        id = log.id
+    ));
+}
+
+/// A label as a shell word to paste: as it is when plain, else in single
+/// quotes.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._:/=+-@,".contains(c);
+    if text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// The selected tenants, and for a run that changes anything (not a dry
@@ -213,6 +239,7 @@ async fn select(
             target,
             undoes: None,
             tenants,
+            label: args.label.label.clone(),
         })
         .await?;
     Ok((tenants, Some(log)))

@@ -18,7 +18,9 @@ use crate::dbname::DbName;
 use crate::ddl;
 use crate::error::{Outcome, UsageError, render};
 use crate::moves::{self, MoveRecord, Moved, Mover, Step};
-use crate::output::{OutputMode, format_bytes, format_duration, line, print_json, shown, warn};
+use crate::output::{
+    OutputMode, document, format_bytes, format_duration, line, print_json, shown, warn,
+};
 use crate::servers::ServerName;
 use crate::tenant::{Lifecycle, Tenant};
 
@@ -473,82 +475,86 @@ async fn plan(
 }
 
 fn print(ctx: &Context, report: &Report) {
+    document(ctx.output, report);
     match ctx.output {
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, report),
-        OutputMode::Table => {
-            let who = format!(
-                "tenant {} ({})",
-                shown(report.slug.as_deref().unwrap_or(&report.id)),
-                shown(report.db_name.as_deref().unwrap_or_default())
-            );
-            match report.action {
-                "planned" => {
-                    let plan = report.plan.clone().unwrap_or_default();
+        OutputMode::Jsonl => print_json(ctx.output, report),
+        OutputMode::Json => {}
+        OutputMode::Table | OutputMode::Junit => print_table(report),
+    }
+}
+
+fn print_table(report: &Report) {
+    let who = format!(
+        "tenant {} ({})",
+        shown(report.slug.as_deref().unwrap_or(&report.id)),
+        shown(report.db_name.as_deref().unwrap_or_default())
+    );
+    match report.action {
+        "planned" => {
+            let plan = report.plan.clone().unwrap_or_default();
+            line(format_args!(
+                "would move {who} from server {} to server {}: {} (PostgreSQL {} to {}, pg_dump {})",
+                report.from,
+                report.to,
+                format_bytes(report.bytes.unwrap_or_default()),
+                plan["source_major"],
+                plan["target_major"],
+                plan["pg_dump"].as_str().unwrap_or("not found")
+            ));
+            if let Some(step) = plan["in_progress"].as_str() {
+                line(format_args!(
+                    "a move is recorded at step {step}; rerunning it finishes it"
+                ));
+            }
+            if let Some(steps) = plan["steps"].as_array() {
+                for (n, step) in steps.iter().enumerate() {
                     line(format_args!(
-                        "would move {who} from server {} to server {}: {} (PostgreSQL {} to {}, pg_dump {})",
-                        report.from,
-                        report.to,
-                        format_bytes(report.bytes.unwrap_or_default()),
-                        plan["source_major"],
-                        plan["target_major"],
-                        plan["pg_dump"].as_str().unwrap_or("not found")
+                        "  {}. {}",
+                        n + 1,
+                        step.as_str().unwrap_or_default()
                     ));
-                    if let Some(step) = plan["in_progress"].as_str() {
-                        line(format_args!(
-                            "a move is recorded at step {step}; rerunning it finishes it"
-                        ));
-                    }
-                    if let Some(steps) = plan["steps"].as_array() {
-                        for (n, step) in steps.iter().enumerate() {
-                            line(format_args!(
-                                "  {}. {}",
-                                n + 1,
-                                step.as_str().unwrap_or_default()
-                            ));
-                        }
-                    }
-                    if let Some(problem) = plan["problem"].as_str() {
-                        line(format_args!("cannot move: {problem}"));
-                    }
-                }
-                "aborted" => {
-                    line(format_args!(
-                        "undid the move of {who} to server {}: it is on server {} as before",
-                        report.to, report.from
-                    ));
-                }
-                "finished" => {
-                    line(format_args!(
-                        "finished the move of {who} to server {}: the source on server {} is dropped",
-                        report.to, report.from
-                    ));
-                }
-                _ => {
-                    let speed = match (report.bytes, report.copy_ms, report.mb_per_s) {
-                        (Some(bytes), Some(ms), Some(rate)) => format!(
-                            ": copied {} in {} ({rate} MB/s)",
-                            format_bytes(bytes),
-                            format_duration(std::time::Duration::from_millis(ms))
-                        ),
-                        _ => String::new(),
-                    };
-                    line(format_args!(
-                        "moved {who} from server {} to server {}{speed}",
-                        report.from, report.to
-                    ));
-                    match &report.source_kept_as {
-                        Some(kept) if !report.source_dropped => line(format_args!(
-                            "the source is kept on server {} as {kept}, closed to connections; `tenantctl tenant move {} --finish` drops it",
-                            report.from,
-                            shown(report.slug.as_deref().unwrap_or(&report.id))
-                        )),
-                        _ => line(format_args!(
-                            "the source on server {} is dropped",
-                            report.from
-                        )),
-                    };
                 }
             }
+            if let Some(problem) = plan["problem"].as_str() {
+                line(format_args!("cannot move: {problem}"));
+            }
+        }
+        "aborted" => {
+            line(format_args!(
+                "undid the move of {who} to server {}: it is on server {} as before",
+                report.to, report.from
+            ));
+        }
+        "finished" => {
+            line(format_args!(
+                "finished the move of {who} to server {}: the source on server {} is dropped",
+                report.to, report.from
+            ));
+        }
+        _ => {
+            let speed = match (report.bytes, report.copy_ms, report.mb_per_s) {
+                (Some(bytes), Some(ms), Some(rate)) => format!(
+                    ": copied {} in {} ({rate} MB/s)",
+                    format_bytes(bytes),
+                    format_duration(std::time::Duration::from_millis(ms))
+                ),
+                _ => String::new(),
+            };
+            line(format_args!(
+                "moved {who} from server {} to server {}{speed}",
+                report.from, report.to
+            ));
+            match &report.source_kept_as {
+                Some(kept) if !report.source_dropped => line(format_args!(
+                    "the source is kept on server {} as {kept}, closed to connections; `tenantctl tenant move {} --finish` drops it",
+                    report.from,
+                    shown(report.slug.as_deref().unwrap_or(&report.id))
+                )),
+                _ => line(format_args!(
+                    "the source on server {} is dropped",
+                    report.from
+                )),
+            };
         }
     }
 }

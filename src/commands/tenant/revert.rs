@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use clap::Args;
 use serde::Serialize;
 
-use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs};
+use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs, parse_label};
 use crate::commands::context::Context;
 use crate::connect::Connector;
 use crate::connect::SessionLimits;
@@ -30,7 +30,8 @@ use crate::output::report::{Extra, TenantValue, print_fleet_with, tenant_json};
 use crate::output::{OutputMode, print_json};
 use crate::revert::{self, Refusal, Target};
 use crate::runner::Kept;
-use crate::runs::{self, RunKind, RunLog, RunRequest};
+use crate::runs::{self, Label, RunKind, RunLog, RunRequest};
+use crate::selection::Source;
 use crate::tenant::Tenant;
 use sqlx::postgres::PgConnection;
 
@@ -45,7 +46,7 @@ pub struct RevertArgs {
     #[arg(
         long,
         value_name = "VERSION",
-        required_unless_present = "run",
+        required_unless_present_any = ["run", "label"],
         conflicts_with = "run"
     )]
     pub to: Option<i64>,
@@ -55,6 +56,14 @@ pub struct RevertArgs {
     /// change are left alone (see `tenantctl tenant runs`)
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<i64>,
+
+    /// Take back every `tenant migrate` run recorded under this label
+    /// (each tenant to where it was before the label's first run changed
+    /// it, newest migration first, with --run's refusals), recording this
+    /// revert under it. From `TENANTCTL_LABEL` with --run or --to, it only
+    /// labels this revert's record
+    #[arg(long, env = "TENANTCTL_LABEL", value_name = "TEXT", value_parser = clap::builder::ValueParser::new(parse_label))]
+    pub label: Option<Label>,
 
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -234,13 +243,18 @@ async fn take_back(
     plans: HashMap<String, Vec<i64>>,
     work: Work,
 ) -> anyhow::Result<Outcome> {
+    let everyone: Vec<Tenant> = planned.reports.iter().map(|r| r.tenant.clone()).collect();
     let log = ctx
-        .start_run(RunRequest {
-            kind: RunKind::Revert,
-            target: args.to,
-            undoes: args.run,
-            tenants: planned.reports.len(),
-        })
+        .start_run(
+            RunRequest {
+                kind: RunKind::Revert,
+                target: args.to,
+                undoes: args.run,
+                tenants: planned.reports.len(),
+                label: args.label.clone(),
+            },
+            &everyone,
+        )
         .await?;
     let tenants: Vec<Tenant> = planned
         .reports
@@ -385,6 +399,19 @@ async fn selected(
     args: &RevertArgs,
     set: &MigrationSet,
 ) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
+    let label = args.label.as_ref();
+    let label_typed = !matches!(
+        ctx.origins.label,
+        None | Some(Source::Environment { .. } | Source::EnvFile { .. })
+    );
+    if label_typed && (args.run.is_some() || args.to.is_some()) {
+        return Err(UsageError(format!(
+            "--label {} takes back every migrate run recorded under it; it cannot be combined with {} (to record a revert under a label, set TENANTCTL_LABEL)",
+            label.map(ToString::to_string).unwrap_or_default(),
+            if args.run.is_some() { "--run" } else { "--to" }
+        ))
+        .into());
+    }
     match (args.run, args.to) {
         (Some(id), _) => {
             if !args.selection.tenants.is_empty() || selects(&args.selection) {
@@ -402,7 +429,18 @@ async fn selected(
             let tenants = ctx.select(&args.selection).await?;
             Ok((tenants, Goals::To(Target::from_flag(to)), Vec::new()))
         }
-        (None, None) => unreachable!("clap requires --to or --run"),
+        (None, None) => {
+            let Some(label) = label else {
+                unreachable!("clap requires --to, --run or --label")
+            };
+            if !args.selection.tenants.is_empty() || selects(&args.selection) {
+                return Err(UsageError(format!(
+                    "--label {label} takes back every tenant that label's migrate runs changed; it takes no tenant names or selection flags"
+                ))
+                .into());
+            }
+            label_goals(ctx, label).await
+        }
     }
 }
 
@@ -438,7 +476,11 @@ fn refuse(ctx: &Context, planned: &FleetRun<Reverted>, blocked: usize) -> Outcom
 /// Whether any selection flag is given (for `--run`, which takes none).
 fn selects(selection: &SelectionArgs) -> bool {
     let filter = &selection.filter;
-    filter.all || !filter.status.is_empty() || filter.shard.is_some() || !filter.servers.is_empty()
+    filter.all
+        || !filter.status.is_empty()
+        || filter.shard.is_some()
+        || !filter.servers.is_empty()
+        || filter.failed_in.is_some()
 }
 
 /// Plans every tenant, changing nothing; with `keeping`, each tenant with
@@ -518,21 +560,8 @@ async fn run_goals(
     ctx: &Context,
     id: i64,
 ) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
-    // The errors are kept for later, each where it was checked before.
-    let (layout, found, everyone) = ctx
-        .runner
-        .with_master_read(|conn, layout, _| {
-            Box::pin(async move {
-                let found = runs::get(conn, &layout, id).await;
-                let everyone = match &found {
-                    Ok(Some(_)) => layout.list(conn).await,
-                    _ => Ok(Vec::new()),
-                };
-                Ok((layout, found, everyone))
-            })
-        })
-        .await?;
-    let Some((summary, recorded)) = found? else {
+    let (layout, mut found, everyone) = read_runs(ctx, vec![id]).await?;
+    let Some((summary, recorded)) = found.pop() else {
         return Err(UsageError(format!(
             "no run {id} is recorded in the master; `tenantctl tenant runs` lists the recorded runs"
         ))
@@ -545,8 +574,139 @@ async fn run_goals(
         ))
         .into());
     }
-    let mut everyone = everyone?;
+    warn_unfinished(&summary);
     let companies = everyone.len();
+    let (tenants, goals, missing) = goals_in(ctx, &layout, id, recorded, everyone);
+    ctx.set_selection(crate::selection::Selection::of_run(
+        id,
+        companies,
+        tenants.len(),
+    ));
+    Ok((tenants, goals, missing))
+}
+
+/// `--label L`: every migrate run recorded under L taken back as one: each
+/// tenant goes back to where it was before the label's first run changed
+/// it, its versions from all the label's runs reverted newest first, and
+/// each run's refusals apply (a migration applied in between by anything
+/// else refuses the tenant, as for `--run`).
+async fn label_goals(
+    ctx: &Context,
+    label: &Label,
+) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
+    let wanted = label.clone();
+    let ids = ctx
+        .runner
+        .with_master_read(|conn, layout, _| {
+            Box::pin(async move { runs::migrate_runs(conn, &layout, &wanted).await })
+        })
+        .await?;
+    if ids.is_empty() {
+        return Err(UsageError(format!(
+            "no migrate run is recorded under label {label}; `tenantctl tenant runs` lists the recorded runs and their labels"
+        ))
+        .into());
+    }
+    let (layout, found, everyone) = read_runs(ctx, ids).await?;
+    refuse_unfinished(label, &found)?;
+    let oldest = found.last().map_or(0, |(summary, _)| summary.id);
+    for (summary, _) in &found {
+        warn_unfinished(summary);
+    }
+    let companies = everyone.len();
+    let recorded = runs::merge_changes(found.into_iter().map(|(_, tenants)| tenants));
+    let (tenants, goals, missing) = goals_in(ctx, &layout, oldest, recorded, everyone);
+    ctx.set_selection(crate::selection::Selection::of_label(
+        label.as_str(),
+        companies,
+        tenants.len(),
+    ));
+    Ok((tenants, goals, missing))
+}
+
+/// The runs asked for (those recorded, in the order asked) and the
+/// master's companies, in one read.
+async fn read_runs(
+    ctx: &Context,
+    ids: Vec<i64>,
+) -> anyhow::Result<(
+    crate::companies::Layout,
+    Vec<(runs::RunSummary, Vec<runs::RunTenant>)>,
+    Vec<Tenant>,
+)> {
+    // The errors are kept for later, each where it was checked before.
+    let (layout, found, everyone) = ctx
+        .runner
+        .with_master_read(|conn, layout, _| {
+            Box::pin(async move {
+                let mut found = Vec::new();
+                for id in ids {
+                    match runs::get(conn, &layout, id).await {
+                        Ok(Some(run)) => found.push(run),
+                        Ok(None) => {}
+                        Err(err) => return Ok((layout, Err(err), Ok(Vec::new()))),
+                    }
+                }
+                let everyone = if found.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    layout.list(conn).await
+                };
+                Ok((layout, Ok(found), everyone))
+            })
+        })
+        .await?;
+    let found = found?;
+    Ok((layout, found, everyone?))
+}
+
+/// Refuses to take a label back while one of its runs has not recorded
+/// its end: a shard still migrating would go on after the revert and
+/// leave the fleet half reverted. A run that was killed looks the same
+/// from the master; `--run` takes such a run back on its own, with its
+/// warning, once the operator knows it is dead.
+fn refuse_unfinished(
+    label: &Label,
+    found: &[(runs::RunSummary, Vec<runs::RunTenant>)],
+) -> Result<(), UsageError> {
+    let unfinished: Vec<String> = found
+        .iter()
+        .filter(|(summary, _)| summary.outcome == "running")
+        .map(|(summary, _)| summary.id.to_string())
+        .collect();
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "run {} under label {label} has not recorded its end: it is still running, or it was killed; wait for it to end, or, if it was killed, take it back with `tenantctl tenant revert --run ID` (nothing was changed)",
+        unfinished.join(", ")
+    )))
+}
+
+/// Warns of a run that did not record its end, or every tenant.
+fn warn_unfinished(summary: &runs::RunSummary) {
+    let id = summary.id;
+    if summary.outcome == "running" {
+        crate::output::warn(format_args!(
+            "warning: run {id} has not recorded its end (still running, or killed): only the tenants it recorded as changed are taken back"
+        ));
+    } else if summary.incomplete {
+        crate::output::warn(format_args!(
+            "warning: run {id} could not record every tenant it changed (its warnings said which): only the tenants it recorded are taken back"
+        ));
+    }
+}
+
+/// The recorded changes as goals for the companies the master has now,
+/// each database several companies name marked so, and skipped reports
+/// for the others.
+fn goals_in(
+    ctx: &Context,
+    layout: &crate::companies::Layout,
+    id: i64,
+    recorded: Vec<runs::RunTenant>,
+    mut everyone: Vec<Tenant>,
+) -> (Vec<Tenant>, Goals, Vec<Report<Reverted>>) {
     // Who else names each database, as a selection marks it: a database
     // two companies share is refused, not reverted under one of them.
     let all = everyone.clone();
@@ -565,22 +725,8 @@ async fn run_goals(
         ),
         None => "no longer in the master (dropped since the run?); nothing to revert".to_owned(),
     };
-    if summary.outcome == "running" {
-        crate::output::warn(format_args!(
-            "warning: run {id} has not recorded its end (still running, or killed): only the tenants it recorded as changed are taken back"
-        ));
-    } else if summary.incomplete {
-        crate::output::warn(format_args!(
-            "warning: run {id} could not record every tenant it changed (its warnings said which): only the tenants it recorded are taken back"
-        ));
-    }
     let (tenants, goals, missing) = sort_changes(id, recorded, &everyone, &gone);
-    ctx.set_selection(crate::selection::Selection::of_run(
-        id,
-        companies,
-        tenants.len(),
-    ));
-    Ok((tenants, Goals::Run(Arc::new(goals)), missing))
+    (tenants, Goals::Run(Arc::new(goals)), missing)
 }
 
 /// The changes a run recorded, sorted: the tenants to take back, each

@@ -13,7 +13,7 @@ use crate::commands::context::Context;
 use crate::connect::has_sqlstate;
 use crate::error::{Outcome, UsageError};
 use crate::output::report::TenantValue;
-use crate::output::{OutputMode, line, print_json, shown, table};
+use crate::output::{OutputMode, document, line, print_json, shown, table};
 use crate::runner::{Borrows, ConnFuture};
 use crate::tenant::Tenant;
 
@@ -78,6 +78,21 @@ struct Setting {
     key: String,
     value: Box<RawValue>,
     updated_at: DateTime<Utc>,
+}
+
+/// The document of `settings get` and `settings list` on one tenant:
+/// serialized as it is (not through `serde_json::Value`), so a value's
+/// numbers keep every digit.
+#[derive(Serialize)]
+struct OneTenant<'a> {
+    id: &'a str,
+    slug: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<&'a [Setting]>,
 }
 
 /// A setting's value in one tenant, for fleet reports.
@@ -167,8 +182,10 @@ async fn set(args: SetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
 async fn get(args: GetArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let (names, rest) = split_words(&args.words, 1, &args.filter)?;
     let key = rest[0].clone();
+    // JUnit reports a fleet run: one tenant named is a fleet of one.
     if let [name] = names
         && !args.filter.all
+        && ctx.output != OutputMode::Junit
     {
         return get_one(ctx, name, &key, &args.session).await;
     }
@@ -203,11 +220,22 @@ async fn get_one(
     })
     .await?;
     let value = value.with_context(|| format!("tenant {tenant}"))?;
+    // An object, not the bare value, so the document has its
+    // schema_version and says whose key it is.
+    let json = OneTenant {
+        id: &tenant.id,
+        slug: tenant.slug.as_deref(),
+        key: Some(key),
+        value: Some(&value),
+        settings: None,
+    };
+    document(ctx.output, &json);
     match ctx.output {
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             line(value.get());
         }
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(mode, &value),
+        OutputMode::Jsonl => print_json(ctx.output, &json),
+        OutputMode::Json => {}
     }
     Ok(Outcome::Success)
 }
@@ -220,14 +248,24 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let settings = result
         .map_err(settings_error)
         .with_context(|| format!("tenant {tenant}"))?;
+    document(
+        ctx.output,
+        &OneTenant {
+            id: &tenant.id,
+            slug: tenant.slug.as_deref(),
+            key: None,
+            value: None,
+            settings: Some(&settings),
+        },
+    );
     match ctx.output {
-        OutputMode::Json => print_json(OutputMode::Json, &settings),
+        OutputMode::Json => {}
         OutputMode::Jsonl => {
             for s in &settings {
                 print_json(OutputMode::Jsonl, s);
             }
         }
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             let mut out = table(["key", "value", "updated"]);
             for s in &settings {
                 out.add_row([

@@ -48,7 +48,7 @@ pub struct SqlArgs {
     ///
     /// Refused, before any tenant is touched, for a script calling what no
     /// rollback undoes (`nextval`, `setval`, `dblink*`, `lo_export`,
-    /// `pg_terminate_backend`, session advisory locks, ...: the README lists
+    /// `pg_terminate_backend`, session advisory locks, ...: the book's guide (docs/src/guide/fix.md) lists
     /// them) or copying to or from a file or program on the server. The
     /// report names the sequences the script advanced anyway (a serial
     /// column's default, a trigger) and the code the dry run cannot vouch

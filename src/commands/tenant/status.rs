@@ -26,6 +26,12 @@ pub struct StatusArgs {
 
     #[command(flatten)]
     pub session: SessionArgs,
+
+    /// Exit 1 unless every selected tenant is up to date: none has a
+    /// pending, failed or dirty migration, and each database is there and
+    /// reachable (a gate after a deploy); the report prints as usual
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// A problem `status` reports, by kind.
@@ -123,6 +129,7 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let migrations = ctx.tenant_migrations().await?;
     let tenants = ctx.select(&args.selection).await?;
+    let check = args.check;
     let run = ctx
         .fleet_runner(&args.fleet, (&args.session).into())
         .on_each_tenant_limited(
@@ -140,12 +147,57 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                         .cloned()
                         .map(StatusProblem::Migration)
                         .collect();
-                    plan.check()
+                    plan.check()?;
+                    behind_the_gate(check, state.pending)
                 })
             },
         )
         .await;
-    Ok(ctx.finish(&run))
+    let outcome = ctx.finish(&run);
+    Ok(if args.check {
+        gate(&run, outcome, |s| s.pending + s.problems.len())
+    } else {
+        outcome
+    })
+}
+
+/// Under `--check`, a tenant with pending migrations fails its own line of
+/// the report, so the `JUnit` file, the summary and the annotations say what the
+/// exit status says; without it, pending is only reported.
+fn behind_the_gate(check: bool, pending: usize) -> anyhow::Result<()> {
+    if check && pending > 0 {
+        anyhow::bail!(
+            "not up to date: {pending} pending migration(s) (--check); `tenantctl tenant migrate` applies them"
+        );
+    }
+    Ok(())
+}
+
+/// `--check`: the outcome when every tenant is up to date, else failed
+/// (exit 1) with one line saying how many are not.
+fn gate<T: TenantValue>(
+    run: &crate::fleet::FleetRun<T>,
+    outcome: Outcome,
+    behind: impl Fn(&T) -> usize,
+) -> Outcome {
+    if outcome == Outcome::Interrupted {
+        return outcome;
+    }
+    // Each tenant behind failed its own line (see `behind_the_gate`), as
+    // a dirty migration or a missing database does.
+    let not_current = run
+        .reports
+        .iter()
+        .filter(|r| r.verdict != crate::fleet::Verdict::Ok || behind(&r.value) > 0)
+        .count();
+    if not_current == 0 && outcome == Outcome::Success {
+        return outcome;
+    }
+    crate::output::warn(format_args!(
+        "check failed: {not_current} of {} tenant(s) not up to date (pending, failed or dirty migrations, or a database missing or out of reach)",
+        run.reports.len()
+    ));
+    Outcome::Failed
 }
 
 /// `tenant status` against `_prisma_migrations`: applied, pending, failed,
@@ -161,6 +213,7 @@ async fn run_prisma(
     let folder = Arc::new(prisma::Folder::read(dir).map_err(crate::error::Usage)?);
     let schema: Arc<str> = schema.into();
     let tenants = ctx.select(&args.selection).await?;
+    let check = args.check;
     let run = ctx
         .fleet_runner(&args.fleet, (&args.session).into())
         .on_each_tenant_limited(
@@ -170,10 +223,23 @@ async fn run_prisma(
                 let (folder, schema) = (folder.clone(), schema.clone());
                 Box::pin(async move {
                     value.state = prisma::state(conn, &folder, &schema).await?;
-                    value.state.check()
+                    value.state.check()?;
+                    behind_the_gate(check, value.state.pending.len())
                 })
             },
         )
         .await;
-    Ok(ctx.finish(&run))
+    let outcome = ctx.finish(&run);
+    Ok(if args.check {
+        gate(&run, outcome, |s| {
+            let state = &s.state;
+            state.pending.len()
+                + state.failed.len()
+                + state.in_progress.len()
+                + state.checksum_changed.len()
+                + usize::from(state.not_empty)
+        })
+    } else {
+        outcome
+    })
 }

@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::commands::context::Context;
 use crate::error::Outcome;
-use crate::output::{OutputMode, line, print_json};
+use crate::output::{OutputMode, document, line, print_json};
 
 #[derive(Debug, Args)]
 pub struct UrlArgs {
@@ -18,6 +18,12 @@ pub struct UrlArgs {
 }
 
 pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    if args.show_password && crate::output::sink::writes_report() {
+        return Err(crate::error::UsageError(
+            "--show-password with --report-file would write the password into the report file: leave out one of them".into(),
+        )
+        .into());
+    }
     let tenant = ctx.tenant(&args.tenant).await?;
     let db = tenant.db_name()?;
     let url = if args.show_password {
@@ -25,16 +31,16 @@ pub async fn run(args: UrlArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     } else {
         ctx.connector.tenant_url_redacted(tenant.server()?, db)?
     };
+    let value = serde_json::json!({
+        "slug": tenant.slug, "db_name": db.as_str(), "server": tenant.server_label(), "url": url,
+    });
+    document(ctx.output, &value);
     match ctx.output {
-        OutputMode::Table => {
+        OutputMode::Table | OutputMode::Junit => {
             line(&url);
         }
-        mode @ (OutputMode::Json | OutputMode::Jsonl) => print_json(
-            mode,
-            &serde_json::json!({
-                "slug": tenant.slug, "db_name": db.as_str(), "server": tenant.server_label(), "url": url,
-            }),
-        ),
+        OutputMode::Jsonl => print_json(ctx.output, &value),
+        OutputMode::Json => {}
     }
     Ok(Outcome::Success)
 }

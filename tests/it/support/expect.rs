@@ -674,7 +674,7 @@ fn normalizes_tables_timings_and_ids() {
 fn expect_passes_on_the_exact_output() {
     let env = TestEnv::new();
     let run = env
-        .expect(&["--version"])
+        .expect(&["-V"])
         .stdout(format!("tenantctl {}\n", env!("CARGO_PKG_VERSION")))
         .run();
     assert_eq!(run.code, 0);
@@ -690,7 +690,7 @@ fn expect_fails_on_a_line_too_many() {
 #[should_panic(expected = "exit status: expected 2, got 0")]
 fn expect_fails_on_another_status() {
     TestEnv::new()
-        .expect(&["--version"])
+        .expect(&["-V"])
         .stdout(format!("tenantctl {}\n", env!("CARGO_PKG_VERSION")))
         .status(2)
         .run();

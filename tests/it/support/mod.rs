@@ -21,6 +21,30 @@ use sqlx::{Connection as _, Executor as _};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Every variable tenantctl's command line reads (`env = ...` on any flag
+/// of any command), from the definitions the binary is built from.
+pub fn env_flags() -> Vec<String> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(name) = arg.get_env() {
+                let name = name.to_string_lossy().into_owned();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &<tenantctl::cli::Cli as clap::CommandFactory>::command(),
+        &mut out,
+    );
+    out
+}
+
 /// The server under test: `POSTGRES_BASE_URL`, or one built from the PG*
 /// variables that `pg_virtualenv` sets.
 pub fn base_url() -> String {
@@ -228,16 +252,27 @@ impl TestEnv {
                 cmd.env_remove(name);
             }
         }
+        // No variable the command line reads (TENANTCTL_CONFIG, say, set
+        // for a CI job's own deploy) reaches a test unless it sets it.
+        for name in env_flags() {
+            cmd.env_remove(name);
+        }
         cmd.current_dir(self.workdir.path())
             .env("POSTGRES_BASE_URL", &self.base_url)
-            .env("MASTER_DATABASE_URL", self.master_url())
-            .env_remove("TENANT_MIGRATIONS_DIR")
-            .env_remove("TENANTCTL_SHARD")
-            .env_remove("TENANTCTL_CONCURRENCY")
-            .env_remove("TENANTCTL_PER_SERVER")
-            .env_remove("TENANTCTL_CONNECT_TIMEOUT")
-            .env_remove("TENANTCTL_LOCK_TIMEOUT")
-            .env_remove("TENANTCTL_STATEMENT_TIMEOUT");
+            .env("MASTER_DATABASE_URL", self.master_url());
+        // The suite runs the same in a CI job as on a laptop: no CI
+        // system's variables change what tenantctl shows.
+        for name in [
+            "CI",
+            "BUILDKITE",
+            "GITLAB_CI",
+            "GITHUB_ACTIONS",
+            "TF_BUILD",
+            "JENKINS_URL",
+            "NO_COLOR",
+        ] {
+            cmd.env_remove(name);
+        }
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -375,6 +410,27 @@ impl TestEnv {
             std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy fixture");
         }
         to
+    }
+
+    /// A copy of the `reversible` fixture named `name`, with only the
+    /// migrations up to version `upto`.
+    pub fn reversible_upto(&self, name: &str, upto: i64) -> PathBuf {
+        let copy = self.fixture("reversible");
+        let dir = copy.with_file_name(name);
+        std::fs::rename(&copy, &dir).expect("rename fixture copy");
+        for entry in std::fs::read_dir(&dir).expect("fixture") {
+            let path = entry.expect("entry").path();
+            let version: i64 = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('_').next())
+                .and_then(|v| v.parse().ok())
+                .expect("versioned file");
+            if version > upto {
+                std::fs::remove_file(path).expect("remove");
+            }
+        }
+        dir
     }
 
     pub async fn connect(&self, db: &str) -> PgConnection {
