@@ -42,8 +42,11 @@ export PATH
 has_postgres() {
   command -v pg_virtualenv >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1
 }
+# The unversioned libclang.so comes with libclang-NN-dev, which also brings
+# the headers bindgen needs. A looser glob matched libclang-cpp.so.NN, which
+# some images carry without libclang itself, and the build then failed.
 has_libclang() {
-  [ -n "${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1
+  [ -n "${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1
 }
 has_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
 has_sqlx() { sqlx --version 2>/dev/null | grep -q ' 0\.8\.'; }
