@@ -9,8 +9,9 @@
 //! end, so a run that is killed outright still leaves a record of every
 //! tenant it finished.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ use sqlx::postgres::PgConnection;
 use crate::companies::Layout;
 use crate::connect::Connector;
 use crate::error::Outcome;
+use crate::fleet::Stop;
 use crate::migrations::Done;
 use crate::selection::Selection;
 use crate::tenant::Tenant;
@@ -123,7 +125,8 @@ fn create_sql(runs: &str, tenants: &str) -> String {
            started_at  timestamptz NOT NULL DEFAULT now(), \
            finished_at timestamptz, \
            selection   jsonb, \
-           label       text); \
+           label       text, \
+           alive_at    timestamptz DEFAULT now()); \
          CREATE TABLE IF NOT EXISTS {tenants} (\
            run_id         bigint NOT NULL REFERENCES {runs} (id) ON DELETE CASCADE, \
            company_id     text NOT NULL, \
@@ -147,12 +150,15 @@ fn create_sql(runs: &str, tenants: &str) -> String {
 const STATUSES: &str = "('pending', 'ok', 'failed', 'skipped', 'interrupted')";
 
 /// What run tables from before labels lack, added in one transaction: the
-/// `label` column and its index, each tenant's `slug`, and the statuses
-/// beyond `ok` and `failed`.
+/// `label` column and its index, the run's last sign of life (`alive_at`,
+/// left empty on older runs: nothing kept it), each tenant's `slug`, and
+/// the statuses beyond `ok` and `failed`.
 fn upgrade_sql(runs: &str, tenants: &str) -> String {
     format!(
         "ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS selection jsonb; \
          ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS label text; \
+         ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS alive_at timestamptz; \
+         ALTER TABLE {runs} ALTER COLUMN alive_at SET DEFAULT now(); \
          CREATE INDEX IF NOT EXISTS runs_label_idx ON {runs} (label); \
          ALTER TABLE {tenants} ADD COLUMN IF NOT EXISTS slug text; \
          ALTER TABLE {tenants} DROP CONSTRAINT IF EXISTS run_tenants_status_check; \
@@ -207,14 +213,19 @@ impl RunLog {
     /// tenant (in the same statement). Fails, before any tenant is touched,
     /// when the master will not take the record: a run that could not be
     /// undone with `revert --run` should not start.
+    ///
+    /// A run on current tables then renews its sign of life in the record
+    /// every [`HEARTBEAT`] until it ends (see [`heartbeat`]); `stop` is the
+    /// run's stop flag, set if a revert takes the record over meanwhile.
     pub async fn start(
         connector: Arc<Connector>,
         mut conn: PgConnection,
         layout: &Layout,
         request: RunRequest,
-        selection: Option<&Selection>,
+        context: (Option<&Selection>, &Stop),
         tenants: &[Tenant],
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Arc<Self>> {
+        let (selection, stop) = context;
         let started = match Self::insert(&mut conn, layout, &request, selection, tenants)
             .instrument(crate::statement_log::scope("master"))
             .await
@@ -233,7 +244,7 @@ impl RunLog {
                 )));
             }
         };
-        Ok(Self {
+        let log = Arc::new(Self {
             id,
             label: request.label,
             conn: tokio::sync::Mutex::new(Some(conn)),
@@ -242,7 +253,11 @@ impl RunLog {
             tenants_sql: layout.own_table(RUN_TENANTS),
             deploy,
             incomplete: AtomicBool::new(false),
-        })
+        });
+        if deploy {
+            tokio::spawn(heartbeat(Arc::downgrade(&log), stop.clone()));
+        }
+        Ok(log)
     }
 
     /// The run's row and its tenants' pending rows; returns the run's id
@@ -514,7 +529,11 @@ impl RunLog {
         ended: &[Ended],
     ) -> anyhow::Result<()> {
         let end = format!(
-            "UPDATE {} SET outcome = $2, ok = $3, failed = $4, skipped = $5, incomplete = $6, finished_at = now() WHERE id = $1",
+            // A record a revert took over (see [`take_over`]) keeps the
+            // `interrupted` it was given, and its end.
+            "UPDATE {} SET outcome = CASE WHEN outcome = 'running' THEN $2 ELSE outcome END, \
+               ok = $3, failed = $4, skipped = $5, incomplete = incomplete OR $6, \
+               finished_at = coalesce(finished_at, now()) WHERE id = $1",
             self.runs_sql
         );
         let sql = if self.deploy {
@@ -554,6 +573,160 @@ impl RunLog {
         );
         Ok(())
     }
+}
+
+/// How often a live run renews its record's sign of life (`alive_at`).
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How long a run's record may go without a sign of life before `tenant
+/// revert` takes the run for killed and ends its record (six heartbeats:
+/// a master slow for a moment does not make a live run look dead).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Renews the run's sign of life every [`HEARTBEAT`] on the record's own
+/// connection, until the run ends (the connection is taken) or the log is
+/// gone. A kill -9 stops it with the process, which is how `revert` tells
+/// a killed run from a live one. If the record is no longer `running`, a
+/// revert took the run for killed (it was paused, or cut off from the
+/// master, longer than [`SILENCE_LIMIT`]) and is taking back what it
+/// recorded: going on would change tenants behind that revert, so the run
+/// stops at once, cancelling what is in flight.
+async fn heartbeat(log: Weak<RunLog>, stop: Stop) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let Some(log) = log.upgrade() else {
+            return;
+        };
+        match log
+            .beat()
+            .instrument(crate::statement_log::scope("master"))
+            .await
+        {
+            Beat::Alive => {}
+            Beat::Ended => return,
+            Beat::TakenOver => {
+                crate::output::warn(format_args!(
+                    "error: run {} went more than {}s without a sign of life in its record (the process was paused, or cut off from the master), and `tenant revert` has taken it for killed and ended its record: stopping now, cancelling the tenants in flight; tenants this run finishes meanwhile are still recorded, so run that revert again to take them back too",
+                    log.id,
+                    SILENCE_LIMIT.as_secs()
+                ));
+                stop.set_because("not started: the run's record was taken over by `tenant revert`");
+                stop.quit();
+                return;
+            }
+        }
+    }
+}
+
+/// What one heartbeat found.
+enum Beat {
+    Alive,
+    /// The run has ended: nothing to renew.
+    Ended,
+    /// The record was ended by someone else (a revert's [`take_over`]).
+    TakenOver,
+}
+
+impl RunLog {
+    /// One renewal of the sign of life. A write that fails (the master
+    /// away for a moment) is tried again on a fresh connection; if that
+    /// fails too, the next beat tries again, and a record silent for
+    /// [`SILENCE_LIMIT`] meanwhile may be taken over.
+    async fn beat(&self) -> Beat {
+        let mut guard = self.conn.lock().await;
+        let Some(conn) = guard.as_mut() else {
+            return Beat::Ended;
+        };
+        let mut renewed = self.renew(conn).await;
+        if renewed.is_err()
+            && let Ok(fresh) = self.reconnect().await
+        {
+            let broken = std::mem::replace(conn, fresh);
+            self.connector.abandon(broken).await;
+            renewed = self.renew(conn).await;
+        }
+        // A failed renewal is not a verdict: the next beat tries again.
+        match renewed {
+            Ok(false) => Beat::TakenOver,
+            Ok(true) | Err(_) => Beat::Alive,
+        }
+    }
+
+    /// Whether the record was still `running` (and is now renewed).
+    async fn renew(&self, conn: &mut PgConnection) -> anyhow::Result<bool> {
+        let renewed = sqlx::query(&format!(
+            "UPDATE {} SET alive_at = now() WHERE id = $1 AND outcome = 'running'",
+            self.runs_sql
+        ))
+        .persistent(false)
+        .bind(self.id)
+        .execute(conn)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+}
+
+/// A run whose record has not recorded its end, as `revert` finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfinished {
+    pub id: i64,
+    /// Its last sign of life; none for a run recorded by a tenantctl that
+    /// gave none (it cannot be told from a killed one).
+    pub alive_at: Option<DateTime<Utc>>,
+    /// How long ago that was, by the master's clock.
+    pub silent: Option<Duration>,
+}
+
+/// Those of `ids` whose records have not recorded their end.
+pub async fn unfinished(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    ids: &[i64],
+) -> anyhow::Result<Vec<Unfinished>> {
+    let rows: Vec<(i64, Option<DateTime<Utc>>, Option<f64>)> = sqlx::query_as(&format!(
+        "SELECT id, alive_at, extract(epoch FROM clock_timestamp() - alive_at)::float8 \
+         FROM {} WHERE id = ANY($1) AND outcome = 'running' ORDER BY id",
+        layout.own_table(RUNS)
+    ))
+    .persistent(false)
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+    .context("read whether the runs are still running")?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, alive_at, silent)| Unfinished {
+            id,
+            alive_at,
+            silent: silent.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        })
+        .collect())
+}
+
+/// Ends the records of `ids`, runs silent for at least [`SILENCE_LIMIT`],
+/// as `interrupted` and incomplete (what a killed run was doing when it
+/// died is not recorded), in one statement that checks the silence again:
+/// a run that renewed its sign of life meanwhile is left alone. Returns
+/// the ids it ended; a live run among them sees its record ended at its
+/// next heartbeat and stops.
+pub async fn take_over(
+    conn: &mut PgConnection,
+    layout: &Layout,
+    ids: &[i64],
+) -> anyhow::Result<Vec<i64>> {
+    let ended: Vec<(i64,)> = sqlx::query_as(&format!(
+        "UPDATE {} SET outcome = 'interrupted', incomplete = true, finished_at = now() \
+         WHERE id = ANY($1) AND outcome = 'running' \
+           AND alive_at <= clock_timestamp() - make_interval(secs => $2) RETURNING id",
+        layout.own_table(RUNS)
+    ))
+    .persistent(false)
+    .bind(ids)
+    .bind(SILENCE_LIMIT.as_secs_f64())
+    .fetch_all(conn)
+    .await
+    .context("end the record of a run taken for killed")?;
+    Ok(ended.into_iter().map(|(id,)| id).collect())
 }
 
 /// How one tenant of a run ended, for the rows still pending at its end.
@@ -695,11 +868,12 @@ async fn probe(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Table
         )
     };
     let (exist, selection, deploy): (bool, bool, bool) = sqlx::query_as(&format!(
-        "SELECT {runs} AND {tenants}, {selection}, {selection} AND {label} AND {slug}",
+        "SELECT {runs} AND {tenants}, {selection}, {selection} AND {label} AND {alive} AND {slug}",
         runs = crate::state::exists_sql("$1"),
         tenants = crate::state::exists_sql("$2"),
         selection = column("$1", "selection"),
         label = column("$1", "label"),
+        alive = column("$1", "alive_at"),
         slug = column("$2", "slug"),
     ))
     .persistent(false)

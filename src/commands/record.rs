@@ -53,11 +53,11 @@ impl Context {
             conn,
             &layout,
             request,
-            self.selection().as_ref(),
+            (self.selection().as_ref(), self.runner.stop()),
             &tenants,
         )
         .await?;
-        Ok((tenants, Arc::new(log)))
+        Ok((tenants, log))
     }
 
     /// Prints a fleet run's report and turns it into the exit outcome.
@@ -79,17 +79,15 @@ impl Context {
     ) -> anyhow::Result<Arc<RunLog>> {
         async {
             let (conn, layout) = self.master().await?;
-            Ok(Arc::new(
-                RunLog::start(
-                    self.connector.clone(),
-                    conn,
-                    &layout,
-                    request,
-                    self.selection().as_ref(),
-                    tenants,
-                )
-                .await?,
-            ))
+            RunLog::start(
+                self.connector.clone(),
+                conn,
+                &layout,
+                request,
+                (self.selection().as_ref(), self.runner.stop()),
+                tenants,
+            )
+            .await
         }
         .instrument(crate::statement_log::scope("master"))
         .await

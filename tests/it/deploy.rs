@@ -478,6 +478,11 @@ fn a_run_killed_outright_still_says_which_tenants_it_never_reached() {
         ),
     )
     .expect("gated migration");
+    std::fs::write(
+        gated.join("20250101000003_prices.down.sql"),
+        "ALTER TABLE items DROP COLUMN price_cents;",
+    )
+    .expect("its down script");
     let slugs = env.tenants_with(&base, &["a", "b", "c", "d"]);
     let child = env.spawn(&[
         "tenant",
@@ -544,6 +549,126 @@ fn a_run_killed_outright_still_says_which_tenants_it_never_reached() {
         .ok()
         .json();
     assert_eq!(none["tenants"], json!([]));
+
+    // The rollback job: the killed run gives no sign of life, so the label
+    // is taken back whole (waiting, if need be, until its record has been
+    // silent long enough), with no run id to find. A dry run ends nothing.
+    let plan = tenant(&env, "revert", &gated, &["--label", "killed", "--dry-run"]).ok();
+    assert!(plan.stderr.contains("taken for killed"), "{}", plan.stderr);
+    let outcome = |env: &TestEnv| {
+        env.query(
+            &env.master,
+            &format!("SELECT outcome FROM tenantctl.runs WHERE id = {id}"),
+        )
+    };
+    assert_eq!(outcome(&env), ["running"]);
+    let undone = tenant(&env, "revert", &gated, &["--label", "killed", "--yes"]).ok();
+    assert!(
+        undone.stderr.contains("taken for killed"),
+        "{}",
+        undone.stderr
+    );
+    assert_eq!(outcome(&env), ["interrupted"]);
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
+}
+
+/// A run paused (SIGSTOP, a suspended laptop, `docker pause`) looks
+/// killed once its record is silent long enough: a revert of its label
+/// takes it over. Resumed, the run must not go on migrating behind that
+/// revert: it stops at its next heartbeat, cancelling its tenant in
+/// flight, and its record keeps the revert's `interrupted`.
+#[test]
+fn a_paused_run_whose_record_a_revert_took_over_stops_when_resumed() {
+    let env = TestEnv::new();
+    let base = folder(&env, "base", V2);
+    let gate = Gate::new(&env);
+    let gated = folder(&env, "gated", V3);
+    std::fs::write(
+        gated.join("20250101000003_prices.up.sql"),
+        format!(
+            "{}\nALTER TABLE items ADD COLUMN price_cents bigint;",
+            gate.sql()
+        ),
+    )
+    .expect("gated migration");
+    std::fs::write(
+        gated.join("20250101000003_prices.down.sql"),
+        "ALTER TABLE items DROP COLUMN price_cents;",
+    )
+    .expect("its down script");
+    env.tenants_with(&base, &["a", "b", "c", "d"]);
+    let child = env.spawn(&[
+        "tenant",
+        "migrate",
+        "--all",
+        "--concurrency",
+        "1",
+        "--label",
+        "paused",
+        "--tenant-migrations",
+        s(&gated),
+    ]);
+    gate.wait_for(&env, 1);
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {name}");
+    };
+    signal("-STOP");
+    let id = env.query(&env.master, "SELECT max(id)::text FROM tenantctl.runs")[0].clone();
+    let taken = tenant(&env, "revert", &gated, &["--label", "paused", "--yes"]);
+    signal("-CONT");
+    let resumed = child.wait_with_output().expect("the run ends");
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    assert!(
+        taken.stderr.contains("taken for killed"),
+        "{}",
+        taken.stderr
+    );
+    assert!(!resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("taken it for killed"), "{stderr}");
+    let outcome = env.query(
+        &env.master,
+        &format!("SELECT outcome FROM tenantctl.runs WHERE id = {id}"),
+    );
+    assert_eq!(outcome, ["interrupted"]);
+    // No tenant after the one in flight was started, and that one was
+    // cancelled (the gate never opened).
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
+    // A live run, by contrast, refuses the revert (its record renews).
+    let live = env.spawn(&[
+        "tenant",
+        "migrate",
+        "--all",
+        "--concurrency",
+        "1",
+        "--label",
+        "live",
+        "--tenant-migrations",
+        s(&gated),
+    ]);
+    gate.wait_for(&env, 1);
+    let refused = tenant(&env, "revert", &gated, &["--label", "live", "--yes"]).code(2);
+    assert!(
+        refused.stderr.contains("still running"),
+        "{}",
+        refused.stderr
+    );
+    let open = gate.open(&env);
+    let done = live.wait_with_output().expect("the live run ends");
+    drop(open);
+    assert!(done.status.success(), "{done:?}");
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2, V3], "{name}");
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod runs;
 pub mod settings;
 pub mod sql;
 pub mod status;
+pub mod unfinished;
 pub mod url;
 
 use clap::Subcommand;

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs, parse_label};
 use crate::commands::context::Context;
+use crate::commands::tenant::unfinished::{self, Taking};
 use crate::connect::Connector;
 use crate::connect::SessionLimits;
 use crate::error::{Outcome, Unused, UsageError};
@@ -420,7 +421,7 @@ async fn selected(
                 ))
                 .into());
             }
-            run_goals(ctx, id).await
+            run_goals(ctx, id, args.dry_run).await
         }
         (None, Some(to)) => {
             if to != 0 {
@@ -439,7 +440,7 @@ async fn selected(
                 ))
                 .into());
             }
-            label_goals(ctx, label).await
+            label_goals(ctx, label, args.dry_run).await
         }
     }
 }
@@ -559,6 +560,7 @@ fn stream<'a>(ctx: &Context, reports: impl IntoIterator<Item = &'a Report<Revert
 async fn run_goals(
     ctx: &Context,
     id: i64,
+    dry_run: bool,
 ) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
     let (layout, mut found, everyone) = read_runs(ctx, vec![id]).await?;
     let Some((summary, recorded)) = found.pop() else {
@@ -574,7 +576,12 @@ async fn run_goals(
         ))
         .into());
     }
-    warn_unfinished(&summary);
+    if summary.outcome == "running" {
+        // Its record, read again once it is settled: what a killed run
+        // recorded is final, a live run refuses.
+        unfinished::settle(ctx, Taking::Run, &[id], dry_run).await?;
+    }
+    warn_incomplete(&summary);
     let companies = everyone.len();
     let (tenants, goals, missing) = goals_in(ctx, &layout, id, recorded, everyone);
     ctx.set_selection(crate::selection::Selection::of_run(
@@ -593,6 +600,7 @@ async fn run_goals(
 async fn label_goals(
     ctx: &Context,
     label: &Label,
+    dry_run: bool,
 ) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
     let wanted = label.clone();
     let ids = ctx
@@ -608,10 +616,15 @@ async fn label_goals(
         .into());
     }
     let (layout, found, everyone) = read_runs(ctx, ids).await?;
-    refuse_unfinished(label, &found)?;
+    let running: Vec<i64> = found
+        .iter()
+        .filter(|(summary, _)| summary.outcome == "running")
+        .map(|(summary, _)| summary.id)
+        .collect();
+    unfinished::settle(ctx, Taking::Label(label), &running, dry_run).await?;
     let oldest = found.last().map_or(0, |(summary, _)| summary.id);
     for (summary, _) in &found {
-        warn_unfinished(summary);
+        warn_incomplete(summary);
     }
     let companies = everyone.len();
     let recorded = runs::merge_changes(found.into_iter().map(|(_, tenants)| tenants));
@@ -660,39 +673,12 @@ async fn read_runs(
     Ok((layout, found, everyone?))
 }
 
-/// Refuses to take a label back while one of its runs has not recorded
-/// its end: a shard still migrating would go on after the revert and
-/// leave the fleet half reverted. A run that was killed looks the same
-/// from the master; `--run` takes such a run back on its own, with its
-/// warning, once the operator knows it is dead.
-fn refuse_unfinished(
-    label: &Label,
-    found: &[(runs::RunSummary, Vec<runs::RunTenant>)],
-) -> Result<(), UsageError> {
-    let unfinished: Vec<String> = found
-        .iter()
-        .filter(|(summary, _)| summary.outcome == "running")
-        .map(|(summary, _)| summary.id.to_string())
-        .collect();
-    if unfinished.is_empty() {
-        return Ok(());
-    }
-    Err(UsageError(format!(
-        "run {} under label {label} has not recorded its end: it is still running, or it was killed; wait for it to end, or, if it was killed, take it back with `tenantctl tenant revert --run ID` (nothing was changed)",
-        unfinished.join(", ")
-    )))
-}
-
-/// Warns of a run that did not record its end, or every tenant.
-fn warn_unfinished(summary: &runs::RunSummary) {
-    let id = summary.id;
-    if summary.outcome == "running" {
+/// Warns of a run that could not record every tenant it changed.
+fn warn_incomplete(summary: &runs::RunSummary) {
+    if summary.incomplete {
         crate::output::warn(format_args!(
-            "warning: run {id} has not recorded its end (still running, or killed): only the tenants it recorded as changed are taken back"
-        ));
-    } else if summary.incomplete {
-        crate::output::warn(format_args!(
-            "warning: run {id} could not record every tenant it changed (its warnings said which): only the tenants it recorded are taken back"
+            "warning: run {} could not record every tenant it changed (its warnings said which): only the tenants it recorded are taken back",
+            summary.id
         ));
     }
 }
