@@ -463,13 +463,12 @@ fn labels_and_failed_in_values_are_refused_clearly_and_stored_exactly() {
     assert_eq!(tagged["label"], "rollback-tag", "{tagged}");
 }
 
-#[test]
-fn a_run_killed_outright_still_says_which_tenants_it_never_reached() {
-    let env = TestEnv::new();
-    let base = folder(&env, "base", V2);
-    let gate = Gate::new(&env);
-    // 3 waits at the gate.
-    let gated = folder(&env, "gated", V3);
+/// Tenants a to d at V2, and a folder whose V3 waits at the gate (with a
+/// down script that takes back just what it adds); their slugs.
+fn gated_fleet(env: &TestEnv) -> (Gate, PathBuf, Vec<String>) {
+    let base = folder(env, "base", V2);
+    let gate = Gate::new(env);
+    let gated = folder(env, "gated", V3);
     std::fs::write(
         gated.join("20250101000003_prices.up.sql"),
         format!(
@@ -484,17 +483,29 @@ fn a_run_killed_outright_still_says_which_tenants_it_never_reached() {
     )
     .expect("its down script");
     let slugs = env.tenants_with(&base, &["a", "b", "c", "d"]);
-    let child = env.spawn(&[
+    (gate, gated, slugs)
+}
+
+/// `migrate --all` one tenant at a time under `label`, in the background.
+fn migrate_one_by_one(env: &TestEnv, dir: &Path, label: &str) -> std::process::Child {
+    env.spawn(&[
         "tenant",
         "migrate",
         "--all",
         "--concurrency",
         "1",
         "--label",
-        "killed",
+        label,
         "--tenant-migrations",
-        s(&gated),
-    ]);
+        s(dir),
+    ])
+}
+
+#[test]
+fn a_run_killed_outright_still_says_which_tenants_it_never_reached() {
+    let env = TestEnv::new();
+    let (gate, gated, slugs) = gated_fleet(&env);
+    let child = migrate_one_by_one(&env, &gated, "killed");
     gate.wait_for(&env, 1);
     let pid = child.id().to_string();
     let killed = std::process::Command::new("kill")
@@ -582,34 +593,8 @@ fn a_run_killed_outright_still_says_which_tenants_it_never_reached() {
 #[test]
 fn a_paused_run_whose_record_a_revert_took_over_stops_when_resumed() {
     let env = TestEnv::new();
-    let base = folder(&env, "base", V2);
-    let gate = Gate::new(&env);
-    let gated = folder(&env, "gated", V3);
-    std::fs::write(
-        gated.join("20250101000003_prices.up.sql"),
-        format!(
-            "{}\nALTER TABLE items ADD COLUMN price_cents bigint;",
-            gate.sql()
-        ),
-    )
-    .expect("gated migration");
-    std::fs::write(
-        gated.join("20250101000003_prices.down.sql"),
-        "ALTER TABLE items DROP COLUMN price_cents;",
-    )
-    .expect("its down script");
-    env.tenants_with(&base, &["a", "b", "c", "d"]);
-    let child = env.spawn(&[
-        "tenant",
-        "migrate",
-        "--all",
-        "--concurrency",
-        "1",
-        "--label",
-        "paused",
-        "--tenant-migrations",
-        s(&gated),
-    ]);
+    let (gate, gated, _) = gated_fleet(&env);
+    let child = migrate_one_by_one(&env, &gated, "paused");
     gate.wait_for(&env, 1);
     let pid = child.id().to_string();
     let signal = |name: &str| {
@@ -644,17 +629,7 @@ fn a_paused_run_whose_record_a_revert_took_over_stops_when_resumed() {
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
     // A live run, by contrast, refuses the revert (its record renews).
-    let live = env.spawn(&[
-        "tenant",
-        "migrate",
-        "--all",
-        "--concurrency",
-        "1",
-        "--label",
-        "live",
-        "--tenant-migrations",
-        s(&gated),
-    ]);
+    let live = migrate_one_by_one(&env, &gated, "live");
     gate.wait_for(&env, 1);
     let refused = tenant(&env, "revert", &gated, &["--label", "live", "--yes"]).code(2);
     assert!(
