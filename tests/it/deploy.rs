@@ -683,11 +683,19 @@ fn run_tables_from_before_labels_are_upgraded_in_place_and_old_runs_still_revert
     env.tenants_with(&base, &["a", "b"]);
     let old = tenant(&env, "migrate", &full, &["--all"]).ok().json();
     let id = old["run_id"].as_i64().expect("run id").to_string();
-    // The run tables (and that run) as the previous release left them.
+    // The run tables (and that run) as the previous release left them,
+    // the run killed before it recorded its end.
+    env.exec(
+        &env.master,
+        &format!(
+            "UPDATE tenantctl.runs SET outcome = 'running', finished_at = NULL WHERE id = {id}"
+        ),
+    );
     env.exec(
         &env.master,
         "DROP INDEX tenantctl.runs_label_idx;
          ALTER TABLE tenantctl.runs DROP COLUMN label;
+         ALTER TABLE tenantctl.runs DROP COLUMN alive_at;
          ALTER TABLE tenantctl.run_tenants DROP COLUMN slug;
          ALTER TABLE tenantctl.run_tenants DROP CONSTRAINT run_tenants_status_check;
          ALTER TABLE tenantctl.run_tenants ADD CONSTRAINT run_tenants_status_check CHECK (status IN ('ok', 'failed'))",
@@ -734,6 +742,16 @@ fn run_tables_from_before_labels_are_upgraded_in_place_and_old_runs_still_revert
         labelled.stderr
     );
     assert_eq!(run_count(&env), "1");
+
+    // That run gave no sign of life (nothing kept one): `--run` takes it
+    // back as far as recorded, with a warning, as before.
+    let plan = tenant(&env, "revert", &full, &["--run", &id, "--dry-run"]).ok();
+    assert!(
+        plan.stderr
+            .contains("has not recorded its end (still running, or killed)"),
+        "{}",
+        plan.stderr
+    );
 
     // The owner's revert of the old run upgrades the tables in place.
     let undone = tenant(&env, "revert", &full, &["--run", &id, "--yes"])

@@ -90,7 +90,7 @@ fn refuse_if_alive(
     for before in first {
         let after = now.iter().find(|u| u.id == before.id);
         let why = match after {
-            None => "it was still running and has just recorded its end".to_owned(),
+            None => "its record was ended while this revert watched it (the run ended, or another revert took it for killed first)".to_owned(),
             Some(after) if after.alive_at != before.alive_at => format!(
                 "it is still running (its record was renewed {}s ago)",
                 after.silent.unwrap_or_default().as_secs()
@@ -98,7 +98,7 @@ fn refuse_if_alive(
             Some(_) => continue,
         };
         return Err(UsageError(format!(
-            "run {}{} has not recorded its end: {why}; a revert now would be followed by its further changes, so wait for it to end (`tenantctl tenant runs {}` shows it), then run this again (nothing was changed)",
+            "run {}{} had not recorded its end: {why}; what it recorded may have changed, so wait for it to end (`tenantctl tenant runs {}` shows it), then run this again (nothing was changed)",
             before.id,
             under(taking),
             before.id
@@ -138,8 +138,9 @@ async fn end_killed(
         })
         .await?;
     if let Some(back) = wanted.iter().find(|id| !ended.contains(id)) {
+        // Ended by another revert that got there first, or renewed.
         return Err(UsageError(format!(
-            "run {back}{} gave a sign of life just now: it is still running; wait for it to end, then run this again (nothing was reverted)",
+            "run {back}{} changed while this revert ended its record: it gave a sign of life just now (still running), or another revert ended it first; run this again to see which (nothing was reverted)",
             under(taking)
         ))
         .into());
