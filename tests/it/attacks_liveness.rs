@@ -336,3 +336,107 @@ fn an_interrupt_during_the_wait_for_a_silent_run_ends_no_record() {
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
 }
+
+/// Behind PgBouncer in transaction mode with a pool of one server
+/// connection (the record's connection commits statement by statement):
+/// a live run's record is renewed through the pooler, so a revert of its
+/// label is refused, and once the run is killed outright the revert
+/// takes it for killed. (A class tried that held.)
+#[test]
+fn through_pgbouncer_in_transaction_mode_a_live_run_refuses_and_a_killed_one_is_taken_over() {
+    use crate::support::pooler::PgBouncer;
+    use crate::support::server::PrivateServer;
+    const PW: &str = "app-Live-pw1";
+    let env = TestEnv::new();
+    let server = PrivateServer::start(&env.token);
+    server.exec(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN CREATEDB PASSWORD '{PW}'"),
+    );
+    server.exec("postgres", "CREATE DATABASE master OWNER app");
+    let bouncer = PgBouncer::start(&server, &env.token, "transaction", &[("app", PW)]);
+    let base = format!("{}/?pgbouncer=true", bouncer.url_as("app", PW));
+    let master = format!("{}/master?pgbouncer=true", bouncer.url_as("app", PW));
+    let configure = |c: &mut std::process::Command| {
+        c.env("POSTGRES_BASE_URL", &base)
+            .env("MASTER_DATABASE_URL", &master);
+    };
+    let through = |args: &[&str]| env.run_with(args, configure);
+    through(&["master", "migrate"]).ok();
+    for slug in ["acme", "globex"] {
+        through(&["tenant", "create", slug]).ok();
+    }
+    let slow = env.tenant_schema_plus(
+        "slow",
+        "29990101000003_slow.up.sql",
+        "SELECT pg_sleep(14); CREATE TABLE flags (name text PRIMARY KEY);",
+    );
+    std::fs::write(
+        Path::new(&slow).join("29990101000003_slow.down.sql"),
+        "DROP TABLE flags;",
+    )
+    .expect("down script");
+    let spawn = |label: &str| {
+        let mut cmd = env.cmd();
+        configure(&mut cmd);
+        cmd.args([
+            "tenant",
+            "migrate",
+            "--all",
+            "--concurrency",
+            "1",
+            "--label",
+            label,
+            "--tenant-migrations",
+            &slow,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+    };
+    let revert = |label: &str| {
+        through(&[
+            "tenant",
+            "revert",
+            "--label",
+            label,
+            "--yes",
+            "--tenant-migrations",
+            &slow,
+        ])
+    };
+    let live = spawn("live");
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = revert("live").code(2);
+    assert!(
+        refused.stderr.contains("still running"),
+        "{}",
+        refused.stderr
+    );
+    let done = wait_with_deadline(live, Duration::from_secs(120));
+    assert_eq!(done.code, 0, "{}", done.stderr);
+
+    // A second slow migration, for a run to kill in it.
+    std::fs::write(
+        Path::new(&slow).join("29990101000004_slower.up.sql"),
+        "SELECT pg_sleep(14); CREATE TABLE more_flags (name text);",
+    )
+    .expect("second migration");
+    std::fs::write(
+        Path::new(&slow).join("29990101000004_slower.down.sql"),
+        "DROP TABLE more_flags;",
+    )
+    .expect("its down script");
+    let killed = spawn("killed");
+    std::thread::sleep(Duration::from_secs(2));
+    signal(killed.id(), "-KILL");
+    let _ = killed.wait_with_output();
+    let taken = revert("killed");
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    assert!(
+        taken.stderr.contains("taken for killed"),
+        "{}",
+        taken.stderr
+    );
+}
