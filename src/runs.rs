@@ -800,25 +800,30 @@ pub async fn unfinished(
         .collect())
 }
 
-/// Ends the records of `ids`, runs silent for at least [`SILENCE_LIMIT`],
-/// as `interrupted` and incomplete (what a killed run was doing when it
-/// died is not recorded), in one statement that checks the silence again:
-/// a run that renewed its sign of life meanwhile is left alone. Returns
-/// the ids it ended; a live run among them sees its record ended at its
-/// next heartbeat and stops.
+/// Ends the records of `runs` (each id with the sign of life the revert
+/// last saw), runs silent for at least [`SILENCE_LIMIT`], as `interrupted`
+/// and incomplete (what a killed run was doing when it died is not
+/// recorded), in one statement that checks the silence again: a run that
+/// renewed its sign of life since is left alone. Returns the ids it ended;
+/// a live run among them sees its record ended at its next heartbeat and
+/// stops.
 pub async fn take_over(
     conn: &mut PgConnection,
     layout: &Layout,
-    ids: &[i64],
+    runs: &[(i64, DateTime<Utc>)],
 ) -> anyhow::Result<Vec<i64>> {
+    let ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
+    let seen: Vec<DateTime<Utc>> = runs.iter().map(|(_, at)| *at).collect();
     let ended: Vec<(i64,)> = sqlx::query_as(&format!(
-        "UPDATE {} SET outcome = 'interrupted', incomplete = true, finished_at = now() \
-         WHERE id = ANY($1) AND outcome = 'running' \
-           AND alive_at <= clock_timestamp() - make_interval(secs => $2) RETURNING id",
+        "UPDATE {} r SET outcome = 'interrupted', incomplete = true, finished_at = now() \
+         FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, alive_at) \
+         WHERE r.id = k.id AND r.alive_at = k.alive_at AND r.outcome = 'running' \
+           AND r.alive_at <= clock_timestamp() - make_interval(secs => $3) RETURNING r.id",
         layout.own_table(RUNS)
     ))
     .persistent(false)
     .bind(ids)
+    .bind(seen)
     .bind(SILENCE_LIMIT.as_secs_f64())
     .fetch_all(conn)
     .await

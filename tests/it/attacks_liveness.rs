@@ -440,3 +440,47 @@ fn through_pgbouncer_in_transaction_mode_a_live_run_refuses_and_a_killed_one_is_
         taken.stderr
     );
 }
+
+/// A revert that does not go ahead (no `--yes` and no terminal, the
+/// operator answering no, a tenant that cannot be reverted) changes
+/// nothing, the record of a run it took for killed included: that record
+/// was ended before the plan and the question, and a run merely paused
+/// then stopped for a revert that never happened.
+#[test]
+fn a_revert_that_does_not_go_ahead_ends_no_record() {
+    let env = TestEnv::new();
+    let (gate, gated) = gated_fleet(&env);
+    // One tenant done and recorded, the next one in flight when killed.
+    let a = env.slug("a");
+    let open = gate.open(&env);
+    env.run(&[
+        "tenant",
+        "migrate",
+        &a,
+        "--label",
+        "no-go",
+        "--tenant-migrations",
+        s(&gated),
+    ])
+    .ok();
+    drop(open);
+    let killed = env.spawn(&migrate_args(&gated, "no-go"));
+    gate.wait_for(&env, 1);
+    signal(killed.id(), "-KILL");
+    let _ = killed.wait_with_output();
+    let id = last_run(&env);
+    let refused = env
+        .run(&[
+            "tenant",
+            "revert",
+            "--label",
+            "no-go",
+            "--tenant-migrations",
+            s(&gated),
+        ])
+        .code(2);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    assert_eq!(outcome(&env, &id), ["running"], "{}", refused.stderr);
+    drain(&env, &gate);
+    assert_eq!(env.applied(&env.db("a")), [V1, V2, V3]);
+}
