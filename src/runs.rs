@@ -255,7 +255,7 @@ impl RunLog {
             Err(err) => {
                 connector.abandon(conn).await;
                 return Err(err.context(format!(
-                    "record this run in the master before touching any tenant (tenantctl's {RUNS} table): the master role needs USAGE on schema tenantctl and INSERT and UPDATE on it, and CREATE on the database until `tenantctl master migrate` has created it"
+                    "record this run in the master before touching any tenant (tenantctl's {RUNS} table): the master role needs USAGE on schema tenantctl and SELECT, INSERT and UPDATE on its tables (the record reads back what it writes, and each renewal of its sign of life finds its row), and CREATE on the database until `tenantctl master migrate` has created it"
                 )));
             }
         };
