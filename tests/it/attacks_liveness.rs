@@ -484,3 +484,112 @@ fn a_revert_that_does_not_go_ahead_ends_no_record() {
     drain(&env, &gate);
     assert_eq!(env.applied(&env.db("a")), [V1, V2, V3]);
 }
+
+/// The record's master connection ended by the server mid-run
+/// (`pg_terminate_backend`, a failover, an idle timeout), on a master
+/// whose sessions run with unusual clock settings (time zone, date and
+/// interval styles): the heartbeat opens a fresh connection and renews the
+/// sign of life, so the run is never taken for killed while it lives.
+/// (A class tried that held.)
+#[test]
+fn a_live_run_whose_record_connection_is_terminated_keeps_its_sign_of_life() {
+    let env = TestEnv::new();
+    let (gate, gated) = gated_fleet(&env);
+    env.exec(
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{m}\" SET TimeZone = 'Pacific/Chatham';
+             ALTER DATABASE \"{m}\" SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE \"{m}\" SET IntervalStyle = 'sql_standard'",
+            m = env.master
+        ),
+    );
+    let live = env.spawn(&migrate_args(&gated, "terminated"));
+    gate.wait_for(&env, 1);
+    let id = last_run(&env);
+    let alive_at = || {
+        env.query(
+            &env.master,
+            &format!("SELECT alive_at::text FROM tenantctl.runs WHERE id = {id}"),
+        )
+    };
+    let before = alive_at();
+    let ended = env.query(
+        "postgres",
+        &format!(
+            "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            env.master
+        ),
+    );
+    assert_ne!(ended, ["0"], "no master session to end");
+    wait_until(Duration::from_secs(20), "the sign of life renewed", || {
+        (alive_at() != before).then_some(())
+    });
+    let refused = env
+        .run(&[
+            "tenant",
+            "revert",
+            "--label",
+            "terminated",
+            "--yes",
+            "--tenant-migrations",
+            s(&gated),
+        ])
+        .code(2);
+    assert!(
+        refused.stderr.contains("still running"),
+        "{}",
+        refused.stderr
+    );
+    let open = gate.open(&env);
+    let done = wait_with_deadline(live, Duration::from_secs(120));
+    drop(open);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(outcome(&env, &id), ["succeeded"]);
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2, V3], "{name}");
+    }
+}
+
+/// A master role that may INSERT and UPDATE the run tables but not read
+/// them: the run is refused before any tenant is touched, and the error
+/// names every right the record needs (the UPDATE ... WHERE of each
+/// renewal and the INSERT ... RETURNING read the table too).
+#[test]
+fn a_master_role_without_select_on_the_run_tables_is_told_every_right_it_needs() {
+    let env = TestEnv::new();
+    let base = env.reversible_upto("base", V2);
+    let full = env.reversible_upto("full", V3);
+    env.tenants_with(&base, &["a"]);
+    let role = crate::support::role_with_password(&env, "blind", "blind-pw");
+    env.exec(
+        &env.master,
+        &format!(
+            r#"GRANT SELECT, UPDATE ON "Company" TO "blind_{t}";
+               GRANT SELECT ON ALL TABLES IN SCHEMA public TO "blind_{t}";
+               GRANT USAGE ON SCHEMA tenantctl TO "blind_{t}";
+               GRANT SELECT ON ALL TABLES IN SCHEMA tenantctl TO "blind_{t}";
+               REVOKE SELECT ON tenantctl.runs, tenantctl.run_tenants FROM "blind_{t}";
+               GRANT INSERT, UPDATE ON tenantctl.runs, tenantctl.run_tenants TO "blind_{t}";"#,
+            t = env.token,
+        ),
+    );
+    env.exec(
+        &env.db("a"),
+        &format!(r#"GRANT ALL ON SCHEMA public TO "blind_{}""#, env.token),
+    );
+    let refused = env.run_with(
+        &[
+            "tenant",
+            "migrate",
+            "--all",
+            "--tenant-migrations",
+            s(&full),
+        ],
+        role.configure(),
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(refused.stderr.contains("SELECT"), "{}", refused.stderr);
+    assert_eq!(env.applied(&env.db("a")), [V1, V2]);
+}
