@@ -593,3 +593,60 @@ fn a_master_role_without_select_on_the_run_tables_is_told_every_right_it_needs()
     assert!(refused.stderr.contains("SELECT"), "{}", refused.stderr);
     assert_eq!(env.applied(&env.db("a")), [V1, V2]);
 }
+
+/// Two rollback jobs of one label started together after a shard was
+/// killed: both wait out its silence; one ends its record and takes the
+/// label back, the other is refused (exit 2) saying the record changed,
+/// and nothing is taken back twice. (A class tried that held.)
+#[test]
+fn two_rollback_jobs_racing_after_a_kill_take_the_label_back_once() {
+    let env = TestEnv::new();
+    let (gate, gated) = gated_fleet(&env);
+    let a = env.slug("a");
+    let open = gate.open(&env);
+    env.run(&[
+        "tenant",
+        "migrate",
+        &a,
+        "--label",
+        "race",
+        "--tenant-migrations",
+        s(&gated),
+    ])
+    .ok();
+    drop(open);
+    let killed = env.spawn(&migrate_args(&gated, "race"));
+    gate.wait_for(&env, 1);
+    signal(killed.id(), "-KILL");
+    let _ = killed.wait_with_output();
+    let id = last_run(&env);
+    let job = || {
+        env.spawn(&[
+            "tenant",
+            "revert",
+            "--label",
+            "race",
+            "--yes",
+            "--tenant-migrations",
+            s(&gated),
+        ])
+    };
+    let (first, second) = (job(), job());
+    let first = wait_with_deadline(first, Duration::from_secs(120));
+    let second = wait_with_deadline(second, Duration::from_secs(120));
+    let mut codes = [first.code, second.code];
+    codes.sort_unstable();
+    assert_eq!(codes, [0, 2], "{}\n---\n{}", first.stderr, second.stderr);
+    let refused = if first.code == 2 { &first } else { &second };
+    assert!(
+        refused.stderr.contains("nothing was reverted")
+            || refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(outcome(&env, &id), ["interrupted"]);
+    drain(&env, &gate);
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
+    }
+}
