@@ -650,3 +650,58 @@ fn two_rollback_jobs_racing_after_a_kill_take_the_label_back_once() {
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
 }
+
+/// A rollback job waits out a killed shard's silence (up to 30 s) with the
+/// list of the label's runs it read before; a shard retried meanwhile
+/// (a new migrate run under the label) finished its tenants inside that
+/// wait, and the revert then took back only the runs on its old list: the
+/// label "taken back", exit 0, with the retried shard's tenants still
+/// migrated. The runs recorded under the label while it waited must be
+/// taken back too (or, still running, refuse the revert).
+#[test]
+fn a_run_of_the_label_recorded_while_the_revert_waits_is_taken_back_too() {
+    let env = TestEnv::new();
+    let (gate, gated) = gated_fleet(&env);
+    let a = env.slug("a");
+    let open = gate.open(&env);
+    env.run(&[
+        "tenant",
+        "migrate",
+        &a,
+        "--label",
+        "retried",
+        "--tenant-migrations",
+        s(&gated),
+    ])
+    .ok();
+    drop(open);
+    let killed = env.spawn(&migrate_args(&gated, "retried"));
+    gate.wait_for(&env, 1);
+    signal(killed.id(), "-KILL");
+    let _ = killed.wait_with_output();
+    let revert = env.spawn(&[
+        "tenant",
+        "revert",
+        "--label",
+        "retried",
+        "--yes",
+        "--tenant-migrations",
+        s(&gated),
+    ]);
+    std::thread::sleep(Duration::from_secs(1));
+    // The shard's job retried, its tenants done well within the wait.
+    let open = gate.open(&env);
+    let retried = env.run(&migrate_args(&gated, "retried")).ok();
+    drop(open);
+    let undone = wait_with_deadline(revert, Duration::from_secs(120));
+    // The retried run ended within the wait: taken back with the rest.
+    assert_eq!(undone.code, 0, "{}\n{}", undone.stderr, retried.stderr);
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(
+            env.applied(&env.db(name)),
+            [V1, V2],
+            "{name}: {}",
+            undone.stderr
+        );
+    }
+}

@@ -617,30 +617,31 @@ async fn run_goals(ctx: &Context, id: i64, dry_run: bool) -> anyhow::Result<Sele
 /// each run's refusals apply (a migration applied in between by anything
 /// else refuses the tenant, as for `--run`).
 async fn label_goals(ctx: &Context, label: &Label, dry_run: bool) -> anyhow::Result<Selected> {
-    let wanted = label.clone();
-    let ids = ctx
-        .runner
-        .with_master_read(|conn, layout, _| {
-            Box::pin(async move { runs::migrate_runs(conn, &layout, &wanted).await })
-        })
-        .await?;
+    let mut ids = label_runs(ctx, label).await?;
     if ids.is_empty() {
         return Err(UsageError(format!(
             "no migrate run is recorded under label {label}; `tenantctl tenant runs` lists the recorded runs and their labels"
         ))
         .into());
     }
-    let (mut layout, mut found, mut everyone) = read_runs(ctx, ids.clone()).await?;
-    let running: Vec<i64> = found
-        .iter()
-        .filter(|(summary, _)| summary.outcome == "running")
-        .map(|(summary, _)| summary.id)
-        .collect();
-    let killed = unfinished::settle(ctx, Taking::Label(label), &running, dry_run).await?;
-    if !running.is_empty() {
-        // What the killed runs recorded, final now.
-        (layout, found, everyone) = read_runs(ctx, ids).await?;
-    }
+    let mut killed = Killed::default();
+    let (layout, found, everyone) = loop {
+        let (layout, found, everyone) = read_runs(ctx, ids.clone()).await?;
+        let running: Vec<i64> = found
+            .iter()
+            .filter(|(summary, _)| summary.outcome == "running" && !killed.has(summary.id))
+            .map(|(summary, _)| summary.id)
+            .collect();
+        if running.is_empty() {
+            break (layout, found, everyone);
+        }
+        killed.absorb(unfinished::settle(ctx, Taking::Label(label), &running, dry_run).await?);
+        // Read again once settled: what the killed runs recorded is final
+        // now, and a run recorded under the label while this revert
+        // waited (a shard's job retried) is taken back too, or, still
+        // running, settled in turn.
+        ids = label_runs(ctx, label).await?;
+    };
     let oldest = found.last().map_or(0, |(summary, _)| summary.id);
     for (summary, _) in &found {
         warn_incomplete(summary);
@@ -654,6 +655,16 @@ async fn label_goals(ctx: &Context, label: &Label, dry_run: bool) -> anyhow::Res
         tenants.len(),
     ));
     Ok((tenants, goals, missing, killed))
+}
+
+/// The ids of the migrate runs recorded under `label`, newest first.
+async fn label_runs(ctx: &Context, label: &Label) -> anyhow::Result<Vec<i64>> {
+    let wanted = label.clone();
+    ctx.runner
+        .with_master_read(|conn, layout, _| {
+            Box::pin(async move { runs::migrate_runs(conn, &layout, &wanted).await })
+        })
+        .await
 }
 
 /// The runs asked for (those recorded, in the order asked) and the

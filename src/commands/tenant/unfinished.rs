@@ -147,6 +147,19 @@ fn killed(taking: Taking<'_>, runs: Vec<Unfinished>, dry_run: bool) -> Killed {
 }
 
 impl Killed {
+    /// Whether run `id` is among them.
+    pub fn has(&self, id: i64) -> bool {
+        self.runs.iter().any(|u| u.id == id)
+    }
+
+    /// Adds the runs another wait took for killed.
+    pub fn absorb(&mut self, other: Self) {
+        if self.label.is_none() {
+            self.label = other.label;
+        }
+        self.runs.extend(other.runs);
+    }
+
     /// Ends the records of the runs taken for killed, as `interrupted`, in
     /// one statement that checks each is still as the revert saw it:
     /// silent, and not renewed since (a paused run that resumed meanwhile
