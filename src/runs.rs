@@ -126,7 +126,7 @@ fn create_sql(runs: &str, tenants: &str) -> String {
            finished_at timestamptz, \
            selection   jsonb, \
            label       text, \
-           alive_at    timestamptz DEFAULT now()); \
+           alive_at    timestamptz); \
          CREATE TABLE IF NOT EXISTS {tenants} (\
            run_id         bigint NOT NULL REFERENCES {runs} (id) ON DELETE CASCADE, \
            company_id     text NOT NULL, \
@@ -153,12 +153,18 @@ const STATUSES: &str = "('pending', 'ok', 'failed', 'skipped', 'interrupted')";
 /// `label` column and its index, the run's last sign of life (`alive_at`,
 /// left empty on older runs: nothing kept it), each tenant's `slug`, and
 /// the statuses beyond `ok` and `failed`.
+///
+/// `alive_at` has no default: a run of the previous release, which knows
+/// nothing of it, still writes these tables and never renews a sign of
+/// life, so its record must have none (a default gave it one, and a
+/// revert took the live run for killed 30 s on). A run that renews it
+/// writes it itself.
 fn upgrade_sql(runs: &str, tenants: &str) -> String {
     format!(
         "ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS selection jsonb; \
          ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS label text; \
          ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS alive_at timestamptz; \
-         ALTER TABLE {runs} ALTER COLUMN alive_at SET DEFAULT now(); \
+         ALTER TABLE {runs} ALTER COLUMN alive_at DROP DEFAULT; \
          CREATE INDEX IF NOT EXISTS runs_label_idx ON {runs} (label); \
          ALTER TABLE {tenants} ADD COLUMN IF NOT EXISTS slug text; \
          ALTER TABLE {tenants} DROP CONSTRAINT IF EXISTS run_tenants_status_check; \
@@ -187,6 +193,15 @@ pub async fn ensure_tables(conn: &mut PgConnection, layout: &Layout) -> anyhow::
             .with_context(|| {
                 format!("add the selection, label and slug columns to tenantctl's {RUNS} and {RUN_TENANTS} tables (their owner may)")
             })?;
+    } else if before.alive_default {
+        // Tables a tenantctl gave that default: dropped where this role may.
+        let drop = format!("ALTER TABLE {runs} ALTER COLUMN alive_at DROP DEFAULT");
+        if let Err(err) = crate::companies::create_under_lock(conn, &drop).await {
+            crate::output::warn(format_args!(
+                "warning: {RUNS}.alive_at has a default, which gives runs of tenantctl releases that renew no sign of life one, so `tenant revert` may take such a run for killed while it runs; its owner may drop it (`tenantctl master migrate` as the owner does): {}",
+                crate::error::render(&err)
+            ));
+        }
     }
     Ok(())
 }
@@ -240,7 +255,7 @@ impl RunLog {
             Err(err) => {
                 connector.abandon(conn).await;
                 return Err(err.context(format!(
-                    "record this run in the master before touching any tenant (tenantctl's {RUNS} table): the master role needs USAGE on schema tenantctl and INSERT and UPDATE on it, and CREATE on the database until `tenantctl master migrate` has created it"
+                    "record this run in the master before touching any tenant (tenantctl's {RUNS} table): the master role needs USAGE on schema tenantctl and SELECT, INSERT and UPDATE on its tables (the record reads back what it writes, and each renewal of its sign of life finds its row), and CREATE on the database until `tenantctl master migrate` has created it"
                 )));
             }
         };
@@ -303,8 +318,8 @@ impl RunLog {
         // One statement: the run and a pending row per selected tenant, so
         // a run killed outright still says which tenants it never reached.
         let sql = format!(
-            "WITH run AS (INSERT INTO {runs} (command, target, undoes_run, tenants, selection, label) \
-                          VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id), \
+            "WITH run AS (INSERT INTO {runs} (command, target, undoes_run, tenants, selection, label, alive_at) \
+                          VALUES ($1, $2, $3, $4, $5::jsonb, $6, now()) RETURNING id), \
                   pending AS (INSERT INTO {tenants} (run_id, company_id, db_name, server, slug, versions, status) \
                           SELECT run.id, t.company_id, t.db_name, t.server, t.slug, '{{}}', 'pending' \
                           FROM run, unnest($7::text[], $8::text[], $9::text[], $10::text[]) AS t(company_id, db_name, server, slug) \
@@ -345,6 +360,7 @@ impl RunLog {
                 exist: true,
                 selection: true,
                 deploy: true,
+                alive_default: false,
             }),
             Err(err) if tables.exist => {
                 crate::output::warn(format_args!(
@@ -479,15 +495,25 @@ impl RunLog {
     /// each tenant's result (`ok`, `failed`, `skipped`, `interrupted`) and
     /// error: in the same statement, every row still pending takes it, so
     /// an up-to-date tenant costs no write of its own.
-    pub async fn finish(&self, outcome: Outcome, counts: [usize; 3], ended: &[Ended]) {
+    ///
+    /// Returns whether a revert had taken the record over first (the run
+    /// was paused, or cut off from the master, past [`SILENCE_LIMIT`], and
+    /// ended before a heartbeat noticed): said on stderr, and the run
+    /// must not report success.
+    pub async fn finish(&self, outcome: Outcome, counts: [usize; 3], ended: &[Ended]) -> bool {
         self.end(outcome, counts, ended)
             .instrument(crate::statement_log::scope("master"))
-            .await;
+            .await
     }
 
-    async fn end(&self, outcome: Outcome, [ok, failed, skipped]: [usize; 3], ended: &[Ended]) {
+    async fn end(
+        &self,
+        outcome: Outcome,
+        [ok, failed, skipped]: [usize; 3],
+        ended: &[Ended],
+    ) -> bool {
         let Some(mut conn) = self.conn.lock().await.take() else {
-            return;
+            return false;
         };
         let outcome = match outcome {
             Outcome::Success => "succeeded",
@@ -504,11 +530,22 @@ impl RunLog {
             written = self.write_end(&mut conn, outcome, counts, ended).await;
         }
         let released = self.connector.release(conn).await;
-        if let Err(err) = written.and(released) {
+        let taken_over = match written.and_then(|taken| released.map(|()| taken)) {
+            Ok(taken) => taken,
+            Err(err) => {
+                crate::output::warn(format_args!(
+                    "warning: could not record the end of run {}: {}",
+                    self.id,
+                    crate::error::render(&err)
+                ));
+                false
+            }
+        };
+        if taken_over {
             crate::output::warn(format_args!(
-                "warning: could not record the end of run {}: {}",
+                "error: run {} went more than {}s without a sign of life in its record (the process was paused, or cut off from the master), and `tenant revert` took it for killed and ended its record before the run ended: that revert took back only what the run had recorded then; run it again to take back the rest too, or rerun this deploy",
                 self.id,
-                crate::error::render(&err)
+                SILENCE_LIMIT.as_secs()
             ));
         }
         if self.incomplete.load(Ordering::SeqCst) {
@@ -517,6 +554,7 @@ impl RunLog {
                 self.id, self.id
             ));
         }
+        taken_over
     }
 }
 
@@ -527,26 +565,29 @@ impl RunLog {
         outcome: &str,
         [ok, failed, skipped]: [i32; 3],
         ended: &[Ended],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
+        let runs = &self.runs_sql;
+        // The outcome the record had, read under the row's lock: one a
+        // revert took over (see [`take_over`]) keeps the `interrupted` it
+        // was given, and its end, and the run is told.
+        let prior =
+            format!("prior AS (SELECT outcome AS was FROM {runs} WHERE id = $1 FOR UPDATE)");
         let end = format!(
-            // A record a revert took over (see [`take_over`]) keeps the
-            // `interrupted` it was given, and its end.
-            "UPDATE {} SET outcome = CASE WHEN outcome = 'running' THEN $2 ELSE outcome END, \
+            "UPDATE {runs} SET outcome = CASE WHEN outcome = 'running' THEN $2 ELSE outcome END, \
                ok = $3, failed = $4, skipped = $5, incomplete = incomplete OR $6, \
-               finished_at = coalesce(finished_at, now()) WHERE id = $1",
-            self.runs_sql
+               finished_at = coalesce(finished_at, now()) FROM prior WHERE id = $1 RETURNING prior.was"
         );
         let sql = if self.deploy {
             format!(
-                "WITH ended AS (UPDATE {tenants} t SET status = e.status, error = coalesce(t.error, e.error), recorded_at = now() \
+                "WITH {prior}, ended AS (UPDATE {tenants} t SET status = e.status, error = coalesce(t.error, e.error), recorded_at = now() \
                    FROM unnest($7::text[], $8::text[], $9::text[]) AS e(company_id, status, error) \
                    WHERE t.run_id = $1 AND t.company_id = e.company_id AND t.status = 'pending') {end}",
                 tenants = self.tenants_sql
             )
         } else {
-            end
+            format!("WITH {prior} {end}")
         };
-        let mut query = sqlx::query(&sql)
+        let mut query = sqlx::query_as::<_, (String,)>(&sql)
             .persistent(false)
             .bind(self.id)
             .bind(outcome)
@@ -565,13 +606,11 @@ impl RunLog {
                 .bind(ended.iter().map(|e| e.status).collect::<Vec<_>>())
                 .bind(ended.iter().map(|e| e.error.clone()).collect::<Vec<_>>());
         }
-        let updated = query.execute(conn).await?;
-        anyhow::ensure!(
-            updated.rows_affected() == 1,
-            "run {} is no longer in {RUNS}",
-            self.id
-        );
-        Ok(())
+        let Some((was,)) = query.fetch_optional(conn).await? else {
+            anyhow::bail!("run {} is no longer in {RUNS}", self.id);
+        };
+        // A retry after an end that landed reads this run's own outcome.
+        Ok(was != "running" && was != outcome)
     }
 }
 
@@ -583,6 +622,17 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// a master slow for a moment does not make a live run look dead).
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long a run may go without renewing its sign of life before it
+/// stops on its own. From [`SILENCE_LIMIT`] of silence on, by the master's
+/// clock, a revert may take it for killed and take back what it recorded;
+/// a run cut off from the master (or whose renewals fail) that went on
+/// would change tenants behind that revert, and could not even record
+/// them. So it stops, cancelling what is in flight, two heartbeats
+/// before: its own clock starts counting before the renewal it counts
+/// from reaches the master, so it never counts less silence than the
+/// revert does.
+pub const LEASE: Duration = Duration::from_secs(20);
+
 /// Renews the run's sign of life every [`HEARTBEAT`] on the record's own
 /// connection, until the run ends (the connection is taken) or the log is
 /// gone. A kill -9 stops it with the process, which is how `revert` tells
@@ -590,19 +640,33 @@ pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// revert took the run for killed (it was paused, or cut off from the
 /// master, longer than [`SILENCE_LIMIT`]) and is taking back what it
 /// recorded: going on would change tenants behind that revert, so the run
-/// stops at once, cancelling what is in flight.
+/// stops at once, cancelling what is in flight. A run that could not renew
+/// its sign of life for [`LEASE`] stops the same way, before a revert may
+/// take it over.
 async fn heartbeat(log: Weak<RunLog>, stop: Stop) {
+    // The record's first sign of life was written just before.
+    let mut renewed = tokio::time::Instant::now();
+    let mut failing = false;
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         let Some(log) = log.upgrade() else {
             return;
         };
-        match log
-            .beat()
-            .instrument(crate::statement_log::scope("master"))
-            .await
-        {
-            Beat::Alive => {}
+        let attempt = tokio::time::Instant::now();
+        // Past the lease (the process was paused), one beat still gets
+        // its moment: it tells a record taken over from one that was not.
+        let deadline = (renewed + LEASE).max(attempt + HEARTBEAT);
+        let beat = tokio::time::timeout_at(
+            deadline,
+            log.beat().instrument(crate::statement_log::scope("master")),
+        )
+        .await
+        .unwrap_or_else(|_| Beat::Failed("the master did not answer in time".to_owned()));
+        match beat {
+            Beat::Alive => {
+                renewed = attempt;
+                failing = false;
+            }
             Beat::Ended => return,
             Beat::TakenOver => {
                 crate::output::warn(format_args!(
@@ -613,6 +677,29 @@ async fn heartbeat(log: Weak<RunLog>, stop: Stop) {
                 stop.set_because("not started: the run's record was taken over by `tenant revert`");
                 stop.quit();
                 return;
+            }
+            Beat::Failed(why) if tokio::time::Instant::now() >= renewed + LEASE => {
+                crate::output::warn(format_args!(
+                    "error: run {} could not renew its sign of life in its record for {}s ({why}): from {}s on `tenant revert` may take it for killed and take back what it recorded, so it stops now, cancelling the tenants in flight; rerun the deploy (or revert it) once the master is in reach",
+                    log.id,
+                    LEASE.as_secs(),
+                    SILENCE_LIMIT.as_secs()
+                ));
+                stop.set_because(
+                    "not started: the run could not renew its record's sign of life in the master",
+                );
+                stop.quit();
+                return;
+            }
+            Beat::Failed(why) => {
+                if !failing {
+                    failing = true;
+                    crate::output::warn(format_args!(
+                        "warning: run {} could not renew its sign of life in its record ({why}); trying again, and stopping if that lasts {}s",
+                        log.id,
+                        LEASE.as_secs()
+                    ));
+                }
             }
         }
     }
@@ -625,30 +712,34 @@ enum Beat {
     Ended,
     /// The record was ended by someone else (a revert's [`take_over`]).
     TakenOver,
+    /// The renewal failed, on a fresh connection too: why.
+    Failed(String),
 }
 
 impl RunLog {
     /// One renewal of the sign of life. A write that fails (the master
     /// away for a moment) is tried again on a fresh connection; if that
-    /// fails too, the next beat tries again, and a record silent for
-    /// [`SILENCE_LIMIT`] meanwhile may be taken over.
+    /// fails too, the next beat tries again, until [`LEASE`] runs out.
     async fn beat(&self) -> Beat {
         let mut guard = self.conn.lock().await;
         let Some(conn) = guard.as_mut() else {
             return Beat::Ended;
         };
         let mut renewed = self.renew(conn).await;
-        if renewed.is_err()
-            && let Ok(fresh) = self.reconnect().await
-        {
-            let broken = std::mem::replace(conn, fresh);
-            self.connector.abandon(broken).await;
-            renewed = self.renew(conn).await;
+        if renewed.is_err() {
+            match self.reconnect().await {
+                Ok(fresh) => {
+                    let broken = std::mem::replace(conn, fresh);
+                    self.connector.abandon(broken).await;
+                    renewed = self.renew(conn).await;
+                }
+                Err(err) => renewed = Err(err),
+            }
         }
-        // A failed renewal is not a verdict: the next beat tries again.
         match renewed {
+            Ok(true) => Beat::Alive,
             Ok(false) => Beat::TakenOver,
-            Ok(true) | Err(_) => Beat::Alive,
+            Err(err) => Beat::Failed(crate::error::render(&err)),
         }
     }
 
@@ -709,25 +800,30 @@ pub async fn unfinished(
         .collect())
 }
 
-/// Ends the records of `ids`, runs silent for at least [`SILENCE_LIMIT`],
-/// as `interrupted` and incomplete (what a killed run was doing when it
-/// died is not recorded), in one statement that checks the silence again:
-/// a run that renewed its sign of life meanwhile is left alone. Returns
-/// the ids it ended; a live run among them sees its record ended at its
-/// next heartbeat and stops.
+/// Ends the records of `runs` (each id with the sign of life the revert
+/// last saw), runs silent for at least [`SILENCE_LIMIT`], as `interrupted`
+/// and incomplete (what a killed run was doing when it died is not
+/// recorded), in one statement that checks the silence again: a run that
+/// renewed its sign of life since is left alone. Returns the ids it ended;
+/// a live run among them sees its record ended at its next heartbeat and
+/// stops.
 pub async fn take_over(
     conn: &mut PgConnection,
     layout: &Layout,
-    ids: &[i64],
+    runs: &[(i64, DateTime<Utc>)],
 ) -> anyhow::Result<Vec<i64>> {
+    let ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
+    let seen: Vec<DateTime<Utc>> = runs.iter().map(|(_, at)| *at).collect();
     let ended: Vec<(i64,)> = sqlx::query_as(&format!(
-        "UPDATE {} SET outcome = 'interrupted', incomplete = true, finished_at = now() \
-         WHERE id = ANY($1) AND outcome = 'running' \
-           AND alive_at <= clock_timestamp() - make_interval(secs => $2) RETURNING id",
+        "UPDATE {} r SET outcome = 'interrupted', incomplete = true, finished_at = now() \
+         FROM unnest($1::int8[], $2::timestamptz[]) AS k(id, alive_at) \
+         WHERE r.id = k.id AND r.alive_at = k.alive_at AND r.outcome = 'running' \
+           AND r.alive_at <= clock_timestamp() - make_interval(secs => $3) RETURNING r.id",
         layout.own_table(RUNS)
     ))
     .persistent(false)
     .bind(ids)
+    .bind(seen)
     .bind(SILENCE_LIMIT.as_secs_f64())
     .fetch_all(conn)
     .await
@@ -853,6 +949,10 @@ fn summary_sql(layout: &Layout, tables: Tables, filter: &str) -> String {
 
 /// What of the run tables the master has.
 #[derive(Debug, Clone, Copy)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one fact each about the tables, read in one probe"
+)]
 struct Tables {
     /// Both tables.
     exist: bool,
@@ -862,25 +962,31 @@ struct Tables {
     /// failed, added with them), which older versions lack; only with
     /// `selection` (a table someone took that column from reads as old).
     deploy: bool,
+    /// `alive_at` has a default (tables made by a tenantctl that gave it
+    /// one), which makes the previous release's runs look alive: dropped
+    /// by whoever may.
+    alive_default: bool,
 }
 
 async fn probe(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Tables> {
-    let column = |table: &str, name: &str| {
+    let column_where = |table: &str, name: &str, and: &str| {
         format!(
             "EXISTS (SELECT FROM pg_attribute a JOIN pg_class o ON o.oid = a.attrelid \
                      JOIN pg_namespace s ON s.oid = o.relnamespace \
                      WHERE s.nspname = $3 AND o.relname = {table} \
-                       AND a.attname = '{name}' AND NOT a.attisdropped)"
+                       AND a.attname = '{name}' AND NOT a.attisdropped{and})"
         )
     };
-    let (exist, selection, deploy): (bool, bool, bool) = sqlx::query_as(&format!(
-        "SELECT {runs} AND {tenants}, {selection}, {selection} AND {label} AND {alive} AND {slug}",
+    let column = |table: &str, name: &str| column_where(table, name, "");
+    let (exist, selection, deploy, alive_default): (bool, bool, bool, bool) = sqlx::query_as(&format!(
+        "SELECT {runs} AND {tenants}, {selection}, {selection} AND {label} AND {alive} AND {slug}, {alive_default}",
         runs = crate::state::exists_sql("$1"),
         tenants = crate::state::exists_sql("$2"),
         selection = column("$1", "selection"),
         label = column("$1", "label"),
         alive = column("$1", "alive_at"),
         slug = column("$2", "slug"),
+        alive_default = column_where("$1", "alive_at", " AND a.atthasdef"),
     ))
     .persistent(false)
     .bind(crate::state::short(&layout.own_table(RUNS)))
@@ -893,6 +999,7 @@ async fn probe(conn: &mut PgConnection, layout: &Layout) -> anyhow::Result<Table
         exist,
         selection,
         deploy,
+        alive_default,
     })
 }
 

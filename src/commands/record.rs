@@ -100,7 +100,7 @@ impl Context {
         run: &FleetRun<T>,
         log: Option<&RunLog>,
     ) -> Outcome {
-        let outcome = run.outcome();
+        let mut outcome = run.outcome();
         if let Some(log) = log {
             // The record has no column of its own for tenants cut short
             // by an interrupt: they count as failed there (the run's
@@ -114,16 +114,22 @@ impl Context {
                     error: r.error.clone(),
                 })
                 .collect();
-            log.finish(
-                outcome,
-                [
-                    run.count(Verdict::Ok),
-                    run.count(Verdict::Failed) + run.count(Verdict::Interrupted),
-                    run.count(Verdict::Skipped),
-                ],
-                &ended,
-            )
-            .await;
+            let taken_over = log
+                .finish(
+                    outcome,
+                    [
+                        run.count(Verdict::Ok),
+                        run.count(Verdict::Failed) + run.count(Verdict::Interrupted),
+                        run.count(Verdict::Skipped),
+                    ],
+                    &ended,
+                )
+                .await;
+            // A revert took the record over before the run ended: not a
+            // success, whatever the tenants did.
+            if taken_over && outcome == Outcome::Success {
+                outcome = Outcome::Failed;
+            }
         }
         let label = log.and_then(|l| l.label.clone());
         let extra = Extra {

@@ -14,6 +14,7 @@ mod app_migrator;
 mod app_migrator_attacks;
 mod app_ready;
 mod attacks20;
+mod attacks_liveness;
 mod bad_input;
 mod baseline;
 mod basics;

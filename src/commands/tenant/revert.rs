@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::commands::args::{FleetArgs, SelectionArgs, SessionArgs, parse_label};
 use crate::commands::context::Context;
-use crate::commands::tenant::unfinished::{self, Taking};
+use crate::commands::tenant::unfinished::{self, Killed, Taking};
 use crate::connect::Connector;
 use crate::connect::SessionLimits;
 use crate::error::{Outcome, Unused, UsageError};
@@ -150,7 +150,7 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         "take a change back with the application's own tool (for Prisma: a new migration, then `tenantctl tenant migrate --all`)",
     )?;
     let set = ctx.tenant_migrations_to_apply().await?;
-    let (tenants, goals, missing) = selected(ctx, &args, &set).await?;
+    let (tenants, goals, missing, killed) = selected(ctx, &args, &set).await?;
     let limits = SessionLimits::from(&args.session);
     // With --yes the revert follows the plan at once: each tenant with
     // something to revert keeps its planning connection for it, within
@@ -164,6 +164,7 @@ pub async fn run(args: RevertArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         goals,
         limits,
         kept: kept.clone(),
+        killed,
     };
     let result = decide(ctx, &args, planned, missing, work).await;
     // Whatever the revert did not reach (refused, interrupted, nothing to
@@ -178,6 +179,9 @@ struct Work {
     goals: Goals,
     limits: SessionLimits,
     kept: Arc<Kept>,
+    /// Runs taken for killed: their records are ended only if the revert
+    /// goes ahead.
+    killed: Killed,
 }
 
 /// After the plan: refuses, reports the dry run or that nothing needs
@@ -222,6 +226,7 @@ async fn decide(
         .collect();
     let planned = nothing_to_do(planned);
     if plans.is_empty() {
+        work.killed.end(ctx).await?;
         stream(ctx, &planned.reports);
         return Ok(ctx.finish(&planned));
     }
@@ -244,6 +249,7 @@ async fn take_back(
     plans: HashMap<String, Vec<i64>>,
     work: Work,
 ) -> anyhow::Result<Outcome> {
+    work.killed.end(ctx).await?;
     let everyone: Vec<Tenant> = planned.reports.iter().map(|r| r.tenant.clone()).collect();
     let log = ctx
         .start_run(
@@ -279,6 +285,7 @@ async fn take_back(
         goals,
         limits,
         kept,
+        ..
     } = work;
     let shared = Arc::new((set, goals, plans, limits.clone(), first_on_kept));
     let records = Records::new(log.clone(), ctx.runner.connector().clone());
@@ -393,13 +400,18 @@ fn ask(plans: &HashMap<String, Vec<i64>>, yes: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tenants to plan, where each goes, reports for the tenants a run
+/// recorded that are gone from the master, and the runs taken for killed
+/// whose records the revert ends if it goes ahead.
+type Selected = (Vec<Tenant>, Goals, Vec<Report<Reverted>>, Killed);
+
 /// The tenants to plan and where each goes, plus, for `--run`, reports
 /// for the tenants it recorded that are gone from the master.
 async fn selected(
     ctx: &Context,
     args: &RevertArgs,
     set: &MigrationSet,
-) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
+) -> anyhow::Result<Selected> {
     let label = args.label.as_ref();
     let label_typed = !matches!(
         ctx.origins.label,
@@ -428,7 +440,12 @@ async fn selected(
                 set.check_target(to)?;
             }
             let tenants = ctx.select(&args.selection).await?;
-            Ok((tenants, Goals::To(Target::from_flag(to)), Vec::new()))
+            Ok((
+                tenants,
+                Goals::To(Target::from_flag(to)),
+                Vec::new(),
+                Killed::default(),
+            ))
         }
         (None, None) => {
             let Some(label) = label else {
@@ -557,12 +574,8 @@ fn stream<'a>(ctx: &Context, reports: impl IntoIterator<Item = &'a Report<Revert
 /// The tenants a recorded run changed, each with the version to go back
 /// to; tenants it recorded that are no longer in the master come back as
 /// skipped reports.
-async fn run_goals(
-    ctx: &Context,
-    id: i64,
-    dry_run: bool,
-) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
-    let (layout, mut found, everyone) = read_runs(ctx, vec![id]).await?;
+async fn run_goals(ctx: &Context, id: i64, dry_run: bool) -> anyhow::Result<Selected> {
+    let (mut layout, mut found, mut everyone) = read_runs(ctx, vec![id]).await?;
     let Some((summary, recorded)) = found.pop() else {
         return Err(UsageError(format!(
             "no run {id} is recorded in the master; `tenantctl tenant runs` lists the recorded runs"
@@ -576,10 +589,16 @@ async fn run_goals(
         ))
         .into());
     }
+    let (mut summary, mut recorded) = (summary, recorded);
+    let mut killed = Killed::default();
     if summary.outcome == "running" {
         // Its record, read again once it is settled: what a killed run
         // recorded is final, a live run refuses.
-        unfinished::settle(ctx, Taking::Run, &[id], dry_run).await?;
+        killed = unfinished::settle(ctx, Taking::Run, &[id], dry_run).await?;
+        (layout, found, everyone) = read_runs(ctx, vec![id]).await?;
+        (summary, recorded) = found
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("run {id} is no longer recorded in the master"))?;
     }
     warn_incomplete(&summary);
     let companies = everyone.len();
@@ -589,7 +608,7 @@ async fn run_goals(
         companies,
         tenants.len(),
     ));
-    Ok((tenants, goals, missing))
+    Ok((tenants, goals, missing, killed))
 }
 
 /// `--label L`: every migrate run recorded under L taken back as one: each
@@ -597,31 +616,32 @@ async fn run_goals(
 /// it, its versions from all the label's runs reverted newest first, and
 /// each run's refusals apply (a migration applied in between by anything
 /// else refuses the tenant, as for `--run`).
-async fn label_goals(
-    ctx: &Context,
-    label: &Label,
-    dry_run: bool,
-) -> anyhow::Result<(Vec<Tenant>, Goals, Vec<Report<Reverted>>)> {
-    let wanted = label.clone();
-    let ids = ctx
-        .runner
-        .with_master_read(|conn, layout, _| {
-            Box::pin(async move { runs::migrate_runs(conn, &layout, &wanted).await })
-        })
-        .await?;
+async fn label_goals(ctx: &Context, label: &Label, dry_run: bool) -> anyhow::Result<Selected> {
+    let mut ids = label_runs(ctx, label).await?;
     if ids.is_empty() {
         return Err(UsageError(format!(
             "no migrate run is recorded under label {label}; `tenantctl tenant runs` lists the recorded runs and their labels"
         ))
         .into());
     }
-    let (layout, found, everyone) = read_runs(ctx, ids).await?;
-    let running: Vec<i64> = found
-        .iter()
-        .filter(|(summary, _)| summary.outcome == "running")
-        .map(|(summary, _)| summary.id)
-        .collect();
-    unfinished::settle(ctx, Taking::Label(label), &running, dry_run).await?;
+    let mut killed = Killed::default();
+    let (layout, found, everyone) = loop {
+        let (layout, found, everyone) = read_runs(ctx, ids.clone()).await?;
+        let running: Vec<i64> = found
+            .iter()
+            .filter(|(summary, _)| summary.outcome == "running" && !killed.has(summary.id))
+            .map(|(summary, _)| summary.id)
+            .collect();
+        if running.is_empty() {
+            break (layout, found, everyone);
+        }
+        killed.absorb(unfinished::settle(ctx, Taking::Label(label), &running, dry_run).await?);
+        // Read again once settled: what the killed runs recorded is final
+        // now, and a run recorded under the label while this revert
+        // waited (a shard's job retried) is taken back too, or, still
+        // running, settled in turn.
+        ids = label_runs(ctx, label).await?;
+    };
     let oldest = found.last().map_or(0, |(summary, _)| summary.id);
     for (summary, _) in &found {
         warn_incomplete(summary);
@@ -634,7 +654,17 @@ async fn label_goals(
         companies,
         tenants.len(),
     ));
-    Ok((tenants, goals, missing))
+    Ok((tenants, goals, missing, killed))
+}
+
+/// The ids of the migrate runs recorded under `label`, newest first.
+async fn label_runs(ctx: &Context, label: &Label) -> anyhow::Result<Vec<i64>> {
+    let wanted = label.clone();
+    ctx.runner
+        .with_master_read(|conn, layout, _| {
+            Box::pin(async move { runs::migrate_runs(conn, &layout, &wanted).await })
+        })
+        .await
 }
 
 /// The runs asked for (those recorded, in the order asked) and the

@@ -27,24 +27,35 @@ pub enum Taking<'a> {
     Label(&'a Label),
 }
 
+/// Runs a revert took for killed, whose records it ends only once it goes
+/// ahead ([`Killed::end`], after its plan and its confirmation): a revert
+/// that is refused, declined or interrupted changes nothing, and a run
+/// that was only paused is not stopped for a revert that never happened.
+#[derive(Default)]
+pub struct Killed {
+    label: Option<Label>,
+    runs: Vec<Unfinished>,
+}
+
 /// Settles the runs among `running` (ids of records that had not recorded
 /// their end when the revert read them): returns once each is known to be
-/// killed (and, unless `dry_run`, its record ended), or refuses while one
-/// is alive. A run recorded by a tenantctl that gave no sign of life
-/// cannot be told from a killed one: under a label it refuses the revert,
-/// and `--run`, which names that one run, takes it back with a warning.
+/// killed (their records still to be ended, see [`Killed`]), or refuses
+/// while one is alive. A run recorded by a tenantctl that gave no sign of
+/// life cannot be told from a killed one: under a label it refuses the
+/// revert, and `--run`, which names that one run, takes it back with a
+/// warning.
 pub async fn settle(
     ctx: &Context,
     taking: Taking<'_>,
     running: &[i64],
     dry_run: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Killed> {
     if running.is_empty() {
-        return Ok(());
+        return Ok(Killed::default());
     }
     let first = read(ctx, running).await?;
     if let Some(old) = first.iter().find(|u| u.alive_at.is_none()) {
-        return unknown(taking, old.id);
+        return unknown(taking, old.id).map(|()| Killed::default());
     }
     let mut told = false;
     loop {
@@ -65,7 +76,7 @@ pub async fn settle(
                 }
                 tokio::time::sleep(POLL.min(left)).await;
             }
-            _ => return end_killed(ctx, taking, &now, dry_run).await,
+            _ => return Ok(killed(taking, now, dry_run)),
         }
     }
 }
@@ -108,48 +119,82 @@ fn refuse_if_alive(
     Ok(())
 }
 
-/// Ends the records of runs silent for [`SILENCE_LIMIT`] (not on a dry
-/// run), and says that they are taken for killed.
-async fn end_killed(
-    ctx: &Context,
-    taking: Taking<'_>,
-    killed: &[Unfinished],
-    dry_run: bool,
-) -> anyhow::Result<()> {
-    let wanted: Vec<i64> = killed.iter().map(|u| u.id).collect();
-    let silent = killed
+/// Says that runs silent for [`SILENCE_LIMIT`] are taken for killed, and
+/// keeps them for [`Killed::end`] (never called on a dry run).
+fn killed(taking: Taking<'_>, runs: Vec<Unfinished>, dry_run: bool) -> Killed {
+    let silent = runs
         .iter()
         .filter_map(|u| u.silent)
         .min()
         .unwrap_or_default()
         .as_secs();
-    if dry_run {
-        crate::output::warn(format_args!(
-            "warning: run {} has given no sign of life for {silent}s: taken for killed (the revert would end its record as interrupted); only the tenants it recorded as changed would be taken back",
-            ids(killed)
-        ));
-        return Ok(());
-    }
-    let asked = wanted.clone();
-    let ended = ctx
-        .runner
-        .with_master(|conn, layout, _| {
-            Box::pin(async move { runs::take_over(conn, &layout, &asked).await })
-        })
-        .await?;
-    if let Some(back) = wanted.iter().find(|id| !ended.contains(id)) {
-        // Ended by another revert that got there first, or renewed.
-        return Err(UsageError(format!(
-            "run {back}{} changed while this revert ended its record: it gave a sign of life just now (still running), or another revert ended it first; run this again to see which (nothing was reverted)",
-            under(taking)
-        ))
-        .into());
-    }
+    let ended = if dry_run {
+        "the revert would end its record as interrupted"
+    } else {
+        "its record is ended as interrupted once this revert goes ahead"
+    };
     crate::output::warn(format_args!(
-        "warning: run {} gave no sign of life for {silent}s: taken for killed, its record is now ended as interrupted; only the tenants it recorded as changed are taken back (one it was changing when it died is not)",
-        ids(killed)
+        "warning: run {} has given no sign of life for {silent}s: taken for killed ({ended}); only the tenants it recorded as changed are taken back (one it was changing when it died is not)",
+        ids(&runs)
     ));
-    Ok(())
+    Killed {
+        label: match taking {
+            Taking::Run => None,
+            Taking::Label(label) => Some(label.clone()),
+        },
+        runs,
+    }
+}
+
+impl Killed {
+    /// Whether run `id` is among them.
+    pub fn has(&self, id: i64) -> bool {
+        self.runs.iter().any(|u| u.id == id)
+    }
+
+    /// Adds the runs another wait took for killed.
+    pub fn absorb(&mut self, other: Self) {
+        if self.label.is_none() {
+            self.label = other.label;
+        }
+        self.runs.extend(other.runs);
+    }
+
+    /// Ends the records of the runs taken for killed, as `interrupted`, in
+    /// one statement that checks each is still as the revert saw it:
+    /// silent, and not renewed since (a paused run that resumed meanwhile
+    /// refuses the revert, nothing changed).
+    pub async fn end(&self, ctx: &Context) -> anyhow::Result<()> {
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        let seen: Vec<_> = self
+            .runs
+            .iter()
+            .filter_map(|u| Some((u.id, u.alive_at?)))
+            .collect();
+        let asked = seen.clone();
+        let ended = ctx
+            .runner
+            .with_master(|conn, layout, _| {
+                Box::pin(async move { runs::take_over(conn, &layout, &asked).await })
+            })
+            .await?;
+        let taking = self.label.as_ref().map_or(Taking::Run, Taking::Label);
+        if let Some((back, _)) = seen.iter().find(|(id, _)| !ended.contains(id)) {
+            // Renewed since, ended by the run, or by another revert first.
+            return Err(UsageError(format!(
+                "run {back}{} changed since this revert took it for killed: it gave a sign of life (still running), or its record was ended meanwhile (by the run, or another revert first); run this again to see which (nothing was reverted)",
+                under(taking)
+            ))
+            .into());
+        }
+        crate::output::warn(format_args!(
+            "warning: run {} taken for killed: its record is now ended as interrupted",
+            ids(&self.runs)
+        ));
+        Ok(())
+    }
 }
 
 /// A record without a sign of life, from a tenantctl that kept none.
