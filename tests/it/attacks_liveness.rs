@@ -22,40 +22,15 @@ fn s(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
-/// Tenants a to d at V2, and a folder whose V3 waits at the gate.
+/// Tenants a to d at V2, and a folder whose V3 waits at the gate (the
+/// deploy tests' fleet).
 fn gated_fleet(env: &TestEnv) -> (Gate, PathBuf) {
-    let base = env.reversible_upto("base", V2);
-    let gate = Gate::new(env);
-    let gated = env.reversible_upto("gated", V3);
-    std::fs::write(
-        gated.join("20250101000003_prices.up.sql"),
-        format!(
-            "{}\nALTER TABLE items ADD COLUMN price_cents bigint;",
-            gate.sql()
-        ),
-    )
-    .expect("gated migration");
-    std::fs::write(
-        gated.join("20250101000003_prices.down.sql"),
-        "ALTER TABLE items DROP COLUMN price_cents;",
-    )
-    .expect("its down script");
-    env.tenants_with(&base, &["a", "b", "c", "d"]);
+    let (gate, gated, _) = crate::deploy::gated_fleet(env);
     (gate, gated)
 }
 
 fn migrate_args<'a>(dir: &'a Path, label: &'a str) -> Vec<&'a str> {
-    vec![
-        "tenant",
-        "migrate",
-        "--all",
-        "--concurrency",
-        "1",
-        "--label",
-        label,
-        "--tenant-migrations",
-        s(dir),
-    ]
+    crate::deploy::migrate_args(dir, label)
 }
 
 fn signal(pid: u32, name: &str) {

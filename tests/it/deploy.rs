@@ -465,7 +465,7 @@ fn labels_and_failed_in_values_are_refused_clearly_and_stored_exactly() {
 
 /// Tenants a to d at V2, and a folder whose V3 waits at the gate (with a
 /// down script that takes back just what it adds); their slugs.
-fn gated_fleet(env: &TestEnv) -> (Gate, PathBuf, Vec<String>) {
+pub(crate) fn gated_fleet(env: &TestEnv) -> (Gate, PathBuf, Vec<String>) {
     let base = folder(env, "base", V2);
     let gate = Gate::new(env);
     let gated = folder(env, "gated", V3);
@@ -486,9 +486,9 @@ fn gated_fleet(env: &TestEnv) -> (Gate, PathBuf, Vec<String>) {
     (gate, gated, slugs)
 }
 
-/// `migrate --all` one tenant at a time under `label`, in the background.
-fn migrate_one_by_one(env: &TestEnv, dir: &Path, label: &str) -> std::process::Child {
-    env.spawn(&[
+/// `migrate --all` one tenant at a time under `label`.
+pub(crate) fn migrate_args<'a>(dir: &'a Path, label: &'a str) -> Vec<&'a str> {
+    vec![
         "tenant",
         "migrate",
         "--all",
@@ -498,7 +498,12 @@ fn migrate_one_by_one(env: &TestEnv, dir: &Path, label: &str) -> std::process::C
         label,
         "--tenant-migrations",
         s(dir),
-    ])
+    ]
+}
+
+/// [`migrate_args`] in the background.
+fn migrate_one_by_one(env: &TestEnv, dir: &Path, label: &str) -> std::process::Child {
+    env.spawn(&migrate_args(dir, label))
 }
 
 #[test]
