@@ -394,11 +394,16 @@ impl RunLog {
         result
     }
 
-    /// A fresh master connection for the record, unpinned.
-    async fn reconnect(&self) -> anyhow::Result<PgConnection> {
-        let mut conn = self.connector.connect_master().await?;
-        self.connector.unpin(&mut conn).await?;
-        Ok(conn)
+    /// Puts a fresh master connection for the record (unpinned) in place
+    /// of `conn`, which a write just failed on (the master connection may
+    /// have dropped during a long run), and abandons the old one. Every
+    /// write of the record gets this one fresh connection, one more try.
+    async fn replace_connection(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let mut fresh = self.connector.connect_master().await?;
+        self.connector.unpin(&mut fresh).await?;
+        let broken = std::mem::replace(conn, fresh);
+        self.connector.abandon(broken).await;
+        Ok(())
     }
 
     /// Records what the run did to one tenant, if it changed it or failed
@@ -424,14 +429,8 @@ impl RunLog {
             return;
         };
         let mut written = self.insert_tenant(conn, tenant, done, error).await;
-        if written.is_err() {
-            // The master connection may have dropped during a long run:
-            // one fresh connection, one more try.
-            if let Ok(fresh) = self.reconnect().await {
-                let broken = std::mem::replace(conn, fresh);
-                self.connector.abandon(broken).await;
-                written = self.insert_tenant(conn, tenant, done, error).await;
-            }
+        if written.is_err() && self.replace_connection(conn).await.is_ok() {
+            written = self.insert_tenant(conn, tenant, done, error).await;
         }
         if let Err(err) = written {
             self.incomplete.store(true, Ordering::SeqCst);
@@ -522,11 +521,7 @@ impl RunLog {
         };
         let counts = [ok, failed, skipped].map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         let mut written = self.write_end(&mut conn, outcome, counts, ended).await;
-        if written.is_err()
-            && let Ok(fresh) = self.reconnect().await
-        {
-            let broken = std::mem::replace(&mut conn, fresh);
-            self.connector.abandon(broken).await;
+        if written.is_err() && self.replace_connection(&mut conn).await.is_ok() {
             written = self.write_end(&mut conn, outcome, counts, ended).await;
         }
         let released = self.connector.release(conn).await;
@@ -727,14 +722,10 @@ impl RunLog {
         };
         let mut renewed = self.renew(conn).await;
         if renewed.is_err() {
-            match self.reconnect().await {
-                Ok(fresh) => {
-                    let broken = std::mem::replace(conn, fresh);
-                    self.connector.abandon(broken).await;
-                    renewed = self.renew(conn).await;
-                }
-                Err(err) => renewed = Err(err),
-            }
+            renewed = match self.replace_connection(conn).await {
+                Ok(()) => self.renew(conn).await,
+                Err(err) => Err(err),
+            };
         }
         match renewed {
             Ok(true) => Beat::Alive,

@@ -54,6 +54,16 @@ fn outcome(env: &TestEnv, id: &str) -> Vec<String> {
 
 /// Opens the gate until the sessions a killed or cut-off run left waiting
 /// there are gone (the test's databases can be dropped then).
+/// A labelled run killed outright (SIGKILL) while its first tenant waits
+/// at the gate; its run id.
+fn killed_at_the_gate(env: &TestEnv, gate: &Gate, gated: &Path, label: &str) -> String {
+    let killed = env.spawn(&migrate_args(gated, label));
+    gate.wait_for(env, 1);
+    signal(killed.id(), "-KILL");
+    let _ = killed.wait_with_output();
+    last_run(env)
+}
+
 fn drain(env: &TestEnv, gate: &Gate) {
     let open = gate.open(env);
     wait_until(Duration::from_secs(60), "no session at the gate", || {
@@ -279,11 +289,7 @@ fn a_run_that_ends_after_its_record_was_taken_over_does_not_succeed() {
 fn an_interrupt_during_the_wait_for_a_silent_run_ends_no_record() {
     let env = TestEnv::new();
     let (gate, gated) = gated_fleet(&env);
-    let killed = env.spawn(&migrate_args(&gated, "interrupted-wait"));
-    gate.wait_for(&env, 1);
-    signal(killed.id(), "-KILL");
-    let _ = killed.wait_with_output();
-    let id = last_run(&env);
+    let id = killed_at_the_gate(&env, &gate, &gated, "interrupted-wait");
     let revert = env.spawn(&[
         "tenant",
         "revert",
@@ -354,21 +360,11 @@ fn through_pgbouncer_in_transaction_mode_a_live_run_refuses_and_a_killed_one_is_
     let spawn = |label: &str| {
         let mut cmd = env.cmd();
         configure(&mut cmd);
-        cmd.args([
-            "tenant",
-            "migrate",
-            "--all",
-            "--concurrency",
-            "1",
-            "--label",
-            label,
-            "--tenant-migrations",
-            &slow,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn")
+        cmd.args(migrate_args(Path::new(&slow), label))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
     };
     let revert = |label: &str| {
         through(&[
@@ -439,11 +435,7 @@ fn a_revert_that_does_not_go_ahead_ends_no_record() {
     ])
     .ok();
     drop(open);
-    let killed = env.spawn(&migrate_args(&gated, "no-go"));
-    gate.wait_for(&env, 1);
-    signal(killed.id(), "-KILL");
-    let _ = killed.wait_with_output();
-    let id = last_run(&env);
+    let id = killed_at_the_gate(&env, &gate, &gated, "no-go");
     let refused = env
         .run(&[
             "tenant",
@@ -590,11 +582,7 @@ fn two_rollback_jobs_racing_after_a_kill_take_the_label_back_once() {
     ])
     .ok();
     drop(open);
-    let killed = env.spawn(&migrate_args(&gated, "race"));
-    gate.wait_for(&env, 1);
-    signal(killed.id(), "-KILL");
-    let _ = killed.wait_with_output();
-    let id = last_run(&env);
+    let id = killed_at_the_gate(&env, &gate, &gated, "race");
     let job = || {
         env.spawn(&[
             "tenant",
@@ -650,10 +638,7 @@ fn a_run_of_the_label_recorded_while_the_revert_waits_is_taken_back_too() {
     ])
     .ok();
     drop(open);
-    let killed = env.spawn(&migrate_args(&gated, "retried"));
-    gate.wait_for(&env, 1);
-    signal(killed.id(), "-KILL");
-    let _ = killed.wait_with_output();
+    killed_at_the_gate(&env, &gate, &gated, "retried");
     let revert = env.spawn(&[
         "tenant",
         "revert",
