@@ -74,6 +74,12 @@ pub struct Unused(pub Box<dyn std::error::Error + Send + Sync + 'static>);
 #[error("interrupted: quit without waiting for the command to finish")]
 pub struct Quit;
 
+/// An interrupt that stopped a command before it changed anything (while
+/// it waited, say): exit status 130, with this message as its error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
 /// How a command ended when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -223,7 +229,9 @@ fn describe(cause: &(dyn std::error::Error + 'static)) -> String {
 
 /// Whether the command ended because of an interrupt (exit status 130).
 pub fn is_interrupt(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<Quit>().is_some() || err.downcast_ref::<Cancelled>().is_some()
+    err.downcast_ref::<Quit>().is_some()
+        || err.downcast_ref::<Cancelled>().is_some()
+        || err.downcast_ref::<Interrupted>().is_some()
 }
 
 /// Whether the error is the operator's to fix in the command line or the

@@ -290,6 +290,7 @@ fn an_interrupt_during_the_wait_for_a_silent_run_ends_no_record() {
     let env = TestEnv::new();
     let (gate, gated) = gated_fleet(&env);
     let id = killed_at_the_gate(&env, &gate, &gated, "interrupted-wait");
+    let report = env.workdir.path().join("interrupted-wait.json");
     let revert = env.spawn(&[
         "tenant",
         "revert",
@@ -298,6 +299,8 @@ fn an_interrupt_during_the_wait_for_a_silent_run_ends_no_record() {
         "--yes",
         "--output",
         "json",
+        "--report-file",
+        s(&report),
         "--tenant-migrations",
         s(&gated),
     ]);
@@ -311,6 +314,20 @@ fn an_interrupt_during_the_wait_for_a_silent_run_ends_no_record() {
         interrupted.elapsed(),
         stopped.stderr
     );
+    // Exit 130 with its report, in the file as on stdout, as on every
+    // other exit path (the wait came before the signals were listened to,
+    // so the interrupt killed the process: no report at all).
+    assert_eq!(stopped.code, 130, "{}", stopped.stderr);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("the report file"))
+            .expect("a JSON report");
+    assert!(
+        written["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{written}"
+    );
+    assert_eq!(stopped.json()["error"], written["error"]);
     assert_eq!(outcome(&env, &id), ["running"]);
     drain(&env, &gate);
     for name in ["a", "b", "c", "d"] {

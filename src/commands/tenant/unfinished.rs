@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::commands::context::Context;
-use crate::error::UsageError;
+use crate::error::{Interrupted, UsageError};
 use crate::runs::{self, Label, SILENCE_LIMIT, Unfinished};
 
 /// How often the wait reads the records again.
@@ -57,8 +57,18 @@ pub async fn settle(
     if let Some(old) = first.iter().find(|u| u.alive_at.is_none()) {
         return unknown(taking, old.id).map(|()| Killed::default());
     }
+    // Up to 30 s of waiting: an interrupt meanwhile ends the revert with
+    // its report (exit 130), like one anywhere else, not the process.
+    let stop = ctx.interruptible().clone();
     let mut told = false;
     loop {
+        if stop.is_set() {
+            return Err(Interrupted(format!(
+                "interrupted while waiting to tell whether run {} is still running or was killed; nothing was changed",
+                ids(&first)
+            ))
+            .into());
+        }
         let now = read(ctx, running).await?;
         refuse_if_alive(taking, &first, &now)?;
         let quietest = now.iter().filter_map(|u| u.silent).min();
