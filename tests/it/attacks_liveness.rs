@@ -248,6 +248,12 @@ fn a_run_cut_off_from_the_master_stops_before_a_revert_may_take_it_over() {
     drop(open);
     assert_ne!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("so it stops now"), "{}", run.stderr);
+    // The failed renewals' errors (connections to a master URL holding
+    // the password) name no password, in any channel.
+    let secret = crate::support::password();
+    for channel in [&run.stdout, &run.stderr, &taken.stdout, &taken.stderr] {
+        assert!(!channel.contains(&secret), "{channel}");
+    }
     for name in ["a", "b", "c", "d"] {
         assert_eq!(env.applied(&env.db(name)), [V1, V2], "{name}");
     }
